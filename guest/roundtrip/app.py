@@ -1,0 +1,98 @@
+"""The test-suite's guest: every wasi:nn call, driven from the host with plain values."""
+from componentize_py_types import Err
+
+from wit_world import exports
+from wit_world.exports.roundtrip import NnFailure, TensorValue
+from wit_world.imports import graph, tensor
+
+_graphs: dict = {}
+_contexts: dict = {}
+_ids = iter(range(1, 2**32))
+
+
+def _failure(e: Err) -> Err:
+    """wasi:nn raises Err(error resource); hand the host its code and message."""
+    with e.value as error:
+        return Err(NnFailure(error.code(), error.data()))
+
+
+def _value(t: tensor.Tensor) -> TensorValue:
+    return TensorValue(t.dimensions(), t.ty(), t.data())
+
+
+def _tensor(v: TensorValue) -> tensor.Tensor:
+    return tensor.Tensor(v.dimensions, v.ty, v.data)
+
+
+def _keep(table: dict, obj) -> int:
+    key = next(_ids)
+    table[key] = obj
+    return key
+
+
+class Roundtrip(exports.Roundtrip):
+    def make(self, value):
+        return _tensor(value)
+
+    def inspect(self, t):
+        return _value(t)
+
+    def echo(self, t):
+        with t:
+            return _tensor(_value(t))
+
+    def load(self, builders, encoding, target):
+        try:
+            return _keep(_graphs, graph.load(builders, encoding, target))
+        except Err as e:
+            raise _failure(e)
+
+    def load_by_name(self, name):
+        try:
+            return _keep(_graphs, graph.load_by_name(name))
+        except Err as e:
+            raise _failure(e)
+
+    def init_context(self, graph_id):
+        try:
+            return _keep(_contexts, _graphs[graph_id].init_execution_context())
+        except Err as e:
+            raise _failure(e)
+
+    def compute(self, context, inputs):
+        try:
+            outputs = _contexts[context].compute([(name, _tensor(v)) for name, v in inputs])
+        except Err as e:
+            raise _failure(e)
+        result = []
+        for name, t in outputs:
+            with t:
+                result.append((name, _value(t)))
+        return result
+
+    def compute_tensors(self, context, inputs):
+        try:
+            return _contexts[context].compute(inputs)
+        except Err as e:
+            raise _failure(e)
+
+    def drop_graph(self, graph_id):
+        _graphs.pop(graph_id).__exit__(None, None, None)
+
+    def drop_context(self, context):
+        _contexts.pop(context).__exit__(None, None, None)
+
+    def misuse(self, kind, context):
+        t = tensor.Tensor([1], tensor.TensorType.U8, b"\x00")
+        if kind == "use-after-drop":
+            t.__exit__(None, None, None)
+            t.dimensions()
+        elif kind == "reuse-moved":
+            inputs = [("0", t)]
+            for _ in range(2):
+                try:
+                    _contexts[context].compute(inputs)
+                except Err as e:
+                    _failure(e)
+        else:
+            raise ValueError(f"unknown misuse {kind!r}")

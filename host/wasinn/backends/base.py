@@ -1,0 +1,63 @@
+"""The backend interface: what a wasi:nn backend provides to `nn.py`.
+
+A backend turns model bytes into a `Graph`; a graph opens `Context`s; a context runs
+inputs (already matched to the model's inputs and validated by `nn.py`) and returns
+every output. Backends see numpy-backed `HostTensor`s, never wasmtime types.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol, Sequence
+
+from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from ..tensors import HostTensor, TYPE_NAMES
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output. `ty` is None where wasi:nn has no such type;
+    `shape` is None for an unknown rank, and holds None for each dynamic axis."""
+    name: str
+    ty: TensorType | None
+    type_name: str
+    shape: tuple[int | None, ...] | None
+
+    def describe(self) -> str:
+        name = TYPE_NAMES[self.ty] if self.ty is not None else self.type_name
+        if self.shape is None:
+            return f"{name} [any rank]"
+        return f"{name} [{','.join('?' if d is None else str(d) for d in self.shape)}]"
+
+    def accepts_shape(self, dims: Sequence[int]) -> bool:
+        if self.shape is None:
+            return True
+        return len(dims) == len(self.shape) and all(s is None or s == d for s, d in zip(self.shape, dims))
+
+
+class Context(Protocol):
+    def compute(self, inputs: list[HostTensor]) -> list[tuple[str, HostTensor]]:
+        """Runs one inference; `inputs` are in the order of `Graph.inputs`."""
+        ...
+
+
+class Graph(Protocol):
+    backend: str
+    target: ExecutionTarget
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def init_execution_context(self) -> Context:
+        ...
+
+
+class Backend(Protocol):
+    name: str
+    encoding: GraphEncoding
+
+    def load(self, builders: list[bytes], target: ExecutionTarget) -> Graph:
+        """Raises `NnError` for bad bytes or an unavailable target."""
+        ...
+
+    def recognizes(self, builders: list[bytes]) -> bool:
+        """Whether the bytes look like this backend's encoding (for `autodetect`)."""
+        ...

@@ -1,0 +1,209 @@
+"""ONNX Runtime backend: encoding `onnx`, targets cpu and (with CUDA) gpu."""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..errors import ErrorCode
+from ..tensors import DTYPES, HostTensor
+from .base import TensorSpec
+
+# ONNX element type names as onnxruntime reports them, and the ONNX enum values.
+_ORT_TYPES = {
+    "tensor(float16)": (TensorType.FP16, 10), "tensor(float)": (TensorType.FP32, 1),
+    "tensor(double)": (TensorType.FP64, 11), "tensor(bfloat16)": (TensorType.BF16, 16),
+    "tensor(uint8)": (TensorType.U8, 2), "tensor(int32)": (TensorType.I32, 6),
+    "tensor(int64)": (TensorType.I64, 7),
+}
+_ONNX_ELEM_TYPE = {ty: elem for ty, elem in _ORT_TYPES.values()}
+_PROVIDERS = {ExecutionTarget.CPU: "CPUExecutionProvider", ExecutionTarget.GPU: "CUDAExecutionProvider"}
+# ModelProto's top-level field numbers (onnx.proto), for recognising ONNX bytes.
+_MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
+
+
+def _specs(args, model: bytes) -> list[TensorSpec]:
+    # onnxruntime reports both a scalar and an unknown rank as []; only the model
+    # proto tells them apart, so parse it (a few ms) only when that case comes up.
+    unranked: set[str] = set()
+    if any(not a.shape for a in args):
+        import onnx
+        graph = onnx.ModelProto.FromString(model).graph
+        unranked = {v.name for v in [*graph.input, *graph.output]
+                    if not v.type.tensor_type.HasField("shape")}
+    specs = []
+    for a in args:
+        ty = _ORT_TYPES.get(a.type, (None, 0))[0]
+        dims = None if a.name in unranked else tuple(d if isinstance(d, int) and d >= 0 else None for d in a.shape)
+        specs.append(TensorSpec(a.name, ty, a.type.removeprefix("tensor(").removesuffix(")"), dims))
+    return specs
+
+
+def _load_error(e: Exception) -> NnError:
+    msg = f"onnxruntime could not load the model: {e}"
+    if isinstance(e, ort_errors.NotImplemented):
+        return unsupported(msg)
+    if isinstance(e, (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel,
+                      ort_errors.Fail, ort_errors.InvalidArgument)):
+        return invalid_encoding(msg)
+    return runtime_error(msg)
+
+
+def _run_error(e: Exception) -> NnError:
+    msg = f"onnxruntime failed to run the model: {e}"
+    if isinstance(e, ort_errors.InvalidArgument):
+        return invalid_argument(msg)
+    if isinstance(e, ort_errors.NotImplemented):
+        return unsupported(msg)
+    return runtime_error(msg)
+
+
+def _uses_external_data(model: bytes) -> bool:
+    # Every external-data reference carries a "location" key; only parse when the
+    # bytes could hold one (parsing costs ~1 ms per MB).
+    if b"location" not in model:
+        return False
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    try:
+        proto = onnx.ModelProto.FromString(model)
+    except Exception:
+        return False  # not parseable: onnxruntime will reject it with its own message
+    return any(uses_external_data(t) for t in _get_all_tensors(proto))
+
+
+class OnnxRuntimeGraph:
+    def __init__(self, session: ort.InferenceSession, target: ExecutionTarget, model: bytes):
+        self.session = session
+        self.backend = "onnxruntime"
+        self.target = target
+        self.inputs = _specs(session.get_inputs(), model)
+        self.outputs = _specs(session.get_outputs(), model)
+        self._output_names = [o.name for o in self.outputs]
+
+    def init_execution_context(self) -> "OnnxRuntimeContext":
+        return OnnxRuntimeContext(self)
+
+
+class OnnxRuntimeContext:
+    def __init__(self, graph: OnnxRuntimeGraph):
+        self.graph = graph
+
+    def compute(self, inputs: list[HostTensor]) -> list[tuple[str, HostTensor]]:
+        feeds = {}
+        for spec, t in zip(self.graph.inputs, inputs):
+            arr = t.array()
+            if t.ty == TensorType.BF16:  # numpy has no native bfloat16 that onnxruntime takes
+                feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    np.ascontiguousarray(arr.view(np.uint16)), _ONNX_ELEM_TYPE[TensorType.BF16])
+            else:
+                feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+        try:
+            values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds)
+        except Exception as e:
+            raise _run_error(e) from e
+        return [(name, _to_host(name, v)) for name, v in zip(self.graph._output_names, values)]
+
+
+def _to_host(name: str, value: ort.OrtValue) -> HostTensor:
+    kind = value.data_type()
+    if kind not in _ORT_TYPES:
+        raise unsupported(f"output {name!r} is {kind}, which no wasi:nn tensor type can carry "
+                          f"(FP16, FP32, FP64, BF16, U8, I32, I64)")
+    ty = _ORT_TYPES[kind][0]
+    shape = value.shape()
+    if ty == TensorType.BF16:
+        n = math.prod(shape) * DTYPES[ty].itemsize
+        raw = np.frombuffer(ctypes.string_at(value.data_ptr(), n), np.uint8) if n else np.empty(0, np.uint8)
+        return HostTensor(shape, ty, raw)
+    return HostTensor.from_array(value.numpy())
+
+
+class OnnxRuntimeBackend:
+    """Serves `onnx` through onnxruntime's Python API."""
+    name = "onnxruntime"
+    encoding = GraphEncoding.ONNX
+
+    def __init__(self, intra_op_threads: int = 0, inter_op_threads: int = 0):
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+
+    def recognizes(self, builders: list[bytes]) -> bool:
+        return len(builders) == 1 and _looks_like_onnx(builders[0])
+
+    def providers(self, target: ExecutionTarget) -> list[str]:
+        available = ort.get_available_providers()
+        if target not in _PROVIDERS:
+            raise unsupported(f"onnxruntime has no execution target {target.value}; it serves: "
+                              + ", ".join(t.value for t in _PROVIDERS))
+        wanted = _PROVIDERS[target]
+        if wanted not in available:
+            raise unsupported(
+                f"execution target {target.value} needs onnxruntime's {wanted}, and this onnxruntime "
+                f"({ort.__version__}) offers only {', '.join(available)}; install onnxruntime-gpu "
+                f"with a CUDA runtime, or load the graph for target cpu")
+        return [wanted]
+
+    def load(self, builders: list[bytes], target: ExecutionTarget) -> OnnxRuntimeGraph:
+        if len(builders) != 1:
+            raise invalid_argument(f"an onnx graph takes exactly one builder (the model bytes); got {len(builders)}")
+        model = builders[0]
+        providers = self.providers(target)
+        if _uses_external_data(model):
+            raise NnError(ErrorCode.SECURITY, "the model references external data files; a model loaded "
+                          "from bytes must carry all its weights")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.intra_op_threads
+        opts.inter_op_num_threads = self.inter_op_threads
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(model, opts, providers=providers)
+        except Exception as e:
+            raise _load_error(e) from e
+        if session.get_providers()[0] != providers[0]:
+            raise unsupported(f"onnxruntime could not start {providers[0]} for target {target.value} "
+                              f"(it would run on {session.get_providers()[0]} instead)")
+        return OnnxRuntimeGraph(session, target, model)
+
+
+def _looks_like_onnx(data: bytes) -> bool:
+    """True when the first protobuf fields are ModelProto fields with the right wire
+    types, starting with ir_version; cheap and never parses the whole model."""
+    pos, seen = 0, 0
+    while pos < len(data) and seen < 4:
+        key, pos = _varint(data, pos)
+        if key is None:
+            return False
+        field, wire = key >> 3, key & 7
+        if field not in _MODEL_FIELDS or (seen == 0 and field != 1):
+            return False
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if length is None:
+                return False
+            pos += length
+        else:
+            return False
+        if pos is None or pos > len(data):
+            return False
+        seen += 1
+    return seen > 0
+
+
+def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+    return None, pos

@@ -1,0 +1,300 @@
+"""The component host: engine, linker with WASI and wasi:nn, compile cache, instances.
+
+    from wasinn import Host
+    host = Host()
+    host.models.register("mobilenet", "model.onnx")
+    inst = host.instantiate(host.load_component("app.wasm"))
+    out = inst.call("classify", image)      # numpy arrays become tensor handles
+
+An `Instance` that traps is torn down (its store dropped, its wasi:nn resources
+freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import wasmtime
+from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
+from wasmtime.component import (BorrowType, Component, Linker, Record, ResourceAny, ResourceHost, ResourceType,
+                                ResultType, Variant)
+
+from . import _fastlist
+from ._bindings import WASI_CLI_RUN, Resource, add_wasi_nn_to_linker
+from .backends import default_backends
+from .errors import GuestTrap, WasinnError
+from .nn import WasiNn
+from .registry import ModelRegistry
+from .tensors import HostTensor
+
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+DEFAULT_MEMORY_LIMIT = 2 << 30
+Progress = Callable[[str], None]
+
+
+def default_cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "wasinn"
+
+
+def stderr_progress(message: str) -> None:
+    print(f"wasinn: {message}", file=sys.stderr, flush=True)
+
+
+class Host:
+    """One wasmtime engine and linker serving WASI and wasi:nn, plus the named models.
+
+    Args:
+        cache_dir: where compiled components are kept (None: `$XDG_CACHE_HOME/wasinn`;
+            False: no disk cache).
+        memory_limit: bytes of linear memory each instance may grow to.
+        ort_threads: onnxruntime intra-op threads per graph (0: onnxruntime's choice).
+        progress: called with a line of text during long work (compiling).
+    """
+
+    def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, ort_threads: int = 0,
+                 progress: Progress | None = None):
+        _fastlist.install()
+        self.memory_limit = memory_limit
+        self.progress = progress or (lambda message: None)
+        self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
+        self.engine = Engine(wasmtime.Config())
+        self.models = ModelRegistry()
+        self.nn = WasiNn(default_backends(ort_threads), self.models)
+        self.linker = Linker(self.engine)
+        self.linker.add_wasip2()
+        with self.linker.root() as root:
+            add_wasi_nn_to_linker(root, self.nn)
+        self._tensor_type = ResourceType.host(Resource.TENSOR)
+
+    # --- components --------------------------------------------------------------
+    def load_component(self, source: str | os.PathLike | bytes) -> Component:
+        """Compiles a component, or loads its compiled form from the disk cache. The
+        cache key is the component's sha256 plus the wasmtime version, so a changed
+        file or a different wasmtime never gets a stale entry."""
+        if isinstance(source, (bytes, bytearray)):
+            wasm, label = bytes(source), "component"
+        else:
+            path = pathlib.Path(source)
+            try:
+                wasm = path.read_bytes()
+            except OSError as e:
+                raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
+            label = path.name
+        cached = None
+        if self.cache_dir is not None:
+            key = hashlib.sha256(wasm).hexdigest()[:32]
+            cached = self.cache_dir / f"{key}-wasmtime{WASMTIME_VERSION}.cwasm"
+            if cached.is_file():
+                try:
+                    return Component.deserialize_file(self.engine, str(cached))
+                except WasmtimeError:
+                    cached.unlink(missing_ok=True)  # corrupt or foreign: rebuild below
+        self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
+        start = time.perf_counter()
+        try:
+            component = Component(self.engine, wasm)
+        except WasmtimeError as e:
+            raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+        self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
+        if cached is not None:
+            self._write_cache(cached, component.serialize())
+        return component
+
+    def _write_cache(self, path: pathlib.Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        except OSError as e:
+            self.progress(f"not caching the compiled component: {e}")
+
+    def instantiate(self, component: Component, *, args: Sequence[str] = (),
+                    dirs: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None,
+                    program_name: str = "app") -> "Instance":
+        """An instance of `component`. `args` and `env` are what the guest sees through
+        WASI; `dirs` are (host path, guest path) preopens. Instantiation is lazy: the
+        first call creates the store."""
+        return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
+
+
+class Instance:
+    """A component instance that survives its own traps (see module docs)."""
+
+    def __init__(self, host: Host, component: Component, argv: list[str],
+                 dirs: list[tuple[str, str]], env: dict[str, str]):
+        self.host = host
+        self.component = component
+        self.argv = argv
+        self.dirs = dirs
+        self.env = env
+        self.instances_started = 0
+        self._store: Store | None = None
+        self._instance = None
+        self._session = None
+        self._funcs: dict[str, Any] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+    def _ensure(self) -> Store:
+        if self._store is not None:
+            return self._store
+        wasi = WasiConfig()
+        wasi.argv = self.argv
+        wasi.env = list(self.env.items())
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+        for host_path, guest_path in self.dirs:
+            if not os.path.isdir(host_path):
+                raise WasinnError(f"--dir: no such directory {host_path}")
+            wasi.preopen_dir(host_path, guest_path)
+        store = Store(self.host.engine)
+        store.set_limits(memory_size=self.host.memory_limit)
+        store.set_wasi(wasi)
+        session = self.host.nn.open_session(store)
+        try:
+            self._instance = self.host.linker.instantiate(store, self.component)
+        except (WasmtimeError, wasmtime.Trap) as e:
+            self.host.nn.close_session(session)
+            raise WasinnError(f"cannot instantiate the component: {_one_line(e)}") from None
+        self._store, self._session = store, session
+        self.instances_started += 1
+        return store
+
+    def close(self) -> None:
+        """Drops the store and frees every wasi:nn resource the instance still held."""
+        if self._session is not None:
+            self.host.nn.close_session(self._session)
+        self._store = self._instance = self._session = None
+        self._funcs.clear()
+
+    def __enter__(self) -> "Instance":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def live_resources(self) -> dict[str, int]:
+        """Live wasi:nn resources (tensor, graph, ...) the current instance holds."""
+        return self.host.nn.live(self._session) if self._session else {k.name.lower(): 0 for k in Resource}
+
+    # --- calls ---------------------------------------------------------------------
+    def _func(self, store: Store, name: str):
+        func = self._funcs.get(name)
+        if func is not None:
+            return func
+        if "#" in name:
+            iface, fname = name.split("#", 1)
+            places = [iface]
+        else:
+            fname, places = name, [None, *self.exported_interfaces()]
+        for iface in places:
+            parent = None if iface is None else self._instance.get_export_index(store, iface)
+            if iface is not None and parent is None:
+                continue
+            idx = self._instance.get_export_index(store, fname, parent)
+            func = self._instance.get_func(store, idx) if idx is not None else None
+            if func is not None:
+                break
+        if func is None:
+            raise WasinnError(f"the component exports no function {name!r}; it exports: "
+                              + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+        self._funcs[name] = func
+        return func
+
+    def exported_interfaces(self) -> list[str]:
+        return sorted(self.component.type.exports(self.host.engine))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Calls an export: `func`, or `interface#func` for one in an exported interface.
+        numpy arrays and `HostTensor`s in `args` are handed over as `tensor` handles
+        (no bytes cross); tensors in the result come back as `HostTensor`s. A WIT
+        `result` always comes back as a `Variant` tagged 'ok' or 'err'."""
+        store = self._ensure()
+        func = self._func(store, name)
+        ftype = func.type(store)
+        lent: list[int] = []  # tensors we create only to lend (borrow params) die after the call
+        try:
+            params = []
+            for (_, ptype), arg in zip(ftype.params, args):
+                params.append(self._lower(store, arg))
+                if isinstance(ptype, BorrowType) and isinstance(params[-1], ResourceHost):
+                    lent.append(params[-1].rep)
+            result = func(store, *params)
+            func.post_return(store)
+            return self._lift(store, _tag_result(ftype.result, result))
+        except ExitTrap:
+            raise
+        except (WasmtimeError, wasmtime.Trap) as e:
+            self.close()
+            raise GuestTrap(f"guest trapped in {name}: {_one_line(e)}; the instance was torn down and "
+                            "its resources freed, the next call gets a fresh one") from None
+        finally:
+            for rep in lent:
+                self.host.nn.drop(rep)
+
+    def run(self) -> int:
+        """Runs a command component (`wasi:cli/run`); returns its exit status."""
+        try:
+            result = self.call(f"{WASI_CLI_RUN}#run")
+        except ExitTrap as e:
+            self.close()
+            return e.code
+        return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
+
+    def _lower(self, store: Store, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = HostTensor.from_array(value)
+        if isinstance(value, HostTensor):
+            return ResourceHost.own(self.host.nn.add(store, Resource.TENSOR, value), Resource.TENSOR)
+        if isinstance(value, list):
+            return [self._lower(store, v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._lower(store, v) for v in value)
+        return value
+
+    def _lift(self, store: Store, value: Any) -> Any:
+        if isinstance(value, ResourceAny):
+            if value.type == self.host._tensor_type:
+                return self.host.nn.take(value.to_host(store).rep, Resource.TENSOR)
+            return value
+        if isinstance(value, list):
+            return [self._lift(store, v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._lift(store, v) for v in value)
+        if isinstance(value, Variant) and value.payload is not None:
+            return Variant(value.tag, self._lift(store, value.payload))
+        if isinstance(value, Record):
+            for k, v in vars(value).items():
+                setattr(value, k, self._lift(store, v))
+        return value
+
+
+def _tag_result(ty, value: Any) -> Any:
+    """wasmtime-py leaves a `result` untagged when its ok and err values have different
+    Python classes; tag it so callers always see the same shape."""
+    if not isinstance(ty, ResultType) or isinstance(value, Variant):
+        return value
+    classes: set[type] = set()
+    if ty.ok is not None:
+        ty.ok.add_classes(classes)
+    return Variant("ok" if isinstance(value, tuple(classes) or object) else "err", value)
+
+
+def _one_line(e: Exception) -> str:
+    """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if "Caused by:" in lines:
+        causes = lines[lines.index("Caused by:") + 1:]
+        causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]
+        return "; ".join(causes) or lines[0]
+    return lines[0] if lines else type(e).__name__

@@ -1,0 +1,86 @@
+"""Host-side tensors: what a wasi:nn `tensor` handle points at.
+
+A tensor is dimensions, an element type and bytes. The constructor in the WIT cannot
+fail, so a `HostTensor` accepts any combination and `validate()` reports the problem
+later, from a call that can return an error.
+"""
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+
+from ._bindings import TensorType
+from .errors import invalid_argument
+
+# Every wasi:nn tensor type and the numpy dtype that holds it (little-endian, as the
+# bytes on the wire are).
+DTYPES: dict[TensorType, np.dtype] = {
+    TensorType.FP16: np.dtype("<f2"),
+    TensorType.FP32: np.dtype("<f4"),
+    TensorType.FP64: np.dtype("<f8"),
+    TensorType.BF16: np.dtype(ml_dtypes.bfloat16),
+    TensorType.U8: np.dtype("u1"),
+    TensorType.I32: np.dtype("<i4"),
+    TensorType.I64: np.dtype("<i8"),
+}
+_BY_DTYPE = {dt: ty for ty, dt in DTYPES.items()}
+# Names people and ONNX use, for messages.
+TYPE_NAMES = {TensorType.FP16: "float16", TensorType.FP32: "float32", TensorType.FP64: "float64",
+              TensorType.BF16: "bfloat16", TensorType.U8: "uint8", TensorType.I32: "int32",
+              TensorType.I64: "int64"}
+
+
+def tensor_type_of(dtype: np.dtype) -> TensorType | None:
+    """The wasi:nn type for a numpy dtype, or None if wasi:nn cannot carry it."""
+    return _BY_DTYPE.get(np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).byteorder == ">" else np.dtype(dtype))
+
+
+def describe(ty: TensorType, dims) -> str:
+    return f"{TYPE_NAMES[ty]} [{','.join(str(d) for d in dims)}]"
+
+
+class HostTensor:
+    """One tensor: `dims`, `ty` and the raw bytes (`data`, bytes or a uint8 array)."""
+
+    __slots__ = ("dims", "ty", "data")
+
+    def __init__(self, dims, ty: TensorType, data):
+        self.dims = tuple(int(d) for d in dims)
+        self.ty = ty
+        self.data = data
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> "HostTensor":
+        """Wraps a numpy array without copying when it is already C-contiguous."""
+        array = np.asarray(array)
+        ty = tensor_type_of(array.dtype)
+        if ty is None:
+            raise TypeError(f"wasi:nn has no tensor type for numpy dtype {array.dtype}; "
+                            f"use one of {', '.join(str(d) for d in DTYPES.values())}")
+        array = np.ascontiguousarray(array, dtype=DTYPES[ty])
+        return cls(array.shape, ty, array.reshape(-1).view(np.uint8))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def expected_nbytes(self) -> int:
+        return math.prod(self.dims) * DTYPES[self.ty].itemsize
+
+    def validate(self, label: str) -> None:
+        """Raises `invalid-argument` unless the bytes fit the dimensions and type."""
+        want = self.expected_nbytes()
+        if want != len(self.data):
+            raise invalid_argument(
+                f"{label}: {describe(self.ty, self.dims)} needs {want} bytes "
+                f"({math.prod(self.dims)} elements x {DTYPES[self.ty].itemsize}), got {len(self.data)}")
+
+    def array(self) -> np.ndarray:
+        """The tensor as a typed numpy array (a view, no copy); call `validate` first."""
+        buf = self.data if isinstance(self.data, np.ndarray) else np.frombuffer(self.data, np.uint8)
+        return buf.view(DTYPES[self.ty]).reshape(self.dims)
+
+    def to_bytes(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else self.data.tobytes()
