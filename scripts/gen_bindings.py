@@ -302,6 +302,10 @@ class Emitter:
         for p in sorted(self.pkgs.values(), key=lambda p: p.id):
             for iface in p.interfaces.values():
                 out.append(f"{const_name(iface)} = {iface.qualified!r}")
+        out += ["", "# Every world in wit/, as componentize-py's -w takes it."]
+        for p in sorted(self.pkgs.values(), key=lambda p: p.id):
+            for world in p.worlds:
+                out.append(f"{upper(f'{p.namespace}-{p.name}-{world}')}_WORLD = {f'{p.namespace}:{p.name}/{world}'!r}")
         out += ["", "",
                 "class Resource(enum.IntEnum):",
                 '    """Type ids of the host-defined resources (the `ty` of each ResourceHost)."""']

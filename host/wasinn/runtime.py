@@ -98,6 +98,9 @@ class Host:
                     return Component.deserialize_file(self.engine, str(cached))
                 except WasmtimeError:
                     cached.unlink(missing_ok=True)  # corrupt or foreign: rebuild below
+        if wasm[:8] == b"\0asm\x01\0\0\0":
+            raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
+                              "components (build Python guests with `wasinn build`)")
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         start = time.perf_counter()
         try:

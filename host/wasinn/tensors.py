@@ -59,7 +59,7 @@ class HostTensor:
         if ty is None:
             raise TypeError(f"wasi:nn has no tensor type for numpy dtype {array.dtype}; "
                             f"use one of {', '.join(str(d) for d in DTYPES.values())}")
-        array = np.ascontiguousarray(array, dtype=DTYPES[ty])
+        array = np.require(array, DTYPES[ty], "C")  # unlike ascontiguousarray, keeps rank 0
         return cls(array.shape, ty, array.reshape(-1).view(np.uint8))
 
     @property

@@ -45,7 +45,7 @@ def _specs(args, model: bytes) -> list[TensorSpec]:
 
 
 def _load_error(e: Exception) -> NnError:
-    msg = f"onnxruntime could not load the model: {e}"
+    msg = f"onnxruntime could not load the model: {str(e).strip()}"
     if isinstance(e, ort_errors.NotImplemented):
         return unsupported(msg)
     if isinstance(e, (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel,
@@ -55,7 +55,7 @@ def _load_error(e: Exception) -> NnError:
 
 
 def _run_error(e: Exception) -> NnError:
-    msg = f"onnxruntime failed to run the model: {e}"
+    msg = f"onnxruntime failed to run the model: {str(e).strip()}"
     if isinstance(e, ort_errors.InvalidArgument):
         return invalid_argument(msg)
     if isinstance(e, ort_errors.NotImplemented):
@@ -97,12 +97,12 @@ class OnnxRuntimeContext:
     def compute(self, inputs: list[HostTensor]) -> list[tuple[str, HostTensor]]:
         feeds = {}
         for spec, t in zip(self.graph.inputs, inputs):
-            arr = t.array()
-            if t.ty == TensorType.BF16:  # numpy has no native bfloat16 that onnxruntime takes
+            arr = np.require(t.array(), requirements="C")
+            if t.ty == TensorType.BF16:  # onnxruntime takes no numpy bfloat16: hand it the bits
                 feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-                    np.ascontiguousarray(arr.view(np.uint16)), _ONNX_ELEM_TYPE[TensorType.BF16])
+                    arr.view(np.uint16), _ONNX_ELEM_TYPE[TensorType.BF16])
             else:
-                feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+                feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(arr)
         try:
             values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds)
         except Exception as e:
@@ -160,7 +160,7 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = self.inter_op_threads
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # failures reach the guest as wasi:nn errors; keep stderr quiet
         try:
             session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:

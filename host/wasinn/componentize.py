@@ -9,11 +9,12 @@ import sys
 import tempfile
 import time
 
+from ._bindings import WASINN_GUEST_ML_COMMAND_WORLD
 from .errors import WasinnError
 
 # wit/ ships inside the package (package data), so builds work from an installed wasinn.
 PACKAGE_WIT = pathlib.Path(__file__).resolve().parent / "wit"
-DEFAULT_WORLD = "wasinn:guest/ml-command"
+DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
 
 
 def wit_dir() -> pathlib.Path:

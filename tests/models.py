@@ -1,0 +1,74 @@
+"""Small ONNX models built in code for the tests, and native onnxruntime to compare with."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from wasinn import TensorType
+from wasinn.tensors import DTYPES
+
+ONNX_TYPES = {TensorType.FP16: TensorProto.FLOAT16, TensorType.FP32: TensorProto.FLOAT,
+              TensorType.FP64: TensorProto.DOUBLE, TensorType.BF16: TensorProto.BFLOAT16,
+              TensorType.U8: TensorProto.UINT8, TensorType.I32: TensorProto.INT32,
+              TensorType.I64: TensorProto.INT64}
+
+
+def _model(nodes, inputs, outputs, opset=17) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+@functools.cache
+def identity(ty: TensorType, shape: tuple | None = None) -> bytes:
+    """y = x for any shape (shape None: unknown rank)."""
+    t = ONNX_TYPES[ty]
+    return _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", t, shape)], [helper.make_tensor_value_info("y", t, shape)])
+
+
+@functools.cache
+def cast(src: TensorType, dst: TensorType) -> bytes:
+    return _model([helper.make_node("Cast", ["x"], ["y"], to=ONNX_TYPES[dst])],
+                  [helper.make_tensor_value_info("x", ONNX_TYPES[src], None)],
+                  [helper.make_tensor_value_info("y", ONNX_TYPES[dst], None)])
+
+
+@functools.cache
+def add_mul() -> bytes:
+    """Two float32 [2,3] inputs a, b; outputs sum = a + b and product = a * b."""
+    f = TensorProto.FLOAT
+    return _model([helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["product"])],
+                  [helper.make_tensor_value_info("a", f, [2, 3]), helper.make_tensor_value_info("b", f, [2, 3])],
+                  [helper.make_tensor_value_info("sum", f, [2, 3]), helper.make_tensor_value_info("product", f, [2, 3])])
+
+
+@functools.cache
+def _session(model: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def native(model: bytes, feeds: dict[str, tuple[TensorType, tuple, bytes]]) -> list[tuple[str, bytes]]:
+    """Runs `model` in onnxruntime directly; returns each output's raw bytes."""
+    sess = _session(model)
+    values = {}
+    for name, (ty, dims, data) in feeds.items():
+        arr = np.frombuffer(data, DTYPES[ty]).reshape(dims) if data else np.zeros(dims, DTYPES[ty])
+        if ty == TensorType.BF16:
+            values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(arr.view(np.uint16), ONNX_TYPES[ty])
+        else:
+            values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+    names = [o.name for o in sess.get_outputs()]
+    outs = sess.run_with_ort_values(names, values)
+    result = []
+    for name, v in zip(names, outs):
+        if v.data_type() == "tensor(bfloat16)":  # numpy cannot hold it: read the raw buffer
+            n = math.prod(v.shape()) * 2
+            result.append((name, ctypes.string_at(v.data_ptr(), n) if n else b""))
+        else:
+            result.append((name, v.numpy().tobytes()))
+    return result
