@@ -19,12 +19,14 @@ WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
 WASINN_GUEST_ROUNDTRIP = 'wasinn:guest/roundtrip@0.1.0'
+WASINN_GUEST_CLASSIFIER = 'wasinn:guest/classifier@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
 WASINN_GUEST_ML_WORLD = 'wasinn:guest/ml'
 WASINN_GUEST_ML_COMMAND_WORLD = 'wasinn:guest/ml-command'
 WASINN_GUEST_ROUNDTRIP_GUEST_WORLD = 'wasinn:guest/roundtrip-guest'
+WASINN_GUEST_IMAGE_CLASSIFIER_WORLD = 'wasinn:guest/image-classifier'
 
 
 class Resource(enum.IntEnum):

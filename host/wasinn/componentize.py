@@ -9,18 +9,11 @@ import sys
 import tempfile
 import time
 
+from . import resources
 from ._bindings import WASINN_GUEST_ML_COMMAND_WORLD
 from .errors import WasinnError
 
-# wit/ ships inside the package (package data), so builds work from an installed wasinn.
-PACKAGE_WIT = pathlib.Path(__file__).resolve().parent / "wit"
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
-
-
-def wit_dir() -> pathlib.Path:
-    """The wit/ in the source tree when running from a checkout, else the packaged copy."""
-    source = pathlib.Path(__file__).resolve().parents[2] / "wit"
-    return source if source.is_dir() else PACKAGE_WIT
 
 
 def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEFAULT_WORLD,
@@ -38,7 +31,7 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
         raise WasinnError("componentize-py is not installed (pip install componentize-py==0.25.1)")
     output = pathlib.Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "-d", str(wit or wit_dir()), "-w", world, "componentize",
+    cmd = [exe, "-d", str(wit or resources.path("wit")), "-w", world, "componentize",
            "-p", str(app.parent.resolve()), app.stem, "-o", str(output)]
     if progress:
         progress(f"building {output.name} from {app} (world {world}), ~10 s...")

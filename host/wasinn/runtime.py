@@ -23,10 +23,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
-from wasmtime.component import (BorrowType, Component, Linker, Record, ResourceAny, ResourceHost, ResourceType,
-                                ResultType, Variant)
+from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from . import _fastlist
+from . import _fastlist, values
 from ._bindings import WASI_CLI_RUN, Resource, add_wasi_nn_to_linker
 from .backends import default_backends
 from .errors import GuestTrap, WasinnError
@@ -219,22 +218,37 @@ class Instance:
 
     def call(self, name: str, *args: Any) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
-        numpy arrays and `HostTensor`s in `args` are handed over as `tensor` handles
-        (no bytes cross); tensors in the result come back as `HostTensor`s. A WIT
-        `result` always comes back as a `Variant` tagged 'ok' or 'err'."""
+        numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
+        over as handles: no bytes cross); tensors in the result come back as
+        `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways."""
         store = self._ensure()
         func = self._func(store, name)
         ftype = func.type(store)
-        lent: list[int] = []  # tensors we create only to lend (borrow params) die after the call
+        if len(args) != len(ftype.params):
+            raise WasinnError(f"{name} takes {len(ftype.params)} arguments "
+                              f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
+        lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
+
+        def give(ty, value):
+            if isinstance(value, np.ndarray):
+                value = HostTensor.from_array(value)
+            if not isinstance(value, HostTensor):
+                return value
+            rep = self.host.nn.add(store, Resource.TENSOR, value)
+            if isinstance(ty, BorrowType):
+                lent.append(rep)
+            return ResourceHost.own(rep, Resource.TENSOR)
+
+        def take(ty, handle):
+            if isinstance(handle, ResourceAny) and handle.type == self.host._tensor_type:
+                return self.host.nn.take(handle.to_host(store).rep, Resource.TENSOR)
+            return handle
+
         try:
-            params = []
-            for (_, ptype), arg in zip(ftype.params, args):
-                params.append(self._lower(store, arg))
-                if isinstance(ptype, BorrowType) and isinstance(params[-1], ResourceHost):
-                    lent.append(params[-1].rep)
+            params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
             result = func(store, *params)
             func.post_return(store)
-            return self._lift(store, _tag_result(ftype.result, result))
+            return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
             raise
         except (WasmtimeError, wasmtime.Trap) as e:
@@ -253,44 +267,6 @@ class Instance:
             self.close()
             return e.code
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
-
-    def _lower(self, store: Store, value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            value = HostTensor.from_array(value)
-        if isinstance(value, HostTensor):
-            return ResourceHost.own(self.host.nn.add(store, Resource.TENSOR, value), Resource.TENSOR)
-        if isinstance(value, list):
-            return [self._lower(store, v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self._lower(store, v) for v in value)
-        return value
-
-    def _lift(self, store: Store, value: Any) -> Any:
-        if isinstance(value, ResourceAny):
-            if value.type == self.host._tensor_type:
-                return self.host.nn.take(value.to_host(store).rep, Resource.TENSOR)
-            return value
-        if isinstance(value, list):
-            return [self._lift(store, v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self._lift(store, v) for v in value)
-        if isinstance(value, Variant) and value.payload is not None:
-            return Variant(value.tag, self._lift(store, value.payload))
-        if isinstance(value, Record):
-            for k, v in vars(value).items():
-                setattr(value, k, self._lift(store, v))
-        return value
-
-
-def _tag_result(ty, value: Any) -> Any:
-    """wasmtime-py leaves a `result` untagged when its ok and err values have different
-    Python classes; tag it so callers always see the same shape."""
-    if not isinstance(ty, ResultType) or isinstance(value, Variant):
-        return value
-    classes: set[type] = set()
-    if ty.ok is not None:
-        ty.ok.add_classes(classes)
-    return Variant("ok" if isinstance(value, tuple(classes) or object) else "err", value)
 
 
 def _one_line(e: Exception) -> str:

@@ -1,0 +1,150 @@
+"""The bundled image classifier, end to end: `wasinn classify` and `ImageClassifier`.
+
+    from wasinn.classify import ImageClassifier, load_image
+    clf = ImageClassifier()                       # builds/caches the component on first use
+    [preds] = clf.classify([load_image("cat.png")], top=3)
+
+The component (guest/classifier) gets each photo as a uint8 RGB tensor handle, so no
+pixel crosses the boundary as a `list<u8>`; the model it runs (models/efficientnet-lite0
+with the preprocessing front of `classifier_model`) does the crop, resize and softmax.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+from wasmtime.component import Variant
+
+from . import classifier_model, resources
+from ._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
+from .componentize import build
+from .errors import WasinnError
+from .runtime import Host, Progress
+
+MODEL_NAME = "efficientnet-lite0"
+_MODEL_DIR = "models/efficientnet-lite0"
+_GUEST_DIR = "guest/classifier"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+class ClassifyError(WasinnError):
+    """The classifier component reported one of its typed errors."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decodes a PNG/JPEG/... into uint8 RGB [height, width, 3]; grayscale, palette
+    and alpha images are converted to RGB."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise WasinnError(f"no such image: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise WasinnError(f"cannot decode image {path}: {e}") from None
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:20]
+
+
+def composed_model(cache_dir: pathlib.Path, progress: Progress) -> pathlib.Path:
+    """The bundled network with its preprocessing front (built once, cached by content)."""
+    base = (resources.path(_MODEL_DIR) / "model.onnx").read_bytes()
+    code = pathlib.Path(classifier_model.__file__).read_bytes()
+    out = cache_dir / "models" / f"{MODEL_NAME}-classifier-{_digest(base, code)}.onnx"
+    if not out.is_file():
+        progress(f"composing the classifier model from {_MODEL_DIR} (once)...")
+        _write_atomic(out, classifier_model.compose(base))
+    return out
+
+
+def classifier_component(cache_dir: pathlib.Path, progress: Progress, *, embed_model: bool = True) -> pathlib.Path:
+    """guest/classifier built into a component, with the labels and (by default) the
+    composed model inside it; rebuilt only when one of its inputs changes."""
+    guest = resources.path(_GUEST_DIR)
+    labels = resources.path(_MODEL_DIR) / "labels.txt"
+    model = composed_model(cache_dir, progress) if embed_model else None
+    wit = resources.path("wit")
+    key = _digest((guest / "app.py").read_bytes(), labels.read_bytes(),
+                  model.read_bytes() if model else b"no model",
+                  *(f.read_bytes() for f in sorted(wit.rglob("*.wit"))),
+                  importlib.metadata.version("componentize-py").encode())
+    out = cache_dir / "components" / f"classifier{'-embedded' if model else ''}-{key}.wasm"
+    if out.is_file():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        app = pathlib.Path(tmp)
+        shutil.copy(guest / "app.py", app / "app.py")
+        shutil.copy(labels, app / "labels.txt")
+        if model:
+            shutil.copy(model, app / "model.onnx")
+        built = build(app / "app.py", app / "classifier.wasm", world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD,
+                      progress=progress)
+        _write_atomic(out, built.read_bytes())
+    return out
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class ImageClassifier:
+    """The classifier component, instantiated once and kept warm.
+
+    Args:
+        host: the `Host` to run in (a new one by default).
+        component: a classifier component to use instead of the bundled one.
+        model: a model name registered in `host.models` to load by name; None uses the
+            model embedded in the component.
+    """
+
+    def __init__(self, host: Host | None = None, *, component: str | os.PathLike | None = None,
+                 model: str | None = None):
+        self.host = host or Host()
+        progress = self.host.progress
+        cache = self.host.cache_dir or pathlib.Path(tempfile.gettempdir()) / "wasinn"
+        if MODEL_NAME not in self.host.models.names():
+            self.host.models.register(MODEL_NAME, composed_model(cache, progress))
+        path = component or classifier_component(cache, progress)
+        self.instance = self.host.instantiate(self.host.load_component(path))
+        self._unwrap(self.instance.call("use-model", Variant("named", model) if model else Variant("embedded")))
+
+    @staticmethod
+    def _unwrap(result: Variant):
+        if result.tag == "err":
+            err = result.payload
+            detail = err.payload
+            message = detail if isinstance(detail, str) else detail.message
+            raise ClassifyError(err.tag, message)
+        return result.payload
+
+    def classify(self, images: list[np.ndarray], top: int = 5) -> list[list[Prediction]]:
+        """The `top` most likely classes of each uint8 RGB [height, width, 3] image."""
+        if top < 1:
+            raise WasinnError(f"--top must be at least 1, got {top}")
+        batches = self._unwrap(self.instance.call("classify-batch", list(images), top))
+        return [[Prediction(p.label, p.index, p.score) for p in preds] for preds in batches]
