@@ -18,12 +18,14 @@ WASI_NN_TENSOR = 'wasi:nn/tensor@0.2.0-rc-2024-10-28'
 WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
+WASINN_FASTPATH_BULK = 'wasinn:fastpath/bulk@0.1.0'
 WASINN_GUEST_ROUNDTRIP = 'wasinn:guest/roundtrip@0.1.0'
 WASINN_GUEST_CLASSIFIER = 'wasinn:guest/classifier@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
 WASINN_GUEST_ML_WORLD = 'wasinn:guest/ml'
+WASINN_GUEST_FASTPATH_WORLD = 'wasinn:guest/fastpath'
 WASINN_GUEST_ML_COMMAND_WORLD = 'wasinn:guest/ml-command'
 WASINN_GUEST_ROUNDTRIP_GUEST_WORLD = 'wasinn:guest/roundtrip-guest'
 WASINN_GUEST_IMAGE_CLASSIFIER_WORLD = 'wasinn:guest/image-classifier'
@@ -93,6 +95,13 @@ class ErrorCode(enum.Enum):
     NOT_FOUND = 'not-found'
     SECURITY = 'security'
     UNKNOWN = 'unknown'
+
+
+@dataclasses.dataclass
+class Span:
+    """A CPython `bytes` object in the guest: `addr` is `id(obj)`, `len` is `len(obj)`."""
+    addr: int
+    len: int
 
 
 class TensorHost(Protocol):
@@ -171,6 +180,30 @@ class WasiNnHost(TensorHost, GraphHost, InferenceHost, ErrorsHost, Protocol):
     """Everything the host implements for wasi:nn@0.2.0-rc-2024-10-28."""
 
 
+class BulkHost(Protocol):
+    """What the host implements for wasinn:fastpath/bulk@0.1.0."""
+
+    def load(self, store: StoreContext, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        """`graph.load`, with each builder read from guest memory. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def tensor_from_memory(self, store: StoreContext, dimensions: list[int], ty: TensorType, data: Span) -> int:
+        """The tensor constructor, with the data read from guest memory. Like the constructor it accepts any dimensions and length (`compute` checks them); only a bad span is an error. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def data_len(self, store: StoreContext, t: int) -> int:
+        """How many bytes `tensor.data` would return."""
+        ...
+
+    def read_data(self, store: StoreContext, t: int, dest: Span) -> None:
+        """`tensor.data`, written into `dest`: a fresh `bytes` object of exactly `data-len` bytes. Raise `Err(...)` for its `err` case."""
+        ...
+
+
+class WasinnFastpathHost(BulkHost, Protocol):
+    """Everything the host implements for wasinn:fastpath@0.1.0."""
+
+
 def _rep(store, handle, ty: Resource) -> int:
     """Takes a guest's resource handle; for a borrow this also releases it, which the
     canonical ABI requires before the call returns."""
@@ -194,6 +227,14 @@ def _conv2(store, v):
 
 def _conv3(store, v):
     return [_conv2(store, x) for x in v]
+
+
+def _conv4(store, v):
+    return Span(addr=getattr(v, 'addr'), len=getattr(v, 'len'))
+
+
+def _conv5(store, v):
+    return [_conv4(store, x) for x in v]
 
 
 
@@ -260,4 +301,35 @@ def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
     def _errors__error_data(store, self_):
         return impl.error_data(store, _rep(store, self_, Resource.ERROR))
     li.add_func('[method]error.data', _errors__error_data)
+    li.close()
+
+
+def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost) -> None:
+    """Defines every function and resource of wasinn:fastpath@0.1.0 in `root`, served by `impl`."""
+
+    li = root.add_instance(WASINN_FASTPATH_BULK)
+    def _bulk__load(store, builders_, encoding_, target_):
+        try:
+            value = impl.load(store, _conv5(store, builders_), GraphEncoding(encoding_), ExecutionTarget(target_))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load', _bulk__load)
+    def _bulk__tensor_from_memory(store, dimensions_, ty_, data_):
+        try:
+            value = impl.tensor_from_memory(store, dimensions_, TensorType(ty_), _conv4(store, data_))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.TENSOR))
+    li.add_func('tensor-from-memory', _bulk__tensor_from_memory)
+    def _bulk__data_len(store, t_):
+        return impl.data_len(store, _rep(store, t_, Resource.TENSOR))
+    li.add_func('data-len', _bulk__data_len)
+    def _bulk__read_data(store, t_, dest_):
+        try:
+            value = impl.read_data(store, _rep(store, t_, Resource.TENSOR), _conv4(store, dest_))
+        except Err as e:
+            return ResourceHost.own(e.value, Resource.ERROR)
+        return None
+    li.add_func('read-data', _bulk__read_data)
     li.close()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 
 from . import componentize
@@ -51,12 +53,36 @@ def cmd_build(args) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def cmd_classify(args) -> int:
+    from .classify import ImageClassifier, load_image
+    host = Host(cache_dir=args.cache_dir, ort_threads=args.ort_threads, progress=stderr_progress)
+    name = None
+    if args.model:
+        name = host.models.register_spec(args.model).name
+    images = [load_image(p) for p in args.images]
+    clf = ImageClassifier(host, component=args.component, model=name)
+    results = clf.classify(images, top=args.top)
+    if args.json:
+        print(json.dumps([{"image": path, "predictions": [dataclasses.asdict(p) for p in preds]}
+                          for path, preds in zip(args.images, results)], indent=2))
+        return 0
+    width = max(len(p.label) for preds in results for p in preds)
+    for path, preds in zip(args.images, results):
+        print(path)
+        for rank, p in enumerate(preds, 1):
+            print(f"  {rank}. {p.label:<{width}}  {p.score:7.2%}  (class {p.index})")
+    return 0
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                    help="register an ONNX model file for load-by-name (repeatable)")
     p.add_argument("-S", dest="wasi", action="append", default=[], metavar="OPT",
                    help="wasmtime-style switches: 'nn', and 'nn-graph=ENCODING::DIR' to register "
                         "DIR/model.onnx under DIR's base name (repeatable)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     p.add_argument("--ort-threads", type=int, default=0, metavar="N",
@@ -78,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
                    help="give the guest a host directory (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the guest (repeatable)")
-    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'classify(\"cat.png\")'")
+    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'")
+    _model_flags(p)
     _common(p)
     p.set_defaults(func=cmd_run)
 
@@ -91,6 +118,20 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the WIT world to target (default: {componentize.DEFAULT_WORLD}, a command "
                         f"that imports wasi:nn; {WASINN_GUEST_ML_WORLD} for a library component)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("classify", help="classify photos with the bundled image classifier",
+                       description="Classify photos (PNG, JPEG, ...) with the classifier component "
+                       "(guest/classifier) running EfficientNet-Lite0 through wasi:nn. The component is "
+                       "built on first use (with the model embedded) and cached.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes per image (default 5)")
+    p.add_argument("--component", metavar="WASM", help="a classifier component to run instead of the bundled one")
+    p.add_argument("--model", metavar="NAME=PATH",
+                   help="load this model by name instead of the embedded one; it must take `image` "
+                        "uint8 [H,W,3] and give class probabilities first")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(p)
+    p.set_defaults(func=cmd_classify)
     return ap
 
 

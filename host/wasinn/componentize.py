@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -10,16 +11,53 @@ import tempfile
 import time
 
 from . import resources
-from ._bindings import WASINN_GUEST_ML_COMMAND_WORLD
+from ._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
 from .errors import WasinnError
 
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
+_FASTPATH_SHIM = pathlib.Path(__file__).resolve().parent / "_guest" / "fastpath.py"
+_BUILD_WORLD = "wasinn-fastpath-build"
+
+
+def _with_fastpath(wit: pathlib.Path, world: str, tmp: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """A copy of `wit` with one more world: `world` plus the fast-path import.
+    (componentize-py 0.25 panics when given the two worlds as two -w options.)"""
+    copy = tmp / "wit"
+    shutil.copytree(wit, copy)
+    ours = resources.path("wit") / "deps" / "wasinn-fastpath"
+    if not _declares(copy, WASINN_FASTPATH_BULK.split("/")[0]):
+        shutil.copytree(ours, copy / "deps" / "wasinn-fastpath", dirs_exist_ok=True)
+    root = _root_package(copy)
+    package, _, name = world.rpartition("/")
+    included = name if package in ("", root.split("@")[0]) else world  # a local world goes by its bare name
+    (copy / "_wasinn_fastpath_build.wit").write_text(
+        f"world {_BUILD_WORLD} {{\n    include {included};\n    import {WASINN_FASTPATH_BULK};\n}}\n")
+    return copy, f"{root.split('@')[0]}/{_BUILD_WORLD}"
+
+
+def _root_package(wit: pathlib.Path) -> str:
+    for f in sorted(wit.glob("*.wit")):
+        m = re.search(r"^\s*package\s+([\w:.@-]+)\s*;", f.read_text(), re.M)
+        if m:
+            return m.group(1)
+    raise WasinnError(f"{wit}: no .wit file declares a package")
+
+
+def _declares(wit: pathlib.Path, package: str) -> bool:
+    return any(re.search(rf"^\s*package\s+{re.escape(package)}[@;]", f.read_text(), re.M)
+               for f in wit.rglob("*.wit"))
 
 
 def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEFAULT_WORLD,
-          wit: str | os.PathLike | None = None, progress=None) -> pathlib.Path:
+          fastpath: bool = True, wit: str | os.PathLike | None = None, progress=None) -> pathlib.Path:
     """Builds `app` (a .py file, or a directory whose app.py is the entry module) into
-    a component at `output`. Other .py files beside the app are bundled with it."""
+    a component at `output`. Other .py files beside the app are bundled with it.
+
+    With `fastpath` (the default) the component also imports wasinn:fastpath and its
+    wasi:nn bindings are wrapped so large models and tensors bypass the `list<u8>`
+    path (no size cap, ~GB/s). Such a component runs on wasinn only; build with
+    `fastpath=False` for one that any wasi:nn host (e.g. `wasmtime run`) can run.
+    """
     app = pathlib.Path(app)
     if app.is_dir():
         app = app / "app.py"
@@ -31,12 +69,25 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
         raise WasinnError("componentize-py is not installed (pip install componentize-py==0.25.1)")
     output = pathlib.Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "-d", str(wit or resources.path("wit")), "-w", world, "componentize",
-           "-p", str(app.parent.resolve()), app.stem, "-o", str(output)]
     if progress:
-        progress(f"building {output.name} from {app} (world {world}), ~10 s...")
+        progress(f"building {output.name} from {app} (world {world}{', fast path' if fastpath else ''}), ~10 s...")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:  # keep __pycache__ out of the source tree
+    with tempfile.TemporaryDirectory() as tmp:  # also keeps __pycache__ out of the source tree
+        wit_path, paths, entry = pathlib.Path(wit or resources.path("wit")), [str(app.parent.resolve())], app.stem
+        if fastpath:
+            wit_path, world = _with_fastpath(wit_path, world, pathlib.Path(tmp))
+            shim = pathlib.Path(tmp, "shim")
+            shim.mkdir()
+            shutil.copy(_FASTPATH_SHIM, shim / "_wasinn_fastpath.py")
+            # the shim must patch the bindings before the app imports them
+            (shim / "_wasinn_entry.py").write_text(
+                f"import _wasinn_fastpath  # noqa: F401\nfrom {app.stem} import *  # noqa: F401,F403\n")
+            paths.insert(0, str(shim))
+            entry = "_wasinn_entry"
+        cmd = [exe, "-d", str(wit_path), "-w", world, "componentize"]
+        for p in paths:
+            cmd += ["-p", p]
+        cmd += [entry, "-o", str(output)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if proc.returncode != 0:

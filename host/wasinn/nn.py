@@ -33,18 +33,19 @@ class Session:
         self.reps: set[int] = set()
 
 
-def _returns_error(fn: Callable) -> Callable:
-    """For functions whose WIT result has an `error` case: any failure becomes an error
-    resource. Nothing raises into wasmtime, which would poison the instance."""
+def returns_error(fn: Callable) -> Callable:
+    """For methods whose WIT result has an `error` case (on objects whose `nn` is the
+    `WasiNn`): any failure becomes an error resource. Nothing raises into wasmtime,
+    which would poison the instance."""
     @functools.wraps(fn)
-    def wrapper(self: "WasiNn", store, *args):
+    def wrapper(self, store, *args):
         try:
             return fn(self, store, *args)
         except NnError as e:
             err = e
         except Exception as e:  # a backend or host bug: still an error, never a trap
             err = NnError(ErrorCode.RUNTIME_ERROR, f"{type(e).__name__}: {e}")
-        raise Err(self.add(store, Resource.ERROR, err))
+        raise Err(self.nn.add(store, Resource.ERROR, err))
     return wrapper
 
 
@@ -58,6 +59,10 @@ class WasiNn:
         self._sessions: dict[int, Session] = {}
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def nn(self) -> "WasiNn":
+        return self
 
     # --- sessions and the resource table -----------------------------------------
     def open_session(self, store) -> Session:
@@ -131,7 +136,7 @@ class WasiNn:
         self.drop(rep)
 
     # --- wasi:nn/graph --------------------------------------------------------------
-    @_returns_error
+    @returns_error
     def load(self, store, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
         return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target))
 
@@ -153,11 +158,11 @@ class WasiNn:
     def served(self) -> str:
         return ", ".join(f"{e.value} ({b.name})" for e, b in self.backends.items())
 
-    @_returns_error
+    @returns_error
     def load_by_name(self, store, name: str) -> int:
         return self.add(store, Resource.GRAPH, self.registry.graph(name, self.load_graph))
 
-    @_returns_error
+    @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:
         graph: Graph = self.get(self_, Resource.GRAPH)
         return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, (graph, graph.init_execution_context()))
@@ -171,7 +176,7 @@ class WasiNn:
         tensors = [(name, self.take(rep, Resource.TENSOR)) for name, rep in inputs]
         return self._compute(store, self_, tensors)
 
-    @_returns_error
+    @returns_error
     def _compute(self, store, ctx_rep: int, tensors: list[tuple[str, HostTensor]]):
         graph, context = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
         outputs = compute(graph, context, tensors)

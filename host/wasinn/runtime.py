@@ -26,10 +26,12 @@ from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
 from . import _fastlist, values
-from ._bindings import WASI_CLI_RUN, Resource, add_wasi_nn_to_linker
+from ._bindings import WASI_CLI_RUN, Resource, add_wasi_nn_to_linker, add_wasinn_fastpath_to_linker
 from .backends import default_backends
 from .errors import GuestTrap, WasinnError
-from .nn import WasiNn
+from .fastpath import Bulk
+from .hostmem import HostMemories
+from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
 
@@ -65,13 +67,17 @@ class Host:
         self.memory_limit = memory_limit
         self.progress = progress or (lambda message: None)
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
-        self.engine = Engine(wasmtime.Config())
+        config = wasmtime.Config()
+        self.memories = HostMemories()  # must outlive the engine: it serves its callbacks
+        self.memories.install(config)
+        self.engine = Engine(config)
         self.models = ModelRegistry()
         self.nn = WasiNn(default_backends(ort_threads), self.models)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
             add_wasi_nn_to_linker(root, self.nn)
+            add_wasinn_fastpath_to_linker(root, Bulk(self.nn, self.memories))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
 
     # --- components --------------------------------------------------------------
@@ -91,7 +97,7 @@ class Host:
         cached = None
         if self.cache_dir is not None:
             key = hashlib.sha256(wasm).hexdigest()[:32]
-            cached = self.cache_dir / f"{key}-wasmtime{WASMTIME_VERSION}.cwasm"
+            cached = self.cache_dir / "compiled" / f"{key}-wasmtime{WASMTIME_VERSION}.cwasm"
             if cached.is_file():
                 try:
                     return Component.deserialize_file(self.engine, str(cached))
@@ -164,7 +170,8 @@ class Instance:
         store.set_wasi(wasi)
         session = self.host.nn.open_session(store)
         try:
-            self._instance = self.host.linker.instantiate(store, self.component)
+            with self.host.memories.instantiating(store_key(store)):
+                self._instance = self.host.linker.instantiate(store, self.component)
         except (WasmtimeError, wasmtime.Trap) as e:
             self.host.nn.close_session(session)
             raise WasinnError(f"cannot instantiate the component: {_one_line(e)}") from None
@@ -269,9 +276,22 @@ class Instance:
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
 
 
+# Traps whose cause is a limit of the runtime, and what to do about each.
+_KNOWN_LIMITS = {
+    "fuel allocated for hostcalls has been exhausted":
+        "a guest passed the host more than wasmtime's per-call limit for list values "
+        "(2,796,202 bytes of list<u8>); build the guest with `wasinn build`, whose bindings "
+        "move large models and tensors outside that path",
+}
+
+
 def _one_line(e: Exception) -> str:
     """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = str(e)
+    for marker, explanation in _KNOWN_LIMITS.items():
+        if marker in text:
+            return explanation
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if "Caused by:" in lines:
         causes = lines[lines.index("Caused by:") + 1:]
         causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]

@@ -1,0 +1,71 @@
+"""The host side of wasinn:fastpath/bulk: large payloads copied straight between guest
+memory and host buffers (see hostmem.py for how the host owns guest memory).
+
+A span names a CPython `bytes` object inside the guest (wasm32 layout: refcount, type,
+size, hash, then the payload and a NUL). Before touching anything the host checks the
+span lies inside the guest's memory and that the header there describes a live
+`bytes` of that length; a bad span is an `invalid-argument` error, never a trap and
+never an access outside the guest's memory.
+"""
+from __future__ import annotations
+
+from ._bindings import ExecutionTarget, GraphEncoding, Resource, Span, TensorType
+from .errors import invalid_argument
+from .hostmem import HostMemories, LinearMemory, OutOfBounds
+from .nn import WasiNn, returns_error, store_key
+from .tensors import HostTensor
+
+# PyBytesObject on wasm32: ob_refcnt@0, ob_type@4, ob_size@8, ob_shash@12, ob_sval@16
+_HEADER = 16
+_UNHASHED = -1
+
+
+def _payload(memory: LinearMemory, span: Span, *, fresh: bool = False) -> int:
+    """The guest address of the payload of the `bytes` object `span` names."""
+    try:
+        memory.check(span.addr, _HEADER + span.len + 1)
+        refcount, size = memory.i32(span.addr), memory.i32(span.addr + 8)
+        if refcount <= 0 or size != span.len or memory.byte(span.addr + _HEADER + span.len) != 0:
+            raise invalid_argument(f"span {span.addr}+{span.len} does not name a live bytes object of that length")
+        if fresh and memory.i32(span.addr + 12) != _UNHASHED:
+            raise invalid_argument(f"span {span.addr}: the destination must be a fresh, unhashed bytes object")
+    except OutOfBounds as e:
+        raise invalid_argument(f"span {span.addr}+{span.len}: {e}") from None
+    return span.addr + _HEADER
+
+
+class Bulk:
+    """Implements the generated `WasinnFastpathHost` on the shared wasi:nn tables."""
+
+    def __init__(self, nn: WasiNn, memories: HostMemories):
+        self.nn = nn
+        self.memories = memories
+
+    def _memory(self, store) -> LinearMemory:
+        try:
+            return self.memories.main_memory(store_key(store))
+        except OutOfBounds as e:
+            raise invalid_argument(str(e)) from None
+
+    @returns_error
+    def load(self, store, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        memory = self._memory(store)
+        data = [memory.read_bytes(_payload(memory, s), s.len) for s in builders]
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_graph(data, encoding, target))
+
+    @returns_error
+    def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:
+        memory = self._memory(store)
+        buffer = memory.read_array(_payload(memory, data), data.len)
+        return self.nn.add(store, Resource.TENSOR, HostTensor(dimensions, ty, buffer))
+
+    def data_len(self, store, t: int) -> int:
+        return self.nn.get(t, Resource.TENSOR).nbytes
+
+    @returns_error
+    def read_data(self, store, t: int, dest: Span) -> None:
+        tensor = self.nn.get(t, Resource.TENSOR)
+        if dest.len != tensor.nbytes:
+            raise invalid_argument(f"read-data: the tensor has {tensor.nbytes} bytes, the destination {dest.len}")
+        memory = self._memory(store)
+        memory.write(_payload(memory, dest, fresh=True), tensor.data)

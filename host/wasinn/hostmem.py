@@ -1,0 +1,221 @@
+"""Guest linear memories that the host allocates, so it can copy in and out of them.
+
+wasmtime lets an embedder create every linear memory itself (the C API's host memory
+creator). wasinn does, with mmap: it then knows where each guest memory lives and the
+bulk data path (`fastpath.py`) copies large payloads with one memmove instead of
+wasmtime-py's per-element value conversion.
+
+Layout per memory: wasmtime asks for a reservation (4 GiB for 32-bit memories, so it
+can drop bounds checks) plus a guard region; both are reserved PROT_NONE and only the
+accessible prefix is made read-write, growing with mprotect. Pages are never moved.
+
+Callbacks run inside wasmtime and must never raise: failures go back as wasmtime
+errors. The object must outlive the engine and every store (`Host` holds it).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import mmap
+import threading
+
+import numpy as np
+from wasmtime import _ffi as ffi
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+_PROT_NONE, _PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
+_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000  # MAP_NORESERVE
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MADV_HUGEPAGE = 14  # instantiation copies the initial memory image: huge pages make it ~3x faster
+_PAGE = mmap.PAGESIZE
+_DEFAULT_RESERVE = 4 << 30
+
+_bytes_from_size = ctypes.pythonapi.PyBytes_FromStringAndSize
+_bytes_from_size.restype = ctypes.py_object
+_bytes_from_size.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+_HOST_BYTES_PAYLOAD = bytes.__basicsize__ - 1  # offset of the payload in this host's bytes objects
+
+
+def _round_up(n: int) -> int:
+    return (n + _PAGE - 1) // _PAGE * _PAGE
+
+
+def _error(message: str) -> int:
+    return ctypes.cast(ffi.wasmtime_error_new(message.encode()), ctypes.c_void_p).value or 0
+
+
+class OutOfBounds(ValueError):
+    pass
+
+
+class LinearMemory:
+    """One guest memory. Every access is checked against its current size."""
+
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner")
+
+    def __init__(self, base: int, size: int, reserve: int, mapped: int):
+        self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
+        self.committed = _round_up(size)
+        self.alive = True
+        self.owner: int | None = None
+
+    def check(self, addr: int, n: int) -> None:
+        if not self.alive:
+            raise OutOfBounds("the guest memory was already freed")
+        if addr < 0 or n < 0 or addr + n > self.size:
+            raise OutOfBounds(f"bytes {addr}..{addr + n} are outside the guest's memory of {self.size} bytes")
+
+    def u32(self, addr: int) -> int:
+        self.check(addr, 4)
+        return ctypes.c_uint32.from_address(self.base + addr).value
+
+    def i32(self, addr: int) -> int:
+        self.check(addr, 4)
+        return ctypes.c_int32.from_address(self.base + addr).value
+
+    def byte(self, addr: int) -> int:
+        self.check(addr, 1)
+        return ctypes.c_uint8.from_address(self.base + addr).value
+
+    def read_bytes(self, addr: int, n: int) -> bytes:
+        """One copy, straight into a new `bytes` (what onnxruntime's loader takes)."""
+        self.check(addr, n)
+        out = _bytes_from_size(None, n)
+        if n:
+            ctypes.memmove(id(out) + _HOST_BYTES_PAYLOAD, self.base + addr, n)
+        return out
+
+    def read_array(self, addr: int, n: int) -> np.ndarray:
+        self.check(addr, n)
+        out = np.empty(n, np.uint8)
+        if n:
+            ctypes.memmove(out.ctypes.data, self.base + addr, n)
+        return out
+
+    def write(self, addr: int, data) -> None:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            src = np.frombuffer(data, np.uint8)
+        else:
+            src = np.require(np.asarray(data).reshape(-1).view(np.uint8), requirements="C")
+        self.check(addr, src.size)
+        if src.size:
+            ctypes.memmove(self.base + addr, src.ctypes.data, src.size)
+
+
+class HostMemories:
+    """The memory creator for one engine, and which memories belong to which store."""
+
+    def __init__(self):
+        self._memories: dict[int, LinearMemory] = {}
+        self._by_store: dict[int, list[LinearMemory]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._instantiating = threading.local()
+        # ctypes callbacks must stay referenced for as long as wasmtime may call them
+        self._callbacks = (ffi.wasmtime_new_memory_callback_t(self._new_memory),
+                           ffi.wasmtime_memory_get_callback_t(self._get_memory),
+                           ffi.wasmtime_memory_grow_callback_t(self._grow_memory),
+                           ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._finalize),
+                           ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None))
+        self._creator = ffi.wasmtime_memory_creator_t(None, self._callbacks[0], self._callbacks[4])
+
+    def install(self, config) -> None:
+        """Makes `config`'s engine allocate guest memories here. wasmtime's copy-on-write
+        memory images need its own mmap-backed memories, so they are turned off."""
+        ffi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(self._creator))
+        config.memory_init_cow = False
+
+    # --- wasmtime callbacks ------------------------------------------------------------
+    def _new_memory(self, env, ty, minimum, maximum, reserved, guard, ret):
+        try:
+            reserve = max(_round_up(reserved or min(_DEFAULT_RESERVE, maximum or _DEFAULT_RESERVE)),
+                          _round_up(minimum))
+            mapped = reserve + _round_up(guard)
+            base = _libc.mmap(None, mapped, _PROT_NONE, _MAP_FLAGS, -1, 0)
+            if base in (None, _MAP_FAILED):
+                return _error(f"wasinn: cannot reserve {mapped} bytes for a guest memory (errno {ctypes.get_errno()})")
+            _libc.madvise(base, reserve, _MADV_HUGEPAGE)
+            if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
+                _libc.munmap(base, mapped)
+                return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
+            memory = LinearMemory(base, minimum, reserve, mapped)
+            key = next(self._ids)
+            with self._lock:
+                self._memories[key] = memory
+            pending = getattr(self._instantiating, "memories", None)
+            if pending is not None:
+                pending.append(memory)
+            out = ret.contents
+            out.env = key
+            out.get_memory, out.grow_memory, out.finalizer = self._callbacks[1:4]
+            return 0
+        except BaseException as e:
+            return _error(f"wasinn: guest memory creation failed: {e!r}")
+
+    def _get_memory(self, env, size_out, capacity_out):
+        memory = self._memories[env]
+        size_out[0] = memory.size
+        capacity_out[0] = memory.reserve
+        return memory.base
+
+    def _grow_memory(self, env, new_size):
+        try:
+            memory = self._memories[env]
+            if new_size > memory.reserve:
+                return _error(f"wasinn: a guest memory cannot grow past its {memory.reserve}-byte reservation")
+            need = _round_up(new_size)
+            if need > memory.committed:
+                if _libc.mprotect(memory.base + memory.committed, need - memory.committed, _PROT_RW) != 0:
+                    return _error(f"wasinn: cannot grow a guest memory (errno {ctypes.get_errno()})")
+                memory.committed = need
+            memory.size = new_size
+            return 0
+        except BaseException as e:
+            return _error(f"wasinn: growing a guest memory failed: {e!r}")
+
+    def _finalize(self, env):
+        with self._lock:
+            memory = self._memories.pop(env, None)
+            if memory is None:
+                return
+            memory.alive = False
+            owned = self._by_store.get(memory.owner)
+            if owned is not None and memory in owned:
+                owned.remove(memory)
+                if not owned:
+                    del self._by_store[memory.owner]
+        _libc.munmap(memory.base, memory.mapped)
+
+    # --- which store owns what ---------------------------------------------------------
+    @contextlib.contextmanager
+    def instantiating(self, store_key: int):
+        """Attributes the memories created while instantiating into that store to it
+        (instantiation is synchronous, so a per-thread list catches exactly those)."""
+        self._instantiating.memories = pending = []
+        try:
+            yield
+        finally:
+            self._instantiating.memories = None
+            with self._lock:
+                live = [m for m in pending if m.alive]
+                for m in live:
+                    m.owner = store_key
+                if live:
+                    self._by_store.setdefault(store_key, []).extend(live)
+
+    def main_memory(self, store_key: int) -> LinearMemory:
+        """The guest's memory (a componentize-py component has exactly one)."""
+        memories = self._by_store.get(store_key)
+        if not memories:
+            raise OutOfBounds("this instance has no host-owned memory")
+        return max(memories, key=lambda m: m.size)
+
+    def live(self) -> int:
+        return len(self._memories)
