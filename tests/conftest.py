@@ -37,7 +37,7 @@ def _digest(*paths: pathlib.Path) -> str:
 def guest_component(name: str) -> pathlib.Path:
     """Builds guest/<name> once per content of the guest and wit/ (cached on disk)."""
     src = ROOT / "guest" / name
-    out = CACHE / f"{name}-{_digest(src, ROOT / 'wit')}.wasm"
+    out = CACHE / f"{name}-{_digest(src, ROOT / 'wit', ROOT / 'host' / 'wasinn' / '_guest')}.wasm"
     if not out.exists():
         wasinn.build(src / "app.py", out, world=GUESTS[name], progress=print)
     return out

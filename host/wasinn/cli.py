@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_build(args) -> int:
-    componentize.build(args.app, args.output, world=args.world, progress=stderr_progress)
+    componentize.build(args.app, args.output, world=args.world, fastpath=not args.portable,
+                       progress=stderr_progress)
     return 0
 
 
@@ -117,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--world", default=componentize.DEFAULT_WORLD,
                    help=f"the WIT world to target (default: {componentize.DEFAULT_WORLD}, a command "
                         f"that imports wasi:nn; {WASINN_GUEST_ML_WORLD} for a library component)")
+    p.add_argument("--portable", action="store_true",
+                   help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
+                        "run the component; large models and tensors then hit the standard path's limits")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("classify", help="classify photos with the bundled image classifier",
