@@ -7,8 +7,10 @@ into one table shared by all instances of a `Host`; each instance (store) has a
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
+import hashlib
 import itertools
 import threading
 from typing import Callable
@@ -18,6 +20,10 @@ from .backends import Backend, Context, Graph
 from .errors import NnError, invalid_argument, invalid_encoding, not_found
 from .registry import ModelRegistry
 from .tensors import HostTensor, describe
+
+
+# Graphs loaded from bytes that stay loaded after their guests drop them (for reuse).
+RECENT_GRAPHS = 4
 
 
 def store_key(store) -> int:
@@ -59,6 +65,7 @@ class WasiNn:
         self._sessions: dict[int, Session] = {}
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
+        self._recent_graphs: collections.OrderedDict[tuple, Graph] = collections.OrderedDict()
 
     @property
     def nn(self) -> "WasiNn":
@@ -141,9 +148,25 @@ class WasiNn:
         return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target))
 
     def load_graph(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
-        """Picks the backend for `encoding` (or recognises the bytes) and loads."""
+        """Picks the backend for `encoding` (or recognises the bytes) and loads. The same
+        bytes loaded again, by any instance, get the same graph: a graph is immutable,
+        and creating an onnxruntime session costs 10x more than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
+        key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
+        with self._lock:
+            graph = self._recent_graphs.get(key)
+            if graph is not None:
+                self._recent_graphs.move_to_end(key)
+                return graph
+        graph = self._load_uncached(builders, encoding, target)
+        with self._lock:
+            self._recent_graphs[key] = graph
+            while len(self._recent_graphs) > RECENT_GRAPHS:
+                self._recent_graphs.popitem(last=False)
+        return graph
+
+    def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
         if encoding == GraphEncoding.AUTODETECT:
             for backend in self.backends.values():
                 if backend.recognizes(builders):

@@ -11,12 +11,10 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -26,17 +24,22 @@ from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
 from . import _fastlist, values
-from ._bindings import WASI_CLI_RUN, Resource, add_wasi_nn_to_linker, add_wasinn_fastpath_to_linker
+from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker, add_wasinn_fastpath_to_linker,
+                        add_wasinn_introspect_to_linker)
 from .backends import default_backends
+from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
 from .fastpath import Bulk
 from .hostmem import HostMemories
+from .introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 DEFAULT_MEMORY_LIMIT = 2 << 30
+# Part of every compile-cache key: what in wasinn's engine set-up differs from wasmtime's defaults.
+ENGINE_SETTINGS = "hostmem-nocow"
 Progress = Callable[[str], None]
 
 
@@ -78,31 +81,34 @@ class Host:
         with self.linker.root() as root:
             add_wasi_nn_to_linker(root, self.nn)
             add_wasinn_fastpath_to_linker(root, Bulk(self.nn, self.memories))
+            add_wasinn_introspect_to_linker(root, Introspect(self.nn))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
+        self.compile_cache = None if self.cache_dir is None else CompileCache(
+            self.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{ENGINE_SETTINGS}")
 
     # --- components --------------------------------------------------------------
     def load_component(self, source: str | os.PathLike | bytes) -> Component:
-        """Compiles a component, or loads its compiled form from the disk cache. The
-        cache key is the component's sha256 plus the wasmtime version, so a changed
-        file or a different wasmtime never gets a stale entry."""
-        if isinstance(source, (bytes, bytearray)):
+        """Compiles a component, or loads its compiled form from the disk cache
+        (see compile_cache.py: never stale, a stat when the file is known)."""
+        path = None if isinstance(source, (bytes, bytearray)) else pathlib.Path(source)
+        if path is not None and self.compile_cache is not None:
+            component = self.compile_cache.lookup(path)
+            if component is not None:
+                return component
+        if path is None:
             wasm, label = bytes(source), "component"
         else:
-            path = pathlib.Path(source)
             try:
                 wasm = path.read_bytes()
             except OSError as e:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
-        cached = None
-        if self.cache_dir is not None:
-            key = hashlib.sha256(wasm).hexdigest()[:32]
-            cached = self.cache_dir / "compiled" / f"{key}-wasmtime{WASMTIME_VERSION}.cwasm"
-            if cached.is_file():
-                try:
-                    return Component.deserialize_file(self.engine, str(cached))
-                except WasmtimeError:
-                    cached.unlink(missing_ok=True)  # corrupt or foreign: rebuild below
+        compile_ = lambda data: self._compile(data, label)  # noqa: E731
+        if self.compile_cache is None:
+            return compile_(wasm)
+        return self.compile_cache.load(wasm, compile_, path)
+
+    def _compile(self, wasm: bytes, label: str) -> Component:
         if wasm[:8] == b"\0asm\x01\0\0\0":
             raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
                               "components (build Python guests with `wasinn build`)")
@@ -113,19 +119,7 @@ class Host:
         except WasmtimeError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
-        if cached is not None:
-            self._write_cache(cached, component.serialize())
         return component
-
-    def _write_cache(self, path: pathlib.Path, data: bytes) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
-        except OSError as e:
-            self.progress(f"not caching the compiled component: {e}")
 
     def instantiate(self, component: Component, *, args: Sequence[str] = (),
                     dirs: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None,

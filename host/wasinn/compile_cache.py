@@ -1,0 +1,75 @@
+"""Compiled components on disk, so a second run skips the seconds of compilation.
+
+An entry is keyed on the component's sha256 plus the wasmtime version and wasinn's
+engine settings, so it is never served for a changed file or a different runtime.
+Hashing a 37 MB component costs ~20 ms, more than loading it, so a path is first looked
+up by its file identity (path, size, mtime, ctime, inode, device): any write to the
+file changes its ctime, and ctime cannot be set back, so a match means the same bytes
+as when the hash was taken. A stat is microseconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+from typing import Callable
+
+from wasmtime import Engine, WasmtimeError
+from wasmtime.component import Component
+
+
+class CompileCache:
+    def __init__(self, directory: pathlib.Path, engine: Engine, tag: str):
+        self.directory = directory
+        self.engine = engine
+        self.tag = tag
+
+    def _entry(self, content_key: str) -> pathlib.Path:
+        return self.directory / f"{content_key}-{self.tag}.cwasm"
+
+    def _stat_file(self, path: pathlib.Path) -> pathlib.Path:
+        st = os.stat(path)
+        identity = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
+        return self.directory / "by-stat" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def _deserialize(self, entry: pathlib.Path) -> Component | None:
+        try:
+            return Component.deserialize_file(self.engine, str(entry))
+        except WasmtimeError:
+            entry.unlink(missing_ok=True)  # truncated or from another build: compile again
+            return None
+
+    def lookup(self, path: pathlib.Path) -> Component | None:
+        """The compiled component for `path` if its identity is known; no read, no hash."""
+        try:
+            content_key = self._stat_file(path).read_text().strip()
+        except OSError:
+            return None
+        entry = self._entry(content_key)
+        return self._deserialize(entry) if entry.is_file() else None
+
+    def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None) -> Component:
+        content_key = hashlib.sha256(wasm).hexdigest()[:32]
+        entry = self._entry(content_key)
+        component = self._deserialize(entry) if entry.is_file() else None
+        if component is None:
+            component = compile(wasm)
+            self._write(entry, component.serialize())
+        if path is not None:
+            self._write(self._stat_file(path), content_key.encode())
+        return component
+
+    def entry_for(self, wasm: bytes) -> pathlib.Path:
+        return self._entry(hashlib.sha256(wasm).hexdigest()[:32])
+
+    @staticmethod
+    def _write(path: pathlib.Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        except OSError:
+            pass  # an unwritable cache only costs time
