@@ -1,7 +1,6 @@
 """Shared fixtures: guest components built once per content hash, one Host per session."""
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 
@@ -9,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import wasinn
+from wasinn import componentize
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "tests"
@@ -25,27 +25,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 GUESTS = {"roundtrip": "wasinn:guest/roundtrip-guest", "nn-cli": "wasinn:guest/ml-command"}
 
 
-def _digest(*paths: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    for base in paths:
-        for f in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            h.update(str(f.relative_to(base)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def guest_component(name: str) -> pathlib.Path:
-    """Builds guest/<name> once per content of the guest and wit/ (cached on disk)."""
-    src = ROOT / "guest" / name
-    out = CACHE / f"{name}-{_digest(src, ROOT / 'wit', ROOT / 'host' / 'wasinn' / '_guest')}.wasm"
-    if not out.exists():
-        wasinn.build(src / "app.py", out, world=GUESTS[name], progress=print)
-    return out
+def guest_component(name: str, *, fastpath: bool = True):
+    """guest/<name> built once per content (cached in .cache/tests/components)."""
+    return componentize.build_cached(componentize.guest_files(ROOT / "guest" / name),
+                                     name=name if fastpath else f"{name}-standard", world=GUESTS[name],
+                                     cache_dir=CACHE, fastpath=fastpath, progress=print)
 
 
 @pytest.fixture(scope="session")
 def host() -> wasinn.Host:
-    return wasinn.Host(cache_dir=CACHE / "compiled")
+    return wasinn.Host(cache_dir=CACHE)
 
 
 @pytest.fixture(scope="session")

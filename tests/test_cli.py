@@ -39,7 +39,7 @@ INPUTS = ["a=FP32:2,3:/data/a.bin", "b=FP32:2,3:/data/b.bin"]
 
 
 def test_command_guest_loads_by_bytes_and_matches_native(nn_cli_wasm, data):
-    proc = wasinn("run", "--cache-dir", str(CACHE / "compiled"), "--dir", f"{data}::/data", str(nn_cli_wasm),
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--dir", f"{data}::/data", str(nn_cli_wasm),
                   "--file", "/data/model.onnx", "--out", "/data/out", *INPUTS)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["sum", "product"]
@@ -56,7 +56,7 @@ def test_command_guest_loads_by_name_and_matches_native(nn_cli_wasm, data, tmp_p
         graph_dir.mkdir()
         (graph_dir / "model.onnx").write_bytes(models.add_mul())
         registration, name = ["-S", "nn", "-S", f"nn-graph=onnx::{graph_dir}"], "mygraph"
-    proc = wasinn("run", "--cache-dir", str(CACHE / "compiled"), *registration, "--dir", f"{data}::/data",
+    proc = wasinn("run", "--cache-dir", str(CACHE), *registration, "--dir", f"{data}::/data",
                   str(nn_cli_wasm), "--name", name, "--out", "/data/out", *INPUTS)
     assert proc.returncode == 0, proc.stderr
     for out_name, want in native_outputs().items():
@@ -64,7 +64,7 @@ def test_command_guest_loads_by_name_and_matches_native(nn_cli_wasm, data, tmp_p
 
 
 def test_guest_errors_give_exit_status_1(nn_cli_wasm, data):
-    proc = wasinn("run", "--cache-dir", str(CACHE / "compiled"), "--dir", f"{data}::/data", str(nn_cli_wasm),
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--dir", f"{data}::/data", str(nn_cli_wasm),
                   "--name", "missing", *INPUTS)
     assert proc.returncode == 1
     assert "wasi:nn error NOT_FOUND: no graph named 'missing'" in proc.stderr
@@ -72,10 +72,10 @@ def test_guest_errors_give_exit_status_1(nn_cli_wasm, data):
 
 def test_invoke_calls_an_export(host, data):
     from conftest import guest_component
-    proc = wasinn("run", "--cache-dir", str(CACHE / "compiled"), "--model", f"adder={data / 'model.onnx'}",
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--model", f"adder={data / 'model.onnx'}",
                   "--invoke", 'load-by-name("adder")', str(guest_component("roundtrip")))
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok(1)"), proc.stderr
-    proc = wasinn("run", "--cache-dir", str(CACHE / "compiled"), "--invoke", 'load-by-name("nope")',
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--invoke", 'load-by-name("nope")',
                   str(guest_component("roundtrip")))
     assert proc.stdout.strip() == "err({code: \"not-found\", data: \"no graph named 'nope'; registered: none\"})"
 

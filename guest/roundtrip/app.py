@@ -47,6 +47,11 @@ class Roundtrip(exports.Roundtrip):
         except Err as e:
             raise _failure(e)
 
+    def load_file(self, path, encoding, target):
+        with open(path, "rb") as f:
+            model = f.read()
+        return self.load([model], encoding, target)
+
     def load_by_name(self, name):
         try:
             return _keep(_graphs, graph.load_by_name(name))

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import os
 import pathlib
-import shutil
 import tempfile
 
 import numpy as np
@@ -23,8 +21,9 @@ from wasmtime.component import Variant
 
 from . import classifier_model, resources
 from ._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
-from .componentize import build
+from .componentize import build_cached
 from .errors import WasinnError
+from .files import write_atomic
 from .runtime import Host, Progress
 
 MODEL_NAME = "efficientnet-lite0"
@@ -74,42 +73,19 @@ def composed_model(cache_dir: pathlib.Path, progress: Progress) -> pathlib.Path:
     out = cache_dir / "models" / f"{MODEL_NAME}-classifier-{_digest(base, code)}.onnx"
     if not out.is_file():
         progress(f"composing the classifier model from {_MODEL_DIR} (once)...")
-        _write_atomic(out, classifier_model.compose(base))
+        write_atomic(out, classifier_model.compose(base))
     return out
 
 
 def classifier_component(cache_dir: pathlib.Path, progress: Progress, *, embed_model: bool = True) -> pathlib.Path:
     """guest/classifier built into a component, with the labels and (by default) the
     composed model inside it; rebuilt only when one of its inputs changes."""
-    guest = resources.path(_GUEST_DIR)
-    labels = resources.path(_MODEL_DIR) / "labels.txt"
-    model = composed_model(cache_dir, progress) if embed_model else None
-    wit = resources.path("wit")
-    key = _digest((guest / "app.py").read_bytes(), labels.read_bytes(),
-                  model.read_bytes() if model else b"no model",
-                  *(f.read_bytes() for f in sorted(wit.rglob("*.wit"))),
-                  importlib.metadata.version("componentize-py").encode())
-    out = cache_dir / "components" / f"classifier{'-embedded' if model else ''}-{key}.wasm"
-    if out.is_file():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        app = pathlib.Path(tmp)
-        shutil.copy(guest / "app.py", app / "app.py")
-        shutil.copy(labels, app / "labels.txt")
-        if model:
-            shutil.copy(model, app / "model.onnx")
-        built = build(app / "app.py", app / "classifier.wasm", world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD,
-                      progress=progress)
-        _write_atomic(out, built.read_bytes())
-    return out
-
-
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    files = {"app.py": resources.path(_GUEST_DIR) / "app.py",
+             "labels.txt": resources.path(_MODEL_DIR) / "labels.txt"}
+    if embed_model:
+        files["model.onnx"] = composed_model(cache_dir, progress)
+    return build_cached(files, name="classifier-embedded" if embed_model else "classifier",
+                        world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD, cache_dir=cache_dir, progress=progress)
 
 
 class ImageClassifier:

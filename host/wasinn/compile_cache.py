@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tempfile
 from typing import Callable
 
 from wasmtime import Engine, WasmtimeError
 from wasmtime.component import Component
+
+from .files import write_atomic
 
 
 class CompileCache:
@@ -66,10 +67,6 @@ class CompileCache:
     @staticmethod
     def _write(path: pathlib.Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
+            write_atomic(path, data)
         except OSError:
             pass  # an unwritable cache only costs time

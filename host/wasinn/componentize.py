@@ -1,6 +1,8 @@
 """`wasinn build`: a Python guest app to a component, with componentize-py against wit/."""
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import pathlib
 import re
@@ -13,6 +15,7 @@ import time
 from . import resources
 from ._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
 from .errors import WasinnError
+from .files import write_atomic
 
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
 _FASTPATH_SHIM = pathlib.Path(__file__).resolve().parent / "_guest" / "fastpath.py"
@@ -96,3 +99,35 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
     if progress:
         progress(f"built {output} ({output.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
     return output
+
+
+def guest_files(directory: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """The files of a guest directory (app.py and what sits beside it), by name."""
+    directory = pathlib.Path(directory)
+    return {p.name: p for p in sorted(directory.iterdir()) if p.is_file() and p.suffix != ".pyc"}
+
+
+def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache_dir: pathlib.Path,
+                 fastpath: bool = True, progress=None) -> pathlib.Path:
+    """Builds a guest whose app directory holds `files` (name → source; `app.py` is the
+    entry module, data files beside it are read at build time) into
+    `cache_dir/components/`, once per content of everything that goes into it."""
+    wit = resources.path("wit")
+    h = hashlib.sha256(f"{world}|{fastpath}|{importlib.metadata.version('componentize-py')}".encode())
+    inputs = [*sorted(files.items()), *((str(f.relative_to(wit)), f) for f in sorted(wit.rglob("*.wit")))]
+    if fastpath:
+        inputs.append(("shim", _FASTPATH_SHIM))
+    for label, path in inputs:
+        h.update(label.encode() + b"\0" + hashlib.sha256(pathlib.Path(path).read_bytes()).digest())
+    out = cache_dir / "components" / f"{name}-{h.hexdigest()[:20]}.wasm"
+    if out.is_file():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        app = pathlib.Path(tmp, "app")
+        app.mkdir()
+        for file_name, source in files.items():
+            shutil.copy(source, app / file_name)
+        built = build(app / "app.py", pathlib.Path(tmp, f"{name}.wasm"), world=world, fastpath=fastpath,
+                      progress=progress)
+        write_atomic(out, built.read_bytes())
+    return out

@@ -1,0 +1,18 @@
+"""Writing cache files so that a concurrent reader never sees half of one."""
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+
+def write_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
