@@ -87,6 +87,25 @@ class Roundtrip(exports.Roundtrip):
     def drop_context(self, context):
         _contexts.pop(context).__exit__(None, None, None)
 
+    def bulk_span(self, op, addr, length):
+        from wit_world.imports import bulk  # only in components built with the fast path
+        try:
+            if op == "load":
+                return _keep(_graphs, bulk.load([bulk.Span(addr, length)], graph.GraphEncoding.ONNX,
+                                                graph.ExecutionTarget.CPU))
+            if op == "tensor":
+                with bulk.tensor_from_memory([length], tensor.TensorType.U8, bulk.Span(addr, length)):
+                    return 0
+            with tensor.Tensor([4], tensor.TensorType.U8, b"wxyz") as t:
+                if op == "read-hashed":
+                    dest = bytes(4)
+                    hash(dest)
+                    addr, length = id(dest), 4
+                bulk.read_data(t, bulk.Span(addr, length))
+                return 0
+        except Err as e:
+            raise _failure(e)
+
     def misuse(self, kind, context):
         t = tensor.Tensor([1], tensor.TensorType.U8, b"\x00")
         if kind == "use-after-drop":
