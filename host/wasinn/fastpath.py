@@ -9,7 +9,7 @@ never an access outside the guest's memory.
 """
 from __future__ import annotations
 
-from ._bindings import ExecutionTarget, GraphEncoding, Resource, Span, TensorType
+from ._bindings import Err, ExecutionTarget, GraphEncoding, Resource, Span, TensorType
 from .errors import invalid_argument
 from .hostmem import HostMemories, LinearMemory, OutOfBounds
 from .nn import WasiNn, returns_error, store_key
@@ -59,8 +59,12 @@ class Bulk:
         buffer = memory.read_array(_payload(memory, data), data.len)
         return self.nn.add(store, Resource.TENSOR, HostTensor(dimensions, ty, buffer))
 
-    def data_len(self, store, t: int) -> int:
-        return self.nn.get(t, Resource.TENSOR).nbytes
+    def small_data(self, store, t: int, limit: int):
+        tensor = self.nn.get(t, Resource.TENSOR)
+        if tensor.nbytes > limit:
+            raise Err(tensor.nbytes)
+        # bytes, not a numpy view: wasmtime-py tells this result's cases apart by class
+        return tensor.to_bytes()
 
     @returns_error
     def read_data(self, store, t: int, dest: Span) -> None:

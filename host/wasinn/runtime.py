@@ -16,7 +16,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import wasmtime
@@ -59,13 +59,15 @@ class Host:
         cache_dir: where compiled components are kept (None: `$XDG_CACHE_HOME/wasinn`;
             False: no disk cache).
         memory_limit: bytes of linear memory each instance may grow to.
-        ort_threads: onnxruntime intra-op threads per graph (0: onnxruntime's choice).
+        ort_threads: intra-op threads per graph, in every backend (0: the backend's choice).
+        backends: which backend serves an encoding, where not the default, e.g.
+            `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
         progress: called with a line of text during long work (compiling).
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT, ort_threads: int = 0,
-                 progress: Progress | None = None):
+                 backends: Mapping[str, str] | None = None, progress: Progress | None = None):
         _fastlist.install()
         self.memory_limit = memory_limit
         self.progress = progress or (lambda message: None)
@@ -75,7 +77,7 @@ class Host:
         self.memories.install(config)
         self.engine = Engine(config)
         self.models = ModelRegistry()
-        self.nn = WasiNn(default_backends(ort_threads), self.models)
+        self.nn = WasiNn(default_backends(ort_threads, backends), self.models)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
@@ -192,14 +194,14 @@ class Instance:
 
     # --- calls ---------------------------------------------------------------------
     def _func(self, store: Store, name: str):
-        func = self._funcs.get(name)
-        if func is not None:
-            return func
+        if name in self._funcs:
+            return self._funcs[name]
         if "#" in name:
             iface, fname = name.split("#", 1)
             places = [iface]
         else:
             fname, places = name, [None, *self.exported_interfaces()]
+        func = None
         for iface in places:
             parent = None if iface is None else self._instance.get_export_index(store, iface)
             if iface is not None and parent is None:
@@ -211,8 +213,8 @@ class Instance:
         if func is None:
             raise WasinnError(f"the component exports no function {name!r}; it exports: "
                               + ", ".join(self.exported_interfaces() or ["(nothing)"]))
-        self._funcs[name] = func
-        return func
+        self._funcs[name] = func, func.type(store)  # the type is fixed: ask wasmtime once
+        return self._funcs[name]
 
     def exported_interfaces(self) -> list[str]:
         return sorted(self.component.type.exports(self.host.engine))
@@ -223,8 +225,7 @@ class Instance:
         over as handles: no bytes cross); tensors in the result come back as
         `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways."""
         store = self._ensure()
-        func = self._func(store, name)
-        ftype = func.type(store)
+        func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
             raise WasinnError(f"{name} takes {len(ftype.params)} arguments "
                               f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")

@@ -9,6 +9,7 @@ Python (CPython on wasm32), whose object layout the host checks on every call.
 """
 import sys
 
+from componentize_py_types import Err
 from wit_world.imports import bulk, graph, tensor
 
 THRESHOLD = 64 * 1024
@@ -44,16 +45,19 @@ def _init(self, *args, **kwargs):
 
 
 def _data(self) -> bytes:
-    n = bulk.data_len(self) if _LAYOUT_OK else 0
-    if n < THRESHOLD:
+    if not _LAYOUT_OK:
         return _standard_data(self)
-    out = bytes(n)  # a fresh object: the host fills its payload before anything reads it
+    try:
+        return bulk.small_data(self, THRESHOLD - 1)  # small: the bytes come back in this one call
+    except Err as e:
+        size = e.value
+    out = bytes(size)  # a fresh object: the host fills its payload before anything reads it
     bulk.read_data(self, _span(out))
     return out
 
 
 def _load(builders, encoding, target):
-    if builders and all(_bulky(b) or (type(b) is bytes and _LAYOUT_OK) for b in builders) \
+    if _LAYOUT_OK and builders and all(type(b) is bytes for b in builders) \
             and sum(len(b) for b in builders) >= THRESHOLD:
         return bulk.load([_span(b) for b in builders], encoding, target)
     return _standard_load(builders, encoding, target)

