@@ -29,5 +29,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing wasinn and its dependencies into .venv (first time: a minute or two)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    # That brought the CPU onnxruntime back beside an opted-in onnxruntime-gpu: swap again.
+    if [ -f .venv/.wasinn-gpu ]; then scripts/setup-gpu.sh; fi
     echo "$want" > "$stamp"
 fi
+scripts/setup-mqtt.sh   # mosquitto for `wasinn serve` (tests, benchmark, README)
+scripts/setup-kserve.sh # a KServe model server in .venv-kserve for the remote-backend tests (README)

@@ -21,8 +21,22 @@ settings.register_profile("long", max_examples=10_000, deadline=None,
                           suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (minutes each) run only with WASINN_SLOW=1."""
+    if os.environ.get("WASINN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set WASINN_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 # guest name -> the world it is built against
-GUESTS = {"roundtrip": "wasinn:guest/roundtrip-guest", "nn-cli": "wasinn:guest/ml-command"}
+GUESTS = {"roundtrip": "wasinn:guest/roundtrip-guest", "nn-cli": "wasinn:guest/ml-command",
+          "inspect": "wasinn:guest/ml-introspect"}
+# the reliability tests' guest: primitive wasi:nn operations by ids (wit/adversary.wit)
+GUESTS["adversary"] = "wasinn:guest/adversary-guest"
 
 
 def guest_component(name: str, *, fastpath: bool = True):
@@ -45,6 +59,17 @@ def roundtrip_component(host):
 @pytest.fixture
 def roundtrip(host, roundtrip_component):
     with host.instantiate(roundtrip_component) as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def adversary_component(host):
+    return host.load_component(guest_component("adversary"))
+
+
+@pytest.fixture
+def adversary(host, adversary_component):
+    with host.instantiate(adversary_component) as inst:
         yield inst
 
 

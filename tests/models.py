@@ -32,10 +32,10 @@ def identity(ty: TensorType, shape: tuple | None = None) -> bytes:
 
 
 @functools.cache
-def cast(src: TensorType, dst: TensorType) -> bytes:
+def cast(src: TensorType, dst: TensorType, shape: tuple | None = None) -> bytes:
     return _model([helper.make_node("Cast", ["x"], ["y"], to=ONNX_TYPES[dst])],
-                  [helper.make_tensor_value_info("x", ONNX_TYPES[src], None)],
-                  [helper.make_tensor_value_info("y", ONNX_TYPES[dst], None)])
+                  [helper.make_tensor_value_info("x", ONNX_TYPES[src], shape)],
+                  [helper.make_tensor_value_info("y", ONNX_TYPES[dst], shape)])
 
 
 @functools.cache

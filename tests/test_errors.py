@@ -121,10 +121,11 @@ def test_autodetect_recognises_onnx(roundtrip):
 @pytest.mark.parametrize("builders, encoding, target, code, fragment", [
     ([], "onnx", "cpu", "invalid-argument", "at least one graph builder"),
     ([ADD_MUL, ADD_MUL], "onnx", "cpu", "invalid-argument", "exactly one builder"),
-    ([ADD_MUL], "openvino", "cpu", "invalid-encoding", "no backend serves encoding openvino; this host serves: onnx (onnxruntime)"),
-    ([ADD_MUL], "tensorflow", "cpu", "invalid-encoding", "no backend serves encoding tensorflow"),
+    ([ADD_MUL], "openvino", "cpu", "invalid-argument", "an openvino graph takes two builders"),
+    ([ADD_MUL], "tensorflow", "cpu", "invalid-encoding", "no backend serves encoding tensorflow; this host "
+     "serves: onnx (onnxruntime), openvino (openvino), tensorflowlite (tflite)"),
     ([ADD_MUL], "pytorch", "cpu", "invalid-encoding", "no backend serves encoding pytorch"),
-    ([ADD_MUL], "tensorflowlite", "cpu", "invalid-encoding", "no backend serves encoding tensorflowlite"),
+    ([ADD_MUL], "tensorflowlite", "cpu", "invalid-encoding", "LiteRT could not read the tensorflowlite model"),
     ([ADD_MUL], "ggml", "cpu", "invalid-encoding", "no backend serves encoding ggml"),
     ([ADD_MUL], "onnx", "tpu", "unsupported-operation", "no execution target tpu"),
 ])

@@ -1,4 +1,6 @@
 """The test-suite's guest: every wasi:nn call, driven from the host with plain values."""
+import time
+
 from componentize_py_types import Err
 
 from wit_world import exports
@@ -105,6 +107,15 @@ class Roundtrip(exports.Roundtrip):
                 return 0
         except Err as e:
             raise _failure(e)
+
+    def spin(self, seconds):
+        end, n = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    def allocate(self, size):
+        return len(bytearray(size))
 
     def misuse(self, kind, context):
         t = tensor.Tensor([1], tensor.TensorType.U8, b"\x00")

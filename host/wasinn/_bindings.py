@@ -19,11 +19,17 @@ WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
 WASINN_FASTPATH_BULK = 'wasinn:fastpath/bulk@0.1.0'
+WASINN_GUEST_ADVERSARY = 'wasinn:guest/adversary@0.1.0'
+WASINN_GUEST_STAGE = 'wasinn:guest/stage@0.1.0'
 WASINN_GUEST_ROUNDTRIP = 'wasinn:guest/roundtrip@0.1.0'
 WASINN_GUEST_CLASSIFIER = 'wasinn:guest/classifier@0.1.0'
+WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
+WASINN_GUEST_ADVERSARY_GUEST_WORLD = 'wasinn:guest/adversary-guest'
+WASINN_GUEST_ML_INTROSPECT_WORLD = 'wasinn:guest/ml-introspect'
+WASINN_GUEST_PIPELINE_STAGE_WORLD = 'wasinn:guest/pipeline-stage'
 WASINN_GUEST_ML_WORLD = 'wasinn:guest/ml'
 WASINN_GUEST_FASTPATH_WORLD = 'wasinn:guest/fastpath'
 WASINN_GUEST_ML_COMMAND_WORLD = 'wasinn:guest/ml-command'
@@ -102,6 +108,24 @@ class Span:
     """A CPython `bytes` object in the guest: `addr` is `id(obj)`, `len` is `len(obj)`."""
     addr: int
     len: int
+
+
+@dataclasses.dataclass
+class TensorDescription:
+    """One input or output of a graph."""
+    name: str
+    ty: TensorType | None
+    type_name: str
+    shape: list[int] | None
+
+
+@dataclasses.dataclass
+class GraphDescription:
+    """Everything the host knows about a graph."""
+    inputs: list[TensorDescription]
+    outputs: list[TensorDescription]
+    backend: str
+    target: ExecutionTarget
 
 
 class TensorHost(Protocol):
@@ -191,17 +215,29 @@ class BulkHost(Protocol):
         """The tensor constructor, with the data read from guest memory. Like the constructor it accepts any dimensions and length (`compute` checks them); only a bad span is an error. Raise `Err(...)` for its `err` case."""
         ...
 
-    def data_len(self, store: StoreContext, t: int) -> int:
-        """How many bytes `tensor.data` would return."""
+    def small_data(self, store: StoreContext, t: int, limit: int) -> bytes:
+        """`tensor.data` in one call when it has at most `limit` bytes; otherwise `err` with how many it has (then `read-data` fetches them). Raise `Err(...)` for its `err` case."""
         ...
 
     def read_data(self, store: StoreContext, t: int, dest: Span) -> None:
-        """`tensor.data`, written into `dest`: a fresh `bytes` object of exactly `data-len` bytes. Raise `Err(...)` for its `err` case."""
+        """`tensor.data`, written into `dest`: a fresh `bytes` object of exactly its length. Raise `Err(...)` for its `err` case."""
         ...
 
 
 class WasinnFastpathHost(BulkHost, Protocol):
     """Everything the host implements for wasinn:fastpath@0.1.0."""
+
+
+class DescribeHost(Protocol):
+    """What the host implements for wasinn:introspect/describe@0.1.0."""
+
+    def describe_graph(self, store: StoreContext, g: int) -> GraphDescription:
+        """Describes a graph loaded with `load` or `load-by-name`. Never fails: the host learns all of this when it loads the graph."""
+        ...
+
+
+class WasinnIntrospectHost(DescribeHost, Protocol):
+    """Everything the host implements for wasinn:introspect@0.1.0."""
 
 
 def _rep(store, handle, ty: Resource) -> int:
@@ -235,6 +271,36 @@ def _conv4(store, v):
 
 def _conv5(store, v):
     return [_conv4(store, x) for x in v]
+
+
+def _conv6(store, v):
+    return None if v is None else v.value
+
+
+def _conv7(store, v):
+    return None if v is None else v
+
+
+def _conv8(store, v):
+    r = Record()
+    setattr(r, 'name', v.name)
+    setattr(r, 'ty', _conv6(store, v.ty))
+    setattr(r, 'type-name', v.type_name)
+    setattr(r, 'shape', _conv7(store, v.shape))
+    return r
+
+
+def _conv9(store, v):
+    return [_conv8(store, x) for x in v]
+
+
+def _conv10(store, v):
+    r = Record()
+    setattr(r, 'inputs', _conv9(store, v.inputs))
+    setattr(r, 'outputs', _conv9(store, v.outputs))
+    setattr(r, 'backend', v.backend)
+    setattr(r, 'target', v.target.value)
+    return r
 
 
 
@@ -322,9 +388,13 @@ def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost
             return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
         return Variant('ok', ResourceHost.own(value, Resource.TENSOR))
     li.add_func('tensor-from-memory', _bulk__tensor_from_memory)
-    def _bulk__data_len(store, t_):
-        return impl.data_len(store, _rep(store, t_, Resource.TENSOR))
-    li.add_func('data-len', _bulk__data_len)
+    def _bulk__small_data(store, t_, limit_):
+        try:
+            value = impl.small_data(store, _rep(store, t_, Resource.TENSOR), limit_)
+        except Err as e:
+            return e.value
+        return value
+    li.add_func('small-data', _bulk__small_data)
     def _bulk__read_data(store, t_, dest_):
         try:
             value = impl.read_data(store, _rep(store, t_, Resource.TENSOR), _conv4(store, dest_))
@@ -332,4 +402,14 @@ def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost
             return ResourceHost.own(e.value, Resource.ERROR)
         return None
     li.add_func('read-data', _bulk__read_data)
+    li.close()
+
+
+def add_wasinn_introspect_to_linker(root: LinkerInstance, impl: WasinnIntrospectHost) -> None:
+    """Defines every function and resource of wasinn:introspect@0.1.0 in `root`, served by `impl`."""
+
+    li = root.add_instance(WASINN_INTROSPECT_DESCRIBE)
+    def _describe__describe_graph(store, g_):
+        return _conv10(store, impl.describe_graph(store, _rep(store, g_, Resource.GRAPH)))
+    li.add_func('describe-graph', _describe__describe_graph)
     li.close()

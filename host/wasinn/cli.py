@@ -6,15 +6,26 @@ import dataclasses
 import json
 import sys
 
-from . import componentize
+from . import cli_models, componentize
 from ._bindings import WASINN_GUEST_ML_WORLD
+from .backends import parse_choices
 from .errors import GuestTrap, WasinnError
+from .limits import Limits
 from .runtime import Host, stderr_progress
 from .wave import format_value, parse_call
 
 
+def host_from_args(args) -> Host:
+    """A Host set up by the options every command shares (see `_common`)."""
+    limits = Limits.from_file(args.config) if args.config else Limits()
+    limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
+                             if getattr(args, f"limit_{name}") is not None})
+    return Host(cache_dir=args.cache_dir, ort_threads=args.ort_threads, limits=limits,
+                backends=parse_choices(args.backend), progress=stderr_progress)
+
+
 def _host(args) -> Host:
-    host = Host(cache_dir=args.cache_dir, ort_threads=args.ort_threads, progress=stderr_progress)
+    host = host_from_args(args)
     for spec in args.model:
         host.models.register_spec(spec)
     for opt in args.wasi:
@@ -56,7 +67,7 @@ def cmd_build(args) -> int:
 
 def cmd_classify(args) -> int:
     from .classify import ImageClassifier, load_image
-    host = Host(cache_dir=args.cache_dir, ort_threads=args.ort_threads, progress=stderr_progress)
+    host = host_from_args(args)
     name = None
     if args.model:
         name = host.models.register_spec(args.model).name
@@ -75,19 +86,62 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+    import pathlib
+    import socket
+
+    from .pipeline import load_pipeline
+    from .pipeline.supervisor import ServeOptions, serve
+    from .runtime import default_cache_dir
+    options = ServeOptions(
+        workers=args.workers, node=args.node or socket.gethostname(),
+        # onnxruntime's own choice is every core per session: N workers would fight over them
+        ort_threads=args.ort_threads or max(1, (os.cpu_count() or 1) // max(1, args.workers)),
+        cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
+        drain_timeout=args.drain_timeout)
+    return serve(load_pipeline(args.pipeline), broker=args.broker, options=options)
+
+
 def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                   help="register an ONNX model file for load-by-name (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH|URL",
+                   help="register a model file, or a model on an inference server "
+                        "(kserve+http://HOST:PORT/v2/models/M), for load-by-name (repeatable)")
     p.add_argument("-S", dest="wasi", action="append", default=[], metavar="OPT",
                    help="wasmtime-style switches: 'nn', and 'nn-graph=ENCODING::DIR' to register "
                         "DIR/model.onnx under DIR's base name (repeatable)")
+
+
+_LIMIT_HELP = {
+    "memory": "guest linear memory per instance, e.g. 512MiB",
+    "deadline": "time per call, e.g. 30s; 0: none",
+    "fuel": "wasm fuel per call; 0: not counted",
+    "max_model_bytes": "bytes of one model",
+    "max_tensor_bytes": "bytes of one compute input",
+    "max_tensor_elements": "elements of one compute input",
+    "max_graphs": "live graphs per instance",
+    "max_contexts": "live execution contexts per instance",
+    "max_tensors": "live tensors per instance",
+    "external_data_dir": "the one directory ONNX external data may be read from",
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     p.add_argument("--ort-threads", type=int, default=0, metavar="N",
-                   help="onnxruntime intra-op threads per model (default: onnxruntime's choice)")
+                   help="intra-op threads per model, in every backend (default: the backend's choice)")
+    p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
+                   help="run ENCODING's models on BACKEND, e.g. onnx=openvino; BACKEND alone takes every "
+                        "encoding it serves (backends: onnxruntime, openvino, tflite; repeatable)")
+    limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
+                                  "table sets them too, flags win (defaults in parentheses)")
+    limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
+    defaults = Limits()
+    for name, help_text in _LIMIT_HELP.items():
+        limits.add_argument(f"--{name.replace('_', '-')}", dest=f"limit_{name}", metavar="VALUE",
+                            help=f"{help_text} ({getattr(defaults, name)})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,12 +184,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes per image (default 5)")
     p.add_argument("--component", metavar="WASM", help="a classifier component to run instead of the bundled one")
-    p.add_argument("--model", metavar="NAME=PATH",
-                   help="load this model by name instead of the embedded one; it must take `image` "
+    p.add_argument("--model", metavar="NAME=PATH|URL",
+                   help="load this model (a file, or kserve+http://... on an inference server) by name "
+                        "instead of the embedded one; it must take `image` "
                         "uint8 [H,W,3] and give class probabilities first")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(p)
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("serve", help="run a data-flow pipeline (YAML) as an MQTT service",
+                       description="Subscribe to the pipeline's source topic, run each message (an image) "
+                       "through its stages and publish the JSON result to its sink topic; failures go to its "
+                       "dead-letter topic. Workers share the input through an MQTT 5 shared subscription; "
+                       "run more on other machines against the same broker to scale out. Logs are JSON lines "
+                       "on stderr. See pipelines/README.md.")
+    p.add_argument("pipeline", help="the pipeline file, e.g. pipelines/image-classification.yaml")
+    p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    p.add_argument("--node", metavar="NAME", help="this machine's part of the workers' client ids "
+                   "GROUP-NODE-INDEX; unique per machine (default: the host name)")
+    p.add_argument("--ort-threads", type=int, default=0, metavar="N",
+                   help="onnxruntime intra-op threads per worker (default: cores / workers)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus /metrics and /healthz on this port (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
+                   help="the address /metrics listens on (default 127.0.0.1)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                   help="on SIGTERM, how long workers may take to finish their messages (default 30)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
+    p.set_defaults(func=cmd_serve)
+    cli_models.add_parsers(sub)
     return ap
 
 

@@ -15,15 +15,22 @@ import itertools
 import threading
 from typing import Callable
 
+from wasmtime import _ffi as ffi
+
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
-from .errors import NnError, invalid_argument, invalid_encoding, not_found
+from .backends.formats import inline_onnx_external_data, looks_like_onnx
+from .errors import NnError, invalid_argument, invalid_encoding, not_found, too_large
+from .limits import Limits
 from .registry import ModelRegistry
 from .tensors import HostTensor, describe
 
 
 # Graphs loaded from bytes that stay loaded after their guests drop them (for reuse).
 RECENT_GRAPHS = 4
+# Epoch ticks a guest gets to handle a backend's `timeout` before its deadline trap.
+TIMEOUT_GRACE_TICKS = 20
+_LIMIT_NAMES = {"graph": "graphs", "graph_execution_context": "contexts", "tensor": "tensors"}
 
 
 def store_key(store) -> int:
@@ -34,9 +41,12 @@ def store_key(store) -> int:
 class Session:
     """The host-side state of one component instance."""
 
-    def __init__(self, key: int):
+    def __init__(self, key: int, store_context):
         self.key = key
+        self.store_context = store_context
         self.reps: set[int] = set()
+        self.counts = collections.Counter()  # live resources by kind
+        self.deadline: float | None = None  # time.monotonic() when the current call must end
 
 
 def returns_error(fn: Callable) -> Callable:
@@ -58,9 +68,11 @@ def returns_error(fn: Callable) -> Callable:
 class WasiNn:
     """Serves wasi:nn for every instance of one `Host`."""
 
-    def __init__(self, backends: dict[GraphEncoding, Backend], registry: ModelRegistry):
+    def __init__(self, backends: dict[GraphEncoding, Backend], registry: ModelRegistry,
+                 limits: Limits | None = None):
         self.backends = backends
         self.registry = registry
+        self.limits = limits or Limits()
         self._objects: dict[int, tuple[Resource, object, Session]] = {}
         self._sessions: dict[int, Session] = {}
         self._reps = itertools.count(1)
@@ -73,7 +85,7 @@ class WasiNn:
 
     # --- sessions and the resource table -----------------------------------------
     def open_session(self, store) -> Session:
-        session = Session(store_key(store))
+        session = Session(store_key(store), store._context())
         self._sessions[session.key] = session
         return session
 
@@ -83,16 +95,30 @@ class WasiNn:
             for rep in session.reps:
                 self._objects.pop(rep, None)
             session.reps.clear()
-            self._sessions.pop(session.key, None)
+            session.counts.clear()
+            # A store freed without close() may already have a successor at its address.
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
 
-    def add(self, store, kind: Resource, obj: object) -> int:
-        session = self._sessions[store_key(store)]
+    def session(self, store) -> Session:
+        return self._sessions[store_key(store)]
+
+    def add(self, store, kind: Resource, obj: object, *, limited: bool = True) -> int:
+        """Registers `obj`; over the instance's live limit for its kind raises
+        `too-large` (unless `limited` is False: the tensor constructor cannot fail)."""
+        session = self.session(store)
+        name = kind.name.lower()
+        cap = self.limits.live_limit(name)
+        if limited and cap and session.counts[name] >= cap:
+            raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
+                            f"the limit is {cap} (max-{_LIMIT_NAMES[name]})")
         with self._lock:
             rep = next(self._reps) & 0xFFFFFFFF
             while rep == 0 or rep in self._objects:  # reps are u32; skip live ones on wrap
                 rep = next(self._reps) & 0xFFFFFFFF
             self._objects[rep] = (kind, obj, session)
             session.reps.add(rep)
+            session.counts[name] += 1
         return rep
 
     def get(self, rep: int, kind: Resource):
@@ -107,28 +133,29 @@ class WasiNn:
         """Removes an entry whose handle the guest gave up (moved to the host)."""
         obj = self.get(rep, kind)
         with self._lock:
-            _, _, session = self._objects.pop(rep)
-            session.reps.discard(rep)
+            entry = self._objects.pop(rep)
+            self._forget(rep, entry)
         return obj
 
     def live(self, session: Session) -> dict[str, int]:
         """Counts of live resources held by one instance, by kind."""
-        counts = {k.name.lower(): 0 for k in Resource}
-        for rep in list(session.reps):
-            entry = self._objects.get(rep)
-            if entry:
-                counts[entry[0].name.lower()] += 1
-        return counts
+        return {k.name.lower(): session.counts[k.name.lower()] for k in Resource}
 
     def drop(self, rep: int) -> None:
         with self._lock:
             entry = self._objects.pop(rep, None)
             if entry:
-                entry[2].reps.discard(rep)
+                self._forget(rep, entry)
+
+    @staticmethod
+    def _forget(rep: int, entry: tuple) -> None:
+        kind, _, session = entry
+        session.reps.discard(rep)
+        session.counts[kind.name.lower()] -= 1
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:
-        return self.add(store, Resource.TENSOR, HostTensor(dimensions, ty, data))
+        return self.add(store, Resource.TENSOR, HostTensor(dimensions, ty, data), limited=False)
 
     def tensor_dimensions(self, store, self_: int) -> list[int]:
         return list(self.get(self_, Resource.TENSOR).dims)
@@ -153,6 +180,7 @@ class WasiNn:
         and creating an onnxruntime session costs 10x more than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
+        self.limits.check_model(sum(len(b) for b in builders))
         key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
         with self._lock:
             graph = self._recent_graphs.get(key)
@@ -167,6 +195,8 @@ class WasiNn:
         return graph
 
     def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+        if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
+            builders = [inline_onnx_external_data(builders[0], self.limits.external_data_dir)]
         if encoding == GraphEncoding.AUTODETECT:
             for backend in self.backends.values():
                 if backend.recognizes(builders):
@@ -202,8 +232,22 @@ class WasiNn:
     @returns_error
     def _compute(self, store, ctx_rep: int, tensors: list[tuple[str, HostTensor]]):
         graph, context = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
-        outputs = compute(graph, context, tensors)
-        return [(name, self.add(store, Resource.TENSOR, t)) for name, t in outputs]
+        session = self.session(store)
+        if session.counts["tensor"] > self.limits.max_tensors:  # tensors the constructor had to accept
+            raise too_large(f"the instance holds {session.counts['tensor']} live tensors; the limit is "
+                            f"{self.limits.max_tensors} (max-tensors)")
+        try:
+            outputs = compute(graph, context, tensors, self.limits, session.deadline)
+        except NnError as e:
+            if e.code == ErrorCode.TIMEOUT:
+                # the guest gets to see the timeout before the epoch deadline ends the call
+                ffi.wasmtime_context_set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
+            raise
+        live = session.counts["tensor"] + len(outputs)
+        if live > self.limits.max_tensors:
+            raise too_large(f"the outputs would make {live} live tensors in the instance; the limit is "
+                            f"{self.limits.max_tensors} (max-tensors)")
+        return [(name, self.add(store, Resource.TENSOR, t, limited=False)) for name, t in outputs]
 
     def graph_execution_context_drop(self, store, rep: int) -> None:
         self.drop(rep)
@@ -219,7 +263,7 @@ class WasiNn:
         self.drop(rep)
 
 
-def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]]) -> list[HostTensor]:
+def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Limits) -> list[HostTensor]:
     """Matches named tensors to the model's inputs (by name, then by decimal index, as
     wasmtime does), checks each against its input, and returns them in model order."""
     specs = graph.inputs
@@ -240,7 +284,8 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]]) -> list[Hos
             raise invalid_argument(f"{label}: the model wants {spec.type_name}, which wasi:nn cannot carry")
         if t.ty != spec.ty or not spec.accepts_shape(t.dims):
             raise invalid_argument(f"{label}: expected {spec.describe()}, got {describe(t.ty, t.dims)}")
-        t.validate(label)
+        t.validate(label)  # bytes that do not fit the dims are wrong, whatever the size
+        limits.check_tensor(label, t.dims, t.nbytes)
         bound[i] = t
     missing = [s for i, s in enumerate(specs) if i not in bound]
     if missing:
@@ -249,6 +294,8 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]]) -> list[Hos
     return [bound[i] for i in range(len(specs))]
 
 
-def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]]) -> list[tuple[str, HostTensor]]:
-    """One inference with wasi:nn's rules, for guests and for host-side callers alike."""
-    return context.compute(bind_inputs(graph, tensors))
+def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]], limits: Limits,
+            deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    """One inference with wasi:nn's rules, for guests and for host-side callers alike.
+    `deadline` (time.monotonic()) stops a backend that runs too long: wasi:nn `timeout`."""
+    return context.compute(bind_inputs(graph, tensors, limits), deadline=deadline)

@@ -1,9 +1,10 @@
 """Named graphs for `load-by-name`.
 
 The operator registers names on the host side (CLI `--model NAME=PATH`, or wasmtime's
-`-S nn-graph=ENCODING::DIR`). A guest's string is only ever a key into this table,
-never a path. Each name is loaded once, on first use, and the loaded graph (one
-onnxruntime session) is shared by every instance in the process.
+`-S nn-graph=ENCODING::DIR`, or `--model NAME=kserve+http://...` for a model on an
+inference server). A guest's string is only ever a key into this table, never a path.
+Each name is loaded once, on first use, and the loaded graph (one onnxruntime session,
+or one remote model's metadata and connections) is shared by every instance in the process.
 """
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from typing import Callable
 
 from ._bindings import ExecutionTarget, GraphEncoding
 from .backends import Graph
-from .errors import WasinnError, not_found
+from .backends.kserve import Endpoint, KServeGraph, is_remote
+from .errors import NnError, WasinnError, not_found
 
 # The file wasmtime expects inside an `-S nn-graph=ENCODING::DIR` directory.
 GRAPH_DIR_FILES = {GraphEncoding.ONNX: ("model.onnx",),
-                   GraphEncoding.OPENVINO: ("model.xml", "model.bin")}
+                   GraphEncoding.OPENVINO: ("model.xml", "model.bin"),
+                   GraphEncoding.TENSORFLOWLITE: ("model.tflite",)}
+
+
+def _model_files(path: str) -> list[pathlib.Path]:
+    """An OpenVINO IR is two files: `--model NAME=m.xml` takes m.bin beside it too."""
+    p = pathlib.Path(path)
+    return [p, p.with_suffix(".bin")] if p.suffix == ".xml" else [p]
 
 
 @dataclasses.dataclass
@@ -29,6 +38,8 @@ class ModelEntry:
     encoding: GraphEncoding
     target: ExecutionTarget
     graph: Graph | None = None
+    # A model on an inference server instead of files (then `paths` is empty).
+    remote: Endpoint | None = None
 
 
 class ModelRegistry:
@@ -49,12 +60,26 @@ class ModelRegistry:
         self._entries[name] = entry
         return entry
 
+    def register_remote(self, name: str, url: str, target: ExecutionTarget = ExecutionTarget.CPU) -> ModelEntry:
+        """Registers a model served over the Open Inference Protocol (`kserve+http://...`,
+        see backends/kserve.py); checks the URL now, connects on first use."""
+        if not name:
+            raise WasinnError("a model name cannot be empty")
+        try:
+            endpoint = Endpoint(url)
+        except NnError as e:
+            raise WasinnError(f"model {name!r}: {e.message}") from None
+        entry = ModelEntry(name, (), GraphEncoding.AUTODETECT, target, remote=endpoint)
+        self._entries[name] = entry
+        return entry
+
     def register_spec(self, spec: str) -> ModelEntry:
-        """`NAME=PATH` (encoding recognised from the bytes)."""
+        """`NAME=PATH` (encoding recognised from the bytes) or `NAME=kserve+http://...`."""
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise WasinnError(f"--model wants NAME=PATH, got {spec!r}")
-        return self.register(name, path)
+            raise WasinnError(f"--model wants NAME=PATH, got {spec!r} (or NAME=kserve+http://HOST:PORT/v2/models/M "
+                              "for a model on an inference server)")
+        return self.register_remote(name, path) if is_remote(path) else self.register(name, _model_files(path))
 
     def register_graph_dir(self, spec: str) -> ModelEntry:
         """wasmtime's `ENCODING::DIR`: named by the directory's base name."""
@@ -83,7 +108,9 @@ class ModelRegistry:
             known = ", ".join(repr(n) for n in self.names()) or "none"
             raise not_found(f"no graph named {name!r}; registered: {known}")
         with self._lock:
-            if entry.graph is None:
+            if entry.graph is None and entry.remote is not None:
+                entry.graph = KServeGraph(entry.remote, entry.target)
+            elif entry.graph is None:
                 try:
                     builders = [p.read_bytes() for p in entry.paths]
                 except OSError as e:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import math
 import pathlib
 import sys
+import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -23,7 +26,7 @@ import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from . import _fastlist, values
+from . import _speedups, values
 from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends
@@ -31,15 +34,20 @@ from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
 from .fastpath import Bulk
 from .hostmem import HostMemories
+from .limits import Limits
 from .introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
-DEFAULT_MEMORY_LIMIT = 2 << 30
-# Part of every compile-cache key: what in wasinn's engine set-up differs from wasmtime's defaults.
-ENGINE_SETTINGS = "hostmem-nocow"
+# Fuel for instantiating a component when fuel is counted (its deadline still applies).
+_INSTANTIATION_FUEL = 1 << 40
+# Epochs advance this often; a call's deadline is checked at this granularity.
+EPOCH_SECONDS = 0.05
+# Part of every compile-cache key: what in wasinn's engine set-up differs from wasmtime's
+# defaults (epoch checks and fuel counting change the compiled code).
+ENGINE_SETTINGS = "hostmem-nocow-epoch"
 Progress = Callable[[str], None]
 
 
@@ -58,7 +66,7 @@ class Host:
     Args:
         cache_dir: where compiled components are kept (None: `$XDG_CACHE_HOME/wasinn`;
             False: no disk cache).
-        memory_limit: bytes of linear memory each instance may grow to.
+        limits: what each instance may use (see limits.py); `Limits()` by default.
         ort_threads: intra-op threads per graph, in every backend (0: the backend's choice).
         backends: which backend serves an encoding, where not the default, e.g.
             `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
@@ -66,18 +74,21 @@ class Host:
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
-                 memory_limit: int = DEFAULT_MEMORY_LIMIT, ort_threads: int = 0,
+                 limits: Limits | None = None, ort_threads: int = 0,
                  backends: Mapping[str, str] | None = None, progress: Progress | None = None):
-        _fastlist.install()
-        self.memory_limit = memory_limit
+        _speedups.install()
+        self.limits = limits or Limits()
         self.progress = progress or (lambda message: None)
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
         config = wasmtime.Config()
         self.memories = HostMemories()  # must outlive the engine: it serves its callbacks
         self.memories.install(config)
+        config.epoch_interruption = True
+        config.consume_fuel = self.limits.fuel > 0
         self.engine = Engine(config)
+        _EpochTicker.watch(self.engine)
         self.models = ModelRegistry()
-        self.nn = WasiNn(default_backends(ort_threads, backends), self.models)
+        self.nn = WasiNn(default_backends(ort_threads, backends), self.models, self.limits)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
@@ -86,7 +97,8 @@ class Host:
             add_wasinn_introspect_to_linker(root, Introspect(self.nn))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.compile_cache = None if self.cache_dir is None else CompileCache(
-            self.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{ENGINE_SETTINGS}")
+            self.cache_dir / "compiled", self.engine,
+            f"wasmtime{WASMTIME_VERSION}-{ENGINE_SETTINGS}{'-fuel' if self.limits.fuel else ''}")
 
     # --- components --------------------------------------------------------------
     def load_component(self, source: str | os.PathLike | bytes) -> Component:
@@ -162,7 +174,10 @@ class Instance:
                 raise WasinnError(f"--dir: no such directory {host_path}")
             wasi.preopen_dir(host_path, guest_path)
         store = Store(self.host.engine)
-        store.set_limits(memory_size=self.host.memory_limit)
+        store.set_limits(memory_size=self.host.limits.memory)
+        self._budget(store)
+        if self.host.limits.fuel:
+            store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
         store.set_wasi(wasi)
         session = self.host.nn.open_session(store)
         try:
@@ -170,8 +185,10 @@ class Instance:
                 self._instance = self.host.linker.instantiate(store, self.component)
         except (WasmtimeError, wasmtime.Trap) as e:
             self.host.nn.close_session(session)
-            raise WasinnError(f"cannot instantiate the component: {_one_line(e)}") from None
+            raise WasinnError(f"cannot instantiate the component: {self._explain(e)}") from None
         self._store, self._session = store, session
+        # An Instance dropped without close() must still free its host resources.
+        weakref.finalize(store, self.host.nn.close_session, session)
         self.instances_started += 1
         return store
 
@@ -179,6 +196,11 @@ class Instance:
         """Drops the store and frees every wasi:nn resource the instance still held."""
         if self._session is not None:
             self.host.nn.close_session(self._session)
+            _speedups.forget_store(self._session.key)
+        if self._store is not None:
+            # Now, not when the last reference goes: a traceback that still holds the
+            # store (a caught GuestTrap) would keep the guest's memory mapped.
+            self._store.close()
         self._store = self._instance = self._session = None
         self._funcs.clear()
 
@@ -213,7 +235,7 @@ class Instance:
         if func is None:
             raise WasinnError(f"the component exports no function {name!r}; it exports: "
                               + ", ".join(self.exported_interfaces() or ["(nothing)"]))
-        self._funcs[name] = func, func.type(store)  # the type is fixed: ask wasmtime once
+        self._funcs[name] = func, _FuncTypes(func.type(store))  # fixed: ask wasmtime once
         return self._funcs[name]
 
     def exported_interfaces(self) -> list[str]:
@@ -236,7 +258,7 @@ class Instance:
                 value = HostTensor.from_array(value)
             if not isinstance(value, HostTensor):
                 return value
-            rep = self.host.nn.add(store, Resource.TENSOR, value)
+            rep = self.host.nn.add(store, Resource.TENSOR, value, limited=False)
             if isinstance(ty, BorrowType):
                 lent.append(rep)
             return ResourceHost.own(rep, Resource.TENSOR)
@@ -248,18 +270,41 @@ class Instance:
 
         try:
             params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
-            result = func(store, *params)
+            self._budget(store)
+            result = _speedups.call_export(func, [ty for _, ty in ftype.params], ftype.result, store, params)
             func.post_return(store)
             return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
             raise
         except (WasmtimeError, wasmtime.Trap) as e:
             self.close()
-            raise GuestTrap(f"guest trapped in {name}: {_one_line(e)}; the instance was torn down and "
+            raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
+
+    def _budget(self, store: Store) -> None:
+        """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the
+        backend) and its fuel."""
+        limits = self.host.limits
+        if limits.deadline > 0:
+            store.set_epoch_deadline(max(1, math.ceil(limits.deadline / EPOCH_SECONDS)))
+            if self._session is not None:
+                self._session.deadline = time.monotonic() + limits.deadline
+        else:
+            store.set_epoch_deadline(1 << 62)
+        if limits.fuel:
+            store.set_fuel(limits.fuel)
+
+    def _explain(self, e: Exception) -> str:
+        limits = self.host.limits
+        text = str(e)
+        if "wasm trap: interrupt" in text:
+            return f"the call ran past its deadline of {limits.deadline:g} s (limit 'deadline', --deadline)"
+        if "all fuel consumed" in text:
+            return f"the call used up its fuel ({limits.fuel}; limit 'fuel', --fuel)"
+        return _one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
@@ -278,6 +323,36 @@ _KNOWN_LIMITS = {
         "(2,796,202 bytes of list<u8>); build the guest with `wasinn build`, whose bindings "
         "move large models and tensors outside that path",
 }
+
+
+class _FuncTypes:
+    """An export's parameter and result types, read once."""
+
+    def __init__(self, ftype):
+        self.params = ftype.params
+        self.result = ftype.result
+
+
+class _EpochTicker:
+    """One daemon thread advancing the epoch of every live engine, so deadlines fire."""
+    _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+    _thread: threading.Thread | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def watch(cls, engine: Engine) -> None:
+        with cls._lock:
+            cls._engines.add(engine)
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._run, name="wasinn-epochs", daemon=True)
+                cls._thread.start()
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            time.sleep(EPOCH_SECONDS)
+            for engine in list(cls._engines):
+                engine.increment_epoch()
 
 
 def _one_line(e: Exception) -> str:

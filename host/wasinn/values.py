@@ -63,7 +63,8 @@ def from_wasm(ty, value, handles: Handles) -> Any:
     if isinstance(ty, (OwnType, BorrowType)):
         return handles(ty, value)
     if isinstance(ty, (VariantType, ResultType)):
-        tag, payload = (value.tag, value.payload) if isinstance(value, Variant) else (_case_of(ty, value), value)
+        # By the type, not the value: an untagged result's payload may itself be a Variant.
+        tag, payload = (value.tag, value.payload) if ty._tagged() else (_case_of(ty, value), value)
         case_ty = dict(_cases(ty))[tag]
         return Variant(tag, None if case_ty is None else from_wasm(case_ty, payload, handles))
     if isinstance(ty, OptionType):

@@ -1,15 +1,116 @@
-"""Backends by graph encoding. A new backend is one module plus one line here."""
+"""Backends by graph encoding. A new backend is one module (with a `make(encoding,
+threads)` function) plus one entry in KINDS.
+
+Every backend but onnxruntime is an optional extra (`pip install 'wasinn[openvino]'`).
+Backends are imported on first load: importing openvino alone takes ~0.4 s, which a
+host that only runs ONNX on onnxruntime should not pay. A backend whose package is
+missing still recognises its bytes, and loading through it fails with
+`invalid-encoding` naming the extra to install.
+"""
 from __future__ import annotations
 
-from .._bindings import GraphEncoding
+import dataclasses
+import importlib
+import importlib.util
+import threading
+from typing import Mapping
+
+from .._bindings import ExecutionTarget, GraphEncoding
+from ..errors import WasinnError, invalid_encoding
 from .base import Backend, Context, Graph, TensorSpec
-from .onnxruntime import OnnxRuntimeBackend
+from .formats import RECOGNISERS
 
 
-def default_backends(intra_op_threads: int = 0) -> dict[GraphEncoding, Backend]:
-    """The backends this installation can serve, keyed by the encoding they serve."""
-    backends = [OnnxRuntimeBackend(intra_op_threads=intra_op_threads)]
-    return {b.encoding: b for b in backends}
+@dataclasses.dataclass(frozen=True)
+class BackendKind:
+    name: str
+    encodings: tuple[GraphEncoding, ...]
+    package: str                      # the import name of the package it runs on
+    extra: str | None = None          # the pip extra that installs it (None: always installed)
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
+
+    def install_hint(self) -> str:
+        return f"pip install 'wasinn[{self.extra}]'" if self.extra else "pip install --force-reinstall wasinn"
 
 
-__all__ = ["Backend", "Context", "Graph", "TensorSpec", "OnnxRuntimeBackend", "default_backends"]
+KINDS = {k.name: k for k in (
+    BackendKind("onnxruntime", (GraphEncoding.ONNX,), "onnxruntime"),
+    BackendKind("openvino", (GraphEncoding.OPENVINO, GraphEncoding.ONNX), "openvino", "openvino"),
+    BackendKind("tflite", (GraphEncoding.TENSORFLOWLITE,), "ai_edge_litert", "tflite"),
+)}
+# The backend serving each encoding unless the user picks another (`--backend onnx=openvino`).
+DEFAULTS = {GraphEncoding.ONNX: "onnxruntime", GraphEncoding.OPENVINO: "openvino",
+            GraphEncoding.TENSORFLOWLITE: "tflite"}
+
+
+class Deferred:
+    """One backend for one encoding, imported when a graph first loads through it."""
+
+    def __init__(self, kind: BackendKind, encoding: GraphEncoding, threads: int):
+        self.kind, self.encoding, self.threads = kind, encoding, threads
+        self.name = kind.name if kind.installed() else f"{kind.name}, not installed"
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+
+    def recognizes(self, builders: list[bytes]) -> bool:
+        return RECOGNISERS[self.encoding](builders)
+
+    def load(self, builders: list[bytes], target: ExecutionTarget) -> Graph:
+        return self.backend().load(builders, target)
+
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                try:
+                    module = importlib.import_module(f".{self.kind.name}", __name__)
+                except ImportError as e:
+                    raise invalid_encoding(
+                        f"encoding {self.encoding.value} needs the {self.kind.name} backend: "
+                        f"{self.kind.install_hint()} ({e})") from e
+                self._backend = module.make(self.encoding, self.threads)
+        return self._backend
+
+
+def parse_choices(specs: list[str]) -> dict[str, str]:
+    """CLI `--backend` values: `ENCODING=BACKEND`, or `BACKEND` alone for every encoding
+    it serves (`--backend openvino` runs ONNX models on OpenVINO too)."""
+    choices: dict[str, str] = {}
+    for spec in specs:
+        encoding, sep, name = spec.rpartition("=")
+        if sep:
+            choices[encoding] = name
+        elif name in KINDS:
+            choices.update({e.value: name for e in KINDS[name].encodings})
+        else:
+            raise WasinnError(f"--backend {spec}: no backend named {name!r}; wasinn has: {', '.join(KINDS)}")
+    return choices
+
+
+def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None) -> dict[GraphEncoding, Backend]:
+    """A backend for every encoding wasinn knows, keyed by encoding. `choices` maps
+    encoding names to backend names where the user wants other than DEFAULTS;
+    `threads` is each backend's intra-op thread count (0: the backend's choice)."""
+    names = dict(DEFAULTS)
+    for enc_name, name in (choices or {}).items():
+        try:
+            encoding = GraphEncoding(enc_name)
+        except ValueError:
+            raise WasinnError(f"backend choice {enc_name}={name}: no encoding {enc_name!r}; wasi:nn has: "
+                              + ", ".join(e.value for e in GraphEncoding if e != GraphEncoding.AUTODETECT)) from None
+        kind = KINDS.get(name)
+        if kind is None or encoding not in kind.encodings:
+            able = [k for k in KINDS.values() if encoding in k.encodings]
+            raise WasinnError(f"backend choice {enc_name}={name}: " + (
+                f"no backend named {name!r}" if kind is None else f"{name} does not serve {enc_name}")
+                + f"; {enc_name} can run on: {', '.join(k.name for k in able) or 'none'}")
+        if not kind.installed():
+            raise WasinnError(f"backend choice {enc_name}={name}: the {name} backend is not installed: "
+                              f"{kind.install_hint()}")
+        names[encoding] = name
+    return {e: Deferred(KINDS[n], e, threads) for e, n in names.items()}
+
+
+__all__ = ["Backend", "BackendKind", "Context", "Graph", "KINDS", "TensorSpec", "default_backends",
+           "parse_choices"]

@@ -35,8 +35,9 @@ class TensorSpec:
 
 
 class Context(Protocol):
-    def compute(self, inputs: list[HostTensor]) -> list[tuple[str, HostTensor]]:
-        """Runs one inference; `inputs` are in the order of `Graph.inputs`."""
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+        """Runs one inference; `inputs` are in the order of `Graph.inputs`. A backend
+        that can be stopped stops at `deadline` (time.monotonic()) with wasi:nn `timeout`."""
         ...
 
 

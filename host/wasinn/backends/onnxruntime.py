@@ -1,18 +1,23 @@
 """ONNX Runtime backend: encoding `onnx`, targets cpu and (with CUDA) gpu."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
+import io
 import math
+import threading
+import time
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
-from ..errors import ErrorCode
 from ..tensors import DTYPES, HostTensor
 from .base import TensorSpec
+from .formats import looks_like_onnx, reject_onnx_external_data
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
 _ORT_TYPES = {
@@ -23,8 +28,6 @@ _ORT_TYPES = {
 }
 _ONNX_ELEM_TYPE = {ty: elem for ty, elem in _ORT_TYPES.values()}
 _PROVIDERS = {ExecutionTarget.CPU: "CPUExecutionProvider", ExecutionTarget.GPU: "CUDAExecutionProvider"}
-# ModelProto's top-level field numbers (onnx.proto), for recognising ONNX bytes.
-_MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
 
 
 def _specs(args, model: bytes) -> list[TensorSpec]:
@@ -63,18 +66,15 @@ def _run_error(e: Exception) -> NnError:
     return runtime_error(msg)
 
 
-def _uses_external_data(model: bytes) -> bool:
-    # Every external-data reference carries a "location" key; only parse when the
-    # bytes could hold one (parsing costs ~1 ms per MB).
-    if b"location" not in model:
-        return False
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-    try:
-        proto = onnx.ModelProto.FromString(model)
-    except Exception:
-        return False  # not parseable: onnxruntime will reject it with its own message
-    return any(uses_external_data(t) for t in _get_all_tensors(proto))
+@functools.cache
+def _preload_cuda() -> str:
+    """onnxruntime-gpu's CUDA provider finds the CUDA and cuDNN libraries that
+    scripts/setup-gpu.sh installs from PyPI (site-packages/nvidia/...) only when they
+    are loaded first. Returns what failed to load ("" when nothing did)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # it reports by print(), which must not reach stdout
+        ort.preload_dlls(directory="")
+    return "; ".join(ln for ln in printed.getvalue().splitlines() if ln.startswith("Failed to load"))
 
 
 class OnnxRuntimeGraph:
@@ -94,7 +94,7 @@ class OnnxRuntimeContext:
     def __init__(self, graph: OnnxRuntimeGraph):
         self.graph = graph
 
-    def compute(self, inputs: list[HostTensor]) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
         feeds = {}
         for spec, t in zip(self.graph.inputs, inputs):
             arr = np.require(t.array(), requirements="C")
@@ -104,10 +104,30 @@ class OnnxRuntimeContext:
             else:
                 feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(arr)
         try:
-            values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds)
+            with _stopped_at(deadline) as options:
+                values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds, options)
         except Exception as e:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise NnError(ErrorCode.TIMEOUT, f"onnxruntime was stopped at the call's deadline: "
+                              f"{str(e).strip()}") from e
             raise _run_error(e) from e
         return [(name, _to_host(name, v)) for name, v in zip(self.graph._output_names, values)]
+
+
+@contextlib.contextmanager
+def _stopped_at(deadline: float | None):
+    """RunOptions whose `terminate` flag a timer sets at `deadline`."""
+    options = ort.RunOptions()
+    if deadline is None:
+        yield options
+        return
+    timer = threading.Timer(max(deadline - time.monotonic(), 0), setattr, (options, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield options
+    finally:
+        timer.cancel()
 
 
 def _to_host(name: str, value: ort.OrtValue) -> HostTensor:
@@ -134,7 +154,7 @@ class OnnxRuntimeBackend:
         self.inter_op_threads = inter_op_threads
 
     def recognizes(self, builders: list[bytes]) -> bool:
-        return len(builders) == 1 and _looks_like_onnx(builders[0])
+        return looks_like_onnx(builders)
 
     def providers(self, target: ExecutionTarget) -> list[str]:
         available = ort.get_available_providers()
@@ -145,8 +165,11 @@ class OnnxRuntimeBackend:
         if wanted not in available:
             raise unsupported(
                 f"execution target {target.value} needs onnxruntime's {wanted}, and this onnxruntime "
-                f"({ort.__version__}) offers only {', '.join(available)}; install onnxruntime-gpu "
-                f"with a CUDA runtime, or load the graph for target cpu")
+                f"({ort.__version__}) offers only {', '.join(available)}; replace it with onnxruntime-gpu "
+                f"{ort.__version__} on a machine with an NVIDIA GPU (scripts/setup-gpu.sh), or load the "
+                f"graph for target cpu")
+        if target == ExecutionTarget.GPU:
+            _preload_cuda()
         return [wanted]
 
     def load(self, builders: list[bytes], target: ExecutionTarget) -> OnnxRuntimeGraph:
@@ -154,9 +177,7 @@ class OnnxRuntimeBackend:
             raise invalid_argument(f"an onnx graph takes exactly one builder (the model bytes); got {len(builders)}")
         model = builders[0]
         providers = self.providers(target)
-        if _uses_external_data(model):
-            raise NnError(ErrorCode.SECURITY, "the model references external data files; a model loaded "
-                          "from bytes must carry all its weights")
+        reject_onnx_external_data(model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = self.inter_op_threads
@@ -166,44 +187,12 @@ class OnnxRuntimeBackend:
         except Exception as e:
             raise _load_error(e) from e
         if session.get_providers()[0] != providers[0]:
+            missing = _preload_cuda() if target == ExecutionTarget.GPU else ""
             raise unsupported(f"onnxruntime could not start {providers[0]} for target {target.value} "
-                              f"(it would run on {session.get_providers()[0]} instead)")
+                              f"(it would run on {session.get_providers()[0]} instead)"
+                              + (f": {missing}" if missing else ""))
         return OnnxRuntimeGraph(session, target, model)
 
 
-def _looks_like_onnx(data: bytes) -> bool:
-    """True when the first protobuf fields are ModelProto fields with the right wire
-    types, starting with ir_version; cheap and never parses the whole model."""
-    pos, seen = 0, 0
-    while pos < len(data) and seen < 4:
-        key, pos = _varint(data, pos)
-        if key is None:
-            return False
-        field, wire = key >> 3, key & 7
-        if field not in _MODEL_FIELDS or (seen == 0 and field != 1):
-            return False
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if length is None:
-                return False
-            pos += length
-        else:
-            return False
-        if pos is None or pos > len(data):
-            return False
-        seen += 1
-    return seen > 0
-
-
-def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-    return None, pos
+def make(encoding: GraphEncoding, threads: int) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(intra_op_threads=threads)

@@ -1,0 +1,144 @@
+"""Speed-ups for wasmtime-py 50's generic component-value path, exact to the bit.
+
+1. `list<u8>`: stock wasmtime-py converts one Python object per byte (~1.4 us/byte).
+   The C API still wants one 32-byte `wasmtime_component_val_t` per element, but numpy
+   can fill or read that array with strided copies, ~15x faster. (Large payloads take
+   the bulk path of fastpath.py instead; this is the floor for the standard path.)
+2. Types: wasmtime-py rebuilds Python type objects on every access (a list's element
+   type, a record's fields, a host function's parameter types on every call): ~36 type
+   objects per small host call. Types never change, so they are computed once.
+
+Installed once by `wasinn.runtime`; wasmtime is pinned to the exact version whose
+layout and internals this relies on, and `install()` checks the layout first.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from wasmtime import StoreContext
+from wasmtime import _ffi as ffi
+from wasmtime.component import _linker, _types
+from wasmtime.component._enter import catch_exceptions, enter_wasm
+
+_VAL = ffi.wasmtime_component_val_t
+_STRIDE = ctypes.sizeof(_VAL)
+_PAYLOAD = _VAL.of.offset  # a u8 sits at the start of the union
+_U8 = ffi.WASMTIME_COMPONENT_U8.value
+_LIST = ffi.WASMTIME_COMPONENT_LIST
+_stock_to_c = _types.ListType.convert_to_c
+_stock_from_c = _types.ListType.convert_from_c
+
+
+def _as_bytes_view(val) -> np.ndarray | None:
+    if isinstance(val, np.ndarray):
+        return np.ascontiguousarray(val).reshape(-1).view(np.uint8)
+    if isinstance(val, (bytes, bytearray, memoryview)):
+        return np.frombuffer(val, np.uint8)
+    return None
+
+
+def _to_c(self, store, val, ptr):
+    if not self._is_bytes():
+        return _stock_to_c(self, store, val, ptr)
+    data = _as_bytes_view(val)
+    if data is None:
+        raise TypeError(f"expected bytes for list<u8>, got {type(val).__name__}")
+    n = len(data)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, n)
+    if n:
+        cells = np.ctypeslib.as_array(ctypes.cast(raw.data, ctypes.POINTER(ctypes.c_uint8)), (n * _STRIDE,))
+        cells[0::_STRIDE] = _U8
+        cells[_PAYLOAD::_STRIDE] = data
+    ptr.contents.kind = _LIST
+    ptr.contents.of.list = raw
+
+
+def _from_c(self, c):
+    if not self._is_bytes():
+        return _stock_from_c(self, c)
+    lst = c.of.list
+    try:
+        n = lst.size
+        if not n:
+            return b""
+        cells = np.ctypeslib.as_array(ctypes.cast(lst.data, ctypes.POINTER(ctypes.c_uint8)), (n * _STRIDE,))
+        return cells[_PAYLOAD::_STRIDE].tobytes()
+    finally:
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
+
+
+def _memoized(cls, name: str) -> None:
+    compute = getattr(cls, name).fget
+
+    def get(self):
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            value = self.__dict__[name] = compute(self)
+            return value
+    setattr(cls, name, property(get, doc=getattr(cls, name).__doc__))
+
+
+# (host function, store) -> (parameter types, result type). A store holds one component,
+# whose import types are fixed, so the pair identifies the types; entries of a store
+# are dropped when it closes (`forget_store`), before its address can be reused.
+_CALL_TYPES: dict[tuple[int, int], tuple[list, object]] = {}
+
+
+def forget_store(context_address: int) -> None:
+    for key in [k for k in _CALL_TYPES if k[1] == context_address]:
+        del _CALL_TYPES[key]
+
+
+@ffi.wasmtime_component_func_callback_t
+def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
+    def run(store: StoreContext) -> None:
+        key = (idx or 0, ctypes.cast(context, ctypes.c_void_p).value)
+        types = _CALL_TYPES.get(key)
+        if types is None:
+            with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
+                types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result)
+        param_tys, result_ty = types
+        assert len(param_tys) == nargs and nresults == (result_ty is not None)
+        result = _linker.FUNCTIONS.get(idx or 0)(store, *(ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)))
+        if result_ty is not None:
+            result_ty.convert_to_c(store, result, results)
+    return catch_exceptions(context, run)
+
+
+def call_export(func, param_types: list, result_type, store, params) -> object:
+    """`Func.__call__` without asking wasmtime for the function's type on every call
+    (the caller passes the types it looked up once)."""
+    param_capi = (ffi.wasmtime_component_val_t * len(params))()
+    n = 0
+    try:
+        for ty, val in zip(param_types, params):
+            ty.convert_to_c(store, val, ctypes.pointer(param_capi[n]))
+            n += 1
+        result_space = ffi.wasmtime_component_val_t() if result_type is not None else None
+        enter_wasm(lambda: ffi.wasmtime_component_func_call(
+            ctypes.byref(func._func), store._context(), param_capi, n,
+            ctypes.byref(result_space) if result_space is not None else None, int(result_space is not None)))
+        return None if result_type is None else result_type.convert_from_c(result_space)
+    finally:
+        for i in range(n):
+            ffi.wasmtime_component_val_delete(ctypes.byref(param_capi[i]))
+
+
+def install() -> None:
+    if _STRIDE != 32 or _PAYLOAD != 8:
+        raise RuntimeError(f"unexpected wasmtime value layout ({_STRIDE}, {_PAYLOAD}); "
+                           "wasinn needs the exact wasmtime version it pins")
+    if _types.ListType.convert_to_c is _to_c:
+        return
+    _types.ListType.convert_to_c = _to_c
+    _types.ListType.convert_from_c = _from_c
+    for cls, names in ((_types.ListType, ["element"]), (_types.RecordType, ["fields"]),
+                       (_types.TupleType, ["elements"]), (_types.VariantType, ["cases"]),
+                       (_types.OptionType, ["payload"]), (_types.ResultType, ["ok", "err"]),
+                       (_types.EnumType, ["names"]), (_types.FlagsType, ["names"])):
+        for name in names:
+            _memoized(cls, name)
+    _linker.func_impl = _func_impl  # used by LinkerInstance.add_func from now on

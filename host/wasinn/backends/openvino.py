@@ -1,0 +1,197 @@
+"""OpenVINO backend: encoding `openvino` (an IR as two builders, the XML and the
+weights, as wasmtime takes them) and `onnx` when the user picks it; targets cpu and
+gpu (OpenVINO's GPU plugin: Intel GPUs through OpenCL).
+
+Outputs keep the model's names, in model order (wasmtime's OpenVINO backend names
+them "0", "1", ...; a portable guest reads outputs by position).
+"""
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import io
+import re
+import time
+
+import numpy as np
+import openvino as ov
+
+from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..tensors import HostTensor
+from .base import TensorSpec
+from .formats import RECOGNISERS, reject_onnx_external_data
+
+_TYPES = {ov.Type.f16: TensorType.FP16, ov.Type.f32: TensorType.FP32, ov.Type.f64: TensorType.FP64,
+          ov.Type.bf16: TensorType.BF16, ov.Type.u8: TensorType.U8, ov.Type.i32: TensorType.I32,
+          ov.Type.i64: TensorType.I64}
+_DEVICES = {ExecutionTarget.CPU: "CPU", ExecutionTarget.GPU: "GPU"}
+# ACCURACY runs the model in its own precision. By default the CPU plugin runs float32
+# models in bfloat16 wherever the CPU has it (this machine does): faster, but
+# EfficientNet-Lite0's logits move by 0.09 from onnxruntime's, against 5e-6 in ACCURACY.
+_CONFIG = {"EXECUTION_MODE_HINT": "ACCURACY"}
+# OpenVINO's CPU and GPU plugins compute int64 as int32 and float64 as float32; values
+# outside those ranges would come back silently wrong, so they are refused instead.
+_NARROWED = {TensorType.I64: (np.iinfo(np.int32), "int64", "int32"),
+             TensorType.FP64: (np.finfo(np.float32), "float64", "float32")}
+
+
+@functools.cache
+def _core() -> ov.Core:
+    return ov.Core()
+
+
+# OpenVINO's messages start with lines naming C++ source locations:
+# "Exception from src/inference/src/cpp/core.cpp:117:", "Check '...' failed at src/...:108:".
+_LOCATION_LINE = re.compile(r"^(Exception from|Check '.*' failed at) \S+:\d+:$")
+
+
+def _one_line(e: Exception) -> str:
+    """The words of an OpenVINO message, without its source locations, on one line."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    return " ".join(ln for ln in lines if ln and not _LOCATION_LINE.match(ln)) or type(e).__name__
+
+
+def _specs(ports) -> list[TensorSpec]:
+    specs = []
+    for i, port in enumerate(ports):
+        names = port.get_names()
+        name = port.get_any_name() if names else str(i)
+        et, shape = port.get_element_type(), port.get_partial_shape()
+        dims = None if shape.rank.is_dynamic else tuple(
+            d.get_length() if d.is_static else None for d in shape)
+        specs.append(TensorSpec(name, _TYPES.get(et), et.get_type_name(), dims))
+    return specs
+
+
+def _device(target: ExecutionTarget) -> str:
+    if target not in _DEVICES:
+        raise unsupported(f"openvino has no execution target {target.value}; it serves: "
+                          + ", ".join(t.value for t in _DEVICES))
+    device = _DEVICES[target]
+    devices = _core().available_devices
+    if not any(d.split(".")[0] == device for d in devices):
+        if device == "GPU":
+            why = ("its GPU plugin needs an OpenCL runtime (libOpenCL.so.1) and an Intel GPU driver "
+                   "(Debian: ocl-icd-libopencl1 intel-opencl-icd)" if ctypes.util.find_library("OpenCL") is None
+                   else "no Intel GPU answers through OpenCL (on NVIDIA GPUs use onnxruntime for target gpu)")
+        else:
+            why = "its CPU plugin did not load"
+        raise unsupported(f"execution target {target.value} needs an OpenVINO {device} device, and OpenVINO "
+                          f"{ov.__version__} sees only: {', '.join(devices) or 'none'}; {why}; or load the "
+                          f"graph for target cpu")
+    return device
+
+
+class OpenVinoGraph:
+    def __init__(self, model: ov.Model, compiled: ov.CompiledModel, target: ExecutionTarget, device: str):
+        self.compiled = compiled
+        self.backend = "openvino"
+        self.target = target
+        self.device = device
+        # Names from the model as read: compiling fuses layers and gives a port the names
+        # of the tensors fused into it, and its "any name" may then be one of those.
+        self.inputs = _specs(model.inputs)
+        self.outputs = _specs(model.outputs)
+
+    def init_execution_context(self) -> "OpenVinoContext":
+        return OpenVinoContext(self)
+
+
+def _input(spec: TensorSpec, t: HostTensor) -> ov.Tensor:
+    arr = t.array()
+    if t.ty in _NARROWED and arr.size:
+        info, wide, narrow = _NARROWED[t.ty]
+        finite = arr[np.isfinite(arr)] if t.ty == TensorType.FP64 else arr
+        if finite.size and (finite.min() < info.min or finite.max() > info.max):
+            raise unsupported(f"input {spec.name!r}: OpenVINO computes {wide} as {narrow}, and this tensor "
+                              f"holds values outside {narrow}'s range (min {finite.min()}, max {finite.max()}); "
+                              f"run the model on onnxruntime (encoding onnx) instead")
+    if t.ty == TensorType.BF16:  # numpy has no bfloat16 OpenVINO knows: hand it the bits
+        return ov.Tensor(np.array(arr.view(np.uint16)), list(t.dims), ov.Type.bf16)
+    arr = np.require(arr, requirements="C")
+    return ov.Tensor(arr, shared_memory=arr.flags.writeable)  # guests' bytes are read-only: copied
+
+
+def _output(spec: TensorSpec, tensor: ov.Tensor) -> HostTensor:
+    ty = _TYPES.get(tensor.element_type)
+    if ty is None:
+        raise unsupported(f"output {spec.name!r} is {tensor.element_type.get_type_name()}, which no wasi:nn "
+                          f"tensor type can carry (FP16, FP32, FP64, BF16, U8, I32, I64)")
+    # The request reuses its output memory on the next compute: copy out. Its numpy view
+    # of bfloat16 is float16, so take the bytes rather than the values.
+    raw = np.array(tensor.data, copy=True).reshape(-1).view(np.uint8)
+    return HostTensor(list(tensor.shape), ty, raw)
+
+
+class OpenVinoContext:
+    def __init__(self, graph: OpenVinoGraph):
+        self.graph = graph
+        self.request = graph.compiled.create_infer_request()
+
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+        for i, (spec, t) in enumerate(zip(self.graph.inputs, inputs)):
+            self.request.set_input_tensor(i, _input(spec, t))
+        try:
+            if deadline is None:
+                self.request.infer()
+            else:
+                self._infer_until(deadline)
+        except RuntimeError as e:
+            raise runtime_error(f"OpenVINO failed to run the model: {_one_line(e)}") from e
+        return [(spec.name, _output(spec, self.request.get_output_tensor(i)))
+                for i, spec in enumerate(self.graph.outputs)]
+
+
+    def _infer_until(self, deadline: float) -> None:
+        self.request.start_async()
+        if self.request.wait_for(max(int((deadline - time.monotonic()) * 1000), 0)):
+            return
+        self.request.cancel()
+        try:
+            self.request.wait()  # finished after all, or raises "Infer Request was canceled"
+        except RuntimeError as e:
+            raise NnError(ErrorCode.TIMEOUT, f"OpenVINO was stopped at the call's deadline: {_one_line(e)}") from e
+
+
+class OpenVinoBackend:
+    """Serves `openvino` (IR) or `onnx` through OpenVINO's Python API."""
+    name = "openvino"
+
+    def __init__(self, encoding: GraphEncoding = GraphEncoding.OPENVINO, threads: int = 0):
+        if encoding not in (GraphEncoding.OPENVINO, GraphEncoding.ONNX):
+            raise ValueError(f"OpenVINO does not read {encoding.value} models")
+        self.encoding = encoding
+        self.config = dict(_CONFIG, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
+
+    def recognizes(self, builders: list[bytes]) -> bool:
+        return RECOGNISERS[self.encoding](builders)
+
+    def read(self, builders: list[bytes]) -> ov.Model:
+        core = _core()
+        try:
+            if self.encoding == GraphEncoding.OPENVINO:
+                if len(builders) != 2:
+                    raise invalid_argument("an openvino graph takes two builders, the IR's XML and its weights "
+                                           f"(which may be empty), as wasmtime does; got {len(builders)}")
+                xml, weights = builders
+                return core.read_model(bytes(xml), ov.Tensor(np.frombuffer(weights, np.uint8)))  # copies
+            if len(builders) != 1:
+                raise invalid_argument(f"an onnx graph takes exactly one builder (the model bytes); got {len(builders)}")
+            reject_onnx_external_data(builders[0])
+            return core.read_model(io.BytesIO(builders[0]))
+        except RuntimeError as e:
+            raise invalid_encoding(f"OpenVINO could not read the {self.encoding.value} model: {_one_line(e)}") from e
+
+    def load(self, builders: list[bytes], target: ExecutionTarget) -> OpenVinoGraph:
+        device = _device(target)
+        model = self.read(builders)
+        try:
+            compiled = _core().compile_model(model, device, self.config)
+        except RuntimeError as e:
+            raise unsupported(f"OpenVINO's {device} plugin cannot compile the model: {_one_line(e)}") from e
+        return OpenVinoGraph(model, compiled, target, device)
+
+
+def make(encoding: GraphEncoding, threads: int) -> OpenVinoBackend:
+    return OpenVinoBackend(encoding, threads)

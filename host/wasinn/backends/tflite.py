@@ -1,0 +1,116 @@
+"""LiteRT (TensorFlow Lite) backend: encoding `tensorflowlite`, target cpu.
+
+LiteRT's interpreter keeps the tensors of one run inside itself, so each execution
+context gets its own interpreter over the graph's model bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from .._bindings import ExecutionTarget, GraphEncoding
+from ..errors import invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..tensors import HostTensor, tensor_type_of
+from .base import TensorSpec
+from .formats import looks_like_tflite
+
+# What LiteRT says when the model is well formed but uses an operator it lacks.
+_UNSUPPORTED_MARKS = ("Registration failed", "Didn't find op", "unresolved custom op")
+
+
+def _specs(details: list[dict]) -> list[TensorSpec]:
+    specs = []
+    for d in details:
+        dtype = np.dtype(d["dtype"])
+        specs.append(TensorSpec(d["name"], tensor_type_of(dtype), dtype.name,
+                                tuple(None if s < 0 else int(s) for s in d["shape_signature"])))
+    return specs
+
+
+class TfLiteGraph:
+    def __init__(self, model: bytes, threads: int, target: ExecutionTarget):
+        self.model = model
+        self.threads = threads
+        self.backend = "tflite"
+        self.target = target
+        probe = self.interpreter()
+        self.inputs = _specs(probe.get_input_details())
+        self.outputs = _specs(probe.get_output_details())
+
+    def interpreter(self) -> Interpreter:
+        try:
+            interp = Interpreter(model_content=self.model, num_threads=self.threads or None)
+            interp.allocate_tensors()
+        except ValueError as e:
+            msg = str(e).strip()
+            if any(mark in msg for mark in _UNSUPPORTED_MARKS):
+                raise unsupported(f"LiteRT cannot run the model: {msg}") from e
+            raise invalid_encoding(f"LiteRT could not read the tensorflowlite model: {msg}") from e
+        return interp
+
+    def init_execution_context(self) -> "TfLiteContext":
+        return TfLiteContext(self)
+
+
+class TfLiteContext:
+    def __init__(self, graph: TfLiteGraph):
+        self.graph = graph
+        self.interp = graph.interpreter()
+        self.input_index = [d["index"] for d in self.interp.get_input_details()]
+        self.output_index = [d["index"] for d in self.interp.get_output_details()]
+
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+        # LiteRT's Python interpreter cannot be stopped mid-run: past `deadline`, the
+        # host's epoch deadline ends the guest's call instead.
+        interp = self.interp
+        try:
+            # Dynamic axes (shape signature -1) take each call's sizes: resize, then re-plan.
+            shapes = [tuple(int(s) for s in d["shape"]) for d in interp.get_input_details()]
+            resized = False
+            for index, shape, t in zip(self.input_index, shapes, inputs):
+                if shape != t.dims:
+                    interp.resize_tensor_input(index, list(t.dims), strict=True)
+                    resized = True
+            if resized:
+                interp.allocate_tensors()
+            for index, t in zip(self.input_index, inputs):
+                interp.set_tensor(index, t.array())
+            interp.invoke()
+        except ValueError as e:
+            raise runtime_error(f"LiteRT failed to run the model: {str(e).strip()}") from e
+        return [(spec.name, _output(spec, interp.get_tensor(index)))
+                for spec, index in zip(self.graph.outputs, self.output_index)]
+
+
+def _output(spec: TensorSpec, array: np.ndarray) -> HostTensor:
+    if tensor_type_of(array.dtype) is None:
+        raise unsupported(f"output {spec.name!r} is {array.dtype}, which no wasi:nn tensor type can carry "
+                          f"(FP16, FP32, FP64, BF16, U8, I32, I64)")
+    return HostTensor.from_array(array)  # get_tensor returns a copy: the interpreter keeps no hold on it
+
+
+class TfLiteBackend:
+    """Serves `tensorflowlite` through LiteRT's interpreter (XNNPACK on CPU)."""
+    name = "tflite"
+    encoding = GraphEncoding.TENSORFLOWLITE
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+
+    def recognizes(self, builders: list[bytes]) -> bool:
+        return looks_like_tflite(builders)
+
+    def load(self, builders: list[bytes], target: ExecutionTarget) -> TfLiteGraph:
+        if target != ExecutionTarget.CPU:
+            raise unsupported(f"the tflite backend serves execution target cpu only, not {target.value} "
+                              "(LiteRT's GPU delegates are not wired in); load the graph for target cpu")
+        if len(builders) != 1:
+            raise invalid_argument(f"a tensorflowlite graph takes exactly one builder (the .tflite bytes); "
+                                   f"got {len(builders)}")
+        if not builders[0]:
+            raise invalid_encoding("the tensorflowlite model is empty (0 bytes)")
+        return TfLiteGraph(bytes(builders[0]), self.threads, target)
+
+
+def make(encoding: GraphEncoding, threads: int) -> TfLiteBackend:
+    return TfLiteBackend(threads)

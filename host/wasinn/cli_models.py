@@ -1,0 +1,80 @@
+"""The command line for models themselves: `wasinn inspect` and `wasinn model check|optimize`
+(parsers added to `wasinn` by cli.py)."""
+from __future__ import annotations
+
+import json
+
+from .backends import parse_choices
+from .modelprep import DEFAULT_BUDGET, DEFAULT_RUNS, DEFAULT_TOLERANCE, QUANT_TYPES
+from .runtime import stderr_progress
+
+
+def cmd_inspect(args) -> int:
+    from .introspect import as_json, as_table, describe, open_graph
+    description = describe(open_graph(args.model, backends=parse_choices(args.backend)))
+    print(json.dumps(as_json(description), indent=2) if args.json else as_table(description))
+    return 0
+
+
+def cmd_model_check(args) -> int:
+    from .modelprep.check import check
+    report = check(args.model, budget=int(args.budget * 1e6))
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+def cmd_model_optimize(args) -> int:
+    from .modelprep.optimize import optimize
+    report = optimize(args.model, args.output, quantize=args.quantize, images=args.images,
+                      tolerance=args.tolerance, runs=args.runs, progress=stderr_progress)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("inspect", help="print a model's inputs, outputs and backend",
+                       description="Load MODEL as wasinn serves it to guests and print what the "
+                       "wasinn:introspect extension tells a guest: each input's and output's name, "
+                       "wasi:nn type and shape (-1 for a dynamic axis), and the backend and target.")
+    p.add_argument("model", metavar="MODEL", help="a model file, or kserve+http://HOST:PORT/v2/models/NAME")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
+                   help="load it on this backend (as `wasinn run --backend`; repeatable)")
+    p.set_defaults(func=cmd_inspect)
+
+    model = sub.add_parser("model", help="check or optimize an ONNX model before deploying it",
+                           description="Model preparation for the edge: export -> optimize -> check.")
+    steps = model.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("check", help="size, inputs/outputs, opset and operators against onnxruntime",
+                         description="Check an ONNX model before it ships: its size against a budget; "
+                         "that onnxruntime loads it as wasinn serves it; its inputs and outputs (with "
+                         "wasi:nn types) and whether it has a single float32/uint8 input and a single "
+                         "output; its opsets; and every operator against onnxruntime's CPU kernels. "
+                         "Exits 1 when a check fails.")
+    p.add_argument("model", metavar="MODEL", help="the .onnx file")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET / 1e6, metavar="MB",
+                   help=f"the size budget in MB (default {DEFAULT_BUDGET / 1e6:g})")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a report")
+    p.set_defaults(func=cmd_model_check)
+
+    p = steps.add_parser("optimize", help="optimize (and optionally quantize) a model, verified",
+                         description="Run onnxruntime's basic graph optimizations offline (and with "
+                         "--quantize its dynamic int8 quantization), print size and latency before "
+                         "and after, and write OUT only when the outputs still match the original's "
+                         "(within --tolerance, and the same top-1 class on every sample photo). "
+                         "Exits 1 when they do not.")
+    p.add_argument("model", metavar="MODEL", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the optimized .onnx to write")
+    p.add_argument("--quantize", nargs="?", const=QUANT_TYPES[0], choices=QUANT_TYPES, metavar="WEIGHTS",
+                   help=f"also quantize: weights stored as {' or '.join(QUANT_TYPES)} (default "
+                        f"{QUANT_TYPES[0]}, the faster of the two on x86 CPUs)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE",
+                   help="photos to compare the models on (default: the sample photos, for an image "
+                        "classifier; other models get seeded random inputs)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="T",
+                   help=f"largest output difference allowed, relative to the largest output value "
+                        f"(default {DEFAULT_TOLERANCE:g}; a quantized model is held to top-1 only)")
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, metavar="N",
+                   help=f"timed inferences per model (default {DEFAULT_RUNS})")
+    p.set_defaults(func=cmd_model_optimize)
+

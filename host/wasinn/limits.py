@@ -1,0 +1,122 @@
+"""What one instance may use: memory, time, model and tensor sizes, live resources.
+
+Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
+
+    [limits]
+    memory = "2GiB"            # guest linear memory per instance
+    deadline = "60s"           # per call; "0" turns it off
+    fuel = 0                   # wasm instructions per call (roughly); 0 = not counted
+    max-model-bytes = "1GiB"   # one graph.load
+    max-tensor-bytes = "1GiB"  # one compute input
+    max-tensor-elements = 268435456
+    max-graphs = 64            # live, per instance
+    max-contexts = 256
+    max-tensors = 65536
+    external-data-dir = ""     # a directory ONNX external data may come from; "" = none
+
+Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
+wasi:nn `too-large` naming the limit and its value; the tensor constructor cannot
+fail, so a tensor over a limit is reported by `compute`. A call over its deadline or
+fuel ends the call (the instance is torn down, as for any trap); when onnxruntime is
+what runs long, it is stopped and the guest gets wasi:nn `timeout` instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import re
+import tomllib
+
+from .errors import WasinnError, too_large
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
+          "g": 1e9, "gb": 1e9, "gib": 1 << 30, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
+_SECONDS = {"": 1, "s": 1, "ms": 1e-3, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_bytes(text: str | int) -> int:
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise WasinnError(f"cannot read {text!r} as a size (e.g. 512MiB, 2GB, 1048576)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_seconds(text: str | float) -> float:
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _SECONDS:
+        raise WasinnError(f"cannot read {text!r} as a duration (e.g. 30s, 500ms, 2m)")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
+@dataclasses.dataclass
+class Limits:
+    memory: int = 2 << 30
+    deadline: float = 60.0
+    fuel: int = 0
+    max_model_bytes: int = 1 << 30
+    max_tensor_bytes: int = 1 << 30
+    max_tensor_elements: int = 1 << 28
+    max_graphs: int = 64
+    max_contexts: int = 256
+    max_tensors: int = 65536
+    external_data_dir: pathlib.Path | None = None
+
+    # how each field is read from text, and its name in files and flags
+    _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
+                "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
+                "max_tensor_elements": int, "max_graphs": int, "max_contexts": int, "max_tensors": int,
+                "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None}
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def updated(self, values: dict) -> "Limits":
+        """A copy with `values` (field or kebab-case names, text or numbers) applied."""
+        changes = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in self._PARSERS:
+                raise WasinnError(f"unknown limit {key!r}; the limits are: "
+                                  + ", ".join(n.replace("_", "-") for n in self.names()))
+            try:
+                changes[name] = self._PARSERS[name](value)
+            except (TypeError, ValueError) as e:
+                raise WasinnError(f"limit {key}: {e}") from None
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_file(cls, path: str | pathlib.Path) -> "Limits":
+        try:
+            data = tomllib.loads(pathlib.Path(path).read_text())
+        except OSError as e:
+            raise WasinnError(f"cannot read config {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise WasinnError(f"config {path}: {e}") from None
+        unknown = set(data) - {"limits"}
+        if unknown:
+            raise WasinnError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}; expected [limits]")
+        return cls().updated(data.get("limits", {}))
+
+    # --- checks used by nn.py --------------------------------------------------------
+    def check_model(self, nbytes: int) -> None:
+        if nbytes > self.max_model_bytes:
+            raise too_large(f"the model is {nbytes} bytes; the limit is {self.max_model_bytes} "
+                            "(max-model-bytes)")
+
+    def check_tensor(self, label: str, dims, nbytes: int) -> None:
+        elements = math.prod(dims)
+        if elements > self.max_tensor_elements:
+            raise too_large(f"{label} has {elements} elements; the limit is {self.max_tensor_elements} "
+                            "(max-tensor-elements)")
+        if nbytes > self.max_tensor_bytes:
+            raise too_large(f"{label} is {nbytes} bytes; the limit is {self.max_tensor_bytes} (max-tensor-bytes)")
+
+    def live_limit(self, kind: str) -> int:
+        return {"graph": self.max_graphs, "graph_execution_context": self.max_contexts,
+                "tensor": self.max_tensors}.get(kind, 0)

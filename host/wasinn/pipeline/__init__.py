@@ -1,0 +1,14 @@
+"""Data-flow pipelines of wasi:nn components, served over MQTT (`wasinn serve`).
+
+    schema.py      the pipeline file: YAML -> a checked `Pipeline`, errors with line numbers
+    components.py  a module's component (its guest directory built once, cached)
+    graph.py       one message through the stages, tensors handed on as handles
+    worker.py      one MQTT session: QoS 1, ack after the result is published, dead letters
+    supervisor.py  `wasinn serve`: N worker processes, restarted with their sessions
+    metrics.py     Prometheus /metrics and /healthz
+    jsonlog.py     structured (JSON lines) logs
+"""
+from .graph import GraphRunner, Outcome, StageFailure
+from .schema import Pipeline, PipelineError, load_pipeline
+
+__all__ = ["GraphRunner", "Outcome", "Pipeline", "PipelineError", "StageFailure", "load_pipeline"]

@@ -1,0 +1,124 @@
+"""Prometheus metrics and the health endpoint of `wasinn serve`.
+
+Workers are separate processes, so they count with prometheus-client's multiprocess
+mode: the supervisor gives each worker PROMETHEUS_MULTIPROC_DIR, the workers' counters
+live in files there, and the supervisor's HTTP server adds them up on each scrape:
+
+    GET /metrics   every worker's counters and histograms, plus the supervisor's own
+    GET /healthz   200 when every worker is running and subscribed, else 503 (JSON body)
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from typing import Callable
+
+# Seconds: from a fast stage (~1 ms) to a slow message on a loaded machine.
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+READY = "wasinn_pipeline_worker_ready"
+
+
+class WorkerMetrics:
+    """What one worker counts (created in the worker process only)."""
+
+    def __init__(self, worker: str):
+        from prometheus_client import Counter, Gauge, Histogram
+        labels = {"worker": worker}
+        self.received = Counter("wasinn_pipeline_messages_received", "Messages taken from the source topic",
+                                ["worker"]).labels(**labels)
+        self.published = Counter("wasinn_pipeline_messages_published", "Results published to the sink topic",
+                                 ["worker"]).labels(**labels)
+        self._failed = Counter("wasinn_pipeline_messages_failed",
+                               "Messages sent to the dead-letter topic, by the stage and kind of failure",
+                               ["worker", "stage", "kind"])
+        self.stage_seconds = Histogram("wasinn_pipeline_stage_seconds", "Time spent in each stage per message "
+                                       "(source: decoding the image)", ["stage"], buckets=LATENCY_BUCKETS)
+        self.message_seconds = Histogram("wasinn_pipeline_message_seconds", "From receiving a message to the "
+                                         "broker acknowledging its result", buckets=LATENCY_BUCKETS)
+        self.queued = Gauge("wasinn_pipeline_queued_messages", "Messages the worker holds and has not "
+                            "finished (at most mqtt.receiveMaximum)", ["worker"],
+                            multiprocess_mode="livesum").labels(**labels)
+        self.ready = Gauge(READY, "1 while the worker is connected and subscribed", ["worker"],
+                           multiprocess_mode="livemax").labels(**labels)
+        self._worker = worker
+
+    def failed(self, stage: str, kind: str) -> None:
+        self._failed.labels(worker=self._worker, stage=stage, kind=kind).inc()
+
+
+class _SupervisorCollector:
+    """The supervisor's own view: which workers run, and how often each was restarted."""
+
+    def __init__(self, workers: Callable[[], list[dict]]):
+        self._workers = workers
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        up = GaugeMetricFamily("wasinn_pipeline_worker_up", "1 while the worker process runs", labels=["worker"])
+        restarts = CounterMetricFamily("wasinn_pipeline_worker_restarts", "Times the supervisor restarted "
+                                       "the worker after it died", labels=["worker"])
+        for w in self._workers():
+            up.add_metric([w["id"]], 1.0 if w["alive"] else 0.0)
+            restarts.add_metric([w["id"]], w["restarts"])
+        yield up
+        yield restarts
+
+
+class MetricsServer:
+    """Serves /metrics and /healthz on HOST:PORT from a background thread.
+
+    `workers()` returns one dict per worker: id, pid, alive, restarts.
+    """
+
+    def __init__(self, host: str, port: int, multiproc_dir: str, workers: Callable[[], list[dict]]):
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+        self.registry = CollectorRegistry()
+        self._files = MultiProcessCollector(self.registry, path=multiproc_dir)
+        self.registry.register(_SupervisorCollector(workers))
+        self._workers = workers
+        self.stopping = False
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/metrics":
+                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
+                elif self.path == "/healthz":
+                    status, body = server.health()
+                    self._send(status, "application/json", json.dumps(body).encode())
+                else:
+                    self._send(404, "text/plain", b"wasinn serve: GET /metrics or /healthz\n")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes are not worth a log line each
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def health(self) -> tuple[int, dict]:
+        ready = {}
+        for metric in self._files.collect():
+            if metric.name == READY:
+                ready.update({s.labels["worker"]: s.value == 1 for s in metric.samples})
+        workers = [{**w, "ready": w["alive"] and ready.get(w["id"], False)} for w in self._workers()]
+        healthy = not self.stopping and all(w["ready"] for w in workers)
+        status = "ok" if healthy else "stopping" if self.stopping else "degraded"
+        return (200 if healthy else 503), {"status": status, "workers": workers}
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,193 @@
+"""`wasinn serve`: builds the pipeline's components once, then runs and supervises N workers.
+
+Each worker is a process (`python -m wasinn.pipeline.worker`) with its own MQTT client
+id, `GROUP-NODE-INDEX`. A worker that dies is started again under the same client id,
+so it resumes its persistent session and the broker hands it the messages it had not
+acknowledged. This matters with Debian's mosquitto 2.0.11, which does not give a dead
+shared-subscription member's unacknowledged messages to the other members (upstream
+issue 2662): without the restart they would wait for the session to expire.
+
+SIGTERM or SIGINT: every worker finishes the messages it holds, then the supervisor
+exits. Workers still busy after `drain_timeout` seconds are killed; what they held was
+never acknowledged, so the broker keeps it for their next start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from ..errors import WasinnError
+from ..runtime import Host
+from .components import component_path
+from .jsonlog import EventLog
+from .schema import Pipeline
+from .worker import EXIT_CONFIG
+
+# A worker that dies sooner than this after starting is restarted after a growing delay.
+_STABLE_SECONDS = 10.0
+_FIRST_DELAY, _MAX_DELAY = 0.5, 15.0
+
+
+@dataclasses.dataclass
+class _Slot:
+    id: str
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
+    delay: float = _FIRST_DELAY
+    restart_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    workers: int = 1
+    node: str = "node"
+    ort_threads: int = 1
+    cache_dir: pathlib.Path | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    log_level: str = "info"
+    drain_timeout: float = 30.0
+
+
+def prepare(pipeline: Pipeline, cache_dir: pathlib.Path, log: EventLog) -> None:
+    """Builds and compiles every module's component into the cache, so that workers
+    only load compiled code (milliseconds) and never race to build."""
+    host = Host(cache_dir=cache_dir, progress=lambda message: log.info("progress", message=message))
+    for module in pipeline.modules.values():
+        host.load_component(component_path(module, cache_dir, host.progress))
+
+
+class Supervisor:
+    def __init__(self, pipeline: Pipeline, broker: str | None, options: ServeOptions, log: EventLog):
+        self.pipeline, self.broker, self.options, self.log = pipeline, broker, options, log
+        group = pipeline.mqtt.group
+        self.slots = [_Slot(f"{group}-{options.node}-{i}") for i in range(options.workers)]
+        self.stopping = threading.Event()
+        self.failed: str | None = None
+        self.metrics_dir: str | None = None
+        self.server = None
+
+    def workers(self) -> list[dict]:
+        return [{"id": s.id, "pid": s.proc.pid if s.proc else None,
+                 "alive": bool(s.proc and s.proc.poll() is None), "restarts": s.restarts} for s in self.slots]
+
+    def _spawn(self, slot: _Slot) -> None:
+        o = self.options
+        cmd = [sys.executable, "-m", "wasinn.pipeline.worker", "--pipeline", str(self.pipeline.path),
+               "--client-id", slot.id, "--ort-threads", str(o.ort_threads), "--cache-dir", str(o.cache_dir),
+               "--log-level", o.log_level]
+        if self.broker:
+            cmd += ["--broker", self.broker]
+        env = dict(os.environ)
+        if self.metrics_dir:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        slot.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        slot.started = time.monotonic()
+        self.log.info("worker-started", worker=slot.id, pid=slot.proc.pid, restarts=slot.restarts)
+
+    def _reap(self, slot: _Slot) -> None:
+        code, pid = slot.proc.returncode, slot.proc.pid
+        slot.proc = None
+        if self.metrics_dir:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        if self.stopping.is_set():
+            self.log.info("worker-stopped", worker=slot.id, pid=pid, status=how)
+            return
+        if code == EXIT_CONFIG:
+            self.failed = f"worker {slot.id} could not start the pipeline (see its cannot-start log line)"
+            self.log.error("worker-failed", worker=slot.id, pid=pid, status=how)
+            self.stopping.set()
+            return
+        lived = time.monotonic() - slot.started
+        slot.delay = _FIRST_DELAY if lived > _STABLE_SECONDS else min(slot.delay * 2, _MAX_DELAY)
+        slot.restart_at = time.monotonic() + (slot.delay if lived <= _STABLE_SECONDS else 0)
+        self.log.warning("worker-died", worker=slot.id, pid=pid, status=how, lived_s=round(lived, 1),
+                         restart_in_s=round(max(0.0, slot.restart_at - time.monotonic()), 1))
+
+    def run(self) -> int:
+        o = self.options
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: self._request_stop(signum))
+        if o.metrics_port is not None:
+            from .metrics import MetricsServer
+            self.metrics_dir = tempfile.mkdtemp(prefix="wasinn-metrics-")
+            try:
+                self.server = MetricsServer(o.metrics_host, o.metrics_port, self.metrics_dir, self.workers)
+            except OSError as e:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+                raise WasinnError(f"--metrics-port {o.metrics_port}: cannot listen on {o.metrics_host}: "
+                                  f"{e.strerror}") from None
+            self.server.start()
+            self.log.info("metrics", url=f"http://{o.metrics_host}:{self.server.port}/metrics",
+                          health=f"http://{o.metrics_host}:{self.server.port}/healthz")
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            while not self.stopping.wait(0.2):
+                for slot in self.slots:
+                    if slot.proc is not None and slot.proc.poll() is not None:
+                        self._reap(slot)
+                    if slot.proc is None and not self.stopping.is_set() and time.monotonic() >= slot.restart_at:
+                        slot.restarts += 1
+                        self._spawn(slot)
+            self._drain()
+        finally:
+            if self.server:
+                self.server.close()
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.failed:
+            raise WasinnError(self.failed)
+        return 0
+
+    def _request_stop(self, signum: int) -> None:
+        if not self.stopping.is_set():
+            self.log.info("stopping", signal=signal.Signals(signum).name,
+                          drain_timeout_s=self.options.drain_timeout)
+        if self.server:
+            self.server.stopping = True
+        self.stopping.set()
+
+    def _drain(self) -> None:
+        """SIGTERM to every worker, then wait for them to finish what they hold."""
+        running = [s for s in self.slots if s.proc is not None and s.proc.poll() is None]
+        for slot in running:
+            slot.proc.terminate()
+        deadline = time.monotonic() + self.options.drain_timeout
+        for slot in running:
+            try:
+                slot.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log.error("worker-killed", worker=slot.id, pid=slot.proc.pid,
+                               reason=f"still busy after {self.options.drain_timeout} s")
+                slot.proc.kill()
+                slot.proc.wait()
+        for slot in self.slots:
+            if slot.proc is not None:
+                self._reap(slot)
+
+
+def serve(pipeline: Pipeline, *, broker: str | None = None, options: ServeOptions) -> int:
+    """Runs the pipeline until SIGTERM/SIGINT (see module docs)."""
+    if options.workers < 1:
+        raise WasinnError(f"--workers must be at least 1, got {options.workers}")
+    if broker:
+        pipeline = pipeline.with_broker(broker)  # checks HOST:PORT before anything starts
+    log = EventLog(level=options.log_level, role="supervisor")
+    prepare(pipeline, options.cache_dir, log)
+    log.info("serving", pipeline=str(pipeline.path), workers=options.workers, ort_threads=options.ort_threads,
+             broker=f"{pipeline.mqtt.host}:{pipeline.mqtt.port}",
+             subscription=f"$share/{pipeline.mqtt.group}/{pipeline.source.topic}",
+             sink=pipeline.sink.topic, dead_letter=pipeline.mqtt.dead_letter_topic)
+    return Supervisor(pipeline, broker, options, log).run()

