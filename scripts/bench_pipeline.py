@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`wasinn serve` over a real mosquitto vs native onnxruntime in a loop, same photos.
 
-    .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40]
+    .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40] [--rounds 3]
 
 For 1 and 2 workers (processes, one onnxruntime thread each):
   msgs/s   a burst of --messages photos published at once, first publish to last result
@@ -9,7 +9,9 @@ For 1 and 2 workers (processes, one onnxruntime thread each):
 Native: the same photos decoded with Pillow and classified by the composed classifier
 model (preprocessing inside the graph, as the pipeline's stages do it) with onnxruntime,
 in 1 and 2 processes of one thread each; its latency is one decode + run + top-5.
-Starts its own mosquitto on a free loopback port; nothing leaves the machine.
+Each configuration runs --rounds times, interleaved, and each number is the median of
+its rounds (the machines here are shared and noisy). Starts its own mosquitto on a
+free loopback port; nothing leaves the machine.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def native(processes: int, messages: int) -> dict:
 
 # --- wasinn serve ----------------------------------------------------------------------------
 def served(broker: Broker, workers: int, messages: int, latency_messages: int) -> dict:
-    with Service(broker, workers=workers, node=f"bench{workers}", log_level="info") as service, \
+    with Service(broker, workers=workers, node="bench", log_level="info") as service, \
             Results(broker) as results:
         service.wait_ready()
         c = client(broker)
@@ -108,17 +110,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=150, help="photos in the throughput burst")
     ap.add_argument("--latency-messages", type=int, default=40, help="photos sent one at a time")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each configuration (medians are shown)")
     args = ap.parse_args()
-    rows = {}
+    runs: dict[tuple, list[dict]] = {}
     with Broker() as broker:
-        for workers in (1, 2):
-            print(f"wasinn serve, {workers} worker(s)...", file=sys.stderr, flush=True)
-            rows[("wasinn", workers)] = served(broker, workers, args.messages, args.latency_messages)
-            print(f"native onnxruntime, {workers} process(es)...", file=sys.stderr, flush=True)
-            rows[("native", workers)] = native(workers, args.messages)
+        for r in range(args.rounds):
+            for workers in (1, 2):
+                print(f"round {r + 1}/{args.rounds}: wasinn serve, {workers} worker(s), then native onnxruntime, "
+                      f"{workers} process(es)...", file=sys.stderr, flush=True)
+                runs.setdefault(("wasinn", workers), []).append(
+                    served(broker, workers, args.messages, args.latency_messages))
+                runs.setdefault(("native", workers), []).append(native(workers, args.messages))
+    rows = {key: {k: statistics.median(run[k] for run in results) for k in ("rate", "p50", "p99")}
+            for key, results in runs.items()}
+    for workers in (1, 2):
+        rows[("wasinn", workers)]["split"] = runs[("wasinn", workers)][-1]["split"]
 
-    print(f"\n{args.messages} photos per burst, {args.latency_messages} one at a time; "
-          f"images/*.png; onnxruntime 1 intra-op thread per worker/process")
+    print(f"\n{args.messages} photos per burst, {args.latency_messages} one at a time, median of {args.rounds} "
+          f"rounds; images/*.png; onnxruntime 1 intra-op thread per worker/process")
     print(f"{'':30} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8}   {'vs native: msgs/s':>17} {'p50':>6}")
     for workers in (1, 2):
         n, w = rows[("native", workers)], rows[("wasinn", workers)]

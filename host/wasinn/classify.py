@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 from wasmtime.component import Variant
 
-from . import classifier_model, resources
+from . import resources
 from ._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
 from .componentize import build_cached
 from .errors import WasinnError
@@ -29,6 +29,7 @@ from .runtime import Host, Progress
 MODEL_NAME = "efficientnet-lite0"
 _MODEL_DIR = "models/efficientnet-lite0"
 _GUEST_DIR = "guest/classifier"
+_COMPOSER = pathlib.Path(__file__).with_name("classifier_model.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +70,11 @@ def _digest(*parts: bytes) -> str:
 def composed_model(cache_dir: pathlib.Path, progress: Progress) -> pathlib.Path:
     """The bundled network with its preprocessing front (built once, cached by content)."""
     base = (resources.path(_MODEL_DIR) / "model.onnx").read_bytes()
-    code = pathlib.Path(classifier_model.__file__).read_bytes()
+    code = _COMPOSER.read_bytes()
     out = cache_dir / "models" / f"{MODEL_NAME}-classifier-{_digest(base, code)}.onnx"
     if not out.is_file():
         progress(f"composing the classifier model from {_MODEL_DIR} (once)...")
+        from . import classifier_model  # imports onnx (~10 MB): only when composing
         write_atomic(out, classifier_model.compose(base))
     return out
 
@@ -84,8 +86,11 @@ def classifier_component(cache_dir: pathlib.Path, progress: Progress, *, embed_m
              "labels.txt": resources.path(_MODEL_DIR) / "labels.txt"}
     if embed_model:
         files["model.onnx"] = composed_model(cache_dir, progress)
+    # Only the embedded model needs the bulk data path (18.6 MB from guest memory);
+    # without it the component runs on any wasi:nn host and instantiates copy-on-write.
     return build_cached(files, name="classifier-embedded" if embed_model else "classifier",
-                        world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD, cache_dir=cache_dir, progress=progress)
+                        world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD, cache_dir=cache_dir, fastpath=embed_model,
+                        progress=progress)
 
 
 class ImageClassifier:
@@ -94,20 +99,25 @@ class ImageClassifier:
     Args:
         host: the `Host` to run in (a new one by default).
         component: a classifier component to use instead of the bundled one.
-        model: a model name registered in `host.models` to load by name; None uses the
-            model embedded in the component.
+        model: the name of a model registered in `host.models` to load by name; None
+            means the bundled model, which wasinn registers as `efficientnet-lite0`.
+        embedded: run the bundled component with the model built into it (loaded with
+            `graph.load`, as an atomic deploy would) instead of loading it by name. The
+            component is then twice the size and each instance holds the model's bytes.
     """
 
     def __init__(self, host: Host | None = None, *, component: str | os.PathLike | None = None,
-                 model: str | None = None):
+                 model: str | None = None, embedded: bool = False):
         self.host = host or Host()
         progress = self.host.progress
         cache = self.host.cache_dir or pathlib.Path(tempfile.gettempdir()) / "wasinn"
-        if MODEL_NAME not in self.host.models.names():
-            self.host.models.register(MODEL_NAME, composed_model(cache, progress))
-        path = component or classifier_component(cache, progress)
+        if not embedded and model is None:
+            model = MODEL_NAME
+            if MODEL_NAME not in self.host.models.names():
+                self.host.models.register(MODEL_NAME, composed_model(cache, progress))
+        path = component or classifier_component(cache, progress, embed_model=embedded)
         self.instance = self.host.instantiate(self.host.load_component(path))
-        self._unwrap(self.instance.call("use-model", Variant("named", model) if model else Variant("embedded")))
+        self._unwrap(self.instance.call("use-model", Variant("embedded") if embedded else Variant("named", model)))
 
     @staticmethod
     def _unwrap(result: Variant):

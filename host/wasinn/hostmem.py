@@ -116,7 +116,9 @@ class HostMemories:
         self._memories: dict[int, LinearMemory] = {}
         self._by_store: dict[int, list[LinearMemory]] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        # Re-entrant: a store the garbage collector frees inside a locked section
+        # calls `_finalize` from there.
+        self._lock = threading.RLock()
         self._instantiating = threading.local()
         # ctypes callbacks must stay referenced for as long as wasmtime may call them
         self._callbacks = (ffi.wasmtime_new_memory_callback_t(self._new_memory),

@@ -27,8 +27,9 @@ def open_graph(source: str, *, backends: Mapping[str, str] | None = None) -> Gra
         raise WasinnError(f"no such model file: {source}")
     registry = ModelRegistry()
     name = registry.register_spec(f"model={source}").name
+    nn = WasiNn(default_backends(0, backends), registry)
     try:
-        return registry.graph(name, WasiNn(default_backends(0, backends), registry).load_graph)
+        return registry.graph(name, nn.load_graph, nn.load_file)
     except NnError as e:
         raise WasinnError(f"cannot load {source}: {e}") from None
 

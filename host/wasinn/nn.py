@@ -12,6 +12,7 @@ import ctypes
 import functools
 import hashlib
 import itertools
+import os
 import threading
 from typing import Callable
 
@@ -76,7 +77,9 @@ class WasiNn:
         self._objects: dict[int, tuple[Resource, object, Session]] = {}
         self._sessions: dict[int, Session] = {}
         self._reps = itertools.count(1)
-        self._lock = threading.Lock()
+        # Re-entrant: an instance dropped without close() is closed by a finalizer,
+        # which the garbage collector may run inside any locked section.
+        self._lock = threading.RLock()
         self._recent_graphs: collections.OrderedDict[tuple, Graph] = collections.OrderedDict()
 
     @property
@@ -213,7 +216,20 @@ class WasiNn:
 
     @returns_error
     def load_by_name(self, store, name: str) -> int:
-        return self.add(store, Resource.GRAPH, self.registry.graph(name, self.load_graph))
+        return self.add(store, Resource.GRAPH, self.registry.graph(name, self.load_graph, self.load_file))
+
+    def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
+        """An operator's model file, loaded by a backend that reads files itself; None
+        when the encoding's backend does not (then the caller loads the bytes)."""
+        if encoding == GraphEncoding.AUTODETECT:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+            encoding = next((e for e, b in self.backends.items() if b.recognizes([head])), encoding)
+        backend = self.backends.get(encoding)
+        if backend is None:
+            return None
+        self.limits.check_model(os.path.getsize(path))
+        return backend.load_file(path, target)
 
     @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:

@@ -101,7 +101,9 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def graph(self, name: str, load: Callable[[list[bytes], GraphEncoding, ExecutionTarget], Graph]) -> Graph:
+    def graph(self, name: str, load: Callable[[list[bytes], GraphEncoding, ExecutionTarget], Graph],
+              load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None
+              ) -> Graph:
         """The loaded graph for `name` (loading it the first time), or `not-found`."""
         entry = self._entries.get(name)
         if entry is None:
@@ -112,8 +114,10 @@ class ModelRegistry:
                 entry.graph = KServeGraph(entry.remote, entry.target)
             elif entry.graph is None:
                 try:
-                    builders = [p.read_bytes() for p in entry.paths]
+                    if load_file and len(entry.paths) == 1:  # a backend reading files itself: no copy here
+                        entry.graph = load_file(entry.paths[0], entry.encoding, entry.target)
+                    if entry.graph is None:
+                        entry.graph = load([p.read_bytes() for p in entry.paths], entry.encoding, entry.target)
                 except OSError as e:
                     raise not_found(f"graph {name!r}: cannot read its model file: {e}") from e
-                entry.graph = load(builders, entry.encoding, entry.target)
         return entry.graph

@@ -27,7 +27,8 @@ from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
 from . import _speedups, values
-from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker, add_wasinn_fastpath_to_linker,
+from ._bindings import (WASI_CLI_RUN, WASINN_FASTPATH_BULK, Resource, add_wasi_nn_to_linker,
+                        add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from .compile_cache import CompileCache
@@ -45,9 +46,6 @@ WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 _INSTANTIATION_FUEL = 1 << 40
 # Epochs advance this often; a call's deadline is checked at this granularity.
 EPOCH_SECONDS = 0.05
-# Part of every compile-cache key: what in wasinn's engine set-up differs from wasmtime's
-# defaults (epoch checks and fuel counting change the compiled code).
-ENGINE_SETTINGS = "hostmem-nocow-epoch"
 Progress = Callable[[str], None]
 
 
@@ -60,8 +58,39 @@ def stderr_progress(message: str) -> None:
     print(f"wasinn: {message}", file=sys.stderr, flush=True)
 
 
+class _Engine:
+    """One wasmtime engine with its linker and compile cache.
+
+    wasinn keeps two. Components that import the bulk data path (wasinn:fastpath) get
+    guest memories the host allocates (hostmem.py), which rules out wasmtime's
+    copy-on-write memory images: each instantiation copies the initial memory (about
+    4 ms and 13-31 MB for our guests). Every other component gets wasmtime's own
+    memories, whose images instantiate in about 0.5 ms and are shared between instances.
+    """
+
+    def __init__(self, host: "Host", *, bulk: bool):
+        config = wasmtime.Config()
+        if bulk:
+            host.memories.install(config)
+        config.epoch_interruption = True
+        config.consume_fuel = host.limits.fuel > 0
+        self.bulk = bulk
+        self.engine = Engine(config)
+        _EpochTicker.watch(self.engine)
+        self.linker = Linker(self.engine)
+        self.linker.add_wasip2()
+        with self.linker.root() as root:
+            add_wasi_nn_to_linker(root, host.nn)
+            if bulk:
+                add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
+            add_wasinn_introspect_to_linker(root, Introspect(host.nn))
+        settings = f"{'hostmem-nocow' if bulk else 'cow'}-epoch{'-fuel' if host.limits.fuel else ''}"
+        self.cache = None if host.cache_dir is None else CompileCache(
+            host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")
+
+
 class Host:
-    """One wasmtime engine and linker serving WASI and wasi:nn, plus the named models.
+    """wasmtime engines and linkers serving WASI and wasi:nn, plus the named models.
 
     Args:
         cache_dir: where compiled components are kept (None: `$XDG_CACHE_HOME/wasinn`;
@@ -80,35 +109,28 @@ class Host:
         self.limits = limits or Limits()
         self.progress = progress or (lambda message: None)
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
-        config = wasmtime.Config()
-        self.memories = HostMemories()  # must outlive the engine: it serves its callbacks
-        self.memories.install(config)
-        config.epoch_interruption = True
-        config.consume_fuel = self.limits.fuel > 0
-        self.engine = Engine(config)
-        _EpochTicker.watch(self.engine)
+        self.memories = HostMemories()  # must outlive the engines: it serves their callbacks
         self.models = ModelRegistry()
         self.nn = WasiNn(default_backends(ort_threads, backends), self.models, self.limits)
-        self.linker = Linker(self.engine)
-        self.linker.add_wasip2()
-        with self.linker.root() as root:
-            add_wasi_nn_to_linker(root, self.nn)
-            add_wasinn_fastpath_to_linker(root, Bulk(self.nn, self.memories))
-            add_wasinn_introspect_to_linker(root, Introspect(self.nn))
+        self._engines = (_Engine(self, bulk=False), _Engine(self, bulk=True))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
-        self.compile_cache = None if self.cache_dir is None else CompileCache(
-            self.cache_dir / "compiled", self.engine,
-            f"wasmtime{WASMTIME_VERSION}-{ENGINE_SETTINGS}{'-fuel' if self.limits.fuel else ''}")
+
+    @staticmethod
+    def engine_of(component: Component) -> Engine:
+        """The engine `component` was compiled for (for wasmtime-py's type queries)."""
+        return component.wasinn_engine.engine
 
     # --- components --------------------------------------------------------------
     def load_component(self, source: str | os.PathLike | bytes) -> Component:
         """Compiles a component, or loads its compiled form from the disk cache
         (see compile_cache.py: never stale, a stat when the file is known)."""
         path = None if isinstance(source, (bytes, bytearray)) else pathlib.Path(source)
-        if path is not None and self.compile_cache is not None:
-            component = self.compile_cache.lookup(path)
-            if component is not None:
-                return component
+        if path is not None:
+            for engine in self._engines:
+                component = engine.cache.lookup(path) if engine.cache else None
+                if component is not None:
+                    component.wasinn_engine = engine
+                    return component
         if path is None:
             wasm, label = bytes(source), "component"
         else:
@@ -117,19 +139,21 @@ class Host:
             except OSError as e:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
-        compile_ = lambda data: self._compile(data, label)  # noqa: E731
-        if self.compile_cache is None:
-            return compile_(wasm)
-        return self.compile_cache.load(wasm, compile_, path)
+        # the import's name is in the binary as it is: a substring test decides
+        engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm]
+        compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
+        component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
+        component.wasinn_engine = engine
+        return component
 
-    def _compile(self, wasm: bytes, label: str) -> Component:
+    def _compile(self, engine: _Engine, wasm: bytes, label: str) -> Component:
         if wasm[:8] == b"\0asm\x01\0\0\0":
             raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
                               "components (build Python guests with `wasinn build`)")
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         start = time.perf_counter()
         try:
-            component = Component(self.engine, wasm)
+            component = Component(engine.engine, wasm)
         except WasmtimeError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
@@ -173,7 +197,8 @@ class Instance:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")
             wasi.preopen_dir(host_path, guest_path)
-        store = Store(self.host.engine)
+        engine = self.component.wasinn_engine
+        store = Store(engine.engine)
         store.set_limits(memory_size=self.host.limits.memory)
         self._budget(store)
         if self.host.limits.fuel:
@@ -181,8 +206,11 @@ class Instance:
         store.set_wasi(wasi)
         session = self.host.nn.open_session(store)
         try:
-            with self.host.memories.instantiating(store_key(store)):
-                self._instance = self.host.linker.instantiate(store, self.component)
+            if engine.bulk:
+                with self.host.memories.instantiating(store_key(store)):
+                    self._instance = engine.linker.instantiate(store, self.component)
+            else:
+                self._instance = engine.linker.instantiate(store, self.component)
         except (WasmtimeError, wasmtime.Trap) as e:
             self.host.nn.close_session(session)
             raise WasinnError(f"cannot instantiate the component: {self._explain(e)}") from None
@@ -239,7 +267,7 @@ class Instance:
         return self._funcs[name]
 
     def exported_interfaces(self) -> list[str]:
-        return sorted(self.component.type.exports(self.host.engine))
+        return sorted(self.component.type.exports(self.component.wasinn_engine.engine))
 
     def call(self, name: str, *args: Any) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.

@@ -2,9 +2,12 @@
 
 `wasinn build` puts this module into the component and imports it before the app, so
 the app's own `graph.load(...)`, `tensor.Tensor(...)` and `Tensor.data()` calls (the
-standard wasi:nn API) move payloads of THRESHOLD bytes or more by naming the guest's
-`bytes` object to the host, which copies it in one go; smaller ones, and anything
-that is not a plain `bytes`, take the standard path. This runs inside the guest's
+standard wasi:nn API) move payloads by naming the guest's `bytes` object to the host,
+which copies it in one go: model and tensor bytes always (componentize-py 0.25 never
+frees the copy it makes of a `bytes` lowered as `list<u8>`, so the standard path
+leaks guest memory on every call), `data()` from THRESHOLD bytes on (a result
+`list<u8>` is freed; below that size one call beats two). Anything that is not a
+plain `bytes` takes the standard path. This runs inside the guest's
 Python (CPython on wasm32), whose object layout the host checks on every call.
 """
 import sys
@@ -27,7 +30,7 @@ def _span(b: bytes) -> bulk.Span:
 
 
 def _bulky(data) -> bool:
-    return _LAYOUT_OK and type(data) is bytes and len(data) >= THRESHOLD
+    return _LAYOUT_OK and type(data) is bytes
 
 
 def _new(cls, *args, **kwargs):
@@ -57,8 +60,7 @@ def _data(self) -> bytes:
 
 
 def _load(builders, encoding, target):
-    if _LAYOUT_OK and builders and all(type(b) is bytes for b in builders) \
-            and sum(len(b) for b in builders) >= THRESHOLD:
+    if builders and all(_bulky(b) for b in builders):
         return bulk.load([_span(b) for b in builders], encoding, target)
     return _standard_load(builders, encoding, target)
 

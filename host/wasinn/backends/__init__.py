@@ -60,6 +60,11 @@ class Deferred:
     def load(self, builders: list[bytes], target: ExecutionTarget) -> Graph:
         return self.backend().load(builders, target)
 
+    def load_file(self, path, target: ExecutionTarget) -> Graph | None:
+        """The backend's own file loader where it has one (see nn.WasiNn.load_file)."""
+        backend = self.backend()
+        return backend.load_file(path, target) if hasattr(backend, "load_file") else None
+
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:

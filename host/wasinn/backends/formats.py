@@ -36,8 +36,8 @@ def looks_like_onnx(builders: list[bytes]) -> bool:
             pos += length
         else:
             return False
-        if pos > len(data):
-            return False
+        if pos > len(data):  # a field runs past the bytes: fine for a file's head, judged by what came before
+            break
         seen += 1
     return seen > 0
 

@@ -52,11 +52,13 @@ def _one_line(e: Exception) -> str:
     return " ".join(ln for ln in lines if ln and not _LOCATION_LINE.match(ln)) or type(e).__name__
 
 
-def _specs(ports) -> list[TensorSpec]:
+def _specs(ports, model_names: list[str] | None) -> list[TensorSpec]:
     specs = []
     for i, port in enumerate(ports):
-        names = port.get_names()
-        name = port.get_any_name() if names else str(i)
+        if model_names and len(model_names) == len(ports):
+            name = model_names[i]
+        else:
+            name = port.get_any_name() if port.get_names() else str(i)
         et, shape = port.get_element_type(), port.get_partial_shape()
         dims = None if shape.rank.is_dynamic else tuple(
             d.get_length() if d.is_static else None for d in shape)
@@ -83,16 +85,26 @@ def _device(target: ExecutionTarget) -> str:
     return device
 
 
+def _onnx_names(model: bytes) -> tuple[list[str], list[str]]:
+    """An ONNX graph's own input and output names. OpenVINO's reader may rename a port:
+    an input wired straight to an output (Identity, Dropout) takes the output's name."""
+    import onnx
+    graph = onnx.ModelProto.FromString(model).graph
+    initialized = {t.name for t in graph.initializer}
+    return [v.name for v in graph.input if v.name not in initialized], [v.name for v in graph.output]
+
+
 class OpenVinoGraph:
-    def __init__(self, model: ov.Model, compiled: ov.CompiledModel, target: ExecutionTarget, device: str):
+    def __init__(self, model: ov.Model, compiled: ov.CompiledModel, target: ExecutionTarget, device: str,
+                 onnx_names: tuple[list[str], list[str]] | None):
         self.compiled = compiled
         self.backend = "openvino"
         self.target = target
         self.device = device
-        # Names from the model as read: compiling fuses layers and gives a port the names
-        # of the tensors fused into it, and its "any name" may then be one of those.
-        self.inputs = _specs(model.inputs)
-        self.outputs = _specs(model.outputs)
+        # Ports of the model as read, not as compiled: compiling fuses layers and gives a
+        # port the names of the tensors fused into it, and its "any name" may be one of those.
+        self.inputs = _specs(model.inputs, onnx_names and onnx_names[0])
+        self.outputs = _specs(model.outputs, onnx_names and onnx_names[1])
 
     def init_execution_context(self) -> "OpenVinoContext":
         return OpenVinoContext(self)
@@ -107,8 +119,13 @@ def _input(spec: TensorSpec, t: HostTensor) -> ov.Tensor:
             raise unsupported(f"input {spec.name!r}: OpenVINO computes {wide} as {narrow}, and this tensor "
                               f"holds values outside {narrow}'s range (min {finite.min()}, max {finite.max()}); "
                               f"run the model on onnxruntime (encoding onnx) instead")
-    if t.ty == TensorType.BF16:  # numpy has no bfloat16 OpenVINO knows: hand it the bits
-        return ov.Tensor(np.array(arr.view(np.uint16)), list(t.dims), ov.Type.bf16)
+    if t.ty == TensorType.BF16:
+        # OpenVINO's numpy bridge knows no bfloat16: copy the bits into a tensor that owns
+        # its memory (the (array, shape, type) constructor would borrow the array's
+        # memory without keeping the array alive).
+        tensor = ov.Tensor(ov.Type.bf16, list(t.dims))
+        tensor.data.view(np.uint16)[...] = arr.view(np.uint16)
+        return tensor
     arr = np.require(arr, requirements="C")
     return ov.Tensor(arr, shared_memory=arr.flags.writeable)  # guests' bytes are read-only: copied
 
@@ -190,7 +207,8 @@ class OpenVinoBackend:
             compiled = _core().compile_model(model, device, self.config)
         except RuntimeError as e:
             raise unsupported(f"OpenVINO's {device} plugin cannot compile the model: {_one_line(e)}") from e
-        return OpenVinoGraph(model, compiled, target, device)
+        onnx_names = _onnx_names(builders[0]) if self.encoding == GraphEncoding.ONNX else None
+        return OpenVinoGraph(model, compiled, target, device, onnx_names)
 
 
 def make(encoding: GraphEncoding, threads: int) -> OpenVinoBackend:

@@ -59,7 +59,7 @@ class _SupervisorCollector:
         restarts = CounterMetricFamily("wasinn_pipeline_worker_restarts", "Times the supervisor restarted "
                                        "the worker after it died", labels=["worker"])
         for w in self._workers():
-            up.add_metric([w["id"]], 1.0 if w["alive"] else 0.0)
+            up.add_metric([w["id"]], 1.0 if w["alive"] else 0.0)  # retiring slots too, while they drain
             restarts.add_metric([w["id"]], w["restarts"])
         yield up
         yield restarts
@@ -115,7 +115,7 @@ class MetricsServer:
             if metric.name == READY:
                 ready.update({s.labels["worker"]: s.value == 1 for s in metric.samples})
         workers = [{**w, "ready": w["alive"] and ready.get(w["id"], False)} for w in self._workers()]
-        healthy = not self.stopping and all(w["ready"] for w in workers)
+        healthy = not self.stopping and all(w["ready"] or w["retiring"] for w in workers)
         status = "ok" if healthy else "stopping" if self.stopping else "degraded"
         return (200 if healthy else 503), {"status": status, "workers": workers}
 

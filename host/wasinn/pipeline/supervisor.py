@@ -9,11 +9,19 @@ issue 2662): without the restart they would wait for the session to expire.
 
 SIGTERM or SIGINT: every worker finishes the messages it holds, then the supervisor
 exits. Workers still busy after `drain_timeout` seconds are killed; what they held was
-never acknowledged, so the broker keeps it for their next start.
+never acknowledged, so the broker keeps it for their next start. The sessions stay, so
+messages published while the service is down wait for it.
+
+The same broker behaviour means a slot that never comes back keeps receiving its share
+of new messages, which then wait in its session. So the supervisor remembers how many
+slots this node last ran (a small file in the cache directory, per broker, group and
+node); started with fewer, it first retires the extra slots: a worker resumes each
+one's session, finishes what it holds, and ends it.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -44,14 +52,16 @@ class _Slot:
     restarts: int = 0
     delay: float = _FIRST_DELAY
     restart_at: float = 0.0
+    retiring: bool = False
+    done: bool = False  # a retiring slot whose session has ended
 
 
 @dataclasses.dataclass(frozen=True)
 class ServeOptions:
+    cache_dir: pathlib.Path       # built components, and the slot count of each node
     workers: int = 1
     node: str = "node"
     ort_threads: int = 1
-    cache_dir: pathlib.Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     log_level: str = "info"
@@ -69,16 +79,31 @@ def prepare(pipeline: Pipeline, cache_dir: pathlib.Path, log: EventLog) -> None:
 class Supervisor:
     def __init__(self, pipeline: Pipeline, broker: str | None, options: ServeOptions, log: EventLog):
         self.pipeline, self.broker, self.options, self.log = pipeline, broker, options, log
-        group = pipeline.mqtt.group
-        self.slots = [_Slot(f"{group}-{options.node}-{i}") for i in range(options.workers)]
+        m = pipeline.mqtt
+        self.state_file = options.cache_dir / "serve" / f"{m.host}_{m.port}-{m.group}-{options.node}.json"
+        previous = self._last_slots()
+        self.slots = [_Slot(f"{m.group}-{options.node}-{i}", retiring=i >= options.workers)
+                      for i in range(max(options.workers, previous))]
         self.stopping = threading.Event()
         self.failed: str | None = None
         self.metrics_dir: str | None = None
         self.server = None
 
+    def _last_slots(self) -> int:
+        try:
+            return int(json.loads(self.state_file.read_text())["slots"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def _remember_slots(self, count: int) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"slots": count}))
+        os.replace(tmp, self.state_file)
+
     def workers(self) -> list[dict]:
-        return [{"id": s.id, "pid": s.proc.pid if s.proc else None,
-                 "alive": bool(s.proc and s.proc.poll() is None), "restarts": s.restarts} for s in self.slots]
+        return [{"id": s.id, "pid": s.proc.pid if s.proc else None, "alive": bool(s.proc and s.proc.poll() is None),
+                 "restarts": s.restarts, "retiring": s.retiring} for s in self.slots if not s.done]
 
     def _spawn(self, slot: _Slot) -> None:
         o = self.options
@@ -87,12 +112,15 @@ class Supervisor:
                "--log-level", o.log_level]
         if self.broker:
             cmd += ["--broker", self.broker]
+        if slot.retiring:
+            cmd.append("--retire")
         env = dict(os.environ)
         if self.metrics_dir:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         slot.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         slot.started = time.monotonic()
-        self.log.info("worker-started", worker=slot.id, pid=slot.proc.pid, restarts=slot.restarts)
+        self.log.info("worker-started", worker=slot.id, pid=slot.proc.pid, restarts=slot.restarts,
+                      retiring=slot.retiring)
 
     def _reap(self, slot: _Slot) -> None:
         code, pid = slot.proc.returncode, slot.proc.pid
@@ -103,6 +131,12 @@ class Supervisor:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         if self.stopping.is_set():
             self.log.info("worker-stopped", worker=slot.id, pid=pid, status=how)
+            return
+        if slot.retiring and code == 0:
+            slot.done = True
+            self.log.info("slot-retired", worker=slot.id, pid=pid)
+            if all(s.done for s in self.slots if s.retiring):
+                self._remember_slots(self.options.workers)
             return
         if code == EXIT_CONFIG:
             self.failed = f"worker {slot.id} could not start the pipeline (see its cannot-start log line)"
@@ -132,13 +166,15 @@ class Supervisor:
             self.log.info("metrics", url=f"http://{o.metrics_host}:{self.server.port}/metrics",
                           health=f"http://{o.metrics_host}:{self.server.port}/healthz")
         try:
+            self._remember_slots(len(self.slots))  # until the retiring ones are gone
             for slot in self.slots:
                 self._spawn(slot)
             while not self.stopping.wait(0.2):
                 for slot in self.slots:
                     if slot.proc is not None and slot.proc.poll() is not None:
                         self._reap(slot)
-                    if slot.proc is None and not self.stopping.is_set() and time.monotonic() >= slot.restart_at:
+                    if (slot.proc is None and not slot.done and not self.stopping.is_set()
+                            and time.monotonic() >= slot.restart_at):
                         slot.restarts += 1
                         self._spawn(slot)
             self._drain()

@@ -1,0 +1,40 @@
+"""Compiled components come back from the disk cache, never stale."""
+from __future__ import annotations
+
+import shutil
+
+import wasinn
+
+from conftest import guest_component
+
+
+def compiles(host: wasinn.Host, path) -> int:
+    """How many compilations loading `path` took (0: from the cache)."""
+    seen = []
+    host.progress = lambda message: seen.append(message)
+    host.load_component(path)
+    return sum(m.startswith("compiling") for m in seen)
+
+
+def test_second_load_comes_from_the_cache_and_a_changed_file_is_recompiled(tmp_path):
+    app = tmp_path / "app.wasm"
+    shutil.copy(guest_component("nn-cli"), app)
+    host = wasinn.Host(cache_dir=tmp_path / "cache")
+    assert compiles(host, app) == 1
+    assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 0  # a new process, in effect
+    shutil.copy(guest_component("roundtrip"), app)  # same path, other component
+    fresh = wasinn.Host(cache_dir=tmp_path / "cache")
+    component = fresh.load_component(app)
+    assert any("roundtrip" in name for name in component.type.exports(fresh.engine_of(component)))
+    shutil.copy(guest_component("nn-cli"), app)  # back: its entry is still there, by content
+    assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 0
+
+
+def test_a_corrupt_entry_is_rebuilt(tmp_path):
+    app = tmp_path / "app.wasm"
+    shutil.copy(guest_component("nn-cli"), app)
+    wasinn.Host(cache_dir=tmp_path / "cache").load_component(app)
+    for entry in (tmp_path / "cache" / "compiled").glob("*.cwasm"):
+        entry.write_bytes(b"not a compiled component")
+    assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 1
+    assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 0
