@@ -82,7 +82,7 @@ def p99(xs: list[float]) -> float:
 # --- sections ---------------------------------------------------------------------------
 def inference(host: wasinn.Host, n: int) -> dict:
     progress("inference: building/loading the classifier component")
-    clf = ImageClassifier(host)
+    clf = ImageClassifier(host)  # the bundled model, loaded by name (wasinn classify's default)
     model = composed_model(host.cache_dir, progress)
     # both sides run onnxruntime with its default thread settings (host.ort_threads is 0)
     native = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -205,6 +205,7 @@ import sys, time
 t0 = time.perf_counter()
 import numpy as np, wasinn
 from wasinn.classify import load_image
+from wasmtime.component import Variant
 t1 = time.perf_counter()
 host = wasinn.Host(cache_dir=sys.argv[1])
 host.models.register("efficientnet-lite0", sys.argv[3])
@@ -215,8 +216,7 @@ inst = host.instantiate(comp)
 inst._ensure()
 t4 = time.perf_counter()
 img = load_image(sys.argv[4])
-from wasmtime.component import Variant
-inst.call("use-model", Variant("embedded"))
+inst.call("use-model", Variant("embedded") if sys.argv[5] == "embedded" else Variant("named", "efficientnet-lite0"))
 t5 = time.perf_counter()
 inst.call("classify", img, 5)
 t6 = time.perf_counter()
@@ -228,19 +228,23 @@ print(t1-t0, t2-t1, t3-t2, t4-t3, t5-t4, t6-t5, t7-t6)
 
 def cold_start(host: wasinn.Host) -> None:
     from wasinn.classify import classifier_component
-    wasm = classifier_component(host.cache_dir, progress)
     model = composed_model(host.cache_dir, progress)
-    host.load_component(wasm)  # make sure the compile cache is warm: this measures the second run
-    progress("cold start: 5 fresh processes")
-    runs = [list(map(float, _child(COLD, str(host.cache_dir), str(wasm), str(model), str(IMAGES[0])).split()))
-            for _ in range(5)]
-    med = [statistics.median(col) for col in zip(*runs)]
-    imports, host_new, load, inst, warm, first, second = (1e3 * v for v in med)
-    row("cold start", "cache check + load (compiled, 37 MB)", load, None, "ms")
-    row("cold start", "instantiate", inst, None, "ms")
-    row("cold start", "cache check + load + instantiate", load + inst, None, "ms", "<= 5 ms")
-    row("cold start", "load the embedded model (use-model)", warm, None, "ms", note="onnxruntime session")
-    row("cold start", "first inference after instantiate", first, second, "ms", note="reference: second inference")
+    for embedded in (False, True):
+        wasm = classifier_component(host.cache_dir, progress, embed_model=embedded)
+        host.load_component(wasm)  # warm the compile cache: this measures a second run
+        label = "model built in, bulk path" if embedded else "model by name"
+        progress(f"cold start ({label}): 5 fresh processes")
+        runs = [list(map(float, _child(COLD, str(host.cache_dir), str(wasm), str(model), str(IMAGES[0]),
+                                       "embedded" if embedded else "named").split()))
+                for _ in range(5)]
+        imports, host_new, load, inst, warm, first, second = (1e3 * statistics.median(c) for c in zip(*runs))
+        size = wasm.stat().st_size / 1e6
+        row("cold start", f"{label}: cache check + load ({size:.0f} MB)", load, None, "ms")
+        row("cold start", f"{label}: instantiate", inst, None, "ms")
+        row("cold start", f"{label}: cache check + load + instantiate", load + inst, None, "ms", "<= 5 ms")
+        row("cold start", f"{label}: load the model (use-model)", warm, None, "ms", note="onnxruntime session")
+        row("cold start", f"{label}: first inference after instantiate", first, second, "ms",
+            note="reference: the second inference")
     row("cold start", "import wasinn + Host()", imports + host_new, None, "ms")
 
 

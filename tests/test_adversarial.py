@@ -56,6 +56,7 @@ MODELS = [Model(f"identity-{ty.value}", models.identity(ty), (("x", ty, None),))
     Model("truncated", models.add_mul()[:40], (), "invalid-encoding"),
     Model("garbage", b"\x08\x07" + bytes(range(256)), (), "invalid-encoding"),
 ]
+COMPUTABLE = [m for m in MODELS if m.load_error is None and m.inputs[0][1] is not None]
 BY_NAME = "adversary-add-mul"  # registered with the host for load-by-name
 
 
@@ -258,12 +259,19 @@ class WasiNnMachine(RuleBasedStateMachine):
         names = st.sampled_from([s[0] for s in specs] + [str(i) for i in range(len(specs) + 1)] + ["nope"])
         self._compute(ctx, [(data.draw(names, label="name"), key) for key in keys])
 
-    @precondition(lambda self: any(m.inputs[0][1] is not None for m in self.contexts.values()))
     @rule(data=st.data())
     def compute_fitting(self, data):
-        """Inputs built to fit: the ok path, checked against what the model computes."""
-        ctx = data.draw(st.sampled_from(sorted(k for k, m in self.contexts.items() if m.inputs[0][1] is not None)),
-                        label="context")
+        """Inputs built to fit: the ok path, checked against what the model computes
+        (on a live context, or a graph and context loaded for the occasion)."""
+        fitting = sorted(k for k, m in self.contexts.items() if m.inputs[0][1] is not None)
+        if fitting and data.draw(st.booleans(), label="live context"):
+            ctx = data.draw(st.sampled_from(fitting), label="context")
+        else:
+            model = data.draw(st.sampled_from(COMPUTABLE), label="model")
+            graph = self.outcome(self.call("load", [model.data], "onnx", "cpu"), None)
+            self.graphs[graph] = model
+            ctx = self.outcome(self.call("init-context", graph), None)
+            self.contexts[ctx] = model
         named = []
         for i, (name, ty, shape) in enumerate(self.contexts[ctx].inputs):
             dims = shape or tuple(data.draw(st.lists(st.integers(0, 4), max_size=3), label="dims"))
@@ -289,10 +297,12 @@ class WasiNnMachine(RuleBasedStateMachine):
         # a context's compute with no inputs: every model here has inputs
         self.outcome(self.call("touch", key), "invalid-argument" if key in self.contexts else None)
 
+    @precondition(lambda self: self.tensors or self.graphs or self.contexts or self.dead)
     @rule(data=st.data())
     def misuse(self, data):
         """What the canonical ABI (or componentize-py's bindings) traps on in the guest:
-        one rule, so that traps (which end the sequence's state) stay rare."""
+        one rule, and only once there is state to lose, so that traps (which end the
+        sequence's state) stay a minority of steps."""
         kinds = ["forge"] + (["use-after-drop", "drop-twice"] if self.dead else []) + \
                 (["tensor-twice"] if self.tensors and self.contexts else []) + \
                 (["moved-tensor"] if self.contexts and "tensor" in self.dead.values() else [])
