@@ -27,7 +27,7 @@ from wasinn.tensors import DTYPES
 
 import models
 
-STEPS = 50
+STEPS = 50  # at most one graph per step: stays under the default max-graphs (64)
 ERROR_CODES = {c.value for c in wasinn.ErrorCode}
 TYPES = list(TensorType)
 HUGE = [65_536, 2**31, 2**32 - 1]
@@ -152,7 +152,8 @@ class WasiNnMachine(RuleBasedStateMachine):
         Counters.traps += 1
         assert not held & set(self.host.nn._objects), "a trapped instance left host objects behind"
         assert sum(self.inst.live_resources().values()) == 0
-        self.tensors.clear(), self.graphs.clear(), self.contexts.clear(), self.dead.clear()
+        for table in (self.tensors, self.graphs, self.contexts, self.dead):
+            table.clear()
         self.started += 1  # the next call instantiates afresh
 
     def outcome(self, result, error: str | set | None):

@@ -170,4 +170,4 @@ def test_other_mistakes(tmp_path, edit, field, message):
 def test_yaml_syntax_errors_name_the_line(tmp_path):
     text = VALID.replace("  - name: top\n", "  - name: top\n   bad: [\n")
     [problem] = problems(tmp_path, text)
-    assert re.match(rf".*graph-definition.yaml:\d+: not valid YAML", problem)
+    assert re.match(r".*graph-definition.yaml:\d+: not valid YAML", problem)

@@ -162,7 +162,9 @@ def test_kill_9_of_a_worker_mid_message_loses_nothing():
     for ident in unfinished:
         assert results.by_id[ident][0]["worker"] == killed["worker"]
     duplicates = {i: len(r) for i, r in results.by_id.items() if len(r) > 1}
-    assert set(duplicates) <= unfinished  # only a message in flight at the kill may come twice
+    # Only what the killed process had taken may come twice: unfinished, or finished but its
+    # acknowledgement not yet on the wire. Both copies carry the id (and the same predictions).
+    assert set(duplicates) <= started
     print(f"\nkill -9 test: killed pid {killed['pid']} ({killed['worker']}) while it held {sorted(unfinished)}; "
           f"{len(messages)} ids, {len(messages)} answered, duplicates: {duplicates or 'none'}")
 

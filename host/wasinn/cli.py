@@ -104,9 +104,12 @@ def cmd_serve(args) -> int:
     import pathlib
     import socket
 
-    from .pipeline import load_pipeline
-    from .pipeline.supervisor import ServeOptions, serve
     from .runtime import default_cache_dir
+    try:
+        from .pipeline import load_pipeline
+        from .pipeline.supervisor import ServeOptions, serve
+    except ModuleNotFoundError as e:
+        raise WasinnError(f"wasinn serve needs the Python package {e.name}: pip install 'wasinn[serve]'") from None
     options = ServeOptions(
         workers=args.workers, node=args.node or socket.gethostname(),
         # onnxruntime's own choice is every core per session: N workers would fight over them

@@ -7,7 +7,6 @@ import functools
 import io
 import math
 import pathlib
-import threading
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
 from ..tensors import DTYPES, HostTensor
 from .base import TensorSpec
@@ -52,15 +52,18 @@ def _specs(args, model: bytes | str) -> list[TensorSpec]:
 # What onnxruntime says (as FAIL or INVALID_GRAPH) when a well-formed model needs an
 # operator, operator set, domain or IR version it does not have.
 _UNSUPPORTED_MARKERS = ("No Op registered for", "is not a registered function/op", "No opset import for domain",
-                        "Current official support for domain", "Unsupported model IR version")
+                        "Current official support for domain", "Unsupported model IR version", ": NOT_IMPLEMENTED :")
 
 
 def _load_error(e: Exception) -> NnError:
-    msg = f"onnxruntime could not load the model: {str(e).strip()}"
+    # A message quoting a model string that is not UTF-8 reaches Python as this decode
+    # error, holding onnxruntime's message as bytes.
+    text = e.object.decode("utf-8", "replace") if isinstance(e, UnicodeDecodeError) else str(e)
+    msg = f"onnxruntime could not load the model: {text.strip()}"
     if isinstance(e, ort_errors.NotImplemented) or any(m in msg for m in _UNSUPPORTED_MARKERS):
         return unsupported(msg)
     if isinstance(e, (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoModel,
-                      ort_errors.Fail, ort_errors.InvalidArgument, UnicodeDecodeError)):  # ONNX names are UTF-8
+                      ort_errors.Fail, ort_errors.InvalidArgument, UnicodeDecodeError)):
         return invalid_encoding(msg)
     return runtime_error(msg)
 
@@ -112,7 +115,8 @@ class OnnxRuntimeContext:
             else:
                 feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(arr)
         try:
-            with _stopped_at(deadline) as options:
+            options = ort.RunOptions()
+            with stop_at(deadline, lambda: setattr(options, "terminate", True)):
                 values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds, options)
         except Exception as e:
             if deadline is not None and time.monotonic() >= deadline:
@@ -120,22 +124,6 @@ class OnnxRuntimeContext:
                               f"{str(e).strip()}") from e
             raise _run_error(e) from e
         return [(name, _to_host(name, v)) for name, v in zip(self.graph._output_names, values)]
-
-
-@contextlib.contextmanager
-def _stopped_at(deadline: float | None):
-    """RunOptions whose `terminate` flag a timer sets at `deadline`."""
-    options = ort.RunOptions()
-    if deadline is None:
-        yield options
-        return
-    timer = threading.Timer(max(deadline - time.monotonic(), 0), setattr, (options, "terminate", True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield options
-    finally:
-        timer.cancel()
 
 
 def _to_host(name: str, value: ort.OrtValue) -> HostTensor:
@@ -214,8 +202,9 @@ class OnnxRuntimeBackend:
                               + (f": {missing}" if missing else ""))
         try:
             return OnnxRuntimeGraph(session, target, model)
-        except UnicodeDecodeError as e:  # input or output names that are not UTF-8
-            raise _load_error(e) from e
+        except UnicodeDecodeError as e:
+            raise invalid_encoding(f"onnxruntime could not load the model: an input or output name is "
+                                   f"not UTF-8: {e.object!r}") from e
 
 
 def make(encoding: GraphEncoding, threads: int) -> OnnxRuntimeBackend:

@@ -14,6 +14,11 @@ import json
 import threading
 from typing import Callable
 
+# Importing creates no metric: the supervisor imports this too, and only workers count.
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
 # Seconds: from a fast stage (~1 ms) to a slow message on a loaded machine.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 READY = "wasinn_pipeline_worker_ready"
@@ -23,7 +28,6 @@ class WorkerMetrics:
     """What one worker counts (created in the worker process only)."""
 
     def __init__(self, worker: str):
-        from prometheus_client import Counter, Gauge, Histogram
         labels = {"worker": worker}
         self.received = Counter("wasinn_pipeline_messages_received", "Messages taken from the source topic",
                                 ["worker"]).labels(**labels)
@@ -54,7 +58,6 @@ class _SupervisorCollector:
         self._workers = workers
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         up = GaugeMetricFamily("wasinn_pipeline_worker_up", "1 while the worker process runs", labels=["worker"])
         restarts = CounterMetricFamily("wasinn_pipeline_worker_restarts", "Times the supervisor restarted "
                                        "the worker after it died", labels=["worker"])
@@ -72,8 +75,6 @@ class MetricsServer:
     """
 
     def __init__(self, host: str, port: int, multiproc_dir: str, workers: Callable[[], list[dict]]):
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
         self.registry = CollectorRegistry()
         self._files = MultiProcessCollector(self.registry, path=multiproc_dir)
         self.registry.register(_SupervisorCollector(workers))
@@ -84,7 +85,6 @@ class MetricsServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/metrics":
-                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
                 elif self.path == "/healthz":
                     status, body = server.health()

@@ -32,10 +32,13 @@ import tempfile
 import threading
 import time
 
+from prometheus_client import multiprocess
+
 from ..errors import WasinnError
 from ..runtime import Host
 from .components import component_path
 from .jsonlog import EventLog
+from .metrics import MetricsServer
 from .schema import Pipeline
 from .worker import EXIT_CONFIG
 
@@ -126,7 +129,6 @@ class Supervisor:
         code, pid = slot.proc.returncode, slot.proc.pid
         slot.proc = None
         if self.metrics_dir:
-            from prometheus_client import multiprocess
             multiprocess.mark_process_dead(pid, self.metrics_dir)
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         if self.stopping.is_set():
@@ -154,7 +156,6 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _: self._request_stop(signum))
         if o.metrics_port is not None:
-            from .metrics import MetricsServer
             self.metrics_dir = tempfile.mkdtemp(prefix="wasinn-metrics-")
             try:
                 self.server = MetricsServer(o.metrics_host, o.metrics_port, self.metrics_dir, self.workers)
