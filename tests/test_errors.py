@@ -3,6 +3,7 @@ instance keeps serving; misuse that traps inside the guest ends only that instan
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -24,10 +25,19 @@ def value(ty: TensorType, dims, data: bytes) -> Record:
     return r
 
 
+_contexts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def context(inst, model: bytes = ADD_MUL) -> int:
-    g = inst.call("load", [model], "onnx", "cpu")
-    assert g.tag == "ok", vars(g.payload)
-    return inst.call("init-context", g.payload).payload
+    """A context for `model` in the current instance, loaded once (hypothesis runs many
+    examples on one instance, which may hold only so many graphs: limit max-graphs)."""
+    cache = _contexts.setdefault(inst, {})
+    key = (inst.instances_started, model)
+    if key not in cache:
+        g = inst.call("load", [model], "onnx", "cpu")
+        assert g.tag == "ok", vars(g.payload)
+        cache[key] = inst.call("init-context", g.payload).payload
+    return cache[key]
 
 
 def failure(result) -> tuple[str, str]:

@@ -96,6 +96,8 @@ class Worker:
                         manual_ack=True)
         c.on_connect, c.on_disconnect, c.on_message, c.on_subscribe = (
             self._on_connect, self._on_disconnect, self._on_message, self._on_subscribe)
+        c.on_connect_fail = lambda client, userdata: self.log.warning(
+            "connect-failed", broker=f"{pipeline.mqtt.host}:{pipeline.mqtt.port}", retrying=True)
         c.reconnect_delay_set(min_delay=0.1, max_delay=5)
         # Results and acknowledgements are small packets: without TCP_NODELAY, Nagle's
         # algorithm holds each one back behind the last unacknowledged segment (measured:
