@@ -42,6 +42,7 @@ from wasinn.classify import ImageClassifier, composed_model, load_image  # noqa:
 IMAGES = [ROOT / "images" / n for n in ("chelsea.png", "coffee.png", "camera.png")]
 CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
+THREADS = 0
 
 
 def progress(message: str) -> None:
@@ -84,8 +85,9 @@ def inference(host: wasinn.Host, n: int) -> dict:
     progress("inference: building/loading the classifier component")
     clf = ImageClassifier(host)  # the bundled model, loaded by name (wasinn classify's default)
     model = composed_model(host.cache_dir, progress)
-    # both sides run onnxruntime with its default thread settings (host.ort_threads is 0)
-    native = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS  # the same thread setting on both sides
+    native = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     images = [load_image(p) for p in IMAGES]
     img = images[0]
     for _ in range(3):  # warm-up both
@@ -334,8 +336,12 @@ def main() -> int:
     ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
     ap.add_argument("--only", nargs="*", choices=["inference", "marshalling", "nocap", "cold", "process"])
+    ap.add_argument("--threads", type=int, default=0,
+                    help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
-    host = wasinn.Host(cache_dir=CACHE, progress=progress)
+    global THREADS
+    THREADS = args.threads
+    host = wasinn.Host(cache_dir=CACHE, progress=progress, ort_threads=THREADS)
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
     sections = args.only or ["inference", "marshalling", "nocap", "cold", "process"]
