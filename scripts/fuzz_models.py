@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
 """Can a malformed ONNX model crash onnxruntime (and so the whole host process)?
 
-    .venv/bin/python scripts/fuzz_models.py [--seconds 600] [--workers 1] [--out fuzz-crashes]
+    .venv/bin/python scripts/fuzz_models.py [--seconds 600] [--start N] [--hang 20] [--out fuzz-crashes]
 
-Mutates small real models (tests/models.py: bit flips, byte overwrites, truncations,
-spliced chunks), and in a worker process has onnxruntime load each mutant and, when it
+Mutates small real models (tests/models.py): their bytes (bit flips, byte overwrites,
+truncations, spliced chunks) and their parsed structure (initializer dims, types and
+data; attributes; operators; declared shapes; wiring; opsets), and in a worker process has onnxruntime load each mutant and, when it
 loads, run it on inputs that fit its declared inputs. A worker that dies of a signal
-(or exits without a Python exception) is a crash: the mutant is saved to --out and
-the worker restarted. Prints mutants tried, loaded, ran, rejected, and crashes.
+is a crash, one that takes longer than --hang seconds a hang: the mutant is saved to
+--out and the worker restarted. Prints mutants tried, loaded, ran, rejected, crashed, hung.
 Mutants are numbered; `--replay N` rebuilds mutant N and runs it in this process.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
+import queue
 import random
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -145,11 +148,49 @@ def worker() -> None:
         print(f"{_ANSWER} {n} {try_one(mutant(n))}", flush=True)
 
 
+class Worker:
+    """A worker process, and a thread that reads its answers (so a hang can time out)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout] + [self.lines.put("")],
+                         daemon=True).start()
+
+    def ask(self, n: int, timeout: float, noise: dict[str, int]) -> str:
+        """The outcome for mutant `n`: rejected, loaded, ran, crashed or hung."""
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                self.proc.kill()
+                self.proc.wait()
+                return "hung"
+            if not line:
+                self.proc.wait()
+                return "crashed"
+            if line.startswith(_ANSWER):
+                return line.split()[2]
+            noise[line.split(":")[0][:60]] = noise.get(line.split(":")[0][:60], 0) + 1  # onnxruntime's own prints
+
+    def status(self) -> str:
+        code = self.proc.returncode
+        return "killed after the time limit" if code == -9 else f"exit status {code}"
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--start", type=int, default=0, help="first mutant number")
     parser.add_argument("--out", default="fuzz-crashes")
+    parser.add_argument("--hang", type=float, default=20, help="seconds one mutant may take")
     parser.add_argument("--replay", type=int)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,42 +200,33 @@ def main() -> None:
         print(try_one(mutant(args.replay)))
         return
 
-    counts = {"rejected": 0, "loaded": 0, "ran": 0, "crashed": 0}
+    counts = {"rejected": 0, "loaded": 0, "ran": 0, "crashed": 0, "hung": 0}
     noise: dict[str, int] = {}
     out = pathlib.Path(args.out)
     n, start, last_report = args.start, time.monotonic(), time.monotonic()
-    proc = None
+    worker_ = None
     while time.monotonic() - start < args.seconds:
-        if proc is None:
-            proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True, bufsize=1)
-        proc.stdin.write(f"{n}\n")
-        proc.stdin.flush()
-        answer = proc.stdout.readline()
-        while answer and not answer.startswith(_ANSWER):  # onnxruntime's own prints
-            noise[answer.split(":")[0][:60]] = noise.get(answer.split(":")[0][:60], 0) + 1
-            answer = proc.stdout.readline()
-        if not answer:  # the worker died on this mutant
-            code = proc.wait()
-            counts["crashed"] += 1
+        worker_ = worker_ or Worker()
+        answer = worker_.ask(n, args.hang, noise)
+        if answer in ("crashed", "hung"):
+            counts[answer] += 1
             out.mkdir(exist_ok=True)
             (out / f"mutant-{n}.onnx").write_bytes(mutant(n))
-            print(f"CRASH on mutant {n} (exit status {code}); saved to {out}/mutant-{n}.onnx", flush=True)
-            proc = None
+            print(f"{answer.upper()} on mutant {n} ({worker_.status()}); saved to {out}/mutant-{n}.onnx", flush=True)
+            worker_ = None
         else:
-            counts[answer.split()[2]] += 1
+            counts[answer] += 1
         n += 1
         if time.monotonic() - last_report > 30:
             last_report = time.monotonic()
             print(f"  .. {n - args.start} mutants, {counts}", file=sys.stderr, flush=True)
-    if proc is not None:
-        proc.stdin.close()
-        proc.wait()
+    if worker_ is not None:
+        worker_.stop()
     elapsed = time.monotonic() - start
     print(f"{n - args.start} mutants in {elapsed:.0f} s ({(n - args.start) / elapsed:.0f}/s): {counts}")
     if noise:
         print(f"lines onnxruntime printed on stdout, by start: {noise}")
-    sys.exit(1 if counts["crashed"] else 0)
+    sys.exit(1 if counts["crashed"] or counts["hung"] else 0)
 
 
 if __name__ == "__main__":
