@@ -213,3 +213,9 @@ def test_guest_misuse_traps_cleanly_and_next_call_gets_a_fresh_instance(host, ro
     assert not session_reps & set(host.nn._objects)  # everything the dead instance held is freed
     assert sum(roundtrip.live_resources().values()) == 0
     still_serves(roundtrip, started=2)
+
+
+def test_a_bad_argument_from_the_host_is_not_a_guest_trap(roundtrip):
+    with pytest.raises(wasinn.WasinnError, match=r"'gpu2' is not a case of the enum \(cpu, gpu, tpu\)"):
+        roundtrip.call("load", [ADD_MUL], "onnx", "gpu2")
+    still_serves(roundtrip)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from wasmtime.component import (BorrowType, ListType, OptionType, OwnType, RecordType, ResultType,
+from wasmtime.component import (BorrowType, EnumType, ListType, OptionType, OwnType, RecordType, ResultType,
                                 TupleType, Variant, VariantType)
+
+from .errors import WasinnError
 
 # (type, value) -> value, applied where a resource handle goes
 Handles = Callable[[Any, Any], Any]
@@ -46,6 +48,9 @@ def to_wasm(ty, value, handles: Handles) -> Any:
         case_ty = dict(_cases(ty))[value.tag]
         payload = None if case_ty is None else to_wasm(case_ty, value.payload, handles)
         return Variant(value.tag, payload) if ty._tagged() else payload
+    if isinstance(ty, EnumType) and value not in ty.names:
+        # checked here: wasmtime would refuse it only inside the call, as if the guest trapped
+        raise WasinnError(f"{value!r} is not a case of the enum ({', '.join(ty.names)})")
     if isinstance(ty, OptionType):
         return None if value is None else to_wasm(ty.payload, value, handles)
     if isinstance(ty, ListType) and not ty._is_bytes():
