@@ -9,6 +9,7 @@ Everything listens on 127.0.0.1 only, on free ports; the broker's config is a te
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import pathlib
 import shutil
@@ -211,7 +212,10 @@ class Service:
             if self.proc.poll() is not None:
                 raise AssertionError(f"wasinn serve exited with {self.proc.returncode}:\n" + self.log_tail())
             if self.find("metrics"):
-                status, body = self.health()
+                try:
+                    status, body = self.health()
+                except (OSError, http.client.HTTPException):  # the endpoint may be mid-start
+                    status = None
                 if status == 200:
                     return body
             time.sleep(0.1)

@@ -49,7 +49,7 @@ def test_a_guest_past_its_deadline_is_ended_and_the_next_call_runs():
 
 def test_a_backend_past_the_deadline_gives_the_guest_timeout(tmp_path):
     host = make_host(deadline="1s")
-    (tmp_path / "slow.onnx").write_bytes(slow_model(layers=200))  # ~2.5 s on 2 cores
+    (tmp_path / "slow.onnx").write_bytes(slow_model(layers=1000))  # ~5-10 s; stopped at 1 s
     host.models.register("slow", tmp_path / "slow.onnx")
     inst = instance(host)
     g = inst.call("load-by-name", "slow").payload
