@@ -162,7 +162,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="wasinn", description="Run WebAssembly components that do "
-                                 "ML inference through wasi:nn, on ONNX Runtime.")
+                                 "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
+                                 "KServe v2 inference server.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a command component, or call one export with --invoke",
