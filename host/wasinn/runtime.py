@@ -299,7 +299,7 @@ class Instance:
         try:
             params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
             self._budget(store)
-            result = _speedups.call_export(func, [ty for _, ty in ftype.params], ftype.result, store, params)
+            result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
             func.post_return(store)
             return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
@@ -358,6 +358,7 @@ class _FuncTypes:
 
     def __init__(self, ftype):
         self.params = ftype.params
+        self.param_types = [ty for _, ty in self.params]
         self.result = ftype.result
 
 
