@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "host"))
 import onnxruntime as ort  # noqa: E402
 
 import wasinn  # noqa: E402
-from wasinn import HostTensor, TensorType, componentize  # noqa: E402
-from wasinn.classify import ImageClassifier, composed_model, load_image  # noqa: E402
+from wasinn import HostTensor, TensorType, build  # noqa: E402
+from wasinn.apps.classify import ImageClassifier, composed_model, load_image  # noqa: E402
 
 IMAGES = [ROOT / "images" / n for n in ("chelsea.png", "coffee.png", "camera.png")]
 CACHE = ROOT / ".cache" / "bench"
@@ -113,8 +113,8 @@ def marshalling(host: wasinn.Host, quick: bool) -> None:
     for fastpath in (True, False):
         label = "bulk path (wasinn build)" if fastpath else "standard path"
         progress(f"marshalling: {label}")
-        comp = host.load_component(componentize.build_cached(
-            componentize.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip" if fastpath else "roundtrip-standard",
+        comp = host.load_component(build.build_cached(
+            build.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip" if fastpath else "roundtrip-standard",
             world=wasinn._bindings.WASINN_GUEST_ROUNDTRIP_GUEST_WORLD, cache_dir=CACHE, fastpath=fastpath,
             progress=progress))
         inst = host.instantiate(comp)
@@ -191,7 +191,7 @@ def no_size_cap(host: wasinn.Host, quick: bool) -> None:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
         pathlib.Path(tmp, "model.onnx").write_bytes(model)
         del model, graph, pad
-        wasm = componentize.build_cached(componentize.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip",
+        wasm = build.build_cached(build.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip",
                                          world=wasinn._bindings.WASINN_GUEST_ROUNDTRIP_GUEST_WORLD,
                                          cache_dir=CACHE, progress=progress)
         seconds, grown = _child(NO_CAP, str(CACHE), str(wasm), tmp).split()
@@ -206,7 +206,7 @@ COLD = """
 import sys, time
 t0 = time.perf_counter()
 import numpy as np, wasinn
-from wasinn.classify import load_image
+from wasinn.apps.classify import load_image
 from wasmtime.component import Variant
 t1 = time.perf_counter()
 host = wasinn.Host(cache_dir=sys.argv[1])
@@ -229,7 +229,7 @@ print(t1-t0, t2-t1, t3-t2, t4-t3, t5-t4, t6-t5, t7-t6)
 
 
 def cold_start(host: wasinn.Host) -> None:
-    from wasinn.classify import classifier_component
+    from wasinn.apps.classify import classifier_component
     model = composed_model(host.cache_dir, progress)
     for embedded in (False, True):
         wasm = classifier_component(host.cache_dir, progress, embed_model=embedded)
@@ -290,8 +290,8 @@ def whole_process(host: wasinn.Host) -> None:
 def _wasmtime_cli_run():
     """The same job on the wasmtime CLI (classify-cli, the model as OpenVINO IR), where
     the peers extra is installed; else None."""
-    from wasinn.classify import MODEL_NAME
-    from wasinn.classify_cli import classify_cli_component, wasmtime_binary
+    from wasinn.apps.classify import MODEL_NAME
+    from wasinn.apps.classify_cli import classify_cli_component, wasmtime_binary
     binary = wasmtime_binary(CACHE / "wasmtime")
     try:
         from wasinn import openvino_ir

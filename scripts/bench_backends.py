@@ -36,10 +36,10 @@ import onnxruntime as ort  # noqa: E402
 import openvino as ov  # noqa: E402
 
 import wasinn  # noqa: E402
-from wasinn import HostTensor, componentize  # noqa: E402
+from wasinn import HostTensor, build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ROUNDTRIP_GUEST_WORLD  # noqa: E402
-from wasinn.classifier_model import reference_preprocess  # noqa: E402
-from wasinn.classify import load_image  # noqa: E402
+from wasinn.apps.classifier_model import reference_preprocess  # noqa: E402
+from wasinn.apps.classify import load_image  # noqa: E402
 
 MODEL = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
 CACHE = ROOT / ".cache" / "bench"
@@ -72,7 +72,7 @@ def ir_files(model: bytes, directory: pathlib.Path) -> list[pathlib.Path]:
 
 
 def wasinn_rows(x: np.ndarray, threads: int, tmp: pathlib.Path) -> dict:
-    wasm = componentize.build_cached(componentize.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip",
+    wasm = build.build_cached(build.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip",
                                      world=WASINN_GUEST_ROUNDTRIP_GUEST_WORLD, cache_dir=CACHE, progress=progress)
     ir = ir_files(MODEL.read_bytes(), tmp)
     ways = {"wasinn onnxruntime": ({}, [MODEL], wasinn.GraphEncoding.ONNX),

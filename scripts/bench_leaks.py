@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import wasinn  # noqa: E402
-from wasinn import TensorType, componentize  # noqa: E402
+from wasinn import TensorType, build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ADVERSARY_GUEST_WORLD  # noqa: E402
 
 import models  # noqa: E402  (tests/models.py: small ONNX models built in code)
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     progress = lambda m: print(f"  .. {m}", file=sys.stderr, flush=True)  # noqa: E731
-    wasm = componentize.build_cached(componentize.guest_files(ROOT / "guest" / "adversary"), name="adversary",
+    wasm = build.build_cached(build.guest_files(ROOT / "guest" / "adversary"), name="adversary",
                                      world=WASINN_GUEST_ADVERSARY_GUEST_WORLD, cache_dir=CACHE, progress=progress)
     host = wasinn.Host(cache_dir=CACHE, ort_threads=1, progress=progress)
     component = host.load_component(wasm)

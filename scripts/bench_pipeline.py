@@ -57,7 +57,7 @@ def _native_loop(args) -> list[float]:
 
 
 def native(processes: int, messages: int) -> dict:
-    from wasinn.classify import composed_model
+    from wasinn.apps.classify import composed_model
     model = str(composed_model(CACHE, lambda m: print(m, file=sys.stderr)))
     share = messages // processes
     with multiprocessing.get_context("spawn").Pool(processes) as pool:

@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "host"), str(ROOT / "tests")]
 
 import wasinn  # noqa: E402
 from kserve_support import KServeServer  # noqa: E402
-from wasinn.classify import ImageClassifier, composed_model, load_image  # noqa: E402
+from wasinn.apps.classify import ImageClassifier, composed_model, load_image  # noqa: E402
 from wasinn.nn import compute  # noqa: E402
 
 BUNDLED = ROOT / "models" / "efficientnet-lite0" / "model.onnx"

@@ -40,7 +40,7 @@ expect "$out" photos/coffee.png espresso
 expect "$out" photos/camera.png tripod
 
 echo "check-install: classify-cli on wasinn run -S nn-graph=onnx::DIR"
-"$work/venv/bin/python" -m wasinn.classify_cli "$work/cli" >/dev/null
+"$work/venv/bin/python" -m wasinn.apps.classify_cli "$work/cli" >/dev/null
 out=$("$work/venv/bin/wasinn" run -S nn -S "nn-graph=onnx::$work/cli/onnx/efficientnet-lite0" \
       --dir photos::/images "$work/cli/classify-cli.wasm" --top 1 /images/chelsea.png /images/coffee.png /images/camera.png)
 echo "$out"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import wasinn  # noqa: E402
-from wasinn import componentize  # noqa: E402
+from wasinn import build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ADVERSARY_GUEST_WORLD  # noqa: E402
 
 import conformance  # noqa: E402  (tests/conformance.py)
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     progress = lambda m: print(f"  .. {m}", file=sys.stderr, flush=True)  # noqa: E731
 
-    wasm = componentize.build_cached(componentize.guest_files(ROOT / "guest" / "adversary"), name="adversary",
+    wasm = build.build_cached(build.guest_files(ROOT / "guest" / "adversary"), name="adversary",
                                      world=WASINN_GUEST_ADVERSARY_GUEST_WORLD, cache_dir=CACHE, progress=progress)
     host = wasinn.Host(cache_dir=CACHE, ort_threads=1, progress=progress)
     progress("collecting the suite's cases")

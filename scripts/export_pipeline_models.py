@@ -3,7 +3,7 @@
 bundled classifier (uint8 [H, W, 3] -> float32 [1, 3, 224, 224]) as a model of its own,
 so the example pipeline can run preprocessing and the network as separate stages.
 
-It is cut out of `wasinn.classify.composed_model()` with onnx's extractor, so it is
+It is cut out of `wasinn.apps.classify.composed_model()` with onnx's extractor, so it is
 the classifier's own front, not a second implementation of it.
 
     python scripts/export_pipeline_models.py
@@ -17,8 +17,8 @@ import tempfile
 import onnx
 import onnx.utils
 
-from wasinn import classifier_model
-from wasinn.classify import composed_model
+from wasinn.apps import classifier_model
+from wasinn.apps.classify import composed_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "pipelines" / "models" / "efficientnet-lite0-preprocess.onnx"

@@ -24,7 +24,7 @@ import wit  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "_bindings.py"
 # Packages whose interfaces the host implements (namespace:name, any version).
-SERVED = ("wasi:nn", "wasinn:fastpath", "wasinn:introspect")
+SERVED = ("wasi:nn", "wasinn:fastpath", "wasinn:adapter", "wasinn:introspect")
 
 
 def snake(name: str) -> str:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from conftest import CACHE, ROOT
-from wasinn.classify_cli import classify_cli_component, onnx_graph_dir
+from wasinn.apps.classify_cli import classify_cli_component, onnx_graph_dir
 
 IMAGES = ROOT / "images"
 # What the bundled model says about each sample photo (models/efficientnet-lite0/README.md)

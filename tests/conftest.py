@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import wasinn
-from wasinn import componentize
+from wasinn import build
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "tests"
@@ -41,7 +41,7 @@ GUESTS["adversary"] = "wasinn:guest/adversary-guest"
 
 def guest_component(name: str, *, fastpath: bool = True):
     """guest/<name> built once per content (cached in .cache/tests/components)."""
-    return componentize.build_cached(componentize.guest_files(ROOT / "guest" / name),
+    return build.build_cached(build.guest_files(ROOT / "guest" / name),
                                      name=name if fastpath else f"{name}-standard", world=GUESTS[name],
                                      cache_dir=CACHE, fastpath=fastpath, progress=print)
 

@@ -400,8 +400,8 @@ def _scores(host: wasinn.Host, model: bytes, feed: str, images: list[np.ndarray]
 
 
 def test_efficientnet_agrees_on_onnxruntime_and_openvino(host, ov_host):
-    from wasinn.classifier_model import reference_preprocess
-    from wasinn.classify import load_image
+    from wasinn.apps.classifier_model import reference_preprocess
+    from wasinn.apps.classify import load_image
     model = (ROOT / "models" / "efficientnet-lite0" / "model.onnx").read_bytes()
     images = [reference_preprocess(load_image(p)) for p in IMAGES]
     for path, a, b in zip(IMAGES, _scores(host, model, "input", images), _scores(ov_host, model, "input", images)):
@@ -413,7 +413,7 @@ def test_efficientnet_agrees_on_onnxruntime_and_openvino(host, ov_host):
 
 def test_composed_classifier_agrees_on_onnxruntime_and_openvino(host, ov_host):
     """The model `wasinn classify` runs (preprocessing inside the graph)."""
-    from wasinn.classify import composed_model, load_image
+    from wasinn.apps.classify import composed_model, load_image
     model = composed_model(CACHE, lambda _: None).read_bytes()
     images = [load_image(p) for p in IMAGES]
     for path, a, b in zip(IMAGES, _scores(host, model, "image", images), _scores(ov_host, model, "image", images)):

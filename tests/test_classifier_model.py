@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from PIL import Image
 
-from wasinn.classifier_model import compose, compose_file, reference_preprocess
+from wasinn.apps.classifier_model import compose, compose_file, reference_preprocess
 
 ROOT = pathlib.Path(__file__).parent.parent
 MODEL_DIR = ROOT / "models" / "efficientnet-lite0"

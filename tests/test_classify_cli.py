@@ -10,7 +10,7 @@ from PIL import Image
 
 from classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
 from conftest import CACHE
-from wasinn.classify import load_image
+from wasinn.apps.classify import load_image
 
 
 def run(*args: str, images=IMAGES):

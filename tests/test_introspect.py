@@ -13,7 +13,7 @@ import models
 from conftest import CACHE, ROOT, guest_component
 from wasinn import TensorType
 from wasinn._bindings import WASINN_INTROSPECT_DESCRIBE
-from wasinn.classify import composed_model
+from wasinn.apps.classify import composed_model
 
 BUNDLED = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
 BUNDLED_DESCRIPTION = {
@@ -116,7 +116,7 @@ def test_cli_inspect_errors_are_one_line(source, message):
 
 
 def test_library_describe_matches_the_backend_specs(tmp_path):
-    from wasinn.introspect import describe, open_graph
+    from wasinn.abi.introspect import describe, open_graph
     path = tmp_path / "m.onnx"
     path.write_bytes(models.add_mul())
     d = describe(open_graph(str(path)))

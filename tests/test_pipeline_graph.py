@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 import wasinn
-from wasinn.classify import composed_model, load_image
+from wasinn.apps.classify import composed_model, load_image
 from wasinn.errors import WasinnError
 from wasinn.pipeline import GraphRunner, StageFailure, load_pipeline
 from wasinn.pipeline.graph import SOURCE_TENSOR

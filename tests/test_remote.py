@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 import models
 from conftest import CACHE, ROOT
 from kserve_support import SERVER_PYTHON, KServeServer, free_port
-from wasinn.classify import ImageClassifier, composed_model, load_image
+from wasinn.apps.classify import ImageClassifier, composed_model, load_image
 from wasinn.errors import WasinnError
 from wasinn.registry import ModelRegistry
 

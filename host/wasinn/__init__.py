@@ -3,7 +3,7 @@
 The library is the product; the `wasinn` CLI is a thin layer over it.
 """
 from ._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
-from .componentize import build
+from . import build
 from .errors import GuestTrap, NnError, WasinnError
 from .runtime import Host, Instance
 from .tensors import HostTensor

@@ -18,6 +18,7 @@ WASI_NN_TENSOR = 'wasi:nn/tensor@0.2.0-rc-2024-10-28'
 WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
+WASINN_ADAPTER_MEMORY = 'wasinn:adapter/memory@0.1.0'
 WASINN_FASTPATH_BULK = 'wasinn:fastpath/bulk@0.1.0'
 WASINN_GUEST_ADVERSARY = 'wasinn:guest/adversary@0.1.0'
 WASINN_GUEST_STAGE = 'wasinn:guest/stage@0.1.0'
@@ -27,6 +28,7 @@ WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
+WASINN_ADAPTER_ADAPTER_WORLD = 'wasinn:adapter/adapter'
 WASINN_GUEST_ADVERSARY_GUEST_WORLD = 'wasinn:guest/adversary-guest'
 WASINN_GUEST_ML_INTROSPECT_WORLD = 'wasinn:guest/ml-introspect'
 WASINN_GUEST_PIPELINE_STAGE_WORLD = 'wasinn:guest/pipeline-stage'
@@ -204,6 +206,26 @@ class WasiNnHost(TensorHost, GraphHost, InferenceHost, ErrorsHost, Protocol):
     """Everything the host implements for wasi:nn@0.2.0-rc-2024-10-28."""
 
 
+class MemoryHost(Protocol):
+    """What the host implements for wasinn:adapter/memory@0.1.0."""
+
+    def new_tensor(self, store: StoreContext, dims: int, dims_len: int, ty: TensorType, data: int, data_len: int) -> int:
+        """`[constructor]tensor`: `dims-len` u32 dimensions at `dims`, `data-len` bytes at `data`. Cannot fail, like the constructor: `compute` reports a bad tensor."""
+        ...
+
+    def load(self, store: StoreContext, builders: int, count: int, encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        """`graph.load`: `count` builders, each an (address u32, length u32) pair, at `builders`. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def read_data(self, store: StoreContext, t: int, dest: int, capacity: int) -> int:
+        """`[method]tensor.data`: writes the tensor's bytes at `dest` when they fit in `capacity`, and returns their length either way."""
+        ...
+
+
+class WasinnAdapterHost(MemoryHost, Protocol):
+    """Everything the host implements for wasinn:adapter@0.1.0."""
+
+
 class BulkHost(Protocol):
     """What the host implements for wasinn:fastpath/bulk@0.1.0."""
 
@@ -367,6 +389,26 @@ def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
     def _errors__error_data(store, self_):
         return impl.error_data(store, _rep(store, self_, Resource.ERROR))
     li.add_func('[method]error.data', _errors__error_data)
+    li.close()
+
+
+def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) -> None:
+    """Defines every function and resource of wasinn:adapter@0.1.0 in `root`, served by `impl`."""
+
+    li = root.add_instance(WASINN_ADAPTER_MEMORY)
+    def _memory__new_tensor(store, dims_, dims_len_, ty_, data_, data_len_):
+        return ResourceHost.own(impl.new_tensor(store, dims_, dims_len_, TensorType(ty_), data_, data_len_), Resource.TENSOR)
+    li.add_func('new-tensor', _memory__new_tensor)
+    def _memory__load(store, builders_, count_, encoding_, target_):
+        try:
+            value = impl.load(store, builders_, count_, GraphEncoding(encoding_), ExecutionTarget(target_))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load', _memory__load)
+    def _memory__read_data(store, t_, dest_, capacity_):
+        return impl.read_data(store, _rep(store, t_, Resource.TENSOR), dest_, capacity_)
+    li.add_func('read-data', _memory__read_data)
     li.close()
 
 

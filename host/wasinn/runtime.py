@@ -26,17 +26,19 @@ import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from . import _speedups, values
+from .abi import speedups as _speedups
+from .abi import values
 from ._bindings import (WASI_CLI_RUN, WASINN_FASTPATH_BULK, Resource, add_wasi_nn_to_linker,
-                        add_wasinn_fastpath_to_linker,
+                        add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
-from .fastpath import Bulk
-from .hostmem import HostMemories
+from .abi import adapter
+from .abi.bulk import Bulk
+from .abi.memory import HostMemories
 from .limits import Limits
-from .introspect import Introspect
+from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
@@ -83,8 +85,10 @@ class _Engine:
             add_wasi_nn_to_linker(root, host.nn)
             if bulk:
                 add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
+                add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
-        settings = f"{'hostmem-nocow' if bulk else 'cow'}-epoch{'-fuel' if host.limits.fuel else ''}"
+        memories = f"hostmem-nocow-adapter{adapter.adapter_digest()}" if bulk else "cow"
+        settings = f"{memories}-epoch{'-fuel' if host.limits.fuel else ''}"
         self.cache = None if host.cache_dir is None else CompileCache(
             host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")
 
@@ -140,7 +144,7 @@ class Host:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
         # the import's name is in the binary as it is: a substring test decides
-        engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm]
+        engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm or adapter.needs_adapter(wasm)]
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
         component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
         component.wasinn_engine = engine
@@ -150,8 +154,11 @@ class Host:
         if wasm[:8] == b"\0asm\x01\0\0\0":
             raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
                               "components (build Python guests with `wasinn build`)")
-        self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         start = time.perf_counter()
+        if adapter.needs_adapter(wasm):
+            self.progress(f"composing {label} with wasinn's wasi:nn data-path adapter, once per component...")
+            wasm = adapter.compose(wasm, label)
+        self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         try:
             component = Component(engine.engine, wasm)
         except WasmtimeError as e:

@@ -24,8 +24,8 @@ import onnx.defs
 from onnx import TensorProto
 
 from ..errors import WasinnError
-from ..introspect import as_json as description_json
-from ..introspect import describe, open_graph
+from ..abi.introspect import as_json as description_json
+from ..abi.introspect import describe, open_graph
 from . import DEFAULT_BUDGET, megabytes
 
 # The input types of the single-input models most edge apps expect (images, features).

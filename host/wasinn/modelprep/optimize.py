@@ -244,8 +244,8 @@ def _samples(session: ort.InferenceSession, images) -> tuple[list[dict], str]:
     if paths:
         if layout is None:
             raise WasinnError("--images needs a model with one float32 [1, 3, S, S] or uint8 [H, W, 3] input")
-        from ..classifier_model import reference_preprocess
-        from ..classify import load_image
+        from ..apps.classifier_model import reference_preprocess
+        from ..apps.classify import load_image
         name = session.get_inputs()[0].name
         side = session.get_inputs()[0].shape[2]
         pixels = [load_image(p) for p in paths]

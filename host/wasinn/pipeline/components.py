@@ -13,7 +13,8 @@ import os
 import pathlib
 import tempfile
 
-from .. import componentize, resources
+from .. import resources
+from .. import build
 from .._bindings import WASINN_GUEST_PIPELINE_STAGE_WORLD
 from ..runtime import Progress
 from .schema import Module
@@ -30,7 +31,7 @@ def component_path(module: Module, cache_dir: pathlib.Path, progress: Progress) 
     if module.path.suffix == ".wasm":
         return module.path
     h = hashlib.sha256()
-    for tree in (module.path, resources.path("wit"), pathlib.Path(componentize.__file__).parent / "_guest"):
+    for tree in (module.path, resources.path("wit"), pathlib.Path(build.__file__).parent / "_guest"):
         _tree_digest(h, tree)
     h.update(importlib.metadata.version("componentize-py").encode())
     out = cache_dir / "components" / f"{module.path.name}-{h.hexdigest()[:20]}.wasm"
@@ -38,7 +39,7 @@ def component_path(module: Module, cache_dir: pathlib.Path, progress: Progress) 
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        built = componentize.build(module.path / "app.py", pathlib.Path(tmp) / out.name,
+        built = build.build(module.path / "app.py", pathlib.Path(tmp) / out.name,
                                    world=WASINN_GUEST_PIPELINE_STAGE_WORLD, progress=progress)
         os.replace(built, out)  # atomic: a process starting meanwhile never reads half a file
     return out

@@ -1,7 +1,7 @@
 """The classifier model as OpenVINO IR, for wasi:nn hosts that serve OpenVINO (the
 wasmtime CLI's `-S nn-graph=openvino::DIR`). Needs the `openvino` package.
 
-OpenVINO reads the composed ONNX model (wasinn.classifier_model), but its CPU plugin
+OpenVINO reads the composed ONNX model (wasinn.apps.classifier_model), but its CPU plugin
 computes the front's Resize (linear, antialias=1) as a plain bilinear resize without
 the antialiasing filter: on the three sample photos the 224x224 pixels end up to 71
 grey levels away from Pillow's. The IR therefore replaces that Interpolate with
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from .errors import WasinnError
+from ..errors import WasinnError
 
 
 def _openvino():

@@ -11,7 +11,7 @@ import re
 
 from wasmtime.component import Record, Variant
 
-from .errors import WasinnError
+from ..errors import WasinnError
 
 _TOKEN = re.compile(r"""\s*(?:
     (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|-?inf|nan)

@@ -7,12 +7,13 @@ import json
 import sys
 import time
 
-from . import cli_models, componentize
-from ._bindings import WASINN_GUEST_ML_WORLD
-from .backends import parse_choices
-from .errors import GuestTrap, WasinnError
-from .limits import Limits
-from .runtime import Host, stderr_progress
+from . import models
+from .. import build
+from .._bindings import WASINN_GUEST_ML_WORLD
+from ..backends import parse_choices
+from ..errors import GuestTrap, WasinnError
+from ..limits import Limits
+from ..runtime import Host, stderr_progress
 from .wave import format_value, parse_call
 
 
@@ -61,7 +62,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_build(args) -> int:
-    componentize.build(args.app, args.output, world=args.world, fastpath=not args.portable,
+    build.build(args.app, args.output, world=args.world, fastpath=not args.portable,
                        progress=stderr_progress)
     return 0
 
@@ -79,7 +80,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .classify import ImageClassifier, load_image
+    from ..apps.classify import ImageClassifier, load_image
     host = host_from_args(args)
     name = None
     if args.model:
@@ -104,10 +105,10 @@ def cmd_serve(args) -> int:
     import pathlib
     import socket
 
-    from .runtime import default_cache_dir
+    from ..runtime import default_cache_dir
     try:
-        from .pipeline import load_pipeline
-        from .pipeline.supervisor import ServeOptions, serve
+        from ..pipeline import load_pipeline
+        from ..pipeline.supervisor import ServeOptions, serve
     except ModuleNotFoundError as e:
         raise WasinnError(f"wasinn serve needs the Python package {e.name}: pip install 'wasinn[serve]'") from None
     options = ServeOptions(
@@ -186,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
                        "against wasinn's wit/.")
     p.add_argument("app", help="the guest's entry module (or a directory holding app.py)")
     p.add_argument("-o", "--output", required=True, help="the .wasm to write")
-    p.add_argument("--world", default=componentize.DEFAULT_WORLD,
-                   help=f"the WIT world to target (default: {componentize.DEFAULT_WORLD}, a command "
+    p.add_argument("--world", default=build.DEFAULT_WORLD,
+                   help=f"the WIT world to target (default: {build.DEFAULT_WORLD}, a command "
                         f"that imports wasi:nn; {WASINN_GUEST_ML_WORLD} for a library component)")
     p.add_argument("--portable", action="store_true",
                    help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
@@ -245,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     p.set_defaults(func=cmd_serve)
-    cli_models.add_parsers(sub)
+    models.add_parsers(sub)
     return ap
 
 

@@ -1,6 +1,6 @@
 """The bundled image classifier, end to end: `wasinn classify` and `ImageClassifier`.
 
-    from wasinn.classify import ImageClassifier, load_image
+    from wasinn.apps.classify import ImageClassifier, load_image
     clf = ImageClassifier()                       # builds/caches the component on first use
     [preds] = clf.classify([load_image("cat.png")], top=3)
 
@@ -19,12 +19,12 @@ import tempfile
 import numpy as np
 from wasmtime.component import Variant
 
-from . import resources
-from ._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
-from .componentize import build_cached
-from .errors import WasinnError
-from .files import write_atomic
-from .runtime import Host, Progress
+from .. import resources
+from .._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
+from ..build import build_cached
+from ..errors import WasinnError
+from ..files import write_atomic
+from ..runtime import Host, Progress
 
 MODEL_NAME = "efficientnet-lite0"
 _MODEL_DIR = "models/efficientnet-lite0"

@@ -2,7 +2,7 @@
 directories that `-S nn-graph=ENCODING::DIR` reads (wasmtime's flag, which wasinn
 also takes).
 
-    python -m wasinn.classify_cli OUT [--openvino]
+    python -m wasinn.apps.classify_cli OUT [--openvino]
 
 writes OUT/classify-cli.wasm, OUT/onnx/efficientnet-lite0/model.onnx and, with
 --openvino, OUT/openvino/efficientnet-lite0/model.xml + model.bin, then prints the
@@ -17,12 +17,12 @@ import shlex
 import shutil
 import sys
 
-from . import resources
-from ._bindings import WASINN_GUEST_ML_COMMAND_WORLD
+from .. import resources
+from .._bindings import WASINN_GUEST_ML_COMMAND_WORLD
 from .classify import MODEL_NAME, composed_model
-from .componentize import build_cached, guest_files
-from .errors import WasinnError
-from .runtime import Progress, default_cache_dir, stderr_progress
+from ..build import build_cached, guest_files
+from ..errors import WasinnError
+from ..runtime import Progress, default_cache_dir, stderr_progress
 
 _GUEST_DIR = "guest/classify-cli"
 _LABELS = "models/efficientnet-lite0/labels.txt"
@@ -66,7 +66,7 @@ def wasmtime_binary(directory: pathlib.Path) -> pathlib.Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wasinn.classify_cli", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m wasinn.apps.classify_cli", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=pathlib.Path, help="the directory to write into")
     ap.add_argument("--openvino", action="store_true",
                     help="also write the model as OpenVINO IR, for `wasmtime run` (needs the openvino package)")

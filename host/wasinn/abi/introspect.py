@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from ._bindings import GraphDescription, Resource, TensorDescription
-from .backends import Graph, TensorSpec, default_backends
-from .backends.kserve import is_remote
-from .errors import NnError, WasinnError
-from .nn import WasiNn
-from .registry import ModelRegistry
+from .._bindings import GraphDescription, Resource, TensorDescription
+from ..backends import Graph, TensorSpec, default_backends
+from ..backends.kserve import is_remote
+from ..errors import NnError, WasinnError
+from ..nn import WasiNn
+from ..registry import ModelRegistry
 
 # The WIT shape's marker for a dynamic axis.
 DYNAMIC = -1

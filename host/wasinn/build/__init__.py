@@ -12,10 +12,10 @@ import sys
 import tempfile
 import time
 
-from . import resources
-from ._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
-from .errors import WasinnError
-from .files import write_atomic
+from .. import resources
+from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
+from ..errors import WasinnError
+from ..files import write_atomic
 
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
 _FASTPATH_SHIM = pathlib.Path(__file__).resolve().parent / "_guest" / "fastpath.py"

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import json
 
-from .backends import parse_choices
-from .modelprep import DEFAULT_BUDGET, DEFAULT_RUNS, DEFAULT_TOLERANCE, QUANT_TYPES
-from .runtime import stderr_progress
+from ..backends import parse_choices
+from ..modelprep import DEFAULT_BUDGET, DEFAULT_RUNS, DEFAULT_TOLERANCE, QUANT_TYPES
+from ..runtime import stderr_progress
 
 
 def cmd_inspect(args) -> int:
-    from .introspect import as_json, as_table, describe, open_graph
+    from ..abi.introspect import as_json, as_table, describe, open_graph
     description = describe(open_graph(args.model, backends=parse_choices(args.backend)))
     print(json.dumps(as_json(description), indent=2) if args.json else as_table(description))
     return 0
 
 
 def cmd_model_check(args) -> int:
-    from .modelprep.check import check
+    from ..modelprep.check import check
     report = check(args.model, budget=int(args.budget * 1e6))
     print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
     return 0 if report.ok else 1
 
 
 def cmd_model_optimize(args) -> int:
-    from .modelprep.optimize import optimize
+    from ..modelprep.optimize import optimize
     report = optimize(args.model, args.output, quantize=args.quantize, images=args.images,
                       tolerance=args.tolerance, runs=args.runs, progress=stderr_progress)
     print(report.text())

@@ -72,7 +72,7 @@ def compose(base_model: bytes, *, labels_count: int = 1000) -> bytes:
     model = helper.make_model(
         graph, opset_imports=opsets,
         ir_version=max(base.ir_version, helper.find_min_ir_version_for(opsets)),
-        producer_name="wasinn.classifier_model",
+        producer_name="wasinn.apps.classifier_model",
         doc_string=(f"uint8 [H, W, 3] RGB image -> center crop, antialiased bilinear resize to "
                     f"{side}x{side}, (x - {PIXEL_OFFSET:g}) / {PIXEL_SCALE:g}, NCHW -> network -> "
                     f"softmax. Outputs: {PROBABILITIES} [1, {labels_count}], {LOGITS} [1, {labels_count}]."),

@@ -9,11 +9,11 @@ never an access outside the guest's memory.
 """
 from __future__ import annotations
 
-from ._bindings import Err, ExecutionTarget, GraphEncoding, Resource, Span, TensorType
-from .errors import invalid_argument
-from .hostmem import HostMemories, LinearMemory, OutOfBounds
-from .nn import WasiNn, returns_error, store_key
-from .tensors import HostTensor
+from .._bindings import Err, ExecutionTarget, GraphEncoding, Resource, Span, TensorType
+from ..errors import invalid_argument
+from .memory import HostMemories, LinearMemory, OutOfBounds
+from ..nn import WasiNn, returns_error, store_key
+from ..tensors import HostTensor
 
 # PyBytesObject on wasm32: ob_refcnt@0, ob_type@4, ob_size@8, ob_shash@12, ob_sval@16
 _HEADER = 16

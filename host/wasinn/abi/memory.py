@@ -36,6 +36,10 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 _MADV_HUGEPAGE = 14  # instantiation copies the initial memory image: huge pages make it ~3x faster
 _PAGE = mmap.PAGESIZE
 _DEFAULT_RESERVE = 4 << 30
+# The data-path adapter (adapter.wat) declares its memory with this maximum, in 64 KiB
+# pages; that is how the host tells it from the guest's own memories.
+ADAPTER_MAX_PAGES = 65521
+_WASM_PAGE = 65536
 
 _bytes_from_size = ctypes.pythonapi.PyBytes_FromStringAndSize
 _bytes_from_size.restype = ctypes.py_object
@@ -58,13 +62,14 @@ class OutOfBounds(ValueError):
 class LinearMemory:
     """One guest memory. Every access is checked against its current size."""
 
-    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner")
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner", "adapter")
 
-    def __init__(self, base: int, size: int, reserve: int, mapped: int):
+    def __init__(self, base: int, size: int, reserve: int, mapped: int, adapter: bool = False):
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
         self.alive = True
         self.owner: int | None = None
+        self.adapter = adapter
 
     def check(self, addr: int, n: int) -> None:
         if not self.alive:
@@ -147,7 +152,10 @@ class HostMemories:
             if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
                 _libc.munmap(base, mapped)
                 return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
-            memory = LinearMemory(base, minimum, reserve, mapped)
+            limit = ctypes.c_uint64()
+            adapter = (bool(ffi.wasmtime_memorytype_maximum(ty, ctypes.byref(limit)))
+                       and limit.value == ADAPTER_MAX_PAGES)
+            memory = LinearMemory(base, minimum, reserve, mapped, adapter)
             key = next(self._ids)
             with self._lock:
                 self._memories[key] = memory
@@ -213,11 +221,19 @@ class HostMemories:
                     self._by_store.setdefault(store_key, []).extend(live)
 
     def main_memory(self, store_key: int) -> LinearMemory:
-        """The guest's memory (a componentize-py component has exactly one)."""
-        memories = self._by_store.get(store_key)
+        """The guest's memory (a componentize-py component has exactly one; the
+        preview1 adapter's and wasinn's data-path adapter's are smaller or marked)."""
+        memories = [m for m in self._by_store.get(store_key, ()) if not m.adapter]
         if not memories:
             raise OutOfBounds("this instance has no host-owned memory")
         return max(memories, key=lambda m: m.size)
+
+    def adapter_memory(self, store_key: int) -> LinearMemory:
+        """The memory of the data-path adapter composed into this instance."""
+        memories = [m for m in self._by_store.get(store_key, ()) if m.adapter]
+        if len(memories) != 1:
+            raise OutOfBounds(f"this instance has {len(memories)} data-path adapter memories, not one")
+        return memories[0]
 
     def live(self) -> int:
         return len(self._memories)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from wasmtime.component import (BorrowType, EnumType, ListType, OptionType, OwnType, RecordType, ResultType,
                                 TupleType, Variant, VariantType)
 
-from .errors import WasinnError
+from ..errors import WasinnError
 
 # (type, value) -> value, applied where a resource handle goes
 Handles = Callable[[Any, Any], Any]
