@@ -1,0 +1,127 @@
+/* A standard wasi:nn guest in C (the canonical ABI by hand, as wit-bindgen emits it).
+ *
+ *   run: nn-c MODEL.onnx ITERATIONS   load the model from a preopened file through
+ *        graph.load, then ITERATIONS x (tensor of the model's input -> compute -> data),
+ *        printing per-step times in microseconds
+ *   export echo(t) -> t: t.data() then a new tensor of the same dims, type and bytes
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "wasi_nn.h"
+
+void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
+    (void)old_size; (void)align;
+    if (new_size == 0) return (void *)align;
+    void *p = realloc(ptr, new_size);
+    if (!p) abort();
+    return p;
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int fail(const char *what, nn_handle err) {
+    nn_string msg;
+    nn_error_data(err, &msg);
+    fprintf(stderr, "%s failed: %.*s\n", what, (int)msg.len, msg.ptr);
+    free(msg.ptr);
+    nn_error_drop(err);
+    return 1;
+}
+
+__attribute__((export_name("wasinn:guest/std-echo@0.1.0#echo")))
+nn_handle echo(nn_handle t) {
+    nn_dims dims; nn_bytes data;
+    nn_tensor_dimensions(t, &dims);
+    int32_t ty = nn_tensor_ty(t);
+    nn_tensor_data(t, &data);
+    nn_tensor_drop(t);
+    nn_handle out = nn_tensor_new(dims.ptr, dims.len, ty, data.ptr, data.len);
+    free(dims.ptr);
+    free(data.ptr);
+    return out;
+}
+
+static int copy_bench(size_t size, int n) {
+    uint8_t *buf = malloc(size);
+    memset(buf, 7, size);
+    uint32_t dims[1] = {(uint32_t)size};
+    double a = now_us();
+    for (int i = 0; i < n; i++) nn_tensor_drop(nn_tensor_new(dims, 1, NN_U8, buf, size));
+    double b = now_us();
+    nn_handle t = nn_tensor_new(dims, 1, NN_U8, buf, size);
+    double c = now_us();
+    for (int i = 0; i < n; i++) { nn_bytes out; nn_tensor_data(t, &out); free(out.ptr); }
+    double d = now_us();
+    printf("size %zu: tensor %.1f us (%.2f GB/s), data %.1f us (%.2f GB/s)\n", size, (b - a) / n,
+           size * n / (b - a) / 1e3, (d - c) / n, size * n / (d - c) / 1e3);
+    return 0;
+}
+
+static int run_main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "copy") == 0) return copy_bench(strtoul(argv[2], 0, 10), atoi(argv[3]));
+    if (argc < 3) { fprintf(stderr, "usage: nn-c MODEL.onnx ITERATIONS\n"); return 2; }
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) { perror(argv[1]); return 1; }
+    fseek(f, 0, SEEK_END); long size = ftell(f); fseek(f, 0, SEEK_SET);
+    nn_bytes model = { malloc(size), (size_t)size };
+    if (fread(model.ptr, 1, size, f) != (size_t)size) { perror("read"); return 1; }
+    fclose(f);
+    int iterations = atoi(argv[2]);
+    double t0 = now_us();
+    nn_result r;
+    nn_load(&model, 1, NN_ONNX, NN_CPU, &r);
+    if (r.is_err) return fail("load", r.value);
+    nn_handle graph = r.value;
+    double t1 = now_us();
+    free(model.ptr);
+    nn_init_execution_context(graph, &r);
+    if (r.is_err) return fail("init-execution-context", r.value);
+    nn_handle ctx = r.value;
+    printf("load %.0f us (%ld bytes)\n", t1 - t0, size);
+    uint32_t dims[4] = {1, 3, 224, 224};
+    size_t n = 1 * 3 * 224 * 224 * 4;
+    uint8_t *input = malloc(n);
+    for (size_t i = 0; i < n / 4; i++) ((float *)input)[i] = (float)(i % 255) / 255.0f - 0.5f;
+    for (int it = 0; it < iterations; it++) {
+        double a = now_us();
+        nn_handle t = nn_tensor_new(dims, 4, NN_FP32, input, n);
+        double b = now_us();
+        nn_named_tensor in = { { "input", 5 }, t };
+        nn_compute_result cr;
+        nn_compute(ctx, &in, 1, &cr);
+        if (cr.is_err) return fail("compute", cr.u.err);
+        double c = now_us();
+        nn_bytes out;
+        nn_tensor_data(cr.u.ok.ptr[0].tensor, &out);
+        double d = now_us();
+        float best = -1e30f; size_t arg = 0;
+        for (size_t i = 0; i < out.len / 4; i++) if (((float *)out.ptr)[i] > best) { best = ((float *)out.ptr)[i]; arg = i; }
+        printf("iter %d tensor %.1f compute %.1f data %.1f total %.1f us top1 %zu bytes %zu\n",
+               it, b - a, c - b, d - c, d - a, arg, out.len);
+        for (size_t i = 0; i < cr.u.ok.len; i++) { nn_tensor_drop(cr.u.ok.ptr[i].tensor); free(cr.u.ok.ptr[i].name.ptr); }
+        free(cr.u.ok.ptr);
+        free(out.ptr);
+    }
+    nn_context_drop(ctx);
+    nn_graph_drop(graph);
+    return 0;
+}
+
+__attribute__((export_name("wasi:cli/run@0.2.0#run")))
+int32_t run(void) {
+    /* argv through WASI preview1: this is a reactor, so nobody called main for us */
+    size_t argc, size;
+    if (__wasi_args_sizes_get(&argc, &size) != 0) return 1;
+    char **argv = calloc(argc + 1, sizeof(char *));
+    char *buf = malloc(size);
+    if (__wasi_args_get((uint8_t **)argv, (uint8_t *)buf) != 0) return 1;
+    int rc = run_main((int)argc, argv);
+    fflush(stdout);
+    return rc == 0 ? 0 : 1;
+}
