@@ -122,11 +122,15 @@ def js_component(app: pathlib.Path, *, name: str, world: str) -> pathlib.Path:
                                "run scripts/setup-guest-toolchains.sh")
 
     def build(tmp: pathlib.Path) -> bytes:
-        out = tmp / "component.wasm"
+        # componentize-js reads its inputs inside wasm, which sees only the working directory
+        shutil.copytree(WIT, tmp / "wit")
+        shutil.copy(app, tmp / "app.js")
         print(f"building {name} with componentize-js (about 20 s, once per content)...", flush=True)
-        _run(["node", str(cli), str(app), "--wit", str(WIT), "--world-name", world, "-d", "http", "-d", "fetch-event",
-              "-o", str(out)], f"componentize-js for {name}")
-        return out.read_bytes()
+        proc = subprocess.run(["node", str(cli), "app.js", "--wit", "wit", "--world-name", world, "-d", "http",
+                               "-d", "fetch-event", "-o", "component.wasm"], cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"componentize-js for {name} failed:\n{proc.stdout}{proc.stderr}")
+        return (tmp / "component.wasm").read_bytes()
     return _cached(name, _digest(app, WIT, world, cli.parent.parent / "package.json"), build)
 
 

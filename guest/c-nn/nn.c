@@ -3,7 +3,8 @@
  *   run: nn-c MODEL.onnx ITERATIONS   load the model from a preopened file through
  *        graph.load, then ITERATIONS x (tensor of the model's input -> compute -> data),
  *        printing per-step times in microseconds
- *   export echo(t) -> t: t.data() then a new tensor of the same dims, type and bytes
+ *        copy SIZE N                     N x a SIZE-byte tensor and its data(), timed
+ *   exports wasinn:guest/std-nn (wit/worlds.wit): echo, load-model, set-input, infer
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,29 @@ static int fail(const char *what, nn_handle err) {
     return 1;
 }
 
-__attribute__((export_name("wasinn:guest/std-echo@0.1.0#echo")))
-nn_handle echo(nn_handle t) {
+#define EXPORT(name) __attribute__((export_name("wasinn:guest/std-nn@0.1.0#" name)))
+
+/* result<_, string> and result<u32, string> as the canonical ABI returns them */
+static struct { uint8_t is_err; uint32_t a; uint32_t b; } ret_area;
+
+static int32_t *err_string(nn_handle err) {
+    static const char *codes[] = {"invalid-argument", "invalid-encoding", "timeout", "runtime-error",
+                                  "unsupported-operation", "too-large", "not-found", "security", "unknown"};
+    nn_string msg;
+    nn_error_data(err, &msg);
+    int32_t code = nn_error_code(err);
+    nn_error_drop(err);
+    char *text = malloc(msg.len + 32);
+    int n = snprintf(text, msg.len + 32, "%s: %.*s", codes[code], (int)msg.len, msg.ptr);
+    free(msg.ptr);
+    ret_area.is_err = 1; ret_area.a = (uint32_t)(uintptr_t)text; ret_area.b = (uint32_t)n;
+    return (int32_t *)&ret_area;
+}
+
+static nn_handle context = -1;
+static struct { char *name; size_t name_len; nn_dims dims; int32_t ty; nn_bytes data; } input;
+
+EXPORT("echo") nn_handle echo(nn_handle t) {
     nn_dims dims; nn_bytes data;
     nn_tensor_dimensions(t, &dims);
     int32_t ty = nn_tensor_ty(t);
@@ -45,6 +67,48 @@ nn_handle echo(nn_handle t) {
     free(dims.ptr);
     free(data.ptr);
     return out;
+}
+
+EXPORT("load-model") int32_t *load_model(nn_handle model) {
+    nn_bytes bytes;
+    nn_tensor_data(model, &bytes);
+    nn_tensor_drop(model);
+    nn_result r;
+    nn_load(&bytes, 1, NN_ONNX, NN_CPU, &r);
+    free(bytes.ptr);
+    if (r.is_err) return err_string(r.value);
+    nn_handle graph = r.value;
+    nn_init_execution_context(graph, &r);
+    nn_graph_drop(graph);
+    if (r.is_err) return err_string(r.value);
+    if (context >= 0) nn_context_drop(context);
+    context = r.value;
+    ret_area.is_err = 0;
+    return (int32_t *)&ret_area;
+}
+
+EXPORT("set-input") void set_input(char *name, size_t name_len, nn_handle t) {
+    free(input.name); free(input.dims.ptr); free(input.data.ptr);
+    input.name = name; input.name_len = name_len;
+    nn_tensor_dimensions(t, &input.dims);
+    input.ty = nn_tensor_ty(t);
+    nn_tensor_data(t, &input.data);
+    nn_tensor_drop(t);
+}
+
+EXPORT("infer") int32_t *infer(void) {
+    nn_handle t = nn_tensor_new(input.dims.ptr, input.dims.len, input.ty, input.data.ptr, input.data.len);
+    nn_named_tensor in = { { input.name, input.name_len }, t };
+    nn_compute_result cr;
+    nn_compute(context, &in, 1, &cr);
+    if (cr.is_err) return err_string(cr.u.err);
+    nn_bytes out;
+    nn_tensor_data(cr.u.ok.ptr[0].tensor, &out);
+    for (size_t i = 0; i < cr.u.ok.len; i++) { nn_tensor_drop(cr.u.ok.ptr[i].tensor); free(cr.u.ok.ptr[i].name.ptr); }
+    free(cr.u.ok.ptr);
+    free(out.ptr);
+    ret_area.is_err = 0; ret_area.a = (uint32_t)out.len;
+    return (int32_t *)&ret_area;
 }
 
 static int copy_bench(size_t size, int n) {
