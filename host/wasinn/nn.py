@@ -47,6 +47,7 @@ class Session:
         self.store_context = store_context
         self.reps: set[int] = set()
         self.counts = collections.Counter()  # live resources by kind
+        self.host_bytes = 0  # what its live tensors and graphs hold on the host (max-host-bytes)
         self.deadline: float | None = None  # time.monotonic() when the current call must end
 
 
@@ -99,6 +100,7 @@ class WasiNn:
                 self._objects.pop(rep, None)
             session.reps.clear()
             session.counts.clear()
+            session.host_bytes = 0
             # A store freed without close() may already have a successor at its address.
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
@@ -114,7 +116,10 @@ class WasiNn:
         cap = self.limits.live_limit(name)
         if limited and cap and session.counts[name] >= cap:
             raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
-                            f"the limit is {cap} (max-{_LIMIT_NAMES[name]})")
+                            f"the limit is {cap} (max-{_LIMIT_NAMES[name]}, --max-{_LIMIT_NAMES[name]})")
+        held = _held_bytes(kind, obj)
+        if limited and held:
+            self.limits.check_host_bytes(session.host_bytes, held, f"this {name} ({held} bytes)")
         with self._lock:
             rep = next(self._reps) & 0xFFFFFFFF
             while rep == 0 or rep in self._objects:  # reps are u32; skip live ones on wrap
@@ -122,6 +127,7 @@ class WasiNn:
             self._objects[rep] = (kind, obj, session)
             session.reps.add(rep)
             session.counts[name] += 1
+            session.host_bytes += held
         return rep
 
     def get(self, rep: int, kind: Resource):
@@ -130,6 +136,14 @@ class WasiNn:
             # The canonical ABI only hands us reps we created for this type, so this
             # means the host's table and wasmtime's disagree: a host bug.
             raise RuntimeError(f"no live {kind.name.lower()} with rep {rep}")
+        return entry[1]
+
+    def find(self, store, rep: int, kind: Resource):
+        """The object behind a handle a guest named itself (core modules' handles are
+        plain numbers): None unless it is a live `kind` of this very instance."""
+        entry = self._objects.get(rep)
+        if entry is None or entry[0] != kind or entry[2] is not self._sessions.get(store_key(store)):
+            return None
         return entry[1]
 
     def take(self, rep: int, kind: Resource):
@@ -152,13 +166,27 @@ class WasiNn:
 
     @staticmethod
     def _forget(rep: int, entry: tuple) -> None:
-        kind, _, session = entry
+        kind, obj, session = entry
         session.reps.discard(rep)
         session.counts[kind.name.lower()] -= 1
+        session.host_bytes -= _held_bytes(kind, obj)
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:
-        return self.add(store, Resource.TENSOR, HostTensor(dimensions, ty, data), limited=False)
+        return self.tensor_from_guest(store, dimensions, ty, len(data), lambda: data)
+
+    def tensor_from_guest(self, store, dimensions, ty: TensorType, nbytes: int, read: Callable[[], object]) -> int:
+        """Registers a tensor a guest made, by any data path. `read()` makes its bytes and
+        is called only when they fit the instance's max-host-bytes; over it the tensor
+        keeps no bytes, only its refusal, which `compute` reports (the constructor
+        cannot fail)."""
+        session = self.session(store)
+        try:
+            self.limits.check_host_bytes(session.host_bytes, nbytes, f"a tensor of {nbytes} bytes")
+            tensor = HostTensor(dimensions, ty, read())
+        except NnError as e:
+            tensor = RefusedTensor(dimensions, ty, e)
+        return self.add(store, Resource.TENSOR, tensor, limited=False)
 
     def tensor_dimensions(self, store, self_: int) -> list[int]:
         return list(self.get(self_, Resource.TENSOR).dims)
@@ -167,7 +195,15 @@ class WasiNn:
         return self.get(self_, Resource.TENSOR).ty
 
     def tensor_data(self, store, self_: int):
-        return self.get(self_, Resource.TENSOR).data
+        return self.readable(self_).data
+
+    def readable(self, rep: int) -> HostTensor:
+        """A tensor whose bytes a guest may read; a refused one raises its refusal
+        (`data` has no error case, so the guest traps, with the reason)."""
+        tensor = self.get(rep, Resource.TENSOR)
+        if isinstance(tensor, RefusedTensor):
+            raise tensor.refusal
+        return tensor
 
     def tensor_drop(self, store, rep: int) -> None:
         self.drop(rep)
@@ -191,6 +227,7 @@ class WasiNn:
                 self._recent_graphs.move_to_end(key)
                 return graph
         graph = self._load_uncached(builders, encoding, target)
+        graph.model_bytes = sum(len(b) for b in builders)  # counted against max-host-bytes
         with self._lock:
             self._recent_graphs[key] = graph
             while len(self._recent_graphs) > RECENT_GRAPHS:
@@ -228,8 +265,12 @@ class WasiNn:
         backend = self.backends.get(encoding)
         if backend is None:
             return None
-        self.limits.check_model(os.path.getsize(path))
-        return backend.load_file(path, target)
+        size = os.path.getsize(path)
+        self.limits.check_model(size)
+        graph = backend.load_file(path, target)
+        if graph is not None:
+            graph.model_bytes = size  # counted against max-host-bytes
+        return graph
 
     @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:
@@ -251,9 +292,13 @@ class WasiNn:
         session = self.session(store)
         if session.counts["tensor"] > self.limits.max_tensors:  # tensors the constructor had to accept
             raise too_large(f"the instance holds {session.counts['tensor']} live tensors; the limit is "
-                            f"{self.limits.max_tensors} (max-tensors)")
+                            f"{self.limits.max_tensors} (max-tensors, --max-tensors)")
+        for _, t in tensors:
+            if isinstance(t, RefusedTensor):
+                raise t.refusal
         try:
-            outputs = compute(graph, context, tensors, self.limits, session.deadline)
+            outputs = compute(graph, context, tensors, self.limits, session.deadline,
+                              lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT:
                 # the guest gets to see the timeout before the epoch deadline ends the call
@@ -262,7 +307,7 @@ class WasiNn:
         live = session.counts["tensor"] + len(outputs)
         if live > self.limits.max_tensors:
             raise too_large(f"the outputs would make {live} live tensors in the instance; the limit is "
-                            f"{self.limits.max_tensors} (max-tensors)")
+                            f"{self.limits.max_tensors} (max-tensors, --max-tensors)")
         return [(name, self.add(store, Resource.TENSOR, t, limited=False)) for name, t in outputs]
 
     def graph_execution_context_drop(self, store, rep: int) -> None:
@@ -292,16 +337,9 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Lim
         if i is None:
             raise invalid_argument(f"unknown input {name!r}; the model's inputs are: "
                                    + ", ".join(f"{s.name!r} {s.describe()}" for s in specs))
-        spec = specs[i]
         if i in bound:
-            raise invalid_argument(f"input {spec.name!r} given twice")
-        label = f"input {spec.name!r}"
-        if spec.ty is None:
-            raise invalid_argument(f"{label}: the model wants {spec.type_name}, which wasi:nn cannot carry")
-        if t.ty != spec.ty or not spec.accepts_shape(t.dims):
-            raise invalid_argument(f"{label}: expected {spec.describe()}, got {describe(t.ty, t.dims)}")
-        t.validate(label)  # bytes that do not fit the dims are wrong, whatever the size
-        limits.check_tensor(label, t.dims, t.nbytes)
+            raise invalid_argument(f"input {specs[i].name!r} given twice")
+        check_input(specs[i], t, limits)
         bound[i] = t
     missing = [s for i, s in enumerate(specs) if i not in bound]
     if missing:
@@ -310,8 +348,55 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Lim
     return [bound[i] for i in range(len(specs))]
 
 
+def check_input(spec, t: HostTensor, limits: Limits) -> None:
+    """Raises unless `t` fits the model input `spec` (type, shape, bytes, limits)."""
+    label = f"input {spec.name!r}"
+    if spec.ty is None:
+        raise invalid_argument(f"{label}: the model wants {spec.type_name}, which wasi:nn cannot carry")
+    if t.ty != spec.ty or not spec.accepts_shape(t.dims):
+        raise invalid_argument(f"{label}: expected {spec.describe()}, got {describe(t.ty, t.dims)}")
+    t.validate(label)  # bytes that do not fit the dims are wrong, whatever the size
+    limits.check_tensor(label, t.dims, t.nbytes)
+
+
 def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]], limits: Limits,
-            deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+            deadline: float | None = None, accept_outputs: Callable[[list[tuple[str, int]]], None] | None = None
+            ) -> list[tuple[str, HostTensor]]:
     """One inference with wasi:nn's rules, for guests and for host-side callers alike.
-    `deadline` (time.monotonic()) stops a backend that runs too long: wasi:nn `timeout`."""
-    return context.compute(bind_inputs(graph, tensors, limits), deadline=deadline)
+    `deadline` (time.monotonic()) stops a backend that runs too long: wasi:nn `timeout`.
+    `accept_outputs` gets (name, bytes) of outputs and raises for those over a limit:
+    before the run for the outputs whose size the model fixes, after it (before the
+    backend wraps anything) for all."""
+    accept = accept_outputs or (lambda sizes: check_outputs(limits, sizes))
+    inputs = bind_inputs(graph, tensors, limits)
+    accept([(s.name, n) for s in graph.outputs if (n := s.static_nbytes()) is not None])
+    return context.compute(inputs, deadline=deadline, accept_outputs=accept)
+
+
+def check_outputs(limits: Limits, sizes: list[tuple[str, int]], held: int | None = None) -> None:
+    """Outputs (name, bytes) against max-output-bytes and, for an instance holding
+    `held` bytes, max-host-bytes."""
+    for name, nbytes in sizes:
+        limits.check_output(name, nbytes)
+    total = sum(n for _, n in sizes)
+    if held is not None:
+        limits.check_host_bytes(held, total, f"outputs of {total} bytes")
+
+
+class RefusedTensor(HostTensor):
+    """A tensor whose bytes the host refused to keep: what remains is why."""
+
+    __slots__ = ("refusal",)
+
+    def __init__(self, dims, ty: TensorType, refusal: NnError):
+        super().__init__(dims, ty, b"")
+        self.refusal = refusal
+
+
+def _held_bytes(kind: Resource, obj) -> int:
+    """Host bytes a table entry holds: a tensor's data, a graph's model bytes."""
+    if kind == Resource.TENSOR:
+        return obj.nbytes
+    if kind == Resource.GRAPH:
+        return getattr(obj, "model_bytes", 0)
+    return 0

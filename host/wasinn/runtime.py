@@ -115,9 +115,11 @@ class Host:
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
         self.memories = HostMemories()  # must outlive the engines: it serves their callbacks
         self.models = ModelRegistry()
-        self.nn = WasiNn(default_backends(ort_threads, backends), self.models, self.limits)
+        self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory),
+                         self.models, self.limits)
         self._engines = (_Engine(self, bulk=False), _Engine(self, bulk=True))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
+        self.core_modules = CoreModules(self)
 
     @staticmethod
     def engine_of(component: Component) -> Engine:
@@ -143,6 +145,8 @@ class Host:
             except OSError as e:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
+        if wasm[:8] == CORE_MODULE_HEADER:  # a preview1 program on wasi-nn's WITX ABI
+            return self.core_modules.load(wasm, path, label)
         # the import's name is in the binary as it is: a substring test decides
         engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm or adapter.needs_adapter(wasm)]
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
@@ -174,6 +178,8 @@ class Host:
         """An instance of `component`. `args` and `env` are what the guest sees through
         WASI; `dirs` are (host path, guest path) preopens. Instantiation is lazy: the
         first call creates the store."""
+        if isinstance(component, wasmtime.Module):
+            return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
         return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
 
 
@@ -197,22 +203,8 @@ class Instance:
     def _ensure(self) -> Store:
         if self._store is not None:
             return self._store
-        wasi = WasiConfig()
-        wasi.argv = self.argv
-        wasi.env = list(self.env.items())
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
-        for host_path, guest_path in self.dirs:
-            if not os.path.isdir(host_path):
-                raise WasinnError(f"--dir: no such directory {host_path}")
-            wasi.preopen_dir(host_path, guest_path)
         engine = self.component.wasinn_engine
-        store = Store(engine.engine)
-        store.set_limits(memory_size=self.host.limits.memory)
-        self._budget(store)
-        if self.host.limits.fuel:
-            store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
-        store.set_wasi(wasi)
+        store = self._new_store(engine.engine)
         session = self.host.nn.open_session(store)
         try:
             if engine.bulk:
@@ -227,6 +219,25 @@ class Instance:
         # An Instance dropped without close() must still free its host resources.
         weakref.finalize(store, self.host.nn.close_session, session)
         self.instances_started += 1
+        return store
+
+    def _new_store(self, engine: Engine) -> Store:
+        """A store with the instance's WASI (argv, env, preopens, stdio) and limits."""
+        wasi = WasiConfig()
+        wasi.argv = self.argv
+        wasi.env = list(self.env.items())
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+        for host_path, guest_path in self.dirs:
+            if not os.path.isdir(host_path):
+                raise WasinnError(f"--dir: no such directory {host_path}")
+            wasi.preopen_dir(host_path, guest_path)
+        store = Store(engine)
+        store.set_limits(memory_size=self.host.limits.memory)
+        self._budget(store)
+        if self.host.limits.fuel:
+            store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
+        store.set_wasi(wasi)
         return store
 
     def close(self) -> None:
@@ -405,3 +416,6 @@ def _one_line(e: Exception) -> str:
         causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]
         return "; ".join(causes) or lines[0]
     return lines[0] if lines else type(e).__name__
+
+
+from .modules import CORE_MODULE_HEADER, CoreModules, ModuleInstance  # noqa: E402 (it builds on Instance)

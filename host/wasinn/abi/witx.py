@@ -1,0 +1,344 @@
+"""wasi-nn for core modules: the `wasi_ephemeral_nn` ABI (WITX), and WAMR's `wasi_nn`.
+
+The glue beside the component bindings, over the same `WasiNn` (nn.py): graphs and
+contexts live in its table under the instance's session (so limits, teardown and
+`live_resources` are the same), inputs are checked by `nn.check_input` and computed by
+`nn.compute`, backends are the host's. What differs is only how values cross: a host
+function gets the caller's memory and reads the tensor straight from it (one copy, into
+the backend's input), and writes outputs straight into the guest's buffer.
+
+Every pointer and length a guest passes is checked against its memory before anything is
+read or written; every failure is an errno (the ABI's only channel) and one `wasinn:`
+line on stderr with the full message (`report=None` turns that off). Nothing raises into
+wasmtime.
+
+Enum tags that changed between releases (tables in wit/witx/wasi-nn.witx):
+* tensor type 2 is u8 in the first WITX and f64 now, 3 is i32 then and u8 now: the data
+  length against the dimensions decides, then the model input's own type;
+* encoding 5 and 6 are autodetect and ggml (wasmtime, WasmEdge) or ggml and autodetect
+  (WAMR): the model bytes decide (GGUF/GGML magic is ggml, anything else autodetect);
+* execution target 3 (WasmEdge's `auto`) runs on the cpu.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import sys
+from typing import Callable
+
+import numpy as np
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from . import _witx_tables as tables
+from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
+from ..errors import NnError, invalid_argument, not_found, unsupported
+from ..nn import TIMEOUT_GRACE_TICKS, WasiNn, check_input, compute
+from ..tensors import DTYPES, HostTensor
+
+SERVED = tables.FUNCTIONS  # import module -> the functions defined for it
+MODULES = tuple(SERVED)
+_ERRNO = {name: tag for tag, name in enumerate(tables.ENUMS["nn_errno"])}
+# wasi:nn error codes with no WITX errno of their own go to the nearest one.
+_ERRNO_OF = {ErrorCode.INVALID_ARGUMENT: "invalid_argument", ErrorCode.INVALID_ENCODING: "invalid_encoding",
+             ErrorCode.TIMEOUT: "busy", ErrorCode.RUNTIME_ERROR: "runtime_error",
+             ErrorCode.UNSUPPORTED_OPERATION: "unsupported_operation", ErrorCode.TOO_LARGE: "too_large",
+             ErrorCode.NOT_FOUND: "not_found", ErrorCode.SECURITY: "invalid_argument",
+             ErrorCode.UNKNOWN: "runtime_error"}
+_TYPES = {"f16": TensorType.FP16, "f32": TensorType.FP32, "f64": TensorType.FP64, "u8": TensorType.U8,
+          "i32": TensorType.I32, "i64": TensorType.I64}
+_TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": ExecutionTarget.TPU,
+            "auto": ExecutionTarget.CPU}
+# GGUF, and the GGML formats before it
+_GGML_MAGIC = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
+_TENSOR = tables.RECORDS["tensor"]
+_TENSOR_WAMR = tables.RECORDS["tensor_wamr"]
+_U32 = np.dtype("<u4")
+_WAMR_WORD = 4  # WAMR's legacy get_output counts the buffer in 4-byte words
+Report = Callable[[str], None]
+
+
+def stderr_report(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _Errno(Exception):
+    """An ABI-level failure (bad pointer, missing memory): an errno and its message."""
+
+    def __init__(self, errno: str, message: str):
+        super().__init__(message)
+        self.errno = errno
+        self.message = message
+
+
+def bad_argument(message: str) -> _Errno:
+    return _Errno("invalid_argument", message)
+
+
+class GuestMemory:
+    """The caller's exported memory during one host call, every access bounds-checked.
+    Views are numpy arrays on the memory itself (no copy); they are valid only until
+    the guest runs again, since memory.grow may move it."""
+
+    def __init__(self, caller: wasmtime.Caller):
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise _Errno("missing_memory", "the module exports no memory named 'memory'")
+        self.size = memory.data_len(caller)
+        self.base = ctypes.addressof(memory.data_ptr(caller).contents)
+
+    def view(self, ptr: int, length: int, what: str) -> np.ndarray:
+        # ptr and length are u32; their sum may pass 2^32, which no 32-bit memory reaches
+        if ptr + length > self.size:
+            raise bad_argument(f"{what} at {ptr:#x}+{length} lies outside the guest's memory "
+                               f"({self.size} bytes)")
+        if length == 0:
+            return np.empty(0, np.uint8)
+        return np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(self.base + ptr))
+
+    def u32s(self, ptr: int, count: int, what: str) -> np.ndarray:
+        """`count` little-endian u32s at `ptr`, copied (the guest may change them later)."""
+        return self.view(ptr, 4 * count, what).view(_U32).copy()
+
+    def u32(self, ptr: int, what: str) -> int:
+        return int(self.u32s(ptr, 1, what)[0])
+
+    def slot(self, ptr: int, what: str) -> np.ndarray:
+        """A u32 the host will write: checked before any work is done."""
+        return self.view(ptr, 4, what).view(_U32)
+
+
+class Execution:
+    """A core module's execution context: inputs set one by one, outputs of the last compute."""
+
+    def __init__(self, graph, context):
+        self.graph = graph
+        self.context = context
+        self.inputs: dict[int, HostTensor] = {}
+        self.outputs: list[HostTensor] | None = None
+
+
+def _tag(table: str, tag: int, what: str) -> str:
+    cases = tables.ENUMS[table]
+    if tag >= len(cases):
+        raise bad_argument(f"unknown {what} tag {tag}; this ABI has: "
+                           + ", ".join(f"{i} {c}" for i, c in enumerate(cases)))
+    return cases[tag]
+
+
+def _encoding(table: str, tag: int, builders: list[bytes]) -> GraphEncoding:
+    name = _tag(table, tag, "graph encoding")
+    if name in ("autodetect", "ggml"):  # the tables disagree on these two: the bytes decide
+        is_ggml = bool(builders) and builders[0][:4] in _GGML_MAGIC
+        return GraphEncoding.GGML if is_ggml else GraphEncoding.AUTODETECT
+    return GraphEncoding(name)
+
+
+def _tensor_type(tag: int, dims: np.ndarray, nbytes: int, spec) -> TensorType:
+    """The element type a program meant by `tag`, from both tag tables (see the module docs)."""
+    candidates = []
+    for table in ("tensor_type", "tensor_type_v0"):
+        cases = tables.ENUMS[table]
+        if tag < len(cases) and _TYPES[cases[tag]] not in candidates:
+            candidates.append(_TYPES[cases[tag]])
+    if not candidates:
+        _tag("tensor_type", tag, "tensor type")
+    if len(candidates) > 1:
+        elements = math.prod(int(d) for d in dims)
+        fitting = [ty for ty in candidates if elements * DTYPES[ty].itemsize == nbytes]
+        if len(fitting) == 1:
+            return fitting[0]
+        if spec.ty in candidates:
+            return spec.ty
+    return candidates[0]
+
+
+class WitxHost:
+    """Serves the modules in `MODULES` to core modules, on `nn`'s tables and backends."""
+
+    def __init__(self, nn: WasiNn, report: Report | None = stderr_report):
+        self.nn = nn
+        self.report = report
+        self._impls = {"wasi_ephemeral_nn": {
+            "load": self.load, "load_by_name": self.load_by_name,
+            "load_by_name_with_config": self.load_by_name_with_config,
+            "init_execution_context": self.init_execution_context, "set_input": self.set_input,
+            "compute": self.compute, "get_output": self.get_output, "unload": self.unload,
+            "compute_single": self._streaming, "get_output_single": self._streaming,
+            "fini_single": self._streaming,
+        }, "wasi_nn": {
+            "load": self.load_wamr, "load_by_name": self.load_by_name,
+            "init_execution_context": self.init_execution_context, "set_input": self.set_input_wamr,
+            "compute": self.compute, "get_output": self.get_output_wamr,
+        }}
+
+    def define(self, linker: wasmtime.Linker) -> None:
+        i32 = wasmtime.ValType.i32()
+        for module, funcs in tables.FUNCTIONS.items():
+            for name, params in funcs.items():
+                ty = wasmtime.FuncType([i32] * len(params), [i32])
+                linker.define_func(module, name, ty, self._serve(module, name, self._impls[module][name]),
+                                   access_caller=True)
+
+    def _serve(self, module: str, name: str, impl: Callable) -> Callable:
+        def host(caller, *args):
+            try:
+                impl(caller, GuestMemory(caller), *(a & 0xFFFFFFFF for a in args))
+                return 0
+            except _Errno as e:
+                errno, message = e.errno, e.message
+            except NnError as e:
+                errno, message = _ERRNO_OF[e.code], e.message
+            except Exception as e:  # a host or backend bug: still an errno, never a trap
+                errno, message = "runtime_error", f"{type(e).__name__}: {e}"
+            if self.report is not None:
+                self.report(f"wasinn: {module}.{name}: {errno}: {message}")
+            return _ERRNO[errno]
+        return host
+
+    # --- handles -----------------------------------------------------------------
+    def _find(self, caller, rep: int, kind: Resource, what: str):
+        obj = self.nn.find(caller, rep, kind)
+        if obj is None:
+            raise bad_argument(f"unknown {what} handle {rep}")
+        return obj
+
+    def _new_graph(self, caller, slot: np.ndarray, graph) -> None:
+        slot[0] = self.nn.add(caller, Resource.GRAPH, graph)
+
+    # --- graphs --------------------------------------------------------------------
+    def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[bytes]:
+        pairs = mem.u32s(ptr, 2 * count, "the graph builder array").reshape(-1, 2)
+        views = [mem.view(int(p), int(n), f"graph builder {i}") for i, (p, n) in enumerate(pairs)]
+        self.nn.limits.check_model(sum(len(v) for v in views))  # before copying any of it
+        return [v.tobytes() for v in views]  # the one copy: backends keep the bytes
+
+    def _load(self, caller, mem, table, builder_ptr, builder_len, encoding, target, result_ptr) -> None:
+        slot = mem.slot(result_ptr, "the graph result slot")
+        target = _TARGETS[_tag("execution_target", target, "execution target")]
+        builders = self._builders(mem, builder_ptr, builder_len)
+        graph = self.nn.load_graph(builders, _encoding(table, encoding, builders), target)
+        self._new_graph(caller, slot, graph)
+
+    def load(self, caller, mem, builder_ptr, builder_len, encoding, target, result_ptr) -> None:
+        self._load(caller, mem, "graph_encoding", builder_ptr, builder_len, encoding, target, result_ptr)
+
+    def load_wamr(self, caller, mem, array_ptr, encoding, target, result_ptr) -> None:
+        builder_ptr, builder_len = mem.u32s(array_ptr, 2, "the graph builder array record")
+        self._load(caller, mem, "graph_encoding_wamr", int(builder_ptr), int(builder_len), encoding, target,
+                   result_ptr)
+
+    def _name(self, mem: GuestMemory, ptr: int, length: int) -> str:
+        raw = mem.view(ptr, length, "the graph name").tobytes()
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise not_found(f"no graph named {raw!r} (not UTF-8)") from None
+
+    def load_by_name(self, caller, mem, name_ptr, name_len, result_ptr) -> None:
+        slot = mem.slot(result_ptr, "the graph result slot")
+        name = self._name(mem, name_ptr, name_len)
+        self._new_graph(caller, slot, self.nn.registry.graph(name, self.nn.load_graph, self.nn.load_file))
+
+    def load_by_name_with_config(self, caller, mem, name_ptr, name_len, config_ptr, config_len, result_ptr) -> None:
+        config = mem.view(config_ptr, config_len, "the graph config").tobytes()
+        if config.strip() not in (b"", b"{}"):
+            raise unsupported(f"wasinn's backends take no load-time configuration (got {config[:80]!r}); "
+                              "load_by_name_with_config accepts an empty config or {}")
+        self.load_by_name(caller, mem, name_ptr, name_len, result_ptr)
+
+    def unload(self, caller, mem, graph) -> None:
+        self._find(caller, graph, Resource.GRAPH, "graph")
+        self.nn.drop(graph)
+
+    def init_execution_context(self, caller, mem, graph, result_ptr) -> None:
+        slot = mem.slot(result_ptr, "the context result slot")
+        g = self._find(caller, graph, Resource.GRAPH, "graph")
+        slot[0] = self.nn.add(caller, Resource.GRAPH_EXECUTION_CONTEXT, Execution(g, g.init_execution_context()))
+
+    # --- inference -------------------------------------------------------------------
+    def _input(self, execution: Execution, index: int, dims: np.ndarray, ty: TensorType, data: np.ndarray) -> None:
+        """Checks the tensor in place, then makes the one copy the backend will read."""
+        t = HostTensor(dims, ty, data)
+        check_input(execution.graph.inputs[index], t, self.nn.limits)
+        t.data = data.copy()
+        execution.inputs[index] = t
+
+    def _input_spec(self, caller, context: int, index: int):
+        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+        specs = execution.graph.inputs
+        if index >= len(specs):
+            raise invalid_argument(f"input index {index} is out of range: the model has {len(specs)} input"
+                                   + ("s" if len(specs) != 1 else ""))
+        return execution, specs[index]
+
+    def set_input(self, caller, mem, context, index, tensor_ptr) -> None:
+        execution, spec = self._input_spec(caller, context, index)
+        record = mem.view(tensor_ptr, _TENSOR["size"], "the tensor record")
+        fields = _TENSOR["fields"]
+        dims_ptr, dims_len = record[fields["dimensions"]:fields["dimensions"] + 8].view(_U32)
+        data_ptr, data_len = record[fields["data"]:fields["data"] + 8].view(_U32)
+        tag = int(record[fields["type"]])
+        dims = mem.u32s(int(dims_ptr), int(dims_len), "the tensor dimensions")
+        data = mem.view(int(data_ptr), int(data_len), "the tensor data")
+        self._input(execution, index, dims, _tensor_type(tag, dims, len(data), spec), data)
+
+    def set_input_wamr(self, caller, mem, context, index, tensor_ptr) -> None:
+        execution, spec = self._input_spec(caller, context, index)
+        record = mem.view(tensor_ptr, _TENSOR_WAMR["size"], "the tensor record")
+        fields = _TENSOR_WAMR["fields"]
+        (dims_record,) = record[fields["dimensions"]:fields["dimensions"] + 4].view(_U32)
+        (data_ptr,) = record[fields["data"]:fields["data"] + 4].view(_U32)
+        ty = _TYPES[_tag("tensor_type_v0", int(record[fields["type"]]), "tensor type")]
+        dims_ptr, dims_len = mem.u32s(int(dims_record), 2, "the tensor dimensions record")
+        dims = mem.u32s(int(dims_ptr), int(dims_len), "the tensor dimensions")
+        nbytes = math.prod(int(d) for d in dims) * DTYPES[ty].itemsize
+        self.nn.limits.check_tensor(f"input {spec.name!r}", dims, nbytes)  # before touching the data
+        self._input(execution, index, dims, ty, mem.view(int(data_ptr), nbytes, "the tensor data"))
+
+    def compute(self, caller, mem, context) -> None:
+        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+        specs = execution.graph.inputs
+        session = self.nn.session(caller)
+        tensors = [(specs[i].name, t) for i, t in sorted(execution.inputs.items())]
+        execution.outputs = None
+        try:
+            outputs = compute(execution.graph, execution.context, tensors, self.nn.limits, session.deadline)
+        except NnError as e:
+            if e.code == ErrorCode.TIMEOUT:  # as for components: the guest sees the errno first
+                ffi.wasmtime_context_set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
+            raise
+        execution.outputs = [t for _, t in outputs]
+
+    def _output(self, caller, context: int, index: int) -> np.ndarray:
+        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+        if execution.outputs is None:
+            raise invalid_argument("get_output before a successful compute on this context")
+        if index >= len(execution.outputs):
+            raise invalid_argument(f"output index {index} is out of range: the model has "
+                                   f"{len(execution.outputs)} output" + ("s" if len(execution.outputs) != 1 else ""))
+        data = execution.outputs[index].data
+        return data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+
+    def get_output(self, caller, mem, context, index, out_ptr, out_max, result_ptr) -> None:
+        slot = mem.slot(result_ptr, "the bytes-written slot")
+        buffer = mem.view(out_ptr, out_max, "the output buffer")
+        data = self._output(caller, context, index)
+        if len(data) > len(buffer):
+            raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {len(buffer)}")
+        buffer[:len(data)] = data  # the one copy, straight into the guest's buffer
+        slot[0] = len(data)
+
+    def get_output_wamr(self, caller, mem, context, index, out_ptr, size_ptr) -> None:
+        slot = mem.slot(size_ptr, "the output size slot")
+        buffer = mem.view(out_ptr, int(slot[0]) * _WAMR_WORD, "the output buffer")
+        data = self._output(caller, context, index)
+        if len(data) > len(buffer):
+            raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds "
+                          f"{len(buffer)} ({len(buffer) // _WAMR_WORD} words)")
+        buffer[:len(data)] = data
+        slot[0] = -(-len(data) // _WAMR_WORD)
+
+    def _streaming(self, caller, mem, *args) -> None:
+        raise unsupported("WasmEdge's token streaming (compute_single, get_output_single, fini_single) "
+                          "serves its LLM backends; wasinn's compute whole outputs: use compute and get_output")

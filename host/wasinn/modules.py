@@ -1,0 +1,167 @@
+"""Core WebAssembly modules: wasm32-wasi (preview1) programs on wasi-nn's WITX ABI.
+
+Most wasi-nn programs in the wild are core modules importing `wasi_ephemeral_nn` (the
+wasi-nn Rust crate up to 0.6, wasmtime's and WasmEdge's examples, C written to WAMR's
+wasi_nn.h) or WAMR's own `wasi_nn`. `Host.load_component` hands them here; they get
+their own engine (same settings: epochs for deadlines, fuel when counted), a linker
+with WASI preview1 and abi/witx.py, and the compile cache. A `ModuleInstance` is an
+`Instance` (same limits, teardown on trap, live-resource counts) whose store holds a
+core instance:
+
+    inst = host.instantiate(host.load_component("classify.wasm"), args=["m.onnx"],
+                            dirs=[("models", "/models")])
+    status = inst.run()                       # _start; proc_exit's code, 0 if it returns
+    inst.call("some_export", 1, 2)            # or call an exported function by name
+"""
+from __future__ import annotations
+
+import pathlib
+import weakref
+from typing import Any
+
+import wasmtime
+from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasmtimeError
+
+from .abi.witx import MODULES, SERVED, WitxHost
+from .compile_cache import CompileCache
+from .errors import GuestTrap, WasinnError
+from .runtime import WASMTIME_VERSION, Instance, _EpochTicker, _one_line
+
+CORE_MODULE_HEADER = b"\0asm\x01\0\0\0"
+_WASI = "wasi_snapshot_preview1"
+
+
+class _ModuleCache(CompileCache):
+    """The compile cache, for modules instead of components."""
+
+    def _deserialize(self, entry: pathlib.Path) -> Module | None:
+        try:
+            return Module.deserialize_file(self.engine, str(entry))
+        except WasmtimeError:
+            entry.unlink(missing_ok=True)
+            return None
+
+
+class CoreModules:
+    """One `Host`'s engine, linker and cache for core modules, made on first use."""
+
+    def __init__(self, host):
+        self.host = host
+        self.witx = WitxHost(host.nn)
+        self._ready = False
+
+    def _setup(self) -> None:
+        if self._ready:
+            return
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.consume_fuel = self.host.limits.fuel > 0
+        self.engine = Engine(config)
+        _EpochTicker.watch(self.engine)
+        self.linker = Linker(self.engine)
+        self.linker.define_wasi()
+        self.witx.define(self.linker)
+        settings = f"module-epoch{'-fuel' if self.host.limits.fuel else ''}"
+        self.cache = None if self.host.cache_dir is None else _ModuleCache(
+            self.host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")
+        self._ready = True
+
+    def load(self, wasm: bytes, path: pathlib.Path | None, label: str) -> Module:
+        self._setup()
+        compile_ = lambda data: self._compile(data, label)  # noqa: E731
+        module = self.cache.load(wasm, compile_, path) if self.cache else compile_(wasm)
+        self._check_imports(module, label)
+        return module
+
+    def _compile(self, wasm: bytes, label: str) -> Module:
+        self.host.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per module...")
+        try:
+            return Module(self.engine, wasm)
+        except WasmtimeError as e:
+            raise WasinnError(f"{label} is not a valid WebAssembly module: {_one_line(e)}") from None
+
+    def _check_imports(self, module: Module, label: str) -> None:
+        """Says which import no host here defines before instantiation would."""
+        served = SERVED
+        for imp in module.imports:
+            if imp.module == _WASI:
+                continue
+            if imp.module not in served:
+                raise WasinnError(f"{label} imports {imp.module}.{imp.name}; wasinn serves core modules WASI "
+                                  f"preview1 and {', '.join(MODULES)}")
+            if imp.name not in served[imp.module]:
+                raise WasinnError(f"{label} imports {imp.module}.{imp.name}, which wasinn does not define; "
+                                  f"it defines: {', '.join(served[imp.module])}")
+
+
+class ModuleInstance(Instance):
+    """A core module instance that survives its own traps (see runtime.Instance)."""
+
+    def _ensure(self) -> Store:
+        if self._store is not None:
+            return self._store
+        modules = self.host.core_modules
+        store = self._new_store(modules.engine)
+        session = self.host.nn.open_session(store)
+        try:
+            self._instance = modules.linker.instantiate(store, self.component)
+        except ExitTrap:
+            self.host.nn.close_session(session)
+            raise
+        except (WasmtimeError, wasmtime.Trap) as e:
+            self.host.nn.close_session(session)
+            raise WasinnError(f"cannot instantiate the module: {self._explain(e)}") from None
+        self._store, self._session = store, session
+        weakref.finalize(store, self.host.nn.close_session, session)  # as Instance does
+        self.instances_started += 1
+        return store
+
+    def exported_interfaces(self) -> list[str]:
+        return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))
+
+    def _func(self, store: Store, name: str):
+        func = self._instance.exports(store).get(name)
+        if not isinstance(func, wasmtime.Func):
+            raise WasinnError(f"the module exports no function {name!r}; it exports: "
+                              + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+        return func
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Calls an exported function with numbers; returns its result (a tuple for several)."""
+        store = self._ensure()
+        func = self._func(store, name)
+        try:
+            self._budget(store)
+            return func(store, *args)
+        except ExitTrap:
+            raise
+        except (WasmtimeError, wasmtime.Trap) as e:
+            self.close()
+            raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
+                            "its resources freed, the next call gets a fresh one") from None
+
+    @property
+    def memory(self) -> wasmtime.Memory:
+        store = self._ensure()
+        memory = self._instance.exports(store).get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise WasinnError("the module exports no memory")
+        return memory
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Writes into the guest's memory (for hosts that drive a module's exports)."""
+        self.memory.write(self._ensure(), data, ptr)
+
+    def read(self, ptr: int, length: int) -> bytes:
+        return bytes(self.memory.read(self._ensure(), ptr, ptr + length))
+
+    def run(self) -> int:
+        """Runs the program's `_start` on a fresh instance; returns its exit status."""
+        self.close()
+        try:
+            self.call("_start")
+            return 0
+        except ExitTrap as e:
+            return e.code
+        finally:
+            self.close()
