@@ -80,16 +80,16 @@ def test_guest_memory_limit():
 def test_model_and_tensor_size_limits_are_too_large_naming_the_limit():
     inst = instance(make_host(max_model_bytes=100))
     code, msg = failure(inst.call("load", [models.add_mul()], "onnx", "cpu"))
-    assert code == "too-large" and "the limit is 100 (max-model-bytes)" in msg
+    assert code == "too-large" and "the limit is 100 (max-model-bytes, --max-model-bytes)" in msg
     inst2 = instance(make_host(max_tensor_bytes="512B", max_tensor_elements=100))
     g = inst2.call("load", [models.identity(TensorType.U8)], "onnx", "cpu").payload
     ctx = inst2.call("init-context", g).payload
     code, msg = failure(inst2.call("compute-tensors", ctx, [("x", np.zeros(101, np.uint8))]))
-    assert code == "too-large" and "has 101 elements; the limit is 100 (max-tensor-elements)" in msg
+    assert code == "too-large" and "has 101 elements; the limit is 100 (max-tensor-elements, --max-tensor-elements)" in msg
     g = inst2.call("load", [models.identity(TensorType.FP64)], "onnx", "cpu").payload
     ctx = inst2.call("init-context", g).payload
     code, msg = failure(inst2.call("compute-tensors", ctx, [("x", np.zeros(80, np.float64))]))
-    assert code == "too-large" and "is 640 bytes; the limit is 512 (max-tensor-bytes)" in msg
+    assert code == "too-large" and "is 640 bytes; the limit is 512 (max-tensor-bytes, --max-tensor-bytes)" in msg
     ok = inst2.call("compute-tensors", ctx, [("x", np.zeros(64, np.float64))])
     assert ok.tag == "ok"
 
@@ -99,7 +99,7 @@ def test_live_resource_limits():
     g1 = inst.call("load", [models.add_mul()], "onnx", "cpu").payload
     inst.call("load", [models.add_mul()], "onnx", "cpu")
     code, msg = failure(inst.call("load", [models.add_mul()], "onnx", "cpu"))
-    assert code == "too-large" and "holds 2 live graphs; the limit is 2 (max-graphs)" in msg
+    assert code == "too-large" and "holds 2 live graphs; the limit is 2 (max-graphs, --max-graphs)" in msg
     inst.call("drop-graph", g1)
     assert inst.call("load", [models.add_mul()], "onnx", "cpu").tag == "ok"
     g = inst.call("load-by-name", "x")  # not-found still wins over nothing
@@ -112,7 +112,7 @@ def test_too_many_live_tensors_are_reported_by_compute():
     ctx = inst.call("init-context", g).payload
     a = np.ones((2, 3), np.float32)
     code, msg = failure(inst.call("compute-tensors", ctx, [("a", a), ("b", a)]))  # two outputs
-    assert code == "too-large" and "would make 2 live tensors in the instance; the limit is 1 (max-tensors)" in msg
+    assert code == "too-large" and "would make 2 live tensors in the instance; the limit is 1 (max-tensors, --max-tensors)" in msg
     assert inst.live_resources()["tensor"] == 0
 
 

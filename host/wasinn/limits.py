@@ -9,14 +9,18 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-model-bytes = "1GiB"   # one graph.load
     max-tensor-bytes = "1GiB"  # one compute input
     max-tensor-elements = 268435456
+    max-output-bytes = "1GiB"  # one compute output; unset: max-tensor-bytes's value
+    max-backend-memory = "2GiB"  # a backend's working memory and live outputs, per graph
+    max-host-bytes = "4GiB"    # live tensors, outputs and model bytes an instance holds
     max-graphs = 64            # live, per instance
     max-contexts = 256
     max-tensors = 65536
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
-wasi:nn `too-large` naming the limit and its value; the tensor constructor cannot
-fail, so a tensor over a limit is reported by `compute`. A call over its deadline or
+wasi:nn `too-large` naming the limit, its value and its flag; the tensor constructor
+cannot fail, so a tensor over a limit is reported by `compute` (a tensor over
+max-host-bytes keeps no bytes: its refusal is all it holds). A call over its deadline or
 fuel ends the call (the instance is torn down, as for any trap); when onnxruntime is
 what runs long, it is stopped and the guest gets wasi:nn `timeout` instead.
 """
@@ -28,7 +32,7 @@ import pathlib
 import re
 import tomllib
 
-from .errors import WasinnError, too_large
+from .errors import NnError, WasinnError, too_large
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
           "g": 1e9, "gb": 1e9, "gib": 1 << 30, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
@@ -61,6 +65,9 @@ class Limits:
     max_model_bytes: int = 1 << 30
     max_tensor_bytes: int = 1 << 30
     max_tensor_elements: int = 1 << 28
+    max_output_bytes: int | None = None  # None: max_tensor_bytes
+    max_backend_memory: int = 2 << 30
+    max_host_bytes: int = 4 << 30
     max_graphs: int = 64
     max_contexts: int = 256
     max_tensors: int = 65536
@@ -69,7 +76,8 @@ class Limits:
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
-                "max_tensor_elements": int, "max_graphs": int, "max_contexts": int, "max_tensors": int,
+                "max_tensor_elements": int, "max_output_bytes": parse_bytes,
+                "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int, "max_contexts": int, "max_tensors": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None}
 
     @classmethod
@@ -107,16 +115,38 @@ class Limits:
     def check_model(self, nbytes: int) -> None:
         if nbytes > self.max_model_bytes:
             raise too_large(f"the model is {nbytes} bytes; the limit is {self.max_model_bytes} "
-                            "(max-model-bytes)")
+                            "(max-model-bytes, --max-model-bytes)")
 
     def check_tensor(self, label: str, dims, nbytes: int) -> None:
         elements = math.prod(dims)
         if elements > self.max_tensor_elements:
             raise too_large(f"{label} has {elements} elements; the limit is {self.max_tensor_elements} "
-                            "(max-tensor-elements)")
+                            "(max-tensor-elements, --max-tensor-elements)")
         if nbytes > self.max_tensor_bytes:
-            raise too_large(f"{label} is {nbytes} bytes; the limit is {self.max_tensor_bytes} (max-tensor-bytes)")
+            raise too_large(f"{label} is {nbytes} bytes; the limit is {self.max_tensor_bytes} "
+                            "(max-tensor-bytes, --max-tensor-bytes)")
+
+    @property
+    def output_bytes(self) -> int:
+        return self.max_tensor_bytes if self.max_output_bytes is None else self.max_output_bytes
+
+    def check_output(self, name: str, nbytes: int) -> None:
+        if nbytes > self.output_bytes:
+            raise too_large(f"output {name!r} is {nbytes} bytes; the limit is {self.output_bytes} "
+                            "(max-output-bytes, --max-output-bytes)")
+
+    def check_host_bytes(self, held: int, more: int, what: str) -> None:
+        """`what` (`more` bytes) on top of the `held` bytes an instance holds."""
+        if held + more > self.max_host_bytes:
+            raise too_large(f"{what} would make the instance hold {held + more} bytes on the host "
+                            f"({held} already); the limit is {self.max_host_bytes} (max-host-bytes, --max-host-bytes)")
 
     def live_limit(self, kind: str) -> int:
         return {"graph": self.max_graphs, "graph_execution_context": self.max_contexts,
                 "tensor": self.max_tensors}.get(kind, 0)
+
+
+def backend_memory_error(backend: str, limit: int, detail: str) -> NnError:
+    """What a backend says when a graph's run would need more than max-backend-memory."""
+    return too_large(f"{backend} would need more working memory than a graph may use ({detail}); "
+                     f"the limit is {limit} (max-backend-memory, --max-backend-memory)")

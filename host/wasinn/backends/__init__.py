@@ -1,5 +1,5 @@
 """Backends by graph encoding. A new backend is one module (with a `make(encoding,
-threads)` function) plus one entry in KINDS.
+threads, max_memory)` function) plus one entry in KINDS.
 
 Every backend but onnxruntime is an optional extra (`pip install 'wasinn[openvino]'`).
 Backends are imported on first load: importing openvino alone takes ~0.4 s, which a
@@ -17,6 +17,7 @@ from typing import Mapping
 
 from .._bindings import ExecutionTarget, GraphEncoding
 from ..errors import WasinnError, invalid_encoding
+from ..limits import Limits
 from .base import Backend, Context, Graph, TensorSpec
 from .formats import RECOGNISERS
 
@@ -48,8 +49,8 @@ DEFAULTS = {GraphEncoding.ONNX: "onnxruntime", GraphEncoding.OPENVINO: "openvino
 class Deferred:
     """One backend for one encoding, imported when a graph first loads through it."""
 
-    def __init__(self, kind: BackendKind, encoding: GraphEncoding, threads: int):
-        self.kind, self.encoding, self.threads = kind, encoding, threads
+    def __init__(self, kind: BackendKind, encoding: GraphEncoding, threads: int, max_memory: int):
+        self.kind, self.encoding, self.threads, self.max_memory = kind, encoding, threads, max_memory
         self.name = kind.name if kind.installed() else f"{kind.name}, not installed"
         self._backend: Backend | None = None
         self._lock = threading.Lock()
@@ -74,7 +75,7 @@ class Deferred:
                     raise invalid_encoding(
                         f"encoding {self.encoding.value} needs the {self.kind.name} backend: "
                         f"{self.kind.install_hint()} ({e})") from e
-                self._backend = module.make(self.encoding, self.threads)
+                self._backend = module.make(self.encoding, self.threads, self.max_memory)
         return self._backend
 
 
@@ -93,10 +94,12 @@ def parse_choices(specs: list[str]) -> dict[str, str]:
     return choices
 
 
-def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None) -> dict[GraphEncoding, Backend]:
+def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None,
+                     max_memory: int = Limits.max_backend_memory) -> dict[GraphEncoding, Backend]:
     """A backend for every encoding wasinn knows, keyed by encoding. `choices` maps
     encoding names to backend names where the user wants other than DEFAULTS;
-    `threads` is each backend's intra-op thread count (0: the backend's choice)."""
+    `threads` is each backend's intra-op thread count (0: the backend's choice);
+    `max_memory` what one graph's runs may allocate (max-backend-memory)."""
     names = dict(DEFAULTS)
     for enc_name, name in (choices or {}).items():
         try:
@@ -114,7 +117,7 @@ def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None)
             raise WasinnError(f"backend choice {enc_name}={name}: the {name} backend is not installed: "
                               f"{kind.install_hint()}")
         names[encoding] = name
-    return {e: Deferred(KINDS[n], e, threads) for e, n in names.items()}
+    return {e: Deferred(KINDS[n], e, threads, max_memory) for e, n in names.items()}
 
 
 __all__ = ["Backend", "BackendKind", "Context", "Graph", "KINDS", "TensorSpec", "default_backends",

@@ -7,10 +7,11 @@ every output. Backends see numpy-backed `HostTensor`s, never wasmtime types.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, Sequence
+import math
+from typing import Callable, Protocol, Sequence
 
 from .._bindings import ExecutionTarget, GraphEncoding, TensorType
-from ..tensors import HostTensor, TYPE_NAMES
+from ..tensors import DTYPES, HostTensor, TYPE_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +34,28 @@ class TensorSpec:
             return True
         return len(dims) == len(self.shape) and all(s is None or s == d for s, d in zip(self.shape, dims))
 
+    def static_nbytes(self) -> int | None:
+        """The bytes of a tensor of this spec, where the model fixes them."""
+        if self.ty is None or self.shape is None or None in self.shape:
+            return None
+        return math.prod(self.shape) * DTYPES[self.ty].itemsize
+
+
+# Called by a backend with (name, bytes) of every output after a run and before it wraps
+# any of them; raises (`too-large`) for outputs over a limit.
+AcceptOutputs = Callable[[list[tuple[str, int]]], None]
+
+
+def accept_all(sizes: list[tuple[str, int]]) -> None:
+    pass
+
 
 class Context(Protocol):
-    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         """Runs one inference; `inputs` are in the order of `Graph.inputs`. A backend
-        that can be stopped stops at `deadline` (time.monotonic()) with wasi:nn `timeout`."""
+        that can be stopped stops at `deadline` (time.monotonic()) with wasi:nn `timeout`.
+        Before wrapping outputs it passes their sizes to `accept_outputs`."""
         ...
 
 
@@ -46,12 +64,16 @@ class Graph(Protocol):
     target: ExecutionTarget
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    # the model's bytes, counted against max-host-bytes (nn.py sets it when loading)
+    model_bytes: int
 
     def init_execution_context(self) -> Context:
         ...
 
 
 class Backend(Protocol):
+    """Made with `max_memory`: max-backend-memory, what one graph's runs may allocate
+    (see each backend for how near it can hold that)."""
     name: str
     encoding: GraphEncoding
 

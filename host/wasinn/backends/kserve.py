@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import re
 import socket
 import threading
@@ -34,7 +35,7 @@ import numpy as np
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..errors import NnError, invalid_argument, not_found, runtime_error, unsupported
 from ..tensors import DTYPES, HostTensor
-from .base import TensorSpec
+from .base import AcceptOutputs, TensorSpec, accept_all
 
 SCHEME = "kserve+"
 DEFAULT_TIMEOUT = 30.0
@@ -188,7 +189,8 @@ class KServeContext:
     def __init__(self, graph: KServeGraph):
         self.graph = graph
 
-    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         g = self.graph
         binary = g.endpoint.binary
         request_inputs, payloads = [], []
@@ -213,7 +215,7 @@ class KServeContext:
             body, headers = head, {"Content-Type": "application/json"}
         response, data = g.endpoint.request("POST", "/infer", body, headers, deadline)
         try:
-            outputs = _read_outputs(response, data)
+            outputs = _read_outputs(response, data, accept_outputs)
         except (ValueError, KeyError, TypeError) as e:
             raise runtime_error(f"the inference server at {g.endpoint.url} sent an inference response "
                                 f"wasinn cannot read: {type(e).__name__}: {e}") from None
@@ -221,10 +223,13 @@ class KServeContext:
         return sorted(outputs, key=lambda item: order.get(item[0], len(order)))
 
 
-def _read_outputs(response: http.client.HTTPResponse, data: bytes) -> list[tuple[str, HostTensor]]:
+def _read_outputs(response: http.client.HTTPResponse, data: bytes,
+                  accept_outputs: AcceptOutputs) -> list[tuple[str, HostTensor]]:
     json_length = response.getheader(_JSON_LENGTH)
     head_len = int(json_length) if json_length is not None else len(data)
     header = json.loads(data[:head_len])
+    accept_outputs([(str(out["name"]), math.prod(int(d) for d in out["shape"]) * DTYPES[_DATATYPES[out["datatype"]]].itemsize)
+                    for out in header["outputs"] if out.get("datatype") in _DATATYPES])
     offset = head_len
     outputs = []
     for out in header["outputs"]:

@@ -1,4 +1,15 @@
-"""ONNX Runtime backend: encoding `onnx`, targets cpu and (with CUDA) gpu."""
+"""ONNX Runtime backend: encoding `onnx`, targets cpu and (with CUDA) gpu.
+
+max-backend-memory holds per graph. onnxruntime's Python API bounds a CPU arena only
+as an allocator registered in its process-wide environment, which sessions created
+with `session.use_env_allocators` take at their creation. So each graph's session is
+created right after registering a fresh arena whose `max_mem` is the limit: the arena
+serves the graph's intermediate tensors and its outputs (not its weights, which
+max-host-bytes counts); an allocation past it fails at once, before the memory is
+touched, and the run is `too-large`. Each run ends by shrinking the arena, so an idle
+graph holds only the outputs still alive. On gpu, the CUDA provider's `gpu_mem_limit`
+bounds its arena the same way.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +18,8 @@ import functools
 import io
 import math
 import pathlib
+import re
+import threading
 import time
 
 import numpy as np
@@ -16,8 +29,9 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..limits import backend_memory_error
 from ..tensors import DTYPES, HostTensor
-from .base import TensorSpec
+from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_onnx, reject_onnx_external_data
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
@@ -29,6 +43,12 @@ _ORT_TYPES = {
 }
 _ONNX_ELEM_TYPE = {ty: elem for ty, elem in _ORT_TYPES.values()}
 _PROVIDERS = {ExecutionTarget.CPU: "CPUExecutionProvider", ExecutionTarget.GPU: "CUDAExecutionProvider"}
+_CPU_MEMORY = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+# Registering a graph's arena and creating its session must not interleave with another's.
+_ARENA_LOCK = threading.Lock()
+# What onnxruntime's arenas say when an allocation would pass their limit.
+_ARENA_FULL = re.compile(r"(Available memory of \d+ is smaller than requested bytes of \d+|"
+                         r"Failed to allocate memory for requested buffer of size \d+)")
 
 
 def _specs(args, model: bytes | str) -> list[TensorSpec]:
@@ -68,7 +88,10 @@ def _load_error(e: Exception) -> NnError:
     return runtime_error(msg)
 
 
-def _run_error(e: Exception) -> NnError:
+def _run_error(e: Exception, max_memory: int) -> NnError:
+    full = _ARENA_FULL.search(str(e))
+    if full:
+        return backend_memory_error("onnxruntime", max_memory, full.group(0))
     msg = f"onnxruntime failed to run the model: {str(e).strip()}"
     if isinstance(e, ort_errors.InvalidArgument):
         return invalid_argument(msg)
@@ -89,8 +112,9 @@ def _preload_cuda() -> str:
 
 
 class OnnxRuntimeGraph:
-    def __init__(self, session: ort.InferenceSession, target: ExecutionTarget, model: bytes):
+    def __init__(self, session: ort.InferenceSession, target: ExecutionTarget, model: bytes, max_memory: int):
         self.session = session
+        self.max_memory = max_memory
         self.backend = "onnxruntime"
         self.target = target
         self.inputs = _specs(session.get_inputs(), model)
@@ -105,7 +129,8 @@ class OnnxRuntimeContext:
     def __init__(self, graph: OnnxRuntimeGraph):
         self.graph = graph
 
-    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         feeds = {}
         for spec, t in zip(self.graph.inputs, inputs):
             arr = np.require(t.array(), requirements="C")
@@ -116,14 +141,25 @@ class OnnxRuntimeContext:
                 feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(arr)
         try:
             options = ort.RunOptions()
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", _shrink(self.graph.target))
             with stop_at(deadline, lambda: setattr(options, "terminate", True)):
                 values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds, options)
         except Exception as e:
             if deadline is not None and time.monotonic() >= deadline:
                 raise NnError(ErrorCode.TIMEOUT, f"onnxruntime was stopped at the call's deadline: "
                               f"{str(e).strip()}") from e
-            raise _run_error(e) from e
+            raise _run_error(e, self.graph.max_memory) from e
+        accept_outputs([(name, _nbytes(v)) for name, v in zip(self.graph._output_names, values)])
         return [(name, _to_host(name, v)) for name, v in zip(self.graph._output_names, values)]
+
+
+def _shrink(target: ExecutionTarget) -> str:
+    return "gpu:0" if target == ExecutionTarget.GPU else "cpu:0"
+
+
+def _nbytes(value: ort.OrtValue) -> int:
+    ty = _ORT_TYPES.get(value.data_type(), (None,))[0]
+    return 0 if ty is None else math.prod(value.shape()) * DTYPES[ty].itemsize
 
 
 def _to_host(name: str, value: ort.OrtValue) -> HostTensor:
@@ -145,9 +181,10 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     encoding = GraphEncoding.ONNX
 
-    def __init__(self, intra_op_threads: int = 0, inter_op_threads: int = 0):
+    def __init__(self, intra_op_threads: int = 0, inter_op_threads: int = 0, max_memory: int = 2 << 30):
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
+        self.max_memory = max_memory
 
     def recognizes(self, builders: list[bytes]) -> bool:
         return looks_like_onnx(builders)
@@ -186,13 +223,16 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = self.inter_op_threads
         opts.log_severity_level = 4  # failures reach the guest as wasi:nn errors; keep stderr quiet
-        # The arena keeps a run's peak allocation for the session's lifetime (about 10 MB
-        # more per loaded graph for the bundled model); it measured no faster here.
-        opts.enable_cpu_mem_arena = False
+        opts.add_session_config_entry("session.use_env_allocators", "1")  # the graph's own arena (module doc)
+        arena = {"max_mem": self.max_memory, "arena_extend_strategy": 1}  # 1: kSameAsRequested
+        wanted = ([(providers[0], {"gpu_mem_limit": str(self.max_memory), "arena_extend_strategy": "kSameAsRequested"})]
+                  if target == ExecutionTarget.GPU else providers)
         try:
-            # Without enable_fallback=0, onnxruntime's Python layer answers some bad
-            # models by printing to the host's stdout and loading them a second time.
-            session = ort.InferenceSession(model, opts, providers=providers, enable_fallback=0)
+            with _ARENA_LOCK:
+                ort.create_and_register_allocator(_CPU_MEMORY, ort.OrtArenaCfg(arena))
+                # Without enable_fallback=0, onnxruntime's Python layer answers some bad
+                # models by printing to the host's stdout and loading them a second time.
+                session = ort.InferenceSession(model, opts, providers=wanted, enable_fallback=0)
         except Exception as e:
             raise _load_error(e) from e
         if session.get_providers()[0] != providers[0]:
@@ -201,11 +241,11 @@ class OnnxRuntimeBackend:
                               f"(it would run on {session.get_providers()[0]} instead)"
                               + (f": {missing}" if missing else ""))
         try:
-            return OnnxRuntimeGraph(session, target, model)
+            return OnnxRuntimeGraph(session, target, model, self.max_memory)
         except UnicodeDecodeError as e:
             raise invalid_encoding(f"onnxruntime could not load the model: an input or output name is "
                                    f"not UTF-8: {e.object!r}") from e
 
 
-def make(encoding: GraphEncoding, threads: int) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(intra_op_threads=threads)
+def make(encoding: GraphEncoding, threads: int, max_memory: int) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(intra_op_threads=threads, max_memory=max_memory)

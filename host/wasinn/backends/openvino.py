@@ -4,12 +4,18 @@ gpu (OpenVINO's GPU plugin: Intel GPUs through OpenCL).
 
 Outputs keep the model's names, in model order (wasmtime's OpenVINO backend names
 them "0", "1", ...; a portable guest reads outputs by position).
+
+OpenVINO offers no bound on its allocations. The nearest: a model is refused before
+it compiles when the tensors its operations produce, at the shapes the model fixes,
+add up to more than max-backend-memory (an upper bound: the CPU plugin reuses
+memory). Axes the model leaves dynamic cannot be bounded in-process.
 """
 from __future__ import annotations
 
 import ctypes.util
 import functools
 import io
+import math
 import re
 import time
 
@@ -18,8 +24,9 @@ import openvino as ov
 
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..limits import backend_memory_error
 from ..tensors import HostTensor
-from .base import TensorSpec
+from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import RECOGNISERS, reject_onnx_external_data
 
 _TYPES = {ov.Type.f16: TensorType.FP16, ov.Type.f32: TensorType.FP32, ov.Type.f64: TensorType.FP64,
@@ -146,7 +153,8 @@ class OpenVinoContext:
         self.graph = graph
         self.request = graph.compiled.create_infer_request()
 
-    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         for i, (spec, t) in enumerate(zip(self.graph.inputs, inputs)):
             self.request.set_input_tensor(i, _input(spec, t))
         try:
@@ -156,6 +164,8 @@ class OpenVinoContext:
                 self._infer_until(deadline)
         except RuntimeError as e:
             raise runtime_error(f"OpenVINO failed to run the model: {_one_line(e)}") from e
+        accept_outputs([(spec.name, self.request.get_output_tensor(i).byte_size)
+                        for i, spec in enumerate(self.graph.outputs)])
         return [(spec.name, _output(spec, self.request.get_output_tensor(i)))
                 for i, spec in enumerate(self.graph.outputs)]
 
@@ -175,7 +185,9 @@ class OpenVinoBackend:
     """Serves `openvino` (IR) or `onnx` through OpenVINO's Python API."""
     name = "openvino"
 
-    def __init__(self, encoding: GraphEncoding = GraphEncoding.OPENVINO, threads: int = 0):
+    def __init__(self, encoding: GraphEncoding = GraphEncoding.OPENVINO, threads: int = 0,
+                 max_memory: int = 2 << 30):
+        self.max_memory = max_memory
         if encoding not in (GraphEncoding.OPENVINO, GraphEncoding.ONNX):
             raise ValueError(f"OpenVINO does not read {encoding.value} models")
         self.encoding = encoding
@@ -203,6 +215,10 @@ class OpenVinoBackend:
     def load(self, builders: list[bytes], target: ExecutionTarget) -> OpenVinoGraph:
         device = _device(target)
         model = self.read(builders)
+        produced = _produced_bytes(model)
+        if produced > self.max_memory:
+            raise backend_memory_error("OpenVINO", self.max_memory,
+                                       f"the model's operations produce {produced} bytes of tensors")
         try:
             compiled = _core().compile_model(model, device, self.config)
         except RuntimeError as e:
@@ -211,5 +227,19 @@ class OpenVinoBackend:
         return OpenVinoGraph(model, compiled, target, device, onnx_names)
 
 
-def make(encoding: GraphEncoding, threads: int) -> OpenVinoBackend:
-    return OpenVinoBackend(encoding, threads)
+def _produced_bytes(model: ov.Model) -> int:
+    """Bytes of every tensor the model's operations make (constants and inputs aside),
+    at the shapes the model fixes; dynamic ones count nothing."""
+    total = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Parameter"):
+            continue
+        for out in op.outputs():
+            shape = out.get_partial_shape()
+            if shape.is_static:
+                total += math.prod(d.get_length() for d in shape) * out.get_element_type().size
+    return total
+
+
+def make(encoding: GraphEncoding, threads: int, max_memory: int) -> OpenVinoBackend:
+    return OpenVinoBackend(encoding, threads, max_memory)

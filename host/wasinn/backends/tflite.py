@@ -2,16 +2,25 @@
 
 LiteRT's interpreter keeps the tensors of one run inside itself, so each execution
 context gets its own interpreter over the graph's model bytes.
+
+LiteRT offers no bound on its allocations. The nearest: an interpreter whose tensors
+(weights included: an upper bound of its arena) add up to more than max-backend-memory
+is refused before it allocates them; after a resize for dynamic axes the sizes are
+known only once allocated, so an interpreter over the bound is then dropped and the
+run refused.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from .._bindings import ExecutionTarget, GraphEncoding
-from ..errors import invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
+from ..limits import backend_memory_error
 from ..tensors import HostTensor, tensor_type_of
-from .base import TensorSpec
+from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_tflite
 
 # What LiteRT says when the model is well formed but uses an operator it lacks.
@@ -28,9 +37,10 @@ def _specs(details: list[dict]) -> list[TensorSpec]:
 
 
 class TfLiteGraph:
-    def __init__(self, model: bytes, threads: int, target: ExecutionTarget):
+    def __init__(self, model: bytes, threads: int, target: ExecutionTarget, max_memory: int):
         self.model = model
         self.threads = threads
+        self.max_memory = max_memory
         self.backend = "tflite"
         self.target = target
         probe = self.interpreter()
@@ -40,6 +50,7 @@ class TfLiteGraph:
     def interpreter(self) -> Interpreter:
         try:
             interp = Interpreter(model_content=self.model, num_threads=self.threads or None)
+            self.check_memory(interp)
             interp.allocate_tensors()
         except ValueError as e:
             msg = str(e).strip()
@@ -47,6 +58,11 @@ class TfLiteGraph:
                 raise unsupported(f"LiteRT cannot run the model: {msg}") from e
             raise invalid_encoding(f"LiteRT could not read the tensorflowlite model: {msg}") from e
         return interp
+
+    def check_memory(self, interp: Interpreter) -> None:
+        held = sum(math.prod(d["shape"]) * np.dtype(d["dtype"]).itemsize for d in interp.get_tensor_details())
+        if held > self.max_memory:
+            raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors come to {held} bytes")
 
     def init_execution_context(self) -> "TfLiteContext":
         return TfLiteContext(self)
@@ -59,7 +75,8 @@ class TfLiteContext:
         self.input_index = [d["index"] for d in self.interp.get_input_details()]
         self.output_index = [d["index"] for d in self.interp.get_output_details()]
 
-    def compute(self, inputs: list[HostTensor], deadline: float | None = None) -> list[tuple[str, HostTensor]]:
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         # LiteRT's Python interpreter cannot be stopped mid-run: past `deadline`, the
         # host's epoch deadline ends the guest's call instead.
         interp = self.interp
@@ -73,11 +90,18 @@ class TfLiteContext:
                     resized = True
             if resized:
                 interp.allocate_tensors()
+                try:
+                    self.graph.check_memory(interp)
+                except NnError:
+                    self.interp = self.graph.interpreter()  # let the oversized one go
+                    raise
             for index, t in zip(self.input_index, inputs):
                 interp.set_tensor(index, t.array())
             interp.invoke()
         except ValueError as e:
             raise runtime_error(f"LiteRT failed to run the model: {str(e).strip()}") from e
+        accept_outputs([(spec.name, math.prod(d["shape"]) * np.dtype(d["dtype"]).itemsize)
+                        for spec, d in zip(self.graph.outputs, interp.get_output_details())])
         return [(spec.name, _output(spec, interp.get_tensor(index)))
                 for spec, index in zip(self.graph.outputs, self.output_index)]
 
@@ -94,8 +118,9 @@ class TfLiteBackend:
     name = "tflite"
     encoding = GraphEncoding.TENSORFLOWLITE
 
-    def __init__(self, threads: int = 0):
+    def __init__(self, threads: int = 0, max_memory: int = 2 << 30):
         self.threads = threads
+        self.max_memory = max_memory
 
     def recognizes(self, builders: list[bytes]) -> bool:
         return looks_like_tflite(builders)
@@ -109,8 +134,8 @@ class TfLiteBackend:
                                    f"got {len(builders)}")
         if not builders[0]:
             raise invalid_encoding("the tensorflowlite model is empty (0 bytes)")
-        return TfLiteGraph(bytes(builders[0]), self.threads, target)
+        return TfLiteGraph(bytes(builders[0]), self.threads, target, self.max_memory)
 
 
-def make(encoding: GraphEncoding, threads: int) -> TfLiteBackend:
-    return TfLiteBackend(threads)
+def make(encoding: GraphEncoding, threads: int, max_memory: int) -> TfLiteBackend:
+    return TfLiteBackend(threads, max_memory)
