@@ -22,7 +22,7 @@ from typing import Any
 import wasmtime
 from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasmtimeError
 
-from .abi.witx import MODULES, SERVED, WitxHost
+from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
 from .runtime import WASMTIME_VERSION, Instance, _EpochTicker, _one_line
@@ -49,6 +49,15 @@ class CoreModules:
         self.host = host
         self.witx = WitxHost(host.nn)
         self._ready = False
+
+    @property
+    def errors_to_stderr(self) -> bool:
+        """Whether each wasi-nn errno's message is printed as a `wasinn:` line (default)."""
+        return self.witx.report is not None
+
+    @errors_to_stderr.setter
+    def errors_to_stderr(self, on: bool) -> None:
+        self.witx.report = stderr_report if on else None
 
     def _setup(self) -> None:
         if self._ready:

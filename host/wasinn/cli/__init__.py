@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from . import models
+from . import legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_ML_WORLD
 from ..backends import parse_choices
@@ -51,6 +51,7 @@ def _dirs(specs: list[str]) -> list[tuple[str, str]]:
 
 def cmd_run(args) -> int:
     host = _host(args)
+    legacy.configure(args, host)
     env = dict(e.partition("=")[::2] for e in args.env)
     inst = host.instantiate(host.load_component(args.component), args=args.args,
                             dirs=_dirs(args.dir), env=env, program_name=args.component)
@@ -118,7 +119,8 @@ def cmd_serve(args) -> int:
         cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
         metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
         drain_timeout=args.drain_timeout)
-    return serve(load_pipeline(args.pipeline), broker=args.broker, options=options)
+    return serve(load_pipeline(args.pipeline), broker=args.broker, tls_ca=args.tls_ca, username=args.username,
+                 password_file=args.password_file, options=options)
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -173,8 +175,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a command component, or call one export with --invoke",
                        description="Run a component. Without --invoke it must be a command "
                        "(wasi:cli/run); ARGS become its argv. With --invoke 'fn(1, \"a\")' one export "
-                       "is called and its result printed, as `wasmtime run --invoke` does.")
-    p.add_argument("component", help="the .wasm component")
+                       "is called and its result printed, as `wasmtime run --invoke` does. A core module "
+                       "(a wasm32-wasi program importing wasi_ephemeral_nn, or WAMR's wasi_nn) runs its _start.")
+    p.add_argument("component", help="the .wasm component or core module")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest")
     p.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
                    help="give the guest a host directory (repeatable)")
@@ -182,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
                    help="an environment variable for the guest (repeatable)")
     p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'")
     _model_flags(p)
+    legacy.add_flags(p)
     _common(p)
     p.set_defaults(func=cmd_run)
 
@@ -233,7 +237,13 @@ def parser() -> argparse.ArgumentParser:
                        "run more on other machines against the same broker to scale out. Logs are JSON lines "
                        "on stderr. See pipelines/README.md.")
     p.add_argument("pipeline", help="the pipeline file, e.g. pipelines/image-classification.yaml")
-    p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's)")
+    p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's; "
+                   "its TLS and credentials settings stay)")
+    p.add_argument("--tls-ca", metavar="FILE|system", help="connect with TLS, verifying the broker against this "
+                   "CA file or the system's store (default: the pipeline file's mqtt.tls.ca)")
+    p.add_argument("--username", metavar="NAME", help="the MQTT user name (default: the file's mqtt.username)")
+    p.add_argument("--password-file", metavar="FILE", help="a file holding the MQTT password (default: the file's "
+                   "mqtt.passwordFile, else $WASINN_MQTT_PASSWORD)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     p.add_argument("--node", metavar="NAME", help="this machine's part of the workers' client ids "
                    "GROUP-NODE-INDEX; unique per machine (default: the host name)")
