@@ -12,6 +12,14 @@ from wasinn import HostTensor, TensorType
 from wasinn.tensors import DTYPES
 
 import models
+from conftest import guest_component
+
+
+@pytest.fixture(scope="module", params=["bulk", "standard"])
+def roundtrip_component(request, host):
+    """Every test here runs on both data paths: the bulk path of `wasinn build` and the
+    standard path a portable build (like any other toolchain's component) takes."""
+    return host.load_component(guest_component("roundtrip", fastpath=request.param == "bulk"))
 
 TYPES = list(TensorType)
 # rank 0-6 with zero-sized axes, small enough that the values path stays quick

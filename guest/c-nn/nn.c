@@ -1,10 +1,12 @@
 /* A standard wasi:nn guest in C (the canonical ABI by hand, as wit-bindgen emits it).
  *
- *   run: nn-c MODEL.onnx ITERATIONS   load the model from a preopened file through
- *        graph.load, then ITERATIONS x (tensor of the model's input -> compute -> data),
- *        printing per-step times in microseconds
- *        copy SIZE N                     N x a SIZE-byte tensor and its data(), timed
- *   exports wasinn:guest/std-nn (wit/worlds.wit): echo, load-model, set-input, infer
+ *   run: nn-c [NAME]                   load-by-name NAME (default efficientnet-lite0), one
+ *                                      inference on a fixed input, print the top-1 class
+ *        nn-c MODEL.onnx ITERATIONS     graph.load of a preopened file, then ITERATIONS x
+ *                                      (tensor -> compute -> data), per-step times in us
+ *        nn-c copy SIZE N               N x a SIZE-byte tensor and its data(), timed
+ *   exports wasinn:guest/std-nn (echo, load-model, set-input, infer) and
+ *   wasinn:guest/std-misuse (wit/worlds.wit)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +14,20 @@
 #include <time.h>
 #include "wasi_nn.h"
 
+static int trap_in_realloc;
+
 void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
     (void)old_size; (void)align;
+    if (trap_in_realloc) __builtin_trap();
     if (new_size == 0) return (void *)align;
     void *p = realloc(ptr, new_size);
     if (!p) abort();
     return p;
+}
+
+/* Lists of length 0 point at `align` (see cabi_realloc), not at memory to free. */
+static void release(void *ptr, size_t len) {
+    if (len) free(ptr);
 }
 
 static double now_us(void) {
@@ -64,8 +74,8 @@ EXPORT("echo") nn_handle echo(nn_handle t) {
     nn_tensor_data(t, &data);
     nn_tensor_drop(t);
     nn_handle out = nn_tensor_new(dims.ptr, dims.len, ty, data.ptr, data.len);
-    free(dims.ptr);
-    free(data.ptr);
+    release(dims.ptr, dims.len);
+    release(data.ptr, data.len);
     return out;
 }
 
@@ -75,7 +85,7 @@ EXPORT("load-model") int32_t *load_model(nn_handle model) {
     nn_tensor_drop(model);
     nn_result r;
     nn_load(&bytes, 1, NN_ONNX, NN_CPU, &r);
-    free(bytes.ptr);
+    release(bytes.ptr, bytes.len);
     if (r.is_err) return err_string(r.value);
     nn_handle graph = r.value;
     nn_init_execution_context(graph, &r);
@@ -88,7 +98,7 @@ EXPORT("load-model") int32_t *load_model(nn_handle model) {
 }
 
 EXPORT("set-input") void set_input(char *name, size_t name_len, nn_handle t) {
-    free(input.name); free(input.dims.ptr); free(input.data.ptr);
+    release(input.name, input.name_len); release(input.dims.ptr, input.dims.len); release(input.data.ptr, input.data.len);
     input.name = name; input.name_len = name_len;
     nn_tensor_dimensions(t, &input.dims);
     input.ty = nn_tensor_ty(t);
@@ -127,36 +137,49 @@ static int copy_bench(size_t size, int n) {
     return 0;
 }
 
+/* The same input in every guest and host that compares results: i % 255 / 255 - 0.5. */
+static uint8_t *fixed_input(size_t n) {
+    uint8_t *input = malloc(n);
+    for (size_t i = 0; i < n / 4; i++) ((float *)input)[i] = (float)(i % 255) / 255.0f - 0.5f;
+    return input;
+}
+
 static int run_main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "copy") == 0) return copy_bench(strtoul(argv[2], 0, 10), atoi(argv[3]));
-    if (argc < 3) { fprintf(stderr, "usage: nn-c MODEL.onnx ITERATIONS\n"); return 2; }
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) { perror(argv[1]); return 1; }
-    fseek(f, 0, SEEK_END); long size = ftell(f); fseek(f, 0, SEEK_SET);
-    nn_bytes model = { malloc(size), (size_t)size };
-    if (fread(model.ptr, 1, size, f) != (size_t)size) { perror("read"); return 1; }
-    fclose(f);
-    int iterations = atoi(argv[2]);
-    double t0 = now_us();
+    int by_name = argc < 3;
+    const char *source = argc >= 2 ? argv[1] : "efficientnet-lite0";
+    int iterations = by_name ? 1 : atoi(argv[2]);
     nn_result r;
-    nn_load(&model, 1, NN_ONNX, NN_CPU, &r);
-    if (r.is_err) return fail("load", r.value);
+    double t0 = now_us();
+    long size = 0;
+    if (by_name) {
+        nn_load_by_name(source, strlen(source), &r);
+        if (r.is_err) return fail("load-by-name", r.value);
+    } else {
+        FILE *f = fopen(source, "rb");
+        if (!f) { perror(source); return 1; }
+        fseek(f, 0, SEEK_END); size = ftell(f); fseek(f, 0, SEEK_SET);
+        nn_bytes model = { malloc(size), (size_t)size };
+        if (fread(model.ptr, 1, size, f) != (size_t)size) { perror("read"); return 1; }
+        fclose(f);
+        nn_load(&model, 1, NN_ONNX, NN_CPU, &r);
+        free(model.ptr);
+        if (r.is_err) return fail("load", r.value);
+    }
     nn_handle graph = r.value;
     double t1 = now_us();
-    free(model.ptr);
     nn_init_execution_context(graph, &r);
     if (r.is_err) return fail("init-execution-context", r.value);
     nn_handle ctx = r.value;
-    printf("load %.0f us (%ld bytes)\n", t1 - t0, size);
+    if (!by_name) printf("load %.0f us (%ld bytes)\n", t1 - t0, size);
     uint32_t dims[4] = {1, 3, 224, 224};
     size_t n = 1 * 3 * 224 * 224 * 4;
-    uint8_t *input = malloc(n);
-    for (size_t i = 0; i < n / 4; i++) ((float *)input)[i] = (float)(i % 255) / 255.0f - 0.5f;
+    uint8_t *input = fixed_input(n);
     for (int it = 0; it < iterations; it++) {
         double a = now_us();
         nn_handle t = nn_tensor_new(dims, 4, NN_FP32, input, n);
         double b = now_us();
-        nn_named_tensor in = { { "input", 5 }, t };
+        nn_named_tensor in = { { "input", 5 }, t };  /* the model's input name: wasmtime's OpenVINO matches by name */
         nn_compute_result cr;
         nn_compute(ctx, &in, 1, &cr);
         if (cr.is_err) return fail("compute", cr.u.err);
@@ -166,8 +189,11 @@ static int run_main(int argc, char **argv) {
         double d = now_us();
         float best = -1e30f; size_t arg = 0;
         for (size_t i = 0; i < out.len / 4; i++) if (((float *)out.ptr)[i] > best) { best = ((float *)out.ptr)[i]; arg = i; }
-        printf("iter %d tensor %.1f compute %.1f data %.1f total %.1f us top1 %zu bytes %zu\n",
-               it, b - a, c - b, d - c, d - a, arg, out.len);
+        if (by_name)
+            printf("top-1 class %zu\n", arg);
+        else
+            printf("iter %d tensor %.1f compute %.1f data %.1f total %.1f us top1 %zu bytes %zu\n",
+                   it, b - a, c - b, d - c, d - a, arg, out.len);
         for (size_t i = 0; i < cr.u.ok.len; i++) { nn_tensor_drop(cr.u.ok.ptr[i].tensor); free(cr.u.ok.ptr[i].name.ptr); }
         free(cr.u.ok.ptr);
         free(out.ptr);
@@ -175,6 +201,46 @@ static int run_main(int argc, char **argv) {
     nn_context_drop(ctx);
     nn_graph_drop(graph);
     return 0;
+}
+
+/* --- wasinn:guest/std-misuse: calls whose spans lie ------------------------------ */
+static struct { uint32_t ptr; uint32_t len; } misuse_ret;
+
+__attribute__((export_name("wasinn:guest/std-misuse@0.1.0#misuse")))
+void *misuse(char *kind, size_t len) {
+    static uint32_t dims[2] = {1, 16};
+    static uint8_t data[16];
+    char k[64] = {0};
+    memcpy(k, kind, len < 63 ? len : 63);
+    free(kind);
+    const char *said = "no error";
+    nn_result r;
+    if (!strcmp(k, "tensor-data-past-end")) {
+        nn_tensor_new(dims, 2, NN_U8, (uint8_t *)0xFFFFFF00u, 0x1000);
+    } else if (!strcmp(k, "tensor-dims-past-end")) {
+        nn_tensor_new((uint32_t *)0xFFFFFFF0u, 8, NN_U8, data, 16);
+    } else if (!strcmp(k, "tensor-length-wraps")) {
+        nn_tensor_new(dims, 2, NN_U8, data, 0xFFFFFFF8u);
+    } else if (!strcmp(k, "tensor-dims-misaligned")) {
+        nn_tensor_new((uint32_t *)((uint8_t *)dims + 1), 1, NN_U8, data, 16);
+    } else if (!strcmp(k, "data-return-area-past-end")) {
+        nn_tensor_data(nn_tensor_new(dims, 2, NN_U8, data, 16), (nn_bytes *)0xFFFFFFF8u);
+    } else if (!strcmp(k, "data-realloc-traps")) {
+        nn_handle t = nn_tensor_new(dims, 2, NN_U8, data, 16);
+        nn_bytes out;
+        trap_in_realloc = 1;
+        nn_tensor_data(t, &out);
+    } else if (!strcmp(k, "load-builder-past-end") || !strcmp(k, "load-list-past-end")) {
+        nn_bytes bad = { (uint8_t *)0xFFFF0000u, 0x20000 };
+        if (!strcmp(k, "load-builder-past-end")) nn_load(&bad, 1, NN_ONNX, NN_CPU, &r);
+        else nn_load((nn_bytes *)0xFFFFFFF0u, 4, NN_ONNX, NN_CPU, &r);
+        if (r.is_err) { int32_t *e = err_string(r.value); misuse_ret.ptr = ((uint32_t *)e)[1]; misuse_ret.len = ((uint32_t *)e)[2]; return &misuse_ret; }
+        said = "loaded?!";
+    } else {
+        said = "unknown kind";
+    }
+    misuse_ret.ptr = (uint32_t)(uintptr_t)strdup(said); misuse_ret.len = strlen(said);
+    return &misuse_ret;
 }
 
 __attribute__((export_name("wasi:cli/run@0.2.0#run")))

@@ -26,6 +26,7 @@ WASINN_GUEST_STAGE = 'wasinn:guest/stage@0.1.0'
 WASINN_GUEST_ROUNDTRIP = 'wasinn:guest/roundtrip@0.1.0'
 WASINN_GUEST_CLASSIFIER = 'wasinn:guest/classifier@0.1.0'
 WASINN_GUEST_STD_NN = 'wasinn:guest/std-nn@0.1.0'
+WASINN_GUEST_STD_MISUSE = 'wasinn:guest/std-misuse@0.1.0'
 WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
 
 # Every world in wit/, as componentize-py's -w takes it.
@@ -39,6 +40,7 @@ WASINN_GUEST_ML_COMMAND_WORLD = 'wasinn:guest/ml-command'
 WASINN_GUEST_ROUNDTRIP_GUEST_WORLD = 'wasinn:guest/roundtrip-guest'
 WASINN_GUEST_IMAGE_CLASSIFIER_WORLD = 'wasinn:guest/image-classifier'
 WASINN_GUEST_STD_GUEST_WORLD = 'wasinn:guest/std-guest'
+WASINN_GUEST_STD_RUNNABLE_WORLD = 'wasinn:guest/std-runnable'
 WASINN_GUEST_STD_COMMAND_WORLD = 'wasinn:guest/std-command'
 
 

@@ -36,7 +36,7 @@ from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
 from .abi import adapter
 from .abi.bulk import Bulk
-from .abi.memory import HostMemories
+from .abi.memory import HostMemories, OutOfBounds
 from .limits import Limits
 from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
@@ -324,10 +324,15 @@ class Instance:
             return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
             raise
-        except (WasmtimeError, wasmtime.Trap) as e:
+        except (WasmtimeError, wasmtime.Trap, OutOfBounds) as e:
+            # OutOfBounds: spans the guest gave the data path lie about its memory, which
+            # the canonical ABI traps on too (abi/adapter.py raised it in a host function)
             self.close()
             raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None
+        except BaseException:
+            self.close()  # a host function raised: wasmtime has poisoned the instance
+            raise
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
