@@ -59,3 +59,15 @@ def test_failures_exit_1_with_one_line_saying_why(args, message):
     proc = run(*args)
     assert proc.returncode == 1
     assert f"classify-cli: {message}" in proc.stderr
+
+
+def test_a_photo_over_the_old_per_call_cap_classifies(tmp_path):
+    """1280x960 RGB is 3.7 MB of pixels, over the 2,796,202 bytes wasmtime-py once let a
+    guest pass per call; the portable build's pixels take the standard path."""
+    with Image.open(IMAGES / "coffee.png") as img:
+        big = img.convert("RGB").resize((1280, 960), Image.BILINEAR)
+    big.save(tmp_path / "coffee-big.ppm")
+    assert big.width * big.height * 3 > 2_796_202
+    proc = run("/images/coffee-big.ppm", images=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert predictions(proc.stdout)["/images/coffee-big.ppm"][0][0] == TOP1["coffee.png"]

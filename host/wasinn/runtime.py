@@ -33,6 +33,7 @@ from ._bindings import (WASI_CLI_RUN, WASINN_FASTPATH_BULK, Resource, add_wasi_n
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from .compile_cache import CompileCache
+from .deadlines import stop_at_exit
 from .errors import GuestTrap, WasinnError
 from .abi import adapter
 from .abi.bulk import Bulk
@@ -373,8 +374,8 @@ class Instance:
 _KNOWN_LIMITS = {
     "fuel allocated for hostcalls has been exhausted":
         "a guest passed the host more than wasmtime's per-call limit for list values "
-        "(2,796,202 bytes of list<u8>); build the guest with `wasinn build`, whose bindings "
-        "move large models and tensors outside that path",
+        "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
+        "wasi:nn's tensor constructor, tensor.data and graph.load of wit-component layouts)",
 }
 
 
@@ -388,10 +389,12 @@ class _FuncTypes:
 
 
 class _EpochTicker:
-    """One daemon thread advancing the epoch of every live engine, so deadlines fire."""
+    """One thread advancing the epoch of every live engine, so deadlines fire. It ends
+    at exit, before the interpreter finalizes (see deadlines.stop_at_exit)."""
     _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
     _thread: threading.Thread | None = None
     _lock = threading.Lock()
+    _stop = threading.Event()
 
     @classmethod
     def watch(cls, engine: Engine) -> None:
@@ -400,11 +403,11 @@ class _EpochTicker:
             if cls._thread is None:
                 cls._thread = threading.Thread(target=cls._run, name="wasinn-epochs", daemon=True)
                 cls._thread.start()
+                stop_at_exit(cls._stop.set, cls._thread)
 
     @classmethod
     def _run(cls) -> None:
-        while True:
-            time.sleep(EPOCH_SECONDS)
+        while not cls._stop.wait(EPOCH_SECONDS):
             for engine in list(cls._engines):
                 engine.increment_epoch()
 
