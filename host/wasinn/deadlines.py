@@ -2,9 +2,15 @@
 
 A timer thread per inference cost ~90 us per compute (thread start and join); arming
 this shared watchdog costs a lock and a heap push.
+
+The host's threads end at exit, before the interpreter finalizes: a daemon thread
+that wakes (from a sleep, a wait or a call into wasmtime, all of which let go of the
+GIL) while CPython tears down its thread states can crash a process whose work is
+done, after it printed its results.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import heapq
 import itertools
@@ -19,6 +25,23 @@ _live: set[int] = set()  # in _pending
 _ids = itertools.count()
 _thread: threading.Thread | None = None
 _sleeping_until = float("inf")  # when the watchdog wakes next on its own
+_stopping = False
+
+
+def stop_at_exit(stop: Callable[[], None], thread: threading.Thread) -> None:
+    """At interpreter exit (atexit: after the program's own threads are joined, before
+    finalization), calls `stop()` and waits for `thread` to end."""
+    def end() -> None:
+        stop()
+        thread.join(timeout=5)
+    atexit.register(end)
+
+
+def _stop_watchdog() -> None:
+    global _stopping
+    with _lock:
+        _stopping = True
+        _lock.notify()
 
 
 def _drop_finished() -> None:
@@ -31,7 +54,7 @@ def _drop_finished() -> None:
 def _watch() -> None:
     global _sleeping_until
     with _lock:
-        while True:
+        while not _stopping:
             _drop_finished()
             _sleeping_until = _pending[0][0] if _pending else float("inf")
             wait = _sleeping_until - time.monotonic()
@@ -58,6 +81,7 @@ def stop_at(deadline: float | None, stop: Callable[[], None]):
         if _thread is None:
             _thread = threading.Thread(target=_watch, name="wasinn-deadlines", daemon=True)
             _thread.start()
+            stop_at_exit(_stop_watchdog, _thread)
         _drop_finished()  # usually every earlier call has finished
         key = next(_ids)
         heapq.heappush(_pending, (deadline, key, stop))
