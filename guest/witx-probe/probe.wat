@@ -1,6 +1,7 @@
 ;; A probe guest: every wasi-nn WITX import re-exported unchanged, so a test can call each one
 ;; with any argument values from the host (tests/test_witx_hostile.py) and see its errno.
 ;; Exports are named like the imports; WAMR's `wasi_nn` ones carry the prefix `wamr.`.
+;; `infer` is one inference as a program's loop does it (scripts/bench_witx.py).
 (module
   (import "wasi_ephemeral_nn" "load" (func $load (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
@@ -37,4 +38,11 @@
   (func (export "wamr.set_input") (param i32 i32 i32) (result i32) (call $wamr_set_input (local.get 0) (local.get 1) (local.get 2)))
   (func (export "wamr.compute") (param i32) (result i32) (call $wamr_compute (local.get 0)))
   (func (export "wamr.get_output") (param i32 i32 i32 i32) (result i32) (call $wamr_get_output (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "infer") (param $ctx i32) (param $tensor i32) (param $out i32) (param $max i32)
+        (param $written i32) (result i32) (local $errno i32)
+    (local.set $errno (call $set_input (local.get $ctx) (i32.const 0) (local.get $tensor)))
+    (if (local.get $errno) (then (return (local.get $errno))))
+    (local.set $errno (call $compute (local.get $ctx)))
+    (if (local.get $errno) (then (return (local.get $errno))))
+    (call $get_output (local.get $ctx) (i32.const 0) (local.get $out) (local.get $max) (local.get $written)))
 )

@@ -80,21 +80,28 @@ class GuestMemory:
     Views are numpy arrays on the memory itself (no copy); they are valid only until
     the guest runs again, since memory.grow may move it."""
 
+    # The last memory seen, as one numpy array: (base, size) -> array. Making the array
+    # costs more than a small call; a match means the same mapping, so it is reused.
+    _last: tuple[int, int, np.ndarray] = (0, 0, np.empty(0, np.uint8))
+
     def __init__(self, caller: wasmtime.Caller):
         memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise _Errno("missing_memory", "the module exports no memory named 'memory'")
         self.size = memory.data_len(caller)
-        self.base = ctypes.addressof(memory.data_ptr(caller).contents)
+        base = ctypes.addressof(memory.data_ptr(caller).contents)
+        last_base, last_size, array = GuestMemory._last
+        if (last_base, last_size) != (base, self.size):
+            array = np.ctypeslib.as_array((ctypes.c_uint8 * self.size).from_address(base)) if self.size else array
+            GuestMemory._last = (base, self.size, array)
+        self.bytes = array
 
     def view(self, ptr: int, length: int, what: str) -> np.ndarray:
         # ptr and length are u32; their sum may pass 2^32, which no 32-bit memory reaches
         if ptr + length > self.size:
             raise bad_argument(f"{what} at {ptr:#x}+{length} lies outside the guest's memory "
                                f"({self.size} bytes)")
-        if length == 0:
-            return np.empty(0, np.uint8)
-        return np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(self.base + ptr))
+        return self.bytes[ptr:ptr + length]
 
     def u32s(self, ptr: int, count: int, what: str) -> np.ndarray:
         """`count` little-endian u32s at `ptr`, copied (the guest may change them later)."""
@@ -191,6 +198,8 @@ class WitxHost:
                 errno, message = _ERRNO_OF[e.code], e.message
             except Exception as e:  # a host or backend bug: still an errno, never a trap
                 errno, message = "runtime_error", f"{type(e).__name__}: {e}"
+            code = next((c for c, e in _ERRNO_OF.items() if e == errno), ErrorCode.INVALID_ARGUMENT)
+            self.nn.session(caller).last_error = NnError(code, message)  # for `wasinn run`'s last word
             if self.report is not None:
                 self.report(f"wasinn: {module}.{name}: {errno}: {message}")
             return _ERRNO[errno]

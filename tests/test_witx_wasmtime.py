@@ -1,0 +1,36 @@
+"""The C classify example (a core module on wasi_ephemeral_nn) names the same class on the
+wasmtime 49 CLI (its OpenVINO backend, the model loaded by name from `-S nn-graph`) as
+on wasinn. Skips without the peers and openvino extras."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from test_witx import _run, chelsea, classify  # noqa: F401 (fixtures)
+from test_wasmtime_compat import openvino_ir, wasmtime_cli  # noqa: F401 (fixtures)
+from witx_support import MODEL
+
+pytestmark = pytest.mark.wasmtime
+
+
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory, openvino_ir):  # noqa: F811
+    import openvino as ov
+    d = tmp_path_factory.mktemp("ir") / "lite0"
+    d.mkdir()
+    ov.save_model(ov.convert_model(str(MODEL / "model.onnx")), str(d / "model.xml"), compress_to_fp16=False)
+    return d
+
+
+def test_same_module_same_top1_on_wasmtime_and_wasinn(wasmtime_cli, ir_dir, classify, chelsea):  # noqa: F811
+    binary, env = wasmtime_cli
+    d, logits = chelsea
+    args = ["--dir", f"{d}::/in", str(classify), "--name", "lite0", "/in/chelsea.f32"]
+    theirs = subprocess.run([str(binary), "run", "-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}", *args],
+                            capture_output=True, text=True, env=env, timeout=300)
+    ours = _run("-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}", *args)
+    for proc in (theirs, ours):
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0].endswith(f"(class {int(np.argmax(logits))})")
