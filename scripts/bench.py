@@ -6,6 +6,9 @@
 Sections (each row: wasinn, the reference, their ratio, the target):
   inference     classifier component vs native onnxruntime InferenceSession.run on the
                 same uint8 image and the same model (median and p99; single and batch of 8)
+  standard      components from other toolchains (guest/c-nn in C, guest/js-nn in
+                JavaScript): list<u8> both ways vs memcpy, tensor + compute + data vs
+                native onnxruntime, host peak memory, start-up
   marshalling   tensor creation + readback between host and guest (the roundtrip
                 guest's `echo`), bulk path and standard path, vs a numpy memcpy
   no size cap   a 256 MB model through graph.load, a 64 MiB tensor, host peak memory
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -111,7 +115,7 @@ def inference(host: wasinn.Host, n: int) -> dict:
 def marshalling(host: wasinn.Host, quick: bool) -> None:
     sizes = [1 << 10, 64 << 10, 1 << 20, 4 << 20] + ([] if quick else [64 << 20])
     for fastpath in (True, False):
-        label = "bulk path (wasinn build)" if fastpath else "standard path"
+        label = "componentize-py, bulk path" if fastpath else "componentize-py, standard path"
         progress(f"marshalling: {label}")
         comp = host.load_component(build.build_cached(
             build.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip" if fastpath else "roundtrip-standard",
@@ -119,13 +123,9 @@ def marshalling(host: wasinn.Host, quick: bool) -> None:
             progress=progress))
         inst = host.instantiate(comp)
         for size in sizes:
-            if not fastpath and size > 2_796_202 // 2:
-                row("marshalling", f"{label}, {size >> 10} KiB", float("nan"), None, "GB/s",
-                    note="over the standard path's per-call cap (2,796,202 B)")
-                continue
             a = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
             t = HostTensor([size], TensorType.U8, a)
-            reps = 3 if size >= (16 << 20) or (not fastpath and size >= (1 << 20)) else 10
+            reps = 3 if size >= (16 << 20) else 10
             inst.call("echo", t)  # warm-up: memory growth, first-touch page faults
             times = timed(lambda: inst.call("echo", t), reps)
             dst = np.empty_like(a)
@@ -134,7 +134,7 @@ def marshalling(host: wasinn.Host, quick: bool) -> None:
             # echo moves the bytes twice: host -> guest (readback) and guest -> host (creation)
             gbps = 2 * size / statistics.median(times) / 1e9
             row("marshalling", f"{label}, {size >> 10} KiB", gbps, size / statistics.median(copy) / 1e9, "GB/s",
-                ">= 1 GB/s" if fastpath and size >= (4 << 20) else "", lower_is_better=False,
+                ">= 1 GB/s" if size >= (4 << 20) else "", lower_is_better=False,
                 note="reference: numpy memcpy")
         inst.close()
 
@@ -177,6 +177,91 @@ dt = time.perf_counter() - t
 assert g.tag == "ok", vars(g.payload)
 print(dt, hwm() - base)
 """
+
+
+def _foreign_guests() -> dict[str, pathlib.Path]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    import guest_builds
+    progress("standard path: building the C and JavaScript guests (cached by content)")
+    return {"C": guest_builds.c_component([ROOT / "guest" / "c-nn" / "nn.c"], name="c-nn",
+                                          world="wasinn:guest/std-command"),
+            "JavaScript": guest_builds.js_component(ROOT / "guest" / "js-nn" / "app.js", name="js-nn",
+                                                    world="wasinn:guest/std-runnable")}
+
+
+PEAK = """
+import sys, numpy as np, wasinn
+def hwm():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) << 10
+host = wasinn.Host(cache_dir=sys.argv[1])
+inst = host.instantiate(host.load_component(sys.argv[2]))
+inst.call("echo", np.zeros(16, np.uint8))
+x = np.ones(20 << 20, np.uint8)
+before = hwm()
+for _ in range(2):
+    out = inst.call("echo", x)
+print((hwm() - before) / x.nbytes)
+"""
+
+
+def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
+    """Components from other toolchains, as they are: marshalling, end to end against
+    native onnxruntime, host memory and start-up (see abi/adapter.py)."""
+    guests = _foreign_guests()
+    model = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    native = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    for label, wasm in guests.items():
+        comp = host.load_component(wasm)
+        inst = host.instantiate(comp)
+        for size in [1 << 20, 4 << 20] + ([] if quick else [64 << 20]):
+            a = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+            t = HostTensor([size], TensorType.U8, a)
+            inst.call("echo", t)
+            times = timed(lambda: inst.call("echo", t), 3 if size >= (16 << 20) else 10)
+            dst = np.empty_like(a)
+            copy = timed(lambda: np.copyto(dst, a), 10)
+            row("standard", f"{label}: list<u8> both ways (echo), {size >> 20} MiB",
+                2 * size / statistics.median(times) / 1e9, size / statistics.median(copy) / 1e9, "GB/s",
+                {4 << 20: ">= 4 GB/s", 64 << 20: ">= 2 GB/s"}.get(size, ""), lower_is_better=False,
+                note="data() then the constructor; reference: numpy memcpy")
+        progress(f"standard path ({label}): graph.load of the 18.6 MB model from guest memory")
+        start = time.perf_counter()
+        assert inst.call("load-model", np.frombuffer(model.read_bytes(), np.uint8)).tag == "ok"
+        row("standard", f"{label}: graph.load of 18.6 MB from guest memory", time.perf_counter() - start, None,
+            "s", "works", note="data() of the model, then graph.load")
+        inst.call("set-input", "input", x)
+        for _ in range(5):
+            inst.call("infer")
+            native.run(None, {"input": x})
+        progress(f"standard path ({label}): {n} inferences each, interleaved")
+        tw, tn = interleaved(lambda: inst.call("infer"), lambda: native.run(None, {"input": x}), n)
+        row("standard", f"{label}: tensor + compute + data (602 KB in), median", 1e3 * statistics.median(tw),
+            1e3 * statistics.median(tn), "ms", "<= 1.15x", note="reference: InferenceSession.run")
+        small = HostTensor([4], TensorType.U8, bytes(4))
+        warm = statistics.median(timed(lambda: inst.call("echo", small), 20))
+        inst.close()
+
+        def fresh():
+            with host.instantiate(comp) as i:
+                i.call("echo", small)
+        fresh()
+        start_up = statistics.median(timed(fresh, 20)) - warm
+        row("standard", f"{label}: instantiate to a first call's return ({wasm.stat().st_size / 1e6:.1f} MB)",
+            1e3 * start_up, None, "ms", "<= 1 ms" if label == "C" else "", note="minus the same call when warm")
+    growth = float(_child(PEAK, str(CACHE), str(guests["C"])))
+    row("standard", "C: host peak growth reading a 20 MB output twice / payload", growth, None, "x", "<= 5x",
+        note="echo of 20 MB, twice")
+    proc = subprocess.run([sys.executable, "-m", "wasinn", "run", "--cache-dir", str(CACHE), str(guests["C"]), "--",
+                           "copy", str(4 << 20), "20"], capture_output=True, text=True)
+    rates = re.findall(r"\(([\d.]+) GB/s\)", proc.stdout)  # size N: tensor T us (G GB/s), data T us (G GB/s)
+    if proc.returncode == 0 and len(rates) == 2:
+        row("standard", "C, timed in the guest: 4 MiB tensor constructor", float(rates[0]), None,
+            "GB/s", ">= 4 GB/s", lower_is_better=False, note="guest -> host")
+        row("standard", "C, timed in the guest: 4 MiB tensor.data()", float(rates[1]), None,
+            "GB/s", ">= 4 GB/s", lower_is_better=False, note="host -> guest")
 
 
 def no_size_cap(host: wasinn.Host, quick: bool) -> None:
@@ -335,7 +420,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller payloads")
     ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
-    ap.add_argument("--only", nargs="*", choices=["inference", "marshalling", "nocap", "cold", "process"])
+    ap.add_argument("--only", nargs="*", choices=["inference", "standard", "marshalling", "nocap", "cold", "process"])
     ap.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
@@ -344,10 +429,12 @@ def main() -> int:
     host = wasinn.Host(cache_dir=CACHE, progress=progress, ort_threads=THREADS)
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
-    sections = args.only or ["inference", "marshalling", "nocap", "cold", "process"]
+    sections = args.only or ["inference", "standard", "marshalling", "nocap", "cold", "process"]
     latencies = None
     if "inference" in sections:
         latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
+    if "standard" in sections:
+        standard_path(host, args.quick, 30 if args.quick else 200)
     if "marshalling" in sections:
         marshalling(host, args.quick)
     if "nocap" in sections:

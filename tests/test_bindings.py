@@ -15,6 +15,13 @@ def test_generated_bindings_match_wit():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_generated_adapter_matches_wit():
+    """host/wasinn/abi/adapter.wat, the text the standard data path adds to components."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_adapter.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_host_code_has_no_hand_typed_wit_names():
     # interface or world paths, canonical function names, package versions
     pattern = re.compile(r"\b(wasi|wasinn):[a-z-]+/[a-z-]+|\[(method|constructor|static)\]|@\d+\.\d+\.\d+")

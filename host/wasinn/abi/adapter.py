@@ -14,7 +14,7 @@ the wasi-nn crate) reach their imports through a "shim" table that a "fixup" cor
 instance fills with the lowered host functions. `rewrite` appends to the component,
 without touching any of its own index spaces: an import of wasinn:adapter's
 interfaces, a core module (adapter.wat, generated from wit/) that implements
-`[constructor]tensor`, `[method]tensor.data` and `graph.load` with the flat
+the tensor constructor, `tensor.data` and `graph.load` with the flat
 signatures the guest expects, instantiated over the guest's memory and realloc, and
 a last core instance whose element segment points the shim table's slots for those
 three imports at it. Everything else the guest imports keeps its own lowering.
@@ -43,14 +43,21 @@ from ..tensors import HostTensor
 from .memory import HostMemories, LinearMemory, OutOfBounds
 
 TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
-# The guest's imports the adapter takes over, by (interface, function).
-TARGETS = {(WASI_NN_TENSOR, "[constructor]tensor"), (WASI_NN_TENSOR, "[method]tensor.data"), (WASI_NN_GRAPH, "load")}
-# Their flat core signatures (what the shim's call_indirect checks).
-_CORE_TYPES = {"[constructor]tensor": "(param i32 i32 i32 i32 i32) (result i32)",
-               "[method]tensor.data": "(param i32 i32)", "load": "(param i32 i32 i32 i32 i32)"}
-# The adapter's core function for each (adapter.wat's names).
-_CORE_FUNCS = {"[constructor]tensor": "$wasinn:core-tensor-new", "[method]tensor.data": "$wasinn:core-tensor-data",
-               "load": "$wasinn:core-load"}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A guest import the adapter takes over (adapter.wat's `;; @@target` lines)."""
+    interface: str
+    function: str
+    core_func: str  # the adapter's function that stands in for it
+    signature: str  # the flat core signature the guest imports it with (the shim checks it)
+
+
+@functools.cache
+def _targets() -> dict[tuple[str, str], _Target]:
+    lines = [ln.split(" ", 5)[2:] for ln in TEMPLATE.read_text().splitlines() if ln.startswith(";; @@target ")]
+    return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
 _COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
 _CORE_MODULE_SECTION = 1
 _PLACEHOLDER = b"wasinn-placeholder-"
@@ -143,7 +150,7 @@ class _Plan:
     memory: str
     realloc: str | None
     shim: str  # the core instance whose "$imports" table the guest's imports go through
-    slots: dict[str, list[int]]  # target function -> the shim table slots it fills
+    slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
 
 
 def _plan(text: str) -> _Plan | str:
@@ -160,7 +167,7 @@ def _plan(text: str) -> _Plan | str:
     targets: dict[str, str] = {}  # component func id -> target function
     for ln in top:
         m = re.match(rf'  \(alias export ({_ID}) "([^"]+)" \(func ({_ID})', ln)
-        if m and (by_instance.get(m.group(1)), m.group(2)) in TARGETS:
+        if m and (by_instance.get(m.group(1)), m.group(2)) in _targets():
             targets[m.group(3)] = m.group(2)
     lowered: dict[str, tuple[str, str]] = {}  # core func id -> (target, its options)
     for ln in top:
@@ -196,10 +203,13 @@ def _plan(text: str) -> _Plan | str:
     memories = {re.search(rf"\(memory ({_ID})\)", o).group(1) for _, o in options if "(memory" in o}
     if len(memories) != 1:
         return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
-    reallocs = [re.search(rf"\(realloc ({_ID})\)", o) for t, o in options if t == "[method]tensor.data"]
+    # the realloc of the one function that returns a list the adapter allocates
+    reallocs = [re.search(rf"\(realloc ({_ID})\)", o) for _, o in options if "(realloc" in o]
     graph = instances.get(WASI_NN_GRAPH)
     if graph is None:
-        slots.pop("load", None)
+        for t in _targets().values():
+            if t.interface == WASI_NN_GRAPH:
+                slots.pop(t.function, None)
     return _Plan(instances[WASI_NN_TENSOR], graph, memories.pop(), reallocs[0].group(1) if reallocs and reallocs[0]
                  else None, shims.pop(), slots)
 
@@ -211,12 +221,13 @@ def _block(template: str, name: str) -> str:
 def _adapter_text(plan: _Plan) -> str:
     template = TEMPLATE.read_text()
     text = _block(template, "tensors")
-    if "load" in plan.slots:
+    if any(t.interface == WASI_NN_GRAPH and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "graphs")
     imports, exports, elems = [], [], []
+    targets = {t.function: t for t in _targets().values()}
     for i, (target, slots) in enumerate(sorted(plan.slots.items())):
-        imports.append(f'    (import "" "f{i}" (func $f{i} {_CORE_TYPES[target]}))')
-        exports.append(f'(export "f{i}" (func {_CORE_FUNCS[target]}))')
+        imports.append(f'    (import "" "f{i}" (func $f{i} {targets[target].signature}))')
+        exports.append(f'(export "f{i}" (func {targets[target].core_func}))')
         elems += [f"    (elem (table 0) (i32.const {slot}) func $f{i})" for slot in slots]
     text += "\n".join([
         "  ;; Points the guest's shim table at the adapter's functions (after its own fixup ran).",

@@ -3,6 +3,11 @@
 ;; @@NAME@@ markers are filled in per component: the names its own text gives its
 ;; wasi:nn instances, the core memory and realloc its wasi:nn lowerings use, and the
 ;; shim table its fixup fills.
+;; The imports taken over: interface, function, the adapter's core function standing in
+;; for it, and the flat signature the guest imports it with.
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-10-28 [constructor]tensor $wasinn:core-tensor-new (param i32 i32 i32 i32 i32) (result i32)
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-10-28 [method]tensor.data $wasinn:core-tensor-data (param i32 i32)
+;; @@target wasi:nn/graph@0.2.0-rc-2024-10-28 load $wasinn:core-load (param i32 i32 i32 i32 i32)
 
 ;; @@begin tensors
   (alias export @@TENSOR_INSTANCE@@ "tensor" (type $wasinn:tensor))
