@@ -5,7 +5,6 @@ import os
 import pathlib
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 import wasinn
 from wasinn import build
@@ -13,13 +12,7 @@ from wasinn import build
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "tests"
 
-settings.register_profile("ci", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("dev", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("long", max_examples=10_000, deadline=None,
-                          suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+# Hypothesis profiles (ci, dev, long) come from wasinn's pytest plugin (wasinn/testing/plugin.py).
 
 
 def pytest_collection_modifyitems(config, items):

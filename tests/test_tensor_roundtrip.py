@@ -1,15 +1,12 @@
 """The tensor path is exact: every type, shape and byte pattern, both ways and through compute."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from wasmtime.component import Record
 
-from wasinn import HostTensor, TensorType
-from wasinn.tensors import DTYPES
+from wasinn import HostTensor, TensorType, testing
 
 import models
 from conftest import guest_component
@@ -21,18 +18,14 @@ def roundtrip_component(request, host):
     standard path a portable build (like any other toolchain's component) takes."""
     return host.load_component(guest_component("roundtrip", fastpath=request.param == "bulk"))
 
+
 TYPES = list(TensorType)
-# rank 0-6 with zero-sized axes, small enough that the values path stays quick
-dims_st = st.lists(st.integers(0, 5), min_size=0, max_size=6).filter(lambda d: math.prod(d) <= 4096)
 
 
-@st.composite
-def tensors(draw, types=st.sampled_from(TYPES)):
-    ty = draw(types)
-    dims = draw(dims_st)
-    data = draw(st.binary(min_size=math.prod(dims) * DTYPES[ty].itemsize,
-                          max_size=math.prod(dims) * DTYPES[ty].itemsize))
-    return ty, dims, data
+def tensors(**kwargs):
+    """wasinn.testing's tensors (every type and shape class, edge values, sizes around
+    64 KiB) as the (type, dims, bytes) these tests take."""
+    return testing.tensors(**kwargs).map(lambda t: (t.ty, list(t.dims), t.to_bytes()))
 
 
 def value(ty, dims, data) -> Record:
@@ -110,7 +103,7 @@ def test_identity_through_compute_matches_native(roundtrip, contexts, t):
     assert want == data
 
 
-@given(st.sampled_from(TYPES), tensors())
+@given(testing.tensor_types(), tensors())
 def test_cast_through_compute_matches_native(roundtrip, contexts, dst, t):
     ty, dims, data = t
     model = models.cast(ty, dst)

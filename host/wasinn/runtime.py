@@ -287,6 +287,12 @@ class Instance:
         self._funcs[name] = func, _FuncTypes(func.type(store))  # fixed: ask wasmtime once
         return self._funcs[name]
 
+    def signature(self, name: str) -> tuple[list[tuple[str, Any]], Any]:
+        """An export's (parameter name, type) pairs and result type (None: no result), as
+        wasmtime-py's component types; what wasinn.testing draws values for."""
+        _, ftype = self._func(self._ensure(), name)
+        return ftype.params, ftype.result
+
     def exported_interfaces(self) -> list[str]:
         return sorted(self.component.type.exports(self.component.wasinn_engine.engine))
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from . import legacy, models
+from . import fuzz, legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_ML_WORLD
 from ..backends import parse_choices
@@ -260,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     p.set_defaults(func=cmd_serve)
     models.add_parsers(sub)
+    fuzz.add_parser(sub)
     return ap
 
 
