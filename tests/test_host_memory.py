@@ -220,3 +220,28 @@ def test_limits_from_a_config_file(tmp_path):
     limits = Limits.from_file(cfg)
     assert (limits.output_bytes, limits.max_backend_memory, limits.max_host_bytes) == (8 * MIB, 512 * MIB, 1 << 30)
     assert Limits(max_tensor_bytes=100).output_bytes == 100  # unset: max-tensor-bytes's
+
+
+def test_tflite_refuses_interpreters_past_max_backend_memory(roundtrip_wasm):
+    pytest.importorskip("ai_edge_litert")
+    import tflite_models
+    inst = instance(make_host(max_backend_memory=MIB), roundtrip_wasm)
+    code, message = failure(inst.call("load", [tflite_models.identity(TensorType.FP32, (MIB // 4,))],
+                                      "tensorflowlite", "cpu"))  # x and y: 2 MiB
+    assert code == "too-large" and "LiteRT" in message
+    assert "the limit is 1048576 (max-backend-memory, --max-backend-memory)" in message
+    # a dynamic axis is known at compute: resized past the bound, refused; the context still serves
+    ctx = inst.call("init-context", inst.call("load", [tflite_models.dynamic_double()], "tensorflowlite",
+                                              "cpu").payload).payload
+    code, message = failure(inst.call("compute-tensors", ctx, [("x", np.ones((MIB // 12 + 1, 3), np.float32))]))
+    assert code == "too-large" and "(max-backend-memory, --max-backend-memory)" in message
+    ok = inst.call("compute-tensors", ctx, [("x", np.ones((2, 3), np.float32))])
+    np.testing.assert_array_equal(ok.payload[0][1].array(), np.full((2, 3), 2, np.float32))
+
+
+def test_thirty_start_stop_cycles_of_classify_and_run_exit_cleanly():
+    """scripts/stress_cycles.py: every `wasinn classify` and `wasinn run` exits 0 (300 by hand)."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "stress_cycles.py"), "--cycles", "30"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "30 cycles of classify and run: 0 crashes" in done.stdout
