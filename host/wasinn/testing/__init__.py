@@ -11,7 +11,8 @@ except ModuleNotFoundError:
     raise ModuleNotFoundError("wasinn.testing needs hypothesis: pip install 'wasinn[testing]'",
                               name="hypothesis") from None
 
+from .machine import ComponentMachine, export_names
 from .strategies import EDGES, THRESHOLDS, TYPES, Unsupported, dims, inputs_for, tensor_types, tensors, values_for
 
-__all__ = ["EDGES", "THRESHOLDS", "TYPES", "Unsupported", "dims", "inputs_for", "tensor_types", "tensors",
-           "values_for"]
+__all__ = ["ComponentMachine", "EDGES", "THRESHOLDS", "TYPES", "Unsupported", "dims", "export_names", "inputs_for",
+           "tensor_types", "tensors", "values_for"]

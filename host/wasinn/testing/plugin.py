@@ -11,8 +11,8 @@ Options:
     --wasinn-profile NAME   the hypothesis settings profile: `ci` (60 examples), `dev` (25),
                             `long` (10,000); default: $HYPOTHESIS_PROFILE, else `ci` under CI=true,
                             else `dev`
-    --wasinn-cache-dir DIR  where built and compiled components are kept
-                            (default: $XDG_CACHE_HOME/wasinn)
+    --wasinn-cache-dir DIR  where built and compiled components are kept (default: the
+                            `wasinn_cache_dir` ini setting, else $XDG_CACHE_HOME/wasinn)
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--wasinn-profile", choices=PROFILES, default=None,
                     help="hypothesis settings profile: ci (60 examples), dev (25), long (10,000)")
     group.addoption("--wasinn-cache-dir", default=None, metavar="DIR",
-                    help="where wasinn keeps built and compiled components (default: $XDG_CACHE_HOME/wasinn)")
+                    help="where wasinn keeps built and compiled components (default: the wasinn_cache_dir "
+                         "ini setting, else $XDG_CACHE_HOME/wasinn)")
+    parser.addini("wasinn_cache_dir", "where wasinn keeps built and compiled components (relative to the rootdir)")
 
 
 def register_profiles() -> None:
@@ -55,7 +57,10 @@ def pytest_configure(config) -> None:
 def _cache_dir(config) -> pathlib.Path:
     from ..runtime import default_cache_dir
     option = config.getoption("wasinn_cache_dir")
-    return pathlib.Path(option) if option else default_cache_dir()
+    if option:
+        return pathlib.Path(option)
+    ini = config.getini("wasinn_cache_dir")
+    return config.rootpath / ini if ini else default_cache_dir()
 
 
 @pytest.fixture(scope="session")
