@@ -10,6 +10,8 @@ from ..errors import WasinnError
 # A call's deadline while fuzzing unless --deadline says otherwise: a guest that hangs
 # should cost seconds per example, not the minute `wasinn run` allows.
 DEFAULT_DEADLINE = "10s"
+# Enough for each planted bug of tests/test_fuzz.py, in seconds for a small component.
+DEFAULT_EXAMPLES = 200
 
 
 class UsageError(WasinnError):
@@ -18,7 +20,6 @@ class UsageError(WasinnError):
 
 def add_parser(sub) -> None:
     from . import _common, _model_flags
-    from ..testing.fuzz import DEFAULT_EXAMPLES
     p = sub.add_parser("fuzz", help="call an export many times with values drawn from its WIT types",
                        description="Draw every parameter of EXPORT from its WIT types (hypothesis) and call "
                        "it, each example on a fresh instance. Reports traps (the guest's own, a limit, the "

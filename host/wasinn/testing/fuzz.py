@@ -29,8 +29,6 @@ from ..runtime import Host
 from ..tensors import DTYPES, HostTensor
 from .strategies import is_tensor, type_name, values_for
 
-DEFAULT_EXAMPLES = 200
-
 
 @dataclasses.dataclass
 class Finding:
@@ -93,7 +91,7 @@ def roundtrip_problem(params, result) -> str | None:
     return None
 
 
-def fuzz(host: Host, component, export: str, *, roundtrip: bool = False, examples: int = DEFAULT_EXAMPLES,
+def fuzz(host: Host, component, export: str, *, examples: int, roundtrip: bool = False,
          seed: int | None = None, replay: str | None = None,
          progress: Callable[[int, int], None] | None = None) -> Report:
     """Fuzzes `export` of `component` (a loaded Component); see the module docs. Raises

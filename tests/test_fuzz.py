@@ -1,0 +1,144 @@
+"""`wasinn fuzz` finds planted marshalling bugs, shrinks each to a minimal tensor, and
+raises no false alarm on correct guests. Guests: guest/fuzz-py (componentize-py, the
+bulk path) and guest/fuzz-c (C, the standard path), wit/fuzz.wit; built with the
+wasinn pytest plugin's `wasinn_build` fixture and guest_builds."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import rule
+
+import guest_builds
+from conftest import ROOT
+from wasinn.testing import ComponentMachine, tensors
+from wasinn.cli.fuzz import DEFAULT_EXAMPLES
+from wasinn.testing.fuzz import fuzz
+
+SEED = 1
+
+
+@pytest.fixture(scope="module")
+def py_wasm(wasinn_build):
+    return wasinn_build(ROOT / "guest" / "fuzz-py", world="wasinn:guest/fuzz-guest")
+
+
+@pytest.fixture(scope="module")
+def c_wasm():
+    try:
+        return guest_builds.c_component([ROOT / "guest" / "fuzz-c" / "fuzz.c"], name="fuzz-c",
+                                        world="wasinn:guest/fuzz-c-guest")
+    except guest_builds.ToolchainMissing as e:
+        guest_builds.skip_without(e)
+
+
+@pytest.fixture(scope="module")
+def guests(wasinn_host, py_wasm, c_wasm):
+    return {"py": wasinn_host.load_component(py_wasm), "c": wasinn_host.load_component(c_wasm)}
+
+
+# (guest, export, the shrunk counterexample: exact, or its start where the bytes may vary)
+PLANTED = [
+    ("py", "echo-swapped-fp32", "counterexample: FP32 dims=[] byte "),
+    ("py", "echo-lost-zero-axis", "counterexample: FP32 dims=[0] dims differ: sent [0], got []"),
+    ("py", "echo-threshold", "counterexample: FP32 dims=[16384] length differs: sent 65536 bytes, got 65535"),
+    ("py", "echo-wrong-tag", "counterexample: BF16 dims=[0] type differs: sent BF16, got FP16"),
+    ("py", "echo-many-dropping", "counterexample: list<tensor> of 3 [FP32 dims=[], FP32 dims=[], FP32 dims=[]] "
+                                 "length differs: sent 3, got 2"),
+    ("c", "echo-swapped-i64", "counterexample: I64 dims=[] byte "),
+    ("c", "echo-bytes-threshold", "counterexample: list<u8> of 4096 bytes length differs: sent 4096 bytes, got 4095"),
+]
+
+
+@pytest.mark.parametrize("guest, export, want", PLANTED, ids=[f"{g}-{e}" for g, e, _ in PLANTED])
+def test_each_planted_bug_is_found_and_shrunk_to_a_minimal_tensor(wasinn_host, guests, guest, export, want):
+    report = fuzz(wasinn_host, guests[guest], export, roundtrip=True, examples=DEFAULT_EXAMPLES, seed=SEED)
+    assert [f.line for f in report.findings if not f.line.startswith(want)] == []
+    assert len(report.findings) == 1 and report.findings[0].blob
+    if want.endswith(" byte "):  # a byte-order slip: one element, some byte differs
+        assert " (element 0) differs: sent 0x" in report.findings[0].line
+    assert report.outcomes["ok"] > 0
+
+
+@pytest.mark.parametrize("guest, export, examples", [("py", "echo", 600), ("py", "echo-many", 200),
+                                                     ("c", "echo", 600), ("c", "echo-bytes", 600)])
+def test_correct_guests_pass_a_long_run_with_no_finding(wasinn_host, guests, guest, export, examples):
+    report = fuzz(wasinn_host, guests[guest], export, roundtrip=True, examples=examples, seed=SEED)
+    assert report.findings == [] and report.outcomes == {"ok": report.calls}
+    assert report.calls >= examples * 0.9
+
+
+def wasinn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wasinn", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_reports_counts_a_counterexample_and_a_reproducer_that_replays_it(py_wasm):
+    cache = ["--cache-dir", str(ROOT / ".cache" / "tests")]
+    run = wasinn("fuzz", str(py_wasm), "--export", "echo-lost-zero-axis", "--roundtrip", "--seed", "3", *cache)
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("fuzzed echo-lost-zero-axis: func(t: tensor) -> tensor: ")
+    assert "mismatch: dims " in lines[1] and "ok " in lines[1]
+    assert lines[2] == "counterexample: FP32 dims=[0] dims differ: sent [0], got []"
+    assert lines[3].startswith(f"reproduce: wasinn fuzz {py_wasm} --export echo-lost-zero-axis --roundtrip --replay ")
+    replay = wasinn(*lines[3].split()[2:], *cache)
+    assert replay.returncode == 1 and replay.stdout.splitlines()[2] == lines[2]
+    assert "1 calls" in replay.stdout.splitlines()[0]
+
+    clean = wasinn("fuzz", str(py_wasm), "--export", "echo", "--roundtrip", "--examples", "50", *cache)
+    assert clean.returncode == 0 and clean.stdout.splitlines()[1].strip() == "ok 50", clean.stdout + clean.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--export", "nope"], "the component exports no function 'nope'"),
+    (["--export", "echo-many", "--examples", "1"], None),
+])
+def test_usage_failures_exit_2_with_one_line(py_wasm, args, message):
+    run = wasinn("fuzz", str(py_wasm), *args, "--cache-dir", str(ROOT / ".cache" / "tests"))
+    if message is None:  # no --roundtrip: a plain run on a correct export
+        assert run.returncode == 0, run.stderr
+        return
+    assert run.returncode == 2 and message in run.stderr
+    assert [ln for ln in run.stderr.splitlines() if ln.startswith("wasinn: error:")] != []
+
+
+def test_unreadable_component_exits_2(tmp_path):
+    run = wasinn("fuzz", str(tmp_path / "missing.wasm"), "--export", "echo")
+    assert run.returncode == 2 and run.stderr.strip().startswith("wasinn: error: cannot read component")
+
+
+def test_roundtrip_refuses_an_export_that_does_not_return_what_it_takes(wasinn_host):
+    from conftest import guest_component
+    component = wasinn_host.load_component(guest_component("roundtrip"))
+    from wasinn.errors import WasinnError
+    with pytest.raises(WasinnError, match="--roundtrip needs an export that returns what it takes; make is"):
+        fuzz(wasinn_host, component, "make", roundtrip=True, examples=1)
+
+
+def test_without_hypothesis_the_command_names_the_extra(py_wasm):
+    code = ("import sys; sys.modules['hypothesis'] = None; from wasinn.cli import main; "
+            f"sys.exit(main(['fuzz', {str(py_wasm)!r}, '--export', 'echo']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "wasinn: error: wasinn fuzz needs the Python package hypothesis: " \
+                                 "pip install 'wasinn[testing]'"
+
+
+class FuzzGuestMachine(ComponentMachine):
+    """The state machine base on the fuzz guest: its own rule calls the correct exports
+    with drawn values, and a rule of ours checks one property."""
+    exports = ["echo", "echo-many"]
+
+    @rule(t=tensors(thresholds=()))
+    def echo_returns_its_input(self, t):
+        out = self.call("echo", t)
+        assert (out.ty, out.dims, out.to_bytes()) == (t.ty, t.dims, t.to_bytes())
+
+
+def test_the_state_machine_base_runs_a_subclass(py_wasm):
+    FuzzGuestMachine.component = py_wasm
+    FuzzGuestMachine.TestCase.settings = settings(FuzzGuestMachine.TestCase.settings, max_examples=10,
+                                                  stateful_step_count=10)
+    FuzzGuestMachine.TestCase().runTest()
