@@ -7,25 +7,46 @@ later, from a call that can return an error.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-import ml_dtypes
 import numpy as np
 
 from ._bindings import TensorType
 from .errors import invalid_argument
 
-# Every wasi:nn tensor type and the numpy dtype that holds it (little-endian, as the
-# bytes on the wire are).
-DTYPES: dict[TensorType, np.dtype] = {
-    TensorType.FP16: np.dtype("<f2"),
-    TensorType.FP32: np.dtype("<f4"),
-    TensorType.FP64: np.dtype("<f8"),
-    TensorType.BF16: np.dtype(ml_dtypes.bfloat16),
-    TensorType.U8: np.dtype("u1"),
-    TensorType.I32: np.dtype("<i4"),
-    TensorType.I64: np.dtype("<i8"),
-}
-_BY_DTYPE = {dt: ty for ty, dt in DTYPES.items()}
+class _Dtypes(Mapping):
+    """Every wasi:nn tensor type and the numpy dtype that holds it (little-endian, as
+    the bytes on the wire are). numpy has no bfloat16: that one comes from ml_dtypes,
+    imported the first time a BF16 tensor needs it (the import alone takes 0.3-0.5 s)."""
+
+    def __init__(self):
+        self._known = {
+            TensorType.FP16: np.dtype("<f2"),
+            TensorType.FP32: np.dtype("<f4"),
+            TensorType.FP64: np.dtype("<f8"),
+            TensorType.U8: np.dtype("u1"),
+            TensorType.I32: np.dtype("<i4"),
+            TensorType.I64: np.dtype("<i8"),
+        }
+
+    def __getitem__(self, ty: TensorType) -> np.dtype:
+        dtype = self._known.get(ty)
+        if dtype is None and ty == TensorType.BF16:
+            import ml_dtypes
+            dtype = self._known[ty] = np.dtype(ml_dtypes.bfloat16)
+        if dtype is None:
+            raise KeyError(ty)
+        return dtype
+
+    def __iter__(self):
+        return iter(TensorType)
+
+    def __len__(self) -> int:
+        return len(TensorType)
+
+
+DTYPES: Mapping[TensorType, np.dtype] = _Dtypes()
+_BY_DTYPE = {dt: ty for ty, dt in DTYPES._known.items()}
 # Names people and ONNX use, for messages.
 TYPE_NAMES = {TensorType.FP16: "float16", TensorType.FP32: "float32", TensorType.FP64: "float64",
               TensorType.BF16: "bfloat16", TensorType.U8: "uint8", TensorType.I32: "int32",
@@ -34,7 +55,12 @@ TYPE_NAMES = {TensorType.FP16: "float16", TensorType.FP32: "float32", TensorType
 
 def tensor_type_of(dtype: np.dtype) -> TensorType | None:
     """The wasi:nn type for a numpy dtype, or None if wasi:nn cannot carry it."""
-    return _BY_DTYPE.get(np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).byteorder == ">" else np.dtype(dtype))
+    dtype = np.dtype(dtype)
+    if dtype.byteorder == ">":
+        dtype = dtype.newbyteorder("<")
+    if dtype.name == "bfloat16":  # an ml_dtypes array: ml_dtypes is loaded already
+        return TensorType.BF16 if dtype == DTYPES[TensorType.BF16] else None
+    return _BY_DTYPE.get(dtype)
 
 
 def describe(ty: TensorType, dims) -> str:

@@ -1,0 +1,72 @@
+"""A lean process: a command imports what it uses, when it uses it.
+
+Each check runs a fresh interpreter with `-X importtime`, whose report names every
+module the process imported, so a module pulled in by an import at the top of some
+file shows up even if nothing calls it.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "tests"
+CHELSEA = ROOT / "images" / "chelsea.png"
+
+# What `wasinn classify` (a cached component, the bundled model by name, onnxruntime)
+# never uses: bfloat16 (ml_dtypes), model tools (onnx, modelprep's tools; its defaults are
+# constants the parser shows), the other backends,
+# the test kit, pipelines and their MQTT/YAML stack, the guest toolchain.
+UNUSED_BY_CLASSIFY = ("ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
+                      "yaml", "paho", "componentize_py", "wasinn.testing", "wasinn.pipeline",
+                      "wasinn.modelprep.check", "wasinn.modelprep.optimize", "wasinn.apps.classifier_model", "wasinn.apps.openvino_ir",
+                      "wasinn.backends.openvino", "wasinn.backends.tflite")
+
+
+def imported_modules(code: str) -> set[str]:
+    """Every module a fresh `python -X importtime -c CODE` imported."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", run.stderr, re.M))
+
+
+def pulled_in(modules: set[str], names) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def classify_code() -> str:
+    argv = ["classify", str(CHELSEA), "--top", "1", "--cache-dir", str(CACHE)]
+    return f"import sys; from wasinn.cli import main; sys.exit(main({argv!r}))"
+
+
+@pytest.fixture(scope="module")
+def classify_modules() -> set[str]:
+    # The first run may build the component and compose the model (which imports onnx):
+    # the second is what every later run imports.
+    imported_modules(classify_code())
+    return imported_modules(classify_code())
+
+
+def test_classify_imports_only_what_it_uses(classify_modules):
+    assert "onnxruntime" in classify_modules and "PIL" in classify_modules  # it did classify
+    assert pulled_in(classify_modules, UNUSED_BY_CLASSIFY) == []
+
+
+def test_import_wasinn_leaves_bfloat16_and_backends_for_later():
+    modules = imported_modules("import wasinn")
+    assert pulled_in(modules, ("ml_dtypes", "onnxruntime", "onnx", "openvino", "PIL", "hypothesis")) == []
+
+
+def test_bfloat16_loads_ml_dtypes_when_first_used():
+    modules = imported_modules(
+        "import sys, numpy as np; from wasinn import HostTensor, TensorType\n"
+        "assert 'ml_dtypes' not in sys.modules\n"
+        "t = HostTensor((2,), TensorType.BF16, np.array([0x3f80, 0xc000], np.uint16).view(np.uint8))\n"
+        "t.validate('x'); assert t.array().astype(np.float32).tolist() == [1.0, -2.0]\n"
+        "assert HostTensor.from_array(t.array()).ty == TensorType.BF16")
+    assert "ml_dtypes" in modules
