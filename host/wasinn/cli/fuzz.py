@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--replay", metavar="BLOB", help="run only the example a reproducer line names")
     _model_flags(p)
     _common(p)
+    for action in p._actions:  # the shared limits flags tell run's default deadline
+        if action.dest == "limit_deadline":
+            action.help = f"time per call, e.g. 30s; 0: none ({DEFAULT_DEADLINE} while fuzzing)"
     p.set_defaults(func=cmd_fuzz)
 
 
