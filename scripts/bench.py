@@ -9,6 +9,7 @@ Sections (each row: wasinn, the reference, their ratio, the target):
   standard      components from other toolchains (guest/c-nn in C, guest/js-nn in
                 JavaScript): list<u8> both ways vs memcpy, tensor + compute + data vs
                 native onnxruntime, host peak memory, start-up
+  legacy        a core module on wasi_ephemeral_nn: set_input + compute + get_output
   marshalling   tensor creation + readback between host and guest (the roundtrip
                 guest's `echo`), bulk path and standard path, vs a numpy memcpy
   no size cap   a 256 MB model through graph.load, a 64 MiB tensor, host peak memory
@@ -22,6 +23,7 @@ so that load hits both sides alike, and medians are reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -204,6 +206,30 @@ print((hwm() - before) / x.nbytes)
 """
 
 
+@contextlib.contextmanager
+def _time_in_host():
+    """Seconds spent in the data path's host functions (both directions) while inside."""
+    from wasinn.abi.adapter import AdapterHost
+    spent = [0.0]
+    originals = {name: getattr(AdapterHost, name) for name in ("new_tensor", "read_data")}
+
+    def wrap(fn):
+        def timed_fn(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return timed_fn
+    for name, fn in originals.items():
+        setattr(AdapterHost, name, wrap(fn))
+    try:
+        yield spent
+    finally:
+        for name, fn in originals.items():
+            setattr(AdapterHost, name, fn)
+
+
 def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
     """Components from other toolchains, as they are: marshalling, end to end against
     native onnxruntime, host memory and start-up (see abi/adapter.py)."""
@@ -227,6 +253,11 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
                 2 * size / statistics.median(times) / 1e9, size / statistics.median(copy) / 1e9, "GB/s",
                 {4 << 20: ">= 4 GB/s", 64 << 20: ">= 2 GB/s"}.get(size, ""), lower_is_better=False,
                 note="data() then the constructor; reference: numpy memcpy")
+            if size == 4 << 20:
+                with _time_in_host() as spent:
+                    times = timed(lambda: inst.call("echo", t), 10)
+                row("standard", f"{label}: share of a 4 MiB echo spent in the host's copies",
+                    spent[0] / sum(times), None, "", note="the rest is the guest's own code and bindings")
         progress(f"standard path ({label}): graph.load of the 18.6 MB model from guest memory")
         start = time.perf_counter()
         assert inst.call("load-model", np.frombuffer(model.read_bytes(), np.uint8)).tag == "ok"
@@ -240,9 +271,18 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
         tw, tn = interleaved(lambda: inst.call("infer"), lambda: native.run(None, {"input": x}), n)
         row("standard", f"{label}: tensor + compute + data (602 KB in), median", 1e3 * statistics.median(tw),
             1e3 * statistics.median(tn), "ms", "<= 1.15x", note="reference: InferenceSession.run")
-        small = HostTensor([4], TensorType.U8, bytes(4))
-        warm = statistics.median(timed(lambda: inst.call("echo", small), 20))
         inst.close()
+    for label, fastpath in (("componentize-py, portable", False), ("componentize-py, bulk shim", True)):
+        guests[label] = build.build_cached(
+            build.guest_files(ROOT / "guest" / "roundtrip"), name="roundtrip" if fastpath else "roundtrip-standard",
+            world=wasinn._bindings.WASINN_GUEST_ROUNDTRIP_GUEST_WORLD, cache_dir=CACHE, fastpath=fastpath,
+            progress=progress)
+    small = HostTensor([4], TensorType.U8, bytes(4))
+    for label, wasm in guests.items():
+        comp = host.load_component(wasm)
+        with host.instantiate(comp) as inst:
+            inst.call("echo", small)
+            warm = statistics.median(timed(lambda: inst.call("echo", small), 20))
 
         def fresh():
             with host.instantiate(comp) as i:
@@ -250,7 +290,8 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
         fresh()
         start_up = statistics.median(timed(fresh, 20)) - warm
         row("standard", f"{label}: instantiate to a first call's return ({wasm.stat().st_size / 1e6:.1f} MB)",
-            1e3 * start_up, None, "ms", "<= 1 ms" if label == "C" else "", note="minus the same call when warm")
+            1e3 * start_up, None, "ms", "<= 1 ms" if label == "C" else "",
+            note="minus the same call when warm; host-owned memory (no copy-on-write image)")
     growth = float(_child(PEAK, str(CACHE), str(guests["C"])))
     row("standard", "C: host peak growth reading a 20 MB output twice / payload", growth, None, "x", "<= 5x",
         note="echo of 20 MB, twice")
@@ -262,6 +303,17 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
             "GB/s", ">= 4 GB/s", lower_is_better=False, note="guest -> host")
         row("standard", "C, timed in the guest: 4 MiB tensor.data()", float(rates[1]), None,
             "GB/s", ">= 4 GB/s", lower_is_better=False, note="host -> guest")
+
+
+def legacy_modules(quick: bool) -> None:
+    """A core module on wasi_ephemeral_nn (scripts/bench_witx.py): set_input + compute +
+    get_output against native onnxruntime on the same session."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_witx import measure_witx
+    progress("legacy core module: set_input + compute + get_output, interleaved with native")
+    r = measure_witx(THREADS, 30 if quick else 200)["same_session"]
+    row("legacy", "core module: set_input + compute + get_output", r["witx_ms"], r["native_ms"], "ms",
+        "<= 1.05x", note="reference: the same session's run()")
 
 
 def no_size_cap(host: wasinn.Host, quick: bool) -> None:
@@ -420,7 +472,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller payloads")
     ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
-    ap.add_argument("--only", nargs="*", choices=["inference", "standard", "marshalling", "nocap", "cold", "process"])
+    ap.add_argument("--only", nargs="*",
+                    choices=["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process"])
     ap.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
@@ -429,12 +482,14 @@ def main() -> int:
     host = wasinn.Host(cache_dir=CACHE, progress=progress, ort_threads=THREADS)
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
-    sections = args.only or ["inference", "standard", "marshalling", "nocap", "cold", "process"]
+    sections = args.only or ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process"]
     latencies = None
     if "inference" in sections:
         latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
     if "standard" in sections:
         standard_path(host, args.quick, 30 if args.quick else 200)
+    if "legacy" in sections:
+        legacy_modules(args.quick)
     if "marshalling" in sections:
         marshalling(host, args.quick)
     if "nocap" in sections:

@@ -20,8 +20,7 @@ from hypothesis import given
 import guest_builds
 import wasinn
 from conftest import CACHE, ROOT
-from test_tensor_roundtrip import tensors
-from wasinn import HostTensor, TensorType
+from wasinn import HostTensor, TensorType, testing
 
 MODEL = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
 OLD_CAP = 2_796_202  # wasmtime-py's per-call limit on a lifted list<u8>
@@ -79,11 +78,10 @@ def test_64_mib_tensors_cross_both_ways(guest, foreign):
         assert sum(guest.live_resources().values()) == 0
 
 
-@given(t=tensors())
+@given(t=testing.tensors())
 def test_every_type_and_shape_round_trips_exactly(guest, t):
-    ty, dims, data = t
-    out = guest.call("echo", HostTensor(dims, ty, data))
-    assert (out.dims, out.ty, out.to_bytes()) == (tuple(dims), ty, data)
+    out = guest.call("echo", t)
+    assert (out.dims, out.ty, out.to_bytes()) == (t.dims, t.ty, t.to_bytes())
 
 
 TRAPS = ["tensor-data-past-end", "tensor-dims-past-end", "tensor-length-wraps", "tensor-dims-misaligned",

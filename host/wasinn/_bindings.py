@@ -262,14 +262,6 @@ class BulkHost(Protocol):
         """The tensor constructor, with the data read from guest memory. Like the constructor it accepts any dimensions and length (`compute` checks them); only a bad span is an error. Raise `Err(...)` for its `err` case."""
         ...
 
-    def small_data(self, store: StoreContext, t: int, limit: int) -> bytes:
-        """`tensor.data` in one call when it has at most `limit` bytes; otherwise `err` with how many it has (then `read-data` fetches them). Raise `Err(...)` for its `err` case."""
-        ...
-
-    def read_data(self, store: StoreContext, t: int, dest: Span) -> None:
-        """`tensor.data`, written into `dest`: a fresh `bytes` object of exactly its length. Raise `Err(...)` for its `err` case."""
-        ...
-
 
 class WasinnFastpathHost(BulkHost, Protocol):
     """Everything the host implements for wasinn:fastpath@0.1.0."""
@@ -467,20 +459,6 @@ def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost
             return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
         return Variant('ok', ResourceHost.own(value, Resource.TENSOR))
     li.add_func('tensor-from-memory', _bulk__tensor_from_memory)
-    def _bulk__small_data(store, t_, limit_):
-        try:
-            value = impl.small_data(store, _rep(store, t_, Resource.TENSOR), limit_)
-        except Err as e:
-            return e.value
-        return value
-    li.add_func('small-data', _bulk__small_data)
-    def _bulk__read_data(store, t_, dest_):
-        try:
-            value = impl.read_data(store, _rep(store, t_, Resource.TENSOR), _conv4(store, dest_))
-        except Err as e:
-            return ResourceHost.own(e.value, Resource.ERROR)
-        return None
-    li.add_func('read-data', _bulk__read_data)
     li.close()
 
 

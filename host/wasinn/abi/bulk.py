@@ -1,5 +1,6 @@
-"""The host side of wasinn:fastpath/bulk: large payloads copied straight between guest
-memory and host buffers (see hostmem.py for how the host owns guest memory).
+"""The host side of wasinn:fastpath/bulk: the bytes of a Python guest's tensors and
+models copied straight out of its `bytes` objects (see memory.py for how the host owns
+guest memory, and wit/deps/wasinn-fastpath for why Python guests need this).
 
 A span names a CPython `bytes` object inside the guest (wasm32 layout: refcount, type,
 size, hash, then the payload and a NUL). Before touching anything the host checks the
@@ -9,7 +10,7 @@ never an access outside the guest's memory.
 """
 from __future__ import annotations
 
-from .._bindings import Err, ExecutionTarget, GraphEncoding, Resource, Span, TensorType
+from .._bindings import ExecutionTarget, GraphEncoding, Resource, Span, TensorType
 from ..errors import invalid_argument
 from .memory import HostMemories, LinearMemory, OutOfBounds
 from ..nn import WasiNn, returns_error, store_key
@@ -17,18 +18,15 @@ from ..tensors import HostTensor
 
 # PyBytesObject on wasm32: ob_refcnt@0, ob_type@4, ob_size@8, ob_shash@12, ob_sval@16
 _HEADER = 16
-_UNHASHED = -1
 
 
-def _payload(memory: LinearMemory, span: Span, *, fresh: bool = False) -> int:
+def _payload(memory: LinearMemory, span: Span) -> int:
     """The guest address of the payload of the `bytes` object `span` names."""
     try:
         memory.check(span.addr, _HEADER + span.len + 1)
         refcount, size = memory.i32(span.addr), memory.i32(span.addr + 8)
         if refcount <= 0 or size != span.len or memory.byte(span.addr + _HEADER + span.len) != 0:
             raise invalid_argument(f"span {span.addr}+{span.len} does not name a live bytes object of that length")
-        if fresh and memory.i32(span.addr + 12) != _UNHASHED:
-            raise invalid_argument(f"span {span.addr}: the destination must be a fresh, unhashed bytes object")
     except OutOfBounds as e:
         raise invalid_argument(f"span {span.addr}+{span.len}: {e}") from None
     return span.addr + _HEADER
@@ -58,18 +56,3 @@ class Bulk:
         memory = self._memory(store)
         buffer = memory.read_array(_payload(memory, data), data.len)
         return self.nn.add(store, Resource.TENSOR, HostTensor(dimensions, ty, buffer))
-
-    def small_data(self, store, t: int, limit: int):
-        tensor = self.nn.get(t, Resource.TENSOR)
-        if tensor.nbytes > limit:
-            raise Err(tensor.nbytes)
-        # bytes, not a numpy view: wasmtime-py tells this result's cases apart by class
-        return tensor.to_bytes()
-
-    @returns_error
-    def read_data(self, store, t: int, dest: Span) -> None:
-        tensor = self.nn.get(t, Resource.TENSOR)
-        if dest.len != tensor.nbytes:
-            raise invalid_argument(f"read-data: the tensor has {tensor.nbytes} bytes, the destination {dest.len}")
-        memory = self._memory(store)
-        memory.write(_payload(memory, dest, fresh=True), tensor.data)

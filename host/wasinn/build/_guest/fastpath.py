@@ -1,27 +1,24 @@
-"""Guest-side: routes large wasi:nn payloads through wasinn:fastpath/bulk.
+"""Guest-side: names the bytes of the app's tensors and models to the host in place.
 
 `wasinn build` puts this module into the component and imports it before the app, so
-the app's own `graph.load(...)`, `tensor.Tensor(...)` and `Tensor.data()` calls (the
-standard wasi:nn API) move payloads by naming the guest's `bytes` object to the host,
-which copies it in one go: model and tensor bytes always (componentize-py 0.25 never
-frees the copy it makes of a `bytes` lowered as `list<u8>`, so the standard path
-leaks guest memory on every call), `data()` from THRESHOLD bytes on (a result
-`list<u8>` is freed; below that size one call beats two). Anything that is not a
-plain `bytes` takes the standard path. This runs inside the guest's
-Python (CPython on wasm32), whose object layout the host checks on every call.
+the app's own `tensor.Tensor(...)` and `graph.load(...)` calls (the standard wasi:nn
+API) pass a `bytes` object by address, which the host copies in one go:
+componentize-py 0.25 never frees the copy it makes of a `bytes` lowered as a
+`list<u8>` argument, so there the standard path would leak the payload in guest memory
+on every call. Everything else, `Tensor.data()` included, takes the standard path
+(wasinn serves it from guest memory). Anything that is not a plain `bytes` does too.
+This runs inside the guest's Python (CPython on wasm32), whose object layout the host
+checks on every call.
 """
 import sys
 
-from componentize_py_types import Err
 from wit_world.imports import bulk, graph, tensor
 
-THRESHOLD = 64 * 1024
 # bytes: 16-byte header + NUL on wasm32; the host relies on this layout
 _LAYOUT_OK = sys.getsizeof(b"") == 17
 
 _Tensor = tensor.Tensor
 _standard_init = _Tensor.__init__
-_standard_data = _Tensor.data
 _standard_load = graph.load
 
 
@@ -47,18 +44,6 @@ def _init(self, *args, **kwargs):
         _standard_init(self, *args, **kwargs)
 
 
-def _data(self) -> bytes:
-    if not _LAYOUT_OK:
-        return _standard_data(self)
-    try:
-        return bulk.small_data(self, THRESHOLD - 1)  # small: the bytes come back in this one call
-    except Err as e:
-        size = e.value
-    out = bytes(size)  # a fresh object: the host fills its payload before anything reads it
-    bulk.read_data(self, _span(out))
-    return out
-
-
 def _load(builders, encoding, target):
     if builders and all(_bulky(b) for b in builders):
         return bulk.load([_span(b) for b in builders], encoding, target)
@@ -67,5 +52,4 @@ def _load(builders, encoding, target):
 
 _Tensor.__new__ = _new
 _Tensor.__init__ = _init
-_Tensor.data = _data
 graph.load = _load
