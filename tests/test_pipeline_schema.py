@@ -171,3 +171,34 @@ def test_yaml_syntax_errors_name_the_line(tmp_path):
     text = VALID.replace("  - name: top\n", "  - name: top\n   bad: [\n")
     [problem] = problems(tmp_path, text)
     assert re.match(r".*graph-definition.yaml:\d+: not valid YAML", problem)
+
+
+def test_tls_and_credentials_resolve_relative_to_the_pipeline_file(tmp_path):
+    (tmp_path / "certs").mkdir()
+    for name in ("ca.crt", "me.crt", "me.key", "secret"):
+        (tmp_path / ("certs" if name != "secret" else ".") / name).write_text("x")
+    p = load(tmp_path, VALID + "  tls: {ca: certs/ca.crt, cert: certs/me.crt, key: certs/me.key}\n"
+                                "  username: cam-7\n  passwordFile: secret\n")
+    assert p.mqtt.tls.ca == tmp_path / "certs" / "ca.crt" and p.mqtt.tls.key == tmp_path / "certs" / "me.key"
+    assert (p.mqtt.username, p.mqtt.password_file) == ("cam-7", tmp_path / "secret")
+    # --broker replaces the address only; --tls-ca etc. replace their setting
+    q = p.with_overrides(broker="10.0.0.9:8883")
+    assert (q.mqtt.address, q.mqtt.tls, q.mqtt.username) == ("10.0.0.9:8883", p.mqtt.tls, "cam-7")
+    r = p.with_overrides(tls_ca="system", username="other", password_file=str(tmp_path / "secret"))
+    assert r.mqtt.tls.ca is None and r.mqtt.tls.cert == p.mqtt.tls.cert and r.mqtt.username == "other"
+    assert load(tmp_path, VALID + "  tls: {ca: system}\n").mqtt.tls.ca is None
+
+
+@pytest.mark.parametrize("block, field, message", [
+    ("  tls: {ca: nope.crt}\n", "mqtt.tls.ca", "no such file: "),
+    ("  tls: {cert: a.crt}\n", "mqtt.tls", "missing 'ca'"),
+    ("  tls: {ca: system, cert: ca.crt}\n", "mqtt.tls", "a client certificate needs both cert and key"),
+    ("  tls: {ca: system, pin: x}\n", "mqtt.tls.pin", "unknown key 'pin'"),
+    ("  passwordFile: ca.crt\n", "mqtt.passwordFile", "a password goes with a username"),
+    ("  username: cam\n  passwordFile: missing\n", "mqtt.passwordFile", "no such file: "),
+    ("  password: hunter2\n", "mqtt.password", "unknown key 'password'"),
+])
+def test_tls_and_credential_mistakes(tmp_path, block, field, message):
+    (tmp_path / "ca.crt").write_text("x")
+    found = problems(tmp_path, VALID + block)
+    assert any(f" {field}: " in p and message in p for p in found), found

@@ -15,7 +15,8 @@ in the file:
     connections:
       - {from: {name: camera}, to: {name: infer}}
       - {from: {name: infer}, to: {name: results}}
-    mqtt: {broker: "127.0.0.1:1883", group: cams, deadLetterTopic: images/dead-letter}
+    mqtt: {broker: "127.0.0.1:1883", group: cams, deadLetterTopic: images/dead-letter,
+           tls: {ca: ca.crt}, username: cam-7, passwordFile: /run/secrets/mqtt}
 
 Every error is reported (not only the first), each as `FILE:LINE: FIELD: what is wrong`.
 """
@@ -44,7 +45,11 @@ _TOP_KEYS = ("metadata", "moduleRequirements", "modules", "operations", "connect
 _OPERATION_KEYS = {"source": ("operationType", "name", "topic", "maxPixels"),
                    "map": ("operationType", "name", "module"),
                    "sink": ("operationType", "name", "topic")}
-_MQTT_KEYS = ("broker", "group", "deadLetterTopic", "receiveMaximum", "sessionExpiry", "keepalive")
+_MQTT_KEYS = ("broker", "group", "deadLetterTopic", "receiveMaximum", "sessionExpiry", "keepalive", "tls",
+              "username", "passwordFile")
+_TLS_KEYS = ("ca", "cert", "key")
+# mqtt.tls.ca: the system's trust store instead of a CA file.
+SYSTEM_CA = "system"
 
 
 class PipelineError(WasinnError):
@@ -79,6 +84,13 @@ class Operation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tls:
+    ca: pathlib.Path | None       # the CA file the broker's certificate must chain to; None: the system's store
+    cert: pathlib.Path | None = None  # a client certificate (with `key`), for brokers that ask for one
+    key: pathlib.Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Mqtt:
     host: str
     port: int
@@ -87,6 +99,13 @@ class Mqtt:
     receive_maximum: int = 2      # unacknowledged messages the broker may send a worker at once
     session_expiry: int = 3600    # seconds the broker keeps a worker's session (and messages) after it dies
     keepalive: int = 30
+    tls: Tls | None = None        # None: plain TCP
+    username: str | None = None
+    password_file: pathlib.Path | None = None  # None: $WASINN_MQTT_PASSWORD, if set
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +144,24 @@ class Pipeline:
         return order
 
     def with_broker(self, broker: str) -> "Pipeline":
-        """The same pipeline pointed at another broker (HOST:PORT)."""
+        """The same pipeline pointed at another broker (HOST:PORT); TLS and credentials stay."""
         host, port = parse_broker(broker)
         return dataclasses.replace(self, mqtt=dataclasses.replace(self.mqtt, host=host, port=port))
+
+    def with_overrides(self, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
+                       password_file: str | None = None) -> "Pipeline":
+        """`wasinn serve`'s --broker, --tls-ca, --username and --password-file over the file's
+        settings (paths relative to the current directory, as on any command line)."""
+        p = self.with_broker(broker) if broker else self
+        changes: dict[str, Any] = {}
+        if tls_ca:
+            ca = None if tls_ca == SYSTEM_CA else pathlib.Path(tls_ca).resolve()
+            changes["tls"] = dataclasses.replace(p.mqtt.tls, ca=ca) if p.mqtt.tls else Tls(ca)
+        if username:
+            changes["username"] = username
+        if password_file:
+            changes["password_file"] = pathlib.Path(password_file).resolve()
+        return dataclasses.replace(p, mqtt=dataclasses.replace(p.mqtt, **changes)) if changes else p
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -476,6 +510,39 @@ def _mqtt(doc: _Doc, value: Any, ops: dict[str, Operation]) -> Mqtt | None:
                                 ("keepalive", "keepalive", 5)):
         if key in m:
             numbers[field] = doc.integer(m[key], (*at, key), minimum)
-    if not group or not dead or not host or None in numbers.values():
+    tls = _tls(doc, m["tls"], (*at, "tls")) if "tls" in m else None
+    username = doc.string(m["username"], (*at, "username")) if "username" in m else None
+    password_file = _file(doc, m["passwordFile"], (*at, "passwordFile")) if "passwordFile" in m else None
+    if "passwordFile" in m and "username" not in m:
+        doc.fail((*at, "passwordFile"), "a password goes with a username: add mqtt.username")
+    if not group or not dead or not host or None in numbers.values() or tls is False or password_file is False:
         return None
-    return Mqtt(host, port, group, dead, **numbers)
+    return Mqtt(host, port, group, dead, **numbers, tls=tls, username=username, password_file=password_file)
+
+
+def _file(doc: _Doc, value: Any, at: tuple) -> pathlib.Path | bool:
+    """A file named relative to the pipeline file; False (reported) if it is not there.
+    Only its existence is checked here: what is in it is checked when it is used."""
+    text = doc.string(value, at)
+    if text is None:
+        return False
+    path = (doc.path.parent / text).resolve()
+    if not path.is_file():
+        doc.fail(at, f"no such file: {path}")
+        return False
+    return path
+
+
+def _tls(doc: _Doc, value: Any, at: tuple) -> Tls | bool:
+    t = doc.mapping(value, at, _TLS_KEYS, required=("ca",))
+    if not t:
+        return False
+    ca = None if t.get("ca") == SYSTEM_CA else _file(doc, t["ca"], (*at, "ca")) if "ca" in t else False
+    cert = _file(doc, t["cert"], (*at, "cert")) if "cert" in t else None
+    key = _file(doc, t["key"], (*at, "key")) if "key" in t else None
+    if ("cert" in t) != ("key" in t):
+        doc.fail(at, "a client certificate needs both cert and key")
+        return False
+    if False in (ca, cert, key):
+        return False
+    return Tls(ca, cert, key)

@@ -17,6 +17,16 @@ of new messages, which then wait in its session. So the supervisor remembers how
 slots this node last ran (a small file in the cache directory, per broker, group and
 node); started with fewer, it first retires the extra slots: a worker resumes each
 one's session, finishes what it holds, and ends it.
+
+Several machines: a worker whose machine is lost (power, network) is not restarted
+by anyone, and its session keeps receiving its share. Every worker leaves a will
+(worker.py) that the broker publishes when its connection is lost without a goodbye
+and not resumed within `keepalive` seconds; each supervisor listens for the wills of
+its group through one more shared subscription (`$share/GROUP-rescue/...`, so one
+supervisor gets each will), and on another node's will runs a retiring worker for that
+client id: it finishes what waits in the session and ends it, and the broker hands the
+lost worker no more messages. If the lost worker comes back first, it takes its
+session over and the rescuer leaves.
 """
 from __future__ import annotations
 
@@ -34,13 +44,23 @@ import time
 
 from prometheus_client import multiprocess
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from ..errors import WasinnError
 from ..runtime import Host
+from . import connection
 from .components import component_path
 from .jsonlog import EventLog
 from .metrics import MetricsServer
 from .schema import Pipeline
-from .worker import EXIT_CONFIG
+from .worker import EXIT_CONFIG, will_topic
+
+# How long the start waits for the broker to accept the supervisor's own connection,
+# which tells a refused password at once; a broker that is down is waited for by retrying.
+_FIRST_CONNECT_SECONDS = 10.0
 
 # A worker that dies sooner than this after starting is restarted after a growing delay.
 _STABLE_SECONDS = 10.0
@@ -56,6 +76,7 @@ class _Slot:
     delay: float = _FIRST_DELAY
     restart_at: float = 0.0
     retiring: bool = False
+    rescue: bool = False  # another node's lost worker, whose session this node drains
     done: bool = False  # a retiring slot whose session has ended
 
 
@@ -80,8 +101,9 @@ def prepare(pipeline: Pipeline, cache_dir: pathlib.Path, log: EventLog) -> None:
 
 
 class Supervisor:
-    def __init__(self, pipeline: Pipeline, broker: str | None, options: ServeOptions, log: EventLog):
-        self.pipeline, self.broker, self.options, self.log = pipeline, broker, options, log
+    def __init__(self, pipeline: Pipeline, overrides: dict[str, str | None], options: ServeOptions, log: EventLog):
+        """`overrides`: the serve flags over the file (broker, tls_ca, username, password_file)."""
+        self.pipeline, self.overrides, self.options, self.log = pipeline, overrides, options, log
         m = pipeline.mqtt
         self.state_file = options.cache_dir / "serve" / f"{m.host}_{m.port}-{m.group}-{options.node}.json"
         previous = self._last_slots()
@@ -91,6 +113,21 @@ class Supervisor:
         self.failed: str | None = None
         self.metrics_dir: str | None = None
         self.server = None
+        self.lost: list[str] = []  # client ids of other nodes' workers whose wills came in
+        self.watcher = connection.Link(m, f"{m.group}-{options.node}-supervisor", log,
+                                       on_up=self._watch)
+        self.watcher.client.on_message = self._on_will
+
+    def _watch(self, client, session_present: bool) -> None:
+        topic = will_topic(self.pipeline.mqtt.group, "+")
+        client.subscribe(f"$share/{self.pipeline.mqtt.group}-rescue/{topic}", options=SubscribeOptions(qos=1))
+
+    def _on_will(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        lost = msg.topic.rpartition("/")[2]
+        if lost not in {s.id for s in self.slots if not s.rescue}:  # this node restarts its own workers
+            self.log.warning("worker-lost", worker=lost, message="its connection was lost and not resumed; "
+                             "draining its session here")
+            self.lost.append(lost)
 
     def _last_slots(self) -> int:
         try:
@@ -113,8 +150,9 @@ class Supervisor:
         cmd = [sys.executable, "-m", "wasinn.pipeline.worker", "--pipeline", str(self.pipeline.path),
                "--client-id", slot.id, "--ort-threads", str(o.ort_threads), "--cache-dir", str(o.cache_dir),
                "--log-level", o.log_level]
-        if self.broker:
-            cmd += ["--broker", self.broker]
+        for key, value in self.overrides.items():
+            if value:
+                cmd += ["--" + key.replace("_", "-"), value]
         if slot.retiring:
             cmd.append("--retire")
         env = dict(os.environ)
@@ -136,12 +174,13 @@ class Supervisor:
             return
         if slot.retiring and code == 0:
             slot.done = True
-            self.log.info("slot-retired", worker=slot.id, pid=pid)
-            if all(s.done for s in self.slots if s.retiring):
+            self.log.info("slot-rescued" if slot.rescue else "slot-retired", worker=slot.id, pid=pid)
+            if not slot.rescue and all(s.done for s in self.slots if s.retiring and not s.rescue):
                 self._remember_slots(self.options.workers)
             return
         if code == EXIT_CONFIG:
-            self.failed = f"worker {slot.id} could not start the pipeline (see its cannot-start log line)"
+            self.failed = (f"worker {slot.id} could not start the pipeline or was refused by the broker "
+                           "(see its cannot-start or not-authorised log line)")
             self.log.error("worker-failed", worker=slot.id, pid=pid, status=how)
             self.stopping.set()
             return
@@ -167,10 +206,19 @@ class Supervisor:
             self.log.info("metrics", url=f"http://{o.metrics_host}:{self.server.port}/metrics",
                           health=f"http://{o.metrics_host}:{self.server.port}/healthz")
         try:
+            self._connect_watcher()
             self._remember_slots(len(self.slots))  # until the retiring ones are gone
             for slot in self.slots:
                 self._spawn(slot)
             while not self.stopping.wait(0.2):
+                if self.watcher.fatal:
+                    self.failed = self.watcher.fatal
+                    break
+                while self.lost:
+                    lost = self.lost.pop(0)
+                    if not any(s.id == lost and not s.done for s in self.slots):
+                        self.slots.append(_Slot(lost, retiring=True, rescue=True))
+                        self._spawn(self.slots[-1])
                 for slot in self.slots:
                     if slot.proc is not None and slot.proc.poll() is not None:
                         self._reap(slot)
@@ -180,6 +228,7 @@ class Supervisor:
                         self._spawn(slot)
             self._drain()
         finally:
+            self.watcher.close()
             if self.server:
                 self.server.close()
             if self.metrics_dir:
@@ -187,6 +236,18 @@ class Supervisor:
         if self.failed:
             raise WasinnError(self.failed)
         return 0
+
+    def _connect_watcher(self) -> None:
+        """The supervisor's own connection comes first: refused credentials or a broker
+        certificate that fails verification stop the start here, in one line."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0  # not a member while away: wills go to the supervisors that are there
+        self.watcher.start(clean_start=True, properties=props)
+        deadline = time.monotonic() + _FIRST_CONNECT_SECONDS
+        while time.monotonic() < deadline and not self.watcher.connected.is_set() and not self.watcher.ended.is_set():
+            time.sleep(0.02)
+        if self.watcher.fatal:
+            raise WasinnError(self.watcher.fatal)
 
     def _request_stop(self, signum: int) -> None:
         if not self.stopping.is_set():
@@ -215,16 +276,21 @@ class Supervisor:
                 self._reap(slot)
 
 
-def serve(pipeline: Pipeline, *, broker: str | None = None, options: ServeOptions) -> int:
-    """Runs the pipeline until SIGTERM/SIGINT (see module docs)."""
+def serve(pipeline: Pipeline, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
+          password_file: str | None = None, options: ServeOptions) -> int:
+    """Runs the pipeline until SIGTERM/SIGINT (see module docs). The MQTT arguments
+    override the pipeline file's (`--broker` only the address: TLS and credentials stay)."""
     if options.workers < 1:
         raise WasinnError(f"--workers must be at least 1, got {options.workers}")
-    if broker:
-        pipeline = pipeline.with_broker(broker)  # checks HOST:PORT before anything starts
+    # The workers run in this directory too: relative paths mean the same to them.
+    overrides = {"broker": broker, "tls_ca": tls_ca, "username": username, "password_file": password_file}
+    pipeline = pipeline.with_overrides(**overrides)  # checks HOST:PORT before anything starts
+    connection.check(pipeline.mqtt)  # and the TLS and password files
     log = EventLog(level=options.log_level, role="supervisor")
     prepare(pipeline, options.cache_dir, log)
+    m = pipeline.mqtt
     log.info("serving", pipeline=str(pipeline.path), workers=options.workers, ort_threads=options.ort_threads,
-             broker=f"{pipeline.mqtt.host}:{pipeline.mqtt.port}",
+             broker=m.address, tls=bool(m.tls), username=m.username,
              subscription=f"$share/{pipeline.mqtt.group}/{pipeline.source.topic}",
              sink=pipeline.sink.topic, dead_letter=pipeline.mqtt.dead_letter_topic)
-    return Supervisor(pipeline, broker, options, log).run()
+    return Supervisor(pipeline, overrides, options, log).run()

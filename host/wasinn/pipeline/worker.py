@@ -10,6 +10,17 @@ message in the worker's session and sends it again when the worker's successor
 connects under the same client id. Results may then come twice: both carry the
 message's id.
 
+Across a lost connection (a broker restart, a network outage) the worker reconnects
+(connection.py) and resumes its session; the broker sends again what it had sent and
+not seen acknowledged (mosquitto does not always mark these as duplicates after its own
+restart). The last messages answered before a connection was lost are remembered (id,
+topic and payload): one that comes again is acknowledged without running it again, so
+a broker restart makes a message run twice only if the worker process itself is gone.
+
+Each worker leaves a will (`wasinn/GROUP/workers/CLIENT-ID`, published by the broker
+only when the connection is lost without a DISCONNECT, after `keepalive` seconds): the
+supervisors of the other machines rescue that worker's session (supervisor.py).
+
 A retiring worker (`--retire`) resumes the session of a worker slot that is no longer
 wanted, unsubscribes, finishes every message the broker had queued for it, and ends
 the session, so that the broker stops handing that slot a share of the messages.
@@ -25,9 +36,9 @@ import hashlib
 import io
 import json
 import pathlib
+import collections
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -40,6 +51,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import WasinnError
 from ..runtime import Host
+from .connection import Link, LinkEnded
 from .graph import GraphRunner, StageFailure
 from .jsonlog import EventLog
 from .metrics import WorkerMetrics
@@ -51,6 +63,13 @@ EXIT_CONFIG = 78
 # A retiring worker leaves once the broker has sent it nothing for this long: the
 # broker sends a session's queued messages as soon as the previous ones are acknowledged.
 RETIRE_IDLE_SECONDS = 2.0
+# Answered messages whose acknowledgement a lost connection may have swallowed: only the
+# last few can be, since the broker has at most mqtt.receiveMaximum unacknowledged.
+_ANSWERED_REMEMBERED = 16
+
+
+def will_topic(group: str, client_id: str) -> str:
+    return f"wasinn/{group}/workers/{client_id}"
 
 
 def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
@@ -87,39 +106,35 @@ class Worker:
         self.retire = retire
         self.last_activity = time.monotonic()
         # (session number, message): a message from an earlier connection is not acknowledged
-        # on this one; the broker sends it again in the resumed session.
+        # on this one; the broker sends it again in the resumed session. The number changes
+        # when a connection is lost and when one is made.
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
         self.session = 0
-        self.connected = threading.Event()
         self.stopping = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
-        c.on_connect, c.on_disconnect, c.on_message, c.on_subscribe = (
-            self._on_connect, self._on_disconnect, self._on_message, self._on_subscribe)
-        c.on_connect_fail = lambda client, userdata: self.log.warning(
-            "connect-failed", broker=f"{pipeline.mqtt.host}:{pipeline.mqtt.port}", retrying=True)
-        c.reconnect_delay_set(min_delay=0.1, max_delay=5)
-        # Results and acknowledgements are small packets: without TCP_NODELAY, Nagle's
-        # algorithm holds each one back behind the last unacknowledged segment (measured:
-        # ~15 ms per message on loopback, half the throughput).
-        c.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client = c
+        self.answered: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # this connection's last
+        self.unconfirmed: set[bytes] = set()  # answered before the last lost connection
+        self._answers = threading.Lock()
+        m = pipeline.mqtt
+        will = None
+        if not retire:  # a retiring worker is itself a rescue: nothing to rescue it from
+            props = Properties(PacketTypes.WILLMESSAGE)
+            props.WillDelayInterval = m.keepalive  # a worker back within it (restarted) sends no will
+            will = (will_topic(m.group, client_id), json.dumps({"worker": client_id}).encode(), props)
+        self.link = Link(m, client_id, log, on_up=self._on_up, on_down=self._on_down, manual_ack=True,
+                         take_back=not retire, will=will)
+        self.connected = self.link.connected
+        self.client = self.link.client
+        self.client.on_message, self.client.on_subscribe = self._on_message, self._on_subscribe
 
     # --- network thread -------------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self.log.error("connect-refused", reason=str(reason_code))
-            return
-        self.session += 1
+    def _on_up(self, client, session_present: bool) -> None:
+        with self._answers:
+            self.session += 1
         self.last_activity = time.monotonic()
-        self.connected.set()
-        self.log.info("connected", broker=f"{self.pipeline.mqtt.host}:{self.pipeline.mqtt.port}",
-                      session_present=bool(flags.session_present))
         shared = f"$share/{self.pipeline.mqtt.group}/{self.pipeline.source.topic}"
         if self.retire:
             client.unsubscribe(shared)
-            self.log.info("retiring", session_present=bool(flags.session_present))
+            self.log.info("retiring", session_present=session_present)
         else:
             client.subscribe(shared, options=SubscribeOptions(qos=1))
 
@@ -130,11 +145,14 @@ class Worker:
         self.metrics.ready.set(1)
         self.log.info("subscribed", topic=self.pipeline.source.topic, group=self.pipeline.mqtt.group)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
+    def _on_down(self, reason_code) -> None:
         self.metrics.ready.set(0)
+        with self._answers:
+            self.session += 1  # what came on the lost connection is acknowledged on none
+            self.unconfirmed = set(self.answered) | set(list(self.unconfirmed)[:_ANSWERED_REMEMBERED])
+            self.answered.clear()
         if not self.stopping.is_set():
-            self.log.warning("disconnected", reason=str(reason_code))
+            self.log.warning("disconnected", reason=str(reason_code), held=self.inbox.qsize())
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if self.stopping.is_set():
@@ -149,14 +167,13 @@ class Worker:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = m.session_expiry
         props.ReceiveMaximum = m.receive_maximum
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
-        self.client.loop_start()
+        self.link.start(clean_start=False, properties=props)
         try:
             while True:
                 try:
                     session, msg = self.inbox.get(timeout=0.2)
                 except queue.Empty:
-                    if self.stopping.is_set() or self._retired():
+                    if self.stopping.is_set() or self._retired() or self.link.ended.is_set():
                         break
                     continue
                 try:
@@ -164,15 +181,19 @@ class Worker:
                 finally:
                     self.metrics.queued.dec()
                     self.last_activity = time.monotonic()
+        except LinkEnded:
+            pass
         finally:
-            if self.retire and not self.stopping.is_set():
+            ends = None
+            if self.retire and not self.stopping.is_set() and not self.link.taken_over:
                 ends = Properties(PacketTypes.DISCONNECT)
                 ends.SessionExpiryInterval = 0  # the broker forgets the slot and its share
-                self.client.disconnect(properties=ends)
-            else:
-                self.client.disconnect()
-            self.client.loop_stop()
+            self.link.close(properties=ends)
             self.runner.close()
+        if self.link.fatal:
+            return EXIT_CONFIG
+        if self.link.taken_over:
+            self.log.info("taken-over", message="the session's own worker is back; it goes on from here")
         self.log.info("stopped")
         return 0
 
@@ -191,6 +212,15 @@ class Worker:
             return
         ident = message_id(msg)
         received = time.perf_counter()
+        key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
+        with self._answers:
+            again = key in self.unconfirmed
+            self.unconfirmed.discard(key)
+        if again:
+            self.client.ack(msg.mid, msg.qos)  # its result is with the broker already
+            self.log.info("redelivered", id=ident, mid=msg.mid, message="answered before the connection was lost; "
+                          "acknowledged without running it again")
+            return
         self.metrics.received.inc()
         self.log.debug("received", id=ident, mid=msg.mid, dup=bool(msg.dup), bytes=len(msg.payload))
         source = self.pipeline.source
@@ -214,8 +244,14 @@ class Worker:
         body["timing_ms"] = {**body.get("timing_ms", {}), "total": round((time.perf_counter() - received) * 1000, 3)}
         publishing = time.perf_counter()
         self._publish(topic, body, msg)
-        if session == self.session:
-            self.client.ack(msg.mid, msg.qos)
+        with self._answers:
+            if session == self.session:
+                self.answered[key] = None
+                if len(self.answered) > _ANSWERED_REMEMBERED:
+                    self.answered.popitem(last=False)
+                self.client.ack(msg.mid, msg.qos)
+            else:  # its connection is gone: the broker sends it again on this one
+                self.unconfirmed.add(key)
         done = time.perf_counter()
         total = done - received
         self.metrics.message_seconds.observe(total)
@@ -233,25 +269,15 @@ class Worker:
                 "payload_base64": base64.b64encode(msg.payload).decode()}
 
     def _publish(self, topic: str, body: dict, msg: mqtt.MQTTMessage) -> None:
-        """Publishes at QoS 1 and returns once the broker has acknowledged it. Across a
-        lost connection it publishes again, so a result may reach the broker twice."""
+        """Publishes at QoS 1 and returns once the broker has acknowledged it (Link.publish)."""
         props = Properties(PacketTypes.PUBLISH)
         props.UserProperty = [("id", body["id"])]
         props.ContentType = "application/json"
         correlation = getattr(msg.properties, "CorrelationData", None)
         if correlation:
             props.CorrelationData = correlation
-        payload = json.dumps(body).encode()
-        while True:
-            self.connected.wait()
-            info = self.client.publish(topic, payload, qos=1, properties=props)
-            try:
-                info.wait_for_publish(timeout=30)
-                if info.is_published():
-                    return
-            except RuntimeError:
-                pass  # the connection went: publish again once it is back
-            self.log.warning("publish-retry", topic=topic, id=body["id"])
+        self.link.publish(topic, json.dumps(body).encode(), props, slow=lambda: self.log.warning(
+            "publish-waiting", topic=topic, id=body["id"], connected=self.connected.is_set()))
 
 
 def _warm_up(pipeline: Pipeline, runner: GraphRunner, log: EventLog) -> None:
@@ -272,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", required=True)
     ap.add_argument("--client-id", required=True)
     ap.add_argument("--broker", help="HOST:PORT instead of the pipeline file's")
+    ap.add_argument("--tls-ca", help="mqtt.tls.ca instead of the pipeline file's")
+    ap.add_argument("--username", help="mqtt.username instead of the pipeline file's")
+    ap.add_argument("--password-file", help="mqtt.passwordFile instead of the pipeline file's")
     ap.add_argument("--ort-threads", type=int, default=1)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--log-level", default="info")
@@ -281,16 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     log = EventLog(level=args.log_level, worker=args.client_id)
     try:
         pipeline = load_pipeline(args.pipeline)
-        if args.broker:
-            pipeline = pipeline.with_broker(args.broker)
+        pipeline = pipeline.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
+                                           password_file=args.password_file)
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     progress=lambda message: log.info("progress", message=message))
         runner = GraphRunner(pipeline, host)
+        worker = Worker(pipeline, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
     except WasinnError as e:
         log.error("cannot-start", message=str(e))
         return EXIT_CONFIG
     _warm_up(pipeline, runner, log)
-    worker = Worker(pipeline, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     log.info("started", stages=list(runner.stages), ort_threads=args.ort_threads)
