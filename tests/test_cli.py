@@ -2,7 +2,9 @@
 against wit/ loads models by bytes and by name, and its outputs equal native ones."""
 from __future__ import annotations
 
+import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -111,3 +113,101 @@ def test_build_reports_guest_syntax_errors(tmp_path):
     (tmp_path / "app.py").write_text("def broken(:\n")
     proc = wasinn("build", str(tmp_path / "app.py"), "-o", str(tmp_path / "app.wasm"))
     assert proc.returncode == 1 and "componentize-py failed" in proc.stderr
+
+
+# --- the README's example guests (guest/adder, guest/adder-lib) and what a user meets ----
+ADDER = ROOT / "models" / "adder" / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def adder_wasm() -> pathlib.Path:
+    from wasinn import build
+    return build.build_cached(build.guest_files(ROOT / "guest" / "adder"), name="adder",
+                              world="wasinn:guest/ml-command", cache_dir=CACHE, progress=print)
+
+
+@pytest.fixture(scope="module")
+def adder_lib_wasm() -> pathlib.Path:
+    from wasinn import build
+    return build.build_cached(build.guest_files(ROOT / "guest" / "adder-lib"), name="adder-lib",
+                              world="example:adder/adder", wit="adder.wit", cache_dir=CACHE, progress=print)
+
+
+def test_the_example_guest_adds(adder_wasm):
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--model", f"adder={ADDER}", str(adder_wasm))
+    assert (proc.returncode, proc.stdout) == (0, "sum [3] (11.0, 22.0, 33.0)\n"), proc.stderr
+
+
+@pytest.mark.parametrize("model, registered", [(None, "none"), ("other", "'other'")])
+def test_a_failed_run_says_its_last_wasi_nn_error(adder_wasm, model, registered):
+    """The guest lets the wasi:nn Err escape: it prints nothing; wasinn says why."""
+    proc = wasinn("run", "--cache-dir", str(CACHE), *(["--model", f"{model}={ADDER}"] if model else []),
+                  str(adder_wasm))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (f"wasinn: {adder_wasm}: run failed; its last wasi:nn error was "
+                                            f"not-found: no graph named 'adder'; registered: {registered}")
+
+
+def test_a_guest_failing_on_its_own_is_reported_too(nn_cli_wasm):
+    proc = wasinn("run", "--cache-dir", str(CACHE), str(nn_cli_wasm), "--bogus")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == "nn-cli: unexpected argument '--bogus'"
+    assert proc.stderr.splitlines()[-1] == (f"wasinn: {nn_cli_wasm}: run failed; no wasi:nn call failed, so "
+                                            "the cause is the guest's own")
+
+
+def test_wasinn_flags_after_the_component_are_the_guests_and_warned_of(adder_wasm):
+    proc = wasinn("run", "--cache-dir", str(CACHE), str(adder_wasm), "--model", f"adder={ADDER}", "-S", "nn")
+    assert proc.stderr.startswith(f"wasinn: warning: --model -S after {adder_wasm} go to the guest")
+    assert proc.returncode == 1  # the guest got the model flag: no model registered
+    quiet = wasinn("run", "--cache-dir", str(CACHE), str(adder_wasm), "--", "--model", f"adder={ADDER}")
+    assert "warning" not in quiet.stderr
+
+
+def test_invoke_exit_status_follows_the_result(adder_lib_wasm):
+    ok = wasinn("run", "--cache-dir", str(CACHE), "--invoke", "add([1.0, 2.0], [10.0, 20.0])",
+                "--model", f"adder={ADDER}", str(adder_lib_wasm))
+    assert (ok.returncode, ok.stdout) == (0, "ok([11.0, 22.0])\n"), ok.stderr
+    err = wasinn("run", "--cache-dir", str(CACHE), "--invoke", "add([1.0], [2.0])", str(adder_lib_wasm))
+    assert (err.returncode, err.stdout) == (1, "err(\"NOT_FOUND: no graph named 'adder'; registered: none\")\n")
+
+
+def test_running_a_library_component_names_its_exports(adder_lib_wasm):
+    proc = wasinn("run", "--cache-dir", str(CACHE), str(adder_lib_wasm))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == ("wasinn: error: the component is not a command (it exports no "
+                                            "wasi:cli/run@0.2.0); call one of its exports instead (--invoke): add")
+
+
+def test_a_memory_limit_below_the_start_says_what_is_needed(adder_wasm):
+    proc = wasinn("run", "--cache-dir", str(CACHE), "--memory", "1MiB", str(adder_wasm))
+    assert proc.returncode == 1
+    assert re.fullmatch(r"wasinn: error: cannot instantiate the component: its memory starts at \d+\.\d MiB; "
+                        r"the limit is 1 MiB \(limit 'memory', --memory\)", proc.stderr.strip()), proc.stderr
+
+
+def test_compile_says_when_it_found_the_component_compiled(adder_wasm, tmp_path):
+    first = wasinn("compile", "--cache-dir", str(tmp_path), str(adder_wasm))
+    assert re.fullmatch(rf"{re.escape(str(adder_wasm))}: compiled in \d+\.\d s and cached in .*", first.stdout.strip())
+    again = wasinn("compile", "--cache-dir", str(tmp_path), str(adder_wasm))
+    assert again.stdout.strip() == f"{adder_wasm}: already compiled, found in {tmp_path / 'compiled'}"
+
+
+def test_help_texts():
+    compile_help = wasinn("compile", "--help").stdout
+    assert "--fuel" in compile_help and "--max-graphs" not in compile_help and "--deadline" not in compile_help
+    run_help = wasinn("run", "--help").stdout
+    assert "(None)" not in run_help and "(2GiB)" in run_help
+
+
+def test_doctor_reports_versions_cache_and_optional_parts(tmp_path):
+    (tmp_path / "compiled").mkdir()
+    (tmp_path / "compiled" / "x.cwasm").write_bytes(b"x" * 2_000_000)
+    proc = wasinn("doctor", "--cache-dir", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["runtime"]["wasmtime-py"] == "wasmtime 50.0.1"
+    assert report["runtime"]["componentize-py"] == "componentize-py 0.25.1"
+    assert set(report["backends"]) >= {"onnxruntime", "openvino", "tflite", "onnxruntime providers"}
+    assert report["cache"]["compiled"] == "1 files, 2.0 MB"
+    assert set(report["optional parts"]) == {"wasmtime CLI", "serve", "test tools", "mosquitto"}

@@ -49,6 +49,7 @@ class Session:
         self.counts = collections.Counter()  # live resources by kind
         self.host_bytes = 0  # what its live tensors and graphs hold on the host (max-host-bytes)
         self.deadline: float | None = None  # time.monotonic() when the current call must end
+        self.last_error: NnError | None = None  # the last wasi:nn error the guest received
 
 
 def returns_error(fn: Callable) -> Callable:
@@ -63,6 +64,7 @@ def returns_error(fn: Callable) -> Callable:
             err = e
         except Exception as e:  # a backend or host bug: still an error, never a trap
             err = NnError(ErrorCode.RUNTIME_ERROR, f"{type(e).__name__}: {e}")
+        self.nn.session(store).last_error = err
         raise Err(self.nn.add(store, Resource.ERROR, err))
     return wrapper
 

@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import math
 import pathlib
+import re
 import sys
 import threading
 import time
@@ -102,13 +103,16 @@ class Host:
             False: no disk cache).
         limits: what each instance may use (see limits.py); `Limits()` by default.
         ort_threads: intra-op threads per graph, in every backend (0: the backend's choice).
+        inference_precision: "f32" (float32 models computed in float32), "auto" (the
+            backend's choice: OpenVINO's CPU plugin runs bfloat16 where the CPU has it),
+            "bf16" or "f16"; backends without a choice run each model in its own precision.
         backends: which backend serves an encoding, where not the default, e.g.
             `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
         progress: called with a line of text during long work (compiling).
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
-                 limits: Limits | None = None, ort_threads: int = 0,
+                 limits: Limits | None = None, ort_threads: int = 0, inference_precision: str = "f32",
                  backends: Mapping[str, str] | None = None, progress: Progress | None = None):
         _speedups.install()
         self.limits = limits or Limits()
@@ -116,7 +120,8 @@ class Host:
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
         self.memories = HostMemories()  # must outlive the engines: it serves their callbacks
         self.models = ModelRegistry()
-        self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory),
+        self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory,
+                                          inference_precision),
                          self.models, self.limits)
         self._engines = (_Engine(self, bulk=False), _Engine(self, bulk=True))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
@@ -199,6 +204,7 @@ class Instance:
         self._instance = None
         self._session = None
         self._funcs: dict[str, Any] = {}
+        self._last_nn_error = None  # of an instance already torn down
 
     # --- lifecycle -----------------------------------------------------------------
     def _ensure(self) -> Store:
@@ -244,6 +250,7 @@ class Instance:
     def close(self) -> None:
         """Drops the store and frees every wasi:nn resource the instance still held."""
         if self._session is not None:
+            self._last_nn_error = self._session.last_error
             self.host.nn.close_session(self._session)
             _speedups.forget_store(self._session.key)
         if self._store is not None:
@@ -294,7 +301,14 @@ class Instance:
         return ftype.params, ftype.result
 
     def exported_interfaces(self) -> list[str]:
-        return sorted(self.component.type.exports(self.component.wasinn_engine.engine))
+        names = self.component.type.exports(self.component.wasinn_engine.engine)
+        return sorted(n for n in names if n not in _TOOLCHAIN_EXPORTS)
+
+    @property
+    def last_nn_error(self):
+        """The last wasi:nn error (an `NnError`) the guest received, or None; an exit or
+        a trap keeps it, for saying why a run failed."""
+        return self._session.last_error if self._session is not None else self._last_nn_error
 
     def call(self, name: str, *args: Any) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
@@ -364,10 +378,17 @@ class Instance:
             return f"the call ran past its deadline of {limits.deadline:g} s (limit 'deadline', --deadline)"
         if "all fuel consumed" in text:
             return f"the call used up its fuel ({limits.fuel}; limit 'fuel', --fuel)"
+        pages = re.search(r"memory minimum size of (\d+) pages exceeds memory limits", text)
+        if pages:
+            return (f"its memory starts at {int(pages.group(1)) * 65536 / 2**20:.1f} MiB; the limit is "
+                    f"{limits.memory / 2**20:g} MiB (limit 'memory', --memory)")
         return _one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
+        if WASI_CLI_RUN not in self.exported_interfaces():
+            raise WasinnError(f"the component is not a command (it exports no {WASI_CLI_RUN}); call one of "
+                              "its exports instead (--invoke): " + ", ".join(self.exported_interfaces() or ["(nothing)"]))
         try:
             result = self.call(f"{WASI_CLI_RUN}#run")
         except ExitTrap as e:
@@ -376,6 +397,8 @@ class Instance:
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
 
 
+# Exports a toolchain adds for itself: componentize-py's pre-initialization hook (`init`).
+_TOOLCHAIN_EXPORTS = {"exports"}
 # Traps whose cause is a limit of the runtime, and what to do about each.
 _KNOWN_LIMITS = {
     "fuel allocated for hostcalls has been exhausted":

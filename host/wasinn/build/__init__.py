@@ -30,20 +30,45 @@ def _with_fastpath(wit: pathlib.Path, world: str, tmp: pathlib.Path) -> tuple[pa
     ours = resources.path("wit") / "deps" / "wasinn-fastpath"
     if not _declares(copy, WASINN_FASTPATH_BULK.split("/")[0]):
         shutil.copytree(ours, copy / "deps" / "wasinn-fastpath", dirs_exist_ok=True)
-    root = _root_package(copy)
+    # The build world joins the package that declares `world` (a user's package from
+    # --wit includes wasinn's, so wasinn's may not include it back).
     package, _, name = world.rpartition("/")
-    included = name if package in ("", root.split("@")[0]) else world  # a local world goes by its bare name
-    (copy / "_wasinn_fastpath_build.wit").write_text(
-        f"world {_BUILD_WORLD} {{\n    include {included};\n    import {WASINN_FASTPATH_BULK};\n}}\n")
-    return copy, f"{root.split('@')[0]}/{_BUILD_WORLD}"
+    home = next((d for d in [copy, *sorted((copy / "deps").glob("*/"))]
+                 if package and (_package_of(d) or "").split("@")[0] == package.split("@")[0]), copy)
+    (home / "_wasinn_fastpath_build.wit").write_text(
+        f"world {_BUILD_WORLD} {{\n    include {name};\n    import {WASINN_FASTPATH_BULK};\n}}\n")
+    return copy, f"{_root_package(home).split('@')[0]}/{_BUILD_WORLD}"
+
+
+def _with_user_wit(wit: pathlib.Path, user: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
+    """A copy of `wit` with the user's WIT (a .wit file, or a directory of one package's
+    .wit files) as one more dependency, so their worlds can include wasinn's."""
+    if not user.exists():
+        raise WasinnError(f"--wit: no such file or directory {user}")
+    copy = tmp / "wit-user"
+    shutil.copytree(wit, copy)
+    dest = copy / "deps" / "_user"
+    if user.is_dir():
+        shutil.copytree(user, dest)
+    else:
+        dest.mkdir()
+        shutil.copy(user, dest / user.name)
+    return copy
 
 
 def _root_package(wit: pathlib.Path) -> str:
+    package = _package_of(wit)
+    if package is None:
+        raise WasinnError(f"{wit}: no .wit file declares a package")
+    return package
+
+
+def _package_of(wit: pathlib.Path) -> str | None:
     for f in sorted(wit.glob("*.wit")):
         m = re.search(r"^\s*package\s+([\w:.@-]+)\s*;", f.read_text(), re.M)
         if m:
             return m.group(1)
-    raise WasinnError(f"{wit}: no .wit file declares a package")
+    return None
 
 
 def _declares(wit: pathlib.Path, package: str) -> bool:
@@ -60,6 +85,7 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
     wasi:nn bindings are wrapped so large models and tensors bypass the `list<u8>`
     path (no size cap, ~GB/s). Such a component runs on wasinn only; build with
     `fastpath=False` for one that any wasi:nn host (e.g. `wasmtime run`) can run.
+    `wit` adds the user's own WIT (a file or a directory) for `world` to name.
     """
     app = pathlib.Path(app)
     if app.is_dir():
@@ -76,21 +102,22 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
         progress(f"building {output.name} from {app} (world {world}{', fast path' if fastpath else ''}), ~10 s...")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:  # also keeps __pycache__ out of the source tree
-        wit_path, paths, entry = pathlib.Path(wit or resources.path("wit")), [str(app.parent.resolve())], app.stem
+        wit_path = resources.path("wit")
+        if wit is not None:
+            wit_path = _with_user_wit(wit_path, pathlib.Path(wit), pathlib.Path(tmp))
+        shim = pathlib.Path(tmp, "shim")
+        shim.mkdir()
+        # componentize-py imports the app in its guest Python, which would write
+        # __pycache__ into the app's folder
+        entry = ["import sys", "sys.dont_write_bytecode = True"]
         if fastpath:
             wit_path, world = _with_fastpath(wit_path, world, pathlib.Path(tmp))
-            shim = pathlib.Path(tmp, "shim")
-            shim.mkdir()
             shutil.copy(_FASTPATH_SHIM, shim / "_wasinn_fastpath.py")
-            # the shim must patch the bindings before the app imports them
-            (shim / "_wasinn_entry.py").write_text(
-                f"import _wasinn_fastpath  # noqa: F401\nfrom {app.stem} import *  # noqa: F401,F403\n")
-            paths.insert(0, str(shim))
-            entry = "_wasinn_entry"
-        cmd = [exe, "-d", str(wit_path), "-w", world, "componentize"]
-        for p in paths:
-            cmd += ["-p", p]
-        cmd += [entry, "-o", str(output)]
+            entry.append("import _wasinn_fastpath  # noqa: F401  (patches the bindings before the app imports them)")
+        entry.append(f"from {app.stem} import *  # noqa: F401,F403")
+        (shim / "_wasinn_entry.py").write_text("\n".join(entry) + "\n")
+        cmd = [exe, "-d", str(wit_path), "-w", world, "componentize", "-p", str(shim),
+               "-p", str(app.parent.resolve()), "_wasinn_entry", "-o", str(output)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if proc.returncode != 0:
@@ -108,13 +135,14 @@ def guest_files(directory: str | os.PathLike) -> dict[str, pathlib.Path]:
 
 
 def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache_dir: pathlib.Path,
-                 fastpath: bool = True, progress=None) -> pathlib.Path:
+                 fastpath: bool = True, wit: str | None = None, progress=None) -> pathlib.Path:
     """Builds a guest whose app directory holds `files` (name → source; `app.py` is the
-    entry module, data files beside it are read at build time) into
-    `cache_dir/components/`, once per content of everything that goes into it."""
-    wit = resources.path("wit")
+    entry module, data files beside it are read at build time; `wit` names the one that
+    holds the guest's own WIT, if any) into `cache_dir/components/`, once per content of
+    everything that goes into it."""
+    wasinn_wit = resources.path("wit")
     h = hashlib.sha256(f"{world}|{fastpath}|{importlib.metadata.version('componentize-py')}".encode())
-    inputs = [*sorted(files.items()), *((str(f.relative_to(wit)), f) for f in sorted(wit.rglob("*.wit")))]
+    inputs = [*sorted(files.items()), *((str(f.relative_to(wasinn_wit)), f) for f in sorted(wasinn_wit.rglob("*.wit")))]
     if fastpath:
         inputs.append(("shim", _FASTPATH_SHIM))
     for label, path in inputs:
@@ -128,6 +156,6 @@ def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache
         for file_name, source in files.items():
             shutil.copy(source, app / file_name)
         built = build(app / "app.py", pathlib.Path(tmp, f"{name}.wasm"), world=world, fastpath=fastpath,
-                      progress=progress)
+                      wit=None if wit is None else app / wit, progress=progress)
         write_atomic(out, built.read_bytes())
     return out

@@ -7,23 +7,25 @@ import json
 import sys
 import time
 
-from . import fuzz, legacy, models
+from . import doctor, fuzz, legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_ML_WORLD
-from ..backends import parse_choices
+from ..backends import PRECISIONS, parse_choices
 from ..errors import GuestTrap, WasinnError
 from ..limits import Limits
 from ..runtime import Host, stderr_progress
 from .wave import format_value, parse_call
+from wasmtime.component import Variant
 
 
 def host_from_args(args) -> Host:
     """A Host set up by the options every command shares (see `_common`)."""
     limits = Limits.from_file(args.config) if args.config else Limits()
     limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
-                             if getattr(args, f"limit_{name}") is not None})
-    return Host(cache_dir=args.cache_dir, ort_threads=args.ort_threads, limits=limits,
-                backends=parse_choices(args.backend), progress=stderr_progress)
+                             if getattr(args, f"limit_{name}", None) is not None})
+    return Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
+                inference_precision=getattr(args, "inference_precision", "f32"),
+                backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
 
 
 def _host(args) -> Host:
@@ -53,17 +55,38 @@ def cmd_run(args) -> int:
     host = _host(args)
     legacy.configure(args, host)
     env = dict(e.partition("=")[::2] for e in args.env)
+    _warn_flags_for_the_guest(args)
     inst = host.instantiate(host.load_component(args.component), args=args.args,
                             dirs=_dirs(args.dir), env=env, program_name=args.component)
     if args.invoke:
         name, values = parse_call(args.invoke)
-        print(format_value(inst.call(name, *values)))
-        return 0
-    return inst.run()
+        result = inst.call(name, *values)
+        print(format_value(result))
+        return 1 if isinstance(result, Variant) and result.tag == "err" else 0
+    status = inst.run()
+    if status:  # the guest may have said nothing: say what wasinn knows
+        err = inst.last_nn_error
+        print(f"wasinn: {args.component}: run failed{'' if status == 1 else f' (exit status {status})'}; "
+              + (f"its last wasi:nn error was {err}" if err else "no wasi:nn call failed, so the cause is the "
+                 "guest's own"), file=sys.stderr)
+    return status
+
+
+_OWN_FLAGS = ("--model", "--dir", "--invoke", "--env", "-S")
+
+
+def _warn_flags_for_the_guest(args) -> None:
+    """Everything after the component goes to the guest, as in wasmtime; wasinn's own
+    flags there are likely meant for wasinn (but a guest may take such flags too)."""
+    misplaced = [a for a in args.args if a.split("=")[0] in _OWN_FLAGS]
+    if misplaced and "--" not in args.argv:
+        print(f"wasinn: warning: {' '.join(dict.fromkeys(misplaced))} after {args.component} go to the guest, "
+              "as every argument after the component does; put wasinn's flags before the component "
+              "(or `--` before the guest's arguments to silence this)", file=sys.stderr)
 
 
 def cmd_build(args) -> int:
-    build.build(args.app, args.output, world=args.world, fastpath=not args.portable,
+    build.build(args.app, args.output, world=args.world, fastpath=not args.portable, wit=args.wit,
                        progress=stderr_progress)
     return 0
 
@@ -72,11 +95,15 @@ def cmd_compile(args) -> int:
     host = host_from_args(args)
     if host.cache_dir is None:
         raise WasinnError("wasinn compile needs a cache directory")
+    compiling = []  # progress lines: only a compile has any
+    host.progress = lambda message: (compiling.append(message), stderr_progress(message))
     for path in args.components:
+        compiling.clear()
         start = time.perf_counter()
         host.load_component(path)
-        print(f"{path}: compiled and cached in {host.cache_dir / 'compiled'} "
-              f"({time.perf_counter() - start:.2f} s)")
+        done = (f"compiled in {time.perf_counter() - start:.1f} s and cached" if compiling
+                else "already compiled, found")
+        print(f"{path}: {done} in {host.cache_dir / 'compiled'}")
     return 0
 
 
@@ -149,21 +176,44 @@ _LIMIT_HELP = {
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
+    """The shared options; without `runs` (compile) only those that shape compiled code."""
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
+    if not runs:
+        engine = p.add_argument_group("engine", "components are compiled for the engine these settings "
+                                      "make; a run with other settings compiles again")
+        engine.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table (its fuel)")
+        engine.add_argument("--fuel", dest="limit_fuel", metavar="VALUE",
+                            help="compile with fuel counting on, for runs with --fuel (default: off)")
+        return
     p.add_argument("--ort-threads", type=int, default=0, metavar="N",
                    help="intra-op threads per model, in every backend (default: the backend's choice)")
     p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
                    help="run ENCODING's models on BACKEND, e.g. onnx=openvino; BACKEND alone takes every "
                         "encoding it serves (backends: onnxruntime, openvino, tflite; repeatable)")
+    p.add_argument("--inference-precision", choices=PRECISIONS, default="f32",
+                   help="f32: float32 models compute in float32 (default); auto: the backend's choice "
+                        "(OpenVINO's CPU plugin: bfloat16 where the CPU has it, faster, logits within ~0.1-0.25); "
+                        "bf16, f16: those, refused where the device lacks them. onnxruntime and tflite run "
+                        "every model in its own precision")
     limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
                                   "table sets them too, flags win (defaults in parentheses)")
     limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
     defaults = Limits()
     for name, help_text in _LIMIT_HELP.items():
         limits.add_argument(f"--{name.replace('_', '-')}", dest=f"limit_{name}", metavar="VALUE",
-                            help=f"{help_text} ({getattr(defaults, name)})")
+                            help=f"{help_text} ({_shown(name, getattr(defaults, name))})")
+
+
+def _shown(name: str, default) -> str:
+    """A limit's default as a user would write it: 2GiB, not 2147483648."""
+    if default is None:
+        return "none"
+    sized = name == "memory" or "bytes" in name or "memory" in name
+    if sized and default >= 1 << 20 and default % (1 << 20) == 0:
+        return f"{default >> 30}GiB" if default % (1 << 30) == 0 else f"{default >> 20}MiB"
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -196,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .wasm to write")
     p.add_argument("--world", default=build.DEFAULT_WORLD,
                    help=f"the WIT world to target (default: {build.DEFAULT_WORLD}, a command "
-                        f"that imports wasi:nn; {WASINN_GUEST_ML_WORLD} for a library component)")
+                        f"that imports wasi:nn); a world of your own from --wit declares your exports")
+    p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
+                   f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@0.1.0;`")
     p.add_argument("--portable", action="store_true",
                    help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
                         "run the component; large models and tensors then hit the standard path's limits")
@@ -208,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
                        "wasmtime version and wasinn's engine settings; a changed file is never served "
                        "from a stale entry.")
     p.add_argument("components", nargs="+", metavar="WASM")
-    _common(p)
+    _common(p, runs=False)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("classify", help="classify photos with the bundled image classifier",
@@ -260,12 +312,15 @@ def parser() -> argparse.ArgumentParser:
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     p.set_defaults(func=cmd_serve)
     models.add_parsers(sub)
+    doctor.add_parser(sub)
     fuzz.add_parser(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv  # argparse drops the `--` that ends wasinn's flags
     try:
         return args.func(args)
     except GuestTrap as e:
