@@ -58,6 +58,8 @@ class _Target:
 def _targets() -> dict[tuple[str, str], _Target]:
     lines = [ln.split(" ", 5)[2:] for ln in TEMPLATE.read_text().splitlines() if ln.startswith(";; @@target ")]
     return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
+
+
 _COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
 _CORE_MODULE_SECTION = 1
 _PLACEHOLDER = b"wasinn-placeholder-"
@@ -113,11 +115,16 @@ def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
     if not wasm.startswith(_COMPONENT_PREAMBLE):
         raise WasinnError("not a component in the binary format wasinn reads (layer 1, version 0xd)")
     out, pos = [], len(_COMPONENT_PREAMBLE)
-    while pos < len(wasm):
-        sid = wasm[pos]
-        size, pos = _uleb(wasm, pos + 1)
-        out.append((sid, wasm[pos:pos + size]))
-        pos += size
+    try:
+        while pos < len(wasm):
+            sid = wasm[pos]
+            size, pos = _uleb(wasm, pos + 1)
+            if pos + size > len(wasm):
+                raise IndexError
+            out.append((sid, wasm[pos:pos + size]))
+            pos += size
+    except IndexError:
+        raise WasinnError(f"a section at byte {pos} runs past the end of the file") from None
     return out
 
 
@@ -252,7 +259,15 @@ def _wasm_tools(args: list[str], data: bytes, what: str) -> bytes:
 
 def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     """The component with its byte-carrying wasi:nn imports served through spans, and
-    None; or the component unchanged and why it keeps the standard lowering."""
+    None; or the component unchanged and why it keeps the standard lowering (a broken
+    file is then reported by the compiler, as any other)."""
+    try:
+        return _rewrite(wasm, label)
+    except WasinnError as e:
+        return wasm, str(e)
+
+
+def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     sections = _sections(wasm)
     modules = [p for sid, p in sections if sid == _CORE_MODULE_SECTION]
     stub, i = [], 0
