@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Debian's mosquitto (the MQTT broker `wasinn serve`'s tests and benchmark start on
-# loopback) and mosquitto-clients (mosquitto_pub/mosquitto_sub, used in the README).
+# loopback and in network namespaces) and mosquitto-clients (mosquitto_pub/mosquitto_sub,
+# used in the README), openssl and iproute2.
 # Installs only what is missing; needs root or password-less sudo (CI runs as root,
 # without stdin). The Python side (paho-mqtt, PyYAML, prometheus-client) is the
 # `serve` extra in pyproject.toml, which scripts/setup.sh installs.
 set -euo pipefail
 
 missing=()
+# mosquitto also brings mosquitto_passwd (the tests' password files); openssl makes their
+# certificates; iproute2's `ip netns` the network namespaces of the multi-host test.
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing+=(mosquitto); fi
 if ! command -v mosquitto_pub >/dev/null 2>&1; then missing+=(mosquitto-clients); fi
+if ! command -v openssl >/dev/null 2>&1; then missing+=(openssl); fi
+if ! command -v ip >/dev/null 2>&1 && [ ! -x /usr/sbin/ip ] && [ ! -x /sbin/ip ]; then missing+=(iproute2); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
