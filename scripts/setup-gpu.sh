@@ -12,7 +12,7 @@
 # OpenVINO's GPU plugin (Intel GPUs) needs no Python change, only the OpenCL driver:
 #   apt-get install ocl-icd-libopencl1 intel-opencl-icd
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 [ -x .venv/bin/python ] || scripts/setup.sh
 
 marker=.venv/.wasinn-gpu

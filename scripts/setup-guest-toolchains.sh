@@ -6,7 +6,7 @@
 #   .cache/npm (pinned in scripts/guest-toolchains/package.json).
 # Installs only what is missing; needs root or password-less sudo for apt (CI runs as root).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 
 missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)

@@ -5,7 +5,7 @@
 # (kubernetes, grpcio, pandas, an older protobuf...) must not constrain wasinn's.
 # Safe to run again: it reinstalls only when the pins below change.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 
 pins="kserve==0.21.0 onnxruntime>=1.20 numpy>=1.26"
 python=${PYTHON:-.venv/bin/python}

@@ -3,7 +3,7 @@
 # covers, then the parts outside Python that some tests start. Each step installs only
 # what is missing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 scripts/setup.sh test              # wasinn + openvino, tflite, the wasmtime CLI, serve, pytest
 scripts/setup-mqtt.sh              # mosquitto for `wasinn serve` (tests, benchmark, README)
 scripts/setup-kserve.sh            # a KServe model server in .venv-kserve (the remote-backend tests)

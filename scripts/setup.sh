@@ -5,7 +5,7 @@
 # suite's system parts on top. Safe to run again: it reinstalls only when pyproject.toml
 # or the extras asked for change.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 extras=${1:-}  # "" (wasinn alone) or "test"
 
 python=${PYTHON:-}

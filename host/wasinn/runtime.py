@@ -103,13 +103,16 @@ class Host:
             False: no disk cache).
         limits: what each instance may use (see limits.py); `Limits()` by default.
         ort_threads: intra-op threads per graph, in every backend (0: the backend's choice).
+        inference_precision: "f32" (float32 models computed in float32), "auto" (the
+            backend's choice: OpenVINO's CPU plugin runs bfloat16 where the CPU has it),
+            "bf16" or "f16"; backends without a choice run each model in its own precision.
         backends: which backend serves an encoding, where not the default, e.g.
             `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
         progress: called with a line of text during long work (compiling).
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
-                 limits: Limits | None = None, ort_threads: int = 0,
+                 limits: Limits | None = None, ort_threads: int = 0, inference_precision: str = "f32",
                  backends: Mapping[str, str] | None = None, progress: Progress | None = None):
         _speedups.install()
         self.limits = limits or Limits()
@@ -117,7 +120,8 @@ class Host:
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
         self.memories = HostMemories()  # must outlive the engines: it serves their callbacks
         self.models = ModelRegistry()
-        self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory),
+        self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory,
+                                          inference_precision),
                          self.models, self.limits)
         self._engines = (_Engine(self, bulk=False), _Engine(self, bulk=True))
         self._tensor_type = ResourceType.host(Resource.TENSOR)
@@ -336,8 +340,14 @@ class Instance:
         try:
             params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
             self._budget(store)
-            result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
-            func.post_return(store)
+            try:
+                result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
+                func.post_return(store)
+            except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds):
+                raise
+            except BaseException:
+                self.close()  # a host function raised: wasmtime has poisoned the instance
+                raise
             return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
             raise
@@ -347,9 +357,6 @@ class Instance:
             self.close()
             raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None
-        except BaseException:
-            self.close()  # a host function raised: wasmtime has poisoned the instance
-            raise
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
