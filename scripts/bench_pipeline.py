@@ -2,6 +2,7 @@
 """`wasinn serve` over a real mosquitto vs native onnxruntime in a loop, same photos.
 
     .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40] [--rounds 3]
+    .venv/bin/python scripts/bench_pipeline.py --hosts [--messages 150] [--rounds 3]    (as root)
 
 For 1 and 2 workers (processes, one onnxruntime thread each):
   msgs/s   a burst of --messages photos published at once, first publish to last result
@@ -12,6 +13,10 @@ in 1 and 2 processes of one thread each; its latency is one decode + run + top-5
 Each configuration runs --rounds times, interleaved, and each number is the median of
 its rounds (the machines here are shared and noisy). Starts its own mosquitto on a
 free loopback port; nothing leaves the machine.
+
+--hosts: worker hosts instead: one and two network namespaces with one worker each,
+joined to a broker namespace by veth pairs, over TLS with a password (as
+tests/test_pipeline_hosts.py); msgs/s of a burst. Every namespace is deleted at the end.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from pipeline_service import CACHE, Broker, Results, Service, client, publish  # noqa: E402
+from pipeline_service import CACHE, Broker, Results, Service, client, pipeline_with, publish  # noqa: E402
 
 IMAGES = [p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))]
 
@@ -106,12 +111,79 @@ def served(broker: Broker, workers: int, messages: int, latency_messages: int) -
             "p99": percentile(round_trips, 99) * 1e3, "split": sorted(per_worker.values())}
 
 
+def forget_session(broker: Broker, client_id: str) -> None:
+    """Ends the broker's session of `client_id` (clean start, then gone on disconnect)."""
+    c = broker.new_client(client_id)
+    broker.connect(c, clean_start=True)
+    c.loop_start()
+    c.disconnect()
+    c.loop_stop()
+
+
+def hosts(messages: int, rounds: int) -> int:
+    import tempfile
+
+    from pipeline_certs import Certificates
+    from pipeline_netns import Namespaces, Unavailable
+    try:
+        net = Namespaces(["host1", "host2"])
+    except Unavailable as e:
+        print(f"bench_pipeline: --hosts: {e}", file=sys.stderr)
+        return 1
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with net, tempfile.TemporaryDirectory() as d:
+        d = pathlib.Path(d)
+        certs = Certificates(d / "certs", addresses=net.hub_addresses())
+        (d / "password").write_text("bench\n")
+        pipeline = pipeline_with(d, tls={"ca": "certs/ca.crt"}, username="bench", passwordFile="password")
+        with Broker(certs=certs, users={"bench": "bench"}, host="0.0.0.0", netns=net.hub) as broker:
+            for r in range(rounds):
+                for n in (1, 2):
+                    print(f"round {r + 1}/{rounds}: {n} worker host(s)...", file=sys.stderr, flush=True)
+                    names = list(net.spokes)[:n]
+                    services = [Service(broker, workers=1, node=name, pipeline=pipeline, netns=net.spokes[name],
+                                        address=f"{net.hub_address(name)}:{broker.port}", log_level="info")
+                                for name in names]
+                    try:
+                        for s in services:
+                            s.wait_subscribed(1)
+                        with Results(broker) as results:
+                            c = client(broker)
+                            warm = [f"h{n}-{r}-warm-{i}" for i in range(10)]
+                            for i, ident in enumerate(warm):
+                                publish(c, IMAGES[i % len(IMAGES)], ident)
+                            results.wait_for(warm, timeout=120)
+                            burst = [f"h{n}-{r}-burst-{i}" for i in range(messages)]
+                            start = time.perf_counter()
+                            for i, ident in enumerate(burst):
+                                publish(c, IMAGES[i % len(IMAGES)], ident)
+                            results.wait_for(burst, timeout=600)
+                            rates[n].append(messages / (max(results.arrived[i] for i in burst) - start))
+                            c.disconnect()
+                            c.loop_stop()
+                    finally:
+                        for s in services:
+                            s.__exit__(None, None, None)
+                        for name in names:  # a stopped member keeps its share of what comes (mosquitto 2.0.11)
+                            forget_session(broker, f"image-classification-{name}-0")
+    print(f"\n{messages} photos per burst over TLS with a password, median of {rounds} rounds; one worker per "
+          "host (network namespace), onnxruntime 1 thread; the hosts share this machine's CPUs")
+    for n in (1, 2):
+        print(f"{n} worker host{'s' if n > 1 else ' '}  {statistics.median(rates[n]):8.1f} msgs/s   "
+              f"(rounds: {', '.join(f'{x:.1f}' for x in rates[n])})")
+    print(f"scaling 1 -> 2 hosts: {statistics.median(rates[2]) / statistics.median(rates[1]):.2f}x")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=150, help="photos in the throughput burst")
     ap.add_argument("--latency-messages", type=int, default=40, help="photos sent one at a time")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each configuration (medians are shown)")
+    ap.add_argument("--hosts", action="store_true", help="one and two worker hosts (network namespaces; root)")
     args = ap.parse_args()
+    if args.hosts:
+        return hosts(args.messages, args.rounds)
     runs: dict[tuple, list[dict]] = {}
     with Broker() as broker:
         for r in range(args.rounds):
