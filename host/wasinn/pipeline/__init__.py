@@ -4,7 +4,9 @@
     components.py  a module's component (its guest directory built once, cached)
     graph.py       one message through the stages, tensors handed on as handles
     worker.py      one MQTT session: QoS 1, ack after the result is published, dead letters
-    supervisor.py  `wasinn serve`: N worker processes, restarted with their sessions
+    connection.py  the broker connection: TLS, credentials, reconnecting with backoff
+    supervisor.py  `wasinn serve`: N worker processes, restarted with their sessions; lost
+                   nodes' sessions rescued
     metrics.py     Prometheus /metrics and /healthz
     jsonlog.py     structured (JSON lines) logs
 """
