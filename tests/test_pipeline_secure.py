@@ -222,3 +222,33 @@ def test_the_password_comes_from_its_file_without_the_newline_or_from_the_enviro
     monkeypatch.setenv(connection.PASSWORD_ENV, "from-env")
     assert connection.password(dataclasses.replace(m, password_file=None)) == "from-env"
     assert connection.password(dataclasses.replace(m, username=None, password_file=None)) is None
+
+
+def _first_connect(m, log) -> connection.Link:
+    link = connection.Link(m, "client-cert-probe", log, on_up=lambda client, present: None)
+    link.start(clean_start=True, properties=None)
+    deadline = time.monotonic() + 20
+    while not (link.connected.is_set() or link.ended.is_set()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return link
+
+
+def test_client_certificates(secrets):
+    """A broker that requires client certificates: accepted with mqtt.tls.cert/key, refused
+    in one line without them."""
+    from wasinn.pipeline.jsonlog import EventLog
+    from wasinn.pipeline.schema import Mqtt
+    certs = secrets[1]
+    with Broker(certs=certs, users=USERS, client_certs=True) as b:
+        m = Mqtt("127.0.0.1", b.port, "g", "dead", username="cam-7", password_file=secrets[0] / "password",
+                 tls=Tls(certs.ca, certs.client_cert, certs.client_key))
+        lines = io.StringIO()
+        link = _first_connect(m, EventLog(stream=lines))
+        assert link.connected.is_set(), lines.getvalue()
+        link.close()
+        import dataclasses
+        link = _first_connect(dataclasses.replace(m, tls=Tls(certs.ca)), EventLog(stream=lines))
+        assert link.ended.is_set() and not link.connected.is_set(), lines.getvalue()[-1500:]
+        assert link.fatal.startswith(f"TLS with the broker at 127.0.0.1:{b.port} failed: ") and \
+            link.fatal.endswith("(does the broker want a client certificate? mqtt.tls.cert)"), link.fatal
+    print(f"\nno client certificate: {link.fatal}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -128,6 +129,7 @@ class Link:
         self.taken_over = False
         self._accepted = False
         self._lost = ""
+        self._read_error = ""  # the last error paho logged (it does not raise from its own thread)
         self._down = threading.Event()
         self._acked: set[int] = set()  # message ids of our publishes the broker acknowledged
         self._acks = threading.Condition()
@@ -144,6 +146,7 @@ class Link:
             topic, payload, props = will
             c.will_set(topic, payload, qos=1, properties=props)
         c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
+        c.on_log = self._on_log
         # Results and acknowledgements are small packets: without TCP_NODELAY, Nagle's
         # algorithm holds each one back behind the last unacknowledged segment (measured:
         # ~15 ms per message on loopback, half the throughput).
@@ -162,6 +165,8 @@ class Link:
         try:
             while not self._closing.is_set():
                 self._lost = "the broker closed the connection before accepting it"
+                self._read_error = ""
+                self._accepted = False
                 try:
                     self.client.connect(m.host, m.port, keepalive=m.keepalive, clean_start=clean_start,
                                         properties=properties)
@@ -170,10 +175,8 @@ class Link:
                     return self._refuse(f"TLS: the certificate of the broker at {m.address} failed verification "
                                         f"against {ca}: {e.verify_message}")
                 except ssl.SSLError as e:
-                    if "ALERT" in (e.reason or "") or e.reason == "WRONG_VERSION_NUMBER":
-                        hint = (" (is that port TLS?)" if e.reason == "WRONG_VERSION_NUMBER" else
-                                " (the broker refused the handshake or the client certificate)")
-                        return self._refuse(f"TLS with the broker at {m.address} failed: {e.reason}{hint}")
+                    if self._tls_refused(e.reason or ""):
+                        return
                     attempt = self._wait(attempt, f"TLS: {e.reason or e}")
                     continue
                 except (OSError, ValueError) as e:
@@ -185,8 +188,14 @@ class Link:
                 # off, that thread ends with the connection.
                 self._down.clear()
                 self.client.loop_start()
-                self._down.wait()
+                network = self.client._thread  # paho does not call on_disconnect if a write fails
+                while not self._down.wait(0.5) and network is not None and network.is_alive():  # before CONNACK
+                    pass
                 self.client.loop_stop()
+                # TLS 1.3: the broker checks a client certificate after the handshake, and
+                # its refusal comes as an alert on the first read (paho only logs it)
+                if not self._accepted and self._tls_refused(self._read_error):
+                    return
                 if self.fatal or self.taken_over or self._closing.is_set():
                     return
                 attempt = self._wait(0 if self._accepted else attempt, self._lost)
@@ -202,6 +211,22 @@ class Link:
                          error=error)
         self._closing.wait(delay)
         return attempt + 1
+
+    def _tls_refused(self, reason: str) -> bool:
+        """A TLS alert from the broker or a plain-TCP port: retrying will not help."""
+        m = self.mqtt
+        if "ALERT" not in reason and "WRONG_VERSION_NUMBER" not in reason:
+            return False
+        hint = (" (is that port TLS?)" if "WRONG_VERSION_NUMBER" in reason else
+                f" (the broker refused the client certificate mqtt.tls.cert {m.tls.cert})" if m.tls.cert else
+                " (does the broker want a client certificate? mqtt.tls.cert)")
+        self._refuse(f"TLS with the broker at {m.address} failed: {reason}{hint}")
+        return True
+
+    def _on_log(self, client, userdata, level, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            found = re.search(r"\[SSL: (\w+)\]", message)
+            self._read_error = found.group(1) if found else message
 
     def _refuse(self, reason: str) -> None:
         self.fatal = reason
