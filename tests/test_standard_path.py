@@ -172,3 +172,16 @@ def test_same_component_same_class_on_the_wasmtime_cli(foreign, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"top-1 class {native_top1()}"
+
+
+def test_max_host_bytes_holds_for_standard_guests(tmp_path):
+    """The standard path counts what a guest's tensors make the host hold: over the
+    budget a tensor keeps no bytes, only its refusal (the constructor cannot fail)."""
+    from wasinn.nn import RefusedTensor
+    host = wasinn.Host(cache_dir=CACHE, limits=wasinn.limits.Limits(max_host_bytes=8 << 20))
+    with host.instantiate(host.load_component(build("c"))) as inst:
+        assert inst.call("echo", np.zeros(1 << 20, np.uint8)).nbytes == 1 << 20
+        out = inst.call("echo", np.zeros(9 << 20, np.uint8))
+        assert isinstance(out, RefusedTensor) and "max-host-bytes" in str(out.refusal) and out.nbytes == 0
+        assert inst.call("echo", np.zeros(16, np.uint8)).nbytes == 16
+        assert inst.instances_started == 1

@@ -35,7 +35,7 @@ from ._bindings import (WASI_CLI_RUN, WASINN_FASTPATH_BULK, Resource, add_wasi_n
 from .backends import default_backends
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
-from .errors import GuestTrap, WasinnError
+from .errors import GuestTrap, NnError, WasinnError
 from .abi import adapter
 from .abi.bulk import Bulk
 from .abi.memory import HostMemories, OutOfBounds
@@ -343,7 +343,7 @@ class Instance:
             try:
                 result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
                 func.post_return(store)
-            except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds):
+            except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise
             except BaseException:
                 self.close()  # a host function raised: wasmtime has poisoned the instance
@@ -351,9 +351,10 @@ class Instance:
             return None if ftype.result is None else values.from_wasm(ftype.result, result, take)
         except ExitTrap:
             raise
-        except (WasmtimeError, wasmtime.Trap, OutOfBounds) as e:
-            # OutOfBounds: spans the guest gave the data path lie about its memory, which
-            # the canonical ABI traps on too (abi/adapter.py raised it in a host function)
+        except (WasmtimeError, wasmtime.Trap, OutOfBounds, NnError) as e:
+            # raised in a host function that has no error to return: OutOfBounds, spans the
+            # guest gave the data path that lie about its memory (the canonical ABI traps
+            # on such lists too); NnError, data() of a tensor a limit refused
             self.close()
             raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None

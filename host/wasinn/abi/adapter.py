@@ -39,7 +39,6 @@ from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, W
                          ExecutionTarget, GraphEncoding, Resource, TensorType)
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key
-from ..tensors import HostTensor
 from .memory import HostMemories, LinearMemory, OutOfBounds
 
 TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
@@ -318,14 +317,14 @@ class AdapterHost:
         if dims % 4:
             raise OutOfBounds(f"the tensor's dimensions at {dims} are not aligned to 4 bytes")
         shape = memory.read_array(dims, 4 * dims_len).view("<u4")
-        tensor = HostTensor(shape, ty, memory.read_array(data, data_len))
-        return self.nn.add(store, Resource.TENSOR, tensor, limited=False)
+        memory.check(data, data_len)
+        return self.nn.tensor_from_guest(store, shape, ty, data_len, lambda: memory.read_array(data, data_len))
 
     def data_len(self, store, t: int) -> int:
-        return self.nn.get(t, Resource.TENSOR).nbytes
+        return self.nn.readable(t).nbytes
 
     def read_data(self, store, t: int, dest: int, n: int) -> None:
-        tensor = self.nn.get(t, Resource.TENSOR)
+        tensor = self.nn.readable(t)
         if n != tensor.nbytes:
             raise OutOfBounds(f"read-data of {n} bytes for a tensor of {tensor.nbytes}")
         self._memory(store).write(dest, tensor.data)

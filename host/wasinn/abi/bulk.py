@@ -14,7 +14,6 @@ from .._bindings import ExecutionTarget, GraphEncoding, Resource, Span, TensorTy
 from ..errors import invalid_argument
 from .memory import HostMemories, LinearMemory, OutOfBounds
 from ..nn import WasiNn, returns_error, store_key
-from ..tensors import HostTensor
 
 # PyBytesObject on wasm32: ob_refcnt@0, ob_type@4, ob_size@8, ob_shash@12, ob_sval@16
 _HEADER = 16
@@ -54,5 +53,5 @@ class Bulk:
     @returns_error
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:
         memory = self._memory(store)
-        buffer = memory.read_array(_payload(memory, data), data.len)
-        return self.nn.add(store, Resource.TENSOR, HostTensor(dimensions, ty, buffer))
+        payload = _payload(memory, data)
+        return self.nn.tensor_from_guest(store, dimensions, ty, data.len, lambda: memory.read_array(payload, data.len))
