@@ -28,6 +28,7 @@ class BackendKind:
     encodings: tuple[GraphEncoding, ...]
     package: str                      # the import name of the package it runs on
     extra: str | None = None          # the pip extra that installs it (None: always installed)
+    precisions: bool = False          # whether it can compute in another precision than the model's
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None
@@ -38,19 +39,25 @@ class BackendKind:
 
 KINDS = {k.name: k for k in (
     BackendKind("onnxruntime", (GraphEncoding.ONNX,), "onnxruntime"),
-    BackendKind("openvino", (GraphEncoding.OPENVINO, GraphEncoding.ONNX), "openvino", "openvino"),
+    BackendKind("openvino", (GraphEncoding.OPENVINO, GraphEncoding.ONNX), "openvino", "openvino", precisions=True),
     BackendKind("tflite", (GraphEncoding.TENSORFLOWLITE,), "ai_edge_litert", "tflite"),
 )}
 # The backend serving each encoding unless the user picks another (`--backend onnx=openvino`).
 DEFAULTS = {GraphEncoding.ONNX: "onnxruntime", GraphEncoding.OPENVINO: "openvino",
             GraphEncoding.TENSORFLOWLITE: "tflite"}
+# --inference-precision: f32 computes float32 models in float32; auto leaves it to the
+# backend (OpenVINO's CPU plugin: bfloat16 where the CPU has it); bf16 and f16 ask for those.
+# Backends without a choice (onnxruntime, LiteRT) run every model in its own precision.
+PRECISIONS = ("f32", "auto", "bf16", "f16")
 
 
 class Deferred:
     """One backend for one encoding, imported when a graph first loads through it."""
 
-    def __init__(self, kind: BackendKind, encoding: GraphEncoding, threads: int, max_memory: int):
+    def __init__(self, kind: BackendKind, encoding: GraphEncoding, threads: int, max_memory: int,
+                 precision: str = "f32"):
         self.kind, self.encoding, self.threads, self.max_memory = kind, encoding, threads, max_memory
+        self.precision = precision
         self.name = kind.name if kind.installed() else f"{kind.name}, not installed"
         self._backend: Backend | None = None
         self._lock = threading.Lock()
@@ -75,7 +82,8 @@ class Deferred:
                     raise invalid_encoding(
                         f"encoding {self.encoding.value} needs the {self.kind.name} backend: "
                         f"{self.kind.install_hint()} ({e})") from e
-                self._backend = module.make(self.encoding, self.threads, self.max_memory)
+                options = {"precision": self.precision} if self.kind.precisions else {}
+                self._backend = module.make(self.encoding, self.threads, self.max_memory, **options)
         return self._backend
 
 
@@ -95,11 +103,15 @@ def parse_choices(specs: list[str]) -> dict[str, str]:
 
 
 def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None,
-                     max_memory: int = Limits.max_backend_memory) -> dict[GraphEncoding, Backend]:
+                     max_memory: int = Limits.max_backend_memory,
+                     precision: str = "f32") -> dict[GraphEncoding, Backend]:
     """A backend for every encoding wasinn knows, keyed by encoding. `choices` maps
     encoding names to backend names where the user wants other than DEFAULTS;
     `threads` is each backend's intra-op thread count (0: the backend's choice);
-    `max_memory` what one graph's runs may allocate (max-backend-memory)."""
+    `max_memory` what one graph's runs may allocate (max-backend-memory);
+    `precision` one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise WasinnError(f"inference precision {precision!r}: wasinn has {', '.join(PRECISIONS)}")
     names = dict(DEFAULTS)
     for enc_name, name in (choices or {}).items():
         try:
@@ -117,8 +129,8 @@ def default_backends(threads: int = 0, choices: Mapping[str, str] | None = None,
             raise WasinnError(f"backend choice {enc_name}={name}: the {name} backend is not installed: "
                               f"{kind.install_hint()}")
         names[encoding] = name
-    return {e: Deferred(KINDS[n], e, threads, max_memory) for e, n in names.items()}
+    return {e: Deferred(KINDS[n], e, threads, max_memory, precision) for e, n in names.items()}
 
 
-__all__ = ["Backend", "BackendKind", "Context", "Graph", "KINDS", "TensorSpec", "default_backends",
+__all__ = ["Backend", "BackendKind", "Context", "Graph", "KINDS", "PRECISIONS", "TensorSpec", "default_backends",
            "parse_choices"]

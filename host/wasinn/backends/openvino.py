@@ -33,10 +33,15 @@ _TYPES = {ov.Type.f16: TensorType.FP16, ov.Type.f32: TensorType.FP32, ov.Type.f6
           ov.Type.bf16: TensorType.BF16, ov.Type.u8: TensorType.U8, ov.Type.i32: TensorType.I32,
           ov.Type.i64: TensorType.I64}
 _DEVICES = {ExecutionTarget.CPU: "CPU", ExecutionTarget.GPU: "GPU"}
-# ACCURACY runs the model in its own precision. By default the CPU plugin runs float32
-# models in bfloat16 wherever the CPU has it (this machine does): faster, but
-# EfficientNet-Lite0's logits move by 0.09 from onnxruntime's, against 5e-6 in ACCURACY.
-_CONFIG = {"EXECUTION_MODE_HINT": "ACCURACY"}
+# The compile settings for each --inference-precision. f32 (ACCURACY) runs the model in
+# its own precision. By default (auto) the CPU plugin runs float32 models in bfloat16
+# wherever the CPU has it: ~1.8x faster on this machine, but EfficientNet-Lite0's logits
+# move by 0.09 (a photo) to 0.25 (random input) from onnxruntime's, against 5e-6
+# in ACCURACY.
+_PRECISION_CONFIG = {"f32": {"EXECUTION_MODE_HINT": "ACCURACY"}, "auto": {},
+                     "bf16": {"INFERENCE_PRECISION_HINT": "bf16"}, "f16": {"INFERENCE_PRECISION_HINT": "f16"}}
+# What a compiled model reports as its INFERENCE_PRECISION_HINT for those asked by name.
+_PRECISION_TYPES = {"bf16": ov.Type.bf16, "f16": ov.Type.f16}
 # OpenVINO's CPU and GPU plugins compute int64 as int32 and float64 as float32; values
 # outside those ranges would come back silently wrong, so they are refused instead.
 _NARROWED = {TensorType.I64: (np.iinfo(np.int32), "int64", "int32"),
@@ -186,12 +191,13 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, encoding: GraphEncoding = GraphEncoding.OPENVINO, threads: int = 0,
-                 max_memory: int = 2 << 30):
+                 max_memory: int = 2 << 30, precision: str = "f32"):
         self.max_memory = max_memory
         if encoding not in (GraphEncoding.OPENVINO, GraphEncoding.ONNX):
             raise ValueError(f"OpenVINO does not read {encoding.value} models")
         self.encoding = encoding
-        self.config = dict(_CONFIG, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
+        self.precision = precision
+        self.config = dict(_PRECISION_CONFIG[precision], **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
 
     def recognizes(self, builders: list[bytes]) -> bool:
         return RECOGNISERS[self.encoding](builders)
@@ -223,8 +229,22 @@ class OpenVinoBackend:
             compiled = _core().compile_model(model, device, self.config)
         except RuntimeError as e:
             raise unsupported(f"OpenVINO's {device} plugin cannot compile the model: {_one_line(e)}") from e
+        self._check_precision(compiled, device)
         onnx_names = _onnx_names(builders[0]) if self.encoding == GraphEncoding.ONNX else None
         return OpenVinoGraph(model, compiled, target, device, onnx_names)
+
+    def _check_precision(self, compiled: ov.CompiledModel, device: str) -> None:
+        """A plugin silently runs a precision its device lacks in another one (the CPU
+        plugin: f16 as bf16 or f32): one asked for by name must be the one that runs."""
+        want = _PRECISION_TYPES.get(self.precision)
+        if want is None:
+            return
+        got = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if got != want:
+            capabilities = ", ".join(_core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+            raise unsupported(f"inference precision {self.precision}: OpenVINO's {device} plugin would run this "
+                              f"model in {got.get_type_name()} on this machine (its capabilities: {capabilities}); "
+                              f"use auto or f32")
 
 
 def _produced_bytes(model: ov.Model) -> int:
@@ -241,5 +261,5 @@ def _produced_bytes(model: ov.Model) -> int:
     return total
 
 
-def make(encoding: GraphEncoding, threads: int, max_memory: int) -> OpenVinoBackend:
-    return OpenVinoBackend(encoding, threads, max_memory)
+def make(encoding: GraphEncoding, threads: int, max_memory: int, precision: str = "f32") -> OpenVinoBackend:
+    return OpenVinoBackend(encoding, threads, max_memory, precision)

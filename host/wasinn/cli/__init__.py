@@ -10,7 +10,7 @@ import time
 from . import doctor, fuzz, legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_ML_WORLD
-from ..backends import parse_choices
+from ..backends import PRECISIONS, parse_choices
 from ..errors import GuestTrap, WasinnError
 from ..limits import Limits
 from ..runtime import Host, stderr_progress
@@ -24,6 +24,7 @@ def host_from_args(args) -> Host:
     limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
                              if getattr(args, f"limit_{name}", None) is not None})
     return Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
+                inference_precision=getattr(args, "inference_precision", "f32"),
                 backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
 
 
@@ -191,6 +192,11 @@ def _common(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
     p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
                    help="run ENCODING's models on BACKEND, e.g. onnx=openvino; BACKEND alone takes every "
                         "encoding it serves (backends: onnxruntime, openvino, tflite; repeatable)")
+    p.add_argument("--inference-precision", choices=PRECISIONS, default="f32",
+                   help="f32: float32 models compute in float32 (default); auto: the backend's choice "
+                        "(OpenVINO's CPU plugin: bfloat16 where the CPU has it, faster, logits within ~0.1-0.25); "
+                        "bf16, f16: those, refused where the device lacks them. onnxruntime and tflite run "
+                        "every model in its own precision")
     limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
                                   "table sets them too, flags win (defaults in parentheses)")
     limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
@@ -244,8 +250,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
                    f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@0.1.0;`")
     p.add_argument("--portable", action="store_true",
-                   help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
-                        "run the component; large models and tensors then hit the standard path's limits")
+                   help="leave out wasinn's bulk shim, so any wasi:nn host (e.g. wasmtime) can run the "
+                        "component; on wasinn it is as fast, but each tensor the guest builds then leaks its "
+                        "bytes in guest memory (componentize-py 0.25)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compile", help="compile components ahead of time into the cache",
