@@ -16,6 +16,9 @@ Sections (each row: wasinn, the reference, their ratio, the target):
   cold start    a fresh process: cache check + load + instantiate, then first inference
   process       `wasinn classify` of one photo as a whole process (wall, peak RSS) vs a
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
+  instances, arena, precision, imports: scripts/bench_latency.py (fresh instances on
+                recycled, new and copy-on-write memories; onnxruntime's arena settings;
+                OpenVINO auto vs f32 vs native; start-up imports)
 
 Timings are noisy on shared machines: runs are interleaved (wasinn, native, wasinn, ...)
 so that load hits both sides alike, and medians are reported.
@@ -449,6 +452,23 @@ def _wasmtime_cli_run():
     return statistics.median(t for t, _ in runs), statistics.median(m for _, m in runs)
 
 
+def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_latency
+    from wasinn.apps.classify import classifier_component
+    if "instances" in sections:
+        guests = {**_foreign_guests(), "componentize-py": classifier_component(CACHE, progress, embed_model=False)}
+        bench_latency.instances(row, progress, host, guests, CACHE, quick)
+    if "arena" in sections:
+        bench_latency.arena(row, progress, composed_model(CACHE, progress), THREADS, quick)
+    if "precision" in sections:
+        bench_latency.precision(row, progress, lambda precision, backends: wasinn.Host(
+            cache_dir=CACHE, ort_threads=THREADS, inference_precision=precision, backends=backends),
+            composed_model(CACHE, progress), IMAGES[0], quick)
+    if "imports" in sections:
+        bench_latency.imports(row, progress)
+
+
 def plot(latencies_ms: list[float], path: pathlib.Path) -> None:
     try:
         import matplotlib
@@ -473,7 +493,8 @@ def main() -> int:
     ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
     ap.add_argument("--only", nargs="*",
-                    choices=["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process"])
+                    choices=["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
+                             "instances", "arena", "precision", "imports"])
     ap.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
@@ -482,7 +503,8 @@ def main() -> int:
     host = wasinn.Host(cache_dir=CACHE, progress=progress, ort_threads=THREADS)
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
-    sections = args.only or ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process"]
+    sections = args.only or ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
+                             "instances", "arena", "precision", "imports"]
     latencies = None
     if "inference" in sections:
         latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
@@ -498,6 +520,7 @@ def main() -> int:
         cold_start(host)
     if "process" in sections:
         whole_process(host)
+    latency_sections(host, sections, args.quick)
     pathlib.Path(args.json).write_text(json.dumps(
         {"machine": {"cpus": os.cpu_count(), "onnxruntime": ort.__version__}, "rows": ROWS}, indent=2))
     progress(f"wrote {args.json}")

@@ -1,0 +1,190 @@
+"""scripts/bench.py's latency and footprint rows (issue 15), each next to its reference
+in the same run: fresh instances (host-owned memories, fresh and recycled, against
+wasmtime's own copy-on-write memories), the memory each extra instance adds,
+onnxruntime's per-run arena shrinkage, OpenVINO's inference precisions and start-up
+imports. `row(section, name, wasinn, reference, unit, target, note=...)` is bench.py's.
+"""
+from __future__ import annotations
+
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _median_ms(xs: list[float]) -> float:
+    return 1e3 * statistics.median(xs)
+
+
+def _rss() -> int:
+    return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmRSS")).split()[1]) << 10
+
+
+def _cow_instantiate(path: pathlib.Path, cache: pathlib.Path, host, n: int) -> list[float]:
+    """The same component (with the data-path adapter) on wasmtime's own memories, whose
+    copy-on-write images need no copy: the floor a host-owned memory is measured against."""
+    import wasmtime
+    from wasmtime.component import Component, Linker
+    from wasinn._bindings import add_wasi_nn_to_linker, add_wasinn_adapter_to_linker
+    from wasinn.abi import adapter
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    engine = wasmtime.Engine(config)
+    compiled = cache / f"cow-{path.stem}-{adapter.adapter_digest()}.cwasm"
+    if compiled.is_file():
+        component = Component.deserialize_file(engine, str(compiled))
+    else:
+        wasm, _ = adapter.rewrite(path.read_bytes(), path.name)
+        component = Component(engine, wasm)
+        compiled.parent.mkdir(parents=True, exist_ok=True)
+        compiled.write_bytes(component.serialize())
+    linker = Linker(engine)
+    linker.add_wasip2()
+    with linker.root() as root:
+        add_wasi_nn_to_linker(root, host.nn)
+        add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
+    times = []
+    for _ in range(n):
+        store = wasmtime.Store(engine)
+        store.set_wasi(wasmtime.WasiConfig())
+        store.set_epoch_deadline(1 << 62)
+        start = time.perf_counter()
+        linker.instantiate(store, component)
+        times.append(time.perf_counter() - start)
+        store.close()
+    return times
+
+
+def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathlib.Path, quick: bool) -> None:
+    """A fresh instance's instantiation, on a new mapping and on a recycled one (blocks of
+    each, alternating), and on wasmtime's copy-on-write memories; then what each extra
+    live instance adds to the process's RSS."""
+    from wasinn.abi import memory as hostmem
+    n, blocks = (5, 4) if quick else (10, 8)
+    pool = hostmem._POOL_SIZE
+    for label, path in guests.items():
+        component = host.load_component(path)
+        progress(f"instances: {label}: {blocks} alternating blocks of {n}, new and recycled mappings")
+        times = {"new": [], "recycled": []}
+        for block in range(blocks):
+            mode = ("new", "recycled")[block % 2]
+            hostmem._POOL_SIZE = 0 if mode == "new" else pool
+            host.memories.release()
+            for i in range(n + 1):
+                inst = host.instantiate(component)
+                start = time.perf_counter()
+                inst._ensure()
+                elapsed = time.perf_counter() - start
+                inst.close()
+                if i:  # the first of a block fills the pool
+                    times[mode].append(elapsed)
+        hostmem._POOL_SIZE = pool
+        progress(f"instances: {label}: on wasmtime's copy-on-write memories (compiled once)")
+        cow = _cow_instantiate(path, cache, host, n * blocks // 2)
+        size = path.stat().st_size / 1e6
+        row("instances", f"{label} {size:.0f} MB: instantiate, recycled mem", _median_ms(times["recycled"]),
+            _median_ms(cow), "ms", "<= 1 ms", note="reference: wasmtime's copy-on-write memories")
+        row("instances", f"{label} {size:.0f} MB: instantiate, new mem", _median_ms(times["new"]),
+            _median_ms(times["recycled"]), "ms", note="reference: a recycled mapping")
+        live = [host.instantiate(component) for _ in range(5)]
+        before = _rss()
+        for inst in live:
+            inst._ensure()
+        added = (_rss() - before) / len(live)
+        for inst in live:
+            inst.close()
+        row("instances", f"{label}: RSS per extra live instance", added / 2**20, None, "MiB")
+
+
+def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None:
+    """onnxruntime's run with wasinn's session settings (a bounded arena of its own,
+    shrunk after each run) against its defaults, interleaved."""
+    import onnxruntime as ort
+    cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+
+    def session(own_arena: bool):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        if own_arena:
+            options.add_session_config_entry("session.use_env_allocators", "1")
+            ort.create_and_register_allocator(cpu, ort.OrtArenaCfg({"max_mem": 2 << 30, "arena_extend_strategy": 1}))
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    shrink = ort.RunOptions()
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    cases = {"default": (session(False), ort.RunOptions()), "bounded": (session(True), ort.RunOptions()),
+             "bounded+shrink": (session(True), shrink)}
+    image = np.zeros((224, 224, 3), np.uint8)
+    times = {k: [] for k in cases}
+    for sess, opts in cases.values():
+        sess.run(None, {"image": image}, opts)
+    n = 20 if quick else 100
+    progress(f"arena: {n} runs of each, interleaved")
+    for _ in range(n):
+        for name, (sess, opts) in cases.items():
+            start = time.perf_counter()
+            sess.run(None, {"image": image}, opts)
+            times[name].append(time.perf_counter() - start)
+    row("arena", "bounded arena, shrunk after each run (wasinn)", _median_ms(times["bounded+shrink"]),
+        _median_ms(times["default"]), "ms", "<= 1.02x", note="reference: onnxruntime's defaults")
+    row("arena", "bounded arena, not shrunk", _median_ms(times["bounded"]), _median_ms(times["default"]), "ms")
+
+
+def precision(row, progress, host_factory, model: pathlib.Path, image_path: pathlib.Path, quick: bool) -> None:
+    """The classifier component on OpenVINO at --inference-precision auto and f32, against
+    native OpenVINO at the plugin's default; and how far auto's scores move."""
+    try:
+        import openvino as ov
+    except ImportError:
+        row("precision", "OpenVINO", float("nan"), None, "", note="skipped: pip install 'wasinn[openvino]'")
+        return
+    from wasinn.apps.classify import ImageClassifier, load_image
+    image = load_image(image_path)
+    clfs = {p: ImageClassifier(host_factory(p, {"onnx": "openvino"})) for p in ("auto", "f32")}
+    reference = ImageClassifier(host_factory("f32", {}))
+    compiled = ov.Core().compile_model(str(model), "CPU")
+    request = compiled.create_infer_request()
+    calls = {**{f"wasinn {p}": (lambda c=c: c.classify([image], top=5)) for p, c in clfs.items()},
+             "native": lambda: request.infer([image])}
+    for fn in calls.values():
+        fn()
+    n = 20 if quick else 100
+    progress(f"precision: {n} classify calls of each, interleaved")
+    times = {k: [] for k in calls}
+    for _ in range(n):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    row("precision", "OpenVINO auto: classify one photo", _median_ms(times["wasinn auto"]),
+        _median_ms(times["native"]), "ms", "<= 1.10x", note="reference: native OpenVINO, plugin default")
+    row("precision", "OpenVINO f32 (ACCURACY): classify one photo", _median_ms(times["wasinn f32"]),
+        _median_ms(times["wasinn auto"]), "ms", note="reference: auto")
+    scores = {p: {q.index: q.score for q in c.classify([image], top=5)[0]} for p, c in clfs.items()}
+    onnx = {q.index: q.score for q in reference.classify([image], top=5)[0]}
+    for p, got in scores.items():
+        top = max(onnx, key=onnx.get)
+        row("precision", f"OpenVINO {p}: top-1 score minus onnxruntime's", abs(got.get(top, 0.0) - onnx[top]), None,
+            "", note=f"top-1 {'kept' if max(got, key=got.get) == top else 'CHANGED'}")
+
+
+def imports(row, progress) -> None:
+    """`import wasinn` and `import wasinn.cli` in fresh interpreters, against onnxruntime."""
+    def wall(code: str) -> float:
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs)
+    progress("imports: 5 fresh interpreters each")
+    bare = wall("pass")
+    ort = wall("import onnxruntime") - bare
+    row("imports", "import wasinn (vs import onnxruntime)", 1e3 * (wall("import wasinn") - bare), 1e3 * ort, "ms",
+        note="interpreter start subtracted")
+    row("imports", "import wasinn.cli (vs import onnxruntime)", 1e3 * (wall("import wasinn.cli") - bare), 1e3 * ort,
+        "ms")
