@@ -6,9 +6,11 @@ with `session.use_env_allocators` take at their creation. So each graph's sessio
 created right after registering a fresh arena whose `max_mem` is the limit: the arena
 serves the graph's intermediate tensors and its outputs (not its weights, which
 max-host-bytes counts); an allocation past it fails at once, before the memory is
-touched, and the run is `too-large`. Each run ends by shrinking the arena, so an idle
-graph holds only the outputs still alive. On gpu, the CUDA provider's `gpu_mem_limit`
-bounds its arena the same way.
+touched, and the run is `too-large`. Where max-backend-memory is set below its default,
+each run ends by shrinking the arena, so an idle graph holds only the outputs still
+alive; under the default the arena stays as onnxruntime keeps it (shrinking costs 3-5%
+of an EfficientNet-Lite0 run, more under load: scripts/bench.py's arena rows). On gpu,
+the CUDA provider's `gpu_mem_limit` bounds its arena the same way.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
-from ..limits import backend_memory_error
+from ..limits import Limits, backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_onnx, reject_onnx_external_data
@@ -141,7 +143,8 @@ class OnnxRuntimeContext:
                 feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy(arr)
         try:
             options = ort.RunOptions()
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", _shrink(self.graph.target))
+            if self.graph.max_memory < Limits.max_backend_memory:
+                options.add_run_config_entry("memory.enable_memory_arena_shrinkage", _shrink(self.graph.target))
             with stop_at(deadline, lambda: setattr(options, "terminate", True)):
                 values = self.graph.session.run_with_ort_values(self.graph._output_names, feeds, options)
         except Exception as e:
