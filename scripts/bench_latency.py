@@ -87,9 +87,9 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
         progress(f"instances: {label}: on wasmtime's copy-on-write memories (compiled once)")
         cow = _cow_instantiate(path, cache, host, n * blocks // 2)
         size = path.stat().st_size / 1e6
-        row("instances", f"{label} {size:.0f} MB: instantiate, recycled mem", _median_ms(times["recycled"]),
+        row("instances", f"{label} {size:.1f} MB: instantiate, recycled mem", _median_ms(times["recycled"]),
             _median_ms(cow), "ms", "<= 1 ms", note="reference: wasmtime's copy-on-write memories")
-        row("instances", f"{label} {size:.0f} MB: instantiate, new mem", _median_ms(times["new"]),
+        row("instances", f"{label} {size:.1f} MB: instantiate, new mem", _median_ms(times["new"]),
             _median_ms(times["recycled"]), "ms", note="reference: a recycled mapping")
         live = [host.instantiate(component) for _ in range(5)]
         before = _rss()
