@@ -1,7 +1,8 @@
 """Workers on two machines sharing one source: two worker namespaces and a broker namespace
 joined by veth pairs (TLS and a password on the broker's links). Throughput with one and
-with two worker hosts; then one host loses its link mid-stream and every message is
-still answered, by the other, which rescues the lost worker's session."""
+with two worker hosts; a broker restart rescues nobody; then one host loses its link
+mid-stream and every message is still answered, by the other, which rescues the lost
+worker's session."""
 from __future__ import annotations
 
 import time
@@ -32,7 +33,7 @@ def setup(net, tmp_path_factory):
     (d / "password").write_text(USERS["cam-7"] + "\n")
     # keepalive 5 s: a lost link is noticed in ~8 s, and its will is published 5 s later
     pipeline = pipeline_with(d, tls={"ca": "certs/ca.crt"}, username="cam-7", passwordFile="password", keepalive=5)
-    with Broker(certs=certs, users=USERS, host="0.0.0.0", netns=net.hub) as broker:
+    with Broker(certs=certs, users=USERS, host="0.0.0.0", netns=net.hub, persistence=True) as broker:
         yield broker, pipeline
 
 
@@ -45,7 +46,7 @@ def burst(broker, results, prefix: str, n: int = 60) -> tuple[float, dict[str, i
     messages = stream(n, prefix)
     start = time.perf_counter()
     send(broker, messages)
-    results.wait_for(messages, timeout=240)
+    results.wait_for(messages, timeout=90)
     wall = max(results.arrived[i] for i in messages) - start
     check_predictions(results, messages)
     split: dict[str, int] = {}
@@ -57,7 +58,7 @@ def burst(broker, results, prefix: str, n: int = 60) -> tuple[float, dict[str, i
 
 def test_two_worker_hosts_share_the_load_and_survive_the_loss_of_one(net, setup):
     broker, pipeline = setup
-    with Results(broker) as results, host(net, broker, pipeline, "host1") as h1:
+    with Results(broker, persistent=True) as results, host(net, broker, pipeline, "host1") as h1:
         h1.wait_subscribed(1)
         burst(broker, results, "warm", 6)
         one_host, _ = burst(broker, results, "one-host")
@@ -66,6 +67,20 @@ def test_two_worker_hosts_share_the_load_and_survive_the_loss_of_one(net, setup)
             burst(broker, results, "warm2", 6)
             two_hosts, split = burst(broker, results, "two-hosts")
             assert set(split) == {"image-classification-host1-0", "image-classification-host2-0"}, split
+
+            # A broker restart is no lost machine: mosquitto publishes every will when it stops,
+            # and the workers are up again within the grace, so nobody rescues anybody.
+            # (mosquitto 2.0.11 drops what is published to a shared subscription after its
+            # restart until a member has subscribed again: wait for both.)
+            subscribed = len(h1.find("subscribed")) + len(h2.find("subscribed"))
+            broker.restart()
+            restarted = time.monotonic()
+            while len(h1.find("subscribed")) + len(h2.find("subscribed")) < subscribed + 2:
+                assert time.monotonic() - restarted < 60, h1.log_tail() + h2.log_tail()
+                time.sleep(0.05)
+            burst(broker, results, "after-restart", 20)
+            time.sleep(max(0.0, restarted + 3 * 5 - time.monotonic()))  # past the grace (keepalive 5 s)
+            assert not h1.find("worker-lost") and not h2.find("worker-lost")
 
             # host1 loses its link while it works on the stream (it holds up to receiveMaximum)
             messages = stream(60, "cut")

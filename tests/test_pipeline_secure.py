@@ -192,7 +192,10 @@ def test_a_broker_restart_mid_stream_loses_nothing(broker, service):
         broker.start()
         results.wait_for(messages, timeout=180)
         service.wait_ready(timeout=60)
-        check_predictions(results, messages)
+        later = stream(6, "after-restart")  # and what comes after the restart flows as before
+        send(broker, later)
+        results.wait_for(later, timeout=60)
+        check_predictions(results, {**messages, **later})
         # The same body twice is one result delivered twice; different bodies are two runs.
         runs = {i: len({(b["worker"], b["timing_ms"]["total"]) for b in results.by_id[i]}) for i in messages}
         deliveries = {i: len(results.by_id[i]) for i in messages}

@@ -132,6 +132,7 @@ class Link:
         self._read_error = ""  # the last error paho logged (it does not raise from its own thread)
         self._down = threading.Event()
         self._acked: set[int] = set()  # message ids of our publishes the broker acknowledged
+        self._unwatched: set[int] = set()  # ... and of those nobody waits for
         self._acks = threading.Condition()
         self.connected = threading.Event()
         self.ended = threading.Event()
@@ -144,7 +145,7 @@ class Link:
             c.username_pw_set(m.username, password(m))
         if will:
             topic, payload, props = will
-            c.will_set(topic, payload, qos=1, properties=props)
+            c.will_set(topic, payload, qos=1, retain=True, properties=props)
         c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
         c.on_log = self._on_log
         # Results and acknowledgements are small packets: without TCP_NODELAY, Nagle's
@@ -262,8 +263,21 @@ class Link:
         if reason_code.is_failure:  # e.g. the broker's ACL: what was sent is not there
             self.log.error("publish-refused", mid=mid, reason=str(reason_code))
         with self._acks:
-            self._acked.add(mid)
+            if mid in self._unwatched:
+                self._unwatched.discard(mid)
+            else:
+                self._acked.add(mid)
             self._acks.notify_all()
+
+    def publish_retained(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Publishes a retained QoS 1 message without waiting for it (callable from callbacks)."""
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        with self._acks:  # nobody waits for its acknowledgement: do not keep it
+            if info.mid in self._acked:
+                self._acked.discard(info.mid)
+            else:
+                self._unwatched.add(info.mid)
+        return info
 
     def publish(self, topic: str, payload: bytes, properties, *, slow: Callable[[], None] | None = None) -> None:
         """Publishes at QoS 1 and returns once the broker has acknowledged it. Across lost

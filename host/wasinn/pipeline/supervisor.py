@@ -19,14 +19,15 @@ node); started with fewer, it first retires the extra slots: a worker resumes ea
 one's session, finishes what it holds, and ends it.
 
 Several machines: a worker whose machine is lost (power, network) is not restarted
-by anyone, and its session keeps receiving its share. Every worker leaves a will
-(worker.py) that the broker publishes when its connection is lost without a goodbye
-and not resumed within `keepalive` seconds; each supervisor listens for the wills of
-its group through one more shared subscription (`$share/GROUP-rescue/...`, so one
-supervisor gets each will), and on another node's will runs a retiring worker for that
-client id: it finishes what waits in the session and ends it, and the broker hands the
-lost worker no more messages. If the lost worker comes back first, it takes its
-session over and the rescuer leaves.
+by anyone, and its session keeps receiving its share. Every worker keeps a retained
+presence (worker.py: up, stopped, or lost, the last as its will); each supervisor
+follows all of its group's, and when a worker of another node has been lost for
+`keepalive` seconds, the first node (by name) that has a worker up runs a retiring
+worker for that client id: it finishes what waits in the session and ends it, and the
+broker hands the lost worker no more messages. If the lost worker comes back first, it
+takes its session over and the rescuer leaves. The grace matters: mosquitto publishes
+every will at once when it is itself stopped cleanly, and the workers say `up` again
+within seconds of its restart.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from .components import component_path
 from .jsonlog import EventLog
 from .metrics import MetricsServer
 from .schema import Pipeline
-from .worker import EXIT_CONFIG, will_topic
+from .worker import EXIT_CONFIG, presence_topic
 
 # How long the start waits for the broker to accept the supervisor's own connection,
 # which tells a refused password at once; a broker that is down is waited for by retrying.
@@ -113,21 +114,36 @@ class Supervisor:
         self.failed: str | None = None
         self.metrics_dir: str | None = None
         self.server = None
-        self.lost: list[str] = []  # client ids of other nodes' workers whose wills came in
-        self.watcher = connection.Link(m, f"{m.group}-{options.node}-supervisor", log,
-                                       on_up=self._watch)
-        self.watcher.client.on_message = self._on_will
+        # client id -> (state, since): every worker of the group, as their presence says
+        self.presence: dict[str, tuple[str, float]] = {}
+        self.watcher = connection.Link(m, f"{m.group}-{options.node}-supervisor", log, on_up=self._watch)
+        self.watcher.client.on_message = self._on_presence
 
     def _watch(self, client, session_present: bool) -> None:
-        topic = will_topic(self.pipeline.mqtt.group, "+")
-        client.subscribe(f"$share/{self.pipeline.mqtt.group}-rescue/{topic}", options=SubscribeOptions(qos=1))
+        client.subscribe(presence_topic(self.pipeline.mqtt.group, "+"), options=SubscribeOptions(qos=1))
 
-    def _on_will(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        lost = msg.topic.rpartition("/")[2]
-        if lost not in {s.id for s in self.slots if not s.rescue}:  # this node restarts its own workers
-            self.log.warning("worker-lost", worker=lost, message="its connection was lost and not resumed; "
-                             "draining its session here")
-            self.lost.append(lost)
+    def _on_presence(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            state = json.loads(msg.payload)["state"]
+        except (ValueError, KeyError, TypeError):
+            return
+        self.presence[msg.topic.rpartition("/")[2]] = (state, time.monotonic())
+
+    def _node_of(self, client_id: str) -> str:
+        return client_id[len(self.pipeline.mqtt.group) + 1:].rpartition("-")[0]
+
+    def _to_rescue(self) -> list[str]:
+        """Other nodes' workers lost for longer than the grace, if this node is the one to
+        rescue them: the first by name of the nodes with a worker up."""
+        now, grace = time.monotonic(), self.pipeline.mqtt.keepalive
+        states = dict(self.presence)
+        up = sorted({self._node_of(w) for w, (state, _) in states.items() if state == "up"})
+        if not up or up[0] != self.options.node:
+            return []
+        busy = {s.id for s in self.slots if not s.done}
+        return [w for w, (state, since) in states.items()
+                if state == "lost" and now - since > grace and self._node_of(w) != self.options.node
+                and w not in busy]
 
     def _last_slots(self) -> int:
         try:
@@ -214,11 +230,12 @@ class Supervisor:
                 if self.watcher.fatal:
                     self.failed = self.watcher.fatal
                     break
-                while self.lost:
-                    lost = self.lost.pop(0)
-                    if not any(s.id == lost and not s.done for s in self.slots):
-                        self.slots.append(_Slot(lost, retiring=True, rescue=True))
-                        self._spawn(self.slots[-1])
+                for lost in self._to_rescue():
+                    self.log.warning("worker-lost", worker=lost, message="lost and not back; draining its "
+                                     "session here")
+                    self.presence[lost] = ("rescued", time.monotonic())
+                    self.slots.append(_Slot(lost, retiring=True, rescue=True))
+                    self._spawn(self.slots[-1])
                 for slot in self.slots:
                     if slot.proc is not None and slot.proc.poll() is not None:
                         self._reap(slot)

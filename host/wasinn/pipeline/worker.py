@@ -17,9 +17,11 @@ restart). The last messages answered before a connection was lost are remembered
 topic and payload): one that comes again is acknowledged without running it again, so
 a broker restart makes a message run twice only if the worker process itself is gone.
 
-Each worker leaves a will (`wasinn/GROUP/workers/CLIENT-ID`, published by the broker
-only when the connection is lost without a DISCONNECT, after `keepalive` seconds): the
-supervisors of the other machines rescue that worker's session (supervisor.py).
+Each worker keeps a retained presence on `wasinn/GROUP/workers/CLIENT-ID`: `up` on
+every connect, `stopped` on a clean stop, and `lost` as its will, which the broker
+publishes when the connection is lost without a DISCONNECT (`keepalive` seconds later,
+unless the worker is back by then). The supervisors of the other machines rescue a
+worker that stays lost (supervisor.py).
 
 A retiring worker (`--retire`) resumes the session of a worker slot that is no longer
 wanted, unsubscribes, finishes every message the broker had queued for it, and ends
@@ -68,8 +70,12 @@ RETIRE_IDLE_SECONDS = 2.0
 _ANSWERED_REMEMBERED = 16
 
 
-def will_topic(group: str, client_id: str) -> str:
+def presence_topic(group: str, client_id: str) -> str:
     return f"wasinn/{group}/workers/{client_id}"
+
+
+def presence(client_id: str, state: str) -> bytes:
+    return json.dumps({"worker": client_id, "state": state}).encode()
 
 
 def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
@@ -119,7 +125,7 @@ class Worker:
         if not retire:  # a retiring worker is itself a rescue: nothing to rescue it from
             props = Properties(PacketTypes.WILLMESSAGE)
             props.WillDelayInterval = m.keepalive  # a worker back within it (restarted) sends no will
-            will = (will_topic(m.group, client_id), json.dumps({"worker": client_id}).encode(), props)
+            will = (presence_topic(m.group, client_id), presence(client_id, "lost"), props)
         self.link = Link(m, client_id, log, on_up=self._on_up, on_down=self._on_down, manual_ack=True,
                          take_back=not retire, will=will)
         self.connected = self.link.connected
@@ -137,6 +143,8 @@ class Worker:
             self.log.info("retiring", session_present=session_present)
         else:
             client.subscribe(shared, options=SubscribeOptions(qos=1))
+            self.link.publish_retained(presence_topic(self.pipeline.mqtt.group, self.client_id),
+                                       presence(self.client_id, "up"))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(rc.is_failure for rc in reason_codes):
@@ -188,6 +196,12 @@ class Worker:
             if self.retire and not self.stopping.is_set() and not self.link.taken_over:
                 ends = Properties(PacketTypes.DISCONNECT)
                 ends.SessionExpiryInterval = 0  # the broker forgets the slot and its share
+            elif not self.retire and self.connected.is_set():  # not lost: nobody rescues it
+                try:
+                    self.link.publish_retained(presence_topic(m.group, self.client_id),
+                                               presence(self.client_id, "stopped")).wait_for_publish(timeout=2)
+                except (RuntimeError, ValueError):
+                    pass  # the connection went meanwhile: its will says lost, as it is
             self.link.close(properties=ends)
             self.runner.close()
         if self.link.fatal:
