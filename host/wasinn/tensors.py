@@ -80,6 +80,9 @@ class HostTensor:
     @classmethod
     def from_array(cls, array: np.ndarray) -> "HostTensor":
         """Wraps a numpy array without copying when it is already C-contiguous."""
+        ty = _BY_DTYPE.get(array.dtype) if type(array) is np.ndarray and array.flags.c_contiguous else None
+        if ty is not None:  # what backends return: a third of the general path's cost
+            return cls(array.shape, ty, array.reshape(-1).view(np.uint8))
         array = np.asarray(array)
         ty = tensor_type_of(array.dtype)
         if ty is None:
