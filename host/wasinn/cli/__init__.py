@@ -9,7 +9,7 @@ import time
 
 from . import doctor, fuzz, legacy, models
 from .. import build
-from .._bindings import WASINN_GUEST_ML_WORLD
+from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
 from ..backends import PRECISIONS, parse_choices
 from ..errors import GuestTrap, WasinnError
 from ..limits import Limits
@@ -248,7 +248,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the WIT world to target (default: {build.DEFAULT_WORLD}, a command "
                         f"that imports wasi:nn); a world of your own from --wit declares your exports")
     p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
-                   f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@0.1.0;`")
+                   f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@{WASINN_GUEST_CLASSIFIER.rpartition('@')[2]};`")
     p.add_argument("--portable", action="store_true",
                    help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
                         "run the component; large models and tensors then hit the standard path's limits")
