@@ -82,9 +82,11 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
     a component at `output`. Other .py files beside the app are bundled with it.
 
     With `fastpath` (the default) the component also imports wasinn:fastpath and its
-    wasi:nn bindings are wrapped so large models and tensors bypass the `list<u8>`
-    path (no size cap, ~GB/s). Such a component runs on wasinn only; build with
-    `fastpath=False` for one that any wasi:nn host (e.g. `wasmtime run`) can run.
+    tensor constructor and graph.load are wrapped to name their `bytes` in place, which
+    keeps componentize-py from leaking the copy it would make of each (wasinn serves
+    every other call, and portable builds, at memory speed too). Such a component runs
+    on wasinn only; build with `fastpath=False` for one that any wasi:nn host (e.g.
+    `wasmtime run`) can run.
     `wit` adds the user's own WIT (a file or a directory) for `world` to name.
     """
     app = pathlib.Path(app)
