@@ -10,6 +10,9 @@
    is what lowering a variant, option or result asks of them on every value: whether
    its cases need a tag, and the Python classes each case's payload can be (1.7 ->
    0.1 us per result a host function returns, timeit).
+3. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
+   parameter in a `Val` and each i32 result in a new `ValType` and `Val` on every call;
+   here i32s are read and written in place, everything else takes the stock way.
 
 Installed once by `wasinn.runtime`; wasmtime is pinned to the exact version whose
 layout and internals this relies on, and `install()` checks the layout first.
@@ -19,7 +22,8 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-from wasmtime import StoreContext
+from wasmtime import StoreContext, Trap, Val, ValType, WasmtimeError
+from wasmtime import _func, _linker as _core_linker
 from wasmtime import _ffi as ffi
 from wasmtime.component import Variant, _linker, _types
 from wasmtime.component._enter import catch_exceptions, enter_wasm
@@ -156,6 +160,50 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
     return catch_exceptions(context, run)
 
 
+_I32 = ffi.WASMTIME_I32.value
+# core host function -> whether its results are all i32 (a function's handle is never reused)
+_I32_RESULTS: dict[int, bool] = {}
+
+
+@ffi.wasmtime_func_callback_t
+def _core_trampoline(idx, caller, params, nparams, results, nresults):
+    """Stock `wasmtime._func.trampoline`, with i32s in place."""
+    caller = _func.Caller(caller)
+    try:
+        key = idx or 0
+        func, result_tys, access_caller = _func.FUNCTIONS.get(key)
+        pyparams = [caller] if access_caller else []
+        for i in range(nparams):
+            raw = params[i]
+            pyparams.append(raw.of.i32 if raw.kind == _I32 else Val._from_raw(caller, raw, owned=False).value)
+        pyresults = func(*pyparams)
+        if nresults == 0:
+            if pyresults is not None:
+                raise WasmtimeError("callback produced results when it shouldn't")
+            return 0
+        if nresults == 1:
+            pyresults = (pyresults,)
+        elif len(pyresults) != nresults:
+            raise WasmtimeError("callback produced wrong number of results")
+        all_i32 = _I32_RESULTS.get(key)
+        if all_i32 is None:
+            all_i32 = _I32_RESULTS[key] = all(ty == ValType.i32() for ty in result_tys)
+        for i, result in enumerate(pyresults):
+            if all_i32 and isinstance(result, int):
+                raw = ffi.wasmtime_val_t(kind=_I32)
+                raw.of.i32 = result  # wraps to 32 bits, as Val.i32 does
+                results[i] = raw
+            else:
+                results[i] = Val._convert_to_raw(caller, result_tys[i], result)
+        return 0
+    except BaseException as e:
+        _func.LAST_EXCEPTION = e
+        trap = Trap("python exception")._consume()
+        return ctypes.cast(trap, ctypes.c_void_p).value
+    finally:
+        caller._invalidate()
+
+
 def call_export(func, param_types: list, result_type, store, params) -> object:
     """`Func.__call__` without asking wasmtime for the function's type on every call
     (the caller passes the types it looked up once)."""
@@ -192,3 +240,4 @@ def install() -> None:
     _types.VariantLikeType._tagged = _tagged
     _types.VariantLikeType._lower = _lower
     _linker.func_impl = _func_impl  # used by LinkerInstance.add_func from now on
+    _core_linker.trampoline = _core_trampoline  # used by Linker.define_func from now on
