@@ -51,6 +51,9 @@ def test_a_backend_past_the_deadline_gives_the_guest_timeout(tmp_path):
     host = make_host(deadline="1s")
     (tmp_path / "slow.onnx").write_bytes(slow_model(layers=1000))  # ~5-10 s; stopped at 1 s
     host.models.register("slow", tmp_path / "slow.onnx")
+    # loaded once outside any call: creating the session of 1000 nodes takes about the
+    # deadline on a loaded machine, and the deadline under test is compute's
+    host.models.graph("slow", host.nn.load_graph, host.nn.load_file)
     inst = instance(host)
     g = inst.call("load-by-name", "slow").payload
     ctx = inst.call("init-context", g).payload
