@@ -11,7 +11,7 @@ from ..errors import WasinnError
 # should cost seconds per example, not the minute `wasinn run` allows.
 DEFAULT_DEADLINE = "10s"
 # Enough for each planted bug of tests/test_fuzz.py, in seconds for a small component.
-DEFAULT_EXAMPLES = 200
+DEFAULT_EXAMPLES = 1000
 
 
 class UsageError(WasinnError):
