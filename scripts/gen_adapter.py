@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import wit  # noqa: E402
+from generated import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "abi" / "adapter.wat"
@@ -244,17 +245,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="fail if the committed file differs from wit/")
     args = ap.parse_args()
-    text = generate()
-    if args.check:
-        if not OUT.is_file() or OUT.read_text() != text:
-            print(f"gen_adapter: {OUT.relative_to(ROOT)} drifted from wit/; run python scripts/gen_adapter.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
-
+    return write_or_check(OUT, generate(), check=args.check, script="gen_adapter.py")
 
 if __name__ == "__main__":
     sys.exit(main())

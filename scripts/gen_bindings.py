@@ -14,12 +14,12 @@ every interface in wit/ as a constant, so host code never spells a WIT name.
 from __future__ import annotations
 
 import argparse
-import difflib
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import wit  # noqa: E402
+from generated import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "_bindings.py"
@@ -397,19 +397,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="fail if the committed file differs")
     args = ap.parse_args()
-    text = generate()
-    if args.check:
-        current = OUT.read_text() if OUT.exists() else ""
-        if current != text:
-            sys.stdout.writelines(difflib.unified_diff(
-                current.splitlines(True), text.splitlines(True), str(OUT), "generated from wit/"))
-            print(f"\n{OUT.relative_to(ROOT)} is out of date: run python scripts/gen_bindings.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
-
+    return write_or_check(OUT, generate(), check=args.check, script="gen_bindings.py")
 
 if __name__ == "__main__":
     sys.exit(main())

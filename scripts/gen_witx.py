@@ -12,11 +12,13 @@ parameter names; every function returns an errno as i32).
 from __future__ import annotations
 
 import argparse
-import difflib
 import pathlib
 import pprint
 import re
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from generated import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "wit" / "witx" / "wasi-nn.witx"
@@ -142,17 +144,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed tables differ")
     args = ap.parse_args()
-    text = render(Witx(parse(SOURCE.read_text())))
-    if args.check:
-        current = OUT.read_text() if OUT.is_file() else ""
-        if current != text:
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
-                                                       str(OUT), "generated"))
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
-
+    return write_or_check(OUT, render(Witx(parse(SOURCE.read_text()))), check=args.check, script="gen_witx.py")
 
 if __name__ == "__main__":
     sys.exit(main())
