@@ -86,8 +86,9 @@ def classifier_component(cache_dir: pathlib.Path, progress: Progress, *, embed_m
              "labels.txt": resources.path(_MODEL_DIR) / "labels.txt"}
     if embed_model:
         files["model.onnx"] = composed_model(cache_dir, progress)
-    # Only the embedded model needs the bulk data path (18.6 MB from guest memory);
-    # without it the component runs on any wasi:nn host and instantiates copy-on-write.
+    # Only the embedded model links the bulk shim (its 18.6 MB pass through graph.load
+    # once, which componentize-py would leak); without it the component runs on any
+    # wasi:nn host.
     return build_cached(files, name="classifier-embedded" if embed_model else "classifier",
                         world=WASINN_GUEST_IMAGE_CLASSIFIER_WORLD, cache_dir=cache_dir, fastpath=embed_model,
                         progress=progress)

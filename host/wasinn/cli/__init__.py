@@ -250,8 +250,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
                    f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@{WASINN_GUEST_CLASSIFIER.rpartition('@')[2]};`")
     p.add_argument("--portable", action="store_true",
-                   help="leave out wasinn's bulk data path, so any wasi:nn host (e.g. wasmtime) can "
-                        "run the component; large models and tensors then hit the standard path's limits")
+                   help="leave out wasinn's bulk shim, so any wasi:nn host (e.g. wasmtime) can run the "
+                        "component; on wasinn it is as fast, but each tensor the guest builds then leaks its "
+                        "bytes in guest memory (componentize-py 0.25)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compile", help="compile components ahead of time into the cache",
