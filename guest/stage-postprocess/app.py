@@ -10,8 +10,10 @@ Input: one float32 tensor of N class scores ([N] or [1, N]). Only these N*4 byte
 are read into the guest; the image and its activations never were.
 """
 import heapq
+import itertools
 import json
 import math
+import operator
 import struct
 
 from componentize_py_types import Err
@@ -67,16 +69,22 @@ class Stage(exports.Stage):
                     f"expected float32 class scores [N] or [1,N], got {ty.name} {list(dims)}"))
             data = scores_tensor.data()
         scores = struct.unpack(f"<{len(data) // 4}f", data)
+        if not scores:
+            raise Err(StageError_InvalidInput(f"expected class scores, got an empty tensor {list(dims)}"))
         labels = _Config.labels
         if labels and len(labels) != len(scores):
             raise Err(StageError_InvalidInput(
                 f"the model gives {len(scores)} class scores but the labels file has {len(labels)} lines"))
-        if _Config.softmax:
-            peak = max(scores)
-            exps = [math.exp(s - peak) for s in scores]
-            total = sum(exps)
-            scores = [e / total for e in exps]
+        # softmax keeps the order, so the top classes are the top scores and only their
+        # probabilities are needed; the sum of exp() runs in map() rather than in a list
+        # comprehension (0.16 -> 0.10 ms natively for 1000 classes, ~4x that in the guest).
         best = heapq.nlargest(_Config.top, range(len(scores)), key=scores.__getitem__)
+        if _Config.softmax:
+            peak = scores[best[0]]
+            total = sum(map(math.exp, map(operator.sub, scores, itertools.repeat(peak))))
+            chosen = [math.exp(scores[i] - peak) / total for i in best]
+        else:
+            chosen = [scores[i] for i in best]
         return StageOutput_Json(json.dumps({"predictions": [
-            {"label": labels[i] if labels else str(i), "index": i, "score": round(scores[i], 6)}
-            for i in best]}))
+            {"label": labels[i] if labels else str(i), "index": i, "score": round(p, 6)}
+            for i, p in zip(best, chosen)]}))
