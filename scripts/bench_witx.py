@@ -6,8 +6,12 @@ with the same intra-op threads, interleaved, medians.
     .venv/bin/python scripts/bench_witx.py [--threads N] [-n ITERATIONS]
 
 The guest is guest/witx-probe: the model and the input tensor are written into its memory
-once, then each iteration calls its `infer` export (set_input, compute, get_output), as a
-C or Rust program's loop would (the guest's own work is nil). `ratio` is against native
+once, then each iteration calls its `infer_timed` export: set_input, compute, get_output
+between two reads of WASI's monotonic clock, as a C or Rust program's loop would time them
+(the guest's own work is nil). `witx_ms` is what the guest measures; `export_call_ms` is
+the host's whole call of the export instead (`infer`, perf_counter around
+`ModuleInstance.call`), which adds the host's entry into the guest and return, a cost a
+program that loops inside wasm does not pay per inference. `ratio` is against native
 onnxruntime on the same session; `default_session` is against one with onnxruntime's
 default options. The machine is shared: run it more than once.
 """
@@ -34,13 +38,20 @@ OUTPUT_BYTES = 1000 * 4
 
 
 def _interleaved(a, b, n: int) -> tuple[list[float], list[float]]:
+    """Each of `a` and `b` runs once and returns the seconds it measured, `n` times in turn."""
     ta, tb = [], []
     for _ in range(n):
-        for f, out in ((a, ta), (b, tb)):
-            start = time.perf_counter()
-            f()
-            out.append(time.perf_counter() - start)
+        ta.append(a())
+        tb.append(b())
     return ta, tb
+
+
+def _timed(f):
+    def run() -> float:
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+    return run
 
 
 def measure_witx(threads: int, n: int = 200) -> dict:
@@ -51,15 +62,16 @@ def measure_witx(threads: int, n: int = 200) -> dict:
     inst = host.instantiate(host.load_component(wasmtime.wat2wasm(PROBE.read_text())))
     store = inst._ensure()
     memory = inst.memory
+    align = lambda n: -(-n // 64) * 64  # noqa: E731  (as a program's allocator would place them)
     layout = {"model": 0x10000}
-    layout["input"] = layout["model"] + len(model)
-    layout["output"] = layout["input"] + x.nbytes
-    layout["records"] = layout["output"] + OUTPUT_BYTES
+    layout["input"] = align(layout["model"] + len(model))
+    layout["output"] = align(layout["input"] + x.nbytes)
+    layout["records"] = align(layout["output"] + OUTPUT_BYTES)
     memory.grow(store, (layout["records"] + 0x1000) // 65536 + 1 - memory.size(store))
     inst.write(layout["model"], model)
     inst.write(layout["input"], x.tobytes())
     r = layout["records"]
-    dims, array, tensor, slot = r, r + 16, r + 32, r + 64
+    dims, array, tensor, slot, clock = r, r + 16, r + 32, r + 64, r + 128
     inst.write(dims, struct.pack("<4I", *x.shape))
     inst.write(array, struct.pack("<II", layout["model"], len(model)))
     inst.write(tensor, struct.pack("<IIBxxxII", dims, 4, 1, layout["input"], x.nbytes))
@@ -70,6 +82,11 @@ def measure_witx(threads: int, n: int = 200) -> dict:
     ctx = read_slot()
 
     witx = lambda: inst.call("infer", ctx, tensor, layout["output"], OUTPUT_BYTES, slot)  # noqa: E731
+
+    def guest_timed() -> float:
+        assert inst.call("infer_timed", ctx, tensor, layout["output"], OUTPUT_BYTES, slot, clock) == 0
+        start, end = struct.unpack("<QQ", inst.read(clock, 16))
+        return (end - start) / 1e9
     # Native onnxruntime twice: on the very session the guest's graph runs on (the path's
     # own cost), and on a session with onnxruntime's default options (what an application
     # would make; wasinn's backend turns the CPU arena off, see backends/onnxruntime.py).
@@ -87,9 +104,13 @@ def measure_witx(threads: int, n: int = 200) -> dict:
     assert np.allclose(got, runs["default_session"]()[0].ravel(), atol=1e-4)
     result = {"threads": threads, "iterations": n}
     for name, run in runs.items():
-        tw, tn = _interleaved(witx, run, n)
+        tw, tn = _interleaved(guest_timed, _timed(run), n)
         w, nat = 1e3 * statistics.median(tw), 1e3 * statistics.median(tn)
         result[name] = {"witx_ms": round(w, 3), "native_ms": round(nat, 3), "ratio": round(w / nat, 3)}
+    tc, tn = _interleaved(_timed(witx), _timed(runs["same_session"]), n)
+    c, nat = 1e3 * statistics.median(tc), 1e3 * statistics.median(tn)
+    result["same_session"].update(export_call_ms=round(c, 3), export_call_native_ms=round(nat, 3),
+                                  export_call_ratio=round(c / nat, 3))
     inst.close()
     result["ratio"] = result["same_session"]["ratio"]
     return result

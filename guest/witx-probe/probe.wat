@@ -1,7 +1,9 @@
 ;; A probe guest: every wasi-nn WITX import re-exported unchanged, so a test can call each one
 ;; with any argument values from the host (tests/test_witx_hostile.py) and see its errno.
 ;; Exports are named like the imports; WAMR's `wasi_nn` ones carry the prefix `wamr.`.
-;; `infer` is one inference as a program's loop does it (scripts/bench_witx.py).
+;; `infer` is one inference as a program's loop does it (scripts/bench_witx.py); `infer_timed` is
+;; `infer` between two reads of WASI's monotonic clock, written as u64 nanoseconds at $times and
+;; $times+8: the three calls as the program sees them, without the host's call into the export.
 (module
   (import "wasi_ephemeral_nn" "load" (func $load (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
@@ -20,6 +22,7 @@
   (import "wasi_nn" "set_input" (func $wamr_set_input (param i32 i32 i32) (result i32)))
   (import "wasi_nn" "compute" (func $wamr_compute (param i32) (result i32)))
   (import "wasi_nn" "get_output" (func $wamr_get_output (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
   (memory (export "memory") 4)
   (func (export "load") (param i32 i32 i32 i32 i32) (result i32) (call $load (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
   (func (export "load_by_name") (param i32 i32 i32) (result i32) (call $load_by_name (local.get 0) (local.get 1) (local.get 2)))
@@ -38,11 +41,18 @@
   (func (export "wamr.set_input") (param i32 i32 i32) (result i32) (call $wamr_set_input (local.get 0) (local.get 1) (local.get 2)))
   (func (export "wamr.compute") (param i32) (result i32) (call $wamr_compute (local.get 0)))
   (func (export "wamr.get_output") (param i32 i32 i32 i32) (result i32) (call $wamr_get_output (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
-  (func (export "infer") (param $ctx i32) (param $tensor i32) (param $out i32) (param $max i32)
+  (func $infer (export "infer") (param $ctx i32) (param $tensor i32) (param $out i32) (param $max i32)
         (param $written i32) (result i32) (local $errno i32)
     (local.set $errno (call $set_input (local.get $ctx) (i32.const 0) (local.get $tensor)))
     (if (local.get $errno) (then (return (local.get $errno))))
     (local.set $errno (call $compute (local.get $ctx)))
     (if (local.get $errno) (then (return (local.get $errno))))
     (call $get_output (local.get $ctx) (i32.const 0) (local.get $out) (local.get $max) (local.get $written)))
+  (func (export "infer_timed") (param $ctx i32) (param $tensor i32) (param $out i32) (param $max i32)
+        (param $written i32) (param $times i32) (result i32) (local $errno i32)
+    (drop (call $clock_time_get (i32.const 1) (i64.const 1) (local.get $times)))
+    (local.set $errno (call $infer (local.get $ctx) (local.get $tensor) (local.get $out) (local.get $max)
+                                   (local.get $written)))
+    (drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.add (local.get $times) (i32.const 8))))
+    (local.get $errno))
 )

@@ -22,6 +22,7 @@ from typing import Any
 import wasmtime
 from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasmtimeError
 
+from .abi.speedups import CoreExport
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import CompileCache
 from .errors import GuestTrap, WasinnError
@@ -128,11 +129,14 @@ class ModuleInstance(Instance):
     def exported_interfaces(self) -> list[str]:
         return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))
 
-    def _func(self, store: Store, name: str):
-        func = self._instance.exports(store).get(name)
-        if not isinstance(func, wasmtime.Func):
-            raise WasinnError(f"the module exports no function {name!r}; it exports: "
-                              + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+    def _func(self, store: Store, name: str) -> CoreExport:
+        func = self._funcs.get(name)
+        if func is None:
+            func = self._instance.exports(store).get(name)
+            if not isinstance(func, wasmtime.Func):
+                raise WasinnError(f"the module exports no function {name!r}; it exports: "
+                                  + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+            func = self._funcs[name] = CoreExport(func, store)
         return func
 
     def call(self, name: str, *args: Any) -> Any:

@@ -50,6 +50,7 @@ class Session:
         self.host_bytes = 0  # what its live tensors and graphs hold on the host (max-host-bytes)
         self.deadline: float | None = None  # time.monotonic() when the current call must end
         self.last_error: NnError | None = None  # the last wasi:nn error the guest received
+        self.core_memory = None  # a core module's exported memory, found on its first wasi-nn call (abi/witx.py)
 
 
 def returns_error(fn: Callable) -> Callable:
@@ -143,8 +144,12 @@ class WasiNn:
     def find(self, store, rep: int, kind: Resource):
         """The object behind a handle a guest named itself (core modules' handles are
         plain numbers): None unless it is a live `kind` of this very instance."""
+        return self.find_in(self._sessions.get(store_key(store)), rep, kind)
+
+    def find_in(self, session: Session | None, rep: int, kind: Resource):
+        """`find` for a caller whose session is known."""
         entry = self._objects.get(rep)
-        if entry is None or entry[0] != kind or entry[2] is not self._sessions.get(store_key(store)):
+        if entry is None or entry[0] != kind or entry[2] is not session:
             return None
         return entry[1]
 
@@ -343,8 +348,13 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Lim
             raise invalid_argument(f"input {specs[i].name!r} given twice")
         check_input(specs[i], t, limits)
         bound[i] = t
-    missing = [s for i, s in enumerate(specs) if i not in bound]
-    if missing:
+    return in_model_order(specs, bound)
+
+
+def in_model_order(specs, bound: dict[int, HostTensor]) -> list[HostTensor]:
+    """Tensors bound by input index, as a list in model order; raises for missing ones."""
+    if len(bound) != len(specs):
+        missing = [s for i, s in enumerate(specs) if i not in bound]
         raise invalid_argument("missing input" + ("s " if len(missing) > 1 else " ")
                                + ", ".join(f"{s.name!r} {s.describe()}" for s in missing))
     return [bound[i] for i in range(len(specs))]
@@ -369,8 +379,14 @@ def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]
     `accept_outputs` gets (name, bytes) of outputs and raises for those over a limit:
     before the run for the outputs whose size the model fixes, after it (before the
     backend wraps anything) for all."""
+    return compute_bound(graph, context, bind_inputs(graph, tensors, limits), limits, deadline, accept_outputs)
+
+
+def compute_bound(graph: Graph, context: Context, inputs: list[HostTensor], limits: Limits,
+                  deadline: float | None = None, accept_outputs: Callable[[list[tuple[str, int]]], None] | None = None
+                  ) -> list[tuple[str, HostTensor]]:
+    """`compute` on inputs already bound: in model order, each checked by `check_input`."""
     accept = accept_outputs or (lambda sizes: check_outputs(limits, sizes))
-    inputs = bind_inputs(graph, tensors, limits)
     accept([(s.name, n) for s in graph.outputs if (n := s.static_nbytes()) is not None])
     return context.compute(inputs, deadline=deadline, accept_outputs=accept)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import struct
 import sys
 from typing import Callable
 
@@ -31,9 +32,10 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from . import _witx_tables as tables
+from .speedups import I32Host
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..errors import NnError, invalid_argument, not_found, unsupported
-from ..nn import TIMEOUT_GRACE_TICKS, WasiNn, check_input, compute
+from ..nn import TIMEOUT_GRACE_TICKS, Session, WasiNn, check_input, compute_bound, in_model_order
 from ..tensors import DTYPES, HostTensor
 
 SERVED = tables.FUNCTIONS  # import module -> the functions defined for it
@@ -51,8 +53,6 @@ _TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": Execu
             "auto": ExecutionTarget.CPU}
 # GGUF, and the GGML formats before it
 _GGML_MAGIC = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
-_TENSOR = tables.RECORDS["tensor"]
-_TENSOR_WAMR = tables.RECORDS["tensor_wamr"]
 _U32 = np.dtype("<u4")
 _WAMR_WORD = 4  # WAMR's legacy get_output counts the buffer in 4-byte words
 Report = Callable[[str], None]
@@ -60,6 +60,25 @@ Report = Callable[[str], None]
 
 def stderr_report(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _record(name: str, formats: dict[str, str]) -> struct.Struct:
+    """The layout of WITX record `name` (fields in offset order, `formats` their struct
+    codes), read with one `unpack_from`."""
+    record = tables.RECORDS[name]
+    fmt, at = "<", 0
+    for field, offset in sorted(record["fields"].items(), key=lambda item: item[1]):
+        fmt += "x" * (offset - at) + formats[field]
+        at = offset + struct.calcsize("<" + formats[field])
+    layout = struct.Struct(fmt + "x" * (record["size"] - at))
+    assert layout.size == record["size"] and list(formats) == sorted(record["fields"], key=record["fields"].get)
+    return layout
+
+
+# tensor: dimensions (pointer, length), type (u8 enum), data (pointer, length)
+_TENSOR = _record("tensor", {"dimensions": "II", "type": "B", "data": "II"})
+# WAMR's: dimensions (pointer to a (pointer, length) record), type, data (pointer)
+_TENSOR_WAMR = _record("tensor_wamr", {"dimensions": "I", "type": "B", "data": "I"})
 
 
 class _Errno(Exception):
@@ -78,18 +97,25 @@ def bad_argument(message: str) -> _Errno:
 class GuestMemory:
     """The caller's exported memory during one host call, every access bounds-checked.
     Views are numpy arrays on the memory itself (no copy); they are valid only until
-    the guest runs again, since memory.grow may move it."""
+    the guest runs again, since memory.grow may move it. `session` is the caller's."""
 
     # The last memory seen, as one numpy array: (base, size) -> array. Making the array
     # costs more than a small call; a match means the same mapping, so it is reused.
     _last: tuple[int, int, np.ndarray] = (0, 0, np.empty(0, np.uint8))
 
-    def __init__(self, caller: wasmtime.Caller):
-        memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory):
-            raise _Errno("missing_memory", "the module exports no memory named 'memory'")
-        self.size = memory.data_len(caller)
-        base = ctypes.addressof(memory.data_ptr(caller).contents)
+    def __init__(self, caller: wasmtime.Caller, session: Session):
+        self.session = session
+        # An instance's exported memory is the same object for its life (its base and
+        # size are not): looked up once per instance, since the lookup costs more than
+        # the rest of a small call.
+        if session.core_memory is None:
+            memory = caller.get("memory")
+            if not isinstance(memory, wasmtime.Memory):
+                raise _Errno("missing_memory", "the module exports no memory named 'memory'")
+            session.core_memory = ctypes.byref(memory._memory)
+        context = caller._context()
+        self.size = ffi.wasmtime_memory_data_size(context, session.core_memory)
+        base = ctypes.cast(ffi.wasmtime_memory_data(context, session.core_memory), ctypes.c_void_p).value
         last_base, last_size, array = GuestMemory._last
         if (last_base, last_size) != (base, self.size):
             array = np.ctypeslib.as_array((ctypes.c_uint8 * self.size).from_address(base)) if self.size else array
@@ -103,12 +129,17 @@ class GuestMemory:
                                f"({self.size} bytes)")
         return self.bytes[ptr:ptr + length]
 
-    def u32s(self, ptr: int, count: int, what: str) -> np.ndarray:
-        """`count` little-endian u32s at `ptr`, copied (the guest may change them later)."""
-        return self.view(ptr, 4 * count, what).view(_U32).copy()
+    def read(self, layout: struct.Struct, ptr: int, what: str) -> tuple:
+        """The values of a struct at `ptr`, copied (the guest may change them later)."""
+        if ptr + layout.size > self.size:
+            self.view(ptr, layout.size, what)  # raises
+        return layout.unpack_from(self.bytes, ptr)
 
-    def u32(self, ptr: int, what: str) -> int:
-        return int(self.u32s(ptr, 1, what)[0])
+    def u32s(self, ptr: int, count: int, what: str) -> tuple[int, ...]:
+        """`count` little-endian u32s at `ptr`, copied."""
+        if ptr + 4 * count > self.size:
+            self.view(ptr, 4 * count, what)  # raises
+        return struct.unpack_from(f"<{count}I", self.bytes, ptr)
 
     def slot(self, ptr: int, what: str) -> np.ndarray:
         """A u32 the host will write: checked before any work is done."""
@@ -123,6 +154,20 @@ class Execution:
         self.context = context
         self.inputs: dict[int, HostTensor] = {}
         self.outputs: list[HostTensor] | None = None
+
+    def copy_in(self, index: int, data: np.ndarray) -> np.ndarray:
+        """The one copy of input `index`'s bytes (set_input must take them as they are
+        then: the guest may change its buffer before compute). It goes into the last
+        one's buffer where that fits and no output of the last compute may share it
+        (a backend may hand an input back as an output): a new 600 KB buffer per call
+        costs more than the copy."""
+        held = self.inputs.get(index)
+        buffer = None if held is None else held.data
+        if buffer is None or len(buffer) != len(data) or any(np.may_share_memory(o.data, buffer)
+                                                             for o in self.outputs or ()):
+            return data.copy()
+        np.copyto(buffer, data)
+        return buffer
 
 
 def _tag(table: str, tag: int, what: str) -> str:
@@ -141,17 +186,26 @@ def _encoding(table: str, tag: int, builders: list[bytes]) -> GraphEncoding:
     return GraphEncoding(name)
 
 
-def _tensor_type(tag: int, dims: np.ndarray, nbytes: int, spec) -> TensorType:
-    """The element type a program meant by `tag`, from both tag tables (see the module docs)."""
+def _type_candidates(tag: int) -> list[TensorType]:
     candidates = []
     for table in ("tensor_type", "tensor_type_v0"):
         cases = tables.ENUMS[table]
         if tag < len(cases) and _TYPES[cases[tag]] not in candidates:
             candidates.append(_TYPES[cases[tag]])
+    return candidates
+
+
+# tag -> the types it means in either table (u8 tags: every one is worked out once)
+_TYPE_CANDIDATES = [_type_candidates(tag) for tag in range(256)]
+
+
+def _tensor_type(tag: int, dims: tuple[int, ...], nbytes: int, spec) -> TensorType:
+    """The element type a program meant by `tag`, from both tag tables (see the module docs)."""
+    candidates = _TYPE_CANDIDATES[tag]
     if not candidates:
         _tag("tensor_type", tag, "tensor type")
     if len(candidates) > 1:
-        elements = math.prod(int(d) for d in dims)
+        elements = math.prod(dims)
         fitting = [ty for ty in candidates if elements * DTYPES[ty].itemsize == nbytes]
         if len(fitting) == 1:
             return fitting[0]
@@ -184,13 +238,15 @@ class WitxHost:
         for module, funcs in tables.FUNCTIONS.items():
             for name, params in funcs.items():
                 ty = wasmtime.FuncType([i32] * len(params), [i32])
-                linker.define_func(module, name, ty, self._serve(module, name, self._impls[module][name]),
+                linker.define_func(module, name, ty, I32Host(self._serve(module, name, self._impls[module][name])),
                                    access_caller=True)
 
     def _serve(self, module: str, name: str, impl: Callable) -> Callable:
-        def host(caller, *args):
+        nn = self.nn
+
+        def host(caller, *args):  # args: u32s (speedups.I32Host)
             try:
-                impl(caller, GuestMemory(caller), *(a & 0xFFFFFFFF for a in args))
+                impl(caller, GuestMemory(caller, nn.session(caller)), *args)
                 return 0
             except _Errno as e:
                 errno, message = e.errno, e.message
@@ -206,8 +262,8 @@ class WitxHost:
         return host
 
     # --- handles -----------------------------------------------------------------
-    def _find(self, caller, rep: int, kind: Resource, what: str):
-        obj = self.nn.find(caller, rep, kind)
+    def _find(self, mem: GuestMemory, rep: int, kind: Resource, what: str):
+        obj = self.nn.find_in(mem.session, rep, kind)
         if obj is None:
             raise bad_argument(f"unknown {what} handle {rep}")
         return obj
@@ -217,8 +273,8 @@ class WitxHost:
 
     # --- graphs --------------------------------------------------------------------
     def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[bytes]:
-        pairs = mem.u32s(ptr, 2 * count, "the graph builder array").reshape(-1, 2)
-        views = [mem.view(int(p), int(n), f"graph builder {i}") for i, (p, n) in enumerate(pairs)]
+        pairs = mem.u32s(ptr, 2 * count, "the graph builder array")
+        views = [mem.view(p, n, f"graph builder {i}") for i, (p, n) in enumerate(zip(pairs[0::2], pairs[1::2]))]
         self.nn.limits.check_model(sum(len(v) for v in views))  # before copying any of it
         return [v.tobytes() for v in views]  # the one copy: backends keep the bytes
 
@@ -234,8 +290,7 @@ class WitxHost:
 
     def load_wamr(self, caller, mem, array_ptr, encoding, target, result_ptr) -> None:
         builder_ptr, builder_len = mem.u32s(array_ptr, 2, "the graph builder array record")
-        self._load(caller, mem, "graph_encoding_wamr", int(builder_ptr), int(builder_len), encoding, target,
-                   result_ptr)
+        self._load(caller, mem, "graph_encoding_wamr", builder_ptr, builder_len, encoding, target, result_ptr)
 
     def _name(self, mem: GuestMemory, ptr: int, length: int) -> str:
         raw = mem.view(ptr, length, "the graph name").tobytes()
@@ -257,24 +312,24 @@ class WitxHost:
         self.load_by_name(caller, mem, name_ptr, name_len, result_ptr)
 
     def unload(self, caller, mem, graph) -> None:
-        self._find(caller, graph, Resource.GRAPH, "graph")
+        self._find(mem, graph, Resource.GRAPH, "graph")
         self.nn.drop(graph)
 
     def init_execution_context(self, caller, mem, graph, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the context result slot")
-        g = self._find(caller, graph, Resource.GRAPH, "graph")
+        g = self._find(mem, graph, Resource.GRAPH, "graph")
         slot[0] = self.nn.add(caller, Resource.GRAPH_EXECUTION_CONTEXT, Execution(g, g.init_execution_context()))
 
     # --- inference -------------------------------------------------------------------
-    def _input(self, execution: Execution, index: int, dims: np.ndarray, ty: TensorType, data: np.ndarray) -> None:
+    def _input(self, execution: Execution, index: int, dims: tuple[int, ...], ty: TensorType, data: np.ndarray) -> None:
         """Checks the tensor in place, then makes the one copy the backend will read."""
         t = HostTensor(dims, ty, data)
         check_input(execution.graph.inputs[index], t, self.nn.limits)
-        t.data = data.copy()
+        t.data = execution.copy_in(index, data)
         execution.inputs[index] = t
 
-    def _input_spec(self, caller, context: int, index: int):
-        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+    def _input_spec(self, mem: GuestMemory, context: int, index: int):
+        execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
         specs = execution.graph.inputs
         if index >= len(specs):
             raise invalid_argument(f"input index {index} is out of range: the model has {len(specs)} input"
@@ -282,45 +337,37 @@ class WitxHost:
         return execution, specs[index]
 
     def set_input(self, caller, mem, context, index, tensor_ptr) -> None:
-        execution, spec = self._input_spec(caller, context, index)
-        record = mem.view(tensor_ptr, _TENSOR["size"], "the tensor record")
-        fields = _TENSOR["fields"]
-        dims_ptr, dims_len = record[fields["dimensions"]:fields["dimensions"] + 8].view(_U32)
-        data_ptr, data_len = record[fields["data"]:fields["data"] + 8].view(_U32)
-        tag = int(record[fields["type"]])
-        dims = mem.u32s(int(dims_ptr), int(dims_len), "the tensor dimensions")
-        data = mem.view(int(data_ptr), int(data_len), "the tensor data")
-        self._input(execution, index, dims, _tensor_type(tag, dims, len(data), spec), data)
+        execution, spec = self._input_spec(mem, context, index)
+        dims_ptr, dims_len, tag, data_ptr, data_len = mem.read(_TENSOR, tensor_ptr, "the tensor record")
+        dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
+        data = mem.view(data_ptr, data_len, "the tensor data")
+        self._input(execution, index, dims, _tensor_type(tag, dims, data_len, spec), data)
 
     def set_input_wamr(self, caller, mem, context, index, tensor_ptr) -> None:
-        execution, spec = self._input_spec(caller, context, index)
-        record = mem.view(tensor_ptr, _TENSOR_WAMR["size"], "the tensor record")
-        fields = _TENSOR_WAMR["fields"]
-        (dims_record,) = record[fields["dimensions"]:fields["dimensions"] + 4].view(_U32)
-        (data_ptr,) = record[fields["data"]:fields["data"] + 4].view(_U32)
-        ty = _TYPES[_tag("tensor_type_v0", int(record[fields["type"]]), "tensor type")]
-        dims_ptr, dims_len = mem.u32s(int(dims_record), 2, "the tensor dimensions record")
-        dims = mem.u32s(int(dims_ptr), int(dims_len), "the tensor dimensions")
-        nbytes = math.prod(int(d) for d in dims) * DTYPES[ty].itemsize
+        execution, spec = self._input_spec(mem, context, index)
+        dims_record, tag, data_ptr = mem.read(_TENSOR_WAMR, tensor_ptr, "the tensor record")
+        ty = _TYPES[_tag("tensor_type_v0", tag, "tensor type")]
+        dims_ptr, dims_len = mem.u32s(dims_record, 2, "the tensor dimensions record")
+        dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
+        nbytes = math.prod(dims) * DTYPES[ty].itemsize
         self.nn.limits.check_tensor(f"input {spec.name!r}", dims, nbytes)  # before touching the data
-        self._input(execution, index, dims, ty, mem.view(int(data_ptr), nbytes, "the tensor data"))
+        self._input(execution, index, dims, ty, mem.view(data_ptr, nbytes, "the tensor data"))
 
     def compute(self, caller, mem, context) -> None:
-        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
-        specs = execution.graph.inputs
-        session = self.nn.session(caller)
-        tensors = [(specs[i].name, t) for i, t in sorted(execution.inputs.items())]
+        execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+        session = mem.session
+        inputs = in_model_order(execution.graph.inputs, execution.inputs)  # each checked by set_input
         execution.outputs = None
         try:
-            outputs = compute(execution.graph, execution.context, tensors, self.nn.limits, session.deadline)
+            outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline)
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT:  # as for components: the guest sees the errno first
                 ffi.wasmtime_context_set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
             raise
         execution.outputs = [t for _, t in outputs]
 
-    def _output(self, caller, context: int, index: int) -> np.ndarray:
-        execution = self._find(caller, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
+    def _output(self, mem: GuestMemory, context: int, index: int) -> np.ndarray:
+        execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
         if execution.outputs is None:
             raise invalid_argument("get_output before a successful compute on this context")
         if index >= len(execution.outputs):
@@ -332,7 +379,7 @@ class WitxHost:
     def get_output(self, caller, mem, context, index, out_ptr, out_max, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the bytes-written slot")
         buffer = mem.view(out_ptr, out_max, "the output buffer")
-        data = self._output(caller, context, index)
+        data = self._output(mem, context, index)
         if len(data) > len(buffer):
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {len(buffer)}")
         buffer[:len(data)] = data  # the one copy, straight into the guest's buffer
@@ -341,7 +388,7 @@ class WitxHost:
     def get_output_wamr(self, caller, mem, context, index, out_ptr, size_ptr) -> None:
         slot = mem.slot(size_ptr, "the output size slot")
         buffer = mem.view(out_ptr, int(slot[0]) * _WAMR_WORD, "the output buffer")
-        data = self._output(caller, context, index)
+        data = self._output(mem, context, index)
         if len(data) > len(buffer):
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds "
                           f"{len(buffer)} ({len(buffer) // _WAMR_WORD} words)")
