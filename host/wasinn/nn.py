@@ -220,8 +220,20 @@ class WasiNn:
     def load(self, store, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
         return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target))
 
+    def load_views(self, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+        """`load_graph` on views of guest memory, so that no copy of the model is made
+        here (backends copy what they keep; onnxruntime maps a file written from the
+        views). Each view is released on return: nothing can read through it once the
+        guest runs again."""
+        try:
+            return self.load_graph(views, encoding, target)
+        finally:
+            for view in views:
+                view.release()
+
     def load_graph(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
-        """Picks the backend for `encoding` (or recognises the bytes) and loads. The same
+        """Picks the backend for `encoding` (or recognises the bytes) and loads;
+        `builders` are any buffers, read only during the call. The same
         bytes loaded again, by any instance, get the same graph: a graph is immutable,
         and creating an onnxruntime session costs 10x more than hashing its bytes."""
         if not builders:

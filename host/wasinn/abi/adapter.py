@@ -334,7 +334,7 @@ class AdapterHost:
         memory = self._memory(store)
         try:
             spans = memory.read_array(builders, 8 * count).view("<u4").reshape(count, 2)
-            data = [memory.read_bytes(int(addr), int(n)) for addr, n in spans]
+            views = [memory.view(int(addr), int(n)) for addr, n in spans]
         except OutOfBounds as e:
             raise invalid_argument(f"graph.load: {e}") from None
-        return self.nn.add(store, Resource.GRAPH, self.nn.load_graph(data, encoding, target))
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target))

@@ -47,8 +47,8 @@ class Bulk:
     @returns_error
     def load(self, store, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
         memory = self._memory(store)
-        data = [memory.read_bytes(_payload(memory, s), s.len) for s in builders]
-        return self.nn.add(store, Resource.GRAPH, self.nn.load_graph(data, encoding, target))
+        views = [memory.view(_payload(memory, s), s.len) for s in builders]
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target))
 
     @returns_error
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:

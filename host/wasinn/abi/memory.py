@@ -51,10 +51,10 @@ _MADV_DONTNEED = 4
 _KEEP_RESIDENT = 32 << 20
 _POOL_SIZE = 2  # freed mappings kept, in all; each holds up to _KEEP_RESIDENT resident
 
-_bytes_from_size = ctypes.pythonapi.PyBytes_FromStringAndSize
-_bytes_from_size.restype = ctypes.py_object
-_bytes_from_size.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-_HOST_BYTES_PAYLOAD = bytes.__basicsize__ - 1  # offset of the payload in this host's bytes objects
+_memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory_view.restype = ctypes.py_object
+_memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+_PYBUF_READ = 0x100
 
 
 def _round_up(n: int) -> int:
@@ -98,13 +98,11 @@ class LinearMemory:
         self.check(addr, 1)
         return ctypes.c_uint8.from_address(self.base + addr).value
 
-    def read_bytes(self, addr: int, n: int) -> bytes:
-        """One copy, straight into a new `bytes` (what onnxruntime's loader takes)."""
+    def view(self, addr: int, n: int) -> memoryview:
+        """The bytes in place, read-only, for the current host call only: once the guest
+        runs again it may change them, and once the instance is gone they are unmapped."""
         self.check(addr, n)
-        out = _bytes_from_size(None, n)
-        if n:
-            ctypes.memmove(id(out) + _HOST_BYTES_PAYLOAD, self.base + addr, n)
-        return out
+        return _memory_view(self.base + addr, n, _PYBUF_READ)
 
     def read_array(self, addr: int, n: int) -> np.ndarray:
         self.check(addr, n)

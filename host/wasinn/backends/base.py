@@ -78,7 +78,9 @@ class Backend(Protocol):
     encoding: GraphEncoding
 
     def load(self, builders: list[bytes], target: ExecutionTarget) -> Graph:
-        """Raises `NnError` for bad bytes or an unavailable target."""
+        """Raises `NnError` for bad bytes or an unavailable target. `builders` may be
+        views of guest memory (nn.WasiNn.load_views), valid only during the call: a
+        graph must keep copies, never them nor numpy arrays over them."""
         ...
 
     def recognizes(self, builders: list[bytes]) -> bool:

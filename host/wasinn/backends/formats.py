@@ -1,9 +1,12 @@
 """What model bytes are, without the backends' own packages: the recognisers behind
 `autodetect` (so bytes are recognised even when their backend is not installed, and
-the error can name the extra to install) and checks shared by backends of one format."""
+the error can name the extra to install) and checks shared by backends of one format.
+Model bytes may be any buffer (a view of guest memory, for one), so nothing here uses
+`bytes` methods on them."""
 from __future__ import annotations
 
 import pathlib
+import re
 
 from .._bindings import ErrorCode, GraphEncoding
 from ..errors import NnError
@@ -12,6 +15,9 @@ from ..errors import NnError
 _ONNX_MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
 # How far into an IR file its root element may start (after the XML declaration and comments).
 _IR_HEAD = 4096
+# Every ONNX external-data reference carries this key (`in` would compare a memoryview's
+# bytes one by one with it, never finding it).
+_LOCATION = re.compile(b"location")
 
 
 def looks_like_onnx(builders: list[bytes]) -> bool:
@@ -21,16 +27,16 @@ def looks_like_onnx(builders: list[bytes]) -> bool:
         return False
     data, pos, seen = builders[0], 0, 0
     while pos < len(data) and seen < 4:
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         if key is None:
             return False
         field, wire = key >> 3, key & 7
         if field not in _ONNX_MODEL_FIELDS or (seen == 0 and field != 1):
             return False
         if wire == 0:
-            _, pos = _varint(data, pos)
+            _, pos = read_varint(data, pos)
         elif wire == 2:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             if length is None:
                 return False
             pos += length
@@ -47,7 +53,7 @@ def looks_like_openvino_ir(builders: list[bytes]) -> bool:
     and the weights (any bytes, possibly none)."""
     if len(builders) != 2:
         return False
-    head = builders[0][:_IR_HEAD].lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = bytes(builders[0][:_IR_HEAD]).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"<") and b"<net " in head
 
 
@@ -63,9 +69,8 @@ RECOGNISERS = {GraphEncoding.ONNX: looks_like_onnx, GraphEncoding.OPENVINO: look
 def reject_onnx_external_data(model: bytes) -> None:
     """Raises `security` when an ONNX model points at weight files beside it. A model
     loaded from bytes must carry all its weights: a guest must never make the host read files."""
-    # Every external-data reference carries a "location" key; only parse when the
-    # bytes could hold one (parsing costs ~1 ms per MB).
-    if b"location" not in model:
+    # Only parse when the bytes could hold a reference (parsing costs ~1 ms per MB).
+    if not _LOCATION.search(model):
         return
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
@@ -78,7 +83,8 @@ def reject_onnx_external_data(model: bytes) -> None:
                       "from bytes must carry all its weights")
 
 
-def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    """The protobuf varint at `pos` and the position after it (None: it runs off the end)."""
     value = shift = 0
     while pos < len(data) and shift < 64:
         b = data[pos]
@@ -96,7 +102,7 @@ def inline_onnx_external_data(model: bytes, allowed_dir) -> bytes:
     operator's choice; None allows none): any other location, `..` and symlinks that
     leave the directory included, is refused with `security`, so no model can make the
     host read an arbitrary file."""
-    if b"location" not in model:  # every external reference carries a "location" key
+    if not _LOCATION.search(model):
         return model
     import onnx
     from onnx.external_data_helper import (ExternalDataInfo, _get_all_tensors, load_external_data_for_tensor,

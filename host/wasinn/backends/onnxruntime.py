@@ -35,6 +35,7 @@ from ..limits import Limits, backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_onnx, reject_onnx_external_data
+from .spill import spilled
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
 _ORT_TYPES = {
@@ -232,7 +233,10 @@ class OnnxRuntimeBackend:
         if len(builders) != 1:
             raise invalid_argument(f"an onnx graph takes exactly one builder (the model bytes); got {len(builders)}")
         reject_onnx_external_data(builders[0])
-        return self._load(builders[0], target)
+        # A large model goes to onnxruntime as a file whose weights it maps (spill.py):
+        # from bytes it would hold 2-3x the model at peak.
+        with spilled(builders[0]) as path:
+            return self._load(bytes(builders[0]) if path is None else str(path), target)
 
     def load_file(self, path: pathlib.Path, target: ExecutionTarget) -> OnnxRuntimeGraph:
         """An operator's model file, read by onnxruntime itself: 20 MB less at peak for
@@ -257,7 +261,9 @@ class OnnxRuntimeBackend:
                 # models by printing to the host's stdout and loading them a second time.
                 session = ort.InferenceSession(model, opts, providers=wanted, enable_fallback=0)
         except Exception as e:
-            raise _load_error(e) from e
+            # The error outlives the call (as the guest's last error); its traceback would
+            # keep the half-made session alive, and with it the model's copies or mappings.
+            raise _load_error(e) from e.with_traceback(None)
         if session.get_providers()[0] != providers[0]:
             missing = _preload_cuda() if target == ExecutionTarget.GPU else ""
             raise unsupported(f"onnxruntime could not start {providers[0]} for target {target.value} "

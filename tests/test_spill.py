@@ -1,0 +1,95 @@
+"""A large ONNX model loaded from a guest reaches onnxruntime as a temporary model file
+whose weights it maps (backends/spill.py): the files are gone once the load returns,
+whether it worked or not, and the model computes what it computed from bytes."""
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from wasinn import ExecutionTarget, GraphEncoding
+
+N = 3 << 20  # floats per weight: two of them make a 24 MiB model, past spill's 16 MiB
+
+
+def big_model(seed: int, op: str = "Mul") -> tuple[bytes, dict[str, np.ndarray]]:
+    """y = (x + w1) op w2 + c: two large initializers (moved out) and a small one (kept)."""
+    rng = np.random.default_rng(seed)
+    weights = {"w1": rng.standard_normal(N, np.float32), "w2": rng.standard_normal(N, np.float32),
+               "c": rng.standard_normal(1, np.float32)}
+    nodes = [helper.make_node("Add", ["x", "w1"], ["s"]), helper.make_node(op, ["s", "w2"], ["p"]),
+             helper.make_node("Add", ["p", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [N])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [N])],
+                              [numpy_helper.from_array(w, name) for name, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString(), weights
+
+
+@pytest.fixture
+def spill_dir(tmp_path, monkeypatch):
+    """TMPDIR for this test, so that what the load leaves there can be seen."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def mapped_deleted_weights(directory) -> list[str]:
+    with open("/proc/self/maps") as f:
+        return [line for line in f if str(directory) in line and line.rstrip().endswith("/weights (deleted)")]
+
+
+def test_a_large_model_from_a_guest_maps_its_weights_and_leaves_no_file(roundtrip, spill_dir):
+    model, w = big_model(seed=1)
+    g = roundtrip.call("load", [model], "onnx", "cpu")
+    assert g.tag == "ok", vars(g.payload)
+    assert list(spill_dir.iterdir()) == []
+    assert mapped_deleted_weights(spill_dir), "onnxruntime should map the weights file, now deleted"
+    ctx = roundtrip.call("init-context", g.payload).payload
+    x = np.random.default_rng(2).standard_normal(N, np.float32)
+    got = roundtrip.call("compute-tensors", ctx, [("x", x)])
+    assert got.tag == "ok", vars(got.payload)
+    native = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got.payload[0][1].array(), native)
+    np.testing.assert_allclose(native, (x + w["w1"]) * w["w2"] + w["c"], rtol=1e-6)
+
+
+def _shortened(seed: int) -> bytes:
+    """A big model with w2's raw_data one float short of its shape."""
+    from onnx import ModelProto
+    proto = ModelProto.FromString(big_model(seed)[0])
+    w2 = next(t for t in proto.graph.initializer if t.name == "w2")
+    w2.raw_data = w2.raw_data[:-4]
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize("model, code, fragment", [
+    (lambda: big_model(seed=3, op="NoSuchOp")[0], "unsupported-operation", "No Op registered for NoSuchOp"),
+    (lambda: _shortened(seed=4), "invalid-encoding", "onnxruntime could not load the model"),
+], ids=["unknown-operator", "weight-short-of-its-shape"])
+def test_a_failed_load_leaves_no_file_and_one_line(roundtrip, spill_dir, model, code, fragment):
+    g = roundtrip.call("load", [model()], "onnx", "cpu")
+    assert g.tag == "err"
+    assert (g.payload.code, fragment in g.payload.data, "\n" in g.payload.data) == (code, True, False), \
+        g.payload.data
+    assert list(spill_dir.iterdir()) == []
+    assert not mapped_deleted_weights(spill_dir)
+
+
+def test_the_bytes_still_load_where_tmpdir_refuses(host, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    model, w = big_model(seed=5)
+    graph = host.nn.load_graph([model], GraphEncoding.ONNX, ExecutionTarget.CPU)
+    assert not mapped_deleted_weights(tmp_path)
+    out = graph.session.run(None, {"x": np.zeros(N, np.float32)})[0]
+    np.testing.assert_allclose(out, w["w1"] * w["w2"] + w["c"], rtol=1e-6)
+
+
+def test_views_of_the_builders_are_released_even_when_the_load_fails(host):
+    views = [memoryview(b"\x08\x07junk")]
+    with pytest.raises(Exception):
+        host.nn.load_views(views, GraphEncoding.ONNX, ExecutionTarget.CPU)
+    with pytest.raises(ValueError, match="released"):
+        views[0].tobytes()
