@@ -272,17 +272,17 @@ class WitxHost:
         slot[0] = self.nn.add(caller, Resource.GRAPH, graph)
 
     # --- graphs --------------------------------------------------------------------
-    def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[bytes]:
+    def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[memoryview]:
+        """The builders in place (no copy: nn.load_views releases them)."""
         pairs = mem.u32s(ptr, 2 * count, "the graph builder array")
-        views = [mem.view(p, n, f"graph builder {i}") for i, (p, n) in enumerate(zip(pairs[0::2], pairs[1::2]))]
-        self.nn.limits.check_model(sum(len(v) for v in views))  # before copying any of it
-        return [v.tobytes() for v in views]  # the one copy: backends keep the bytes
+        return [memoryview(mem.view(p, n, f"graph builder {i}")).toreadonly()
+                for i, (p, n) in enumerate(zip(pairs[0::2], pairs[1::2]))]
 
     def _load(self, caller, mem, table, builder_ptr, builder_len, encoding, target, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the graph result slot")
         target = _TARGETS[_tag("execution_target", target, "execution target")]
         builders = self._builders(mem, builder_ptr, builder_len)
-        graph = self.nn.load_graph(builders, _encoding(table, encoding, builders), target)
+        graph = self.nn.load_views(builders, _encoding(table, encoding, builders), target)
         self._new_graph(caller, slot, graph)
 
     def load(self, caller, mem, builder_ptr, builder_len, encoding, target, result_ptr) -> None:
