@@ -20,8 +20,9 @@ CHELSEA = ROOT / "images" / "chelsea.png"
 # What `wasinn classify` (a cached component, the bundled model by name, onnxruntime)
 # never uses: bfloat16 (ml_dtypes), model tools (onnx, modelprep's tools; its defaults are
 # constants the parser shows), the other backends,
-# the test kit, pipelines and their MQTT/YAML stack, the guest toolchain.
-UNUSED_BY_CLASSIFY = ("ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
+# the test kit, pipelines and their MQTT/YAML stack, the guest toolchain; the remote
+# backend's HTTP stack, importlib.metadata (versions come from versions.py), TOML (--config).
+UNUSED_BY_CLASSIFY = ("importlib.metadata", "wasinn.backends.kserve", "http", "tomllib", "ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
                       "yaml", "paho", "componentize_py", "wasinn.testing", "wasinn.pipeline",
                       "wasinn.modelprep.check", "wasinn.modelprep.optimize", "wasinn.apps.classifier_model", "wasinn.apps.openvino_ir",
                       "wasinn.backends.openvino", "wasinn.backends.tflite")
@@ -59,7 +60,8 @@ def test_classify_imports_only_what_it_uses(classify_modules):
 
 def test_import_wasinn_leaves_bfloat16_and_backends_for_later():
     modules = imported_modules("import wasinn")
-    assert pulled_in(modules, ("ml_dtypes", "onnxruntime", "onnx", "openvino", "PIL", "hypothesis")) == []
+    assert pulled_in(modules, ("ml_dtypes", "onnxruntime", "onnx", "openvino", "PIL", "hypothesis",
+                               "importlib.metadata", "wasinn.backends.kserve")) == []
 
 
 def test_bfloat16_loads_ml_dtypes_when_first_used():
@@ -70,3 +72,11 @@ def test_bfloat16_loads_ml_dtypes_when_first_used():
         "t.validate('x'); assert t.array().astype(np.float32).tolist() == [1.0, -2.0]\n"
         "assert HostTensor.from_array(t.array()).ty == TensorType.BF16")
     assert "ml_dtypes" in modules
+
+
+def test_versions_are_what_importlib_metadata_says():
+    import importlib.metadata
+
+    from wasinn.versions import version
+    for dist in ("wasmtime", "componentize-py", "onnxruntime", "numpy", "wasinn"):
+        assert version(dist) == importlib.metadata.version(dist)

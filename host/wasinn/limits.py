@@ -30,7 +30,6 @@ import dataclasses
 import math
 import pathlib
 import re
-import tomllib
 
 from .errors import NnError, WasinnError, too_large
 
@@ -100,6 +99,7 @@ class Limits:
 
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> "Limits":
+        import tomllib  # only for a --config file
         try:
             data = tomllib.loads(pathlib.Path(path).read_text())
         except OSError as e:

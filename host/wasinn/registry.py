@@ -12,12 +12,14 @@ import dataclasses
 import os
 import pathlib
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ._bindings import ExecutionTarget, GraphEncoding
 from .backends import Graph
-from .backends.kserve import Endpoint, KServeGraph, is_remote
 from .errors import NnError, WasinnError, not_found
+
+if TYPE_CHECKING:
+    from .backends.kserve import Endpoint
 
 # The file wasmtime expects inside an `-S nn-graph=ENCODING::DIR` directory.
 GRAPH_DIR_FILES = {GraphEncoding.ONNX: ("model.onnx",),
@@ -65,6 +67,7 @@ class ModelRegistry:
         see backends/kserve.py); checks the URL now, connects on first use."""
         if not name:
             raise WasinnError("a model name cannot be empty")
+        from .backends.kserve import Endpoint  # its HTTP stack (~7 ms) only for a remote model
         try:
             endpoint = Endpoint(url)
         except NnError as e:
@@ -79,6 +82,7 @@ class ModelRegistry:
         if not sep or not name or not path:
             raise WasinnError(f"--model wants NAME=PATH, got {spec!r} (or NAME=kserve+http://HOST:PORT/v2/models/M "
                               "for a model on an inference server)")
+        from .backends.kserve import is_remote  # see register_remote
         return self.register_remote(name, path) if is_remote(path) else self.register(name, _model_files(path))
 
     def register_graph_dir(self, spec: str) -> ModelEntry:
@@ -111,6 +115,7 @@ class ModelRegistry:
             raise not_found(f"no graph named {name!r}; registered: {known}")
         with self._lock:
             if entry.graph is None and entry.remote is not None:
+                from .backends.kserve import KServeGraph  # see register_remote
                 entry.graph = KServeGraph(entry.remote, entry.target)
             elif entry.graph is None:
                 try:

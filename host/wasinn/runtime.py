@@ -11,7 +11,6 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import math
 import pathlib
@@ -44,8 +43,9 @@ from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
+from .versions import version
 
-WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+WASMTIME_VERSION = version("wasmtime")
 # Fuel for instantiating a component when fuel is counted (its deadline still applies).
 _INSTANTIATION_FUEL = 1 << 40
 # Epochs advance this often; a call's deadline is checked at this granularity.

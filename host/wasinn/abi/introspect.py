@@ -11,7 +11,6 @@ from typing import Mapping
 
 from .._bindings import GraphDescription, Resource, TensorDescription
 from ..backends import Graph, TensorSpec, default_backends
-from ..backends.kserve import is_remote
 from ..errors import NnError, WasinnError
 from ..nn import WasiNn
 from ..registry import ModelRegistry
@@ -23,6 +22,7 @@ DYNAMIC = -1
 def open_graph(source: str, *, backends: Mapping[str, str] | None = None) -> Graph:
     """The graph a model file (or a `kserve+http://` URL) gives, loaded exactly as the
     host serves it to a guest's `load-by-name`; `backends` as `Host` takes them."""
+    from ..backends.kserve import is_remote  # its HTTP stack only where a model may be remote
     if not is_remote(source) and not os.path.isfile(source):
         raise WasinnError(f"no such model file: {source}")
     registry = ModelRegistry()

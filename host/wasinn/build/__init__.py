@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import pathlib
 import re
@@ -16,6 +15,7 @@ from .. import resources
 from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
 from ..errors import WasinnError
 from ..files import write_atomic
+from ..versions import version
 
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
 _FASTPATH_SHIM = pathlib.Path(__file__).resolve().parent / "_guest" / "fastpath.py"
@@ -143,7 +143,7 @@ def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache
     holds the guest's own WIT, if any) into `cache_dir/components/`, once per content of
     everything that goes into it."""
     wasinn_wit = resources.path("wit")
-    h = hashlib.sha256(f"{world}|{fastpath}|{importlib.metadata.version('componentize-py')}".encode())
+    h = hashlib.sha256(f"{world}|{fastpath}|{version('componentize-py')}".encode())
     inputs = [*sorted(files.items()), *((str(f.relative_to(wasinn_wit)), f) for f in sorted(wasinn_wit.rglob("*.wit")))]
     if fastpath:
         inputs.append(("shim", _FASTPATH_SHIM))

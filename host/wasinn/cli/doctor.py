@@ -5,7 +5,6 @@ gets a line; nothing is loaded or compiled.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -29,6 +28,7 @@ _EXTRAS = {
 
 
 def _version(*distributions: str) -> str | None:
+    import importlib.metadata  # see report()
     for name in distributions:
         try:
             return f"{name} {importlib.metadata.version(name)}"
@@ -73,6 +73,8 @@ def _wasmtime_cli() -> str | None:
 
 def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
     """Sections of name -> one line of text."""
+    # Imported here: importlib.metadata costs ~18 ms, and every command's parser imports this module.
+    import importlib.metadata
     wasinn_dist = importlib.metadata.distribution("wasinn")
     editable = (wasinn_dist.read_text("direct_url.json") or "").find('"editable": true') >= 0
     runtime = {
