@@ -20,19 +20,40 @@ from wasmtime.component import Component
 from .files import write_atomic
 
 
+class IdentityMemo:
+    """Keys computed from files' bytes, remembered under the files' identities (see the
+    module doc), so that the files are read and hashed again only once one changed."""
+
+    def __init__(self, directory: pathlib.Path):
+        self.directory = directory
+
+    def _slot(self, paths: tuple[pathlib.Path, ...]) -> pathlib.Path:
+        identity = "\n".join(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
+                              for p, st in ((p, os.stat(p)) for p in paths))
+        return self.directory / hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def get(self, *paths: pathlib.Path) -> str | None:
+        try:
+            return self._slot(paths).read_text().strip()
+        except OSError:
+            return None
+
+    def put(self, key: str, *paths: pathlib.Path) -> None:
+        try:
+            _write_quietly(self._slot(paths), key.encode())
+        except OSError:
+            pass  # a file gone since it was read: the next run hashes again
+
+
 class CompileCache:
     def __init__(self, directory: pathlib.Path, engine: Engine, tag: str):
         self.directory = directory
         self.engine = engine
         self.tag = tag
+        self.identities = IdentityMemo(directory / "by-stat")
 
     def _entry(self, content_key: str) -> pathlib.Path:
         return self.directory / f"{content_key}-{self.tag}.cwasm"
-
-    def _stat_file(self, path: pathlib.Path) -> pathlib.Path:
-        st = os.stat(path)
-        identity = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
-        return self.directory / "by-stat" / hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def _deserialize(self, entry: pathlib.Path) -> Component | None:
         try:
@@ -43,9 +64,8 @@ class CompileCache:
 
     def lookup(self, path: pathlib.Path) -> Component | None:
         """The compiled component for `path` if its identity is known; no read, no hash."""
-        try:
-            content_key = self._stat_file(path).read_text().strip()
-        except OSError:
+        content_key = self.identities.get(path)
+        if content_key is None:
             return None
         entry = self._entry(content_key)
         return self._deserialize(entry) if entry.is_file() else None
@@ -56,17 +76,17 @@ class CompileCache:
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
             component = compile(wasm)
-            self._write(entry, component.serialize())
+            _write_quietly(entry, component.serialize())
         if path is not None:
-            self._write(self._stat_file(path), content_key.encode())
+            self.identities.put(content_key, path)
         return component
 
     def entry_for(self, wasm: bytes) -> pathlib.Path:
         return self._entry(hashlib.sha256(wasm).hexdigest()[:32])
 
-    @staticmethod
-    def _write(path: pathlib.Path, data: bytes) -> None:
-        try:
-            write_atomic(path, data)
-        except OSError:
-            pass  # an unwritable cache only costs time
+
+def _write_quietly(path: pathlib.Path, data: bytes) -> None:
+    try:
+        write_atomic(path, data)
+    except OSError:
+        pass  # an unwritable cache only costs time
