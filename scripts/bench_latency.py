@@ -7,6 +7,7 @@ imports. `row(section, name, wasinn, reference, unit, target, note=...)` is benc
 from __future__ import annotations
 
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -134,9 +135,12 @@ def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None
     row("arena", "bounded arena, not shrunk", _median_ms(times["bounded"]), _median_ms(times["default"]), "ms")
 
 
-def precision(row, progress, host_factory, model: pathlib.Path, image_path: pathlib.Path, quick: bool) -> None:
+def precision(row, progress, host_factory, model: pathlib.Path, image_path: pathlib.Path, threads: int,
+              quick: bool) -> None:
     """The classifier component on OpenVINO at --inference-precision auto and f32, against
-    native OpenVINO at the plugin's default; and how far auto's scores move."""
+    native OpenVINO at the plugin's default precision and the same thread setting (wasinn
+    gives OpenVINO `threads` as INFERENCE_NUM_THREADS; 0 sets nothing, as a native user
+    does); and how far auto's scores move."""
     try:
         import openvino as ov
     except ImportError:
@@ -146,7 +150,7 @@ def precision(row, progress, host_factory, model: pathlib.Path, image_path: path
     image = load_image(image_path)
     clfs = {p: ImageClassifier(host_factory(p, {"onnx": "openvino"})) for p in ("auto", "f32")}
     reference = ImageClassifier(host_factory("f32", {}))
-    compiled = ov.Core().compile_model(str(model), "CPU")
+    compiled = ov.Core().compile_model(str(model), "CPU", {"INFERENCE_NUM_THREADS": threads} if threads else {})
     request = compiled.create_infer_request()
     calls = {**{f"wasinn {p}": (lambda c=c: c.classify([image], top=5)) for p, c in clfs.items()},
              "native": lambda: request.infer([image])}
@@ -170,6 +174,44 @@ def precision(row, progress, host_factory, model: pathlib.Path, image_path: path
         top = max(onnx, key=onnx.get)
         row("precision", f"OpenVINO {p}: top-1 score minus onnxruntime's", abs(got.get(top, 0.0) - onnx[top]), None,
             "", note=f"top-1 {'kept' if max(got, key=got.get) == top else 'CHANGED'}")
+
+
+_GUEST_MEDIAN = re.compile(r"compute median ([\d.]+) us")
+
+
+def openvino_compute(row, progress, wasm: pathlib.Path, ir: pathlib.Path, wasmtime: tuple[pathlib.Path, dict],
+                     cache: pathlib.Path, quick: bool) -> None:
+    """The same C component (guest/c-nn `time`) loads the model by name from the same IR
+    directory and times its compute calls itself, under `wasinn run` at auto and f32 and
+    under the wasmtime CLI, whose OpenVINO backend compiles with no settings: processes
+    interleaved, the median of their medians. Neither side sets threads (the wasmtime
+    CLI cannot), so both run at OpenVINO's default."""
+    binary, env = wasmtime
+    n, rounds = (50, 3) if quick else (200, 5)
+    args = ["time", ir.name, str(n)]
+    graph = f"nn-graph=openvino::{ir}"
+    cmds = {p: ([sys.executable, "-m", "wasinn", "run", "--cache-dir", str(cache), "-S", graph,
+                 "--inference-precision", p, str(wasm), "--", *args], None) for p in ("auto", "f32")}
+    cmds["wasmtime"] = ([str(binary), "run", "-S", "nn", "-S", graph, str(wasm), *args], env)
+
+    def median_us(argv, env) -> float:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        found = _GUEST_MEDIAN.search(proc.stdout)
+        if proc.returncode or not found:
+            raise RuntimeError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        return float(found.group(1))
+    for argv, env in cmds.values():
+        median_us(argv, env)  # compile caches, page cache
+    progress(f"openvino compute: {rounds} rounds of the three processes, {n} computes each")
+    medians = {k: [] for k in cmds}
+    for _ in range(rounds):
+        for name, (argv, env) in cmds.items():
+            medians[name].append(median_us(argv, env) / 1e3)
+    ms = {k: statistics.median(v) for k, v in medians.items()}
+    row("precision", "C component on OpenVINO: compute, wasinn auto vs the wasmtime CLI", ms["auto"],
+        ms["wasmtime"], "ms", "<= 1.10x", note="timed in the guest; same IR, OpenVINO's default threads")
+    row("precision", "C component on OpenVINO: compute, wasinn f32 vs the wasmtime CLI", ms["f32"],
+        ms["wasmtime"], "ms", note="f32 is ACCURACY; the wasmtime CLI runs the plugin's default")
 
 
 def imports(row, progress) -> None:

@@ -5,6 +5,8 @@
  *        nn-c MODEL.onnx ITERATIONS     graph.load of a preopened file, then ITERATIONS x
  *                                      (tensor -> compute -> data), per-step times in us
  *        nn-c copy SIZE N               N x a SIZE-byte tensor and its data(), timed
+ *        nn-c time NAME N               load-by-name NAME, then N x compute on the fixed
+ *                                      input, each timed alone; prints their median in us
  *   exports wasinn:guest/std-nn (echo, load-model, set-input, infer) and
  *   wasinn:guest/std-misuse (wit/worlds.wit)
  */
@@ -144,8 +146,48 @@ static uint8_t *fixed_input(size_t n) {
     return input;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Only compute is timed: the input tensor is made before it and the outputs dropped
+ * after, so hosts are compared on the call that runs the model. */
+static int compute_bench(const char *name, int n) {
+    if (n < 1) { fprintf(stderr, "time: N must be at least 1\n"); return 1; }
+    nn_result r;
+    nn_load_by_name(name, strlen(name), &r);
+    if (r.is_err) return fail("load-by-name", r.value);
+    nn_handle graph = r.value;
+    nn_init_execution_context(graph, &r);
+    if (r.is_err) return fail("init-execution-context", r.value);
+    nn_handle ctx = r.value;
+    uint32_t dims[4] = {1, 3, 224, 224};
+    size_t size = 1 * 3 * 224 * 224 * 4;
+    uint8_t *input = fixed_input(size);
+    int warm_up = 3;
+    double *times = malloc(n * sizeof(double));
+    for (int it = -warm_up; it < n; it++) {
+        nn_named_tensor in = { { "input", 5 }, nn_tensor_new(dims, 4, NN_FP32, input, size) };
+        nn_compute_result cr;
+        double a = now_us();
+        nn_compute(ctx, &in, 1, &cr);
+        double b = now_us();
+        if (cr.is_err) return fail("compute", cr.u.err);
+        if (it >= 0) times[it] = b - a;
+        for (size_t i = 0; i < cr.u.ok.len; i++) { nn_tensor_drop(cr.u.ok.ptr[i].tensor); free(cr.u.ok.ptr[i].name.ptr); }
+        free(cr.u.ok.ptr);
+    }
+    qsort(times, n, sizeof(double), cmp_double);
+    printf("compute median %.1f us over %d\n", n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2, n);
+    nn_context_drop(ctx);
+    nn_graph_drop(graph);
+    return 0;
+}
+
 static int run_main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "copy") == 0) return copy_bench(strtoul(argv[2], 0, 10), atoi(argv[3]));
+    if (argc == 4 && strcmp(argv[1], "time") == 0) return compute_bench(argv[2], atoi(argv[3]));
     int by_name = argc < 3;
     const char *source = argc >= 2 ? argv[1] : "efficientnet-lite0";
     int iterations = by_name ? 1 : atoi(argv[2]);

@@ -53,10 +53,21 @@ def convert(onnx_model: pathlib.Path):
 
 
 def write_graph_dir(onnx_model: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
-    """DIRECTORY/model.xml + model.bin, the layout `-S nn-graph=openvino::DIRECTORY` reads."""
+    """The composed classifier, resize fixed, in the layout `-S nn-graph=openvino::DIRECTORY`
+    reads: DIRECTORY/model.xml + model.bin."""
+    return _save(convert(onnx_model), directory)
+
+
+def write_model_dir(onnx_model: pathlib.Path, directory: pathlib.Path) -> pathlib.Path:
+    """Any ONNX model as OpenVINO converts it, in the same layout (for models whose
+    operations OpenVINO computes as onnxruntime does)."""
+    return _save(_openvino().convert_model(str(onnx_model)), directory)
+
+
+def _save(model, directory: pathlib.Path) -> pathlib.Path:
     directory.mkdir(parents=True, exist_ok=True)
     # full-precision weights: save_model would otherwise store them as float16
-    _openvino().save_model(convert(onnx_model), str(directory / "model.xml"), compress_to_fp16=False)
+    _openvino().save_model(model, str(directory / "model.xml"), compress_to_fp16=False)
     return directory
 
 
