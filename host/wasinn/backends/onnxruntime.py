@@ -35,7 +35,7 @@ from ..limits import Limits, backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_onnx, reject_onnx_external_data
-from .spill import spilled
+from .spill import DIRECTORY_PREFIX, spilled
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
 _ORT_TYPES = {
@@ -72,6 +72,8 @@ def _specs(args, model: bytes | str) -> list[TensorSpec]:
     return specs
 
 
+# How onnxruntime names the file of a model that spill.py moved out of its bytes.
+_SPILLED_FILE = re.compile(r"Load model from \S*/" + re.escape(DIRECTORY_PREFIX) + r"\w+/model\.onnx failed: ?")
 # What onnxruntime says (as FAIL or INVALID_GRAPH) when a well-formed model needs an
 # operator, operator set, domain or IR version it does not have.
 _UNSUPPORTED_MARKERS = ("No Op registered for", "is not a registered function/op", "No opset import for domain",
@@ -82,6 +84,7 @@ def _load_error(e: Exception) -> NnError:
     # A message quoting a model string that is not UTF-8 reaches Python as this decode
     # error, holding onnxruntime's message as bytes.
     text = e.object.decode("utf-8", "replace") if isinstance(e, UnicodeDecodeError) else str(e)
+    text = _SPILLED_FILE.sub("", text)  # the guest sent bytes: the file they went through is no news to it
     msg = f"onnxruntime could not load the model: {text.strip()}"
     if isinstance(e, ort_errors.NotImplemented) or any(m in msg for m in _UNSUPPORTED_MARKERS):
         return unsupported(msg)

@@ -1,13 +1,15 @@
 """An ONNX model's weights moved out of its bytes into a file, so that onnxruntime maps
 them instead of holding copies of them.
 
-Handed bytes, onnxruntime's Python binding copies them into a std::string, parses that
-into a ModelProto (a copy of every weight) and turns the initializers into tensors (one
-more while the proto lives): 2-3x the model at peak, on top of the caller's copy.
-Handed a model file whose initializers are external data, it maps the weights file
-(pages the kernel reads in only when a kernel touches them, and may drop again) and
-parses only the rest. `spill` writes that pair straight from the caller's buffer; the
-caller loads the model file and deletes both (a mapping outlives its file's name).
+Measured on a 256 MB model (onnxruntime 1.32, peak RSS growth): handed bytes,
+onnxruntime's Python binding copies them into a std::string and parses that into a
+ModelProto, a copy of every weight: 2x the model on top of the caller's bytes. Handed
+a plain model file, it still parses every weight into the proto and turns them into
+tensors while the proto lives: 2x. Handed a model file whose initializers are external
+data, it maps the weights file (pages read in only when a kernel touches them, which the
+kernel may drop again) and parses only the rest: 0x at load. `spilled` writes that pair
+straight from the caller's buffer; the caller loads the model file, and the directory
+goes once the session is made (a mapping outlives its file's name).
 
 It works on the protobuf wire format, ModelProto.graph -> GraphProto.initializer ->
 TensorProto.raw_data: parsing with `onnx` would itself copy every weight. Weights held
@@ -28,6 +30,11 @@ _SPILL_FROM = 16 << 20
 _MIN_PAYLOAD = 1 << 16
 # Each payload starts on a page, where onnxruntime's mapping of it begins.
 _ALIGN = 4096
+# Past this many fields walked the model is left to onnxruntime as bytes: a walk in
+# Python must not take longer than the load (this many take ~0.5 s; a graph has a
+# field per node and per initializer).
+_MAX_FIELDS = 1 << 20
+DIRECTORY_PREFIX = "wasinn-onnx-"
 _MODEL, _WEIGHTS = "model.onnx", "weights"
 _GRAPH, _INITIALIZER = 7, 5  # ModelProto.graph, GraphProto.initializer
 _RAW_DATA, _EXTERNAL_DATA, _DATA_LOCATION = 9, 13, 14  # TensorProto fields
@@ -40,20 +47,20 @@ class _Unreadable(Exception):
 
 @contextlib.contextmanager
 def spilled(model):
-    """The model file `spill` wrote for `model` in a fresh directory under TMPDIR, or None
+    """The model file `_spill` wrote for `model` in a fresh directory under TMPDIR, or None
     where it declines or the disk refuses (no room, no writable TMPDIR: the bytes then
     load as before). The directory goes on leaving, whether or not the load worked."""
     if len(model) < _SPILL_FROM:
         yield None
         return
     try:
-        directory = tempfile.mkdtemp(prefix="wasinn-onnx-")
+        directory = tempfile.mkdtemp(prefix=DIRECTORY_PREFIX)
     except OSError:
         yield None
         return
     try:
         try:
-            path = spill(model, pathlib.Path(directory))
+            path = _spill(model, pathlib.Path(directory))
         except OSError:
             path = None
         yield path
@@ -61,23 +68,20 @@ def spilled(model):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def spill(model, directory: pathlib.Path) -> pathlib.Path | None:
+def _spill(model, directory: pathlib.Path) -> pathlib.Path | None:
     """Writes `model` (bytes or a buffer) into `directory` as a model file whose large
     raw_data payloads are external data in a weights file beside it; returns the model
     file's path. None when nothing is worth moving or the bytes are not a protobuf this
     can follow (onnxruntime then judges the bytes themselves)."""
-    view = memoryview(model)
-    if len(view) < _SPILL_FROM:
-        return None
-    payloads: list[tuple[int, memoryview]] = []  # (offset in the weights file, bytes)
+    walk = _Walk(memoryview(model))
     try:
-        pieces = _rewritten(view, 0, len(view), {_GRAPH: lambda s, e: _graph(view, s, e, payloads)})
+        pieces = walk.message(0, len(walk.view), {_GRAPH: walk.graph})
     except _Unreadable:
         return None
-    if not payloads:
+    if not walk.payloads:
         return None
     with open(directory / _WEIGHTS, "wb") as f:
-        for offset, payload in payloads:
+        for offset, payload in walk.payloads:
             f.seek(offset)
             f.write(payload)
     path = directory / _MODEL
@@ -86,40 +90,81 @@ def spill(model, directory: pathlib.Path) -> pathlib.Path | None:
     return path
 
 
-def _rewritten(view: memoryview, start: int, end: int, rewrite) -> list:
-    """The message at view[start:end] as pieces, each length-delimited field whose number
-    `rewrite` maps re-encoded by its function (which returns pieces, or None to keep it)."""
-    pieces = []
-    for field, wire, head, value, pos in _fields(view, start, end):
-        new = rewrite[field](value, pos) if wire == _LENGTH_DELIMITED and field in rewrite else None
-        if new is None:
-            pieces.append(view[head:pos])
-        else:
-            pieces += [_varint_bytes(field << 3 | _LENGTH_DELIMITED), _varint_bytes(sum(map(len, new))), *new]
-    return pieces
+class _Walk:
+    """One model's rewrite: the pieces of the new model are slices of `view` (no copies)
+    and short new encodings; `payloads` what goes to the weights file, at which offset."""
 
+    def __init__(self, view: memoryview):
+        self.view = view
+        self.payloads: list[tuple[int, memoryview]] = []
+        self.fields_left = _MAX_FIELDS
 
-def _graph(view: memoryview, start: int, end: int, payloads: list) -> list:
-    return _rewritten(view, start, end, {_INITIALIZER: lambda s, e: _tensor(view, s, e, payloads)})
+    def message(self, start: int, end: int, rewrite) -> list:
+        """view[start:end] as pieces, each length-delimited field whose number `rewrite`
+        maps re-encoded by its function (which returns pieces, or None to keep it); the
+        fields kept between two rewritten ones are one slice."""
+        pieces, kept_from = [], start
+        for field, wire, head, value, pos in self.fields(start, end):
+            if wire != _LENGTH_DELIMITED or field not in rewrite:
+                continue
+            new = rewrite[field](value, pos)
+            if new is not None:
+                pieces += [self.view[kept_from:head], _varint_bytes(field << 3 | _LENGTH_DELIMITED),
+                           _varint_bytes(sum(map(len, new))), *new]
+                kept_from = pos
+        pieces.append(self.view[kept_from:end])
+        return pieces
 
+    def graph(self, start: int, end: int) -> list:
+        return self.message(start, end, {_INITIALIZER: self.tensor})
 
-def _tensor(view: memoryview, start: int, end: int, payloads: list) -> list | None:
-    """The TensorProto with its raw_data as external data, or None to keep it as it is."""
-    fields = list(_fields(view, start, end))
-    raw = [f for f in fields if f[0] == _RAW_DATA and f[1] == _LENGTH_DELIMITED]
-    if (len(raw) != 1 or raw[0][4] - raw[0][3] < _MIN_PAYLOAD
-            or any(f[0] in (_EXTERNAL_DATA, _DATA_LOCATION) for f in fields)):
-        return None
-    _, _, _, value, pos = raw[0]
-    offset = 0
-    if payloads:
-        last_offset, last = payloads[-1]
-        offset = -(-(last_offset + len(last)) // _ALIGN) * _ALIGN
-    payloads.append((offset, view[value:pos]))
-    kept = [view[head:p] for field, _, head, _, p in fields if field != _RAW_DATA]
-    entries = [_entry(b"location", _WEIGHTS.encode()), _entry(b"offset", b"%d" % offset),
-               _entry(b"length", b"%d" % (pos - value))]
-    return [*kept, *entries, _varint_bytes(_DATA_LOCATION << 3), b"\x01"]  # data_location = EXTERNAL
+    def tensor(self, start: int, end: int) -> list | None:
+        """The TensorProto with its raw_data as external data, or None to keep it as it is."""
+        fields = list(self.fields(start, end))
+        raw = [f for f in fields if f[0] == _RAW_DATA and f[1] == _LENGTH_DELIMITED]
+        if (len(raw) != 1 or raw[0][4] - raw[0][3] < _MIN_PAYLOAD
+                or any(f[0] in (_EXTERNAL_DATA, _DATA_LOCATION) for f in fields)):
+            return None
+        _, _, _, value, pos = raw[0]
+        offset = 0
+        if self.payloads:
+            last_offset, last = self.payloads[-1]
+            offset = -(-(last_offset + len(last)) // _ALIGN) * _ALIGN
+        self.payloads.append((offset, self.view[value:pos]))
+        kept = [self.view[head:p] for field, _, head, _, p in fields if field != _RAW_DATA]
+        entries = [_entry(b"location", _WEIGHTS.encode()), _entry(b"offset", b"%d" % offset),
+                   _entry(b"length", b"%d" % (pos - value))]
+        return [*kept, *entries, _varint_bytes(_DATA_LOCATION << 3), b"\x01"]  # data_location = EXTERNAL
+
+    def fields(self, pos: int, end: int):
+        """(number, wire type, start of field, start of value, end) of each field in view[pos:end]."""
+        view = self.view
+        while pos < end:
+            self.fields_left -= 1
+            if self.fields_left < 0:
+                raise _Unreadable
+            head = pos
+            key = view[pos]
+            key, pos = (key, pos + 1) if key < 0x80 else read_varint(view, pos)
+            wire = key & 7 if key is not None else -1
+            if wire == _LENGTH_DELIMITED:
+                length = view[pos] if pos < end else 0x80
+                length, start = (length, pos + 1) if length < 0x80 else read_varint(view, pos)
+                if length is None:
+                    raise _Unreadable
+                pos = start + length
+            elif wire == 0:
+                value, pos = read_varint(view, pos)
+                if value is None:
+                    raise _Unreadable
+                start = pos
+            elif wire in (1, 5):  # fixed64, fixed32
+                start, pos = pos, pos + (8 if wire == 1 else 4)
+            else:
+                raise _Unreadable
+            if pos > end:
+                raise _Unreadable
+            yield key >> 3, wire, head, start, pos
 
 
 def _entry(key: bytes, value: bytes) -> bytes:
@@ -130,33 +175,6 @@ def _entry(key: bytes, value: bytes) -> bytes:
 
 def _string(field: int, data: bytes) -> bytes:
     return _varint_bytes(field << 3 | _LENGTH_DELIMITED) + _varint_bytes(len(data)) + data
-
-
-def _fields(view: memoryview, pos: int, end: int):
-    """(number, wire type, start of field, start of value, end) of each field in view[pos:end]."""
-    while pos < end:
-        head = pos
-        key, pos = read_varint(view, pos)
-        if key is None:
-            raise _Unreadable
-        wire = key & 7
-        if wire == 0:
-            value, pos = read_varint(view, pos)
-            if value is None:
-                raise _Unreadable
-            start = pos
-        elif wire == _LENGTH_DELIMITED:
-            length, start = read_varint(view, pos)
-            if length is None:
-                raise _Unreadable
-            pos = start + length
-        elif wire in (1, 5):  # fixed64, fixed32
-            start, pos = pos, pos + (8 if wire == 1 else 4)
-        else:
-            raise _Unreadable
-        if pos > end:
-            raise _Unreadable
-        yield key >> 3, wire, head, start, pos
 
 
 def _varint_bytes(n: int) -> bytes:
