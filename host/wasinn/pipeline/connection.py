@@ -20,7 +20,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -105,10 +104,6 @@ def check(m: Mqtt) -> None:
     password(m)
 
 
-class LinkEnded(Exception):
-    """The connection will not come back (refused, taken over, or closed)."""
-
-
 def _backoff(attempt: int) -> float:
     return BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)] * random.uniform(0.8, 1.2)
 
@@ -131,9 +126,9 @@ class Link:
         self._lost = ""
         self._read_error = ""  # the last error paho logged (it does not raise from its own thread)
         self._down = threading.Event()
-        self._acked: set[int] = set()  # message ids of our publishes the broker acknowledged
-        self._unwatched: set[int] = set()  # ... and of those nobody waits for
-        self._acks = threading.Condition()
+        self._acked: set[int] = set()  # our publishes the broker acknowledged before we asked
+        self._then: dict[int, Callable[[], None]] = {}  # what to do when the broker acknowledges
+        self._acks = threading.Lock()
         self.connected = threading.Event()
         self.ended = threading.Event()
         self._closing = threading.Event()
@@ -203,8 +198,6 @@ class Link:
         finally:
             self.connected.clear()
             self.ended.set()
-            with self._acks:
-                self._acks.notify_all()
 
     def _wait(self, attempt: int, error: str) -> int:
         delay = _backoff(attempt)
@@ -263,39 +256,36 @@ class Link:
         if reason_code.is_failure:  # e.g. the broker's ACL: what was sent is not there
             self.log.error("publish-refused", mid=mid, reason=str(reason_code))
         with self._acks:
-            if mid in self._unwatched:
-                self._unwatched.discard(mid)
-            else:
+            then = self._then.pop(mid, None)
+            if then is None:
                 self._acked.add(mid)
-            self._acks.notify_all()
+        if then is not None:
+            then()
+
+    def _when_acknowledged(self, mid: int, then: Callable[[], None]) -> None:
+        with self._acks:
+            now = mid in self._acked
+            if now:
+                self._acked.discard(mid)
+            else:
+                self._then[mid] = then
+        if now:
+            then()
 
     def publish_retained(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
         """Publishes a retained QoS 1 message without waiting for it (callable from callbacks)."""
         info = self.client.publish(topic, payload, qos=1, retain=True)
-        with self._acks:  # nobody waits for its acknowledgement: do not keep it
-            if info.mid in self._acked:
-                self._acked.discard(info.mid)
-            else:
-                self._unwatched.add(info.mid)
+        self._when_acknowledged(info.mid, lambda: None)
         return info
 
-    def publish(self, topic: str, payload: bytes, properties, *, slow: Callable[[], None] | None = None) -> None:
-        """Publishes at QoS 1 and returns once the broker has acknowledged it. Across lost
-        connections paho sends it again (marked as a duplicate) on the next one, so one
-        whose acknowledgement was lost reaches the broker twice. `slow()` is called once
-        if that takes over 5 s. Raises LinkEnded if the link ends first."""
-        mid = self.client.publish(topic, payload, qos=1, properties=properties).mid
+    def publish(self, topic: str, payload: bytes, properties, then: Callable[[], None]) -> None:
+        """Publishes at QoS 1 and returns at once; `then()` runs once the broker has
+        acknowledged it (on the network thread, or in this one if that came first), never
+        if the link ends before. Across lost connections paho sends it again (marked as a
+        duplicate) on the next one, so one whose acknowledgement was lost reaches the
+        broker twice."""
         # (paho's MQTTMessageInfo cannot wait for a message published while disconnected)
-        since = time.monotonic()
-        with self._acks:
-            while mid not in self._acked:
-                if self.ended.is_set():
-                    raise LinkEnded()
-                self._acks.wait(1)
-                if slow and time.monotonic() - since > 5:
-                    slow()
-                    slow = None
-            self._acked.discard(mid)
+        self._when_acknowledged(self.client.publish(topic, payload, qos=1, properties=properties).mid, then)
 
     def close(self, properties=None, timeout: float = 10) -> None:
         self._closing.set()

@@ -8,7 +8,10 @@ only after the broker has acknowledged its result (or its dead-letter record). A
 worker that dies mid-message has acknowledged nothing for it, so the broker keeps the
 message in the worker's session and sends it again when the worker's successor
 connects under the same client id. Results may then come twice: both carry the
-message's id.
+message's id. The main thread does not wait for the broker's acknowledgement of a
+result: it starts on the next message, and the network thread acknowledges the
+source message when the broker's comes (in the order the messages arrived, as MQTT
+wants; waiting cost ~1 ms of every message's turn).
 
 Across a lost connection (a broker restart, a network outage) the worker reconnects
 (connection.py) and resumes its session; the broker sends again what it had sent and
@@ -34,11 +37,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
+import dataclasses
 import hashlib
 import io
 import json
 import pathlib
-import collections
 import queue
 import signal
 import sys
@@ -53,7 +57,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import WasinnError
 from ..runtime import Host
-from .connection import Link, LinkEnded
+from .connection import Link
 from .graph import GraphRunner, StageFailure
 from .jsonlog import EventLog
 from .metrics import WorkerMetrics
@@ -105,6 +109,21 @@ def message_id(msg: mqtt.MQTTMessage) -> str:
     return "sha256:" + hashlib.sha256(msg.payload).hexdigest()[:16]
 
 
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """A message from its start until the broker has acknowledged its result and it is
+    acknowledged in turn (or its connection is gone)."""
+    msg: mqtt.MQTTMessage
+    session: int
+    key: bytes  # what `answered` remembers it by
+    received: float
+    ident: str
+    outcome: tuple[str, dict] | None = None  # (topic, body) published; None: answered before
+    published: float = 0.0
+    settled: bool = False  # its result is with the broker (or it needs none)
+    dropped: bool = False  # its connection was lost before it was acknowledged
+
+
 class Worker:
     def __init__(self, pipeline: Pipeline, runner: GraphRunner, client_id: str, log: EventLog,
                  metrics: WorkerMetrics, *, retire: bool = False):
@@ -119,7 +138,8 @@ class Worker:
         self.stopping = threading.Event()
         self.answered: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # this connection's last
         self.unconfirmed: set[bytes] = set()  # answered before the last lost connection
-        self._answers = threading.Lock()
+        self._answers = threading.Condition()
+        self._held: collections.deque[_Held] = collections.deque()  # in arrival order, not yet acknowledged
         m = pipeline.mqtt
         will = None
         if not retire:  # a retiring worker is itself a rescue: nothing to rescue it from
@@ -159,6 +179,8 @@ class Worker:
             self.session += 1  # what came on the lost connection is acknowledged on none
             self.unconfirmed = set(self.answered) | set(list(self.unconfirmed)[:_ANSWERED_REMEMBERED])
             self.answered.clear()
+            finished = self._acknowledge()
+        self._report(finished)
         if not self.stopping.is_set():
             self.log.warning("disconnected", reason=str(reason_code), held=self.inbox.qsize())
 
@@ -177,21 +199,19 @@ class Worker:
         props.ReceiveMaximum = m.receive_maximum
         self.link.start(clean_start=False, properties=props)
         try:
-            while True:
+            while not self.link.ended.is_set():
                 try:
                     session, msg = self.inbox.get(timeout=0.2)
                 except queue.Empty:
-                    if self.stopping.is_set() or self._retired() or self.link.ended.is_set():
+                    if self.stopping.is_set() or self._retired():
                         break
                     continue
-                try:
-                    self.handle(session, msg)
-                finally:
-                    self.metrics.queued.dec()
-                    self.last_activity = time.monotonic()
-        except LinkEnded:
-            pass
+                self.handle(session, msg)
+                self.last_activity = time.monotonic()
         finally:
+            with self._answers:  # results still on their way: their messages are acknowledged when they arrive
+                while any(h.outcome and not h.settled for h in self._held) and not self.link.ended.is_set():
+                    self._answers.wait(0.5)
             ends = None
             if self.retire and not self.stopping.is_set() and not self.link.taken_over:
                 ends = Properties(PacketTypes.DISCONNECT)
@@ -212,7 +232,7 @@ class Worker:
         return 0
 
     def _retired(self) -> bool:
-        return (self.retire and self.connected.is_set() and self.inbox.empty()
+        return (self.retire and self.connected.is_set() and self.inbox.empty() and not self._held
                 and time.monotonic() - self.last_activity > RETIRE_IDLE_SECONDS)
 
     def stop(self) -> None:
@@ -222,18 +242,23 @@ class Worker:
         self.stopping.set()
 
     def handle(self, session: int, msg: mqtt.MQTTMessage) -> None:
+        """Runs one message and publishes its result (or dead letter); the message is
+        acknowledged later, by `_settle`, once the broker has the result."""
         if session != self.session:
+            self.metrics.queued.dec()
             return
         ident = message_id(msg)
         received = time.perf_counter()
         key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
+        held = _Held(msg, session, key, received, ident)
         with self._answers:
             again = key in self.unconfirmed
             self.unconfirmed.discard(key)
-        if again:
-            self.client.ack(msg.mid, msg.qos)  # its result is with the broker already
+            self._held.append(held)
+        if again:  # its result is with the broker already
             self.log.info("redelivered", id=ident, mid=msg.mid, message="answered before the connection was lost; "
                           "acknowledged without running it again")
+            self._settle(held)
             return
         self.metrics.received.inc()
         self.log.debug("received", id=ident, mid=msg.mid, dup=bool(msg.dup), bytes=len(msg.payload))
@@ -256,42 +281,75 @@ class Worker:
         for stage, s in seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(s)
         body["timing_ms"] = {**body.get("timing_ms", {}), "total": round((time.perf_counter() - received) * 1000, 3)}
-        publishing = time.perf_counter()
-        self._publish(topic, body, msg)
+        held.outcome, held.published = (topic, body), time.perf_counter()
+        self._publish(topic, body, msg, lambda: self._settle(held))
+
+    def _settle(self, held: _Held) -> None:
+        """`held` needs nothing more from the broker: acknowledge what can be, in order."""
         with self._answers:
-            if session == self.session:
-                self.answered[key] = None
-                if len(self.answered) > _ANSWERED_REMEMBERED:
-                    self.answered.popitem(last=False)
-                self.client.ack(msg.mid, msg.qos)
-            else:  # its connection is gone: the broker sends it again on this one
-                self.unconfirmed.add(key)
-        done = time.perf_counter()
-        total = done - received
-        self.metrics.message_seconds.observe(total)
-        if topic == self.pipeline.sink.topic:
-            self.metrics.published.inc()
-            self.log.debug("done", id=ident, mid=msg.mid, ms=round(total * 1000, 3),
-                           publish_ms=round((done - publishing) * 1000, 3))
-        else:
-            self.metrics.failed(body["error"]["stage"], body["error"]["kind"])
-            self.log.warning("dead-letter", id=ident, **body["error"])
+            held.settled = True
+            if held.dropped:  # its connection went meanwhile: the broker sends it again on this one
+                self.unconfirmed.add(held.key)
+                finished = [held]
+            else:
+                finished = self._acknowledge()
+        self._report(finished)
+
+    def _acknowledge(self) -> list[_Held]:
+        """Holding `_answers`: acknowledges the settled messages at the head of the line
+        (MQTT wants acknowledgements in the order the messages came); those of a lost
+        connection leave it unacknowledged. Returns those that are done."""
+        finished = []
+        while self._held:
+            held = self._held[0]
+            if held.session != self.session:
+                self._held.popleft()
+                held.dropped = True
+                if held.settled:
+                    self.unconfirmed.add(held.key)
+                    finished.append(held)
+                continue
+            if not held.settled:
+                break
+            self._held.popleft()
+            self.answered[held.key] = None
+            if len(self.answered) > _ANSWERED_REMEMBERED:
+                self.answered.popitem(last=False)
+            self.client.ack(held.msg.mid, held.msg.qos)
+            finished.append(held)
+        self._answers.notify_all()
+        return finished
+
+    def _report(self, finished: list[_Held]) -> None:
+        for held in finished:
+            self.metrics.queued.dec()
+            if held.outcome is None:
+                continue
+            topic, body = held.outcome
+            done = time.perf_counter()
+            self.metrics.message_seconds.observe(done - held.received)
+            if topic == self.pipeline.sink.topic:
+                self.metrics.published.inc()
+                self.log.debug("done", id=held.ident, mid=held.msg.mid, ms=round((done - held.received) * 1000, 3),
+                               publish_ms=round((done - held.published) * 1000, 3))
+            else:
+                self.metrics.failed(body["error"]["stage"], body["error"]["kind"])
+                self.log.warning("dead-letter", id=held.ident, **body["error"])
 
     def _dead_letter(self, ident: str, msg: mqtt.MQTTMessage, stage: str, kind: str, message: str) -> dict:
         return {"id": ident, "error": {"stage": stage, "kind": kind, "message": message},
                 "worker": self.client_id, "source_topic": msg.topic, "payload_bytes": len(msg.payload),
                 "payload_base64": base64.b64encode(msg.payload).decode()}
 
-    def _publish(self, topic: str, body: dict, msg: mqtt.MQTTMessage) -> None:
-        """Publishes at QoS 1 and returns once the broker has acknowledged it (Link.publish)."""
+    def _publish(self, topic: str, body: dict, msg: mqtt.MQTTMessage, then) -> None:
+        """Publishes at QoS 1; `then()` runs once the broker has acknowledged it (Link.publish)."""
         props = Properties(PacketTypes.PUBLISH)
         props.UserProperty = [("id", body["id"])]
         props.ContentType = "application/json"
         correlation = getattr(msg.properties, "CorrelationData", None)
         if correlation:
             props.CorrelationData = correlation
-        self.link.publish(topic, json.dumps(body).encode(), props, slow=lambda: self.log.warning(
-            "publish-waiting", topic=topic, id=body["id"], connected=self.connected.is_set()))
+        self.link.publish(topic, json.dumps(body).encode(), props, then)
 
 
 def _warm_up(pipeline: Pipeline, runner: GraphRunner, log: EventLog) -> None:
