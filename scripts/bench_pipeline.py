@@ -4,6 +4,8 @@
     .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40] [--rounds 3]
     .venv/bin/python scripts/bench_pipeline.py --hosts [--messages 150] [--rounds 3]    (as root)
 
+scripts/bench.py's `serve` and `pipeline` sections are `serve_rows` and `stage_rows` here.
+
 For 1 and 2 workers (processes, one onnxruntime thread each):
   msgs/s   a burst of --messages photos published at once, first publish to last result
   p50/p99  round trip of one photo at a time: publish -> result received (ms)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import multiprocessing
 import pathlib
 import statistics
@@ -32,7 +35,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from pipeline_service import CACHE, Broker, Results, Service, client, pipeline_with, publish  # noqa: E402
+from pipeline_service import CACHE, PIPELINE, Broker, Results, Service, client, pipeline_with, publish  # noqa: E402
 
 IMAGES = [p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))]
 
@@ -43,11 +46,11 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- native -----------------------------------------------------------------------------
 def _native_loop(args) -> list[float]:
-    model, count = args
+    model, count, threads = args
     import onnxruntime as ort
     from PIL import Image
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     seconds = []
     for i in range(count + 5):
@@ -61,14 +64,14 @@ def _native_loop(args) -> list[float]:
     return seconds
 
 
-def native(processes: int, messages: int) -> dict:
+def native(processes: int, messages: int, threads: int = 1) -> dict:
     from wasinn.apps.classify import composed_model
     model = str(composed_model(CACHE, lambda m: print(m, file=sys.stderr)))
     share = messages // processes
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pool.map(_native_loop, [(model, 1)] * processes)  # start and import before timing
+        pool.map(_native_loop, [(model, 1, threads)] * processes)  # start and import before timing
         start = time.perf_counter()
-        per_process = pool.map(_native_loop, [(model, share)] * processes)
+        per_process = pool.map(_native_loop, [(model, share, threads)] * processes)
         wall = time.perf_counter() - start
     latencies = [s for p in per_process for s in p]
     # each process also warmed up 5 runs inside the timed window: count them as throughput
@@ -77,8 +80,8 @@ def native(processes: int, messages: int) -> dict:
 
 
 # --- wasinn serve ----------------------------------------------------------------------------
-def served(broker: Broker, workers: int, messages: int, latency_messages: int) -> dict:
-    with Service(broker, workers=workers, node="bench", log_level="info") as service, \
+def served(broker: Broker, workers: int, messages: int, latency_messages: int, threads: int = 1) -> dict:
+    with Service(broker, workers=workers, node="bench", log_level="info", ort_threads=threads) as service, \
             Results(broker) as results:
         service.wait_ready()
         c = client(broker)
@@ -109,6 +112,73 @@ def served(broker: Broker, workers: int, messages: int, latency_messages: int) -
             per_worker[w] = per_worker.get(w, 0) + 1
     return {"rate": messages / wall, "p50": percentile(round_trips, 50) * 1e3,
             "p99": percentile(round_trips, 99) * 1e3, "split": sorted(per_worker.values())}
+
+
+# --- scripts/bench.py's sections ----------------------------------------------------------
+def serve_rows(row, progress, threads: int, quick: bool) -> None:
+    """`wasinn serve` with one worker against the native loop (decode + the composed
+    classifier + top 5, one process), interleaved rounds, the same onnxruntime threads."""
+    rounds, messages, one_at_a_time = (2, 60, 10) if quick else (3, 150, 30)
+    runs: dict[str, list[dict]] = {"wasinn": [], "native": []}
+    with Broker() as broker:
+        for r in range(rounds):
+            progress(f"serve: round {r + 1}/{rounds}: wasinn serve (1 worker), then the native loop, "
+                     f"{messages} photos each")
+            runs["wasinn"].append(served(broker, 1, messages, one_at_a_time, threads))
+            runs["native"].append(native(1, messages, threads))
+    w, n = ({k: statistics.median(run[k] for run in runs[side]) for k in ("rate", "p50")} for side in runs)
+    row("serve", "wasinn serve, 1 worker: photos/s", w["rate"], n["rate"], "1/s", ">= 0.90x", lower_is_better=False,
+        note=f"a burst of {messages} over mosquitto; reference: the native loop; median of {rounds} rounds")
+    row("serve", "wasinn serve, 1 worker: one photo, median", w["p50"], n["p50"], "ms",
+        note="wasinn: publish to result over the broker; native: the loop's own time")
+
+
+def stage_rows(row, progress, threads: int, n: int) -> None:
+    """The example pipeline's stages in one process (GraphRunner, no broker), each next to
+    onnxruntime (or numpy) doing that stage's work on the same input, interleaved."""
+    import onnxruntime as ort
+
+    import wasinn
+    from wasinn.pipeline import GraphRunner, load_pipeline
+    from wasinn.pipeline.worker import decode_image
+    pipeline = load_pipeline(PIPELINE)
+    runner = GraphRunner(pipeline, wasinn.Host(cache_dir=CACHE, ort_threads=threads, progress=progress))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    front, network = (ort.InferenceSession(pipeline.modules[m].config["model"], options,
+                                           providers=["CPUExecutionProvider"]) for m in ("preprocess", "inference"))
+    front_in, network_in = front.get_inputs()[0].name, network.get_inputs()[0].name
+    photos = [decode_image(p, pipeline.source.max_pixels, pipeline.source.name) for p in IMAGES]
+
+    def native_stages(pixels) -> dict[str, float]:
+        t0 = time.perf_counter()
+        x = front.run(None, {front_in: pixels})[0]
+        t1 = time.perf_counter()
+        logits = network.run(None, {network_in: x})[0][0]
+        t2 = time.perf_counter()
+        e = np.exp(logits - logits.max())
+        best = np.argsort(-e)[:5]
+        json.dumps([{"index": int(i), "score": float(e[i] / e.sum())} for i in best])
+        return {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": time.perf_counter() - t2}
+
+    for i in range(5):  # warm-up both
+        runner.run(photos[i % len(photos)])
+        native_stages(photos[i % len(photos)])
+    progress(f"pipeline: {n} photos through the stages and through onnxruntime, interleaved")
+    ours, theirs = [], []
+    for i in range(n):
+        ours.append(runner.run(photos[i % len(photos)]).seconds)
+        theirs.append(native_stages(photos[i % len(photos)]))
+    runner.close()
+    for stage, label, target, note in (
+            ("preprocess", "preprocess stage (the classifier's front)", "", "reference: its model's run()"),
+            ("inference", "inference stage (EfficientNet-Lite0)", "<= 1.10x", "reference: the network's run() "
+                                                                             "on the same [1,3,224,224] input"),
+            ("postprocess", "postprocess stage (softmax, top 5, JSON)", "", "reference: numpy")):
+        row("pipeline", f"{label}, median", 1e3 * statistics.median(s[stage] for s in ours),
+            1e3 * statistics.median(s[stage] for s in theirs), "ms", target, note=note)
+    row("pipeline", "all three stages, median", 1e3 * statistics.median(sum(s.values()) for s in ours),
+        1e3 * statistics.median(sum(s.values()) for s in theirs), "ms", note="reference: the same three natively")
 
 
 def forget_session(broker: Broker, client_id: str) -> None:

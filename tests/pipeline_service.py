@@ -224,14 +224,15 @@ class Service:
 
     def __init__(self, broker: Broker, *, workers: int = 2, node: str = "test", pipeline: pathlib.Path = PIPELINE,
                  log_level: str = "debug", on_event=None, extra: tuple[str, ...] = (), netns: str | None = None,
-                 address: str | None = None, env: dict | None = None):
-        """`netns`: run in that network namespace, reaching the broker at `address`."""
+                 address: str | None = None, env: dict | None = None, ort_threads: int = 1):
+        """`netns`: run in that network namespace, reaching the broker at `address`.
+        `ort_threads` 0: `wasinn serve`'s default (cores / workers)."""
         self.events: list[dict] = []
         self.on_event = on_event
         self._lock = threading.Lock()
         prefix = ["ip", "netns", "exec", netns] if netns else []
         cmd = [*prefix, sys.executable, "-m", "wasinn", "serve", str(pipeline), "--broker", address or broker.address,
-               "--workers", str(workers), "--node", node, "--ort-threads", "1", "--metrics-port", "0",
+               "--workers", str(workers), "--node", node, "--ort-threads", str(ort_threads), "--metrics-port", "0",
                "--log-level", log_level, "--cache-dir", str(CACHE), *extra]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=env)
