@@ -16,6 +16,10 @@ Sections (each row: wasinn, the reference, their ratio, the target):
   cold start    a fresh process: cache check + load + instantiate, then first inference
   process       `wasinn classify` of one photo as a whole process (wall, peak RSS) vs a
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
+  serve         `wasinn serve` with 1 worker over a local mosquitto vs a native loop
+                (decode + the composed classifier) on the same photos: photos/s
+  pipeline      the example pipeline's stages in one process, each next to onnxruntime
+                (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
   instances, arena, precision, imports: scripts/bench_latency.py (fresh instances on
                 recycled, new and copy-on-write memories; onnxruntime's arena settings;
                 OpenVINO auto vs f32 vs native, and a C component's compute on OpenVINO
@@ -540,7 +544,7 @@ def main() -> int:
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
     ap.add_argument("--only", nargs="*",
                     choices=["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-                             "instances", "arena", "precision", "imports"])
+                             "instances", "arena", "precision", "imports", "serve", "pipeline"])
     ap.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
@@ -550,7 +554,7 @@ def main() -> int:
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
     sections = args.only or ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-                             "instances", "arena", "precision", "imports"]
+                             "instances", "arena", "precision", "imports", "serve", "pipeline"]
     latencies = None
     if "inference" in sections:
         latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
@@ -567,6 +571,13 @@ def main() -> int:
     if "process" in sections:
         whole_process(host)
     latency_sections(host, sections, args.quick)
+    if "serve" in sections or "pipeline" in sections:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_pipeline
+        if "pipeline" in sections:
+            bench_pipeline.stage_rows(row, progress, THREADS, 30 if args.quick else 150)
+        if "serve" in sections:
+            bench_pipeline.serve_rows(row, progress, THREADS, args.quick)
     pathlib.Path(args.json).write_text(json.dumps(
         {"machine": {"cpus": os.cpu_count(), "onnxruntime": ort.__version__}, "rows": ROWS}, indent=2))
     progress(f"wrote {args.json}")
