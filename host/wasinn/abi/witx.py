@@ -53,7 +53,6 @@ _TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": Execu
             "auto": ExecutionTarget.CPU}
 # GGUF, and the GGML formats before it
 _GGML_MAGIC = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
-_U32 = np.dtype("<u4")
 _WAMR_WORD = 4  # WAMR's legacy get_output counts the buffer in 4-byte words
 Report = Callable[[str], None]
 
@@ -94,56 +93,84 @@ def bad_argument(message: str) -> _Errno:
     return _Errno("invalid_argument", message)
 
 
+class _Mapping:
+    """Where an instance's exported memory lies in the host. The engine's memories never
+    move (modules.py: memory_may_move off), so the base holds for the instance's life
+    and only a grown size is asked of wasmtime again: after a large model's run, each
+    call into wasmtime's C API costs a host call ~50 us of cache misses."""
+
+    def __init__(self, memory: wasmtime.Memory, caller: wasmtime.Caller):
+        self.memory = ctypes.byref(memory._memory)
+        context = caller._context()
+        self.base = ctypes.cast(ffi.wasmtime_memory_data(context, self.memory), ctypes.c_void_p).value
+        self.size = 0
+        self.bytes, self.mv = np.empty(0, np.uint8), memoryview(b"")
+        self.refresh(caller)
+
+    def refresh(self, caller: wasmtime.Caller) -> None:
+        """Re-reads the size (the guest may have grown its memory)."""
+        size = ffi.wasmtime_memory_data_size(caller._context(), self.memory)
+        if size != self.size and size:
+            self.bytes = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(self.base))
+            self.mv = memoryview(self.bytes)  # its slices and stores run less code than numpy's
+        self.size = size
+
+
 class GuestMemory:
     """The caller's exported memory during one host call, every access bounds-checked.
     Views are numpy arrays on the memory itself (no copy); they are valid only until
-    the guest runs again, since memory.grow may move it. `session` is the caller's."""
-
-    # The last memory seen, as one numpy array: (base, size) -> array. Making the array
-    # costs more than a small call; a match means the same mapping, so it is reused.
-    _last: tuple[int, int, np.ndarray] = (0, 0, np.empty(0, np.uint8))
+    the guest runs again. `session` is the caller's."""
 
     def __init__(self, caller: wasmtime.Caller, session: Session):
         self.session = session
-        # An instance's exported memory is the same object for its life (its base and
-        # size are not): looked up once per instance, since the lookup costs more than
-        # the rest of a small call.
-        if session.core_memory is None:
+        self._caller = caller
+        mapping = session.core_memory
+        if mapping is None:
             memory = caller.get("memory")
             if not isinstance(memory, wasmtime.Memory):
                 raise _Errno("missing_memory", "the module exports no memory named 'memory'")
-            session.core_memory = ctypes.byref(memory._memory)
-        context = caller._context()
-        self.size = ffi.wasmtime_memory_data_size(context, session.core_memory)
-        base = ctypes.cast(ffi.wasmtime_memory_data(context, session.core_memory), ctypes.c_void_p).value
-        last_base, last_size, array = GuestMemory._last
-        if (last_base, last_size) != (base, self.size):
-            array = np.ctypeslib.as_array((ctypes.c_uint8 * self.size).from_address(base)) if self.size else array
-            GuestMemory._last = (base, self.size, array)
-        self.bytes = array
+            mapping = session.core_memory = _Mapping(memory, caller)
+        self._mapping = mapping
+        self.size, self.bytes, self.mv = mapping.size, mapping.bytes, mapping.mv
 
-    def view(self, ptr: int, length: int, what: str) -> np.ndarray:
+    def _past_end(self, ptr: int, length: int, what: str) -> None:
+        """For a span past the memory as last seen: raises unless the memory has grown."""
+        mapping = self._mapping
+        mapping.refresh(self._caller)
+        self.size, self.bytes, self.mv = mapping.size, mapping.bytes, mapping.mv
         # ptr and length are u32; their sum may pass 2^32, which no 32-bit memory reaches
         if ptr + length > self.size:
             raise bad_argument(f"{what} at {ptr:#x}+{length} lies outside the guest's memory "
                                f"({self.size} bytes)")
+
+    def view(self, ptr: int, length: int, what: str) -> np.ndarray:
+        if ptr + length > self.size:
+            self._past_end(ptr, length, what)
         return self.bytes[ptr:ptr + length]
 
     def read(self, layout: struct.Struct, ptr: int, what: str) -> tuple:
         """The values of a struct at `ptr`, copied (the guest may change them later)."""
         if ptr + layout.size > self.size:
-            self.view(ptr, layout.size, what)  # raises
+            self._past_end(ptr, layout.size, what)
         return layout.unpack_from(self.bytes, ptr)
 
     def u32s(self, ptr: int, count: int, what: str) -> tuple[int, ...]:
         """`count` little-endian u32s at `ptr`, copied."""
         if ptr + 4 * count > self.size:
-            self.view(ptr, 4 * count, what)  # raises
+            self._past_end(ptr, 4 * count, what)
         return struct.unpack_from(f"<{count}I", self.bytes, ptr)
 
-    def slot(self, ptr: int, what: str) -> np.ndarray:
+    def slot(self, ptr: int, what: str) -> memoryview:
         """A u32 the host will write: checked before any work is done."""
-        return self.view(ptr, 4, what).view(_U32)
+        if ptr + 4 > self.size:
+            self._past_end(ptr, 4, what)
+        return self.mv[ptr:ptr + 4].cast("I")  # x86 and arm64 hosts are little-endian, as wasm is
+
+    def write(self, ptr: int, data, what: str) -> None:
+        """`data` (bytes or a uint8 array) copied to `ptr`: one memmove."""
+        if ptr + len(data) > self.size:
+            self._past_end(ptr, len(data), what)
+        self.mv[ptr:ptr + len(data)] = data
 
 
 class Execution:
@@ -154,20 +181,6 @@ class Execution:
         self.context = context
         self.inputs: dict[int, HostTensor] = {}
         self.outputs: list[HostTensor] | None = None
-
-    def copy_in(self, index: int, data: np.ndarray) -> np.ndarray:
-        """The one copy of input `index`'s bytes (set_input must take them as they are
-        then: the guest may change its buffer before compute). It goes into the last
-        one's buffer where that fits and no output of the last compute may share it
-        (a backend may hand an input back as an output): a new 600 KB buffer per call
-        costs more than the copy."""
-        held = self.inputs.get(index)
-        buffer = None if held is None else held.data
-        if buffer is None or len(buffer) != len(data) or any(np.may_share_memory(o.data, buffer)
-                                                             for o in self.outputs or ()):
-            return data.copy()
-        np.copyto(buffer, data)
-        return buffer
 
 
 def _tag(table: str, tag: int, what: str) -> str:
@@ -325,7 +338,7 @@ class WitxHost:
         """Checks the tensor in place, then makes the one copy the backend will read."""
         t = HostTensor(dims, ty, data)
         check_input(execution.graph.inputs[index], t, self.nn.limits)
-        t.data = execution.copy_in(index, data)
+        t.data = data.copy()  # set_input takes the bytes as they are now: the guest may reuse its buffer
         execution.inputs[index] = t
 
     def _input_spec(self, mem: GuestMemory, context: int, index: int):
@@ -378,21 +391,22 @@ class WitxHost:
 
     def get_output(self, caller, mem, context, index, out_ptr, out_max, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the bytes-written slot")
-        buffer = mem.view(out_ptr, out_max, "the output buffer")
+        mem.view(out_ptr, out_max, "the output buffer")
         data = self._output(mem, context, index)
-        if len(data) > len(buffer):
-            raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {len(buffer)}")
-        buffer[:len(data)] = data  # the one copy, straight into the guest's buffer
+        if len(data) > out_max:
+            raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {out_max}")
+        mem.write(out_ptr, data, "the output")  # the one copy, straight into the guest's buffer
         slot[0] = len(data)
 
     def get_output_wamr(self, caller, mem, context, index, out_ptr, size_ptr) -> None:
         slot = mem.slot(size_ptr, "the output size slot")
-        buffer = mem.view(out_ptr, int(slot[0]) * _WAMR_WORD, "the output buffer")
+        size = slot[0] * _WAMR_WORD
+        mem.view(out_ptr, size, "the output buffer")
         data = self._output(mem, context, index)
-        if len(data) > len(buffer):
+        if len(data) > size:
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds "
-                          f"{len(buffer)} ({len(buffer) // _WAMR_WORD} words)")
-        buffer[:len(data)] = data
+                          f"{size} ({slot[0]} words)")
+        mem.write(out_ptr, data, "the output")
         slot[0] = -(-len(data) // _WAMR_WORD)
 
     def _streaming(self, caller, mem, *args) -> None:
