@@ -10,9 +10,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import wasinn
 from wasinn import ExecutionTarget, GraphEncoding
+from wasinn.backends import KINDS
 
-N = 3 << 20  # floats per weight: two of them make a 24 MiB model, past spill's 16 MiB
+from conftest import CACHE, guest_component
+
+N = 9 << 19  # floats per weight: two of them make a 36 MiB model, past spill's 32 MiB
 
 
 def big_model(seed: int, op: str = "Mul") -> tuple[bytes, dict[str, np.ndarray]]:
@@ -90,6 +94,23 @@ def test_a_model_too_long_to_walk_loads_from_its_bytes(roundtrip, spill_dir):
     ctx = roundtrip.call("init-context", g.payload).payload
     got = roundtrip.call("compute-tensors", ctx, [("x", np.zeros(N, np.float32))])
     np.testing.assert_allclose(got.payload[0][1].array(), w["w1"] * w["w2"] + w["c"], rtol=1e-6)
+
+
+@pytest.mark.skipif(not KINDS["openvino"].installed(), reason="the openvino backend is not installed")
+def test_openvino_reads_a_large_onnx_model_from_the_mapped_file_too(spill_dir):
+    ov_host = wasinn.Host(cache_dir=CACHE, backends={"onnx": "openvino"})
+    with ov_host.instantiate(ov_host.load_component(guest_component("roundtrip"))) as inst:
+        model, w = big_model(seed=10)
+        g = inst.call("load", [model], "onnx", "cpu")
+        assert g.tag == "ok", vars(g.payload)
+        assert list(spill_dir.iterdir()) == []
+        assert mapped_deleted_weights(spill_dir), "OpenVINO should map the weights file, now deleted"
+        ctx = inst.call("init-context", g.payload).payload
+        x = np.random.default_rng(3).standard_normal(N, np.float32)
+        got = inst.call("compute-tensors", ctx, [("x", x)])
+        assert got.tag == "ok", vars(got.payload)
+        assert got.payload[0][0] == "y"
+        np.testing.assert_allclose(got.payload[0][1].array(), (x + w["w1"]) * w["w2"] + w["c"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_bytes_still_load_where_tmpdir_refuses(host, tmp_path, monkeypatch):
