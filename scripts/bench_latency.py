@@ -187,7 +187,7 @@ def openvino_compute(row, progress, wasm: pathlib.Path, ir: pathlib.Path, wasmti
     interleaved, the median of their medians. Neither side sets threads (the wasmtime
     CLI cannot), so both run at OpenVINO's default."""
     binary, env = wasmtime
-    n, rounds = (50, 3) if quick else (200, 5)
+    n, rounds = (50, 5) if quick else (100, 9)  # many short processes: a load spike hits one round
     args = ["time", ir.name, str(n)]
     graph = f"nn-graph=openvino::{ir}"
     cmds = {p: ([sys.executable, "-m", "wasinn", "run", "--cache-dir", str(cache), "-S", graph,
