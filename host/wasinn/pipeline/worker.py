@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = load_pipeline(args.pipeline)
         pipeline = pipeline.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                                            password_file=args.password_file)
+        from ..backends import onnxruntime as onnxruntime_backend  # (not in the supervisor, which imports this)
+        # the stages' sessions run in turn: on one pool, as one session's ops do natively
+        onnxruntime_backend.share_thread_pools(args.ort_threads)
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     progress=lambda message: log.info("progress", message=message))
         runner = GraphRunner(pipeline, host)
