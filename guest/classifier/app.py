@@ -51,6 +51,21 @@ def _compute_failure(e: Err) -> Err:
     return Err(ClassifyError_BackendError(f"{code.name.lower().replace('_', '-')}: {data}"))
 
 
+def _top(scores: tuple, k: int) -> list:
+    """The indices of the k largest scores, largest first, ties by index. The k values
+    come from a C-level sort and each one's index from a C-level scan: a Python loop
+    over the classes costs more than both here, in an interpreter compiled to wasm."""
+    top = sorted(scores, reverse=True)[:k]
+    if any(s != s for s in top):  # NaN: index() cannot find it, and the sort is undefined
+        cutoff = top[-1] if top else float("inf")
+        return sorted((i for i, s in enumerate(scores) if s >= cutoff), key=scores.__getitem__, reverse=True)[:k]
+    best, last = [], {}
+    for s in top:
+        i = last[s] = scores.index(s, last.get(s, -1) + 1)
+        best.append(i)
+    return best
+
+
 class _Loaded:
     """The graph and context kept across calls (module state: componentize-py may make
     a new `Classifier` object for each call)."""
@@ -88,12 +103,7 @@ class Classifier(exports.Classifier):
         for _, t in outputs:
             t.__exit__(None, None, None)
         scores = struct.unpack(f"<{len(data) // 4}f", data)
-        # the k-th largest score by a C-level sort, then one pass: ~3x faster here than
-        # heapq with a key function, which calls back into Python per class
-        top_k = min(top_k, len(scores))
-        cutoff = sorted(scores, reverse=True)[top_k - 1] if top_k else float("inf")
-        best = sorted((i for i, s in enumerate(scores) if s >= cutoff), key=scores.__getitem__, reverse=True)[:top_k]
-        return [Prediction(LABELS[i] if i < len(LABELS) else str(i), i, scores[i]) for i in best]
+        return [Prediction(LABELS[i] if i < len(LABELS) else str(i), i, scores[i]) for i in _top(scores, top_k)]
 
     def classify_batch(self, images, top_k):
         return [self.classify(image, top_k) for image in images]

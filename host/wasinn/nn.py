@@ -32,6 +32,7 @@ RECENT_GRAPHS = 4
 # Epoch ticks a guest gets to handle a backend's `timeout` before its deadline trap.
 TIMEOUT_GRACE_TICKS = 20
 _LIMIT_NAMES = {"graph": "graphs", "graph_execution_context": "contexts", "tensor": "tensors"}
+_KIND_NAMES = {k: k.name.lower() for k in Resource}  # (an enum's .name runs Python code each time)
 
 
 def store_key(store) -> int:
@@ -111,18 +112,20 @@ class WasiNn:
     def session(self, store) -> Session:
         return self._sessions[store_key(store)]
 
-    def add(self, store, kind: Resource, obj: object, *, limited: bool = True) -> int:
+    def add(self, store, kind: Resource, obj: object, *, limited: bool = True, session: Session | None = None) -> int:
         """Registers `obj`; over the instance's live limit for its kind raises
-        `too-large` (unless `limited` is False: the tensor constructor cannot fail)."""
-        session = self.session(store)
-        name = kind.name.lower()
-        cap = self.limits.live_limit(name)
-        if limited and cap and session.counts[name] >= cap:
-            raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
-                            f"the limit is {cap} (max-{_LIMIT_NAMES[name]}, --max-{_LIMIT_NAMES[name]})")
+        `too-large` (unless `limited` is False: the tensor constructor cannot fail).
+        `session`: the store's, where the caller has it already."""
+        session = session or self.session(store)
+        name = _KIND_NAMES[kind]
         held = _held_bytes(kind, obj)
-        if limited and held:
-            self.limits.check_host_bytes(session.host_bytes, held, f"this {name} ({held} bytes)")
+        if limited:
+            cap = self.limits.live_limit(name)
+            if cap and session.counts[name] >= cap:
+                raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
+                                f"the limit is {cap} (max-{_LIMIT_NAMES[name]}, --max-{_LIMIT_NAMES[name]})")
+            if held:
+                self.limits.check_host_bytes(session.host_bytes, held, f"this {name} ({held} bytes)")
         with self._lock:
             rep = next(self._reps) & 0xFFFFFFFF
             while rep == 0 or rep in self._objects:  # reps are u32; skip live ones on wrap
@@ -138,7 +141,7 @@ class WasiNn:
         if entry is None or entry[0] != kind:
             # The canonical ABI only hands us reps we created for this type, so this
             # means the host's table and wasmtime's disagree: a host bug.
-            raise RuntimeError(f"no live {kind.name.lower()} with rep {rep}")
+            raise RuntimeError(f"no live {_KIND_NAMES[kind]} with rep {rep}")
         return entry[1]
 
     def find(self, store, rep: int, kind: Resource):
@@ -175,7 +178,7 @@ class WasiNn:
     def _forget(rep: int, entry: tuple) -> None:
         kind, obj, session = entry
         session.reps.discard(rep)
-        session.counts[kind.name.lower()] -= 1
+        session.counts[_KIND_NAMES[kind]] -= 1
         session.host_bytes -= _held_bytes(kind, obj)
 
     # --- wasi:nn/tensor -------------------------------------------------------------
@@ -327,7 +330,7 @@ class WasiNn:
         if live > self.limits.max_tensors:
             raise too_large(f"the outputs would make {live} live tensors in the instance; the limit is "
                             f"{self.limits.max_tensors} (max-tensors, --max-tensors)")
-        return [(name, self.add(store, Resource.TENSOR, t, limited=False)) for name, t in outputs]
+        return [(name, self.add(store, Resource.TENSOR, t, limited=False, session=session)) for name, t in outputs]
 
     def graph_execution_context_drop(self, store, rep: int) -> None:
         self.drop(rep)
