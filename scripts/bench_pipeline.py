@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import pathlib
 import statistics
+import subprocess
 import sys
 import time
 
@@ -135,16 +136,40 @@ def serve_rows(row, progress, threads: int, quick: bool) -> None:
 
 def stage_rows(row, progress, threads: int, n: int) -> None:
     """The example pipeline's stages in one process (GraphRunner, no broker), each next to
-    onnxruntime (or numpy) doing that stage's work on the same input, interleaved."""
+    onnxruntime (or numpy) doing that stage's work on the same input, interleaved. In a
+    process of their own, where both sides run on one set of onnxruntime pools, as a serve
+    worker's stages do: pools per session would spin on each other's cores."""
+    progress(f"pipeline: {n} photos through the stages and through onnxruntime, interleaved")
+    proc = subprocess.run([sys.executable, __file__, "--stage-times", str(n), "--threads", str(threads)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the stage measurement failed: {proc.stderr.strip()[-500:]}")
+    ours, theirs = json.loads(proc.stdout.splitlines()[-1])
+    for stage, label, target, note in (
+            ("preprocess", "preprocess stage (the classifier's front)", "", "reference: its model's run()"),
+            ("inference", "inference stage (EfficientNet-Lite0)", "<= 1.10x", "reference: the network's run() "
+                                                                             "on the same [1,3,224,224] input"),
+            ("postprocess", "postprocess stage (softmax, top 5, JSON)", "", "reference: numpy")):
+        row("pipeline", f"{label}, median", 1e3 * statistics.median(s[stage] for s in ours),
+            1e3 * statistics.median(s[stage] for s in theirs), "ms", target, note=note)
+    row("pipeline", "all three stages, median", 1e3 * statistics.median(sum(s.values()) for s in ours),
+        1e3 * statistics.median(sum(s.values()) for s in theirs), "ms", note="reference: the same three natively")
+
+
+def stage_times(threads: int, n: int) -> tuple[list[dict], list[dict]]:
+    """Seconds per stage for `n` photos: wasinn's stages and the same work natively."""
     import onnxruntime as ort
 
     import wasinn
+    from wasinn.backends.onnxruntime import share_thread_pools
     from wasinn.pipeline import GraphRunner, load_pipeline
     from wasinn.pipeline.worker import decode_image
+    share_thread_pools(threads)
     pipeline = load_pipeline(PIPELINE)
-    runner = GraphRunner(pipeline, wasinn.Host(cache_dir=CACHE, ort_threads=threads, progress=progress))
+    runner = GraphRunner(pipeline, wasinn.Host(cache_dir=CACHE, ort_threads=threads,
+                                               progress=lambda m: print(m, file=sys.stderr)))
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.use_per_session_threads = False  # the same pools as wasinn's sessions
     front, network = (ort.InferenceSession(pipeline.modules[m].config["model"], options,
                                            providers=["CPUExecutionProvider"]) for m in ("preprocess", "inference"))
     front_in, network_in = front.get_inputs()[0].name, network.get_inputs()[0].name
@@ -164,21 +189,12 @@ def stage_rows(row, progress, threads: int, n: int) -> None:
     for i in range(5):  # warm-up both
         runner.run(photos[i % len(photos)])
         native_stages(photos[i % len(photos)])
-    progress(f"pipeline: {n} photos through the stages and through onnxruntime, interleaved")
     ours, theirs = [], []
     for i in range(n):
         ours.append(runner.run(photos[i % len(photos)]).seconds)
         theirs.append(native_stages(photos[i % len(photos)]))
     runner.close()
-    for stage, label, target, note in (
-            ("preprocess", "preprocess stage (the classifier's front)", "", "reference: its model's run()"),
-            ("inference", "inference stage (EfficientNet-Lite0)", "<= 1.10x", "reference: the network's run() "
-                                                                             "on the same [1,3,224,224] input"),
-            ("postprocess", "postprocess stage (softmax, top 5, JSON)", "", "reference: numpy")):
-        row("pipeline", f"{label}, median", 1e3 * statistics.median(s[stage] for s in ours),
-            1e3 * statistics.median(s[stage] for s in theirs), "ms", target, note=note)
-    row("pipeline", "all three stages, median", 1e3 * statistics.median(sum(s.values()) for s in ours),
-        1e3 * statistics.median(sum(s.values()) for s in theirs), "ms", note="reference: the same three natively")
+    return ours, theirs
 
 
 def forget_session(broker: Broker, client_id: str) -> None:
@@ -251,7 +267,12 @@ def main() -> int:
     ap.add_argument("--latency-messages", type=int, default=40, help="photos sent one at a time")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each configuration (medians are shown)")
     ap.add_argument("--hosts", action="store_true", help="one and two worker hosts (network namespaces; root)")
+    ap.add_argument("--stage-times", type=int, metavar="N", help=argparse.SUPPRESS)  # stage_rows' child
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.stage_times:
+        print(json.dumps(stage_times(args.threads, args.stage_times)))
+        return 0
     if args.hosts:
         return hosts(args.messages, args.rounds)
     runs: dict[tuple, list[dict]] = {}
