@@ -21,8 +21,10 @@ CHELSEA = ROOT / "images" / "chelsea.png"
 # never uses: bfloat16 (ml_dtypes), model tools (onnx, modelprep's tools; its defaults are
 # constants the parser shows), the other backends,
 # the test kit, pipelines and their MQTT/YAML stack, the guest toolchain; the remote
-# backend's HTTP stack, importlib.metadata (versions come from versions.py), TOML (--config).
-UNUSED_BY_CLASSIFY = ("importlib.metadata", "wasinn.backends.kserve", "http", "tomllib", "ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
+# backend's HTTP stack, importlib.metadata (versions come from versions.py), TOML (--config),
+# hashlib's OpenSSL (cache keys use digests.py; hashlib serves a guest's graph.load bytes).
+UNUSED_BY_CLASSIFY = ("importlib.metadata", "wasinn.backends.kserve", "http", "tomllib", "hashlib", "_hashlib",
+                      "ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
                       "yaml", "paho", "componentize_py", "wasinn.testing", "wasinn.pipeline",
                       "wasinn.modelprep.check", "wasinn.modelprep.optimize", "wasinn.apps.classifier_model", "wasinn.apps.openvino_ir",
                       "wasinn.backends.openvino", "wasinn.backends.tflite")

@@ -9,7 +9,6 @@ as when the hash was taken. A stat is microseconds.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 from wasmtime import Engine, WasmtimeError
 from wasmtime.component import Component
 
+from .digests import sha256
 from .files import write_atomic
 
 
@@ -30,7 +30,7 @@ class IdentityMemo:
     def _slot(self, paths: tuple[pathlib.Path, ...]) -> pathlib.Path:
         identity = "\n".join(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
                               for p, st in ((p, os.stat(p)) for p in paths))
-        return self.directory / hashlib.sha256(identity.encode()).hexdigest()[:32]
+        return self.directory / sha256(identity.encode()).hexdigest()[:32]
 
     def get(self, *paths: pathlib.Path) -> str | None:
         try:
@@ -71,7 +71,7 @@ class CompileCache:
         return self._deserialize(entry) if entry.is_file() else None
 
     def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None) -> Component:
-        content_key = hashlib.sha256(wasm).hexdigest()[:32]
+        content_key = sha256(wasm).hexdigest()[:32]
         entry = self._entry(content_key)
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
@@ -82,7 +82,7 @@ class CompileCache:
         return component
 
     def entry_for(self, wasm: bytes) -> pathlib.Path:
-        return self._entry(hashlib.sha256(wasm).hexdigest()[:32])
+        return self._entry(sha256(wasm).hexdigest()[:32])
 
 
 def _write_quietly(path: pathlib.Path, data: bytes) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
-import hashlib
 import itertools
 import os
 import threading
@@ -242,6 +241,7 @@ class WasiNn:
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
         self.limits.check_model(sum(len(b) for b in builders))
+        import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
         key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
         with self._lock:
             graph = self._recent_graphs.get(key)

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
+import os
 import pathlib
 import re
-import secrets
 import subprocess
 
 from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, WASINN_ADAPTER_TENSORS,
                          ExecutionTarget, GraphEncoding, Resource, TensorType)
+from ..digests import sha256
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key
 from .memory import HostMemories, LinearMemory, OutOfBounds
@@ -73,7 +73,7 @@ def needs_adapter(wasm: bytes) -> bool:
 @functools.cache
 def adapter_digest() -> str:
     """Part of the compile cache's key: a changed adapter never meets an old rewrite."""
-    h = hashlib.sha256(TEMPLATE.read_bytes())
+    h = sha256(TEMPLATE.read_bytes())
     h.update(pathlib.Path(__file__).read_bytes())
     return h.hexdigest()[:12]
 
@@ -305,7 +305,7 @@ class AdapterHost:
         return self.memories.bound(store_key(store))
 
     def bind_nonce(self, store) -> int:
-        nonce = secrets.randbits(64)
+        nonce = int.from_bytes(os.urandom(8), "little")  # as secrets.randbits(64), whose import loads OpenSSL
         self.memories.expect_nonce(store_key(store), nonce)
         return nonce
 

@@ -11,7 +11,6 @@ with the preprocessing front of `classifier_model`) does the crop, resize and so
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 import tempfile
@@ -23,6 +22,7 @@ from .. import resources
 from .._bindings import WASINN_GUEST_IMAGE_CLASSIFIER_WORLD
 from ..build import build_cached
 from ..compile_cache import IdentityMemo
+from ..digests import sha256
 from ..errors import WasinnError
 from ..files import write_atomic
 from ..runtime import Host, Progress
@@ -62,9 +62,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     for p in parts:
-        h.update(hashlib.sha256(p).digest())
+        h.update(sha256(p).digest())
     return h.hexdigest()[:20]
 
 

@@ -1,7 +1,6 @@
 """`wasinn build`: a Python guest app to a component, with componentize-py against wit/."""
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import re
@@ -13,6 +12,7 @@ import time
 
 from .. import resources
 from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
+from ..digests import sha256
 from ..errors import WasinnError
 from ..files import write_atomic
 from ..versions import version
@@ -143,12 +143,12 @@ def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache
     holds the guest's own WIT, if any) into `cache_dir/components/`, once per content of
     everything that goes into it."""
     wasinn_wit = resources.path("wit")
-    h = hashlib.sha256(f"{world}|{fastpath}|{version('componentize-py')}".encode())
+    h = sha256(f"{world}|{fastpath}|{version('componentize-py')}".encode())
     inputs = [*sorted(files.items()), *((str(f.relative_to(wasinn_wit)), f) for f in sorted(wasinn_wit.rglob("*.wit")))]
     if fastpath:
         inputs.append(("shim", _FASTPATH_SHIM))
     for label, path in inputs:
-        h.update(label.encode() + b"\0" + hashlib.sha256(pathlib.Path(path).read_bytes()).digest())
+        h.update(label.encode() + b"\0" + sha256(pathlib.Path(path).read_bytes()).digest())
     out = cache_dir / "components" / f"{name}-{h.hexdigest()[:20]}.wasm"
     if out.is_file():
         return out
