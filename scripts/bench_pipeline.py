@@ -26,6 +26,7 @@ import argparse
 import io
 import json
 import multiprocessing
+import os
 import pathlib
 import statistics
 import subprocess
@@ -141,7 +142,7 @@ def stage_rows(row, progress, threads: int, n: int) -> None:
     worker's stages do: pools per session would spin on each other's cores."""
     progress(f"pipeline: {n} photos through the stages and through onnxruntime, interleaved")
     proc = subprocess.run([sys.executable, __file__, "--stage-times", str(n), "--threads", str(threads)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "host")})
     if proc.returncode:
         raise RuntimeError(f"the stage measurement failed: {proc.stderr.strip()[-500:]}")
     ours, theirs = json.loads(proc.stdout.splitlines()[-1])
