@@ -6,6 +6,11 @@ Hashing a 37 MB component costs ~20 ms, more than loading it, so a path is first
 up by its file identity (path, size, mtime, ctime, inode, device): any write to the
 file changes its ctime, and ctime cannot be set back, so a match means the same bytes
 as when the hash was taken. A stat is microseconds.
+
+An engine may keep a sidecar file beside each entry (the host-memory engine keeps the
+component's memory images there, abi/images.py): `compile` then returns a component
+whose `wasinn_sidecar` holds its bytes, written before the entry; an entry found
+without its sidecar is a miss, and a loaded one carries the sidecar's path there.
 """
 from __future__ import annotations
 
@@ -46,21 +51,28 @@ class IdentityMemo:
 
 
 class CompileCache:
-    def __init__(self, directory: pathlib.Path, engine: Engine, tag: str):
+    def __init__(self, directory: pathlib.Path, engine: Engine, tag: str, sidecar: str | None = None):
         self.directory = directory
         self.engine = engine
         self.tag = tag
+        self.sidecar = sidecar  # the sidecar file's suffix, or None
         self.identities = IdentityMemo(directory / "by-stat")
 
     def _entry(self, content_key: str) -> pathlib.Path:
         return self.directory / f"{content_key}-{self.tag}.cwasm"
 
     def _deserialize(self, entry: pathlib.Path) -> Component | None:
+        side = entry.with_suffix(self.sidecar) if self.sidecar else None
+        if side is not None and not side.is_file():
+            return None
         try:
-            return Component.deserialize_file(self.engine, str(entry))
+            component = Component.deserialize_file(self.engine, str(entry))
         except WasmtimeError:
             entry.unlink(missing_ok=True)  # truncated or from another build: compile again
             return None
+        if side is not None:
+            component.wasinn_sidecar = side
+        return component
 
     def lookup(self, path: pathlib.Path) -> Component | None:
         """The compiled component for `path` if its identity is known; no read, no hash."""
@@ -76,6 +88,8 @@ class CompileCache:
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
             component = compile(wasm)
+            if self.sidecar:
+                _write_quietly(entry.with_suffix(self.sidecar), component.wasinn_sidecar)
             _write_quietly(entry, component.serialize())
         if path is not None:
             self.identities.put(content_key, path)

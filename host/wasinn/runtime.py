@@ -35,7 +35,7 @@ from .backends import default_backends
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
 from .errors import GuestTrap, NnError, WasinnError
-from .abi import adapter
+from .abi import adapter, images
 from .abi.bulk import Bulk
 from .abi.memory import HostMemories, OutOfBounds
 from .limits import Limits
@@ -89,10 +89,11 @@ class _Engine:
                 add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
                 add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
-        memories = f"hostmem-nocow-adapter{adapter.adapter_digest()}" if bulk else "cow"
+        memories = f"hostmem-images{images.digest()}-adapter{adapter.adapter_digest()}" if bulk else "cow"
         settings = f"{memories}-epoch{'-fuel' if host.limits.fuel else ''}"
         self.cache = None if host.cache_dir is None else CompileCache(
-            host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")
+            host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}",
+            sidecar=".images" if bulk else None)
 
 
 class Host:
@@ -140,8 +141,7 @@ class Host:
         if path is not None:
             for engine in self._engines:
                 component = engine.cache.lookup(path) if engine.cache else None
-                if component is not None:
-                    component.wasinn_engine = engine
+                if component is not None and self._open_images(engine, component):
                     return component
         if path is None:
             wasm, label = bytes(source), "component"
@@ -157,8 +157,25 @@ class Host:
         engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm or adapter.needs_adapter(wasm)]
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
         component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
-        component.wasinn_engine = engine
+        if not self._open_images(engine, component):  # its images were unreadable, and are gone now
+            component = engine.cache.load(wasm, compile_, path)
+            self._open_images(engine, component)
         return component
+
+    @staticmethod
+    def _open_images(engine: "_Engine", component: Component) -> bool:
+        """Gives a loaded component its engine and, on host memories, its memory images
+        (abi/images.py); False, with the cache's image file removed, if that file is
+        unreadable (the component, stripped of them, cannot run without)."""
+        component.wasinn_engine = engine
+        component.wasinn_images = None
+        if engine.bulk:
+            try:
+                component.wasinn_images = images.MemoryImages.load(component.wasinn_sidecar)
+            except (OSError, ValueError):
+                pathlib.Path(component.wasinn_sidecar).unlink(missing_ok=True)
+                return False
+        return True
 
     def _compile(self, engine: _Engine, wasm: bytes, label: str) -> Component:
         if wasm[:8] == b"\0asm\x01\0\0\0":
@@ -170,11 +187,15 @@ class Host:
             wasm, why_not = adapter.rewrite(wasm, label)
             if why_not:
                 self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
+        if engine.bulk:  # host memories: the memory images are mapped, not copied, at instantiation
+            wasm, sidecar = images.strip(wasm)
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         try:
             component = Component(engine.engine, wasm)
         except WasmtimeError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+        if engine.bulk:
+            component.wasinn_sidecar = sidecar
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
@@ -215,7 +236,7 @@ class Instance:
         session = self.host.nn.open_session(store)
         try:
             if engine.bulk:
-                with self.host.memories.instantiating(store_key(store)):
+                with self.host.memories.instantiating(store_key(store), self.component.wasinn_images):
                     self._instance = engine.linker.instantiate(store, self.component)
             else:
                 self._instance = engine.linker.instantiate(store, self.component)

@@ -9,12 +9,18 @@ Layout per memory: wasmtime asks for a reservation (4 GiB for 32-bit memories, s
 can drop bounds checks) plus a guard region; both are reserved PROT_NONE and only the
 accessible prefix is made read-write, growing with mprotect. Pages are never moved.
 
-Instantiation copies the initial memory image into a fresh memory (copy-on-write images
-need wasmtime's own memories). Into pages already faulted in that copy is 2-3x faster
-than into new ones, so a freed memory's mapping is kept for the next one of the same
-reservation: zeroed (its first `_KEEP_RESIDENT` bytes by memset, the rest handed back
-to the kernel, which zero-fills them on the next touch) and closed again past the new
-memory's size. No byte of one instance is ever visible to the next.
+wasmtime's copy-on-write memory images need its own memories; with host memories it
+would copy a module's data segments into each fresh memory. So the compile step takes
+those bytes out of the component (images.py) and a memory whose type has an image gets
+it mapped MAP_PRIVATE|MAP_FIXED over its first pages from a file nobody writes: pages
+are shared until the guest writes them, and a write only ever lands in a private copy.
+
+A freed memory's mapping is kept for the next one of the same reservation, since
+faulting fresh pages in costs more than zeroing: its first `_KEEP_RESIDENT` bytes are
+zeroed by memset (except the part its image was mapped over, which the next memory
+maps over again, dropping the private pages), the rest handed back to the kernel,
+which zero-fills them on the next touch, and everything past the new memory's size is
+closed again. No byte of one instance is ever visible to the next.
 
 Callbacks run inside wasmtime and must never raise: failures go back as wasmtime
 errors. The object must outlive the engine and every store (`Host` holds it).
@@ -26,9 +32,13 @@ import ctypes
 import itertools
 import mmap
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 from wasmtime import _ffi as ffi
+
+if TYPE_CHECKING:
+    from .images import MemoryImages
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -37,6 +47,7 @@ _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+_MAP_FIXED = 0x10
 
 _PROT_NONE, _PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000  # MAP_NORESERVE
@@ -44,7 +55,6 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 _MADV_HUGEPAGE = 14  # instantiation copies the initial memory image: huge pages make it ~3x faster
 _PAGE = mmap.PAGESIZE
 _DEFAULT_RESERVE = 4 << 30
-_MADV_DONTNEED = 4
 # A recycled mapping keeps this much resident (zeroed) for the next memory's image; past
 # it the pages go back to the kernel. Covers the initial memory of every guest we ship
 # (componentize-py: ~12 MiB, componentize-js: ~9 MiB, C: 256 KiB).
@@ -65,6 +75,15 @@ def _error(message: str) -> int:
     return ctypes.cast(ffi.wasmtime_error_new(message.encode()), ctypes.c_void_p).value or 0
 
 
+def _type_key(ty) -> tuple:
+    """A memory type as images.py keys it."""
+    maximum = ctypes.c_uint64()
+    has_maximum = ffi.wasmtime_memorytype_maximum(ty, ctypes.byref(maximum))
+    return (ffi.wasmtime_memorytype_minimum(ty), maximum.value if has_maximum else None,
+            ffi.wasmtime_memorytype_is64(ty), ffi.wasmtime_memorytype_isshared(ty),
+            int(ffi.wasmtime_memorytype_page_size_log2(ty)))
+
+
 class OutOfBounds(ValueError):
     pass
 
@@ -72,11 +91,12 @@ class OutOfBounds(ValueError):
 class LinearMemory:
     """One guest memory. Every access is checked against its current size."""
 
-    __slots__ = ("base", "size", "reserve", "mapped", "committed", "alive", "owner")
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "imaged", "alive", "owner")
 
-    def __init__(self, base: int, size: int, reserve: int, mapped: int):
+    def __init__(self, base: int, size: int, reserve: int, mapped: int, imaged: int):
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
+        self.imaged = imaged  # the prefix mapped from an image (images.py)
         self.alive = True
         self.owner: int | None = None
 
@@ -130,7 +150,8 @@ class HostMemories:
         self._bound: dict[int, LinearMemory] = {}  # store -> the memory the adapter works in
         self._nonces: dict[int, int] = {}
         self._ids = itertools.count(1)
-        self._free: list[tuple[int, int, int]] = []  # recycled mappings: (base, mapped, committed)
+        # recycled mappings: (base, mapped, committed, dirty): all zero past `dirty`
+        self._free: list[tuple[int, int, int, int]] = []
         # Re-entrant: a store the garbage collector frees inside a locked section
         # calls `_finalize` from there.
         self._lock = threading.RLock()
@@ -155,7 +176,12 @@ class HostMemories:
             reserve = max(_round_up(reserved or min(_DEFAULT_RESERVE, maximum or _DEFAULT_RESERVE)),
                           _round_up(minimum))
             mapped = reserve + _round_up(guard)
-            base = self._recycled(mapped, _round_up(minimum))
+            images = getattr(self._instantiating, "images", None)
+            image = images.get(_type_key(ty)) if images is not None else None
+            offset, imaged = image or (0, 0)
+            if imaged > _round_up(minimum):
+                return _error("wasinn: a memory image is larger than its memory")
+            base = self._recycled(mapped, _round_up(minimum), imaged)
             if base is None:
                 base = _libc.mmap(None, mapped, _PROT_NONE, _MAP_FLAGS, -1, 0)
                 if base in (None, _MAP_FAILED):
@@ -164,7 +190,11 @@ class HostMemories:
                 if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
                     _libc.munmap(base, mapped)
                     return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
-            memory = LinearMemory(base, minimum, reserve, mapped)
+            if imaged and _libc.mmap(base, imaged, _PROT_RW, mmap.MAP_PRIVATE | _MAP_FIXED, images.fd,
+                                     offset) != base:
+                _libc.munmap(base, mapped)
+                return _error(f"wasinn: cannot map a guest memory's image (errno {ctypes.get_errno()})")
+            memory = LinearMemory(base, minimum, reserve, mapped, imaged)
             key = next(self._ids)
             with self._lock:
                 self._memories[key] = memory
@@ -214,38 +244,48 @@ class HostMemories:
             if self._bound.get(memory.owner) is memory:
                 del self._bound[memory.owner]
             keep = len(self._free) < _POOL_SIZE
-        if keep and self._scrub(memory):
+        kept = self._scrub(memory) if keep else None
+        if kept is not None:
             with self._lock:
                 if len(self._free) < _POOL_SIZE:
-                    self._free.append((memory.base, memory.mapped, min(memory.committed, _KEEP_RESIDENT)))
+                    self._free.append(kept)
                     return
         _libc.munmap(memory.base, memory.mapped)
 
     # --- recycled mappings -------------------------------------------------------------
     @staticmethod
-    def _scrub(memory: LinearMemory) -> bool:
-        """Zeroes a freed memory for reuse: its resident prefix by memset, the rest of
-        what it used back to the kernel; and closes everything past that prefix."""
+    def _scrub(memory: LinearMemory) -> tuple[int, int, int, int] | None:
+        """A freed memory made ready for reuse, as a pool entry: its resident prefix
+        zeroed by memset past the part its image was mapped over (the next memory maps
+        over that), and everything past the prefix replaced by fresh inaccessible pages
+        (a file-backed page handed back would show the image again, not zeros)."""
         keep = min(memory.committed, _KEEP_RESIDENT)
-        if keep:
-            _libc.memset(memory.base, 0, keep)
+        dirty = min(memory.imaged, keep)
+        if keep > dirty:
+            _libc.memset(memory.base + dirty, 0, keep - dirty)
         rest = memory.committed - keep
-        return not rest or (_libc.madvise(memory.base + keep, rest, _MADV_DONTNEED) == 0
-                            and _libc.mprotect(memory.base + keep, rest, _PROT_NONE) == 0)
+        if rest:
+            if _libc.mmap(memory.base + keep, rest, _PROT_NONE, _MAP_FLAGS | _MAP_FIXED, -1, 0) != memory.base + keep:
+                return None
+            _libc.madvise(memory.base + keep, rest, _MADV_HUGEPAGE)
+        return memory.base, memory.mapped, keep, dirty
 
-    def _recycled(self, mapped: int, accessible: int) -> int | None:
-        """A kept mapping of that size, zeroed and read-write exactly up to `accessible`."""
+    def _recycled(self, mapped: int, accessible: int, imaged: int) -> int | None:
+        """A kept mapping of that size, read-write exactly up to `accessible` and zero
+        from `imaged` on (the caller maps an image below that)."""
         with self._lock:
-            for i, (base, size, committed) in enumerate(self._free):
+            for i, (base, size, committed, dirty) in enumerate(self._free):
                 if size == mapped:
                     del self._free[i]
                     break
             else:
                 return None
-        ok = True
-        if accessible > committed:
+        # the last memory's image pages that the new image does not cover: fresh zero pages
+        ok = dirty <= imaged or _libc.mmap(base + imaged, dirty - imaged, _PROT_RW, _MAP_FLAGS | _MAP_FIXED,
+                                           -1, 0) == base + imaged
+        if ok and accessible > committed:
             ok = _libc.mprotect(base + committed, accessible - committed, _PROT_RW) == 0
-        elif accessible < committed:  # zeroed already: only close what the new memory may not reach
+        elif ok and accessible < committed:  # zeroed already: only close what the new memory may not reach
             ok = _libc.mprotect(base + accessible, committed - accessible, _PROT_NONE) == 0
         if not ok:
             _libc.munmap(base, mapped)
@@ -256,19 +296,21 @@ class HostMemories:
         """Unmaps the kept mappings (they are otherwise reused until the process ends)."""
         with self._lock:
             free, self._free = self._free, []
-        for base, mapped, _ in free:
+        for base, mapped, _, _ in free:
             _libc.munmap(base, mapped)
 
     # --- which store owns what ---------------------------------------------------------
     @contextlib.contextmanager
-    def instantiating(self, store_key: int):
+    def instantiating(self, store_key: int, images: "MemoryImages | None"):
         """Attributes the memories created while instantiating into that store to it
-        (instantiation is synchronous, so a per-thread list catches exactly those)."""
+        (instantiation is synchronous, so a per-thread list catches exactly those), and
+        gives those of a type in `images` (the component's, see images.py) their image."""
         self._instantiating.memories = pending = []
+        self._instantiating.images = images
         try:
             yield
         finally:
-            self._instantiating.memories = None
+            self._instantiating.memories = self._instantiating.images = None
             with self._lock:
                 live = [m for m in pending if m.alive]
                 for m in live:
