@@ -208,6 +208,10 @@ class OpenVinoContext:
                 accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
         request = self.request
         feeds = [_input(spec, t) for spec, t in zip(self.graph.inputs, inputs)]
+        if deadline is not None and time.monotonic() >= deadline:
+            # a cancel that comes before the run starts is lost: the run would go on
+            raise NnError(ErrorCode.TIMEOUT, "OpenVINO was stopped at the call's deadline: it had passed "
+                                             "before the run began")
         try:
             # A synchronous run, cancelled from the watchdog thread at the deadline:
             # start_async + wait_for cost ~20 us more a call (two thread hand-offs).
