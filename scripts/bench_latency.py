@@ -1,11 +1,12 @@
 """scripts/bench.py's latency and footprint rows (issue 15), each next to its reference
-in the same run: fresh instances (host-owned memories, fresh and recycled, against
-wasmtime's own copy-on-write memories), the memory each extra instance adds,
-onnxruntime's per-run arena shrinkage, OpenVINO's inference precisions and start-up
-imports. `row(section, name, wasinn, reference, unit, target, note=...)` is bench.py's.
+in the same run: fresh instances to their first call's return (host-owned memories,
+new and recycled, against wasmtime's own copy-on-write memories), the memory each
+extra instance adds, onnxruntime's per-run arena shrinkage, OpenVINO's inference
+precisions and start-up imports. `row(section, name, wasinn, reference, unit, target, note=...)` is bench.py's.
 """
 from __future__ import annotations
 
+import gc
 import pathlib
 import re
 import statistics
@@ -26,80 +27,116 @@ def _rss() -> int:
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmRSS")).split()[1]) << 10
 
 
-def _cow_instantiate(path: pathlib.Path, cache: pathlib.Path, host, n: int) -> list[float]:
-    """The same component (with the data-path adapter) on wasmtime's own memories, whose
-    copy-on-write images need no copy: the floor a host-owned memory is measured against."""
+def _private() -> int:
+    """This process's pages no other mapping shares (RSS counts a shared image page in
+    every instance that maps it)."""
+    fields = dict(ln.split(":", 1) for ln in open("/proc/self/smaps_rollup") if ln[:1].isupper())
+    return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty")) << 10
+
+
+def _cheapest_call(host, component):
+    """The cheapest call of each guest: an empty batch for the classifier, a 4-element
+    echo for the std-nn guests (C, JavaScript)."""
+    with host.instantiate(component) as inst:
+        classifier = any("classifier" in name for name in inst.exported_interfaces())
+    if classifier:
+        return lambda inst: inst.call("classify-batch", [], 1)
+    return lambda inst: inst.call("echo", np.zeros(4, np.float32))
+
+
+def _fresh_instances(host, component, n: int) -> tuple[list[float], list[float]]:
+    """n fresh instances: from `instantiate()` to the first call's return, and the same
+    call again on the now warm instance."""
+    call = _cheapest_call(host, component)
+    first, warm = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        inst = host.instantiate(component)
+        call(inst)
+        middle = time.perf_counter()
+        call(inst)
+        first.append(middle - start)
+        warm.append(time.perf_counter() - middle)
+        inst.close()
+    return first, warm
+
+
+def _cow_component(path: pathlib.Path, cache: pathlib.Path, host):
+    """The same component on wasmtime's own copy-on-write memories, the floor a host-owned
+    memory is measured against. It keeps the standard lowering (the data-path adapter
+    needs host memories): its first call moves 16 bytes that way, or none."""
+    import types
     import wasmtime
     from wasmtime.component import Component, Linker
-    from wasinn._bindings import add_wasi_nn_to_linker, add_wasinn_adapter_to_linker
-    from wasinn.abi import adapter
+    from wasinn._bindings import add_wasi_nn_to_linker
     config = wasmtime.Config()
     config.epoch_interruption = True
     engine = wasmtime.Engine(config)
-    compiled = cache / f"cow-{path.stem}-{adapter.adapter_digest()}.cwasm"
+    compiled = cache / f"cow-standard-{path.stem}.cwasm"
     if compiled.is_file():
         component = Component.deserialize_file(engine, str(compiled))
     else:
-        wasm, _ = adapter.rewrite(path.read_bytes(), path.name)
-        component = Component(engine, wasm)
+        component = Component(engine, path.read_bytes())
         compiled.parent.mkdir(parents=True, exist_ok=True)
         compiled.write_bytes(component.serialize())
     linker = Linker(engine)
     linker.add_wasip2()
     with linker.root() as root:
         add_wasi_nn_to_linker(root, host.nn)
-        add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
-    times = []
-    for _ in range(n):
-        store = wasmtime.Store(engine)
-        store.set_wasi(wasmtime.WasiConfig())
-        store.set_epoch_deadline(1 << 62)
-        start = time.perf_counter()
-        linker.instantiate(store, component)
-        times.append(time.perf_counter() - start)
-        store.close()
-    return times
+    # what runtime.Instance needs of an engine; the store setup and the call path are wasinn's
+    component.wasinn_engine = types.SimpleNamespace(engine=engine, linker=linker, bulk=False)
+    component.wasinn_funcs, component.wasinn_images = {}, None
+    return component
+
+
+def _median_difference_ms(first: list[float], warm: list[float]) -> float:
+    return _median_ms(first) - _median_ms(warm)
 
 
 def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathlib.Path, quick: bool) -> None:
-    """A fresh instance's instantiation, on a new mapping and on a recycled one (blocks of
-    each, alternating), and on wasmtime's copy-on-write memories; then what each extra
-    live instance adds to the process's RSS."""
+    """A fresh instance, `instantiate()` to its first call's return minus that call on a
+    warm instance: on a new mapping and on a recycled one (blocks of each, alternating
+    with wasmtime's copy-on-write memories); then what each extra live instance, one
+    call made, adds to the process's RSS."""
     from wasinn.abi import memory as hostmem
     n, blocks = (5, 4) if quick else (10, 8)
     pool = hostmem._POOL_SIZE
     for label, path in guests.items():
         component = host.load_component(path)
-        progress(f"instances: {label}: {blocks} alternating blocks of {n}, new and recycled mappings")
-        times = {"new": [], "recycled": []}
+        cow = _cow_component(path, cache, host)
+        progress(f"instances: {label}: {blocks} alternating blocks of {n}: new and recycled mappings, "
+                 "wasmtime's copy-on-write memories")
+        times = {mode: ([], []) for mode in ("new", "recycled", "cow")}
         for block in range(blocks):
             mode = ("new", "recycled")[block % 2]
             hostmem._POOL_SIZE = 0 if mode == "new" else pool
             host.memories.release()
-            for i in range(n + 1):
-                inst = host.instantiate(component)
-                start = time.perf_counter()
-                inst._ensure()
-                elapsed = time.perf_counter() - start
-                inst.close()
-                if i:  # the first of a block fills the pool
-                    times[mode].append(elapsed)
+            _fresh_instances(host, component, 1)  # fills the pool
+            for mode_, comp in ((mode, component), ("cow", cow)):
+                first, warm = _fresh_instances(host, comp, n)
+                times[mode_][0].extend(first)
+                times[mode_][1].extend(warm)
         hostmem._POOL_SIZE = pool
-        progress(f"instances: {label}: on wasmtime's copy-on-write memories (compiled once)")
-        cow = _cow_instantiate(path, cache, host, n * blocks // 2)
+        ms = {mode: _median_difference_ms(*t) for mode, t in times.items()}
         size = path.stat().st_size / 1e6
-        row("instances", f"{label} {size:.1f} MB: instantiate, recycled mem", _median_ms(times["recycled"]),
-            _median_ms(cow), "ms", "<= 1 ms", note="reference: wasmtime's copy-on-write memories")
-        row("instances", f"{label} {size:.1f} MB: instantiate, new mem", _median_ms(times["new"]),
-            _median_ms(times["recycled"]), "ms", note="reference: a recycled mapping")
-        live = [host.instantiate(component) for _ in range(5)]
-        before = _rss()
-        for inst in live:
-            inst._ensure()
-        added = (_rss() - before) / len(live)
+        row("instances", f"{label} {size:.1f} MB: fresh instance, recycled mem", ms["recycled"], ms["cow"], "ms",
+            "<= 1 ms", note="instantiate to first call, minus a warm call; reference: wasmtime's CoW memories")
+        row("instances", f"{label} {size:.1f} MB: fresh instance, new mem", ms["new"], ms["recycled"], "ms",
+            note="reference: a recycled mapping")
+        call = _cheapest_call(host, component)
+        live = [host.instantiate(component) for _ in range(6)]
+        call(live[0])  # the image's shared pages are in memory from here on
+        host.memories.release()  # the others on new mappings
+        gc.collect()
+        before = _rss(), _private()
+        for inst in live[1:]:
+            call(inst)
+        rss, private = ((after - b) / (len(live) - 1) / 2**20 for after, b in zip((_rss(), _private()), before))
         for inst in live:
             inst.close()
-        row("instances", f"{label}: RSS per extra live instance", added / 2**20, None, "MiB")
+        row("instances", f"{label}: RSS per extra live instance", rss, None, "MiB", note="after its first call")
+        row("instances", f"{label}: private memory per extra live instance", private, None, "MiB",
+            note="RSS less the image pages instances share")
 
 
 def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None:

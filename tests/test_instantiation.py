@@ -1,16 +1,23 @@
 """Fresh instances on host-owned memories (abi/memory.py): a freed guest memory's mapping
-is recycled for the next one, and nothing of one instance reaches the next.
+is recycled for the next one, initial memory images are mapped copy-on-write
+(abi/images.py), and nothing of one instance reaches the next.
 
 Timings are not asserted here (scripts/bench.py measures them); these are behaviours.
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 import wasmtime
 
+from wasmtime.component import Component, Linker
+
+from wasinn.abi import images
 from wasinn.abi import memory as hostmem
 from wasinn.abi.memory import HostMemories
+from wasinn.nn import store_key
 
 PAGE = 65536
 # A core module on a memory of one page (at most 1000) with an initial image at 16.
@@ -25,11 +32,14 @@ FAR = 40 << 20  # past the prefix a recycled mapping keeps resident (hostmem._KE
 
 
 class Guest:
-    """One instance of WAT in a store of its own, on `memories`."""
+    """One instance of WAT in a store of its own, on `memories` (with `image`, its
+    memory image as the compile step strips it out)."""
 
-    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module):
+    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module, memories: HostMemories,
+                 image: images.MemoryImages | None = None):
         self._store = wasmtime.Store(engine)
-        self._exports = wasmtime.Instance(self._store, module, []).exports(self._store)
+        with memories.instantiating(store_key(self._store), image):
+            self._exports = wasmtime.Instance(self._store, module, []).exports(self._store)
 
     def store(self, addr: int, value: int) -> None:
         self._exports["store"](self._store, addr, value)
@@ -47,14 +57,24 @@ class Guest:
         self._store.close()
 
 
-@pytest.fixture
-def memories():
-    memories = HostMemories()
+def _engine(memories: HostMemories) -> wasmtime.Engine:
     config = wasmtime.Config()
     memories.install(config)
-    engine = wasmtime.Engine(config)
-    module = wasmtime.Module(engine, WAT)
-    yield memories, lambda: Guest(engine, module)
+    return wasmtime.Engine(config)
+
+
+@pytest.fixture(params=["copied", "mapped"])
+def memories(request):
+    """WAT's instances with the initial image copied in by wasmtime, or mapped from
+    the image that images.py takes out of the module."""
+    memories = HostMemories()
+    engine = _engine(memories)
+    if request.param == "copied":
+        module, image = wasmtime.Module(engine, WAT), None
+    else:
+        stripped, key, data = images._strip_module(wasmtime.wat2wasm(WAT))
+        module, image = wasmtime.Module(engine, stripped), images.MemoryImages.load(images._blob([(key, data)]))
+    yield memories, lambda: Guest(engine, module, memories, image)
     memories.release()
 
 
@@ -105,3 +125,107 @@ def test_instances_of_a_component_in_turn_each_start_clean(host, roundtrip_compo
             assert inst.instances_started == 1
     assert host.memories.live() == live
     assert len(host.memories._free) <= hostmem._POOL_SIZE
+
+
+def test_writes_to_a_mapped_image_stay_in_their_instance(memories):
+    """Two live instances share the image's pages until one writes; then a recycled
+    mapping (its written pages restored) and a new one both start from the image."""
+    memories, guest = memories
+    a, b = guest(), guest()
+    a.store(16, 0x5EC2E7)
+    a.store(PAGE - 4, 0x5EC2E7)
+    assert b.load(16) == INIT and b.load(PAGE - 4) == 0
+    b.close()
+    assert a.load(16) == 0x5EC2E7
+    a.close()
+    for _ in range(hostmem._POOL_SIZE + 1):  # the recycled mappings, then a new one too
+        c = guest()
+        assert c.load(16) == INIT and c.load(PAGE - 4) == 0 and c.load(0) == 0
+        c.store(16, 0x5EC2E7)
+        if len(memories._free) == 0:
+            d = guest()  # none left to recycle: a new mapping
+            assert d.load(16) == INIT
+            d.close()
+        c.close()
+
+
+def test_memory_grows_past_its_image(memories):
+    memories, guest = memories
+    g = guest()
+    assert g.grow(FAR // PAGE + 1) == 1
+    assert g.load(16) == INIT and g.load(PAGE) == 0 and g.load(FAR) == 0
+    g.store(FAR, 7)
+    g.store(PAGE, 8)
+    assert g.load(FAR) == 7 and g.load(PAGE) == 8 and g.load(16) == INIT
+    g.close()
+
+
+TWO_MODULES = """(component
+  (core module $a (memory (export "m") 1) (data (i32.const 8) "aaaa")
+    (func (export "get") (result i32) (i32.load (i32.const 8))))
+  (core module $b (memory (export "m") {b_pages}) (data (i32.const 8) "bbbb")
+    (func (export "get") (result i32) (i32.load (i32.const 8))))
+  (core instance $ia (instantiate $a))
+  (core instance $ib (instantiate $b))
+  (func (export "a") (result u32) (canon lift (core func $ia "get")))
+  (func (export "b") (result u32) (canon lift (core func $ib "get"))))"""
+
+
+@pytest.mark.parametrize("b_pages", [1, 2])
+def test_each_memory_gets_its_own_modules_image_or_none(b_pages):
+    """Modules whose memories have the same type cannot be told apart at creation:
+    they keep their segments (wasmtime copies them); distinct types get their images."""
+    memories = HostMemories()
+    engine = _engine(memories)
+    wasm = wasmtime.wat2wasm(TWO_MODULES.format(b_pages=b_pages))
+    stripped, blob = images.strip(wasm)
+    image = images.MemoryImages.load(blob)
+    assert (stripped == wasm) == (b_pages == 1) and (image is None) == (b_pages == 1)
+    component = Component(engine, stripped)
+    linker = Linker(engine)
+    for _ in range(hostmem._POOL_SIZE + 1):
+        store = wasmtime.Store(engine)
+        with memories.instantiating(store_key(store), image):
+            instance = linker.instantiate(store, component)
+        assert [instance.get_func(store, f)(store) for f in "ab"] == [int.from_bytes(x, "little")
+                                                                       for x in (b"aaaa", b"bbbb")]
+        store.close()
+    memories.release()
+
+
+def test_a_module_whose_segments_cannot_be_taken_keeps_them():
+    """A segment at an offset known only at instantiation stays in the module."""
+    wat = """(module (import "" "at" (global $at i32)) (memory (export "m") 1)
+      (data (global.get $at) "init") (func (export "load") (param i32) (result i32) (i32.load (local.get 0))))"""
+    assert images._strip_module(wasmtime.wat2wasm(wat)) is None
+    memories = HostMemories()
+    engine = _engine(memories)
+    store = wasmtime.Store(engine)
+    at = wasmtime.Global(store, wasmtime.GlobalType(wasmtime.ValType.i32(), False), wasmtime.Val.i32(32))
+    with memories.instantiating(store_key(store), None):
+        exports = wasmtime.Instance(store, wasmtime.Module(engine, wat), [at]).exports(store)
+    assert exports["load"](store, 32) == INIT
+    store.close()
+    memories.release()
+
+
+def test_component_instances_start_from_their_image(host, roundtrip_component):
+    """A componentize-py guest's memory starts as its image, whatever the instance
+    before it (on the same mapping or beside it) wrote there."""
+    assert roundtrip_component.wasinn_images is not None
+    (offset, length), = roundtrip_component.wasinn_images.images.values()
+    image = roundtrip_component.wasinn_images.view + offset
+    expected = np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(image)).copy()
+    scribbler = host.instantiate(roundtrip_component)
+    scribbler.call("echo", np.zeros(3, np.float32))
+    memory = host.memories.main_memory(store_key(scribbler._store))
+    memory.write(0, np.full(length, 0xA5, np.uint8))
+    for i in range(hostmem._POOL_SIZE + 1):
+        with host.instantiate(roundtrip_component) as inst:
+            inst._ensure()
+            fresh = host.memories.main_memory(store_key(inst._store))
+            assert np.array_equal(fresh.read_array(0, length), expected)
+            assert inst.call("echo", np.full(4, i, np.float32)).array().tolist() == [float(i)] * 4
+            fresh.write(0, np.full(length, 0x5A, np.uint8))
+        if i == 0:
+            scribbler.close()

@@ -65,11 +65,11 @@ def stderr_progress(message: str) -> None:
 class _Engine:
     """One wasmtime engine with its linker and compile cache.
 
-    wasinn keeps two. Components that import the bulk data path (wasinn:fastpath) get
-    guest memories the host allocates (hostmem.py), which rules out wasmtime's
-    copy-on-write memory images: each instantiation copies the initial memory (about
-    4 ms and 13-31 MB for our guests). Every other component gets wasmtime's own
-    memories, whose images instantiate in about 0.5 ms and are shared between instances.
+    wasinn keeps two. Components that import wasi:nn/tensor or the bulk data path
+    (wasinn:fastpath) get guest memories the host allocates (abi/memory.py), which rules
+    out wasmtime's copy-on-write memory images; the compile step takes the images out
+    of the component (abi/images.py) and the host maps them copy-on-write itself. Every
+    other component gets wasmtime's own memories and images.
     """
 
     def __init__(self, host: "Host", *, bulk: bool):
@@ -168,6 +168,7 @@ class Host:
         (abi/images.py); False, with the cache's image file removed, if that file is
         unreadable (the component, stripped of them, cannot run without)."""
         component.wasinn_engine = engine
+        component.wasinn_funcs = {}  # Instance._func's
         component.wasinn_images = None
         if engine.bulk:
             try:
@@ -295,25 +296,31 @@ class Instance:
     def _func(self, store: Store, name: str):
         if name in self._funcs:
             return self._funcs[name]
+        # where the export is and its types hold for every instance of the component:
+        # found once (~0.1 ms of a fresh instance's first call)
+        found = self.component.wasinn_funcs.get(name)
+        if found is None:
+            func, index = self._find(store, name)
+            found = self.component.wasinn_funcs[name] = index, _FuncTypes(func.type(store))
+        self._funcs[name] = self._instance.get_func(store, found[0]), found[1]
+        return self._funcs[name]
+
+    def _find(self, store: Store, name: str):
         if "#" in name:
             iface, fname = name.split("#", 1)
             places = [iface]
         else:
             fname, places = name, [None, *self.exported_interfaces()]
-        func = None
         for iface in places:
-            parent = None if iface is None else self._instance.get_export_index(store, iface)
+            parent = None if iface is None else self.component.get_export_index(iface)
             if iface is not None and parent is None:
                 continue
-            idx = self._instance.get_export_index(store, fname, parent)
-            func = self._instance.get_func(store, idx) if idx is not None else None
+            index = self.component.get_export_index(fname, parent)
+            func = self._instance.get_func(store, index) if index is not None else None
             if func is not None:
-                break
-        if func is None:
-            raise WasinnError(f"the component exports no function {name!r}; it exports: "
-                              + ", ".join(self.exported_interfaces() or ["(nothing)"]))
-        self._funcs[name] = func, _FuncTypes(func.type(store))  # fixed: ask wasmtime once
-        return self._funcs[name]
+                return func, index
+        raise WasinnError(f"the component exports no function {name!r}; it exports: "
+                          + ", ".join(self.exported_interfaces() or ["(nothing)"]))
 
     def signature(self, name: str) -> tuple[list[tuple[str, Any]], Any]:
         """An export's (parameter name, type) pairs and result type (None: no result), as

@@ -22,10 +22,13 @@ images at page-aligned offsets so they can be mapped from the file itself.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import mmap
 import os
 import pathlib
+
+import numpy as np
 
 from ..digests import sha256
 from ..errors import WasinnError
@@ -232,11 +235,17 @@ def _blob(images: list[tuple[MemoryKey, bytes]]) -> bytes:
 
 class MemoryImages:
     """One compiled component's images, on a file descriptor that memory.py maps from:
-    the compile cache's file itself, or a sealed memfd when there is no cache."""
+    the compile cache's file itself, or a sealed memfd when there is no cache. `view`
+    maps them read-only (what a reused mapping's written pages are restored from)."""
+
+    _serials = itertools.count(1)
 
     def __init__(self, fd: int, images: dict[MemoryKey, tuple[int, int]]):
         self.fd = fd
         self.images = images  # memory type -> (offset in the file, length)
+        self.serial = next(self._serials)  # tells this blob's images from any other's
+        self._view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        self.view = np.frombuffer(self._view, np.uint8).ctypes.data
 
     @classmethod
     def load(cls, source: bytes | pathlib.Path) -> MemoryImages | None:
@@ -281,7 +290,7 @@ class MemoryImages:
         return self.images.get(key)
 
     def __del__(self):
-        os.close(self.fd)
+        os.close(self.fd)  # the view stays valid while anything still holds this object
 
 
 def _sealed_memfd(blob: bytes) -> int:

@@ -17,10 +17,13 @@ are shared until the guest writes them, and a write only ever lands in a private
 
 A freed memory's mapping is kept for the next one of the same reservation, since
 faulting fresh pages in costs more than zeroing: its first `_KEEP_RESIDENT` bytes are
-zeroed by memset (except the part its image was mapped over, which the next memory
-maps over again, dropping the private pages), the rest handed back to the kernel,
-which zero-fills them on the next touch, and everything past the new memory's size is
-closed again. No byte of one instance is ever visible to the next.
+zeroed by memset, except the part its image was mapped over; the rest is replaced by
+fresh pages, which the kernel zero-fills on the next touch; and everything past the new
+memory's size is closed again. The image part: the pages the instance wrote (its
+private copies, which /proc/self/pagemap tells from the file's own pages) get the
+image's bytes back, so the next memory with that image finds it in place and faulted
+in; a memory with another image or none maps over it, which drops those pages. No
+byte of one instance is ever visible to the next.
 
 Callbacks run inside wasmtime and must never raise: failures go back as wasmtime
 errors. The object must outlive the engine and every store (`Host` holds it).
@@ -31,6 +34,7 @@ import contextlib
 import ctypes
 import itertools
 import mmap
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -91,12 +95,15 @@ class OutOfBounds(ValueError):
 class LinearMemory:
     """One guest memory. Every access is checked against its current size."""
 
-    __slots__ = ("base", "size", "reserve", "mapped", "committed", "imaged", "alive", "owner")
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "images", "image", "imaged", "alive", "owner")
 
-    def __init__(self, base: int, size: int, reserve: int, mapped: int, imaged: int):
+    def __init__(self, base: int, size: int, reserve: int, mapped: int,
+                 images: "MemoryImages | None" = None, image: tuple | None = None):
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
-        self.imaged = imaged  # the prefix mapped from an image (images.py)
+        self.images = images  # held: `image` is read back from its view
+        self.image = image  # (serial, offset, length) of what was mapped over its first bytes
+        self.imaged = image[2] if image else 0
         self.alive = True
         self.owner: int | None = None
 
@@ -150,8 +157,10 @@ class HostMemories:
         self._bound: dict[int, LinearMemory] = {}  # store -> the memory the adapter works in
         self._nonces: dict[int, int] = {}
         self._ids = itertools.count(1)
-        # recycled mappings: (base, mapped, committed, dirty): all zero past `dirty`
-        self._free: list[tuple[int, int, int, int]] = []
+        # recycled mappings: (base, mapped, committed, dirty, holds): all zero past `dirty`;
+        # `holds`, where not None, is the image (serial, offset, length) below it, untouched
+        self._free: list[tuple[int, int, int, int, tuple | None]] = []
+        self._pagemap: tuple[int, int] | None = None  # (pid, fd)
         # Re-entrant: a store the garbage collector frees inside a locked section
         # calls `_finalize` from there.
         self._lock = threading.RLock()
@@ -181,7 +190,8 @@ class HostMemories:
             offset, imaged = image or (0, 0)
             if imaged > _round_up(minimum):
                 return _error("wasinn: a memory image is larger than its memory")
-            base = self._recycled(mapped, _round_up(minimum), imaged)
+            image = (images.serial, offset, imaged) if image else None
+            base, in_place = self._recycled(mapped, _round_up(minimum), image)
             if base is None:
                 base = _libc.mmap(None, mapped, _PROT_NONE, _MAP_FLAGS, -1, 0)
                 if base in (None, _MAP_FAILED):
@@ -190,11 +200,11 @@ class HostMemories:
                 if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
                     _libc.munmap(base, mapped)
                     return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
-            if imaged and _libc.mmap(base, imaged, _PROT_RW, mmap.MAP_PRIVATE | _MAP_FIXED, images.fd,
-                                     offset) != base:
+            if imaged and not in_place and _libc.mmap(base, imaged, _PROT_RW, mmap.MAP_PRIVATE | _MAP_FIXED,
+                                                      images.fd, offset) != base:
                 _libc.munmap(base, mapped)
                 return _error(f"wasinn: cannot map a guest memory's image (errno {ctypes.get_errno()})")
-            memory = LinearMemory(base, minimum, reserve, mapped, imaged)
+            memory = LinearMemory(base, minimum, reserve, mapped, images if image else None, image)
             key = next(self._ids)
             with self._lock:
                 self._memories[key] = memory
@@ -253,14 +263,14 @@ class HostMemories:
         _libc.munmap(memory.base, memory.mapped)
 
     # --- recycled mappings -------------------------------------------------------------
-    @staticmethod
-    def _scrub(memory: LinearMemory) -> tuple[int, int, int, int] | None:
-        """A freed memory made ready for reuse, as a pool entry: its resident prefix
-        zeroed by memset past the part its image was mapped over (the next memory maps
-        over that), and everything past the prefix replaced by fresh inaccessible pages
-        (a file-backed page handed back would show the image again, not zeros)."""
+    def _scrub(self, memory: LinearMemory) -> tuple[int, int, int, int, tuple | None] | None:
+        """A freed memory made ready for reuse, as a pool entry: its image restored
+        where it was written, its resident prefix zeroed by memset past that, and
+        everything past the prefix replaced by fresh inaccessible pages (a file-backed
+        page handed back would show the image again, not zeros)."""
         keep = min(memory.committed, _KEEP_RESIDENT)
         dirty = min(memory.imaged, keep)
+        holds = memory.image if memory.imaged <= keep and self._restore_image(memory) else None
         if keep > dirty:
             _libc.memset(memory.base + dirty, 0, keep - dirty)
         rest = memory.committed - keep
@@ -268,35 +278,67 @@ class HostMemories:
             if _libc.mmap(memory.base + keep, rest, _PROT_NONE, _MAP_FLAGS | _MAP_FIXED, -1, 0) != memory.base + keep:
                 return None
             _libc.madvise(memory.base + keep, rest, _MADV_HUGEPAGE)
-        return memory.base, memory.mapped, keep, dirty
+        return memory.base, memory.mapped, keep, dirty, holds
 
-    def _recycled(self, mapped: int, accessible: int, imaged: int) -> int | None:
+    def _restore_image(self, memory: LinearMemory) -> bool:
+        """Copies the image back over every page of it the instance wrote: those are
+        private copies, present or swapped out (pagemap bits 63 and 62) and not file
+        pages (bit 61). Untouched pages still are the file's, or not mapped yet. False,
+        and nothing done, when pagemap cannot be read."""
+        pages = memory.imaged // _PAGE
+        try:
+            raw = os.pread(self._pagemap_fd(), 8 * pages, 8 * (memory.base // _PAGE))
+        except OSError:
+            return False
+        if len(raw) != 8 * pages:
+            return False
+        flags = np.frombuffer(raw, "<u8") >> 61
+        written = np.flatnonzero(((flags & 0b101) == 0b100) | ((flags & 0b010) != 0))
+        if written.size:
+            runs = np.flatnonzero(np.diff(written) != 1)
+            starts, ends = written[np.r_[0, runs + 1]], written[np.r_[runs, written.size - 1]] + 1
+            source = memory.images.view + memory.image[1]
+            for start, end in zip(starts.tolist(), ends.tolist()):
+                ctypes.memmove(memory.base + start * _PAGE, source + start * _PAGE, (end - start) * _PAGE)
+        return True
+
+    def _pagemap_fd(self) -> int:
+        """This process's /proc/self/pagemap (opened again in a forked child: the
+        parent's descriptor would describe the parent)."""
+        pid = os.getpid()
+        if self._pagemap is None or self._pagemap[0] != pid:
+            self._pagemap = (pid, os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
+        return self._pagemap[1]
+
+    def _recycled(self, mapped: int, accessible: int, image: tuple | None) -> tuple[int | None, bool]:
         """A kept mapping of that size, read-write exactly up to `accessible` and zero
-        from `imaged` on (the caller maps an image below that)."""
+        past `image`'s length, and whether it holds `image` already (preferred); else
+        the caller maps the image over its first bytes."""
+        imaged = image[2] if image else 0
         with self._lock:
-            for i, (base, size, committed, dirty) in enumerate(self._free):
-                if size == mapped:
-                    del self._free[i]
-                    break
-            else:
-                return None
+            fits = [i for i, entry in enumerate(self._free) if entry[1] == mapped]
+            if not fits:
+                return None, False
+            i = next((i for i in fits if image is not None and self._free[i][4] == image), fits[0])
+            base, _, committed, dirty, holds = self._free.pop(i)
+        in_place = image is not None and holds == image
         # the last memory's image pages that the new image does not cover: fresh zero pages
-        ok = dirty <= imaged or _libc.mmap(base + imaged, dirty - imaged, _PROT_RW, _MAP_FLAGS | _MAP_FIXED,
-                                           -1, 0) == base + imaged
+        ok = in_place or dirty <= imaged or _libc.mmap(base + imaged, dirty - imaged, _PROT_RW,
+                                                       _MAP_FLAGS | _MAP_FIXED, -1, 0) == base + imaged
         if ok and accessible > committed:
             ok = _libc.mprotect(base + committed, accessible - committed, _PROT_RW) == 0
         elif ok and accessible < committed:  # zeroed already: only close what the new memory may not reach
             ok = _libc.mprotect(base + accessible, committed - accessible, _PROT_NONE) == 0
         if not ok:
             _libc.munmap(base, mapped)
-            return None
-        return base
+            return None, False
+        return base, in_place
 
     def release(self) -> None:
         """Unmaps the kept mappings (they are otherwise reused until the process ends)."""
         with self._lock:
             free, self._free = self._free, []
-        for base, mapped, _, _ in free:
+        for base, mapped, *_ in free:
             _libc.munmap(base, mapped)
 
     # --- which store owns what ---------------------------------------------------------
