@@ -27,11 +27,11 @@ def _rss() -> int:
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmRSS")).split()[1]) << 10
 
 
-def _private() -> int:
-    """This process's pages no other mapping shares (RSS counts a shared image page in
-    every instance that maps it)."""
-    fields = dict(ln.split(":", 1) for ln in open("/proc/self/smaps_rollup") if ln[:1].isupper())
-    return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty")) << 10
+def _anonymous() -> int:
+    """The process's pages that no file backs: what instances hold privately, their
+    written copies of image pages included (RSS also counts, in every instance that maps
+    them, the image pages they share)."""
+    return int(next(ln for ln in open("/proc/self/smaps_rollup") if ln.startswith("Anonymous:")).split()[1]) << 10
 
 
 def _cheapest_call(host, component):
@@ -128,15 +128,15 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
         call(live[0])  # the image's shared pages are in memory from here on
         host.memories.release()  # the others on new mappings
         gc.collect()
-        before = _rss(), _private()
+        before = _rss(), _anonymous()
         for inst in live[1:]:
             call(inst)
-        rss, private = ((after - b) / (len(live) - 1) / 2**20 for after, b in zip((_rss(), _private()), before))
+        rss, private = ((after - b) / (len(live) - 1) / 2**20 for after, b in zip((_rss(), _anonymous()), before))
         for inst in live:
             inst.close()
         row("instances", f"{label}: RSS per extra live instance", rss, None, "MiB", note="after its first call")
         row("instances", f"{label}: private memory per extra live instance", private, None, "MiB",
-            note="RSS less the image pages instances share")
+            note="anonymous pages: RSS less the image pages instances share")
 
 
 def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None:
