@@ -160,6 +160,9 @@ class HostMemories:
         # recycled mappings: (base, mapped, committed, dirty, holds): all zero past `dirty`;
         # `holds`, where not None, is the image (serial, offset, length) below it, untouched
         self._free: list[tuple[int, int, int, int, tuple | None]] = []
+        # How many freed mappings are kept for later memories. Keeping one zeroes it, faulting
+        # its pages in: a host that instantiates once (a CLI command) sets 0 and saves that peak.
+        self.pool_size = _POOL_SIZE
         self._pagemap: tuple[int, int] | None = None  # (pid, fd)
         # Re-entrant: a store the garbage collector frees inside a locked section
         # calls `_finalize` from there.
@@ -253,11 +256,11 @@ class HostMemories:
                     self._nonces.pop(memory.owner, None)
             if self._bound.get(memory.owner) is memory:
                 del self._bound[memory.owner]
-            keep = len(self._free) < _POOL_SIZE
+            keep = len(self._free) < self.pool_size
         kept = self._scrub(memory) if keep else None
         if kept is not None:
             with self._lock:
-                if len(self._free) < _POOL_SIZE:
+                if len(self._free) < self.pool_size:
                     self._free.append(kept)
                     return
         _libc.munmap(memory.base, memory.mapped)

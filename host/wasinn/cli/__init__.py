@@ -24,9 +24,13 @@ def host_from_args(args) -> Host:
     limits = Limits.from_file(args.config) if args.config else Limits()
     limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
                              if getattr(args, f"limit_{name}", None) is not None})
-    return Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
+    host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
                 inference_precision=getattr(args, "inference_precision", "f32"),
                 backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
+    # A command's instance is its only one: recycling its memory when it ends (zeroing it,
+    # which faults the pages in) only raised classify's peak RSS, by ~7 MB.
+    host.memories.pool_size = 0
+    return host
 
 
 def _host(args) -> Host:
