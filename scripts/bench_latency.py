@@ -6,6 +6,7 @@ precisions and start-up imports. `row(section, name, wasinn, reference, unit, ta
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import pathlib
 import re
@@ -128,6 +129,7 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
         call(live[0])  # the image's shared pages are in memory from here on
         host.memories.release()  # the others on new mappings
         gc.collect()
+        ctypes.CDLL(None).malloc_trim(0)  # else a later free() may hand back what earlier rows freed
         before = _rss(), _anonymous()
         for inst in live[1:]:
             call(inst)

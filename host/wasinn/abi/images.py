@@ -62,6 +62,8 @@ def _sleb32(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _module_sections(module: bytes) -> list[tuple[int, bytes]]:
+    if not module.startswith(_CORE_PREAMBLE):
+        raise _Unsupported
     out, pos = [], len(_CORE_PREAMBLE)
     while pos < len(module):
         sid = module[pos]
@@ -188,6 +190,8 @@ def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, bytes] | None:
         image[offset:offset + n] = data[pos:pos + n]
         pos += n
         out.append(head + b"\0")
+    if pos != len(data):
+        raise _Unsupported
     if not image.strip(b"\0"):
         return None
     stripped = b"".join(out)
