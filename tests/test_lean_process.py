@@ -22,8 +22,10 @@ CHELSEA = ROOT / "images" / "chelsea.png"
 # constants the parser shows), the other backends,
 # the test kit, pipelines and their MQTT/YAML stack, the guest toolchain; the remote
 # backend's HTTP stack, importlib.metadata (versions come from versions.py), TOML (--config),
-# hashlib's OpenSSL (cache keys use digests.py; hashlib serves a guest's graph.load bytes).
+# hashlib's OpenSSL (cache keys use digests.py; hashlib serves a guest's graph.load bytes),
+# subprocess (componentize-py and wasm-tools run only to build or rewrite a component).
 UNUSED_BY_CLASSIFY = ("importlib.metadata", "wasinn.backends.kserve", "http", "tomllib", "hashlib", "_hashlib",
+                      "subprocess",
                       "ml_dtypes", "onnx", "hypothesis", "openvino", "ai_edge_litert", "tflite_runtime",
                       "yaml", "paho", "componentize_py", "wasinn.testing", "wasinn.pipeline",
                       "wasinn.modelprep.check", "wasinn.modelprep.optimize", "wasinn.apps.classifier_model", "wasinn.apps.openvino_ir",

@@ -32,7 +32,6 @@ import functools
 import os
 import pathlib
 import re
-import subprocess
 
 from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, WASINN_ADAPTER_TENSORS,
                          ExecutionTarget, GraphEncoding, Resource, TensorType)
@@ -249,6 +248,7 @@ def _adapter_text(plan: _Plan) -> str:
 
 
 def _wasm_tools(args: list[str], data: bytes, what: str) -> bytes:
+    import subprocess  # only when a component is rewritten: a cached one never is
     proc = subprocess.run([wasm_tools(), *args], input=data, capture_output=True)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]

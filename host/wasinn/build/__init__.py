@@ -5,7 +5,6 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,6 +119,7 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
         (shim / "_wasinn_entry.py").write_text("\n".join(entry) + "\n")
         cmd = [exe, "-d", str(wit_path), "-w", world, "componentize", "-p", str(shim),
                "-p", str(app.parent.resolve()), "_wasinn_entry", "-o", str(output)]
+        import subprocess  # only to build: looking a built guest up (build_cached) runs nothing
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if proc.returncode != 0:
