@@ -127,8 +127,8 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
         call = _cheapest_call(host, component)
         live = [host.instantiate(component) for _ in range(6)]
         call(live[0])  # the image's shared pages are in memory from here on
+        gc.collect()  # a store freed now would put its memory in the pool
         host.memories.release()  # the others on new mappings
-        gc.collect()
         ctypes.CDLL(None).malloc_trim(0)  # else a later free() may hand back what earlier rows freed
         before = _rss(), _anonymous()
         for inst in live[1:]:
