@@ -102,9 +102,11 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
     from wasinn.abi import memory as hostmem
     n, blocks = (5, 4) if quick else (10, 8)
     pool = hostmem._POOL_SIZE
+    held = []  # every guest's components to the end: one freed during a later guest's rows would count there
     for label, path in guests.items():
         component = host.load_component(path)
         cow = _cow_component(path, cache, host)
+        held.append((component, cow))
         progress(f"instances: {label}: {blocks} alternating blocks of {n}: new and recycled mappings, "
                  "wasmtime's copy-on-write memories")
         times = {mode: ([], []) for mode in ("new", "recycled", "cow")}
