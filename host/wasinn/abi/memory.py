@@ -189,11 +189,11 @@ class HostMemories:
                           _round_up(minimum))
             mapped = reserve + _round_up(guard)
             images = getattr(self._instantiating, "images", None)
-            image = images.get(_type_key(ty)) if images is not None else None
-            offset, imaged = image or (0, 0)
+            found = images.get(_type_key(ty)) if images is not None else None
+            offset, imaged = found or (0, 0)
             if imaged > _round_up(minimum):
                 return _error("wasinn: a memory image is larger than its memory")
-            image = (images.serial, offset, imaged) if image else None
+            image = (images.serial, offset, imaged) if found else None
             base, in_place = self._recycled(mapped, _round_up(minimum), image)
             if base is None:
                 base = _libc.mmap(None, mapped, _PROT_NONE, _MAP_FLAGS, -1, 0)
