@@ -99,9 +99,8 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
     warm instance: on a new mapping and on a recycled one (blocks of each, alternating
     with wasmtime's copy-on-write memories); then what each extra live instance, one
     call made, adds to the process's RSS."""
-    from wasinn.abi import memory as hostmem
     n, blocks = (5, 4) if quick else (10, 8)
-    pool = hostmem._POOL_SIZE
+    pool = host.memories.pool_size
     held = []  # every guest's components to the end: one freed during a later guest's rows would count there
     for label, path in guests.items():
         component = host.load_component(path)
@@ -112,14 +111,14 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
         times = {mode: ([], []) for mode in ("new", "recycled", "cow")}
         for block in range(blocks):
             mode = ("new", "recycled")[block % 2]
-            hostmem._POOL_SIZE = 0 if mode == "new" else pool
+            host.memories.pool_size = 0 if mode == "new" else pool
             host.memories.release()
             _fresh_instances(host, component, 1)  # fills the pool
             for mode_, comp in ((mode, component), ("cow", cow)):
                 first, warm = _fresh_instances(host, comp, n)
                 times[mode_][0].extend(first)
                 times[mode_][1].extend(warm)
-        hostmem._POOL_SIZE = pool
+        host.memories.pool_size = pool
         ms = {mode: _median_difference_ms(*t) for mode, t in times.items()}
         size = path.stat().st_size / 1e6
         row("instances", f"{label} {size:.1f} MB: fresh instance, recycled mem", ms["recycled"], ms["cow"], "ms",
