@@ -38,3 +38,19 @@ def test_a_corrupt_entry_is_rebuilt(tmp_path):
         entry.write_bytes(b"not a compiled component")
     assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 1
     assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 0
+
+
+def test_an_entry_left_on_the_other_engine_is_not_taken(tmp_path):
+    """A component whose imports choose host memories never comes back from the
+    copy-on-write engine's cache, even with an entry there for its bytes (as an older
+    wasinn, which chose differently, would have left)."""
+    from wasmtime.component import Component  # the other engine compiles it, as a stray entry was
+    app = tmp_path / "app.wasm"
+    shutil.copy(guest_component("nn-cli"), app)
+    chosen = wasinn.Host(cache_dir=tmp_path / "cache").load_component(app).wasinn_engine
+    assert chosen.bulk
+    host = wasinn.Host(cache_dir=tmp_path / "cache")
+    [other] = [e for e in host._engines if not e.bulk]
+    other.cache.load(app.read_bytes(), lambda wasm: Component(other.engine, wasm))
+    assert host.load_component(app).wasinn_engine.bulk
+    assert wasinn.Host(cache_dir=tmp_path / "cache").load_component(app).wasinn_engine.bulk

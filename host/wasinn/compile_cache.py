@@ -56,7 +56,10 @@ class CompileCache:
         self.engine = engine
         self.tag = tag
         self.sidecar = sidecar  # the sidecar file's suffix, or None
-        self.identities = IdentityMemo(directory / "by-stat")
+        # one memo per engine: a path is remembered only for the engine its content chose,
+        # so an entry another engine (or an older wasinn) left for the same bytes is never
+        # taken for it by the stat-only lookup
+        self.identities = IdentityMemo(directory / f"by-stat-{tag}")
 
     def _entry(self, content_key: str) -> pathlib.Path:
         return self.directory / f"{content_key}-{self.tag}.cwasm"
