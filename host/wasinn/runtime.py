@@ -65,7 +65,7 @@ def stderr_progress(message: str) -> None:
 class _Engine:
     """One wasmtime engine with its linker and compile cache.
 
-    wasinn keeps two. Components that import wasi:nn/tensor or the bulk data path
+    wasinn keeps two. Components that import wasi:nn's tensor interface or the bulk data path
     (wasinn:fastpath) get guest memories the host allocates (abi/memory.py), which rules
     out wasmtime's copy-on-write memory images; the compile step takes the images out
     of the component (abi/images.py) and the host maps them copy-on-write itself. Every
