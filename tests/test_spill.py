@@ -45,18 +45,24 @@ def mapped_deleted_weights(directory) -> list[str]:
         return [line for line in f if str(directory) in line and line.rstrip().endswith("/weights (deleted)")]
 
 
-def test_a_large_model_from_a_guest_maps_its_weights_and_leaves_no_file(roundtrip, spill_dir):
-    model, w = big_model(seed=1)
-    g = roundtrip.call("load", [model], "onnx", "cpu")
+def load_mapped_and_compute(inst, spill_dir, seed: int, x: np.ndarray):
+    """Loads a big model through the guest, checks its weights file is mapped and gone,
+    and computes on `x`: (model bytes, weights, the [(name, tensor)] outputs)."""
+    model, w = big_model(seed=seed)
+    g = inst.call("load", [model], "onnx", "cpu")
     assert g.tag == "ok", vars(g.payload)
     assert list(spill_dir.iterdir()) == []
-    assert mapped_deleted_weights(spill_dir), "onnxruntime should map the weights file, now deleted"
-    ctx = roundtrip.call("init-context", g.payload).payload
-    x = np.random.default_rng(2).standard_normal(N, np.float32)
-    got = roundtrip.call("compute-tensors", ctx, [("x", x)])
+    assert mapped_deleted_weights(spill_dir), "the backend should map the weights file, now deleted"
+    got = inst.call("compute-tensors", inst.call("init-context", g.payload).payload, [("x", x)])
     assert got.tag == "ok", vars(got.payload)
+    return model, w, got.payload
+
+
+def test_a_large_model_from_a_guest_maps_its_weights_and_leaves_no_file(roundtrip, spill_dir):
+    x = np.random.default_rng(2).standard_normal(N, np.float32)
+    model, w, outputs = load_mapped_and_compute(roundtrip, spill_dir, 1, x)
     native = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_array_equal(got.payload[0][1].array(), native)
+    np.testing.assert_array_equal(outputs[0][1].array(), native)
     np.testing.assert_allclose(native, (x + w["w1"]) * w["w2"] + w["c"], rtol=1e-6)
 
 
@@ -100,17 +106,10 @@ def test_a_model_too_long_to_walk_loads_from_its_bytes(roundtrip, spill_dir):
 def test_openvino_reads_a_large_onnx_model_from_the_mapped_file_too(spill_dir):
     ov_host = wasinn.Host(cache_dir=CACHE, backends={"onnx": "openvino"})
     with ov_host.instantiate(ov_host.load_component(guest_component("roundtrip"))) as inst:
-        model, w = big_model(seed=10)
-        g = inst.call("load", [model], "onnx", "cpu")
-        assert g.tag == "ok", vars(g.payload)
-        assert list(spill_dir.iterdir()) == []
-        assert mapped_deleted_weights(spill_dir), "OpenVINO should map the weights file, now deleted"
-        ctx = inst.call("init-context", g.payload).payload
         x = np.random.default_rng(3).standard_normal(N, np.float32)
-        got = inst.call("compute-tensors", ctx, [("x", x)])
-        assert got.tag == "ok", vars(got.payload)
-        assert got.payload[0][0] == "y"
-        np.testing.assert_allclose(got.payload[0][1].array(), (x + w["w1"]) * w["w2"] + w["c"], rtol=1e-5, atol=1e-6)
+        _, w, outputs = load_mapped_and_compute(inst, spill_dir, 10, x)
+        assert outputs[0][0] == "y"
+        np.testing.assert_allclose(outputs[0][1].array(), (x + w["w1"]) * w["w2"] + w["c"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_bytes_still_load_where_tmpdir_refuses(host, tmp_path, monkeypatch):
