@@ -247,5 +247,6 @@ def main() -> int:
     args = ap.parse_args()
     return write_or_check(OUT, generate(), check=args.check, script="gen_adapter.py")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -146,5 +146,6 @@ def main() -> int:
     args = ap.parse_args()
     return write_or_check(OUT, render(Witx(parse(SOURCE.read_text()))), check=args.check, script="gen_witx.py")
 
+
 if __name__ == "__main__":
     sys.exit(main())
