@@ -256,8 +256,8 @@ def parser() -> argparse.ArgumentParser:
                    f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@{WASINN_GUEST_CLASSIFIER.rpartition('@')[2]};`")
     p.add_argument("--portable", action="store_true",
                    help="leave out wasinn's bulk shim, so any wasi:nn host (e.g. wasmtime) can run the "
-                        "component; on wasinn it is as fast, but each tensor the guest builds then leaks its "
-                        "bytes in guest memory (componentize-py 0.25)")
+                        "component; on wasinn it is as fast, but each tensor and model the guest passes to "
+                        "wasi:nn then leaks its bytes in guest memory (componentize-py 0.25)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compile", help="compile components ahead of time into the cache",
