@@ -109,10 +109,11 @@ def _leb(n: int) -> bytes:
             return bytes(out)
 
 
-def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
-    if not wasm.startswith(_COMPONENT_PREAMBLE):
+def _sections(wasm: bytes, preamble: bytes = _COMPONENT_PREAMBLE) -> list[tuple[int, bytes]]:
+    """A component's sections (or, given a core module's preamble, a core module's)."""
+    if not wasm.startswith(preamble):
         raise WasinnError("not a component in the binary format wasinn reads (layer 1, version 0xd)")
-    out, pos = [], len(_COMPONENT_PREAMBLE)
+    out, pos = [], len(preamble)
     try:
         while pos < len(wasm):
             sid = wasm[pos]
@@ -126,8 +127,8 @@ def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def _join(sections: list[tuple[int, bytes]]) -> bytes:
-    return _COMPONENT_PREAMBLE + b"".join(bytes([sid]) + _leb(len(p)) + p for sid, p in sections)
+def _join(sections: list[tuple[int, bytes]], preamble: bytes = _COMPONENT_PREAMBLE) -> bytes:
+    return preamble + b"".join(bytes([sid]) + _leb(len(p)) + p for sid, p in sections)
 
 
 def _placeholder(i: int) -> bytes:

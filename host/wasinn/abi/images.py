@@ -32,7 +32,7 @@ import numpy as np
 
 from ..digests import sha256
 from ..errors import WasinnError
-from .adapter import _CORE_MODULE_SECTION, _join, _leb, _sections, _uleb
+from .adapter import _CORE_MODULE_SECTION, _join, _sections, _uleb
 
 _CORE_PREAMBLE = b"\0asm\x01\0\0\0"
 _COMPONENT_SECTION = 4
@@ -64,13 +64,7 @@ def _sleb32(data: bytes, pos: int) -> tuple[int, int]:
 def _module_sections(module: bytes) -> list[tuple[int, bytes]]:
     if not module.startswith(_CORE_PREAMBLE):
         raise _Unsupported
-    out, pos = [], len(_CORE_PREAMBLE)
-    while pos < len(module):
-        sid = module[pos]
-        size, pos = _uleb(module, pos + 1)
-        out.append((sid, module[pos:pos + size]))
-        pos += size
-    return out
+    return _sections(module, _CORE_PREAMBLE)
 
 
 def _limits(data: bytes, pos: int) -> tuple[MemoryKey, int]:
@@ -196,7 +190,7 @@ def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, bytes] | None:
         return None
     stripped = b"".join(out)
     rebuilt = [(sid, stripped if sid == _DATA else p) for sid, p in sections]
-    return (_CORE_PREAMBLE + b"".join(bytes([sid]) + _leb(len(p)) + p for sid, p in rebuilt), key, bytes(image))
+    return _join(rebuilt, _CORE_PREAMBLE), key, bytes(image)
 
 
 def strip(component: bytes) -> tuple[bytes, bytes]:
@@ -213,7 +207,7 @@ def strip(component: bytes) -> tuple[bytes, bytes]:
         if sid == _CORE_MODULE_SECTION:
             try:
                 taken = _strip_module(payload)
-            except (IndexError, _Unsupported):
+            except (IndexError, WasinnError, _Unsupported):
                 taken = None
             if taken is not None and keys.count(taken[1]) == 1:
                 payload = taken[0]
