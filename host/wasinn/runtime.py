@@ -302,7 +302,9 @@ class Instance:
         if found is None:
             func, index = self._find(store, name)
             found = self.component.wasinn_funcs[name] = index, _FuncTypes(func.type(store))
-        self._funcs[name] = self._instance.get_func(store, found[0]), found[1]
+        else:
+            func = self._instance.get_func(store, found[0])
+        self._funcs[name] = func, found[1]
         return self._funcs[name]
 
     def _find(self, store: Store, name: str):
