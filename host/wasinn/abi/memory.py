@@ -56,7 +56,9 @@ _MAP_FIXED = 0x10
 _PROT_NONE, _PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000  # MAP_NORESERVE
 _MAP_FAILED = ctypes.c_void_p(-1).value
-_MADV_HUGEPAGE = 14  # instantiation copies the initial memory image: huge pages make it ~3x faster
+# Instantiation still copies the data segments of a module images.py could not strip:
+# huge pages make that copy ~3x faster. (A mapped image's pages are the file's, not huge.)
+_MADV_HUGEPAGE = 14
 _PAGE = mmap.PAGESIZE
 _DEFAULT_RESERVE = 4 << 30
 # A recycled mapping keeps this much resident (zeroed) for the next memory's image; past
