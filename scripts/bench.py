@@ -186,10 +186,14 @@ def _run(cmd: list[str], env=None) -> tuple[float, int]:
     return float(wall), int(peak)
 
 
+# The child programs' peak RSS reader: this process's peak since the last reset, bytes.
+HWM = """
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+"""
 NO_CAP = """
 import sys, time, numpy as np, wasinn
-def hwm():  # this process's peak RSS since the last reset, bytes
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+""" + HWM + """
 host = wasinn.Host(cache_dir=sys.argv[1])
 comp = host.load_component(sys.argv[2])
 inst = host.instantiate(comp, dirs=[(sys.argv[3], "/m")])
@@ -205,8 +209,7 @@ print(dt, hwm() - base)
 # The reference: native onnxruntime handed the model file's path (no copy of its own to make).
 NATIVE_LOAD = """
 import sys, time, onnxruntime as ort
-def hwm():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+""" + HWM + """
 open("/proc/self/clear_refs", "w").write("5")
 base = hwm()
 t = time.perf_counter()
@@ -235,8 +238,7 @@ def _foreign_guests() -> dict[str, pathlib.Path]:
 
 PEAK = """
 import sys, numpy as np, wasinn
-def hwm():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) << 10
+""" + HWM + """
 host = wasinn.Host(cache_dir=sys.argv[1])
 inst = host.instantiate(host.load_component(sys.argv[2]))
 inst.call("echo", np.zeros(16, np.uint8))
