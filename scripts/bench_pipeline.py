@@ -183,8 +183,8 @@ def stage_times(threads: int, n: int) -> tuple[list[dict], list[dict]]:
         logits = network.run(None, {network_in: x})[0][0]
         t2 = time.perf_counter()
         e = np.exp(logits - logits.max())
-        best = np.argsort(-e)[:5]
-        json.dumps([{"index": int(i), "score": float(e[i] / e.sum())} for i in best])
+        best, total = np.argsort(-e)[:5], e.sum()
+        json.dumps([{"index": int(i), "score": float(e[i] / total)} for i in best])
         return {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": time.perf_counter() - t2}
 
     for i in range(5):  # warm-up both
