@@ -275,7 +275,7 @@ class Link:
     def publish_retained(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
         """Publishes a retained QoS 1 message without waiting for it (callable from callbacks)."""
         info = self.client.publish(topic, payload, qos=1, retain=True)
-        self._when_acknowledged(info.mid, lambda: None)
+        self._when_acknowledged(info.mid, lambda: None)  # nobody waits for it: keep its mid out of _acked
         return info
 
     def publish(self, topic: str, payload: bytes, properties, then: Callable[[], None]) -> None:
