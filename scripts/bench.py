@@ -58,6 +58,8 @@ IMAGES = [ROOT / "images" / n for n in ("chelsea.png", "coffee.png", "camera.png
 CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
 THREADS = 0
+SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
+            "instances", "arena", "precision", "imports", "serve", "pipeline"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -562,9 +564,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller payloads")
     ap.add_argument("--json", default=str(ROOT / "bench-results.json"), help="where to write the results")
     ap.add_argument("--plot", default=str(ROOT / "bench-latency.png"), help="latency histogram PNG")
-    ap.add_argument("--only", nargs="*",
-                    choices=["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-                             "instances", "arena", "precision", "imports", "serve", "pipeline"])
+    ap.add_argument("--only", nargs="*", choices=SECTIONS)
     ap.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads, wasinn and native alike (0: onnxruntime's default)")
     args = ap.parse_args()
@@ -573,8 +573,7 @@ def main() -> int:
     host = wasinn.Host(cache_dir=CACHE, progress=progress, ort_threads=THREADS)
     print(f"{'section':<12} {'measure':<44} {'wasinn':>10} {'reference':>10} {'unit':<6} {'ratio':>7}  target",
           flush=True)
-    sections = args.only or ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-                             "instances", "arena", "precision", "imports", "serve", "pipeline"]
+    sections = args.only or SECTIONS
     latencies = None
     if "inference" in sections:
         latencies = inference(host, 30 if args.quick else 200)["single_wasinn_ms"]
