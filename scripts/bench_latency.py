@@ -90,10 +90,6 @@ def _cow_component(path: pathlib.Path, cache: pathlib.Path, host):
     return component
 
 
-def _median_difference_ms(first: list[float], warm: list[float]) -> float:
-    return _median_ms(first) - _median_ms(warm)
-
-
 def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathlib.Path, quick: bool) -> None:
     """A fresh instance, `instantiate()` to its first call's return minus that call on a
     warm instance: on a new mapping and on a recycled one (blocks of each, alternating
@@ -119,7 +115,7 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
                 times[mode_][0].extend(first)
                 times[mode_][1].extend(warm)
         host.memories.pool_size = pool
-        ms = {mode: _median_difference_ms(*t) for mode, t in times.items()}
+        ms = {mode: _median_ms(first) - _median_ms(warm) for mode, (first, warm) in times.items()}
         size = path.stat().st_size / 1e6
         row("instances", f"{label} {size:.1f} MB: fresh instance, recycled mem", ms["recycled"], ms["cow"], "ms",
             "<= 1 ms", note="instantiate to first call, minus a warm call; reference: wasmtime's CoW memories")
