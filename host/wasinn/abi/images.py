@@ -141,11 +141,12 @@ def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, bytes] | None:
     sections = _module_sections(module)
     ids = [sid for sid, _ in sections]
     memories = [p for sid, p in sections if sid == _MEMORY]
-    if ids.count(_DATA) != 1 or len(memories) != 1 or _uleb(memories[0], 0)[0] != 1:
+    if ids.count(_DATA) != 1 or len(memories) != 1:
         return None
-    if any(_imports_memory(p) for sid, p in sections if sid == _IMPORT):
+    count, pos = _uleb(memories[0], 0)
+    if count != 1 or any(_imports_memory(p) for sid, p in sections if sid == _IMPORT):
         return None
-    key, _ = _limits(memories[0], _uleb(memories[0], 0)[1])
+    key, _ = _limits(memories[0], pos)
     minimum, _, is64, shared, log2 = key
     if is64 or shared or log2 != 16:
         return None
