@@ -33,12 +33,12 @@ import numpy as np
 from ..digests import sha256
 from ..errors import WasinnError
 from .adapter import _CORE_MODULE_SECTION, _join, _sections, _uleb
+from .memory import _PAGE, _round_up  # the images are mapped at memory.py's page granularity
 
 _CORE_PREAMBLE = b"\0asm\x01\0\0\0"
 _COMPONENT_SECTION = 4
 _IMPORT, _MEMORY, _DATA = 2, 5, 11
 _WASM_PAGE = 65536
-_FILE_PAGE = mmap.PAGESIZE
 _FORMAT = "wasinn-images-1"
 
 MemoryKey = tuple  # (minimum pages, maximum pages or None, memory64, shared, page size log2)
@@ -217,18 +217,14 @@ def strip(component: bytes) -> tuple[bytes, bytes]:
     return (_join(out), _blob(images)) if images else (component, _blob([]))
 
 
-def _page_round(n: int) -> int:
-    return (n + _FILE_PAGE - 1) // _FILE_PAGE * _FILE_PAGE
-
-
 def _blob(images: list[tuple[MemoryKey, bytes]]) -> bytes:
     entries, offset = [], 0
     for key, image in images:
-        entries.append({"memory": list(key), "offset": offset, "length": _page_round(len(image))})
-        offset += _page_round(len(image))
+        entries.append({"memory": list(key), "offset": offset, "length": _round_up(len(image))})
+        offset += _round_up(len(image))
     header = (json.dumps({"format": _FORMAT, "images": entries}) + "\n").encode()
-    parts = [header.ljust(_page_round(len(header)), b" ")]
-    parts += [image.ljust(_page_round(len(image)), b"\0") for _, image in images]
+    parts = [header.ljust(_round_up(len(header)), b" ")]
+    parts += [image.ljust(_round_up(len(image)), b"\0") for _, image in images]
     return b"".join(parts)
 
 
@@ -251,11 +247,11 @@ class MemoryImages:
         """The images of a blob (bytes) or blob file; None when it holds none.
         ValueError: not a whole blob of this format."""
         if isinstance(source, (bytes, bytearray)):
-            head = bytes(source[:_FILE_PAGE * 4])
+            head = bytes(source[:_PAGE * 4])
             fd = None
         else:
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-            head = os.pread(fd, _FILE_PAGE * 4, 0)
+            head = os.pread(fd, _PAGE * 4, 0)
         try:
             images, end = cls._parse(head)
             size = len(source) if fd is None else os.fstat(fd).st_size
@@ -278,7 +274,7 @@ class MemoryImages:
             header = json.loads(line)
             if header["format"] != _FORMAT:
                 raise ValueError(f"image blob format {header['format']!r}")
-            start = _page_round(len(line) + 1)
+            start = _round_up(len(line) + 1)
             images = {(*e["memory"][:2], *map(bool, e["memory"][2:4]), e["memory"][4]):
                       (start + e["offset"], e["length"]) for e in header["images"]}
         except (KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
