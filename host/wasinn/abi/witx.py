@@ -391,7 +391,7 @@ class WitxHost:
 
     def get_output(self, caller, mem, context, index, out_ptr, out_max, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the bytes-written slot")
-        mem.view(out_ptr, out_max, "the output buffer")
+        mem.view(out_ptr, out_max, "the output buffer")  # a bad buffer is reported before a missing output
         data = self._output(mem, context, index)
         if len(data) > out_max:
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {out_max}")
@@ -401,7 +401,7 @@ class WitxHost:
     def get_output_wamr(self, caller, mem, context, index, out_ptr, size_ptr) -> None:
         slot = mem.slot(size_ptr, "the output size slot")
         size = slot[0] * _WAMR_WORD
-        mem.view(out_ptr, size, "the output buffer")
+        mem.view(out_ptr, size, "the output buffer")  # as in get_output: checked first
         data = self._output(mem, context, index)
         if len(data) > size:
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds "
