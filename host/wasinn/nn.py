@@ -20,7 +20,7 @@ from wasmtime import _ffi as ffi
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
 from .backends.formats import inline_onnx_external_data, inlined, looks_like_onnx
-from .errors import NnError, invalid_argument, invalid_encoding, not_found, too_large
+from .errors import NnError, invalid_argument, invalid_encoding, too_large
 from .limits import Limits
 from .registry import ModelRegistry
 from .tensors import HostTensor, describe
