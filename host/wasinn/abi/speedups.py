@@ -163,8 +163,6 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
 _I32 = ffi.WASMTIME_I32.value
 _VAL_WORDS = ctypes.sizeof(ffi.wasmtime_val_t) // 4  # a core value, in u32 words
 _I32_WORD = ffi.wasmtime_val_t.of.offset // 4  # where an i32 sits in it
-# core host function -> whether its results are all i32 (a function's handle is never reused)
-_I32_RESULTS: dict[int, bool] = {}
 
 
 class I32Host:
@@ -184,11 +182,11 @@ class I32Host:
 
 @ffi.wasmtime_func_callback_t
 def _core_trampoline(idx, caller, params, nparams, results, nresults):
-    """Stock `wasmtime._func.trampoline`, with i32s in place."""
+    """Stock `wasmtime._func.trampoline`, with an `I32Host`'s i32s in place (wasinn
+    defines no other core host function; any other takes the stock way)."""
     caller = _func.Caller(caller)
     try:
-        key = idx or 0
-        func, result_tys, access_caller = _func.FUNCTIONS.get(key)
+        func, result_tys, access_caller = _func.FUNCTIONS.get(idx or 0)
         if type(func) is I32Host:
             words = (ctypes.c_uint32 * (_VAL_WORDS * nparams)).from_address(ctypes.addressof(params.contents)) \
                 if nparams else ()
@@ -198,8 +196,7 @@ def _core_trampoline(idx, caller, params, nparams, results, nresults):
             return 0
         pyparams = [caller] if access_caller else []
         for i in range(nparams):
-            raw = params[i]
-            pyparams.append(raw.of.i32 if raw.kind == _I32 else Val._from_raw(caller, raw, owned=False).value)
+            pyparams.append(Val._from_raw(caller, params[i], owned=False).value)
         pyresults = func(*pyparams)
         if nresults == 0:
             if pyresults is not None:
@@ -209,16 +206,8 @@ def _core_trampoline(idx, caller, params, nparams, results, nresults):
             pyresults = (pyresults,)
         elif len(pyresults) != nresults:
             raise WasmtimeError("callback produced wrong number of results")
-        all_i32 = _I32_RESULTS.get(key)
-        if all_i32 is None:
-            all_i32 = _I32_RESULTS[key] = all(ty == ValType.i32() for ty in result_tys)
         for i, result in enumerate(pyresults):
-            if all_i32 and isinstance(result, int):
-                raw = ffi.wasmtime_val_t(kind=_I32)
-                raw.of.i32 = result  # wraps to 32 bits, as Val.i32 does
-                results[i] = raw
-            else:
-                results[i] = Val._convert_to_raw(caller, result_tys[i], result)
+            results[i] = Val._convert_to_raw(caller, result_tys[i], result)
         return 0
     except BaseException as e:
         _func.LAST_EXCEPTION = e
