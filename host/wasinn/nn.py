@@ -19,7 +19,7 @@ from wasmtime import _ffi as ffi
 
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
-from .backends.formats import inline_onnx_external_data, inlined, looks_like_onnx
+from .backends.formats import inline_onnx_external_data, looks_like_onnx
 from .errors import NnError, invalid_argument, invalid_encoding, too_large
 from .limits import Limits
 from .registry import ModelRegistry
@@ -259,11 +259,6 @@ class WasiNn:
     def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
             builders = [inline_onnx_external_data(builders[0], self.limits.external_data_dir)]
-            with inlined(builders[0]):  # the backends' own check of the same bytes is done
-                return self._pick(builders, encoding, target)
-        return self._pick(builders, encoding, target)
-
-    def _pick(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
         if encoding == GraphEncoding.AUTODETECT:
             for backend in self.backends.values():
                 if backend.recognizes(builders):

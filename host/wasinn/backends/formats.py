@@ -5,8 +5,6 @@ Model bytes may be any buffer (a view of guest memory, for one), so nothing here
 `bytes` methods on them."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import pathlib
 import re
 
@@ -20,10 +18,6 @@ _IR_HEAD = 4096
 # Every ONNX external-data reference carries this key (`in` would compare a memoryview's
 # bytes one by one with it, never finding it).
 _LOCATION = re.compile(b"location")
-# The model bytes nn.WasiNn has just run through inline_onnx_external_data, during the
-# backend's load of them: its result holds no external data, so the backend's own
-# reject_onnx_external_data need not scan them again (~0.6 ms per MB).
-_INLINED = contextvars.ContextVar("inlined", default=None)
 
 
 def looks_like_onnx(builders: list[bytes]) -> bool:
@@ -76,7 +70,7 @@ def reject_onnx_external_data(model: bytes) -> None:
     """Raises `security` when an ONNX model points at weight files beside it. A model
     loaded from bytes must carry all its weights: a guest must never make the host read files."""
     # Only parse when the bytes could hold a reference (parsing costs ~1 ms per MB).
-    if model is _INLINED.get() or not _LOCATION.search(model):
+    if not _LOCATION.search(model):
         return
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
@@ -135,14 +129,3 @@ def inline_onnx_external_data(model: bytes, allowed_dir) -> bytes:
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
     return proto.SerializeToString()
-
-
-@contextlib.contextmanager
-def inlined(model):
-    """Marks `model`, a result of `inline_onnx_external_data`, as checked while the
-    block loads it."""
-    token = _INLINED.set(model)
-    try:
-        yield
-    finally:
-        _INLINED.reset(token)
