@@ -19,22 +19,24 @@ from .wave import format_value, parse_call
 from wasmtime.component import Variant
 
 
-def host_from_args(args) -> Host:
-    """A Host set up by the options every command shares (see `_common`)."""
+def host_from_args(args, *, recycle_memories: bool = False) -> Host:
+    """A Host set up by the options every command shares (see `_common`).
+    `recycle_memories`: for a command that makes instance after instance (fuzz)."""
     limits = Limits.from_file(args.config) if args.config else Limits()
     limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
                              if getattr(args, f"limit_{name}", None) is not None})
     host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
                 inference_precision=getattr(args, "inference_precision", "f32"),
                 backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
-    # A command's instance is its only one: recycling its memory when it ends (zeroing it,
-    # which faults the pages in) only raised classify's peak RSS, by ~7 MB.
-    host.memories.pool_size = 0
+    if not recycle_memories:
+        # A command's instance is its only one: recycling its memory when it ends (zeroing
+        # it, which faults the pages in) only raised classify's peak RSS, by ~7 MB.
+        host.memories.pool_size = 0
     return host
 
 
-def _host(args) -> Host:
-    host = host_from_args(args)
+def _host(args, *, recycle_memories: bool = False) -> Host:
+    host = host_from_args(args, recycle_memories=recycle_memories)
     for spec in args.model:
         host.models.register_spec(spec)
     for opt in args.wasi:

@@ -55,7 +55,7 @@ def cmd_fuzz(args) -> int:
     if args.limit_deadline is None:
         args.limit_deadline = DEFAULT_DEADLINE
     try:
-        host = _host(args)
+        host = _host(args, recycle_memories=True)  # an instance per example
         component = host.load_component(args.component)
         report = fuzz(host, component, args.export, roundtrip=args.roundtrip, examples=args.examples,
                       seed=args.seed, replay=args.replay, progress=_bar if sys.stderr.isatty() else None)
