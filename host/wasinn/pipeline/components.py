@@ -8,7 +8,6 @@ the toolchain rebuilds it and nothing else does.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import pathlib
 import tempfile
@@ -17,6 +16,7 @@ from .. import resources
 from .. import build
 from .._bindings import WASINN_GUEST_PIPELINE_STAGE_WORLD
 from ..runtime import Progress
+from ..versions import version
 from .schema import Module
 
 
@@ -33,7 +33,7 @@ def component_path(module: Module, cache_dir: pathlib.Path, progress: Progress) 
     h = hashlib.sha256()
     for tree in (module.path, resources.path("wit"), pathlib.Path(build.__file__).parent / "_guest"):
         _tree_digest(h, tree)
-    h.update(importlib.metadata.version("componentize-py").encode())
+    h.update(version("componentize-py").encode())
     out = cache_dir / "components" / f"{module.path.name}-{h.hexdigest()[:20]}.wasm"
     if out.is_file():
         return out
