@@ -55,10 +55,18 @@ def reference():
 
 
 def _classify(classifier, rgb: np.ndarray) -> np.ndarray:
-    probabilities, logits = classifier.run(None, {"image": rgb})
-    assert probabilities.shape == logits.shape == (1, 1000)
-    np.testing.assert_allclose(probabilities, _softmax(logits), atol=1e-6)
+    probabilities, ranked = classifier.run(None, {"image": rgb})
+    assert probabilities.shape == (1, 1000) and ranked.shape == (2, 1000)
+    _assert_ranks(probabilities[0], ranked)
     return probabilities
+
+
+def _assert_ranks(probabilities: np.ndarray, ranked: np.ndarray) -> None:
+    """`ranked` is every class once, by probability, largest first, ties by class index."""
+    order = ranked[1].astype(np.int64)
+    assert np.array_equal(ranked[1], order) and sorted(order) == list(range(len(probabilities)))
+    np.testing.assert_array_equal(ranked[0], probabilities[order])
+    np.testing.assert_array_equal(order, np.lexsort((np.arange(len(probabilities)), -probabilities)))
 
 
 def _assert_close_to_reference(scores: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -75,7 +83,7 @@ def test_interface(composed):
     assert image.name == "image"
     assert image.type.tensor_type.elem_type == TensorProto.UINT8
     assert [d.dim_value or d.dim_param for d in image.type.tensor_type.shape.dim] == ["height", "width", 3]
-    assert [o.name for o in model.graph.output] == ["probabilities", "logits"]
+    assert [o.name for o in model.graph.output] == ["probabilities", "ranked"]
     assert {o.domain: o.version for o in model.opset_import}[""] == 18
     assert len(LABELS) == 1000
 
@@ -133,10 +141,20 @@ def test_compose_any_square_classifier(tmp_path):
     out = tmp_path / "classifier.onnx"
     compose_file(base, out, labels_count=4)
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    probabilities, logits = _session(str(out)).run(None, {"image": rgb})
+    probabilities, ranked = _session(str(out)).run(None, {"image": rgb})
     expected = _session(str(base)).run(None, {"pixels": reference_preprocess(rgb, size=16)})[0]
-    np.testing.assert_allclose(logits, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities, _softmax(expected), atol=1e-6)
+    _assert_ranks(probabilities[0], ranked)
+
+
+def test_ranked_ties_keep_class_order(tmp_path):
+    # A network whose four scores are all equal: TopK must keep the classes in index order.
+    model = onnx.load_model_from_string(_tiny_classifier(side=16, classes=4))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((3, 4), np.float32), "w"))
+    out = tmp_path / "ties.onnx"
+    out.write_bytes(compose(model.SerializeToString(), labels_count=4))
+    probabilities, ranked = _session(str(out)).run(None, {"image": np.full((8, 8, 3), 7, np.uint8)})
+    assert ranked.tolist() == [[0.25] * 4, [0.0, 1.0, 2.0, 3.0]]
 
 
 def test_compose_rejects_another_label_count():

@@ -134,7 +134,7 @@ def test_cli_run_and_inspect_take_a_remote_model(nn_cli_wasm, server, tmp_path):
     described = json.loads(proc.stdout)
     assert described["backend"] == "kserve"
     assert described["inputs"] == [{"name": "image", "type": "U8", "type_name": "UINT8", "shape": [-1, -1, 3]}]
-    assert [t["name"] for t in described["outputs"]] == ["probabilities", "logits"]
+    assert [t["name"] for t in described["outputs"]] == ["probabilities", "ranked"]
 
 
 def test_server_errors_are_runtime_errors_with_the_servers_message(host, roundtrip, server):

@@ -1,8 +1,9 @@
 """ImageClassifier: load → init context → compute → top-k, through wasi:nn.
 
 The image arrives as a wasi:nn tensor handle (uint8 RGB, [height, width, 3]); the
-model's own graph crops, resizes and normalises it, so no pixel loop runs here.
-The graph and its execution context are kept across calls.
+model's own graph crops, resizes and normalises it, and ranks the classes, so neither
+a pixel loop nor a sort over the classes runs here. The graph and its execution
+context are kept across calls.
 """
 import os
 import struct
@@ -28,6 +29,7 @@ except FileNotFoundError:
     EMBEDDED_MODEL = None
 
 INPUT = "image"
+RANKED = "ranked"
 EXPECTED = "uint8 [height,width,3]"
 
 
@@ -97,13 +99,21 @@ class Classifier(exports.Classifier):
             outputs = _Loaded.context.compute([(INPUT, image)])  # moves the image to the host
         except Err as e:
             raise _compute_failure(e)
-        # Outputs come in model order; the first is the softmax over the classes.
-        probabilities = outputs[0][1]
-        data = probabilities.data()
+        # The bundled model ranks the classes in its graph (output `ranked`, float32
+        # [2, N]: the probabilities largest first, then their class indices); for any
+        # other model the first output is the softmax over the classes, ranked here.
+        ranked = next((t for name, t in outputs if name == RANKED), None)
+        data = (outputs[0][1] if ranked is None else ranked).data()
         for _, t in outputs:
             t.__exit__(None, None, None)
-        scores = struct.unpack(f"<{len(data) // 4}f", data)
-        return [Prediction(LABELS[i] if i < len(LABELS) else str(i), i, scores[i]) for i in _top(scores, top_k)]
+        if ranked is not None:
+            n = len(data) // 8
+            k = min(top_k, n)
+            best = zip(map(int, struct.unpack_from(f"<{k}f", data, 4 * n)), struct.unpack_from(f"<{k}f", data))
+        else:
+            scores = struct.unpack(f"<{len(data) // 4}f", data)
+            best = ((i, scores[i]) for i in _top(scores, top_k))
+        return [Prediction(LABELS[i] if i < len(LABELS) else str(i), i, s) for i, s in best]
 
     def classify_batch(self, images, top_k):
         return [self.classify(image, top_k) for image in images]
