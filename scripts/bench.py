@@ -21,10 +21,11 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 (decode + the composed classifier) on the same photos: photos/s
   pipeline      the example pipeline's stages in one process, each next to onnxruntime
                 (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
-  instances, arena, precision, imports: scripts/bench_latency.py (fresh instances on
-                recycled, new and copy-on-write memories; onnxruntime's arena settings;
-                OpenVINO auto vs f32 vs native, and a C component's compute on OpenVINO
-                vs the wasmtime CLI; start-up imports)
+  instances, arena, precision, compute, imports: scripts/bench_latency.py (fresh
+                instances on recycled, new and copy-on-write memories; onnxruntime's arena
+                settings; OpenVINO auto vs f32 vs native, and a C component's compute on
+                OpenVINO vs the wasmtime CLI; the same component's compute on onnxruntime
+                vs session.run; start-up imports)
 
 Timings are noisy on shared machines: runs are interleaved (wasinn, native, wasinn, ...)
 so that load hits both sides alike, and medians are reported.
@@ -59,7 +60,7 @@ CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-            "instances", "arena", "precision", "imports", "serve", "pipeline"]  # what a run without --only measures
+            "instances", "arena", "precision", "compute", "imports", "serve", "pipeline"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -109,9 +110,9 @@ def inference(host: wasinn.Host, n: int) -> dict:
     img = images[0]
     labels = (ROOT / "models" / "efficientnet-lite0" / "labels.txt").read_text().splitlines()
 
-    def native_classify(image):  # the same job natively: run, then the top 5 with their labels
-        p = native.run(None, {"image": image})[0][0]
-        return [(labels[i], int(i), float(p[i])) for i in np.argsort(-p, kind="stable")[:5]]
+    def native_classify(image):  # the same job natively: run, then the top 5 (ranked by the graph) labelled
+        scores, order = native.run(None, {"image": image})[1][:, :5]
+        return [(labels[int(i)], int(i), float(p)) for p, i in zip(scores, order)]
     for _ in range(3):  # warm-up both
         clf.classify([img], top=5)
         native_classify(img)
@@ -537,6 +538,9 @@ def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> Non
             if not (ir / "model.xml").is_file():
                 openvino_ir.write_model_dir(ROOT / "models" / "efficientnet-lite0" / "model.onnx", ir)
             bench_latency.openvino_compute(row, progress, _c_guest(), ir, cli, CACHE, quick)
+    if "compute" in sections:
+        bench_latency.compute_overhead(row, progress, _c_guest(), ROOT / "models" / "efficientnet-lite0", CACHE,
+                                       THREADS, quick)
     if "imports" in sections:
         bench_latency.imports(row, progress, _as_installed())
 
