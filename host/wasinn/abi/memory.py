@@ -71,6 +71,7 @@ _memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
 _memory_view.restype = ctypes.py_object
 _memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
 _PYBUF_READ = 0x100
+_PYBUF_WRITE = 0x200
 
 
 def _round_up(n: int) -> int:
@@ -141,13 +142,17 @@ class LinearMemory:
         return out
 
     def write(self, addr: int, data) -> None:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            src = np.frombuffer(data, np.uint8)
-        else:
-            src = np.require(np.asarray(data).reshape(-1).view(np.uint8), requirements="C")
-        self.check(addr, src.size)
-        if src.size:
-            ctypes.memmove(self.base + addr, src.ctypes.data, src.size)
+        # A memoryview slice assignment is one memcpy with ~10x less Python around it than
+        # numpy's ctypes address and memmove: it runs on every data(), right after a model
+        # run has pushed the interpreter out of the CPU's caches.
+        try:
+            src = memoryview(data).cast("B")
+        except TypeError:  # not C-contiguous
+            src = memoryview(np.ascontiguousarray(data)).cast("B")
+        n = src.nbytes
+        self.check(addr, n)
+        if n:
+            _memory_view(self.base + addr, n, _PYBUF_WRITE)[:] = src
 
 
 class HostMemories:
