@@ -2,7 +2,7 @@
 in the same run: fresh instances to their first call's return (host-owned memories,
 new and recycled, against wasmtime's own copy-on-write memories), the memory each
 extra instance adds, onnxruntime's per-run arena shrinkage, OpenVINO's inference
-precisions and start-up imports. `row(section, name, wasinn, reference, unit, target, note=...)` is bench.py's.
+precisions, what `compute` itself costs a guest, and start-up imports. `row(section, name, wasinn, reference, unit, target, note=...)` is bench.py's.
 """
 from __future__ import annotations
 
@@ -271,3 +271,53 @@ def imports(row, progress, env: dict[str, str]) -> None:
         note="interpreter start subtracted")
     row("imports", "import wasinn.cli (vs import onnxruntime)", 1e3 * (wall("import wasinn.cli") - bare), 1e3 * ort,
         "ms")
+
+
+_NATIVE_COMPUTE = """
+import statistics, sys, time, numpy as np, onnxruntime as ort
+model, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+x = ((np.arange(3 * 224 * 224) % 255) / np.float32(255) - np.float32(0.5)).astype(np.float32).reshape(1, 3, 224, 224)
+times = []
+for i in range(n + 3):  # c-nn's own warm-up: 3 calls
+    start = time.perf_counter()
+    session.run(None, {"input": x})
+    if i >= 3:
+        times.append(time.perf_counter() - start)
+print(f"compute median {1e6 * statistics.median(times):.1f} us over {n}")
+"""
+
+
+def compute_overhead(row, progress, wasm: pathlib.Path, model_dir: pathlib.Path, cache: pathlib.Path,
+                     threads: int, quick: bool) -> None:
+    """What `compute` itself costs a guest: the C component (guest/c-nn `time`) times
+    each compute call on the network in the guest, from the call to its return (the
+    host call, its checks, the backend's wrapping, the output handles), against the same
+    model's `session.run` on the same input in a plain Python process, same threads.
+    Processes interleaved, each side's best round (as `openvino_compute`)."""
+    n, rounds = (50, 3) if quick else (100, 7)
+    cmds = {"wasinn": [sys.executable, "-m", "wasinn", "run", "--cache-dir", str(cache), "--ort-threads",
+                       str(threads), "-S", f"nn-graph=onnx::{model_dir}", str(wasm), "--",
+                       "time", model_dir.name, str(n)],
+            "native": [sys.executable, "-c", _NATIVE_COMPUTE, str(model_dir / "model.onnx"), str(n), str(threads)]}
+
+    def median_ms(argv) -> float:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        found = _GUEST_MEDIAN.search(proc.stdout)
+        if proc.returncode or not found:
+            raise RuntimeError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        return float(found.group(1)) / 1e3
+    for argv in cmds.values():
+        median_ms(argv)  # compile cache, page cache
+    progress(f"compute overhead: {rounds} rounds of both processes, {n} computes each")
+    medians = {k: [] for k in cmds}
+    for _ in range(rounds):
+        for name, argv in cmds.items():
+            medians[name].append(median_ms(argv))
+    ms = {k: min(v) for k, v in medians.items()}
+    row("compute", "C component on onnxruntime: compute (EfficientNet-Lite0)", ms["wasinn"], ms["native"], "ms",
+        note="timed in the guest, best of the rounds; reference: session.run on the same input")
+    row("compute", "the same: compute's own cost (guest-timed minus session.run)", ms["wasinn"] - ms["native"],
+        None, "ms", "<= 0.1 ms", note="the host call, its checks and wrapping, the output handles")
