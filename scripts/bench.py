@@ -159,9 +159,9 @@ def marshalling(host: wasinn.Host, quick: bool) -> None:
 
 
 def _child(code: str, *args: str) -> str:
-    """Runs `python -c code` in a fresh process and returns its stdout."""
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "host")})
+    """Runs `python -c code` in a fresh process, with bytecode cached as an installed
+    package has it (`_as_installed`), and returns its stdout."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_as_installed())
     if proc.returncode:
         raise RuntimeError(f"child failed: {proc.stderr.strip()[-500:]}")
     return proc.stdout
