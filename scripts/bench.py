@@ -540,7 +540,7 @@ def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> Non
             bench_latency.openvino_compute(row, progress, _c_guest(), ir, cli, CACHE, quick)
     if "compute" in sections:
         bench_latency.compute_overhead(row, progress, _c_guest(), ROOT / "models" / "efficientnet-lite0", CACHE,
-                                       THREADS, quick)
+                                       THREADS, _as_installed(), quick)
     if "imports" in sections:
         bench_latency.imports(row, progress, _as_installed())
 

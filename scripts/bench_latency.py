@@ -273,51 +273,78 @@ def imports(row, progress, env: dict[str, str]) -> None:
         "ms")
 
 
-_NATIVE_COMPUTE = """
-import statistics, sys, time, numpy as np, onnxruntime as ort
-model, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-options = ort.SessionOptions()
-options.intra_op_num_threads = threads
-session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-x = ((np.arange(3 * 224 * 224) % 255) / np.float32(255) - np.float32(0.5)).astype(np.float32).reshape(1, 3, 224, 224)
-times = []
-for i in range(n + 3):  # c-nn's own warm-up: 3 calls
-    start = time.perf_counter()
-    session.run(None, {"input": x})
-    if i >= 3:
-        times.append(time.perf_counter() - start)
-print(f"compute median {1e6 * statistics.median(times):.1f} us over {n}")
+_COMPUTE_ROUNDS = """
+import os, re, statistics, sys, tempfile, time, wasinn
+from wasinn.backends import onnxruntime as backend
+cache, wasm, model_dir, n, rounds, threads = sys.argv[1:7]
+n, rounds, threads = int(n), int(rounds), int(threads)
+runs = []  # seconds of each onnxruntime run inside a guest's compute
+
+
+def timed_graph(init):  # wraps the session's run of every graph the backend makes
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        run = self._run_plain
+        def timed(*a):
+            start = time.perf_counter()
+            try:
+                return run(*a)
+            finally:
+                runs.append(time.perf_counter() - start)
+        self._run_plain = timed
+    return wrapped
+
+
+backend.OnnxRuntimeGraph.__init__ = timed_graph(backend.OnnxRuntimeGraph.__init__)
+host = wasinn.Host(cache_dir=cache, ort_threads=threads)
+name = os.path.basename(model_dir)
+host.models.register(name, os.path.join(model_dir, "model.onnx"))
+component = host.load_component(wasm)
+
+
+def guest_round():
+    # the guest prints its median on the process's stdout (WASI inherits fd 1): caught in a file
+    runs.clear()
+    with tempfile.TemporaryFile("w+") as out:
+        saved = os.dup(1)
+        os.dup2(out.fileno(), 1)
+        try:
+            with host.instantiate(component, args=["time", name, str(n)]) as inst:
+                inst.run()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        out.seek(0)
+        guest = float(re.search(r"compute median ([\\d.]+) us", out.read()).group(1)) / 1e3
+    return guest, 1e3 * statistics.median(runs[-n:])  # the guest's 3 warm-up calls come first
+
+
+guest_round()
+for _ in range(rounds):
+    print(*guest_round(), flush=True)
 """
 
 
 def compute_overhead(row, progress, wasm: pathlib.Path, model_dir: pathlib.Path, cache: pathlib.Path,
-                     threads: int, quick: bool) -> None:
+                     threads: int, env: dict[str, str], quick: bool) -> None:
     """What `compute` itself costs a guest: the C component (guest/c-nn `time`) times
-    each compute call on the network in the guest, from the call to its return (the
-    host call, its checks, the backend's wrapping, the output handles), against the same
-    model's `session.run` on the same input in a plain Python process, same threads.
-    Processes interleaved, each side's best round (as `openvino_compute`)."""
-    n, rounds = (50, 3) if quick else (100, 7)
-    cmds = {"wasinn": [sys.executable, "-m", "wasinn", "run", "--cache-dir", str(cache), "--ort-threads",
-                       str(threads), "-S", f"nn-graph=onnx::{model_dir}", str(wasm), "--",
-                       "time", model_dir.name, str(n)],
-            "native": [sys.executable, "-c", _NATIVE_COMPUTE, str(model_dir / "model.onnx"), str(n), str(threads)]}
-
-    def median_ms(argv) -> float:
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        found = _GUEST_MEDIAN.search(proc.stdout)
-        if proc.returncode or not found:
-            raise RuntimeError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
-        return float(found.group(1)) / 1e3
-    for argv in cmds.values():
-        median_ms(argv)  # compile cache, page cache
-    progress(f"compute overhead: {rounds} rounds of both processes, {n} computes each")
-    medians = {k: [] for k in cmds}
-    for _ in range(rounds):
-        for name, argv in cmds.items():
-            medians[name].append(median_ms(argv))
-    ms = {k: min(v) for k, v in medians.items()}
-    row("compute", "C component on onnxruntime: compute (EfficientNet-Lite0)", ms["wasinn"], ms["native"], "ms",
-        note="timed in the guest, best of the rounds; reference: session.run on the same input")
-    row("compute", "the same: compute's own cost (guest-timed minus session.run)", ms["wasinn"] - ms["native"],
-        None, "ms", "<= 0.1 ms", note="the host call, its checks and wrapping, the output handles")
+    each compute call on the network in the guest, from the call to its return, and the
+    host times onnxruntime's own run inside each of those calls; the difference is the
+    host call, its checks, the backend's wrapping and the output handles. Per round (`n`
+    calls), the difference of the two medians; the row is the median of the rounds.
+    (Against a second session's run() in a tight loop, the difference also counted the
+    network running faster with warm caches than between a guest's calls, and two
+    processes' medians differed by more than the cost itself.)"""
+    n, rounds = (50, 5) if quick else (100, 9)
+    progress(f"compute overhead: {rounds} rounds of {n} guest computes")
+    proc = subprocess.run([sys.executable, "-c", _COMPUTE_ROUNDS, str(cache), str(wasm), str(model_dir), str(n),
+                           str(rounds), str(threads)], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"the compute measurement failed: {proc.stderr.strip()[-500:]}")
+    pairs = [tuple(map(float, line.split())) for line in proc.stdout.split("\n") if line.strip()]
+    guest, run = (statistics.median(side) for side in zip(*pairs))
+    row("compute", "C component on onnxruntime: compute (EfficientNet-Lite0)", guest, run, "ms",
+        note="timed in the guest; reference: onnxruntime's run inside the same calls; medians of the rounds")
+    row("compute", "the same: compute's own cost (guest-timed minus its run)",
+        statistics.median(g - r for g, r in pairs), None, "ms", "<= 0.1 ms",
+        note=f"median of {rounds} rounds; the host call, its checks and wrapping, the output handles")
