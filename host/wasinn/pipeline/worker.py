@@ -225,7 +225,7 @@ class Worker:
                         session, msg = self.inbox.get_nowait() if ahead else self.inbox.get(timeout=0.2)
                     except queue.Empty:
                         break
-                    ahead.append((session, msg, decoder.submit(self._prepare, msg)))
+                    ahead.append((session, msg, decoder.submit(self._prepare, msg, time.perf_counter())))
                 if not ahead:
                     if self.stopping.is_set() or self._retired():
                         break
@@ -267,10 +267,10 @@ class Worker:
             self.log.info("stopping", queued=self.inbox.qsize())
         self.stopping.set()
 
-    def _prepare(self, msg: mqtt.MQTTMessage) -> _Prepared:
+    def _prepare(self, msg: mqtt.MQTTMessage, taken: float) -> _Prepared:
         """On the decoder thread: what a message needs before its stages, none of which
         has side effects (whether it runs at all is `handle`'s to say)."""
-        taken = time.perf_counter()
+        start = time.perf_counter()
         ident = message_id(msg)
         key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
         source = self.pipeline.source
@@ -278,7 +278,7 @@ class Worker:
             image, failure = decode_image(msg.payload, source.max_pixels, source.name), None
         except Exception as e:  # StageFailure, or a host-side bug: `handle` reports it
             image, failure = None, e
-        return _Prepared(ident, key, taken, image, failure, time.perf_counter() - taken)
+        return _Prepared(ident, key, taken, image, failure, time.perf_counter() - start)
 
     def handle(self, session: int, msg: mqtt.MQTTMessage, prepared: _Prepared) -> None:
         """Runs one message and publishes its result (or dead letter); the message is
