@@ -3,7 +3,11 @@ whose weights it maps (backends/spill.py): the files are gone once the load retu
 whether it worked or not, and the model computes what it computed from bytes."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -127,3 +131,22 @@ def test_views_of_the_builders_are_released_even_when_the_load_fails(host):
         host.nn.load_views(views, GraphEncoding.ONNX, ExecutionTarget.CPU)
     with pytest.raises(ValueError, match="released"):
         views[0].tobytes()
+
+
+def test_a_spill_removes_what_dead_processes_left_an_hour_ago(roundtrip, spill_dir):
+    """A process killed mid-load leaves its directory; the next spill removes it once it
+    is an hour old, and keeps those of live processes and recent ones (TMPDIR may be
+    shared across pid namespaces)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = {name: spill_dir / name for name in (f"wasinn-onnx-{dead}-old", f"wasinn-onnx-{dead}-recent",
+                                                 f"wasinn-onnx-{os.getpid()}-live", "wasinn-onnx-unrelated")}
+    for path in left.values():
+        path.mkdir()
+        (path / "weights").write_bytes(b"x" * 100)
+    two_hours_ago = time.time() - 7200
+    for name in (f"wasinn-onnx-{dead}-old", f"wasinn-onnx-{os.getpid()}-live", "wasinn-onnx-unrelated"):
+        os.utime(left[name], (two_hours_ago, two_hours_ago))
+    g = roundtrip.call("load", [big_model(seed=12)[0]], "onnx", "cpu")  # a seed of its own: a model loaded before is cached, not spilled
+    assert g.tag == "ok", vars(g.payload)
+    assert sorted(p.name for p in spill_dir.iterdir()) == sorted(n for n in left if not n.endswith("-old"))

@@ -74,7 +74,7 @@ def _specs(args, model: bytes | str) -> list[TensorSpec]:
 
 
 # How onnxruntime names the file of a model that spill.py moved out of its bytes.
-_SPILLED_FILE = re.compile(r"Load model from \S*/" + re.escape(DIRECTORY_PREFIX) + r"\w+/model\.onnx failed: ?")
+_SPILLED_FILE = re.compile(r"Load model from \S*/" + re.escape(DIRECTORY_PREFIX) + r"[\w-]+/model\.onnx failed: ?")
 # What onnxruntime says (as FAIL or INVALID_GRAPH) when a well-formed model needs an
 # operator, operator set, domain or IR version it does not have.
 _UNSUPPORTED_MARKERS = ("No Op registered for", "is not a registered function/op", "No opset import for domain",

@@ -11,6 +11,11 @@ kernel may drop again) and parses only the rest: 0x at load. `spilled` writes th
 straight from the caller's buffer; the caller loads the model file, and the directory
 goes once the session is made (a mapping outlives its file's name).
 
+A directory outlives its process only when the process dies mid-load (SIGKILL, a
+crash, power loss): each spill removes those of dead processes once they are an hour
+old. The age matters because TMPDIR may be shared with processes of another pid
+namespace, whose pids mean nothing here; no load takes an hour.
+
 It works on the protobuf wire format, ModelProto.graph -> GraphProto.initializer ->
 TensorProto.raw_data: parsing with `onnx` would itself copy every weight. Weights held
 elsewhere (float_data, Constant nodes, subgraphs) stay in the model.
@@ -18,9 +23,12 @@ elsewhere (float_data, Constant nodes, subgraphs) stay in the model.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
+import re
 import shutil
 import tempfile
+import time
 
 from .formats import read_varint
 
@@ -35,7 +43,9 @@ _ALIGN = 4096
 # Python must not take longer than the load (this many take ~0.5 s; a graph has a
 # field per node and per initializer).
 _MAX_FIELDS = 1 << 20
-DIRECTORY_PREFIX = "wasinn-onnx-"
+DIRECTORY_PREFIX = "wasinn-onnx-"  # then the owner's pid, a dash and mkdtemp's letters
+_OWNED = re.compile(re.escape(DIRECTORY_PREFIX) + r"(\d+)-\w+")
+_STALE_SECONDS = 3600
 _MODEL, _WEIGHTS = "model.onnx", "weights"
 _GRAPH, _INITIALIZER = 7, 5  # ModelProto.graph, GraphProto.initializer
 _RAW_DATA, _EXTERNAL_DATA, _DATA_LOCATION = 9, 13, 14  # TensorProto fields
@@ -55,10 +65,11 @@ def spilled(model):
         yield None
         return
     try:
-        directory = tempfile.mkdtemp(prefix=DIRECTORY_PREFIX)
+        directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-")
     except OSError:
         yield None
         return
+    _sweep(pathlib.Path(directory).parent)
     try:
         try:
             path = _spill(model, pathlib.Path(directory))
@@ -67,6 +78,35 @@ def spilled(model):
         yield path
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sweep(tmp: pathlib.Path) -> None:
+    """Removes the spill directories under `tmp` that dead processes of this user left,
+    an hour old or more."""
+    cutoff = time.time() - _STALE_SECONDS
+    try:
+        with os.scandir(tmp) as entries:
+            stale = [e.path for e in entries if (m := _OWNED.fullmatch(e.name)) and _left(e, cutoff, int(m[1]))]
+    except OSError:
+        return
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _left(entry: os.DirEntry, cutoff: float, pid: int) -> bool:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.getuid() or st.st_mtime > cutoff:
+        return False
+    try:
+        os.kill(pid, 0)  # PermissionError: alive, another user's
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _spill(model, directory: pathlib.Path) -> pathlib.Path | None:
