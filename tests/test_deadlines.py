@@ -35,3 +35,21 @@ def test_no_deadline_means_no_watchdog_entry():
     before = list(deadlines._pending)
     with deadlines.stop_at(None, lambda: None):
         assert deadlines._pending == before
+
+
+def test_again_repeats_the_stop_until_the_block_ends():
+    """A stop that the work ignores at first (OpenVINO's cancel before its run begins)
+    comes again every `again` seconds, and no more once the block has ended."""
+    calls = []
+    third = threading.Event()
+
+    def stop():
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            third.set()
+    with deadlines.stop_at(time.monotonic() + 0.01, stop, again=0.005):
+        assert third.wait(5), f"the stop came {len(calls)} times"
+    ended = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == ended
+    assert all(b - a >= 0.004 for a, b in zip(calls, calls[1:]))

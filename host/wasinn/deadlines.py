@@ -19,7 +19,7 @@ from typing import Callable
 
 _mutex = threading.Lock()  # taken directly where nothing waits: cheaper than the Condition's methods
 _lock = threading.Condition(_mutex)
-_pending: list[tuple[float, int, Callable[[], None]]] = []
+_pending: list[tuple[float, int, Callable[[], None], float | None]] = []  # (when, key, stop, again)
 _cancelled: set[int] = set()  # in _pending, but their block has ended
 _live: set[int] = set()  # in _pending
 _ids = itertools.count()
@@ -61,8 +61,11 @@ def _watch() -> None:
             if wait > 0:
                 _lock.wait(None if wait == float("inf") else wait)
                 continue
-            _, key, stop = heapq.heappop(_pending)
-            _live.discard(key)
+            when, key, stop, again = heapq.heappop(_pending)
+            if again is None:
+                _live.discard(key)
+            else:  # until the block ends (its __exit__ marks it cancelled)
+                heapq.heappush(_pending, (when + again, key, stop, again))
             try:
                 stop()
             except Exception:  # a backend's stop hook must not end the watchdog
@@ -71,14 +74,17 @@ def _watch() -> None:
 
 class stop_at:
     """Calls `stop()` from the watchdog thread if the block is still running at
-    `deadline` (time.monotonic()); nothing when `deadline` is None. A class, not a
-    generator: it is armed once per inference (a generator-based one cost 2x)."""
+    `deadline` (time.monotonic()); nothing when `deadline` is None. With `again`
+    (seconds), calls it again that often until the block ends: for a stop that is lost
+    when it comes before the work it stops has begun (OpenVINO's cancel). A class, not
+    a generator: it is armed once per inference (a generator-based one cost 2x)."""
 
-    __slots__ = ("deadline", "stop", "key")
+    __slots__ = ("deadline", "stop", "again", "key")
 
-    def __init__(self, deadline: float | None, stop: Callable[[], None]):
+    def __init__(self, deadline: float | None, stop: Callable[[], None], again: float | None = None):
         self.deadline = deadline
         self.stop = stop
+        self.again = again
         self.key = None
 
     def __enter__(self) -> None:
@@ -92,7 +98,7 @@ class stop_at:
                 stop_at_exit(_stop_watchdog, _thread)
             _drop_finished()  # usually every earlier call has finished
             self.key = key = next(_ids)
-            heapq.heappush(_pending, (self.deadline, key, self.stop))
+            heapq.heappush(_pending, (self.deadline, key, self.stop, self.again))
             _live.add(key)
             if self.deadline < _sleeping_until:  # wake the watchdog only for an earlier deadline
                 _lock.notify()

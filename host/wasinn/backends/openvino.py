@@ -39,6 +39,7 @@ _TYPES = {ov.Type.f16: TensorType.FP16, ov.Type.f32: TensorType.FP32, ov.Type.f6
           ov.Type.bf16: TensorType.BF16, ov.Type.u8: TensorType.U8, ov.Type.i32: TensorType.I32,
           ov.Type.i64: TensorType.I64}
 _DEVICES = {ExecutionTarget.CPU: "CPU", ExecutionTarget.GPU: "GPU"}
+_CANCEL_AGAIN = 0.001  # seconds between the watchdog's cancels of a run past its deadline
 # The compile settings for each --inference-precision. f32 (ACCURACY) runs the model in
 # its own precision. By default (auto) the CPU plugin runs float32 models in bfloat16
 # wherever the CPU has it: ~1.8x faster on this machine, but EfficientNet-Lite0's logits
@@ -209,13 +210,14 @@ class OpenVinoContext:
         request = self.request
         feeds = [_input(spec, t) for spec, t in zip(self.graph.inputs, inputs)]
         if deadline is not None and time.monotonic() >= deadline:
-            # a cancel that comes before the run starts is lost: the run would go on
             raise NnError(ErrorCode.TIMEOUT, "OpenVINO was stopped at the call's deadline: it had passed "
                                              "before the run began")
         try:
             # A synchronous run, cancelled from the watchdog thread at the deadline:
-            # start_async + wait_for cost ~20 us more a call (two thread hand-offs).
-            with stop_at(deadline, request.cancel):
+            # start_async + wait_for cost ~20 us more a call (two thread hand-offs). A
+            # cancel that comes before the run has begun is lost, so it comes again
+            # every millisecond until the run is over.
+            with stop_at(deadline, request.cancel, again=_CANCEL_AGAIN):
                 _infer(request, feeds[0] if len(feeds) == 1 else dict(enumerate(feeds)), True, True)
         except RuntimeError as e:
             if deadline is not None and time.monotonic() >= deadline:
