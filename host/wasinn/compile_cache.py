@@ -91,9 +91,9 @@ class CompileCache:
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
             component = compile(wasm)
-            if self.sidecar:
-                _write_quietly(entry.with_suffix(self.sidecar), component.wasinn_sidecar)
-            _write_quietly(entry, component.serialize())
+            # an entry without its sidecar is never taken: not written unless the sidecar is
+            if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), component.wasinn_sidecar):
+                _write_quietly(entry, component.serialize())
         if path is not None:
             self.identities.put(content_key, path)
         return component
@@ -102,8 +102,9 @@ class CompileCache:
         return self._entry(sha256(wasm).hexdigest()[:32])
 
 
-def _write_quietly(path: pathlib.Path, data: bytes) -> None:
+def _write_quietly(path: pathlib.Path, data: bytes) -> bool:
     try:
         write_atomic(path, data)
     except OSError:
-        pass  # an unwritable cache only costs time
+        return False  # an unwritable cache only costs time
+    return True
