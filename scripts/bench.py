@@ -18,14 +18,15 @@ Sections (each row: wasinn, the reference, their ratio, the target):
   process       `wasinn classify` of one photo as a whole process (wall, peak RSS) vs a
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
   serve         `wasinn serve` with 1 worker over a local mosquitto vs a native loop
-                (decode + the composed classifier) on the same photos: photos/s
+                (decode + the composed classifier) on the same photos, and vs that loop
+                decoding ahead on a thread as a worker does: photos/s
   pipeline      the example pipeline's stages in one process, each next to onnxruntime
                 (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
   instances, arena, precision, compute, imports: scripts/bench_latency.py (fresh
                 instances on recycled, new and copy-on-write memories; onnxruntime's arena
                 settings; OpenVINO auto vs f32 vs native, and a C component's compute on
-                OpenVINO vs the wasmtime CLI; the same component's compute on onnxruntime
-                vs session.run; start-up imports)
+                OpenVINO vs the wasmtime CLI; what the same component's compute on
+                onnxruntime costs beyond the run inside it; start-up imports)
 
 Timings are noisy on shared machines: runs are interleaved (wasinn, native, wasinn, ...)
 so that load hits both sides alike, and medians are reported.
