@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import pathlib
 import re
 import statistics
@@ -274,7 +275,7 @@ def imports(row, progress, env: dict[str, str]) -> None:
 
 
 _COMPUTE_ROUNDS = """
-import os, re, statistics, sys, tempfile, time, wasinn
+import json, os, statistics, sys, tempfile, time, wasinn
 from wasinn.backends import onnxruntime as backend
 cache, wasm, model_dir, n, rounds, threads = sys.argv[1:7]
 n, rounds, threads = int(n), int(rounds), int(threads)
@@ -303,7 +304,8 @@ component = host.load_component(wasm)
 
 
 def guest_round():
-    # the guest prints its median on the process's stdout (WASI inherits fd 1): caught in a file
+    # the guest prints its median on the process's stdout (WASI inherits fd 1): caught in a
+    # file, handed on with the median of the runs inside its calls
     runs.clear()
     with tempfile.TemporaryFile("w+") as out:
         saved = os.dup(1)
@@ -315,13 +317,12 @@ def guest_round():
             os.dup2(saved, 1)
             os.close(saved)
         out.seek(0)
-        guest = float(re.search(r"compute median ([\\d.]+) us", out.read()).group(1)) / 1e3
-    return guest, 1e3 * statistics.median(runs[-n:])  # the guest's 3 warm-up calls come first
+        return out.read(), 1e3 * statistics.median(runs[-n:])  # the guest's 3 warm-up calls come first
 
 
 guest_round()
 for _ in range(rounds):
-    print(*guest_round(), flush=True)
+    print(json.dumps(guest_round()), flush=True)
 """
 
 
@@ -346,7 +347,8 @@ def compute_overhead(row, progress, wasm: pathlib.Path, model_dir: pathlib.Path,
                                str(rounds), str(threads)], capture_output=True, text=True, env=env)
         if proc.returncode:
             raise RuntimeError(f"the compute measurement failed: {proc.stderr.strip()[-500:]}")
-        pairs = [tuple(map(float, line.split())) for line in proc.stdout.split("\n") if line.strip()]
+        pairs = [(float(_GUEST_MEDIAN.search(printed)[1]) / 1e3, run)
+                 for printed, run in map(json.loads, proc.stdout.splitlines())]
         guest, run = (statistics.median(side) for side in zip(*pairs))
         row("compute", f"C component on onnxruntime: compute ({label})", guest, run, "ms",
             note="timed in the guest; reference: onnxruntime's run inside the same calls; medians of the rounds")

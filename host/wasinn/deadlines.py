@@ -61,11 +61,12 @@ def _watch() -> None:
             if wait > 0:
                 _lock.wait(None if wait == float("inf") else wait)
                 continue
-            when, key, stop, again = heapq.heappop(_pending)
+            _, key, stop, again = heapq.heappop(_pending)
             if again is None:
                 _live.discard(key)
-            else:  # until the block ends (its __exit__ marks it cancelled)
-                heapq.heappush(_pending, (when + again, key, stop, again))
+            else:  # until the block ends (its __exit__ marks it cancelled); from now, so that a
+                # late watchdog does not call it back to back to catch up
+                heapq.heappush(_pending, (time.monotonic() + again, key, stop, again))
             try:
                 stop()
             except Exception:  # a backend's stop hook must not end the watchdog

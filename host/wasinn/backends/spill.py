@@ -86,14 +86,15 @@ def _sweep(tmp: pathlib.Path) -> None:
     cutoff = time.time() - _STALE_SECONDS
     try:
         with os.scandir(tmp) as entries:
-            stale = [e.path for e in entries if (m := _OWNED.fullmatch(e.name)) and _left(e, cutoff, int(m[1]))]
+            stale = [e.path for e in entries
+                     if (m := _OWNED.fullmatch(e.name)) and _abandoned(e, cutoff, int(m[1]))]
     except OSError:
         return
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _left(entry: os.DirEntry, cutoff: float, pid: int) -> bool:
+def _abandoned(entry: os.DirEntry, cutoff: float, pid: int) -> bool:
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError:
