@@ -63,15 +63,22 @@ def test_openvino_ir_computes_what_onnxruntime_computes(ir_dir):
 
 
 def test_same_component_same_flags_same_classes_on_wasmtime_and_wasinn(wasmtime_cli, ir_dir):
-    """wasmtime's flags on both hosts; wasinn also takes the very same IR directory."""
+    """wasmtime's flags on both hosts; wasinn also takes the very same IR directory.
+
+    Compared like with like, so the test holds on any CPU: the wasmtime CLI leaves OpenVINO's
+    CPU plugin at its default precision (bfloat16 on CPUs with avx512_bf16 or AMX, float16 on
+    Arm cores that have it, float32 elsewhere), and so does wasinn's `--inference-precision
+    auto`: the same library on the same CPU, the same arithmetic. wasinn's default (float32)
+    is compared with onnxruntime, also float32."""
     binary, env = wasmtime_cli
     args = ["--dir", f"{IMAGES}::/images", str(component()), "--top", "3", *PHOTOS]
+    nn_graph = ["-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}"]
     runs = {
-        "wasmtime, openvino": subprocess.run(
-            [str(binary), "run", "-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}", *args],
-            capture_output=True, text=True, env=env, timeout=300),
-        "wasinn, openvino": wasinn("run", "--cache-dir", str(CACHE), "-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}",
-                                   *args),
+        "wasmtime, openvino": subprocess.run([str(binary), "run", *nn_graph, *args],
+                                             capture_output=True, text=True, env=env, timeout=300),
+        "wasinn, openvino auto": wasinn("run", "--cache-dir", str(CACHE), "--inference-precision", "auto",
+                                        *nn_graph, *args),
+        "wasinn, openvino": wasinn("run", "--cache-dir", str(CACHE), *nn_graph, *args),
         "wasinn, onnx": wasinn("run", "--cache-dir", str(CACHE), "-S", "nn", "-S", f"nn-graph=onnx::{onnx_dir()}",
                                *args),
     }
@@ -79,9 +86,15 @@ def test_same_component_same_flags_same_classes_on_wasmtime_and_wasinn(wasmtime_
         assert proc.returncode == 0, f"{host}: {proc.stderr}"
     preds = {host: predictions(proc.stdout) for host, proc in runs.items()}
     for path, label in zip(PHOTOS, TOP1.values()):
-        assert {host: p[path][0][0] for host, p in preds.items()} == dict.fromkeys(runs, label)
-        scores = {host: p[path][0][1] for host, p in preds.items()}
-        # wasinn runs OpenVINO in float32: within rounding of onnxruntime's percentages
-        assert abs(scores["wasinn, openvino"] - scores["wasinn, onnx"]) < 0.1, (path, scores)
-        # wasmtime leaves OpenVINO's CPU plugin in bfloat16 where the CPU has it: 0.4 points apart here
-        assert abs(scores["wasmtime, openvino"] - scores["wasinn, onnx"]) < 1.5, (path, scores)
+        # the plugin's own precision on both hosts: the same classes in the same order, and
+        # scores within the 0.01-point rounding of the printout plus a thread count's reordering
+        # of float sums (float32 accumulation: far below 0.1 points)
+        assert_same_ranking(preds["wasmtime, openvino"][path], preds["wasinn, openvino auto"][path], path)
+        # float32 on both backends: the model's documented class, within rounding of onnxruntime
+        assert_same_ranking(preds["wasinn, openvino"][path], preds["wasinn, onnx"][path], path)
+        assert preds["wasinn, onnx"][path][0][0] == label
+
+
+def assert_same_ranking(got: list[tuple[str, float, int]], want: list[tuple[str, float, int]], path: str) -> None:
+    assert [c for _, _, c in got] == [c for _, _, c in want], (path, got, want)
+    assert max(abs(g[1] - w[1]) for g, w in zip(got, want)) < 0.1, (path, got, want)
