@@ -16,6 +16,8 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-contexts = 256
     max-tensors = 65536
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
+    isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none
+    max-workers = 64           # live backend worker processes (one per instance with isolated graphs)
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
 wasi:nn `too-large` naming the limit, its value and its flag; the tensor constructor
@@ -47,6 +49,11 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def _isolation_policy(text: str) -> str:
+    from .backends.isolated import check_policy
+    return check_policy(str(text))
+
+
 def parse_seconds(text: str | float) -> float:
     if isinstance(text, (int, float)):
         return float(text)
@@ -71,13 +78,16 @@ class Limits:
     max_contexts: int = 256
     max_tensors: int = 65536
     external_data_dir: pathlib.Path | None = None
+    isolate: str = "guest-models"
+    max_workers: int = 64
 
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
                 "max_tensor_elements": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int, "max_contexts": int, "max_tensors": int,
-                "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None}
+                "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
+                "isolate": _isolation_policy, "max_workers": int}
 
     @classmethod
     def names(cls) -> list[str]:

@@ -112,7 +112,9 @@ class ModuleInstance(Instance):
 
     def _ensure(self) -> Store:
         if self._store is not None:
-            return self._store
+            if self._session.broken() is None:
+                return self._store
+            self.close()  # its backend worker is gone, and with it its graphs: start afresh
         modules = self.host.core_modules
         store = self._new_store(modules.engine)
         session = self.host.nn.open_session(store)

@@ -20,6 +20,7 @@ from wasmtime import _ffi as ffi
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
 from .backends.formats import inline_onnx_external_data, looks_like_onnx
+from .backends.isolated import Isolation
 from .errors import NnError, invalid_argument, invalid_encoding, too_large
 from .limits import Limits
 from .registry import ModelRegistry
@@ -51,6 +52,12 @@ class Session:
         self.deadline: float | None = None  # time.monotonic() when the current call must end
         self.last_error: NnError | None = None  # the last wasi:nn error the guest received
         self.core_memory = None  # a core module's exported memory, found on its first wasi-nn call (abi/witx.py)
+        self.worker = None  # the backend worker running the graphs it loaded from its own bytes (isolated.py)
+
+    def broken(self) -> str | None:
+        """Why the instance must start afresh: its backend worker was killed or died, and
+        with it the graphs it had loaded from its own bytes."""
+        return self.worker.dead if self.worker is not None else None
 
 
 def returns_error(fn: Callable) -> Callable:
@@ -85,6 +92,7 @@ class WasiNn:
         # which the garbage collector may run inside any locked section.
         self._lock = threading.RLock()
         self._recent_graphs: collections.OrderedDict[tuple, Graph] = collections.OrderedDict()
+        self.isolation = Isolation(self.limits)
 
     @property
     def nn(self) -> "WasiNn":
@@ -104,6 +112,9 @@ class WasiNn:
             session.reps.clear()
             session.counts.clear()
             session.host_bytes = 0
+            if session.worker is not None:
+                session.worker.close()
+                session.worker = None
             # A store freed without close() may already have a successor at its address.
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
@@ -220,27 +231,36 @@ class WasiNn:
     # --- wasi:nn/graph --------------------------------------------------------------
     @returns_error
     def load(self, store, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
-        return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target))
+        return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target, self.session(store)))
 
-    def load_views(self, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
-        """`load_graph` on views of guest memory, so that no copy of the model is made
-        here (backends copy what they keep; onnxruntime maps a file written from the
-        views). Each view is released on return: nothing can read through it once the
-        guest runs again."""
+    def load_views(self, store, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+        """`load_graph` of a guest's own bytes, on views of its memory, so that no copy
+        of the model is made here (backends copy what they keep; onnxruntime maps a file
+        written from the views; an isolated load copies them once, into the worker's
+        shared memory). Each view is released on return: nothing can read through it
+        once the guest runs again."""
         try:
-            return self.load_graph(views, encoding, target)
+            return self.load_graph(views, encoding, target, self.session(store))
         finally:
             for view in views:
                 view.release()
 
-    def load_graph(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+    def load_graph(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
+                   guest: Session | None = None) -> Graph:
         """Picks the backend for `encoding` (or recognises the bytes) and loads;
-        `builders` are any buffers, read only during the call. The same
-        bytes loaded again, by any instance, get the same graph: a graph is immutable,
-        and creating an onnxruntime session costs 10x more than hashing its bytes."""
+        `builders` are any buffers, read only during the call. `guest`: the instance
+        whose own bytes these are (None: the operator's model), for the isolation policy:
+        an isolated graph runs in a worker process (backends/isolated.py), one per
+        instance. The same bytes loaded again in process, by any instance, get the same
+        graph: a graph is immutable, and creating an onnxruntime session costs 10x more
+        than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
         self.limits.check_model(sum(len(b) for b in builders))
+        if self.isolation.applies(guest is not None):
+            graph = self._load_isolated(builders, encoding, target, guest)
+            graph.model_bytes = sum(len(b) for b in builders)
+            return graph
         import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
         key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
         with self._lock:
@@ -257,18 +277,34 @@ class WasiNn:
         return graph
 
     def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+        builders = self._inline(builders, encoding)
+        return self._backend_for(builders, encoding).load(builders, target)
+
+    def _load_isolated(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
+                       guest: Session | None) -> Graph:
+        builders = self._inline(builders, encoding)
+        backend = self._backend_for(builders, encoding)
+        if not backend.kind.installed():
+            backend.backend()  # raises, naming the extra to install
+        return self.isolation.load(guest, backend.kind.name, backend.encoding, backend.threads, backend.precision,
+                                   builders, target, guest.deadline if guest is not None else None)
+
+    def _inline(self, builders: list[bytes], encoding: GraphEncoding) -> list[bytes]:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
-            builders = [inline_onnx_external_data(builders[0], self.limits.external_data_dir)]
+            return [inline_onnx_external_data(builders[0], self.limits.external_data_dir)]
+        return builders
+
+    def _backend_for(self, builders: list[bytes], encoding: GraphEncoding) -> Backend:
         if encoding == GraphEncoding.AUTODETECT:
             for backend in self.backends.values():
                 if backend.recognizes(builders):
-                    return backend.load(builders, target)
+                    return backend
             raise invalid_encoding("autodetect did not recognise the model bytes as any encoding this "
                                    f"host serves ({self.served()})")
         backend = self.backends.get(encoding)
         if backend is None:
             raise invalid_encoding(f"no backend serves encoding {encoding.value}; this host serves: {self.served()}")
-        return backend.load(builders, target)
+        return backend
 
     def served(self) -> str:
         return ", ".join(f"{e.value} ({b.name})" for e, b in self.backends.items())
@@ -279,7 +315,10 @@ class WasiNn:
 
     def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
         """An operator's model file, loaded by a backend that reads files itself; None
-        when the encoding's backend does not (then the caller loads the bytes)."""
+        when the encoding's backend does not, or the policy isolates operators' models
+        too (then the caller loads the bytes)."""
+        if self.isolation.applies(guest=False):
+            return None
         if encoding == GraphEncoding.AUTODETECT:
             with open(path, "rb") as f:
                 head = f.read(1 << 16)

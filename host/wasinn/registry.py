@@ -114,6 +114,8 @@ class ModelRegistry:
             known = ", ".join(repr(n) for n in self.names()) or "none"
             raise not_found(f"no graph named {name!r}; registered: {known}")
         with self._lock:
+            if getattr(entry.graph, "gone", False):  # its backend worker died (isolate = "all"): load it anew
+                entry.graph = None
             if entry.graph is None and entry.remote is not None:
                 from .backends.kserve import KServeGraph  # see register_remote
                 entry.graph = KServeGraph(entry.remote, entry.target)

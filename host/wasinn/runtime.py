@@ -231,7 +231,9 @@ class Instance:
     # --- lifecycle -----------------------------------------------------------------
     def _ensure(self) -> Store:
         if self._store is not None:
-            return self._store
+            if self._session.broken() is None:
+                return self._store
+            self.close()  # its backend worker is gone, and with it its graphs: start afresh
         engine = self.component.wasinn_engine
         store = self._new_store(engine.engine)
         session = self.host.nn.open_session(store)

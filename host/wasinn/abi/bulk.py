@@ -48,7 +48,7 @@ class Bulk:
     def load(self, store, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
         memory = self._memory(store)
         views = [memory.view(_payload(memory, s), s.len) for s in builders]
-        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target))
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(store, views, encoding, target))
 
     @returns_error
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:

@@ -16,10 +16,10 @@ import math
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from .._bindings import ExecutionTarget, GraphEncoding
+from .._bindings import ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
 from ..limits import backend_memory_error
-from ..tensors import HostTensor, tensor_type_of
+from ..tensors import DTYPES, HostTensor, tensor_type_of
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_tflite
 
@@ -44,8 +44,14 @@ class TfLiteGraph:
         self.backend = "tflite"
         self.target = target
         probe = self.interpreter()
-        self.inputs = _specs(probe.get_input_details())
-        self.outputs = _specs(probe.get_output_details())
+        try:
+            details = probe.get_input_details(), probe.get_output_details()
+        except ValueError:
+            # LiteRT describes a bfloat16 tensor with ml_dtypes' type, and fails unless
+            # ml_dtypes is loaded (tensors.DTYPES loads it on first need: 0.3-0.9 s)
+            DTYPES[TensorType.BF16]
+            details = probe.get_input_details(), probe.get_output_details()
+        self.inputs, self.outputs = _specs(details[0]), _specs(details[1])
 
     def interpreter(self) -> Interpreter:
         try:

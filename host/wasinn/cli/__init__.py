@@ -180,6 +180,9 @@ _LIMIT_HELP = {
     "max_contexts": "live execution contexts per instance",
     "max_tensors": "live tensors per instance",
     "external_data_dir": "the one directory ONNX external data may be read from",
+    "isolate": "which graphs run in a confined backend worker process: guest-models (graphs a guest loads "
+               "from its own bytes), all (the registered models too), none (all in this process)",
+    "max_workers": "live backend worker processes of isolated graphs (one per instance that has them)",
 }
 
 

@@ -1,0 +1,435 @@
+"""Graphs a guest loads from its own bytes run in a backend worker process, not here.
+
+Model bytes from a guest are hostile input to native parsers (onnxruntime, LiteRT,
+OpenVINO) that were never hardened against it: a crafted model can crash the process
+that parses it, hold it past any deadline, or grow it past any memory limit. So under
+the default policy (`isolate = "guest-models"`) such graphs are parsed, initialized and
+run in a worker that the host supervises (worker.py): confined (confine.py: no files
+but the interpreter's, no privileges, no new processes, no sockets), its address space
+capped at its baseline + max-host-bytes + max-backend-memory per live graph, killed at
+the call's deadline (after the backend's own cooperative stop has had its chance), and
+whatever happens to it is a wasi:nn error for that instance's graphs and nothing else.
+
+One worker per instance, forked on its first isolated load from a fork server (the
+zygote, one per process) that has imported the backends already: a worker costs a fork,
+not an interpreter start. The worker goes when its instance closes. Tensors cross in a
+shared memory file the host creates and seals against shrinking; requests and replies
+are small JSON messages on a Unix socket, and the host checks every reply as it would a
+guest's arguments.
+
+`isolate = "all"` also runs the operator's registered models in a worker (one shared by
+every instance of the host, since the operator chose them); `"none"` runs everything in
+process, as before.
+"""
+from __future__ import annotations
+
+import atexit
+import fcntl
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from .._bindings import ErrorCode, ExecutionTarget, TensorType
+from ..errors import NnError, WasinnError, runtime_error, too_large
+from ..tensors import DTYPES, HostTensor
+from .base import AcceptOutputs, TensorSpec, accept_all
+from .worker import receive, send
+
+POLICIES = ("guest-models", "all", "none")
+# How long past a call's deadline a worker has to answer (its backend's own stop comes
+# at the deadline) before it is killed.
+DEADLINE_GRACE = 0.05
+_START_TIMEOUT = 60.0
+_ALIGN = 64
+_MIN_SHM = 1 << 20
+_MAX_RANK = 64  # numpy's: a worker's reply with more axes is not a tensor
+
+
+def check_policy(value: str) -> str:
+    if value not in POLICIES:
+        raise WasinnError(f"isolate {value!r}: wasinn has {', '.join(POLICIES)} (guest-models: graphs from guest "
+                          "bytes run in a confined worker process; all: every graph does; none: all in process)")
+    return value
+
+
+class Zygote:
+    """The fork server (worker.py's `zygote`), started once per process."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ, MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
+        quiet = os.environ.get("WASINN_WORKER_STDERR") != "1"  # backends' own complaints about hostile models
+        self.process = subprocess.Popen([sys.executable, "-P", "-m", "wasinn.backends.worker", str(theirs.fileno())],
+                                        pass_fds=(theirs.fileno(),), cwd="/", env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
+        theirs.close()
+        self.sock = ours
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.imported = {"onnxruntime"}
+        self.sock.settimeout(_START_TIMEOUT)
+        try:
+            message, _ = receive(self.sock)
+        except (OSError, ValueError) as e:
+            message = None
+            self.process.kill()
+            raise runtime_error(f"the backend worker server did not start: {e}") from None
+        finally:
+            self.sock.settimeout(None)
+        if message is None:
+            raise runtime_error(f"the backend worker server did not start (it ended: {self.process.wait()})")
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.process.poll() is None
+
+    def fork(self, settings: dict) -> "Worker":
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with self.lock:
+            send(self.sock, {"op": "fork", **settings}, (theirs.fileno(),))
+            theirs.close()
+            message, fds = receive(self.sock, max_fds=1)
+        if message is None or not fds:
+            raise runtime_error("the backend worker server ended; the next load starts another")
+        return Worker(self, ours, int(message["pid"]), fds[0])
+
+    def preload(self, backend: str) -> None:
+        """Imports a backend's package in the zygote, for the workers it forks from now on."""
+        if backend in self.imported:
+            return
+        with self.lock:
+            send(self.sock, {"op": "import", "backend": backend})
+            message, _ = receive(self.sock)
+        self.imported.add(backend)  # where it failed, each worker fails to import it and says why
+
+    def status(self, pid: int) -> str:
+        """How a worker ended, as the zygote saw it reap it."""
+        for _ in range(20):
+            with self.lock:
+                send(self.sock, {"op": "status", "pid": pid})
+                message, _ = receive(self.sock)
+            if message and message.get("status"):
+                return str(message["status"])
+            time.sleep(0.005)
+        return "unknown"
+
+    def close(self) -> None:
+        self.sock.close()
+        self.process.kill()
+        self.process.wait()
+
+
+_zygote: Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def zygote() -> Zygote:
+    global _zygote
+    with _zygote_lock:
+        if _zygote is None or not _zygote.alive():
+            _zygote = Zygote()
+            atexit.register(_zygote.close)
+        return _zygote
+
+
+class Worker:
+    """One backend worker process: its socket, its shared memory, and whether it lives."""
+
+    def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int):
+        self.server, self.sock, self.pid, self.pidfd = server, sock, pid, pidfd
+        self.lock = threading.RLock()
+        self.dead: str | None = None  # why it is gone
+        self.memfd: int | None = None
+        self.shm: mmap.mmap | None = None
+        self.size = 0
+        self.dropped: list[tuple[str, int]] = []  # graphs and contexts the host let go of
+        self.graphs = 0
+
+    # --- shared memory ------------------------------------------------------------------
+    def ensure(self, size: int) -> mmap.mmap:
+        """Shared memory of at least `size` bytes (the caller holds the lock)."""
+        if self.shm is not None and size <= self.size:
+            return self.shm
+        size = max(size, 2 * self.size, _MIN_SHM)
+        size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        fds: tuple[int, ...] = ()
+        if self.memfd is None:
+            self.memfd = os.memfd_create("wasinn-tensors", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            fds = (self.memfd,)
+        os.ftruncate(self.memfd, size)
+        if fds:  # the worker can grow it (harmless) but never shrink it under the host's mapping
+            fcntl.fcntl(self.memfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        old, self.shm, self.size = self.shm, mmap.mmap(self.memfd, size), size
+        if old is not None:
+            try:
+                old.close()
+            except BufferError:
+                pass  # a view still holds it; it goes with that view
+        self._exchange({"op": "shm", "size": size}, None, fds)
+        return self.shm
+
+    # --- requests -------------------------------------------------------------------------
+    def request(self, message: dict, deadline: float | None) -> dict:
+        with self.lock:
+            if self.dead:
+                raise runtime_error(self.dead)
+            if self.dropped:
+                for kind, ident in self.dropped:
+                    self._exchange({"op": "drop", kind: ident}, None)
+                self.dropped.clear()
+            return self._exchange(message, deadline)
+
+    def _exchange(self, message: dict, deadline: float | None, fds: tuple[int, ...] = ()) -> dict:
+        try:
+            send(self.sock, message, fds)
+            if deadline is None:
+                self.sock.settimeout(None)
+            else:
+                self.sock.settimeout(max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
+            reply, _ = receive(self.sock)
+        except socket.timeout:
+            self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
+                      "loaded from its own bytes are gone (load them again)")
+            raise NnError(ErrorCode.TIMEOUT, f"the backend did not finish by the call's deadline; {self.dead}") from None
+        except (OSError, ValueError):
+            reply = None
+        if reply is None:
+            self.kill(f"the backend worker ended ({self.server.status(self.pid)}) while "
+                      f"{_DOING.get(message.get('op'), 'working')}; the graphs this instance loaded from its own "
+                      "bytes are gone")
+            raise runtime_error(self.dead)
+        if not isinstance(reply, dict):
+            self.kill("the backend worker sent a malformed reply")
+            raise runtime_error(self.dead)
+        if "error" in reply:
+            raise _reported_error(reply)
+        return reply
+
+    def forget(self, kind: str, ident: int) -> None:
+        """From a finalizer (any thread, any moment): dropped at the next request."""
+        if not self.dead:
+            self.dropped.append((kind, ident))
+
+    def kill(self, reason: str) -> None:
+        if self.dead:
+            return
+        self.dead = reason
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+        self.sock.close()
+
+    def close(self) -> None:
+        """Once, from whoever owns it (a session closing, or the finalizer of its store)."""
+        self.kill("the instance that owned the backend worker has closed")
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.shm is not None:
+            try:
+                self.shm.close()
+            except BufferError:
+                pass
+        if self.memfd is not None:
+            os.close(self.memfd)
+            self.memfd = None
+
+
+_DOING = {"load": "loading the model", "compute": "computing", "init": "making an execution context",
+          "fetch": "handing over the outputs"}
+
+
+def _reported_error(reply: dict) -> NnError:
+    try:
+        code = ErrorCode(reply["error"])
+    except (ValueError, KeyError, TypeError):
+        code = ErrorCode.RUNTIME_ERROR
+    message = reply.get("message")
+    return NnError(code, message if isinstance(message, str) else "the backend worker failed")
+
+
+class IsolatedGraph:
+    """A graph living in a worker; what the Graph protocol asks, checked on arrival."""
+
+    def __init__(self, worker: Worker, reply: dict, target: ExecutionTarget):
+        self.worker = worker
+        self.ident = _count(reply.get("graph"))
+        self.backend = f"{_text(reply.get('backend'))}, isolated"
+        self.target = target
+        self.inputs = _specs(reply.get("inputs"))
+        self.outputs = _specs(reply.get("outputs"))
+        self.model_bytes = 0
+        self._finalizer = weakref.finalize(self, worker.forget, "graph", self.ident)
+
+    @property
+    def gone(self) -> bool:
+        return self.worker.dead is not None
+
+    def init_execution_context(self) -> "IsolatedContext":
+        reply = self.worker.request({"op": "init", "graph": self.ident}, None)
+        return IsolatedContext(self, _count(reply.get("context")))
+
+
+class IsolatedContext:
+    def __init__(self, graph: IsolatedGraph, ident: int):
+        self.graph = graph
+        self.ident = ident
+        weakref.finalize(self, graph.worker.forget, "context", ident)
+
+    def compute(self, inputs: list[HostTensor], deadline: float | None = None,
+                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+        worker = self.graph.worker
+        with worker.lock:
+            if worker.dead:
+                raise runtime_error(worker.dead)
+            layout, end = [], 0
+            for t in inputs:
+                end = _aligned(end)
+                layout.append([end, t.nbytes, t.ty.value, list(t.dims)])
+                end += t.nbytes
+            out = _aligned(end)
+            static = sum(n for s in self.graph.outputs if (n := s.static_nbytes()) is not None)
+            shm = worker.ensure(out + static + _ALIGN * len(self.graph.outputs))
+            for (offset, n, _, _), t in zip(layout, inputs):
+                shm[offset:offset + n] = memoryview(t.data).cast("B")
+            reply = worker.request({"op": "compute", "context": self.ident, "deadline": deadline,
+                                    "inputs": layout, "out": out}, deadline)
+            if "need" in reply:
+                accept_outputs(_sizes(reply.get("sizes")))
+                worker.ensure(_count(reply.get("need")))
+                reply = worker.request({"op": "fetch", "out": out}, deadline)
+            outputs = self._outputs(reply.get("outputs"), worker.size)
+            accept_outputs([(name, n) for name, _, _, _, n in outputs])
+            return [(name, HostTensor(dims, ty, np.frombuffer(worker.shm, np.uint8, n, offset).copy()))
+                    for name, ty, dims, offset, n in outputs]
+
+    def _outputs(self, outputs, size: int) -> list:
+        """The worker's account of its outputs, held to what the host can trust."""
+        checked = []
+        try:
+            for name, ty, dims, offset, n in outputs:
+                ty = TensorType(ty)
+                dims = [_count(d) for d in dims]
+                if not isinstance(name, str) or len(dims) > _MAX_RANK or not 0 <= offset <= offset + n <= size:
+                    raise ValueError
+                if _product(dims, n) * DTYPES[ty].itemsize != n:
+                    raise ValueError
+                checked.append((name, ty, dims, _count(offset), _count(n)))
+        except (TypeError, ValueError):
+            self.graph.worker.kill("the backend worker described its outputs wrongly")
+            raise runtime_error(self.graph.worker.dead) from None
+        return checked
+
+
+class Isolation:
+    """Where the graphs of one host run: the policy, and the workers it has started."""
+
+    def __init__(self, limits):
+        self.policy = check_policy(limits.isolate)
+        self.max_workers = limits.max_workers
+        # what bounds a worker (worker.py): its memory cap grows with its graphs
+        self.settings = {"host_bytes": limits.max_host_bytes, "backend_memory": limits.max_backend_memory,
+                         "max_graphs": limits.max_graphs, "output_bytes": limits.output_bytes,
+                         "file_size": 2 * limits.max_model_bytes + (64 << 20)}
+        self.live: weakref.WeakSet[Worker] = weakref.WeakSet()
+        self._shared: Worker | None = None
+        self._lock = threading.Lock()
+
+    def applies(self, guest: bool) -> bool:
+        """Whether a graph from a guest's bytes (or the operator's, `guest` False) is isolated."""
+        return self.policy == "all" or (guest and self.policy == "guest-models")
+
+    def worker(self, owner) -> Worker:
+        """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
+        the operator's models (owner None), started on first use."""
+        current = self._shared if owner is None else owner.worker
+        if current is not None and not current.dead:
+            return current
+        with self._lock:
+            alive = [w for w in self.live if not w.dead]
+            if len(alive) >= self.max_workers:
+                raise too_large(f"the host runs {len(alive)} backend workers; the limit is {self.max_workers} "
+                                "(max-workers, --max-workers)")
+            worker = zygote().fork(self.settings)
+            self.live.add(worker)
+        if owner is None:
+            self._shared = worker
+        else:
+            owner.worker = worker
+        return worker
+
+    def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
+             deadline: float | None) -> IsolatedGraph:
+        worker = self.worker(owner)
+        zygote().preload(kind)
+        sizes = [len(b) for b in builders]
+        with worker.lock:
+            shm = worker.ensure(sum(sizes))
+            offset = 0
+            for b in builders:
+                shm[offset:offset + len(b)] = memoryview(b).cast("B")
+                offset += len(b)
+            reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
+                                    "threads": threads, "precision": precision, "sizes": sizes}, deadline)
+            worker.graphs += 1
+        return IsolatedGraph(worker, reply, target)
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _count(value) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "?"
+
+
+def _product(dims: list[int], bound: int) -> int:
+    """The product of `dims`, stopping once it passes `bound` (no big-int products)."""
+    if 0 in dims:
+        return 0
+    total = 1
+    for d in dims:
+        total *= d
+        if total > bound:
+            return bound + 1
+    return total
+
+
+def _sizes(sizes) -> list[tuple[str, int]]:
+    try:
+        return [(_text(name), _count(n)) for name, n in sizes]
+    except (TypeError, ValueError):
+        raise runtime_error("the backend worker described its outputs wrongly") from None
+
+
+def _specs(specs) -> list[TensorSpec]:
+    try:
+        out = []
+        for name, ty, type_name, shape in specs:
+            if not isinstance(name, str) or not isinstance(type_name, str):
+                raise ValueError
+            if shape is not None:
+                if len(shape) > _MAX_RANK:
+                    raise ValueError
+                shape = tuple(None if d is None else _count(d) for d in shape)
+            out.append(TensorSpec(name, None if ty is None else TensorType(ty), type_name, shape))
+        return out
+    except (TypeError, ValueError):
+        raise runtime_error("the backend worker described the model's inputs or outputs wrongly") from None
+
+
+__all__ = ["Isolation", "IsolatedGraph", "POLICIES", "check_policy"]

@@ -1,0 +1,281 @@
+"""The other side of isolated.py: a fork server and the backend workers it forks.
+
+`python -m wasinn.backends.worker FD` is the fork server (the "zygote"): it imports
+numpy and onnxruntime once (0.1-0.5 s that no worker pays again), then waits on the
+socket FD for the host's requests. Each `fork` request brings a socket for a new
+worker; the child confines itself (confine.py) in a fresh private directory and serves
+that socket until the host closes it or kills it; the zygote reaps it, removes its
+directory and keeps its exit status for the host to ask about.
+
+A worker holds the graphs one instance loaded from its own bytes (or, under `--isolate
+all`, the operator's graphs) and runs them. Requests and replies are JSON; model bytes
+and tensors cross in a shared memory file the host made and sealed against shrinking
+(so nothing here can make the host's mapping fault). Replies carry only plain values:
+the host trusts nothing a worker says beyond checking it.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+
+# The largest request or reply; bigger payloads go through shared memory.
+MAX_MESSAGE = 1 << 20
+# A worker caps its address space at its baseline plus its budget plus this, for the
+# thread stacks and allocator arenas a backend maps when it starts its threads.
+ADDRESS_SPACE_SLACK = 512 << 20
+
+
+def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
+    """The next message and the descriptors that came with it; (None, []) at EOF."""
+    if max_fds:
+        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, max_fds)
+    else:
+        data, fds = sock.recv(MAX_MESSAGE), []
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), fds
+
+
+# --- the fork server ------------------------------------------------------------------
+_children: dict[int, str] = {}      # live worker pid -> its private directory
+_statuses: dict[int, str] = {}      # ended worker pid -> how it ended ("exit 0", "SIGSEGV")
+
+
+def _reap(*_) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        directory = _children.pop(pid, None)
+        if directory:
+            import shutil
+            shutil.rmtree(directory, ignore_errors=True)
+        _statuses[pid] = (f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
+                          else signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "ended")
+        while len(_statuses) > 1024:
+            _statuses.pop(next(iter(_statuses)))
+
+
+def zygote(sock: socket.socket) -> None:
+    import numpy  # noqa: F401  (what every worker needs, imported once here)
+    from . import onnxruntime  # noqa: F401
+    from . import confine
+    confine.die_with_parent()
+    signal.signal(signal.SIGCHLD, _reap)
+    send(sock, {"ready": os.getpid()})
+    while True:
+        try:
+            message, fds = receive(sock, max_fds=1)
+        except InterruptedError:
+            continue
+        if message is None:
+            return
+        op = message["op"]
+        if op == "fork":
+            directory = tempfile.mkdtemp(prefix="wasinn-worker-")
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _run_worker(socket.socket(fileno=fds[0]), directory, message)
+            os.close(fds[0])
+            _children[pid] = directory
+            pidfd = os.pidfd_open(pid)
+            send(sock, {"pid": pid}, (pidfd,))
+            os.close(pidfd)
+        elif op == "status":
+            _reap()
+            send(sock, {"status": _statuses.get(message["pid"])})
+        elif op == "import":  # a backend's package, so that the workers forked later have it
+            try:
+                from . import KINDS
+                __import__(f"{__package__}.{message['backend']}")
+                send(sock, {"imported": KINDS[message["backend"]].package})
+            except Exception as e:
+                send(sock, {"error": f"{type(e).__name__}: {e}"})
+
+
+def _run_worker(sock: socket.socket, directory: str, settings: dict) -> None:
+    code = 0
+    try:
+        Worker(sock, directory, settings).serve()
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    finally:
+        os._exit(code)
+
+
+# --- a worker ---------------------------------------------------------------------------
+class Worker:
+    def __init__(self, sock: socket.socket, directory: str, settings: dict):
+        from . import confine
+        self.sock = sock
+        self.settings = settings
+        os.chdir(directory)
+        # spill.py writes large models to TMPDIR; packages that keep files in HOME (OpenVINO's
+        # telemetry id) find it here too, the one place the worker may write
+        os.environ["TMPDIR"] = os.environ["HOME"] = tempfile.tempdir = directory
+        self.baseline = _address_space()
+        self.budget = settings["host_bytes"]
+        self.per_graph = settings["backend_memory"]
+        confine.limit_resources(self._cap(1), self._cap(settings["max_graphs"]), settings["file_size"])
+        confine.drop_capabilities()
+        confine.die_with_parent()
+        confine.landlock(confine.readable_paths(), [directory])
+        confine.seccomp()
+        self.shm: mmap.mmap | None = None
+        self.shm_fd: int | None = None
+        self.graphs: dict[int, object] = {}
+        self.contexts: dict[int, object] = {}
+        self.pending: list | None = None  # outputs computed, waiting for room in shared memory
+        self.backends: dict[tuple, object] = {}
+        self.next_id = 1
+
+    def _cap(self, graphs: int) -> int:
+        return self.baseline + ADDRESS_SPACE_SLACK + self.budget + self.per_graph * graphs
+
+    def serve(self) -> None:
+        while True:
+            message, fds = receive(self.sock, max_fds=1)
+            if message is None:
+                return
+            try:
+                reply = getattr(self, "op_" + message["op"])(message, fds)
+            except MemoryError:
+                reply = _error("too-large", f"the backend worker ran out of its memory cap "
+                               f"({self._cap(len(self.graphs) + 1) >> 20} MiB of address space)")
+            except Exception as e:
+                reply = _failure(e)
+            send(self.sock, reply)
+
+    def op_shm(self, message: dict, fds: list[int]) -> dict:
+        if fds:
+            if self.shm_fd is not None:
+                os.close(self.shm_fd)
+            self.shm_fd = fds[0]
+        if self.shm is not None:
+            self.shm.close()
+        self.shm = mmap.mmap(self.shm_fd, message["size"])
+        return {}
+
+    def op_load(self, message: dict, fds: list[int]) -> dict:
+        from .._bindings import ExecutionTarget, GraphEncoding
+        from . import KINDS, Deferred
+        from . import confine
+        key = (message["kind"], message["encoding"], message["threads"], message["precision"])
+        backend = self.backends.get(key)
+        if backend is None:
+            backend = self.backends[key] = Deferred(KINDS[message["kind"]], GraphEncoding(message["encoding"]),
+                                                    message["threads"], self.per_graph, message["precision"])
+        confine.raise_address_space(self._cap(len(self.graphs) + 1))
+        views, offset = [], 0
+        for n in message["sizes"]:
+            views.append(memoryview(self.shm)[offset:offset + n].toreadonly())
+            offset += n
+        try:
+            graph = backend.load(views, ExecutionTarget(message["target"]))
+        finally:
+            for view in views:
+                view.release()
+        gid = self._new_id()
+        self.graphs[gid] = graph
+        return {"graph": gid, "backend": graph.backend, "inputs": [_spec(s) for s in graph.inputs],
+                "outputs": [_spec(s) for s in graph.outputs]}
+
+    def op_init(self, message: dict, fds: list[int]) -> dict:
+        cid = self._new_id()
+        self.contexts[cid] = self.graphs[message["graph"]].init_execution_context()
+        return {"context": cid}
+
+    def op_drop(self, message: dict, fds: list[int]) -> dict:
+        self.graphs.pop(message.get("graph"), None)
+        self.contexts.pop(message.get("context"), None)
+        return {}
+
+    def op_compute(self, message: dict, fds: list[int]) -> dict:
+        import numpy as np
+        from .._bindings import TensorType
+        from ..errors import too_large
+        from ..tensors import HostTensor
+        self.pending = None
+        context = self.contexts[message["context"]]
+        inputs = [HostTensor(dims, TensorType(ty), np.frombuffer(self.shm, np.uint8, n, offset))
+                  for offset, n, ty, dims in message["inputs"]]
+        limit = self.settings["output_bytes"]
+
+        def accept(sizes: list[tuple[str, int]]) -> None:
+            for name, n in sizes:
+                if n > limit:
+                    raise too_large(f"output {name!r} is {n} bytes; the limit is {limit} "
+                                    "(max-output-bytes, --max-output-bytes)")
+        try:
+            self.pending = context.compute(inputs, deadline=message["deadline"], accept_outputs=accept)
+        finally:
+            del inputs  # no view of the shared memory may outlive the request (op_shm remaps it)
+        return self.op_fetch(message, fds)
+
+    def op_fetch(self, message: dict, fds: list[int]) -> dict:
+        """The pending outputs into shared memory from `out` on, each 64-byte aligned, or
+        how much room they need."""
+        offsets, end = [], message["out"]
+        for _, t in self.pending:
+            end = (end + 63) & ~63
+            offsets.append(end)
+            end += t.nbytes
+        if end > len(self.shm):
+            return {"need": end, "sizes": [[name, t.nbytes] for name, t in self.pending]}
+        outputs = []
+        for (name, t), offset in zip(self.pending, offsets):
+            self.shm[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
+            outputs.append([name, t.ty.value, list(t.dims), offset, t.nbytes])
+        self.pending = None
+        return {"outputs": outputs}
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+
+def _spec(spec) -> list:
+    return [spec.name, None if spec.ty is None else spec.ty.value, spec.type_name,
+            None if spec.shape is None else list(spec.shape)]
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": code, "message": message[:65536]}
+
+
+def _failure(e: Exception) -> dict:
+    from ..errors import NnError
+    if isinstance(e, NnError):
+        return _error(e.code.value, e.message)
+    return _error("runtime-error", f"{type(e).__name__}: {e}")
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+if __name__ == "__main__":
+    zygote(socket.socket(fileno=int(sys.argv[1])))
