@@ -81,9 +81,9 @@ def read_varint(data: bytes, pos: int) -> tuple[int | None, int]:
 # they nest; every other message (ValueInfoProto, TypeProto, ...) holds neither and is
 # skipped whole. Per field: the wire types protobuf reads it with (a repeated number
 # packed or not) and the message it holds, if walked.
-_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _FUNCTION, _TRAINING, _SPARSE, _TENSOR = range(8)
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _FUNCTION, _TRAINING, _SPARSE, _TENSOR, _GROUP = range(9)
 _NAMES = ("ModelProto", "GraphProto", "NodeProto", "AttributeProto", "FunctionProto", "TrainingInfoProto",
-          "SparseTensorProto", "TensorProto")
+          "SparseTensorProto", "TensorProto", "group")
 _EXTERNAL_DATA = 8  # TensorProto.external_data: any entry is a reference, whatever its keys
 _VARINT, _I64, _LEN, _I32 = 1 << 0, 1 << 1, 1 << 2, 1 << 5  # masks of wire types 0, 1, 2, 5
 _RESERVED = _VARINT | _I64 | _LEN | _I32  # never reused, so no parser reads a tensor there
@@ -111,6 +111,7 @@ _SCHEMA = (
     _fields({1: _VARINT | _LEN, 2: _VARINT, 3: _LEN, 4: _I32 | _LEN, 5: _VARINT | _LEN, 6: _LEN, 7: _VARINT | _LEN,
              8: _LEN, 9: _LEN, 10: _I64 | _LEN, 11: _VARINT | _LEN, 12: _LEN, 14: _VARINT, 16: _LEN},
             {13: _EXTERNAL_DATA}),
+    {},  # a group's fields, up to its end-group key: onnx.proto has no groups
 )
 _DATA_LOCATION = 14  # TensorProto: any value but DEFAULT (0) is a reference
 _MAX_DEPTH = 100  # protobuf's own default recursion limit
@@ -128,20 +129,29 @@ def refers_to_external_data(model) -> bool:
     """True when a TensorProto anywhere in ONNX `model` (a buffer) refers to external
     data: any place onnx.proto allows a tensor, subgraphs and functions at any depth.
     False when none does, or when the bytes are no protobuf at all (a length or varint
-    past its message's end, wire type 6 or 7): every protobuf parser refuses those
-    whole, the backend with its own message. What a parser would read but this walk
-    cannot judge (fields onnx.proto does not define, wire types it does not give them,
-    groups, keys over 32 bits, nesting past protobuf's limit) raises `invalid-encoding`.
+    past its message's end, wire type 6 or 7, field 0, an unmatched end-group): every
+    protobuf parser refuses those whole, the backend with its own message. What a
+    parser would read but this walk cannot judge (fields onnx.proto does not define,
+    wire types it does not give them, groups, keys over 32 bits, which protobuf
+    truncates) raises `invalid-encoding`, as does nesting past protobuf's limit.
     Pure Python and iterative: no native parser sees the bytes, and the work is linear
     in them."""
     n = len(model)
-    parents: list[tuple[int, int]] = []  # (end, kind) of each enclosing message
-    pos, end, kind, fields = 0, n, _MODEL, 0
+    parents: list[tuple[int, int, int]] = []  # (end, kind, group's field number) of each enclosing message
+    pos, end, kind, group, fields = 0, n, _MODEL, 0, 0
+    # A doubt is raised only at the end: a model no parser reads gets the backend's message.
+    # Until then the walk reads past it as protobuf does (an unknown field), so where it
+    # finds bytes no parser reads, every parser's reading of them is the same as its own.
+    doubt = None
     while True:
         if pos == end:
-            if not parents:
+            if kind == _GROUP:  # no end-group key before its message ends
                 return False
-            end, kind = parents.pop()
+            if not parents:
+                if doubt:
+                    raise _doubt(doubt)
+                return False
+            end, kind, group = parents.pop()
             continue
         fields += 1
         if fields > _MAX_FIELDS:
@@ -154,8 +164,22 @@ def refers_to_external_data(model) -> bool:
             if key is None or pos > end:
                 return False
             if key >= _MAX_KEY:
-                raise _doubt(f"a {_NAMES[kind]} field key is wider than 32 bits")
+                doubt = doubt or f"a {_NAMES[kind]} field key is wider than 32 bits"
         number, wire = key >> 3, key & 7
+        if number == 0:
+            return False
+        if wire == 3 or wire == 4:
+            if wire == 4:
+                if kind != _GROUP or number != group:
+                    return False
+                end, kind, group = parents.pop()
+                continue
+            doubt = doubt or f"a group (field {number}) in a {_NAMES[kind]}"
+            if len(parents) == _MAX_DEPTH:
+                raise _doubt(f"its messages nest deeper than {_MAX_DEPTH}")
+            parents.append((end, kind, group))
+            kind, group = _GROUP, number
+            continue
         if wire == 2:
             length = model[pos] if pos < end else 0x80
             if length < 0x80:
@@ -176,25 +200,23 @@ def refers_to_external_data(model) -> bool:
             value_end = pos
         elif wire == 1 or wire == 5:
             value_end = pos + (8 if wire == 1 else 4)
-        elif wire == 3 or wire == 4:
-            raise _doubt(f"a group (field {number}) in a {_NAMES[kind]}")
         else:
             return False
         if value_end > end:
             return False
         spec = _SCHEMA[kind].get(number)
         if spec is None:
-            if number == 0 or wire == 2:  # a message of some newer onnx.proto may be here
-                raise _doubt(f"field {number} of a {_NAMES[kind]} is not in onnx.proto")
+            if wire == 2:  # a message of some newer onnx.proto may be here
+                doubt = doubt or f"field {number} of a {_NAMES[kind]} is not in onnx.proto"
         elif not spec[0] >> wire & 1:
-            raise _doubt(f"field {number} of a {_NAMES[kind]} has wire type {wire}")
+            doubt = doubt or f"field {number} of a {_NAMES[kind]} has wire type {wire}"
         elif spec[1] is not None:
             if spec[1] == _EXTERNAL_DATA:
                 return True
             if len(parents) == _MAX_DEPTH:
                 raise _doubt(f"its messages nest deeper than {_MAX_DEPTH}")
-            parents.append((end, kind))
-            end, kind = value_end, spec[1]
+            parents.append((end, kind, group))
+            end, kind, group = value_end, spec[1], 0
             continue
         elif kind == _TENSOR and number == _DATA_LOCATION and value:
             return True
