@@ -78,15 +78,16 @@ def read_varint(data: bytes, pos: int) -> tuple[int | None, int]:
 
 
 # The messages of onnx.proto (onnx 1.23) that hold a TensorProto or a GraphProto, wherever
-# they nest; every other message (ValueInfoProto, TypeProto, ...) holds neither and is
-# skipped whole. Per field: the wire types protobuf reads it with (a repeated number
-# packed or not) and the message it holds, if walked.
+# they nest; every other message a ModelProto reaches (ValueInfoProto, TypeProto, ...)
+# holds neither and is skipped whole (onnx-data.proto's tensor holders are no part of a
+# model). Per field: the wire types protobuf reads it with (a repeated number packed or
+# not) and the message it holds, if walked.
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _FUNCTION, _TRAINING, _SPARSE, _TENSOR, _GROUP = range(9)
 _NAMES = ("ModelProto", "GraphProto", "NodeProto", "AttributeProto", "FunctionProto", "TrainingInfoProto",
           "SparseTensorProto", "TensorProto", "group")
-_EXTERNAL_DATA = 8  # TensorProto.external_data: any entry is a reference, whatever its keys
+_EXTERNAL_DATA = -1  # TensorProto.external_data: any entry is a reference, whatever its keys
 _VARINT, _I64, _LEN, _I32 = 1 << 0, 1 << 1, 1 << 2, 1 << 5  # masks of wire types 0, 1, 2, 5
-_RESERVED = _VARINT | _I64 | _LEN | _I32  # never reused, so no parser reads a tensor there
+_RESERVED = _VARINT | _I64 | _LEN | _I32  # numbers onnx never reuses, so no parser reads a tensor there
 
 
 def _fields(leaves: dict[int, int], children: dict[int, int]) -> dict[int, tuple[int, int | None]]:
@@ -94,22 +95,24 @@ def _fields(leaves: dict[int, int], children: dict[int, int]) -> dict[int, tuple
 
 
 _SCHEMA = (
-    _fields({1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 8: _LEN, 14: _LEN, 26: _LEN},
+    _fields({1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 8: _LEN, 14: _LEN, 26: _LEN},  # Model
             {7: _GRAPH, 20: _TRAINING, 25: _FUNCTION}),
-    _fields({2: _LEN, 10: _LEN, 11: _LEN, 12: _LEN, 13: _LEN, 14: _LEN, 16: _LEN,
+    _fields({2: _LEN, 10: _LEN, 11: _LEN, 12: _LEN, 13: _LEN, 14: _LEN, 16: _LEN,  # Graph
              **dict.fromkeys((3, 4, 6, 7, 8, 9), _RESERVED)},
             {1: _NODE, 5: _TENSOR, 15: _SPARSE}),
-    _fields({1: _LEN, 2: _LEN, 3: _LEN, 4: _LEN, 6: _LEN, 7: _LEN, 8: _LEN, 9: _LEN, 10: _LEN}, {5: _ATTRIBUTE}),
-    _fields({1: _LEN, 2: _I32, 3: _VARINT, 4: _LEN, 7: _I32 | _LEN, 8: _VARINT | _LEN, 9: _LEN, 13: _LEN, 14: _LEN,
-             15: _LEN, 20: _VARINT, 21: _LEN, **dict.fromkeys((12, 16, 17, 18, 19), _RESERVED)},
+    _fields({1: _LEN, 2: _LEN, 3: _LEN, 4: _LEN, 6: _LEN, 7: _LEN, 8: _LEN, 9: _LEN, 10: _LEN},  # Node
+            {5: _ATTRIBUTE}),
+    _fields({1: _LEN, 2: _I32, 3: _VARINT, 4: _LEN, 7: _I32 | _LEN, 8: _VARINT | _LEN, 9: _LEN, 13: _LEN,  # Attribute
+             14: _LEN, 15: _LEN, 20: _VARINT, 21: _LEN, **dict.fromkeys((12, 16, 17, 18, 19), _RESERVED)},
             {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE}),
-    _fields({1: _LEN, 4: _LEN, 5: _LEN, 6: _LEN, 8: _LEN, 9: _LEN, 10: _LEN, 12: _LEN, 13: _LEN, 14: _LEN,
+    _fields({1: _LEN, 4: _LEN, 5: _LEN, 6: _LEN, 8: _LEN, 9: _LEN, 10: _LEN, 12: _LEN, 13: _LEN, 14: _LEN,  # Function
              2: _RESERVED, 3: _RESERVED},
             {7: _NODE, 11: _ATTRIBUTE}),
-    _fields({3: _LEN, 4: _LEN}, {1: _GRAPH, 2: _GRAPH}),
-    _fields({3: _VARINT | _LEN}, {1: _TENSOR, 2: _TENSOR}),
-    _fields({1: _VARINT | _LEN, 2: _VARINT, 3: _LEN, 4: _I32 | _LEN, 5: _VARINT | _LEN, 6: _LEN, 7: _VARINT | _LEN,
-             8: _LEN, 9: _LEN, 10: _I64 | _LEN, 11: _VARINT | _LEN, 12: _LEN, 14: _VARINT, 16: _LEN},
+    _fields({3: _LEN, 4: _LEN}, {1: _GRAPH, 2: _GRAPH}),  # TrainingInfo
+    _fields({3: _VARINT | _LEN}, {1: _TENSOR, 2: _TENSOR}),  # SparseTensor
+    _fields({1: _VARINT | _LEN, 2: _VARINT, 3: _LEN, 4: _I32 | _LEN, 5: _VARINT | _LEN, 6: _LEN,  # Tensor
+             7: _VARINT | _LEN, 8: _LEN, 9: _LEN, 10: _I64 | _LEN, 11: _VARINT | _LEN, 12: _LEN, 14: _VARINT,
+             16: _LEN},
             {13: _EXTERNAL_DATA}),
     {},  # a group's fields, up to its end-group key: onnx.proto has no groups
 )
