@@ -5,19 +5,17 @@ Model bytes may be any buffer (a view of guest memory, for one), so nothing here
 `bytes` methods on them."""
 from __future__ import annotations
 
+import os
 import pathlib
-import re
+import stat
 
 from .._bindings import ErrorCode, GraphEncoding
-from ..errors import NnError
+from ..errors import NnError, invalid_encoding
 
 # ModelProto's top-level field numbers (onnx.proto).
 _ONNX_MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
 # How far into an IR file its root element may start (after the XML declaration and comments).
 _IR_HEAD = 4096
-# Every ONNX external-data reference carries this key (`in` would compare a memoryview's
-# bytes one by one with it, never finding it).
-_LOCATION = re.compile(b"location")
 
 
 def looks_like_onnx(builders: list[bytes]) -> bool:
@@ -66,23 +64,6 @@ RECOGNISERS = {GraphEncoding.ONNX: looks_like_onnx, GraphEncoding.OPENVINO: look
                GraphEncoding.TENSORFLOWLITE: looks_like_tflite}
 
 
-def reject_onnx_external_data(model: bytes) -> None:
-    """Raises `security` when an ONNX model points at weight files beside it. A model
-    loaded from bytes must carry all its weights: a guest must never make the host read files."""
-    # Only parse when the bytes could hold a reference (parsing costs ~1 ms per MB).
-    if not _LOCATION.search(model):
-        return
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-    try:
-        proto = onnx.ModelProto.FromString(model)
-    except Exception:
-        return  # not parseable: the backend will reject it with its own message
-    if any(uses_external_data(t) for t in _get_all_tensors(proto)):
-        raise NnError(ErrorCode.SECURITY, "the model references external data files; a model loaded "
-                      "from bytes must carry all its weights")
-
-
 def read_varint(data: bytes, pos: int) -> tuple[int | None, int]:
     """The protobuf varint at `pos` and the position after it (None: it runs off the end)."""
     value = shift = 0
@@ -96,36 +77,235 @@ def read_varint(data: bytes, pos: int) -> tuple[int | None, int]:
     return None, pos
 
 
-def inline_onnx_external_data(model: bytes, allowed_dir) -> bytes:
+# The messages of onnx.proto (onnx 1.23) that hold a TensorProto or a GraphProto, wherever
+# they nest; every other message a ModelProto reaches (ValueInfoProto, TypeProto, ...)
+# holds neither and is skipped whole (onnx-data.proto's tensor holders are no part of a
+# model). Per field: the wire types protobuf reads it with (a repeated number packed or
+# not) and the message it holds, if walked.
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _FUNCTION, _TRAINING, _SPARSE, _TENSOR, _GROUP = range(9)
+_NAMES = ("ModelProto", "GraphProto", "NodeProto", "AttributeProto", "FunctionProto", "TrainingInfoProto",
+          "SparseTensorProto", "TensorProto", "group")
+_EXTERNAL_DATA = -1  # TensorProto.external_data: any entry is a reference, whatever its keys
+_VARINT, _I64, _LEN, _I32 = 1 << 0, 1 << 1, 1 << 2, 1 << 5  # masks of wire types 0, 1, 2, 5
+_RESERVED = _VARINT | _I64 | _LEN | _I32  # numbers onnx never reuses, so no parser reads a tensor there
+
+
+def _fields(leaves: dict[int, int], children: dict[int, int]) -> dict[int, tuple[int, int | None]]:
+    return {**{f: (mask, None) for f, mask in leaves.items()}, **{f: (_LEN, kind) for f, kind in children.items()}}
+
+
+_SCHEMA = (
+    _fields({1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 8: _LEN, 14: _LEN, 26: _LEN},  # Model
+            {7: _GRAPH, 20: _TRAINING, 25: _FUNCTION}),
+    _fields({2: _LEN, 10: _LEN, 11: _LEN, 12: _LEN, 13: _LEN, 14: _LEN, 16: _LEN,  # Graph
+             **dict.fromkeys((3, 4, 6, 7, 8, 9), _RESERVED)},
+            {1: _NODE, 5: _TENSOR, 15: _SPARSE}),
+    _fields({1: _LEN, 2: _LEN, 3: _LEN, 4: _LEN, 6: _LEN, 7: _LEN, 8: _LEN, 9: _LEN, 10: _LEN},  # Node
+            {5: _ATTRIBUTE}),
+    _fields({1: _LEN, 2: _I32, 3: _VARINT, 4: _LEN, 7: _I32 | _LEN, 8: _VARINT | _LEN, 9: _LEN, 13: _LEN,  # Attribute
+             14: _LEN, 15: _LEN, 20: _VARINT, 21: _LEN, **dict.fromkeys((12, 16, 17, 18, 19), _RESERVED)},
+            {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE}),
+    _fields({1: _LEN, 4: _LEN, 5: _LEN, 6: _LEN, 8: _LEN, 9: _LEN, 10: _LEN, 12: _LEN, 13: _LEN, 14: _LEN,  # Function
+             2: _RESERVED, 3: _RESERVED},
+            {7: _NODE, 11: _ATTRIBUTE}),
+    _fields({3: _LEN, 4: _LEN}, {1: _GRAPH, 2: _GRAPH}),  # TrainingInfo
+    _fields({3: _VARINT | _LEN}, {1: _TENSOR, 2: _TENSOR}),  # SparseTensor
+    _fields({1: _VARINT | _LEN, 2: _VARINT, 3: _LEN, 4: _I32 | _LEN, 5: _VARINT | _LEN, 6: _LEN,  # Tensor
+             7: _VARINT | _LEN, 8: _LEN, 9: _LEN, 10: _I64 | _LEN, 11: _VARINT | _LEN, 12: _LEN, 14: _VARINT,
+             16: _LEN},
+            {13: _EXTERNAL_DATA}),
+    {},  # a group's fields, up to its end-group key: onnx.proto has no groups
+)
+_DATA_LOCATION = 14  # TensorProto: any value but DEFAULT (0) is a reference
+_MAX_DEPTH = 100  # protobuf's own default recursion limit
+_MAX_KEY = 1 << 32  # protobuf reads a key into 32 bits: wider ones it truncates or refuses
+# Every field costs the walk ~0.25 us; a graph has a few per node and per tensor, a hostile
+# model of 1 GiB half a billion. Past this many a model is refused rather than walked for minutes.
+_MAX_FIELDS = 1 << 24
+
+
+def _doubt(why: str) -> NnError:
+    return invalid_encoding(f"wasinn cannot vouch that the ONNX model refers to no external data: {why}")
+
+
+def refers_to_external_data(model) -> bool:
+    """True when a TensorProto anywhere in ONNX `model` (a buffer) refers to external
+    data: any place onnx.proto allows a tensor, subgraphs and functions at any depth.
+    False when none does, or when the bytes are no protobuf at all (a length or varint
+    past its message's end, wire type 6 or 7, field 0, an unmatched end-group): every
+    protobuf parser refuses those whole, the backend with its own message. What a
+    parser would read but this walk cannot judge (fields onnx.proto does not define,
+    wire types it does not give them, groups, keys over 32 bits, which protobuf
+    truncates) raises `invalid-encoding`, as does nesting past protobuf's limit.
+    Pure Python and iterative: no native parser sees the bytes, and the work is linear
+    in them."""
+    n = len(model)
+    parents: list[tuple[int, int, int]] = []  # (end, kind, group's field number) of each enclosing message
+    pos, end, kind, group, fields = 0, n, _MODEL, 0, 0
+    # A doubt is raised only at the end: a model no parser reads gets the backend's message.
+    # Until then the walk reads past it as protobuf does (an unknown field), so where it
+    # finds bytes no parser reads, every parser's reading of them is the same as its own.
+    doubt = None
+    while True:
+        if pos == end:
+            if kind == _GROUP:  # no end-group key before its message ends
+                return False
+            if not parents:
+                if doubt:
+                    raise _doubt(doubt)
+                return False
+            end, kind, group = parents.pop()
+            continue
+        fields += 1
+        if fields > _MAX_FIELDS:
+            raise _doubt(f"it has over {_MAX_FIELDS} protobuf fields")
+        key = model[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(model, pos)
+            if key is None or pos > end:
+                return False
+            if key >= _MAX_KEY:
+                doubt = doubt or f"a {_NAMES[kind]} field key is wider than 32 bits"
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            return False
+        if wire == 3 or wire == 4:
+            if wire == 4:
+                if kind != _GROUP or number != group:
+                    return False
+                end, kind, group = parents.pop()
+                continue
+            doubt = doubt or f"a group (field {number}) in a {_NAMES[kind]}"
+            if len(parents) == _MAX_DEPTH:
+                raise _doubt(f"its messages nest deeper than {_MAX_DEPTH}")
+            parents.append((end, kind, group))
+            kind, group = _GROUP, number
+            continue
+        if wire == 2:
+            length = model[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(model, pos)
+                if length is None:
+                    return False
+            value_end = pos + length
+        elif wire == 0:
+            value = model[pos] if pos < end else 0x80
+            if value < 0x80:
+                pos += 1
+            else:
+                value, pos = read_varint(model, pos)
+                if value is None:
+                    return False
+            value_end = pos
+        elif wire == 1 or wire == 5:
+            value_end = pos + (8 if wire == 1 else 4)
+        else:
+            return False
+        if value_end > end:
+            return False
+        spec = _SCHEMA[kind].get(number)
+        if spec is None:
+            if wire == 2:  # a message of some newer onnx.proto may be here
+                doubt = doubt or f"field {number} of a {_NAMES[kind]} is not in onnx.proto"
+        elif not spec[0] >> wire & 1:
+            doubt = doubt or f"field {number} of a {_NAMES[kind]} has wire type {wire}"
+        elif spec[1] is not None:
+            if spec[1] == _EXTERNAL_DATA:
+                return True
+            if len(parents) == _MAX_DEPTH:
+                raise _doubt(f"its messages nest deeper than {_MAX_DEPTH}")
+            parents.append((end, kind, group))
+            end, kind, group = value_end, spec[1], 0
+            continue
+        elif kind == _TENSOR and number == _DATA_LOCATION and value:
+            return True
+        pos = value_end
+
+
+def reject_onnx_external_data(model) -> None:
+    """Raises `security` when an ONNX model points at weight files beside it. A model
+    loaded from bytes must carry all its weights: a guest must never make the host read files."""
+    if refers_to_external_data(model):
+        raise NnError(ErrorCode.SECURITY, "the model references external data files; a model loaded "
+                      "from bytes must carry all its weights")
+
+
+def inline_onnx_external_data(model, allowed_dir) -> bytes:
     """An ONNX model with every external weight file read into it, or the model itself
     when it has none. Weights may only come from files inside `allowed_dir` (the
     operator's choice; None allows none): any other location, `..` and symlinks that
     leave the directory included, is refused with `security`, so no model can make the
     host read an arbitrary file."""
-    if not _LOCATION.search(model):
-        return model
-    import onnx
-    from onnx.external_data_helper import (ExternalDataInfo, _get_all_tensors, load_external_data_for_tensor,
-                                           uses_external_data)
-    try:
-        proto = onnx.ModelProto.FromString(model)
-    except Exception:
-        return model  # not parseable: the backend rejects it with its own message
-    external = [t for t in _get_all_tensors(proto) if uses_external_data(t)]
-    if not external:
+    if not refers_to_external_data(model):
         return model
     if allowed_dir is None:
         raise NnError(ErrorCode.SECURITY, "the model references external data files; a model loaded "
                       "from bytes must carry all its weights (the operator can allow a directory: "
                       "limit 'external-data-dir')")
+    import onnx
+    try:
+        proto = onnx.ModelProto.FromString(model)
+    except Exception:
+        raise invalid_encoding("the model references external data files and is not an ONNX protobuf") from None
     root = pathlib.Path(allowed_dir).resolve()
-    for tensor in external:
-        location = ExternalDataInfo(tensor).location
+    for tensor in _tensors(proto):
+        if tensor.data_location or tensor.external_data:
+            tensor.raw_data = _external_bytes(tensor, root)
+            del tensor.external_data[:]
+            tensor.ClearField("data_location")
+    inlined = proto.SerializeToString()
+    # What onnx's parser kept but could not name (a data_location it does not know) is
+    # still there for onnxruntime: the walk that found the references has the last word.
+    if refers_to_external_data(inlined):
+        raise NnError(ErrorCode.SECURITY, "the model references external data that wasinn cannot read into it")
+    return inlined
+
+
+def _tensors(model):
+    """Every TensorProto of a parsed ModelProto, in the places `refers_to_external_data` walks."""
+    graphs = [model.graph, *(g for t in model.training_info for g in (t.initialization, t.algorithm))]
+    nodes = [n for f in model.functions for n in f.node]
+    attributes = [a for f in model.functions for a in f.attribute_proto]
+    while graphs or nodes or attributes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield from (sparse.values, sparse.indices)
+            nodes += graph.node
+        elif nodes:
+            attributes += nodes.pop().attribute
+        else:
+            a = attributes.pop()
+            yield from (a.t, *a.tensors)
+            for sparse in (a.sparse_tensor, *a.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
+            graphs += (a.g, *a.graphs)
+
+
+def _external_bytes(tensor, root: pathlib.Path) -> bytes:
+    """The bytes a tensor's external data names, from a file inside `root`. Every refusal
+    reads the same whatever lies outside `root`, so a guest learns nothing of the host's files."""
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    refused = NnError(ErrorCode.SECURITY, f"tensor {tensor.name!r}: external data {location!r} is not a "
+                      "file inside the allowed directory (limit 'external-data-dir')")
+    try:
+        offset = int(info.get("offset", "0"))
         target = (root / location).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
-            raise NnError(ErrorCode.SECURITY, f"tensor {tensor.name!r}: external data {location!r} is not a file "
-                          f"inside the allowed directory {root}")
-        load_external_data_for_tensor(tensor, str(root))
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
-    return proto.SerializeToString()
+        if not location or offset < 0 or not target.is_relative_to(root):
+            raise refused
+        # Non-blocking: a FIFO there must not hang the load before fstat refuses it.
+        with open(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            st = os.fstat(f.fileno())
+            length = int(info.get("length", st.st_size - offset))
+            if not stat.S_ISREG(st.st_mode) or length < 0 or offset + length > st.st_size:
+                raise refused
+            f.seek(offset)
+            return f.read(length)
+    except (OSError, ValueError):
+        raise refused from None
