@@ -132,9 +132,9 @@ class Limits:
         """Refuses a memory limit that `memories` memories reaching `reach` bytes
         together (4 GiB per 32-bit memory) could never meet: it would bound nothing."""
         if memories and self.memory > reach:
-            raise WasinnError(f"the limit is {_gib(self.memory)} but its {memories} memories can reach "
-                              f"{_gib(reach)} together (4 GiB each, 32-bit); a limit that large bounds "
-                              "nothing (limit 'memory', --memory)")
+            raise WasinnError(f"the limit is {_gib(self.memory)}, more than its {memories} linear "
+                              f"memor{'y' if memories == 1 else 'ies'} can reach together ({_gib(reach)}: "
+                              "4 GiB each, 32-bit), so it would bound nothing (limit 'memory', --memory)")
 
     # --- checks used by nn.py --------------------------------------------------------
     def check_model(self, nbytes: int) -> None:
