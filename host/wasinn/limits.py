@@ -104,14 +104,15 @@ class Limits:
             if name not in self._PARSERS:
                 raise WasinnError(f"unknown limit {key!r}; the limits are: "
                                   + ", ".join(n.replace("_", "-") for n in self.names()))
+            shown = name.replace("_", "-")  # as files and flags write it
             try:
                 changes[name] = self._PARSERS[name](value)
             except (TypeError, ValueError) as e:
-                raise WasinnError(f"limit {key}: {e}") from None
+                raise WasinnError(f"limit {shown}: {e}") from None
             # wasmtime reads a negative store limit as "none"; no instance runs without one
             least = 1 if name == "max_instances" else 0
             if isinstance(changes[name], (int, float)) and not least <= changes[name] < math.inf:
-                raise WasinnError(f"limit {key}: {value!r} is not a number of at least {least}")
+                raise WasinnError(f"limit {shown}: {value!r} is not a number of at least {least}")
         return dataclasses.replace(self, **changes)
 
     @classmethod

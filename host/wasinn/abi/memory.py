@@ -277,10 +277,10 @@ class HostMemories:
                 if _libc.mprotect(memory.base + memory.committed, need - memory.committed, _PROT_RW) != 0:
                     return _error(f"wasinn: cannot grow a guest memory (errno {ctypes.get_errno()})")
                 memory.committed = need
-            with self._lock:
-                if budget is not None:
+            if budget is not None:
+                with self._lock:  # the store's memories may be finalized on another thread
                     budget.used += new_size - memory.size
-                memory.size = new_size
+            memory.size = new_size
             return 0
         except BaseException as e:
             return _error(f"wasinn: growing a guest memory failed: {e!r}")
