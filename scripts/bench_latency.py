@@ -86,7 +86,7 @@ def _cow_component(path: pathlib.Path, cache: pathlib.Path, host):
     with linker.root() as root:
         add_wasi_nn_to_linker(root, host.nn)
     # what runtime.Instance needs of an engine; the store setup and the call path are wasinn's
-    component.wasinn_engine = types.SimpleNamespace(engine=engine, linker=linker, bulk=False)
+    component.wasinn_engine = types.SimpleNamespace(engine=engine, linker=linker)
     component.wasinn_funcs, component.wasinn_images = {}, None
     return component
 

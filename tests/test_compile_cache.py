@@ -40,22 +40,6 @@ def test_a_corrupt_entry_is_rebuilt(tmp_path):
     assert compiles(wasinn.Host(cache_dir=tmp_path / "cache"), app) == 0
 
 
-def test_an_entry_left_on_the_other_engine_is_not_taken(tmp_path):
-    """A component whose imports choose host memories never comes back from the
-    copy-on-write engine's cache, even with an entry there for its bytes (as an older
-    wasinn, which chose differently, would have left)."""
-    from wasmtime.component import Component  # the other engine compiles it, as a stray entry was
-    app = tmp_path / "app.wasm"
-    shutil.copy(guest_component("nn-cli"), app)
-    chosen = wasinn.Host(cache_dir=tmp_path / "cache").load_component(app).wasinn_engine
-    assert chosen.bulk
-    host = wasinn.Host(cache_dir=tmp_path / "cache")
-    [other] = [e for e in host._engines if not e.bulk]
-    other.cache.load(app.read_bytes(), lambda wasm: Component(other.engine, wasm))
-    assert host.load_component(app).wasinn_engine.bulk
-    assert wasinn.Host(cache_dir=tmp_path / "cache").load_component(app).wasinn_engine.bulk
-
-
 def test_no_entry_is_written_without_its_memory_images(tmp_path):
     """A component on host memories cannot run from an entry whose image file is missing:
     where the image file cannot be written, neither is the entry (a disk's worth of
@@ -63,11 +47,11 @@ def test_no_entry_is_written_without_its_memory_images(tmp_path):
     app = tmp_path / "app.wasm"
     shutil.copy(guest_component("nn-cli"), app)
     host = wasinn.Host(cache_dir=tmp_path / "cache")
-    [engine] = [e for e in host._engines if e.bulk]
+    engine = host._engine
     compiled = tmp_path / "cache" / "compiled"
     compiled.mkdir(parents=True)
     entry = engine.cache.entry_for(app.read_bytes())
     entry.with_suffix(".images").mkdir()  # a directory where the image file goes: the write fails
     component = host.load_component(app)
-    assert component.wasinn_engine.bulk and component.wasinn_images is not None
+    assert component.wasinn_images is not None
     assert not entry.exists()

@@ -267,7 +267,7 @@ def test_c_example_by_name_with_wasmedge_preload_and_exit_status(classify, chels
 def test_compiled_module_comes_from_the_cache(tmp_path, classify):
     first = wasinn.Host(cache_dir=tmp_path)
     first.load_component(classify)
-    assert list((tmp_path / "compiled").glob("*-module-epoch.cwasm"))
+    assert list((tmp_path / "compiled").glob("*-module-hostmem-epoch.cwasm"))
     messages = []
     wasinn.Host(cache_dir=tmp_path, progress=messages.append).load_component(classify)
     assert messages == []  # nothing compiled

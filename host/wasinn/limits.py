@@ -3,7 +3,11 @@
 Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
 
     [limits]
-    memory = "2GiB"            # guest linear memory per instance
+    memory = "2GiB"            # all of an instance's linear memories together
+    max-memories = 16          # linear memories per instance
+    max-tables = 16            # tables per instance
+    max-table-elements = 1048576  # elements of any one table
+    max-instances = 256        # core instances per instance (a component holds many)
     deadline = "60s"           # per call; "0" turns it off
     fuel = 0                   # wasm instructions per call (roughly); 0 = not counted
     max-model-bytes = "1GiB"   # one graph.load
@@ -24,7 +28,11 @@ wasi:nn `too-large` naming the limit, its value and its flag; the tensor constru
 cannot fail, so a tensor over a limit is reported by `compute` (a tensor over
 max-host-bytes keeps no bytes: its refusal is all it holds). A call over its deadline or
 fuel ends the call (the instance is torn down, as for any trap); when onnxruntime is
-what runs long, it is stopped and the guest gets wasi:nn `timeout` instead.
+what runs long, it is stopped and the guest gets wasi:nn `timeout` instead. The store
+limits (memory, max-memories, max-tables, max-table-elements, max-instances) fail an
+instantiation past them with one line naming the limit; past them later, memory.grow and
+table.grow return -1, as wasm does. A memory above what the instance's memories can reach
+together (4 GiB per 32-bit memory) is refused: it would bound nothing.
 """
 from __future__ import annotations
 
@@ -77,6 +85,10 @@ class Limits:
     max_graphs: int = 64
     max_contexts: int = 256
     max_tensors: int = 65536
+    max_memories: int = 16
+    max_tables: int = 16
+    max_table_elements: int = 1 << 20
+    max_instances: int = 256
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
     max_workers: int = 64
@@ -86,6 +98,7 @@ class Limits:
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
                 "max_tensor_elements": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int, "max_contexts": int, "max_tensors": int,
+                "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": _isolation_policy, "max_workers": int}
 
@@ -101,10 +114,15 @@ class Limits:
             if name not in self._PARSERS:
                 raise WasinnError(f"unknown limit {key!r}; the limits are: "
                                   + ", ".join(n.replace("_", "-") for n in self.names()))
+            shown = name.replace("_", "-")  # as files and flags write it
             try:
                 changes[name] = self._PARSERS[name](value)
             except (TypeError, ValueError) as e:
-                raise WasinnError(f"limit {key}: {e}") from None
+                raise WasinnError(f"limit {shown}: {e}") from None
+            # wasmtime reads a negative store limit as "none"; no instance runs without one
+            least = 1 if name == "max_instances" else 0
+            if isinstance(changes[name], (int, float)) and not least <= changes[name] < math.inf:
+                raise WasinnError(f"limit {shown}: {value!r} is not a number of at least {least}")
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -120,6 +138,14 @@ class Limits:
         if unknown:
             raise WasinnError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}; expected [limits]")
         return cls().updated(data.get("limits", {}))
+
+    def check_reach(self, memories: int, reach: float) -> None:
+        """Refuses a memory limit that `memories` memories reaching `reach` bytes
+        together (4 GiB per 32-bit memory) could never meet: it would bound nothing."""
+        if memories and self.memory > reach:
+            raise WasinnError(f"the limit is {_gib(self.memory)}, more than its {memories} linear "
+                              f"memor{'y' if memories == 1 else 'ies'} can reach together ({_gib(reach)}: "
+                              "4 GiB each, 32-bit), so it would bound nothing (limit 'memory', --memory)")
 
     # --- checks used by nn.py --------------------------------------------------------
     def check_model(self, nbytes: int) -> None:
@@ -154,6 +180,10 @@ class Limits:
     def live_limit(self, kind: str) -> int:
         return {"graph": self.max_graphs, "graph_execution_context": self.max_contexts,
                 "tensor": self.max_tensors}.get(kind, 0)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:g} GiB"
 
 
 def backend_memory_error(backend: str, limit: int, detail: str) -> NnError:

@@ -16,7 +16,6 @@ core instance:
 from __future__ import annotations
 
 import pathlib
-import weakref
 from typing import Any
 
 import wasmtime
@@ -64,17 +63,20 @@ class CoreModules:
         if self._ready:
             return
         config = wasmtime.Config()
+        # Host memories, as components have (runtime._Engine), so the memory limit is a
+        # total here too; a module has no image taken out: wasmtime copies its data
+        # segments (a C program's are kilobytes). They never move when they grow (a 32-bit
+        # memory's 4 GiB are reserved at once), so abi/witx.py finds one once per instance.
+        self.host.memories.install(config)
         config.epoch_interruption = True
         config.consume_fuel = self.host.limits.fuel > 0
-        # A memory never moves when it grows (wasm32's 4 GiB are reserved at once), so
-        # abi/witx.py finds a guest's memory once per instance.
         config.memory_may_move = False
         self.engine = Engine(config)
         _EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
         self.linker.define_wasi()
         self.witx.define(self.linker)
-        settings = f"module-epoch{'-fuel' if self.host.limits.fuel else ''}"
+        settings = f"module-hostmem-epoch{'-fuel' if self.host.limits.fuel else ''}"
         self.cache = None if self.host.cache_dir is None else _ModuleCache(
             self.host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")
         self._ready = True
@@ -116,20 +118,9 @@ class ModuleInstance(Instance):
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
         modules = self.host.core_modules
-        store = self._new_store(modules.engine)
-        session = self.host.nn.open_session(store)
-        try:
-            self._instance = modules.linker.instantiate(store, self.component)
-        except ExitTrap:
-            self.host.nn.close_session(session)
-            raise
-        except (WasmtimeError, wasmtime.Trap) as e:
-            self.host.nn.close_session(session)
-            raise WasinnError(f"cannot instantiate the module: {self._explain(e)}") from None
-        self._store, self._session = store, session
-        weakref.finalize(store, self.host.nn.close_session, session)  # as Instance does
-        self.instances_started += 1
-        return store
+        self._instance, self._store, self._session = self._instantiate(
+            modules.engine, None, lambda store: modules.linker.instantiate(store, self.component), "module")
+        return self._store
 
     def exported_interfaces(self) -> list[str]:
         return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))

@@ -28,7 +28,7 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (WASI_CLI_RUN, WASINN_FASTPATH_BULK, Resource, add_wasi_nn_to_linker,
+from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
                         add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends
@@ -37,7 +37,7 @@ from .deadlines import stop_at_exit
 from .errors import GuestTrap, NnError, WasinnError
 from .abi import adapter, images
 from .abi.bulk import Bulk
-from .abi.memory import HostMemories, OutOfBounds
+from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
 from .limits import Limits
 from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
@@ -63,37 +63,33 @@ def stderr_progress(message: str) -> None:
 
 
 class _Engine:
-    """One wasmtime engine with its linker and compile cache.
+    """The wasmtime engine for components, with its linker and compile cache.
 
-    wasinn keeps two. Components that import wasi:nn's tensor interface or the bulk data path
-    (wasinn:fastpath) get guest memories the host allocates (abi/memory.py), which rules
-    out wasmtime's copy-on-write memory images; the compile step takes the images out
-    of the component (abi/images.py) and the host maps them copy-on-write itself. Every
-    other component gets wasmtime's own memories and images.
+    Every guest memory is one the host allocates (abi/memory.py): the data path copies
+    in and out of it, and the memory limit counts all of an instance's memories
+    together, which wasmtime's own limit (per memory) cannot. That rules out wasmtime's
+    copy-on-write memory images; the compile step takes the images out of the component
+    (abi/images.py) and the host maps them copy-on-write itself.
     """
 
-    def __init__(self, host: "Host", *, bulk: bool):
+    def __init__(self, host: "Host"):
         config = wasmtime.Config()
-        if bulk:
-            host.memories.install(config)
+        host.memories.install(config)
         config.epoch_interruption = True
         config.consume_fuel = host.limits.fuel > 0
-        self.bulk = bulk
         self.engine = Engine(config)
         _EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
             add_wasi_nn_to_linker(root, host.nn)
-            if bulk:
-                add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
-                add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
+            add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
+            add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
-        memories = f"hostmem-images{images.digest()}-adapter{adapter.adapter_digest()}" if bulk else "cow"
-        settings = f"{memories}-epoch{'-fuel' if host.limits.fuel else ''}"
+        settings = (f"hostmem-images{images.digest()}-adapter{adapter.adapter_digest()}"
+                    f"-epoch{'-fuel' if host.limits.fuel else ''}")
         self.cache = None if host.cache_dir is None else CompileCache(
-            host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}",
-            sidecar=".images" if bulk else None)
+            host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}", sidecar=".images")
 
 
 class Host:
@@ -124,7 +120,7 @@ class Host:
         self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory,
                                           inference_precision),
                          self.models, self.limits)
-        self._engines = (_Engine(self, bulk=False), _Engine(self, bulk=True))
+        self._engine = _Engine(self)
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.core_modules = CoreModules(self)
 
@@ -138,11 +134,11 @@ class Host:
         """Compiles a component, or loads its compiled form from the disk cache
         (see compile_cache.py: never stale, a stat when the file is known)."""
         path = None if isinstance(source, (bytes, bytearray)) else pathlib.Path(source)
+        engine = self._engine
         if path is not None:
-            for engine in self._engines:
-                component = engine.cache.lookup(path) if engine.cache else None
-                if component is not None and self._open_images(engine, component):
-                    return component
+            component = engine.cache.lookup(path) if engine.cache else None
+            if component is not None and self._open_images(engine, component):
+                return component
         if path is None:
             wasm, label = bytes(source), "component"
         else:
@@ -153,8 +149,6 @@ class Host:
             label = path.name
         if wasm[:8] == CORE_MODULE_HEADER:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
-        # the import's name is in the binary as it is: a substring test decides
-        engine = self._engines[WASINN_FASTPATH_BULK.encode() in wasm or adapter.needs_adapter(wasm)]
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
         component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
         if not self._open_images(engine, component):  # its images were unreadable, and are gone now
@@ -164,18 +158,16 @@ class Host:
 
     @staticmethod
     def _open_images(engine: "_Engine", component: Component) -> bool:
-        """Gives a loaded component its engine and, on host memories, its memory images
-        (abi/images.py); False, with the cache's image file removed, if that file is
-        unreadable (the component, stripped of them, cannot run without)."""
+        """Gives a loaded component its engine and its memory images (abi/images.py);
+        False, with the cache's image file removed, if that file is unreadable (the
+        component, stripped of them, cannot run without)."""
         component.wasinn_engine = engine
         component.wasinn_funcs = {}  # Instance._func's
-        component.wasinn_images = None
-        if engine.bulk:
-            try:
-                component.wasinn_images = images.MemoryImages.load(component.wasinn_sidecar)
-            except (OSError, ValueError):
-                pathlib.Path(component.wasinn_sidecar).unlink(missing_ok=True)
-                return False
+        try:
+            component.wasinn_images = images.MemoryImages.load(component.wasinn_sidecar)
+        except (OSError, ValueError):
+            pathlib.Path(component.wasinn_sidecar).unlink(missing_ok=True)
+            return False
         return True
 
     def _compile(self, engine: _Engine, wasm: bytes, label: str) -> Component:
@@ -188,15 +180,13 @@ class Host:
             wasm, why_not = adapter.rewrite(wasm, label)
             if why_not:
                 self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
-        if engine.bulk:  # host memories: the memory images are mapped, not copied, at instantiation
-            wasm, sidecar = images.strip(wasm)
+        wasm, sidecar = images.strip(wasm)  # mapped, not copied, at instantiation
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         try:
             component = Component(engine.engine, wasm)
         except WasmtimeError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
-        if engine.bulk:
-            component.wasinn_sidecar = sidecar
+        component.wasinn_sidecar = sidecar
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
@@ -235,22 +225,33 @@ class Instance:
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
         engine = self.component.wasinn_engine
-        store = self._new_store(engine.engine)
+        self._instance, self._store, self._session = self._instantiate(
+            engine.engine, self.component.wasinn_images,
+            lambda store: engine.linker.instantiate(store, self.component), "component")
+        return self._store
+
+    def _instantiate(self, engine: Engine, memory_images, instantiate: Callable, what: str):
+        """A fresh store and session, and `instantiate(store)`'s instance in them, its
+        memories counted together against the memory limit (abi/memory.py)."""
+        store = self._new_store(engine)
         session = self.host.nn.open_session(store)
+        budget = MemoryBudget(self.host.limits.memory)
         try:
-            if engine.bulk:
-                with self.host.memories.instantiating(store_key(store), self.component.wasinn_images):
-                    self._instance = engine.linker.instantiate(store, self.component)
-            else:
-                self._instance = engine.linker.instantiate(store, self.component)
-        except (WasmtimeError, wasmtime.Trap) as e:
+            with self.host.memories.instantiating(store_key(store), memory_images, budget):
+                instance = instantiate(store)
+            self.host.limits.check_reach(budget.memories, budget.reach)
+        except ExitTrap:  # a module's start function exited
             self.host.nn.close_session(session)
-            raise WasinnError(f"cannot instantiate the component: {self._explain(e)}") from None
-        self._store, self._session = store, session
+            raise
+        except (WasmtimeError, wasmtime.Trap, WasinnError) as e:
+            self.host.nn.close_session(session)
+            store.close()
+            reason = e if isinstance(e, WasinnError) else self._explain(e)
+            raise WasinnError(f"cannot instantiate the {what}: {reason}") from None
         # An Instance dropped without close() must still free its host resources.
         weakref.finalize(store, self.host.nn.close_session, session)
         self.instances_started += 1
-        return store
+        return instance, store, session
 
     def _new_store(self, engine: Engine) -> Store:
         """A store with the instance's WASI (argv, env, preopens, stdio) and limits."""
@@ -264,9 +265,12 @@ class Instance:
                 raise WasinnError(f"--dir: no such directory {host_path}")
             wasi.preopen_dir(host_path, guest_path)
         store = Store(engine)
-        store.set_limits(memory_size=self.host.limits.memory)
+        limits = self.host.limits
+        # memory_size is per memory: the total is the memory creator's (abi/memory.py)
+        store.set_limits(memory_size=limits.memory, table_elements=limits.max_table_elements,
+                         instances=limits.max_instances, tables=limits.max_tables, memories=limits.max_memories)
         self._budget(store)
-        if self.host.limits.fuel:
+        if limits.fuel:
             store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
         store.set_wasi(wasi)
         return store
@@ -418,7 +422,17 @@ class Instance:
         if pages:
             return (f"its memory starts at {int(pages.group(1)) * 65536 / 2**20:.1f} MiB; the limit is "
                     f"{limits.memory / 2**20:g} MiB (limit 'memory', --memory)")
-        return _one_line(e)
+        elements = re.search(r"table minimum size of (\d+) elements exceeds table limits", text)
+        if elements:
+            return (f"a table starts at {elements.group(1)} elements; the limit is {limits.max_table_elements} "
+                    "(limit 'max-table-elements', --max-table-elements)")
+        for kind, (name, what) in _COUNTED.items():
+            if f"{kind} count too high" in text:
+                flag = name.replace("_", "-")
+                return f"it makes more {what} than {getattr(limits, name)} (limit '{flag}', --{flag})"
+        # the memory creator's refusals (abi/memory.py) say which limit themselves
+        own = re.search(r"^(?:\s*\d+:)?\s*(.*\(limit '[a-z-]+', --[a-z-]+\))\s*$", text, re.M)
+        return own.group(1) if own else _one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
@@ -435,6 +449,10 @@ class Instance:
 
 # Exports a toolchain adds for itself: componentize-py's pre-initialization hook (`init`).
 _TOOLCHAIN_EXPORTS = {"exports"}
+# What wasmtime counts per store ("resource limit exceeded: instance count too high at
+# 257"), each with its limit and what it counts.
+_COUNTED = {"instance": ("max_instances", "core instances"), "memory": ("max_memories", "linear memories"),
+            "table": ("max_tables", "tables")}
 # Traps whose cause is a limit of the runtime, and what to do about each.
 _KNOWN_LIMITS = {
     "fuel allocated for hostcalls has been exhausted":

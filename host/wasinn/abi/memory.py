@@ -25,6 +25,12 @@ image's bytes back, so the next memory with that image finds it in place and fau
 in; a memory with another image or none maps over it, which drops those pages. No
 byte of one instance is ever visible to the next.
 
+Every memory wasinn's engines make comes from here, so the memory limit is a total:
+wasmtime's store limit (`memory_size`) holds per memory, and a guest defining 16
+memories would get 16 times it. A `MemoryBudget` counts one store's memories
+together; a memory that would start or grow past it is refused, which wasmtime
+reports as it does its own limit (a failed instantiation; memory.grow returns -1).
+
 Callbacks run inside wasmtime and must never raise: failures go back as wasmtime
 errors. The object must outlive the engine and every store (`Host` holds it).
 """
@@ -95,13 +101,29 @@ class OutOfBounds(ValueError):
     pass
 
 
+class MemoryBudget:
+    """The bytes one store's memories may hold together (limit 'memory'), and how far
+    they could reach together: 4 GiB per 32-bit memory, unbounded with a 64-bit one."""
+
+    __slots__ = ("limit", "used", "memories", "reach")
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.memories, self.reach = limit, 0, 0, 0
+
+    def refusal(self, total: int) -> str:
+        return (f"its memories would hold {total / 2**20:.1f} MiB together; the limit is "
+                f"{self.limit / 2**20:g} MiB (limit 'memory', --memory)")
+
+
 class LinearMemory:
     """One guest memory. Every access is checked against its current size."""
 
-    __slots__ = ("base", "size", "reserve", "mapped", "committed", "images", "image", "imaged", "alive", "owner")
+    __slots__ = ("base", "size", "reserve", "mapped", "committed", "images", "image", "imaged", "alive", "owner",
+                 "budget")
 
     def __init__(self, base: int, size: int, reserve: int, mapped: int,
-                 images: "MemoryImages | None" = None, image: tuple | None = None):
+                 images: "MemoryImages | None" = None, image: tuple | None = None,
+                 budget: MemoryBudget | None = None):
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
         self.images = images  # held: `image` is read back from its view
@@ -109,6 +131,7 @@ class LinearMemory:
         self.imaged = image[2] if image else 0
         self.alive = True
         self.owner: int | None = None
+        self.budget = budget
 
     def check(self, addr: int, n: int) -> None:
         if not self.alive:
@@ -192,6 +215,9 @@ class HostMemories:
     # --- wasmtime callbacks ------------------------------------------------------------
     def _new_memory(self, env, ty, minimum, maximum, reserved, guard, ret):
         try:
+            budget = getattr(self._instantiating, "budget", None)
+            if budget is not None and budget.used + minimum > budget.limit:
+                return _error(budget.refusal(budget.used + minimum))
             reserve = max(_round_up(reserved or min(_DEFAULT_RESERVE, maximum or _DEFAULT_RESERVE)),
                           _round_up(minimum))
             mapped = reserve + _round_up(guard)
@@ -214,10 +240,14 @@ class HostMemories:
                                                       images.fd, offset) != base:
                 _libc.munmap(base, mapped)
                 return _error(f"wasinn: cannot map a guest memory's image (errno {ctypes.get_errno()})")
-            memory = LinearMemory(base, minimum, reserve, mapped, images if image else None, image)
+            memory = LinearMemory(base, minimum, reserve, mapped, images if image else None, image, budget)
             key = next(self._ids)
             with self._lock:
                 self._memories[key] = memory
+                if budget is not None:
+                    budget.used += minimum
+                    budget.memories += 1
+                    budget.reach += float("inf") if ffi.wasmtime_memorytype_is64(ty) else _DEFAULT_RESERVE
             pending = getattr(self._instantiating, "memories", None)
             if pending is not None:
                 pending.append(memory)
@@ -239,11 +269,17 @@ class HostMemories:
             memory = self._memories[env]
             if new_size > memory.reserve:
                 return _error(f"wasinn: a guest memory cannot grow past its {memory.reserve}-byte reservation")
+            budget = memory.budget
+            if budget is not None and budget.used + new_size - memory.size > budget.limit:
+                return _error(budget.refusal(budget.used + new_size - memory.size))
             need = _round_up(new_size)
             if need > memory.committed:
                 if _libc.mprotect(memory.base + memory.committed, need - memory.committed, _PROT_RW) != 0:
                     return _error(f"wasinn: cannot grow a guest memory (errno {ctypes.get_errno()})")
                 memory.committed = need
+            if budget is not None:
+                with self._lock:  # the store's memories may be finalized on another thread
+                    budget.used += new_size - memory.size
             memory.size = new_size
             return 0
         except BaseException as e:
@@ -255,6 +291,8 @@ class HostMemories:
             if memory is None:
                 return
             memory.alive = False
+            if memory.budget is not None:
+                memory.budget.used -= memory.size
             owned = self._by_store.get(memory.owner)
             if owned is not None and memory in owned:
                 owned.remove(memory)
@@ -353,16 +391,18 @@ class HostMemories:
 
     # --- which store owns what ---------------------------------------------------------
     @contextlib.contextmanager
-    def instantiating(self, store_key: int, images: "MemoryImages | None"):
+    def instantiating(self, store_key: int, images: "MemoryImages | None", budget: MemoryBudget | None = None):
         """Attributes the memories created while instantiating into that store to it
-        (instantiation is synchronous, so a per-thread list catches exactly those), and
-        gives those of a type in `images` (the component's, see images.py) their image."""
+        (instantiation is synchronous, so a per-thread list catches exactly those), counts
+        them against `budget`, and gives those of a type in `images` (the component's,
+        see images.py) their image."""
         self._instantiating.memories = pending = []
         self._instantiating.images = images
+        self._instantiating.budget = budget
         try:
             yield
         finally:
-            self._instantiating.memories = self._instantiating.images = None
+            self._instantiating.memories = self._instantiating.images = self._instantiating.budget = None
             with self._lock:
                 live = [m for m in pending if m.alive]
                 for m in live:

@@ -167,7 +167,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 _LIMIT_HELP = {
-    "memory": "guest linear memory per instance, e.g. 512MiB",
+    "memory": "guest linear memory per instance, all its memories together, e.g. 512MiB; "
+              "past it memory.grow returns -1; more than its memories can reach (4GiB each) is refused",
     "deadline": "time per call, e.g. 30s; 0: none",
     "fuel": "wasm fuel per call; 0: not counted",
     "max_model_bytes": "bytes of one model",
@@ -179,6 +180,10 @@ _LIMIT_HELP = {
     "max_graphs": "live graphs per instance",
     "max_contexts": "live execution contexts per instance",
     "max_tensors": "live tensors per instance",
+    "max_memories": "linear memories per instance",
+    "max_tables": "tables per instance",
+    "max_table_elements": "elements of any one table; past it table.grow returns -1",
+    "max_instances": "core instances per instance (a component is several)",
     "external_data_dir": "the one directory ONNX external data may be read from",
     "isolate": "which graphs run in a confined backend worker process: guest-models (graphs a guest loads "
                "from its own bytes), all (the registered models too), none (all in this process)",
