@@ -109,16 +109,17 @@ class Zygote:
             message, _ = receive(self.sock)
         self.imported.add(backend)  # where it failed, each worker fails to import it and says why
 
-    def status(self, pid: int) -> str:
-        """How a worker ended, as the zygote saw it reap it."""
+    def ended(self, pid: int) -> dict:
+        """How a worker ended ("exit 0", "SIGSEGV", ... as `status`) and its peak RSS in
+        bytes (`peak_rss`), as the zygote saw when it reaped it; {} if it has not yet."""
         for _ in range(20):
             with self.lock:
                 send(self.sock, {"op": "status", "pid": pid})
                 message, _ = receive(self.sock)
-            if message and message.get("status"):
-                return str(message["status"])
+            if message:
+                return message
             time.sleep(0.005)
-        return "unknown"
+        return {}
 
     def close(self) -> None:
         self.sock.close()
@@ -201,7 +202,7 @@ class Worker:
         except (OSError, ValueError):
             reply = None
         if reply is None:
-            self.kill(f"the backend worker ended ({self.server.status(self.pid)}) while "
+            self.kill(f"the backend worker ended ({self.server.ended(self.pid).get('status', 'killed')}) while "
                       f"{_DOING.get(message.get('op'), 'working')}; the graphs this instance loaded from its own "
                       "bytes are gone")
             raise runtime_error(self.dead)

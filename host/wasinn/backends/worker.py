@@ -54,13 +54,13 @@ def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[in
 
 # --- the fork server ------------------------------------------------------------------
 _children: dict[int, str] = {}      # live worker pid -> its private directory
-_statuses: dict[int, str] = {}      # ended worker pid -> how it ended ("exit 0", "SIGSEGV")
+_statuses: dict[int, dict] = {}     # ended worker pid -> how it ended ("exit 0", "SIGSEGV") and its peak RSS
 
 
 def _reap(*_) -> None:
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
@@ -69,8 +69,9 @@ def _reap(*_) -> None:
         if directory:
             import shutil
             shutil.rmtree(directory, ignore_errors=True)
-        _statuses[pid] = (f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
-                          else signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "ended")
+        how = (f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
+               else signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "ended")
+        _statuses[pid] = {"status": how, "peak_rss": usage.ru_maxrss << 10}
         while len(_statuses) > 1024:
             _statuses.pop(next(iter(_statuses)))
 
@@ -104,7 +105,7 @@ def zygote(sock: socket.socket) -> None:
             os.close(pidfd)
         elif op == "status":
             _reap()
-            send(sock, {"status": _statuses.get(message["pid"])})
+            send(sock, _statuses.get(message["pid"]) or {})
         elif op == "import":  # a backend's package, so that the workers forked later have it
             try:
                 from . import KINDS
