@@ -78,8 +78,9 @@ def _reap(*_) -> None:
 
 def zygote(sock: socket.socket) -> None:
     import numpy  # noqa: F401  (what every worker needs, imported once here)
-    from . import onnxruntime  # noqa: F401
+    from . import onnxruntime
     from . import confine
+    onnxruntime.stop_spinning()
     confine.die_with_parent()
     signal.signal(signal.SIGCHLD, _reap)
     send(sock, {"ready": os.getpid()})
