@@ -125,6 +125,13 @@ class Limits:
                 raise WasinnError(f"limit {shown}: {value!r} is not a number of at least {least}")
         return dataclasses.replace(self, **changes)
 
+    def changes(self) -> dict[str, str]:
+        """The limits that differ from the defaults, as text `updated` reads back (for a
+        process that hands its limits to another: `wasinn serve` to its workers)."""
+        defaults = Limits()
+        return {name: str(getattr(self, name)) for name in self.names()
+                if getattr(self, name) != getattr(defaults, name) and getattr(self, name) is not None}
+
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> "Limits":
         import tomllib  # only for a --config file

@@ -22,10 +22,7 @@ from wasmtime.component import Variant
 def host_from_args(args, *, recycle_memories: bool = False) -> Host:
     """A Host set up by the options every command shares (see `_common`).
     `recycle_memories`: for a command that makes instance after instance (fuzz)."""
-    limits = Limits.from_file(args.config) if args.config else Limits()
-    limits = limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
-                             if getattr(args, f"limit_{name}", None) is not None})
-    host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits,
+    host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits_from_args(args),
                 inference_precision=getattr(args, "inference_precision", "f32"),
                 backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
     if not recycle_memories:
@@ -33,6 +30,13 @@ def host_from_args(args, *, recycle_memories: bool = False) -> Host:
         # it, which faults the pages in) only raised classify's peak RSS, by ~7 MB.
         host.memories.pool_size = 0
     return host
+
+
+def limits_from_args(args) -> Limits:
+    """The limits a --config file and the limit flags give (flags win)."""
+    limits = Limits.from_file(args.config) if args.config else Limits()
+    return limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
+                           if getattr(args, f"limit_{name}", None) is not None})
 
 
 def _host(args, *, recycle_memories: bool = False) -> Host:
@@ -152,7 +156,7 @@ def cmd_serve(args) -> int:
         ort_threads=args.ort_threads or max(1, (os.cpu_count() or 1) // max(1, args.workers)),
         cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
         metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
-        drain_timeout=args.drain_timeout)
+        drain_timeout=args.drain_timeout, limits=limits_from_args(args))
     return serve(load_pipeline(args.pipeline), broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                  password_file=args.password_file, options=options)
 
@@ -212,6 +216,10 @@ def _common(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
                         "(OpenVINO's CPU plugin: bfloat16 where the CPU has it, faster, logits within ~0.1-0.25); "
                         "bf16, f16: those, refused where the device lacks them. onnxruntime and tflite run "
                         "every model in its own precision")
+    _limit_flags(p)
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
     limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
                                   "table sets them too, flags win (defaults in parentheses)")
     limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
@@ -326,6 +334,7 @@ def parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, how long workers may take to finish their messages (default 30)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
+    _limit_flags(p)
     p.set_defaults(func=cmd_serve)
     models.add_parsers(sub)
     doctor.add_parser(sub)

@@ -51,6 +51,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import WasinnError
+from ..limits import Limits
 from ..runtime import Host
 from . import connection
 from .components import component_path
@@ -91,6 +92,7 @@ class ServeOptions:
     metrics_port: int | None = None
     log_level: str = "info"
     drain_timeout: float = 30.0
+    limits: Limits = dataclasses.field(default_factory=Limits)  # each worker's instances'
 
 
 def prepare(pipeline: Pipeline, cache_dir: pathlib.Path, log: EventLog) -> None:
@@ -165,7 +167,7 @@ class Supervisor:
         o = self.options
         cmd = [sys.executable, "-m", "wasinn.pipeline.worker", "--pipeline", str(self.pipeline.path),
                "--client-id", slot.id, "--ort-threads", str(o.ort_threads), "--cache-dir", str(o.cache_dir),
-               "--log-level", o.log_level]
+               "--log-level", o.log_level, "--limits", json.dumps(o.limits.changes())]
         for key, value in self.overrides.items():
             if value:
                 cmd += ["--" + key.replace("_", "-"), value]

@@ -58,6 +58,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import WasinnError
+from ..limits import Limits
 from ..runtime import Host
 from .connection import Link
 from .graph import GraphRunner, StageFailure
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ort-threads", type=int, default=1)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--limits", default="{}", help="the limits that differ from the defaults, as JSON")
     ap.add_argument("--retire", action="store_true",
                     help="finish what the broker holds for this client id, then end its session")
     args = ap.parse_args(argv)
@@ -425,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         # the stages' sessions run in turn: on one pool, as one session's ops do natively
         onnxruntime_backend.share_thread_pools(args.ort_threads)
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
+                    limits=Limits().updated(json.loads(args.limits)),
                     progress=lambda message: log.info("progress", message=message))
         runner = GraphRunner(pipeline, host)
         worker = Worker(pipeline, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
