@@ -106,7 +106,11 @@ def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
     for part in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else ():
         files, total = _size(part)
         cache[part.name] = f"{files} files, {total / 1e6:.1f} MB"
-    return {"runtime": runtime, "backends": backends, "optional parts": optional, "cache": cache}
+    from ..backends import confine
+    isolation = {"default policy": "guest-models: graphs a guest loads from its own bytes run in a confined "
+                                   "worker process (--isolate)", **confine.features()}
+    return {"runtime": runtime, "backends": backends, "isolation": isolation, "optional parts": optional,
+            "cache": cache}
 
 
 def cmd_doctor(args) -> int:
@@ -126,7 +130,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="print versions, the cache and the installed optional parts",
                        description="Print what this installation is made of, for a bug report: the "
                        "versions of Python, wasinn, wasmtime-py, componentize-py and each backend; the "
-                       "compile cache's location and size; which optional parts are installed.")
+                       "compile cache's location and size; which optional parts are installed; which "
+                       "isolation features this kernel gives the backend workers.")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="the cache to report on (default: $XDG_CACHE_HOME/wasinn)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
