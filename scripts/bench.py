@@ -61,7 +61,7 @@ CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-            "instances", "arena", "precision", "compute", "imports", "serve", "pipeline"]  # what a run without --only measures
+            "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -595,6 +595,10 @@ def main() -> int:
     if "process" in sections:
         whole_process(host)
     latency_sections(host, sections, args.quick)
+    if "isolation" in sections:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_isolation
+        bench_isolation.rows(row, progress, _child, _c_guest, ROOT, CACHE, THREADS, args.quick)
     if "serve" in sections or "pipeline" in sections:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_pipeline

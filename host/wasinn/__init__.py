@@ -3,10 +3,21 @@
 The library is the product; the `wasinn` CLI is a thin layer over it.
 """
 from ._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
-from . import build
 from .errors import GuestTrap, NnError, WasinnError
-from .runtime import Host, Instance
 from .tensors import HostTensor
 
 __all__ = ["Host", "Instance", "HostTensor", "build", "NnError", "WasinnError", "GuestTrap",
            "ErrorCode", "ExecutionTarget", "GraphEncoding", "TensorType"]
+# Imported on first use: a backend worker's fork server (backends/worker.py) imports this
+# package but runs no wasm, and wasmtime with the runtime costs it ~0.1-0.2 s of start-up.
+_LAZY = {"Host": "runtime", "Instance": "runtime", "build": None}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'wasinn' has no attribute {name!r}")
+    import importlib
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value

@@ -31,12 +31,13 @@ from .abi import values
 from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
                         add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
-from .backends import default_backends
+from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
 from .errors import GuestTrap, NnError, WasinnError
 from .abi import adapter, images
 from .abi.bulk import Bulk
+from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
 from .limits import Limits
 from .abi.introspect import Introspect
@@ -196,9 +197,24 @@ class Host:
         """An instance of `component`. `args` and `env` are what the guest sees through
         WASI; `dirs` are (host path, guest path) preopens. Instantiation is lazy: the
         first call creates the store."""
+        self._prewarm_isolation(component)
         if isinstance(component, wasmtime.Module):
             return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
         return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
+
+    def _prewarm_isolation(self, component) -> None:
+        """Starts the backend workers' fork server (~0.3 s of imports) on a thread, so that
+        it is up by the time the guest loads its model, where a guest is likely to load
+        one from its own bytes: it imports wasi:nn, the policy isolates guest models, and
+        the operator registered no models (whose guests load by name, in process)."""
+        if not self.nn.isolation.applies(guest=True) or self.models.names():
+            return
+        if isinstance(component, wasmtime.Module):
+            nn = any(i.module in WITX_MODULES for i in component.imports)
+        else:
+            nn = any(name.startswith("wasi:nn/graph") for name in component.type.imports(self.engine_of(component)))
+        if nn:
+            isolated.prewarm()
 
 
 class Instance:

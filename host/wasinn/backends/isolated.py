@@ -140,6 +140,19 @@ def zygote() -> Zygote:
         return _zygote
 
 
+def prewarm() -> None:
+    """Starts the zygote on a thread, so that a guest's first load finds it up."""
+    if _zygote is None:
+        threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True).start()
+
+
+def _start_quietly() -> None:
+    try:
+        zygote()
+    except NnError:
+        pass  # the load that needs it says why
+
+
 class Worker:
     """One backend worker process: its socket, its shared memory, and whether it lives."""
 
@@ -433,4 +446,4 @@ def _specs(specs) -> list[TensorSpec]:
         raise runtime_error("the backend worker described the model's inputs or outputs wrongly") from None
 
 
-__all__ = ["Isolation", "IsolatedGraph", "POLICIES", "check_policy"]
+__all__ = ["Isolation", "IsolatedGraph", "POLICIES", "check_policy", "prewarm"]

@@ -79,9 +79,10 @@ def _reap(*_) -> None:
 def zygote(sock: socket.socket) -> None:
     import numpy  # noqa: F401  (what every worker needs, imported once here)
     from . import onnxruntime
-    from . import confine
     onnxruntime.stop_spinning()
-    confine.die_with_parent()
+    # No parent-death signal here: it follows the thread that started this process (a
+    # host's prewarming thread ends at once), not the process. The host's end closes the
+    # socket instead, and this loop ends; its workers' own signal follows this process.
     signal.signal(signal.SIGCHLD, _reap)
     send(sock, {"ready": os.getpid()})
     while True:
