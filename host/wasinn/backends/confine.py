@@ -161,6 +161,13 @@ def readable_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
+def gpu_devices() -> list[str]:
+    """The device files a worker running a `gpu` graph opens (CUDA's, through onnxruntime's
+    CUDA provider; the fork server never initialises CUDA, so each worker can)."""
+    import glob
+    return sorted(glob.glob("/dev/nvidia*")) + [d for d in ("/dev/dri",) if os.path.isdir(d)]
+
+
 def _inside_interpreter(path: str) -> bool:
     """sys.path entries under the interpreter's prefixes (site-packages), not the
     directory the host was started from or an editable checkout's parent."""

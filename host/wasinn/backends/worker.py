@@ -144,7 +144,7 @@ class Worker:
         confine.limit_resources(self._cap(1), self._cap(settings["max_graphs"]), settings["file_size"])
         confine.drop_capabilities()
         confine.die_with_parent()
-        confine.landlock(confine.readable_paths(), [directory])
+        confine.landlock(confine.readable_paths(), [directory, *confine.gpu_devices()])
         confine.seccomp()
         self.shm: mmap.mmap | None = None
         self.shm_fd: int | None = None
