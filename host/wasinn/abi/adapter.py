@@ -125,10 +125,10 @@ class _Refused(WasinnError):
 
 def _plan(text: str, label: str) -> _Plan | str:
     """Where the adapter goes in, or why it cannot (a sentence).
-    _Refused: the component imports wasinn:adapter itself. Its functions are served
-    for the adapter wasinn adds, trusting the spans it passes; left to a guest they
-    would be an interface nobody reviewed as a guest's, and keeping the per-value
-    lowering would not take them away (one linker serves every component)."""
+    _Refused: the component imports wasinn:adapter itself. Its functions are the host
+    half of the module wasinn adds (they bind the memory its spans point into); left to
+    a guest they would be an interface nobody reviewed as a guest's, and keeping the
+    per-value lowering would not take them away (one linker serves every component)."""
     top = [ln for ln in text.splitlines() if ln.startswith("  (")]
     for ln in top:
         m = re.match(r'  \(import "([^"]+)"', ln)

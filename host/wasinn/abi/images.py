@@ -7,8 +7,15 @@ is compiled: each top-level core module that defines its memory and fills it onl
 with active segments at constant offsets gets its image built here, and those
 segments keep their offsets but lose their bytes (indices stay, so `datacount`,
 `memory.init` and `data.drop` mean what they meant; passive segments are untouched).
-memory.py then maps the image MAP_PRIVATE over the new memory's first pages: shared
-until written, faulted in on first touch, and a write never reaches the file.
+memory.py then maps the image MAP_PRIVATE over the new memory: shared until written,
+faulted in on first touch, and a write never reaches the file.
+
+An image is runs: the page-aligned spans its segments fill (close ones merged), not
+everything below its last byte, so what the compile step does, holds and writes is
+bounded by the segments' bytes, never by the offsets the guest declares (one byte at
+the end of a 1 GiB memory is one page). Segments too sparse for that (see
+`_DENSE_FLOOR`) stay in the module. Refusals that depend on the memory limit belong
+to instantiation: compiled forms are cached across limits.
 
 Which image a new memory gets is decided by its type (the memory creator sees nothing
 else): a module is stripped only when no other memory anywhere in the component,
@@ -16,8 +23,8 @@ nested components included, has the same type. A component where that does not h
 keeps those segments and wasmtime copies them, as before.
 
 The images travel as one blob (the compile cache keeps it beside the compiled
-component): a JSON line naming each image's memory type, offset and length, then the
-images at page-aligned offsets so they can be mapped from the file itself.
+component): a JSON line naming each image's memory type and runs, then the runs'
+bytes at page-aligned offsets so they can be mapped from the file itself.
 """
 from __future__ import annotations
 
@@ -323,7 +330,8 @@ class MemoryImages:
             images = {}
             for e in header["images"]:
                 runs = tuple((mem, start + at, n) for mem, at, n in e["runs"])
-                images[(*e["memory"][:2], *map(bool, e["memory"][2:4]), e["memory"][4])] = runs, runs[-1][0] + runs[-1][2]
+                key = (*e["memory"][:2], *map(bool, e["memory"][2:4]), e["memory"][4])
+                images[key] = runs, runs[-1][0] + runs[-1][2]  # and where the last run ends
         except (KeyError, TypeError, IndexError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"not an image blob: {e!r}") from None
         return images, start + sum(n for runs, _ in images.values() for _, _, n in runs)

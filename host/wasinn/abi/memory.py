@@ -12,17 +12,18 @@ accessible prefix is made read-write, growing with mprotect. Pages are never mov
 wasmtime's copy-on-write memory images need its own memories; with host memories it
 would copy a module's data segments into each fresh memory. So the compile step takes
 those bytes out of the component (images.py) and a memory whose type has an image gets
-it mapped MAP_PRIVATE|MAP_FIXED over its first pages from a file nobody writes: pages
-are shared until the guest writes them, and a write only ever lands in a private copy.
+its runs mapped MAP_PRIVATE|MAP_FIXED from a file nobody writes: pages are shared until
+the guest writes them, and a write only ever lands in a private copy.
 
 A freed memory's mapping is kept for the next one of the same reservation, since
 faulting fresh pages in costs more than zeroing: its first `_KEEP_RESIDENT` bytes are
 zeroed by memset, except the part its image was mapped over; the rest is replaced by
 fresh pages, which the kernel zero-fills on the next touch; and everything past the new
-memory's size is closed again. The image part: the pages the instance wrote (its
-private copies, which /proc/self/pagemap tells from the file's own pages) get the
-image's bytes back, so the next memory with that image finds it in place and faulted
-in; a memory with another image or none maps over it, which drops those pages. No
+memory's size is closed again. Below the image's end: the pages the instance wrote
+(its private copies, which /proc/self/pagemap tells from the file's own pages) get the
+image's bytes back, or zeros between its runs, so the next memory with that image
+finds it in place and faulted in; a memory with another image or none gets fresh
+pages there first, which drops them. No
 byte of one instance is ever visible to the next.
 
 Callbacks run inside wasmtime and must never raise: failures go back as wasmtime
@@ -336,9 +337,9 @@ class HostMemories:
         return self._pagemap[1]
 
     def _recycled(self, mapped: int, accessible: int, image: tuple | None) -> tuple[int | None, bool]:
-        """A kept mapping of that size, read-write exactly up to `accessible` and zero
-        past `image`'s length, and whether it holds `image` already (preferred); else
-        the caller maps the image over its first bytes."""
+        """A kept mapping of that size, read-write exactly up to `accessible`, and
+        whether it holds `image` already (preferred); else it is all zeros and the
+        caller maps the image's runs into it."""
         with self._lock:
             fits = [i for i, entry in enumerate(self._free) if entry[1] == mapped]
             if not fits:
