@@ -72,8 +72,8 @@ def memories(request):
     if request.param == "copied":
         module, image = wasmtime.Module(engine, WAT), None
     else:
-        stripped, key, data = images._strip_module(wasmtime.wat2wasm(WAT))
-        module, image = wasmtime.Module(engine, stripped), images.MemoryImages.load(images._blob([(key, data)]))
+        stripped, *image = images._strip_module(wasmtime.wat2wasm(WAT))
+        module, image = wasmtime.Module(engine, stripped), images.MemoryImages.load(images._blob([image]))
     yield memories, lambda: Guest(engine, module, memories, image)
     memories.release()
 
@@ -213,9 +213,11 @@ def test_component_instances_start_from_their_image(host, roundtrip_component):
     """A componentize-py guest's memory starts as its image, whatever the instance
     before it (on the same mapping or beside it) wrote there."""
     assert roundtrip_component.wasinn_images is not None
-    (offset, length), = roundtrip_component.wasinn_images.images.values()
-    image = roundtrip_component.wasinn_images.view + offset
-    expected = np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(image)).copy()
+    (runs, length), = roundtrip_component.wasinn_images.images.values()
+    expected = np.zeros(length, np.uint8)  # zeros between its runs
+    for at, offset, n in runs:
+        image = roundtrip_component.wasinn_images.view + offset
+        expected[at:at + n] = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(image))
     scribbler = host.instantiate(roundtrip_component)
     scribbler.call("echo", np.zeros(3, np.float32))
     memory = host.memories.main_memory(store_key(scribbler._store))
@@ -229,3 +231,31 @@ def test_component_instances_start_from_their_image(host, roundtrip_component):
             fresh.write(0, np.full(length, 0x5A, np.uint8))
         if i == 0:
             scribbler.close()
+
+
+SPARSE = """(module
+  (memory (export "m") 4 4)
+  (data (i32.const 16) "init")
+  (data (i32.const 196624) "far!")
+  (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0))))"""
+
+
+def test_an_image_in_runs_is_restored_and_its_gaps_zeroed():
+    """Segments far apart make an image of two runs with anonymous memory between them:
+    a recycled mapping gets both runs back and the gap zeroed, whatever was written."""
+    stripped, key, runs, data = images._strip_module(wasmtime.wat2wasm(SPARSE))
+    assert [(at, n) for at, _, n in runs] == [(0, hostmem._PAGE), (3 * PAGE, hostmem._PAGE)]
+    assert len(data) == 2 * hostmem._PAGE  # the bytes of the runs, not of the extent
+    memories = HostMemories()
+    engine = _engine(memories)
+    module, image = wasmtime.Module(engine, stripped), images.MemoryImages.load(images._blob([(key, runs, data)]))
+    far = 3 * PAGE + 16
+    for _ in range(hostmem._POOL_SIZE + 2):
+        g = Guest(engine, module, memories, image)
+        assert g.load(16) == INIT and g.load(far) == int.from_bytes(b"far!", "little")
+        assert g.load(PAGE) == 0 and g.load(2 * PAGE + 8) == 0 and g.load(far + 64) == 0
+        for addr in (16, PAGE, 2 * PAGE + 8, far, far + 64):
+            g.store(addr, 0x5EC2E7)
+        g.close()
+    memories.release()

@@ -35,7 +35,7 @@ from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
 from .errors import GuestTrap, NnError, WasinnError
-from .abi import adapter, images
+from .abi import adapter, binary, images
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
@@ -176,19 +176,37 @@ class Host:
             raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
                               "components (build Python guests with `wasinn build`)")
         start = time.perf_counter()
+        try:
+            binary.components(wasm)  # every walk below may then trust its structure and depth
+        except WasinnError as e:
+            raise WasinnError(f"{label} is not a valid WebAssembly component: {e}") from None
+        component = note = None
         if adapter.needs_adapter(wasm):
             self.progress(f"adding wasinn's wasi:nn data-path adapter to {label}, once per component...")
-            wasm, why_not = adapter.rewrite(wasm, label)
+            rewritten, why_not = adapter.rewrite(wasm, label)
             if why_not:
                 self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
+            else:
+                try:
+                    component = self._compile_as_is(engine, rewritten, label)
+                except WasmtimeError as e:  # said once the original compiles: else its own error says it all
+                    note = (f"{label} keeps the standard wasi:nn lowering (per-byte, capped): "
+                            f"the rewritten component does not validate: {_one_line(e)}")
+        if component is None:
+            try:
+                component = self._compile_as_is(engine, wasm, label)
+            except WasmtimeError as e:
+                raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+            if note:
+                self.progress(note)
+        self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
+        return component
+
+    def _compile_as_is(self, engine: _Engine, wasm: bytes, label: str) -> Component:
         wasm, sidecar = images.strip(wasm)  # mapped, not copied, at instantiation
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
-        try:
-            component = Component(engine.engine, wasm)
-        except WasmtimeError as e:
-            raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+        component = Component(engine.engine, wasm)
         component.wasinn_sidecar = sidecar
-        self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
     def instantiate(self, component: Component, *, args: Sequence[str] = (),

