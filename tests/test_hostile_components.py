@@ -71,10 +71,10 @@ def test_a_memory_image_bomb_compiles_in_little_memory():
 
 
 def test_the_bomb_runs_or_is_refused_at_instantiation_by_the_memory_limit():
-    """The memory limit (per memory) is applied at instantiation, since compiled forms
-    are cached across limits: 1 GiB memories run under the default 2 GiB, their bytes
-    where the segments put them, and are refused in one line under 512 MiB."""
-    host = wasinn.Host(cache_dir=False)
+    """The memory limit (all memories together) is applied at instantiation, since
+    compiled forms are cached across limits: the 1 GiB memories run under 4 GiB, their
+    bytes where the segments put them, and are refused in one line under 512 MiB."""
+    host = wasinn.Host(cache_dir=False, limits=Limits(memory=4 << 30))
     component = host.load_component(wasmtime.wat2wasm(_bomb()))
     with host.instantiate(component) as inst:
         assert [inst.call(f"last{i}") for i in range(3)] == [ord("x")] * 3
