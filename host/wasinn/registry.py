@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ._bindings import ExecutionTarget, GraphEncoding
 from .backends import Graph
-from .errors import NnError, WasinnError, not_found
+from .errors import NnError, WasinnError, not_found, quoted
 
 if TYPE_CHECKING:
     from .backends.kserve import Endpoint
@@ -112,7 +112,7 @@ class ModelRegistry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(repr(n) for n in self.names()) or "none"
-            raise not_found(f"no graph named {name!r}; registered: {known}")
+            raise not_found(f"no graph named {quoted(name)}; registered: {known}")
         with self._lock:
             if entry.graph is None and entry.remote is not None:
                 from .backends.kserve import KServeGraph  # see register_remote

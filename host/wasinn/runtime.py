@@ -384,7 +384,7 @@ class Instance:
         except (WasmtimeError, wasmtime.Trap, OutOfBounds, NnError) as e:
             # raised in a host function that has no error to return: OutOfBounds, spans the
             # guest gave the data path that lie about its memory (the canonical ABI traps
-            # on such lists too); NnError, data() of a tensor a limit refused
+            # on such lists too); NnError, a tensor constructor over a limit (it has no error case)
             self.close()
             raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None

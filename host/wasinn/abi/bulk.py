@@ -46,6 +46,7 @@ class Bulk:
 
     @returns_error
     def load(self, store, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        self.nn.limits.check_builders(len(builders))
         memory = self._memory(store)
         views = [memory.view(_payload(memory, s), s.len) for s in builders]
         return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target))
@@ -54,4 +55,5 @@ class Bulk:
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:
         memory = self._memory(store)
         payload = _payload(memory, data)
-        return self.nn.tensor_from_guest(store, dimensions, ty, data.len, lambda: memory.read_array(payload, data.len))
+        return self.nn.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, data.len,
+                                         lambda: memory.read_array(payload, data.len))

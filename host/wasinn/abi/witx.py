@@ -22,7 +22,6 @@ Enum tags that changed between releases (tables in wit/witx/wasi-nn.witx):
 from __future__ import annotations
 
 import ctypes
-import math
 import struct
 import sys
 from typing import Callable
@@ -34,7 +33,8 @@ from wasmtime import _ffi as ffi
 from . import _witx_tables as tables
 from .speedups import I32Host
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
-from ..errors import NnError, invalid_argument, not_found, unsupported
+from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
+from ..limits import product
 from ..nn import TIMEOUT_GRACE_TICKS, Session, WasiNn, check_input, compute_bound, in_model_order
 from ..tensors import DTYPES, HostTensor
 
@@ -218,7 +218,7 @@ def _tensor_type(tag: int, dims: tuple[int, ...], nbytes: int, spec) -> TensorTy
     if not candidates:
         _tag("tensor_type", tag, "tensor type")
     if len(candidates) > 1:
-        elements = math.prod(dims)
+        elements = product(dims)
         fitting = [ty for ty in candidates if elements * DTYPES[ty].itemsize == nbytes]
         if len(fitting) == 1:
             return fitting[0]
@@ -287,6 +287,7 @@ class WitxHost:
     # --- graphs --------------------------------------------------------------------
     def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[memoryview]:
         """The builders in place (no copy: nn.load_views releases them)."""
+        self.nn.limits.check_builders(count)
         pairs = mem.u32s(ptr, 2 * count, "the graph builder array")
         return [memoryview(mem.view(p, n, f"graph builder {i}")).toreadonly()
                 for i, (p, n) in enumerate(zip(pairs[0::2], pairs[1::2]))]
@@ -310,7 +311,7 @@ class WitxHost:
         try:
             return raw.decode()
         except UnicodeDecodeError:
-            raise not_found(f"no graph named {raw!r} (not UTF-8)") from None
+            raise not_found(f"no graph named {quoted(raw)} (not UTF-8)") from None
 
     def load_by_name(self, caller, mem, name_ptr, name_len, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the graph result slot")
@@ -352,6 +353,7 @@ class WitxHost:
     def set_input(self, caller, mem, context, index, tensor_ptr) -> None:
         execution, spec = self._input_spec(mem, context, index)
         dims_ptr, dims_len, tag, data_ptr, data_len = mem.read(_TENSOR, tensor_ptr, "the tensor record")
+        self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
         data = mem.view(data_ptr, data_len, "the tensor data")
         self._input(execution, index, dims, _tensor_type(tag, dims, data_len, spec), data)
@@ -361,9 +363,9 @@ class WitxHost:
         dims_record, tag, data_ptr = mem.read(_TENSOR_WAMR, tensor_ptr, "the tensor record")
         ty = _TYPES[_tag("tensor_type_v0", tag, "tensor type")]
         dims_ptr, dims_len = mem.u32s(dims_record, 2, "the tensor dimensions record")
+        self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
-        nbytes = math.prod(dims) * DTYPES[ty].itemsize
-        self.nn.limits.check_tensor(f"input {spec.name!r}", dims, nbytes)  # before touching the data
+        nbytes = self.nn.limits.check_tensor(f"input {spec.name!r}", dims, DTYPES[ty].itemsize)  # before touching the data
         self._input(execution, index, dims, ty, mem.view(data_ptr, nbytes, "the tensor data"))
 
     def compute(self, caller, mem, context) -> None:

@@ -7,10 +7,10 @@ every output. Backends see numpy-backed `HostTensor`s, never wasmtime types.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Protocol, Sequence
 
 from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from ..limits import product
 from ..tensors import DTYPES, HostTensor, TYPE_NAMES
 
 
@@ -35,10 +35,11 @@ class TensorSpec:
         return len(dims) == len(self.shape) and all(s is None or s == d for s, d in zip(self.shape, dims))
 
     def static_nbytes(self) -> int | None:
-        """The bytes of a tensor of this spec, where the model fixes them."""
+        """The bytes of a tensor of this spec, where the model fixes them (a guest's model
+        may declare any shape: past 2^64 elements, more than any limit)."""
         if self.ty is None or self.shape is None or None in self.shape:
             return None
-        return math.prod(self.shape) * DTYPES[self.ty].itemsize
+        return product(self.shape) * DTYPES[self.ty].itemsize
 
 
 # Called by a backend with (name, bytes) of every output after a run and before it wraps
