@@ -108,6 +108,15 @@ class WasiNn:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
 
+    def list_bounds(self) -> dict[str, Callable[[int], None]]:
+        """Checks of the counts a guest passes as list parameters, by WIT parameter name
+        (the tensor constructor's and tensor-from-memory's `dimensions`, load's
+        `builder`, bulk load's `builders`): the bindings lift a list only after its
+        check passes (abi/speedups.py), so a flood costs no Python object per element."""
+        limits = self.limits
+        return {"dimensions": lambda n: limits.check_rank(n, "the tensor"),
+                "builder": limits.check_builders, "builders": limits.check_builders}
+
     def session(self, store) -> Session:
         return self._sessions[store_key(store)]
 

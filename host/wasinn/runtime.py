@@ -235,6 +235,7 @@ class Instance:
         engine = self.component.wasinn_engine
         store = self._new_store(engine.engine)
         session = self.host.nn.open_session(store)
+        _speedups.bound_lists(session.key, self.host.nn.list_bounds())
         try:
             if engine.bulk:
                 with self.host.memories.instantiating(store_key(store), self.component.wasinn_images):
@@ -243,6 +244,7 @@ class Instance:
                 self._instance = engine.linker.instantiate(store, self.component)
         except (WasmtimeError, wasmtime.Trap) as e:
             self.host.nn.close_session(session)
+            _speedups.forget_store(session.key)
             raise WasinnError(f"cannot instantiate the component: {self._explain(e)}") from None
         self._store, self._session = store, session
         # An Instance dropped without close() must still free its host resources.
