@@ -6,9 +6,9 @@ thread measures the longest time it could not run (the GIL held, or the CPU take
     python tests/hostile_probe.py '{"wasm": PATH, "limits": {...}, "model": PATH or null, "attack": [KIND, ...]}'
 
 Kinds: ["run", ARGV...] runs a command component with ARGV (after a warm-up run of
-"warm"'s ARGV); ["call", NAME, ARGS...] calls an export; ["set_input", DIMS_LEN] and
-["load", COUNT] call the WITX probe (guest/witx-probe) with that many dimensions or
-builders, in memory grown for them and never touched. Prints one JSON line last.
+"warm"'s ARGV); ["call", NAME, ARGS...] calls an export; ["set_input", DIMS_LEN], ["load", COUNT] and
+["load_by_name", LENGTH] call the WITX probe (guest/witx-probe) with that many
+dimensions, builders or name bytes, in memory grown for them and never touched. Prints one JSON line last.
 """
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ class Stalls:
         self._thread.join()
 
 
+# bytes of guest memory per dimension, builder or name byte
+_WIDTH = {"set_input": 4, "load": 8, "load_by_name": 1}
+
+
 def witx(inst, kind: str, count: int):
     """One WITX call with `count` dimensions or builders, set up with the probe."""
     from witx_support import Probe, transpose_model
@@ -61,10 +65,12 @@ def witx(inst, kind: str, count: int):
     out = p.put(b"\0" * 4)
     record = p.tensor([1], 1, b"\0" * 4)  # its dims are pointed at the untouched pages below
     untouched = p.memory_size
-    inst.memory.grow(inst._ensure(), count * 8 // 65536 + 1)
+    inst.memory.grow(inst._ensure(), count * _WIDTH[kind] // 65536 + 1)
     if kind == "set_input":
         inst.write(record, struct.pack("<II", untouched, count))
         return lambda: p.call("set_input", ctx, 0, record)
+    if kind == "load_by_name":
+        return lambda: p.call("load_by_name", untouched, count, out)
     return lambda: p.call("load", untouched, count, 1, 0, out)
 
 

@@ -154,6 +154,13 @@ def test_builder_flood(hostile, witx_probe, abi):
     assert grew(got) < OVERHEAD, got
 
 
+def test_a_graph_name_longer_than_any_registered_is_not_copied(witx_probe):
+    got = probe(witx_probe, ["load_by_name", 1 << 30], limits={"memory": "4GiB"})
+    assert got["outcome"] == ["returned", ERRNO["not_found"]], got
+    assert got["last_error"] == f"not-found: no graph named {bytes(80)!r}... ({1 << 30} bytes); registered: none"
+    assert grew(got) < OVERHEAD, got
+
+
 def test_compute_with_a_huge_rank_against_an_unknown_rank_input(hostile, tmp_path):
     """With max-tensor-rank raised past the flood, compute still costs no product of big
     ints: the product of the dimensions stops at 2^64, and messages show 16 of them."""

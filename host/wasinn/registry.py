@@ -105,14 +105,21 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def longest_name(self) -> int:
+        """The UTF-8 length of the longest registered name: a longer one need not be read."""
+        return max((len(n.encode()) for n in self._entries), default=0)
+
+    def unknown(self, shown: str) -> NnError:
+        """`not-found` for a name (as a message shows it) that no model has."""
+        return not_found(f"no graph named {shown}; registered: {', '.join(repr(n) for n in self.names()) or 'none'}")
+
     def graph(self, name: str, load: Callable[[list[bytes], GraphEncoding, ExecutionTarget], Graph],
               load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None
               ) -> Graph:
         """The loaded graph for `name` (loading it the first time), or `not-found`."""
         entry = self._entries.get(name)
         if entry is None:
-            known = ", ".join(repr(n) for n in self.names()) or "none"
-            raise not_found(f"no graph named {quoted(name)}; registered: {known}")
+            raise self.unknown(quoted(name))
         with self._lock:
             if entry.graph is None and entry.remote is not None:
                 from .backends.kserve import KServeGraph  # see register_remote

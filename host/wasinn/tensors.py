@@ -67,11 +67,14 @@ def tensor_type_of(dtype: np.dtype) -> TensorType | None:
 _SHOWN_DIMS = 16
 
 
+def shown_dims(dims) -> str:
+    """Dimensions as a message shows them (None: a dynamic axis, `?`)."""
+    shown = ",".join("?" if d is None else str(d) for d in dims[:_SHOWN_DIMS])
+    return shown + f",... ({len(dims)} dimensions)" if len(dims) > _SHOWN_DIMS else shown
+
+
 def describe(ty: TensorType, dims) -> str:
-    shown = ",".join(str(d) for d in dims[:_SHOWN_DIMS])
-    if len(dims) > _SHOWN_DIMS:
-        shown += f",... ({len(dims)} dimensions)"
-    return f"{TYPE_NAMES[ty]} [{shown}]"
+    return f"{TYPE_NAMES[ty]} [{shown_dims(dims)}]"
 
 
 class HostTensor:

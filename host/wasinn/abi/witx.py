@@ -54,6 +54,8 @@ _TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": Execu
 # GGUF, and the GGML formats before it
 _GGML_MAGIC = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
 _WAMR_WORD = 4  # WAMR's legacy get_output counts the buffer in 4-byte words
+_CONFIG_READ = 4096  # a longer load-time config is refused unread: only "" and "{}" are taken
+_NAME_READ = 256  # a longer graph name than any registered one is refused unread
 Report = Callable[[str], None]
 
 
@@ -307,7 +309,10 @@ class WitxHost:
         self._load(caller, mem, "graph_encoding_wamr", builder_ptr, builder_len, encoding, target, result_ptr)
 
     def _name(self, mem: GuestMemory, ptr: int, length: int) -> str:
-        raw = mem.view(ptr, length, "the graph name").tobytes()
+        view = mem.view(ptr, length, "the graph name")
+        if length > max(self.nn.registry.longest_name(), _NAME_READ):  # no model has it: not copied
+            raise self.nn.registry.unknown(f"{view[:80].tobytes()!r}... ({length} bytes)")
+        raw = view.tobytes()
         try:
             return raw.decode()
         except UnicodeDecodeError:
@@ -319,9 +324,9 @@ class WitxHost:
         self._new_graph(caller, slot, self.nn.registry.graph(name, self.nn.load_graph, self.nn.load_file))
 
     def load_by_name_with_config(self, caller, mem, name_ptr, name_len, config_ptr, config_len, result_ptr) -> None:
-        config = mem.view(config_ptr, config_len, "the graph config").tobytes()
-        if config.strip() not in (b"", b"{}"):
-            raise unsupported(f"wasinn's backends take no load-time configuration (got {config[:80]!r}); "
+        config = mem.view(config_ptr, config_len, "the graph config")
+        if config_len > _CONFIG_READ or config.tobytes().strip() not in (b"", b"{}"):
+            raise unsupported(f"wasinn's backends take no load-time configuration (got {config[:80].tobytes()!r}); "
                               "load_by_name_with_config accepts an empty config or {}")
         self.load_by_name(caller, mem, name_ptr, name_len, result_ptr)
 

@@ -11,7 +11,7 @@ from typing import Callable, Protocol, Sequence
 
 from .._bindings import ExecutionTarget, GraphEncoding, TensorType
 from ..limits import product
-from ..tensors import DTYPES, HostTensor, TYPE_NAMES
+from ..tensors import DTYPES, HostTensor, TYPE_NAMES, shown_dims
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class TensorSpec:
         name = TYPE_NAMES[self.ty] if self.ty is not None else self.type_name
         if self.shape is None:
             return f"{name} [any rank]"
-        return f"{name} [{','.join('?' if d is None else str(d) for d in self.shape)}]"
+        return f"{name} [{shown_dims(self.shape)}]"  # a guest's model declares any rank
 
     def accepts_shape(self, dims: Sequence[int]) -> bool:
         if self.shape is None:
