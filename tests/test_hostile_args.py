@@ -194,3 +194,21 @@ def test_host_bytes_flood_traps_at_the_constructor(hostile):
     assert "too-large: this tensor (307200 bytes) would make the instance hold 1228800 bytes on the host " \
            "(921600 already); the limit is 1048576 (max-host-bytes, --max-host-bytes)" in message, message
     assert grew(got) < 1 * MIB + OVERHEAD, got
+
+
+def test_python_guests_bulk_shim_is_bounded_too():
+    """componentize-py guests reach the host through the bulk shim, whose `dimensions`
+    and `builders` are lifted value by value: past a limit they are not lifted, and the
+    call traps with the limit's line (bulk load's builders are converted before the host
+    function could return an error)."""
+    from conftest import guest_component
+    host = wasinn.Host(cache_dir=CACHE)
+    inst = host.instantiate(host.load_component(guest_component("adversary")))
+    model = models.identity(TensorType.U8)
+    with pytest.raises(wasinn.GuestTrap, match=r"too-large: graph.load got 17 graph builders; the limit is 16 "
+                                               r"\(max-builders, --max-builders\)"):
+        inst.call("load", [model] * 17, "onnx", "cpu")
+    with pytest.raises(wasinn.GuestTrap, match=r"too-large: the tensor has 65 dimensions; the limit is 64 "
+                                               r"\(max-tensor-rank, --max-tensor-rank\)"):
+        inst.call("make-tensor", [1] * 65, "U8", b"x")
+    assert inst.call("load", [model], "onnx", "cpu").tag == "ok"
