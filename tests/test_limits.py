@@ -119,6 +119,22 @@ def test_too_many_live_tensors_are_reported_by_compute():
     assert inst.live_resources()["tensor"] == 0
 
 
+def test_the_tensor_constructor_traps_past_max_tensors_and_max_host_bytes():
+    """It has no error to return: past a limit it traps with the limit's line, and the
+    next call gets a fresh instance."""
+    from wasmtime.component import Record
+    for limits, flag in (({"max_tensors": 1}, "max-tensors, --max-tensors"),
+                         ({"max_host_bytes": 1000}, "max-host-bytes, --max-host-bytes")):
+        inst = instance(make_host(**limits))
+        ctx = inst.call("init-context", inst.call("load", [models.add_mul()], "onnx", "cpu").payload).payload
+        x = Record()
+        x.dimensions, x.ty, x.data = [2, 3], TensorType.FP32.value, bytes(24 * 30)  # a tensor of 720 bytes
+        with pytest.raises(wasinn.GuestTrap, match=rf"too-large: .*\({flag}\)"):
+            inst.call("compute", ctx, [("a", x), ("b", x)])  # the guest makes two tensors
+        assert inst.call("load", [models.add_mul()], "onnx", "cpu").tag == "ok"
+        assert inst.instances_started == 2
+
+
 def external_model(location: str) -> bytes:
     w = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
     w.data_location = TensorProto.EXTERNAL

@@ -176,12 +176,12 @@ def test_same_component_same_class_on_the_wasmtime_cli(foreign, tmp_path):
 
 def test_max_host_bytes_holds_for_standard_guests(tmp_path):
     """The standard path counts what a guest's tensors make the host hold: over the
-    budget a tensor keeps no bytes, only its refusal (the constructor cannot fail)."""
-    from wasinn.nn import RefusedTensor
+    budget the tensor constructor traps before it copies a byte (it has no error case)."""
     host = wasinn.Host(cache_dir=CACHE, limits=wasinn.limits.Limits(max_host_bytes=8 << 20))
     with host.instantiate(host.load_component(build("c"))) as inst:
         assert inst.call("echo", np.zeros(1 << 20, np.uint8)).nbytes == 1 << 20
-        out = inst.call("echo", np.zeros(9 << 20, np.uint8))
-        assert isinstance(out, RefusedTensor) and "max-host-bytes" in str(out.refusal) and out.nbytes == 0
+        with pytest.raises(wasinn.GuestTrap, match=r"too-large: this tensor \(9437184 bytes\) would make the "
+                           r"instance hold .* \(max-host-bytes, --max-host-bytes\)"):
+            inst.call("echo", np.zeros(9 << 20, np.uint8))
         assert inst.call("echo", np.zeros(16, np.uint8)).nbytes == 16
-        assert inst.instances_started == 1
+        assert inst.instances_started == 2

@@ -45,6 +45,16 @@ def too_large(message: str) -> NnError:
     return NnError(ErrorCode.TOO_LARGE, message)
 
 
+# Characters of a guest's name that a message shows: the message goes back to the guest
+# (error.data) and to stderr, and the name is the guest's, of any length.
+_QUOTED = 200
+
+
+def quoted(name) -> str:
+    """`repr(name)`, cut short past 200 characters."""
+    return repr(name) if len(name) <= _QUOTED else f"{name[:_QUOTED]!r}... ({len(name)} characters)"
+
+
 class WasinnError(Exception):
     """A host-side failure outside wasi:nn: bad CLI input, a component that does not
     load, a guest that traps. Its message is one line meant for a person."""

@@ -13,31 +13,36 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-model-bytes = "1GiB"   # one graph.load
     max-tensor-bytes = "1GiB"  # one compute input
     max-tensor-elements = 268435456
+    max-tensor-rank = 64       # dimensions of one tensor (numpy's own maximum)
     max-output-bytes = "1GiB"  # one compute output; unset: max-tensor-bytes's value
     max-backend-memory = "2GiB"  # a backend's working memory and live outputs, per graph
     max-host-bytes = "4GiB"    # live tensors, outputs and model bytes an instance holds
     max-graphs = 64            # live, per instance
     max-contexts = 256
     max-tensors = 65536
+    max-builders = 16          # builders of one graph.load
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
     isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none
     max-workers = 64           # live backend worker processes (one per instance with isolated graphs)
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
-wasi:nn `too-large` naming the limit, its value and its flag; the tensor constructor
-cannot fail, so a tensor over a limit is reported by `compute` (a tensor over
-max-host-bytes keeps no bytes: its refusal is all it holds). A call over its deadline or
-fuel ends the call (the instance is torn down, as for any trap); when onnxruntime is
-what runs long, it is stopped and the guest gets wasi:nn `timeout` instead. The store
-limits (memory, max-memories, max-tables, max-table-elements, max-instances) fail an
+wasi:nn `too-large` naming the limit, its value and its flag. The tensor constructor has
+no error to return: over max-tensor-rank, max-tensors or max-host-bytes it traps with that
+line, before it reads the tensor's dimensions or bytes. A call over its deadline or fuel
+ends the call (the instance is torn down, as for any trap); when onnxruntime is what runs
+long, it is stopped and the guest gets wasi:nn `timeout` instead. The store limits
+(memory, max-memories, max-tables, max-table-elements, max-instances) fail an
 instantiation past them with one line naming the limit; past them later, memory.grow and
 table.grow return -1, as wasm does. A memory above what the instance's memories can reach
 together (4 GiB per 32-bit memory) is refused: it would bound nothing.
+
+Every count a guest declares (dimensions, builders) is checked before anything is done
+per element, and guest dimensions are multiplied only up to a bound (`product`), so no
+call on hostile arguments costs the host more than its limits allow.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 import re
 
@@ -79,6 +84,7 @@ class Limits:
     max_model_bytes: int = 1 << 30
     max_tensor_bytes: int = 1 << 30
     max_tensor_elements: int = 1 << 28
+    max_tensor_rank: int = 64  # numpy's NPY_MAXDIMS: every host tensor is a numpy array
     max_output_bytes: int | None = None  # None: max_tensor_bytes
     max_backend_memory: int = 2 << 30
     max_host_bytes: int = 4 << 30
@@ -89,6 +95,7 @@ class Limits:
     max_tables: int = 16
     max_table_elements: int = 1 << 20
     max_instances: int = 256
+    max_builders: int = 16  # ONNX and TFLite take 1 builder, OpenVINO IR 2
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
     max_workers: int = 64
@@ -96,8 +103,9 @@ class Limits:
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
-                "max_tensor_elements": int, "max_output_bytes": parse_bytes,
-                "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int, "max_contexts": int, "max_tensors": int,
+                "max_tensor_elements": int, "max_tensor_rank": int, "max_output_bytes": parse_bytes,
+                "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int,
+                "max_contexts": int, "max_tensors": int, "max_builders": int,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": _isolation_policy, "max_workers": int}
@@ -160,14 +168,30 @@ class Limits:
             raise too_large(f"the model is {nbytes} bytes; the limit is {self.max_model_bytes} "
                             "(max-model-bytes, --max-model-bytes)")
 
-    def check_tensor(self, label: str, dims, nbytes: int) -> None:
-        elements = math.prod(dims)
+    def check_rank(self, rank: int, label: str) -> None:
+        """A guest's count of dimensions, before any of them is read."""
+        if rank > self.max_tensor_rank:
+            raise too_large(f"{label} has {rank} dimensions; the limit is {self.max_tensor_rank} "
+                            "(max-tensor-rank, --max-tensor-rank)")
+
+    def check_builders(self, count: int) -> None:
+        """graph.load's count of builders, before any of them is looked at."""
+        if count > self.max_builders:
+            raise too_large(f"graph.load got {count} graph builders; the limit is {self.max_builders} "
+                            "(max-builders, --max-builders)")
+
+    def check_tensor(self, label: str, dims, itemsize: int) -> int:
+        """The bytes of a tensor of `dims`; `too-large` past max-tensor-elements or
+        max-tensor-bytes."""
+        elements = product(dims)
         if elements > self.max_tensor_elements:
-            raise too_large(f"{label} has {elements} elements; the limit is {self.max_tensor_elements} "
-                            "(max-tensor-elements, --max-tensor-elements)")
+            raise too_large(f"{label} has {counted(elements)} elements; the limit is "
+                            f"{self.max_tensor_elements} (max-tensor-elements, --max-tensor-elements)")
+        nbytes = elements * itemsize
         if nbytes > self.max_tensor_bytes:
-            raise too_large(f"{label} is {nbytes} bytes; the limit is {self.max_tensor_bytes} "
-                            "(max-tensor-bytes, --max-tensor-bytes)")
+            raise too_large(f"{label} is {nbytes} bytes; the limit is "
+                            f"{self.max_tensor_bytes} (max-tensor-bytes, --max-tensor-bytes)")
+        return nbytes
 
     @property
     def output_bytes(self) -> int:
@@ -191,6 +215,29 @@ class Limits:
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:g} GiB"
+
+
+# Past this, a product of dimensions is not worked out further: no tensor has 2^64 elements.
+PRODUCT_CAP = 1 << 64
+
+
+def product(dims) -> int:
+    """The product of `dims`, or PRODUCT_CAP + 1 as soon as it passes PRODUCT_CAP (a
+    zero among them still makes it 0): a guest's dimensions never become a product of
+    big ints, however many there are."""
+    if 0 in dims:
+        return 0
+    n = 1
+    for d in dims:
+        n *= d
+        if n > PRODUCT_CAP:
+            return PRODUCT_CAP + 1
+    return n
+
+
+def counted(n: int) -> str:
+    """A product of dimensions, as a message says it."""
+    return f"more than {PRODUCT_CAP}" if n > PRODUCT_CAP else str(n)
 
 
 def backend_memory_error(backend: str, limit: int, detail: str) -> NnError:

@@ -21,10 +21,10 @@ from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource,
 from .backends import Backend, Context, Graph
 from .backends.formats import inline_onnx_external_data, looks_like_onnx
 from .backends.isolated import Isolation
-from .errors import NnError, invalid_argument, invalid_encoding, too_large
+from .errors import NnError, invalid_argument, invalid_encoding, quoted, too_large
 from .limits import Limits
 from .registry import ModelRegistry
-from .tensors import HostTensor, describe
+from .tensors import DTYPES, HostTensor, describe
 
 
 # Graphs loaded from bytes that stay loaded after their guests drop them (for reuse).
@@ -119,6 +119,15 @@ class WasiNn:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
 
+    def list_bounds(self) -> dict[str, Callable[[int], None]]:
+        """Checks of the counts a guest passes as list parameters, by WIT parameter name
+        (the tensor constructor's and tensor-from-memory's `dimensions`, load's
+        `builder`, bulk load's `builders`): the bindings lift a list only after its
+        check passes (abi/speedups.py), so a flood costs no Python object per element."""
+        limits = self.limits
+        return {"dimensions": lambda n: limits.check_rank(n, "the tensor"),
+                "builder": limits.check_builders, "builders": limits.check_builders}
+
     def session(self, store) -> Session:
         return self._sessions[store_key(store)]
 
@@ -130,12 +139,7 @@ class WasiNn:
         name = _KIND_NAMES[kind]
         held = _held_bytes(kind, obj)
         if limited:
-            cap = self.limits.live_limit(name)
-            if cap and session.counts[name] >= cap:
-                raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
-                                f"the limit is {cap} (max-{_LIMIT_NAMES[name]}, --max-{_LIMIT_NAMES[name]})")
-            if held:
-                self.limits.check_host_bytes(session.host_bytes, held, f"this {name} ({held} bytes)")
+            self._admit(session, name, held)
         with self._lock:
             rep = next(self._reps) & 0xFFFFFFFF
             while rep == 0 or rep in self._objects:  # reps are u32; skip live ones on wrap
@@ -145,6 +149,15 @@ class WasiNn:
             session.counts[name] += 1
             session.host_bytes += held
         return rep
+
+    def _admit(self, session: Session, name: str, held: int) -> None:
+        """Raises `too-large` unless the instance may hold one more `name` of `held` bytes."""
+        cap = self.limits.live_limit(name)
+        if cap and session.counts[name] >= cap:
+            raise too_large(f"the instance holds {session.counts[name]} live {name.replace('_', ' ')}s; "
+                            f"the limit is {cap} (max-{_LIMIT_NAMES[name]}, --max-{_LIMIT_NAMES[name]})")
+        if held:
+            self.limits.check_host_bytes(session.host_bytes, held, f"this {name} ({held} bytes)")
 
     def get(self, rep: int, kind: Resource):
         entry = self._objects.get(rep)
@@ -193,20 +206,19 @@ class WasiNn:
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:
-        return self.tensor_from_guest(store, dimensions, ty, len(data), lambda: data)
+        return self.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, len(data), lambda: data)
 
-    def tensor_from_guest(self, store, dimensions, ty: TensorType, nbytes: int, read: Callable[[], object]) -> int:
-        """Registers a tensor a guest made, by any data path. `read()` makes its bytes and
-        is called only when they fit the instance's max-host-bytes; over it the tensor
-        keeps no bytes, only its refusal, which `compute` reports (the constructor
-        cannot fail)."""
+    def tensor_from_guest(self, store, rank: int, read_dims: Callable[[], object], ty: TensorType, nbytes: int,
+                          read: Callable[[], object]) -> int:
+        """Registers a tensor a guest made, by any data path: `rank` dimensions that
+        `read_dims()` reads, `nbytes` bytes that `read()` makes. Both are called only
+        once the tensor fits max-tensor-rank, max-tensors and max-host-bytes; over one,
+        `too-large` is raised, which traps the guest (the constructor has no error to
+        return) with that limit's line."""
         session = self.session(store)
-        try:
-            self.limits.check_host_bytes(session.host_bytes, nbytes, f"a tensor of {nbytes} bytes")
-            tensor = HostTensor(dimensions, ty, read())
-        except NnError as e:
-            tensor = RefusedTensor(dimensions, ty, e)
-        return self.add(store, Resource.TENSOR, tensor, limited=False)
+        self.limits.check_rank(rank, "the tensor")
+        self._admit(session, "tensor", nbytes)
+        return self.add(store, Resource.TENSOR, HostTensor(read_dims(), ty, read()), limited=False, session=session)
 
     def tensor_dimensions(self, store, self_: int) -> list[int]:
         return list(self.get(self_, Resource.TENSOR).dims)
@@ -215,15 +227,7 @@ class WasiNn:
         return self.get(self_, Resource.TENSOR).ty
 
     def tensor_data(self, store, self_: int):
-        return self.readable(self_).data
-
-    def readable(self, rep: int) -> HostTensor:
-        """A tensor whose bytes a guest may read; a refused one raises its refusal
-        (`data` has no error case, so the guest traps, with the reason)."""
-        tensor = self.get(rep, Resource.TENSOR)
-        if isinstance(tensor, RefusedTensor):
-            raise tensor.refusal
-        return tensor
+        return self.get(self_, Resource.TENSOR).data
 
     def tensor_drop(self, store, rep: int) -> None:
         self.drop(rep)
@@ -231,6 +235,7 @@ class WasiNn:
     # --- wasi:nn/graph --------------------------------------------------------------
     @returns_error
     def load(self, store, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        self.limits.check_builders(len(builder))
         return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target, self.session(store)))
 
     def load_views(self, store, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
@@ -351,12 +356,6 @@ class WasiNn:
     def _compute(self, store, ctx_rep: int, tensors: list[tuple[str, HostTensor]]):
         graph, context = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
         session = self.session(store)
-        if session.counts["tensor"] > self.limits.max_tensors:  # tensors the constructor had to accept
-            raise too_large(f"the instance holds {session.counts['tensor']} live tensors; the limit is "
-                            f"{self.limits.max_tensors} (max-tensors, --max-tensors)")
-        for _, t in tensors:
-            if isinstance(t, RefusedTensor):
-                raise t.refusal
         try:
             outputs = compute(graph, context, tensors, self.limits, session.deadline,
                               lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
@@ -396,7 +395,7 @@ def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Lim
         if i is None and name.isdecimal() and int(name) < len(specs):
             i = int(name)
         if i is None:
-            raise invalid_argument(f"unknown input {name!r}; the model's inputs are: "
+            raise invalid_argument(f"unknown input {quoted(name)}; the model's inputs are: "
                                    + ", ".join(f"{s.name!r} {s.describe()}" for s in specs))
         if i in bound:
             raise invalid_argument(f"input {specs[i].name!r} given twice")
@@ -422,7 +421,7 @@ def check_input(spec, t: HostTensor, limits: Limits) -> None:
     if t.ty != spec.ty or not spec.accepts_shape(t.dims):
         raise invalid_argument(f"{label}: expected {spec.describe()}, got {describe(t.ty, t.dims)}")
     t.validate(label)  # bytes that do not fit the dims are wrong, whatever the size
-    limits.check_tensor(label, t.dims, t.nbytes)
+    limits.check_tensor(label, t.dims, DTYPES[t.ty].itemsize)
 
 
 def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]], limits: Limits,
@@ -453,16 +452,6 @@ def check_outputs(limits: Limits, sizes: list[tuple[str, int]], held: int | None
     total = sum(n for _, n in sizes)
     if held is not None:
         limits.check_host_bytes(held, total, f"outputs of {total} bytes")
-
-
-class RefusedTensor(HostTensor):
-    """A tensor whose bytes the host refused to keep: what remains is why."""
-
-    __slots__ = ("refusal",)
-
-    def __init__(self, dims, ty: TensorType, refusal: NnError):
-        super().__init__(dims, ty, b"")
-        self.refusal = refusal
 
 
 def _held_bytes(kind: Resource, obj) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ._bindings import ExecutionTarget, GraphEncoding
 from .backends import Graph
-from .errors import NnError, WasinnError, not_found
+from .errors import NnError, WasinnError, not_found, quoted
 
 if TYPE_CHECKING:
     from .backends.kserve import Endpoint
@@ -105,14 +105,21 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def longest_name(self) -> int:
+        """The UTF-8 length of the longest registered name: a longer one need not be read."""
+        return max((len(n.encode()) for n in self._entries), default=0)
+
+    def unknown(self, shown: str) -> NnError:
+        """`not-found` for a name (as a message shows it) that no model has."""
+        return not_found(f"no graph named {shown}; registered: {', '.join(repr(n) for n in self.names()) or 'none'}")
+
     def graph(self, name: str, load: Callable[[list[bytes], GraphEncoding, ExecutionTarget], Graph],
               load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None
               ) -> Graph:
         """The loaded graph for `name` (loading it the first time), or `not-found`."""
         entry = self._entries.get(name)
         if entry is None:
-            known = ", ".join(repr(n) for n in self.names()) or "none"
-            raise not_found(f"no graph named {name!r}; registered: {known}")
+            raise self.unknown(quoted(name))
         with self._lock:
             if getattr(entry.graph, "gone", False):  # its backend worker died (isolate = "all"): load it anew
                 entry.graph = None

@@ -270,15 +270,18 @@ class Instance:
         store = self._new_store(engine)
         session = self.host.nn.open_session(store)
         budget = MemoryBudget(self.host.limits.memory)
+        _speedups.bound_lists(session.key, self.host.nn.list_bounds())
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget):
                 instance = instantiate(store)
             self.host.limits.check_reach(budget.memories, budget.reach)
         except ExitTrap:  # a module's start function exited
             self.host.nn.close_session(session)
+            _speedups.forget_store(session.key)
             raise
         except (WasmtimeError, wasmtime.Trap, WasinnError) as e:
             self.host.nn.close_session(session)
+            _speedups.forget_store(session.key)
             store.close()
             reason = e if isinstance(e, WasinnError) else self._explain(e)
             raise WasinnError(f"cannot instantiate the {what}: {reason}") from None
@@ -424,7 +427,7 @@ class Instance:
         except (WasmtimeError, wasmtime.Trap, OutOfBounds, NnError) as e:
             # raised in a host function that has no error to return: OutOfBounds, spans the
             # guest gave the data path that lie about its memory (the canonical ABI traps
-            # on such lists too); NnError, data() of a tensor a limit refused
+            # on such lists too); NnError, a tensor constructor over a limit (it has no error case)
             self.close()
             raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
                             "its resources freed, the next call gets a fresh one") from None

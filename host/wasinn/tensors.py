@@ -1,18 +1,18 @@
 """Host-side tensors: what a wasi:nn `tensor` handle points at.
 
 A tensor is dimensions, an element type and bytes. The constructor in the WIT cannot
-fail, so a `HostTensor` accepts any combination and `validate()` reports the problem
-later, from a call that can return an error.
+fail, so a `HostTensor` accepts any combination of them (nn.py has bounded its rank and
+bytes) and `validate()` reports a mismatch later, from a call that can return an error.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from ._bindings import TensorType
 from .errors import invalid_argument
+from .limits import counted, product
 
 class _Dtypes(Mapping):
     """Every wasi:nn tensor type and the numpy dtype that holds it (little-endian, as
@@ -63,8 +63,18 @@ def tensor_type_of(dtype: np.dtype) -> TensorType | None:
     return _BY_DTYPE.get(dtype)
 
 
+# Dimensions a message shows; the rest are counted (a guest's dims go into its error data).
+_SHOWN_DIMS = 16
+
+
+def shown_dims(dims) -> str:
+    """Dimensions as a message shows them (None: a dynamic axis, `?`)."""
+    shown = ",".join("?" if d is None else str(d) for d in dims[:_SHOWN_DIMS])
+    return shown + f",... ({len(dims)} dimensions)" if len(dims) > _SHOWN_DIMS else shown
+
+
 def describe(ty: TensorType, dims) -> str:
-    return f"{TYPE_NAMES[ty]} [{','.join(str(d) for d in dims)}]"
+    return f"{TYPE_NAMES[ty]} [{shown_dims(dims)}]"
 
 
 class HostTensor:
@@ -96,15 +106,16 @@ class HostTensor:
         return len(self.data)
 
     def expected_nbytes(self) -> int:
-        return math.prod(self.dims) * DTYPES[self.ty].itemsize
+        """The bytes the dimensions and type call for; past 2^64 elements, more than any
+        tensor can have (the product stops there)."""
+        return product(self.dims) * DTYPES[self.ty].itemsize
 
     def validate(self, label: str) -> None:
         """Raises `invalid-argument` unless the bytes fit the dimensions and type."""
-        want = self.expected_nbytes()
-        if want != len(self.data):
-            raise invalid_argument(
-                f"{label}: {describe(self.ty, self.dims)} needs {want} bytes "
-                f"({math.prod(self.dims)} elements x {DTYPES[self.ty].itemsize}), got {len(self.data)}")
+        elements, itemsize = product(self.dims), DTYPES[self.ty].itemsize
+        if elements * itemsize != len(self.data):
+            raise invalid_argument(f"{label}: {describe(self.ty, self.dims)} needs {counted(elements * itemsize)} "
+                                   f"bytes ({counted(elements)} elements x {itemsize}), got {len(self.data)}")
 
     def array(self) -> np.ndarray:
         """The tensor as a typed numpy array (a view, no copy); call `validate` first."""

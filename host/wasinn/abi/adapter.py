@@ -293,8 +293,9 @@ class AdapterHost:
     """Implements the generated wasinn:adapter interfaces on the shared wasi:nn tables.
 
     A tensor span outside the guest's memory raises, which traps the guest, as the
-    canonical ABI traps on such a list (the constructor has no error to return); a
-    bad builder span is graph.load's `invalid-argument`.
+    canonical ABI traps on such a list (the constructor has no error to return), and so
+    does a tensor over a limit (nn.py); a bad builder span is graph.load's
+    `invalid-argument`.
     """
 
     def __init__(self, nn: WasiNn, memories: HostMemories):
@@ -316,15 +317,16 @@ class AdapterHost:
         memory = self._memory(store)
         if dims % 4:
             raise OutOfBounds(f"the tensor's dimensions at {dims} are not aligned to 4 bytes")
-        shape = memory.read_array(dims, 4 * dims_len).view("<u4")
+        memory.check(dims, 4 * dims_len)
         memory.check(data, data_len)
-        return self.nn.tensor_from_guest(store, shape, ty, data_len, lambda: memory.read_array(data, data_len))
+        return self.nn.tensor_from_guest(store, dims_len, lambda: memory.read_array(dims, 4 * dims_len).view("<u4"),
+                                         ty, data_len, lambda: memory.read_array(data, data_len))
 
     def data_len(self, store, t: int) -> int:
-        return self.nn.readable(t).nbytes
+        return self.nn.get(t, Resource.TENSOR).nbytes
 
     def read_data(self, store, t: int, dest: int, n: int) -> None:
-        tensor = self.nn.readable(t)
+        tensor = self.nn.get(t, Resource.TENSOR)
         if n != tensor.nbytes:
             raise OutOfBounds(f"read-data of {n} bytes for a tensor of {tensor.nbytes}")
         self._memory(store).write(dest, tensor.data)
@@ -332,6 +334,7 @@ class AdapterHost:
     @returns_error
     def load(self, store, builders: int, count: int, encoding: GraphEncoding, target: ExecutionTarget) -> int:
         memory = self._memory(store)
+        self.nn.limits.check_builders(count)
         try:
             spans = memory.read_array(builders, 8 * count).view("<u4").reshape(count, 2)
             views = [memory.view(int(addr), int(n)) for addr, n in spans]

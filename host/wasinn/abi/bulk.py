@@ -46,12 +46,19 @@ class Bulk:
 
     @returns_error
     def load(self, store, builders: list[Span], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        self.nn.limits.check_builders(len(builders))
         memory = self._memory(store)
         views = [memory.view(_payload(memory, s), s.len) for s in builders]
         return self.nn.add(store, Resource.GRAPH, self.nn.load_views(store, views, encoding, target))
 
-    @returns_error
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:
+        """A bad span is an error; a tensor over a limit traps, as the constructor this
+        stands in for does (nn.py)."""
+        memory, payload = self._bytes(store, data)
+        return self.nn.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, data.len,
+                                         lambda: memory.read_array(payload, data.len))
+
+    @returns_error
+    def _bytes(self, store, data: Span) -> tuple[LinearMemory, int]:
         memory = self._memory(store)
-        payload = _payload(memory, data)
-        return self.nn.tensor_from_guest(store, dimensions, ty, data.len, lambda: memory.read_array(payload, data.len))
+        return memory, _payload(memory, data)

@@ -10,7 +10,9 @@
    is what lowering a variant, option or result asks of them on every value: whether
    its cases need a tag, and the Python classes each case's payload can be (1.7 ->
    0.1 us per result a host function returns, timeit).
-3. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
+3. List parameters of host functions (a tensor's dimensions, graph.load's builders) are
+   lifted only once their length passes the check nn.py gives (`bound_lists`).
+4. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
    parameter in a `Val` and each i32 result in a new `ValType` and `Val` on every call;
    here i32s are read and written in place, everything else takes the stock way.
 
@@ -20,6 +22,8 @@ layout and internals this relies on, and `install()` checks the layout first.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 from wasmtime import StoreContext, Trap, Val, ValType, WasmtimeError
@@ -133,28 +137,76 @@ def _lower(self, store, val):
     raise ValueError("value not valid for this variant")
 
 
-# (host function, store) -> (parameter types, result type). A store holds one component,
-# whose import types are fixed, so the pair identifies the types; entries of a store
-# are dropped when it closes (`forget_store`), before its address can be reused.
-_CALL_TYPES: dict[tuple[int, int], tuple[list, object]] = {}
+# (host function, store) -> (parameter types, result type, (index, name) of each list
+# parameter that is not bytes). A store holds one component, whose import types are
+# fixed, so the pair identifies the types; entries of a store are dropped when it
+# closes (`forget_store`), before its address can be reused.
+_CALL_TYPES: dict[tuple[int, int], tuple[list, object, list]] = {}
+# store -> checks of list parameters' lengths by parameter name (`bound_lists`)
+_LIST_BOUNDS: dict[int, dict[str, Callable[[int], None]]] = {}
+
+
+def bound_lists(context_address: int, checks: dict[str, Callable[[int], None]]) -> None:
+    """Host functions of this store get a list parameter named in `checks` lifted only
+    when its check passes on its length; otherwise they get an `Unlifted` stand-in.
+    wasmtime has made one value per element by then (its hostcall fuel caps that at
+    2,796,202), but stock wasmtime-py would go on to make a Python object of each, at
+    ~1 us apiece, before the host function could look at the count."""
+    _LIST_BOUNDS[context_address] = checks
 
 
 def forget_store(context_address: int) -> None:
     for key in [k for k in _CALL_TYPES if k[1] == context_address]:
         del _CALL_TYPES[key]
+    _LIST_BOUNDS.pop(context_address, None)
+
+
+class Unlifted(Sequence):
+    """A list argument over its bound, never lifted: it has a length, and reading an
+    element raises the check's refusal."""
+
+    def __init__(self, length: int, refusal: Exception):
+        self.length, self.refusal = length, refusal
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i):
+        raise self.refusal
+
+
+def _lift(ty, c, check):
+    if check is not None:
+        lst = c.of.list
+        try:
+            check(lst.size)
+        except Exception as refusal:
+            n = lst.size
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
+            return Unlifted(n, refusal)
+    return ty.convert_from_c(c)
 
 
 @ffi.wasmtime_component_func_callback_t
 def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
     def run(store: StoreContext) -> None:
-        key = (idx or 0, ctypes.cast(context, ctypes.c_void_p).value)
+        address = ctypes.cast(context, ctypes.c_void_p).value
+        key = (idx or 0, address)
         types = _CALL_TYPES.get(key)
         if types is None:
             with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
-                types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result)
-        param_tys, result_ty = types
+                lists = [(i, name) for i, (name, ty) in enumerate(fty.params)
+                         if isinstance(ty, _types.ListType) and not ty._is_bytes()]
+                types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result, lists)
+        param_tys, result_ty, lists = types
         assert len(param_tys) == nargs and nresults == (result_ty is not None)
-        result = _linker.FUNCTIONS.get(idx or 0)(store, *(ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)))
+        checks = _LIST_BOUNDS.get(address) if lists else None
+        if checks:
+            bounded = {i: checks.get(name) for i, name in lists}
+            params = [_lift(ty, args[i], bounded.get(i)) for i, ty in enumerate(param_tys)]
+        else:
+            params = [ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)]
+        result = _linker.FUNCTIONS.get(idx or 0)(store, *params)
         if result_ty is not None:
             result_ty.convert_to_c(store, result, results)
     return catch_exceptions(context, run)

@@ -22,7 +22,6 @@ Enum tags that changed between releases (tables in wit/witx/wasi-nn.witx):
 from __future__ import annotations
 
 import ctypes
-import math
 import struct
 import sys
 from typing import Callable
@@ -34,7 +33,8 @@ from wasmtime import _ffi as ffi
 from . import _witx_tables as tables
 from .speedups import I32Host
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
-from ..errors import NnError, invalid_argument, not_found, unsupported
+from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
+from ..limits import product
 from ..nn import TIMEOUT_GRACE_TICKS, Session, WasiNn, check_input, compute_bound, in_model_order
 from ..tensors import DTYPES, HostTensor
 
@@ -54,6 +54,8 @@ _TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": Execu
 # GGUF, and the GGML formats before it
 _GGML_MAGIC = (b"GGUF", b"lmgg", b"fmgg", b"tjgg", b"algg")
 _WAMR_WORD = 4  # WAMR's legacy get_output counts the buffer in 4-byte words
+_CONFIG_READ = 4096  # a longer load-time config is refused unread: only "" and "{}" are taken
+_NAME_READ = 256  # a longer graph name than any registered one is refused unread
 Report = Callable[[str], None]
 
 
@@ -218,7 +220,7 @@ def _tensor_type(tag: int, dims: tuple[int, ...], nbytes: int, spec) -> TensorTy
     if not candidates:
         _tag("tensor_type", tag, "tensor type")
     if len(candidates) > 1:
-        elements = math.prod(dims)
+        elements = product(dims)
         fitting = [ty for ty in candidates if elements * DTYPES[ty].itemsize == nbytes]
         if len(fitting) == 1:
             return fitting[0]
@@ -287,6 +289,7 @@ class WitxHost:
     # --- graphs --------------------------------------------------------------------
     def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[memoryview]:
         """The builders in place (no copy: nn.load_views releases them)."""
+        self.nn.limits.check_builders(count)
         pairs = mem.u32s(ptr, 2 * count, "the graph builder array")
         return [memoryview(mem.view(p, n, f"graph builder {i}")).toreadonly()
                 for i, (p, n) in enumerate(zip(pairs[0::2], pairs[1::2]))]
@@ -306,11 +309,14 @@ class WitxHost:
         self._load(caller, mem, "graph_encoding_wamr", builder_ptr, builder_len, encoding, target, result_ptr)
 
     def _name(self, mem: GuestMemory, ptr: int, length: int) -> str:
-        raw = mem.view(ptr, length, "the graph name").tobytes()
+        view = mem.view(ptr, length, "the graph name")
+        if length > max(self.nn.registry.longest_name(), _NAME_READ):  # no model has it: not copied
+            raise self.nn.registry.unknown(f"{view[:80].tobytes()!r}... ({length} bytes)")
+        raw = view.tobytes()
         try:
             return raw.decode()
         except UnicodeDecodeError:
-            raise not_found(f"no graph named {raw!r} (not UTF-8)") from None
+            raise not_found(f"no graph named {quoted(raw)} (not UTF-8)") from None
 
     def load_by_name(self, caller, mem, name_ptr, name_len, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the graph result slot")
@@ -318,9 +324,9 @@ class WitxHost:
         self._new_graph(caller, slot, self.nn.registry.graph(name, self.nn.load_graph, self.nn.load_file))
 
     def load_by_name_with_config(self, caller, mem, name_ptr, name_len, config_ptr, config_len, result_ptr) -> None:
-        config = mem.view(config_ptr, config_len, "the graph config").tobytes()
-        if config.strip() not in (b"", b"{}"):
-            raise unsupported(f"wasinn's backends take no load-time configuration (got {config[:80]!r}); "
+        config = mem.view(config_ptr, config_len, "the graph config")
+        if config_len > _CONFIG_READ or config.tobytes().strip() not in (b"", b"{}"):
+            raise unsupported(f"wasinn's backends take no load-time configuration (got {config[:80].tobytes()!r}); "
                               "load_by_name_with_config accepts an empty config or {}")
         self.load_by_name(caller, mem, name_ptr, name_len, result_ptr)
 
@@ -352,6 +358,7 @@ class WitxHost:
     def set_input(self, caller, mem, context, index, tensor_ptr) -> None:
         execution, spec = self._input_spec(mem, context, index)
         dims_ptr, dims_len, tag, data_ptr, data_len = mem.read(_TENSOR, tensor_ptr, "the tensor record")
+        self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
         data = mem.view(data_ptr, data_len, "the tensor data")
         self._input(execution, index, dims, _tensor_type(tag, dims, data_len, spec), data)
@@ -361,9 +368,9 @@ class WitxHost:
         dims_record, tag, data_ptr = mem.read(_TENSOR_WAMR, tensor_ptr, "the tensor record")
         ty = _TYPES[_tag("tensor_type_v0", tag, "tensor type")]
         dims_ptr, dims_len = mem.u32s(dims_record, 2, "the tensor dimensions record")
+        self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
-        nbytes = math.prod(dims) * DTYPES[ty].itemsize
-        self.nn.limits.check_tensor(f"input {spec.name!r}", dims, nbytes)  # before touching the data
+        nbytes = self.nn.limits.check_tensor(f"input {spec.name!r}", dims, DTYPES[ty].itemsize)  # before touching the data
         self._input(execution, index, dims, ty, mem.view(data_ptr, nbytes, "the tensor data"))
 
     def compute(self, caller, mem, context) -> None:

@@ -7,11 +7,11 @@ every output. Backends see numpy-backed `HostTensor`s, never wasmtime types.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Protocol, Sequence
 
 from .._bindings import ExecutionTarget, GraphEncoding, TensorType
-from ..tensors import DTYPES, HostTensor, TYPE_NAMES
+from ..limits import product
+from ..tensors import DTYPES, HostTensor, TYPE_NAMES, shown_dims
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class TensorSpec:
         name = TYPE_NAMES[self.ty] if self.ty is not None else self.type_name
         if self.shape is None:
             return f"{name} [any rank]"
-        return f"{name} [{','.join('?' if d is None else str(d) for d in self.shape)}]"
+        return f"{name} [{shown_dims(self.shape)}]"  # a guest's model declares any rank
 
     def accepts_shape(self, dims: Sequence[int]) -> bool:
         if self.shape is None:
@@ -35,10 +35,11 @@ class TensorSpec:
         return len(dims) == len(self.shape) and all(s is None or s == d for s, d in zip(self.shape, dims))
 
     def static_nbytes(self) -> int | None:
-        """The bytes of a tensor of this spec, where the model fixes them."""
+        """The bytes of a tensor of this spec, where the model fixes them (a guest's model
+        may declare any shape: past 2^64 elements, more than any limit)."""
         if self.ty is None or self.shape is None or None in self.shape:
             return None
-        return math.prod(self.shape) * DTYPES[self.ty].itemsize
+        return product(self.shape) * DTYPES[self.ty].itemsize
 
 
 # Called by a backend with (name, bytes) of every output after a run and before it wraps

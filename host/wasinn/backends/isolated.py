@@ -39,6 +39,7 @@ import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..errors import NnError, WasinnError, runtime_error, too_large
+from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .worker import receive, send
@@ -334,7 +335,7 @@ class IsolatedContext:
                 dims = [_count(d) for d in dims]
                 if not isinstance(name, str) or len(dims) > _MAX_RANK or not 0 <= offset <= offset + n <= size:
                     raise ValueError
-                if _product(dims, n) * DTYPES[ty].itemsize != n:
+                if product(dims) * DTYPES[ty].itemsize != n:
                     raise ValueError
                 checked.append((name, ty, dims, _count(offset), _count(n)))
         except (TypeError, ValueError):
@@ -409,18 +410,6 @@ def _count(value) -> int:
 
 def _text(value) -> str:
     return value if isinstance(value, str) else "?"
-
-
-def _product(dims: list[int], bound: int) -> int:
-    """The product of `dims`, stopping once it passes `bound` (no big-int products)."""
-    if 0 in dims:
-        return 0
-    total = 1
-    for d in dims:
-        total *= d
-        if total > bound:
-            return bound + 1
-    return total
 
 
 def _sizes(sizes) -> list[tuple[str, int]]:

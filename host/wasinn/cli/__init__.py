@@ -178,6 +178,7 @@ _LIMIT_HELP = {
     "max_model_bytes": "bytes of one model",
     "max_tensor_bytes": "bytes of one compute input",
     "max_tensor_elements": "elements of one compute input",
+    "max_tensor_rank": "dimensions of one tensor",
     "max_output_bytes": "bytes of one compute output; None: as max-tensor-bytes",
     "max_backend_memory": "a backend's working memory and live outputs, per graph",
     "max_host_bytes": "host bytes of the live tensors, outputs and models an instance holds",
@@ -188,6 +189,7 @@ _LIMIT_HELP = {
     "max_tables": "tables per instance",
     "max_table_elements": "elements of any one table; past it table.grow returns -1",
     "max_instances": "core instances per instance (a component is several)",
+    "max_builders": "graph builders of one graph.load",
     "external_data_dir": "the one directory ONNX external data may be read from",
     "isolate": "which graphs run in a confined backend worker process: guest-models (graphs a guest loads "
                "from its own bytes), all (the registered models too), none (all in this process)",

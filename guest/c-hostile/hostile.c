@@ -1,0 +1,97 @@
+/* A hostile standard guest in C (tests/test_hostile_args.py): wasi:nn calls whose counts
+ * and sizes are the guest's to choose, each made by the command line.
+ *
+ *   hostile rank N            one tensor with N dimensions (one u8 of data), in memory
+ *                             grown for them and never touched: the host must not read them
+ *   hostile tensors N SIZE    N tensors of SIZE u8s, none dropped
+ *   hostile builders N        graph.load with N empty builders (untouched memory too)
+ *   hostile compute N NAME    load-by-name NAME, then compute on an fp32 tensor of N
+ *                             dimensions of 65535 and 4 bytes of data
+ *
+ * Prints what each wasi:nn call returned ("error: CODE: MESSAGE" for an error); a call
+ * the host ends traps, and the host says why.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "wasi_nn.h"  /* guest/c-nn's */
+
+void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
+    (void)old_size;
+    if (new_size == 0) return (void *)align;
+    void *p = realloc(ptr, new_size);
+    if (!p) abort();
+    return p;
+}
+
+static int report(nn_handle err) {
+    nn_string msg;
+    nn_error_data(err, &msg);
+    printf("error: %d: %.*s\n", (int)nn_error_code(err), (int)msg.len, msg.ptr);
+    nn_error_drop(err);
+    return 0;
+}
+
+static uint32_t *untouched(size_t n) {
+    size_t at = __builtin_wasm_memory_grow(0, n * 4 / 65536 + 1);
+    if (at == (size_t)-1) abort();
+    return (uint32_t *)(at * 65536);
+}
+
+static uint32_t *filled(size_t n, uint32_t value) {
+    uint32_t *dims = malloc(n * 4 + 4);
+    if (!dims) abort();
+    for (size_t i = 0; i < n; i++) dims[i] = value;
+    return dims;
+}
+
+static int run_main(int argc, char **argv) {
+    static uint8_t one[4];
+    if (argc == 3 && !strcmp(argv[1], "rank")) {
+        size_t n = strtoul(argv[2], 0, 10);
+        nn_tensor_new(untouched(n), n, NN_U8, one, 1);
+        printf("made a tensor of %zu dimensions\n", n);
+    } else if (argc == 4 && !strcmp(argv[1], "tensors")) {
+        size_t n = strtoul(argv[2], 0, 10), size = strtoul(argv[3], 0, 10);
+        uint32_t dims[1] = {size};
+        uint8_t *data = calloc(size + 1, 1);
+        for (size_t i = 0; i < n; i++) nn_tensor_new(dims, 1, NN_U8, data, size);
+        printf("made %zu tensors\n", n);
+    } else if (argc == 3 && !strcmp(argv[1], "builders")) {
+        size_t n = strtoul(argv[2], 0, 10);
+        nn_bytes *builders = (nn_bytes *)untouched(2 * n);  /* n empty builders at 0 */
+        nn_result r;
+        nn_load(builders, n, NN_ONNX, 0, &r);
+        if (r.is_err) return report(r.value);
+        printf("loaded\n");
+    } else if (argc == 4 && !strcmp(argv[1], "compute")) {
+        size_t n = strtoul(argv[2], 0, 10);
+        nn_result g, c;
+        nn_load_by_name(argv[3], strlen(argv[3]), &g);
+        if (g.is_err) return report(g.value);
+        nn_init_execution_context(g.value, &c);
+        if (c.is_err) return report(c.value);
+        nn_named_tensor input = {{"x", 1}, nn_tensor_new(filled(n, 65535), n, NN_FP32, one, 4)};
+        nn_compute_result out;
+        nn_compute(c.value, &input, 1, &out);
+        if (out.is_err) return report(out.u.err);
+        printf("computed\n");
+    } else {
+        fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME\n");
+        return 1;
+    }
+    return 0;
+}
+
+__attribute__((export_name("wasi:cli/run@0.2.0#run")))
+int32_t run(void) {
+    /* argv through WASI preview1: this is a reactor, so nobody called main for us */
+    size_t argc, size;
+    if (__wasi_args_sizes_get(&argc, &size) != 0) return 1;
+    char **argv = calloc(argc + 1, sizeof(char *));
+    char *buf = malloc(size);
+    if (__wasi_args_get((uint8_t **)argv, (uint8_t *)buf) != 0) return 1;
+    int rc = run_main((int)argc, argv);
+    fflush(stdout);
+    return rc == 0 ? 0 : 1;
+}
