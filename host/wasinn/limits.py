@@ -43,6 +43,7 @@ call on hostile arguments costs the host more than its limits allow.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import re
 

@@ -33,8 +33,7 @@ import os
 import pathlib
 import re
 
-from .._bindings import (WASI_NN_GRAPH, WASI_NN_TENSOR, WASINN_ADAPTER_GRAPHS, WASINN_ADAPTER_TENSORS,
-                         ExecutionTarget, GraphEncoding, Resource, TensorType)
+from .._bindings import WASI_NN_GRAPH, WASI_NN_TENSOR, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..digests import sha256
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key

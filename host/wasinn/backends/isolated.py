@@ -204,10 +204,7 @@ class Worker:
     def _exchange(self, message: dict, deadline: float | None, fds: tuple[int, ...] = ()) -> dict:
         try:
             send(self.sock, message, fds)
-            if deadline is None:
-                self.sock.settimeout(None)
-            else:
-                self.sock.settimeout(max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
+            self.sock.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
             reply, _ = receive(self.sock)
         except socket.timeout:
             self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
@@ -297,6 +294,8 @@ class IsolatedContext:
     def __init__(self, graph: IsolatedGraph, ident: int):
         self.graph = graph
         self.ident = ident
+        # room for the outputs whose size the model fixes, so that they come back at once
+        self.room = sum(n + _ALIGN for s in graph.outputs if (n := s.static_nbytes()) is not None)
         weakref.finalize(self, graph.worker.forget, "context", ident)
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
@@ -311,8 +310,7 @@ class IsolatedContext:
                 layout.append([end, t.nbytes, t.ty.value, list(t.dims)])
                 end += t.nbytes
             out = _aligned(end)
-            static = sum(n for s in self.graph.outputs if (n := s.static_nbytes()) is not None)
-            shm = worker.ensure(out + static + _ALIGN * len(self.graph.outputs))
+            shm = worker.ensure(out + self.room)
             for (offset, n, _, _), t in zip(layout, inputs):
                 shm[offset:offset + n] = memoryview(t.data).cast("B")
             reply = worker.request({"op": "compute", "context": self.ident, "deadline": deadline,

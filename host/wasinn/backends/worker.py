@@ -24,6 +24,12 @@ import sys
 import tempfile
 import traceback
 
+import numpy as np
+
+from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from ..errors import NnError, too_large
+from ..tensors import HostTensor
+
 # The largest request or reply; bigger payloads go through shared memory.
 MAX_MESSAGE = 1 << 20
 # A worker caps its address space at its baseline plus its budget plus this, for the
@@ -77,8 +83,7 @@ def _reap(*_) -> None:
 
 
 def zygote(sock: socket.socket) -> None:
-    import numpy  # noqa: F401  (what every worker needs, imported once here)
-    from . import onnxruntime
+    from . import onnxruntime  # what every worker needs, imported once here
     onnxruntime.stop_spinning()
     # No parent-death signal here: it follows the thread that started this process (a
     # host's prewarming thread ends at once), not the process. The host's end closes the
@@ -182,9 +187,7 @@ class Worker:
         return {}
 
     def op_load(self, message: dict, fds: list[int]) -> dict:
-        from .._bindings import ExecutionTarget, GraphEncoding
-        from . import KINDS, Deferred
-        from . import confine
+        from . import KINDS, Deferred, confine
         key = (message["kind"], message["encoding"], message["threads"], message["precision"])
         backend = self.backends.get(key)
         if backend is None:
@@ -216,10 +219,6 @@ class Worker:
         return {}
 
     def op_compute(self, message: dict, fds: list[int]) -> dict:
-        import numpy as np
-        from .._bindings import TensorType
-        from ..errors import too_large
-        from ..tensors import HostTensor
         self.pending = None
         context = self.contexts[message["context"]]
         inputs = [HostTensor(dims, TensorType(ty), np.frombuffer(self.shm, np.uint8, n, offset))
@@ -269,7 +268,6 @@ def _error(code: str, message: str) -> dict:
 
 
 def _failure(e: Exception) -> dict:
-    from ..errors import NnError
     if isinstance(e, NnError):
         return _error(e.code.value, e.message)
     return _error("runtime-error", f"{type(e).__name__}: {e}")

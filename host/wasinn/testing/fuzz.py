@@ -16,7 +16,7 @@ import math
 import re
 import time
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 import hypothesis
 from hypothesis import HealthCheck, Verbosity, given, settings
