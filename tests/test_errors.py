@@ -106,7 +106,9 @@ def test_bad_input_sets_are_invalid_argument(roundtrip, names, fragment):
 @given(st.binary(max_size=512))
 def test_garbage_model_bytes_are_invalid_encoding(roundtrip, junk):
     code, msg = failure(roundtrip.call("load", [b"\x08\x07" + junk + b"\xff\xff"], "onnx", "cpu"))
-    assert code == "invalid-encoding" and "onnxruntime could not load the model" in msg
+    # onnxruntime's refusal, or wasinn's own where its external-data walk cannot read the bytes
+    assert code == "invalid-encoding" and ("onnxruntime could not load the model" in msg
+                                           or "wasinn cannot vouch that the ONNX model" in msg), msg
     still_serves(roundtrip)
 
 

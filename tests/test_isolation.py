@@ -56,7 +56,7 @@ def test_a_guests_own_model_runs_in_its_instances_worker_and_computes_the_same()
     host = make_host()
     with roundtrip(host) as a, roundtrip(host) as b:
         ctx_a, ctx_b = add_mul_context(a), add_mul_context(b)
-        assert graph_backend(a) == "onnxruntime, isolated"
+        assert graph_backend(a) == "onnxruntime (isolated)"
         run_add_mul(a, ctx_a)
         run_add_mul(b, ctx_b)
         assert a._session.worker.pid != b._session.worker.pid  # one worker never serves two instances
@@ -77,7 +77,7 @@ def gone(path: str) -> bool:
 def test_registered_models_stay_in_process_unless_isolate_is_all(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(models.add_mul())
-    for policy, backend in (("guest-models", "onnxruntime"), ("all", "onnxruntime, isolated")):
+    for policy, backend in (("guest-models", "onnxruntime"), ("all", "onnxruntime (isolated)")):
         host = make_host(isolate=policy)
         host.models.register("m", path)
         with roundtrip(host) as inst:

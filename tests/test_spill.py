@@ -1,6 +1,8 @@
-"""A large ONNX model loaded from a guest reaches onnxruntime as a temporary model file
-whose weights it maps (backends/spill.py): the files are gone once the load returns,
-whether it worked or not, and the model computes what it computed from bytes."""
+"""A large ONNX model reaches onnxruntime as a temporary model file whose weights it
+maps (backends/spill.py): the files are gone once the load returns, whether it worked or
+not, and the model computes what it computed from bytes. In process here (`--isolate
+none`, and the operator's models under the default policy); a model from a guest's bytes
+spills the same way in its backend worker, in the worker's private directory."""
 from __future__ import annotations
 
 import os
@@ -17,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import wasinn
 from wasinn import ExecutionTarget, GraphEncoding
 from wasinn.backends import KINDS
+from wasinn.limits import Limits
 
 from conftest import CACHE, guest_component
 
@@ -35,6 +38,17 @@ def big_model(seed: int, op: str = "Mul") -> tuple[bytes, dict[str, np.ndarray]]
                               [numpy_helper.from_array(w, name) for name, w in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return model.SerializeToString(), weights
+
+
+@pytest.fixture(scope="module")
+def host() -> wasinn.Host:
+    return wasinn.Host(cache_dir=CACHE, limits=Limits(isolate="none"))
+
+
+@pytest.fixture
+def roundtrip(host):
+    with host.instantiate(host.load_component(guest_component("roundtrip"))) as inst:
+        yield inst
 
 
 @pytest.fixture
@@ -108,7 +122,7 @@ def test_a_model_too_long_to_walk_loads_from_its_bytes(roundtrip, spill_dir):
 
 @pytest.mark.skipif(not KINDS["openvino"].installed(), reason="the openvino backend is not installed")
 def test_openvino_reads_a_large_onnx_model_from_the_mapped_file_too(spill_dir):
-    ov_host = wasinn.Host(cache_dir=CACHE, backends={"onnx": "openvino"})
+    ov_host = wasinn.Host(cache_dir=CACHE, backends={"onnx": "openvino"}, limits=Limits(isolate="none"))
     with ov_host.instantiate(ov_host.load_component(guest_component("roundtrip"))) as inst:
         x = np.random.default_rng(3).standard_normal(N, np.float32)
         _, w, outputs = load_mapped_and_compute(inst, spill_dir, 10, x)
@@ -150,3 +164,20 @@ def test_a_spill_removes_what_dead_processes_left_an_hour_ago(roundtrip, spill_d
     g = roundtrip.call("load", [big_model(seed=12)[0]], "onnx", "cpu")  # a seed of its own: a model loaded before is cached, not spilled
     assert g.tag == "ok", vars(g.payload)
     assert sorted(p.name for p in spill_dir.iterdir()) == sorted(n for n in left if not n.endswith("-old"))
+
+
+def test_a_large_model_from_a_guest_spills_in_its_worker():
+    """Under the default policy the worker maps the weights file from its own directory,
+    which goes with the worker."""
+    host = wasinn.Host(cache_dir=CACHE)
+    with host.instantiate(host.load_component(guest_component("roundtrip"))) as inst:
+        model, w = big_model(seed=13)
+        g = inst.call("load", [model], "onnx", "cpu")
+        assert g.tag == "ok", vars(g.payload)
+        worker = inst._session.worker
+        directory = os.readlink(f"/proc/{worker.pid}/cwd")
+        with open(f"/proc/{worker.pid}/maps") as f:
+            assert any(line.rstrip().endswith(f"{directory}/weights (deleted)") for line in f), \
+                "the worker should map the weights file, now deleted"
+        got = inst.call("compute-tensors", inst.call("init-context", g.payload).payload, [("x", np.zeros(N, np.float32))])
+        np.testing.assert_allclose(got.payload[0][1].array(), w["w1"] * w["w2"] + w["c"], rtol=1e-6)

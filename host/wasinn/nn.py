@@ -238,14 +238,15 @@ class WasiNn:
         self.limits.check_builders(len(builder))
         return self.add(store, Resource.GRAPH, self.load_graph(builder, encoding, target, self.session(store)))
 
-    def load_views(self, store, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
-        """`load_graph` of a guest's own bytes, on views of its memory, so that no copy
+    def load_views(self, views: list[memoryview], encoding: GraphEncoding, target: ExecutionTarget,
+                   guest: Session | None = None) -> Graph:
+        """`load_graph` on views of a guest's memory (`guest`: its session), so that no copy
         of the model is made here (backends copy what they keep; onnxruntime maps a file
         written from the views; an isolated load copies them once, into the worker's
         shared memory). Each view is released on return: nothing can read through it
         once the guest runs again."""
         try:
-            return self.load_graph(views, encoding, target, self.session(store))
+            return self.load_graph(views, encoding, target, guest)
         finally:
             for view in views:
                 view.release()

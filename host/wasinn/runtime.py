@@ -28,7 +28,7 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
+from ._bindings import (WASI_CLI_RUN, WASI_NN_GRAPH, Resource, add_wasi_nn_to_linker,
                         add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
@@ -230,7 +230,7 @@ class Host:
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
-            nn = any(name.startswith("wasi:nn/graph") for name in component.type.imports(self.engine_of(component)))
+            nn = WASI_NN_GRAPH in component.type.imports(self.engine_of(component))
         if nn:
             isolated.prewarm()
 

@@ -339,4 +339,4 @@ class AdapterHost:
             views = [memory.view(int(addr), int(n)) for addr, n in spans]
         except OutOfBounds as e:
             raise invalid_argument(f"graph.load: {e}") from None
-        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(store, views, encoding, target))
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target, self.nn.session(store)))

@@ -49,7 +49,7 @@ class Bulk:
         self.nn.limits.check_builders(len(builders))
         memory = self._memory(store)
         views = [memory.view(_payload(memory, s), s.len) for s in builders]
-        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(store, views, encoding, target))
+        return self.nn.add(store, Resource.GRAPH, self.nn.load_views(views, encoding, target, self.nn.session(store)))
 
     def tensor_from_memory(self, store, dimensions: list[int], ty: TensorType, data: Span) -> int:
         """A bad span is an error; a tensor over a limit traps, as the constructor this

@@ -298,7 +298,7 @@ class WitxHost:
         slot = mem.slot(result_ptr, "the graph result slot")
         target = _TARGETS[_tag("execution_target", target, "execution target")]
         builders = self._builders(mem, builder_ptr, builder_len)
-        graph = self.nn.load_views(caller, builders, _encoding(table, encoding, builders), target)
+        graph = self.nn.load_views(builders, _encoding(table, encoding, builders), target, self.nn.session(caller))
         self._new_graph(caller, slot, graph)
 
     def load(self, caller, mem, builder_ptr, builder_len, encoding, target, result_ptr) -> None:

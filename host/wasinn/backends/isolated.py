@@ -29,7 +29,6 @@ import mmap
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -65,6 +64,7 @@ class Zygote:
     """The fork server (worker.py's `zygote`), started once per process."""
 
     def __init__(self):
+        import subprocess  # only where a worker is ever needed (wasinn classify never does)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ, MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
         quiet = os.environ.get("WASINN_WORKER_STDERR") != "1"  # backends' own complaints about hostile models
@@ -274,7 +274,7 @@ class IsolatedGraph:
     def __init__(self, worker: Worker, reply: dict, target: ExecutionTarget):
         self.worker = worker
         self.ident = _count(reply.get("graph"))
-        self.backend = f"{_text(reply.get('backend'))}, isolated"
+        self.backend = f"{_text(reply.get('backend'))} (isolated)"
         self.target = target
         self.inputs = _specs(reply.get("inputs"))
         self.outputs = _specs(reply.get("outputs"))
