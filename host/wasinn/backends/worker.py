@@ -263,6 +263,8 @@ def _spec(spec) -> list:
 
 
 def _error(code: str, message: str) -> dict:
+    # a guest gets one line: LiteRT's and OpenVINO's messages run over several
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
     return {"error": code, "message": message[:65536]}
 
 
