@@ -182,6 +182,8 @@ def test_mutated_models_never_crash_the_host(mutation_instance, mutant):
         result = ctx if ctx.tag == "err" else inst.call("compute-tensors", ctx.payload, SEEDS[kind][2])
     outcome = "ok" if result.tag == "ok" else result.payload.code
     COUNTS[f"{kind}:{outcome}"] += 1
+    if COUNTS["examples"] % 250 == 0:  # a long run cut short still tells its counts
+        print("\nmutations so far:", json.dumps(dict(sorted(COUNTS.items()))), flush=True)
     if result.tag == "err":
         assert "\n" not in result.payload.data, result.payload.data
         crashed = re.search(r"backend worker ended \((\w+)\)", result.payload.data)
