@@ -243,6 +243,36 @@ def tflite_while_forever() -> bytes:
     return b.finish()
 
 
+@functools.cache
+def tflite_doubling_while() -> bytes:
+    """WHILE x < 2: x = CONCATENATION(x, x): a dynamic tensor that doubles each turn,
+    allocated by LiteRT with malloc as it resizes (no arena, no plan to check)."""
+    b = Subgraphs()
+    f = fb.TensorType.FLOAT32
+    dynamic = [-1]
+
+    def tensor(name: str, ty: int = f) -> int:
+        t = b.tensor(name, ty, (1,))
+        b.graph.tensors[t].shapeSignature = dynamic
+        return t
+    x, y = tensor("x"), tensor("y")
+    opts = fb.WhileOptionsT()
+    opts.condSubgraphIndex, opts.bodySubgraphIndex = 1, 2
+    b.op(Op.WHILE, [x], [y], fb.BuiltinOptions.WhileOptions, opts)
+    b.close([x], [y])
+    x, c = tensor("x"), b.tensor("c", fb.TensorType.BOOL, ())
+    b.op(Op.REDUCE_MIN, [x, b.const("axis", np.array([0], np.int32))], [b.tensor("m", f, ())],
+         fb.BuiltinOptions.ReducerOptions, fb.ReducerOptionsT())
+    b.op(Op.LESS, [len(b.graph.tensors) - 1, b.const("two", np.array(2.0, np.float32))], [c])
+    b.close([x], [c])
+    x, y = tensor("x"), tensor("y")
+    copts = fb.ConcatenationOptionsT()
+    copts.axis = 0
+    b.op(Op.CONCATENATION, [x, x], [y], fb.BuiltinOptions.ConcatenationOptions, copts)
+    b.close([x], [y])
+    return b.finish()
+
+
 # --- OpenVINO IR ---------------------------------------------------------------------------
 def _ir(layers: str, edges: str, weights: bytes = b"") -> tuple[bytes, bytes]:
     xml = f"""<?xml version="1.0"?>
@@ -321,6 +351,7 @@ CASES = {
     "tflite-recursive-if": (lambda: [tflite_recursive("if")], "tensorflowlite", (1,)),
     "tflite-recursive-while": (lambda: [tflite_recursive("while")], "tensorflowlite", (1,)),
     "tflite-while-forever": (lambda: [tflite_while_forever()], "tensorflowlite", (1,)),
+    "tflite-doubling-while": (lambda: [tflite_doubling_while()], "tensorflowlite", (1,)),
     "onnx-constant-fold": (lambda: [onnx_constant_fold_bomb()], "onnx", (1,)),
     "onnx-expand": (lambda: [onnx_expand_bomb()], "onnx", (1,)),
     "onnx-tile": (lambda: [onnx_tile_bomb()], "onnx", (1, 1)),
@@ -332,3 +363,4 @@ CASES = {
     "ir-cycle": (lambda: list(ir_cycle()), "openvino", (1,)),
     "ir-enormous": (lambda: list(ir_enormous()), "openvino", (1,)),
 }
+

@@ -70,13 +70,19 @@ CASES = [
     case("tflite-while-forever", "timeout", "deadline"),
     case("onnx-loop-forever", "timeout", "deadline"),
     case("onnx-long-conv", "timeout", "deadline", limits={"max_backend_memory": "256MiB"}, victim=True),
-    case("ir-enormous", "timeout", "deadline", host_extra=DRIVER_LOWERING, marks=pytest.mark.slow),
+    case("ir-enormous", "timeout", "deadline", host_extra=DRIVER_LOWERING),
     # memory: the backend's arena cap, then the worker's address-space cap behind it
     case("onnx-constant-fold", "too-large", "max-backend-memory", limits={"max_model_bytes": "64KiB"}),
     case("onnx-constant-fold", "too-large", "max-backend-memory", abi="witx", limits={"max_model_bytes": "64KiB"}),
     case("onnx-expand", "too-large", "max-backend-memory"),
     case("onnx-tile", "too-large", "max-backend-memory"),
     case("ir-broadcast", "too-large", "max-backend-memory"),
+    # LiteRT's own mallocs run into the worker's address-space cap, which holds (peak RSS
+    # ~470 MB of a ~800 MB cap), but LiteRT says only "Node number 0 (WHILE) failed to
+    # invoke": nothing tells the worker that it was its cap
+    case("tflite-doubling-while", "runtime-error", "max-backend-memory", marks=pytest.mark.xfail(
+        strict=True, reason="a backend's failed allocation under RLIMIT_AS is reported as the backend's "
+                            "runtime-error, without naming the cap")),
     # refused as they are read
     case("onnx-reshape-huge", "invalid-encoding", "overflow"),
     case("onnx-nested-if", "invalid-encoding", "nest deeper"),
@@ -109,10 +115,12 @@ def test_a_hostile_model_gets_its_error_and_the_host_keeps_serving(name, code, m
         assert r["victim_calls"] > 10 and r["victim_during"] < 10 * r["victim_solo"], r
 
 
-def test_without_isolation_the_recursive_tflite_model_kills_the_host():
-    """Why `guest-models` is the default: under `--isolate none` the same 600 bytes take
-    the whole host process down (here, a child standing in for it)."""
-    proc = run_child({"case": "tflite-recursive-if", "limits": dict(TIGHT, isolate="none")})
+@pytest.mark.parametrize("name", ["tflite-recursive-if", "tflite-recursive-while"])
+def test_without_isolation_a_recursive_tflite_model_kills_the_host(name):
+    """Why `guest-models` is the default: under `--isolate none` the same 600-900 bytes
+    take the whole host process down (here, a child standing in for it). The other cases
+    only hold the host (timeouts) or grow it (memory) without isolation: not run here."""
+    proc = run_child({"case": name, "limits": dict(TIGHT, isolate="none")})
     assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-2000:])
 
 
@@ -166,6 +174,8 @@ def mutation_instance():
     with host.instantiate(host.load_component(guest_component("roundtrip"))) as inst:
         yield inst
     if COUNTS:
+        with open("/proc/self/status") as f:
+            COUNTS["host_vmhwm_mib"] = next(int(ln.split()[1]) >> 10 for ln in f if ln.startswith("VmHWM:"))
         print("\nmutations:", json.dumps(dict(sorted(COUNTS.items()))))
 
 
@@ -178,8 +188,13 @@ def test_mutated_models_never_crash_the_host(mutation_instance, mutant):
     COUNTS["examples"] += 1
     result = inst.call("load", builders, SEEDS[kind][1], "cpu")
     if result.tag == "ok":
-        ctx = inst.call("init-context", result.payload)
+        graph = result.payload
+        ctx = inst.call("init-context", graph)
         result = ctx if ctx.tag == "err" else inst.call("compute-tensors", ctx.payload, SEEDS[kind][2])
+        # dropped, or max-graphs refuses every load after the 64th
+        if ctx.tag == "ok":
+            inst.call("drop-context", ctx.payload)
+        inst.call("drop-graph", graph)
     outcome = "ok" if result.tag == "ok" else result.payload.code
     COUNTS[f"{kind}:{outcome}"] += 1
     if COUNTS["examples"] % 250 == 0:  # a long run cut short still tells its counts
