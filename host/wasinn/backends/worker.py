@@ -29,6 +29,9 @@ MAX_MESSAGE = 1 << 20
 # A worker caps its address space at its baseline plus its budget plus this, for the
 # thread stacks and allocator arenas a backend maps when it starts its threads.
 ADDRESS_SPACE_SLACK = 512 << 20
+# A backend's failure with the worker's peak address space this close to its cap is
+# reported as the cap's.
+NEAR_CAP = 64 << 20
 
 
 def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
@@ -175,12 +178,13 @@ class Worker:
     def _near_cap(self) -> str:
         """What a backend's bare failure ("failed to invoke") leaves unsaid when its
         malloc met the address-space cap: said when the worker's peak rose since the last
-        failure (read only on failures: no cost to a compute) to past half its headroom;
-        a failed allocation leaves no other trace."""
+        failure (read only on failures: no cost to a compute) to within NEAR_CAP of the
+        cap; a failed allocation leaves no other trace. (Loading OpenVINO's or LiteRT's
+        libraries and threads alone takes a worker hundreds of MiB towards its cap.)"""
         from . import confine
         before, self.peak = self.peak, _address_space("VmPeak")
         cap = confine.address_space_cap()
-        if cap is None or self.peak <= before or self.peak < self.baseline + (cap - self.baseline) // 2:
+        if cap is None or self.peak <= before or self.peak < cap - NEAR_CAP:
             return ""
         return (f" (the backend worker's address space reached {self.peak >> 20} MiB of its {cap >> 20} MiB cap: "
                 "max-backend-memory per graph, --max-backend-memory, and max-host-bytes)")
