@@ -201,3 +201,30 @@ def test_mutated_models_never_crash_the_host(mutation_instance, mutant):
         crashed = re.search(r"backend worker ended \((\w+)\)", result.payload.data)
         if crashed:
             COUNTS[f"worker:{crashed.group(1)}"] += 1
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def test_a_worker_keeps_no_threads_of_the_graphs_its_instance_dropped():
+    """Found by the mutation test: each dropped ONNX graph that had computed kept its
+    session's threads until a cyclic gc, rare in a worker, so their stacks filled the
+    worker's address-space cap and every later load failed (pthread_create)."""
+    model, encoding, feeds = SEEDS["onnx"]
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits().updated(TIGHT))
+    with host.instantiate(host.load_component(guest_component("roundtrip"))) as inst:
+        def once() -> None:
+            graph = inst.call("load", model, encoding, "cpu").payload
+            ctx = inst.call("init-context", graph).payload
+            assert inst.call("compute-tensors", ctx, feeds).tag == "ok"
+            inst.call("drop-context", ctx)
+            inst.call("drop-graph", graph)
+        once()
+        pid = inst._session.worker.pid
+        before = _threads(pid)
+        for _ in range(100):
+            once()
+        once()  # the last drops reach the worker with a request
+        assert _threads(pid) <= before + 2
