@@ -43,8 +43,9 @@ def _y(shape=(1,)):
 @functools.cache
 def onnx_constant_fold_bomb(elements: int = 1 << 29) -> bytes:
     """y = x + sum(c + c), c = ConstantOfShape([elements]): every input of c is a
-    constant, so onnxruntime's constant folding builds c (2 GiB of float32 by default)
-    and c + c while it creates the session, before any compute or deadline applies.
+    constant, so with onnxruntime's default optimizations constant folding builds c
+    (2 GiB of float32 by default) and c + c while it creates the session, before any
+    compute or deadline applies (in the worker the arena cap refuses it at compute).
     In process (about 200 bytes of model) this took the host past 2.5 GB of RSS in 2 s
     under --max-backend-memory 16MiB, and kept 1.1 GB after the instance closed."""
     nodes = [helper.make_node("Constant", [], ["shape"], value=_ints("s", [elements])),
@@ -95,8 +96,10 @@ def onnx_loop_forever(trip_count: int = (1 << 63) - 1) -> bytes:
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
                  helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
                  helper.make_tensor_value_info("v_in", F, [1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", F, [1])])
-    nodes = [helper.make_node("Constant", [], ["m"], value=helper.make_tensor("m", TensorProto.INT64, [], [trip_count])),
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", F, [1])])
+    trips = helper.make_tensor("m", TensorProto.INT64, [], [trip_count])
+    nodes = [helper.make_node("Constant", [], ["m"], value=trips),
              helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
              helper.make_node("Loop", ["m", "c", "x"], ["y"], body=body)]
     return _onnx(nodes, [_x()], [_y()])
@@ -245,7 +248,7 @@ def tflite_while_forever() -> bytes:
 
 @functools.cache
 def tflite_doubling_while() -> bytes:
-    """WHILE x < 2: x = CONCATENATION(x, x): a dynamic tensor that doubles each turn,
+    """WHILE min(x) < 2: x = CONCATENATION(x, x): a dynamic tensor that doubles each turn,
     allocated by LiteRT with malloc as it resizes (no arena, no plan to check)."""
     b = Subgraphs()
     f = fb.TensorType.FLOAT32
@@ -299,9 +302,9 @@ def ir_broadcast_bomb(elements: int = 1 << 30) -> tuple[bytes, bytes]:
     """Broadcast(x, [elements]) then ReduceSum, the target shape a constant in 16 bytes
     of weights: OpenVINO sizes a 4 GiB tensor from them."""
     layers = (_parameter(0)
-              + f'<layer id="1" name="shape" type="Const" version="opset1"><data element_type="i64" shape="1" '
-                f'offset="0" size="8"/><output><port id="0" precision="I64"><dim>1</dim></port>'
-                f'</output></layer>'
+              + '<layer id="1" name="shape" type="Const" version="opset1"><data element_type="i64" shape="1" '
+                'offset="0" size="8"/><output><port id="0" precision="I64"><dim>1</dim></port>'
+                '</output></layer>'
               + f'<layer id="2" name="b" type="Broadcast" version="opset3"><data mode="numpy"/><input>'
                 f'<port id="0" precision="FP32"><dim>1</dim></port><port id="1" precision="I64"><dim>1</dim></port>'
                 f'</input><output><port id="2" precision="FP32"><dim>{elements}</dim></port></output></layer>'

@@ -85,7 +85,8 @@ class Witx:
         x = np.ones(shape, np.float32)
         steps = [("load", lambda: self.load(builders, WITX_ENCODING[encoding])),
                  ("init_execution_context", lambda: p.context(self.last)),
-                 ("set_input", lambda: (p.call("set_input", self.last, 0, p.tensor(list(shape), 1, x.tobytes())), self.last)),
+                 ("set_input", lambda: (p.call("set_input", self.last, 0, p.tensor(list(shape), 1, x.tobytes())),
+                                        self.last)),
                  ("compute", lambda: (p.call("compute", self.last), self.last))]
         for name, step in steps:
             start = time.monotonic()
