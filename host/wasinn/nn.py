@@ -292,8 +292,15 @@ class WasiNn:
         backend = self._backend_for(builders, encoding)
         if not backend.kind.installed():
             backend.backend()  # raises, naming the extra to install
-        return self.isolation.load(guest, backend.kind.name, backend.encoding, backend.threads, backend.precision,
-                                   builders, target, guest.deadline if guest is not None else None)
+        try:
+            return self.isolation.load(guest, backend.kind.name, backend.encoding, backend.threads,
+                                       backend.precision, builders, target,
+                                       guest.deadline if guest is not None else None)
+        except NnError as e:
+            if e.code == ErrorCode.TIMEOUT and guest is not None:
+                # as in compute: the guest gets to see the timeout before the epoch deadline ends the call
+                ffi.wasmtime_context_set_epoch_deadline(guest.store_context, TIMEOUT_GRACE_TICKS)
+            raise
 
     def _inline(self, builders: list[bytes], encoding: GraphEncoding) -> list[bytes]:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):

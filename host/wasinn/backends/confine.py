@@ -121,6 +121,11 @@ def raise_address_space(address_space: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (min(address_space, hard) if hard >= 0 else address_space, hard))
 
 
+def address_space_cap() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def drop_capabilities() -> None:
     """A worker started as root keeps uid 0 (the interpreter may live where only root
     can read, as pyenv's under /root does) but holds no capability: no overriding file

@@ -23,6 +23,7 @@ import pathlib
 import re
 import threading
 import time
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -156,9 +157,12 @@ class OnnxRuntimeContext:
             if self.graph.max_memory < Limits.max_backend_memory:
                 options.add_run_config_entry("memory.enable_memory_arena_shrinkage", _shrink(self.graph.target))
 
+            context = weakref.ref(self)  # not `self`: the cycle kept the session and its threads until a gc
+
             def stop() -> None:  # from the deadline watchdog
                 options.terminate = True
-                self._options = None
+                if (alive := context()) is not None:
+                    alive._options = None
             self._options = options, stop
         return self._options
 

@@ -35,6 +35,9 @@ MAX_MESSAGE = 1 << 20
 # A worker caps its address space at its baseline plus its budget plus this, for the
 # thread stacks and allocator arenas a backend maps when it starts its threads.
 ADDRESS_SPACE_SLACK = 512 << 20
+# A backend's failure with the worker's peak address space this close to its cap is
+# reported as the cap's.
+NEAR_CAP = 64 << 20
 
 
 def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
@@ -144,6 +147,7 @@ class Worker:
         # telemetry id) find it here too, the one place the worker may write
         os.environ["TMPDIR"] = os.environ["HOME"] = tempfile.tempdir = directory
         self.baseline = _address_space()
+        self.peak = _address_space("VmPeak")  # as of the last failure (_near_cap)
         self.budget = settings["host_bytes"]
         self.per_graph = settings["backend_memory"]
         confine.limit_resources(self._cap(1), self._cap(settings["max_graphs"]), settings["file_size"])
@@ -174,7 +178,23 @@ class Worker:
                                f"({self._cap(len(self.graphs) + 1) >> 20} MiB of address space)")
             except Exception as e:
                 reply = _failure(e)
+                if reply["error"] == "runtime-error":
+                    reply["message"] += self._near_cap()
             send(self.sock, reply)
+
+    def _near_cap(self) -> str:
+        """What a backend's bare failure ("failed to invoke") leaves unsaid when its
+        malloc met the address-space cap: said when the worker's peak rose since the last
+        failure (read only on failures: no cost to a compute) to within NEAR_CAP of the
+        cap; a failed allocation leaves no other trace. (Loading OpenVINO's or LiteRT's
+        libraries and threads alone takes a worker hundreds of MiB towards its cap.)"""
+        from . import confine
+        before, self.peak = self.peak, _address_space("VmPeak")
+        cap = confine.address_space_cap()
+        if cap is None or self.peak <= before or self.peak < cap - NEAR_CAP:
+            return ""
+        return (f" (the backend worker's address space reached {self.peak >> 20} MiB of its {cap >> 20} MiB cap: "
+                "max-backend-memory per graph, --max-backend-memory, and max-host-bytes)")
 
     def op_shm(self, message: dict, fds: list[int]) -> dict:
         if fds:
@@ -264,6 +284,8 @@ def _spec(spec) -> list:
 
 
 def _error(code: str, message: str) -> dict:
+    # a guest gets one line: LiteRT's and OpenVINO's messages run over several
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
     return {"error": code, "message": message[:65536]}
 
 
@@ -273,9 +295,9 @@ def _failure(e: Exception) -> dict:
     return _error("runtime-error", f"{type(e).__name__}: {e}")
 
 
-def _address_space() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+def _address_space(field: str = "VmSize") -> int:
+    with open("/proc/self/status") as f:
+        return next((int(line.split()[1]) << 10 for line in f if line.startswith(field + ":")), 0)
 
 
 if __name__ == "__main__":
