@@ -269,9 +269,9 @@ def parser() -> argparse.ArgumentParser:
                        "against wasinn's wit/.")
     p.add_argument("app", help="the guest's entry module (or a directory holding app.py)")
     p.add_argument("-o", "--output", required=True, help="the .wasm to write")
-    p.add_argument("--world", default=build.DEFAULT_WORLD,
-                   help=f"the WIT world to target (default: {build.DEFAULT_WORLD}, a command "
-                        f"that imports wasi:nn); a world of your own from --wit declares your exports")
+    p.add_argument("--world", help=f"the WIT world to target (default: the one world --wit declares, else "
+                   f"{build.DEFAULT_WORLD}, a command that imports wasi:nn); a world of your own from --wit "
+                   "declares your exports")
     p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
                    f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@{WASINN_GUEST_CLASSIFIER.rpartition('@')[2]};`")
     p.add_argument("--portable", action="store_true",
