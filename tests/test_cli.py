@@ -101,12 +101,57 @@ def test_bad_cli_input_is_one_clear_line(tmp_path, args, message):
 
 @pytest.mark.parametrize("wasm, message", [
     (b"\0asm\x01\0\0\0", "the module exports no function '_start'"),  # core modules run (WITX); no entry
-    (b"\0asm\x0d\0\x01\0junk", "a.wasm is not a valid WebAssembly component"),
+    (b"\0asm\x0d\0\x01\0junk", "a.wasm is truncated (12 bytes): a section at byte 10 runs past the end"),
+    (b"\0asm\x02\0\0\0", "a.wasm is WebAssembly of a version wasinn does not read"),
 ])
 def test_not_a_component_is_one_clear_line(tmp_path, wasm, message):
     (tmp_path / "a.wasm").write_bytes(wasm)
     proc = wasinn("run", "--cache-dir", str(tmp_path / "c"), "a.wasm", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.splitlines()[-1].startswith(f"wasinn: error: {message}")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("README.md", (ROOT / "README.md").read_bytes(), "README.md is not a WebAssembly file (it starts with "
+                                                     "'# wasinn'...); wasinn runs WebAssembly components"),
+    ("model.onnx", models.add_mul(), "model.onnx is not a WebAssembly file (it starts with bytes 08 "),
+    ("app.py", b"import sys\n", "app.py is not a WebAssembly file (it starts with 'import sys'...); "
+                                "build it into a component first: wasinn build"),
+    ("a.wasm", b"", "a.wasm is empty, not a WebAssembly file"),
+    ("a.wasm", b"\0as", "a.wasm is not a WebAssembly file (it starts with bytes 00 61 73)"),
+])
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_a_file_that_is_not_wasm_says_so_first(tmp_path, name, content, message, command):
+    (tmp_path / name).write_bytes(content)
+    proc = wasinn(command, "--cache-dir", str(tmp_path / "c"), name, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"wasinn: error: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_truncated_wasm_is_one_line_before_any_progress(adder_wasm, tmp_path):
+    data = adder_wasm.read_bytes()
+    (tmp_path / "cut.wasm").write_bytes(data[:len(data) // 2])
+    (tmp_path / "core.wasm").write_bytes(b"\0asm\x01\0\0\0\x01\x05\x01")  # a type section cut short
+    for name, size in [("cut.wasm", len(data) // 2), ("core.wasm", 11)]:
+        proc = wasinn("run", "--cache-dir", str(tmp_path / "c"), name, cwd=tmp_path)
+        assert proc.returncode == 1 and proc.stderr.startswith(f"wasinn: error: {name} is truncated ({size} bytes): "
+                                                               "a section at byte "), proc.stderr
+        assert proc.stderr.rstrip().endswith("copy or build it again") and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, usage, hint", [
+    (["run", "--memroy", "1GiB", "a.wasm"], "usage: wasinn run ", "wasinn run: error: unrecognized arguments: "
+                                                                  "--memroy; did you mean --memory?"),
+    (["build", "app.py", "-o", "a.wasm", "--wolrd", "w"], "usage: wasinn build ",
+     "wasinn build: error: unrecognized arguments: --wolrd w; did you mean --world?"),
+    (["serve", "--wrokers=2", "p.yaml"], "usage: wasinn serve ",
+     "wasinn serve: error: unrecognized arguments: --wrokers=2; did you mean --workers?"),
+    (["compile", "a.wasm", "--cache-dri", "c"], "usage: wasinn compile ",
+     "wasinn compile: error: unrecognized arguments: --cache-dri c; did you mean --cache-dir?"),
+])
+def test_an_option_typo_is_a_usage_error_of_its_subcommand(tmp_path, args, usage, hint):
+    proc = wasinn(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(usage), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == hint
 
 
 def _last_line(proc: subprocess.CompletedProcess) -> str:

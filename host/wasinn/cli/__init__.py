@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import gc
 import json
 import sys
@@ -241,8 +242,23 @@ def _shown(name: str, default) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Arguments a subcommand does not take are refused by that subcommand, with its own
+    usage and the option a typo likely meant (argparse leaves them to the top-level
+    parser, whose usage lists only the subcommands). Subparsers are of this class too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [a.split("=")[0] for a in extras if a.startswith("-")]
+            close = [m for o in options for m in difflib.get_close_matches(o, self._option_string_actions, n=1)]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f"; did you mean {' '.join(close)}?" if close else ""))
+        return namespace, extras
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wasinn", description="Run WebAssembly components that do "
+    ap = _Parser(prog="wasinn", description="Run WebAssembly components that do "
                                  "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
                                  "KServe v2 inference server.")
     sub = ap.add_subparsers(dest="command", required=True)
