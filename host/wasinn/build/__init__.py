@@ -199,7 +199,7 @@ def _failure(output: str, app: pathlib.Path, world: str, copies: dict[pathlib.Pa
                 where = str(original) + rest[rest.index(":"):] if original.is_file() else f"{original}/{rest}"
                 break
         return f"{where}: {message}"
-    message = re.sub(r"^\d+:\s*", "", lines[-1] if at is None and lines else "componentize-py failed")
+    message = re.sub(r"^\d+:\s*", "", lines[-1] if lines else "componentize-py failed")
     missing = re.search(r"module '_wasinn_entry' has no attribute '(\w+)'", message)
     if missing:
         return (f"{app} defines no class {missing.group(1)}, which world {world} exports "
