@@ -101,7 +101,8 @@ def test_bad_cli_input_is_one_clear_line(tmp_path, args, message):
 
 @pytest.mark.parametrize("wasm, message", [
     (b"\0asm\x01\0\0\0", "the module exports no function '_start'"),  # core modules run (WITX); no entry
-    (b"\0asm\x0d\0\x01\0junk", "a.wasm is not a valid WebAssembly component"),
+    (b"\0asm\x0d\0\x01\0junk", "a.wasm is truncated (12 bytes): a section at byte 10 runs past the end"),
+    (b"\0asm\x02\0\0\0", "a.wasm is WebAssembly of a version wasinn does not read"),
 ])
 def test_not_a_component_is_one_clear_line(tmp_path, wasm, message):
     (tmp_path / "a.wasm").write_bytes(wasm)
@@ -109,10 +110,120 @@ def test_not_a_component_is_one_clear_line(tmp_path, wasm, message):
     assert proc.returncode == 1 and proc.stderr.splitlines()[-1].startswith(f"wasinn: error: {message}")
 
 
-def test_build_reports_guest_syntax_errors(tmp_path):
-    (tmp_path / "app.py").write_text("def broken(:\n")
-    proc = wasinn("build", str(tmp_path / "app.py"), "-o", str(tmp_path / "app.wasm"))
-    assert proc.returncode == 1 and "componentize-py failed" in proc.stderr
+@pytest.mark.parametrize("name, content, message", [
+    ("README.md", (ROOT / "README.md").read_bytes(), "README.md is not a WebAssembly file (it starts with "
+                                                     "'# wasinn'...); wasinn runs WebAssembly components"),
+    ("model.onnx", models.add_mul(), "model.onnx is not a WebAssembly file (it starts with bytes 08 "),
+    ("app.py", b"import sys\n", "app.py is not a WebAssembly file (it starts with 'import sys'...); "
+                                "build it into a component first: wasinn build"),
+    ("a.wasm", b"", "a.wasm is empty, not a WebAssembly file"),
+    ("a.wasm", b"\0as", "a.wasm is not a WebAssembly file (it starts with bytes 00 61 73)"),
+])
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_a_file_that_is_not_wasm_says_so_first(tmp_path, name, content, message, command):
+    (tmp_path / name).write_bytes(content)
+    proc = wasinn(command, "--cache-dir", str(tmp_path / "c"), name, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"wasinn: error: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_truncated_wasm_is_one_line_before_any_progress(adder_wasm, tmp_path):
+    data = adder_wasm.read_bytes()
+    (tmp_path / "cut.wasm").write_bytes(data[:len(data) // 2])
+    (tmp_path / "core.wasm").write_bytes(b"\0asm\x01\0\0\0\x01\x05\x01")  # a type section cut short
+    for name, size in [("cut.wasm", len(data) // 2), ("core.wasm", 11)]:
+        proc = wasinn("run", "--cache-dir", str(tmp_path / "c"), name, cwd=tmp_path)
+        assert proc.returncode == 1 and proc.stderr.startswith(f"wasinn: error: {name} is truncated ({size} bytes): "
+                                                               "a section at byte "), proc.stderr
+        assert proc.stderr.rstrip().endswith("copy or build it again") and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, usage, hint", [
+    (["run", "--memroy", "1GiB", "a.wasm"], "usage: wasinn run ", "wasinn run: error: unrecognized arguments: "
+                                                                  "--memroy; did you mean --memory?"),
+    (["build", "app.py", "-o", "a.wasm", "--wolrd", "w"], "usage: wasinn build ",
+     "wasinn build: error: unrecognized arguments: --wolrd w; did you mean --world?"),
+    (["serve", "--wrokers=2", "p.yaml"], "usage: wasinn serve ",
+     "wasinn serve: error: unrecognized arguments: --wrokers=2; did you mean --workers?"),
+    (["compile", "a.wasm", "--cache-dri", "c"], "usage: wasinn compile ",
+     "wasinn compile: error: unrecognized arguments: --cache-dri c; did you mean --cache-dir?"),
+])
+def test_an_option_typo_is_a_usage_error_of_its_subcommand(tmp_path, args, usage, hint):
+    proc = wasinn(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(usage), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == hint
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    """The one error line a failure prints (after any progress lines), checked to be the last."""
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("wasinn: error: ") and not any("Traceback" in line for line in lines), proc.stderr
+    return lines[-1]
+
+
+def test_build_reports_guest_errors_at_the_users_file_and_line(tmp_path):
+    (tmp_path / "app.py").write_text("x = 1\ndef broken(:\n")
+    proc = wasinn("build", "app.py", "-o", "app.wasm", cwd=tmp_path)
+    assert _last_line(proc).startswith("wasinn: error: app.py:2: SyntaxError: invalid syntax")
+    (tmp_path / "app.py").write_text("import nothere\n")
+    proc = wasinn("build", "app.py", "-o", "app.wasm", cwd=tmp_path)
+    assert _last_line(proc) == "wasinn: error: app.py:1: ModuleNotFoundError: No module named 'nothere'"
+    (tmp_path / "app.py").write_text("x = 1\n")  # no `class Run`: the default world's export
+    proc = wasinn("build", "app.py", "-o", "app.wasm", cwd=tmp_path)
+    assert _last_line(proc).startswith("wasinn: error: app.py defines no class Run, which world "
+                                       "wasinn:guest/ml-command exports")
+
+
+ADDER_WIT = (ROOT / "guest" / "adder-lib" / "adder.wit").read_text()
+
+
+@pytest.fixture
+def two_worlds(tmp_path) -> pathlib.Path:
+    (tmp_path / "app.py").write_text((ROOT / "guest" / "adder-lib" / "app.py").read_text())
+    (tmp_path / "adder.wit").write_text(ADDER_WIT + "\nworld other {\n    include wasinn:guest/ml@0.1.0;\n}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--world", "example:adder/addr"], "no world example:adder/addr to build; did you mean example:adder/adder? "
+                                        "adder.wit declares: example:adder/adder, example:adder/other"),
+    (["--world", "nope"], "no world nope to build; adder.wit declares: example:adder/adder, example:adder/other"),
+    ([], "adder.wit declares 2 worlds, pick one with --world: example:adder/adder (adder.wit:3), "
+         "example:adder/other (adder.wit:8)"),
+])
+def test_build_world_errors_list_the_worlds_the_users_wit_declares(two_worlds, args, message):
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", *args, cwd=two_worlds)
+    assert _last_line(proc) == f"wasinn: error: {message}"
+    assert len(proc.stderr.strip().splitlines()) == 1  # refused before the build's progress line
+
+
+def test_build_without_wit_names_wasinns_worlds(tmp_path):
+    (tmp_path / "app.py").write_text("x = 1\n")
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--world", "ml-comand", cwd=tmp_path)
+    assert _last_line(proc).startswith("wasinn: error: no world ml-comand to build; did you mean "
+                                       "wasinn:guest/ml-command? wasinn's wit/ declares: ")
+
+
+def test_build_locates_a_wit_syntax_error_in_the_users_file(two_worlds):
+    (two_worlds / "adder.wit").write_text(ADDER_WIT.replace("export add:", "export add::"))
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=two_worlds)
+    assert _last_line(proc) == "wasinn: error: adder.wit:5:16: expected an identifier or string, found ':'"
+    wit_dir = two_worlds / "wit"  # a directory of the user's .wit files
+    wit_dir.mkdir()
+    (two_worlds / "adder.wit").rename(wit_dir / "adder.wit")
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "wit", cwd=two_worlds)
+    assert _last_line(proc) == "wasinn: error: wit/adder.wit:5:16: expected an identifier or string, found ':'"
+
+
+def test_build_with_wit_and_no_world_builds_its_one_world(tmp_path):
+    (tmp_path / "app.py").write_text((ROOT / "guest" / "adder-lib" / "app.py").read_text())
+    (tmp_path / "adder.wit").write_text(ADDER_WIT)
+    proc = wasinn("build", "app.py", "-o", "lib.wasm", "--wit", "adder.wit", cwd=tmp_path)
+    assert proc.returncode == 0 and "(world example:adder/adder, fast path)" in proc.stderr, proc.stderr
+    proc = wasinn("run", "--cache-dir", str(tmp_path / "c"), "--invoke", "add([1.0], [2.0])",
+                  "--model", f"adder={ROOT / 'models' / 'adder' / 'model.onnx'}", "lib.wasm", cwd=tmp_path)
+    assert proc.stdout.strip() == "ok([3.0])", proc.stderr
 
 
 # --- the README's example guests (guest/adder, guest/adder-lib) and what a user meets ----

@@ -3,9 +3,12 @@ load, metrics and health, graceful SIGTERM, and kill -9 of a worker mid-stream."
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -80,7 +83,9 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     results.wait_for({"poison-text", "poison-huge", "poison-truncated", "after-poison"}, timeout=60)
     text, = results.dead["poison-text"]
     assert text["error"]["stage"] == "camera" and text["error"]["kind"] == "invalid-input"
-    assert "cannot decode the payload (20 bytes) as an image" in text["error"]["message"]
+    assert text["error"]["message"] == ("cannot decode the payload (20 bytes) as an image: cannot identify image file: "
+                                        "not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format Pillow reads "
+                                        "(first bytes 0x7468697320697320)")
     assert text["payload_base64"] == "dGhpcyBpcyBub3QgYW4gaW1hZ2U="
     assert "8000x8000 (64000000 pixels); the source takes at most 40000000" in \
         results.dead["poison-huge"][0]["error"]["message"]
@@ -113,6 +118,32 @@ def test_metrics_and_health(service, results):
                  'wasinn_pipeline_worker_up{worker="image-classification-test-1"} 1.0',
                  'wasinn_pipeline_worker_restarts_total{worker="image-classification-test-0"} 0.0'):
         assert line in text, line
+
+
+def test_the_log_is_json_lines_only(service):
+    """After the workers loaded their models and ran photos and poison: onnxruntime's
+    warnings once came as coloured text among the lines (pipeline_service reads a line
+    that is not JSON as a "text" event)."""
+    assert service.find("started") and not service.find("text") and not service.find("stderr"), service.log_tail()
+
+
+def test_a_workers_other_stderr_writes_become_json_lines():
+    """What writes to the descriptor itself (C++ loggers), Python's own writes and an
+    uncaught exception's traceback, in a process that captured its stderr as a worker does."""
+    code = ("import os, sys\n"
+            "from wasinn.pipeline.jsonlog import EventLog, capture_stderr\n"
+            "log = capture_stderr(EventLog(worker='w'))\n"
+            "os.write(2, b'\\x1b[0;93m[W:onnxruntime:Default] a warning\\x1b[m\\n')\n"
+            "print('python wrote this', file=sys.stderr)\n"
+            "log.info('done')\n"
+            "raise RuntimeError('boom')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    events = [json.loads(line) for line in proc.stderr.splitlines()]  # every line is JSON
+    lines = [e["line"] for e in events if e["event"] == "stderr"]
+    assert all(e["worker"] == "w" for e in events) and [e["level"] for e in events if e["event"] == "done"] == ["info"]
+    assert lines[:2] == ["[W:onnxruntime:Default] a warning", "python wrote this"]
+    assert lines[-1] == "RuntimeError: boom" and lines[2] == "Traceback (most recent call last):"
 
 
 def test_kill_9_of_a_worker_mid_message_loses_nothing():

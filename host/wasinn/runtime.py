@@ -148,6 +148,7 @@ class Host:
             except OSError as e:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
+        binary.check_file(wasm, label)
         if wasm[:8] == CORE_MODULE_HEADER:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731

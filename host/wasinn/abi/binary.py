@@ -6,6 +6,8 @@ malformed, and nothing recurses on the guest's structure.
 """
 from __future__ import annotations
 
+import pathlib
+
 from ..errors import WasinnError
 
 COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
@@ -57,6 +59,47 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
     except IndexError:
         raise WasinnError(f"a section at byte {pos} runs past the end of the file") from None
     return out
+
+
+def check_file(wasm: bytes, label: str) -> None:
+    """WasinnError, one line that says so first, unless `wasm` is a component or a core
+    module whose sections fit in it: run before any progress line, so that a README, a
+    model or a truncated download is not first met as a component being adapted."""
+    if wasm[:4] != b"\0asm":
+        hint = _NOT_WASM_HINTS.get(pathlib.PurePath(label).suffix.lower(), _NOT_WASM_HINTS[""])
+        if not wasm:
+            raise WasinnError(f"{label} is empty, not a WebAssembly file; {hint}")
+        raise WasinnError(f"{label} is not a WebAssembly file (it starts with {_first_bytes(wasm)}); {hint}")
+    if len(wasm) < len(CORE_PREAMBLE):
+        raise WasinnError(f"{label} is truncated: {len(wasm)} bytes, less than a WebAssembly header; "
+                          "copy or build it again")
+    preamble = bytes(wasm[:8])
+    if preamble not in (COMPONENT_PREAMBLE, CORE_PREAMBLE):
+        raise WasinnError(f"{label} is WebAssembly of a version wasinn does not read (header bytes 4-7: "
+                          f"{preamble[4:].hex(' ')}); wasinn reads core modules (01 00 00 00) and "
+                          "components (0d 00 01 00, as wasm-tools and componentize-py write them)")
+    try:
+        sections(wasm, preamble)
+    except WasinnError as e:
+        raise WasinnError(f"{label} is truncated ({len(wasm)} bytes): {e}; copy or build it again") from None
+
+
+_NOT_WASM_HINTS = {
+    "": "wasinn runs WebAssembly components and core modules (.wasm; `wasinn build` makes one from Python)",
+    ".py": "build it into a component first: wasinn build APP.py -o APP.wasm",
+    ".wat": "wasinn reads the binary format: wasm-tools parse FILE.wat -o FILE.wasm",
+    **dict.fromkeys([".onnx", ".tflite", ".xml", ".pb"], "a model goes to --model NAME=PATH, the component "
+                    "that loads it comes first (see `wasinn run --help`)"),
+}
+
+
+def _first_bytes(data: bytes) -> str:
+    """A file's start as a user would recognise it: its text, else its bytes."""
+    head = bytes(data[:16])
+    text = head.split(b"\n")[0]
+    if text and all(32 <= b < 127 for b in text):
+        return repr(text.decode()) + ("..." if len(text) < len(data) else "")
+    return f"bytes {head[:8].hex(' ')}" + ("..." if len(data) > 8 else "")
 
 
 def join(parts: list[tuple[int, bytes]], preamble: bytes = COMPONENT_PREAMBLE) -> bytes:

@@ -271,8 +271,6 @@ class OnnxRuntimeBackend:
     def _load(self, model: bytes | str, target: ExecutionTarget) -> OnnxRuntimeGraph:
         providers = self.providers(target)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.intra_op_threads
-        opts.inter_op_num_threads = self.inter_op_threads
         opts.log_severity_level = 4  # failures reach the guest as wasi:nn errors; keep stderr quiet
         opts.add_session_config_entry("session.use_env_allocators", "1")  # the graph's own arena (module doc)
         if not _SPINNING:
@@ -283,6 +281,9 @@ class OnnxRuntimeBackend:
         try:
             with _ARENA_LOCK:
                 opts.use_per_session_threads = not _SHARED_POOLS
+                if not _SHARED_POOLS:  # else onnxruntime warns on stderr that it ignores them
+                    opts.intra_op_num_threads = self.intra_op_threads
+                    opts.inter_op_num_threads = self.inter_op_threads
                 ort.create_and_register_allocator(_CPU_MEMORY, ort.OrtArenaCfg(arena))
                 # Without enable_fallback=0, onnxruntime's Python layer answers some bad
                 # models by printing to the host's stdout and loading them a second time.

@@ -1,6 +1,7 @@
 """`wasinn build`: a Python guest app to a component, with componentize-py against wit/."""
 from __future__ import annotations
 
+import difflib
 import os
 import pathlib
 import re
@@ -10,7 +11,7 @@ import tempfile
 import time
 
 from .. import resources
-from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD
+from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD
 from ..digests import sha256
 from ..errors import WasinnError
 from ..files import write_atomic
@@ -42,8 +43,6 @@ def _with_fastpath(wit: pathlib.Path, world: str, tmp: pathlib.Path) -> tuple[pa
 def _with_user_wit(wit: pathlib.Path, user: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
     """A copy of `wit` with the user's WIT (a .wit file, or a directory of one package's
     .wit files) as one more dependency, so their worlds can include wasinn's."""
-    if not user.exists():
-        raise WasinnError(f"--wit: no such file or directory {user}")
     copy = tmp / "wit-user"
     shutil.copytree(wit, copy)
     dest = copy / "deps" / "_user"
@@ -55,6 +54,51 @@ def _with_user_wit(wit: pathlib.Path, user: pathlib.Path, tmp: pathlib.Path) -> 
     return copy
 
 
+def _worlds(wit: pathlib.Path) -> list[tuple[str, pathlib.Path, int]]:
+    """The worlds `wit` (a .wit file, or a directory's .wit files: one package) declares,
+    as (package/name without version, file, line), read as text: what a user's error
+    message lists, before componentize-py (whose errors name wasinn's temporary copy)."""
+    files = [wit] if wit.is_file() else sorted(wit.glob("*.wit"))
+    package = (_package_in(wit) if wit.is_file() else _package_of(wit)) or ""
+    out = []
+    for f in files:
+        for number, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            m = re.match(r"\s*world\s+%?([\w-]+)\s*\{", line)
+            if m:
+                out.append((f"{package.split('@')[0]}/{m.group(1)}", f, number))
+    return out
+
+
+def resolve_world(world: str | None, wit: pathlib.Path | None) -> str:
+    """The world to build, as package/name: `world` (a bare name is looked up in the
+    user's WIT first, then wasinn's); None: the one world `wit` declares, else
+    DEFAULT_WORLD. WasinnError names the worlds there are when `world` is not one."""
+    ours = _worlds(resources.path("wit"))
+    theirs = _worlds(wit) if wit is not None else []
+    if world is None:
+        if wit is None:
+            return DEFAULT_WORLD
+        if len(theirs) == 1:
+            return theirs[0][0]
+        if not theirs:
+            raise WasinnError(f"{wit} declares no world; declare one (e.g. `world app {{ include "
+                              f"{WASINN_GUEST_ML_WORLD}@0.1.0; export ...; }}`) for --world to name")
+        raise WasinnError(f"{wit} declares {len(theirs)} worlds, pick one with --world: "
+                          + ", ".join(f"{name} ({f.name}:{line})" for name, f, line in theirs))
+    package, _, name = world.rpartition("/")
+    wanted = name.split("@")[0]
+    for declared, _, _ in theirs + ours:
+        d_package, _, d_name = declared.rpartition("/")
+        if d_name == wanted and (not package or package.split("@")[0] == d_package):
+            return declared
+    known = {declared.rpartition("/")[2]: declared for declared, _, _ in (theirs or ours)}
+    close = difflib.get_close_matches(wanted, known, n=1)
+    hint = f"did you mean {known[close[0]]}? " if close else ""
+    where = (f"{wit} declares" if theirs else "wasinn's wit/ declares" if wit is None
+             else f"{wit} declares no world; wasinn's wit/ declares")
+    raise WasinnError(f"no world {world} to build; {hint}{where}: {', '.join(known.values())}")
+
+
 def _root_package(wit: pathlib.Path) -> str:
     package = _package_of(wit)
     if package is None:
@@ -63,11 +107,12 @@ def _root_package(wit: pathlib.Path) -> str:
 
 
 def _package_of(wit: pathlib.Path) -> str | None:
-    for f in sorted(wit.glob("*.wit")):
-        m = re.search(r"^\s*package\s+([\w:.@-]+)\s*;", f.read_text(), re.M)
-        if m:
-            return m.group(1)
-    return None
+    return next(filter(None, map(_package_in, sorted(wit.glob("*.wit")))), None)
+
+
+def _package_in(file: pathlib.Path) -> str | None:
+    m = re.search(r"^\s*package\s+([\w:.@-]+)\s*;", file.read_text(errors="replace"), re.M)
+    return m.group(1) if m else None
 
 
 def _declares(wit: pathlib.Path, package: str) -> bool:
@@ -75,7 +120,7 @@ def _declares(wit: pathlib.Path, package: str) -> bool:
                for f in wit.rglob("*.wit"))
 
 
-def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEFAULT_WORLD,
+def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str | None = None,
           fastpath: bool = True, wit: str | os.PathLike | None = None, progress=None) -> pathlib.Path:
     """Builds `app` (a .py file, or a directory whose app.py is the entry module) into
     a component at `output`. Other .py files beside the app are bundled with it.
@@ -86,7 +131,9 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
     every other call, and portable builds, at memory speed too). Such a component runs
     on wasinn only; build with `fastpath=False` for one that any wasi:nn host (e.g.
     `wasmtime run`) can run.
-    `wit` adds the user's own WIT (a file or a directory) for `world` to name.
+    `wit` adds the user's own WIT (a file or a directory) for `world` to name; without
+    `world`, the one world it declares (see resolve_world).
+    Every failure is a WasinnError of one line that names the user's file and line.
     """
     app = pathlib.Path(app)
     if app.is_dir():
@@ -97,6 +144,10 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
         [str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if exe is None:
         raise WasinnError("componentize-py is not installed (pip install componentize-py==0.25.1)")
+    user_wit = None if wit is None else pathlib.Path(wit)
+    if user_wit is not None and not user_wit.exists():
+        raise WasinnError(f"--wit: no such file or directory {user_wit}")
+    world = resolve_world(world, user_wit)
     output = pathlib.Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     if progress:
@@ -104,30 +155,58 @@ def build(app: str | os.PathLike, output: str | os.PathLike, *, world: str = DEF
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:  # also keeps __pycache__ out of the source tree
         wit_path = resources.path("wit")
-        if wit is not None:
-            wit_path = _with_user_wit(wit_path, pathlib.Path(wit), pathlib.Path(tmp))
+        if user_wit is not None:
+            wit_path = _with_user_wit(wit_path, user_wit, pathlib.Path(tmp))
         shim = pathlib.Path(tmp, "shim")
         shim.mkdir()
         # componentize-py imports the app in its guest Python, which would write
         # __pycache__ into the app's folder
         entry = ["import sys", "sys.dont_write_bytecode = True"]
+        target = world
         if fastpath:
-            wit_path, world = _with_fastpath(wit_path, world, pathlib.Path(tmp))
+            wit_path, target = _with_fastpath(wit_path, world, pathlib.Path(tmp))
             shutil.copy(_FASTPATH_SHIM, shim / "_wasinn_fastpath.py")
             entry.append("import _wasinn_fastpath  # noqa: F401  (patches the bindings before the app imports them)")
         entry.append(f"from {app.stem} import *  # noqa: F401,F403")
         (shim / "_wasinn_entry.py").write_text("\n".join(entry) + "\n")
-        cmd = [exe, "-d", str(wit_path), "-w", world, "componentize", "-p", str(shim),
+        cmd = [exe, "-d", str(wit_path), "-w", target, "componentize", "-p", str(shim),
                "-p", str(app.parent.resolve()), "_wasinn_entry", "-o", str(output)]
         import subprocess  # only to build: looking a built guest up (build_cached) runs nothing
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().split("\nStack backtrace:")[0]
-        raise WasinnError(f"componentize-py failed for {app}:\n{detail}")
+        if proc.returncode != 0:
+            copies = {pathlib.Path(tmp, d, "deps", "_user"): user_wit for d in ("wit", "wit-user")}
+            copies.update({pathlib.Path(tmp, d): resources.path("wit") for d in ("wit", "wit-user")})
+            raise WasinnError(_failure(proc.stderr or proc.stdout, app, world, copies))
     if progress:
         progress(f"built {output} ({output.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
     return output
+
+
+def _failure(output: str, app: pathlib.Path, world: str, copies: dict[pathlib.Path, pathlib.Path | None]) -> str:
+    """componentize-py's failure as one line about the user's files: its WIT errors are
+    located in wasinn's temporary copies (`copies`: copy → original), its Python errors
+    in the guest's mount points (/1/ is the app's directory, see `cmd` above)."""
+    causes = output.split("\nStack backtrace:")[0].partition("\nCaused by:")[2] or output
+    lines = [line.strip() for line in causes.splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if line.startswith("-->")), None)
+    if at is not None:  # a WIT error: "N: message" then "--> path:line:col"
+        message = re.sub(r"^\d+:\s*", "", lines[at - 1]) if at else "invalid WIT"
+        where = lines[at][3:].strip()
+        for copy, original in sorted(copies.items(), key=lambda c: -len(str(c[0]))):
+            if original is not None and where.startswith(f"{copy}/"):
+                rest = where[len(str(copy)) + 1:]
+                where = str(original) + rest[rest.index(":"):] if original.is_file() else f"{original}/{rest}"
+                break
+        return f"{where}: {message}"
+    message = re.sub(r"^\d+:\s*", "", lines[-1] if lines else "componentize-py failed")
+    missing = re.search(r"module '_wasinn_entry' has no attribute '(\w+)'", message)
+    if missing:
+        return (f"{app} defines no class {missing.group(1)}, which world {world} exports "
+                f"(see \"Writing a guest\" in wasinn's README)")
+    frames = re.findall(r'File "/1/([^"]+)", line (\d+)', output)
+    where = f"{app.parent / frames[-1][0]}:{frames[-1][1]}" if frames else str(app)
+    return f"{where}: {message}"
 
 
 def guest_files(directory: str | os.PathLike) -> dict[str, pathlib.Path]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import gc
 import json
 import sys
@@ -241,8 +242,23 @@ def _shown(name: str, default) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Arguments a subcommand does not take are refused by that subcommand, with its own
+    usage and the option a typo likely meant (argparse leaves them to the top-level
+    parser, whose usage lists only the subcommands). Subparsers are of this class too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [a.split("=")[0] for a in extras if a.startswith("-")]
+            close = [m for o in options for m in difflib.get_close_matches(o, self._option_string_actions, n=1)]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f"; did you mean {' '.join(close)}?" if close else ""))
+        return namespace, extras
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wasinn", description="Run WebAssembly components that do "
+    ap = _Parser(prog="wasinn", description="Run WebAssembly components that do "
                                  "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
                                  "KServe v2 inference server.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -269,9 +285,9 @@ def parser() -> argparse.ArgumentParser:
                        "against wasinn's wit/.")
     p.add_argument("app", help="the guest's entry module (or a directory holding app.py)")
     p.add_argument("-o", "--output", required=True, help="the .wasm to write")
-    p.add_argument("--world", default=build.DEFAULT_WORLD,
-                   help=f"the WIT world to target (default: {build.DEFAULT_WORLD}, a command "
-                        f"that imports wasi:nn); a world of your own from --wit declares your exports")
+    p.add_argument("--world", help=f"the WIT world to target (default: the one world --wit declares, else "
+                   f"{build.DEFAULT_WORLD}, a command that imports wasi:nn); a world of your own from --wit "
+                   "declares your exports")
     p.add_argument("--wit", metavar="PATH", help="your own WIT (a .wit file or a directory of them) whose "
                    f"worlds --world may name; they may include wasinn's, e.g. `include {WASINN_GUEST_ML_WORLD}@{WASINN_GUEST_CLASSIFIER.rpartition('@')[2]};`")
     p.add_argument("--portable", action="store_true",

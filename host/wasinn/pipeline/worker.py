@@ -62,7 +62,7 @@ from ..limits import Limits
 from ..runtime import Host
 from .connection import Link
 from .graph import GraphRunner, StageFailure
-from .jsonlog import EventLog
+from .jsonlog import EventLog, capture_stderr
 from .metrics import WorkerMetrics
 from .schema import Pipeline, load_pipeline
 
@@ -101,7 +101,11 @@ def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
                 raise StageFailure(source, "invalid-input", f"the image is {w}x{h} ({w * h} pixels); the source "
                                                             f"takes at most {max_pixels} (maxPixels)")
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:  # whose message names the BytesIO object, not the payload
+        raise StageFailure(source, "invalid-input", f"cannot decode the payload ({len(payload)} bytes) as an image: "
+                           "cannot identify image file: not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format "
+                           f"Pillow reads ({f'first bytes 0x{payload[:8].hex()}' if payload else 'it is empty'})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StageFailure(source, "invalid-input",
                            f"cannot decode the payload ({len(payload)} bytes) as an image: {e}") from None
 
@@ -418,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retire", action="store_true",
                     help="finish what the broker holds for this client id, then end its session")
     args = ap.parse_args(argv)
-    log = EventLog(level=args.log_level, worker=args.client_id)
+    log = capture_stderr(EventLog(level=args.log_level, worker=args.client_id))
     try:
         pipeline = load_pipeline(args.pipeline)
         pipeline = pipeline.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
