@@ -21,7 +21,6 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
@@ -34,7 +33,7 @@ from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
 from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
-from .errors import GuestTrap, NnError, WasinnError
+from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .abi import adapter, binary, images
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
@@ -387,20 +386,18 @@ class Instance:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
         numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
         over as handles: no bytes cross); tensors in the result come back as
-        `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways."""
+        `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways.
+        Arguments are checked against the WIT types first: a mismatch raises `BadValue`
+        (one line: the parameter, the path inside it, the type, the value)."""
         store = self._ensure()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
-            raise WasinnError(f"{name} takes {len(ftype.params)} arguments "
+            raise BadValue(f"{name} takes {len(ftype.params)} arguments "
                               f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
         lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
 
-        def give(ty, value):
-            if isinstance(value, np.ndarray):
-                value = HostTensor.from_array(value)
-            if not isinstance(value, HostTensor):
-                return value
-            rep = self.host.nn.add(store, Resource.TENSOR, value, limited=False)
+        def give(ty, tensor: HostTensor):
+            rep = self.host.nn.add(store, Resource.TENSOR, tensor, limited=False)
             if isinstance(ty, BorrowType):
                 lent.append(rep)
             return ResourceHost.own(rep, Resource.TENSOR)
@@ -411,7 +408,8 @@ class Instance:
             return handle
 
         try:
-            params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
+            params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
+                      for (param, ty), arg in zip(ftype.params, args)]
             self._budget(store)
             try:
                 result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)

@@ -132,8 +132,8 @@ def load_npy(path: str) -> "HostTensor":
         array = np.load(path, allow_pickle=False)
     except OSError as e:
         raise BadValue(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, EOFError) as e:
-        raise BadValue(f"{path} is not an array numpy's np.load reads without pickle: {e}") from None
+    except (ValueError, EOFError):
+        raise BadValue(f"{path} is not a .npy file of numbers (what np.save writes; no pickled objects)") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise BadValue(f"{path} is a .npz archive of several arrays; save the one to pass with np.save")

@@ -12,10 +12,11 @@ from . import doctor, fuzz, legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
 from ..backends import PRECISIONS, parse_choices
-from ..errors import GuestTrap, WasinnError
+from ..abi.values import format_value
+from ..errors import BadValue, GuestTrap, WasinnError
 from ..limits import Limits
 from ..runtime import Host, stderr_progress
-from .wave import format_value, parse_call
+from .wave import parse_call
 from wasmtime.component import Variant
 
 
@@ -70,7 +71,7 @@ def cmd_run(args) -> int:
     inst = host.instantiate(host.load_component(args.component), args=args.args,
                             dirs=_dirs(args.dir), env=env, program_name=args.component)
     if args.invoke:
-        name, values = parse_call(args.invoke)
+        name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
         print(format_value(result))
         return 1 if isinstance(result, Variant) and result.tag == "err" else 0
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     except GuestTrap as e:
         print(f"wasinn: {e}", file=sys.stderr)
         return 1
+    except BadValue as e:  # a usage error, as argparse's own: status 2
+        print(f"wasinn: error: {e}", file=sys.stderr)
+        return 2
     except WasinnError as e:
         print(f"wasinn: error: {e}", file=sys.stderr)
         return 1
