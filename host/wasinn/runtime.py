@@ -392,7 +392,7 @@ class Instance:
         store = self._ensure()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
-            raise BadValue(f"{name} takes {len(ftype.params)} arguments "
+            raise BadValue(f"{name} takes {len(ftype.params)} argument{'' if len(ftype.params) == 1 else 's'} "
                               f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
         lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
 
