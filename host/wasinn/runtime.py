@@ -27,7 +27,7 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
+from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasi_nn_to_linker,
                         add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
@@ -402,10 +402,10 @@ class Instance:
                 lent.append(rep)
             return ResourceHost.own(rep, Resource.TENSOR)
 
-        def take(ty, handle):
-            if isinstance(handle, ResourceAny) and handle.type == self.host._tensor_type:
+        def take(ty, handle: ResourceAny):
+            if handle.type == self.host._tensor_type:
                 return self.host.nn.take(handle.to_host(store).rep, Resource.TENSOR)
-            return handle
+            return self._handle(store, handle)
 
         try:
             params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
@@ -432,6 +432,18 @@ class Instance:
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
+
+    def _handle(self, store: Store, handle: ResourceAny) -> values.Handle:
+        """A resource of a result, saying what it is. A wasi:nn one is looked up by its
+        rep: `to_host` takes the handle out of the store's table, `to_any` puts it back."""
+        kind = values.host_resource(handle.type)
+        if kind is None:
+            return values.Handle(handle, "a resource of the guest")
+        host = handle.to_host(store)
+        what = f"wasi:nn {RESOURCE_WIT_NAMES[kind]}"
+        if kind == Resource.ERROR:
+            what += f" {self.host.nn.get(host.rep, kind)}"
+        return values.Handle(host.to_any(store), what)
 
     def _budget(self, store: Store) -> None:
         """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the

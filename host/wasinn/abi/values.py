@@ -22,7 +22,7 @@ from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, Borr
                                 FlagsType, ListType, OptionType, OwnType, Record, RecordType, ResourceAny,
                                 ResourceType, ResultType, String, TupleType, Variant, VariantType)
 
-from .._bindings import Resource
+from .._bindings import RESOURCE_WIT_NAMES, Resource
 from ..errors import BadValue
 from ..tensors import HostTensor, dtype_refusal, fits, tensor_type_of, value_range
 
@@ -40,15 +40,34 @@ _SIMPLE_NAMES = {Bool: "bool", Char: "char", String: "string",
 _SHOWN = 60
 
 
+class Handle:
+    """A resource handle a call returned, other than a tensor (a wasi:nn graph, execution
+    context or error, or a resource of the guest's own), to pass to later calls.
+    `resource`: wasmtime-py's handle; `what`: what it is, which its repr shows
+    (`<wasi:nn error not-found: no graph named 'x'; registered: none>`)."""
+    __slots__ = ("resource", "what")
+
+    def __init__(self, resource: ResourceAny, what: str):
+        self.resource, self.what = resource, what
+
+    def __repr__(self) -> str:
+        return f"<{self.what}>"
+
+
+def host_resource(ty: ResourceType) -> Resource | None:
+    """Which of wasi:nn's resources (served by the host) a resource type is, if any."""
+    return next((kind for kind in Resource if ty == ResourceType.host(kind)), None)
+
+
 def type_name(ty) -> str:
     """A WIT type as WIT spells it (resources by role: `tensor`, `own<resource>`)."""
     if type(ty) in _SIMPLE_NAMES:
         return _SIMPLE_NAMES[type(ty)]
     if isinstance(ty, (OwnType, BorrowType)):
-        role = "tensor" if ty.ty == TENSOR else "resource"
-        if isinstance(ty, OwnType):
-            return role if role == "tensor" else "own<resource>"
-        return f"borrow<{role}>"
+        kind = host_resource(ty.ty)
+        if kind is None:
+            return f"{'own' if isinstance(ty, OwnType) else 'borrow'}<resource>"
+        return RESOURCE_WIT_NAMES[kind] if isinstance(ty, OwnType) else f"borrow<{RESOURCE_WIT_NAMES[kind]}>"
     if isinstance(ty, ListType):
         return f"list<{type_name(ty.element)}>"
     if isinstance(ty, OptionType):
@@ -68,9 +87,15 @@ def type_name(ty) -> str:
     return type(ty).__name__
 
 
-def format_value(value) -> str:
+def format_value(value, ty=None) -> str:
     """A value as WAVE writes it (what `wasmtime run --invoke` prints); tensors as
-    `tensor(FP32, [1, 1000], [v0, v1, ...])`, elided past 8 values."""
+    `tensor(FP32, [1, 1000], [v0, v1, ...])`, elided past 8 values. `ty`, the value's
+    WIT type where known, tells what the value alone cannot: an enum case or a char
+    from a string, `some(x)` from `x`."""
+    if ty is not None:
+        typed = _format_typed(value, ty)
+        if typed is not None:
+            return typed
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (bytes, bytearray)):
@@ -96,6 +121,28 @@ def format_value(value) -> str:
     if isinstance(value, (int, float, np.number)):
         return str(value)
     return f"a {type(value).__name__}" if type(value).__repr__ is object.__repr__ else repr(value)
+
+
+def _format_typed(value, ty) -> str | None:
+    """`format_value` where the type decides; None where the value alone does."""
+    if isinstance(ty, EnumType):
+        return value
+    if isinstance(ty, Char):
+        return "'" + json.dumps(value, ensure_ascii=False)[1:-1].replace("'", "\\'") + "'"
+    if isinstance(ty, OptionType):
+        return "none" if value is None else f"some({format_value(value, ty.payload)})"
+    if isinstance(ty, FlagsType):
+        return "{" + ", ".join(name for name in ty.names if name in value) + "}"
+    if isinstance(ty, ListType) and not ty._is_bytes():
+        return "[" + ", ".join(format_value(v, ty.element) for v in value) + "]"
+    if isinstance(ty, TupleType):
+        return "(" + ", ".join(format_value(v, t) for v, t in zip(value, ty.elements)) + ")"
+    if isinstance(ty, RecordType):
+        return "{" + ", ".join(f"{name}: {format_value(getattr(value, name), t)}" for name, t in ty.fields) + "}"
+    if isinstance(ty, (VariantType, ResultType)):
+        case_ty = dict(_cases(ty))[value.tag]
+        return value.tag if case_ty is None else f"{value.tag}({format_value(value.payload, case_ty)})"
+    return None
 
 
 def shown(value) -> str:
@@ -228,9 +275,10 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
                       "; a tensor is a numpy array or a HostTensor")
         return handles(ty, value)
     if isinstance(ty, (OwnType, BorrowType)):
-        if not isinstance(value, ResourceAny) or value.type != ty.ty:
-            raise bad("; only a handle an earlier call returned fits")
-        return value
+        resource = value.resource if isinstance(value, Handle) else value
+        if not isinstance(resource, ResourceAny) or resource.type != ty.ty:
+            raise bad("; only a handle of this type an earlier call returned fits")
+        return resource
     return value
 
 

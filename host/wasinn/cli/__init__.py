@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     if args.invoke:
         name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
-        print(format_value(result))
+        print(format_value(result, inst.signature(name)[1]))
         return 1 if isinstance(result, Variant) and result.tag == "err" else 0
     status = inst.run()
     if status:  # the guest may have said nothing: say what wasinn knows
