@@ -97,7 +97,9 @@ def value_range(dtype: np.dtype) -> str:
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return f"integers {info.min}..{info.max}"
-    return f"numbers up to {str(np.finfo(dtype).max)} in magnitude, nan, inf, -inf"
+    top = np.finfo(dtype).max
+    # numpy's shortest text for float16's 65504 is 6.55e+04
+    return f"numbers up to {f'{float(top):.0f}' if float(top) < 1e6 else str(top)} in magnitude, nan, inf, -inf"
 
 
 def tensor_type_named(name: str) -> TensorType:
