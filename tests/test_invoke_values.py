@@ -94,6 +94,9 @@ POINT = "record {x: s16, y: s16, label: option<string>}"
     ("normalize", [[[1, 2], [3, 4]]], "parameter 't': expected tensor, got [[1, 2], [3, 4]]; pass "
                                       "np.asarray(value, np.int64) (in --invoke: tensor(I64, [2, 2], [1, 2, 3, 4]))"),
     ("normalize", ["x"], "parameter 't': expected tensor, got \"x\"; a tensor is a numpy array or a HostTensor"),
+    ("normalize", [[True]], "parameter 't': expected tensor, got [true]; a tensor is a numpy array or a HostTensor"),
+    ("normalize", [[[1.0], [1.0, 2.0]]], "parameter 't': expected tensor, got [[1.0], [1.0, 2.0]]; a tensor is a "
+                                         "numpy array or a HostTensor"),
     ("normalize", [np.ones(2, bool)], "parameter 't': expected tensor, got a numpy array of bool [2]: numpy dtype "
                                       "bool has no wasi:nn tensor type; one of float16 (FP16), float32 (FP32), "
                                       "float64 (FP64), bfloat16 (BF16), uint8 (U8), int32 (I32), int64 (I64)"),
@@ -134,6 +137,12 @@ def test_a_wrong_value_is_one_line_naming_the_parameter_type_and_value(values, e
 ])
 def test_right_values_in_the_shapes_people_have(values, export, given, back):
     assert values.call(export, given) == back
+
+
+def test_a_wrong_argument_leaves_no_tensor_behind(roundtrip):
+    with pytest.raises(wasinn.BadValue, match=r"^parameter 'inputs'\[1\]\.1: expected tensor, got \"x\"; a tensor is"):
+        roundtrip.call("compute-tensors", 1, [("a", np.ones(2, np.float32)), ("b", "x")])
+    assert roundtrip.live_resources()["tensor"] == 0
 
 
 def test_records_as_records_or_dicts_and_not_changed_in_place(values):

@@ -393,13 +393,13 @@ class Instance:
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
             raise BadValue(f"{name} takes {len(ftype.params)} argument{'' if len(ftype.params) == 1 else 's'} "
-                              f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
+                           f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
         lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
+        given: list[int] = []  # and all of them when a later argument does not fit
 
         def give(ty, tensor: HostTensor):
             rep = self.host.nn.add(store, Resource.TENSOR, tensor, limited=False)
-            if isinstance(ty, BorrowType):
-                lent.append(rep)
+            (lent if isinstance(ty, BorrowType) else given).append(rep)
             return ResourceHost.own(rep, Resource.TENSOR)
 
         def take(ty, handle: ResourceAny):
@@ -408,8 +408,12 @@ class Instance:
             return self._handle(store, handle)
 
         try:
-            params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
-                      for (param, ty), arg in zip(ftype.params, args)]
+            try:
+                params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
+                          for (param, ty), arg in zip(ftype.params, args)]
+            except BadValue:
+                lent.extend(given)
+                raise
             self._budget(store)
             try:
                 result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)

@@ -181,14 +181,15 @@ def _case_of(ty, value) -> str:
 
 
 def _tensor_hint(value) -> str:
-    """How to write a list of numbers as the tensor it was probably meant to be."""
+    """What to write for a tensor: for a list of numbers, the tensor it was likely meant to be."""
+    generic = "; a tensor is a numpy array or a HostTensor"
     try:
-        array = np.asarray(value)
+        array = np.asarray(value) if isinstance(value, (list, tuple)) else None
     except ValueError:  # ragged
-        return ""
-    dtype = {"f": np.float32, "i": np.int64}.get(array.dtype.kind)
-    if dtype is None or array.dtype == object:
-        return ""
+        return generic
+    dtype = None if array is None else {"f": np.float32, "i": np.int64}.get(array.dtype.kind)
+    if dtype is None:
+        return generic
     literal = HostTensor.from_array(array.astype(dtype)).text()
     return f"; pass np.asarray(value, np.{dtype.__name__}) (in --invoke: {literal})"
 
@@ -271,8 +272,7 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
                 raise BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}: {dtype_refusal(value.dtype)}")
             value = HostTensor.from_array(value)
         if not isinstance(value, HostTensor):
-            raise bad(_tensor_hint(value) if isinstance(value, (list, tuple)) else
-                      "; a tensor is a numpy array or a HostTensor")
+            raise bad(_tensor_hint(value))
         return handles(ty, value)
     if isinstance(ty, (OwnType, BorrowType)):
         resource = value.resource if isinstance(value, Handle) else value

@@ -259,7 +259,8 @@ def parser() -> argparse.ArgumentParser:
                    help="give the guest a host directory (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the guest (repeatable)")
-    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'")
+    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'; "
+                   "arguments in WAVE, a tensor as tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0]) or tensor(\"x.npy\")")
     _model_flags(p)
     legacy.add_flags(p)
     _common(p)
