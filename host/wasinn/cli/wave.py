@@ -42,7 +42,7 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def parse_call(text: str, param_names: Callable[[str], Sequence[str]] = lambda name: ()) -> tuple[str, list]:
+def parse_call(text: str, param_names: Callable[[str], Sequence[str]]) -> tuple[str, list]:
     """`name(arg, ...)` → (name, [values]). `param_names(name)` names the export's
     parameters, for messages about a value that does not read."""
     toks = _tokens(text)
