@@ -79,7 +79,7 @@ def test_invoke_calls_an_export(host, data):
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok(1)"), proc.stderr
     proc = wasinn("run", "--cache-dir", str(CACHE), "--invoke", 'load-by-name("nope")',
                   str(guest_component("roundtrip")))
-    assert proc.stdout.strip() == "err({code: \"not-found\", data: \"no graph named 'nope'; registered: none\"})"
+    assert proc.stdout.strip() == "err({code: not-found, data: \"no graph named 'nope'; registered: none\"})"
 
 
 @pytest.mark.parametrize("args, message", [

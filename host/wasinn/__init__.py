@@ -3,10 +3,10 @@
 The library is the product; the `wasinn` CLI is a thin layer over it.
 """
 from ._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
-from .errors import GuestTrap, NnError, WasinnError
+from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .tensors import HostTensor
 
-__all__ = ["Host", "Instance", "HostTensor", "build", "NnError", "WasinnError", "GuestTrap",
+__all__ = ["Host", "Instance", "HostTensor", "build", "NnError", "WasinnError", "BadValue", "GuestTrap",
            "ErrorCode", "ExecutionTarget", "GraphEncoding", "TensorType"]
 # Imported on first use: a backend worker's fork server (backends/worker.py) imports this
 # package but runs no wasm, and wasmtime with the runtime costs it ~0.1-0.2 s of start-up.

@@ -60,6 +60,11 @@ class WasinnError(Exception):
     load, a guest that traps. Its message is one line meant for a person."""
 
 
+class BadValue(WasinnError):
+    """A value given to an export does not fit its WIT type, or `--invoke`'s text does
+    not read as a value: the caller's mistake (the CLI's usage error, exit status 2)."""
+
+
 class GuestTrap(WasinnError):
     """The guest trapped (or a host limit ended it). Its instance was torn down and its
     host resources freed; the next call runs on a fresh instance."""

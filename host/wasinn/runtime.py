@@ -21,20 +21,19 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (WASI_CLI_RUN, WASI_NN_GRAPH, Resource, add_wasi_nn_to_linker,
+from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, WASI_NN_GRAPH, Resource, add_wasi_nn_to_linker,
                         add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
                         add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
-from .errors import GuestTrap, NnError, WasinnError
+from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .abi import adapter, binary, images
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
@@ -388,31 +387,34 @@ class Instance:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
         numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
         over as handles: no bytes cross); tensors in the result come back as
-        `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways."""
+        `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways.
+        Arguments are checked against the WIT types first: a mismatch raises `BadValue`
+        (one line: the parameter, the path inside it, the type, the value)."""
         store = self._ensure()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
-            raise WasinnError(f"{name} takes {len(ftype.params)} arguments "
-                              f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
+            raise BadValue(f"{name} takes {len(ftype.params)} argument{'' if len(ftype.params) == 1 else 's'} "
+                           f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
         lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
+        given: list[int] = []  # and all of them when a later argument does not fit
 
-        def give(ty, value):
-            if isinstance(value, np.ndarray):
-                value = HostTensor.from_array(value)
-            if not isinstance(value, HostTensor):
-                return value
-            rep = self.host.nn.add(store, Resource.TENSOR, value, limited=False)
-            if isinstance(ty, BorrowType):
-                lent.append(rep)
+        def give(ty, tensor: HostTensor):
+            rep = self.host.nn.add(store, Resource.TENSOR, tensor, limited=False)
+            (lent if isinstance(ty, BorrowType) else given).append(rep)
             return ResourceHost.own(rep, Resource.TENSOR)
 
-        def take(ty, handle):
-            if isinstance(handle, ResourceAny) and handle.type == self.host._tensor_type:
+        def take(ty, handle: ResourceAny):
+            if handle.type == self.host._tensor_type:
                 return self.host.nn.take(handle.to_host(store).rep, Resource.TENSOR)
-            return handle
+            return self._handle(store, handle)
 
         try:
-            params = [values.to_wasm(ty, arg, give) for (_, ty), arg in zip(ftype.params, args)]
+            try:
+                params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
+                          for (param, ty), arg in zip(ftype.params, args)]
+            except BadValue:
+                lent.extend(given)
+                raise
             self._budget(store)
             try:
                 result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
@@ -435,6 +437,18 @@ class Instance:
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
+
+    def _handle(self, store: Store, handle: ResourceAny) -> values.Handle:
+        """A resource of a result, saying what it is. A wasi:nn one is looked up by its
+        rep: `to_host` takes the handle out of the store's table, `to_any` puts it back."""
+        kind = values.host_resource(handle.type)
+        if kind is None:
+            return values.Handle(handle, "a resource of the guest")
+        host = handle.to_host(store)
+        what = f"wasi:nn {RESOURCE_WIT_NAMES[kind]}"
+        if kind == Resource.ERROR:
+            what += f" {self.host.nn.get(host.rep, kind)}"
+        return values.Handle(host.to_any(store), what)
 
     def _budget(self, store: Store) -> None:
         """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the

@@ -6,12 +6,13 @@ bytes) and `validate()` reports a mismatch later, from a call that can return an
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from ._bindings import TensorType
-from .errors import invalid_argument
+from .errors import BadValue, invalid_argument
 from .limits import counted, product
 
 class _Dtypes(Mapping):
@@ -63,8 +64,82 @@ def tensor_type_of(dtype: np.dtype) -> TensorType | None:
     return _BY_DTYPE.get(dtype)
 
 
+# Values a tensor's text shows; the rest are elided.
+SHOWN_VALUES = 8
 # Dimensions a message shows; the rest are counted (a guest's dims go into its error data).
 _SHOWN_DIMS = 16
+
+
+def dtype_refusal(dtype) -> str:
+    """Why an array of `dtype` cannot be a tensor, and what can."""
+    return (f"numpy dtype {dtype} has no wasi:nn tensor type; one of "
+            + ", ".join(f"{name} ({ty.value})" for ty, name in TYPE_NAMES.items()))
+
+
+def fits(dtype: np.dtype, value) -> bool:
+    """Whether a Python number is a value of `dtype`: an integer within its range, or a
+    number that stays finite in it (nan and inf are values of every float type)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return isinstance(value, int) and int(info.min) <= value <= int(info.max)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past every float
+        return False
+    with np.errstate(over="ignore"):
+        return not math.isfinite(value) or bool(np.isfinite(np.asarray(value, dtype)))
+
+
+def value_range(dtype: np.dtype) -> str:
+    """What `fits` accepts, for messages."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return f"integers {info.min}..{info.max}"
+    top = np.finfo(dtype).max
+    # numpy's shortest text for float16's 65504 is 6.55e+04
+    return f"numbers up to {f'{float(top):.0f}' if float(top) < 1e6 else str(top)} in magnitude, nan, inf, -inf"
+
+
+def tensor_type_named(name: str) -> TensorType:
+    """A wasi:nn tensor type by its WIT name (FP32; any case)."""
+    try:
+        return TensorType[name.upper()]
+    except KeyError:
+        raise BadValue(f"no tensor type {name}; wasi:nn's are "
+                       + ", ".join(t.value for t in TensorType)) from None
+
+
+def tensor_from_values(ty: TensorType, dims, values) -> "HostTensor":
+    """A tensor from its dimensions and its values in row-major order, each checked
+    against the type (`fits`); what `tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0])` reads as."""
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**32
+                                             for d in dims):
+        raise BadValue(f"dims must be a list of integers 0..4294967295, got {dims!r}")
+    if not isinstance(values, list):
+        raise BadValue(f"values must be a list of numbers, got {values!r}")
+    if product(dims) != len(values):
+        raise BadValue(f"dims {dims} hold {counted(product(dims))} values, got {len(values)}")
+    dtype = DTYPES[ty]
+    for i, v in enumerate(values):
+        if not fits(dtype, v):
+            raise BadValue(f"value [{i}] is {v!r}; {ty.value} takes {value_range(dtype)}")
+    return HostTensor.from_array(np.asarray(values, dtype).reshape(dims))
+
+
+def load_npy(path: str) -> "HostTensor":
+    """The array a .npy file holds (numpy's format, no pickles), as a tensor."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise BadValue(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, EOFError):
+        raise BadValue(f"{path} is not a .npy file of numbers (what np.save writes; no pickled objects)") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise BadValue(f"{path} is a .npz archive of several arrays; save the one to pass with np.save")
+    return HostTensor.from_array(array)
 
 
 def shown_dims(dims) -> str:
@@ -96,8 +171,7 @@ class HostTensor:
         array = np.asarray(array)
         ty = tensor_type_of(array.dtype)
         if ty is None:
-            raise TypeError(f"wasi:nn has no tensor type for numpy dtype {array.dtype}; "
-                            f"use one of {', '.join(str(d) for d in DTYPES.values())}")
+            raise BadValue(dtype_refusal(array.dtype))
         array = np.require(array, DTYPES[ty], "C")  # unlike ascontiguousarray, keeps rank 0
         return cls(array.shape, ty, array.reshape(-1).view(np.uint8))
 
@@ -124,3 +198,17 @@ class HostTensor:
 
     def to_bytes(self) -> bytes:
         return self.data if isinstance(self.data, bytes) else self.data.tobytes()
+
+    def text(self, shown: int = SHOWN_VALUES) -> str:
+        """`tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0])`, as `--invoke` writes and reads a
+        tensor; values past `shown` are elided (`...`)."""
+        head = f"tensor({self.ty.value}, {list(self.dims)}"
+        if self.expected_nbytes() != len(self.data):
+            return f"{head}, <{len(self.data)} bytes, not the {self.expected_nbytes()} these dims need>)"
+        flat = self.array().reshape(-1)
+        # numpy's str of an element is the shortest text that reads back as that value
+        values = [str(v) for v in flat[:shown]] + (["..."] if flat.size > shown else [])
+        return f"{head}, [{', '.join(values)}])"
+
+    def __repr__(self) -> str:
+        return f"<HostTensor {self.text()}>"

@@ -1,22 +1,165 @@
-"""One shape for component values in wasinn's API, whatever wasmtime-py does.
+"""One shape for component values in wasinn's API, whatever wasmtime-py does, checked.
 
 wasmtime-py 50 writes a variant or result as a tagged `Variant` only when its cases'
 Python classes overlap; otherwise the bare payload stands for it (`result<u32, string>`
 comes back as 3 or as "oops"). `Instance.call` therefore converts by the function's
 types: callers always pass and get `Variant(tag, payload)` for variants and results,
 and numpy arrays / `HostTensor`s wherever a `tensor` handle goes.
+
+Every value is checked against its WIT type before wasmtime-py sees it (which would
+raise a bare TypeError, or trap the call for an enum): a mismatch is one line naming
+where it is, the type and the value, e.g. `parameter 'inputs'[2].data: expected
+list<u8>, got "abc"`. `--invoke` and `Instance.call` both go through here.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any, Callable
 
-from wasmtime.component import (BorrowType, EnumType, ListType, OptionType, OwnType, RecordType, ResultType,
-                                TupleType, Variant, VariantType)
+import numpy as np
+from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, BorrowType, Char, EnumType, F32, F64,
+                                FlagsType, ListType, OptionType, OwnType, Record, RecordType, ResourceAny,
+                                ResourceType, ResultType, String, TupleType, Variant, VariantType)
 
-from ..errors import WasinnError
+from .._bindings import RESOURCE_WIT_NAMES, Resource
+from ..errors import BadValue
+from ..tensors import HostTensor, dtype_refusal, fits, tensor_type_of, value_range
 
-# (type, value) -> value, applied where a resource handle goes
+# (type, value) -> value: for tensors going in (a HostTensor), for every resource coming out
 Handles = Callable[[Any, Any], Any]
+
+TENSOR = ResourceType.host(Resource.TENSOR)
+# WIT's number types and the numpy dtype whose values they are
+_NUMBERS = {S8: np.dtype("i1"), S16: np.dtype("i2"), S32: np.dtype("i4"), S64: np.dtype("i8"),
+            U8: np.dtype("u1"), U16: np.dtype("u2"), U32: np.dtype("u4"), U64: np.dtype("u8"),
+            F32: np.dtype("f4"), F64: np.dtype("f8")}
+_SIMPLE_NAMES = {Bool: "bool", Char: "char", String: "string",
+                 **{ty: ty.__name__.lower() for ty in _NUMBERS}}
+# Characters of a value a message shows
+_SHOWN = 60
+
+
+class Handle:
+    """A resource handle a call returned, other than a tensor (a wasi:nn graph, execution
+    context or error, or a resource of the guest's own), to pass to later calls.
+    `resource`: wasmtime-py's handle; `what`: what it is, which its repr shows
+    (`<wasi:nn error not-found: no graph named 'x'; registered: none>`)."""
+    __slots__ = ("resource", "what")
+
+    def __init__(self, resource: ResourceAny, what: str):
+        self.resource, self.what = resource, what
+
+    def __repr__(self) -> str:
+        return f"<{self.what}>"
+
+
+def host_resource(ty: ResourceType) -> Resource | None:
+    """Which of wasi:nn's resources (served by the host) a resource type is, if any."""
+    return next((kind for kind in Resource if ty == ResourceType.host(kind)), None)
+
+
+def type_name(ty) -> str:
+    """A WIT type as WIT spells it (resources by role: `tensor`, `own<resource>`)."""
+    if type(ty) in _SIMPLE_NAMES:
+        return _SIMPLE_NAMES[type(ty)]
+    if isinstance(ty, (OwnType, BorrowType)):
+        kind = host_resource(ty.ty)
+        if kind is None:
+            return f"{'own' if isinstance(ty, OwnType) else 'borrow'}<resource>"
+        return RESOURCE_WIT_NAMES[kind] if isinstance(ty, OwnType) else f"borrow<{RESOURCE_WIT_NAMES[kind]}>"
+    if isinstance(ty, ListType):
+        return f"list<{type_name(ty.element)}>"
+    if isinstance(ty, OptionType):
+        return f"option<{type_name(ty.payload)}>"
+    if isinstance(ty, ResultType):
+        return f"result<{type_name(ty.ok) if ty.ok else '_'}, {type_name(ty.err) if ty.err else '_'}>"
+    if isinstance(ty, TupleType):
+        return f"tuple<{', '.join(type_name(t) for t in ty.elements)}>"
+    if isinstance(ty, RecordType):
+        return "record {" + ", ".join(f"{n}: {type_name(t)}" for n, t in ty.fields) + "}"
+    if isinstance(ty, VariantType):
+        return "variant {" + ", ".join(n if t is None else f"{n}({type_name(t)})" for n, t in ty.cases) + "}"
+    if isinstance(ty, EnumType):
+        return "enum {" + ", ".join(ty.names) + "}"
+    if isinstance(ty, FlagsType):
+        return "flags {" + ", ".join(ty.names) + "}"
+    return type(ty).__name__
+
+
+def format_value(value, ty=None) -> str:
+    """A value as WAVE writes it (what `wasmtime run --invoke` prints); tensors as
+    `tensor(FP32, [1, 1000], [v0, v1, ...])`, elided past 8 values. `ty`, the value's
+    WIT type where known, tells what the value alone cannot: an enum case or a char
+    from a string, `some(x)` from `x`."""
+    if ty is not None:
+        typed = _format_typed(value, ty)
+        if typed is not None:
+            return typed
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return "[" + ", ".join(str(b) for b in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_value(v) for v in value) + ")"
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(map(str, value))) + "}"
+    if isinstance(value, Variant):
+        return value.tag if value.payload is None else f"{value.tag}({format_value(value.payload)})"
+    if isinstance(value, Record):
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in vars(value).items()) + "}"
+    if value is None:
+        return "none"
+    if isinstance(value, HostTensor):
+        return value.text()
+    if isinstance(value, np.ndarray):
+        return f"a numpy array of {value.dtype} {list(value.shape)}"
+    if isinstance(value, (int, float, np.number)):
+        return str(value)
+    return f"a {type(value).__name__}" if type(value).__repr__ is object.__repr__ else repr(value)
+
+
+def _format_typed(value, ty) -> str | None:
+    """`format_value` where the type decides; None where the value alone does."""
+    if isinstance(ty, EnumType):
+        return value
+    if isinstance(ty, Char):
+        return "'" + json.dumps(value, ensure_ascii=False)[1:-1].replace("'", "\\'") + "'"
+    if isinstance(ty, OptionType):
+        return "none" if value is None else f"some({format_value(value, ty.payload)})"
+    if isinstance(ty, FlagsType):
+        return "{" + ", ".join(name for name in ty.names if name in value) + "}"
+    if isinstance(ty, ListType) and not ty._is_bytes():
+        return "[" + ", ".join(format_value(v, ty.element) for v in value) + "]"
+    if isinstance(ty, TupleType):
+        return "(" + ", ".join(format_value(v, t) for v, t in zip(value, ty.elements)) + ")"
+    if isinstance(ty, RecordType):
+        return "{" + ", ".join(f"{name}: {format_value(getattr(value, name), t)}" for name, t in ty.fields) + "}"
+    if isinstance(ty, (VariantType, ResultType)):
+        case_ty = dict(_cases(ty))[value.tag]
+        return value.tag if case_ty is None else f"{value.tag}({format_value(value.payload, case_ty)})"
+    return None
+
+
+def shown(value) -> str:
+    """A value as a message shows it: WAVE, cut short."""
+    text = format_value(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+def _number(value):
+    """A Python int or float for a number (numpy's included); None for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return None
 
 
 def _cases(ty) -> list[tuple[str, Any]]:
@@ -37,29 +180,105 @@ def _case_of(ty, value) -> str:
     raise ValueError(f"value {value!r} fits no case of the variant")
 
 
-def to_wasm(ty, value, handles: Handles) -> Any:
-    """wasinn's shape → what wasmtime-py's lowering expects."""
-    if isinstance(ty, (OwnType, BorrowType)):
-        return handles(ty, value)
-    if isinstance(ty, (VariantType, ResultType)):
-        if not isinstance(value, Variant):
-            raise TypeError(f"expected a Variant for a {'result' if isinstance(ty, ResultType) else 'variant'}, "
-                            f"got {value!r}")
-        case_ty = dict(_cases(ty))[value.tag]
-        payload = None if case_ty is None else to_wasm(case_ty, value.payload, handles)
-        return Variant(value.tag, payload) if ty._tagged() else payload
-    if isinstance(ty, EnumType) and value not in ty.names:
-        # checked here: wasmtime would refuse it only inside the call, as if the guest trapped
-        raise WasinnError(f"{value!r} is not a case of the enum ({', '.join(ty.names)})")
-    if isinstance(ty, OptionType):
-        return None if value is None else to_wasm(ty.payload, value, handles)
-    if isinstance(ty, ListType) and not ty._is_bytes():
-        return [to_wasm(ty.element, v, handles) for v in value]
+def _tensor_hint(value) -> str:
+    """What to write for a tensor: for a list of numbers, the tensor it was likely meant to be."""
+    generic = "; a tensor is a numpy array or a HostTensor"
+    try:
+        array = np.asarray(value) if isinstance(value, (list, tuple)) else None
+    except ValueError:  # ragged
+        return generic
+    dtype = None if array is None else {"f": np.float32, "i": np.int64}.get(array.dtype.kind)
+    if dtype is None:
+        return generic
+    literal = HostTensor.from_array(array.astype(dtype)).text()
+    return f"; pass np.asarray(value, np.{dtype.__name__}) (in --invoke: {literal})"
+
+
+def to_wasm(ty, value, handles: Handles, where: str) -> Any:
+    """wasinn's shape → what wasmtime-py's lowering expects, checked against `ty` on
+    the way: a mismatch raises `BadValue` naming `where` ("parameter 'x'"), then the
+    path inside it ([2] an element, .name a field or case)."""
+    def bad(why: str = "") -> BadValue:
+        return BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}{why}")
+
+    if type(ty) in _NUMBERS:
+        dtype, number = _NUMBERS[type(ty)], _number(value)
+        if number is None or (dtype.kind in "iu" and not isinstance(number, int)):
+            raise bad()
+        if not fits(dtype, number):
+            raise bad(f", out of its range ({value_range(dtype)})")
+        return number if dtype.kind in "iu" else float(number)
+    if isinstance(ty, Bool):
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad()
+        return bool(value)
+    if isinstance(ty, (Char, String)):
+        if not isinstance(value, str) or (isinstance(ty, Char) and len(value) != 1):
+            raise bad()
+        return value
+    if isinstance(ty, ListType):
+        if ty._is_bytes() and isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
+            return value  # as is: abi/speedups.py copies them in at once
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            raise bad()
+        items = [to_wasm(ty.element, v, handles, f"{where}[{i}]") for i, v in enumerate(value)]
+        return bytes(items) if ty._is_bytes() else items
     if isinstance(ty, TupleType):
-        return tuple(to_wasm(t, v, handles) for t, v in zip(ty.elements, value))
+        if not isinstance(value, (tuple, list)):
+            raise bad()
+        if len(value) != len(ty.elements):
+            raise bad(f" ({len(value)} elements, not {len(ty.elements)})")
+        return tuple(to_wasm(t, v, handles, f"{where}.{i}") for i, (t, v) in enumerate(zip(ty.elements, value)))
     if isinstance(ty, RecordType):
+        given = vars(value) if isinstance(value, Record) else dict(value) if isinstance(value, Mapping) else None
+        if given is None:
+            raise bad()
+        names = [n for n, _ in ty.fields]
+        missing, unknown = [n for n in names if n not in given], [k for k in given if k not in names]
+        if missing or unknown:
+            raise bad(f" (no field {missing[0]})" if missing else f" (it has no field {unknown[0]})")
+        record = Record()
         for name, t in ty.fields:
-            setattr(value, name, to_wasm(t, getattr(value, name), handles))
+            setattr(record, name, to_wasm(t, given[name], handles, f"{where}.{name}"))
+        return record
+    if isinstance(ty, (VariantType, ResultType)):
+        # a case without payload may be written by its name alone, as WAVE writes it
+        tag, payload = (value.tag, value.payload) if isinstance(value, Variant) else (value, None)
+        cases = dict(_cases(ty))
+        if not isinstance(tag, str) or tag not in cases:
+            raise bad()
+        if cases[tag] is None:
+            if payload is not None:
+                raise bad(f" (case {tag} has no payload)")
+        elif not isinstance(value, Variant):
+            raise bad(f" (case {tag} needs a payload, {type_name(cases[tag])})")
+        else:
+            payload = to_wasm(cases[tag], payload, handles, f"{where}.{tag}")
+        return Variant(tag, payload) if ty._tagged() else payload
+    if isinstance(ty, OptionType):
+        return None if value is None else to_wasm(ty.payload, value, handles, f"{where}.some")
+    if isinstance(ty, EnumType):
+        # checked here: wasmtime would refuse it only inside the call, as if the guest trapped
+        if value not in ty.names:
+            raise bad()
+        return value
+    if isinstance(ty, FlagsType):
+        if not isinstance(value, (set, frozenset, list, tuple)) or not all(f in ty.names for f in value):
+            raise bad()
+        return set(value)
+    if isinstance(ty, (OwnType, BorrowType)) and ty.ty == TENSOR:
+        if isinstance(value, np.ndarray):
+            if tensor_type_of(value.dtype) is None:
+                raise BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}: {dtype_refusal(value.dtype)}")
+            value = HostTensor.from_array(value)
+        if not isinstance(value, HostTensor):
+            raise bad(_tensor_hint(value))
+        return handles(ty, value)
+    if isinstance(ty, (OwnType, BorrowType)):
+        resource = value.resource if isinstance(value, Handle) else value
+        if not isinstance(resource, ResourceAny) or resource.type != ty.ty:
+            raise bad("; only a handle of this type an earlier call returned fits")
+        return resource
     return value
 
 

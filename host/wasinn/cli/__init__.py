@@ -13,10 +13,11 @@ from . import doctor, fuzz, legacy, models
 from .. import build
 from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
 from ..backends import PRECISIONS, parse_choices
-from ..errors import GuestTrap, WasinnError
+from ..abi.values import format_value
+from ..errors import BadValue, GuestTrap, WasinnError
 from ..limits import Limits
 from ..runtime import Host, stderr_progress
-from .wave import format_value, parse_call
+from .wave import parse_call
 from wasmtime.component import Variant
 
 
@@ -71,9 +72,9 @@ def cmd_run(args) -> int:
     inst = host.instantiate(host.load_component(args.component), args=args.args,
                             dirs=_dirs(args.dir), env=env, program_name=args.component)
     if args.invoke:
-        name, values = parse_call(args.invoke)
+        name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
-        print(format_value(result))
+        print(format_value(result, inst.signature(name)[1]))
         return 1 if isinstance(result, Variant) and result.tag == "err" else 0
     status = inst.run()
     if status:  # the guest may have said nothing: say what wasinn knows
@@ -274,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
                    help="give the guest a host directory (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the guest (repeatable)")
-    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'")
+    p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'; "
+                   "arguments in WAVE, a tensor as tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0]) or tensor(\"x.npy\")")
     _model_flags(p)
     legacy.add_flags(p)
     _common(p)
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     except GuestTrap as e:
         print(f"wasinn: {e}", file=sys.stderr)
         return 1
+    except BadValue as e:  # a usage error, as argparse's own: status 2
+        print(f"wasinn: error: {e}", file=sys.stderr)
+        return 2
     except WasinnError as e:
         print(f"wasinn: error: {e}", file=sys.stderr)
         return 1

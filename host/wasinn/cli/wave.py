@@ -1,17 +1,23 @@
 """WAVE-style values for `wasinn run --invoke 'fn(args)'`, as wasmtime writes them.
 
-Parses the call text into wasmtime-py values and formats results back. Covered:
-numbers, "strings", 'c' chars, true/false, [lists], (tuples), {records: 1},
-enum/flag case names, some(x)/none, ok(x)/err(x), and other variant cases name(x).
+Parses the call text into the values `Instance.call` takes, which checks them against
+the export's WIT types (abi/values.py, which also writes results back). Covered:
+numbers (nan, inf, -inf), "strings", 'c' chars, true/false, [lists], (tuples),
+{records: 1}, {flags, ...}, enum cases, some(x)/none, ok(x)/err(x), other variant
+cases name(x), and tensors, which WAVE lacks: `tensor(FP32, [2, 2], [1.0, 2.0, 3.0,
+4.0])`, or `tensor("x.npy")` for an array numpy saved.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
+from typing import Callable, Sequence
 
 from wasmtime.component import Record, Variant
 
-from ..errors import WasinnError
+from ..errors import BadValue
+from ..tensors import load_npy, tensor_from_values, tensor_type_named
 
 _TOKEN = re.compile(r"""\s*(?:
     (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|-?inf|nan)
@@ -20,112 +26,147 @@ _TOKEN = re.compile(r"""\s*(?:
   | (?P<name>%?[A-Za-z][A-Za-z0-9-]*)
   | (?P<punct>[()\[\]{},:])
 )""", re.VERBOSE)
+# Characters of a tensor literal an error shows
+_SHOWN = 40
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
+def _tokens(text: str) -> list[tuple[str, str, int]]:
     out, pos = [], 0
-    text = text.strip()
+    text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise WasinnError(f"--invoke: cannot read {text[pos:pos + 20]!r}")
-        out.append((m.lastgroup, m.group(m.lastgroup)))
+            raise BadValue(f"--invoke: cannot read {text[pos:].lstrip()[:20]!r}")
+        out.append((m.lastgroup, m.group(m.lastgroup), m.start(m.lastgroup)))
         pos = m.end()
     return out
 
 
-def parse_call(text: str) -> tuple[str, list]:
-    """`name(arg, ...)` → (name, [values])."""
+def parse_call(text: str, param_names: Callable[[str], Sequence[str]]) -> tuple[str, list]:
+    """`name(arg, ...)` → (name, [values]). `param_names(name)` names the export's
+    parameters, for messages about a value that does not read."""
     toks = _tokens(text)
-    if len(toks) < 3 or toks[0][0] != "name" or toks[1] != ("punct", "(") or toks[-1] != ("punct", ")"):
-        raise WasinnError(f"--invoke wants NAME(ARGS...), e.g. 'add(1, 2)'; got {text!r}")
-    parser = _Parser(toks[2:-1])
-    args = parser.items(end=None)
-    return toks[0][1].lstrip("%"), args
+    if len(toks) < 3 or toks[0][0] != "name" or toks[1][1] != "(" or toks[-1][1] != ")":
+        raise BadValue(f"--invoke wants NAME(ARGS...), e.g. 'add(1, 2)'; got {text!r}")
+    name = toks[0][1].lstrip("%")
+    names = param_names(name)
+    parser = _Parser(text, toks[2:-1])
+    args = parser.items(None, lambda i: f"parameter {names[i]!r}" if i < len(names) else f"argument {i + 1}")
+    return name, args
 
 
 class _Parser:
-    def __init__(self, toks):
-        self.toks, self.i = toks, 0
+    def __init__(self, text: str, toks):
+        self.text, self.toks, self.i = text, toks, 0
 
     def peek(self):
-        return self.toks[self.i] if self.i < len(self.toks) else (None, None)
+        return self.toks[self.i] if self.i < len(self.toks) else (None, None, len(self.text))
 
     def take(self):
         tok = self.peek()
         if tok[0] is None:
-            raise WasinnError("--invoke: the arguments end too early")
+            raise BadValue("--invoke: the arguments end too early")
         self.i += 1
         return tok
 
-    def items(self, end):
+    def expect(self, punct: str) -> None:
+        got = self.take()[1]
+        if got != punct:
+            raise BadValue(f"--invoke: expected {punct!r}, got {got!r}")
+
+    def items(self, end, where: Callable[[int], str]) -> list:
         out = []
         while self.peek()[1] != end:
-            out.append(self.value())
+            out.append(self.value(where(len(out))))
             if self.peek()[1] == ",":
                 self.take()
             elif self.peek()[1] != end:
-                raise WasinnError(f"--invoke: expected ',' or {end or 'the end'}, got {self.peek()[1]!r}")
+                raise BadValue(f"--invoke: expected ',' or {end or 'the end'}, got {self.peek()[1]!r}")
         if end is not None:
             self.take()
         return out
 
-    def value(self):
-        kind, text = self.take()
+    def value(self, where: str):
+        kind, text, _ = self.take()
         if kind == "num":
-            return float(text) if any(c in text for c in ".eEn") else int(text)
+            if not any(c in text for c in ".eEn"):
+                return int(text)
+            if math.isinf(float(text)) and "inf" not in text:
+                raise BadValue(f"{where}: {text} is past every float type's range; write inf for infinity")
+            return float(text)
         if kind == "str":
             return json.loads(text)
         if kind == "chr":
             return json.loads('"' + text[1:-1].replace('"', '\\"') + '"')
         if text == "[":
-            return self.items("]")
+            return self.items("]", lambda i: f"{where}[{i}]")
         if text == "(":
-            return tuple(self.items(")"))
+            return tuple(self.items(")", lambda i: f"{where}.{i}"))
         if text == "{":
-            rec = Record()
-            while self.peek()[1] != "}":
-                field = self.take()[1].lstrip("%")
-                if self.take()[1] != ":":
-                    raise WasinnError(f"--invoke: expected ':' after record field {field}")
-                setattr(rec, field, self.value())
-                if self.peek()[1] == ",":
-                    self.take()
-            self.take()
-            return rec
+            return self.braces(where)
         if kind == "name":
             name = text.lstrip("%")
             if name in ("true", "false"):
                 return name == "true"
             if name == "none":
                 return None
-            if self.peek()[1] == "(":
-                self.take()
-                payload = self.items(")")
-                value = payload[0] if payload else None
-                return value if name == "some" else Variant(name, value)
-            return name
-        raise WasinnError(f"--invoke: unexpected {text!r}")
+            if self.peek()[1] != "(":
+                return name
+            if name == "tensor":
+                return self.tensor(where)
+            self.take()
+            payload = self.items(")", lambda i: f"{where}.{name}")
+            if len(payload) != 1:
+                raise BadValue(f"{where}: {name}(...) takes one payload, got {len(payload)}")
+            return payload[0] if name == "some" else Variant(name, payload[0])
+        raise BadValue(f"--invoke: unexpected {text!r}")
 
+    def braces(self, where: str):
+        """{field: value, ...}, a record; {a, b}, flags."""
+        if self.peek()[1] == "}":
+            self.take()
+            return set()
+        if self.i + 1 < len(self.toks) and self.toks[self.i + 1][1] == ":":
+            rec = Record()
+            while True:
+                field = self.take()[1].lstrip("%")
+                self.expect(":")
+                setattr(rec, field, self.value(f"{where}.{field}"))
+                if self.take()[1] == "}":
+                    return rec
+        flags = set()
+        while True:
+            kind, flag, _ = self.take()
+            if kind != "name":
+                raise BadValue(f"--invoke: expected a flag's name, got {flag!r}")
+            flags.add(flag.lstrip("%"))
+            if self.take()[1] == "}":
+                return flags
 
-def format_value(value) -> str:
-    """A result as wasmtime prints it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (bytes, bytearray)):
-        return "[" + ", ".join(str(b) for b in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(format_value(v) for v in value) + ")"
-    if isinstance(value, Variant):
-        return value.tag if value.payload is None else f"{value.tag}({format_value(value.payload)})"
-    if isinstance(value, Record):
-        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in vars(value).items()) + "}"
-    if value is None:
-        return "none"
-    if hasattr(value, "dims") and hasattr(value, "ty"):  # a HostTensor
-        return f"tensor<{value.ty.value} {list(value.dims)}>"
-    return str(value)
+    def tensor(self, where: str):
+        """tensor(TYPE, [dims], [values]) or tensor("file.npy"), after `tensor`."""
+        start = self.peek()[2]
+        self.expect("(")
+        depth, end = 1, self.i
+        while depth and end < len(self.toks):
+            depth += {"(": 1, ")": -1}.get(self.toks[end][1], 0)
+            end += 1
+        literal = "tensor" + self.text[start:self.toks[end - 1][2] + 1]
+        literal = literal if len(literal) <= _SHOWN else literal[:_SHOWN] + "..."
+        try:
+            if self.peek()[0] == "str":
+                path = self.value(where)
+                self.expect(")")
+                return load_npy(path)
+            kind, ty, _ = self.take()
+            if kind != "name":
+                raise BadValue(f"expected a tensor type (FP32, ...) first, got {ty}")
+            ty = tensor_type_named(ty)
+            self.expect(",")
+            dims = self.value(where)
+            self.expect(",")
+            values = self.value(where)
+            self.expect(")")
+            return tensor_from_values(ty, dims, values)
+        except BadValue as e:
+            raise BadValue(f"{where}: {literal}: {str(e).removeprefix('--invoke: ')}") from None
