@@ -15,6 +15,19 @@ CACHE = ROOT / ".cache" / "tests"
 # Hypothesis profiles (ci, dev, long) come from wasinn's pytest plugin (wasinn/testing/plugin.py).
 
 
+@pytest.hookimpl(trylast=True)  # after the plugin has loaded its profile
+def pytest_configure(config):
+    """The suite's own instance fixtures (roundtrip, adversary, ...) serve all of a @given
+    test's examples on purpose: what one instance keeps between calls is under test. The
+    plugin leaves hypothesis's function_scoped_fixture check on for users; the suite
+    turns it off for itself."""
+    from hypothesis import HealthCheck, settings
+    current = settings.default
+    settings.register_profile("wasinn-suite", current, suppress_health_check=[
+        *current.suppress_health_check, HealthCheck.function_scoped_fixture])
+    settings.load_profile("wasinn-suite")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `slow` (minutes each) run only with WASINN_SLOW=1."""
     if os.environ.get("WASINN_SLOW") == "1":

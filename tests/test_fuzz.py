@@ -1,18 +1,23 @@
 """`wasinn fuzz` finds planted marshalling bugs, shrinks each to a minimal tensor, and
-raises no false alarm on correct guests. Guests: guest/fuzz-py (componentize-py, the
-bulk path) and guest/fuzz-c (C, the standard path), wit/fuzz.wit; built with the
-wasinn pytest plugin's `wasinn_build` fixture and guest_builds."""
+raises no false alarm on correct guests; it counts each call once, and `--inputs-for`
+aims at what a model accepts. Guests: guest/fuzz-py (componentize-py, the bulk path)
+and guest/fuzz-c (C, the standard path), wit/fuzz.wit, and guest/fuzz-model (its own
+WIT: exports that feed a registered model); built with the wasinn pytest plugin's
+`wasinn_build` fixture and guest_builds."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import onnx
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import rule
+from onnx import TensorProto, helper
 
 import guest_builds
-from conftest import ROOT
+from conftest import CACHE, ROOT
+from wasinn import Host
 from wasinn.testing import ComponentMachine, tensors
 from wasinn.cli.fuzz import DEFAULT_EXAMPLES
 from wasinn.testing.fuzz import fuzz
@@ -66,6 +71,7 @@ def test_each_planted_bug_is_found_and_shrunk_to_a_minimal_tensor(wasinn_host, g
     if want.endswith(" byte "):  # a byte-order slip: one element, some byte differs
         assert " (element 0) differs: sent 0x" in report.findings[0].line
     assert report.outcomes["ok"] > 0
+    assert sum(report.outcomes.values()) == report.calls  # each call counted once, shrinking's too
 
 
 @pytest.mark.parametrize("guest, export, examples", [("py", "echo", 600), ("py", "echo-many", 200),
@@ -148,3 +154,53 @@ def test_the_state_machine_base_runs_a_subclass(py_wasm):
     FuzzGuestMachine.TestCase.settings = settings(FuzzGuestMachine.TestCase.settings, max_examples=10,
                                                   stateful_step_count=10)
     FuzzGuestMachine.TestCase().runTest()
+
+
+# --- counting, and --inputs-for on exports that feed a model -------------------------
+@pytest.fixture(scope="module")
+def model_fed_wasm(wasinn_build):
+    return wasinn_build(ROOT / "guest" / "fuzz-model", wit=ROOT / "guest" / "fuzz-model" / "wit",
+                        world="example:model-fed/model-fed")
+
+
+@pytest.fixture(scope="module")
+def relu4(tmp_path_factory):
+    """The model the issue's export fed: input `x`, FP32 [batch, 4] (batch dynamic)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu4", [x], [y])
+    path = tmp_path_factory.mktemp("relu4") / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_host(relu4):
+    host = Host(cache_dir=CACHE)
+    host.models.register_spec(f"model={relu4}")
+    return host
+
+
+def test_each_call_is_counted_once_err_results_apart_from_ok(model_host, model_fed_wasm):
+    report = fuzz(model_host, model_host.load_component(model_fed_wasm), "infer", examples=60, seed=SEED)
+    assert report.findings == [] and sum(report.outcomes.values()) == report.calls
+    assert report.outcomes["err result"] > 0 and report.outcomes["err result"] + report.outcomes["ok"] == report.calls
+
+
+@pytest.mark.parametrize("export", ["infer", "infer-named"])
+def test_inputs_for_draws_what_the_model_accepts(model_host, model_fed_wasm, relu4, export):
+    component = model_host.load_component(model_fed_wasm)
+    report = fuzz(model_host, component, export, examples=60, seed=SEED, model=relu4)
+    assert report.findings == [] and report.outcomes == {"ok": report.calls} and report.calls >= 54
+
+
+def test_the_command_takes_inputs_for_a_registered_model_or_a_file(model_fed_wasm, relu4):
+    common = [str(model_fed_wasm), "--model", f"model={relu4}", "--examples", "40", "--cache-dir", str(CACHE)]
+    blind = wasinn("fuzz", *common, "--export", "infer")
+    assert blind.returncode == 0 and blind.stdout.splitlines()[1].strip() == "err result 40", blind.stdout
+    for spec in ("model", str(relu4)):
+        aimed = wasinn("fuzz", *common, "--export", "infer-named", "--inputs-for", spec)
+        assert aimed.returncode == 0 and aimed.stdout.splitlines()[1].strip() == "ok 40", aimed.stdout + aimed.stderr
+    wrong = wasinn("fuzz", *common, "--export", "infer", "--inputs-for", "nope")
+    assert wrong.returncode == 2 and wrong.stderr.strip() == \
+        "wasinn: error: --inputs-for nope: no --model of that name and no such model file (registered: model)"

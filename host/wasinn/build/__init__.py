@@ -229,13 +229,18 @@ def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache
                  fastpath: bool = True, wit: str | None = None, progress=None) -> pathlib.Path:
     """Builds a guest whose app directory holds `files` (name → source; `app.py` is the
     entry module, data files beside it are read at build time; `wit` names the one that
-    holds the guest's own WIT, if any) into `cache_dir/components/`, once per content of
-    everything that goes into it."""
+    holds the guest's own WIT, if any, or is the path of a .wit file or directory
+    elsewhere) into `cache_dir/components/`, once per content of everything that goes
+    into it."""
     wasinn_wit = resources.path("wit")
     h = sha256(f"{world}|{fastpath}|{version('componentize-py')}".encode())
     inputs = [*sorted(files.items()), *((str(f.relative_to(wasinn_wit)), f) for f in sorted(wasinn_wit.rglob("*.wit")))]
     if fastpath:
         inputs.append(("shim", _FASTPATH_SHIM))
+    if wit is not None and wit not in files:
+        user = pathlib.Path(wit)
+        inputs += [(f"wit/{f.relative_to(user)}", f) for f in sorted(user.rglob("*.wit"))] if user.is_dir() \
+            else [("wit", user)]
     for label, path in inputs:
         h.update(label.encode() + b"\0" + _digest(pathlib.Path(path).read_bytes()))
     out = cache_dir / "components" / f"{name}-{h.hexdigest()[:20]}.wasm"

@@ -2,10 +2,11 @@
 cli/__init__.py; the work is wasinn.testing.fuzz)."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
-from ..errors import WasinnError
+from ..errors import NnError, WasinnError
 
 # A call's deadline while fuzzing unless --deadline says otherwise: a guest that hangs
 # should cost seconds per example, not the minute `wasinn run` allows.
@@ -32,6 +33,10 @@ def add_parser(sub) -> None:
     p.add_argument("--roundtrip", action="store_true",
                    help="the export returns what it takes (e.g. echo: func(t: tensor) -> tensor): check that "
                         "each value comes back unchanged (type, dims and bytes)")
+    p.add_argument("--inputs-for", metavar="MODEL",
+                   help="draw the export's tensors as MODEL takes them (its inputs' names, types and shapes, "
+                        "dynamic axes drawn): a tensor parameter gets the input of its name, else any input; "
+                        "list<tuple<string, tensor>> all inputs. MODEL: a --model name, a model file or URL")
     p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, metavar="N",
                    help=f"examples to draw (default {DEFAULT_EXAMPLES}; shrinking a failure adds calls)")
     p.add_argument("--seed", type=int, metavar="S", help="the random seed (default: a new one each run)")
@@ -58,7 +63,8 @@ def cmd_fuzz(args) -> int:
         host = _host(args, recycle_memories=True)  # an instance per example
         component = host.load_component(args.component)
         report = fuzz(host, component, args.export, roundtrip=args.roundtrip, examples=args.examples,
-                      seed=args.seed, replay=args.replay, progress=_bar if sys.stderr.isatty() else None)
+                      seed=args.seed, replay=args.replay, model=_model(host, args.inputs_for),
+                      progress=_bar if sys.stderr.isatty() else None)
     except WasinnError as e:
         print(f"wasinn: error: {e}", file=sys.stderr)
         return 2
@@ -71,9 +77,26 @@ def cmd_fuzz(args) -> int:
     return 0 if report.ok else 1
 
 
+def _model(host, spec: str | None):
+    """--inputs-for's model: one the host serves by that name, else a file or URL."""
+    if spec is None:
+        return None
+    from ..backends.kserve import is_remote  # its HTTP stack only where --inputs-for is given
+    if spec in host.models.names():
+        try:
+            return host.models.graph(spec, host.nn.load_graph, host.nn.load_file)
+        except NnError as e:
+            raise UsageError(f"--inputs-for {spec}: cannot load it: {e}") from None
+    if not is_remote(spec) and not os.path.isfile(spec):
+        raise UsageError(f"--inputs-for {spec}: no --model of that name and no such model file "
+                         f"(registered: {', '.join(host.models.names()) or 'none'})")
+    return spec
+
+
 def _reproducer(args, blob: str | None) -> str:
     argv = ["wasinn", "fuzz", args.component, "--export", args.export]
     argv += ["--roundtrip"] if args.roundtrip else []
+    argv += ["--inputs-for", args.inputs_for] if args.inputs_for else []
     for spec in args.model:
         argv += ["--model", spec]
     for opt in args.wasi:

@@ -2,10 +2,12 @@
 
 Every example runs on a fresh instance (about a millisecond for a small component), so
 examples are independent and reproducible and a guest's own leaks cannot pile up.
-Each call ends in one outcome: ok, an `err` result (wasi:nn errors counted by code), a
-trap (the guest's own, a limit, the deadline), a host error (never expected), or, with
-`roundtrip`, a mismatch between what went in and what came back. Hypothesis shrinks
-each distinct kind of failure to a minimal example, which is reported as one line.
+Each call ends in exactly one outcome, counted once: ok, an `err` result (wasi:nn
+errors counted by code), a trap (the guest's own, a limit, the deadline), a host error
+(never expected), or, with `roundtrip`, a mismatch between what went in and what came
+back. Hypothesis shrinks each distinct kind of failure to a minimal example, which is
+reported as one line. With `model`, tensor parameters are drawn as the model accepts
+them (`inputs_for`), so calls get past the model's own checks.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from wasmtime.component import (F32, F64, ListType, OptionType, RecordType, Resu
 from ..errors import GuestTrap, WasinnError
 from ..runtime import Host
 from ..tensors import DTYPES, HostTensor
-from .strategies import is_tensor, type_name, values_for
+from .strategies import graph_of, input_tensors, inputs_for, is_tensor, type_name, values_for
 
 
 @dataclasses.dataclass
@@ -92,18 +94,21 @@ def roundtrip_problem(params, result) -> str | None:
 
 
 def fuzz(host: Host, component, export: str, *, examples: int, roundtrip: bool = False,
-         seed: int | None = None, replay: str | None = None,
+         seed: int | None = None, replay: str | None = None, model=None,
          progress: Callable[[int, int], None] | None = None) -> Report:
-    """Fuzzes `export` of `component` (a loaded Component); see the module docs. Raises
-    WasinnError when the fuzzing cannot run (no such export, a parameter the host cannot
-    make, an export `roundtrip` does not fit)."""
+    """Fuzzes `export` of `component` (a loaded Component); see the module docs. `model`
+    (a model file, URL or loaded graph, as `inputs_for` takes) shapes the tensors: a
+    `tensor` parameter gets the model's input of its own name, else any of its inputs; a
+    `list<tuple<string, tensor>>` all of them by name; a `list<tensor>` all in order.
+    Raises WasinnError when the fuzzing cannot run (no such export, a parameter the host
+    cannot make, an export `roundtrip` does not fit, a model it cannot read)."""
     inst = host.instantiate(component)
     params, result = inst.signature(export)
     signature = f"func({', '.join(f'{n}: {type_name(t)}' for n, t in params)})" + \
         (f" -> {type_name(result)}" if result is not None else "")
     if roundtrip and (why := roundtrip_problem(params, result)):
         raise WasinnError(f"--roundtrip needs an export that returns what it takes; {export} is {signature}: {why}")
-    strategy = st.tuples(*[values_for(t) for _, t in params])
+    strategy = st.tuples(*[values_for(t) for _, t in params]) if model is None else _model_strategy(params, model)
     outcomes: collections.Counter = collections.Counter()
     last: dict[str, str] = {}  # the last line of each kind: hypothesis replays the minimal example last
     calls = 0
@@ -128,14 +133,9 @@ def fuzz(host: Host, component, export: str, *, examples: int, roundtrip: bool =
             raise fail("host error", args, f"host error: {type(e).__name__}: {e}") from None
         finally:
             inst.close()
-        if isinstance(got, Variant) and got.tag == "err" and isinstance(result, ResultType):
-            code = getattr(got.payload, "code", None)
-            outcomes[f"wasi:nn error {code}" if isinstance(code, str) else "err result"] += 1
-        if roundtrip:
-            diff = difference(params[0][1], sent[0], got)
-            if diff is not None:
-                raise fail(mismatch_kind(diff), sent, diff)
-        outcomes["ok"] += 1
+        if roundtrip and (diff := difference(params[0][1], sent[0], got)) is not None:
+            raise fail(mismatch_kind(diff), sent, diff)
+        outcomes[outcome(result, got)] += 1
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=True, report_multiple_bugs=True,
               suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
@@ -164,6 +164,22 @@ def fuzz(host: Host, component, export: str, *, examples: int, roundtrip: bool =
             raise  # hypothesis itself failed (e.g. a flaky example): its message says why
         findings.append(Finding(e.kind, last.get(e.kind, str(e)), _blob(e)))
     return Report(export, signature, calls, time.perf_counter() - start, outcomes, findings)
+
+
+def outcome(result_type, got) -> str:
+    """The outcome of a call that returned: `ok`, or its `err` result (by wasi:nn code)."""
+    if isinstance(result_type, ResultType) and isinstance(got, Variant) and got.tag == "err":
+        code = getattr(got.payload, "code", None)
+        return f"wasi:nn error {code}" if isinstance(code, str) else "err result"
+    return "ok"
+
+
+def _model_strategy(params, model) -> st.SearchStrategy[tuple]:
+    model = graph_of(model)  # loaded once for both strategies
+    by_name = input_tensors(model)
+    named = inputs_for(model)
+    any_input = st.one_of(*by_name.values())
+    return st.tuples(*[values_for(t, tensors=by_name.get(name, any_input), inputs=named) for name, t in params])
 
 
 def _leaves(group: BaseExceptionGroup):

@@ -24,7 +24,8 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from hypothesis import event, strategies as st
+from hypothesis import event, reject, strategies as st
+from hypothesis.errors import InvalidArgument
 from wasmtime.component import (Bool, BorrowType, Char, EnumType, F32, F64, FlagsType, ListType, OptionType,
                                 OwnType, Record, RecordType, ResourceType, ResultType, S8, S16, S32, S64, String,
                                 TupleType, U8, U16, U32, U64, Variant, VariantType)
@@ -84,13 +85,46 @@ def tensor_types() -> st.SearchStrategy[TensorType]:
     return st.sampled_from(TYPES)
 
 
-@st.composite
-def dims(draw, *, min_rank: int = 0, max_rank: int = 6, max_elements: int = MAX_ELEMENTS,
-         max_side: int | None = None) -> list[int]:
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidArgument(message)
+
+
+def _check_size(name: str, value, *, optional: bool = False) -> None:
+    _check((optional and value is None) or (isinstance(value, int) and not isinstance(value, bool) and value >= 0),
+           f"{name}={value!r}: want a non-negative int{' or None' if optional else ''}")
+
+
+def _check_strategy(name: str, value, what: str) -> None:
+    _check(value is None or isinstance(value, st.SearchStrategy),
+           f"{name}={value!r}: want a hypothesis strategy of {what}")
+
+
+def _check_thresholds(thresholds) -> None:
+    _check(isinstance(thresholds, Sequence) and all(isinstance(t, int) and t > 0 for t in thresholds),
+           f"thresholds={thresholds!r}: want a sequence of positive byte counts")
+
+
+def dims(*, min_rank: int = 0, max_rank: int = 6, max_elements: int = MAX_ELEMENTS,
+         max_side: int | None = None) -> st.SearchStrategy[list[int]]:
     """Dimensions of rank `min_rank`..`max_rank` (rank 0: a scalar) holding at most
     `max_elements` elements; axes of size zero come up often (past one, the others are
-    still at most `max_side`, default `max_elements`)."""
-    side_cap = max_elements if max_side is None else max_side
+    still at most `max_side`, default `max_elements`).
+
+    >>> dims().example()
+    [3, 0, 17]
+    >>> dims(min_rank=2, max_rank=2, max_side=4).example()
+    [4, 1]
+    """
+    for name, value in (("min_rank", min_rank), ("max_rank", max_rank), ("max_elements", max_elements)):
+        _check_size(name, value)
+    _check_size("max_side", max_side, optional=True)
+    _check(min_rank <= max_rank, f"min_rank={min_rank} is above max_rank={max_rank}")
+    return _dims(min_rank, max_rank, max_elements, max_elements if max_side is None else max_side)
+
+
+@st.composite
+def _dims(draw, min_rank: int, max_rank: int, max_elements: int, side_cap: int) -> list[int]:
     rank = draw(st.integers(min_rank, max_rank))
     out: list[int] = []
     for _ in range(rank):
@@ -124,6 +158,23 @@ def _element_bits(ty: TensorType) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(names).map(edge), st.integers(0, (1 << (8 * DTYPES[ty].itemsize)) - 1))
 
 
+# `elements` values drawn one by one up to this many; past it, a pattern repeated.
+_DRAWN_ONE_BY_ONE = 64
+
+
+@st.composite
+def _spread(draw, elements: st.SearchStrategy, count: int, one_by_one: int = 0) -> list:
+    """`count` values of `elements`: one by one up to `one_by_one`, else a short pattern
+    repeated with a few values set apart (hypothesis cannot draw 16,384 values one by one)."""
+    if count <= one_by_one or count == 0:
+        return draw(st.lists(elements, min_size=count, max_size=count))
+    pattern = draw(st.lists(elements, min_size=1, max_size=8))
+    values = [pattern[i % len(pattern)] for i in range(count)]
+    for at, value in draw(st.lists(st.tuples(st.integers(0, count - 1), elements), max_size=4)):
+        values[at] = value
+    return values
+
+
 @st.composite
 def payload(draw, ty: TensorType, count: int) -> bytes:
     """`count` elements of `ty` as little-endian bytes: a short pattern repeated, with a
@@ -131,24 +182,52 @@ def payload(draw, ty: TensorType, count: int) -> bytes:
     width = DTYPES[ty].itemsize
     if count * width <= 512 and draw(st.booleans()):
         return draw(st.binary(min_size=count * width, max_size=count * width))
-    if count == 0:
-        return b""
-    pattern = draw(st.lists(_element_bits(ty), min_size=1, max_size=8))
-    elements = np.resize(np.array(pattern, dtype=np.uint64), count)
-    for at, bits in draw(st.lists(st.tuples(st.integers(0, count - 1), _element_bits(ty)), max_size=4)):
-        elements[at] = bits
-    return elements.astype(f"<u{width}").tobytes()
+    return np.array(draw(_spread(_element_bits(ty), count)), dtype=np.uint64).astype(f"<u{width}").tobytes()
 
 
-@st.composite
-def tensors(draw, ty: TensorType | st.SearchStrategy[TensorType] | None = None,
+def _cast(values: list, ty: TensorType, fixed: bool) -> bytes:
+    """`values` as `ty`'s bytes, as numpy casts them (floats past a type's range become
+    infinities). A value numpy cannot cast: with `ty` fixed, the caller's mistake;
+    drawn, that type is not one for these elements."""
+    try:
+        with np.errstate(all="ignore"):
+            return np.array(values, dtype=DTYPES[ty]).tobytes()
+    except (OverflowError, ValueError, TypeError) as e:
+        _check(not fixed, f"elements drew a value that {ty.name} cannot hold ({e}): draw values of ty={ty.name}")
+        reject()
+
+
+def tensors(ty: TensorType | st.SearchStrategy[TensorType] | None = None,
             dims: Sequence[int] | st.SearchStrategy[Sequence[int]] | None = None,
             elements: st.SearchStrategy[Any] | None = None,
-            thresholds: Sequence[int] = THRESHOLDS) -> HostTensor:
+            thresholds: Sequence[int] = THRESHOLDS) -> st.SearchStrategy[HostTensor]:
     """`HostTensor`s. `ty` and `dims` fix the type and shape or give strategies for them
     (default: every type; `dims()` or, one draw in four, one axis near a threshold of
     `thresholds` bytes). `elements` draws element values (numbers numpy casts to the
-    type); by default bit patterns, edge cases among them."""
+    type; with `ty` not fixed, a type that cannot hold a value drawn is passed over);
+    by default bit patterns, edge cases among them. Any of them may be left out.
+
+    >>> t = tensors(ty=TensorType.I32, dims=[2, 3], elements=st.integers(-5, 5)).example()
+    >>> t.dims, t.array().min() >= -5
+    ((2, 3), True)
+    >>> tensors(ty=TensorType.FP32, elements=st.floats(-1, 1))  # any shape, threshold sizes too
+    >>> tensors(elements=st.integers(0, 255))                   # any type that holds 0..255
+    >>> tensors(dims=dims(max_rank=2), thresholds=())           # any type, no large payloads
+    """
+    _check(ty is None or isinstance(ty, (TensorType, st.SearchStrategy)),
+           f"ty={ty!r}: want a TensorType or a strategy of them")
+    if dims is not None and not isinstance(dims, st.SearchStrategy):
+        _check(isinstance(dims, Sequence) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in dims),
+               f"dims={dims!r}: want a sequence of non-negative ints or a strategy of them")
+    _check_strategy("elements", elements, "element values")
+    _check_thresholds(thresholds)
+    return _tensors(ty, dims, elements, tuple(thresholds))
+
+
+@st.composite
+def _tensors(draw, ty, dims, elements, thresholds) -> HostTensor:
+    fixed = isinstance(ty, TensorType)
     ty = draw(tensor_types() if ty is None else ty if isinstance(ty, st.SearchStrategy) else st.just(ty))
     event(f"type {ty.name}")
     if dims is None:
@@ -160,8 +239,7 @@ def tensors(draw, ty: TensorType | st.SearchStrategy[TensorType] | None = None,
     if elements is None:
         data = draw(payload(ty, count))
     else:
-        values = draw(st.lists(elements, min_size=count, max_size=count))
-        data = np.array(values, dtype=DTYPES[ty]).tobytes()
+        data = _cast(draw(_spread(elements, count, _DRAWN_ONE_BY_ONE)), ty, fixed)
     return HostTensor(shape, ty, data)
 
 
@@ -173,18 +251,38 @@ def inputs_for(graph, *, dynamic: st.SearchStrategy[int] = st.integers(1, 8),
     """Named tensors, as `compute` takes them, that match a model's inputs: their names,
     types and shapes, each dynamic axis drawn from `dynamic` (and an input of unknown rank
     from `dims()`). `graph` is a model file, a `kserve+http://` URL or a loaded backend
-    graph (`wasinn.backends.Graph`); it is described as wasinn:introspect describes it."""
+    graph (`wasinn.backends.Graph`); it is described as wasinn:introspect describes it.
+
+    >>> [(name, t.ty.name, t.dims) for name, t in inputs_for("models/adder/model.onnx").example()]
+    [('a', 'FP32', (3,)), ('b', 'FP32', (5,))]
+    >>> inputs_for("model.onnx", dynamic=st.just(1))  # every dynamic axis 1
+    """
+    named = input_tensors(graph, dynamic=dynamic, backends=backends)
+    return st.tuples(*[t.map(lambda t, n=name: (n, t)) for name, t in named.items()]).map(list)
+
+
+def graph_of(graph, backends: Mapping[str, str] | None = None):
+    """A loaded graph from a model file, a `kserve+http://` URL or a loaded graph."""
     if isinstance(graph, (str, os.PathLike)):
         from ..abi.introspect import open_graph
-        graph = open_graph(os.fspath(graph), backends=backends)
-    parts = []
-    for spec in graph.inputs:
+        return open_graph(os.fspath(graph), backends=backends)
+    _check(hasattr(graph, "inputs"), f"graph={graph!r}: want a model file, a kserve+http:// URL or a loaded graph")
+    return graph
+
+
+def input_tensors(graph, *, dynamic: st.SearchStrategy[int] = st.integers(1, 8),
+                  backends: Mapping[str, str] | None = None) -> dict[str, st.SearchStrategy[HostTensor]]:
+    """A strategy of tensors for each of a model's inputs, by name (see `inputs_for`)."""
+    _check_strategy("dynamic", dynamic, "axis sizes")
+    _check(dynamic is not None, "dynamic=None: want a hypothesis strategy of axis sizes")
+    out = {}
+    for spec in graph_of(graph, backends).inputs:
         if spec.ty is None:
             raise WasinnError(f"input {spec.name!r} is {spec.type_name}, which no wasi:nn tensor type carries")
         shape = _any_dims() if spec.shape is None else \
             st.tuples(*[dynamic if d is None else st.just(d) for d in spec.shape]).map(list)
-        parts.append(tensors(ty=spec.ty, dims=shape, thresholds=()).map(lambda t, n=spec.name: (n, t)))
-    return st.tuples(*parts).map(list)
+        out[spec.name] = tensors(ty=spec.ty, dims=shape, thresholds=())
+    return out
 
 
 _INTEGERS = {S8: (-2**7, 2**7 - 1), S16: (-2**15, 2**15 - 1), S32: (-2**31, 2**31 - 1), S64: (-2**63, 2**63 - 1),
@@ -200,6 +298,12 @@ def is_tensor(ty) -> bool:
     return isinstance(ty, (OwnType, BorrowType)) and ty.ty == _TENSOR
 
 
+def is_named_tensor(ty) -> bool:
+    """`tuple<string, tensor>`: what `compute` takes a list of."""
+    return isinstance(ty, TupleType) and len(ty.elements) == 2 and isinstance(ty.elements[0], String) \
+        and is_tensor(ty.elements[1])
+
+
 def _bytes(max_size: int, thresholds: Sequence[int]) -> st.SearchStrategy[bytes]:
     # the offset is drawn apart from the threshold, so shrinking moves each on its own
     near = st.tuples(st.sampled_from(thresholds), st.integers(-2, 2)).flatmap(
@@ -207,17 +311,36 @@ def _bytes(max_size: int, thresholds: Sequence[int]) -> st.SearchStrategy[bytes]
     return st.one_of(st.binary(max_size=max_size), near) if thresholds else st.binary(max_size=max_size)
 
 
-def values_for(ty, *, tensors: st.SearchStrategy[HostTensor] | None = None, max_list: int = 4,
+def values_for(ty, *, tensors: st.SearchStrategy[HostTensor] | None = None,
+               inputs: st.SearchStrategy[list[tuple[str, HostTensor]]] | None = None, max_list: int = 4,
                max_bytes: int = 512, thresholds: Sequence[int] = THRESHOLDS) -> st.SearchStrategy[Any]:
     """Values of a WIT type, as wasmtime-py's component types describe it (a parameter
     type from `Instance.signature`), in the shape `Instance.call` takes: records as
     `Record`s, variants and results as `Variant(tag, payload)`, options as None or the
     value, flags as sets of names, enums as names, `list<u8>` as bytes (sometimes near a
     size of `thresholds`), and `tensor` handles as `HostTensor`s from `tensors` (default
-    `tensors()`). Other lists hold at most `max_list` elements. A resource the guest
-    defines cannot be made by the host: `Unsupported`."""
+    `tensors()`). With `inputs` (`inputs_for(model)`), a `list<tuple<string, tensor>>`
+    is drawn from it, and a `list<tensor>` is its tensors. Other lists hold at most
+    `max_list` elements. A resource the guest defines cannot be made by the host:
+    `Unsupported`.
+
+    >>> [(name, ty)], _ = inst.signature("echo-many")       # func(ts: list<tensor>)
+    >>> [t.dims for t in values_for(ty, max_list=2).example()]
+    [(0, 7), ()]
+    >>> values_for(ty, tensors=tensors(ty=TensorType.U8, dims=[224, 224, 3]))
+    >>> values_for(ty, inputs=inputs_for("model.onnx"))     # the model's inputs, in order
+    """
+    _check_strategy("tensors", tensors, "HostTensors")
+    _check_strategy("inputs", inputs, "lists of (name, HostTensor) pairs (inputs_for)")
+    _check_size("max_list", max_list)
+    _check_size("max_bytes", max_bytes)
+    _check_thresholds(thresholds)
+    return _values_for(ty, tensors, inputs, max_list, max_bytes, tuple(thresholds))
+
+
+def _values_for(ty, tensors, inputs, max_list: int, max_bytes: int, thresholds: tuple[int, ...]):
     def of(t):
-        return values_for(t, tensors=tensors, max_list=max_list, max_bytes=max_bytes, thresholds=thresholds)
+        return _values_for(t, tensors, inputs, max_list, max_bytes, thresholds)
     if type(ty) in _INTEGERS:
         return st.integers(*_INTEGERS[type(ty)])
     if isinstance(ty, Bool):
@@ -233,6 +356,10 @@ def values_for(ty, *, tensors: st.SearchStrategy[HostTensor] | None = None, max_
     if isinstance(ty, ListType):
         if ty._is_bytes():
             return _bytes(max_bytes, thresholds)
+        if inputs is not None and is_tensor(ty.element):
+            return inputs.map(lambda named: [t for _, t in named])
+        if inputs is not None and is_named_tensor(ty.element):
+            return inputs
         return st.lists(of(ty.element), max_size=max_list)
     if isinstance(ty, TupleType):
         return st.tuples(*[of(t) for t in ty.elements])
