@@ -41,7 +41,7 @@ from ..errors import NnError, WasinnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .worker import receive, send
+from .worker import SPIN_SECONDS, receive, send
 
 POLICIES = ("guest-models", "all", "none")
 # How long past a call's deadline a worker has to answer (its backend's own stop comes
@@ -76,15 +76,11 @@ class Zygote:
         self.owner = os.getpid()
         self.lock = threading.Lock()
         self.imported = {"onnxruntime"}
-        self.sock.settimeout(_START_TIMEOUT)
         try:
-            message, _ = receive(self.sock)
+            message, _ = receive(self.sock, timeout=_START_TIMEOUT)
         except (OSError, ValueError) as e:
-            message = None
             self.process.kill()
             raise runtime_error(f"the backend worker server did not start: {e}") from None
-        finally:
-            self.sock.settimeout(None)
         if message is None:
             raise runtime_error(f"the backend worker server did not start (it ended: {self.process.wait()})")
 
@@ -204,8 +200,8 @@ class Worker:
     def _exchange(self, message: dict, deadline: float | None, fds: tuple[int, ...] = ()) -> dict:
         try:
             send(self.sock, message, fds)
-            self.sock.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
-            reply, _ = receive(self.sock)
+            reply, _ = receive(self.sock, spin=SPIN_SECONDS, timeout=None if deadline is None
+                               else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
         except socket.timeout:
             self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
                       "loaded from its own bytes are gone (load them again)")

@@ -273,8 +273,6 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.log_severity_level = 4  # failures reach the guest as wasi:nn errors; keep stderr quiet
         opts.add_session_config_entry("session.use_env_allocators", "1")  # the graph's own arena (module doc)
-        if not _SPINNING:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         arena = {"max_mem": self.max_memory, "arena_extend_strategy": 1}  # 1: kSameAsRequested
         wanted = ([(providers[0], {"gpu_mem_limit": str(self.max_memory), "arena_extend_strategy": "kSameAsRequested"})]
                   if target == ExecutionTarget.GPU else providers)
@@ -305,15 +303,6 @@ class OnnxRuntimeBackend:
 
 
 _SHARED_POOLS = False  # set by share_thread_pools()
-_SPINNING = True  # cleared by stop_spinning()
-
-
-def stop_spinning() -> None:
-    """Makes the graphs this process loads from now on sleep between runs instead of
-    spinning their intra-op threads: for a backend worker (worker.py), whose spinning
-    threads would take the cores the host's guest needs between its calls."""
-    global _SPINNING
-    _SPINNING = False
 
 
 def share_thread_pools(intra: int, inter: int = 0) -> None:
