@@ -95,7 +95,8 @@ def test_leaky_silenced(wasinn_instance, n):
     run.assert_outcomes(errors=2)
     want = "wasinn_instance is torn down after the test, not after each @given example, so every example's " \
            "instance would stay alive: take wasinn_instance_per_example"
-    assert len([line for line in run.outlines if line.endswith(want)]) == 2, run.stdout.str()
+    # each error's own line; with CI set, pytest's short summary repeats them untruncated
+    assert len([line for line in run.outlines if line.endswith(want)]) in (2, 4), run.stdout.str()
 
 
 def test_hypothesis_function_scoped_fixture_check_is_left_on(pytester):

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from .. import resources
-from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD
+from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD, WASINN_GUEST_STD_NN
 from ..digests import sha256
 from ..errors import WasinnError
 from ..files import write_atomic
@@ -81,8 +81,9 @@ def resolve_world(world: str | None, wit: pathlib.Path | None) -> str:
         if len(theirs) == 1:
             return theirs[0][0]
         if not theirs:
+            version = WASINN_GUEST_STD_NN.rpartition("@")[2]  # the wasinn:guest package's
             raise WasinnError(f"{wit} declares no world; declare one (e.g. `world app {{ include "
-                              f"{WASINN_GUEST_ML_WORLD}@0.1.0; export ...; }}`) for --world to name")
+                              f"{WASINN_GUEST_ML_WORLD}@{version}; export ...; }}`) for --world to name")
         raise WasinnError(f"{wit} declares {len(theirs)} worlds, pick one with --world: "
                           + ", ".join(f"{name} ({f.name}:{line})" for name, f, line in theirs))
     package, _, name = world.rpartition("/")
