@@ -320,5 +320,5 @@ def test_doctor_reports_versions_cache_and_optional_parts(tmp_path):
     assert report["runtime"]["wasmtime-py"] == "wasmtime 50.0.1"
     assert report["runtime"]["componentize-py"] == "componentize-py 0.25.1"
     assert set(report["backends"]) >= {"onnxruntime", "openvino", "tflite", "onnxruntime providers"}
-    assert report["cache"]["compiled"] == "1 files, 2.0 MB"
+    assert report["cache"]["compiled"] == "1 file, 2.0 MB"
     assert set(report["optional parts"]) == {"wasmtime CLI", "serve", "test tools", "mosquitto"}
