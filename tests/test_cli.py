@@ -283,6 +283,15 @@ def test_invoke_exit_status_follows_the_result(adder_lib_wasm):
     assert (err.returncode, err.stdout) == (1, "err(\"NOT_FOUND: no graph named 'adder'; registered: none\")\n")
 
 
+def test_the_example_library_survives_wasinn_fuzz(adder_lib_wasm):
+    # it trapped on lists of unequal length: the README taught a crash
+    proc = wasinn("fuzz", "--cache-dir", str(CACHE), str(adder_lib_wasm), "--export", "add",
+                  "--model", f"adder={ADDER}", "--examples", "100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    odd = wasinn("run", "--cache-dir", str(CACHE), "--invoke", "add([1.0], [])", str(adder_lib_wasm))
+    assert (odd.returncode, odd.stdout) == (1, 'err("add takes two lists of one length, got 1 and 0 values")\n')
+
+
 def test_running_a_library_component_names_its_exports(adder_lib_wasm):
     proc = wasinn("run", "--cache-dir", str(CACHE), str(adder_lib_wasm))
     assert proc.returncode == 1
