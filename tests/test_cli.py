@@ -205,6 +205,24 @@ def test_build_without_wit_names_wasinns_worlds(tmp_path):
                                        "wasinn:guest/ml-command? wasinn's wit/ declares: ")
 
 
+def test_build_says_what_a_guest_of_its_own_world_is_missing(tmp_path):
+    (tmp_path / "app.py").write_text((ROOT / "guest" / "adder-lib" / "app.py").read_text())
+    proc = wasinn("build", "app.py", "-o", "app.wasm", cwd=tmp_path)
+    assert _last_line(proc) == ("wasinn: error: app.py defines class WitWorld, for a world of its own: pass its "
+                                "WIT with --wit (without --wit, wasinn builds wasinn:guest/ml-command, which "
+                                "wants class Run)")
+    takes_tensor = ADDER_WIT.replace("a: list<f32>", "a: tensor")
+    (tmp_path / "adder.wit").write_text(takes_tensor)
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=tmp_path)
+    assert _last_line(proc) == ("wasinn: error: adder.wit:5:25: name `tensor` is not defined; for wasi:nn's, add "
+                                "`use wasi:nn/tensor@0.2.0-rc-2024-10-28.{tensor};` to the world")
+    unversioned = takes_tensor.replace("world adder {", "world adder {\n    use wasi:nn/tensor.{tensor};")
+    (tmp_path / "adder.wit").write_text(unversioned)
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=tmp_path)
+    assert _last_line(proc).startswith("wasinn: error: adder.wit:4:9: package 'wasi:nn' not found. known packages: "
+                                       "wasi:nn@0.2.0-rc-2024-10-28, ")
+
+
 def test_build_locates_a_wit_syntax_error_in_the_users_file(two_worlds):
     (two_worlds / "adder.wit").write_text(ADDER_WIT.replace("export add:", "export add::"))
     proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=two_worlds)
