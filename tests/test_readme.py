@@ -6,10 +6,11 @@ block (with `python -`) runs in order in a directory that mirrors the repository
 entries linked, `out/` its own), with `.venv/bin` first on PATH as `source
 .venv/bin/activate` would put it. A line fails the test when it exits non-zero; a
 trailing `# prints: TEXT` (in Python, on any line of the block) and a transcript's
-shown output must appear in what it prints. The python and wit blocks that show the
-example guests are not run: they must be the shipped files. Lines (or blocks, by a first
-line) marked `# not run by tests/test_readme.py: WHY` are skipped, and WHY must be one
-of REASONS: something the test cannot have, never a file the README could make first.
+shown output must appear in what it prints. WIT blocks are not run, nor the python
+blocks that show the example guests: README.md's must be the shipped files
+(pipelines/README.md's is an excerpt of wit/). Lines (or blocks, by a first line) marked
+`# not run by tests/test_readme.py: WHY` are skipped, and WHY must be one of REASONS:
+something the test cannot have, never a file the README could make first.
 """
 from __future__ import annotations
 
