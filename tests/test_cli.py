@@ -205,6 +205,24 @@ def test_build_without_wit_names_wasinns_worlds(tmp_path):
                                        "wasinn:guest/ml-command? wasinn's wit/ declares: ")
 
 
+def test_build_says_what_a_guest_of_its_own_world_is_missing(tmp_path):
+    (tmp_path / "app.py").write_text((ROOT / "guest" / "adder-lib" / "app.py").read_text())
+    proc = wasinn("build", "app.py", "-o", "app.wasm", cwd=tmp_path)
+    assert _last_line(proc) == ("wasinn: error: app.py defines class WitWorld, for a world of its own: pass its "
+                                "WIT with --wit (without --wit, wasinn builds wasinn:guest/ml-command, which "
+                                "wants class Run)")
+    takes_tensor = ADDER_WIT.replace("a: list<f32>", "a: tensor")
+    (tmp_path / "adder.wit").write_text(takes_tensor)
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=tmp_path)
+    assert _last_line(proc) == ("wasinn: error: adder.wit:5:25: name `tensor` is not defined; for wasi:nn's, add "
+                                "`use wasi:nn/tensor@0.2.0-rc-2024-10-28.{tensor};` to the world")
+    unversioned = takes_tensor.replace("world adder {", "world adder {\n    use wasi:nn/tensor.{tensor};")
+    (tmp_path / "adder.wit").write_text(unversioned)
+    proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=tmp_path)
+    assert _last_line(proc).startswith("wasinn: error: adder.wit:4:9: package 'wasi:nn' not found. known packages: "
+                                       "wasi:nn@0.2.0-rc-2024-10-28, ")
+
+
 def test_build_locates_a_wit_syntax_error_in_the_users_file(two_worlds):
     (two_worlds / "adder.wit").write_text(ADDER_WIT.replace("export add:", "export add::"))
     proc = wasinn("build", "app.py", "-o", "app.wasm", "--wit", "adder.wit", cwd=two_worlds)
@@ -283,6 +301,15 @@ def test_invoke_exit_status_follows_the_result(adder_lib_wasm):
     assert (err.returncode, err.stdout) == (1, "err(\"NOT_FOUND: no graph named 'adder'; registered: none\")\n")
 
 
+def test_the_example_library_survives_wasinn_fuzz(adder_lib_wasm):
+    # it trapped on lists of unequal length: the README taught a crash
+    proc = wasinn("fuzz", "--cache-dir", str(CACHE), str(adder_lib_wasm), "--export", "add",
+                  "--model", f"adder={ADDER}", "--examples", "100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    odd = wasinn("run", "--cache-dir", str(CACHE), "--invoke", "add([1.0], [])", str(adder_lib_wasm))
+    assert (odd.returncode, odd.stdout) == (1, 'err("add takes two lists of one length, got 1 and 0 values")\n')
+
+
 def test_running_a_library_component_names_its_exports(adder_lib_wasm):
     proc = wasinn("run", "--cache-dir", str(CACHE), str(adder_lib_wasm))
     assert proc.returncode == 1
@@ -320,5 +347,5 @@ def test_doctor_reports_versions_cache_and_optional_parts(tmp_path):
     assert report["runtime"]["wasmtime-py"] == "wasmtime 50.0.1"
     assert report["runtime"]["componentize-py"] == "componentize-py 0.25.1"
     assert set(report["backends"]) >= {"onnxruntime", "openvino", "tflite", "onnxruntime providers"}
-    assert report["cache"]["compiled"] == "1 files, 2.0 MB"
+    assert report["cache"]["compiled"] == "1 file, 2.0 MB"
     assert set(report["optional parts"]) == {"wasmtime CLI", "serve", "test tools", "mosquitto"}

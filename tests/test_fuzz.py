@@ -97,7 +97,7 @@ def test_the_command_reports_counts_a_counterexample_and_a_reproducer_that_repla
     assert lines[3].startswith(f"reproduce: wasinn fuzz {py_wasm} --export echo-lost-zero-axis --roundtrip --replay ")
     replay = wasinn(*lines[3].split()[2:], *cache)
     assert replay.returncode == 1 and replay.stdout.splitlines()[2] == lines[2]
-    assert "1 calls" in replay.stdout.splitlines()[0]
+    assert "1 call, " in replay.stdout.splitlines()[0]
 
     clean = wasinn("fuzz", str(py_wasm), "--export", "echo", "--roundtrip", "--examples", "50", *cache)
     assert clean.returncode == 0 and clean.stdout.splitlines()[1].strip() == "ok 50", clean.stdout + clean.stderr

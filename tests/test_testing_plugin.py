@@ -150,6 +150,13 @@ def test_wasinn_build_takes_the_users_wit_file_and_world(wasinn_build):
         assert inst.call("add", [1.0, 2.0], [10.0, 20.0]).payload == [11.0, 22.0]
 
 
+def test_wasinn_build_without_a_world_builds_the_one_the_wit_declares(wasinn_build):
+    # as `wasinn build --wit` does, and the same component as naming it
+    wit = ROOT / "guest" / "adder-lib" / "adder.wit"
+    assert wasinn_build(ROOT / "guest" / "adder-lib", wit=wit) == \
+        wasinn_build(ROOT / "guest" / "adder-lib", wit=wit, world="example:adder/adder")
+
+
 def test_wasinn_build_takes_a_wit_directory(wasinn_build):
     wasm = wasinn_build(ROOT / "guest" / "fuzz-model", wit=ROOT / "guest" / "fuzz-model" / "wit",
                         world="example:model-fed/model-fed")

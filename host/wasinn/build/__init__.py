@@ -11,7 +11,8 @@ import tempfile
 import time
 
 from .. import resources
-from .._bindings import WASINN_FASTPATH_BULK, WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD, WASINN_GUEST_STD_NN
+from .._bindings import (WASI_NN_ERRORS, WASI_NN_GRAPH, WASI_NN_INFERENCE, WASI_NN_TENSOR, WASINN_FASTPATH_BULK,
+                         WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD, WASINN_GUEST_STD_NN)
 from ..digests import sha256
 from ..errors import WasinnError
 from ..files import write_atomic
@@ -20,6 +21,12 @@ from ..versions import version
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
 _FASTPATH_SHIM = pathlib.Path(__file__).resolve().parent / "_guest" / "fastpath.py"
 _BUILD_WORLD = "wasinn-fastpath-build"
+# wasi:nn's types by interface: a user's WIT that names one without `use` is told the line
+_WASI_NN_TYPES = {name: interface for interface, names in [
+    (WASI_NN_TENSOR, ["tensor", "tensor-type", "tensor-dimensions", "tensor-data"]),
+    (WASI_NN_GRAPH, ["graph", "graph-encoding", "execution-target", "graph-builder"]),
+    (WASI_NN_INFERENCE, ["graph-execution-context", "named-tensor"]),
+    (WASI_NN_ERRORS, ["error", "error-code"])] for name in names}
 
 
 def _with_fastpath(wit: pathlib.Path, world: str, tmp: pathlib.Path) -> tuple[pathlib.Path, str]:
@@ -192,7 +199,15 @@ def _failure(output: str, app: pathlib.Path, world: str, copies: dict[pathlib.Pa
     lines = [line.strip() for line in causes.splitlines() if line.strip()]
     at = next((i for i, line in enumerate(lines) if line.startswith("-->")), None)
     if at is not None:  # a WIT error: "N: message" then "--> path:line:col"
+        known = next((i for i in range(at) if lines[i].endswith("known packages:")), None)
+        if known is not None:  # the message, then one package a line
+            lines[known:at] = [f"{lines[known]} {', '.join(lines[known + 1:at])}"]
+            at = known + 1
         message = re.sub(r"^\d+:\s*", "", lines[at - 1]) if at else "invalid WIT"
+        undefined = re.fullmatch(r"name `([\w-]+)` is not defined", message)
+        if undefined and undefined.group(1) in _WASI_NN_TYPES:
+            name = undefined.group(1)
+            message += f"; for wasi:nn's, add `use {_WASI_NN_TYPES[name]}.{{{name}}};` to the world"
         where = lines[at][3:].strip()
         for copy, original in sorted(copies.items(), key=lambda c: -len(str(c[0]))):
             if original is not None and where.startswith(f"{copy}/"):
@@ -203,6 +218,9 @@ def _failure(output: str, app: pathlib.Path, world: str, copies: dict[pathlib.Pa
     message = re.sub(r"^\d+:\s*", "", lines[-1] if lines else "componentize-py failed")
     missing = re.search(r"module '_wasinn_entry' has no attribute '(\w+)'", message)
     if missing:
+        if world == DEFAULT_WORLD and re.search(r"^class WitWorld\b", app.read_text(errors="replace"), re.M):
+            return (f"{app} defines class WitWorld, for a world of its own: pass its WIT with --wit (without "
+                    f"--wit, wasinn builds {world}, which wants class {missing.group(1)})")
         return (f"{app} defines no class {missing.group(1)}, which world {world} exports "
                 f"(see \"Writing a guest\" in wasinn's README)")
     frames = re.findall(r'File "/1/([^"]+)", line (\d+)', output)

@@ -37,8 +37,8 @@ def _version(*distributions: str) -> str | None:
     return None
 
 
-def _size(directory: pathlib.Path) -> tuple[int, int]:
-    """Files and bytes under `directory` (0, 0 when it does not exist)."""
+def _usage(directory: pathlib.Path) -> str:
+    """Files and megabytes under `directory` ("0 files, 0.0 MB" when it does not exist)."""
     files = total = 0
     for root, _, names in os.walk(directory):
         for name in names:
@@ -47,7 +47,7 @@ def _size(directory: pathlib.Path) -> tuple[int, int]:
                 files += 1
             except OSError:
                 continue  # removed while we walked: a concurrent run's temporary file
-    return files, total
+    return f"{files} file{'' if files == 1 else 's'}, {total / 1e6:.1f} MB"
 
 
 def _onnxruntime_providers() -> str:
@@ -101,11 +101,9 @@ def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
         optional[name] = found or f"not installed, for {purpose} ({hint})"
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     optional["mosquitto"] = mosquitto or "not installed, for wasinn serve's broker (scripts/setup-mqtt.sh)"
-    files, total = _size(cache_dir)
-    cache = {"location": f"{cache_dir} ({files} files, {total / 1e6:.1f} MB)"}
+    cache = {"location": f"{cache_dir} ({_usage(cache_dir)})"}
     for part in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else ():
-        files, total = _size(part)
-        cache[part.name] = f"{files} files, {total / 1e6:.1f} MB"
+        cache[part.name] = _usage(part)
     from ..backends import confine
     isolation = {"default policy": "guest-models: graphs a guest loads from its own bytes run in a confined "
                                    "worker process (--isolate)", **confine.features()}

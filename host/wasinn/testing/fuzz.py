@@ -55,7 +55,8 @@ class Report:
 
     def summary(self) -> str:
         counts = ", ".join(f"{kind} {n}" for kind, n in sorted(self.outcomes.items(), key=lambda kv: -kv[1]))
-        return (f"fuzzed {self.export}: {self.signature}: {self.calls} calls, each on a fresh instance, "
+        calls = f"{self.calls} call{'' if self.calls == 1 else 's'}"
+        return (f"fuzzed {self.export}: {self.signature}: {calls}, each on a fresh instance, "
                 f"in {self.seconds:.1f} s\n  {counts or 'no calls'}")
 
 

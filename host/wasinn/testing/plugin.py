@@ -2,9 +2,10 @@
 
 Fixtures:
     wasinn_host       one `Host` for the session (compiled components cached on disk)
-    wasinn_build      build(app, wit=None, world=..., fastpath=True) -> path of the component
+    wasinn_build      build(app, wit=None, world=None, fastpath=True) -> path of the component
                       built from app.py (a file or its directory, with the files beside it),
                       once per content; `wit` and `world` as `wasinn build --wit --world`
+                      (without `world`, the one world `wit` declares)
     wasinn_instance   instance(component) -> an `Instance` of a .wasm (or loaded Component),
                       torn down after the test; a @given test may not take it (every
                       example's instance would live until the test ends): it fails at setup
@@ -89,7 +90,7 @@ def wasinn_host(pytestconfig):
 def wasinn_build(pytestconfig):
     from .. import build
 
-    def build_app(app, *, wit: str | os.PathLike | None = None, world: str = build.DEFAULT_WORLD,
+    def build_app(app, *, wit: str | os.PathLike | None = None, world: str | None = None,
                   fastpath: bool = True) -> pathlib.Path:
         app = pathlib.Path(app)
         directory = app if app.is_dir() else app.parent
@@ -102,10 +103,11 @@ def wasinn_build(pytestconfig):
                 raise WasinnError(f"wasinn_build(wit={os.fspath(wit)!r}): no such file or directory; give the "
                                   ".wit file (or directory) that declares the world")
             user = pathlib.Path(wit).resolve()
+            world = build.resolve_world(world, user)
             # a .wit file beside app.py is one of its files already: named, not hashed a second time
             wit = user.name if user.name in files and files[user.name].resolve() == user else str(user)
-        return build.build_cached(files, name=directory.name, world=world, cache_dir=_cache_dir(pytestconfig),
-                                  fastpath=fastpath, wit=wit)
+        return build.build_cached(files, name=directory.name, world=world or build.DEFAULT_WORLD,
+                                  cache_dir=_cache_dir(pytestconfig), fastpath=fastpath, wit=wit)
     return build_app
 
 
