@@ -225,7 +225,7 @@ class Host:
         it is up by the time the guest loads its model, where a guest is likely to load
         one from its own bytes: it imports wasi:nn, the policy isolates guest models, and
         the operator registered no models (whose guests load by name, in process)."""
-        if not self.nn.isolation.applies(guest=True) or self.models.names():
+        if isolated.prewarmed() or not self.nn.isolation.applies(guest=True) or self.models.names():
             return
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)

@@ -126,6 +126,7 @@ class Zygote:
 
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
+_prewarmed = False
 
 
 def zygote() -> Zygote:
@@ -138,9 +139,17 @@ def zygote() -> Zygote:
 
 
 def prewarm() -> None:
-    """Starts the zygote on a thread, so that a guest's first load finds it up."""
-    if _zygote is None:
-        threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True).start()
+    """Starts the zygote on a thread, so that a guest's first load finds it up; once."""
+    global _prewarmed
+    with _zygote_lock:
+        if _prewarmed:
+            return
+        _prewarmed = True
+    threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True).start()
+
+
+def prewarmed() -> bool:
+    return _prewarmed
 
 
 def _start_quietly() -> None:
