@@ -204,3 +204,20 @@ def test_the_command_takes_inputs_for_a_registered_model_or_a_file(model_fed_was
     wrong = wasinn("fuzz", *common, "--export", "infer", "--inputs-for", "nope")
     assert wrong.returncode == 2 and wrong.stderr.strip() == \
         "wasinn: error: --inputs-for nope: no --model of that name and no such model file (registered: model)"
+
+
+def test_hypothesis_local_constants_hook():
+    """wasinn.testing.fuzz hides wasinn's own modules from hypothesis' local-constant
+    scan through `providers._seen_modules` (a set of module ids): if hypothesis renames or
+    reshapes it, this fails and fuzz's `_hide_wasinn_constants` must follow."""
+    from hypothesis.internal.conjecture import providers
+    assert isinstance(providers._seen_modules, set), "hypothesis changed _seen_modules: see testing/fuzz.py"
+    assert callable(providers._get_local_constants), "hypothesis changed its local-constant scan"
+
+
+def test_a_fuzz_run_does_not_depend_on_the_hosts_own_modules(wasinn_host, guests):
+    """confine.py's syscall numbers once changed what a seeded run drew and shrank to."""
+    from wasinn.backends import confine  # noqa: F401  (loaded, its constants are on hand)
+    report = fuzz(wasinn_host, guests["py"], "echo-swapped-fp32", roundtrip=True, examples=DEFAULT_EXAMPLES,
+                  seed=SEED)
+    assert [f.line.split(" byte ")[0] for f in report.findings] == ["counterexample: FP32 dims=[]"]

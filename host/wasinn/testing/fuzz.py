@@ -154,6 +154,7 @@ def fuzz(host: Host, component, export: str, *, examples: int, roundtrip: bool =
         with warnings.catch_warnings():
             # hypothesis warns when it writes out a large example (a 64 KiB tensor's bytes)
             warnings.simplefilter("ignore", hypothesis.errors.HypothesisWarning)
+            _hide_wasinn_constants()
             test()
     except _Failed as e:
         raised = [e]
@@ -283,3 +284,17 @@ def mismatch_kind(diff: str) -> str:
     """The kind of a difference (type, dims, length, bytes, ...), wherever in the value it is."""
     m = re.search(r"\b(type|dims|length|byte|case|option|value|result) (?:differs?|\d|is not)", diff)
     return "mismatch: " + {"byte": "bytes", "result": "not a tensor"}.get(m.group(1), m.group(1)) if m else "mismatch"
+
+
+def _hide_wasinn_constants() -> None:
+    """hypothesis (6.13x on) mixes integer, float and string constants from the source of
+    every local module it finds in sys.modules into what it draws. wasinn's own modules
+    are local in a checkout (an editable install), and their constants (syscall numbers,
+    limits) are not the guest's: they made a fuzz run, seed and all, draw and shrink
+    differently by which of wasinn's modules the process had imported (a planted bug
+    shrunk to a 64-element tensor instead of a scalar). The one reach into hypothesis'
+    privates, checked by tests/test_fuzz.py's test_hypothesis_local_constants_hook."""
+    import sys
+    from hypothesis.internal.conjecture import providers
+    providers._seen_modules.update(id(m) for name, m in list(sys.modules.items())
+                                   if name == "wasinn" or name.startswith("wasinn."))
