@@ -292,9 +292,13 @@ def _hide_wasinn_constants() -> None:
     are local in a checkout (an editable install), and their constants (syscall numbers,
     limits) are not the guest's: they made a fuzz run, seed and all, draw and shrink
     differently by which of wasinn's modules the process had imported (a planted bug
-    shrunk to a 64-element tensor instead of a scalar). The one reach into hypothesis'
-    privates, checked by tests/test_fuzz.py's test_hypothesis_local_constants_hook."""
+    shrunk to a 64-element tensor instead of a scalar). Hidden before the scan first runs
+    in this process; constants an earlier test in the same process gathered stay. The one
+    reach into hypothesis' privates, checked by tests/test_fuzz.py's
+    test_hypothesis_local_constants_hook."""
+    import os
     import sys
     from hypothesis.internal.conjecture import providers
-    providers._seen_modules.update(id(m) for name, m in list(sys.modules.items())
-                                   if name == "wasinn" or name.startswith("wasinn."))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    providers._seen_modules.update(id(m) for m in list(sys.modules.values())
+                                   if os.path.abspath(getattr(m, "__file__", None) or "/").startswith(package))
