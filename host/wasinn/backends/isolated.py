@@ -37,6 +37,7 @@ import weakref
 import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
+from ..deadlines import stop_at_exit
 from ..errors import NnError, WasinnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
@@ -134,18 +135,27 @@ def zygote() -> Zygote:
     with _zygote_lock:
         if _zygote is None or not _zygote.alive():
             _zygote = Zygote()
-            atexit.register(_zygote.close)
         return _zygote
 
 
+@atexit.register  # registered first, so it runs after the prewarming thread's join (atexit is LIFO)
+def _close_zygote() -> None:
+    if _zygote is not None and _zygote.owner == os.getpid():
+        _zygote.close()
+
+
 def prewarm() -> None:
-    """Starts the zygote on a thread, so that a guest's first load finds it up; once."""
+    """Starts the zygote on a thread, so that a guest's first load finds it up; once. The
+    thread is joined at exit: a daemon thread that wakes (its zygote's first message)
+    while the interpreter finalizes can crash a process whose work is done."""
     global _prewarmed
     with _zygote_lock:
         if _prewarmed:
             return
         _prewarmed = True
-    threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True).start()
+    thread = threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True)
+    thread.start()
+    stop_at_exit(lambda: None, thread)
 
 
 def prewarmed() -> bool:
@@ -155,8 +165,8 @@ def prewarmed() -> bool:
 def _start_quietly() -> None:
     try:
         zygote()
-    except NnError:
-        pass  # the load that needs it says why
+    except Exception:  # noqa: BLE001 - the load that needs it starts one itself and says why it cannot
+        pass
 
 
 class Worker:
