@@ -133,7 +133,8 @@ class WasiNn:
 
     def add(self, store, kind: Resource, obj: object, *, limited: bool = True, session: Session | None = None) -> int:
         """Registers `obj`; over the instance's live limit for its kind raises
-        `too-large` (unless `limited` is False: the tensor constructor cannot fail).
+        `too-large` (unless `limited` is False: the tensor constructor admits its tensor
+        before reading it, compute its outputs together, the host its callers' tensors).
         `session`: the store's, where the caller has it already."""
         session = session or self.session(store)
         name = _KIND_NAMES[kind]
