@@ -30,6 +30,7 @@ from wasmtime.component import (Bool, BorrowType, Char, EnumType, F32, F64, Flag
                                 OwnType, Record, RecordType, ResourceType, ResultType, S8, S16, S32, S64, String,
                                 TupleType, U8, U16, U32, U64, Variant, VariantType)
 
+from ..abi.values import type_name
 from .._bindings import Resource, TensorType
 from ..errors import WasinnError
 from ..tensors import DTYPES, HostTensor
@@ -388,30 +389,3 @@ def _record(fields, vals) -> Record:
     return r
 
 
-def type_name(ty) -> str:
-    """A WIT type as WIT spells it (resources by role: `tensor`, `own<resource>`)."""
-    simple = {Bool: "bool", S8: "s8", S16: "s16", S32: "s32", S64: "s64", U8: "u8", U16: "u16", U32: "u32",
-              U64: "u64", F32: "f32", F64: "f64", Char: "char", String: "string"}
-    if type(ty) in simple:
-        return simple[type(ty)]
-    if is_tensor(ty):
-        return "tensor" if isinstance(ty, OwnType) else "borrow<tensor>"
-    if isinstance(ty, (OwnType, BorrowType)):
-        return f"{'own' if isinstance(ty, OwnType) else 'borrow'}<resource>"
-    if isinstance(ty, ListType):
-        return f"list<{type_name(ty.element)}>"
-    if isinstance(ty, OptionType):
-        return f"option<{type_name(ty.payload)}>"
-    if isinstance(ty, ResultType):
-        return f"result<{type_name(ty.ok) if ty.ok else '_'}, {type_name(ty.err) if ty.err else '_'}>"
-    if isinstance(ty, TupleType):
-        return f"tuple<{', '.join(type_name(t) for t in ty.elements)}>"
-    if isinstance(ty, RecordType):
-        return "record {" + ", ".join(f"{n}: {type_name(t)}" for n, t in ty.fields) + "}"
-    if isinstance(ty, VariantType):
-        return "variant {" + ", ".join(n if t is None else f"{n}({type_name(t)})" for n, t in ty.cases) + "}"
-    if isinstance(ty, EnumType):
-        return "enum {" + ", ".join(ty.names) + "}"
-    if isinstance(ty, FlagsType):
-        return "flags {" + ", ".join(ty.names) + "}"
-    return type(ty).__name__
