@@ -192,3 +192,18 @@ def test_isolation_policy_is_a_limit_with_a_one_line_refusal():
     proc = subprocess.run([sys.executable, "-m", "wasinn", "run", "--isolate", "nope", "x.wasm"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "isolate 'nope'" in proc.stderr
+
+
+def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_call_runs():
+    """autodetect picks the backend from the bytes in the host (no parser), then the
+    worker parses them: LiteRT's recursion on an IF that leads back to itself kills the
+    worker, not the host."""
+    import hostile_models
+    with roundtrip(make_host()) as inst:
+        result = inst.call("load", [hostile_models.tflite_recursive("while")], "autodetect", "cpu")
+        assert (result.tag, result.payload.code) == ("err", "runtime-error")
+        assert result.payload.data == ("the backend worker ended (SIGSEGV) while loading the model; the graphs this "
+                                       "instance loaded from its own bytes are gone")
+        started = inst.instances_started
+        run_add_mul(inst, add_mul_context(inst))
+        assert inst.instances_started == started + 1
