@@ -180,7 +180,6 @@ class Worker:
         self.shm: mmap.mmap | None = None
         self.size = 0
         self.dropped: list[tuple[str, int]] = []  # graphs and contexts the host let go of
-        self.graphs = 0
 
     # --- shared memory ------------------------------------------------------------------
     def ensure(self, size: int) -> mmap.mmap:
@@ -407,7 +406,6 @@ class Isolation:
                 offset += len(b)
             reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
                                     "threads": threads, "precision": precision, "sizes": sizes}, deadline)
-            worker.graphs += 1
         return IsolatedGraph(worker, reply, target)
 
 
