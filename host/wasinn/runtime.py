@@ -27,14 +27,13 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, WASI_NN_GRAPH, Resource, add_wasi_nn_to_linker,
-                        add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
-                        add_wasinn_introspect_to_linker)
+from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
+                        add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
 from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, images
+from .abi import adapter, binary, images, nn_versions
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
@@ -82,7 +81,7 @@ class _Engine:
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
-            add_wasi_nn_to_linker(root, host.nn)
+            nn_versions.add_to_linker(root, host.nn)
             add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
             add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
@@ -199,6 +198,7 @@ class Host:
                 raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
             if note:
                 self.progress(note)
+        nn_versions.check_imports(component.type.imports(engine.engine), label)
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
@@ -230,7 +230,7 @@ class Host:
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
-            nn = WASI_NN_GRAPH in component.type.imports(self.engine_of(component))
+            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(component.type.imports(self.engine_of(component)))
         if nn:
             isolated.prewarm()
 
