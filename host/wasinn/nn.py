@@ -242,7 +242,7 @@ class WasiNn:
             entry = self._objects.pop(rep, None)
             if entry:
                 self._forget(rep, entry)
-                if entry[0] == Resource.GRAPH_EXECUTION_CONTEXT:
+                if isinstance(entry[1], ExecutionContext):
                     for staged in entry[1].staged():
                         self.drop(staged)
 
@@ -444,11 +444,11 @@ class WasiNn:
 
 
 class Staged:
-    """wasi:nn@0.2.0-rc-2024-06-25 and @0.2.0-rc-2024-08-19 (wasmtime 23-34): inputs set
-    one by one on the context, `compute()`, outputs fetched one by one. A thin shim over
-    today's named-tensor compute (`WasiNn.compute_named`): set inputs are kept on the
-    context, compute runs on them (they stay set, as the releases kept them), and its
-    outputs are kept for get-output. Everything else is `WasiNn`'s own: the interfaces
+    """wasi:nn@0.2.0-rc-2024-06-25 and @0.2.0-rc-2024-08-19 (wasmtime 25-34 served the
+    latter): inputs set one by one on the context, `compute()`, outputs fetched one by
+    one. A thin shim over today's named-tensor compute (`WasiNn.compute_named`): set
+    inputs are kept on the context, compute runs on them (they stay set, as the releases
+    kept them), and its outputs are kept for get-output. Everything else is `WasiNn`'s own: the interfaces
     that did not change, the table, the limits, the errors, the data path."""
 
     def __init__(self, nn: WasiNn):
