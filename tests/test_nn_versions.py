@@ -204,3 +204,38 @@ def test_core_module_handles_start_at_0_per_instance_and_kind():
         assert pb.load(model) == (0, 1)  # numbers are not reused
         assert pa.call("unload", 0) == 0 and pa.call("unload", 0) != 0
         assert a.live_resources()["graph"] == 1 and b.live_resources()["graph"] == 1
+
+
+# graph 0 and context 0 taken for granted: the handles the host writes are never read
+HARD_CODED = r'''(module
+  (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "set_input" (func $set_input (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
+  (import "wasi_ephemeral_nn" "get_output" (func $get_output (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0x80) "t")
+  (data (i32.const 0x100) "\02\00\00\00\03\00\00\00")
+  (data (i32.const 0x200) "DATA")
+  (data (i32.const 0x300) "\00\01\00\00\02\00\00\00\01\00\00\00\00\02\00\00\18\00\00\00")
+  (func (export "run") (result i32)
+    (i32.or (i32.or (i32.or (i32.or
+      (call $load_by_name (i32.const 0x80) (i32.const 1) (i32.const 0x40))
+      (call $init (i32.const 0) (i32.const 0x44)))
+      (call $set_input (i32.const 0) (i32.const 0) (i32.const 0x300)))
+      (call $compute (i32.const 0)))
+      (call $get_output (i32.const 0) (i32.const 0) (i32.const 0x400) (i32.const 24) (i32.const 0x48)))))'''
+
+
+def test_a_module_that_hard_codes_graph_0_and_context_0_runs(tmp_path):
+    model = tmp_path / "t.onnx"
+    model.write_bytes(transpose_model(np.float32))
+    host = wasinn.Host(cache_dir=False)
+    host.models.register("t", str(model))
+    data = "".join(f"\\{b:02x}" for b in X.tobytes())
+    module = host.load_component(wasmtime.wat2wasm(HARD_CODED.replace("DATA", data)))
+    with host.instantiate(module) as a, host.instantiate(module) as b:  # side by side, each its own 0s
+        for inst in (a, b):
+            assert inst.call("run") == 0
+            assert inst.read(0x400, 24) == X.T.tobytes()
+            assert struct.unpack("<3I", inst.read(0x40, 12)) == (0, 0, 24)  # graph 0, context 0, 24 bytes
