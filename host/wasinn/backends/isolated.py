@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Sequence
 
 import numpy as np
 
@@ -349,7 +350,8 @@ class IsolatedContext:
         weakref.finalize(self, graph.worker.forget, "context", ident)
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         worker = self.graph.worker
         with worker.lock:
             if worker.dead:
