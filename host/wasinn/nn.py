@@ -398,7 +398,8 @@ class WasiNn:
     @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:
         graph: Graph = self.get(self_, Resource.GRAPH)
-        return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, ExecutionContext(graph, graph.init_execution_context()))
+        context = ExecutionContext(graph, graph.init_execution_context())
+        return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, context)
 
     def graph_drop(self, store, rep: int) -> None:
         self.drop(rep)

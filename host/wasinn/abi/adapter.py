@@ -193,8 +193,8 @@ def _plan(text: str, label: str) -> _Plan | str:
         for t in _targets().values():
             if t.interface == graph_interface:
                 slots.pop(t.function, None)
-    return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(), reallocs[0].group(1) if reallocs and reallocs[0]
-                 else None, shims.pop(), slots)
+    return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(),
+                 reallocs[0].group(1) if reallocs and reallocs[0] else None, shims.pop(), slots)
 
 
 def _block(template: str, name: str) -> str:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
-from wasmtime.component import LinkerInstance
+from typing import TYPE_CHECKING
 
 from .. import _bindings
 from .._bindings import SERVED_VERSIONS, add_wasi_nn_to_linker
 from ..errors import WasinnError
 from ..nn import Staged, WasiNn
+
+if TYPE_CHECKING:
+    from wasmtime.component import LinkerInstance
 
 PACKAGE = "wasi:nn"
 VERSIONS: list[str] = SERVED_VERSIONS[PACKAGE]  # newest first
@@ -91,7 +93,8 @@ def inspect(wasm: bytes, label: str) -> Program:
     from .witx import MODULES
     binary.check_file(wasm, label)
     if wasm[:8] == binary.CORE_PREAMBLE:
-        text = adapter.wasm_tools_output(["print", "--skeleton", "-"], wasm, f"cannot read {label}").decode(errors="replace")
+        text = adapter.wasm_tools_output(["print", "--skeleton", "-"], wasm, f"cannot read {label}")
+        text = text.decode(errors="replace")
         imports = [f"{m}.{n}" for m, n in re.findall(r'^\s*\(import "([^"]*)" "([^"]*)"', text, re.M)]
         exports = re.findall(r'^\s*\(export "([^"]*)" \(func', text, re.M)
         nn = ", ".join(m for m in MODULES if any(i.startswith(m + ".") for i in imports)) or None

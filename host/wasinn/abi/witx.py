@@ -344,7 +344,8 @@ class WitxHost:
     def init_execution_context(self, caller, mem, graph, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the context result slot")
         g = self._find(mem, graph, Resource.GRAPH, "graph")
-        slot[0] = self._new(caller, mem.session, Resource.GRAPH_EXECUTION_CONTEXT, Execution(g, g.init_execution_context()))
+        execution = Execution(g, g.init_execution_context())
+        slot[0] = self._new(caller, mem.session, Resource.GRAPH_EXECUTION_CONTEXT, execution)
 
     # --- inference -------------------------------------------------------------------
     def _input(self, execution: Execution, index: int, dims: tuple[int, ...], ty: TensorType, data: np.ndarray) -> None:
