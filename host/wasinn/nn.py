@@ -444,13 +444,28 @@ class WasiNn:
         self.drop(rep)
 
 
+def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Limits) -> list[HostTensor]:
+    """Matches named tensors to the model's inputs (by name, then by decimal index, as
+    wasmtime does), checks each against its input, and returns them in model order."""
+    specs = graph.inputs
+    bound: dict[int, HostTensor] = {}
+    for name, t in tensors:
+        i = input_index(specs, name)
+        if i in bound:
+            raise invalid_argument(f"input {specs[i].name!r} given twice")
+        check_input(specs[i], t, limits)
+        bound[i] = t
+    return in_model_order(specs, bound)
+
+
 class Staged:
     """wasi:nn@0.2.0-rc-2024-06-25 and @0.2.0-rc-2024-08-19 (wasmtime 25-34 served the
     latter): inputs set one by one on the context, `compute()`, outputs fetched one by
     one. A thin shim over today's named-tensor compute (`WasiNn.compute_named`): set
     inputs are kept on the context, compute runs on them (they stay set, as the releases
-    kept them), and its outputs are kept for get-output. Everything else is `WasiNn`'s own: the interfaces
-    that did not change, the table, the limits, the errors, the data path."""
+    kept them), and its outputs are kept for get-output. Everything else is `WasiNn`'s
+    own: the interfaces that did not change, the table, the limits, the errors, the
+    data path."""
 
     def __init__(self, nn: WasiNn):
         self.nn = nn
@@ -516,20 +531,6 @@ def input_index(specs, name: str) -> int:
         return int(name)
     raise invalid_argument(f"unknown input {quoted(name)}; the model's inputs are: "
                            + ", ".join(f"{s.name!r} {s.describe()}" for s in specs))
-
-
-def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Limits) -> list[HostTensor]:
-    """Matches named tensors to the model's inputs (by name, then by decimal index, as
-    wasmtime does), checks each against its input, and returns them in model order."""
-    specs = graph.inputs
-    bound: dict[int, HostTensor] = {}
-    for name, t in tensors:
-        i = input_index(specs, name)
-        if i in bound:
-            raise invalid_argument(f"input {specs[i].name!r} given twice")
-        check_input(specs[i], t, limits)
-        bound[i] = t
-    return in_model_order(specs, bound)
 
 
 def in_model_order(specs, bound: dict[int, HostTensor]) -> list[HostTensor]:
