@@ -18,6 +18,7 @@ import wasmtime
 
 import wasinn
 from wasinn import build
+from wasinn._bindings import Resource
 from wasinn.abi import adapter, nn_versions
 from wasinn.errors import WasinnError
 
@@ -204,6 +205,10 @@ def test_core_module_handles_start_at_0_per_instance_and_kind():
         assert pb.load(model) == (0, 1)  # numbers are not reused
         assert pa.call("unload", 0) == 0 and pa.call("unload", 0) != 0
         assert a.live_resources()["graph"] == 1 and b.live_resources()["graph"] == 1
+        # a host finds an instance's object by the handle that instance knows it by
+        assert host.nn.find(a._ensure(), 1, Resource.GRAPH) is not None
+        assert host.nn.find(a._ensure(), 0, Resource.GRAPH) is None  # unloaded
+        assert host.nn.find(b._ensure(), 1, Resource.GRAPH_EXECUTION_CONTEXT) is None
 
 
 # graph 0 and context 0 taken for granted: the handles the host writes are never read

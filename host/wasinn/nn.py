@@ -213,14 +213,15 @@ class WasiNn:
             raise RuntimeError(f"no live {_KIND_NAMES[kind]} with rep {rep}")
         return entry[1]
 
-    def find(self, store, rep: int, kind: Resource):
-        """The object behind a handle a guest named itself (core modules' handles are
-        plain numbers): None unless it is a live `kind` of this very instance."""
-        return self.find_in(self._sessions.get(store_key(store)), rep, kind)
+    def find(self, store, handle: int, kind: Resource):
+        """The object behind a handle a core module named itself (a plain number,
+        `Handles`): None unless it is a live `kind` of this very instance."""
+        return self.find_in(self._sessions.get(store_key(store)), handle, kind)
 
-    def find_in(self, session: Session | None, rep: int, kind: Resource):
+    def find_in(self, session: Session | None, handle: int, kind: Resource):
         """`find` for a caller whose session is known."""
-        entry = self._objects.get(rep)
+        rep = None if session is None else session.handles[kind].reps.get(handle)
+        entry = None if rep is None else self._objects.get(rep)
         if entry is None or entry[0] != kind or entry[2] is not session:
             return None
         return entry[1]

@@ -281,8 +281,7 @@ class WitxHost:
 
     # --- handles -----------------------------------------------------------------
     def _find(self, mem: GuestMemory, handle: int, kind: Resource, what: str):
-        rep = mem.session.handles[kind].reps.get(handle)
-        obj = None if rep is None else self.nn.find_in(mem.session, rep, kind)
+        obj = self.nn.find_in(mem.session, handle, kind)
         if obj is None:
             raise bad_argument(f"unknown {what} handle {handle}")
         return obj
