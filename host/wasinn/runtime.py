@@ -133,6 +133,11 @@ class Host:
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.core_modules = CoreModules(self)
 
+    def preload_models(self) -> Callable[[], None]:
+        """Starts loading the registered models now, in the background (see
+        ModelRegistry.preload); call what it returns to wait for them."""
+        return self.models.preload(self.nn.load_graph, self.nn.load_file)
+
     @staticmethod
     def engine_of(component: Component) -> Engine:
         """The engine `component` was compiled for (for wasmtime-py's type queries)."""
@@ -222,8 +227,8 @@ class Host:
                     dirs: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None,
                     program_name: str = "app") -> "Instance":
         """An instance of `component`. `args` and `env` are what the guest sees through
-        WASI; `dirs` are (host path, guest path) preopens. Instantiation is lazy: the
-        first call creates the store."""
+        WASI; `dirs` are (host path, guest path[, read-only]) preopens. Instantiation is
+        lazy: the first call creates the store."""
         self._prewarm_isolation(component)
         if isinstance(component, wasmtime.Module):
             return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
@@ -324,10 +329,10 @@ class Instance:
         wasi.env = list(self.env.items())
         wasi.inherit_stdout()
         wasi.inherit_stderr()
-        for host_path, guest_path in self.dirs:
+        for host_path, guest_path, *read_only in self.dirs:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")
-            wasi.preopen_dir(host_path, guest_path)
+            wasi.preopen_dir(host_path, guest_path, fs_mutable=not (read_only and read_only[0]))
         store = Store(engine)
         limits = self.host.limits
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
