@@ -8,7 +8,7 @@
  * Built with -DSIGHTGLASS, it imports bench.start/bench.end as sightglass's benchmarks do
  * (their runner defines them; other hosts run such a module with -W unknown-imports-*), and
  * --bench calls them around the inference.
- * The model takes two float32 [2, 3] inputs; prints its first two outputs. */
+ * The model takes two float32 [6] inputs (models/adder: a + b); prints its first output. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,17 +60,15 @@ int main(int argc, char **argv) {
     }
     if (failed("init_execution_context", nn_init_execution_context(g, &ctx))) return 1;
     static const float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
-    static const uint32_t dims[2] = {2, 3};
-    tensor ta = {dims, 2, F32, (const uint8_t *)a, sizeof a}, tb = {dims, 2, F32, (const uint8_t *)b, sizeof b};
+    static const uint32_t dims[1] = {6};
+    tensor ta = {dims, 1, F32, (const uint8_t *)a, sizeof a}, tb = {dims, 1, F32, (const uint8_t *)b, sizeof b};
     if (failed("set_input", nn_set_input(ctx, 0, &ta)) || failed("set_input", nn_set_input(ctx, 1, &tb))) return 1;
     if (failed("compute", nn_compute(ctx))) return 1;
     if (bench) bench_end();
-    for (uint32_t i = 0; i < 2; i++) {
-        float out[6];
-        uint32_t written;
-        if (failed("get_output", nn_get_output(ctx, i, (uint8_t *)out, sizeof out, &written))) return 1;
-        for (uint32_t j = 0; j < written / sizeof(float); j++) printf(j ? " %g" : "%g", out[j]);
-        printf("\n");
-    }
+    float out[6];
+    uint32_t written;
+    if (failed("get_output", nn_get_output(ctx, 0, (uint8_t *)out, sizeof out, &written))) return 1;
+    for (uint32_t j = 0; j < written / sizeof(float); j++) printf(j ? " %g" : "%g", out[j]);
+    printf("\n");
     return 0;
 }

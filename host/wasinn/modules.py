@@ -107,9 +107,9 @@ class CoreModules:
                 continue
             name = f"{imp.module}.{imp.name}"
             if mode is None:
-                why = (f"wasinn serves core modules WASI preview1 and {', '.join(MODULES)}" if imp.module not in SERVED
-                       else f"which wasinn does not define; it defines: {', '.join(SERVED[imp.module])}")
-                raise WasinnError(f"{label} imports {name}; {why} (run it anyway with -W unknown-imports-trap=y: "
+                why = (f"; wasinn serves core modules WASI preview1 and {', '.join(MODULES)}" if imp.module not in SERVED
+                       else f", which wasinn does not define; it defines: {', '.join(SERVED[imp.module])}")
+                raise WasinnError(f"{label} imports {name}{why} (run it anyway with -W unknown-imports-trap=y: "
                                   "the import traps when called, or -W unknown-imports-default=y: it returns zeros)")
             if not isinstance(imp.type, wasmtime.FuncType):
                 raise WasinnError(f"{label} imports {name}, which wasinn does not define and which is not a "
