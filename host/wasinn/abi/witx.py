@@ -26,7 +26,7 @@ import struct
 import sys
 from typing import Callable
 
-import numpy as np
+from ..lazy import numpy as np
 import wasmtime
 from wasmtime import _ffi as ffi
 

@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 
-import numpy as np
+from ..lazy import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
