@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -252,3 +253,10 @@ def test_preloaded_graph_is_ready_before_the_guest_asks():
     entry = host.models.register("adder", ADDER)
     host.preload_models()()
     assert entry.graph is not None
+
+
+def test_a_run_that_passes_no_tensor_imports_no_numpy(work):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "wasinn", "hello.wasm"], capture_output=True,
+                          text=True, cwd=work, timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(CACHE / "xdg")})
+    assert proc.returncode == 0 and proc.stdout == "hello from wasm\n", proc.stderr
+    assert re.search(r"^import time: .*\| +numpy$", proc.stderr, re.M) is None

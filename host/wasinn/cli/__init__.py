@@ -263,8 +263,12 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="wasinn", description="Run WebAssembly components that do "
                                  "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
-                                 "KServe v2 inference server.")
+                                 "KServe v2 inference server.",
+                 epilog="`wasinn [OPTIONS] FILE.wasm ARGS` is `wasinn run`, as `wasmtime FILE.wasm` is "
+                        "`wasmtime run`: the wasmtime, WasmEdge and WAMR command lines of a program's README run "
+                        "with wasinn in place of the binary (README: The peers' command lines).")
     sub = ap.add_subparsers(dest="command", required=True)
+    ap.commands = sub.choices  # the command names, for `wasinn FILE.wasm` (peers.as_run)
 
     p = sub.add_parser("run", help="run a command component, or call one export with --invoke",
                        description="Run a component. Without --invoke it must be a command "
@@ -380,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     ap = parser()
-    argv = peers.as_run(argv, ap._subparsers._group_actions[0].choices)
+    argv = peers.as_run(argv, ap.commands)
     args = ap.parse_args(argv)
     args.argv = argv  # argparse drops the `--` that ends wasinn's flags
     try:
