@@ -91,6 +91,9 @@ def test_wamr_path_names_load_only_where_the_operator_allows(work):
     absolute = str(work / "models" / "add.onnx")
     assert outputs_of(wasinn_cli("--load-by-path", "models", "wamr.wasm", absolute, cwd=work)) == EXPECTED
     assert outputs_of(wasinn_cli("--load-by-path", "models", "wamr.wasm", "add.onnx", cwd=work)) == EXPECTED
+    proc = wasinn_cli("--load-by-path", "models", "--max-model-bytes", "50", "wamr.wasm", "add.onnx", cwd=work)
+    assert proc.returncode == 1 and ("wasi_nn.load_by_name: too_large: model 'add.onnx' is over 50 bytes, the limit "
+                                     "(max-model-bytes, --max-model-bytes)") in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["../outside.onnx", "link.onnx", "sub/../../outside.onnx", "/etc/hostname",

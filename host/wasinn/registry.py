@@ -190,8 +190,8 @@ class ModelRegistry:
         files = _model_files(os.path.realpath(root / name))  # absolute names stay as they are
         builders = []
         for path in files:
-            if not path.is_relative_to(root):
-                raise not_found(f"no graph named {shown}: {path} is outside {root}, the one directory "
+            if not path.is_relative_to(root):  # (the guest is not told where the host's files are)
+                raise not_found(f"no graph named {shown}: the path leads outside the one directory "
                                 "load_by_name may read (--load-by-path)")
             builders.append(_read_inside(path, root, shown, max_bytes))
         return builders
@@ -212,11 +212,12 @@ def _read_inside(path: pathlib.Path, root: pathlib.Path, shown: str, max_bytes: 
         info = os.fstat(fd)
         real = pathlib.Path(os.readlink(f"/proc/self/fd/{fd}")) if os.path.isdir("/proc/self/fd") else path
         if not stat.S_ISREG(info.st_mode) or not real.is_relative_to(root):
-            raise not_found(f"no graph named {shown}: not a regular file inside {root}")
-        if max_bytes is not None and info.st_size > max_bytes:
-            raise too_large(f"model {shown} is {info.st_size} bytes; the limit is {max_bytes} "
-                            "(max-model-bytes, --max-model-bytes)")
+            raise not_found(f"no graph named {shown}: not a regular file inside the directory load_by_name "
+                            "may read (--load-by-path)")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # (it may have grown since)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise too_large(f"model {shown} is over {max_bytes} bytes, the limit (max-model-bytes, --max-model-bytes)")
+        return data
     finally:
         os.close(fd)
