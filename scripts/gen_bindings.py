@@ -292,10 +292,11 @@ class Emitter:
             "",
             "import dataclasses",
             "import enum",
-            "from typing import Protocol",
+            "from typing import TYPE_CHECKING, Protocol",
             "",
-            "from wasmtime import StoreContext",
-            "from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant",
+            "if TYPE_CHECKING:",
+            "    from wasmtime import StoreContext",
+            "    from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant",
             "",
             "# Every interface in wit/, by the name components import or export it under.",
         ]
@@ -363,7 +364,8 @@ class Emitter:
             pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host"
             fn = f"add_{snake(p.namespace)}_{snake(p.name)}_to_linker"
             wiring += ["", "", f"def {fn}(root: LinkerInstance, impl: {pkg_cls}) -> None:",
-                       f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""']
+                       f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""',
+                       "    _bind_wasmtime()"]
             for iface in p.interfaces.values():
                 wiring += ["", f"    li = root.add_instance({const_name(iface)})"]
                 for td in iface.types.values():
@@ -376,7 +378,15 @@ class Emitter:
                 for f in funcs:
                     wiring += self.wiring(f, iface)
                 wiring.append("    li.close()")
-        out += ["", "def _rep(store, handle, ty: Resource) -> int:",
+        out += ["", "def _bind_wasmtime() -> None:",
+                '    """Binds the wasmtime-py classes the converters below use, when a linker is first',
+                "    wired: they run only in calls that linker serves. The backend worker imports this",
+                "    module for its enums alone, and importing wasmtime would cost its fork server",
+                '    ~17 ms of start-up on the way to a guest\'s first isolated graph.load."""',
+                "    global Record, ResourceHost, ResourceType, Variant",
+                "    from wasmtime.component import Record, ResourceHost, ResourceType, Variant",
+                "",
+                "", "def _rep(store, handle, ty: Resource) -> int:",
                 '    """Takes a guest\'s resource handle; for a borrow this also releases it, which the',
                 '    canonical ABI requires before the call returns."""',
                 "    host = handle.to_host(store)",

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from wasmtime import StoreContext
-from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant
+if TYPE_CHECKING:
+    from wasmtime import StoreContext
+    from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant
 
 # Every interface in wit/, by the name components import or export it under.
 WASI_CLI_RUN = 'wasi:cli/run@0.2.0'
@@ -279,6 +280,15 @@ class WasinnIntrospectHost(DescribeHost, Protocol):
     """Everything the host implements for wasinn:introspect@0.1.0."""
 
 
+def _bind_wasmtime() -> None:
+    """Binds the wasmtime-py classes the converters below use, when a linker is first
+    wired: they run only in calls that linker serves. The backend worker imports this
+    module for its enums alone, and importing wasmtime would cost its fork server
+    ~17 ms of start-up on the way to a guest's first isolated graph.load."""
+    global Record, ResourceHost, ResourceType, Variant
+    from wasmtime.component import Record, ResourceHost, ResourceType, Variant
+
+
 def _rep(store, handle, ty: Resource) -> int:
     """Takes a guest's resource handle; for a borrow this also releases it, which the
     canonical ABI requires before the call returns."""
@@ -345,6 +355,7 @@ def _conv10(store, v):
 
 def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
     """Defines every function and resource of wasi:nn@0.2.0-rc-2024-10-28 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASI_NN_TENSOR)
     li.add_resource('tensor', ResourceType.host(Resource.TENSOR), impl.tensor_drop)
@@ -411,6 +422,7 @@ def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
 
 def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) -> None:
     """Defines every function and resource of wasinn:adapter@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_ADAPTER_TENSORS)
     def _tensors__bind_nonce(store):
@@ -443,6 +455,7 @@ def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) 
 
 def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost) -> None:
     """Defines every function and resource of wasinn:fastpath@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_FASTPATH_BULK)
     def _bulk__load(store, builders_, encoding_, target_):
@@ -464,6 +477,7 @@ def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost
 
 def add_wasinn_introspect_to_linker(root: LinkerInstance, impl: WasinnIntrospectHost) -> None:
     """Defines every function and resource of wasinn:introspect@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_INTROSPECT_DESCRIBE)
     def _describe__describe_graph(store, g_):
