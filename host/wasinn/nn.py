@@ -366,7 +366,8 @@ class WasiNn:
                                    f"host serves ({self.served()})")
         backend = self.backends.get(encoding)
         if backend is None:
-            raise invalid_encoding(f"no backend serves encoding {encoding.value}; this host serves: {self.served()}")
+            raise invalid_encoding(f"no backend serves encoding {encoding.value}; this host serves: {self.served()}"
+                                   + _CONVERT.get(encoding, ""))
         return backend
 
     def served(self) -> str:
@@ -374,7 +375,13 @@ class WasiNn:
 
     @returns_error
     def load_by_name(self, store, name: str) -> int:
-        return self.add(store, Resource.GRAPH, self.registry.graph(name, self.load_graph, self.load_file))
+        return self.add(store, Resource.GRAPH, self.graph_by_name(name, self.session(store)))
+
+    def graph_by_name(self, name: str, session: Session) -> Graph:
+        """The registered graph `name`, for the instance of `session` (whose own model it
+        is where the registry reads names as paths: registry.allow_paths)."""
+        return self.registry.graph(name, self.load_graph, self.load_file, guest=session,
+                                   max_bytes=self.limits.max_model_bytes)
 
     def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
         """An operator's model file, loaded by a backend that reads files itself; None
@@ -443,6 +450,12 @@ class WasiNn:
 
     def error_drop(self, store, rep: int) -> None:
         self.drop(rep)
+
+
+# How a model in an encoding no backend here serves becomes one that is served.
+_CONVERT = {GraphEncoding.PYTORCH: " (convert a PyTorch model to ONNX with torch.onnx.export)",
+            GraphEncoding.TENSORFLOW: " (convert a TensorFlow model to ONNX with tf2onnx, or to TFLite with "
+                                      "tf.lite.TFLiteConverter)"}
 
 
 def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Limits) -> list[HostTensor]:

@@ -29,7 +29,7 @@ import struct
 import sys
 from typing import Callable
 
-import numpy as np
+from ..lazy import numpy as np
 import wasmtime
 from wasmtime import _ffi as ffi
 
@@ -327,7 +327,7 @@ class WitxHost:
     def load_by_name(self, caller, mem, name_ptr, name_len, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the graph result slot")
         name = self._name(mem, name_ptr, name_len)
-        self._new_graph(caller, slot, self.nn.registry.graph(name, self.nn.load_graph, self.nn.load_file))
+        self._new_graph(caller, slot, self.nn.graph_by_name(name, mem.session))
 
     def load_by_name_with_config(self, caller, mem, name_ptr, name_len, config_ptr, config_len, result_ptr) -> None:
         config = mem.view(config_ptr, config_len, "the graph config")
