@@ -71,6 +71,7 @@ def _cow_component(path: pathlib.Path, cache: pathlib.Path, host):
     import wasmtime
     from wasmtime.component import Component, Linker
     from wasinn._bindings import add_wasi_nn_to_linker
+    from wasinn.embedding.records import record
     config = wasmtime.Config()
     config.epoch_interruption = True
     engine = wasmtime.Engine(config)
@@ -86,8 +87,8 @@ def _cow_component(path: pathlib.Path, cache: pathlib.Path, host):
     with linker.root() as root:
         add_wasi_nn_to_linker(root, host.nn)
     # what runtime.Instance needs of an engine; the store setup and the call path are wasinn's
-    component.wasinn_engine = types.SimpleNamespace(engine=engine, linker=linker)
-    component.wasinn_funcs, component.wasinn_images = {}, None
+    compiled = record(component)
+    compiled.engine, compiled.funcs, compiled.images = types.SimpleNamespace(engine=engine, linker=linker), {}, None
     return component
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 import wasinn
+from wasinn.embedding.records import record
 
 from conftest import guest_component
 
@@ -53,5 +54,5 @@ def test_no_entry_is_written_without_its_memory_images(tmp_path):
     entry = engine.cache.entry_for(app.read_bytes())
     entry.with_suffix(".images").mkdir()  # a directory where the image file goes: the write fails
     component = host.load_component(app)
-    assert component.wasinn_images is not None
+    assert record(component).images is not None
     assert not entry.exists()

@@ -55,11 +55,11 @@ def test_a_memory_image_bomb_compiles_in_little_memory():
     carry the forking test process's) stays under 300 MiB (a bare Host in such a process
     is ~50 MiB: the bound leaves room for allocators, not for one 1 GiB image)."""
     script = textwrap.dedent(f"""
-        import resource, wasmtime, wasinn
+        import resource, wasmtime, wasinn, wasinn.embedding.records
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         wasm = wasmtime.wat2wasm({_bomb()!r})
         component = wasinn.Host(cache_dir=False).load_component(wasm)
-        runs = [runs for runs, _ in component.wasinn_images.images.values()]
+        runs = [runs for runs, _ in wasinn.embedding.records.record(component).images.values()]
         hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1]
         print(len(runs), sum(n for r in runs for _, _, n in r), hwm)
     """)

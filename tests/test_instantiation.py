@@ -17,6 +17,7 @@ from wasmtime.component import Component, Linker
 from wasinn.abi import images
 from wasinn.abi import memory as hostmem
 from wasinn.abi.memory import HostMemories
+from wasinn.embedding.records import record
 from wasinn.nn import store_key
 
 PAGE = 65536
@@ -212,11 +213,12 @@ def test_a_module_whose_segments_cannot_be_taken_keeps_them():
 def test_component_instances_start_from_their_image(host, roundtrip_component):
     """A componentize-py guest's memory starts as its image, whatever the instance
     before it (on the same mapping or beside it) wrote there."""
-    assert roundtrip_component.wasinn_images is not None
-    (runs, length), = roundtrip_component.wasinn_images.images.values()
+    memory_images = record(roundtrip_component).images
+    assert memory_images is not None
+    (runs, length), = memory_images.images.values()
     expected = np.zeros(length, np.uint8)  # zeros between its runs
     for at, offset, n in runs:
-        image = roundtrip_component.wasinn_images.view + offset
+        image = memory_images.view + offset
         expected[at:at + n] = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(image))
     scribbler = host.instantiate(roundtrip_component)
     scribbler.call("echo", np.zeros(3, np.float32))

@@ -9,8 +9,9 @@ as when the hash was taken. A stat is microseconds.
 
 An engine may keep a sidecar file beside each entry (the host-memory engine keeps the
 component's memory images there, abi/images.py): `compile` then returns a component
-whose `wasinn_sidecar` holds its bytes, written before the entry; an entry found
-without its sidecar is a miss, and a loaded one carries the sidecar's path there.
+whose record (embedding/records.py) holds its bytes as `sidecar`, written before the
+entry; an entry found without its sidecar is a miss, and a loaded one's record holds
+the sidecar's path there.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from wasmtime import Engine, WasmtimeError
 from wasmtime.component import Component
 
 from .digests import sha256
+from .embedding.records import record
 from .files import write_atomic
 
 
@@ -74,7 +76,7 @@ class CompileCache:
             entry.unlink(missing_ok=True)  # truncated or from another build: compile again
             return None
         if side is not None:
-            component.wasinn_sidecar = side
+            record(component).sidecar = side
         return component
 
     def lookup(self, path: pathlib.Path) -> Component | None:
@@ -92,7 +94,7 @@ class CompileCache:
         if component is None:
             component = compile(wasm)
             # an entry without its sidecar is never taken: not written unless the sidecar is
-            if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), component.wasinn_sidecar):
+            if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), record(component).sidecar):
                 _write_quietly(entry, component.serialize())
         if path is not None:
             self.identities.put(content_key, path)

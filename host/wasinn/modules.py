@@ -21,9 +21,9 @@ from typing import Any
 import wasmtime
 from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasmtimeError
 
-from .abi.speedups import CoreExport
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import CompileCache
+from .embedding.calls import CoreExport
 from .errors import GuestTrap, WasinnError
 from .runtime import WASMTIME_VERSION, Instance, _EpochTicker, _one_line
 

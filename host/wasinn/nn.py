@@ -10,19 +10,18 @@ get-output) on top of it: one semantics, every version.
 from __future__ import annotations
 
 import collections
-import ctypes
 import functools
 import itertools
 import os
 import threading
 from typing import Callable
 
-from wasmtime import _ffi as ffi
-
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
 from .backends.formats import inline_onnx_external_data, looks_like_onnx
 from .backends.isolated import Isolation
+from .embedding import stores
+from .embedding.stores import store_key
 from .errors import NnError, invalid_argument, invalid_encoding, quoted, too_large
 from .limits import Limits
 from .registry import ModelRegistry
@@ -35,11 +34,6 @@ RECENT_GRAPHS = 4
 TIMEOUT_GRACE_TICKS = 20
 _LIMIT_NAMES = {"graph": "graphs", "graph_execution_context": "contexts", "tensor": "tensors"}
 _KIND_NAMES = {k: k.name.lower() for k in Resource}  # (an enum's .name runs Python code each time)
-
-
-def store_key(store) -> int:
-    """Identifies a store from a `Store` or the `StoreContext` host calls receive."""
-    return ctypes.addressof(store._context().contents)
 
 
 class ExecutionContext:
@@ -145,7 +139,7 @@ class WasiNn:
 
     # --- sessions and the resource table -----------------------------------------
     def open_session(self, store) -> Session:
-        session = Session(store_key(store), store._context())
+        session = Session(store_key(store), stores.context(store))
         self._sessions[session.key] = session
         return session
 
@@ -168,7 +162,7 @@ class WasiNn:
         """Checks of the counts a guest passes as list parameters, by WIT parameter name
         (the tensor constructor's and tensor-from-memory's `dimensions`, load's
         `builder`, bulk load's `builders`): the bindings lift a list only after its
-        check passes (abi/speedups.py), so a flood costs no Python object per element."""
+        check passes (embedding/patches.py), so a flood costs no Python object per element."""
         limits = self.limits
         return {"dimensions": lambda n: limits.check_rank(n, "the tensor"),
                 "builder": limits.check_builders, "builders": limits.check_builders}
@@ -349,7 +343,7 @@ class WasiNn:
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT and guest is not None:
                 # as in compute: the guest gets to see the timeout before the epoch deadline ends the call
-                ffi.wasmtime_context_set_epoch_deadline(guest.store_context, TIMEOUT_GRACE_TICKS)
+                stores.set_epoch_deadline(guest.store_context, TIMEOUT_GRACE_TICKS)
             raise
 
     def _inline(self, builders: list[bytes], encoding: GraphEncoding) -> list[bytes]:
@@ -430,7 +424,7 @@ class WasiNn:
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT:
                 # the guest gets to see the timeout before the epoch deadline ends the call
-                ffi.wasmtime_context_set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
+                stores.set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
             raise
         live = session.counts["tensor"] + len(outputs)
         if live > self.limits.max_tensors:

@@ -15,7 +15,6 @@ import itertools
 import os
 import math
 import pathlib
-import re
 import sys
 import threading
 import time
@@ -26,13 +25,16 @@ import wasmtime
 from wasmtime import Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import BorrowType, Component, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from .abi import speedups as _speedups
 from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
+from .embedding import calls, patches
+from .embedding import errors as wasmtime_errors
+from .embedding.errors import one_line as _one_line
+from .embedding.records import record
 from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .abi import adapter, binary, images, nn_versions
 from .abi.bulk import Bulk
@@ -119,7 +121,7 @@ class Host:
         if unknown_imports not in UNKNOWN_IMPORTS:
             raise BadValue(f"unknown_imports: {unknown_imports!r} is none of {', '.join(map(repr, UNKNOWN_IMPORTS))}")
         self.unknown_imports = unknown_imports
-        _speedups.install()
+        patches.install()
         self.limits = limits or Limits()
         self.progress = progress or (lambda message: None)
         self.cache_dir = None if cache_dir is False else pathlib.Path(cache_dir or default_cache_dir())
@@ -140,7 +142,7 @@ class Host:
     @staticmethod
     def engine_of(component: Component) -> Engine:
         """The engine `component` was compiled for (for wasmtime-py's type queries)."""
-        return component.wasinn_engine.engine
+        return record(component).engine.engine
 
     # --- components --------------------------------------------------------------
     def load_component(self, source: str | os.PathLike | bytes) -> Component:
@@ -175,12 +177,13 @@ class Host:
         """Gives a loaded component its engine and its memory images (abi/images.py);
         False, with the cache's image file removed, if that file is unreadable (the
         component, stripped of them, cannot run without)."""
-        component.wasinn_engine = engine
-        component.wasinn_funcs = {}  # Instance._func's
+        compiled = record(component)
+        compiled.engine = engine
+        compiled.funcs = {}  # Instance._func's
         try:
-            component.wasinn_images = images.MemoryImages.load(component.wasinn_sidecar)
+            compiled.images = images.MemoryImages.load(compiled.sidecar)
         except (OSError, ValueError):
-            pathlib.Path(component.wasinn_sidecar).unlink(missing_ok=True)
+            pathlib.Path(compiled.sidecar).unlink(missing_ok=True)
             return False
         return True
 
@@ -220,7 +223,7 @@ class Host:
         wasm, sidecar = images.strip(wasm)  # mapped, not copied, at instantiation
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
         component = Component(engine.engine, wasm)
-        component.wasinn_sidecar = sidecar
+        record(component).sidecar = sidecar
         return component
 
     def instantiate(self, component: Component, *, args: Sequence[str] = (),
@@ -276,9 +279,9 @@ class Instance:
             if self._session.broken() is None:
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
-        engine = self.component.wasinn_engine
+        compiled = record(self.component)
         self._instance, self._store, self._session = self._instantiate(
-            engine.engine, self.component.wasinn_images, self._link, "component")
+            compiled.engine.engine, compiled.images, self._link, "component")
         return self._store
 
     def _link(self, store: Store):
@@ -286,14 +289,14 @@ class Instance:
         the linker reports missing (and only those: WASI a guest imports at a newer 0.2.x
         is served by semver, which wasmtime's `define_unknown_imports_as_traps` shadows)
         is defined as traps, in the linker every component of this host shares."""
-        linker = self.component.wasinn_engine.linker
+        linker = record(self.component).engine.linker
         while True:
             try:
                 return linker.instantiate(store, self.component)
             except WasmtimeError as e:
-                missing = _MISSING_IMPORT.match(str(e))
+                missing = wasmtime_errors.missing_import(e)
                 if self.host.unknown_imports != "trap" or missing is None or not _stand_in(
-                        linker, self.component, missing.group(1), missing.group(2)):
+                        linker, self.component, *missing):
                     raise
 
     def _instantiate(self, engine: Engine, memory_images, instantiate: Callable, what: str):
@@ -302,18 +305,18 @@ class Instance:
         store = self._new_store(engine)
         session = self.host.nn.open_session(store)
         budget = MemoryBudget(self.host.limits.memory)
-        _speedups.bound_lists(session.key, self.host.nn.list_bounds())
+        patches.bound_lists(session.key, self.host.nn.list_bounds())
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget):
                 instance = instantiate(store)
             self.host.limits.check_reach(budget.memories, budget.reach)
         except ExitTrap:  # a module's start function exited
             self.host.nn.close_session(session)
-            _speedups.forget_store(session.key)
+            patches.forget_store(session.key)
             raise
         except (WasmtimeError, wasmtime.Trap, WasinnError) as e:
             self.host.nn.close_session(session)
-            _speedups.forget_store(session.key)
+            patches.forget_store(session.key)
             store.close()
             reason = e if isinstance(e, WasinnError) else self._explain(e)
             raise WasinnError(f"cannot instantiate the {what}: {reason}") from None
@@ -349,7 +352,7 @@ class Instance:
         if self._session is not None:
             self._last_nn_error = self._session.last_error
             self.host.nn.close_session(self._session)
-            _speedups.forget_store(self._session.key)
+            patches.forget_store(self._session.key)
         if self._store is not None:
             # Now, not when the last reference goes: a traceback that still holds the
             # store (a caught GuestTrap) would keep the guest's memory mapped.
@@ -373,10 +376,11 @@ class Instance:
             return self._funcs[name]
         # where the export is and its types hold for every instance of the component:
         # found once (~0.1 ms of a fresh instance's first call)
-        found = self.component.wasinn_funcs.get(name)
+        funcs = record(self.component).funcs
+        found = funcs.get(name)
         if found is None:
             func, index = self._find(store, name)
-            found = self.component.wasinn_funcs[name] = index, _FuncTypes(func.type(store))
+            found = funcs[name] = index, _FuncTypes(func.type(store))
         else:
             func = self._instance.get_func(store, found[0])
         self._funcs[name] = func, found[1]
@@ -406,7 +410,7 @@ class Instance:
         return ftype.params, ftype.result
 
     def exported_interfaces(self) -> list[str]:
-        names = self.component.type.exports(self.component.wasinn_engine.engine)
+        names = self.component.type.exports(record(self.component).engine.engine)
         return sorted(n for n in names if n not in _TOOLCHAIN_EXPORTS)
 
     @property
@@ -449,7 +453,7 @@ class Instance:
                 raise
             self._budget(store)
             try:
-                result = _speedups.call_export(func, ftype.param_types, ftype.result, store, params)
+                result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise
@@ -497,30 +501,26 @@ class Instance:
 
     def _explain(self, e: Exception) -> str:
         limits = self.host.limits
-        text = str(e)
-        if "wasm trap: interrupt" in text:
+        kind, value = wasmtime_errors.classify(e) or (None, None)
+        if kind == "deadline":
             return f"the call ran past its deadline of {limits.deadline:g} s (limit 'deadline', --deadline)"
-        if "all fuel consumed" in text:
+        if kind == "fuel":
             return f"the call used up its fuel ({limits.fuel}; limit 'fuel', --fuel)"
-        pages = re.search(r"memory minimum size of (\d+) pages exceeds memory limits", text)
-        if pages:
-            return (f"its memory starts at {int(pages.group(1)) * 65536 / 2**20:.1f} MiB; the limit is "
+        if kind == "memory-minimum":
+            return (f"its memory starts at {value * 65536 / 2**20:.1f} MiB; the limit is "
                     f"{limits.memory / 2**20:g} MiB (limit 'memory', --memory)")
-        elements = re.search(r"table minimum size of (\d+) elements exceeds table limits", text)
-        if elements:
-            return (f"a table starts at {elements.group(1)} elements; the limit is {limits.max_table_elements} "
+        if kind == "table-minimum":
+            return (f"a table starts at {value} elements; the limit is {limits.max_table_elements} "
                     "(limit 'max-table-elements', --max-table-elements)")
-        for kind, (name, what) in _COUNTED.items():
-            if f"{kind} count too high" in text:
-                flag = name.replace("_", "-")
-                return f"it makes more {what} than {getattr(limits, name)} (limit '{flag}', --{flag})"
-        # the memory creator's refusals (abi/memory.py) say which limit themselves
-        own = re.search(r"^(?:\s*\d+:)?\s*(.*\(limit '[a-z-]+', --[a-z-]+\))\s*$", text, re.M)
-        if own:
-            return own.group(1)
-        missing = _MISSING_IMPORT.match(text)
-        if missing and self.host.unknown_imports is None and not missing.group(2).startswith(("wasi:", "wasinn:")):
-            return (f"it imports {missing.group(1)} {missing.group(2)}, which nothing here defines (run it anyway "
+        if kind == "count":
+            name, what = _COUNTED[value]
+            flag = name.replace("_", "-")
+            return f"it makes more {what} than {getattr(limits, name)} (limit '{flag}', --{flag})"
+        if kind == "own-limit":  # the memory creator's refusals (abi/memory.py) say which limit themselves
+            return value
+        if kind == "missing-import" and self.host.unknown_imports is None \
+                and not value[1].startswith(("wasi:", "wasinn:")):
+            return (f"it imports {value[0]} {value[1]}, which nothing here defines (run it anyway "
                     "with -W unknown-imports-trap=y: its functions trap when called)")
         return _one_line(e)
 
@@ -538,16 +538,13 @@ class Instance:
 
 
 UNKNOWN_IMPORTS = (None, "trap", "default")
-# How wasmtime's linker names an import it has no definition for.
-_MISSING_IMPORT = re.compile(r"component imports (instance|function) `([^`]+)`, but a matching implementation "
-                             r"was not found in the linker")
 _stand_in_resources = itertools.count(1 << 20)  # host resource types of stand-ins, apart from wasi:nn's
 
 
 def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> bool:
     """Defines import `name` (an instance or a function) of `component` as traps; False
     if the linker has that name already (then its types differ: the refusal stands)."""
-    engine = component.wasinn_engine.engine
+    engine = record(component).engine.engine
     extern = component.type.imports(engine).get(name)
     if extern is None:
         return False
@@ -575,17 +572,10 @@ def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> boo
 
 # Exports a toolchain adds for itself: componentize-py's pre-initialization hook (`init`).
 _TOOLCHAIN_EXPORTS = {"exports"}
-# What wasmtime counts per store ("resource limit exceeded: instance count too high at
-# 257"), each with its limit and what it counts.
+# What wasmtime counts per store (embedding/errors.py's COUNTED), each with its limit
+# and what it counts.
 _COUNTED = {"instance": ("max_instances", "core instances"), "memory": ("max_memories", "linear memories"),
             "table": ("max_tables", "tables")}
-# Traps whose cause is a limit of the runtime, and what to do about each.
-_KNOWN_LIMITS = {
-    "fuel allocated for hostcalls has been exhausted":
-        "a guest passed the host more than wasmtime's per-call limit for list values "
-        "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
-        "wasi:nn's tensor constructor, tensor.data and graph.load of wit-component layouts)",
-}
 
 
 class _FuncTypes:
@@ -627,20 +617,6 @@ class _EpochTicker:
         # after the creator's callbacks (SIGSEGV after a run had printed its results).
         for engine in list(cls._engines):
             engine.increment_epoch()
-
-
-def _one_line(e: Exception) -> str:
-    """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
-    text = str(e)
-    for marker, explanation in _KNOWN_LIMITS.items():
-        if marker in text:
-            return explanation
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if "Caused by:" in lines:
-        causes = lines[lines.index("Caused by:") + 1:]
-        causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]
-        return "; ".join(causes) or lines[0]
-    return lines[0] if lines else type(e).__name__
 
 
 from .modules import CORE_MODULE_HEADER, CoreModules, ModuleInstance  # noqa: E402 (it builds on Instance)

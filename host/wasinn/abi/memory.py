@@ -47,7 +47,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..lazy import numpy as np
-from wasmtime import _ffi as ffi
+from ..embedding.memory import MemoryCreator, error as _error, memory_type_is64, memory_type_key as _type_key
 
 if TYPE_CHECKING:
     from .images import MemoryImages
@@ -84,19 +84,6 @@ _PYBUF_WRITE = 0x200
 
 def _round_up(n: int) -> int:
     return (n + _PAGE - 1) // _PAGE * _PAGE
-
-
-def _error(message: str) -> int:
-    return ctypes.cast(ffi.wasmtime_error_new(message.encode()), ctypes.c_void_p).value or 0
-
-
-def _type_key(ty) -> tuple:
-    """A memory type as images.py keys it."""
-    maximum = ctypes.c_uint64()
-    has_maximum = ffi.wasmtime_memorytype_maximum(ty, ctypes.byref(maximum))
-    return (ffi.wasmtime_memorytype_minimum(ty), maximum.value if has_maximum else None,
-            ffi.wasmtime_memorytype_is64(ty), ffi.wasmtime_memorytype_isshared(ty),
-            int(ffi.wasmtime_memorytype_page_size_log2(ty)))
 
 
 class OutOfBounds(ValueError):
@@ -200,18 +187,12 @@ class HostMemories:
         # calls `_finalize` from there.
         self._lock = threading.RLock()
         self._instantiating = threading.local()
-        # ctypes callbacks must stay referenced for as long as wasmtime may call them
-        self._callbacks = (ffi.wasmtime_new_memory_callback_t(self._new_memory),
-                           ffi.wasmtime_memory_get_callback_t(self._get_memory),
-                           ffi.wasmtime_memory_grow_callback_t(self._grow_memory),
-                           ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._finalize),
-                           ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None))
-        self._creator = ffi.wasmtime_memory_creator_t(None, self._callbacks[0], self._callbacks[4])
+        self._creator = MemoryCreator(self._new_memory, self._get_memory, self._grow_memory, self._finalize)
 
     def install(self, config) -> None:
         """Makes `config`'s engine allocate guest memories here. wasmtime's copy-on-write
         memory images need its own mmap-backed memories, so they are turned off."""
-        ffi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(self._creator))
+        self._creator.install(config)
         config.memory_init_cow = False
 
     # --- wasmtime callbacks ------------------------------------------------------------
@@ -249,13 +230,11 @@ class HostMemories:
                 if budget is not None:
                     budget.used += minimum
                     budget.memories += 1
-                    budget.reach += float("inf") if ffi.wasmtime_memorytype_is64(ty) else _DEFAULT_RESERVE
+                    budget.reach += float("inf") if memory_type_is64(ty) else _DEFAULT_RESERVE
             pending = getattr(self._instantiating, "memories", None)
             if pending is not None:
                 pending.append(memory)
-            out = ret.contents
-            out.env = key
-            out.get_memory, out.grow_memory, out.finalizer = self._callbacks[1:4]
+            self._creator.hand_out(ret, key)
             return 0
         except BaseException as e:
             return _error(f"wasinn: guest memory creation failed: {e!r}")

@@ -23,6 +23,7 @@ from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, Borr
                                 ResourceType, ResultType, String, TupleType, Variant, VariantType)
 
 from .._bindings import RESOURCE_WIT_NAMES, Resource
+from ..embedding.types import is_bytes, is_tagged
 from ..errors import BadValue
 from ..tensors import HostTensor, dtype_refusal, fits, tensor_type_of, value_range
 
@@ -133,7 +134,7 @@ def _format_typed(value, ty) -> str | None:
         return "none" if value is None else f"some({format_value(value, ty.payload)})"
     if isinstance(ty, FlagsType):
         return "{" + ", ".join(name for name in ty.names if name in value) + "}"
-    if isinstance(ty, ListType) and not ty._is_bytes():
+    if isinstance(ty, ListType) and not is_bytes(ty):
         return "[" + ", ".join(format_value(v, ty.element) for v in value) + "]"
     if isinstance(ty, TupleType):
         return "(" + ", ".join(format_value(v, t) for v, t in zip(value, ty.elements)) + ")"
@@ -217,12 +218,12 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
             raise bad()
         return value
     if isinstance(ty, ListType):
-        if ty._is_bytes() and isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
-            return value  # as is: abi/speedups.py copies them in at once
+        if is_bytes(ty) and isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
+            return value  # as is: embedding/patches.py copies them in at once
         if not isinstance(value, (list, tuple, np.ndarray)):
             raise bad()
         items = [to_wasm(ty.element, v, handles, f"{where}[{i}]") for i, v in enumerate(value)]
-        return bytes(items) if ty._is_bytes() else items
+        return bytes(items) if is_bytes(ty) else items
     if isinstance(ty, TupleType):
         if not isinstance(value, (tuple, list)):
             raise bad()
@@ -254,7 +255,7 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
             raise bad(f" (case {tag} needs a payload, {type_name(cases[tag])})")
         else:
             payload = to_wasm(cases[tag], payload, handles, f"{where}.{tag}")
-        return Variant(tag, payload) if ty._tagged() else payload
+        return Variant(tag, payload) if is_tagged(ty) else payload
     if isinstance(ty, OptionType):
         return None if value is None else to_wasm(ty.payload, value, handles, f"{where}.some")
     if isinstance(ty, EnumType):
@@ -288,12 +289,12 @@ def from_wasm(ty, value, handles: Handles) -> Any:
         return handles(ty, value)
     if isinstance(ty, (VariantType, ResultType)):
         # By the type, not the value: an untagged result's payload may itself be a Variant.
-        tag, payload = (value.tag, value.payload) if ty._tagged() else (_case_of(ty, value), value)
+        tag, payload = (value.tag, value.payload) if is_tagged(ty) else (_case_of(ty, value), value)
         case_ty = dict(_cases(ty))[tag]
         return Variant(tag, None if case_ty is None else from_wasm(case_ty, payload, handles))
     if isinstance(ty, OptionType):
         return None if value is None else from_wasm(ty.payload, value, handles)
-    if isinstance(ty, ListType) and not ty._is_bytes():
+    if isinstance(ty, ListType) and not is_bytes(ty):
         return [from_wasm(ty.element, v, handles) for v in value]
     if isinstance(ty, TupleType):
         return tuple(from_wasm(t, v, handles) for t, v in zip(ty.elements, value))

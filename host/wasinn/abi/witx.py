@@ -24,18 +24,18 @@ Enum tags that changed between releases (tables in wit/witx/wasi-nn.witx):
 """
 from __future__ import annotations
 
-import ctypes
 import struct
 import sys
 from typing import Callable
 
 from ..lazy import numpy as np
 import wasmtime
-from wasmtime import _ffi as ffi
 
 from . import _witx_tables as tables
-from .speedups import I32Host
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
+from ..embedding.memory import ExportedMemory
+from ..embedding.patches import I32Host
+from ..embedding.stores import set_epoch_deadline
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
 from ..nn import TIMEOUT_GRACE_TICKS, Session, WasiNn, check_input, compute_bound, in_model_order
@@ -98,29 +98,6 @@ def bad_argument(message: str) -> _Errno:
     return _Errno("invalid_argument", message)
 
 
-class _Mapping:
-    """Where an instance's exported memory lies in the host. The engine's memories never
-    move (modules.py: memory_may_move off), so the base holds for the instance's life
-    and only a grown size is asked of wasmtime again: after a large model's run, each
-    call into wasmtime's C API costs a host call ~50 us of cache misses."""
-
-    def __init__(self, memory: wasmtime.Memory, caller: wasmtime.Caller):
-        self.memory = ctypes.byref(memory._memory)
-        context = caller._context()
-        self.base = ctypes.cast(ffi.wasmtime_memory_data(context, self.memory), ctypes.c_void_p).value
-        self.size = 0
-        self.bytes, self.mv = np.empty(0, np.uint8), memoryview(b"")
-        self.refresh(caller)
-
-    def refresh(self, caller: wasmtime.Caller) -> None:
-        """Re-reads the size (the guest may have grown its memory)."""
-        size = ffi.wasmtime_memory_data_size(caller._context(), self.memory)
-        if size != self.size and size:
-            self.bytes = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(self.base))
-            self.mv = memoryview(self.bytes)  # its slices and stores run less code than numpy's
-        self.size = size
-
-
 class GuestMemory:
     """The caller's exported memory during one host call, every access bounds-checked.
     Views are numpy arrays on the memory itself (no copy); they are valid only until
@@ -134,7 +111,7 @@ class GuestMemory:
             memory = caller.get("memory")
             if not isinstance(memory, wasmtime.Memory):
                 raise _Errno("missing_memory", "the module exports no memory named 'memory'")
-            mapping = session.core_memory = _Mapping(memory, caller)
+            mapping = session.core_memory = ExportedMemory(memory, caller)
         self._mapping = mapping
         self.size, self.bytes, self.mv = mapping.size, mapping.bytes, mapping.mv
 
@@ -262,7 +239,7 @@ class WitxHost:
     def _serve(self, module: str, name: str, impl: Callable) -> Callable:
         nn = self.nn
 
-        def host(caller, *args):  # args: u32s (speedups.I32Host)
+        def host(caller, *args):  # args: u32s (embedding/patches.py's I32Host)
             try:
                 impl(caller, GuestMemory(caller, nn.session(caller)), *args)
                 return 0
@@ -389,7 +366,7 @@ class WitxHost:
             outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline)
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT:  # as for components: the guest sees the errno first
-                ffi.wasmtime_context_set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
+                set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
             raise
         execution.outputs = [t for _, t in outputs]
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from wasmtime.component import (F32, F64, ListType, OptionType, RecordType, ResultType, TupleType, Variant,
                                 VariantType)
 
+from ..embedding.types import is_bytes
 from ..errors import GuestTrap, WasinnError
 from ..runtime import Host
 from ..tensors import DTYPES, HostTensor
@@ -211,7 +212,7 @@ def describe(ty, value) -> str:
     """A value, short: tensors as `TYPE dims=[...]`, lists by length and first elements."""
     if isinstance(value, HostTensor):
         return f"{value.ty.name} dims={list(value.dims)}"
-    if isinstance(ty, ListType) and ty._is_bytes():
+    if is_bytes(ty):
         return f"list<u8> of {len(value)} bytes"
     if isinstance(ty, ListType):
         items = ", ".join(describe(ty.element, v) for v in value[:4]) + (", ..." if len(value) > 4 else "")
@@ -248,7 +249,7 @@ def difference(ty, sent, got) -> str | None:
         if got.dims != sent.dims:
             return f"dims differ: sent {list(sent.dims)}, got {list(got.dims)}"
         return _bytes_difference(sent.to_bytes(), got.to_bytes(), DTYPES[sent.ty].itemsize)
-    if isinstance(ty, ListType) and ty._is_bytes():
+    if is_bytes(ty):
         return _bytes_difference(bytes(sent), bytes(got))
     if isinstance(ty, ListType):
         if len(sent) != len(got):

@@ -33,7 +33,7 @@ from .strategies import Unsupported, values_for
 
 def export_names(inst: Instance) -> list[str]:
     """Every exported function: `func` at the root, `interface#func` in an interface."""
-    engine = inst.component.wasinn_engine.engine
+    engine = inst.host.engine_of(inst.component)
     names = []
     for name, item in inst.component.type.exports(engine).items():
         ty = item.ty

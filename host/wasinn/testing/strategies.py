@@ -32,6 +32,7 @@ from wasmtime.component import (Bool, BorrowType, Char, EnumType, F32, F64, Flag
 
 from ..abi.values import type_name
 from .._bindings import Resource, TensorType
+from ..embedding.types import is_bytes
 from ..errors import WasinnError
 from ..tensors import DTYPES, HostTensor
 
@@ -355,7 +356,7 @@ def _values_for(ty, tensors, inputs, max_list: int, max_bytes: int, thresholds: 
     if isinstance(ty, String):
         return st.text(max_size=64)
     if isinstance(ty, ListType):
-        if ty._is_bytes():
+        if is_bytes(ty):
             return _bytes(max_bytes, thresholds)
         if inputs is not None and is_tensor(ty.element):
             return inputs.map(lambda named: [t for _, t in named])
