@@ -59,7 +59,7 @@ def test_a_memory_image_bomb_compiles_in_little_memory():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         wasm = wasmtime.wat2wasm({_bomb()!r})
         component = wasinn.Host(cache_dir=False).load_component(wasm)
-        runs = [runs for runs, _ in wasinn.embedding.records.record(component).images.values()]
+        runs = [runs for runs, _ in wasinn.embedding.records.record(component).images.images.values()]
         hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1]
         print(len(runs), sum(n for r in runs for _, _, n in r), hwm)
     """)
