@@ -359,8 +359,8 @@ class MemoryImages:
         """The image of a memory of that type: its runs, and the end of the last."""
         return self.images.get(key)
 
-    def __del__(self):
-        os.close(self.fd)  # the view stays valid while anything still holds this object
+    def __del__(self, _close=os.close):  # bound now: embedding/records.py may free it as the interpreter ends
+        _close(self.fd)  # the view stays valid while anything still holds this object
 
 
 def _sealed_memfd(blob: bytes) -> int:
