@@ -265,11 +265,14 @@ def test_instance_members_embedding_reads_are_there():
 
 
 def test_every_ffi_name_embedding_uses_has_the_signature_it_was_written_against():
-    used = {node.attr: path.name for path, tree in _sources(EMBEDDING) for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ffi"}
+    used: dict[str, set[str]] = {}
+    for path, tree in _sources(EMBEDDING):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ffi":
+                used.setdefault(node.attr, set()).add(path.name)
     unlisted = sorted(set(used) - set(SIGNATURES))
     assert not unlisted, f"embedding/ uses ffi names this test does not check: {unlisted}: add their signatures"
-    changed = [f"ffi.{name} (embedding/{used.get(name, 'a field of another')}): now {got!r}, written against "
+    changed = [f"ffi.{name} (embedding/ {', '.join(sorted(used.get(name, ['through a field'])))}): now {got!r}, written against "
                f"{SIGNATURES[name]!r}" for name in SIGNATURES
                if (got := signature(getattr(ffi, name, None))) != SIGNATURES[name]]
     for name, field in REACHED_THROUGH.items():
@@ -285,7 +288,7 @@ def test_wasmtime_py_functions_embedding_copied_replaced_or_relies_on_are_unchan
         got = fingerprint(file, qualname)
         if got != want:
             changed.append(f"wasmtime/{file}: {qualname} {'is gone' if got is None else f'changed ({got})'}: "
-                           f"embedding/{patch}; re-check {recheck}")
+                           f"embedding/{patch}; re-check: {recheck}")
     assert not changed, "\n".join(["wasmtime-py changed what embedding/ copies or replaces (then update "
                                    "FINGERPRINTS here):", *changed])
 
