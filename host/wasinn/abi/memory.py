@@ -1,8 +1,8 @@
 """Guest linear memories that the host allocates, so it can copy in and out of them.
 
 wasmtime lets an embedder create every linear memory itself (the C API's host memory
-creator, spoken by embedding/memory.py). wasinn does, with mmap: it then knows where each guest memory lives and the
-data path (adapter.py, and bulk.py for Python guests' shim) copies payloads with one
+creator; embedding/memory.py speaks its structs). wasinn does, with mmap: it then knows
+where each guest memory lives and the data path (adapter.py, and bulk.py for Python guests' shim) copies payloads with one
 memmove instead of wasmtime-py's per-element value conversion.
 
 Layout per memory: wasmtime asks for a reservation (4 GiB for 32-bit memories, so it
