@@ -1,10 +1,9 @@
 """Guest linear memories that the host allocates, so it can copy in and out of them.
 
 wasmtime lets an embedder create every linear memory itself (the C API's host memory
-creator; embedding/memory.py speaks its structs). wasinn does, with mmap: it then knows
-where each guest memory lives and the data path (adapter.py, and bulk.py for Python
-guests' shim) copies payloads with one memmove instead of wasmtime-py's per-element
-value conversion.
+creator). wasinn does, with mmap: it then knows where each guest memory lives and the
+data path (adapter.py, and bulk.py for Python guests' shim) copies payloads with one
+memmove instead of wasmtime-py's per-element value conversion.
 
 Layout per memory: wasmtime asks for a reservation (4 GiB for 32-bit memories, so it
 can drop bounds checks) plus a guard region; both are reserved PROT_NONE and only the
