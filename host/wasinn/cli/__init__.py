@@ -148,18 +148,34 @@ def cmd_serve(args) -> int:
 
     from ..runtime import default_cache_dir
     try:
-        from ..pipeline import load_pipeline
+        from ..pipeline import graphdef, load_pipeline
+        from ..pipeline.artifacts import ArtifactStore
         from ..pipeline.supervisor import ServeOptions, serve
     except ModuleNotFoundError as e:
         raise WasinnError(f"wasinn serve needs the Python package {e.name}: pip install 'wasinn[serve]'") from None
+    cache_dir = pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if graphdef.served_kind(args.pipeline) == "pipeline":
+        graph_flags = [f for f, v in (("--module", args.module), ("--registry", args.registry),
+                                      ("--source", args.source), ("--sink", args.sink), ("--param", args.param),
+                                      ("--dead-letter", args.dead_letter), ("--group", args.group)) if v]
+        if graph_flags:
+            raise BadValue(f"{', '.join(graph_flags)}: for Azure graph files; a wasinn pipeline file names its "
+                           "modules, topics and group itself")
+        served = load_pipeline(args.pipeline)
+    else:
+        flags = graphdef.ServeFlags(
+            modules=dict(graphdef.parse_module(m) for m in args.module), registry=args.registry,
+            sources=tuple(args.source), sink=args.sink, params=tuple(graphdef.parse_param(p) for p in args.param),
+            dead_letter=args.dead_letter, group=args.group, broker=args.broker)
+        store = ArtifactStore(cache_dir, progress=stderr_progress)
+        served = graphdef.resolve(args.pipeline, flags, fetch=store.fetch)
     options = ServeOptions(
         workers=args.workers, node=args.node or socket.gethostname(),
         # onnxruntime's own choice is every core per session: N workers would fight over them
         ort_threads=args.ort_threads or max(1, (os.cpu_count() or 1) // max(1, args.workers)),
-        cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-        metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
+        cache_dir=cache_dir, metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
         drain_timeout=args.drain_timeout, limits=limits_from_args(args))
-    return serve(load_pipeline(args.pipeline), broker=args.broker, tls_ca=args.tls_ca, username=args.username,
+    return serve(served, broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                  password_file=args.password_file, options=options)
 
 
@@ -326,13 +342,31 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("serve", help="run a data-flow pipeline (YAML) as an MQTT service",
+    p = sub.add_parser("serve", help="run a data-flow pipeline or Azure data-flow graph (YAML) as an MQTT service",
                        description="Subscribe to the pipeline's source topic, run each message (an image) "
                        "through its stages and publish the JSON result to its sink topic; failures go to its "
-                       "dead-letter topic. Workers share the input through an MQTT 5 shared subscription; "
+                       "dead-letter topic. FILE may also be an Azure IoT Operations graph definition (operations, "
+                       "connections; give --source and --sink) or a DataflowGraph deployment, whose operators run "
+                       "unchanged. Workers share the input through an MQTT 5 shared subscription; "
                        "run more on other machines against the same broker to scale out. Logs are JSON lines "
                        "on stderr. See pipelines/README.md.")
-    p.add_argument("pipeline", help="the pipeline file, e.g. pipelines/image-classification.yaml")
+    p.add_argument("pipeline", metavar="FILE", help="a pipeline file (e.g. pipelines/image-classification.yaml), an "
+                   "Azure graph definition or a DataflowGraph deployment")
+    p.add_argument("--module", action="append", default=[], metavar="REF=PATH",
+                   help="graph files: the .wasm of an artifact reference (the full reference, NAME:VERSION or NAME; "
+                        "repeatable)")
+    p.add_argument("--registry", metavar="DIR|URL", help="graph files: pull the artifacts no --module gives from this "
+                   "OCI registry (http:// only on loopback) or OCI image layout directory")
+    p.add_argument("--source", action="append", default=[], metavar="TOPIC",
+                   help="graph files: a topic the source subscribes to (repeatable; a deployment names its own)")
+    p.add_argument("--sink", metavar="TOPIC", help="graph files: the topic the sink publishes to")
+    p.add_argument("--param", action="append", default=[], metavar="[NODE.]KEY=VALUE",
+                   help="graph files: set a parameter of operation NODE (without NODE: of every operation that "
+                        "declares KEY); over the deployment's configuration and the parameter's default")
+    p.add_argument("--dead-letter", metavar="TOPIC", help="graph files: where failed messages go "
+                   "(default SINK/dead-letter)")
+    p.add_argument("--group", metavar="NAME", help="graph files: the shared-subscription group (default: the "
+                   "graph's metadata.name)")
     p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's; "
                    "its TLS and credentials settings stay)")
     p.add_argument("--tls-ca", metavar="FILE|system", help="connect with TLS, verifying the broker against this "

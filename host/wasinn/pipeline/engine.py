@@ -1,0 +1,306 @@
+"""The engine a worker runs: what answers each message taken from the source topics.
+
+A worker (worker.py) owns the MQTT session, the order of acknowledgements and the
+dead-letter records; it asks its `Runner`:
+
+    runner.topics                       the source topics it subscribes to
+    runner.prepare(msg)                 on the decoder thread: no side effects
+    runner.answer(id, msg, prepared, prepare_seconds, worker) -> (publications, seconds)
+    runner.due()                        publications held back until now (closed windows)
+    runner.warm_up(log); runner.close()
+
+Two kinds of graph run on it:
+
+- a wasinn pipeline file (`StagesRunner`): its stages (graph.py) as one operator whose
+  tensors cross stages as handles, answered with the JSON result envelope as ever;
+- an Azure IoT Operations data-flow graph (`DataflowRunner`): every operation node its
+  own operator instance (operator.py), initialised once with its node's properties,
+  with Azure's semantics: map replaces the message, filter drops it, branch routes it by
+  arm, delay moves the timestamp windows are keyed on, accumulate stages messages until
+  their window closes and folds them, concatenate merges streams, the sink publishes the
+  payload (or a snapshot's frame) with its content type and user properties.
+
+An operator whose `process` fails sends the message to the dead-letter topic; one that
+traps is closed, opened again and initialised with its configuration, so the next
+message runs on a fresh instance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+import time
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import GuestTrap, WasinnError
+from .graph import GraphRunner, StageFailure
+from .jsonlog import EventLog
+
+
+@dataclasses.dataclass(eq=False)
+class Publication:
+    """One message for the broker. `body`: a JSON envelope the worker serialises (its
+    timing completed); else `payload` is sent as it is."""
+    topic: str
+    payload: bytes = b""
+    body: dict | None = None
+    content_type: str | None = "application/json"
+    user_properties: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    error: dict | None = None            # a dead letter: stage, kind, message
+    id: str | None = None                # the user property `id` (the source message's)
+    correlation: bytes | None = None
+
+
+class Runner(Protocol):
+    topics: list[str]
+    names: list[str]
+
+    def prepare(self, msg) -> object: ...
+
+    def answer(self, ident: str, msg, prepared, prepare_seconds: float, worker: str
+               ) -> tuple[list[Publication], dict[str, float]]: ...
+
+    def due(self) -> list[Publication]: ...
+
+    def warm_up(self, log: EventLog) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_runner(path: pathlib.Path, host, log: EventLog):
+    """(what is served, its runner): a pipeline file, or a data-flow graph the supervisor
+    resolved (`Dataflow.to_json`, a .json file)."""
+    if path.suffix == ".json":
+        from .graphdef import Dataflow
+        try:
+            flow = Dataflow.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WasinnError(f"cannot read the resolved graph {path}: {e}") from None
+        return flow, DataflowRunner(flow, host, log)
+    from .schema import load_pipeline
+    pipeline = load_pipeline(path)
+    return pipeline, StagesRunner(pipeline, GraphRunner(pipeline, host))
+
+
+# --- wasinn pipelines ------------------------------------------------------------------
+def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
+    """PNG/JPEG/... bytes to uint8 RGB [H, W, 3]; the size is checked from the header,
+    before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise StageFailure(source, "invalid-input", f"the image is {w}x{h} ({w * h} pixels); the source "
+                                                            f"takes at most {max_pixels} (maxPixels)")
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except UnidentifiedImageError:  # whose message names the BytesIO object, not the payload
+        raise StageFailure(source, "invalid-input", f"cannot decode the payload ({len(payload)} bytes) as an image: "
+                           "cannot identify image file: not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format "
+                           f"Pillow reads ({f'first bytes 0x{payload[:8].hex()}' if payload else 'it is empty'})") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise StageFailure(source, "invalid-input",
+                           f"cannot decode the payload ({len(payload)} bytes) as an image: {e}") from None
+
+
+class StagesRunner:
+    """A wasinn pipeline: images in, its stages' JSON result in an envelope out."""
+
+    def __init__(self, pipeline, runner: GraphRunner):
+        self.pipeline, self.runner = pipeline, runner
+        self.topics = [pipeline.source.topic]
+        self.names = list(runner.stages)
+
+    def prepare(self, msg) -> np.ndarray:
+        source = self.pipeline.source
+        return decode_image(msg.payload, source.max_pixels, source.name)
+
+    def answer(self, ident, msg, image, prepare_seconds, worker):
+        outcome = self.runner.run(image)
+        seconds = {self.pipeline.source.name: prepare_seconds, **outcome.seconds}
+        body = {"id": ident, "result": json.loads(outcome.result),
+                "timing_ms": {k: round(v * 1000, 3) for k, v in seconds.items()}, "worker": worker}
+        return [Publication(self.pipeline.sink.topic, body=body)], seconds
+
+    def due(self) -> list[Publication]:
+        return []
+
+    def warm_up(self, log: EventLog) -> None:
+        """Pillow's first decode (plugin loading) and each stage's first run are several
+        times slower than the next ones: take them now, not on the first message."""
+        from PIL import Image
+        png = io.BytesIO()
+        Image.new("RGB", (224, 224), (127, 127, 127)).save(png, "PNG")
+        source = self.pipeline.source
+        try:
+            self.runner.run(decode_image(png.getvalue(), source.max_pixels, source.name))
+        except StageFailure as e:  # a pipeline that wants other images: it still warmed up what ran
+            log.debug("warm-up", message=str(e))
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+# --- Azure data-flow graphs --------------------------------------------------------------
+class _Node:
+    """One operation node's operator instance, opened (again, after a trap) on demand."""
+
+    def __init__(self, runner: "DataflowRunner", name: str, kind: str, component, configuration: dict[str, str]):
+        self.runner, self.name, self.kind = runner, name, kind
+        self.component, self.configuration = component, configuration
+        self.op = None
+
+    def _open(self):
+        from .operator import Operator
+        op = Operator.open(self.runner.host, self.component, kind=self.kind, name=self.name,
+                           configuration=self.configuration, services=self.runner.services)
+        try:
+            op.init()
+        except BaseException:
+            op.close()
+            raise
+        self.op = op
+
+    def call(self, method: str, *args):
+        from .operator import OperatorError
+        try:
+            if self.op is None:
+                self._open()
+            return getattr(self.op, method)(*args)
+        except GuestTrap as e:
+            self.close()  # torn down: the next message gets a fresh, initialised instance
+            raise StageFailure(self.name, "trap", str(e)) from None
+        except OperatorError as e:
+            if self.op is not None and getattr(self.op, "broken", False):
+                self.close()
+            raise StageFailure(self.name, "operator-error", str(e)) from None
+
+    def close(self) -> None:
+        if self.op is not None:
+            op, self.op = self.op, None
+            op.close()
+
+
+@dataclasses.dataclass
+class _Window:
+    """Messages an accumulate node staged for one timestamp, until that time has come."""
+    node: str
+    at: object                      # the timestamp the window is keyed on
+    messages: list = dataclasses.field(default_factory=list)
+
+
+class DataflowRunner:
+    """An Azure data-flow graph (graphdef.Dataflow) on the operators of its modules."""
+
+    def __init__(self, flow, host, log: EventLog, *, services=None, clock=None):
+        from .operator import Operator, Services
+        from .services.clock import HybridClock
+        self.flow, self.host, self.log = flow, host, log
+        self.services = services or Services.embedded(log=log, limits=host.limits)
+        self.clock = clock or HybridClock(log.fields.get("worker", "wasinn") if hasattr(log, "fields") else "wasinn")
+        self.topics = list(flow.sources)
+        g = flow.graph
+        self.source = next(n for n in g.nodes.values() if n.kind == "source").name
+        self.names = [n for n in g.nodes]
+        components = {ref: host.load_component(path) for ref, path in flow.components.items()}
+        self.nodes: dict[str, _Node] = {}
+        for n in g.nodes.values():
+            if n.module is None:
+                continue
+            kinds = Operator.kinds(components[n.module])
+            if n.kind not in kinds:
+                raise WasinnError(f"{g.path}:{n.line}: operation {n.name!r} is a {n.kind}, but its module "
+                                  f"{n.module} exports {', '.join(sorted(kinds)) or 'no operator interface'}")
+            self.nodes[n.name] = _Node(self, n.name, n.kind, components[n.module], dict(flow.properties.get(n.name, ())))
+        for node in self.nodes.values():  # init once, at start: a refused configuration stops the start
+            try:
+                node._open()
+            except (WasinnError, GuestTrap) as e:
+                raise WasinnError(f"{g.path}:{g.nodes[node.name].line}: operation {node.name!r}: init failed: {e}") \
+                    from None
+        self.windows: dict[tuple[str, object], _Window] = {}
+        self._outputs = {name: flow.outputs_of(name) for name in g.nodes}
+
+    # what the worker calls
+    def prepare(self, msg):
+        return None
+
+    def answer(self, ident, msg, prepared, prepare_seconds, worker):
+        from .operator import Message
+        ts = self.clock.now()
+        user = [(k, v) for k, v in (getattr(msg.properties, "UserProperty", None) or [])]
+        message = Message(payload=msg.payload, topic=msg.topic,
+                          content_type=getattr(msg.properties, "ContentType", None), user_properties=user,
+                          timestamp=ts)
+        seconds: dict[str, float] = {}
+        out: list[Publication] = []
+        self._flow(self.source, message, ts, out, seconds)
+        return out, seconds
+
+    def due(self) -> list[Publication]:
+        now = self.clock.now()
+        out: list[Publication] = []
+        for key in [k for k, w in self.windows.items() if w.at <= now]:
+            window = self.windows.pop(key)
+            try:
+                staged = self.nodes[window.node].call("accumulate", None, window.messages)
+                self._flow(window.node, staged, window.at, out, {})
+            except StageFailure as f:
+                self.log.warning("window-failed", operation=f.stage, kind=f.kind, message=f.message,
+                                 messages=len(window.messages))
+        return out
+
+    def warm_up(self, log: EventLog) -> None:
+        pass
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
+
+    # the graph
+    def _flow(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
+        """`data` leaves node `name` at timestamp `ts`."""
+        for edge in self._outputs[name]:
+            self._visit(edge.dst, data, ts, out, seconds)
+
+    def _visit(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
+        node = self.flow.graph.nodes[name]
+        kind = node.kind
+        if kind == "sink":
+            out.append(self._publication(data))
+            return
+        if kind == "concatenate":
+            return self._flow(name, data, ts, out, seconds)
+        started = time.perf_counter()
+        try:
+            if kind == "map":
+                data = self.nodes[name].call("map", data)
+            elif kind == "filter":
+                if not self.nodes[name].call("filter", data):
+                    return
+            elif kind == "delay":
+                ts = self.nodes[name].call("delay", data, ts)
+            elif kind == "branch":
+                arm = bool(self.nodes[name].call("branch", ts, data))
+                for edge in self._outputs[name]:
+                    if edge.arm == arm:
+                        self._visit(edge.dst, data, ts, out, seconds)
+                return
+            elif kind == "accumulate":
+                self.windows.setdefault((name, ts), _Window(name, ts)).messages.append(data)
+                return
+        finally:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        self._flow(name, data, ts, out, seconds)
+
+    def _publication(self, data) -> Publication:
+        from .operator import Message, Snapshot
+        if isinstance(data, Message):
+            return Publication(self.flow.sink, payload=bytes(data.payload), content_type=data.content_type,
+                               user_properties=[(str(k), str(v)) for k, v in data.user_properties])
+        if isinstance(data, Snapshot):
+            return Publication(self.flow.sink, payload=bytes(data.frame), content_type=f"image/{data.format}")
+        return Publication(self.flow.sink, payload=bytes(data), content_type=None)
