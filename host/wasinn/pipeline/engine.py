@@ -31,13 +31,16 @@ import io
 import json
 import pathlib
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
 from ..errors import GuestTrap, WasinnError
 from .graph import GraphRunner, StageFailure
 from .jsonlog import EventLog
+
+# How often the open windows are looked at (a read of the state store each time).
+_DUE_EVERY_SECONDS = 0.05
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,6 +55,7 @@ class Publication:
     error: dict | None = None            # a dead letter: stage, kind, message
     id: str | None = None                # the user property `id` (the source message's)
     correlation: bytes | None = None
+    on_published: Callable[[], None] | None = None  # for `due()`'s: runs on the network thread
 
 
 class Runner(Protocol):
@@ -70,16 +74,16 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def open_runner(path: pathlib.Path, host, log: EventLog):
+def open_runner(path: pathlib.Path, host, log: EventLog, owner: str):
     """(what is served, its runner): a pipeline file, or a data-flow graph the supervisor
-    resolved (`Dataflow.to_json`, a .json file)."""
+    resolved (`Dataflow.to_json`, a .json file). `owner`: the worker's client id."""
     if path.suffix == ".json":
         from .graphdef import Dataflow
         try:
             flow = Dataflow.from_json(path.read_text())
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WasinnError(f"cannot read the resolved graph {path}: {e}") from None
-        return flow, DataflowRunner(flow, host, log)
+        return flow, DataflowRunner(flow, host, log, owner=owner)
     from .schema import load_pipeline
     pipeline = load_pipeline(path)
     return pipeline, StagesRunner(pipeline, GraphRunner(pipeline, host))
@@ -146,14 +150,15 @@ class StagesRunner:
 
 # --- Azure data-flow graphs --------------------------------------------------------------
 class _Node:
-    """One operation node's operator instance, opened (again, after a trap) on demand."""
+    """One operation node's operator instance; one that trapped is closed and a fresh one
+    opened (and initialised with the node's configuration) for the next message."""
 
     def __init__(self, runner: "DataflowRunner", name: str, kind: str, component, configuration: dict[str, str]):
         self.runner, self.name, self.kind = runner, name, kind
         self.component, self.configuration = component, configuration
         self.op = None
 
-    def _open(self):
+    def open(self) -> None:
         from .operator import Operator
         op = Operator.open(self.runner.host, self.component, kind=self.kind, name=self.name,
                            configuration=self.configuration, services=self.runner.services)
@@ -168,15 +173,15 @@ class _Node:
         from .operator import OperatorError
         try:
             if self.op is None:
-                self._open()
+                self.open()
             return getattr(self.op, method)(*args)
-        except GuestTrap as e:
-            self.close()  # torn down: the next message gets a fresh, initialised instance
-            raise StageFailure(self.name, "trap", str(e)) from None
         except OperatorError as e:
-            if self.op is not None and getattr(self.op, "broken", False):
+            if e.kind in ("trap", "init"):
                 self.close()
-            raise StageFailure(self.name, "operator-error", str(e)) from None
+            raise StageFailure(self.name, "trap" if e.kind == "trap" else f"operator-{e.kind}", e.message) from None
+        except GuestTrap as e:
+            self.close()
+            raise StageFailure(self.name, "trap", str(e)) from None
 
     def close(self) -> None:
         if self.op is not None:
@@ -184,27 +189,30 @@ class _Node:
             op.close()
 
 
-@dataclasses.dataclass
-class _Window:
-    """Messages an accumulate node staged for one timestamp, until that time has come."""
-    node: str
-    at: object                      # the timestamp the window is keyed on
-    messages: list = dataclasses.field(default_factory=list)
-
-
 class DataflowRunner:
     """An Azure data-flow graph (graphdef.Dataflow) on the operators of its modules."""
 
-    def __init__(self, flow, host, log: EventLog, *, services=None, clock=None):
+    def __init__(self, flow, host, log: EventLog, *, services=None, owner: str = "wasinn"):
+        import collections
+
         from .operator import Operator, Services
-        from .services.clock import HybridClock
+        from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
-        self.services = services or Services.embedded(log=log, limits=host.limits)
-        self.clock = clock or HybridClock(log.fields.get("worker", "wasinn") if hasattr(log, "fields") else "wasinn")
+        if services is None:
+            state = None
+            if host.cache_dir is not None:  # the workers of this host share one embedded store
+                state = host.cache_dir / "serve" / f"{flow.mqtt.group}.state.sqlite"
+                state.parent.mkdir(parents=True, exist_ok=True)
+            services = Services.embedded(log=log, limits=host.limits, state_path=state)
+        self.services = services
+        self.clock = services.clock
+        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner)
+        self._emitted = collections.deque()  # (node, at): published windows, from the network thread
+        self._next_due = 0.0
         self.topics = list(flow.sources)
         g = flow.graph
         self.source = next(n for n in g.nodes.values() if n.kind == "source").name
-        self.names = [n for n in g.nodes]
+        self.names = list(g.nodes)
         components = {ref: host.load_component(path) for ref, path in flow.components.items()}
         self.nodes: dict[str, _Node] = {}
         for n in g.nodes.values():
@@ -217,11 +225,9 @@ class DataflowRunner:
             self.nodes[n.name] = _Node(self, n.name, n.kind, components[n.module], dict(flow.properties.get(n.name, ())))
         for node in self.nodes.values():  # init once, at start: a refused configuration stops the start
             try:
-                node._open()
+                node.open()
             except (WasinnError, GuestTrap) as e:
-                raise WasinnError(f"{g.path}:{g.nodes[node.name].line}: operation {node.name!r}: init failed: {e}") \
-                    from None
-        self.windows: dict[tuple[str, object], _Window] = {}
+                raise WasinnError(f"{g.path}:{g.nodes[node.name].line}: operation {node.name!r}: {e}") from None
         self._outputs = {name: flow.outputs_of(name) for name in g.nodes}
 
     # what the worker calls
@@ -231,9 +237,9 @@ class DataflowRunner:
     def answer(self, ident, msg, prepared, prepare_seconds, worker):
         from .operator import Message
         ts = self.clock.now()
-        user = [(k, v) for k, v in (getattr(msg.properties, "UserProperty", None) or [])]
-        message = Message(payload=msg.payload, topic=msg.topic,
-                          content_type=getattr(msg.properties, "ContentType", None), user_properties=user,
+        props = msg.properties
+        message = Message(payload=msg.payload, topic=msg.topic, content_type=getattr(props, "ContentType", None),
+                          user_properties=[(k, v) for k, v in (getattr(props, "UserProperty", None) or [])],
                           timestamp=ts)
         seconds: dict[str, float] = {}
         out: list[Publication] = []
@@ -241,16 +247,40 @@ class DataflowRunner:
         return out, seconds
 
     def due(self) -> list[Publication]:
-        now = self.clock.now()
+        """Folds the windows whose time has come (and whose emit lease this worker took)."""
+        from .operator import Message
+        from .windows import WindowError
+        while self._emitted:
+            self.windows.emitted(*self._emitted.popleft())
+        if time.monotonic() < self._next_due:
+            return []
+        self._next_due = time.monotonic() + _DUE_EVERY_SECONDS
+        try:
+            windows = self.windows.due(self.clock.now())
+        except WindowError as e:
+            self.log.warning("windows", message=str(e))
+            return []
         out: list[Publication] = []
-        for key in [k for k, w in self.windows.items() if w.at <= now]:
-            window = self.windows.pop(key)
+        for node, at, messages, window_id in windows:
+            first = next((m for m in messages if isinstance(m, Message)), None)
+            staged = Message(b"", topic=first.topic if first else "", timestamp=at)
+            pubs: list[Publication] = []
             try:
-                staged = self.nodes[window.node].call("accumulate", None, window.messages)
-                self._flow(window.node, staged, window.at, out, {})
+                result = self.nodes[node].call("accumulate", staged, messages)
+                self._flow(node, result, at, pubs, {})
             except StageFailure as f:
-                self.log.warning("window-failed", operation=f.stage, kind=f.kind, message=f.message,
-                                 messages=len(window.messages))
+                error = {"stage": f.stage, "kind": f.kind, "message": f.message}
+                pubs = [Publication(self.flow.mqtt.dead_letter_topic, body={
+                    "id": window_id, "error": error, "window": {"operation": node, "messages": len(messages)}},
+                    error=error)]
+                pubs[0].payload = json.dumps(pubs[0].body).encode()
+            for pub in pubs:
+                pub.id = window_id
+            if pubs:
+                pubs[-1].on_published = lambda node=node, at=at: self._emitted.append((node, at))
+            else:
+                self._emitted.append((node, at))
+            out += pubs
         return out
 
     def warm_up(self, log: EventLog) -> None:
@@ -259,6 +289,7 @@ class DataflowRunner:
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
+        self.services.close()
 
     # the graph
     def _flow(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
@@ -267,8 +298,7 @@ class DataflowRunner:
             self._visit(edge.dst, data, ts, out, seconds)
 
     def _visit(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
-        node = self.flow.graph.nodes[name]
-        kind = node.kind
+        kind = self.flow.graph.nodes[name].kind
         if kind == "sink":
             out.append(self._publication(data))
             return
@@ -284,13 +314,17 @@ class DataflowRunner:
             elif kind == "delay":
                 ts = self.nodes[name].call("delay", data, ts)
             elif kind == "branch":
-                arm = bool(self.nodes[name].call("branch", ts, data))
+                arm = self.nodes[name].call("branch", ts, data)
                 for edge in self._outputs[name]:
                     if edge.arm == arm:
                         self._visit(edge.dst, data, ts, out, seconds)
                 return
             elif kind == "accumulate":
-                self.windows.setdefault((name, ts), _Window(name, ts)).messages.append(data)
+                from .windows import WindowError
+                try:
+                    self.windows.stage(name, ts, data)
+                except WindowError as e:
+                    raise StageFailure(name, "state-store", str(e)) from None
                 return
         finally:
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started

@@ -605,8 +605,8 @@ def node_properties(graph: GraphDefinition, configuration: dict[str, str],
         declared = [p.key for n in graph.nodes.values() if node in (None, n.name) for p in n.parameters]
         if key not in declared:
             close = difflib.get_close_matches(key, declared, n=1)
-            where = f"operation {node!r}" if node else "any operation"
-            raise BadValue(f"--param {(node + '.') if node else ''}{key}: {where} declares no parameter {key!r}" +
+            what = f"operation {node!r} declares no parameter" if node else "no operation declares the parameter"
+            raise BadValue(f"--param {(node + '.') if node else ''}{key}: {what} {key!r}" +
                            (f"; did you mean {close[0]}?" if close else
                             f"; declared: {', '.join(sorted(set(declared))) or '(none)'}"))
     out = {}

@@ -60,7 +60,7 @@ from ..errors import WasinnError
 from ..limits import Limits
 from ..runtime import Host
 from .connection import Link
-from .engine import Publication, Runner, decode_image, open_runner
+from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
 from .jsonlog import EventLog, capture_stderr
 from .metrics import WorkerMetrics
@@ -128,10 +128,11 @@ class _Held:
 
 
 class Worker:
-    def __init__(self, served, runner: Runner, client_id: str, log: EventLog,
+    def __init__(self, pipeline, runner: Runner, client_id: str, log: EventLog,
                  metrics: WorkerMetrics, *, retire: bool = False):
-        """`served`: the `Pipeline` or `Dataflow` (its `mqtt` settings); `runner` answers messages."""
-        self.pipeline, self.runner, self.client_id, self.log, self.metrics = served, runner, client_id, log, metrics
+        """`pipeline`: what is served, a `Pipeline` or a `Dataflow` (its `mqtt` settings);
+        `runner` answers the messages."""
+        self.pipeline, self.runner, self.client_id, self.log, self.metrics = pipeline, runner, client_id, log, metrics
         self.retire = retire
         self.last_activity = time.monotonic()
         # (session number, message): a message from an earlier connection is not acknowledged
@@ -259,8 +260,12 @@ class Worker:
         """What the runner holds back until a time (windows that closed) is published now;
         the messages it came from were acknowledged when they were staged."""
         for pub in self.runner.due():
-            self.link.publish(pub.topic, pub.payload, self._properties(pub), lambda: None)
-            self.metrics.published.inc()
+            self.link.publish(pub.topic, pub.payload, self._properties(pub), pub.on_published or (lambda: None))
+            if pub.error is None:
+                self.metrics.published.inc()
+            else:
+                self.metrics.failed(pub.error["stage"], pub.error["kind"])
+                self.log.warning("dead-letter", id=pub.id, **pub.error)
 
     def _prepare(self, msg: mqtt.MQTTMessage, taken: float) -> _Prepared:
         """On the decoder thread: what a message needs before its stages, none of which
@@ -426,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     limits=Limits().updated(json.loads(args.limits)),
                     progress=lambda message: log.info("progress", message=message))
-        served, runner = open_runner(pathlib.Path(args.pipeline), host, log)
+        served, runner = open_runner(pathlib.Path(args.pipeline), host, log, args.client_id)
         served = served.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                                        password_file=args.password_file)
         worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
