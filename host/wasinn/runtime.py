@@ -123,6 +123,18 @@ class Host:
         self._engine = _Engine(self)
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.core_modules = CoreModules(self)
+        self._served: set[str] = set()
+        self._serve_lock = threading.Lock()
+
+    def serve(self, key: str, define: Callable[[Any], None]) -> None:
+        """Adds host interfaces beyond WASI and wasi:nn (pipeline/services: the data-flow
+        operators' imports) to the linker of every instance of this host: `define(root)`
+        runs once per `key`."""
+        with self._serve_lock:
+            if key not in self._served:
+                with self._engine.linker.root() as root:
+                    define(root)
+                self._served.add(key)
 
     @staticmethod
     def engine_of(component: Component) -> Engine:
@@ -330,6 +342,13 @@ class Instance:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def store(self) -> Store:
+        """The live instance's store (instantiating it if needed): for handing a host
+        resource to `call` (`ResourceHost.own(rep, ty).to_any(instance.store)`) and taking
+        one back (`handle.resource.to_host(instance.store)`)."""
+        return self._ensure()
 
     def live_resources(self) -> dict[str, int]:
         """Live wasi:nn resources (tensor, graph, ...) the current instance holds."""

@@ -1,0 +1,178 @@
+"""The `state-store` interface's semantics, once, over two stores: `EmbeddedStore` (a
+SQLite file the workers of one host share; this module) and `RedisStore` (Redis or
+Valkey, shared across hosts; redis_store.py).
+
+What every store does, as Azure IoT Operations' state store does it:
+- Every write gets a version: an HLC timestamp from the store's clock, returned with
+  `get` and with the write.
+- `set` conditions: `unconditional`; `only-if-does-not-exist`; `only-if-equal-or-does-not-
+  exist` (sets when the key is absent or already holds this value). A set that a condition
+  refused returns false, not an error. `expires` gives the key a time to live.
+- Fencing tokens: a write (set, del, vdel) that carries one is refused when the key holds
+  a newer one; one that succeeds stores its token with the key. A key that holds a token
+  refuses writes without one. (A lease holder passes the lease key's version as its token,
+  so a holder whose lease was taken over cannot overwrite its successor's writes.)
+- `del` returns 1 or 0 (deleted, absent); `vdel` deletes only when the key holds this
+  value: 1, 0 (absent) or -1 (another value).
+- Limits: a key is at most `max-state-key-bytes`, a value at most `max-tensor-bytes`,
+  and an operator holds at most `max-state-keys` live keys it created. What breaks one is
+  a `StateError` whose text names the limit (the guest gets `request-error`).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from typing import Protocol
+
+from .clock import HybridClock, Timestamp
+
+CONDITIONS = ("unconditional", "only-if-does-not-exist", "only-if-equal-or-does-not-exist")
+
+
+class StateError(Exception):
+    """A request the store refused; the text says why (-> `request-error`)."""
+
+
+class StateUnavailable(Exception):
+    """The store could not be reached in time (-> `timeout`)."""
+
+
+def encode_version(ts: Timestamp) -> str:
+    """Versions and fencing tokens are stored as text that sorts as the timestamps do."""
+    return f"{ts.wall:020d}.{ts.counter:020d}.{ts.node_id}"
+
+
+def decode_version(text: str | bytes | None) -> Timestamp | None:
+    if not text:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode()
+    wall, counter, node = text.split(".", 2)
+    return Timestamp.of(int(wall), int(counter), node)
+
+
+class StateStore(Protocol):
+    """One state store; `owner` is the operator that writes (for its key count)."""
+
+    def get(self, key: bytes) -> tuple[bytes | None, Timestamp | None]: ...
+
+    def set(self, owner: str, key: bytes, value: bytes, *, condition: str = "unconditional",
+            expires: float | None = None, fencing: Timestamp | None = None,
+            max_keys: int = 0) -> tuple[bool, Timestamp | None]: ...
+
+    def delete(self, key: bytes, *, value: bytes | None = None,
+               fencing: Timestamp | None = None) -> tuple[int, Timestamp | None]: ...
+
+    def close(self) -> None: ...
+
+
+def fencing_refusal(stored: str | None, given: Timestamp | None) -> str | None:
+    """Why a write with fencing token `given` is refused on a key holding `stored`."""
+    if stored and given is None:
+        return "the key is protected by a fencing token; the request carries none"
+    if stored and given is not None and encode_version(given) < stored:
+        return "the request's fencing token is older than the key's"
+    return None
+
+
+def too_many_keys(owner: str, max_keys: int) -> str:
+    return (f"operator {owner!r} holds {max_keys} live state-store keys; the limit is {max_keys} "
+            "(limit 'max-state-keys', --max-state-keys)")
+
+
+class EmbeddedStore:
+    """A state store in a SQLite file, shared by every process that opens the same `path`
+    (the workers of one `wasinn serve`); a private temporary file without one. SQLite's
+    file locks make each request atomic across those processes; writes are not synced to
+    disk (the store lives as long as the service, as the broker's own store does)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, node_id: str | None = None):
+        self._own_file = path is None
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="wasinn-state-", suffix=".sqlite",
+                                        dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            os.close(fd)
+        self.path = os.fspath(path)
+        self.clock = HybridClock(node_id or f"embedded-{os.getpid()}")
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
+                         "version TEXT NOT NULL, fencing TEXT, owner TEXT NOT NULL, expires INTEGER)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS kv_owner ON kv (owner)")
+
+    def _purge(self, now: int) -> None:
+        self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
+
+    def get(self, key: bytes) -> tuple[bytes | None, Timestamp | None]:
+        now = time.time_ns()
+        with self._lock:
+            row = self._db.execute("SELECT value, version FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)",
+                                   (key, now)).fetchone()
+        return (None, None) if row is None else (row[0], decode_version(row[1]))
+
+    def set(self, owner: str, key: bytes, value: bytes, *, condition: str = "unconditional",
+            expires: float | None = None, fencing: Timestamp | None = None,
+            max_keys: int = 0) -> tuple[bool, Timestamp | None]:
+        now = time.time_ns()
+        with self._lock, self._transaction():
+            self._purge(now)
+            row = self._db.execute("SELECT value, fencing FROM kv WHERE key = ?", (key,)).fetchone()
+            refusal = fencing_refusal(row[1] if row else None, fencing)
+            if refusal:
+                raise StateError(refusal)
+            if row is not None and (condition == "only-if-does-not-exist" or
+                                    (condition == "only-if-equal-or-does-not-exist" and row[0] != value)):
+                return False, None
+            if row is None and max_keys:
+                (held,) = self._db.execute("SELECT COUNT(*) FROM kv WHERE owner = ?", (owner,)).fetchone()
+                if held >= max_keys:
+                    raise StateError(too_many_keys(owner, max_keys))
+            version = self.clock.now()
+            token = encode_version(fencing) if fencing is not None else (row[1] if row else None)
+            until = None if expires is None else now + int(expires * 1e9)
+            self._db.execute("INSERT INTO kv (key, value, version, fencing, owner, expires) VALUES (?, ?, ?, ?, ?, ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, "
+                             "fencing = excluded.fencing, expires = excluded.expires",
+                             (key, value, encode_version(version), token, owner, until))
+            return True, version
+
+    def delete(self, key: bytes, *, value: bytes | None = None,
+               fencing: Timestamp | None = None) -> tuple[int, Timestamp | None]:
+        now = time.time_ns()
+        with self._lock, self._transaction():
+            self._purge(now)
+            row = self._db.execute("SELECT value, fencing FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return 0, None
+            refusal = fencing_refusal(row[1], fencing)
+            if refusal:
+                raise StateError(refusal)
+            if value is not None and row[0] != value:
+                return -1, None
+            self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            return 1, self.clock.now()
+
+    def _transaction(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")  # the write lock first: read-check-write is atomic across processes
+
+            def __exit__(self, kind, *_):
+                db.execute("COMMIT" if kind is None or issubclass(kind, StateError) else "ROLLBACK")
+        return _Tx()
+
+    def close(self) -> None:
+        self._db.close()
+        if self._own_file:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(self.path + suffix)
+                except FileNotFoundError:
+                    pass
