@@ -22,7 +22,7 @@ import time
 
 from ..errors import WasinnError
 from .services.clock import Timestamp
-from .services.state_store import StateError, StateUnavailable, encode_version
+from .services.state_store import StateError, StateUnavailable
 
 LEASE_SECONDS = 10.0
 _LOCK_WAIT_SECONDS = 15.0
@@ -59,6 +59,12 @@ def decode(value: dict):
     return base64.b64decode(value["bytes"])
 
 
+def window_of(at: Timestamp) -> str:
+    """A window's name: its time and counter, not the node that stamped it, so that the
+    messages every worker and host stages for one time meet in one window."""
+    return f"{at.wall:020d}.{at.counter:020d}"
+
+
 def _ts(ts: Timestamp | None):
     return None if ts is None else [ts.secs, ts.nanos, ts.counter, ts.node_id]
 
@@ -76,7 +82,7 @@ class Windows:
         self._index_key = f"{prefix}/index".encode()
 
     def _key(self, node: str, at: Timestamp) -> bytes:
-        return f"{self.prefix}/window/{node}/{encode_version(at)}".encode()
+        return f"{self.prefix}/window/{node}/{window_of(at)}".encode()
 
     def _locked(self, work):
         """Runs `work(fencing)` holding the graph's lock."""
@@ -105,7 +111,7 @@ class Windows:
 
     def stage(self, node: str, at: Timestamp, data) -> None:
         """Appends `data` to the window (node, at); returns once it is in the store."""
-        key, entry = self._key(node, at), [node, encode_version(at)]
+        key, entry = self._key(node, at), [node, window_of(at)]
         item = encode(data)
 
         def work(fencing):
@@ -148,7 +154,7 @@ class Windows:
 
     def emitted(self, node: str, at: Timestamp) -> None:
         """The window's result is with the broker: the window is gone."""
-        entry = (node, encode_version(at))
+        entry = (node, window_of(at))
 
         def work(fencing):
             self.store.delete(self._key(node, at), fencing=fencing)

@@ -1,0 +1,101 @@
+"""What the data-flow tests share: the operators built from source (once per content), and a
+client that collects what reaches the sink and dead-letter topics."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import pathlib
+import threading
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from wasinn import build
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+AZURE = ROOT / "tests" / "data" / "azure"
+CACHE = ROOT / ".cache" / "tests"
+TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"
+WINDOW = "azure-samples/explore-iot-operations/window:1.0.0"
+# guest name -> (world, its own .wit beside app.py, if any)
+OPERATORS = {"temperature": ("wasinn:guest/operator-set", None),
+             "window": ("wasinn:window-operator/window", "window.wit")}
+
+
+def operator_wasm(name: str) -> pathlib.Path:
+    """guest/<name> as a standard component (no wasinn-only imports, as Azure's are)."""
+    world, wit = OPERATORS[name]
+    return build.build_cached(build.guest_files(ROOT / "guest" / name), name=name, world=world, cache_dir=CACHE,
+                              fastpath=False, wit=wit, progress=print)
+
+
+@dataclasses.dataclass
+class Received:
+    topic: str
+    payload: bytes
+    content_type: str | None
+    user_properties: list[tuple[str, str]]
+
+    @property
+    def id(self) -> str | None:
+        return dict(self.user_properties).get("id")
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+class Collector:
+    """Everything published to `topics`, in arrival order."""
+
+    def __init__(self, broker, topics: list[str]):
+        self.got: list[Received] = []
+        self._cond = threading.Condition()
+        subscribed = threading.Event()
+        self.client = broker.new_client("")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        broker.connect(self.client)
+        self.client.loop_start()
+        self.client.subscribe([(t, 1) for t in topics])
+        if not subscribed.wait(10):
+            raise RuntimeError("the collector could not subscribe")
+
+    def _on_message(self, c, userdata, msg) -> None:
+        props = msg.properties
+        with self._cond:
+            self.got.append(Received(msg.topic, msg.payload, getattr(props, "ContentType", None),
+                                     list(getattr(props, "UserProperty", None) or [])))
+            self._cond.notify_all()
+
+    def wait(self, predicate, timeout: float) -> list[Received]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self.got), timeout):
+                raise AssertionError(f"not there after {timeout} s; got: {self.got}")
+            return list(self.got)
+
+    def on(self, topic: str) -> list[Received]:
+        with self._cond:
+            return [r for r in self.got if r.topic == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def send(c, topic: str, payload: bytes, ident: str, user: list[tuple[str, str]] = (),
+         content_type: str = "application/json") -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("id", ident), *user]
+    props.ContentType = content_type
+    c.publish(topic, payload, qos=1, properties=props).wait_for_publish(timeout=10)
+
+
+def by_count(items) -> collections.Counter:
+    return collections.Counter(items)

@@ -1,0 +1,136 @@
+"""Azure data-flow graphs on `wasinn serve` against a real mosquitto: Azure's own graph
+definition with operators built from source (`--module REF=PATH --source T --sink U`),
+wasinn's temperature graph (delay, branch, map, filter, windowed accumulate,
+concatenate) on two workers, dead letters, and a DataflowGraph deployment whose graph and
+operator are pulled from a local registry. (~40 s; the operators' first build ~40 s more.)"""
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from dataflow_support import AZURE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
+from pipeline_service import Broker, Service, client
+
+T01 = AZURE / "tests" / "t01-simple-temp-conversion"
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with Broker() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def temperature():
+    return operator_wasm("temperature")
+
+
+@pytest.fixture(scope="module")
+def window():
+    return operator_wasm("window")
+
+
+def test_azures_simple_graph_with_a_module_built_elsewhere(broker, temperature):
+    """t01 through the broker: graph-simple.yaml as published, its module given by reference."""
+    expected = json.loads((T01 / "expected" / "expected.json").read_text())
+    with Collector(broker, ["t01/out", "t01/out/dead-letter"]) as got, \
+            Service(broker, workers=1, pipeline=AZURE / "graph-simple.yaml", log_level="info",
+                    extra=("--module", f"{TEMPERATURE}={temperature}", "--source", "t01/in",
+                           "--sink", "t01/out")) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        send(c, "t01/in", (T01 / "input" / "temperature_payload.json").read_bytes(), "m-1",
+             user=[("test_property_key", "old"), ("site", "plant-7")])
+        send(c, "t01/in", b"not json", "m-2")
+        (result,) = [r for r in got.wait(lambda g: len(g) >= 2, 60) if r.topic == "t01/out"]
+        assert result.payload.decode() == expected["payload"]
+        assert result.content_type == "application/json"
+        # the operator's user properties reach the sink (Azure's map rewrites test_property_key)
+        assert dict(result.user_properties) == {"id": "m-1", "test_property_key": "new_value", "site": "plant-7"}
+        (dead,) = got.on("t01/out/dead-letter")
+        body = dead.json()
+        assert body["id"] == "m-2" and body["error"]["stage"] == "module-temperature/map"
+        assert "Failed to parse payload as JSON" in body["error"]["message"]
+        c.disconnect()
+
+
+def test_the_temperature_graph_windows_on_two_workers(broker, temperature, window):
+    readings = [50, 68, 86, 104, 10000]  # F; 10000 F is past the filter's upper bound
+    with Collector(broker, ["temps/summary", "temps/summary/dead-letter"]) as got, \
+            Service(broker, workers=2, pipeline=ROOT / "pipelines" / "temperature-graph.yaml", log_level="info",
+                    extra=("--module", f"temperature={temperature}", "--module", f"{WINDOW}={window}",
+                           "--source", "temps/in", "--sink", "temps/summary", "--param", "window_ms=3000",
+                           "--param", "module-temperature/filter.temperature_lower_bound=-20")) as service:
+        service.wait_subscribed(2)
+        c = client(broker)
+        start = time.time()
+        for i, f in enumerate(readings):
+            send(c, "temps/in", json.dumps({"temperature": {"value": f, "unit": "F"}}).encode(), f"t-{i}")
+        send(c, "temps/in", b'{"humidity": {"value": 40}}', "h-1")
+
+        def summaries(g):
+            rows = [json.loads(r.payload)["temperature"] for r in g if r.topic == "temps/summary"
+                    and b"temperature" in r.payload]
+            return sum(row["count"] for row in rows) >= 4
+        g = got.wait(summaries, 30)
+        time.sleep(1.5)  # nothing more comes: each window once
+        g = got.on("temps/summary")
+        humidity = [r for r in g if r.id == "h-1"]
+        assert [r.payload for r in humidity] == [b'{"humidity": {"value": 40}}']
+        windows = [r for r in g if r.id and r.id.startswith("window:")]
+        assert len({r.id for r in windows}) == len(windows), "a window was emitted twice"
+        rows = [r.json()["temperature"] for r in windows]
+        assert sum(row["count"] for row in rows) == 4  # 10000 F was dropped by the filter
+        assert min(row["min"] for row in rows) == 10 and max(row["max"] for row in rows) == 40
+        assert time.time() - start < 3 + 10
+        assert not got.on("temps/summary/dead-letter")
+        c.disconnect()
+
+
+def test_a_deployment_pulls_its_graph_and_operator_from_a_registry(broker, temperature, tmp_path):
+    from oci_registry import Registry
+    expected = json.loads((T01 / "expected" / "expected.json").read_text())
+    with Registry() as registry:
+        registry.push_module(TEMPERATURE, temperature)
+        registry.push_graph("graph-simple:1.0.0", AZURE / "graph-simple.yaml")
+        deployment = tmp_path / "deployment.yaml"
+        deployment.write_text(textwrap.dedent(f"""\
+            apiVersion: connectivity.iotoperations.azure.com/v1
+            kind: RegistryEndpoint
+            metadata: {{name: local-registry}}
+            spec: {{host: "{registry.host}", authentication: {{method: Anonymous}}}}
+            ---
+            apiVersion: connectivity.iotoperations.azure.com/v1
+            kind: DataflowGraph
+            metadata: {{name: thermostats}}
+            spec:
+              profileRef: default
+              nodes:
+                - nodeType: Source
+                  name: sensors
+                  sourceSettings: {{endpointRef: default, dataSources: [thermostats/temperature]}}
+                - nodeType: Graph
+                  name: convert
+                  graphSettings:
+                    registryEndpointRef: local-registry
+                    artifact: graph-simple:1.0.0
+                    configuration: [{{key: key1, value: anything}}]
+                - nodeType: Destination
+                  name: out
+                  destinationSettings: {{endpointRef: default, dataDestination: thermostats/celsius}}
+              nodeConnections:
+                - {{from: {{name: sensors}}, to: {{name: convert}}}}
+                - {{from: {{name: convert}}, to: {{name: out}}}}
+            """))
+        with Collector(broker, ["thermostats/celsius"]) as got, \
+                Service(broker, workers=1, pipeline=deployment, log_level="info") as service:
+            service.wait_subscribed(1)
+            c = client(broker)
+            send(c, "thermostats/temperature", (T01 / "input" / "temperature_payload.json").read_bytes(), "d-1")
+            (result,) = got.wait(lambda g: len(g) >= 1, 60)
+            assert result.payload.decode() == expected["payload"]
+            assert service.find("subscribed", group="thermostats")
+            c.disconnect()
