@@ -18,9 +18,11 @@ AZURE = ROOT / "tests" / "data" / "azure"
 CACHE = ROOT / ".cache" / "tests"
 TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"
 WINDOW = "azure-samples/explore-iot-operations/window:1.0.0"
+OPC_UA = "azure-samples/explore-iot-operations/opc-ua:1.0.0"
 # guest name -> (world, its own .wit beside app.py, if any)
 OPERATORS = {"temperature": ("wasinn:guest/operator-set", None),
-             "window": ("wasinn:window-operator/window", "window.wit")}
+             "window": ("wasinn:window-operator/window", "window.wit"),
+             "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit")}
 
 
 def operator_wasm(name: str) -> pathlib.Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+import uuid
 
 import pytest
 
@@ -63,7 +64,9 @@ def test_the_temperature_graph_windows_on_two_workers(broker, temperature, windo
             Service(broker, workers=2, pipeline=ROOT / "pipelines" / "temperature-graph.yaml", log_level="info",
                     extra=("--module", f"temperature={temperature}", "--module", f"{WINDOW}={window}",
                            "--source", "temps/in", "--sink", "temps/summary", "--param", "window_ms=3000",
-                           "--param", "module-temperature/filter.temperature_lower_bound=-20")) as service:
+                           "--param", "module-temperature/filter.temperature_lower_bound=-20",
+                           # windows outlive the service in the state store: a fresh group per run
+                           "--group", f"temps-{uuid.uuid4().hex[:8]}")) as service:
         service.wait_subscribed(2)
         c = client(broker)
         start = time.time()
