@@ -11,22 +11,25 @@ import threading
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import operator_guests
 from wasinn import build
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 AZURE = ROOT / "tests" / "data" / "azure"
 CACHE = ROOT / ".cache" / "tests"
 TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"
+PROBE = "wasinn-tests/operator-probe:1.0.0"
 WINDOW = "azure-samples/explore-iot-operations/window:1.0.0"
 OPC_UA = "azure-samples/explore-iot-operations/opc-ua:1.0.0"
-# guest name -> (world, its own .wit beside app.py, if any)
-OPERATORS = {"temperature": ("wasinn:guest/operator-set", None),
-             "window": ("wasinn:window-operator/window", "window.wit"),
+# guest name -> (world, its own .wit beside app.py), beside operator_guests' own
+OPERATORS = {"window": ("wasinn:window-operator/window", "window.wit"),
              "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit")}
 
 
 def operator_wasm(name: str) -> pathlib.Path:
     """guest/<name> as a standard component (no wasinn-only imports, as Azure's are)."""
+    if name in operator_guests.WORLDS:
+        return operator_guests.operator_wasm(name)
     world, wit = OPERATORS[name]
     return build.build_cached(build.guest_files(ROOT / "guest" / name), name=name, world=world, cache_dir=CACHE,
                               fastpath=False, wit=wit, progress=print)

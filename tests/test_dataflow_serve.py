@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from dataflow_support import AZURE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
+from dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
 from pipeline_service import Broker, Service, client
 
 T01 = AZURE / "tests" / "t01-simple-temp-conversion"
@@ -137,3 +137,43 @@ def test_a_deployment_pulls_its_graph_and_operator_from_a_registry(broker, tempe
             assert result.payload.decode() == expected["payload"]
             assert service.find("subscribed", group="thermostats")
             c.disconnect()
+
+
+PROBE_GRAPH = """\
+moduleConfigurations:
+  - name: probe
+    parameters:
+      start: {name: start, default: "7"}
+operations:
+  - {operationType: source, name: source}
+  - {operationType: map, name: probe, module: "%s"}
+  - {operationType: sink, name: sink}
+connections:
+  - {from: {name: source}, to: {name: probe}}
+  - {from: {name: probe}, to: {name: sink}}
+""" % PROBE
+
+
+def test_an_operator_that_traps_is_reinitialised_and_the_next_message_runs(broker, tmp_path):
+    graph = tmp_path / "probe.yaml"
+    graph.write_text(PROBE_GRAPH)
+    with Collector(broker, ["probe/out", "probe/out/dead-letter"]) as got, \
+            Service(broker, workers=1, pipeline=graph, log_level="info",
+                    extra=("--module", f"{PROBE}={operator_wasm('operator-probe')}", "--source", "probe/in",
+                           "--sink", "probe/out", "--param", "start=42")) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        for i, command in enumerate([{"do": "count"}, {"do": "count"}, {"do": "trap"}, {"do": "count"},
+                                     {"do": "fail", "message": "bad reading"}, {"do": "count"}]):
+            send(c, "probe/in", json.dumps(command).encode(), f"p-{i}")
+        got.wait(lambda g: len(g) >= 6, 60)
+        out = {r.id: r for r in got.on("probe/out")}
+        assert [out[f"p-{i}"].json() for i in (0, 1, 3, 5)] == [
+            {"count": 1, "start": 42}, {"count": 2, "start": 42},
+            {"count": 1, "start": 42},  # a fresh instance, initialised again with --param start=42
+            {"count": 2, "start": 42}]
+        dead = {r.json()["id"]: r.json()["error"] for r in got.on("probe/out/dead-letter")}
+        assert dead["p-2"]["stage"] == "probe" and dead["p-2"]["kind"] == "trap"
+        assert dead["p-4"] == {"stage": "probe", "kind": "operator-error", "message": "bad reading"}
+        assert service.proc.poll() is None
+        c.disconnect()
