@@ -157,7 +157,8 @@ def cmd_serve(args) -> int:
     if graphdef.served_kind(args.pipeline) == "pipeline":
         graph_flags = [f for f, v in (("--module", args.module), ("--registry", args.registry),
                                       ("--source", args.source), ("--sink", args.sink), ("--param", args.param),
-                                      ("--dead-letter", args.dead_letter), ("--group", args.group)) if v]
+                                      ("--dead-letter", args.dead_letter), ("--group", args.group),
+                                      ("--state-store", args.state_store)) if v]
         if graph_flags:
             raise BadValue(f"{', '.join(graph_flags)}: for Azure graph files; a wasinn pipeline file names its "
                            "modules, topics and group itself")
@@ -166,7 +167,7 @@ def cmd_serve(args) -> int:
         flags = graphdef.ServeFlags(
             modules=dict(graphdef.parse_module(m) for m in args.module), registry=args.registry,
             sources=tuple(args.source), sink=args.sink, params=tuple(graphdef.parse_param(p) for p in args.param),
-            dead_letter=args.dead_letter, group=args.group, broker=args.broker)
+            dead_letter=args.dead_letter, group=args.group, broker=args.broker, state_store=args.state_store)
         store = ArtifactStore(cache_dir, progress=stderr_progress)
         served = graphdef.resolve(args.pipeline, flags, fetch=store.fetch)
     options = ServeOptions(
@@ -372,6 +373,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default SINK/dead-letter)")
     p.add_argument("--group", metavar="NAME", help="graph files: the shared-subscription group (default: the "
                    "graph's metadata.name)")
+    p.add_argument("--state-store", metavar="redis://HOST:PORT/DB", help="graph files: the state store the "
+                   "operators and accumulate windows use, shared by every host naming it (default: one embedded "
+                   "store shared by this host's workers)")
     p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's; "
                    "its TLS and credentials settings stay)")
     p.add_argument("--tls-ca", metavar="FILE|system", help="connect with TLS, verifying the broker against this "

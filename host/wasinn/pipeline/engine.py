@@ -198,7 +198,10 @@ class DataflowRunner:
         from .operator import Operator, Services
         from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
-        if services is None:
+        if services is None and flow.state_store:  # shared across hosts
+            from .services import RedisStore
+            services = Services(state_store=RedisStore(flow.state_store), log=log, limits=host.limits)
+        elif services is None:
             state = None
             if host.cache_dir is not None:  # the workers of this host share one embedded store
                 state = host.cache_dir / "serve" / f"{flow.mqtt.group}.state.sqlite"

@@ -100,6 +100,7 @@ class Dataflow(MqttServed):
     sources: tuple[str, ...]
     sink: str
     mqtt: Mqtt
+    state_store: str | None = None  # redis://HOST:PORT/DB; None: the embedded store of this host's workers
 
     def to_json(self) -> str:
         """What the supervisor hands its workers (they resolve nothing again)."""
@@ -111,7 +112,7 @@ class Dataflow(MqttServed):
                       "edges": [dataclasses.asdict(e) for e in g.edges]},
             "components": {k: str(v) for k, v in self.components.items()},
             "properties": {k: [list(p) for p in v] for k, v in self.properties.items()},
-            "sources": list(self.sources), "sink": self.sink,
+            "sources": list(self.sources), "sink": self.sink, "state_store": self.state_store,
             "mqtt": dataclasses.asdict(self.mqtt, dict_factory=lambda kv: {k: str(v) if isinstance(v, pathlib.Path)
                                                                             else v for k, v in kv})})
 
@@ -131,7 +132,7 @@ class Dataflow(MqttServed):
             m["password_file"] = pathlib.Path(m["password_file"])
         return cls(pathlib.Path(d["path"]), d["name"], graph, {k: pathlib.Path(v) for k, v in d["components"].items()},
                    {k: tuple(tuple(p) for p in v) for k, v in d["properties"].items()}, tuple(d["sources"]),
-                   d["sink"], Mqtt(**m, tls=tls))
+                   d["sink"], Mqtt(**m, tls=tls), d["state_store"])
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.graph.edges if e.dst == name]
@@ -555,6 +556,7 @@ class ServeFlags:
     dead_letter: str | None = None
     group: str | None = None
     broker: str | None = None
+    state_store: str | None = None
 
 
 def parse_param(text: str) -> tuple[str | None, str, str]:
@@ -690,7 +692,10 @@ def resolve(path: str | os.PathLike, flags: ServeFlags, fetch=None) -> Dataflow:
     properties = node_properties(graph, configuration, flags.params)
     group = flags.group or _group(name)
     mqtt = _mqtt(broker or DEFAULT_BROKER, group, flags.dead_letter or f"{sink}/dead-letter", sink, tls)
-    return Dataflow(path.resolve(), name, graph, components, properties, tuple(sources), sink, mqtt)
+    if flags.state_store is not None and not flags.state_store.startswith(("redis://", "rediss://")):
+        raise BadValue(f"--state-store wants redis://HOST:PORT/DB (Redis or Valkey), got {flags.state_store!r}")
+    return Dataflow(path.resolve(), name, graph, components, properties, tuple(sources), sink, mqtt,
+                    flags.state_store)
 
 
 __all__ = ["Dataflow", "Deployment", "Edge", "GraphDefinition", "Node", "OPERATION_TYPES", "Parameter",
