@@ -210,7 +210,7 @@ class DataflowRunner:
         self.services = services
         self.clock = services.clock
         self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner)
-        self._emitted = collections.deque()  # (node, at): published windows, from the network thread
+        self._emitted = collections.deque()  # (node, at, count): published windows, from the network thread
         self._next_due = 0.0
         self.topics = list(flow.sources)
         g = flow.graph
@@ -264,7 +264,7 @@ class DataflowRunner:
             self.log.warning("windows", message=str(e))
             return []
         out: list[Publication] = []
-        for node, at, messages, window_id in windows:
+        for node, at, messages, window_id, count in windows:
             first = next((m for m in messages if isinstance(m, Message)), None)
             staged = Message(b"", topic=first.topic if first else "", timestamp=at)
             pubs: list[Publication] = []
@@ -280,9 +280,9 @@ class DataflowRunner:
             for pub in pubs:
                 pub.id = window_id
             if pubs:
-                pubs[-1].on_published = lambda node=node, at=at: self._emitted.append((node, at))
+                pubs[-1].on_published = lambda n=node, at=at, count=count: self._emitted.append((n, at, count))
             else:
-                self._emitted.append((node, at))
+                self._emitted.append((node, at, count))
             out += pubs
         return out
 

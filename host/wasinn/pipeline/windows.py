@@ -3,9 +3,11 @@ store: the workers of one host; Redis: every host).
 
 A message reaching an accumulate node is staged in the window of its timestamp (the one
 a delay node moved to the window's end; without a delay, its own): appended to the
-window's key under the graph's lock, a lease (`only-if-does-not-exist` with an expiry)
-whose version is the fencing token of every write made under it, so a holder whose lease
-ran out cannot overwrite its successor's writes. Once staged, the message is
+window's key under the graph's lock, a lease (`only-if-does-not-exist` with an expiry).
+Each holder of the lock takes the next epoch (a counter kept under the lock) as the
+fencing token of every write it makes, so a holder whose lease ran out cannot overwrite
+its successor's writes. (Epochs rather than the lock's version: versions come from each
+process's clock, and two processes' clocks need not order two holders as they came.) Once staged, the message is
 acknowledged: an open window costs the broker nothing (receiveMaximum does not depend
 on window sizes), and it survives a worker's death.
 
@@ -13,6 +15,9 @@ When the window's time has come (its timestamp is past on the worker's clock) on
 worker takes the window's emit lease and folds it; the window is removed when the
 result is published. A worker that dies in between leaves the lease to expire and the
 window to the next worker: the window is emitted again with the same id and timestamp.
+A message staged after its window was folded (another host's clock behind, or a message
+that waited at the broker) is not lost: the window is emitted again for the late ones,
+with the id `window:NODE:TIME+N` (N: the messages emitted before).
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ class Windows:
     def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS):
         self.store, self.prefix, self.owner, self.lease = store, prefix, owner, lease_seconds
         self._lock_key = f"{prefix}/lock".encode()
+        self._epoch_key = f"{prefix}/epoch".encode()
         self._index_key = f"{prefix}/index".encode()
 
     def _key(self, node: str, at: Timestamp) -> bytes:
@@ -90,8 +96,8 @@ class Windows:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         try:
             while True:
-                ok, version = self.store.set(self.owner, self._lock_key, token, condition="only-if-does-not-exist",
-                                             expires=self.lease)
+                ok, _ = self.store.set(self.owner, self._lock_key, token, condition="only-if-does-not-exist",
+                                       expires=self.lease)
                 if ok:
                     break
                 if time.monotonic() > deadline:
@@ -99,7 +105,11 @@ class Windows:
                                       f"{_LOCK_WAIT_SECONDS:g} s")
                 time.sleep(0.002)
             try:
-                return work(version)
+                value, _ = self.store.get(self._epoch_key)
+                epoch = int(value or 0) + 1
+                fencing = Timestamp.of(epoch, 0, "epoch")
+                self.store.set(self.owner, self._epoch_key, str(epoch).encode(), fencing=fencing)
+                return work(fencing)
             finally:
                 self.store.delete(self._lock_key, value=token)
         except (StateError, StateUnavailable) as e:
@@ -125,10 +135,10 @@ class Windows:
                 self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
         self._locked(work)
 
-    def due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str]]:
+    def due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
         """The windows whose time has come and whose emit lease this worker took:
-        (node, timestamp, messages, window id). Call `emitted(node, at)` once its result
-        is published."""
+        (node, timestamp, messages, window id, count). Call `emitted(node, at, count)`
+        once its result is published."""
         try:
             index = self._index()
         except (StateError, StateUnavailable) as e:
@@ -146,18 +156,30 @@ class Windows:
             ok, _ = self.store.set(self.owner, lease, self.owner.encode(), condition="only-if-does-not-exist",
                                    expires=self.lease)
             if ok:
-                out.append((node, at, [decode(m) for m in staged["messages"]], f"window:{node}:{version}"))
+                done = staged.get("emitted", 0)
+                todo = staged["messages"][done:]
+                out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
+                                                                                              else ""), len(todo)))
         return out
 
     def _key_of(self, node: str, version: str) -> bytes:
         return f"{self.prefix}/window/{node}/{version}".encode()
 
-    def emitted(self, node: str, at: Timestamp) -> None:
-        """The window's result is with the broker: the window is gone."""
-        entry = (node, window_of(at))
+    def emitted(self, node: str, at: Timestamp, count: int) -> None:
+        """The window's result (of `count` more messages) is with the broker: the window
+        is gone, or, when messages came late, left for them."""
+        entry, key = (node, window_of(at)), self._key(node, at)
 
         def work(fencing):
-            self.store.delete(self._key(node, at), fencing=fencing)
+            value, _ = self.store.get(key)
+            staged = json.loads(value) if value else {"messages": []}
+            done = staged.get("emitted", 0) + count
+            if done < len(staged["messages"]):
+                staged["emitted"] = done
+                self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+                self.store.delete(f"{self.prefix}/emit/{node}/{window_of(at)}".encode())
+                return
+            self.store.delete(key, fencing=fencing)
             index = [e for e in self._index() if e != entry]
             self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
         self._locked(work)
