@@ -273,3 +273,15 @@ def test_command_invoker_over_mqtt5_or_client_error(host, probe):
             c.loop_stop()
             c.disconnect()
     services.close()
+
+
+def test_state_seed_file_as_azure_writes_it(store, tmp_path):
+    from wasinn.pipeline.services.state_store import seed
+    path = tmp_path / "statestore.json"
+    path.write_text(json.dumps([{"factoryId": "factoryA"}, {"machineId": "machineA", "limits": {"max": 3}}]))
+    assert seed(store, path) == 3
+    assert [store.get(k)[0] for k in (b"factoryId", b"machineId", b"limits")] == [b"factoryA", b"machineA",
+                                                                                   b'{"max": 3}']
+    path.write_text("[1, 2]")
+    with pytest.raises(wasinn.WasinnError, match=r"statestore.json: expected an object of keys to values"):
+        seed(store, path)
