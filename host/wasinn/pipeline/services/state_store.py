@@ -27,6 +27,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from typing import Protocol
 
 from ...errors import WasinnError
@@ -107,6 +108,8 @@ class EmbeddedStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
                          "version TEXT NOT NULL, fencing TEXT, owner TEXT NOT NULL, expires INTEGER)")
         self._db.execute("CREATE INDEX IF NOT EXISTS kv_owner ON kv (owner)")
+        # a private file goes with its store even when nobody closes it
+        self._finalizer = weakref.finalize(self, _remove, self._db, self.path if self._own_file else None)
 
     def _purge(self, now: int) -> None:
         self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
@@ -172,13 +175,16 @@ class EmbeddedStore:
         return _Tx()
 
     def close(self) -> None:
-        self._db.close()
-        if self._own_file:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(self.path + suffix)
-                except FileNotFoundError:
-                    pass
+        self._finalizer()
+
+
+def _remove(db: sqlite3.Connection, path: str | None) -> None:
+    db.close()
+    for suffix in ("", "-wal", "-shm") if path else ():
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
 
 
 def seed(store: StateStore, path: str | os.PathLike) -> int:
