@@ -11,7 +11,7 @@ import time
 def redis_binary() -> str:
     found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
     if found is None:
-        raise RuntimeError("redis-server is not installed: run scripts/setup-redis.sh")
+        raise FileNotFoundError("redis-server is not installed: run scripts/setup-redis.sh")
     return found
 
 
@@ -22,6 +22,9 @@ class RedisServer:
             self.port = s.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="wasinn-redis-")
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self._dir.name, "--daemonize", "no", "--loglevel", "warning"],
@@ -39,8 +42,11 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start: {self.proc.stderr.read().decode(errors='replace')}")
             time.sleep(0.02)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
         self._dir.cleanup()

@@ -113,10 +113,10 @@ class Operator:
         """`component`: a compiled component or a `.wasm` path. `configuration`: the
         node's parameters (init's `properties`); `module_schemas`: (name, content type,
         content) triples for init's `module-schemas`. Without `services`, embedded ones."""
-        if not isinstance(component, Component):
-            component = host.load_component(component)
         if name is None:
             name = kind if isinstance(component, Component) else pathlib.Path(component).stem
+        if not isinstance(component, Component):
+            component = host.load_component(component)
         return cls(host, component, kind, name, configuration or {}, services or Services.embedded(),
                    module_schemas)
 

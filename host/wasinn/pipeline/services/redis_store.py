@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+from ...errors import WasinnError
 from .clock import HybridClock, Timestamp
 from .state_store import StateError, StateUnavailable, decode_version, encode_version, too_many_keys
 
@@ -71,7 +72,10 @@ class RedisStore:
 
     def __init__(self, url: str, *, prefix: str = "wasinn:state:", node_id: str | None = None,
                  timeout: float = 5.0):
-        import redis  # the serve extra; only for a Redis store
+        try:
+            import redis  # the serve extra; only for a Redis store
+        except ImportError:
+            raise WasinnError("the Redis state store needs the redis package: pip install 'wasinn[serve]'") from None
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.url = url

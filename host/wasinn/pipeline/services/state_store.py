@@ -20,13 +20,17 @@ What every store does, as Azure IoT Operations' state store does it:
 """
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from typing import Protocol
 
+from ...errors import WasinnError
 from .clock import HybridClock, Timestamp
 
 CONDITIONS = ("unconditional", "only-if-does-not-exist", "only-if-equal-or-does-not-exist")
@@ -104,6 +108,8 @@ class EmbeddedStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
                          "version TEXT NOT NULL, fencing TEXT, owner TEXT NOT NULL, expires INTEGER)")
         self._db.execute("CREATE INDEX IF NOT EXISTS kv_owner ON kv (owner)")
+        # a private file goes with its store even when nobody closes it
+        self._finalizer = weakref.finalize(self, _remove, self._db, self.path if self._own_file else None)
 
     def _purge(self, now: int) -> None:
         self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
@@ -169,10 +175,35 @@ class EmbeddedStore:
         return _Tx()
 
     def close(self) -> None:
-        self._db.close()
-        if self._own_file:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(self.path + suffix)
-                except FileNotFoundError:
-                    pass
+        self._finalizer()
+
+
+def _remove(db: sqlite3.Connection, path: str | None) -> None:
+    db.close()
+    for suffix in ("", "-wal", "-shm") if path else ():
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def seed(store: StateStore, path: str | os.PathLike) -> int:
+    """Sets the keys of a seed file (`--state-seed FILE`, Azure's statestore.json): JSON,
+    a list of objects (or one object) of key to value; a value that is not a string is
+    stored as its JSON text. Returns how many keys were set; the owner is "seed"."""
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except OSError as e:
+        raise WasinnError(f"--state-seed {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise WasinnError(f"--state-seed {path}: not JSON: {e}") from None
+    entries = data if isinstance(data, list) else [data]
+    if not all(isinstance(e, dict) for e in entries):
+        raise WasinnError(f"--state-seed {path}: expected an object of keys to values, or a list of them")
+    count = 0
+    for entry in entries:
+        for key, value in entry.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            store.set("seed", key.encode(), text.encode())
+            count += 1
+    return count
