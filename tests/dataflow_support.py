@@ -23,7 +23,9 @@ WINDOW = "azure-samples/explore-iot-operations/window:1.0.0"
 OPC_UA = "azure-samples/explore-iot-operations/opc-ua:1.0.0"
 # guest name -> (world, its own .wit beside app.py), beside operator_guests' own
 OPERATORS = {"window": ("wasinn:window-operator/window", "window.wit"),
-             "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit")}
+             "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit"),
+             "otel-enrich": ("wasinn:otel-enrich-operator/otel-enrich", "otel-enrich.wit"),
+             "schema-filter": ("wasinn:schema-filter-operator/schema-filter", "schema-filter.wit")}
 
 
 def operator_wasm(name: str) -> pathlib.Path:

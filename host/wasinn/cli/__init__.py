@@ -158,7 +158,8 @@ def cmd_serve(args) -> int:
         graph_flags = [f for f, v in (("--module", args.module), ("--registry", args.registry),
                                       ("--source", args.source), ("--sink", args.sink), ("--param", args.param),
                                       ("--dead-letter", args.dead_letter), ("--group", args.group),
-                                      ("--state-store", args.state_store)) if v]
+                                      ("--state-store", args.state_store), ("--state-seed", args.state_seed),
+                                      ("--schemas", args.schemas), ("--module-schema", args.module_schema)) if v]
         if graph_flags:
             raise BadValue(f"{', '.join(graph_flags)}: for Azure graph files; a wasinn pipeline file names its "
                            "modules, topics and group itself")
@@ -167,7 +168,8 @@ def cmd_serve(args) -> int:
         flags = graphdef.ServeFlags(
             modules=dict(graphdef.parse_module(m) for m in args.module), registry=args.registry,
             sources=tuple(args.source), sink=args.sink, params=tuple(graphdef.parse_param(p) for p in args.param),
-            dead_letter=args.dead_letter, group=args.group, broker=args.broker, state_store=args.state_store)
+            dead_letter=args.dead_letter, group=args.group, broker=args.broker, state_store=args.state_store,
+            schemas=args.schemas, module_schemas=tuple(args.module_schema))
         store = ArtifactStore(cache_dir, progress=stderr_progress)
         served = graphdef.resolve(args.pipeline, flags, fetch=store.fetch)
     options = ServeOptions(
@@ -177,7 +179,7 @@ def cmd_serve(args) -> int:
         cache_dir=cache_dir, metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
         drain_timeout=args.drain_timeout, limits=limits_from_args(args))
     return serve(served, broker=args.broker, tls_ca=args.tls_ca, username=args.username,
-                 password_file=args.password_file, options=options)
+                 password_file=args.password_file, options=options, state_seed=args.state_seed)
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -376,6 +378,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-store", metavar="redis://HOST:PORT/DB", help="graph files: the state store the "
                    "operators and accumulate windows use, shared by every host naming it (default: one embedded "
                    "store shared by this host's workers)")
+    p.add_argument("--state-seed", metavar="FILE", help="graph files: keys to set in the state store before the "
+                   "workers start (JSON: an object of key to value, or a list of them, as Azure's statestore.json)")
+    p.add_argument("--schemas", metavar="FILE", help="graph files: the schemas the schema-registry interface serves "
+                   "(JSON: a list of {name, content, version?, ...}); without it, its calls return not-available")
+    p.add_argument("--module-schema", action="append", default=[], metavar="FILE",
+                   help="graph files: a schema every operator's init receives in module-schemas (named by the "
+                        "file's stem; repeatable), as Azure's TK_SCHEMA_CONFIG_PATH gives one")
     p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's; "
                    "its TLS and credentials settings stay)")
     p.add_argument("--tls-ca", metavar="FILE|system", help="connect with TLS, verifying the broker against this "

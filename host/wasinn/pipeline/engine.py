@@ -149,6 +149,19 @@ class StagesRunner:
 
 
 # --- Azure data-flow graphs --------------------------------------------------------------
+def state_store(flow, cache_dir: pathlib.Path | None):
+    """The state store a graph's workers share: Redis (`--state-store`, across hosts), else
+    an embedded store in the cache directory that this host's workers open together."""
+    from .services import EmbeddedStore, RedisStore
+    if flow.state_store:
+        return RedisStore(flow.state_store)
+    if cache_dir is None:
+        return EmbeddedStore()
+    path = cache_dir / "serve" / f"{flow.mqtt.group}.state.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return EmbeddedStore(path)
+
+
 class _Node:
     """One operation node's operator instance; one that trapped is closed and a fresh one
     opened (and initialised with the node's configuration) for the next message."""
@@ -161,7 +174,8 @@ class _Node:
     def open(self) -> None:
         from .operator import Operator
         op = Operator.open(self.runner.host, self.component, kind=self.kind, name=self.name,
-                           configuration=self.configuration, services=self.runner.services)
+                           configuration=self.configuration, services=self.runner.services,
+                           module_schemas=list(self.runner.flow.module_schemas))
         try:
             op.init()
         except BaseException:
@@ -198,15 +212,11 @@ class DataflowRunner:
         from .operator import Operator, Services
         from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
-        if services is None and flow.state_store:  # shared across hosts
-            from .services import RedisStore
-            services = Services(state_store=RedisStore(flow.state_store), log=log, limits=host.limits)
-        elif services is None:
-            state = None
-            if host.cache_dir is not None:  # the workers of this host share one embedded store
-                state = host.cache_dir / "serve" / f"{flow.mqtt.group}.state.sqlite"
-                state.parent.mkdir(parents=True, exist_ok=True)
-            services = Services.embedded(log=log, limits=host.limits, state_path=state)
+        if services is None:
+            from .services import SchemaRegistry
+            schemas = SchemaRegistry.from_file(flow.schemas) if flow.schemas else SchemaRegistry()
+            services = Services(state_store=state_store(flow, host.cache_dir), log=log, limits=host.limits,
+                                schemas=schemas)
         self.services = services
         self.clock = services.clock
         self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner)

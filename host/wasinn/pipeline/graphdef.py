@@ -101,6 +101,8 @@ class Dataflow(MqttServed):
     sink: str
     mqtt: Mqtt
     state_store: str | None = None  # redis://HOST:PORT/DB; None: the embedded store of this host's workers
+    schemas: pathlib.Path | None = None  # the schema-registry file (--schemas)
+    module_schemas: tuple[tuple[str, str, str], ...] = ()  # every operator's init gets these (name, type, content)
 
     def to_json(self) -> str:
         """What the supervisor hands its workers (they resolve nothing again)."""
@@ -113,6 +115,8 @@ class Dataflow(MqttServed):
             "components": {k: str(v) for k, v in self.components.items()},
             "properties": {k: [list(p) for p in v] for k, v in self.properties.items()},
             "sources": list(self.sources), "sink": self.sink, "state_store": self.state_store,
+            "schemas": str(self.schemas) if self.schemas else None,
+            "module_schemas": [list(s) for s in self.module_schemas],
             "mqtt": dataclasses.asdict(self.mqtt, dict_factory=lambda kv: {k: str(v) if isinstance(v, pathlib.Path)
                                                                             else v for k, v in kv})})
 
@@ -132,7 +136,8 @@ class Dataflow(MqttServed):
             m["password_file"] = pathlib.Path(m["password_file"])
         return cls(pathlib.Path(d["path"]), d["name"], graph, {k: pathlib.Path(v) for k, v in d["components"].items()},
                    {k: tuple(tuple(p) for p in v) for k, v in d["properties"].items()}, tuple(d["sources"]),
-                   d["sink"], Mqtt(**m, tls=tls), d["state_store"])
+                   d["sink"], Mqtt(**m, tls=tls), d["state_store"],
+                   pathlib.Path(d["schemas"]) if d["schemas"] else None, tuple(tuple(s) for s in d["module_schemas"]))
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.graph.edges if e.dst == name]
@@ -557,6 +562,8 @@ class ServeFlags:
     group: str | None = None
     broker: str | None = None
     state_store: str | None = None
+    schemas: pathlib.Path | None = None
+    module_schemas: tuple[pathlib.Path, ...] = ()   # --module-schema FILE
 
 
 def parse_param(text: str) -> tuple[str | None, str, str]:
@@ -694,8 +701,17 @@ def resolve(path: str | os.PathLike, flags: ServeFlags, fetch=None) -> Dataflow:
     mqtt = _mqtt(broker or DEFAULT_BROKER, group, flags.dead_letter or f"{sink}/dead-letter", sink, tls)
     if flags.state_store is not None and not flags.state_store.startswith(("redis://", "rediss://")):
         raise BadValue(f"--state-store wants redis://HOST:PORT/DB (Redis or Valkey), got {flags.state_store!r}")
+    module_schemas = []
+    for file in flags.module_schemas:
+        try:
+            module_schemas.append((pathlib.Path(file).stem, "application/json", pathlib.Path(file).read_text()))
+        except (OSError, UnicodeDecodeError) as e:
+            raise BadValue(f"--module-schema {file}: {getattr(e, 'strerror', None) or e}") from None
+    if flags.schemas is not None and not pathlib.Path(flags.schemas).is_file():
+        raise BadValue(f"--schemas {flags.schemas}: no such file")
     return Dataflow(path.resolve(), name, graph, components, properties, tuple(sources), sink, mqtt,
-                    flags.state_store)
+                    flags.state_store, pathlib.Path(flags.schemas).resolve() if flags.schemas else None,
+                    tuple(module_schemas))
 
 
 __all__ = ["Dataflow", "Deployment", "Edge", "GraphDefinition", "Node", "OPERATION_TYPES", "Parameter",

@@ -97,10 +97,11 @@ class ServeOptions:
     limits: Limits = dataclasses.field(default_factory=Limits)  # each worker's instances'
 
 
-def prepare(served, cache_dir: pathlib.Path, log: EventLog) -> pathlib.Path:
+def prepare(served, cache_dir: pathlib.Path, log: EventLog, state_seed: str | None = None) -> pathlib.Path:
     """Builds and compiles every module's component into the cache, so that workers
     only load compiled code (milliseconds) and never race to build. Returns the file
-    the workers load: the pipeline file, or the resolved data-flow graph as JSON."""
+    the workers load: the pipeline file, or the resolved data-flow graph as JSON (whose
+    state store gets the keys of `state_seed` first)."""
     host = Host(cache_dir=cache_dir, progress=lambda message: log.info("progress", message=message))
     if isinstance(served, Pipeline):
         for module in served.modules.values():
@@ -108,6 +109,14 @@ def prepare(served, cache_dir: pathlib.Path, log: EventLog) -> pathlib.Path:
         return served.path
     for path in served.components.values():
         host.load_component(path)
+    if state_seed:
+        from .engine import state_store
+        from .services.state_store import seed
+        store = state_store(served, cache_dir)
+        try:
+            log.info("state-seeded", keys=seed(store, state_seed), file=str(state_seed))
+        finally:
+            store.close()
     resolved = cache_dir / "serve" / f"{served.mqtt.group}-{hashlib.sha256(served.to_json().encode()).hexdigest()[:16]}.json"
     resolved.parent.mkdir(parents=True, exist_ok=True)
     if not resolved.is_file():
@@ -314,7 +323,7 @@ class Supervisor:
 
 
 def serve(pipeline, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
-          password_file: str | None = None, options: ServeOptions) -> int:
+          password_file: str | None = None, options: ServeOptions, state_seed: str | None = None) -> int:
     """Runs the pipeline (a `Pipeline`, or a data-flow graph's `Dataflow`) until
     SIGTERM/SIGINT (see module docs). The MQTT arguments override the file's (`--broker`
     only the address: TLS and credentials stay)."""
@@ -325,7 +334,7 @@ def serve(pipeline, *, broker: str | None = None, tls_ca: str | None = None, use
     pipeline = pipeline.with_overrides(**overrides)  # checks HOST:PORT before anything starts
     connection.check(pipeline.mqtt)  # and the TLS and password files
     log = EventLog(level=options.log_level, role="supervisor")
-    worker_file = prepare(pipeline, options.cache_dir, log)
+    worker_file = prepare(pipeline, options.cache_dir, log, state_seed)
     m = pipeline.mqtt
     if isinstance(pipeline, Pipeline):
         topics, sink = [pipeline.source.topic], pipeline.sink.topic
