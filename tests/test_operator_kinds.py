@@ -176,3 +176,13 @@ def test_payload_over_the_limit_is_refused_before_the_guest(host, probe):
             op.filter(Message(b"x" * 1001))
         assert op.filter(Message(b"pass")) is True
     services.close()
+
+
+def test_command_resources_past_their_bound_end_the_call_not_the_host(host, probe, services):
+    with Operator.open(host, probe, kind="map", name="hoarder", configuration={"start": "1"}, services=services) as op:
+        assert json.loads(op.map(Message(b'{"do": "hoard-builders", "n": 100}')).payload) == {"ok": 100}
+        with pytest.raises(OperatorError, match=r"^operator 'hoarder' failed \(trap\): operator 'hoarder' holds 256 "
+                                                r"live command-invoker resources; drop some before making more$"):
+            op.map(Message(b'{"do": "hoard-builders", "n": 300}'))
+        assert json.loads(op.map(Message(b'{"do": "count"}')).payload) == {"count": 1, "start": 1}
+        assert len(op.imports.commands) <= 256

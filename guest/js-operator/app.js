@@ -1,7 +1,8 @@
 // A data-flow map operator in JavaScript (componentize-js), built against Azure's own
-// world wasm-graph:processor/map-impl: Azure's Python map sample's behaviour. A
+// world wasm-graph:processor/map-impl, after Azure's Python map sample: a
 // `{"temperature": {"value": F, "unit": "F"}}` payload with an integer value becomes
-// Celsius, rounded to an integer as Python's round() does; anything else passes unchanged.
+// Celsius, rounded to an integer as Python's round() does (the sample converts every
+// integer value whatever its unit; this one only Fahrenheit); anything else passes unchanged.
 // Its `init` takes `context` (the logger context, default "js-map").
 import { log } from 'wasm-graph:processor/logger@1.1.0';
 import { addToCounter } from 'wasm-graph:processor/metrics@1.1.0';

@@ -15,6 +15,7 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
   {"do": "histogram", "name": .., "value": ..}
   {"do": "schema", "id": .., "version": ..}
   {"do": "invoke", "topic": .., "payload": .., "timeout": secs}
+  {"do": "hoard-builders", "n": N}    N live command-request builders
   {"do": "trap"}                      an uncaught exception: the guest traps
   {"do": "fail", "message": ..}       the operator's error
 filter: passes payloads equal to b"pass"; branch: true when the payload starts with "t";
@@ -152,6 +153,9 @@ def _command(cmd):
             return {"payload": response.payload.decode(), "user": response.custom_user_data}
         except Err as e:
             return {"error": _error_text(e)}
+    if do == "hoard-builders":  # command builders kept alive: their constructor has no error to return
+        kept = [command_invoker.CommandRequestBuilder() for _ in range(cmd["n"])]
+        return {"ok": len(kept)}
     if do == "trap":
         raise RuntimeError("the probe was told to trap")
     if do == "fail":

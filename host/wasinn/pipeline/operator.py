@@ -30,7 +30,7 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
 from ..abi.values import Handle
-from ..errors import GuestTrap, WasinnError
+from ..errors import BadValue, GuestTrap, WasinnError
 from ..runtime import Host
 from .jsonlog import EventLog
 from .services import Services
@@ -209,6 +209,11 @@ class Operator:
             with active(self.imports):
                 return self.instance.call(f"{self._iface}#{func}", *args)
         except GuestTrap as e:
+            self._initialised = False
+            raise OperatorError(self.name, "trap", str(e)) from None
+        except BadValue:
+            raise
+        except WasinnError as e:  # a host function refused what has no error case: the instance is gone
             self._initialised = False
             raise OperatorError(self.name, "trap", str(e)) from None
 
