@@ -177,3 +177,25 @@ def test_an_operator_that_traps_is_reinitialised_and_the_next_message_runs(broke
         assert dead["p-4"] == {"stage": "probe", "kind": "operator-error", "message": "bad reading"}
         assert service.proc.poll() is None
         c.disconnect()
+
+
+def test_the_image_graph_classifies_raw_frames(broker):
+    """pipelines/image-graph.yaml: a raw 224x224 RGB frame in, the snapshot operator's top five out."""
+    import operator_guests
+    from PIL import Image
+    frame = Image.open(ROOT / "images" / "chelsea.png").convert("RGB").resize((224, 224)).tobytes()
+    with Collector(broker, ["frames/top5", "frames/top5/dead-letter"]) as got, \
+            Service(broker, workers=1, pipeline=ROOT / "pipelines" / "image-graph.yaml", log_level="info",
+                    extra=("--module", f"snapshot={operator_guests.snapshot_wasm()}", "--source", "frames/raw",
+                           "--sink", "frames/top5")) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        send(c, "frames/raw", frame, "f-1", content_type="application/octet-stream")
+        send(c, "frames/raw", frame[:1000], "f-2", content_type="application/octet-stream")
+        got.wait(lambda g: len(g) >= 2, 60)
+        (result,) = got.on("frames/top5")
+        top5 = result.json()["object"]["top5"]
+        assert result.json()["object"]["result"] == top5[0]["label"] == "Egyptian cat" and len(top5) == 5
+        (dead,) = got.on("frames/top5/dead-letter")
+        assert dead.json()["id"] == "f-2" and dead.json()["error"]["stage"] == "module-snapshot/map"
+        c.disconnect()
