@@ -25,8 +25,8 @@ import pathlib
 from typing import Any
 
 from ..errors import BadValue, WasinnError
-from .schema import (DEFAULT_BROKER, SUPPORTED_API_VERSIONS, SUPPORTED_RUNTIME_VERSIONS, SYSTEM_CA, Mqtt,
-                     MqttServed, PipelineError, Tls, _Doc, _kind, parse_broker)
+from .schema import (DEFAULT_BROKER, SUPPORTED_API_VERSIONS, SUPPORTED_RUNTIME_VERSIONS, Mqtt, MqttServed,
+                     PipelineError, Tls, _Doc, _kind, parse_broker)
 
 OPERATION_TYPES = ("source", "map", "filter", "branch", "accumulate", "delay", "concatenate", "sink")
 # The operation types that run an operator (the others are the engine's own).
@@ -185,9 +185,9 @@ def load_graph(path: str | os.PathLike, *, text: str | None = None) -> GraphDefi
         doc.fail(("schemas",), "schema references need a schema registry, which `wasinn serve` does not "
                                "resolve for graph files; validate in an operator instead")
     features = _requirements(doc, root.get("moduleRequirements"))
-    configs = _configurations(doc, root.get("moduleConfigurations"))
+    configs, lines = _configurations(doc, root.get("moduleConfigurations"))
     nodes = _nodes(doc, root.get("operations"), configs)
-    for name, line in configs.get("__lines__", {}).items():
+    for name, line in lines.items():
         if name not in nodes:
             doc.lines[("moduleConfigurations", name)] = line
             doc.fail(("moduleConfigurations", name), f"no operation named {name!r}; the operations are: "
@@ -222,14 +222,15 @@ def _requirements(doc: _Doc, value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _configurations(doc: _Doc, value: Any) -> dict:
-    """operation name -> its parameters; `__lines__`: where each was configured."""
-    out: dict = {"__lines__": {}}
+def _configurations(doc: _Doc, value: Any) -> tuple[dict[str, tuple[Parameter, ...]], dict[str, int]]:
+    """(operation name -> its parameters, operation name -> the line it is configured at)."""
+    out: dict[str, tuple[Parameter, ...]] = {}
+    lines: dict[str, int] = {}
     if value is None:
-        return out
+        return out, lines
     if not isinstance(value, list):
         doc.fail(("moduleConfigurations",), f"expected a list, got {_kind(value)}")
-        return out
+        return out, lines
     for i, item in enumerate(value):
         at = ("moduleConfigurations", i)
         c = doc.mapping(item, at, ("name", "parameters"), required=("name",))
@@ -256,8 +257,8 @@ def _configurations(doc: _Doc, value: Any) -> dict:
                 default = str(default).lower()
             params.append(Parameter(str(key), pname or str(key), None if default is None else str(default)))
         out[name] = tuple(params)
-        out["__lines__"][name] = doc.line(at)
-    return out
+        lines[name] = doc.line(at)
+    return out, lines
 
 
 def _nodes(doc: _Doc, value: Any, configs: dict) -> dict[str, Node]:
@@ -715,5 +716,5 @@ def resolve(path: str | os.PathLike, flags: ServeFlags, fetch=None) -> Dataflow:
 
 
 __all__ = ["Dataflow", "Deployment", "Edge", "GraphDefinition", "Node", "OPERATION_TYPES", "Parameter",
-           "ServeFlags", "SYSTEM_CA", "load_deployment", "load_graph", "node_properties", "parse_module",
-           "parse_param", "resolve", "served_kind"]
+           "ServeFlags", "load_deployment", "load_graph", "node_properties", "parse_module", "parse_param",
+           "resolve", "served_kind"]
