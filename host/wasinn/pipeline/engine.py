@@ -149,6 +149,19 @@ class StagesRunner:
 
 
 # --- Azure data-flow graphs --------------------------------------------------------------
+def check_kinds(flow, components: dict) -> None:
+    """Every operation's module exports the operator interface its operationType names."""
+    from .operator import Operator
+    g = flow.graph
+    for n in g.nodes.values():
+        if n.module is None:
+            continue
+        kinds = Operator.kinds(components[n.module])
+        if n.kind not in kinds:
+            raise WasinnError(f"{g.path}:{n.line}: operation {n.name!r} is a {n.kind}, but its module {n.module} "
+                              f"exports {', '.join(sorted(kinds)) or 'no operator interface'}")
+
+
 def state_store(flow, cache_dir: pathlib.Path | None):
     """The state store a graph's workers share: Redis (`--state-store`, across hosts), else
     an embedded store in the cache directory that this host's workers open together."""
@@ -209,7 +222,7 @@ class DataflowRunner:
     def __init__(self, flow, host, log: EventLog, *, services=None, owner: str = "wasinn"):
         import collections
 
-        from .operator import Operator, Services
+        from .operator import Services
         from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
         if services is None:
@@ -227,15 +240,12 @@ class DataflowRunner:
         self.source = next(n for n in g.nodes.values() if n.kind == "source").name
         self.names = list(g.nodes)
         components = {ref: host.load_component(path) for ref, path in flow.components.items()}
+        check_kinds(flow, components)
         self.nodes: dict[str, _Node] = {}
         for n in g.nodes.values():
-            if n.module is None:
-                continue
-            kinds = Operator.kinds(components[n.module])
-            if n.kind not in kinds:
-                raise WasinnError(f"{g.path}:{n.line}: operation {n.name!r} is a {n.kind}, but its module "
-                                  f"{n.module} exports {', '.join(sorted(kinds)) or 'no operator interface'}")
-            self.nodes[n.name] = _Node(self, n.name, n.kind, components[n.module], dict(flow.properties.get(n.name, ())))
+            if n.module is not None:
+                self.nodes[n.name] = _Node(self, n.name, n.kind, components[n.module],
+                                           dict(flow.properties.get(n.name, ())))
         for node in self.nodes.values():  # init once, at start: a refused configuration stops the start
             try:
                 node.open()

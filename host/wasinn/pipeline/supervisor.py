@@ -107,8 +107,8 @@ def prepare(served, cache_dir: pathlib.Path, log: EventLog, state_seed: str | No
         for module in served.modules.values():
             host.load_component(component_path(module, cache_dir, host.progress))
         return served.path
-    for path in served.components.values():
-        host.load_component(path)
+    from .engine import check_kinds
+    check_kinds(served, {ref: host.load_component(path) for ref, path in served.components.items()})
     if state_seed:
         from .engine import state_store
         from .services.state_store import seed
