@@ -234,3 +234,29 @@ def test_a_graph_without_endpoints_or_modules_is_refused_in_one_line(tmp_path):
     with pytest.raises(WasinnError, match="no such file"):
         graphdef.resolve(g, graphdef.ServeFlags(sources=("in",), sink="out",
                                                 modules={"temperature": tmp_path / "missing.wasm"}))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--param", "kye1=1"], "--param kye1: no operation declares the parameter 'kye1'; did you mean key1?"),
+    (["--param", "module-temperature/ma.key1=1"], "did you mean module-temperature/map?"),
+    (["--param", "key1"], "--param wants [NODE.]KEY=VALUE"),
+    (["--modle", "x=y.wasm"], "did you mean --module"),
+    (["--state-store", "mysql://db"], "--state-store wants redis://"),
+])
+def test_serve_flag_mistakes_exit_2_in_one_line(capsys, tmp_path, argv, message):
+    from wasinn.cli import main
+    wasm = tmp_path / "t.wasm"
+    wasm.write_bytes(b"\0asm")
+    try:
+        code = main(["serve", str(AZURE / "graph-simple.yaml"), "--source", "in", "--sink", "out",
+                     "--module", f"temperature={wasm}", *argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0], errors
+
+
+def test_graph_flags_on_a_pipeline_file_exit_2(capsys):
+    from wasinn.cli import main
+    assert main(["serve", str(ROOT / "pipelines" / "image-classification.yaml"), "--sink", "x"]) == 2
+    assert "--sink: for Azure graph files" in capsys.readouterr().err
