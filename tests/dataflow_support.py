@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import threading
+import uuid
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -55,14 +56,20 @@ class Received:
 class Collector:
     """Everything published to `topics`, in arrival order."""
 
-    def __init__(self, broker, topics: list[str]):
+    def __init__(self, broker, topics: list[str], *, persistent: bool = False):
+        """`persistent`: a session the broker keeps, reconnecting by itself (broker restarts)."""
         self.got: list[Received] = []
         self._cond = threading.Condition()
         subscribed = threading.Event()
-        self.client = broker.new_client("")
+        self.client = broker.new_client(f"collector-{uuid.uuid4().hex[:8]}" if persistent else "")
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: subscribed.set()
-        broker.connect(self.client)
+        self.client.reconnect_delay_set(0.1, 1)
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 600
+        broker.connect(self.client, clean_start=not persistent, properties=props)
         self.client.loop_start()
         self.client.subscribe([(t, 1) for t in topics])
         if not subscribed.wait(10):
