@@ -307,3 +307,34 @@ def test_redis_restart_is_a_timeout_then_the_store_serves_again(host, probe):
         services.close()
     finally:
         server.close()
+
+
+def test_embedded_store_conditions_are_atomic_across_processes(tmp_path):
+    """Two workers racing only-if-does-not-exist on the same keys: each key has one winner."""
+    path = tmp_path / "race.sqlite"
+    EmbeddedStore(path).close()
+    code = ("import sys; from wasinn.pipeline.services import EmbeddedStore; s = EmbeddedStore(sys.argv[1]); "
+            "print(sum(s.set(sys.argv[2], b'k%d' % i, sys.argv[2].encode(), condition='only-if-does-not-exist')[0] "
+            "for i in range(300)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"w{n}"], stdout=subprocess.PIPE, text=True)
+             for n in range(2)]
+    wins = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(wins) == 300
+    store = EmbeddedStore(path)
+    owners = {store.get(b"k%d" % i)[0] for i in range(300)}
+    assert owners <= {b"w0", b"w1"}
+    store.close()
+
+
+def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
+    from wasinn.cli import limits_from_args, parser
+    path = tmp_path / "wasinn.toml"
+    path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
+                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\n')
+    limits = Limits.from_file(path)
+    assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
+            limits.max_payload_bytes) == (2048, 5, 7, 9, 1 << 20)
+    args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "x.wasm"])
+    assert limits_from_args(args).max_state_keys == 6
+    with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
+        Limits().updated({"max-log-lines": "x"})

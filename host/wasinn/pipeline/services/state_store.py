@@ -108,6 +108,8 @@ class EmbeddedStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
                          "version TEXT NOT NULL, fencing TEXT, owner TEXT NOT NULL, expires INTEGER)")
         self._db.execute("CREATE INDEX IF NOT EXISTS kv_owner ON kv (owner)")
+        # every write first drops what expired: by index, not a scan of every key
+        self._db.execute("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL")
         # a private file goes with its store even when nobody closes it
         self._finalizer = weakref.finalize(self, _remove, self._db, self.path if self._own_file else None)
 
