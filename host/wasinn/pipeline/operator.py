@@ -23,7 +23,7 @@ import dataclasses
 import os
 import pathlib
 
-from wasmtime.component import Component, Record, ResourceHost, Variant
+from wasmtime.component import Component, ResourceHost, Variant
 
 from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_BRANCH,
                          WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
@@ -32,7 +32,6 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
 from ..abi.values import Handle
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..runtime import Host
-from .jsonlog import EventLog
 from .services import Services
 from .services.clock import Timestamp
 from .services.imports import OperatorImports, active, free_resources, new_resource, resource, serve

@@ -33,8 +33,6 @@ from typing import Protocol
 from ...errors import WasinnError
 from .clock import HybridClock, Timestamp
 
-CONDITIONS = ("unconditional", "only-if-does-not-exist", "only-if-equal-or-does-not-exist")
-
 
 class StateError(Exception):
     """A request the store refused; the text says why (-> `request-error`)."""
