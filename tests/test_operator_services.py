@@ -338,3 +338,17 @@ def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
     assert limits_from_args(args).max_state_keys == 6
     with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
         Limits().updated({"max-log-lines": "x"})
+
+
+def test_operator_log_rate_and_dropped_count():
+    from wasinn.pipeline.services.logger import OperatorLog
+    out, now = io.StringIO(), [100.0]
+    log = OperatorLog(EventLog(stream=out), "op", lines_per_second=2, clock=lambda: now[0])
+    for i in range(5):
+        log.write("info", "ctx", f"line {i}")
+    log.write("trace", "ctx", "below the log's level")  # neither written nor counted
+    now[0] = 101.0
+    log.write("critical", "ctx", "next second")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["level"], r["message"], r.get("dropped_lines")) for r in lines] == [
+        ("info", "line 0", None), ("info", "line 1", None), ("error", "next second", 3)]
