@@ -352,3 +352,18 @@ def test_operator_log_rate_and_dropped_count():
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(r["level"], r["message"], r.get("dropped_lines")) for r in lines] == [
         ("info", "line 0", None), ("info", "line 1", None), ("error", "next second", 3)]
+
+
+def test_versions_grow_across_writers_whose_clocks_disagree(store):
+    """A writer whose clock is an hour behind still gets a later version than the last one
+    the store issued: a lease taken after another expired fences out the old holder."""
+    ok, first = store.set("a", b"lease", b"holder-1", expires=0.05)
+    time.sleep(0.1)
+    store.clock = HybridClock("behind", wall_clock=lambda: time.time_ns() - 3600 * 10**9)
+    ok, second = store.set("b", b"lease", b"holder-2", condition="only-if-does-not-exist")
+    assert ok and second > first and second.node_id == "behind"
+    assert store.set("b", b"guarded", b"x", fencing=second)[0]
+    with pytest.raises(StateError, match="older"):
+        store.set("a", b"guarded", b"y", fencing=first)
+    count, third = store.delete(b"lease")
+    assert count == 1 and third > second
