@@ -221,9 +221,15 @@ def test_metrics_reach_prometheus_with_their_labels(host, probe):
         assert run(op, {"do": "histogram", "name": "latency", "value": 0.25}) == {"ok": True}
         assert run(op, {"do": "histogram", "name": "requests", "value": 1.0}) == {
             "error": "MetricsError_IncompatibleType:metric 'requests' is a counter, not a histogram"}
-        assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {
-            "error": "MetricsError_IncompatibleType:metric 'requests' has label keys (unit), not (other)"}
+        # another key set under the same name is another series of the family
+        assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {"ok": True}
+        assert run(op, {"do": "metric", "name": "requests", "value": 4}) == {"ok": True}
     assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "unit": "C"}) == 6
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "other": "x"}) == 1
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting"}) == 4
+    from prometheus_client import generate_latest
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE wasinn_operator_requests_total counter") == 1
     assert registry.get_sample_value("wasinn_operator_latency_sum", {"operator": "counting"}) == 0.25
     services.close()
 
