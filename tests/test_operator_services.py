@@ -373,3 +373,17 @@ def test_versions_grow_across_writers_whose_clocks_disagree(store):
         store.set("a", b"guarded", b"y", fencing=first)
     count, third = store.delete(b"lease")
     assert count == 1 and third > second
+
+
+def test_temperature_module_counts_requests_as_azure_does(host):
+    registry = CollectorRegistry()
+    services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
+    temperature = host.load_component(operator_wasm("temperature"))
+    with Operator.open(host, temperature, kind="map", name="to-celsius", services=services) as op:
+        for unit in "FFC":
+            op.map(Message(json.dumps({"temperature": {"value": 50, "unit": unit}}).encode()))
+    module = {"operator": "to-celsius", "module": "module-temperature/map"}
+    assert registry.get_sample_value("wasinn_operator_requests_total", module) == 3
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Fahrenheit"}) == 2
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Celsius"}) == 1
+    services.close()
