@@ -605,7 +605,7 @@ def main() -> int:
     if "operators" in sections:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_operators
-        bench_operators.rows(row, progress, interleaved, ROOT, CACHE, host, args.quick)
+        bench_operators.rows(row, progress, interleaved, p99, ROOT, CACHE, host, THREADS, args.quick)
     if "serve" in sections or "pipeline" in sections:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_pipeline

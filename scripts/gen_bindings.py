@@ -30,9 +30,6 @@ SERVED = {"wasi:nn": None, "wasinn:fastpath": None, "wasinn:adapter": None, "was
           "wasm-graph:processor": ("types", "hybrid-logical-clock", "logger", "metrics",
                                    "state-store-types", "state-store", "schema-types", "schema-registry",
                                    "rpc-types", "command-invoker")}
-# Types the host passes to and takes from guest exports (operators' `init`/`process`): the
-# module gains public `lift_NAME(store, value)` and `lower_NAME(store, value)` for each.
-EXPORT_TYPES = {"wasm-graph:processor": ("data-model", "module-configuration", "hybrid-logical-clock", "error")}
 
 
 def snake(name: str) -> str:
@@ -353,10 +350,11 @@ class Emitter:
             "",
             "import dataclasses",
             "import enum",
-            "from typing import Protocol",
+            "from typing import TYPE_CHECKING, Protocol",
             "",
-            "from wasmtime import StoreContext",
-            "from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant",
+            "if TYPE_CHECKING:",
+            "    from wasmtime import StoreContext",
+            "    from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant",
             "",
             "# Every interface in wit/, by the name components import or export it under.",
         ]
@@ -424,7 +422,8 @@ class Emitter:
             pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host"
             fn = f"add_{snake(p.namespace)}_{snake(p.name)}_to_linker"
             wiring += ["", "", f"def {fn}(root: LinkerInstance, impl: {pkg_cls}) -> None:",
-                       f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""']
+                       f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""',
+                       "    _bind_wasmtime()"]
             for iface in self.interfaces(p):
                 wiring += ["", f"    li = root.add_instance({const_name(iface)})"]
                 for td in iface.types.values():
@@ -437,24 +436,23 @@ class Emitter:
                 for f in funcs:
                     wiring += self.wiring(f, iface)
                 wiring.append("    li.close()")
-        out += ["", "def _rep(store, handle, ty: Resource) -> int:",
+        out += ["", "def _bind_wasmtime() -> None:",
+                '    """Binds the wasmtime-py classes the converters below use, when a linker is first',
+                "    wired: they run only in calls that linker serves. The backend worker imports this",
+                "    module for its enums alone, and importing wasmtime would cost its fork server",
+                '    ~17 ms of start-up on the way to a guest\'s first isolated graph.load."""',
+                "    global Record, ResourceAny, ResourceHost, ResourceType, Variant",
+                "    from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant",
+                "",
+                "", "def _rep(store, handle, ty: Resource) -> int:",
                 '    """Takes a guest\'s resource handle; for a borrow this also releases it, which the',
                 '    canonical ABI requires before the call returns."""',
                 "    host = handle.to_host(store)",
                 "    if host.type != ty:",
                 "        raise TypeError(f'expected a {RESOURCE_WIT_NAMES[ty]} handle, got resource type {host.type}')",
                 "    return host.rep", ""]
-        public = []
-        for p in self.served:
-            for tname in EXPORT_TYPES.get(f"{p.namespace}:{p.name}", ()):
-                iface, td = next((i, i.types[tname]) for i in self.interfaces(p) if tname in i.types)
-                t = wit.Type("named", name=tname, iface=iface)
-                public += [f"lift_{snake(tname)} = {self.lift(t, 'v').split('(')[0]}",
-                           f"lower_{snake(tname)} = {self.lower(t, 'v').split('(')[0]}"]
         for name, lines in self.helpers.values():
             out += ["", *lines, ""]
-        if public:
-            out += ["", "# Converters for the values guest exports take and return.", *public, ""]
         out += wiring
         return "\n".join(out).rstrip() + "\n"
 

@@ -65,6 +65,31 @@ def test_a_guests_own_model_runs_in_its_instances_worker_and_computes_the_same()
     assert gone(f"/proc/{worker.pid}")
 
 
+def test_isolated_outputs_of_fixed_and_dynamic_size_come_back_whole():
+    # fixed sizes are written by onnxruntime into shared memory (the 4 MiB one past the
+    # worker's first shared memory), a dynamic one is copied there after the run
+    host = make_host()
+    with roundtrip(host) as inst:
+        for shape, x in [(None, np.arange(5, dtype=np.float32)),
+                         ((1, 1 << 20), np.arange(1 << 20, dtype=np.float32).reshape(1, -1))]:
+            model = models.identity(wasinn.TensorType.FP32, shape)
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            for _ in range(2):
+                out = dict(ok(inst.call("compute-tensors", ctx, [("x", x)])))
+                np.testing.assert_array_equal(out["y"].array(), x)
+                x = x + 1
+
+
+def test_onnxruntime_writes_outputs_of_fixed_size_into_the_buffers_it_is_given():
+    from wasinn.backends import default_backends
+    graph = default_backends(0)[wasinn.GraphEncoding.ONNX].load([models.add_mul()], wasinn.ExecutionTarget.CPU)
+    a = wasinn.HostTensor.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    room = bytearray(48)
+    out = dict(graph.init_execution_context().compute([a, a], into=[memoryview(room)[:24], memoryview(room)[24:]]))
+    assert np.shares_memory(out["sum"].data, np.frombuffer(room, np.uint8))
+    np.testing.assert_array_equal(np.frombuffer(room, np.float32), np.concatenate([2 * a.array(), a.array() ** 2], None))
+
+
 def gone(path: str) -> bool:
     """Whether `path` is gone within 5 s (the fork server reaps a killed worker and removes
     its directory when SIGCHLD reaches it)."""

@@ -186,3 +186,12 @@ def test_command_resources_past_their_bound_end_the_call_not_the_host(host, prob
             op.map(Message(b'{"do": "hoard-builders", "n": 300}'))
         assert json.loads(op.map(Message(b'{"do": "count"}')).payload) == {"count": 1, "start": 1}
         assert len(op.imports.commands) <= 256
+
+
+def test_an_operator_opened_without_services_has_its_own(host, probe):
+    op = Operator.open(host, operator_wasm("operator-probe"), kind="filter")
+    assert op.name.startswith("operator-probe") and op.filter(Message(b"pass")) is True  # named after its file
+    path = op.services.state_store.path
+    op.close()
+    import os
+    assert not os.path.exists(path)

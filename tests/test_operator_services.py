@@ -221,9 +221,15 @@ def test_metrics_reach_prometheus_with_their_labels(host, probe):
         assert run(op, {"do": "histogram", "name": "latency", "value": 0.25}) == {"ok": True}
         assert run(op, {"do": "histogram", "name": "requests", "value": 1.0}) == {
             "error": "MetricsError_IncompatibleType:metric 'requests' is a counter, not a histogram"}
-        assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {
-            "error": "MetricsError_IncompatibleType:metric 'requests' has label keys (unit), not (other)"}
+        # another key set under the same name is another series of the family
+        assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {"ok": True}
+        assert run(op, {"do": "metric", "name": "requests", "value": 4}) == {"ok": True}
     assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "unit": "C"}) == 6
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "other": "x"}) == 1
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting"}) == 4
+    from prometheus_client import generate_latest
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE wasinn_operator_requests_total counter") == 1
     assert registry.get_sample_value("wasinn_operator_latency_sum", {"operator": "counting"}) == 0.25
     services.close()
 
@@ -307,3 +313,77 @@ def test_redis_restart_is_a_timeout_then_the_store_serves_again(host, probe):
         services.close()
     finally:
         server.close()
+
+
+def test_embedded_store_conditions_are_atomic_across_processes(tmp_path):
+    """Two workers racing only-if-does-not-exist on the same keys: each key has one winner."""
+    path = tmp_path / "race.sqlite"
+    EmbeddedStore(path).close()
+    code = ("import sys; from wasinn.pipeline.services import EmbeddedStore; s = EmbeddedStore(sys.argv[1]); "
+            "print(sum(s.set(sys.argv[2], b'k%d' % i, sys.argv[2].encode(), condition='only-if-does-not-exist')[0] "
+            "for i in range(300)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"w{n}"], stdout=subprocess.PIPE, text=True)
+             for n in range(2)]
+    wins = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(wins) == 300
+    store = EmbeddedStore(path)
+    owners = {store.get(b"k%d" % i)[0] for i in range(300)}
+    assert owners <= {b"w0", b"w1"}
+    store.close()
+
+
+def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
+    from wasinn.cli import limits_from_args, parser
+    path = tmp_path / "wasinn.toml"
+    path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
+                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\n')
+    limits = Limits.from_file(path)
+    assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
+            limits.max_payload_bytes) == (2048, 5, 7, 9, 1 << 20)
+    args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "x.wasm"])
+    assert limits_from_args(args).max_state_keys == 6
+    with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
+        Limits().updated({"max-log-lines": "x"})
+
+
+def test_operator_log_rate_and_dropped_count():
+    from wasinn.pipeline.services.logger import OperatorLog
+    out, now = io.StringIO(), [100.0]
+    log = OperatorLog(EventLog(stream=out), "op", lines_per_second=2, clock=lambda: now[0])
+    for i in range(5):
+        log.write("info", "ctx", f"line {i}")
+    log.write("trace", "ctx", "below the log's level")  # neither written nor counted
+    now[0] = 101.0
+    log.write("critical", "ctx", "next second")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["level"], r["message"], r.get("dropped_lines")) for r in lines] == [
+        ("info", "line 0", None), ("info", "line 1", None), ("error", "next second", 3)]
+
+
+def test_versions_grow_across_writers_whose_clocks_disagree(store):
+    """A writer whose clock is an hour behind still gets a later version than the last one
+    the store issued: a lease taken after another expired fences out the old holder."""
+    ok, first = store.set("a", b"lease", b"holder-1", expires=0.05)
+    time.sleep(0.1)
+    store.clock = HybridClock("behind", wall_clock=lambda: time.time_ns() - 3600 * 10**9)
+    ok, second = store.set("b", b"lease", b"holder-2", condition="only-if-does-not-exist")
+    assert ok and second > first and second.node_id == "behind"
+    assert store.set("b", b"guarded", b"x", fencing=second)[0]
+    with pytest.raises(StateError, match="older"):
+        store.set("a", b"guarded", b"y", fencing=first)
+    count, third = store.delete(b"lease")
+    assert count == 1 and third > second
+
+
+def test_temperature_module_counts_requests_as_azure_does(host):
+    registry = CollectorRegistry()
+    services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
+    temperature = host.load_component(operator_wasm("temperature"))
+    with Operator.open(host, temperature, kind="map", name="to-celsius", services=services) as op:
+        for unit in "FFC":
+            op.map(Message(json.dumps({"temperature": {"value": 50, "unit": unit}}).encode()))
+    module = {"operator": "to-celsius", "module": "module-temperature/map"}
+    assert registry.get_sample_value("wasinn_operator_requests_total", module) == 3
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Fahrenheit"}) == 2
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Celsius"}) == 1
+    services.close()

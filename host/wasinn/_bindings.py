@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from wasmtime import StoreContext
-from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant
+if TYPE_CHECKING:
+    from wasmtime import StoreContext
+    from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant
 
 # Every interface in wit/, by the name components import or export it under.
 WASI_CLI_RUN = 'wasi:cli/run@0.2.0'
@@ -653,6 +654,15 @@ class WasmGraphProcessorHost(HybridLogicalClockHost, LoggerHost, MetricsHost, Rp
     """Everything the host implements for wasm-graph:processor@1.1.0."""
 
 
+def _bind_wasmtime() -> None:
+    """Binds the wasmtime-py classes the converters below use, when a linker is first
+    wired: they run only in calls that linker serves. The backend worker imports this
+    module for its enums alone, and importing wasmtime would cost its fork server
+    ~17 ms of start-up on the way to a guest's first isolated graph.load."""
+    global Record, ResourceAny, ResourceHost, ResourceType, Variant
+    from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant
+
+
 def _rep(store, handle, ty: Resource) -> int:
     """Takes a guest's resource handle; for a borrow this also releases it, which the
     canonical ABI requires before the call returns."""
@@ -937,223 +947,10 @@ def _conv42(store, v):
     return r
 
 
-def _conv43(store, v):
-    if v.tag == 'buffer-or-bytes':
-        return Variant('buffer-or-bytes', _conv44(store, v.payload))
-    if v.tag == 'message':
-        return Variant('message', _conv54(store, v.payload))
-    if v.tag == 'snapshot':
-        return Variant('snapshot', _conv55(store, v.payload))
-    raise ValueError(f'not a data-model: {v!r}')
-
-
-def _conv44(store, v):
-    if isinstance(v, (ResourceAny, ResourceHost,)):
-        return Variant('buffer', _rep(store, v, Resource.BUFFER))
-    if isinstance(v, (bytes,)):
-        return Variant('bytes', v)
-    raise ValueError(f'not a buffer-or-bytes: {v!r}')
-
-
-def _conv45(store, v):
-    if isinstance(v, (ResourceAny, ResourceHost,)):
-        return Variant('buffer', _rep(store, v, Resource.BUFFER))
-    if isinstance(v, (str,)):
-        return Variant('string', v)
-    raise ValueError(f'not a buffer-or-string: {v!r}')
-
-
-def _conv46(store, v):
-    return Timestamp(timestamp=_conv38(store, getattr(v, 'timestamp')), counter=getattr(v, 'counter'), node_id=_conv45(store, getattr(v, 'node-id')))
-
-
-def _conv47(store, v):
-    return None if v is None else _conv45(store, v)
-
-
-def _conv48(store, v):
-    return (_conv45(store, v[0]), _conv45(store, v[1]),)
-
-
-def _conv49(store, v):
-    return [_conv48(store, x) for x in v]
-
-
-def _conv50(store, v):
-    return MessageProperties(user_properties=_conv49(store, getattr(v, 'user-properties')))
-
-
-def _conv51(store, v):
-    return None if v is None else _conv52(store, v)
-
-
-def _conv52(store, v):
-    if isinstance(v, (ResourceAny, ResourceHost, str,)):
-        return Variant('registry-reference', _conv45(store, v))
-    if isinstance(v, (Record,)):
-        return Variant('inline', _conv53(store, v))
-    raise ValueError(f'not a message-schema: {v!r}')
-
-
-def _conv53(store, v):
-    return InlineSchema(name=_conv45(store, getattr(v, 'name')), content=_conv45(store, getattr(v, 'content')))
-
-
-def _conv54(store, v):
-    return Message(timestamp=_conv46(store, getattr(v, 'timestamp')), topic=_conv44(store, getattr(v, 'topic')), content_type=_conv47(store, getattr(v, 'content-type')), payload=_conv44(store, getattr(v, 'payload')), properties=_conv50(store, getattr(v, 'properties')), schema=_conv51(store, getattr(v, 'schema')))
-
-
-def _conv55(store, v):
-    return Snapshot(timestamp=_conv46(store, getattr(v, 'timestamp')), format=_conv45(store, getattr(v, 'format')), width=getattr(v, 'width'), height=getattr(v, 'height'), frame=_conv44(store, getattr(v, 'frame')))
-
-
-def _conv56(store, v):
-    if v.tag == 'buffer-or-bytes':
-        return Variant('buffer-or-bytes', _conv57(store, v.payload))
-    if v.tag == 'message':
-        return Variant('message', _conv67(store, v.payload))
-    if v.tag == 'snapshot':
-        return Variant('snapshot', _conv68(store, v.payload))
-    raise ValueError(f'not a data-model: {v!r}')
-
-
-def _conv57(store, v):
-    if v.tag == 'buffer':
-        return ResourceHost.own(v.payload, Resource.BUFFER)
-    if v.tag == 'bytes':
-        return v.payload
-    raise ValueError(f'not a buffer-or-bytes: {v!r}')
-
-
-def _conv58(store, v):
-    if v.tag == 'buffer':
-        return ResourceHost.own(v.payload, Resource.BUFFER)
-    if v.tag == 'string':
-        return v.payload
-    raise ValueError(f'not a buffer-or-string: {v!r}')
-
-
-def _conv59(store, v):
-    r = Record()
-    setattr(r, 'timestamp', _conv23(store, v.timestamp))
-    setattr(r, 'counter', v.counter)
-    setattr(r, 'node-id', _conv58(store, v.node_id))
-    return r
-
-
-def _conv60(store, v):
-    return None if v is None else _conv58(store, v)
-
-
-def _conv61(store, v):
-    return (_conv58(store, v[0]), _conv58(store, v[1]),)
-
-
-def _conv62(store, v):
-    return [_conv61(store, x) for x in v]
-
-
-def _conv63(store, v):
-    r = Record()
-    setattr(r, 'user-properties', _conv62(store, v.user_properties))
-    return r
-
-
-def _conv64(store, v):
-    return None if v is None else _conv65(store, v)
-
-
-def _conv65(store, v):
-    if v.tag == 'registry-reference':
-        return _conv58(store, v.payload)
-    if v.tag == 'inline':
-        return _conv66(store, v.payload)
-    raise ValueError(f'not a message-schema: {v!r}')
-
-
-def _conv66(store, v):
-    r = Record()
-    setattr(r, 'name', _conv58(store, v.name))
-    setattr(r, 'content', _conv58(store, v.content))
-    return r
-
-
-def _conv67(store, v):
-    r = Record()
-    setattr(r, 'timestamp', _conv59(store, v.timestamp))
-    setattr(r, 'topic', _conv57(store, v.topic))
-    setattr(r, 'content-type', _conv60(store, v.content_type))
-    setattr(r, 'payload', _conv57(store, v.payload))
-    setattr(r, 'properties', _conv63(store, v.properties))
-    setattr(r, 'schema', _conv64(store, v.schema))
-    return r
-
-
-def _conv68(store, v):
-    r = Record()
-    setattr(r, 'timestamp', _conv59(store, v.timestamp))
-    setattr(r, 'format', _conv58(store, v.format))
-    setattr(r, 'width', v.width)
-    setattr(r, 'height', v.height)
-    setattr(r, 'frame', _conv57(store, v.frame))
-    return r
-
-
-def _conv69(store, v):
-    return ModuleSchema(name=getattr(v, 'name'), content_type=getattr(v, 'content-type'), content=getattr(v, 'content'))
-
-
-def _conv70(store, v):
-    return [_conv69(store, x) for x in v]
-
-
-def _conv71(store, v):
-    return ModuleConfiguration(properties=_conv19(store, getattr(v, 'properties')), module_schemas=_conv70(store, getattr(v, 'module-schemas')))
-
-
-def _conv72(store, v):
-    r = Record()
-    setattr(r, 'name', v.name)
-    setattr(r, 'content-type', v.content_type)
-    setattr(r, 'content', v.content)
-    return r
-
-
-def _conv73(store, v):
-    return [_conv72(store, x) for x in v]
-
-
-def _conv74(store, v):
-    r = Record()
-    setattr(r, 'properties', _conv21(store, v.properties))
-    setattr(r, 'module-schemas', _conv73(store, v.module_schemas))
-    return r
-
-
-def _conv75(store, v):
-    return Error(message=getattr(v, 'message'))
-
-
-def _conv76(store, v):
-    r = Record()
-    setattr(r, 'message', v.message)
-    return r
-
-
-# Converters for the values guest exports take and return.
-lift_data_model = _conv43
-lower_data_model = _conv56
-lift_module_configuration = _conv71
-lower_module_configuration = _conv74
-lift_hybrid_logical_clock = _conv39
-lower_hybrid_logical_clock = _conv24
-lift_error = _conv75
-lower_error = _conv76
-
-
 
 def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
     """Defines every function and resource of wasi:nn@0.2.0-rc-2024-10-28 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASI_NN_TENSOR)
     li.add_resource('tensor', ResourceType.host(Resource.TENSOR), impl.tensor_drop)
@@ -1220,6 +1017,7 @@ def add_wasi_nn_to_linker(root: LinkerInstance, impl: WasiNnHost) -> None:
 
 def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) -> None:
     """Defines every function and resource of wasinn:adapter@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_ADAPTER_TENSORS)
     def _tensors__bind_nonce(store):
@@ -1252,6 +1050,7 @@ def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) 
 
 def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost) -> None:
     """Defines every function and resource of wasinn:fastpath@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_FASTPATH_BULK)
     def _bulk__load(store, builders_, encoding_, target_):
@@ -1273,6 +1072,7 @@ def add_wasinn_fastpath_to_linker(root: LinkerInstance, impl: WasinnFastpathHost
 
 def add_wasinn_introspect_to_linker(root: LinkerInstance, impl: WasinnIntrospectHost) -> None:
     """Defines every function and resource of wasinn:introspect@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASINN_INTROSPECT_DESCRIBE)
     def _describe__describe_graph(store, g_):
@@ -1283,6 +1083,7 @@ def add_wasinn_introspect_to_linker(root: LinkerInstance, impl: WasinnIntrospect
 
 def add_wasm_graph_processor_to_linker(root: LinkerInstance, impl: WasmGraphProcessorHost) -> None:
     """Defines every function and resource of wasm-graph:processor@1.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
 
     li = root.add_instance(WASM_GRAPH_PROCESSOR_HYBRID_LOGICAL_CLOCK)
     li.close()

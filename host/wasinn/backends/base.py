@@ -53,10 +53,14 @@ def accept_all(sizes: list[tuple[str, int]]) -> None:
 
 class Context(Protocol):
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         """Runs one inference; `inputs` are in the order of `Graph.inputs`. A backend
         that can be stopped stops at `deadline` (time.monotonic()) with wasi:nn `timeout`.
-        Before wrapping outputs it passes their sizes to `accept_outputs`."""
+        Before wrapping outputs it passes their sizes to `accept_outputs`. `into`, when
+        given, holds one writable buffer per output, in the order of `Graph.outputs`, of
+        the size its spec fixes (a worker's shared memory): a backend that can writes the
+        outputs there and returns tensors over them; one that cannot ignores it."""
         ...
 
 

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Sequence
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from ..errors import NnError, WasinnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .worker import SPIN_SECONDS, receive, send
+from .worker import Waiting, receive, send
 
 POLICIES = ("guest-models", "all", "none")
 # How long past a call's deadline a worker has to answer (its backend's own stop comes
@@ -88,7 +89,7 @@ class Zygote:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
 
-    def fork(self, settings: dict) -> "Worker":
+    def fork(self, settings: dict, memory: "SharedMemory | None" = None) -> "Worker":
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with self.lock:
             send(self.sock, {"op": "fork", **settings}, (theirs.fileno(),))
@@ -96,7 +97,7 @@ class Zygote:
             message, fds = receive(self.sock, max_fds=1)
         if message is None or not fds:
             raise runtime_error("the backend worker server ended; the next load starts another")
-        return Worker(self, ours, int(message["pid"]), fds[0])
+        return Worker(self, ours, int(message["pid"]), fds[0], memory)
 
     def preload(self, backend: str) -> None:
         """Imports a backend's package in the zygote, for the workers it forks from now on."""
@@ -172,37 +173,36 @@ def _start_quietly() -> None:
 class Worker:
     """One backend worker process: its socket, its shared memory, and whether it lives."""
 
-    def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int):
+    def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int,
+                 memory: "SharedMemory | None" = None):
         self.server, self.sock, self.pid, self.pidfd = server, sock, pid, pidfd
         self.lock = threading.RLock()
         self.dead: str | None = None  # why it is gone
-        self.memfd: int | None = None
-        self.shm: mmap.mmap | None = None
-        self.size = 0
+        self.memory = memory
+        self.mapped = 0  # how much of it the worker has mapped; 0: it has not the file yet
         self.dropped: list[tuple[str, int]] = []  # graphs and contexts the host let go of
+        self.waiting: dict[str, Waiting] = {}  # per kind of request: how long its replies take
 
     # --- shared memory ------------------------------------------------------------------
+    @property
+    def shm(self) -> mmap.mmap:
+        return self.memory.map
+
+    @property
+    def size(self) -> int:
+        return self.memory.size if self.memory is not None else 0
+
     def ensure(self, size: int) -> mmap.mmap:
-        """Shared memory of at least `size` bytes (the caller holds the lock)."""
-        if self.shm is not None and size <= self.size:
-            return self.shm
-        size = max(size, 2 * self.size, _MIN_SHM)
-        size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-        fds: tuple[int, ...] = ()
-        if self.memfd is None:
-            self.memfd = os.memfd_create("wasinn-tensors", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-            fds = (self.memfd,)
-        os.ftruncate(self.memfd, size)
-        if fds:  # the worker can grow it (harmless) but never shrink it under the host's mapping
-            fcntl.fcntl(self.memfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
-        old, self.shm, self.size = self.shm, mmap.mmap(self.memfd, size), size
-        if old is not None:
-            try:
-                old.close()
-            except BufferError:
-                pass  # a view still holds it; it goes with that view
-        self._exchange({"op": "shm", "size": size}, None, fds)
-        return self.shm
+        """Shared memory of at least `size` bytes, mapped on both sides (the caller holds the lock)."""
+        if self.memory is None:
+            self.memory = SharedMemory(size)
+        elif size > self.memory.size:
+            self.memory.grow(size)
+        if self.mapped != self.memory.size:
+            fds = () if self.mapped else (self.memory.fd,)
+            self._exchange({"op": "shm", "size": self.memory.size}, None, fds)
+            self.mapped = self.memory.size
+        return self.memory.map
 
     # --- requests -------------------------------------------------------------------------
     def request(self, message: dict, deadline: float | None) -> dict:
@@ -218,8 +218,9 @@ class Worker:
     def _exchange(self, message: dict, deadline: float | None, fds: tuple[int, ...] = ()) -> dict:
         try:
             send(self.sock, message, fds)
-            reply, _ = receive(self.sock, spin=SPIN_SECONDS, timeout=None if deadline is None
-                               else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
+            waiting = self.waiting.get(message["op"]) or self.waiting.setdefault(message["op"], Waiting())
+            reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
+                                       else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
         except socket.timeout:
             self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
                       "loaded from its own bytes are gone (load them again)")
@@ -259,14 +260,50 @@ class Worker:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        if self.shm is not None:
-            try:
-                self.shm.close()
-            except BufferError:
-                pass
-        if self.memfd is not None:
-            os.close(self.memfd)
-            self.memfd = None
+        if self.memory is not None:
+            self.memory.close()
+
+
+class SharedMemory:
+    """The file tensors and model bytes cross in: a memfd the host made, sealed so that the
+    worker can grow it (harmless) but never shrink it under the host's mapping."""
+
+    def __init__(self, size: int):
+        self.fd = os.memfd_create("wasinn-tensors", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        self.size = _pages(max(size, _MIN_SHM))
+        os.ftruncate(self.fd, self.size)
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        self.map = mmap.mmap(self.fd, self.size)
+
+    def grow(self, size: int) -> None:
+        self.size = _pages(max(size, 2 * self.size))
+        os.ftruncate(self.fd, self.size)
+        old, self.map = self.map, mmap.mmap(self.fd, self.size)
+        try:
+            old.close()
+        except BufferError:
+            pass  # a view still holds it; it goes with that view
+
+    def write(self, offset: int, chunks: list) -> None:
+        """`chunks` one after another from `offset`: through the file, which fills fresh
+        pages at twice the speed of faulting them in through the mapping (18.6 MB: 6.7 vs
+        11-14 ms)."""
+        for chunk in chunks:
+            view = memoryview(chunk).cast("B")
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view, offset = view[n:], offset + n
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except BufferError:
+            pass
+        os.close(self.fd)
+
+
+def _pages(n: int) -> int:
+    return (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
 
 
 _DOING = {"load": "loading the model", "compute": "computing", "init": "making an execution context",
@@ -313,7 +350,8 @@ class IsolatedContext:
         weakref.finalize(self, graph.worker.forget, "context", ident)
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         worker = self.graph.worker
         with worker.lock:
             if worker.dead:
@@ -374,18 +412,22 @@ class Isolation:
         """Whether a graph from a guest's bytes (or the operator's, `guest` False) is isolated."""
         return self.policy == "all" or (guest and self.policy == "guest-models")
 
-    def worker(self, owner) -> Worker:
+    def current(self, owner) -> Worker | None:
+        worker = self._shared if owner is None else owner.worker
+        return worker if worker is not None and not worker.dead else None
+
+    def worker(self, owner, memory: SharedMemory | None = None) -> Worker:
         """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
-        the operator's models (owner None), started on first use."""
-        current = self._shared if owner is None else owner.worker
-        if current is not None and not current.dead:
+        the operator's models (owner None), started on first use with `memory`."""
+        current = self.current(owner)
+        if current is not None:
             return current
         with self._lock:
             alive = [w for w in self.live if not w.dead]
             if len(alive) >= self.max_workers:
                 raise too_large(f"the host runs {len(alive)} backend workers; the limit is {self.max_workers} "
                                 "(max-workers, --max-workers)")
-            worker = zygote().fork(self.settings)
+            worker = zygote().fork(self.settings, memory)
             self.live.add(worker)
         if owner is None:
             self._shared = worker
@@ -395,15 +437,28 @@ class Isolation:
 
     def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
              deadline: float | None) -> IsolatedGraph:
-        worker = self.worker(owner)
-        zygote().preload(kind)
         sizes = [len(b) for b in builders]
+        worker = self.current(owner)
+        if worker is None:
+            # the bytes go into shared memory first: a first load waits here for the fork
+            # server still starting (prewarm), and this copy need not wait with it
+            memory = SharedMemory(sum(sizes))
+            memory.write(0, builders)
+            try:
+                worker = self.worker(owner, memory)
+            except BaseException:
+                memory.close()
+                raise
+            written = worker.memory is memory
+            if not written:  # another thread started this owner's worker meanwhile
+                memory.close()
+        else:
+            written = False
+        zygote().preload(kind)
         with worker.lock:
-            shm = worker.ensure(sum(sizes))
-            offset = 0
-            for b in builders:
-                shm[offset:offset + len(b)] = memoryview(b).cast("B")
-                offset += len(b)
+            worker.ensure(sum(sizes))
+            if not written:
+                worker.memory.write(0, builders)
             reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
                                     "threads": threads, "precision": precision, "sizes": sizes}, deadline)
         return IsolatedGraph(worker, reply, target)

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from typing import Sequence
 
 import numpy as np
 
@@ -190,7 +191,8 @@ class KServeContext:
         self.graph = graph
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         g = self.graph
         binary = g.endpoint.binary
         request_inputs, payloads = [], []

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import weakref
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -96,7 +96,9 @@ def _load_error(e: Exception) -> NnError:
     return runtime_error(msg)
 
 
-def _run_error(e: Exception, max_memory: int) -> NnError:
+def _run_error(e: Exception, max_memory: int, deadline: float | None) -> NnError:
+    if deadline is not None and time.monotonic() >= deadline:
+        return NnError(ErrorCode.TIMEOUT, f"onnxruntime was stopped at the call's deadline: {str(e).strip()}")
     full = _ARENA_FULL.search(str(e))
     if full:
         return backend_memory_error("onnxruntime", max_memory, full.group(0))
@@ -167,8 +169,11 @@ class OnnxRuntimeContext:
         return self._options
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         graph = self.graph
+        if into is not None and graph._plain and graph.target == ExecutionTarget.CPU:
+            return self._compute_into(inputs, deadline, accept_outputs, into)
         options, stop = self._run_options()
         names = graph._output_names
         if graph._plain:
@@ -181,10 +186,7 @@ class OnnxRuntimeContext:
             with stop_at(deadline, stop):
                 results = run(names, feeds, options)
         except Exception as e:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise NnError(ErrorCode.TIMEOUT, f"onnxruntime was stopped at the call's deadline: "
-                              f"{str(e).strip()}") from e
-            raise _run_error(e, graph.max_memory) from e
+            raise _run_error(e, graph.max_memory, deadline) from e
         if graph._plain:
             accept_outputs([(name, a.nbytes) for name, a in zip(names, results)])
             # run's arrays are new, C-contiguous and of their output's declared type
@@ -192,6 +194,29 @@ class OnnxRuntimeContext:
                     for spec, a in zip(graph.outputs, results)]
         accept_outputs([(name, _nbytes(v)) for name, v in zip(names, results)])
         return [(name, _to_host(name, v)) for name, v in zip(names, results)]
+
+
+    def _compute_into(self, inputs: list[HostTensor], deadline: float | None, accept_outputs: AcceptOutputs,
+                      into: Sequence[memoryview]) -> list[tuple[str, HostTensor]]:
+        """The run with its outputs bound to `into` (IOBinding): onnxruntime writes them
+        there, which saves a copy of each (a 4 MB output: 74 vs 134 us)."""
+        graph = self.graph
+        options, stop = self._run_options()
+        accept_outputs([(spec.name, len(buffer)) for spec, buffer in zip(graph.outputs, into)])
+        binding = graph.session.io_binding()
+        for spec, t in zip(graph.inputs, inputs):
+            binding.bind_cpu_input(spec.name, t.array())
+        outputs = []
+        for spec, buffer in zip(graph.outputs, into):
+            array = np.frombuffer(buffer, DTYPES[spec.ty]).reshape(spec.shape)
+            binding.bind_output(spec.name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+            outputs.append((spec.name, HostTensor(spec.shape, spec.ty, array.reshape(-1).view(np.uint8))))
+        try:
+            with stop_at(deadline, stop):
+                graph.session.run_with_iobinding(binding, options)
+        except Exception as e:
+            raise _run_error(e, graph.max_memory, deadline) from e
+        return outputs
 
 
 def _ort_value(t: HostTensor) -> ort.OrtValue:

@@ -206,7 +206,8 @@ class OpenVinoContext:
         self.fixed_sizes = self.fixed and [(out.name, out.raw.nbytes) for out in self.fixed]
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: typing.Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         request = self.request
         feeds = [_input(spec, t) for spec, t in zip(self.graph.inputs, inputs)]
         if deadline is not None and time.monotonic() >= deadline:

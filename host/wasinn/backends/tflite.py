@@ -12,6 +12,7 @@ run refused.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -82,7 +83,8 @@ class TfLiteContext:
         self.output_index = [d["index"] for d in self.interp.get_output_details()]
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
-                accept_outputs: AcceptOutputs = accept_all) -> list[tuple[str, HostTensor]]:
+                accept_outputs: AcceptOutputs = accept_all,
+                into: Sequence[memoryview] | None = None) -> list[tuple[str, HostTensor]]:
         # LiteRT's Python interpreter cannot be stopped mid-run: past `deadline`, the
         # host's epoch deadline ends the guest's call instead.
         interp = self.interp

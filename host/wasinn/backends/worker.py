@@ -37,9 +37,8 @@ from ..tensors import HostTensor
 # The largest request or reply; bigger payloads go through shared memory.
 MAX_MESSAGE = 1 << 20
 # How long a worker polls for the host's next request, and the host for a worker's reply,
-# before sleeping (see `receive`): a guest's next compute comes within it when it
-# computes in a loop; a longer wait costs this much of a core, as a backend's own
-# spinning threads do.
+# before sleeping (see `receive`), when the last one came that fast (see `Waiting`): a
+# guest's next compute comes within it when it computes a small model in a loop.
 SPIN_SECONDS = 100e-6
 # A worker caps its address space at its baseline plus its budget plus this, for the
 # thread stacks and allocator arenas a backend maps when it starts its threads.
@@ -96,6 +95,24 @@ def receive(sock: socket.socket, max_fds: int = 0, spin: float = 0.0,
 
 
 _local = threading.local()
+
+
+class Waiting:
+    """Polls for the other side's next message only while it answers within the poll:
+    while it computes for milliseconds, polling takes a core from its backend's threads
+    (on 2 cores, a 100 us poll at the start of each EfficientNet-Lite0 compute cost the
+    host more than the wake-up it saved). One per kind of wait."""
+
+    def __init__(self):
+        self.last = 0.0  # how long the last wait took
+
+    def receive(self, sock: socket.socket, max_fds: int = 0,
+                timeout: float | None = None) -> tuple[dict | None, list[int]]:
+        start = time.perf_counter()
+        try:
+            return receive(sock, max_fds, SPIN_SECONDS if self.last < 2 * SPIN_SECONDS else 0.0, timeout)
+        finally:
+            self.last = time.perf_counter() - start
 
 
 # --- the fork server ------------------------------------------------------------------
@@ -198,6 +215,7 @@ class Worker:
         self.shm_fd: int | None = None
         self.graphs: dict[int, object] = {}
         self.contexts: dict[int, object] = {}
+        self.output_sizes: dict[int, list[int]] = {}  # per context, where its graph fixes every output's size
         self.pending: list | None = None  # outputs computed, waiting for room in shared memory
         self.backends: dict[tuple, object] = {}
         self.next_id = 1
@@ -206,8 +224,9 @@ class Worker:
         return self.baseline + ADDRESS_SPACE_SLACK + self.budget + self.per_graph * graphs
 
     def serve(self) -> None:
+        waiting = Waiting()
         while True:
-            message, fds = receive(self.sock, max_fds=1, spin=SPIN_SECONDS)
+            message, fds = waiting.receive(self.sock, max_fds=1)
             if message is None:
                 return
             try:
@@ -241,7 +260,10 @@ class Worker:
                 os.close(self.shm_fd)
             self.shm_fd = fds[0]
         if self.shm is not None:
-            self.shm.close()
+            try:
+                self.shm.close()
+            except BufferError:
+                pass  # outputs written in place and still pending hold it; it goes with them
         self.shm = mmap.mmap(self.shm_fd, message["size"])
         return {}
 
@@ -269,12 +291,17 @@ class Worker:
 
     def op_init(self, message: dict, fds: list[int]) -> dict:
         cid = self._new_id()
-        self.contexts[cid] = self.graphs[message["graph"]].init_execution_context()
+        graph = self.graphs[message["graph"]]
+        self.contexts[cid] = graph.init_execution_context()
+        sizes = [spec.static_nbytes() for spec in graph.outputs]
+        if all(sizes):  # none dynamic, none empty
+            self.output_sizes[cid] = sizes
         return {"context": cid}
 
     def op_drop(self, message: dict, fds: list[int]) -> dict:
         self.graphs.pop(message.get("graph"), None)
         self.contexts.pop(message.get("context"), None)
+        self.output_sizes.pop(message.get("context"), None)
         return {}
 
     def op_compute(self, message: dict, fds: list[int]) -> dict:
@@ -289,25 +316,37 @@ class Worker:
                 if n > limit:
                     raise too_large(f"output {name!r} is {n} bytes; the limit is {limit} "
                                     "(max-output-bytes, --max-output-bytes)")
+        into = self._room(message["context"], message["out"])
         try:
-            self.pending = context.compute(inputs, deadline=message["deadline"], accept_outputs=accept)
+            self.pending = context.compute(inputs, deadline=message["deadline"], accept_outputs=accept, into=into)
         finally:
-            del inputs  # no view of the shared memory may outlive the request (op_shm remaps it)
+            del inputs, into  # no view of the shared memory may outlive the request (op_shm remaps it)
         return self.op_fetch(message, fds)
+
+    def _room(self, context: int, out: int) -> list[memoryview] | None:
+        """Where the outputs of a graph that fixes their sizes go in shared memory (the
+        places op_fetch puts them), for the backend to write them there."""
+        sizes = self.output_sizes.get(context)
+        if sizes is None:
+            return None
+        offsets = _layout(out, sizes)
+        if offsets[-1] + sizes[-1] > len(self.shm):
+            return None
+        view = memoryview(self.shm)
+        return [view[offset:offset + n] for offset, n in zip(offsets, sizes)]
 
     def op_fetch(self, message: dict, fds: list[int]) -> dict:
         """The pending outputs into shared memory from `out` on, each 64-byte aligned, or
-        how much room they need."""
-        offsets, end = [], message["out"]
-        for _, t in self.pending:
-            end = (end + 63) & ~63
-            offsets.append(end)
-            end += t.nbytes
-        if end > len(self.shm):
-            return {"need": end, "sizes": [[name, t.nbytes] for name, t in self.pending]}
+        how much room they need. Outputs the backend wrote there already stay."""
+        offsets = _layout(message["out"], [t.nbytes for _, t in self.pending])
+        if offsets and offsets[-1] + self.pending[-1][1].nbytes > len(self.shm):
+            return {"need": offsets[-1] + self.pending[-1][1].nbytes,
+                    "sizes": [[name, t.nbytes] for name, t in self.pending]}
+        base = np.frombuffer(self.shm, np.uint8).ctypes.data
         outputs = []
         for (name, t), offset in zip(self.pending, offsets):
-            self.shm[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
+            if not (isinstance(t.data, np.ndarray) and t.data.ctypes.data == base + offset):
+                self.shm[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
             outputs.append([name, t.ty.value, list(t.dims), offset, t.nbytes])
         self.pending = None
         return {"outputs": outputs}
@@ -315,6 +354,16 @@ class Worker:
     def _new_id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
+
+
+def _layout(start: int, sizes: list[int]) -> list[int]:
+    """Offsets of tensors of `sizes` placed one after another from `start`, each 64-byte aligned."""
+    offsets, end = [], start
+    for n in sizes:
+        end = (end + 63) & ~63
+        offsets.append(end)
+        end += n
+    return offsets
 
 
 def _spec(spec) -> list:

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import pathlib
 
-from wasmtime.component import Component, Record, ResourceHost, Variant
+from wasmtime.component import Component, ResourceHost, Variant
 
 from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_BRANCH,
                          WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
@@ -32,7 +32,6 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
 from ..abi.values import Handle
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..runtime import Host
-from .jsonlog import EventLog
 from .services import Services
 from .services.clock import Timestamp
 from .services.imports import OperatorImports, active, free_resources, new_resource, resource, serve
@@ -104,6 +103,7 @@ class Operator:
         self.instance = host.instantiate(component)
         self._iface = KINDS[kind]
         self._initialised = False
+        self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
 
     @classmethod
@@ -112,13 +112,15 @@ class Operator:
              module_schemas: list[tuple[str, str, str]] = ()) -> "Operator":
         """`component`: a compiled component or a `.wasm` path. `configuration`: the
         node's parameters (init's `properties`); `module_schemas`: (name, content type,
-        content) triples for init's `module-schemas`. Without `services`, embedded ones."""
+        content) triples for init's `module-schemas`. Without `services`, embedded ones of
+        its own (a private state store), closed with the operator."""
         if name is None:
             name = kind if isinstance(component, Component) else pathlib.Path(component).stem
         if not isinstance(component, Component):
             component = host.load_component(component)
-        return cls(host, component, kind, name, configuration or {}, services or Services.embedded(),
-                   module_schemas)
+        op = cls(host, component, kind, name, configuration or {}, services or Services.embedded(), module_schemas)
+        op._owns_services = services is None
+        return op
 
     @staticmethod
     def kinds(component: Component) -> set[str]:
@@ -162,6 +164,8 @@ class Operator:
         self.instance.close()
         free_resources(list(self.imports.commands))
         self.imports.commands.clear()
+        if self._owns_services:
+            self.services.close()
 
     def __enter__(self) -> "Operator":
         return self

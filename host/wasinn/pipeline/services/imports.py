@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import itertools
 
@@ -29,7 +30,7 @@ from .clock import Timestamp
 from .invoker import Options, Request, RpcError
 from .logger import OperatorLog
 from .metrics import MetricError, OperatorMetrics
-from .state_store import CONDITIONS, StateError, StateUnavailable
+from .state_store import StateError, StateUnavailable
 
 # Live command-invoker resources (builders, options, requests, invokers) per operator:
 # their constructors have no error case, so past this the guest traps.
@@ -162,10 +163,8 @@ class OperatorImports:
     def state_store_set(self, store, key: bytes, value: bytes, timeout, fencing_token, options) -> StateStoreSetResponse:
         self._check_key(key, value)
         expires = None if options.expires is None else options.expires.seconds + options.expires.nanos / 1e9
-        condition = options.conditions.value
-        assert condition in CONDITIONS
         ok, version = self._store(lambda: self.services.state_store.set(
-            self.name, key, value, condition=condition, expires=expires, fencing=from_hlc(fencing_token),
+            self.name, key, value, condition=options.conditions.value, expires=expires, fencing=from_hlc(fencing_token),
             max_keys=self.limits.max_state_keys))
         return StateStoreSetResponse(ok, to_hlc(version))
 
@@ -206,7 +205,6 @@ class OperatorImports:
         return rep
 
     def _builder(self, rep: int, kind, **changes) -> int:
-        import dataclasses
         current = _table.get(rep)
         if not isinstance(current, kind):
             raise Err(Variant("state-invalid"))

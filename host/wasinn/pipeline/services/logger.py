@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ..jsonlog import EventLog
+from ..jsonlog import LEVELS as LOG_LEVELS, EventLog
 
 LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "error": "error",
           "critical": "error"}
@@ -29,6 +29,8 @@ class OperatorLog:
         self.dropped = 0
 
     def write(self, level: str, context: str, message: str) -> None:
+        if LOG_LEVELS[LEVELS[level]] < LOG_LEVELS[self._log.level]:
+            return  # below the log's level: neither written nor counted
         window = int(self._clock())
         if window != self._window:
             self._window, self._written = window, 0

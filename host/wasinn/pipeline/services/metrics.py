@@ -4,9 +4,11 @@ files).
 
 An operator's metric NAME becomes `wasinn_operator_NAME` (characters Prometheus does not
 allow become `_`) with the label `operator` (the node's name) plus the operator's own
-labels. One name keeps one kind and one set of label keys in a process, as Prometheus
-requires; a call that breaks that, or that would make an operator report more than
-`max-metric-series` distinct name and label sets, returns `incompatible-type` saying so.
+labels. One name may carry different label keys from call to call (Azure's temperature
+module counts `requests` by module, and by module and unit): each key set is its own
+series in the same family. One name keeps one kind; a call that would make it another,
+or that would make an operator report more than `max-metric-series` distinct name and
+label sets, returns `incompatible-type` saying so.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import re
 import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
 
 PREFIX = "wasinn_operator_"
 # Names, label keys and values longer than this are refused: series are held forever.
@@ -26,26 +29,41 @@ class MetricError(Exception):
 
 
 class MetricFamilies:
-    """The metric families operators created in one process (one per name)."""
+    """The metric families operators created in one process, registered in `registry` as
+    one collector. Each (name, label keys) is a prometheus-client metric of its own, not
+    registered by itself (a registry wants one label set per name); `collect` merges
+    them by name. In a worker (multiprocess mode) their values go to the shared files,
+    which the supervisor's collector merges the same way."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY):
-        self.registry = registry
-        self._families: dict[str, tuple[str, tuple[str, ...], object]] = {}
+        self._families: dict[str, tuple[str, dict[tuple[str, ...], object]]] = {}
         self._lock = threading.Lock()
+        registry.register(self)
 
     def family(self, kind: str, name: str, keys: tuple[str, ...]):
         with self._lock:
-            found = self._families.get(name)
-            if found is None:
+            found_kind, by_keys = self._families.setdefault(name, (kind, {}))
+            if found_kind != kind:
+                raise MetricError(f"metric {name!r} is a {found_kind}, not a {kind}")
+            metric = by_keys.get(keys)
+            if metric is None:
                 cls = Counter if kind == "counter" else Histogram
-                metric = cls(PREFIX + name, f"operator metric {name}", ["operator", *keys], registry=self.registry)
-                found = self._families[name] = (kind, keys, metric)
-        if found[0] != kind:
-            raise MetricError(f"metric {name!r} is a {found[0]}, not a {kind}")
-        if found[1] != keys:
-            raise MetricError(f"metric {name!r} has label keys ({', '.join(found[1])}), "
-                              f"not ({', '.join(keys)})")
-        return found[2]
+                metric = by_keys[keys] = cls(PREFIX + name, f"operator metric {name}", ["operator", *keys],
+                                             registry=None)
+            return metric
+
+    def collect(self):
+        with self._lock:
+            metrics = [list(by_keys.values()) for _, by_keys in self._families.values()]
+        for group in metrics:
+            merged = None
+            for metric in group:
+                for family in metric.collect():
+                    if merged is None:
+                        merged = Metric(family.name, family.documentation, family.type)
+                    merged.samples.extend(family.samples)
+            if merged is not None:
+                yield merged
 
 
 class OperatorMetrics:

@@ -2,9 +2,9 @@
 the semantics of state_store.py, each request one Lua script (atomic on the server).
 
 Layout under the prefix (default `wasinn:state:`): `k:KEY`, a hash with the value `v`,
-its version `ver`, fencing token `ft` and creator `own`, with the key's own expiry; and
+its version `ver`, fencing token `ft` and creator `own`, with the key's own expiry;
 `o:OWNER`, a sorted set of the keys an operator created scored by their expiry (ms),
-which counts its live keys.
+which counts its live keys; and `version`, the last version the store issued.
 """
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ from .clock import HybridClock, Timestamp
 from .state_store import StateError, StateUnavailable, decode_version, encode_version, too_many_keys
 
 _FENCING = """
+-- the version: the writer's, or one count past the last the store issued (KEYS[2])
+local function stamp(proposed, node)
+  local last = redis.call('GET', KEYS[2])
+  local ver = proposed
+  if last and last >= proposed then
+    ver = string.sub(last, 1, 20) .. '.' .. string.format('%020d', tonumber(string.sub(last, 22, 41)) + 1)
+          .. '.' .. node
+  end
+  redis.call('SET', KEYS[2], ver)
+  return ver
+end
 local function fencing(stored, given)
   if stored and stored ~= '' then
     if given == '' then return 'the key is protected by a fencing token; the request carries none' end
@@ -24,8 +35,9 @@ local function fencing(stored, given)
   return nil
 end
 """
-# KEYS: hash; ARGV: value, condition, ttl ms ('' none), token ('' none), version, owner,
-# now ms, max keys, key, owner-set prefix. The key stays counted against its creator.
+# KEYS: hash, last version; ARGV: value, condition, ttl ms ('' none), token ('' none),
+# proposed version, owner, now ms, max keys, key, owner-set prefix, node id. The key stays
+# counted against its creator.
 _SET = _FENCING + """
 local cur = redis.call('HMGET', KEYS[1], 'v', 'ft', 'own')
 local exists = cur[1] ~= false
@@ -43,7 +55,8 @@ if not exists and tonumber(ARGV[8]) > 0 then
 end
 local token = ARGV[4]
 if token == '' and cur[2] then token = cur[2] end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ARGV[5], 'ft', token, 'own', exists and cur[3] or ARGV[6])
+local ver = stamp(ARGV[5], ARGV[11])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ver, 'ft', token, 'own', exists and cur[3] or ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', owned, now + tonumber(ARGV[3]), ARGV[9])
@@ -51,10 +64,10 @@ else
   redis.call('PERSIST', KEYS[1])
   redis.call('ZADD', owned, '+inf', ARGV[9])
 end
-return {'ok'}
+return {'ok', ver}
 """
-# KEYS: hash; ARGV: token ('' none), value to match ('' with ARGV[3] == '0': any),
-# match (1/0), owner-set prefix, key
+# KEYS: hash, last version; ARGV: token ('' none), value to match (with ARGV[3] == '1'),
+# match (1/0), owner-set prefix, key, proposed version, node id
 _DEL = _FENCING + """
 local cur = redis.call('HMGET', KEYS[1], 'v', 'ft', 'own')
 if cur[1] == false then return {'0'} end
@@ -63,7 +76,7 @@ if refusal then return {'err', refusal} end
 if ARGV[3] == '1' and cur[1] ~= ARGV[2] then return {'-1'} end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[4] .. cur[3], ARGV[5])
-return {'1'}
+return {'1', stamp(ARGV[6], ARGV[7])}
 """
 
 
@@ -81,6 +94,7 @@ class RedisStore:
         self.url = url
         self.prefix = prefix.encode()
         self.clock = HybridClock(node_id or f"redis-{os.uname().nodename}-{os.getpid()}")
+        self._last = self.prefix + b"version"
         self._set = self._client.register_script(_SET)
         self._del = self._client.register_script(_DEL)
 
@@ -97,28 +111,34 @@ class RedisStore:
     def set(self, owner: str, key: bytes, value: bytes, *, condition: str = "unconditional",
             expires: float | None = None, fencing: Timestamp | None = None,
             max_keys: int = 0) -> tuple[bool, Timestamp | None]:
-        version = self.clock.now()
         ttl = "" if expires is None else str(max(1, round(expires * 1000)))
         token = "" if fencing is None else encode_version(fencing)
-        args = [value, condition, ttl, token, encode_version(version), owner, time.time_ns() // 1_000_000,
-                max_keys, key, self.prefix + b"o:"]
-        out = self._run(lambda: self._set(keys=[self.prefix + b"k:" + key], args=args))
+        args = [value, condition, ttl, token, encode_version(self.clock.now()), owner, time.time_ns() // 1_000_000,
+                max_keys, key, self.prefix + b"o:", self.clock.node_id]
+        out = self._run(lambda: self._set(keys=[self.prefix + b"k:" + key, self._last], args=args))
         status = out[0].decode()
         if status == "err":
             raise StateError(out[1].decode())
         if status == "full":
             raise StateError(too_many_keys(owner, max_keys))
-        return (True, version) if status == "ok" else (False, None)
+        return (True, self._issued(out[1])) if status == "ok" else (False, None)
 
     def delete(self, key: bytes, *, value: bytes | None = None,
                fencing: Timestamp | None = None) -> tuple[int, Timestamp | None]:
         token = "" if fencing is None else encode_version(fencing)
-        args = [token, value or b"", "0" if value is None else "1", self.prefix + b"o:", key]
-        out = self._run(lambda: self._del(keys=[self.prefix + b"k:" + key], args=args))
+        args = [token, value or b"", "0" if value is None else "1", self.prefix + b"o:", key,
+                encode_version(self.clock.now()), self.clock.node_id]
+        out = self._run(lambda: self._del(keys=[self.prefix + b"k:" + key, self._last], args=args))
         if out[0] == b"err":
             raise StateError(out[1].decode())
         count = int(out[0])
-        return count, (self.clock.now() if count == 1 else None)
+        return count, (self._issued(out[1]) if count == 1 else None)
+
+    def _issued(self, text: bytes) -> Timestamp:
+        """A version the store issued; this host's clock moves past it (HLC receive)."""
+        version = decode_version(text)
+        self.clock.receive(version)
+        return version
 
     def close(self) -> None:
         self._client.close()

@@ -3,8 +3,11 @@ SQLite file the workers of one host share; this module) and `RedisStore` (Redis 
 Valkey, shared across hosts; redis_store.py).
 
 What every store does, as Azure IoT Operations' state store does it:
-- Every write gets a version: an HLC timestamp from the store's clock, returned with
-  `get` and with the write.
+- Every write gets a version: an HLC timestamp, returned with `get` and with the write.
+  Versions grow across the whole store, as the broker's single clock makes Azure's: each
+  is the writer's clock or, where that is not ahead, one count past the last version the
+  store issued (kept in the store), so a lease taken after another expired carries a
+  later token even from a host whose clock is behind.
 - `set` conditions: `unconditional`; `only-if-does-not-exist`; `only-if-equal-or-does-not-
   exist` (sets when the key is absent or already holds this value). A set that a condition
   refused returns false, not an error. `expires` gives the key a time to live.
@@ -33,8 +36,6 @@ from typing import Protocol
 from ...errors import WasinnError
 from .clock import HybridClock, Timestamp
 
-CONDITIONS = ("unconditional", "only-if-does-not-exist", "only-if-equal-or-does-not-exist")
-
 
 class StateError(Exception):
     """A request the store refused; the text says why (-> `request-error`)."""
@@ -47,6 +48,13 @@ class StateUnavailable(Exception):
 def encode_version(ts: Timestamp) -> str:
     """Versions and fencing tokens are stored as text that sorts as the timestamps do."""
     return f"{ts.wall:020d}.{ts.counter:020d}.{ts.node_id}"
+
+
+def after(version: Timestamp, last: Timestamp | None) -> Timestamp:
+    """`version`, or where the store already issued one at or past it, the next count."""
+    if last is None or encode_version(version) > encode_version(last):
+        return version
+    return Timestamp.of(last.wall, last.counter + 1, version.node_id)
 
 
 def decode_version(text: str | bytes | None) -> Timestamp | None:
@@ -108,6 +116,9 @@ class EmbeddedStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
                          "version TEXT NOT NULL, fencing TEXT, owner TEXT NOT NULL, expires INTEGER)")
         self._db.execute("CREATE INDEX IF NOT EXISTS kv_owner ON kv (owner)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        # every write first drops what expired: by index, not a scan of every key
+        self._db.execute("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL")
         # a private file goes with its store even when nobody closes it
         self._finalizer = weakref.finalize(self, _remove, self._db, self.path if self._own_file else None)
 
@@ -138,7 +149,7 @@ class EmbeddedStore:
                 (held,) = self._db.execute("SELECT COUNT(*) FROM kv WHERE owner = ?", (owner,)).fetchone()
                 if held >= max_keys:
                     raise StateError(too_many_keys(owner, max_keys))
-            version = self.clock.now()
+            version = self._version()
             token = encode_version(fencing) if fencing is not None else (row[1] if row else None)
             until = None if expires is None else now + int(expires * 1e9)
             self._db.execute("INSERT INTO kv (key, value, version, fencing, owner, expires) VALUES (?, ?, ?, ?, ?, ?) "
@@ -161,7 +172,16 @@ class EmbeddedStore:
             if value is not None and row[0] != value:
                 return -1, None
             self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
-            return 1, self.clock.now()
+            return 1, self._version()
+
+    def _version(self) -> Timestamp:
+        """The next version (inside a write transaction)."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        version = after(self.clock.now(), decode_version(row[0]) if row else None)
+        self.clock.receive(version)
+        self._db.execute("INSERT INTO meta (name, value) VALUES ('version', ?) ON CONFLICT (name) "
+                         "DO UPDATE SET value = excluded.value", (encode_version(version),))
+        return version
 
     def _transaction(self):
         db = self._db
