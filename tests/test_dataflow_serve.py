@@ -1,8 +1,9 @@
 """Azure data-flow graphs on `wasinn serve` against a real mosquitto: Azure's own graph
 definition with operators built from source (`--module REF=PATH --source T --sink U`),
 wasinn's temperature graph (delay, branch, map, filter, windowed accumulate,
-concatenate) on two workers, dead letters, and a DataflowGraph deployment whose graph and
-operator are pulled from a local registry. (~40 s; the operators' first build ~40 s more.)"""
+concatenate) on two workers, dead letters, traps, the image graph (wasi:nn inside an
+operator), a JavaScript operator, and a DataflowGraph deployment whose graph and operator
+are pulled from a local registry. (~25 s; the operators' first builds, ~20 s each, more.)"""
 from __future__ import annotations
 
 import json
@@ -198,4 +199,20 @@ def test_the_image_graph_classifies_raw_frames(broker):
         assert result.json()["object"]["result"] == top5[0]["label"] == "Egyptian cat" and len(top5) == 5
         (dead,) = got.on("frames/top5/dead-letter")
         assert dead.json()["id"] == "f-2" and dead.json()["error"]["stage"] == "module-snapshot/map"
+        c.disconnect()
+
+
+def test_a_javascript_operator_in_azures_simple_graph(broker):
+    """An operator built with componentize-js against Azure's map-impl world, run by
+    Azure's graph-simple.yaml unchanged (its module reference pointed at it)."""
+    import operator_guests
+    with Collector(broker, ["js/out"]) as got, \
+            Service(broker, workers=1, pipeline=AZURE / "graph-simple.yaml", log_level="info",
+                    extra=("--module", f"{TEMPERATURE}={operator_guests.js_operator_wasm()}", "--source", "js/in",
+                           "--sink", "js/out")) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        send(c, "js/in", b'{"temperature": {"value": 212, "unit": "F"}}', "j-1")
+        (result,) = got.wait(lambda g: len(g) >= 1, 60)
+        assert result.json() == {"temperature": {"value": 100, "unit": "C"}}
         c.disconnect()
