@@ -26,16 +26,39 @@ OPC_UA = "azure-samples/explore-iot-operations/opc-ua:1.0.0"
 OPERATORS = {"window": ("wasinn:window-operator/window", "window.wit"),
              "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit"),
              "otel-enrich": ("wasinn:otel-enrich-operator/otel-enrich", "otel-enrich.wit"),
-             "schema-filter": ("wasinn:schema-filter-operator/schema-filter", "schema-filter.wit")}
+             "schema-filter": ("wasinn:schema-filter-operator/schema-filter", "schema-filter.wit"),
+             "format": ("wasinn:format-operator/format", "format.wit"),
+             "humidity": ("wasinn:humidity-operator/humidity", "humidity.wit"),
+             "collection": ("wasinn:collection-operator/collection", "collection.wit"),
+             "enrichment": ("wasinn:enrichment-operator/enrichment", "enrichment.wit")}
+# Azure's Measurement JSON, built into the operators that read and write it
+MEASUREMENTS = ("humidity", "collection", "enrichment")
 
 
 def operator_wasm(name: str) -> pathlib.Path:
     """guest/<name> as a standard component (no wasinn-only imports, as Azure's are)."""
     if name in operator_guests.WORLDS:
         return operator_guests.operator_wasm(name)
+    if name == "snapshot-set":
+        return snapshot_set_wasm()
     world, wit = OPERATORS[name]
-    return build.build_cached(build.guest_files(ROOT / "guest" / name), name=name, world=world, cache_dir=CACHE,
-                              fastpath=False, wit=wit, progress=print)
+    files = build.guest_files(ROOT / "guest" / name)
+    if name in MEASUREMENTS:
+        files["measurements.py"] = ROOT / "guest" / "azure-measurements" / "measurements.py"
+    return build.build_cached(files, name=name, world=world, cache_dir=CACHE, fastpath=False, wit=wit,
+                              progress=print)
+
+
+def snapshot_set_wasm() -> pathlib.Path:
+    """Azure's snapshot module: guest/snapshot's map (its model and labels built in) with
+    guest/snapshot-set's branch and accumulate, in one component."""
+    from wasinn.apps.classify import composed_model
+    files = {**build.guest_files(ROOT / "guest" / "snapshot-set"),
+             "snapshot_map.py": ROOT / "guest" / "snapshot" / "app.py",
+             "labels.txt": ROOT / "models" / "efficientnet-lite0" / "labels.txt",
+             "model.onnx": composed_model(CACHE, print)}
+    return build.build_cached(files, name="snapshot-set", world="wasinn:snapshot-set-operator/snapshot-set",
+                              cache_dir=CACHE, fastpath=False, wit="snapshot-set.wit", progress=print)
 
 
 @dataclasses.dataclass
