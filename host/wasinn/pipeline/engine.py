@@ -273,14 +273,15 @@ class DataflowRunner:
         """Folds the windows whose time has come (and whose emit lease this worker took)."""
         from .operator import Message
         from .windows import WindowError
-        while self._emitted:
-            self.windows.emitted(*self._emitted.popleft())
         if time.monotonic() < self._next_due:
             return []
         self._next_due = time.monotonic() + _DUE_EVERY_SECONDS
         try:
+            while self._emitted:
+                self.windows.emitted(*self._emitted[0])
+                self._emitted.popleft()
             windows = self.windows.due(self.clock.now())
-        except WindowError as e:
+        except WindowError as e:  # the store is away: the windows wait for it (and their leases)
             self.log.warning("windows", message=str(e))
             return []
         out: list[Publication] = []

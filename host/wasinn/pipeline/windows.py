@@ -140,11 +140,13 @@ class Windows:
         (node, timestamp, messages, window id, count). Call `emitted(node, at, count)`
         once its result is published."""
         try:
-            index = self._index()
+            return self._due(now)
         except (StateError, StateUnavailable) as e:
             raise WindowError(f"the state store refused a window read: {e}") from None
+
+    def _due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
         out = []
-        for node, version in index:
+        for node, version in self._index():
             value, _ = self.store.get(self._key_of(node, version))
             if not value:
                 continue
