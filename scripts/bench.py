@@ -17,6 +17,9 @@ Sections (each row: wasinn, the reference, their ratio, the target):
   cold start    a fresh process: cache check + load + instantiate, then first inference
   process       `wasinn classify` of one photo as a whole process (wall, peak RSS) vs a
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
+  start         `wasinn run hello.wasm` and a run loading an ONNX graph by name, as whole
+                processes, vs the wasmtime CLI and the bare imports; load_by_name of a model
+                loaded at start-up (scripts/bench_start.py)
   serve         `wasinn serve` with 1 worker over a local mosquitto vs a native loop
                 (decode + the composed classifier) on the same photos, and vs that loop
                 decoding ahead on a thread as a worker does: photos/s
@@ -63,7 +66,7 @@ CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-            "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline",
+            "start", "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline",
             "operators"]  # what a run without --only measures
 
 
@@ -597,6 +600,10 @@ def main() -> int:
         cold_start(host)
     if "process" in sections:
         whole_process(host)
+    if "start" in sections:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_start
+        bench_start.rows(row, progress, _run, _as_installed, _wasmtime_cli, ROOT, CACHE, args.quick)
     latency_sections(host, sections, args.quick)
     if "isolation" in sections:
         sys.path.insert(0, str(ROOT / "scripts"))

@@ -10,12 +10,20 @@ values, resources as integer reps), and `add_*_to_linker`, which wires that
 implementation into a wasmtime-py component linker under the canonical names
 (`[constructor]tensor`, `[method]graph.init-execution-context`, ...). It also names
 every interface in wit/ as a constant, so host code never spells a WIT name.
+
+A package wit/ holds in several versions (wasi:nn's releases) gets one set of names per
+version: the newest keeps the plain ones (`WASI_NN_TENSOR`, `WasiNnHost`,
+`add_wasi_nn_to_linker`), each older one adds its version (`WASI_NN_TENSOR_0_2_0_RC_2024_08_19`,
+`WasiNnHost_0_2_0_rc_2024_08_19`, `add_wasi_nn_0_2_0_rc_2024_08_19_to_linker`). Types
+and resources of the same name are one: the versions share the enums (checked equal
+here) and the resource type ids, so the host serves them all from one table.
 """
 from __future__ import annotations
 
 import argparse
 import keyword
 import pathlib
+import re
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -44,15 +52,45 @@ def upper(name: str) -> str:
     return name.replace("-", "_").replace(":", "_").replace("/", "_").upper()
 
 
+def version_key(version: str | None) -> tuple:
+    """Orders versions as semver does for the ones wit/ holds (numbers, then pre-release text)."""
+    core, _, pre = (version or "").partition("-")
+    return tuple(int(n) for n in core.split(".") if n.isdigit()), pre == "", pre
+
+
+def newest(pkgs) -> dict[str, str | None]:
+    """namespace:name -> the newest version wit/ holds of it."""
+    out: dict[str, str | None] = {}
+    for p in pkgs:
+        key = f"{p.namespace}:{p.name}"
+        if key not in out or version_key(p.version) > version_key(out[key]):
+            out[key] = p.version
+    return out
+
+
+NEWEST: dict[str, str | None] = {}  # filled in by Emitter
+
+
+def tag(p: wit.Package) -> str:
+    """'' for the newest version of a package, else '_' and its version as a name."""
+    if NEWEST.get(f"{p.namespace}:{p.name}") == p.version:
+        return ""
+    return "_" + re.sub(r"[^0-9A-Za-z]+", "_", p.version or "")
+
+
 def const_name(iface: wit.Interface) -> str:
     p = iface.package
-    return upper(f"{p.namespace}-{p.name}-{iface.name}")
+    return upper(f"{p.namespace}-{p.name}-{iface.name}") + tag(p).upper()
 
 
 class Emitter:
     def __init__(self, pkgs: dict[str, wit.Package]):
         self.pkgs = pkgs
-        self.served = [p for p in pkgs.values() if f"{p.namespace}:{p.name}" in SERVED]
+        NEWEST.clear()
+        NEWEST.update(newest(pkgs.values()))
+        # the newest version of each package first: its docs name the shared types
+        self.served = sorted((p for p in pkgs.values() if f"{p.namespace}:{p.name}" in SERVED),
+                             key=lambda p: (tag(p) != "", p.namespace, p.name, version_key(p.version)))
         self.helpers: dict[str, tuple[str, list[str]]] = {}
         self.resources: list[tuple[wit.Interface, wit.TypeDef]] = []
         # One implementation serves a whole package, so where two of its interfaces declare
@@ -66,7 +104,7 @@ class Emitter:
         for p in self.served:
             for iface in self.interfaces(p):
                 for td in iface.types.values():
-                    if td.kind == "resource":
+                    if td.kind == "resource" and td.name not in {r.name for _, r in self.resources}:
                         self.resources.append((iface, td))
 
     @staticmethod
@@ -361,10 +399,20 @@ class Emitter:
         for p in sorted(self.pkgs.values(), key=lambda p: p.id):
             for iface in p.interfaces.values():
                 out.append(f"{const_name(iface)} = {iface.qualified!r}")
+        out += ["", "# The versions wit/ holds of each package the host serves, newest first."]
+        versions: dict[str, list[str]] = {}
+        for p in self.served:
+            versions.setdefault(f"{p.namespace}:{p.name}", []).append(p.version)
+        out.append("SERVED_VERSIONS = {")
+        for name, vs in versions.items():
+            out.append(f"    {name!r}: {sorted(vs, key=version_key, reverse=True)!r},")
+        out.append("}")
         out += ["", "# Every world in wit/, as componentize-py's -w takes it."]
         for p in sorted(self.pkgs.values(), key=lambda p: p.id):
             for world in p.worlds:
-                out.append(f"{upper(f'{p.namespace}-{p.name}-{world}')}_WORLD = {f'{p.namespace}:{p.name}/{world}'!r}")
+                versioned = f"@{p.version}" if tag(p) else ""  # as -w takes an older version's world
+                out.append(f"{upper(f'{p.namespace}-{p.name}-{world}')}{tag(p).upper()}_WORLD = "
+                           f"{f'{p.namespace}:{p.name}/{world}{versioned}'!r}")
         out += ["", "",
                 "class Resource(enum.IntEnum):",
                 '    """Type ids of the host-defined resources (the `ty` of each ResourceHost)."""']
@@ -381,10 +429,19 @@ class Emitter:
                 "        super().__init__(value)",
                 "        self.value = value",
                 ""]
-        # enums and records
+        # enums and records (one class per name: the versions of a package must agree on it)
+        emitted: dict[str, tuple] = {}
         for p in self.served:
             for iface in self.interfaces(p):
                 for td in iface.types.values():
+                    if td.kind not in ("enum", "record"):
+                        continue
+                    shape = (td.kind, tuple(td.cases), tuple((f, self.sig(ft)) for f, ft in td.fields))
+                    if td.name in emitted:
+                        if emitted[td.name] != shape:
+                            raise wit.WitError(f"{iface.qualified}: {td.name} differs from another version's")
+                        continue
+                    emitted[td.name] = shape
                     doc = (td.doc or f"`{td.name}` of {iface.qualified}.").replace("\n", " ")
                     if td.kind == "enum":
                         out += ["", f"class {camel(td.name)}(enum.Enum):", f'    """{doc}"""']
@@ -398,7 +455,7 @@ class Emitter:
         for p in self.served:
             iface_protos = []
             for iface in self.interfaces(p):
-                cls = f"{camel(iface.name)}Host"
+                cls = f"{camel(iface.name)}Host{tag(p)}"
                 iface_protos.append(cls)
                 out += ["", f"class {cls}(Protocol):",
                         f'    """What the host implements for {iface.qualified}."""']
@@ -413,14 +470,14 @@ class Emitter:
                                 f'        """The guest dropped its last handle to a `{td.name}`; must not raise."""',
                                 "        ..."]
                 out.append("")
-            pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host"
+            pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host{tag(p)}"
             out += ["", f"class {pkg_cls}({', '.join(iface_protos)}, Protocol):",
                     f'    """Everything the host implements for {p.id}."""', ""]
         # wiring
         wiring = []
         for p in self.served:
-            pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host"
-            fn = f"add_{snake(p.namespace)}_{snake(p.name)}_to_linker"
+            pkg_cls = f"{camel(p.namespace)}{camel(p.name)}Host{tag(p)}"
+            fn = f"add_{snake(p.namespace)}_{snake(p.name)}{tag(p).lower()}_to_linker"
             wiring += ["", "", f"def {fn}(root: LinkerInstance, impl: {pkg_cls}) -> None:",
                        f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""',
                        "    _bind_wasmtime()"]

@@ -144,8 +144,8 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
 
 def test_wasm_tools_output_is_bounded():
     with pytest.raises(WasinnError, match="output passes"):
-        adapter._wasm_tools(["print", "-"], wasmtime.wat2wasm(f'(module (memory 1) (data (i32.const 0) "{"x" * 5000}"))'),
-                            "printing", limit=1000)
+        adapter.wasm_tools_output(["print", "-"], wasmtime.wat2wasm(f'(module (memory 1) (data (i32.const 0) "{"x" * 5000}"))'),
+                                   "printing", limit=1000)
 
 
 HOSTILE = [

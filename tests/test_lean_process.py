@@ -68,6 +68,16 @@ def test_import_wasinn_leaves_bfloat16_and_backends_for_later():
                                "importlib.metadata", "wasinn.backends.kserve")) == []
 
 
+def test_the_command_line_leaves_numpy_for_the_first_tensor():
+    """numpy (~30 ms) is imported by its first use (wasinn.lazy); `wasinn run` of a guest
+    that passes no tensor never uses it (tests/test_peer_cli.py runs one)."""
+    modules = imported_modules("import wasinn.cli; wasinn.cli.parser()")
+    assert pulled_in(modules, ("numpy",)) == []
+    modules = imported_modules("from wasinn.tensors import HostTensor, TensorType\n"
+                               "assert HostTensor.from_array(__import__('numpy').zeros(2)).ty == TensorType.FP64")
+    assert "numpy" in modules
+
+
 def test_bfloat16_loads_ml_dtypes_when_first_used():
     modules = imported_modules(
         "import sys, numpy as np; from wasinn import HostTensor, TensorType\n"

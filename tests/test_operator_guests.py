@@ -79,3 +79,22 @@ def test_snapshot_operator_top5_matches_native_onnxruntime(host, services):
             assert json.loads(op.map(Message(frame)).payload)["object"]["top5"] == top
         with pytest.raises(OperatorError, match=r"a frame is 224x224 RGB, 150528 bytes; got 3$"):
             op.map(Snapshot(b"abc", 1, 1))
+
+
+def test_snapshot_module_branch_and_accumulate_as_azure_does(host, services):
+    wasm = snapshot_wasm()
+    assert Operator.kinds(host.load_component(wasm)) == {"map", "branch", "accumulate"}
+    ts = Timestamp(1, 0, 0, "n")
+    with Operator.open(host, wasm, kind="branch", name="module-snapshot/branch",
+                       configuration={"snapshot_topic": "cameras/1"}, services=services) as op:
+        assert [op.branch(ts, m) for m in (Message(b"{}", topic="cameras/1"), Message(b"{}", topic="sensors"),
+                                           Snapshot(b"frame", 1, 1))] == [True, False, True]
+        with pytest.raises(OperatorError, match=r"\(error\): Unexpected input type\.$"):
+            op.branch(ts, b"raw")
+    with Operator.open(host, wasm, kind="accumulate", name="module-snapshot/accumulate", services=services) as op:
+        frames = [Snapshot(json.dumps({"object": {"result": r, "top5": []}}).encode(), 224, 224)
+                  for r in ("laptop", "tripod", "laptop")]
+        staged = op.accumulate(Message(b"", topic="cams"), frames)
+        assert (staged.payload, staged.topic) == (b'{"object":{"result":"laptop; tripod"}}', "cams")
+        more = op.accumulate(staged, [Snapshot(b'{"object":{"result":"broom"}}', 1, 1)])
+        assert more.payload == b'{"object":{"result":"laptop; tripod; broom"}}'

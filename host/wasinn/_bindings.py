@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 
 # Every interface in wit/, by the name components import or export it under.
 WASI_CLI_RUN = 'wasi:cli/run@0.2.0'
+WASI_NN_TENSOR_0_2_0_RC_2024_06_25 = 'wasi:nn/tensor@0.2.0-rc-2024-06-25'
+WASI_NN_GRAPH_0_2_0_RC_2024_06_25 = 'wasi:nn/graph@0.2.0-rc-2024-06-25'
+WASI_NN_INFERENCE_0_2_0_RC_2024_06_25 = 'wasi:nn/inference@0.2.0-rc-2024-06-25'
+WASI_NN_ERRORS_0_2_0_RC_2024_06_25 = 'wasi:nn/errors@0.2.0-rc-2024-06-25'
+WASI_NN_TENSOR_0_2_0_RC_2024_08_19 = 'wasi:nn/tensor@0.2.0-rc-2024-08-19'
+WASI_NN_GRAPH_0_2_0_RC_2024_08_19 = 'wasi:nn/graph@0.2.0-rc-2024-08-19'
+WASI_NN_INFERENCE_0_2_0_RC_2024_08_19 = 'wasi:nn/inference@0.2.0-rc-2024-08-19'
+WASI_NN_ERRORS_0_2_0_RC_2024_08_19 = 'wasi:nn/errors@0.2.0-rc-2024-08-19'
 WASI_NN_TENSOR = 'wasi:nn/tensor@0.2.0-rc-2024-10-28'
 WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
@@ -30,6 +38,7 @@ WASINN_GUEST_ROUNDTRIP = 'wasinn:guest/roundtrip@0.1.0'
 WASINN_GUEST_CLASSIFIER = 'wasinn:guest/classifier@0.1.0'
 WASINN_GUEST_STD_NN = 'wasinn:guest/std-nn@0.1.0'
 WASINN_GUEST_STD_MISUSE = 'wasinn:guest/std-misuse@0.1.0'
+WASINN_GUEST_NN_VERSIONS = 'wasinn:guest/nn-versions@0.1.0'
 WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
 WASM_GRAPH_PROCESSOR_HYBRID_LOGICAL_CLOCK = 'wasm-graph:processor/hybrid-logical-clock@1.1.0'
 WASM_GRAPH_PROCESSOR_LOGGER = 'wasm-graph:processor/logger@1.1.0'
@@ -47,7 +56,18 @@ WASM_GRAPH_PROCESSOR_STATE_STORE_TYPES = 'wasm-graph:processor/state-store-types
 WASM_GRAPH_PROCESSOR_STATE_STORE = 'wasm-graph:processor/state-store@1.1.0'
 WASM_GRAPH_PROCESSOR_TYPES = 'wasm-graph:processor/types@1.1.0'
 
+# The versions wit/ holds of each package the host serves, newest first.
+SERVED_VERSIONS = {
+    'wasi:nn': ['0.2.0-rc-2024-10-28', '0.2.0-rc-2024-08-19', '0.2.0-rc-2024-06-25'],
+    'wasinn:adapter': ['0.1.0'],
+    'wasinn:fastpath': ['0.1.0'],
+    'wasinn:introspect': ['0.1.0'],
+    'wasm-graph:processor': ['1.1.0'],
+}
+
 # Every world in wit/, as componentize-py's -w takes it.
+WASI_NN_ML_0_2_0_RC_2024_06_25_WORLD = 'wasi:nn/ml@0.2.0-rc-2024-06-25'
+WASI_NN_ML_0_2_0_RC_2024_08_19_WORLD = 'wasi:nn/ml@0.2.0-rc-2024-08-19'
 WASI_NN_ML_WORLD = 'wasi:nn/ml'
 WASINN_GUEST_ADVERSARY_GUEST_WORLD = 'wasinn:guest/adversary-guest'
 WASINN_GUEST_FUZZ_GUEST_WORLD = 'wasinn:guest/fuzz-guest'
@@ -65,6 +85,9 @@ WASINN_GUEST_IMAGE_CLASSIFIER_WORLD = 'wasinn:guest/image-classifier'
 WASINN_GUEST_STD_GUEST_WORLD = 'wasinn:guest/std-guest'
 WASINN_GUEST_STD_RUNNABLE_WORLD = 'wasinn:guest/std-runnable'
 WASINN_GUEST_STD_COMMAND_WORLD = 'wasinn:guest/std-command'
+WASINN_GUEST_NN_VERSIONS_2024_06_25_WORLD = 'wasinn:guest/nn-versions-2024-06-25'
+WASINN_GUEST_NN_VERSIONS_2024_08_19_WORLD = 'wasinn:guest/nn-versions-2024-08-19'
+WASINN_GUEST_NN_VERSIONS_2024_10_28_WORLD = 'wasinn:guest/nn-versions-2024-10-28'
 WASM_GRAPH_PROCESSOR_LOGGER_USE_WORLD = 'wasm-graph:processor/logger-use'
 WASM_GRAPH_PROCESSOR_METRICS_USE_WORLD = 'wasm-graph:processor/metrics-use'
 WASM_GRAPH_PROCESSOR_MAP_IMPL_WORLD = 'wasm-graph:processor/map-impl'
@@ -652,6 +675,178 @@ class TypesHost(Protocol):
 
 class WasmGraphProcessorHost(HybridLogicalClockHost, LoggerHost, MetricsHost, RpcTypesHost, CommandInvokerHost, SchemaTypesHost, SchemaRegistryHost, StateStoreTypesHost, StateStoreHost, TypesHost, Protocol):
     """Everything the host implements for wasm-graph:processor@1.1.0."""
+
+
+class TensorHost_0_2_0_rc_2024_06_25(Protocol):
+    """What the host implements for wasi:nn/tensor@0.2.0-rc-2024-06-25."""
+
+    def tensor_new(self, store: StoreContext, dimensions: list[int], ty: TensorType, data: bytes) -> int:
+        """`[constructor]tensor` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
+        ...
+
+    def tensor_dimensions(self, store: StoreContext, self_: int) -> list[int]:
+        """`[method]tensor.dimensions` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
+        ...
+
+    def tensor_ty(self, store: StoreContext, self_: int) -> TensorType:
+        """`[method]tensor.ty` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
+        ...
+
+    def tensor_data(self, store: StoreContext, self_: int) -> bytes:
+        """`[method]tensor.data` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
+        ...
+
+    def tensor_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `tensor`; must not raise."""
+        ...
+
+
+class GraphHost_0_2_0_rc_2024_06_25(Protocol):
+    """What the host implements for wasi:nn/graph@0.2.0-rc-2024-06-25."""
+
+    def load(self, store: StoreContext, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        """Load a `graph` from an opaque sequence of bytes to use for inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def load_by_name(self, store: StoreContext, name: str) -> int:
+        """Load a `graph` by name.  How the host expects the names to be passed and how it stores the graphs for retrieval via this function is **implementation-specific**. This allows hosts to choose name schemes that range from simple to complex (e.g., URLs?) and caching mechanisms of various kinds. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_init_execution_context(self, store: StoreContext, self_: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `graph`; must not raise."""
+        ...
+
+
+class InferenceHost_0_2_0_rc_2024_06_25(Protocol):
+    """What the host implements for wasi:nn/inference@0.2.0-rc-2024-06-25."""
+
+    def graph_execution_context_set_input(self, store: StoreContext, self_: int, name: str, tensor: int) -> None:
+        """Define the inputs to use for inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_compute(self, store: StoreContext, self_: int) -> None:
+        """Compute the inference on the given inputs.  Note the expected sequence of calls: `set-input`, `compute`, `get-output`. TODO: this expectation could be removed as a part of https://github.com/WebAssembly/wasi-nn/issues/43. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_get_output(self, store: StoreContext, self_: int, name: str) -> int:
+        """Extract the outputs after inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `graph-execution-context`; must not raise."""
+        ...
+
+
+class ErrorsHost_0_2_0_rc_2024_06_25(Protocol):
+    """What the host implements for wasi:nn/errors@0.2.0-rc-2024-06-25."""
+
+    def error_new(self, store: StoreContext, code: ErrorCode, data: str) -> int:
+        """`[constructor]error` of wasi:nn/errors@0.2.0-rc-2024-06-25."""
+        ...
+
+    def error_code(self, store: StoreContext, self_: int) -> ErrorCode:
+        """Return the error code."""
+        ...
+
+    def error_data(self, store: StoreContext, self_: int) -> str:
+        """Errors can propagated with backend specific status through a string value."""
+        ...
+
+    def error_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `error`; must not raise."""
+        ...
+
+
+class WasiNnHost_0_2_0_rc_2024_06_25(TensorHost_0_2_0_rc_2024_06_25, GraphHost_0_2_0_rc_2024_06_25, InferenceHost_0_2_0_rc_2024_06_25, ErrorsHost_0_2_0_rc_2024_06_25, Protocol):
+    """Everything the host implements for wasi:nn@0.2.0-rc-2024-06-25."""
+
+
+class TensorHost_0_2_0_rc_2024_08_19(Protocol):
+    """What the host implements for wasi:nn/tensor@0.2.0-rc-2024-08-19."""
+
+    def tensor_new(self, store: StoreContext, dimensions: list[int], ty: TensorType, data: bytes) -> int:
+        """`[constructor]tensor` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
+        ...
+
+    def tensor_dimensions(self, store: StoreContext, self_: int) -> list[int]:
+        """`[method]tensor.dimensions` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
+        ...
+
+    def tensor_ty(self, store: StoreContext, self_: int) -> TensorType:
+        """`[method]tensor.ty` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
+        ...
+
+    def tensor_data(self, store: StoreContext, self_: int) -> bytes:
+        """`[method]tensor.data` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
+        ...
+
+    def tensor_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `tensor`; must not raise."""
+        ...
+
+
+class GraphHost_0_2_0_rc_2024_08_19(Protocol):
+    """What the host implements for wasi:nn/graph@0.2.0-rc-2024-08-19."""
+
+    def load(self, store: StoreContext, builder: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> int:
+        """Load a `graph` from an opaque sequence of bytes to use for inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def load_by_name(self, store: StoreContext, name: str) -> int:
+        """Load a `graph` by name.  How the host expects the names to be passed and how it stores the graphs for retrieval via this function is **implementation-specific**. This allows hosts to choose name schemes that range from simple to complex (e.g., URLs?) and caching mechanisms of various kinds. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_init_execution_context(self, store: StoreContext, self_: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `graph`; must not raise."""
+        ...
+
+
+class InferenceHost_0_2_0_rc_2024_08_19(Protocol):
+    """What the host implements for wasi:nn/inference@0.2.0-rc-2024-08-19."""
+
+    def graph_execution_context_set_input(self, store: StoreContext, self_: int, name: str, tensor: int) -> None:
+        """Define the inputs to use for inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_compute(self, store: StoreContext, self_: int) -> None:
+        """Compute the inference on the given inputs.  Note the expected sequence of calls: `set-input`, `compute`, `get-output`. TODO: this expectation could be removed as a part of https://github.com/WebAssembly/wasi-nn/issues/43. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_get_output(self, store: StoreContext, self_: int, name: str) -> int:
+        """Extract the outputs after inference. Raise `Err(...)` for its `err` case."""
+        ...
+
+    def graph_execution_context_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `graph-execution-context`; must not raise."""
+        ...
+
+
+class ErrorsHost_0_2_0_rc_2024_08_19(Protocol):
+    """What the host implements for wasi:nn/errors@0.2.0-rc-2024-08-19."""
+
+    def error_code(self, store: StoreContext, self_: int) -> ErrorCode:
+        """Return the error code."""
+        ...
+
+    def error_data(self, store: StoreContext, self_: int) -> str:
+        """Errors can propagated with backend specific status through a string value."""
+        ...
+
+    def error_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `error`; must not raise."""
+        ...
+
+
+class WasiNnHost_0_2_0_rc_2024_08_19(TensorHost_0_2_0_rc_2024_08_19, GraphHost_0_2_0_rc_2024_08_19, InferenceHost_0_2_0_rc_2024_08_19, ErrorsHost_0_2_0_rc_2024_08_19, Protocol):
+    """Everything the host implements for wasi:nn@0.2.0-rc-2024-08-19."""
 
 
 def _bind_wasmtime() -> None:
@@ -1285,4 +1480,169 @@ def add_wasm_graph_processor_to_linker(root: LinkerInstance, impl: WasmGraphProc
     def _types__buffer_read(store, self_):
         return impl.buffer_read(store, _rep(store, self_, Resource.BUFFER))
     li.add_func('[method]buffer.read', _types__buffer_read)
+    li.close()
+
+
+def add_wasi_nn_0_2_0_rc_2024_06_25_to_linker(root: LinkerInstance, impl: WasiNnHost_0_2_0_rc_2024_06_25) -> None:
+    """Defines every function and resource of wasi:nn@0.2.0-rc-2024-06-25 in `root`, served by `impl`."""
+    _bind_wasmtime()
+
+    li = root.add_instance(WASI_NN_TENSOR_0_2_0_RC_2024_06_25)
+    li.add_resource('tensor', ResourceType.host(Resource.TENSOR), impl.tensor_drop)
+    def _tensor__tensor_new(store, dimensions_, ty_, data_):
+        return ResourceHost.own(impl.tensor_new(store, dimensions_, TensorType(ty_), data_), Resource.TENSOR)
+    li.add_func('[constructor]tensor', _tensor__tensor_new)
+    def _tensor__tensor_dimensions(store, self_):
+        return impl.tensor_dimensions(store, _rep(store, self_, Resource.TENSOR))
+    li.add_func('[method]tensor.dimensions', _tensor__tensor_dimensions)
+    def _tensor__tensor_ty(store, self_):
+        return impl.tensor_ty(store, _rep(store, self_, Resource.TENSOR)).value
+    li.add_func('[method]tensor.ty', _tensor__tensor_ty)
+    def _tensor__tensor_data(store, self_):
+        return impl.tensor_data(store, _rep(store, self_, Resource.TENSOR))
+    li.add_func('[method]tensor.data', _tensor__tensor_data)
+    li.close()
+
+    li = root.add_instance(WASI_NN_GRAPH_0_2_0_RC_2024_06_25)
+    li.add_resource('graph', ResourceType.host(Resource.GRAPH), impl.graph_drop)
+    def _graph__load(store, builder_, encoding_, target_):
+        try:
+            value = impl.load(store, builder_, GraphEncoding(encoding_), ExecutionTarget(target_))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load', _graph__load)
+    def _graph__load_by_name(store, name_):
+        try:
+            value = impl.load_by_name(store, name_)
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load-by-name', _graph__load_by_name)
+    def _graph__graph_init_execution_context(store, self_):
+        try:
+            value = impl.graph_init_execution_context(store, _rep(store, self_, Resource.GRAPH))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH_EXECUTION_CONTEXT))
+    li.add_func('[method]graph.init-execution-context', _graph__graph_init_execution_context)
+    li.close()
+
+    li = root.add_instance(WASI_NN_INFERENCE_0_2_0_RC_2024_06_25)
+    li.add_resource('graph-execution-context', ResourceType.host(Resource.GRAPH_EXECUTION_CONTEXT), impl.graph_execution_context_drop)
+    def _inference__graph_execution_context_set_input(store, self_, name_, tensor_):
+        try:
+            value = impl.graph_execution_context_set_input(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT), name_, _rep(store, tensor_, Resource.TENSOR))
+        except Err as e:
+            return ResourceHost.own(e.value, Resource.ERROR)
+        return None
+    li.add_func('[method]graph-execution-context.set-input', _inference__graph_execution_context_set_input)
+    def _inference__graph_execution_context_compute(store, self_):
+        try:
+            value = impl.graph_execution_context_compute(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT))
+        except Err as e:
+            return ResourceHost.own(e.value, Resource.ERROR)
+        return None
+    li.add_func('[method]graph-execution-context.compute', _inference__graph_execution_context_compute)
+    def _inference__graph_execution_context_get_output(store, self_, name_):
+        try:
+            value = impl.graph_execution_context_get_output(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT), name_)
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.TENSOR))
+    li.add_func('[method]graph-execution-context.get-output', _inference__graph_execution_context_get_output)
+    li.close()
+
+    li = root.add_instance(WASI_NN_ERRORS_0_2_0_RC_2024_06_25)
+    li.add_resource('error', ResourceType.host(Resource.ERROR), impl.error_drop)
+    def _errors__error_new(store, code_, data_):
+        return ResourceHost.own(impl.error_new(store, ErrorCode(code_), data_), Resource.ERROR)
+    li.add_func('[constructor]error', _errors__error_new)
+    def _errors__error_code(store, self_):
+        return impl.error_code(store, _rep(store, self_, Resource.ERROR)).value
+    li.add_func('[method]error.code', _errors__error_code)
+    def _errors__error_data(store, self_):
+        return impl.error_data(store, _rep(store, self_, Resource.ERROR))
+    li.add_func('[method]error.data', _errors__error_data)
+    li.close()
+
+
+def add_wasi_nn_0_2_0_rc_2024_08_19_to_linker(root: LinkerInstance, impl: WasiNnHost_0_2_0_rc_2024_08_19) -> None:
+    """Defines every function and resource of wasi:nn@0.2.0-rc-2024-08-19 in `root`, served by `impl`."""
+    _bind_wasmtime()
+
+    li = root.add_instance(WASI_NN_TENSOR_0_2_0_RC_2024_08_19)
+    li.add_resource('tensor', ResourceType.host(Resource.TENSOR), impl.tensor_drop)
+    def _tensor__tensor_new(store, dimensions_, ty_, data_):
+        return ResourceHost.own(impl.tensor_new(store, dimensions_, TensorType(ty_), data_), Resource.TENSOR)
+    li.add_func('[constructor]tensor', _tensor__tensor_new)
+    def _tensor__tensor_dimensions(store, self_):
+        return impl.tensor_dimensions(store, _rep(store, self_, Resource.TENSOR))
+    li.add_func('[method]tensor.dimensions', _tensor__tensor_dimensions)
+    def _tensor__tensor_ty(store, self_):
+        return impl.tensor_ty(store, _rep(store, self_, Resource.TENSOR)).value
+    li.add_func('[method]tensor.ty', _tensor__tensor_ty)
+    def _tensor__tensor_data(store, self_):
+        return impl.tensor_data(store, _rep(store, self_, Resource.TENSOR))
+    li.add_func('[method]tensor.data', _tensor__tensor_data)
+    li.close()
+
+    li = root.add_instance(WASI_NN_GRAPH_0_2_0_RC_2024_08_19)
+    li.add_resource('graph', ResourceType.host(Resource.GRAPH), impl.graph_drop)
+    def _graph__load(store, builder_, encoding_, target_):
+        try:
+            value = impl.load(store, builder_, GraphEncoding(encoding_), ExecutionTarget(target_))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load', _graph__load)
+    def _graph__load_by_name(store, name_):
+        try:
+            value = impl.load_by_name(store, name_)
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
+    li.add_func('load-by-name', _graph__load_by_name)
+    def _graph__graph_init_execution_context(store, self_):
+        try:
+            value = impl.graph_init_execution_context(store, _rep(store, self_, Resource.GRAPH))
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.GRAPH_EXECUTION_CONTEXT))
+    li.add_func('[method]graph.init-execution-context', _graph__graph_init_execution_context)
+    li.close()
+
+    li = root.add_instance(WASI_NN_INFERENCE_0_2_0_RC_2024_08_19)
+    li.add_resource('graph-execution-context', ResourceType.host(Resource.GRAPH_EXECUTION_CONTEXT), impl.graph_execution_context_drop)
+    def _inference__graph_execution_context_set_input(store, self_, name_, tensor_):
+        try:
+            value = impl.graph_execution_context_set_input(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT), name_, _rep(store, tensor_, Resource.TENSOR))
+        except Err as e:
+            return ResourceHost.own(e.value, Resource.ERROR)
+        return None
+    li.add_func('[method]graph-execution-context.set-input', _inference__graph_execution_context_set_input)
+    def _inference__graph_execution_context_compute(store, self_):
+        try:
+            value = impl.graph_execution_context_compute(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT))
+        except Err as e:
+            return ResourceHost.own(e.value, Resource.ERROR)
+        return None
+    li.add_func('[method]graph-execution-context.compute', _inference__graph_execution_context_compute)
+    def _inference__graph_execution_context_get_output(store, self_, name_):
+        try:
+            value = impl.graph_execution_context_get_output(store, _rep(store, self_, Resource.GRAPH_EXECUTION_CONTEXT), name_)
+        except Err as e:
+            return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
+        return Variant('ok', ResourceHost.own(value, Resource.TENSOR))
+    li.add_func('[method]graph-execution-context.get-output', _inference__graph_execution_context_get_output)
+    li.close()
+
+    li = root.add_instance(WASI_NN_ERRORS_0_2_0_RC_2024_08_19)
+    li.add_resource('error', ResourceType.host(Resource.ERROR), impl.error_drop)
+    def _errors__error_code(store, self_):
+        return impl.error_code(store, _rep(store, self_, Resource.ERROR)).value
+    li.add_func('[method]error.code', _errors__error_code)
+    def _errors__error_data(store, self_):
+        return impl.error_data(store, _rep(store, self_, Resource.ERROR))
+    li.add_func('[method]error.data', _errors__error_data)
     li.close()

@@ -29,6 +29,8 @@ from .runtime import WASMTIME_VERSION, Instance, _EpochTicker, _one_line
 
 CORE_MODULE_HEADER = b"\0asm\x01\0\0\0"
 _WASI = "wasi_snapshot_preview1"
+# What an unknown function returns under unknown-imports-default, by result type.
+_ZERO = {"i32": 0, "i64": 0, "f32": 0.0, "f64": 0.0, "funcref": None, "anyref": None}
 
 
 class _ModuleCache(CompileCache):
@@ -49,6 +51,7 @@ class CoreModules:
         self.host = host
         self.witx = WitxHost(host.nn)
         self._ready = False
+        self._stand_ins: dict[tuple[str, str], tuple[list[str], list[str]]] = {}  # see _stand_in
 
     @property
     def errors_to_stderr(self) -> bool:
@@ -96,17 +99,48 @@ class CoreModules:
             raise WasinnError(f"{label} is not a valid WebAssembly module: {_one_line(e)}") from None
 
     def _check_imports(self, module: Module, label: str) -> None:
-        """Says which import no host here defines before instantiation would."""
-        served = SERVED
+        """Says which import no host here defines before instantiation would; under the
+        host's `unknown_imports` mode, defines those that are functions instead."""
+        mode = self.host.unknown_imports
         for imp in module.imports:
-            if imp.module == _WASI:
+            if imp.module == _WASI or imp.name in SERVED.get(imp.module, ()):
                 continue
-            if imp.module not in served:
-                raise WasinnError(f"{label} imports {imp.module}.{imp.name}; wasinn serves core modules WASI "
-                                  f"preview1 and {', '.join(MODULES)}")
-            if imp.name not in served[imp.module]:
-                raise WasinnError(f"{label} imports {imp.module}.{imp.name}, which wasinn does not define; "
-                                  f"it defines: {', '.join(served[imp.module])}")
+            name = f"{imp.module}.{imp.name}"
+            if mode is None:
+                why = (f"; wasinn serves core modules WASI preview1 and {', '.join(MODULES)}" if imp.module not in SERVED
+                       else f", which wasinn does not define; it defines: {', '.join(SERVED[imp.module])}")
+                raise WasinnError(f"{label} imports {name}{why} (run it anyway with -W unknown-imports-trap=y: "
+                                  "the import traps when called, or -W unknown-imports-default=y: it returns zeros)")
+            if not isinstance(imp.type, wasmtime.FuncType):
+                raise WasinnError(f"{label} imports {name}, which wasinn does not define and which is not a "
+                                  f"function: unknown-imports-{mode} stands in for functions only")
+            self._stand_in(imp.module, imp.name, imp.type, label)
+
+    def _stand_in(self, module: str, name: str, ty: wasmtime.FuncType, label: str) -> None:
+        """Defines an unknown function import as a trap, or as returning zeros (wasmtime's
+        `define_unknown_imports_as_traps`/`_as_default_values`, whose default values are
+        bound to one store: these serve every store). The linker serves every module of
+        this host, so a name another module defined with other types is refused."""
+        signature = ([str(t) for t in ty.params], [str(t) for t in ty.results])
+        known = self._stand_ins.get((module, name))
+        if known is not None:
+            if known != signature:
+                raise WasinnError(f"{label} imports {module}.{name} with other types than a module before it "
+                                  "on this host; run it on a host of its own")
+            return
+        if self.host.unknown_imports == "trap":
+            def impl(*_):
+                raise wasmtime.Trap(f"{module}.{name} is an import wasinn does not define; "
+                                    "under -W unknown-imports-trap=y it traps when called")
+        else:
+            zeros = [_ZERO[t] for t in signature[1]] if all(t in _ZERO for t in signature[1]) else None
+            if zeros is None:
+                raise WasinnError(f"{label} imports {module}.{name}, which returns {', '.join(signature[1])}: "
+                                  "unknown-imports-default has no zero for that; use -W unknown-imports-trap=y")
+            result = None if not zeros else zeros[0] if len(zeros) == 1 else zeros
+            impl = lambda *_: result  # noqa: E731
+        self.linker.define_func(module, name, ty, impl)
+        self._stand_ins[(module, name)] = signature
 
 
 class ModuleInstance(Instance):

@@ -1,9 +1,11 @@
 """The wasi:nn semantics, once: resource tables, input matching, validation, and the
 mapping of every failure to a wasi:nn `error`.
 
-`WasiNn` implements the generated `WasiNnHost` protocol. Resources are integer reps
-into one table shared by all instances of a `Host`; each instance (store) has a
-`Session` that remembers its reps so that tearing the instance down frees them.
+`WasiNn` implements the generated `WasiNnHost` protocol (today's wasi:nn, the newest in wit/).
+Resources are integer reps into one table shared by all instances of a `Host`; each
+instance (store) has a `Session` that remembers its reps so that tearing the instance
+down frees them. `Staged` serves the two earlier releases (set-input, compute(),
+get-output) on top of it: one semantics, every version.
 """
 from __future__ import annotations
 
@@ -40,6 +42,48 @@ def store_key(store) -> int:
     return ctypes.addressof(store._context().contents)
 
 
+class ExecutionContext:
+    """A graph-execution-context: its graph and backend context, and what the earlier
+    releases' calls keep on it (`Staged`): the inputs set (input index -> (name, tensor
+    rep)) and the outputs of the last compute (name -> tensor rep). Those reps stay in
+    the instance's table, counted against its limits, until replaced or the context
+    goes."""
+    __slots__ = ("graph", "context", "inputs", "outputs")
+
+    def __init__(self, graph: Graph, context: Context):
+        self.graph = graph
+        self.context = context
+        self.inputs: dict[int, tuple[str, int]] = {}
+        self.outputs: dict[str, int] = {}
+
+    def staged(self) -> list[int]:
+        return [rep for _, rep in self.inputs.values()] + list(self.outputs.values())
+
+
+class Handles:
+    """A core module instance's handles of one kind (abi/witx.py): numbered from 0 in
+    the order made and never reused, as wasmtime's WITX tables and WasmEdge number
+    them, so a program that counts on graph 0 and context 0 runs. Each maps to a rep of
+    the host's table; living in the instance's session, a handle can only ever name
+    that instance's own objects."""
+    __slots__ = ("reps", "next")
+
+    def __init__(self):
+        self.reps: dict[int, int] = {}
+        self.next = 0
+
+    def add(self, rep: int) -> int:
+        handle = self.next
+        while handle in self.reps:  # handles are u32: past 2^32 made, skip the live ones
+            handle = (handle + 1) & 0xFFFFFFFF
+        self.next = (handle + 1) & 0xFFFFFFFF
+        self.reps[handle] = rep
+        return handle
+
+    def __contains__(self, handle: int) -> bool:
+        return handle in self.reps
+
+
 class Session:
     """The host-side state of one component instance."""
 
@@ -52,6 +96,7 @@ class Session:
         self.deadline: float | None = None  # time.monotonic() when the current call must end
         self.last_error: NnError | None = None  # the last wasi:nn error the guest received
         self.core_memory = None  # a core module's exported memory, found on its first wasi-nn call (abi/witx.py)
+        self.handles: dict[Resource, Handles] = collections.defaultdict(Handles)  # a core module's, by kind
         self.worker = None  # the backend worker running the graphs it loaded from its own bytes (isolated.py)
 
     def broken(self) -> str | None:
@@ -168,14 +213,15 @@ class WasiNn:
             raise RuntimeError(f"no live {_KIND_NAMES[kind]} with rep {rep}")
         return entry[1]
 
-    def find(self, store, rep: int, kind: Resource):
-        """The object behind a handle a guest named itself (core modules' handles are
-        plain numbers): None unless it is a live `kind` of this very instance."""
-        return self.find_in(self._sessions.get(store_key(store)), rep, kind)
+    def find(self, store, handle: int, kind: Resource):
+        """The object behind a handle a core module named itself (a plain number,
+        `Handles`): None unless it is a live `kind` of this very instance."""
+        return self.find_in(self._sessions.get(store_key(store)), handle, kind)
 
-    def find_in(self, session: Session | None, rep: int, kind: Resource):
+    def find_in(self, session: Session | None, handle: int, kind: Resource):
         """`find` for a caller whose session is known."""
-        entry = self._objects.get(rep)
+        rep = None if session is None else session.handles[kind].reps.get(handle)
+        entry = None if rep is None else self._objects.get(rep)
         if entry is None or entry[0] != kind or entry[2] is not session:
             return None
         return entry[1]
@@ -197,6 +243,9 @@ class WasiNn:
             entry = self._objects.pop(rep, None)
             if entry:
                 self._forget(rep, entry)
+                if isinstance(entry[1], ExecutionContext):
+                    for staged in entry[1].staged():
+                        self.drop(staged)
 
     @staticmethod
     def _forget(rep: int, entry: tuple) -> None:
@@ -317,7 +366,8 @@ class WasiNn:
                                    f"host serves ({self.served()})")
         backend = self.backends.get(encoding)
         if backend is None:
-            raise invalid_encoding(f"no backend serves encoding {encoding.value}; this host serves: {self.served()}")
+            raise invalid_encoding(f"no backend serves encoding {encoding.value}; this host serves: {self.served()}"
+                                   + _CONVERT.get(encoding, ""))
         return backend
 
     def served(self) -> str:
@@ -325,7 +375,13 @@ class WasiNn:
 
     @returns_error
     def load_by_name(self, store, name: str) -> int:
-        return self.add(store, Resource.GRAPH, self.registry.graph(name, self.load_graph, self.load_file))
+        return self.add(store, Resource.GRAPH, self.graph_by_name(name, self.session(store)))
+
+    def graph_by_name(self, name: str, session: Session) -> Graph:
+        """The registered graph `name`, for the instance of `session` (whose own model it
+        is where the registry reads names as paths: registry.allow_paths)."""
+        return self.registry.graph(name, self.load_graph, self.load_file, guest=session,
+                                   max_bytes=self.limits.max_model_bytes)
 
     def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
         """An operator's model file, loaded by a backend that reads files itself; None
@@ -350,7 +406,8 @@ class WasiNn:
     @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:
         graph: Graph = self.get(self_, Resource.GRAPH)
-        return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, (graph, graph.init_execution_context()))
+        context = ExecutionContext(graph, graph.init_execution_context())
+        return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, context)
 
     def graph_drop(self, store, rep: int) -> None:
         self.drop(rep)
@@ -359,14 +416,16 @@ class WasiNn:
     def graph_execution_context_compute(self, store, self_: int, inputs: list[tuple[str, int]]):
         # The input handles were moved to us: free them whatever happens next.
         tensors = [(name, self.take(rep, Resource.TENSOR)) for name, rep in inputs]
-        return self._compute(store, self_, tensors)
+        return self.compute_named(store, self_, tensors)
 
     @returns_error
-    def _compute(self, store, ctx_rep: int, tensors: list[tuple[str, HostTensor]]):
-        graph, context = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
+    def compute_named(self, store, ctx_rep: int, tensors: list[tuple[str, HostTensor]]) -> list[tuple[str, int]]:
+        """One inference on the context `ctx_rep` of the calling instance: the outputs,
+        registered in its table as (name, tensor rep)."""
+        ctx: ExecutionContext = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
         session = self.session(store)
         try:
-            outputs = compute(graph, context, tensors, self.limits, session.deadline,
+            outputs = compute(ctx.graph, ctx.context, tensors, self.limits, session.deadline,
                               lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
         except NnError as e:
             if e.code == ErrorCode.TIMEOUT:
@@ -393,24 +452,99 @@ class WasiNn:
         self.drop(rep)
 
 
+# How a model in an encoding no backend here serves becomes one that is served.
+_CONVERT = {GraphEncoding.PYTORCH: " (convert a PyTorch model to ONNX with torch.onnx.export)",
+            GraphEncoding.TENSORFLOW: " (convert a TensorFlow model to ONNX with tf2onnx, or to TFLite with "
+                                      "tf.lite.TFLiteConverter)"}
+
+
 def bind_inputs(graph: Graph, tensors: list[tuple[str, HostTensor]], limits: Limits) -> list[HostTensor]:
     """Matches named tensors to the model's inputs (by name, then by decimal index, as
     wasmtime does), checks each against its input, and returns them in model order."""
     specs = graph.inputs
-    by_name = {s.name: i for i, s in enumerate(specs)}
     bound: dict[int, HostTensor] = {}
     for name, t in tensors:
-        i = by_name.get(name)
-        if i is None and name.isdecimal() and int(name) < len(specs):
-            i = int(name)
-        if i is None:
-            raise invalid_argument(f"unknown input {quoted(name)}; the model's inputs are: "
-                                   + ", ".join(f"{s.name!r} {s.describe()}" for s in specs))
+        i = input_index(specs, name)
         if i in bound:
             raise invalid_argument(f"input {specs[i].name!r} given twice")
         check_input(specs[i], t, limits)
         bound[i] = t
     return in_model_order(specs, bound)
+
+
+class Staged:
+    """wasi:nn@0.2.0-rc-2024-06-25 and @0.2.0-rc-2024-08-19 (wasmtime 25-34 served the
+    latter): inputs set one by one on the context, `compute()`, outputs fetched one by
+    one. A thin shim over today's named-tensor compute (`WasiNn.compute_named`): set
+    inputs are kept on the context, compute runs on them (they stay set, as the releases
+    kept them), and its outputs are kept for get-output. Everything else is `WasiNn`'s
+    own: the interfaces that did not change, the table, the limits, the errors, the
+    data path."""
+
+    def __init__(self, nn: WasiNn):
+        self.nn = nn
+
+    def __getattr__(self, name: str):  # tensor, graph and errors: unchanged since
+        return getattr(self.nn, name)
+
+    @returns_error
+    def graph_execution_context_set_input(self, store, self_: int, name: str, tensor: int) -> None:
+        # the tensor was moved to the host: it stays in the table (counted) while it is set
+        ctx: ExecutionContext = self.nn.get(self_, Resource.GRAPH_EXECUTION_CONTEXT)
+        try:
+            index = input_index(ctx.graph.inputs, name)
+        except NnError:
+            self.nn.drop(tensor)
+            raise
+        if index in ctx.inputs:
+            self.nn.drop(ctx.inputs[index][1])
+        ctx.inputs[index] = (name, tensor)
+
+    def graph_execution_context_compute(self, store, self_: int) -> None:
+        ctx: ExecutionContext = self.nn.get(self_, Resource.GRAPH_EXECUTION_CONTEXT)
+        for rep in ctx.outputs.values():
+            self.nn.drop(rep)
+        ctx.outputs = {}
+        inputs = [(name, self.nn.get(rep, Resource.TENSOR)) for name, rep in ctx.inputs.values()]
+        ctx.outputs = dict(self.nn.compute_named(store, self_, inputs))
+
+    @returns_error
+    def graph_execution_context_get_output(self, store, self_: int, name: str) -> int:
+        ctx: ExecutionContext = self.nn.get(self_, Resource.GRAPH_EXECUTION_CONTEXT)
+        rep = ctx.outputs.get(name)
+        if rep is None and name.isdecimal() and int(name) < len(ctx.outputs):
+            rep = list(ctx.outputs.values())[int(name)]
+        if rep is None:
+            if not ctx.outputs:
+                raise invalid_argument(f"get-output {quoted(name)} before a successful compute on this context")
+            raise invalid_argument(f"unknown output {quoted(name)}; the model's outputs are: "
+                                   + ", ".join(map(repr, ctx.outputs)))
+        return self.nn.add(store, Resource.TENSOR, self.nn.get(rep, Resource.TENSOR))  # a handle of its own
+
+    def error_new(self, store, code: ErrorCode, data: str) -> int:
+        """0.2.0-rc-2024-06-25's error constructor. Errors a guest makes count against
+        max-tensors and their text against max-host-bytes; over either the constructor
+        traps (it has no error to return), as the tensor constructor does."""
+        session = self.nn.session(store)
+        if session.counts["error"] >= self.nn.limits.max_tensors:
+            raise too_large(f"the instance holds {session.counts['error']} live errors; the limit is "
+                            f"{self.nn.limits.max_tensors} (errors a guest makes count as tensors: max-tensors, "
+                            "--max-tensors)")
+        err = NnError(code, data)
+        err.nbytes = len(data)
+        self.nn.limits.check_host_bytes(session.host_bytes, err.nbytes, f"this error ({err.nbytes} bytes)")
+        return self.nn.add(store, Resource.ERROR, err, session=session)
+
+
+def input_index(specs, name: str) -> int:
+    """The model input `name` means: by name, then by decimal index, as wasmtime does."""
+    for i, s in enumerate(specs):
+        if s.name == name:
+            return i
+    if name.isdecimal() and int(name) < len(specs):
+        return int(name)
+    raise invalid_argument(f"unknown input {quoted(name)}; the model's inputs are: "
+                           + ", ".join(f"{s.name!r} {s.describe()}" for s in specs))
 
 
 def in_model_order(specs, bound: dict[int, HostTensor]) -> list[HostTensor]:
@@ -469,4 +603,6 @@ def _held_bytes(kind: Resource, obj) -> int:
         return obj.nbytes
     if kind == Resource.GRAPH:
         return getattr(obj, "model_bytes", 0)
+    if kind == Resource.ERROR:
+        return getattr(obj, "nbytes", 0)  # the text of an error a guest made (Staged.error_new)
     return 0

@@ -2,21 +2,26 @@
 
 The operator registers names on the host side (CLI `--model NAME=PATH`, or wasmtime's
 `-S nn-graph=ENCODING::DIR`, or `--model NAME=kserve+http://...` for a model on an
-inference server). A guest's string is only ever a key into this table, never a path.
-Each name is loaded once, on first use, and the loaded graph (one onnxruntime session,
-or one remote model's metadata and connections) is shared by every instance in the process.
+inference server). A guest's string is a key into this table, never a path, unless the
+operator allows WAMR's convention (`allow_paths`, `--load-by-path DIR`): then a name no
+model has is a file path, confined to that one directory, and its model counts as the
+guest's own (loaded like `graph.load`'s bytes: isolated by default).
+Each name is loaded once (at start-up, `preload`, or on first use), and the loaded graph
+(one onnxruntime session, or one remote model's metadata and connections) is shared by
+every instance in the process.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
+import stat
 import threading
 from typing import TYPE_CHECKING, Callable
 
 from ._bindings import ExecutionTarget, GraphEncoding
 from .backends import Graph
-from .errors import NnError, WasinnError, not_found, quoted
+from .errors import NnError, WasinnError, not_found, quoted, too_large
 
 if TYPE_CHECKING:
     from .backends.kserve import Endpoint
@@ -42,12 +47,24 @@ class ModelEntry:
     graph: Graph | None = None
     # A model on an inference server instead of files (then `paths` is empty).
     remote: Endpoint | None = None
+    # Held while it loads: a guest asking for it waits for a preload under way, not for others.
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class ModelRegistry:
     def __init__(self):
         self._entries: dict[str, ModelEntry] = {}
-        self._lock = threading.Lock()
+        self.path_root: pathlib.Path | None = None  # see allow_paths
+
+    def allow_paths(self, root: str | os.PathLike) -> None:
+        """WAMR's `load_by_name`, whose name is a host file path: a name no model has is
+        read as a path, relative to `root` or absolute, and served only if the file it
+        resolves to (symbolic links followed) lies inside `root`. Such a model is the
+        guest's choice, so it loads as guest bytes do (`guest=` of the loader)."""
+        path = pathlib.Path(root)
+        if not path.is_dir():
+            raise WasinnError(f"--load-by-path: no such directory {path}")
+        self.path_root = path.resolve()
 
     def register(self, name: str, paths, encoding: GraphEncoding = GraphEncoding.AUTODETECT,
                  target: ExecutionTarget = ExecutionTarget.CPU) -> ModelEntry:
@@ -107,20 +124,48 @@ class ModelRegistry:
 
     def longest_name(self) -> int:
         """The UTF-8 length of the longest registered name: a longer one need not be read."""
-        return max((len(n.encode()) for n in self._entries), default=0)
+        longest = max((len(n.encode()) for n in self._entries), default=0)
+        return max(longest, _PATH_MAX) if self.path_root is not None else longest
 
     def unknown(self, shown: str) -> NnError:
         """`not-found` for a name (as a message shows it) that no model has."""
         return not_found(f"no graph named {shown}; registered: {', '.join(repr(n) for n in self.names()) or 'none'}")
 
-    def graph(self, name: str, load: Callable[[list[bytes], GraphEncoding, ExecutionTarget], Graph],
-              load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None
-              ) -> Graph:
-        """The loaded graph for `name` (loading it the first time), or `not-found`."""
+    def preload(self, load: Callable, load_file: Callable | None = None) -> Callable[[], None]:
+        """Starts loading every model on files now, each on a thread of its own (remote
+        ones connect on first use); returns a `wait()` that raises the first failure as
+        one line. A guest asking for a model meanwhile waits for that model only."""
+        failures: dict[str, NnError] = {}
+
+        def one(name: str) -> None:
+            try:
+                self.graph(name, load, load_file)
+            except NnError as e:
+                failures[name] = e
+        threads = [threading.Thread(target=one, args=(e.name,), name=f"wasinn-preload-{e.name}", daemon=True)
+                   for e in self._entries.values() if e.remote is None and e.graph is None]
+        for t in threads:
+            t.start()
+
+        def wait() -> None:
+            for t in threads:
+                t.join()
+            for name, e in failures.items():
+                raise WasinnError(f"model {name!r}: {e.message}")
+        return wait
+
+    def graph(self, name: str, load: Callable[..., Graph],
+              load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None,
+              *, guest=None, max_bytes: int | None = None) -> Graph:
+        """The loaded graph for `name` (loading it the first time), or `not-found`.
+        `load(builders, encoding, target[, guest])`; `guest` and `max_bytes` serve a name
+        read as a path (`allow_paths`): the instance asking, and the most bytes it may read."""
         entry = self._entries.get(name)
         if entry is None:
-            raise self.unknown(quoted(name))
-        with self._lock:
+            if self.path_root is None:
+                raise self.unknown(quoted(name))
+            return load(self._read_confined(name, max_bytes), GraphEncoding.AUTODETECT, ExecutionTarget.CPU, guest)
+        with entry.lock:
             if getattr(entry.graph, "gone", False):  # its backend worker died (isolate = "all"): load it anew
                 entry.graph = None
             if entry.graph is None and entry.remote is not None:
@@ -135,3 +180,44 @@ class ModelRegistry:
                 except OSError as e:
                     raise not_found(f"graph {name!r}: cannot read its model file: {e}") from e
         return entry.graph
+
+    def _read_confined(self, name: str, max_bytes: int | None) -> list[bytes]:
+        """The model file(s) at guest path `name`, read only from inside `path_root`."""
+        root = self.path_root
+        shown = quoted(name)
+        if "\0" in name:
+            raise not_found(f"no graph named {shown} (a path cannot hold NUL)")
+        files = _model_files(os.path.realpath(root / name))  # absolute names stay as they are
+        builders = []
+        for path in files:
+            if not path.is_relative_to(root):  # (the guest is not told where the host's files are)
+                raise not_found(f"no graph named {shown}: the path leads outside the one directory "
+                                "load_by_name may read (--load-by-path)")
+            builders.append(_read_inside(path, root, shown, max_bytes))
+        return builders
+
+
+# Longest path a name may be, read as one (Linux's PATH_MAX).
+_PATH_MAX = 4096
+
+
+def _read_inside(path: pathlib.Path, root: pathlib.Path, shown: str, max_bytes: int | None) -> bytes:
+    """Reads a regular file that is inside `root` once opened: the descriptor's own path
+    is checked, so a link swapped in after the check above cannot lead out."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise not_found(f"no graph named {shown}: {e.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        real = pathlib.Path(os.readlink(f"/proc/self/fd/{fd}")) if os.path.isdir("/proc/self/fd") else path
+        if not stat.S_ISREG(info.st_mode) or not real.is_relative_to(root):
+            raise not_found(f"no graph named {shown}: not a regular file inside the directory load_by_name "
+                            "may read (--load-by-path)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # (it may have grown since)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise too_large(f"model {shown} is over {max_bytes} bytes, the limit (max-model-bytes, --max-model-bytes)")
+        return data
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import math
 import pathlib
@@ -27,14 +28,13 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 
 from .abi import speedups as _speedups
 from .abi import values
-from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, WASI_NN_GRAPH, Resource, add_wasi_nn_to_linker,
-                        add_wasinn_adapter_to_linker, add_wasinn_fastpath_to_linker,
-                        add_wasinn_introspect_to_linker)
+from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
+                        add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
 from .compile_cache import CompileCache
 from .deadlines import stop_at_exit
 from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, images
+from .abi import adapter, binary, images, nn_versions
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
@@ -82,7 +82,7 @@ class _Engine:
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
-            add_wasi_nn_to_linker(root, host.nn)
+            nn_versions.add_to_linker(root, host.nn)
             add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
             add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
@@ -106,11 +106,19 @@ class Host:
         backends: which backend serves an encoding, where not the default, e.g.
             `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
         progress: called with a line of text during long work (compiling).
+        unknown_imports: what stands in for a guest's imports that nothing here defines
+            (WASI and wasi:nn stay served): None, refused (default); "trap", a function
+            that traps when called (wasmtime's `-W unknown-imports-trap=y`); "default", for
+            core modules only, one that returns zeros (`-W unknown-imports-default=y`).
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
                  limits: Limits | None = None, ort_threads: int = 0, inference_precision: str = "f32",
-                 backends: Mapping[str, str] | None = None, progress: Progress | None = None):
+                 backends: Mapping[str, str] | None = None, progress: Progress | None = None,
+                 unknown_imports: str | None = None):
+        if unknown_imports not in UNKNOWN_IMPORTS:
+            raise BadValue(f"unknown_imports: {unknown_imports!r} is none of {', '.join(map(repr, UNKNOWN_IMPORTS))}")
+        self.unknown_imports = unknown_imports
         _speedups.install()
         self.limits = limits or Limits()
         self.progress = progress or (lambda message: None)
@@ -135,6 +143,11 @@ class Host:
                 with self._engine.linker.root() as root:
                     define(root)
                 self._served.add(key)
+
+    def preload_models(self) -> Callable[[], None]:
+        """Starts loading the registered models now, in the background (see
+        ModelRegistry.preload); call what it returns to wait for them."""
+        return self.models.preload(self.nn.load_graph, self.nn.load_file)
 
     @staticmethod
     def engine_of(component: Component) -> Engine:
@@ -211,6 +224,7 @@ class Host:
                 raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
             if note:
                 self.progress(note)
+        nn_versions.check_imports(component.type.imports(engine.engine), label)
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
@@ -225,11 +239,15 @@ class Host:
                     dirs: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None,
                     program_name: str = "app") -> "Instance":
         """An instance of `component`. `args` and `env` are what the guest sees through
-        WASI; `dirs` are (host path, guest path) preopens. Instantiation is lazy: the
-        first call creates the store."""
+        WASI; `dirs` are (host path, guest path[, read-only]) preopens. Instantiation is
+        lazy: the first call creates the store."""
         self._prewarm_isolation(component)
         if isinstance(component, wasmtime.Module):
             return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
+        if self.unknown_imports == "default":  # wasmtime's refusal, for wasmtime's reason
+            raise WasinnError("unknown-imports-default cannot be used with components, as in wasmtime (a "
+                              "component's functions return typed values, resources, lists: no zero stands in); "
+                              "use -W unknown-imports-trap=y")
         return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
 
     def _prewarm_isolation(self, component) -> None:
@@ -242,7 +260,7 @@ class Host:
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
-            nn = WASI_NN_GRAPH in component.type.imports(self.engine_of(component))
+            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(component.type.imports(self.engine_of(component)))
         if nn:
             isolated.prewarm()
 
@@ -272,9 +290,23 @@ class Instance:
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
         engine = self.component.wasinn_engine
         self._instance, self._store, self._session = self._instantiate(
-            engine.engine, self.component.wasinn_images,
-            lambda store: engine.linker.instantiate(store, self.component), "component")
+            engine.engine, self.component.wasinn_images, self._link, "component")
         return self._store
+
+    def _link(self, store: Store):
+        """The linker's instance of the component; under unknown-imports-trap, each import
+        the linker reports missing (and only those: WASI a guest imports at a newer 0.2.x
+        is served by semver, which wasmtime's `define_unknown_imports_as_traps` shadows)
+        is defined as traps, in the linker every component of this host shares."""
+        linker = self.component.wasinn_engine.linker
+        while True:
+            try:
+                return linker.instantiate(store, self.component)
+            except WasmtimeError as e:
+                missing = _MISSING_IMPORT.match(str(e))
+                if self.host.unknown_imports != "trap" or missing is None or not _stand_in(
+                        linker, self.component, missing.group(1), missing.group(2)):
+                    raise
 
     def _instantiate(self, engine: Engine, memory_images, instantiate: Callable, what: str):
         """A fresh store and session, and `instantiate(store)`'s instance in them, its
@@ -309,10 +341,10 @@ class Instance:
         wasi.env = list(self.env.items())
         wasi.inherit_stdout()
         wasi.inherit_stderr()
-        for host_path, guest_path in self.dirs:
+        for host_path, guest_path, *read_only in self.dirs:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")
-            wasi.preopen_dir(host_path, guest_path)
+            wasi.preopen_dir(host_path, guest_path, fs_mutable=not (read_only and read_only[0]))
         store = Store(engine)
         limits = self.host.limits
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
@@ -503,7 +535,13 @@ class Instance:
                 return f"it makes more {what} than {getattr(limits, name)} (limit '{flag}', --{flag})"
         # the memory creator's refusals (abi/memory.py) say which limit themselves
         own = re.search(r"^(?:\s*\d+:)?\s*(.*\(limit '[a-z-]+', --[a-z-]+\))\s*$", text, re.M)
-        return own.group(1) if own else _one_line(e)
+        if own:
+            return own.group(1)
+        missing = _MISSING_IMPORT.match(text)
+        if missing and self.host.unknown_imports is None and not missing.group(2).startswith(("wasi:", "wasinn:")):
+            return (f"it imports {missing.group(1)} {missing.group(2)}, which nothing here defines (run it anyway "
+                    "with -W unknown-imports-trap=y: its functions trap when called)")
+        return _one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
@@ -516,6 +554,42 @@ class Instance:
             self.close()
             return e.code
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
+
+
+UNKNOWN_IMPORTS = (None, "trap", "default")
+# How wasmtime's linker names an import it has no definition for.
+_MISSING_IMPORT = re.compile(r"component imports (instance|function) `([^`]+)`, but a matching implementation "
+                             r"was not found in the linker")
+_stand_in_resources = itertools.count(1 << 20)  # host resource types of stand-ins, apart from wasi:nn's
+
+
+def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> bool:
+    """Defines import `name` (an instance or a function) of `component` as traps; False
+    if the linker has that name already (then its types differ: the refusal stands)."""
+    engine = component.wasinn_engine.engine
+    extern = component.type.imports(engine).get(name)
+    if extern is None:
+        return False
+
+    def trap(func: str):
+        def called(*_):
+            raise wasmtime.Trap(f"{func} is an import wasinn does not define; under -W unknown-imports-trap=y "
+                                "it traps when called")
+        return called
+    try:
+        with linker.root() as root:
+            if kind == "function":
+                root.add_func(name, trap(name))
+                return True
+            with root.add_instance(name) as instance:
+                for item, ext in extern.ty.exports(engine).items():
+                    if isinstance(ext.ty, ResourceType):
+                        instance.add_resource(item, ResourceType.host(next(_stand_in_resources)), lambda *_: None)
+                    else:
+                        instance.add_func(item, trap(f"{name}#{item}"))
+    except WasmtimeError:
+        return False
+    return True
 
 
 # Exports a toolchain adds for itself: componentize-py's pre-initialization hook (`init`).

@@ -6,10 +6,11 @@ bytes) and `validate()` reports a mismatch later, from a call that can return an
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
-import numpy as np
+from .lazy import numpy as np
 
 from ._bindings import TensorType
 from .errors import BadValue, invalid_argument
@@ -18,10 +19,12 @@ from .limits import counted, product
 class _Dtypes(Mapping):
     """Every wasi:nn tensor type and the numpy dtype that holds it (little-endian, as
     the bytes on the wire are). numpy has no bfloat16: that one comes from ml_dtypes,
-    imported the first time a BF16 tensor needs it (the import alone takes 0.3-0.5 s)."""
+    imported the first time a BF16 tensor needs it (the import alone takes 0.3-0.5 s).
+    numpy itself is imported on first use too (lazy.py)."""
 
-    def __init__(self):
-        self._known = {
+    @functools.cached_property
+    def _known(self) -> dict:
+        return {
             TensorType.FP16: np.dtype("<f2"),
             TensorType.FP32: np.dtype("<f4"),
             TensorType.FP64: np.dtype("<f8"),
@@ -29,6 +32,10 @@ class _Dtypes(Mapping):
             TensorType.I32: np.dtype("<i4"),
             TensorType.I64: np.dtype("<i8"),
         }
+
+    @functools.cached_property
+    def by_dtype(self) -> dict:
+        return {dt: ty for ty, dt in self._known.items()}
 
     def __getitem__(self, ty: TensorType) -> np.dtype:
         dtype = self._known.get(ty)
@@ -47,7 +54,6 @@ class _Dtypes(Mapping):
 
 
 DTYPES: Mapping[TensorType, np.dtype] = _Dtypes()
-_BY_DTYPE = {dt: ty for ty, dt in DTYPES._known.items()}
 # Names people and ONNX use, for messages.
 TYPE_NAMES = {TensorType.FP16: "float16", TensorType.FP32: "float32", TensorType.FP64: "float64",
               TensorType.BF16: "bfloat16", TensorType.U8: "uint8", TensorType.I32: "int32",
@@ -61,7 +67,7 @@ def tensor_type_of(dtype: np.dtype) -> TensorType | None:
         dtype = dtype.newbyteorder("<")
     if dtype.name == "bfloat16":  # an ml_dtypes array: ml_dtypes is loaded already
         return TensorType.BF16 if dtype == DTYPES[TensorType.BF16] else None
-    return _BY_DTYPE.get(dtype)
+    return DTYPES.by_dtype.get(dtype)
 
 
 # Values a tensor's text shows; the rest are elided.
@@ -165,7 +171,7 @@ class HostTensor:
     @classmethod
     def from_array(cls, array: np.ndarray) -> "HostTensor":
         """Wraps a numpy array without copying when it is already C-contiguous."""
-        ty = _BY_DTYPE.get(array.dtype) if type(array) is np.ndarray and array.flags.c_contiguous else None
+        ty = DTYPES.by_dtype.get(array.dtype) if type(array) is np.ndarray and array.flags.c_contiguous else None
         if ty is not None:  # what backends return: a third of the general path's cost
             return cls(array.shape, ty, array.reshape(-1).view(np.uint8))
         array = np.asarray(array)

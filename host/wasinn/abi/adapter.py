@@ -33,12 +33,13 @@ import os
 import pathlib
 import re
 
-from .._bindings import WASI_NN_GRAPH, WASI_NN_TENSOR, ExecutionTarget, GraphEncoding, Resource, TensorType
+from .._bindings import ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..digests import sha256
 from ..errors import WasinnError, invalid_argument
 from ..nn import WasiNn, returns_error, store_key
 from .binary import CORE_MODULE_SECTION, join, leb, sections
 from .memory import HostMemories, LinearMemory, OutOfBounds
+from .nn_versions import TENSOR_INTERFACES
 
 TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
 
@@ -65,10 +66,10 @@ _OWN = "wasinn:adapter/"  # the host half of the adapter: no component may impor
 
 
 def needs_adapter(wasm: bytes) -> bool:
-    """Whether the component goes through `rewrite`: it imports wasi:nn/tensor, or may
-    import wasinn:adapter itself (refused there). Import names stand in the binary as
-    they are: a substring test decides."""
-    return WASI_NN_TENSOR.encode() in wasm or _OWN.encode() in wasm
+    """Whether the component goes through `rewrite`: it imports wasi:nn/tensor (any
+    version served), or may import wasinn:adapter itself (refused there). Import names
+    stand in the binary as they are: a substring test decides."""
+    return any(name.encode() in wasm for name in TENSOR_INTERFACES) or _OWN.encode() in wasm
 
 
 @functools.cache
@@ -112,6 +113,7 @@ _NAME = r'(?: \(@name "(?:[^"\\]|\\.)*"\))?'
 class _Plan:
     tensor_instance: str
     graph_instance: str | None
+    graph_interface: str  # the wasi:nn/graph of the version the component imports
     memory: str
     realloc: str | None
     shim: str  # the core instance whose "$imports" table the guest's imports go through
@@ -139,9 +141,12 @@ def _plan(text: str, label: str) -> _Plan | str:
         m = re.match(rf'  \(import "([^"]+)" \(instance ({_ID})', ln)
         if m:
             instances[m.group(1)] = m.group(2)
-    if WASI_NN_TENSOR not in instances:
-        return f"it does not import {WASI_NN_TENSOR}"
-    by_instance = {v: k for k, v in instances.items()}
+    tensor = [name for name in TENSOR_INTERFACES if name in instances]
+    if len(tensor) != 1:
+        return (f"it imports {len(tensor)} versions of wasi:nn's tensor interface; the adapter serves one"
+                if tensor else "it does not import wasi:nn's tensor interface")
+    tensor_interface, graph_interface = tensor[0], tensor[0].replace("/tensor@", "/graph@", 1)
+    by_instance = {v: k for k, v in instances.items() if k in (tensor_interface, graph_interface)}
     targets: dict[str, str] = {}  # component func id -> target function
     for ln in top:
         m = re.match(rf'  \(alias export ({_ID}) "([^"]+)" \(func ({_ID})', ln)
@@ -183,13 +188,13 @@ def _plan(text: str, label: str) -> _Plan | str:
         return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
     # the realloc of the one function that returns a list the adapter allocates
     reallocs = [re.search(rf"\(realloc ({_ID})\)", o) for _, o in options if "(realloc" in o]
-    graph = instances.get(WASI_NN_GRAPH)
+    graph = instances.get(graph_interface)
     if graph is None:
         for t in _targets().values():
-            if t.interface == WASI_NN_GRAPH:
+            if t.interface == graph_interface:
                 slots.pop(t.function, None)
-    return _Plan(instances[WASI_NN_TENSOR], graph, memories.pop(), reallocs[0].group(1) if reallocs and reallocs[0]
-                 else None, shims.pop(), slots)
+    return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(),
+                 reallocs[0].group(1) if reallocs and reallocs[0] else None, shims.pop(), slots)
 
 
 def _block(template: str, name: str) -> str:
@@ -199,7 +204,7 @@ def _block(template: str, name: str) -> str:
 def _adapter_text(plan: _Plan) -> str:
     template = TEMPLATE.read_text()
     text = _block(template, "tensors")
-    if any(t.interface == WASI_NN_GRAPH and t.function in plan.slots for t in _targets().values()):
+    if any(t.interface == plan.graph_interface and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "graphs")
     imports, exports, elems = [], [], []
     targets = {t.function: t for t in _targets().values()}
@@ -227,7 +232,7 @@ _MAX_STUB = 16 << 20
 _MAX_TEXT = 64 << 20
 
 
-def _wasm_tools(args: list[str], data: bytes, what: str, limit: int = _MAX_TEXT) -> bytes:
+def wasm_tools_output(args: list[str], data: bytes, what: str, limit: int = _MAX_TEXT) -> bytes:
     """wasm-tools' output for `data`; WasinnError when it fails or writes more than `limit`."""
     import subprocess  # only when a component is rewritten: a cached one never is
     import tempfile
@@ -273,12 +278,12 @@ def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     stub = join(stub)
     if len(stub) > _MAX_STUB:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
-    text = _wasm_tools(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
+    text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
     plan = _plan(text, label)
     if isinstance(plan, str):
         return wasm, plan
     end = text.rstrip().rindex(")")
-    out = _wasm_tools(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+    out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
                       f"cannot add wasinn's data-path adapter to {label}")
     merged = []
     for sid, payload in sections(out):

@@ -8,6 +8,12 @@
 ;; @@target wasi:nn/tensor@0.2.0-rc-2024-10-28 [constructor]tensor $wasinn:core-tensor-new (param i32 i32 i32 i32 i32) (result i32)
 ;; @@target wasi:nn/tensor@0.2.0-rc-2024-10-28 [method]tensor.data $wasinn:core-tensor-data (param i32 i32)
 ;; @@target wasi:nn/graph@0.2.0-rc-2024-10-28 load $wasinn:core-load (param i32 i32 i32 i32 i32)
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-08-19 [constructor]tensor $wasinn:core-tensor-new (param i32 i32 i32 i32 i32) (result i32)
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-08-19 [method]tensor.data $wasinn:core-tensor-data (param i32 i32)
+;; @@target wasi:nn/graph@0.2.0-rc-2024-08-19 load $wasinn:core-load (param i32 i32 i32 i32 i32)
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-06-25 [constructor]tensor $wasinn:core-tensor-new (param i32 i32 i32 i32 i32) (result i32)
+;; @@target wasi:nn/tensor@0.2.0-rc-2024-06-25 [method]tensor.data $wasinn:core-tensor-data (param i32 i32)
+;; @@target wasi:nn/graph@0.2.0-rc-2024-06-25 load $wasinn:core-load (param i32 i32 i32 i32 i32)
 
 ;; @@begin tensors
   (alias export @@TENSOR_INSTANCE@@ "tensor" (type $wasinn:tensor))

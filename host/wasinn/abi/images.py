@@ -29,6 +29,7 @@ bytes at page-aligned offsets so they can be mapped from the file itself.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import fcntl
 import itertools
 import json
@@ -36,7 +37,7 @@ import mmap
 import os
 import pathlib
 
-import numpy as np
+from ..lazy import numpy as np
 
 from ..digests import sha256
 from ..errors import WasinnError
@@ -280,6 +281,24 @@ def _blob(images: list[tuple[MemoryKey, list[Run], bytes]]) -> bytes:
     return b"".join([header.ljust(_round_up(len(header)), b" "), *(image for _, _, image in images)])
 
 
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+def _address(buffer) -> int:
+    """The address of a buffer's first byte, read-only ones included (which ctypes'
+    from_buffer refuses), without importing numpy for it (lazy.py)."""
+    view = _PyBuffer()
+    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(view), 0)
+    try:
+        return view.buf
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+
+
 class MemoryImages:
     """One compiled component's images, on a file descriptor that memory.py maps from:
     the compile cache's file itself, or a sealed memfd when there is no cache. `view`
@@ -292,7 +311,7 @@ class MemoryImages:
         self.images = images  # memory type -> (runs, offsets in the file; extent)
         self.serial = next(self._serials)  # tells this blob's images from any other's
         self._view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-        self.view = np.frombuffer(self._view, np.uint8).ctypes.data
+        self.view = _address(self._view)
 
     @classmethod
     def load(cls, source: bytes | pathlib.Path) -> MemoryImages | None:

@@ -46,7 +46,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
+from ..lazy import numpy as np
 from wasmtime import _ffi as ffi
 
 if TYPE_CHECKING:

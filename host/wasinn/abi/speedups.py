@@ -25,7 +25,7 @@ import ctypes
 from collections.abc import Sequence
 from typing import Callable
 
-import numpy as np
+from ..lazy import numpy as np
 from wasmtime import StoreContext, Trap, Val, ValType, WasmtimeError
 from wasmtime import _func, _linker as _core_linker
 from wasmtime import _ffi as ffi

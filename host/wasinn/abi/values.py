@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Callable
 
-import numpy as np
+from ..lazy import numpy as np
 from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, BorrowType, Char, EnumType, F32, F64,
                                 FlagsType, ListType, OptionType, OwnType, Record, RecordType, ResourceAny,
                                 ResourceType, ResultType, String, TupleType, Variant, VariantType)
@@ -30,10 +30,10 @@ from ..tensors import HostTensor, dtype_refusal, fits, tensor_type_of, value_ran
 Handles = Callable[[Any, Any], Any]
 
 TENSOR = ResourceType.host(Resource.TENSOR)
-# WIT's number types and the numpy dtype whose values they are
-_NUMBERS = {S8: np.dtype("i1"), S16: np.dtype("i2"), S32: np.dtype("i4"), S64: np.dtype("i8"),
-            U8: np.dtype("u1"), U16: np.dtype("u2"), U32: np.dtype("u4"), U64: np.dtype("u8"),
-            F32: np.dtype("f4"), F64: np.dtype("f8")}
+# WIT's number types and the numpy dtype (by its code, so that numpy is imported only
+# when a value is checked: lazy.py) whose values they are
+_NUMBERS = {S8: "i1", S16: "i2", S32: "i4", S64: "i8", U8: "u1", U16: "u2", U32: "u4", U64: "u8",
+            F32: "f4", F64: "f8"}
 _SIMPLE_NAMES = {Bool: "bool", Char: "char", String: "string",
                  **{ty: ty.__name__.lower() for ty in _NUMBERS}}
 # Characters of a value a message shows
@@ -202,7 +202,7 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
         return BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}{why}")
 
     if type(ty) in _NUMBERS:
-        dtype, number = _NUMBERS[type(ty)], _number(value)
+        dtype, number = np.dtype(_NUMBERS[type(ty)]), _number(value)
         if number is None or (dtype.kind in "iu" and not isinstance(number, int)):
             raise bad()
         if not fits(dtype, number):

@@ -7,6 +7,9 @@ contexts live in its table under the instance's session (so limits, teardown and
 function gets the caller's memory and reads the tensor straight from it (one copy, into
 the backend's input), and writes outputs straight into the guest's buffer.
 
+Handles are numbered per instance and per kind from 0 (nn.Handles), as wasmtime's and
+WasmEdge's WITX hosts number them; a handle is looked up only among its own instance's.
+
 Every pointer and length a guest passes is checked against its memory before anything is
 read or written; every failure is an errno (the ABI's only channel) and one `wasinn:`
 line on stderr with the full message (`report=None` turns that off). Nothing raises into
@@ -26,7 +29,7 @@ import struct
 import sys
 from typing import Callable
 
-import numpy as np
+from ..lazy import numpy as np
 import wasmtime
 from wasmtime import _ffi as ffi
 
@@ -277,14 +280,17 @@ class WitxHost:
         return host
 
     # --- handles -----------------------------------------------------------------
-    def _find(self, mem: GuestMemory, rep: int, kind: Resource, what: str):
-        obj = self.nn.find_in(mem.session, rep, kind)
+    def _find(self, mem: GuestMemory, handle: int, kind: Resource, what: str):
+        obj = self.nn.find_in(mem.session, handle, kind)
         if obj is None:
-            raise bad_argument(f"unknown {what} handle {rep}")
+            raise bad_argument(f"unknown {what} handle {handle}")
         return obj
 
+    def _new(self, caller, session: Session, kind: Resource, obj) -> int:
+        return session.handles[kind].add(self.nn.add(caller, kind, obj, session=session))
+
     def _new_graph(self, caller, slot: np.ndarray, graph) -> None:
-        slot[0] = self.nn.add(caller, Resource.GRAPH, graph)
+        slot[0] = self._new(caller, self.nn.session(caller), Resource.GRAPH, graph)
 
     # --- graphs --------------------------------------------------------------------
     def _builders(self, mem: GuestMemory, ptr: int, count: int) -> list[memoryview]:
@@ -321,7 +327,7 @@ class WitxHost:
     def load_by_name(self, caller, mem, name_ptr, name_len, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the graph result slot")
         name = self._name(mem, name_ptr, name_len)
-        self._new_graph(caller, slot, self.nn.registry.graph(name, self.nn.load_graph, self.nn.load_file))
+        self._new_graph(caller, slot, self.nn.graph_by_name(name, mem.session))
 
     def load_by_name_with_config(self, caller, mem, name_ptr, name_len, config_ptr, config_len, result_ptr) -> None:
         config = mem.view(config_ptr, config_len, "the graph config")
@@ -332,12 +338,13 @@ class WitxHost:
 
     def unload(self, caller, mem, graph) -> None:
         self._find(mem, graph, Resource.GRAPH, "graph")
-        self.nn.drop(graph)
+        self.nn.drop(mem.session.handles[Resource.GRAPH].reps.pop(graph))
 
     def init_execution_context(self, caller, mem, graph, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the context result slot")
         g = self._find(mem, graph, Resource.GRAPH, "graph")
-        slot[0] = self.nn.add(caller, Resource.GRAPH_EXECUTION_CONTEXT, Execution(g, g.init_execution_context()))
+        execution = Execution(g, g.init_execution_context())
+        slot[0] = self._new(caller, mem.session, Resource.GRAPH_EXECUTION_CONTEXT, execution)
 
     # --- inference -------------------------------------------------------------------
     def _input(self, execution: Execution, index: int, dims: tuple[int, ...], ty: TensorType, data: np.ndarray) -> None:

@@ -35,7 +35,7 @@ import time
 import weakref
 from typing import Sequence
 
-import numpy as np
+from ..lazy import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit

@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 
-import numpy as np
+from ..lazy import numpy as np
 
 from .._bindings import ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, too_large

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from . import doctor, fuzz, legacy, models
+from . import doctor, fuzz, legacy, models, peers
 from .. import build
 from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
 from ..backends import PRECISIONS, parse_choices
@@ -26,7 +26,8 @@ def host_from_args(args, *, recycle_memories: bool = False) -> Host:
     `recycle_memories`: for a command that makes instance after instance (fuzz)."""
     host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits_from_args(args),
                 inference_precision=getattr(args, "inference_precision", "f32"),
-                backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress)
+                backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress,
+                unknown_imports=getattr(args, "unknown_imports", None))
     if not recycle_memories:
         # A command's instance is its only one: recycling its memory when it ends (zeroing
         # it, which faults the pages in) only raised classify's peak RSS, by ~7 MB.
@@ -56,21 +57,22 @@ def _host(args, *, recycle_memories: bool = False) -> Host:
     return host
 
 
-def _dirs(specs: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for spec in specs:
-        host_path, sep, guest_path = spec.partition("::")
-        out.append((host_path, guest_path if sep else host_path))
-    return out
-
-
 def cmd_run(args) -> int:
+    args.unknown_imports = peers.apply_wasm_options(args)  # -W's limits first: the host takes them
     host = _host(args)
     legacy.configure(args, host)
-    env = dict(e.partition("=")[::2] for e in args.env)
+    if args.load_by_path:
+        host.models.allow_paths(args.load_by_path)
+    peers.note_ignored(args)
+    dirs, env = peers.dirs(args), peers.env(args.env)
     _warn_flags_for_the_guest(args)
-    inst = host.instantiate(host.load_component(args.component), args=args.args,
-                            dirs=_dirs(args.dir), env=env, program_name=args.component)
+    # Registered models load while the component compiles (or comes from the cache), so
+    # that the guest's load-by-name finds them ready, as wasmtime's -S nn-graph does.
+    ready = None if args.lazy_models else host.preload_models()
+    component = host.load_component(args.component)
+    if ready is not None:
+        ready()
+    inst = host.instantiate(component, args=args.args, dirs=dirs, env=env, program_name=args.component)
     if args.invoke:
         name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
@@ -85,7 +87,7 @@ def cmd_run(args) -> int:
     return status
 
 
-_OWN_FLAGS = ("--model", "--dir", "--invoke", "--env", "-S")
+_OWN_FLAGS = ("--model", "--dir", "--invoke", "--env", "-S", "-W", "--map-dir", "--nn-preload")
 
 
 def _warn_flags_for_the_guest(args) -> None:
@@ -285,8 +287,12 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="wasinn", description="Run WebAssembly components that do "
                                  "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
-                                 "KServe v2 inference server.")
+                                 "KServe v2 inference server.",
+                 epilog="`wasinn [OPTIONS] FILE.wasm ARGS` is `wasinn run`, as `wasmtime FILE.wasm` is "
+                        "`wasmtime run`: the wasmtime, WasmEdge and WAMR command lines of a program's README run "
+                        "with wasinn in place of the binary (README: The peers' command lines).")
     sub = ap.add_subparsers(dest="command", required=True)
+    ap.commands = sub.choices  # the command names, for `wasinn FILE.wasm` (peers.as_run)
 
     p = sub.add_parser("run", help="run a command component, or call one export with --invoke",
                        description="Run a component. Without --invoke it must be a command "
@@ -295,10 +301,20 @@ def parser() -> argparse.ArgumentParser:
                        "(a wasm32-wasi program importing wasi_ephemeral_nn, or WAMR's wasi_nn) runs its _start.")
     p.add_argument("component", help="the .wasm component or core module")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest")
-    p.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
-                   help="give the guest a host directory (repeatable)")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the guest (repeatable)")
+    p.add_argument("--dir", action="append", default=[], metavar="HOST::GUEST|GUEST:HOST|DIR",
+                   help="give the guest a host directory: wasmtime's HOST::GUEST, WasmEdge's "
+                        "GUEST:HOST[:readonly], or DIR at the same path (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="an environment variable for the guest; NAME alone passes this process's value "
+                        "(repeatable)")
+    p.add_argument("--load-by-path", metavar="DIR",
+                   help="WAMR's load_by_name: a name no registered model has is a host file path, read only "
+                        "from inside DIR (relative names from DIR); such models count as the guest's own "
+                        "(--isolate). Off by default")
+    p.add_argument("--lazy-models", action="store_true",
+                   help="load registered models (--model, -S nn-graph, --nn-preload) when the guest first asks, "
+                        "not at start-up")
+    peers.add_flags(p)
     p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'; "
                    "arguments in WAVE, a tensor as tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0]) or tensor(\"x.npy\")")
     _model_flags(p)
@@ -419,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     script and `python -m wasinn` run it, and the process ends when it returns."""
     process = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    ap = parser()
+    argv = peers.as_run(argv, ap.commands)
+    args = ap.parse_args(argv)
     args.argv = argv  # argparse drops the `--` that ends wasinn's flags
     try:
         return args.func(args)

@@ -10,9 +10,32 @@ from ..runtime import stderr_progress
 
 
 def cmd_inspect(args) -> int:
+    if args.model.endswith(".wasm") or _is_wasm(args.model):
+        return _inspect_program(args)
     from ..abi.introspect import as_json, as_table, describe, open_graph
     description = describe(open_graph(args.model, backends=parse_choices(args.backend)))
     print(json.dumps(as_json(description), indent=2) if args.json else as_table(description))
+    return 0
+
+
+def _is_wasm(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\0asm"
+    except OSError:
+        return False
+
+
+def _inspect_program(args) -> int:
+    from ..abi.nn_versions import inspect
+    from ..errors import WasinnError
+    try:
+        with open(args.model, "rb") as f:
+            wasm = f.read()
+    except OSError as e:
+        raise WasinnError(f"cannot read {args.model}: {e.strerror}") from None
+    program = inspect(wasm, args.model)
+    print(json.dumps(program.as_json(), indent=2) if args.json else program.text())
     return 0
 
 
@@ -32,11 +55,15 @@ def cmd_model_optimize(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("inspect", help="print a model's inputs, outputs and backend",
+    p = sub.add_parser("inspect", help="print a model's inputs, outputs and backend, or a program's wasi:nn",
                        description="Load MODEL as wasinn serves it to guests and print what the "
                        "wasinn:introspect extension tells a guest: each input's and output's name, "
-                       "wasi:nn type and shape (-1 for a dynamic axis), and the backend and target.")
-    p.add_argument("model", metavar="MODEL", help="a model file, or kserve+http://HOST:PORT/v2/models/NAME")
+                       "wasi:nn type and shape (-1 for a dynamic axis), and the backend and target. "
+                       "Given a program (FILE.wasm: a component or a core module), print the wasi:nn "
+                       "it speaks (a component's version, a core module's WITX module) and whether "
+                       "wasinn serves it, then its imports and exports.")
+    p.add_argument("model", metavar="MODEL", help="a model file, kserve+http://HOST:PORT/v2/models/NAME, "
+                   "or a program FILE.wasm")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
                    help="load it on this backend (as `wasinn run --backend`; repeatable)")

@@ -188,7 +188,7 @@ class Operator:
         return self._process("accumulate", [staged, messages], self._data_model)
 
     def delay(self, message: DataModel, timestamp: Timestamp) -> Timestamp:
-        return self._process("delay", [message, _Hlc(timestamp)], self._timestamp)
+        return self._process("delay", [message, _Hlc(timestamp)], self._returned_hlc)
 
     # --- calls --------------------------------------------------------------------------
     def _process(self, kind: str, args: list, take):
@@ -266,7 +266,7 @@ class Operator:
             raise OperatorError(self.name, "contract", f"process returned {value!r}, not a bool")
         return value
 
-    def _timestamp(self, value) -> Timestamp:
+    def _returned_hlc(self, value) -> Timestamp:
         ts = value.timestamp
         return Timestamp(ts.secs, ts.nanos, value.counter, getattr(value, "node-id"))
 
