@@ -27,7 +27,8 @@ import re
 
 from ..digests import sha256
 from ..errors import WasinnError
-from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, join, leb, sections
+from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
+                     join, leb, read_layout, sections)
 from .nn_versions import TENSOR_INTERFACES
 from .wasm_tools import wasm_tools_output
 
@@ -83,19 +84,15 @@ def _placeholder_index(module: bytes) -> int | None:
     return int(re.match(rb"\d+", module[at + len(_PLACEHOLDER):]).group())  # wasm-tools may add a name section
 
 
-# --- what the printed component says ------------------------------------------------
-_ID = r'(?:\$"(?:[^"\\]|\\.)*"|\$[^\s()"]+|\d+)'
-_NAME = r'(?: \(@name "(?:[^"\\]|\\.)*"\))?'
-
-
 @dataclasses.dataclass
 class _Plan:
-    tensor_instance: str
-    graph_instance: str | None
+    """Where the adapter goes in: indices in the component's own index spaces."""
+    tensor_instance: int
+    graph_instance: int | None
     graph_interface: str  # the wasi:nn/graph of the version the component imports
-    memory: str
-    realloc: str | None
-    shim: str  # the core instance whose "$imports" table the guest's imports go through
+    memory: int
+    realloc: int | None
+    shim: int  # the core instance whose "$imports" table the guest's imports go through
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
 
 
@@ -103,77 +100,54 @@ class _Refused(WasinnError):
     """A component wasinn will not run at all (not merely not rewrite)."""
 
 
-def _plan(text: str, label: str) -> _Plan | str:
+def _plan(layout: Layout, label: str) -> _Plan | str:
     """Where the adapter goes in, or why it cannot (a sentence).
     _Refused: the component imports wasinn:adapter itself. Its functions are the host
     half of the module wasinn adds (they bind the memory its spans point into); left to
     a guest they would be an interface nobody reviewed as a guest's, and keeping the
     per-value lowering would not take them away (one linker serves every component)."""
-    top = [ln for ln in text.splitlines() if ln.startswith("  (")]
-    for ln in top:
-        m = re.match(r'  \(import "([^"]+)"', ln)
-        if m and m.group(1).startswith(_OWN):
-            raise _Refused(f"{label} imports {m.group(1)}, wasinn's host-internal interface; "
-                           "a component may not import it")
-    instances = {}
-    for ln in top:
-        m = re.match(rf'  \(import "([^"]+)" \(instance ({_ID})', ln)
-        if m:
-            instances[m.group(1)] = m.group(2)
+    for name in layout.imports:
+        if name.startswith(_OWN):
+            raise _Refused(f"{label} imports {name}, wasinn's host-internal interface; a component may not import it")
+    instances = {name: index for name, (sort, index) in layout.imports.items() if sort == INSTANCE}
     tensor = [name for name in TENSOR_INTERFACES if name in instances]
     if len(tensor) != 1:
         return (f"it imports {len(tensor)} versions of wasi:nn's tensor interface; the adapter serves one"
                 if tensor else "it does not import wasi:nn's tensor interface")
     tensor_interface, graph_interface = tensor[0], tensor[0].replace("/tensor@", "/graph@", 1)
     by_instance = {v: k for k, v in instances.items() if k in (tensor_interface, graph_interface)}
-    targets: dict[str, str] = {}  # component func id -> target function
-    for ln in top:
-        m = re.match(rf'  \(alias export ({_ID}) "([^"]+)" \(func ({_ID})', ln)
-        if m and (by_instance.get(m.group(1)), m.group(2)) in _targets():
-            targets[m.group(3)] = m.group(2)
-    lowered: dict[str, tuple[str, str]] = {}  # core func id -> (target, its options)
-    for ln in top:
-        m = re.match(rf'  \(core func ({_ID})?{_NAME} ?\(;(\d+);\) \(canon lower \(func ({_ID})\)(.*)\)\)$', ln)
-        if m and m.group(3) in targets:
-            for ref in filter(None, (m.group(1), m.group(2))):
-                lowered[ref] = (targets[m.group(3)], m.group(4))
+    targets = {func: name for func, (instance, name) in layout.func_aliases.items()
+               if (by_instance.get(instance), name) in _targets()}  # component func -> target function
+    lowered = {core: (targets[func], options) for core, (func, options) in layout.lowerings.items()
+               if func in targets}  # core func -> (target, its canonical options)
     if not lowered:
         return "it lowers none of wasi:nn's byte-carrying functions"
     slots: dict[str, list[int]] = {}
-    options = set()
-    block: list[str] | None = None
-    for ln in text.splitlines():  # the fixup's arguments: slot number -> lowered function
-        if ln.startswith("  (core instance ") and ln.count("(") > ln.count(")"):
-            block = []
-        elif block is not None and ln.startswith("  )"):
-            for b in block:
-                m = re.match(rf'    \(export "(\d+)" \(func ({_ID})\)\)', b)
-                if m and m.group(2) in lowered:
-                    target, opts = lowered[m.group(2)]
-                    slots.setdefault(target, []).append(int(m.group(1)))
-                    options.add((target, opts))
-            block = None
-        elif block is not None:
-            block.append(ln)
-    wanted = {str(s) for ss in slots.values() for s in ss}
-    shims = {m.group(1) for ln in top
-             if (m := re.match(rf'  \(alias core export ({_ID}) "(\d+)" \(core func', ln)) and m.group(2) in wanted}
-    if len(shims) != 1:
-        return "its wasi:nn lowerings do not go through one shim table (not a wit-component layout)"
+    options = []
+    for exports in layout.export_instances.values():  # the fixup's arguments: slot number -> lowered function
+        for name, (sort, index) in exports.items():
+            if sort == CORE_FUNC and index in lowered and name.isascii() and name.isdigit():
+                target, opts = lowered[index]
+                slots.setdefault(target, []).append(int(name))
+                options.append(opts)
     if not slots:
         return "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"
-    memories = {re.search(rf"\(memory ({_ID})\)", o).group(1) for _, o in options if "(memory" in o}
+    wanted = {str(s) for ss in slots.values() for s in ss}
+    shims = {instance for sort, instance, name, _ in layout.core_aliases if sort == CORE_FUNC and name in wanted}
+    if len(shims) != 1:
+        return "its wasi:nn lowerings do not go through one shim table (not a wit-component layout)"
+    memories = {v for opts in options for code, v in opts if code == MEMORY_OPTION}
     if len(memories) != 1:
         return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
     # the realloc of the one function that returns a list the adapter allocates
-    reallocs = [re.search(rf"\(realloc ({_ID})\)", o) for _, o in options if "(realloc" in o]
+    reallocs = [v for opts in options for code, v in opts if code == REALLOC_OPTION]
     graph = instances.get(graph_interface)
     if graph is None:
         for t in _targets().values():
             if t.interface == graph_interface:
                 slots.pop(t.function, None)
     return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(),
-                 reallocs[0].group(1) if reallocs and reallocs[0] else None, shims.pop(), slots)
+                 reallocs[0] if reallocs else None, shims.pop(), slots)
 
 
 def _block(template: str, name: str) -> str:
@@ -198,10 +172,10 @@ def _adapter_text(plan: _Plan) -> str:
         f'  (alias core export {plan.shim} "$imports" (core table $wasinn:shim-table))',
         f'  (core instance $wasinn:refix-args (export "$imports" (table $wasinn:shim-table)) {" ".join(exports)})',
         '  (core instance $wasinn:refix (instantiate $wasinn:Refix (with "" (instance $wasinn:refix-args))))', ""])
-    return (text.replace("@@TENSOR_INSTANCE@@", plan.tensor_instance)
-                .replace("@@GRAPH_INSTANCE@@", plan.graph_instance or "")
-                .replace("@@MEMORY@@", plan.memory)
-                .replace("@@REALLOC@@", plan.realloc or "$wasinn:no-realloc"))
+    return (text.replace("@@TENSOR_INSTANCE@@", str(plan.tensor_instance))
+                .replace("@@GRAPH_INSTANCE@@", "" if plan.graph_instance is None else str(plan.graph_instance))
+                .replace("@@MEMORY@@", str(plan.memory))
+                .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
 
 
 # What wit-component writes outside its core modules is types, aliases and instances:
@@ -226,6 +200,9 @@ def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
 
 
 def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+    plan = _plan(read_layout(wasm), label)
+    if isinstance(plan, str):
+        return wasm, plan
     top = sections(wasm)
     modules = [p for sid, p in top if sid == CORE_MODULE_SECTION]
     stub, i = [], 0
@@ -237,12 +214,9 @@ def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     if len(stub) > _MAX_STUB:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
-    plan = _plan(text, label)
-    if isinstance(plan, str):
-        return wasm, plan
     end = text.rstrip().rindex(")")
     out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
-                      f"cannot add wasinn's data-path adapter to {label}")
+                            f"cannot add wasinn's data-path adapter to {label}")
     merged = []
     for sid, payload in sections(out):
         if sid == CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
