@@ -227,81 +227,91 @@ def read_layout(wasm: bytes) -> Layout:
     index spaces would then be unknown past it)."""
     layout = Layout()
     for sid, payload in sections(wasm):
+        r = _Reader(payload)
         try:
-            _read_section(layout, sid, _Reader(payload))
+            if sid in _SECTION_SORTS:
+                layout.define(_SECTION_SORTS[sid])
+            elif sid in _COUNTED_SECTIONS:
+                layout.counts[_COUNTED_SECTIONS[sid]] = layout.counts.get(_COUNTED_SECTIONS[sid], 0) + r.u32()
+            elif sid in _ITEMS:
+                for _ in range(r.u32()):
+                    _ITEMS[sid](layout, r)
+            elif sid not in (0, 9, 12):  # custom, start, values: no index this reader tracks
+                raise WasinnError(f"a section of id {sid}, which wasinn does not read")
         except IndexError:
             raise WasinnError(f"a section of id {sid} ends in the middle of a definition") from None
     return layout
 
 
-def _read_section(layout: Layout, sid: int, r: _Reader) -> None:
-    if sid == 0 or sid == 9 or sid == 12:  # custom, start, values: no index this reader tracks
-        return
-    if sid in _SECTION_SORTS:
-        layout.define(_SECTION_SORTS[sid])
-        return
-    if sid not in _COUNTED_SECTIONS and sid not in (2, 5, 6, 8, 10, 11):
-        raise WasinnError(f"a section of id {sid}, which wasinn does not read")
-    count = r.u32()
-    if sid in _COUNTED_SECTIONS:
-        layout.counts[_COUNTED_SECTIONS[sid]] = layout.counts.get(_COUNTED_SECTIONS[sid], 0) + count
-        return
-    for _ in range(count):
-        if sid == 2:  # core instances
-            if r.byte() == 0:  # (instantiate m (with name (instance i))*)
-                r.u32()
-                for _arg in range(r.u32()):
-                    r.name(), r.byte(), r.u32()
-                layout.define(CORE_INSTANCE)
-            else:  # made of exports
-                exports = {r.name(): (CORE + r.byte(), r.u32()) for _export in range(r.u32())}
-                layout.export_instances[layout.define(CORE_INSTANCE)] = exports
-        elif sid == 5:  # component instances
-            if r.byte() == 0:
-                r.u32()
-                for _arg in range(r.u32()):
-                    r.name(), r.sort(), r.u32()
-            else:
-                for _export in range(r.u32()):
-                    r.extern_name(), r.sort(), r.u32()
-            layout.define(INSTANCE)
-        elif sid == 6:  # aliases
-            sort, target = r.sort(), r.byte()
-            if target == 0:
-                instance, name = r.u32(), r.name()
-                index = layout.define(sort)
-                if sort == FUNC:
-                    layout.func_aliases[index] = (instance, name)
-            elif target == 1:
-                instance, name = r.u32(), r.name()
-                layout.core_aliases.append((sort, instance, name, layout.define(sort)))
-            elif target == 2:
-                r.u32(), r.u32()
-                layout.define(sort)
-            else:
-                raise WasinnError(f"an alias of kind {target:#x}, which wasinn does not read")
-        elif sid == 8:  # canonical definitions
-            op = r.byte()
-            if op == 0:  # lift
-                r.byte(), r.u32(), r.options(), r.u32()
-                layout.define(FUNC)
-            elif op == 1:  # lower
-                r.byte()
-                func, options = r.u32(), r.options()
-                layout.lowerings[layout.define(CORE_FUNC)] = (func, options)
-            elif op in (2, 3, 4):  # resource.new, resource.drop, resource.rep
-                r.u32()
-                layout.define(CORE_FUNC)
-            else:
-                raise WasinnError(f"a canonical definition {op:#x}, which wasinn does not read")
-        elif sid == 10:  # imports
-            name = r.extern_name()
-            sort = r.extern_desc()
-            layout.imports[name] = (sort, layout.define(sort))
-        elif sid == 11:  # exports
-            r.extern_name()
-            sort = r.sort()
-            r.u32()
-            if r.byte() == 1:
-                r.extern_desc()
-            layout.define(sort)
+def _core_instance(layout: Layout, r: _Reader) -> None:
+    if r.byte() == 0:  # (instantiate m (with name (instance i))*)
+        r.u32()
+        for _arg in range(r.u32()):
+            r.name(), r.byte(), r.u32()
+        layout.define(CORE_INSTANCE)
+    else:  # made of exports
+        exports = {r.name(): (CORE + r.byte(), r.u32()) for _export in range(r.u32())}
+        layout.export_instances[layout.define(CORE_INSTANCE)] = exports
+
+
+def _instance(layout: Layout, r: _Reader) -> None:
+    if r.byte() == 0:  # (instantiate c (with name sortidx)*)
+        r.u32()
+        for _arg in range(r.u32()):
+            r.name(), r.sort(), r.u32()
+    else:  # made of exports
+        for _export in range(r.u32()):
+            r.extern_name(), r.sort(), r.u32()
+    layout.define(INSTANCE)
+
+
+def _alias(layout: Layout, r: _Reader) -> None:
+    sort, target = r.sort(), r.byte()
+    if target == 0:  # export of a component instance
+        instance, name = r.u32(), r.name()
+        index = layout.define(sort)
+        if sort == FUNC:
+            layout.func_aliases[index] = (instance, name)
+    elif target == 1:  # export of a core instance
+        instance, name = r.u32(), r.name()
+        layout.core_aliases.append((sort, instance, name, layout.define(sort)))
+    elif target == 2:  # outer
+        r.u32(), r.u32()
+        layout.define(sort)
+    else:
+        raise WasinnError(f"an alias of kind {target:#x}, which wasinn does not read")
+
+
+def _canon(layout: Layout, r: _Reader) -> None:
+    op = r.byte()
+    if op == 0:  # lift
+        r.byte(), r.u32(), r.options(), r.u32()
+        layout.define(FUNC)
+    elif op == 1:  # lower
+        r.byte()
+        func, options = r.u32(), r.options()
+        layout.lowerings[layout.define(CORE_FUNC)] = (func, options)
+    elif op in (2, 3, 4):  # resource.new, resource.drop, resource.rep
+        r.u32()
+        layout.define(CORE_FUNC)
+    else:
+        raise WasinnError(f"a canonical definition {op:#x}, which wasinn does not read")
+
+
+def _import(layout: Layout, r: _Reader) -> None:
+    name = r.extern_name()
+    sort = r.extern_desc()
+    layout.imports[name] = (sort, layout.define(sort))
+
+
+def _export(layout: Layout, r: _Reader) -> None:
+    r.extern_name()
+    sort = r.sort()
+    r.u32()
+    if r.byte() == 1:  # with its type given
+        r.extern_desc()
+    layout.define(sort)
+
+
+# section id -> the reader of one of its items
+_ITEMS = {2: _core_instance, 5: _instance, 6: _alias, 8: _canon, 10: _import, 11: _export}

@@ -12,10 +12,12 @@ signatures the guest expects, instantiated over the guest's memory and realloc, 
 a last core instance whose element segment points the shim table's slots for those
 three imports at it. Everything else the guest imports keeps its own lowering.
 
-wasm-tools does the encoding: the component is printed as text with each core module
-replaced by a small placeholder (fast, and every other section round-trips), the text
-above is added, the result is parsed, and the original core modules go back in place
-of the placeholders. `Host.load_component` does this once per component; the compile
+Where the adapter goes in is read from the binary (binary.read_layout: the component's
+imports, aliases, canonical definitions and core instances, by index space), and the
+text above names those places by index. wasm-tools does the encoding: the component is
+printed as text with each core module replaced by a small placeholder (fast, and every
+other section round-trips), the text above is added, the result is parsed, and the
+original core modules go back in place of the placeholders. `Host.load_component` does this once per component; the compile
 cache keeps the result (keyed on the original bytes and this module's version).
 """
 from __future__ import annotations
