@@ -11,8 +11,9 @@ import pathlib
 
 from ..errors import WasinnError
 
-COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
-CORE_PREAMBLE = b"\0asm\x01\0\0\0"
+MAGIC = b"\0asm"
+COMPONENT_PREAMBLE = MAGIC + b"\x0d\x00\x01\x00"
+CORE_PREAMBLE = MAGIC + b"\x01\0\0\0"
 CORE_MODULE_SECTION = 1
 COMPONENT_SECTION = 4
 # Far above what any toolchain writes (wit-component: 1 level, wac compositions: a few);
@@ -66,7 +67,7 @@ def check_file(wasm: bytes, label: str) -> None:
     """WasinnError, one line that says so first, unless `wasm` is a component or a core
     module whose sections fit in it: run before any progress line, so that a README, a
     model or a truncated download is not first met as a component being adapted."""
-    if wasm[:4] != b"\0asm":
+    if wasm[:4] != MAGIC:
         hint = _NOT_WASM_HINTS.get(pathlib.PurePath(label).suffix.lower(), _NOT_WASM_HINTS[""])
         if not wasm:
             raise WasinnError(f"{label} is empty, not a WebAssembly file; {hint}")
