@@ -32,6 +32,7 @@ def limits_from_args(args) -> Limits:
 
 
 def host_with_models(args, *, recycle_memories: bool = False) -> Host:
+    """`host_from_args`'s Host with the models --model and -S nn-graph register."""
     host = host_from_args(args, recycle_memories=recycle_memories)
     for spec in args.model:
         host.models.register_spec(spec)
