@@ -68,3 +68,26 @@ class BadValue(WasinnError):
 class GuestTrap(WasinnError):
     """The guest trapped (or a host limit ended it). Its instance was torn down and its
     host resources freed; the next call runs on a fresh instance."""
+
+
+# Traps whose cause is a limit of the runtime, and what to do about each.
+_KNOWN_LIMITS = {
+    "fuel allocated for hostcalls has been exhausted":
+        "a guest passed the host more than wasmtime's per-call limit for list values "
+        "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
+        "wasi:nn's tensor constructor, tensor.data and graph.load of wit-component layouts)",
+}
+
+
+def one_line(e: Exception) -> str:
+    """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
+    text = str(e)
+    for marker, explanation in _KNOWN_LIMITS.items():
+        if marker in text:
+            return explanation
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Caused by:" in lines:
+        causes = lines[lines.index("Caused by:") + 1:]
+        causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]
+        return "; ".join(causes) or lines[0]
+    return lines[0] if lines else type(e).__name__

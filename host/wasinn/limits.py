@@ -69,9 +69,16 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _isolation_policy(text: str) -> str:
-    from .backends.isolated import check_policy
-    return check_policy(str(text))
+# Where graphs run (backends/isolated.py applies it).
+POLICIES = ("guest-models", "all", "none")
+
+
+def check_policy(value: str) -> str:
+    value = str(value)
+    if value not in POLICIES:
+        raise WasinnError(f"isolate {value!r}: wasinn has {', '.join(POLICIES)} (guest-models: graphs from guest "
+                          "bytes run in a confined worker process; all: every graph does; none: all in process)")
+    return value
 
 
 def parse_seconds(text: str | float) -> float:
@@ -120,7 +127,7 @@ class Limits:
                 "max_contexts": int, "max_tensors": int, "max_builders": int,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
-                "isolate": _isolation_policy, "max_workers": int,
+                "isolate": check_policy, "max_workers": int,
                 "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_metric_series": int,
                 "max_log_lines": int, "max_payload_bytes": parse_bytes}
 

@@ -17,7 +17,6 @@ import math
 import pathlib
 import re
 import sys
-import threading
 import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -31,11 +30,13 @@ from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
-from .compile_cache import CompileCache
-from .deadlines import stop_at_exit
-from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, images, nn_versions
+from .compile_cache import WASMTIME_VERSION, CompileCache
+from .deadlines import EPOCH_SECONDS, EpochTicker
+from .errors import BadValue, GuestTrap, NnError, WasinnError, one_line
+from .abi import adapter, binary, images, nn_versions, rewrite
+from .modules import CoreModules
 from .abi.bulk import Bulk
+from .abi.speedups import CoreExport
 from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
 from .limits import Limits
@@ -43,13 +44,9 @@ from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
-from .versions import version
 
-WASMTIME_VERSION = version("wasmtime")
 # Fuel for instantiating a component when fuel is counted (its deadline still applies).
 _INSTANTIATION_FUEL = 1 << 40
-# Epochs advance this often; a call's deadline is checked at this granularity.
-EPOCH_SECONDS = 0.05
 Progress = Callable[[str], None]
 
 
@@ -78,7 +75,7 @@ class _Engine:
         config.epoch_interruption = True
         config.consume_fuel = host.limits.fuel > 0
         self.engine = Engine(config)
-        _EpochTicker.watch(self.engine)
+        EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
@@ -86,7 +83,7 @@ class _Engine:
             add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
             add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
-        settings = (f"hostmem-images{images.digest()}-adapter{adapter.adapter_digest()}"
+        settings = (f"hostmem-images{images.digest()}-adapter{rewrite.adapter_digest()}"
                     f"-epoch{'-fuel' if host.limits.fuel else ''}")
         self.cache = None if host.cache_dir is None else CompileCache(
             host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}", sidecar=".images")
@@ -173,7 +170,7 @@ class Host:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
         binary.check_file(wasm, label)
-        if wasm[:8] == CORE_MODULE_HEADER:  # a preview1 program on wasi-nn's WITX ABI
+        if wasm[:8] == binary.CORE_PREAMBLE:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
         component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
@@ -197,18 +194,15 @@ class Host:
         return True
 
     def _compile(self, engine: _Engine, wasm: bytes, label: str) -> Component:
-        if wasm[:8] == b"\0asm\x01\0\0\0":
-            raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
-                              "components (build Python guests with `wasinn build`)")
         start = time.perf_counter()
         try:
             binary.components(wasm)  # every walk below may then trust its structure and depth
         except WasinnError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {e}") from None
         component = note = None
-        if adapter.needs_adapter(wasm):
+        if rewrite.needs_adapter(wasm):
             self.progress(f"adding wasinn's wasi:nn data-path adapter to {label}, once per component...")
-            rewritten, why_not = adapter.rewrite(wasm, label)
+            rewritten, why_not = rewrite.rewrite(wasm, label)
             if why_not:
                 self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
             else:
@@ -216,12 +210,12 @@ class Host:
                     component = self._compile_as_is(engine, rewritten, label)
                 except WasmtimeError as e:  # said once the original compiles: else its own error says it all
                     note = (f"{label} keeps the standard wasi:nn lowering (per-byte, capped): "
-                            f"the rewritten component does not validate: {_one_line(e)}")
+                            f"the rewritten component does not validate: {one_line(e)}")
         if component is None:
             try:
                 component = self._compile_as_is(engine, wasm, label)
             except WasmtimeError as e:
-                raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+                raise WasinnError(f"{label} is not a valid WebAssembly component: {one_line(e)}") from None
             if note:
                 self.progress(note)
         nn_versions.check_imports(component.type.imports(engine.engine), label)
@@ -288,10 +282,13 @@ class Instance:
             if self._session.broken() is None:
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
-        engine = self.component.wasinn_engine
-        self._instance, self._store, self._session = self._instantiate(
-            engine.engine, self.component.wasinn_images, self._link, "component")
+        self._instance, self._store, self._session = self._instantiate(*self._how_to_instantiate())
         return self._store
+
+    def _how_to_instantiate(self) -> tuple[Engine, Any, Callable[[Store], Any], str]:
+        """The engine, the memory images, the linking step and what to call it in errors."""
+        engine = self.component.wasinn_engine
+        return engine.engine, self.component.wasinn_images, self._link, "component"
 
     def _link(self, store: Store):
         """The linker's instance of the component; under unknown-imports-trap, each import
@@ -482,9 +479,7 @@ class Instance:
             # raised in a host function that has no error to return: OutOfBounds, spans the
             # guest gave the data path that lie about its memory (the canonical ABI traps
             # on such lists too); NnError, a tensor constructor over a limit (it has no error case)
-            self.close()
-            raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
-                            "its resources freed, the next call gets a fresh one") from None
+            raise self._trapped(name, e) from None
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
@@ -514,6 +509,12 @@ class Instance:
         if limits.fuel:
             store.set_fuel(limits.fuel)
 
+    def _trapped(self, name: str, e: Exception) -> GuestTrap:
+        """Tears the instance down after a trap in export `name`; the error to raise."""
+        self.close()
+        return GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
+                         "its resources freed, the next call gets a fresh one")
+
     def _explain(self, e: Exception) -> str:
         limits = self.host.limits
         text = str(e)
@@ -541,7 +542,7 @@ class Instance:
         if missing and self.host.unknown_imports is None and not missing.group(2).startswith(("wasi:", "wasinn:")):
             return (f"it imports {missing.group(1)} {missing.group(2)}, which nothing here defines (run it anyway "
                     "with -W unknown-imports-trap=y: its functions trap when called)")
-        return _one_line(e)
+        return one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
@@ -598,13 +599,6 @@ _TOOLCHAIN_EXPORTS = {"exports"}
 # 257"), each with its limit and what it counts.
 _COUNTED = {"instance": ("max_instances", "core instances"), "memory": ("max_memories", "linear memories"),
             "table": ("max_tables", "tables")}
-# Traps whose cause is a limit of the runtime, and what to do about each.
-_KNOWN_LIMITS = {
-    "fuel allocated for hostcalls has been exhausted":
-        "a guest passed the host more than wasmtime's per-call limit for list values "
-        "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
-        "wasi:nn's tensor constructor, tensor.data and graph.load of wit-component layouts)",
-}
 
 
 class _FuncTypes:
@@ -616,50 +610,60 @@ class _FuncTypes:
         self.result = ftype.result
 
 
-class _EpochTicker:
-    """One thread advancing the epoch of every live engine, so deadlines fire. It ends
-    at exit, before the interpreter finalizes (see deadlines.stop_at_exit)."""
-    _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-    _thread: threading.Thread | None = None
-    _lock = threading.Lock()
-    _stop = threading.Event()
+class ModuleInstance(Instance):
+    """A core module instance that survives its own traps (see runtime.Instance)."""
 
-    @classmethod
-    def watch(cls, engine: Engine) -> None:
-        with cls._lock:
-            cls._engines.add(engine)
-            if cls._thread is None:
-                cls._thread = threading.Thread(target=cls._run, name="wasinn-epochs", daemon=True)
-                cls._thread.start()
-                stop_at_exit(cls._stop.set, cls._thread)
+    def _how_to_instantiate(self) -> tuple[Engine, Any, Callable[[Store], Any], str]:
+        modules = self.host.core_modules
+        return modules.engine, None, lambda store: modules.linker.instantiate(store, self.component), "module"
 
-    @classmethod
-    def _run(cls) -> None:
-        while not cls._stop.wait(EPOCH_SECONDS):
-            cls._tick()
+    def exported_interfaces(self) -> list[str]:
+        return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))
 
-    @classmethod
-    def _tick(cls) -> None:
-        # In a function of its own so that no engine stays referenced between ticks: a
-        # loop variable left holding the last engine kept it (and its host memory creator)
-        # alive past its Host, to be freed on this thread during interpreter teardown,
-        # after the creator's callbacks (SIGSEGV after a run had printed its results).
-        for engine in list(cls._engines):
-            engine.increment_epoch()
+    def _func(self, store: Store, name: str) -> CoreExport:
+        func = self._funcs.get(name)
+        if func is None:
+            func = self._instance.exports(store).get(name)
+            if not isinstance(func, wasmtime.Func):
+                raise WasinnError(f"the module exports no function {name!r}; it exports: "
+                                  + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+            func = self._funcs[name] = CoreExport(func, store)
+        return func
 
+    def call(self, name: str, *args: Any) -> Any:
+        """Calls an exported function with numbers; returns its result (a tuple for several)."""
+        store = self._ensure()
+        func = self._func(store, name)
+        try:
+            self._budget(store)
+            return func(store, *args)
+        except ExitTrap:
+            raise
+        except (WasmtimeError, wasmtime.Trap) as e:
+            raise self._trapped(name, e) from None
 
-def _one_line(e: Exception) -> str:
-    """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
-    text = str(e)
-    for marker, explanation in _KNOWN_LIMITS.items():
-        if marker in text:
-            return explanation
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if "Caused by:" in lines:
-        causes = lines[lines.index("Caused by:") + 1:]
-        causes = [c.split(":", 1)[1].strip() if c[:1].isdigit() and ":" in c else c for c in causes]
-        return "; ".join(causes) or lines[0]
-    return lines[0] if lines else type(e).__name__
+    @property
+    def memory(self) -> wasmtime.Memory:
+        store = self._ensure()
+        memory = self._instance.exports(store).get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise WasinnError("the module exports no memory")
+        return memory
 
+    def write(self, ptr: int, data: bytes) -> None:
+        """Writes into the guest's memory (for hosts that drive a module's exports)."""
+        self.memory.write(self._ensure(), data, ptr)
 
-from .modules import CORE_MODULE_HEADER, CoreModules, ModuleInstance  # noqa: E402 (it builds on Instance)
+    def read(self, ptr: int, length: int) -> bytes:
+        return bytes(self.memory.read(self._ensure(), ptr, ptr + length))
+
+    def run(self) -> int:
+        """Runs the program's `_start` on a fresh instance; returns its exit status."""
+        self.close()
+        try:
+            self.call("_start")
+            return 0
+        except ExitTrap as e:
+            return e.code
+        finally:
+            self.close()
