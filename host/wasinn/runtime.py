@@ -17,6 +17,7 @@ import math
 import pathlib
 import re
 import sys
+import threading
 import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
