@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
-SHIPPED = ("wit", "guest/classifier", "guest/classify-cli", "models/efficientnet-lite0")  # = wasinn.resources.SHIPPED
+SHIPPED = ("wit", "guest/classifier", "guest/classify-cli", "models/efficientnet-lite0")  # what wasinn.resources.path finds in a wheel
 
 
 class BuildWithData(build_py):

@@ -25,6 +25,8 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 decoding ahead on a thread as a worker does: photos/s
   pipeline      the example pipeline's stages in one process, each next to onnxruntime
                 (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
+  operators     an Azure data-flow JSON map operator's export in a loop (Python and
+                JavaScript) vs the same conversion in native Python (scripts/bench_operators.py)
   instances, arena, precision, compute, imports: scripts/bench_latency.py (fresh
                 instances on recycled, new and copy-on-write memories; onnxruntime's arena
                 settings; OpenVINO auto vs f32 vs native, and a C component's compute on
@@ -64,7 +66,8 @@ CACHE = ROOT / ".cache" / "bench"
 ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
-            "start", "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline"]  # what a run without --only measures
+            "start", "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline",
+            "operators"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -606,6 +609,10 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_isolation
         bench_isolation.rows(row, progress, _child, _c_guest, ROOT, CACHE, THREADS, args.quick)
+    if "operators" in sections:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_operators
+        bench_operators.rows(row, progress, interleaved, p99, ROOT, CACHE, host, THREADS, args.quick)
     if "serve" in sections or "pipeline" in sections:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_pipeline

@@ -182,7 +182,7 @@ def stage_times(threads: int, n: int) -> tuple[list[dict], list[dict]]:
     import wasinn
     from wasinn.backends.onnxruntime import share_thread_pools
     from wasinn.pipeline import GraphRunner, load_pipeline
-    from wasinn.pipeline.worker import decode_image
+    from wasinn.pipeline.engine import decode_image
     share_thread_pools(threads)
     pipeline = load_pipeline(PIPELINE)
     runner = GraphRunner(pipeline, wasinn.Host(cache_dir=CACHE, ort_threads=threads,

@@ -21,6 +21,7 @@ here) and the resource type ids, so the host serves them all from one table.
 from __future__ import annotations
 
 import argparse
+import keyword
 import pathlib
 import re
 import sys
@@ -31,8 +32,12 @@ from generated import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "_bindings.py"
-# Packages whose interfaces the host implements (namespace:name, any version).
-SERVED = ("wasi:nn", "wasinn:fastpath", "wasinn:adapter", "wasinn:introspect")
+# Packages whose interfaces the host implements (namespace:name, any version), and for
+# a package whose guests also export some of its interfaces, the ones the host serves.
+SERVED = {"wasi:nn": None, "wasinn:fastpath": None, "wasinn:adapter": None, "wasinn:introspect": None,
+          "wasm-graph:processor": ("types", "hybrid-logical-clock", "logger", "metrics",
+                                   "state-store-types", "state-store", "schema-types", "schema-registry",
+                                   "rpc-types", "command-invoker")}
 
 
 def snake(name: str) -> str:
@@ -88,11 +93,24 @@ class Emitter:
                              key=lambda p: (tag(p) != "", p.namespace, p.name, version_key(p.version)))
         self.helpers: dict[str, tuple[str, list[str]]] = {}
         self.resources: list[tuple[wit.Interface, wit.TypeDef]] = []
+        # One implementation serves a whole package, so where two of its interfaces declare
+        # the same function (`get` in state-store and schema-registry) every function's
+        # method is named after its interface.
+        self.prefixed = set()
         for p in self.served:
-            for iface in p.interfaces.values():
+            names = [f.name for i in self.interfaces(p) for f in i.funcs]
+            if len(names) != len(set(names)):
+                self.prefixed.add(p.id)
+        for p in self.served:
+            for iface in self.interfaces(p):
                 for td in iface.types.values():
                     if td.kind == "resource" and td.name not in {r.name for _, r in self.resources}:
                         self.resources.append((iface, td))
+
+    @staticmethod
+    def interfaces(p: wit.Package) -> list[wit.Interface]:
+        only = SERVED[f"{p.namespace}:{p.name}"]
+        return [i for i in p.interfaces.values() if only is None or i.name in only]
 
     # --- type helpers ----------------------------------------------------------
     def resource_const(self, t: wit.Type) -> str:
@@ -107,6 +125,8 @@ class Emitter:
         if k == "named":
             if td.kind == "resource":
                 return "int"
+            if td.kind == "variant":
+                return "Variant"
             return camel(td.name)
         if k in ("u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64"):
             return "int"
@@ -183,6 +203,9 @@ class Emitter:
                 fn = self.helper(f"lift:{td.name}", lambda n: [
                     f"def {n}(store, v):", f"    return {camel(td.name)}({fields})"])
                 return f"{fn}(store, {expr})"
+            if td.kind == "variant":
+                fn = self.helper(f"lift:{td.name}", lambda n: self.lift_variant(n, td))
+                return f"{fn}(store, {expr})"
             raise wit.WitError(f"cannot take a {td.kind} from a guest yet")
         if k in ("own", "borrow"):
             return f"_rep(store, {expr}, {self.resource_const(t.args[0])})"
@@ -217,6 +240,9 @@ class Emitter:
                 fn = self.helper(f"lower:{td.name}", lambda n: [
                     f"def {n}(store, v):", "    r = Record()", *sets, "    return r"])
                 return f"{fn}(store, {expr})"
+            if td.kind == "variant":
+                fn = self.helper(f"lower:{td.name}", lambda n: self.lower_variant(n, td))
+                return f"{fn}(store, {expr})"
             raise wit.WitError(f"cannot hand a {td.kind} to a guest yet")
         if k == "own":
             return f"ResourceHost.own({expr}, {self.resource_const(t.args[0])})"
@@ -239,6 +265,37 @@ class Emitter:
             raise wit.WitError("a host function cannot return a borrow")
         return expr
 
+    def lift_variant(self, name: str, td: wit.TypeDef) -> list[str]:
+        """A variant always reaches the implementation as `Variant(case, value)`; wasmtime-py
+        tags it only when the cases' Python classes overlap, else passes the bare payload."""
+        lines = [f"def {name}(store, v):"]
+        if self.tagged([c for _, c in td.cases]):
+            for case, ct in td.cases:
+                value = "None" if ct is None else self.lift(ct, "v.payload")
+                lines.append(f"    if v.tag == {case!r}:")
+                lines.append(f"        return Variant({case!r}, {value})")
+        else:
+            for case, ct in sorted(td.cases, key=lambda c: c[1] is not None):  # the bare None case first
+                if ct is None:
+                    lines.append("    if v is None:")
+                    lines.append(f"        return Variant({case!r})")
+                    continue
+                classes = ", ".join(sorted(self.classes(ct)))
+                lines.append(f"    if isinstance(v, ({classes},)):")
+                lines.append(f"        return Variant({case!r}, {self.lift(ct, 'v')})")
+        lines.append(f"    raise ValueError(f'not a {td.name}: {{v!r}}')")
+        return lines
+
+    def lower_variant(self, name: str, td: wit.TypeDef) -> list[str]:
+        tagged = self.tagged([c for _, c in td.cases])
+        lines = [f"def {name}(store, v):"]
+        for case, ct in td.cases:
+            value = "None" if ct is None else self.lower(ct, "v.payload")
+            lines.append(f"    if v.tag == {case!r}:")
+            lines.append(f"        return {f'Variant({case!r}, {value})' if tagged else value}")
+        lines.append(f"    raise ValueError(f'not a {td.name}: {{v!r}}')")
+        return lines
+
     def sig(self, t: wit.Type | None) -> str:
         if t is None:
             return "_"
@@ -248,10 +305,11 @@ class Emitter:
         return f"{t.kind}<" + ",".join(self.sig(a) for a in t.args) + ">"
 
     # --- functions -------------------------------------------------------------
-    @staticmethod
-    def method_name(f: wit.Func) -> str:
+    def method_name(self, f: wit.Func, iface: wit.Interface) -> str:
         if f.resource is None:
-            return snake(f.name)
+            if iface.package.id in self.prefixed:
+                return f"{snake(iface.name)}_{snake(f.name)}"
+            return snake(f.name) + ("_" if keyword.iskeyword(snake(f.name)) else "")
         if f.kind == "constructor":
             return f"{snake(f.resource)}_new"
         return f"{snake(f.resource)}_{snake(f.name)}"
@@ -279,7 +337,7 @@ class Emitter:
         raises = ""
         if result is not None and wit.deref(result)[0].kind == "result":
             raises = f" Raise `Err(...)` for its `err` case."
-        lines = [f"    def {self.method_name(f)}(self, store: StoreContext{''.join(', ' + a for a in args)}) -> {ret}:"]
+        lines = [f"    def {self.method_name(f, iface)}(self, store: StoreContext{''.join(', ' + a for a in args)}) -> {ret}:"]
         text = (doc + raises).strip() or f"`{self.canonical(f)}` of {iface.qualified}."
         lines.append(f'        """{text}"""')
         lines.append("        ...")
@@ -295,8 +353,8 @@ class Emitter:
             call_args.append(f"_rep(store, self_, Resource.{upper(f.resource)})")
         for (n, t), v in zip(ps, names[1:] if f.kind == "method" else names):
             call_args.append(self.lift(t, v))
-        fname = f"_{snake(iface.name)}__{self.method_name(f)}"
-        call = f"impl.{self.method_name(f)}(store{''.join(', ' + a for a in call_args)})"
+        fname = f"_{snake(iface.name)}__{self.method_name(f, iface)}"
+        call = f"impl.{self.method_name(f, iface)}(store{''.join(', ' + a for a in call_args)})"
         lines = [f"    def {fname}(store{''.join(', ' + n for n in names)}):"]
         result = f.result
         if f.kind == "constructor":
@@ -334,7 +392,7 @@ class Emitter:
             "",
             "if TYPE_CHECKING:",
             "    from wasmtime import StoreContext",
-            "    from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant",
+            "    from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant",
             "",
             "# Every interface in wit/, by the name components import or export it under.",
         ]
@@ -374,7 +432,7 @@ class Emitter:
         # enums and records (one class per name: the versions of a package must agree on it)
         emitted: dict[str, tuple] = {}
         for p in self.served:
-            for iface in p.interfaces.values():
+            for iface in self.interfaces(p):
                 for td in iface.types.values():
                     if td.kind not in ("enum", "record"):
                         continue
@@ -396,7 +454,7 @@ class Emitter:
         # protocols
         for p in self.served:
             iface_protos = []
-            for iface in p.interfaces.values():
+            for iface in self.interfaces(p):
                 cls = f"{camel(iface.name)}Host{tag(p)}"
                 iface_protos.append(cls)
                 out += ["", f"class {cls}(Protocol):",
@@ -423,7 +481,7 @@ class Emitter:
             wiring += ["", "", f"def {fn}(root: LinkerInstance, impl: {pkg_cls}) -> None:",
                        f'    """Defines every function and resource of {p.id} in `root`, served by `impl`."""',
                        "    _bind_wasmtime()"]
-            for iface in p.interfaces.values():
+            for iface in self.interfaces(p):
                 wiring += ["", f"    li = root.add_instance({const_name(iface)})"]
                 for td in iface.types.values():
                     if td.kind == "resource":
@@ -440,8 +498,8 @@ class Emitter:
                 "    wired: they run only in calls that linker serves. The backend worker imports this",
                 "    module for its enums alone, and importing wasmtime would cost its fork server",
                 '    ~17 ms of start-up on the way to a guest\'s first isolated graph.load."""',
-                "    global Record, ResourceHost, ResourceType, Variant",
-                "    from wasmtime.component import Record, ResourceHost, ResourceType, Variant",
+                "    global Record, ResourceAny, ResourceHost, ResourceType, Variant",
+                "    from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant",
                 "",
                 "", "def _rep(store, handle, ty: Resource) -> int:",
                 '    """Takes a guest\'s resource handle; for a borrow this also releases it, which the',

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian's mosquitto (the MQTT broker `wasinn serve`'s tests and benchmark start on
 # loopback and in network namespaces) and mosquitto-clients (mosquitto_pub/mosquitto_sub,
-# used in the README), openssl and iproute2.
+# used in the README), openssl and iproute2; docker-registry, the OCI registry that the
+# data-flow artifact tests push to and pull from on loopback.
 # Installs only what is missing; needs root or password-less sudo (CI runs as root,
 # without stdin). The Python side (paho-mqtt, PyYAML, prometheus-client) is the
 # `serve` extra in pyproject.toml, which scripts/setup.sh installs.
@@ -14,6 +15,7 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then 
 if ! command -v mosquitto_pub >/dev/null 2>&1; then missing+=(mosquitto-clients); fi
 if ! command -v openssl >/dev/null 2>&1; then missing+=(openssl); fi
 if ! command -v ip >/dev/null 2>&1 && [ ! -x /usr/sbin/ip ] && [ ! -x /sbin/ip ]; then missing+=(iproute2); fi
+if ! command -v docker-registry >/dev/null 2>&1; then missing+=(docker-registry); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

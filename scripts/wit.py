@@ -386,15 +386,13 @@ def find_interface(pkgs: dict[str, Package], path: str, home: Package) -> Interf
 
 def _resolve(iface: Interface, pkgs: dict[str, Package]) -> None:
     def lookup(name: str) -> tuple[Interface, TypeDef]:
-        if name in iface.types:
-            return iface, iface.types[name]
-        if name in iface.uses:
-            path, orig = iface.uses[name]
-            other = find_interface(pkgs, path, iface.package)
-            if orig in other.types:
-                return other, other.types[orig]
-            raise WitError(f"{other.qualified} has no type {orig!r}")
-        raise WitError(f"{iface.qualified}: unknown type {name!r}")
+        where = iface
+        while name not in where.types:  # a `use` may name a type its interface itself uses
+            if name not in where.uses:
+                raise WitError(f"{where.qualified}: unknown type {name!r}")
+            path, name = where.uses[name]
+            where = find_interface(pkgs, path, where.package)
+        return where, where.types[name]
 
     def fix(t: Type | None) -> None:
         if t is None:

@@ -13,7 +13,7 @@ import pytest
 import wasmtime
 
 import wasinn
-from wasinn.abi import adapter, images
+from wasinn.abi import images, rewrite, wasm_tools
 from wasinn.abi.binary import COMPONENT_PREAMBLE, MAX_NESTING, leb
 from wasinn.errors import WasinnError
 from wasinn.limits import Limits
@@ -136,7 +136,7 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
     host = wasinn.Host(cache_dir=False, progress=lines.append)
     wasm = wasmtime.wat2wasm(f"(component {NN_TENSOR})")
     broken = wasmtime.wat2wasm('(component (core module $m) (core instance (instantiate $m (with "x" (instance 7)))))')
-    monkeypatch.setattr(adapter, "rewrite", lambda wasm, label: (broken, None))
+    monkeypatch.setattr(rewrite, "rewrite", lambda wasm, label: (broken, None))
     host.load_component(wasm)
     assert any("keeps the standard wasi:nn lowering (per-byte, capped): the rewritten component does not validate"
                in ln for ln in lines), lines
@@ -144,7 +144,7 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
 
 def test_wasm_tools_output_is_bounded():
     with pytest.raises(WasinnError, match="output passes"):
-        adapter.wasm_tools_output(["print", "-"], wasmtime.wat2wasm(f'(module (memory 1) (data (i32.const 0) "{"x" * 5000}"))'),
+        wasm_tools.wasm_tools_output(["print", "-"], wasmtime.wat2wasm(f'(module (memory 1) (data (i32.const 0) "{"x" * 5000}"))'),
                                    "printing", limit=1000)
 
 

@@ -19,7 +19,7 @@ import wasmtime
 import wasinn
 from wasinn import build
 from wasinn._bindings import Resource
-from wasinn.abi import adapter, nn_versions
+from wasinn.abi import nn_versions, rewrite
 from wasinn.errors import WasinnError
 
 from guest_builds import ToolchainMissing, c_component, skip_without
@@ -80,7 +80,7 @@ def test_each_version_loads_18_6_mb_and_matches_native_onnxruntime(host, guest, 
     name, version, path, component = guest
     inp, out, x, expected = native
     # the byte-carrying calls of this version go through the adapter (spans, one copy)
-    assert adapter.rewrite(path.read_bytes(), path.name)[1] is None
+    assert rewrite.rewrite(path.read_bytes(), path.name)[1] is None
     with host.instantiate(component, dirs=[(str(MODEL.parent), "/m")]) as inst:
         assert inst.call("load-file", "/m/model.onnx").tag == "ok"  # graph.load of 18.6 MB
         for _ in range(2):  # staged inputs stay set and outputs are replaced, as the releases did

@@ -32,6 +32,7 @@ REASONS = {
     "it is the test suite",
     "needs a KServe server (tests/test_remote.py starts one)",
     "services on fixed ports (tests/test_pipeline_serve.py runs this pipeline)",
+    "services on fixed ports (tests/test_dataflow_serve.py runs this graph)",
     "several machines",
 }
 # The example guests' sources, which the README shows and the test does not run

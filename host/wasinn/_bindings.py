@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from wasmtime import StoreContext
-    from wasmtime.component import LinkerInstance, Record, ResourceHost, ResourceType, Variant
+    from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant
 
 # Every interface in wit/, by the name components import or export it under.
 WASI_CLI_RUN = 'wasi:cli/run@0.2.0'
@@ -40,6 +40,21 @@ WASINN_GUEST_STD_NN = 'wasinn:guest/std-nn@0.1.0'
 WASINN_GUEST_STD_MISUSE = 'wasinn:guest/std-misuse@0.1.0'
 WASINN_GUEST_NN_VERSIONS = 'wasinn:guest/nn-versions@0.1.0'
 WASINN_INTROSPECT_DESCRIBE = 'wasinn:introspect/describe@0.1.0'
+WASM_GRAPH_PROCESSOR_HYBRID_LOGICAL_CLOCK = 'wasm-graph:processor/hybrid-logical-clock@1.1.0'
+WASM_GRAPH_PROCESSOR_LOGGER = 'wasm-graph:processor/logger@1.1.0'
+WASM_GRAPH_PROCESSOR_METRICS = 'wasm-graph:processor/metrics@1.1.0'
+WASM_GRAPH_PROCESSOR_MAP = 'wasm-graph:processor/map@1.1.0'
+WASM_GRAPH_PROCESSOR_FILTER = 'wasm-graph:processor/filter@1.1.0'
+WASM_GRAPH_PROCESSOR_BRANCH = 'wasm-graph:processor/branch@1.1.0'
+WASM_GRAPH_PROCESSOR_ACCUMULATE = 'wasm-graph:processor/accumulate@1.1.0'
+WASM_GRAPH_PROCESSOR_DELAY = 'wasm-graph:processor/delay@1.1.0'
+WASM_GRAPH_PROCESSOR_RPC_TYPES = 'wasm-graph:processor/rpc-types@1.1.0'
+WASM_GRAPH_PROCESSOR_COMMAND_INVOKER = 'wasm-graph:processor/command-invoker@1.1.0'
+WASM_GRAPH_PROCESSOR_SCHEMA_TYPES = 'wasm-graph:processor/schema-types@1.1.0'
+WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY = 'wasm-graph:processor/schema-registry@1.1.0'
+WASM_GRAPH_PROCESSOR_STATE_STORE_TYPES = 'wasm-graph:processor/state-store-types@1.1.0'
+WASM_GRAPH_PROCESSOR_STATE_STORE = 'wasm-graph:processor/state-store@1.1.0'
+WASM_GRAPH_PROCESSOR_TYPES = 'wasm-graph:processor/types@1.1.0'
 
 # The versions wit/ holds of each package the host serves, newest first.
 SERVED_VERSIONS = {
@@ -47,6 +62,7 @@ SERVED_VERSIONS = {
     'wasinn:adapter': ['0.1.0'],
     'wasinn:fastpath': ['0.1.0'],
     'wasinn:introspect': ['0.1.0'],
+    'wasm-graph:processor': ['1.1.0'],
 }
 
 # Every world in wit/, as componentize-py's -w takes it.
@@ -57,6 +73,9 @@ WASINN_GUEST_ADVERSARY_GUEST_WORLD = 'wasinn:guest/adversary-guest'
 WASINN_GUEST_FUZZ_GUEST_WORLD = 'wasinn:guest/fuzz-guest'
 WASINN_GUEST_FUZZ_C_GUEST_WORLD = 'wasinn:guest/fuzz-c-guest'
 WASINN_GUEST_ML_INTROSPECT_WORLD = 'wasinn:guest/ml-introspect'
+WASINN_GUEST_OPERATOR_SET_WORLD = 'wasinn:guest/operator-set'
+WASINN_GUEST_OPERATOR_PROBE_WORLD = 'wasinn:guest/operator-probe'
+WASINN_GUEST_SNAPSHOT_OPERATOR_WORLD = 'wasinn:guest/snapshot-operator'
 WASINN_GUEST_PIPELINE_STAGE_WORLD = 'wasinn:guest/pipeline-stage'
 WASINN_GUEST_ML_WORLD = 'wasinn:guest/ml'
 WASINN_GUEST_FASTPATH_WORLD = 'wasinn:guest/fastpath'
@@ -69,6 +88,18 @@ WASINN_GUEST_STD_COMMAND_WORLD = 'wasinn:guest/std-command'
 WASINN_GUEST_NN_VERSIONS_2024_06_25_WORLD = 'wasinn:guest/nn-versions-2024-06-25'
 WASINN_GUEST_NN_VERSIONS_2024_08_19_WORLD = 'wasinn:guest/nn-versions-2024-08-19'
 WASINN_GUEST_NN_VERSIONS_2024_10_28_WORLD = 'wasinn:guest/nn-versions-2024-10-28'
+WASM_GRAPH_PROCESSOR_LOGGER_USE_WORLD = 'wasm-graph:processor/logger-use'
+WASM_GRAPH_PROCESSOR_METRICS_USE_WORLD = 'wasm-graph:processor/metrics-use'
+WASM_GRAPH_PROCESSOR_MAP_IMPL_WORLD = 'wasm-graph:processor/map-impl'
+WASM_GRAPH_PROCESSOR_FILTER_IMPL_WORLD = 'wasm-graph:processor/filter-impl'
+WASM_GRAPH_PROCESSOR_BRANCH_IMPL_WORLD = 'wasm-graph:processor/branch-impl'
+WASM_GRAPH_PROCESSOR_ACCUMULATE_IMPL_WORLD = 'wasm-graph:processor/accumulate-impl'
+WASM_GRAPH_PROCESSOR_DELAY_IMPL_WORLD = 'wasm-graph:processor/delay-impl'
+WASM_GRAPH_PROCESSOR_MRPC_USE_WORLD = 'wasm-graph:processor/mrpc-use'
+WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY_USE_WORLD = 'wasm-graph:processor/schema-registry-use'
+WASM_GRAPH_PROCESSOR_STATE_STORE_USE_WORLD = 'wasm-graph:processor/state-store-use'
+WASM_GRAPH_PROCESSOR_HOST_WORLD = 'wasm-graph:processor/host'
+WASM_GRAPH_PROCESSOR_TEST_WORLD = 'wasm-graph:processor/test'
 
 
 class Resource(enum.IntEnum):
@@ -77,6 +108,12 @@ class Resource(enum.IntEnum):
     GRAPH = 2
     GRAPH_EXECUTION_CONTEXT = 3
     ERROR = 4
+    COMMAND_REQUEST = 5
+    COMMAND_REQUEST_BUILDER = 6
+    COMMAND_INVOKER_OPTIONS = 7
+    COMMAND_INVOKER_OPTIONS_BUILDER = 8
+    COMMAND_INVOKER = 9
+    BUFFER = 10
 
 
 RESOURCE_WIT_NAMES = {
@@ -84,6 +121,12 @@ RESOURCE_WIT_NAMES = {
     Resource.GRAPH: 'graph',
     Resource.GRAPH_EXECUTION_CONTEXT: 'graph-execution-context',
     Resource.ERROR: 'error',
+    Resource.COMMAND_REQUEST: 'command-request',
+    Resource.COMMAND_REQUEST_BUILDER: 'command-request-builder',
+    Resource.COMMAND_INVOKER_OPTIONS: 'command-invoker-options',
+    Resource.COMMAND_INVOKER_OPTIONS_BUILDER: 'command-invoker-options-builder',
+    Resource.COMMAND_INVOKER: 'command-invoker',
+    Resource.BUFFER: 'buffer',
 }
 
 
@@ -160,6 +203,166 @@ class GraphDescription:
     outputs: list[TensorDescription]
     backend: str
     target: ExecutionTarget
+
+
+@dataclasses.dataclass
+class Timespec:
+    """`timespec` of wasm-graph:processor/hybrid-logical-clock@1.1.0."""
+    secs: int
+    nanos: int
+
+
+@dataclasses.dataclass
+class HybridLogicalClock:
+    """`hybrid-logical-clock` of wasm-graph:processor/hybrid-logical-clock@1.1.0."""
+    timestamp: Timespec
+    counter: int
+    node_id: str
+
+
+class Level(enum.Enum):
+    """A log level, describing a kind of message."""
+    TRACE = 'trace'
+    DEBUG = 'debug'
+    INFO = 'info'
+    WARN = 'warn'
+    ERROR = 'error'
+    CRITICAL = 'critical'
+
+
+@dataclasses.dataclass
+class Label:
+    """labels that can be associated with a metric point."""
+    key: str
+    value: str
+
+
+@dataclasses.dataclass
+class CommandResponse:
+    """`command-response` of wasm-graph:processor/command-invoker@1.1.0."""
+    payload: bytes
+    custom_user_data: list[tuple[str, str]]
+    timestamp: HybridLogicalClock | None
+
+
+@dataclasses.dataclass
+class Schema:
+    """`schema` of wasm-graph:processor/schema-types@1.1.0."""
+    description: str | None
+    display_name: str | None
+    format: Variant
+    hash: str | None
+    name: str
+    namespace: str
+    schema_content: str
+    schema_type: Variant
+    tags: list[tuple[str, str]]
+    version: str
+
+
+@dataclasses.dataclass
+class Duration:
+    """`duration` of wasm-graph:processor/state-store-types@1.1.0."""
+    seconds: int
+    nanos: int
+
+
+class SetConditions(enum.Enum):
+    """`set-conditions` of wasm-graph:processor/state-store-types@1.1.0."""
+    ONLY_IF_DOES_NOT_EXIST = 'only-if-does-not-exist'
+    ONLY_IF_EQUAL_OR_DOES_NOT_EXIST = 'only-if-equal-or-does-not-exist'
+    UNCONDITIONAL = 'unconditional'
+
+
+@dataclasses.dataclass
+class SetOptions:
+    """`set-options` of wasm-graph:processor/state-store-types@1.1.0."""
+    conditions: SetConditions
+    expires: Duration | None
+
+
+@dataclasses.dataclass
+class StateStoreGetResponse:
+    """`state-store-get-response` of wasm-graph:processor/state-store-types@1.1.0."""
+    response: bytes | None
+    version: HybridLogicalClock | None
+
+
+@dataclasses.dataclass
+class StateStoreDelResponse:
+    """`state-store-del-response` of wasm-graph:processor/state-store-types@1.1.0."""
+    response: int
+    version: HybridLogicalClock | None
+
+
+@dataclasses.dataclass
+class StateStoreSetResponse:
+    """`state-store-set-response` of wasm-graph:processor/state-store-types@1.1.0."""
+    response: bool
+    version: HybridLogicalClock | None
+
+
+@dataclasses.dataclass
+class Timestamp:
+    """`timestamp` of wasm-graph:processor/types@1.1.0."""
+    timestamp: Timespec
+    counter: int
+    node_id: Variant
+
+
+@dataclasses.dataclass
+class MessageProperties:
+    """`message-properties` of wasm-graph:processor/types@1.1.0."""
+    user_properties: list[tuple[Variant, Variant]]
+
+
+@dataclasses.dataclass
+class InlineSchema:
+    """`inline-schema` of wasm-graph:processor/types@1.1.0."""
+    name: Variant
+    content: Variant
+
+
+@dataclasses.dataclass
+class Message:
+    """`message` of wasm-graph:processor/types@1.1.0."""
+    timestamp: Timestamp
+    topic: Variant
+    content_type: Variant | None
+    payload: Variant
+    properties: MessageProperties
+    schema: Variant | None
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """`snapshot` of wasm-graph:processor/types@1.1.0."""
+    timestamp: Timestamp
+    format: Variant
+    width: int
+    height: int
+    frame: Variant
+
+
+@dataclasses.dataclass
+class ModuleSchema:
+    """`module-schema` of wasm-graph:processor/types@1.1.0."""
+    name: str
+    content_type: str
+    content: str
+
+
+@dataclasses.dataclass
+class ModuleConfiguration:
+    """`module-configuration` of wasm-graph:processor/types@1.1.0."""
+    properties: list[tuple[str, str]]
+    module_schemas: list[ModuleSchema]
+
+
+@dataclasses.dataclass
+class Error:
+    """`error` of wasm-graph:processor/types@1.1.0."""
+    message: str
 
 
 class TensorHost(Protocol):
@@ -300,6 +503,178 @@ class DescribeHost(Protocol):
 
 class WasinnIntrospectHost(DescribeHost, Protocol):
     """Everything the host implements for wasinn:introspect@0.1.0."""
+
+
+class HybridLogicalClockHost(Protocol):
+    """What the host implements for wasm-graph:processor/hybrid-logical-clock@1.1.0."""
+
+
+class LoggerHost(Protocol):
+    """What the host implements for wasm-graph:processor/logger@1.1.0."""
+
+    def logger_log(self, store: StoreContext, level: Level, context: str, message: str) -> None:
+        """Emit a log message: a `level`, a context (an uninterpreted string that groups similar messages) and the message text."""
+        ...
+
+
+class MetricsHost(Protocol):
+    """What the host implements for wasm-graph:processor/metrics@1.1.0."""
+
+    def metrics_add_to_counter(self, store: StoreContext, name: str, value: Variant, labels: list[Label] | None) -> None:
+        """increment a counter Raise `Err(...)` for its `err` case."""
+        ...
+
+    def metrics_record_to_histogram(self, store: StoreContext, name: str, value: Variant, labels: list[Label] | None) -> None:
+        """add a data point to a histogram Raise `Err(...)` for its `err` case."""
+        ...
+
+
+class RpcTypesHost(Protocol):
+    """What the host implements for wasm-graph:processor/rpc-types@1.1.0."""
+
+
+class CommandInvokerHost(Protocol):
+    """What the host implements for wasm-graph:processor/command-invoker@1.1.0."""
+
+    def command_invoker_new_invoker(self, store: StoreContext, options: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_builder_new(self, store: StoreContext) -> int:
+        """`[constructor]command-request-builder` of wasm-graph:processor/command-invoker@1.1.0."""
+        ...
+
+    def command_request_builder_payload(self, store: StoreContext, self_: int, payload: bytes) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_builder_custom_user_data(self, store: StoreContext, self_: int, custom_user_data: list[tuple[str, str]]) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_builder_topic_tokens(self, store: StoreContext, self_: int, topic_tokens: list[tuple[str, str]]) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_builder_timeout(self, store: StoreContext, self_: int, secs: int, nanos: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_builder_build(self, store: StoreContext, self_: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_new(self, store: StoreContext) -> int:
+        """`[constructor]command-invoker-options-builder` of wasm-graph:processor/command-invoker@1.1.0."""
+        ...
+
+    def command_invoker_options_builder_request_topic_pattern(self, store: StoreContext, self_: int, request_topic_pattern: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_response_topic_pattern(self, store: StoreContext, self_: int, response_topic_pattern: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_command_name(self, store: StoreContext, self_: int, command_name: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_topic_namespace(self, store: StoreContext, self_: int, topic_namespace: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_topic_token_map(self, store: StoreContext, self_: int, topic_token_map: list[tuple[str, str]]) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_response_topic_prefix(self, store: StoreContext, self_: int, response_topic_prefix: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_response_topic_suffix(self, store: StoreContext, self_: int, response_topic_suffix: str) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_options_builder_build(self, store: StoreContext, self_: int) -> int:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_invoker_invoke(self, store: StoreContext, self_: int, request: int) -> CommandResponse:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def command_request_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `command-request`; must not raise."""
+        ...
+
+    def command_request_builder_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `command-request-builder`; must not raise."""
+        ...
+
+    def command_invoker_options_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `command-invoker-options`; must not raise."""
+        ...
+
+    def command_invoker_options_builder_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `command-invoker-options-builder`; must not raise."""
+        ...
+
+    def command_invoker_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `command-invoker`; must not raise."""
+        ...
+
+
+class SchemaTypesHost(Protocol):
+    """What the host implements for wasm-graph:processor/schema-types@1.1.0."""
+
+
+class SchemaRegistryHost(Protocol):
+    """What the host implements for wasm-graph:processor/schema-registry@1.1.0."""
+
+    def schema_registry_get(self, store: StoreContext, id: str, version: str, timeout: tuple[int, int]) -> Schema:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+
+class StateStoreTypesHost(Protocol):
+    """What the host implements for wasm-graph:processor/state-store-types@1.1.0."""
+
+
+class StateStoreHost(Protocol):
+    """What the host implements for wasm-graph:processor/state-store@1.1.0."""
+
+    def state_store_get(self, store: StoreContext, key: bytes, timeout: Duration | None) -> StateStoreGetResponse:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def state_store_set(self, store: StoreContext, key: bytes, value: bytes, timeout: Duration | None, fencing_token: HybridLogicalClock | None, options: SetOptions) -> StateStoreSetResponse:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def state_store_del(self, store: StoreContext, key: bytes, fencing_token: HybridLogicalClock | None, timeout: Duration | None) -> StateStoreDelResponse:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+    def state_store_vdel(self, store: StoreContext, key: bytes, value: bytes, fencing_token: HybridLogicalClock | None, timeout: Duration | None) -> StateStoreDelResponse:
+        """Raise `Err(...)` for its `err` case."""
+        ...
+
+
+class TypesHost(Protocol):
+    """What the host implements for wasm-graph:processor/types@1.1.0."""
+
+    def buffer_read(self, store: StoreContext, self_: int) -> bytes:
+        """`[method]buffer.read` of wasm-graph:processor/types@1.1.0."""
+        ...
+
+    def buffer_drop(self, store: StoreContext, rep: int) -> None:
+        """The guest dropped its last handle to a `buffer`; must not raise."""
+        ...
+
+
+class WasmGraphProcessorHost(HybridLogicalClockHost, LoggerHost, MetricsHost, RpcTypesHost, CommandInvokerHost, SchemaTypesHost, SchemaRegistryHost, StateStoreTypesHost, StateStoreHost, TypesHost, Protocol):
+    """Everything the host implements for wasm-graph:processor@1.1.0."""
 
 
 class TensorHost_0_2_0_rc_2024_06_25(Protocol):
@@ -479,8 +854,8 @@ def _bind_wasmtime() -> None:
     wired: they run only in calls that linker serves. The backend worker imports this
     module for its enums alone, and importing wasmtime would cost its fork server
     ~17 ms of start-up on the way to a guest's first isolated graph.load."""
-    global Record, ResourceHost, ResourceType, Variant
-    from wasmtime.component import Record, ResourceHost, ResourceType, Variant
+    global Record, ResourceAny, ResourceHost, ResourceType, Variant
+    from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant
 
 
 def _rep(store, handle, ty: Resource) -> int:
@@ -543,6 +918,227 @@ def _conv10(store, v):
     setattr(r, 'outputs', _conv9(store, v.outputs))
     setattr(r, 'backend', v.backend)
     setattr(r, 'target', v.target.value)
+    return r
+
+
+def _conv11(store, v):
+    if isinstance(v, (int,)):
+        return Variant('u64', v)
+    raise ValueError(f'not a counter-value: {v!r}')
+
+
+def _conv12(store, v):
+    return None if v is None else _conv14(store, v)
+
+
+def _conv13(store, v):
+    return Label(key=getattr(v, 'key'), value=getattr(v, 'value'))
+
+
+def _conv14(store, v):
+    return [_conv13(store, x) for x in v]
+
+
+def _conv15(store, v):
+    if v.tag == 'incompatible-type':
+        return Variant('incompatible-type', v.payload)
+    if v.tag == 'lock-error':
+        return Variant('lock-error', v.payload)
+    raise ValueError(f'not a metrics-error: {v!r}')
+
+
+def _conv16(store, v):
+    if isinstance(v, (float,)):
+        return Variant('f64', v)
+    if isinstance(v, (int,)):
+        return Variant('u64', v)
+    raise ValueError(f'not a histogram-value: {v!r}')
+
+
+def _conv17(store, v):
+    if v.tag == 'configuration-invalid':
+        return Variant('configuration-invalid', None)
+    if v.tag == 'payload-invalid':
+        return Variant('payload-invalid', None)
+    if v.tag == 'timeout':
+        return Variant('timeout', None)
+    if v.tag == 'client-error':
+        return Variant('client-error', None)
+    if v.tag == 'cancellation':
+        return Variant('cancellation', None)
+    if v.tag == 'header-invalid':
+        return Variant('header-invalid', None)
+    if v.tag == 'header-missing':
+        return Variant('header-missing', None)
+    if v.tag == 'unknown-error':
+        return Variant('unknown-error', None)
+    if v.tag == 'invocation-exception':
+        return Variant('invocation-exception', None)
+    if v.tag == 'execution-exception':
+        return Variant('execution-exception', None)
+    if v.tag == 'internal-logic-error':
+        return Variant('internal-logic-error', None)
+    if v.tag == 'state-invalid':
+        return Variant('state-invalid', None)
+    if v.tag == 'resource-table-error':
+        return Variant('resource-table-error', None)
+    if v.tag == 'build-error':
+        return Variant('build-error', None)
+    raise ValueError(f'not a rpc-error: {v!r}')
+
+
+def _conv18(store, v):
+    return (v[0], v[1],)
+
+
+def _conv19(store, v):
+    return [_conv18(store, x) for x in v]
+
+
+def _conv20(store, v):
+    return (v[0], v[1],)
+
+
+def _conv21(store, v):
+    return [_conv20(store, x) for x in v]
+
+
+def _conv22(store, v):
+    return None if v is None else _conv24(store, v)
+
+
+def _conv23(store, v):
+    r = Record()
+    setattr(r, 'secs', v.secs)
+    setattr(r, 'nanos', v.nanos)
+    return r
+
+
+def _conv24(store, v):
+    r = Record()
+    setattr(r, 'timestamp', _conv23(store, v.timestamp))
+    setattr(r, 'counter', v.counter)
+    setattr(r, 'node-id', v.node_id)
+    return r
+
+
+def _conv25(store, v):
+    r = Record()
+    setattr(r, 'payload', v.payload)
+    setattr(r, 'custom-user-data', _conv21(store, v.custom_user_data))
+    setattr(r, 'timestamp', _conv22(store, v.timestamp))
+    return r
+
+
+def _conv26(store, v):
+    return (v[0], v[1],)
+
+
+def _conv27(store, v):
+    return None if v is None else v
+
+
+def _conv28(store, v):
+    if v.tag == 'json':
+        return Variant('json', None)
+    if v.tag == 'delta':
+        return Variant('delta', None)
+    raise ValueError(f'not a schema-format: {v!r}')
+
+
+def _conv29(store, v):
+    if v.tag == 'message-schema':
+        return None
+    raise ValueError(f'not a schema-type: {v!r}')
+
+
+def _conv30(store, v):
+    r = Record()
+    setattr(r, 'description', _conv27(store, v.description))
+    setattr(r, 'display-name', _conv27(store, v.display_name))
+    setattr(r, 'format', _conv28(store, v.format))
+    setattr(r, 'hash', _conv27(store, v.hash))
+    setattr(r, 'name', v.name)
+    setattr(r, 'namespace', v.namespace)
+    setattr(r, 'schema-content', v.schema_content)
+    setattr(r, 'schema-type', _conv29(store, v.schema_type))
+    setattr(r, 'tags', _conv21(store, v.tags))
+    setattr(r, 'version', v.version)
+    return r
+
+
+def _conv31(store, v):
+    if v.tag == 'request':
+        return Variant('request', v.payload)
+    if v.tag == 'internal':
+        return Variant('internal', v.payload)
+    if v.tag == 'timeout':
+        return Variant('timeout', None)
+    if v.tag == 'not-found':
+        return Variant('not-found', None)
+    if v.tag == 'not-available':
+        return Variant('not-available', None)
+    raise ValueError(f'not a schema-error: {v!r}')
+
+
+def _conv32(store, v):
+    return None if v is None else _conv33(store, v)
+
+
+def _conv33(store, v):
+    return Duration(seconds=getattr(v, 'seconds'), nanos=getattr(v, 'nanos'))
+
+
+def _conv34(store, v):
+    return None if v is None else v
+
+
+def _conv35(store, v):
+    r = Record()
+    setattr(r, 'response', _conv34(store, v.response))
+    setattr(r, 'version', _conv22(store, v.version))
+    return r
+
+
+def _conv36(store, v):
+    if v.tag == 'request-error':
+        return Variant('request-error', v.payload)
+    if v.tag == 'timeout':
+        return Variant('timeout', None)
+    if v.tag == 'protocol':
+        return Variant('protocol', None)
+    if v.tag == 'internal':
+        return Variant('internal', None)
+    raise ValueError(f'not a state-store-error: {v!r}')
+
+
+def _conv37(store, v):
+    return None if v is None else _conv39(store, v)
+
+
+def _conv38(store, v):
+    return Timespec(secs=getattr(v, 'secs'), nanos=getattr(v, 'nanos'))
+
+
+def _conv39(store, v):
+    return HybridLogicalClock(timestamp=_conv38(store, getattr(v, 'timestamp')), counter=getattr(v, 'counter'), node_id=getattr(v, 'node-id'))
+
+
+def _conv40(store, v):
+    return SetOptions(conditions=SetConditions(getattr(v, 'conditions')), expires=_conv32(store, getattr(v, 'expires')))
+
+
+def _conv41(store, v):
+    r = Record()
+    setattr(r, 'response', v.response)
+    setattr(r, 'version', _conv22(store, v.version))
+    return r
+
+
+def _conv42(store, v):
+    r = Record()
+    setattr(r, 'response', v.response)
+    setattr(r, 'version', _conv22(store, v.version))
     return r
 
 
@@ -677,6 +1273,213 @@ def add_wasinn_introspect_to_linker(root: LinkerInstance, impl: WasinnIntrospect
     def _describe__describe_graph(store, g_):
         return _conv10(store, impl.describe_graph(store, _rep(store, g_, Resource.GRAPH)))
     li.add_func('describe-graph', _describe__describe_graph)
+    li.close()
+
+
+def add_wasm_graph_processor_to_linker(root: LinkerInstance, impl: WasmGraphProcessorHost) -> None:
+    """Defines every function and resource of wasm-graph:processor@1.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_HYBRID_LOGICAL_CLOCK)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_LOGGER)
+    def _logger__logger_log(store, level_, context_, message_):
+        impl.logger_log(store, Level(level_), context_, message_)
+    li.add_func('log', _logger__logger_log)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_METRICS)
+    def _metrics__metrics_add_to_counter(store, name_, value_, labels_):
+        try:
+            value = impl.metrics_add_to_counter(store, name_, _conv11(store, value_), _conv12(store, labels_))
+        except Err as e:
+            return _conv15(store, e.value)
+        return None
+    li.add_func('add-to-counter', _metrics__metrics_add_to_counter)
+    def _metrics__metrics_record_to_histogram(store, name_, value_, labels_):
+        try:
+            value = impl.metrics_record_to_histogram(store, name_, _conv16(store, value_), _conv12(store, labels_))
+        except Err as e:
+            return _conv15(store, e.value)
+        return None
+    li.add_func('record-to-histogram', _metrics__metrics_record_to_histogram)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_RPC_TYPES)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_COMMAND_INVOKER)
+    li.add_resource('command-request', ResourceType.host(Resource.COMMAND_REQUEST), impl.command_request_drop)
+    li.add_resource('command-request-builder', ResourceType.host(Resource.COMMAND_REQUEST_BUILDER), impl.command_request_builder_drop)
+    li.add_resource('command-invoker-options', ResourceType.host(Resource.COMMAND_INVOKER_OPTIONS), impl.command_invoker_options_drop)
+    li.add_resource('command-invoker-options-builder', ResourceType.host(Resource.COMMAND_INVOKER_OPTIONS_BUILDER), impl.command_invoker_options_builder_drop)
+    li.add_resource('command-invoker', ResourceType.host(Resource.COMMAND_INVOKER), impl.command_invoker_drop)
+    def _command_invoker__command_invoker_new_invoker(store, options_):
+        try:
+            value = impl.command_invoker_new_invoker(store, _rep(store, options_, Resource.COMMAND_INVOKER_OPTIONS))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER)
+    li.add_func('new-invoker', _command_invoker__command_invoker_new_invoker)
+    def _command_invoker__command_request_builder_new(store):
+        return ResourceHost.own(impl.command_request_builder_new(store), Resource.COMMAND_REQUEST_BUILDER)
+    li.add_func('[constructor]command-request-builder', _command_invoker__command_request_builder_new)
+    def _command_invoker__command_request_builder_payload(store, self_, payload_):
+        try:
+            value = impl.command_request_builder_payload(store, _rep(store, self_, Resource.COMMAND_REQUEST_BUILDER), payload_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_REQUEST_BUILDER)
+    li.add_func('[method]command-request-builder.payload', _command_invoker__command_request_builder_payload)
+    def _command_invoker__command_request_builder_custom_user_data(store, self_, custom_user_data_):
+        try:
+            value = impl.command_request_builder_custom_user_data(store, _rep(store, self_, Resource.COMMAND_REQUEST_BUILDER), _conv19(store, custom_user_data_))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_REQUEST_BUILDER)
+    li.add_func('[method]command-request-builder.custom-user-data', _command_invoker__command_request_builder_custom_user_data)
+    def _command_invoker__command_request_builder_topic_tokens(store, self_, topic_tokens_):
+        try:
+            value = impl.command_request_builder_topic_tokens(store, _rep(store, self_, Resource.COMMAND_REQUEST_BUILDER), _conv19(store, topic_tokens_))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_REQUEST_BUILDER)
+    li.add_func('[method]command-request-builder.topic-tokens', _command_invoker__command_request_builder_topic_tokens)
+    def _command_invoker__command_request_builder_timeout(store, self_, secs_, nanos_):
+        try:
+            value = impl.command_request_builder_timeout(store, _rep(store, self_, Resource.COMMAND_REQUEST_BUILDER), secs_, nanos_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_REQUEST_BUILDER)
+    li.add_func('[method]command-request-builder.timeout', _command_invoker__command_request_builder_timeout)
+    def _command_invoker__command_request_builder_build(store, self_):
+        try:
+            value = impl.command_request_builder_build(store, _rep(store, self_, Resource.COMMAND_REQUEST_BUILDER))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_REQUEST)
+    li.add_func('[method]command-request-builder.build', _command_invoker__command_request_builder_build)
+    def _command_invoker__command_invoker_options_builder_new(store):
+        return ResourceHost.own(impl.command_invoker_options_builder_new(store), Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[constructor]command-invoker-options-builder', _command_invoker__command_invoker_options_builder_new)
+    def _command_invoker__command_invoker_options_builder_request_topic_pattern(store, self_, request_topic_pattern_):
+        try:
+            value = impl.command_invoker_options_builder_request_topic_pattern(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), request_topic_pattern_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.request-topic-pattern', _command_invoker__command_invoker_options_builder_request_topic_pattern)
+    def _command_invoker__command_invoker_options_builder_response_topic_pattern(store, self_, response_topic_pattern_):
+        try:
+            value = impl.command_invoker_options_builder_response_topic_pattern(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), response_topic_pattern_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.response-topic-pattern', _command_invoker__command_invoker_options_builder_response_topic_pattern)
+    def _command_invoker__command_invoker_options_builder_command_name(store, self_, command_name_):
+        try:
+            value = impl.command_invoker_options_builder_command_name(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), command_name_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.command-name', _command_invoker__command_invoker_options_builder_command_name)
+    def _command_invoker__command_invoker_options_builder_topic_namespace(store, self_, topic_namespace_):
+        try:
+            value = impl.command_invoker_options_builder_topic_namespace(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), topic_namespace_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.topic-namespace', _command_invoker__command_invoker_options_builder_topic_namespace)
+    def _command_invoker__command_invoker_options_builder_topic_token_map(store, self_, topic_token_map_):
+        try:
+            value = impl.command_invoker_options_builder_topic_token_map(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), _conv19(store, topic_token_map_))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.topic-token-map', _command_invoker__command_invoker_options_builder_topic_token_map)
+    def _command_invoker__command_invoker_options_builder_response_topic_prefix(store, self_, response_topic_prefix_):
+        try:
+            value = impl.command_invoker_options_builder_response_topic_prefix(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), response_topic_prefix_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.response-topic-prefix', _command_invoker__command_invoker_options_builder_response_topic_prefix)
+    def _command_invoker__command_invoker_options_builder_response_topic_suffix(store, self_, response_topic_suffix_):
+        try:
+            value = impl.command_invoker_options_builder_response_topic_suffix(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER), response_topic_suffix_)
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS_BUILDER)
+    li.add_func('[method]command-invoker-options-builder.response-topic-suffix', _command_invoker__command_invoker_options_builder_response_topic_suffix)
+    def _command_invoker__command_invoker_options_builder_build(store, self_):
+        try:
+            value = impl.command_invoker_options_builder_build(store, _rep(store, self_, Resource.COMMAND_INVOKER_OPTIONS_BUILDER))
+        except Err as e:
+            return _conv17(store, e.value)
+        return ResourceHost.own(value, Resource.COMMAND_INVOKER_OPTIONS)
+    li.add_func('[method]command-invoker-options-builder.build', _command_invoker__command_invoker_options_builder_build)
+    def _command_invoker__command_invoker_invoke(store, self_, request_):
+        try:
+            value = impl.command_invoker_invoke(store, _rep(store, self_, Resource.COMMAND_INVOKER), _rep(store, request_, Resource.COMMAND_REQUEST))
+        except Err as e:
+            return _conv17(store, e.value)
+        return _conv25(store, value)
+    li.add_func('[method]command-invoker.invoke', _command_invoker__command_invoker_invoke)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_SCHEMA_TYPES)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY)
+    def _schema_registry__schema_registry_get(store, id_, version_, timeout_):
+        try:
+            value = impl.schema_registry_get(store, id_, version_, _conv26(store, timeout_))
+        except Err as e:
+            return _conv31(store, e.value)
+        return _conv30(store, value)
+    li.add_func('get', _schema_registry__schema_registry_get)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_STATE_STORE_TYPES)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_STATE_STORE)
+    def _state_store__state_store_get(store, key_, timeout_):
+        try:
+            value = impl.state_store_get(store, key_, _conv32(store, timeout_))
+        except Err as e:
+            return _conv36(store, e.value)
+        return _conv35(store, value)
+    li.add_func('get', _state_store__state_store_get)
+    def _state_store__state_store_set(store, key_, value_, timeout_, fencing_token_, options_):
+        try:
+            value = impl.state_store_set(store, key_, value_, _conv32(store, timeout_), _conv37(store, fencing_token_), _conv40(store, options_))
+        except Err as e:
+            return _conv36(store, e.value)
+        return _conv41(store, value)
+    li.add_func('set', _state_store__state_store_set)
+    def _state_store__state_store_del(store, key_, fencing_token_, timeout_):
+        try:
+            value = impl.state_store_del(store, key_, _conv37(store, fencing_token_), _conv32(store, timeout_))
+        except Err as e:
+            return _conv36(store, e.value)
+        return _conv42(store, value)
+    li.add_func('del', _state_store__state_store_del)
+    def _state_store__state_store_vdel(store, key_, value_, fencing_token_, timeout_):
+        try:
+            value = impl.state_store_vdel(store, key_, value_, _conv37(store, fencing_token_), _conv32(store, timeout_))
+        except Err as e:
+            return _conv36(store, e.value)
+        return _conv42(store, value)
+    li.add_func('vdel', _state_store__state_store_vdel)
+    li.close()
+
+    li = root.add_instance(WASM_GRAPH_PROCESSOR_TYPES)
+    li.add_resource('buffer', ResourceType.host(Resource.BUFFER), impl.buffer_drop)
+    def _types__buffer_read(store, self_):
+        return impl.buffer_read(store, _rep(store, self_, Resource.BUFFER))
+    li.add_func('[method]buffer.read', _types__buffer_read)
     li.close()
 
 

@@ -25,6 +25,9 @@ from wasmtime.component import Component
 from .digests import sha256
 from .embedding.records import record
 from .files import write_atomic
+from .versions import version
+
+WASMTIME_VERSION = version("wasmtime")  # part of every key: a compiled form is this wasmtime's
 
 
 class IdentityMemo:

@@ -1,4 +1,5 @@
-"""One thread that stops backends at their deadlines.
+"""The threads behind deadlines: one that stops backends at theirs, one that advances
+the wasmtime engines' epochs (a guest's deadline is counted in epochs).
 
 A timer thread per inference cost ~90 us per compute (thread start and join); arming
 this shared watchdog costs a lock and a heap push.
@@ -15,7 +16,11 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Callable
+import weakref
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import wasmtime
 
 _mutex = threading.Lock()  # taken directly where nothing waits: cheaper than the Condition's methods
 _lock = threading.Condition(_mutex)
@@ -26,6 +31,8 @@ _ids = itertools.count()
 _thread: threading.Thread | None = None
 _sleeping_until = float("inf")  # when the watchdog wakes next on its own
 _stopping = False
+# Epochs advance this often; a call's deadline is checked at this granularity.
+EPOCH_SECONDS = 0.05
 
 
 def stop_at_exit(stop: Callable[[], None], thread: threading.Thread) -> None:
@@ -109,3 +116,35 @@ class stop_at:
             with _mutex:
                 if self.key in _live:
                     _cancelled.add(self.key)
+
+
+class EpochTicker:
+    """One thread advancing the epoch of every live engine, so deadlines fire. It ends
+    at exit, before the interpreter finalizes (see stop_at_exit)."""
+    _engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+    _thread: threading.Thread | None = None
+    _lock = threading.Lock()
+    _stop = threading.Event()
+
+    @classmethod
+    def watch(cls, engine: wasmtime.Engine) -> None:
+        with cls._lock:
+            cls._engines.add(engine)
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._run, name="wasinn-epochs", daemon=True)
+                cls._thread.start()
+                stop_at_exit(cls._stop.set, cls._thread)
+
+    @classmethod
+    def _run(cls) -> None:
+        while not cls._stop.wait(EPOCH_SECONDS):
+            cls._tick()
+
+    @classmethod
+    def _tick(cls) -> None:
+        # In a function of its own so that no engine stays referenced between ticks: a
+        # loop variable left holding the last engine kept it (and its host memory creator)
+        # alive past its Host, to be freed on this thread during interpreter teardown,
+        # after the creator's callbacks (SIGSEGV after a run had printed its results).
+        for engine in list(cls._engines):
+            engine.increment_epoch()

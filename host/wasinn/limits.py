@@ -24,6 +24,12 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
     isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none
     max-workers = 64           # live backend worker processes (one per instance with isolated graphs)
+    # what the host services of a data-flow operator hold for it (pipeline/services)
+    max-state-key-bytes = 1024 # one state-store key (values: max-tensor-bytes)
+    max-state-keys = 10000     # live state-store keys one operator created
+    max-metric-series = 256    # metric names x label sets one operator reports
+    max-log-lines = 100        # log lines per second per operator; the rest are counted, not written
+    max-payload-bytes = "64MiB"  # one message payload or snapshot frame (what buffer.read hands over)
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
 wasi:nn `too-large` naming the limit, its value and its flag. The tensor constructor has
@@ -63,9 +69,16 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _isolation_policy(text: str) -> str:
-    from .backends.isolated import check_policy
-    return check_policy(str(text))
+# Where graphs run (backends/isolated.py applies it).
+POLICIES = ("guest-models", "all", "none")
+
+
+def check_policy(value: str) -> str:
+    value = str(value)
+    if value not in POLICIES:
+        raise WasinnError(f"isolate {value!r}: wasinn has {', '.join(POLICIES)} (guest-models: graphs from guest "
+                          "bytes run in a confined worker process; all: every graph does; none: all in process)")
+    return value
 
 
 def parse_seconds(text: str | float) -> float:
@@ -100,6 +113,11 @@ class Limits:
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
     max_workers: int = 64
+    max_state_key_bytes: int = 1024
+    max_state_keys: int = 10000
+    max_metric_series: int = 256
+    max_log_lines: int = 100
+    max_payload_bytes: int = 64 << 20
 
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
@@ -109,7 +127,9 @@ class Limits:
                 "max_contexts": int, "max_tensors": int, "max_builders": int,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
-                "isolate": _isolation_policy, "max_workers": int}
+                "isolate": check_policy, "max_workers": int,
+                "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_metric_series": int,
+                "max_log_lines": int, "max_payload_bytes": parse_bytes}
 
     @classmethod
     def names(cls) -> list[str]:

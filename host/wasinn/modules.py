@@ -4,9 +4,9 @@ Most wasi-nn programs in the wild are core modules importing `wasi_ephemeral_nn`
 wasi-nn Rust crate up to 0.6, wasmtime's and WasmEdge's examples, C written to WAMR's
 wasi_nn.h) or WAMR's own `wasi_nn`. `Host.load_component` hands them here; they get
 their own engine (same settings: epochs for deadlines, fuel when counted), a linker
-with WASI preview1 and abi/witx.py, and the compile cache. A `ModuleInstance` is an
-`Instance` (same limits, teardown on trap, live-resource counts) whose store holds a
-core instance:
+with WASI preview1 and abi/witx.py, and the compile cache. Their instances are
+runtime.py's `ModuleInstance`, an `Instance` (same limits, teardown on trap,
+live-resource counts) whose store holds a core instance:
 
     inst = host.instantiate(host.load_component("classify.wasm"), args=["m.onnx"],
                             dirs=[("models", "/models")])
@@ -16,18 +16,15 @@ core instance:
 from __future__ import annotations
 
 import pathlib
-from typing import Any
-
 import wasmtime
-from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasmtimeError
+from wasmtime import Engine, Linker, Module, WasmtimeError
 
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
-from .compile_cache import CompileCache
-from .embedding.calls import CoreExport
-from .errors import GuestTrap, WasinnError
-from .runtime import WASMTIME_VERSION, Instance, _EpochTicker, _one_line
+from .compile_cache import WASMTIME_VERSION, CompileCache
+from .deadlines import EpochTicker
+from .embedding.errors import one_line
+from .errors import WasinnError
 
-CORE_MODULE_HEADER = b"\0asm\x01\0\0\0"
 _WASI = "wasi_snapshot_preview1"
 # What an unknown function returns under unknown-imports-default, by result type.
 _ZERO = {"i32": 0, "i64": 0, "f32": 0.0, "f64": 0.0, "funcref": None, "anyref": None}
@@ -75,7 +72,7 @@ class CoreModules:
         config.consume_fuel = self.host.limits.fuel > 0
         config.memory_may_move = False
         self.engine = Engine(config)
-        _EpochTicker.watch(self.engine)
+        EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
         self.linker.define_wasi()
         self.witx.define(self.linker)
@@ -96,7 +93,7 @@ class CoreModules:
         try:
             return Module(self.engine, wasm)
         except WasmtimeError as e:
-            raise WasinnError(f"{label} is not a valid WebAssembly module: {_one_line(e)}") from None
+            raise WasinnError(f"{label} is not a valid WebAssembly module: {one_line(e)}") from None
 
     def _check_imports(self, module: Module, label: str) -> None:
         """Says which import no host here defines before instantiation would; under the
@@ -141,70 +138,3 @@ class CoreModules:
             impl = lambda *_: result  # noqa: E731
         self.linker.define_func(module, name, ty, impl)
         self._stand_ins[(module, name)] = signature
-
-
-class ModuleInstance(Instance):
-    """A core module instance that survives its own traps (see runtime.Instance)."""
-
-    def _ensure(self) -> Store:
-        if self._store is not None:
-            if self._session.broken() is None:
-                return self._store
-            self.close()  # its backend worker is gone, and with it its graphs: start afresh
-        modules = self.host.core_modules
-        self._instance, self._store, self._session = self._instantiate(
-            modules.engine, None, lambda store: modules.linker.instantiate(store, self.component), "module")
-        return self._store
-
-    def exported_interfaces(self) -> list[str]:
-        return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))
-
-    def _func(self, store: Store, name: str) -> CoreExport:
-        func = self._funcs.get(name)
-        if func is None:
-            func = self._instance.exports(store).get(name)
-            if not isinstance(func, wasmtime.Func):
-                raise WasinnError(f"the module exports no function {name!r}; it exports: "
-                                  + ", ".join(self.exported_interfaces() or ["(nothing)"]))
-            func = self._funcs[name] = CoreExport(func, store)
-        return func
-
-    def call(self, name: str, *args: Any) -> Any:
-        """Calls an exported function with numbers; returns its result (a tuple for several)."""
-        store = self._ensure()
-        func = self._func(store, name)
-        try:
-            self._budget(store)
-            return func(store, *args)
-        except ExitTrap:
-            raise
-        except (WasmtimeError, wasmtime.Trap) as e:
-            self.close()
-            raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
-                            "its resources freed, the next call gets a fresh one") from None
-
-    @property
-    def memory(self) -> wasmtime.Memory:
-        store = self._ensure()
-        memory = self._instance.exports(store).get("memory")
-        if not isinstance(memory, wasmtime.Memory):
-            raise WasinnError("the module exports no memory")
-        return memory
-
-    def write(self, ptr: int, data: bytes) -> None:
-        """Writes into the guest's memory (for hosts that drive a module's exports)."""
-        self.memory.write(self._ensure(), data, ptr)
-
-    def read(self, ptr: int, length: int) -> bytes:
-        return bytes(self.memory.read(self._ensure(), ptr, ptr + length))
-
-    def run(self) -> int:
-        """Runs the program's `_start` on a fresh instance; returns its exit status."""
-        self.close()
-        try:
-            self.call("_start")
-            return 0
-        except ExitTrap as e:
-            return e.code
-        finally:
-            self.close()

@@ -14,7 +14,7 @@ import functools
 import itertools
 import os
 import threading
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
@@ -52,6 +52,18 @@ class ExecutionContext:
 
     def staged(self) -> list[int]:
         return [rep for _, rep in self.inputs.values()] + list(self.outputs.values())
+
+
+class Entry(NamedTuple):
+    """A row of the host's resource table: what a rep names, and whose it is."""
+    kind: Resource
+    obj: object
+    session: Session
+
+
+# One is made per resource a guest creates: tuple.__new__ directly costs a quarter of
+# NamedTuple's own __new__ (a Python function).
+_new_entry = tuple.__new__
 
 
 class Handles:
@@ -124,7 +136,7 @@ class WasiNn:
         self.backends = backends
         self.registry = registry
         self.limits = limits or Limits()
-        self._objects: dict[int, tuple[Resource, object, Session]] = {}
+        self._objects: dict[int, Entry] = {}
         self._sessions: dict[int, Session] = {}
         self._reps = itertools.count(1)
         # Re-entrant: an instance dropped without close() is closed by a finalizer,
@@ -184,7 +196,7 @@ class WasiNn:
             rep = next(self._reps) & 0xFFFFFFFF
             while rep == 0 or rep in self._objects:  # reps are u32; skip live ones on wrap
                 rep = next(self._reps) & 0xFFFFFFFF
-            self._objects[rep] = (kind, obj, session)
+            self._objects[rep] = _new_entry(Entry, (kind, obj, session))
             session.reps.add(rep)
             session.counts[name] += 1
             session.host_bytes += held
@@ -201,11 +213,11 @@ class WasiNn:
 
     def get(self, rep: int, kind: Resource):
         entry = self._objects.get(rep)
-        if entry is None or entry[0] != kind:
+        if entry is None or entry.kind != kind:
             # The canonical ABI only hands us reps we created for this type, so this
             # means the host's table and wasmtime's disagree: a host bug.
             raise RuntimeError(f"no live {_KIND_NAMES[kind]} with rep {rep}")
-        return entry[1]
+        return entry.obj
 
     def find(self, store, handle: int, kind: Resource):
         """The object behind a handle a core module named itself (a plain number,
@@ -216,9 +228,9 @@ class WasiNn:
         """`find` for a caller whose session is known."""
         rep = None if session is None else session.handles[kind].reps.get(handle)
         entry = None if rep is None else self._objects.get(rep)
-        if entry is None or entry[0] != kind or entry[2] is not session:
+        if entry is None or entry.kind != kind or entry.session is not session:
             return None
-        return entry[1]
+        return entry.obj
 
     def take(self, rep: int, kind: Resource):
         """Removes an entry whose handle the guest gave up (moved to the host)."""
@@ -237,16 +249,16 @@ class WasiNn:
             entry = self._objects.pop(rep, None)
             if entry:
                 self._forget(rep, entry)
-                if isinstance(entry[1], ExecutionContext):
-                    for staged in entry[1].staged():
+                if isinstance(entry.obj, ExecutionContext):
+                    for staged in entry.obj.staged():
                         self.drop(staged)
 
     @staticmethod
-    def _forget(rep: int, entry: tuple) -> None:
-        kind, obj, session = entry
+    def _forget(rep: int, entry: Entry) -> None:
+        session = entry.session
         session.reps.discard(rep)
-        session.counts[_KIND_NAMES[kind]] -= 1
-        session.host_bytes -= _held_bytes(kind, obj)
+        session.counts[_KIND_NAMES[entry.kind]] -= 1
+        session.host_bytes -= _held_bytes(entry.kind, entry.obj)
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:

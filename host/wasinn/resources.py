@@ -9,8 +9,6 @@ import pathlib
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
 _CHECKOUT = _PACKAGE.parent.parent
-# What setup.py copies into the package, relative to the repo root.
-SHIPPED = ("wit", "guest/classifier", "guest/classify-cli", "models/efficientnet-lite0")
 
 
 def path(relative: str) -> pathlib.Path:

@@ -29,14 +29,16 @@ from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends, isolated
-from .compile_cache import CompileCache
-from .deadlines import stop_at_exit
+from .compile_cache import WASMTIME_VERSION, CompileCache
+from .deadlines import EPOCH_SECONDS, EpochTicker
 from .embedding import calls, patches
 from .embedding import errors as wasmtime_errors
-from .embedding.errors import one_line as _one_line
+from .embedding.calls import CoreExport
+from .embedding.errors import one_line
 from .embedding.records import record
 from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, images, nn_versions
+from .abi import adapter, binary, images, nn_versions, rewrite
+from .modules import CoreModules
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
@@ -45,13 +47,9 @@ from .abi.introspect import Introspect
 from .nn import WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
-from .versions import version
 
-WASMTIME_VERSION = version("wasmtime")
 # Fuel for instantiating a component when fuel is counted (its deadline still applies).
 _INSTANTIATION_FUEL = 1 << 40
-# Epochs advance this often; a call's deadline is checked at this granularity.
-EPOCH_SECONDS = 0.05
 Progress = Callable[[str], None]
 
 
@@ -80,7 +78,7 @@ class _Engine:
         config.epoch_interruption = True
         config.consume_fuel = host.limits.fuel > 0
         self.engine = Engine(config)
-        _EpochTicker.watch(self.engine)
+        EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
         self.linker.add_wasip2()
         with self.linker.root() as root:
@@ -88,7 +86,7 @@ class _Engine:
             add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
             add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
-        settings = (f"hostmem-images{images.digest()}-adapter{adapter.adapter_digest()}"
+        settings = (f"hostmem-images{images.digest()}-adapter{rewrite.adapter_digest()}"
                     f"-epoch{'-fuel' if host.limits.fuel else ''}")
         self.cache = None if host.cache_dir is None else CompileCache(
             host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}", sidecar=".images")
@@ -133,6 +131,18 @@ class Host:
         self._engine = _Engine(self)
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.core_modules = CoreModules(self)
+        self._served: set[str] = set()
+        self._serve_lock = threading.Lock()
+
+    def serve(self, key: str, define: Callable[[Any], None]) -> None:
+        """Adds host interfaces beyond WASI and wasi:nn (pipeline/services: the data-flow
+        operators' imports) to the linker of every instance of this host: `define(root)`
+        runs once per `key`."""
+        with self._serve_lock:
+            if key not in self._served:
+                with self._engine.linker.root() as root:
+                    define(root)
+                self._served.add(key)
 
     def preload_models(self) -> Callable[[], None]:
         """Starts loading the registered models now, in the background (see
@@ -163,7 +173,7 @@ class Host:
                 raise WasinnError(f"cannot read component {path}: {e.strerror}") from None
             label = path.name
         binary.check_file(wasm, label)
-        if wasm[:8] == CORE_MODULE_HEADER:  # a preview1 program on wasi-nn's WITX ABI
+        if wasm[:8] == binary.CORE_PREAMBLE:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
         component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
@@ -188,18 +198,15 @@ class Host:
         return True
 
     def _compile(self, engine: _Engine, wasm: bytes, label: str) -> Component:
-        if wasm[:8] == b"\0asm\x01\0\0\0":
-            raise WasinnError(f"{label} is a core WebAssembly module, not a component; wasinn runs "
-                              "components (build Python guests with `wasinn build`)")
         start = time.perf_counter()
         try:
             binary.components(wasm)  # every walk below may then trust its structure and depth
         except WasinnError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {e}") from None
         component = note = None
-        if adapter.needs_adapter(wasm):
+        if rewrite.needs_adapter(wasm):
             self.progress(f"adding wasinn's wasi:nn data-path adapter to {label}, once per component...")
-            rewritten, why_not = adapter.rewrite(wasm, label)
+            rewritten, why_not = rewrite.rewrite(wasm, label)
             if why_not:
                 self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
             else:
@@ -207,12 +214,12 @@ class Host:
                     component = self._compile_as_is(engine, rewritten, label)
                 except WasmtimeError as e:  # said once the original compiles: else its own error says it all
                     note = (f"{label} keeps the standard wasi:nn lowering (per-byte, capped): "
-                            f"the rewritten component does not validate: {_one_line(e)}")
+                            f"the rewritten component does not validate: {one_line(e)}")
         if component is None:
             try:
                 component = self._compile_as_is(engine, wasm, label)
             except WasmtimeError as e:
-                raise WasinnError(f"{label} is not a valid WebAssembly component: {_one_line(e)}") from None
+                raise WasinnError(f"{label} is not a valid WebAssembly component: {one_line(e)}") from None
             if note:
                 self.progress(note)
         nn_versions.check_imports(component.type.imports(engine.engine), label)
@@ -279,10 +286,13 @@ class Instance:
             if self._session.broken() is None:
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
-        compiled = record(self.component)
-        self._instance, self._store, self._session = self._instantiate(
-            compiled.engine.engine, compiled.images, self._link, "component")
+        self._instance, self._store, self._session = self._instantiate(*self._how_to_instantiate())
         return self._store
+
+    def _how_to_instantiate(self) -> tuple[Engine, Any, Callable[[Store], Any], str]:
+        """The engine, the memory images, the linking step and what to call it in errors."""
+        compiled = record(self.component)
+        return compiled.engine.engine, compiled.images, self._link, "component"
 
     def _link(self, store: Store):
         """The linker's instance of the component; under unknown-imports-trap, each import
@@ -365,6 +375,13 @@ class Instance:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def store(self) -> Store:
+        """The live instance's store (instantiating it if needed): for handing a host
+        resource to `call` (`ResourceHost.own(rep, ty).to_any(instance.store)`) and taking
+        one back (`handle.resource.to_host(instance.store)`)."""
+        return self._ensure()
 
     def live_resources(self) -> dict[str, int]:
         """Live wasi:nn resources (tensor, graph, ...) the current instance holds."""
@@ -467,9 +484,7 @@ class Instance:
             # raised in a host function that has no error to return: OutOfBounds, spans the
             # guest gave the data path that lie about its memory (the canonical ABI traps
             # on such lists too); NnError, a tensor constructor over a limit (it has no error case)
-            self.close()
-            raise GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
-                            "its resources freed, the next call gets a fresh one") from None
+            raise self._trapped(name, e) from None
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
@@ -499,6 +514,12 @@ class Instance:
         if limits.fuel:
             store.set_fuel(limits.fuel)
 
+    def _trapped(self, name: str, e: Exception) -> GuestTrap:
+        """Tears the instance down after a trap in export `name`; the error to raise."""
+        self.close()
+        return GuestTrap(f"guest trapped in {name}: {self._explain(e)}; the instance was torn down and "
+                         "its resources freed, the next call gets a fresh one")
+
     def _explain(self, e: Exception) -> str:
         limits = self.host.limits
         kind, value = wasmtime_errors.classify(e) or (None, None)
@@ -522,7 +543,7 @@ class Instance:
                 and not value[1].startswith(("wasi:", "wasinn:")):
             return (f"it imports {value[0]} {value[1]}, which nothing here defines (run it anyway "
                     "with -W unknown-imports-trap=y: its functions trap when called)")
-        return _one_line(e)
+        return one_line(e)
 
     def run(self) -> int:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
@@ -587,36 +608,60 @@ class _FuncTypes:
         self.result = ftype.result
 
 
-class _EpochTicker:
-    """One thread advancing the epoch of every live engine, so deadlines fire. It ends
-    at exit, before the interpreter finalizes (see deadlines.stop_at_exit)."""
-    _engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-    _thread: threading.Thread | None = None
-    _lock = threading.Lock()
-    _stop = threading.Event()
+class ModuleInstance(Instance):
+    """A core module instance that survives its own traps (see runtime.Instance)."""
 
-    @classmethod
-    def watch(cls, engine: Engine) -> None:
-        with cls._lock:
-            cls._engines.add(engine)
-            if cls._thread is None:
-                cls._thread = threading.Thread(target=cls._run, name="wasinn-epochs", daemon=True)
-                cls._thread.start()
-                stop_at_exit(cls._stop.set, cls._thread)
+    def _how_to_instantiate(self) -> tuple[Engine, Any, Callable[[Store], Any], str]:
+        modules = self.host.core_modules
+        return modules.engine, None, lambda store: modules.linker.instantiate(store, self.component), "module"
 
-    @classmethod
-    def _run(cls) -> None:
-        while not cls._stop.wait(EPOCH_SECONDS):
-            cls._tick()
+    def exported_interfaces(self) -> list[str]:
+        return sorted(e.name for e in self.component.exports if isinstance(e.type, wasmtime.FuncType))
 
-    @classmethod
-    def _tick(cls) -> None:
-        # In a function of its own so that no engine stays referenced between ticks: a
-        # loop variable left holding the last engine kept it (and its host memory creator)
-        # alive past its Host, to be freed on this thread during interpreter teardown,
-        # after the creator's callbacks (SIGSEGV after a run had printed its results).
-        for engine in list(cls._engines):
-            engine.increment_epoch()
+    def _func(self, store: Store, name: str) -> CoreExport:
+        func = self._funcs.get(name)
+        if func is None:
+            func = self._instance.exports(store).get(name)
+            if not isinstance(func, wasmtime.Func):
+                raise WasinnError(f"the module exports no function {name!r}; it exports: "
+                                  + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+            func = self._funcs[name] = CoreExport(func, store)
+        return func
 
+    def call(self, name: str, *args: Any) -> Any:
+        """Calls an exported function with numbers; returns its result (a tuple for several)."""
+        store = self._ensure()
+        func = self._func(store, name)
+        try:
+            self._budget(store)
+            return func(store, *args)
+        except ExitTrap:
+            raise
+        except (WasmtimeError, wasmtime.Trap) as e:
+            raise self._trapped(name, e) from None
 
-from .modules import CORE_MODULE_HEADER, CoreModules, ModuleInstance  # noqa: E402 (it builds on Instance)
+    @property
+    def memory(self) -> wasmtime.Memory:
+        store = self._ensure()
+        memory = self._instance.exports(store).get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise WasinnError("the module exports no memory")
+        return memory
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Writes into the guest's memory (for hosts that drive a module's exports)."""
+        self.memory.write(self._ensure(), data, ptr)
+
+    def read(self, ptr: int, length: int) -> bytes:
+        return bytes(self.memory.read(self._ensure(), ptr, ptr + length))
+
+    def run(self) -> int:
+        """Runs the program's `_start` on a fresh instance; returns its exit status."""
+        self.close()
+        try:
+            self.call("_start")
+            return 0
+        except ExitTrap as e:
+            return e.code
+        finally:
+            self.close()

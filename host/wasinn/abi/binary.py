@@ -6,12 +6,14 @@ malformed, and nothing recurses on the guest's structure.
 """
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 from ..errors import WasinnError
 
-COMPONENT_PREAMBLE = b"\0asm\x0d\x00\x01\x00"
-CORE_PREAMBLE = b"\0asm\x01\0\0\0"
+MAGIC = b"\0asm"
+COMPONENT_PREAMBLE = MAGIC + b"\x0d\x00\x01\x00"
+CORE_PREAMBLE = MAGIC + b"\x01\0\0\0"
 CORE_MODULE_SECTION = 1
 COMPONENT_SECTION = 4
 # Far above what any toolchain writes (wit-component: 1 level, wac compositions: a few);
@@ -65,7 +67,7 @@ def check_file(wasm: bytes, label: str) -> None:
     """WasinnError, one line that says so first, unless `wasm` is a component or a core
     module whose sections fit in it: run before any progress line, so that a README, a
     model or a truncated download is not first met as a component being adapted."""
-    if wasm[:4] != b"\0asm":
+    if wasm[:4] != MAGIC:
         hint = _NOT_WASM_HINTS.get(pathlib.PurePath(label).suffix.lower(), _NOT_WASM_HINTS[""])
         if not wasm:
             raise WasinnError(f"{label} is empty, not a WebAssembly file; {hint}")
@@ -117,3 +119,200 @@ def components(wasm: bytes) -> list[memoryview]:
         out.append(component)
         pending += [(p, depth + 1) for sid, p in sections(component) if sid == COMPONENT_SECTION]
     return out
+
+
+# --- a component's own definitions, by index space -----------------------------------
+# Sorts as the binary writes them: a component sort is one byte; a core sort is 0x00 and
+# a byte, kept here as CORE + that byte.
+CORE = 0x100
+CORE_FUNC, CORE_MEMORY, CORE_TYPE, CORE_MODULE, CORE_INSTANCE = CORE, CORE + 2, CORE + 0x10, CORE + 0x11, CORE + 0x12
+FUNC, VALUE, TYPE, COMPONENT, INSTANCE = 1, 2, 3, 4, 5
+_SECTION_SORTS = {1: CORE_MODULE, 4: COMPONENT}  # sections that define one item each
+_COUNTED_SECTIONS = {3: CORE_TYPE, 7: TYPE}  # sections whose items are only counted here
+# canonical options: those followed by an index, and those that are a byte alone
+MEMORY_OPTION, REALLOC_OPTION = 3, 4
+_INDEX_OPTIONS = {MEMORY_OPTION, REALLOC_OPTION, 5, 7}  # memory, realloc, post-return, callback
+_FLAG_OPTIONS = {0, 1, 2, 6}  # string encodings, async
+
+
+@dataclasses.dataclass
+class Layout:
+    """What a component's top-level sections define that the adapter's rewriting needs,
+    as indices in their index spaces (which WAT text may use as they are)."""
+    imports: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # name -> (sort, index)
+    # component func index -> (component instance index, export name), from `alias export`
+    func_aliases: dict[int, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    # core func index -> (component func index, canonical options [(option, index or None)])
+    lowerings: dict[int, tuple[int, list[tuple[int, int | None]]]] = dataclasses.field(default_factory=dict)
+    # core instances made of exports: core instance index -> {name: (core sort, index)}
+    export_instances: dict[int, dict[str, tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    # `alias core export`: (core sort, core instance index, name, index defined)
+    core_aliases: list[tuple[int, int, str, int]] = dataclasses.field(default_factory=list)
+    counts: dict[int, int] = dataclasses.field(default_factory=dict)  # items defined, by sort
+
+    def define(self, sort: int) -> int:
+        index = self.counts.get(sort, 0)
+        self.counts[sort] = index + 1
+        return index
+
+
+class _Reader:
+    """Reads one section's payload; IndexError past its end."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def u32(self) -> int:
+        value, self.pos = uleb(self.data, self.pos)
+        return value
+
+    def name(self) -> str:
+        n = self.u32()
+        if self.pos + n > len(self.data):
+            raise IndexError
+        text = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        try:
+            return text.decode()
+        except UnicodeDecodeError:
+            raise WasinnError(f"a name at byte {self.pos - n} of a section is not UTF-8") from None
+
+    def extern_name(self) -> str:
+        """An import's or export's name (a 0x00 or 0x01 prefix, then the name)."""
+        if self.byte() not in (0, 1):
+            raise WasinnError("an import or export name of a kind wasinn does not read")
+        return self.name()
+
+    def sort(self) -> int:
+        b = self.byte()
+        return CORE + self.byte() if b == 0 else b
+
+    def extern_desc(self) -> int:
+        """An externdesc; its sort."""
+        sort = self.sort()
+        if sort == VALUE:
+            if not 0x64 <= self.data[self.pos] <= 0x7F:  # a primitive value type is one byte
+                self.u32()
+            else:
+                self.pos += 1
+        elif sort == TYPE:
+            if self.byte() == 0:  # (eq i); else (sub resource)
+                self.u32()
+        elif sort in (CORE_MODULE, FUNC, COMPONENT, INSTANCE):
+            self.u32()
+        else:
+            raise WasinnError(f"an import of sort {sort:#x}, which wasinn does not read")
+        return sort
+
+    def options(self) -> list[tuple[int, int | None]]:
+        out = []
+        for _ in range(self.u32()):
+            code = self.byte()
+            if code in _INDEX_OPTIONS:
+                out.append((code, self.u32()))
+            elif code in _FLAG_OPTIONS:
+                out.append((code, None))
+            else:
+                raise WasinnError(f"a canonical option {code:#x}, which wasinn does not read")
+        return out
+
+
+def read_layout(wasm: bytes) -> Layout:
+    """The definitions of a component's top level (not of the components nested in it).
+    WasinnError: malformed, or holding a definition this reader does not know (its
+    index spaces would then be unknown past it)."""
+    layout = Layout()
+    for sid, payload in sections(wasm):
+        r = _Reader(payload)
+        try:
+            if sid in _SECTION_SORTS:
+                layout.define(_SECTION_SORTS[sid])
+            elif sid in _COUNTED_SECTIONS:
+                layout.counts[_COUNTED_SECTIONS[sid]] = layout.counts.get(_COUNTED_SECTIONS[sid], 0) + r.u32()
+            elif sid in _ITEMS:
+                for _ in range(r.u32()):
+                    _ITEMS[sid](layout, r)
+            elif sid not in (0, 9, 12):  # custom, start, values: no index this reader tracks
+                raise WasinnError(f"a section of id {sid}, which wasinn does not read")
+        except IndexError:
+            raise WasinnError(f"a section of id {sid} ends in the middle of a definition") from None
+    return layout
+
+
+def _core_instance(layout: Layout, r: _Reader) -> None:
+    if r.byte() == 0:  # (instantiate m (with name (instance i))*)
+        r.u32()
+        for _arg in range(r.u32()):
+            r.name(), r.byte(), r.u32()
+        layout.define(CORE_INSTANCE)
+    else:  # made of exports
+        exports = {r.name(): (CORE + r.byte(), r.u32()) for _export in range(r.u32())}
+        layout.export_instances[layout.define(CORE_INSTANCE)] = exports
+
+
+def _instance(layout: Layout, r: _Reader) -> None:
+    if r.byte() == 0:  # (instantiate c (with name sortidx)*)
+        r.u32()
+        for _arg in range(r.u32()):
+            r.name(), r.sort(), r.u32()
+    else:  # made of exports
+        for _export in range(r.u32()):
+            r.extern_name(), r.sort(), r.u32()
+    layout.define(INSTANCE)
+
+
+def _alias(layout: Layout, r: _Reader) -> None:
+    sort, target = r.sort(), r.byte()
+    if target == 0:  # export of a component instance
+        instance, name = r.u32(), r.name()
+        index = layout.define(sort)
+        if sort == FUNC:
+            layout.func_aliases[index] = (instance, name)
+    elif target == 1:  # export of a core instance
+        instance, name = r.u32(), r.name()
+        layout.core_aliases.append((sort, instance, name, layout.define(sort)))
+    elif target == 2:  # outer
+        r.u32(), r.u32()
+        layout.define(sort)
+    else:
+        raise WasinnError(f"an alias of kind {target:#x}, which wasinn does not read")
+
+
+def _canon(layout: Layout, r: _Reader) -> None:
+    op = r.byte()
+    if op == 0:  # lift
+        r.byte(), r.u32(), r.options(), r.u32()
+        layout.define(FUNC)
+    elif op == 1:  # lower
+        r.byte()
+        func, options = r.u32(), r.options()
+        layout.lowerings[layout.define(CORE_FUNC)] = (func, options)
+    elif op in (2, 3, 4):  # resource.new, resource.drop, resource.rep
+        r.u32()
+        layout.define(CORE_FUNC)
+    else:
+        raise WasinnError(f"a canonical definition {op:#x}, which wasinn does not read")
+
+
+def _import(layout: Layout, r: _Reader) -> None:
+    name = r.extern_name()
+    sort = r.extern_desc()
+    layout.imports[name] = (sort, layout.define(sort))
+
+
+def _export(layout: Layout, r: _Reader) -> None:
+    r.extern_name()
+    sort = r.sort()
+    r.u32()
+    if r.byte() == 1:  # with its type given
+        r.extern_desc()
+    layout.define(sort)
+
+
+# section id -> the reader of one of its items
+_ITEMS = {2: _core_instance, 5: _instance, 6: _alias, 8: _canon, 10: _import, 11: _export}

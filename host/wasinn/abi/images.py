@@ -37,8 +37,6 @@ import mmap
 import os
 import pathlib
 
-from ..lazy import numpy as np
-
 from ..digests import sha256
 from ..errors import WasinnError
 from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, components, join, sections

@@ -89,17 +89,18 @@ class Program:
 def inspect(wasm: bytes, label: str) -> Program:
     """The imports and exports of a component (its world, as wasm-tools reads it) or of
     a core module, and the wasi:nn they speak."""
-    from . import adapter, binary
+    from . import binary
+    from .wasm_tools import wasm_tools_output
     from .witx import MODULES
     binary.check_file(wasm, label)
     if wasm[:8] == binary.CORE_PREAMBLE:
-        text = adapter.wasm_tools_output(["print", "--skeleton", "-"], wasm, f"cannot read {label}")
+        text = wasm_tools_output(["print", "--skeleton", "-"], wasm, f"cannot read {label}")
         text = text.decode(errors="replace")
         imports = [f"{m}.{n}" for m, n in re.findall(r'^\s*\(import "([^"]*)" "([^"]*)"', text, re.M)]
         exports = re.findall(r'^\s*\(export "([^"]*)" \(func', text, re.M)
         nn = ", ".join(m for m in MODULES if any(i.startswith(m + ".") for i in imports)) or None
         return Program("core module", nn, nn is not None, imports, exports)
-    text = adapter.wasm_tools_output(["component", "wit"], wasm, f"cannot read {label}").decode(errors="replace")
+    text = wasm_tools_output(["component", "wit"], wasm, f"cannot read {label}").decode(errors="replace")
     m = re.search(r"^world [^\n]*\{\n(.*?)^\}", text, re.M | re.S)  # the component's world, before the packages
     world = m.group(1) if m else ""
     # an interface by its name; an inline one or a function by its own name

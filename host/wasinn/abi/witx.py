@@ -156,7 +156,10 @@ class GuestMemory:
 
 
 class Execution:
-    """A core module's execution context: inputs set one by one, outputs of the last compute."""
+    """A core module's execution context: inputs set one by one, outputs of the last compute.
+    Not nn.ExecutionContext, whose staged inputs and outputs are reps in the instance's
+    table (tensor resources of the earlier wasi:nn releases, counted against its
+    limits): a core module has no tensor handles, its inputs are copies of its memory."""
 
     def __init__(self, graph, context):
         self.graph = graph

@@ -40,14 +40,6 @@ class Prediction:
     score: float
 
 
-class ClassifyError(WasinnError):
-    """The classifier component reported one of its typed errors."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-
-
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decodes a PNG/JPEG/... into uint8 RGB [height, width, 3]; grayscale, palette
     and alpha images are converted to RGB."""
@@ -134,7 +126,7 @@ class ImageClassifier:
             err = result.payload
             detail = err.payload
             message = detail if isinstance(detail, str) else detail.message
-            raise ClassifyError(err.tag, message)
+            raise WasinnError(f"{err.tag}: {message}")  # the classifier's own typed error
         return result.payload
 
     def classify(self, images: list[np.ndarray], top: int = 5) -> list[list[Prediction]]:

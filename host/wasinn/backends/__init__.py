@@ -71,7 +71,7 @@ class Deferred:
     def load_file(self, path, target: ExecutionTarget) -> Graph | None:
         """The backend's own file loader where it has one (see nn.WasiNn.load_file)."""
         backend = self.backend()
-        return backend.load_file(path, target) if hasattr(backend, "load_file") else None
+        return backend.load_file(path, target) if backend.loads_files else None
 
     def backend(self) -> Backend:
         with self._lock:

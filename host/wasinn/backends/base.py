@@ -81,6 +81,9 @@ class Backend(Protocol):
     (see each backend for how near it can hold that)."""
     name: str
     encoding: GraphEncoding
+    # Whether it has `load_file`, its own reader of an operator's model file (where the
+    # file's neighbours, e.g. ONNX external data, resolve as the framework resolves them).
+    loads_files: bool
 
     def load(self, builders: list[bytes], target: ExecutionTarget) -> Graph:
         """Raises `NnError` for bad bytes or an unavailable target. `builders` may be
@@ -90,4 +93,9 @@ class Backend(Protocol):
 
     def recognizes(self, builders: list[bytes]) -> bool:
         """Whether the bytes look like this backend's encoding (for `autodetect`)."""
+        ...
+
+    def load_file(self, path, target: ExecutionTarget) -> Graph:
+        """Only where `loads_files`: the operator's model file at `path`, read by the
+        framework itself."""
         ...

@@ -39,13 +39,12 @@ from ..lazy import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
-from ..errors import NnError, WasinnError, runtime_error, too_large
-from ..limits import product
+from ..errors import NnError, runtime_error, too_large
+from ..limits import check_policy, product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .worker import Waiting, receive, send
 
-POLICIES = ("guest-models", "all", "none")
 # How long past a call's deadline a worker has to answer (its backend's own stop comes
 # at the deadline) before it is killed.
 DEADLINE_GRACE = 0.05
@@ -53,13 +52,6 @@ _START_TIMEOUT = 60.0
 _ALIGN = 64
 _MIN_SHM = 1 << 20
 _MAX_RANK = 64  # numpy's: a worker's reply with more axes is not a tensor
-
-
-def check_policy(value: str) -> str:
-    if value not in POLICIES:
-        raise WasinnError(f"isolate {value!r}: wasinn has {', '.join(POLICIES)} (guest-models: graphs from guest "
-                          "bytes run in a confined worker process; all: every graph does; none: all in process)")
-    return value
 
 
 class Zygote:
@@ -501,4 +493,4 @@ def _specs(specs) -> list[TensorSpec]:
         raise runtime_error("the backend worker described the model's inputs or outputs wrongly") from None
 
 
-__all__ = ["Isolation", "IsolatedGraph", "POLICIES", "check_policy", "prewarm"]
+__all__ = ["Isolation", "IsolatedGraph", "prewarm"]

@@ -253,6 +253,7 @@ class OnnxRuntimeBackend:
     """Serves `onnx` through onnxruntime's Python API."""
     name = "onnxruntime"
     encoding = GraphEncoding.ONNX
+    loads_files = True
 
     def __init__(self, intra_op_threads: int = 0, inter_op_threads: int = 0, max_memory: int = 2 << 30):
         self.intra_op_threads = intra_op_threads

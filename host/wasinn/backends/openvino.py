@@ -236,6 +236,7 @@ class OpenVinoContext:
 class OpenVinoBackend:
     """Serves `openvino` (IR) or `onnx` through OpenVINO's Python API."""
     name = "openvino"
+    loads_files = False
 
     def __init__(self, encoding: GraphEncoding = GraphEncoding.OPENVINO, threads: int = 0,
                  max_memory: int = 2 << 30, precision: str = "f32"):

@@ -125,6 +125,7 @@ class TfLiteBackend:
     """Serves `tensorflowlite` through LiteRT's interpreter (XNNPACK on CPU)."""
     name = "tflite"
     encoding = GraphEncoding.TENSORFLOWLITE
+    loads_files = False
 
     def __init__(self, threads: int = 0, max_memory: int = 2 << 30):
         self.threads = threads

@@ -12,54 +12,17 @@ import time
 from . import doctor, fuzz, legacy, models, peers
 from .. import build
 from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
-from ..backends import PRECISIONS, parse_choices
 from ..abi.values import format_value
 from ..errors import BadValue, GuestTrap, WasinnError
-from ..limits import Limits
-from ..runtime import Host, stderr_progress
+from ..runtime import stderr_progress
+from .options import common_flags, host_from_args, host_with_models, limit_flags, limits_from_args, model_flags
 from .wave import parse_call
 from wasmtime.component import Variant
 
 
-def host_from_args(args, *, recycle_memories: bool = False) -> Host:
-    """A Host set up by the options every command shares (see `_common`).
-    `recycle_memories`: for a command that makes instance after instance (fuzz)."""
-    host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits_from_args(args),
-                inference_precision=getattr(args, "inference_precision", "f32"),
-                backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress,
-                unknown_imports=getattr(args, "unknown_imports", None))
-    if not recycle_memories:
-        # A command's instance is its only one: recycling its memory when it ends (zeroing
-        # it, which faults the pages in) only raised classify's peak RSS, by ~7 MB.
-        host.memories.pool_size = 0
-    return host
-
-
-def limits_from_args(args) -> Limits:
-    """The limits a --config file and the limit flags give (flags win)."""
-    limits = Limits.from_file(args.config) if args.config else Limits()
-    return limits.updated({name: getattr(args, f"limit_{name}") for name in Limits.names()
-                           if getattr(args, f"limit_{name}", None) is not None})
-
-
-def _host(args, *, recycle_memories: bool = False) -> Host:
-    host = host_from_args(args, recycle_memories=recycle_memories)
-    for spec in args.model:
-        host.models.register_spec(spec)
-    for opt in args.wasi:
-        key, _, value = opt.partition("=")
-        if key == "nn-graph":
-            host.models.register_graph_dir(value)
-        elif key in ("nn", "cli", "inherit-env", "inherit-network") and value in ("", "y", "yes", "true"):
-            continue  # wasmtime's switches for what wasinn always provides
-        else:
-            raise WasinnError(f"-S {opt}: wasinn understands -S nn and -S nn-graph=ENCODING::DIR")
-    return host
-
-
 def cmd_run(args) -> int:
     args.unknown_imports = peers.apply_wasm_options(args)  # -W's limits first: the host takes them
-    host = _host(args)
+    host = host_with_models(args)
     legacy.configure(args, host)
     if args.load_by_path:
         host.models.allow_paths(args.load_by_path)
@@ -150,99 +113,38 @@ def cmd_serve(args) -> int:
 
     from ..runtime import default_cache_dir
     try:
-        from ..pipeline import load_pipeline
+        from ..pipeline import graphdef, load_pipeline
+        from ..pipeline.artifacts import ArtifactStore
         from ..pipeline.supervisor import ServeOptions, serve
     except ModuleNotFoundError as e:
         raise WasinnError(f"wasinn serve needs the Python package {e.name}: pip install 'wasinn[serve]'") from None
+    cache_dir = pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if graphdef.served_kind(args.pipeline) == "pipeline":
+        graph_flags = [f for f, v in (("--module", args.module), ("--registry", args.registry),
+                                      ("--source", args.source), ("--sink", args.sink), ("--param", args.param),
+                                      ("--dead-letter", args.dead_letter), ("--group", args.group),
+                                      ("--state-store", args.state_store), ("--state-seed", args.state_seed),
+                                      ("--schemas", args.schemas), ("--module-schema", args.module_schema)) if v]
+        if graph_flags:
+            raise BadValue(f"{', '.join(graph_flags)}: for Azure graph files; a wasinn pipeline file names its "
+                           "modules, topics and group itself")
+        served = load_pipeline(args.pipeline)
+    else:
+        flags = graphdef.ServeFlags(
+            modules=dict(graphdef.parse_module(m) for m in args.module), registry=args.registry,
+            sources=tuple(args.source), sink=args.sink, params=tuple(graphdef.parse_param(p) for p in args.param),
+            dead_letter=args.dead_letter, group=args.group, broker=args.broker, state_store=args.state_store,
+            schemas=args.schemas, module_schemas=tuple(args.module_schema))
+        store = ArtifactStore(cache_dir, progress=stderr_progress)
+        served = graphdef.resolve(args.pipeline, flags, fetch=store.fetch)
     options = ServeOptions(
         workers=args.workers, node=args.node or socket.gethostname(),
         # onnxruntime's own choice is every core per session: N workers would fight over them
         ort_threads=args.ort_threads or max(1, (os.cpu_count() or 1) // max(1, args.workers)),
-        cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-        metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
+        cache_dir=cache_dir, metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_level=args.log_level,
         drain_timeout=args.drain_timeout, limits=limits_from_args(args))
-    return serve(load_pipeline(args.pipeline), broker=args.broker, tls_ca=args.tls_ca, username=args.username,
-                 password_file=args.password_file, options=options)
-
-
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH|URL",
-                   help="register a model file, or a model on an inference server "
-                        "(kserve+http://HOST:PORT/v2/models/M), for load-by-name (repeatable)")
-    p.add_argument("-S", dest="wasi", action="append", default=[], metavar="OPT",
-                   help="wasmtime-style switches: 'nn', and 'nn-graph=ENCODING::DIR' to register "
-                        "DIR/model.onnx under DIR's base name (repeatable)")
-
-
-_LIMIT_HELP = {
-    "memory": "guest linear memory per instance, all its memories together, e.g. 512MiB; "
-              "past it memory.grow returns -1; more than its memories can reach (4GiB each) is refused",
-    "deadline": "time per call, e.g. 30s; 0: none",
-    "fuel": "wasm fuel per call; 0: not counted",
-    "max_model_bytes": "bytes of one model",
-    "max_tensor_bytes": "bytes of one compute input",
-    "max_tensor_elements": "elements of one compute input",
-    "max_tensor_rank": "dimensions of one tensor",
-    "max_output_bytes": "bytes of one compute output; None: as max-tensor-bytes",
-    "max_backend_memory": "a backend's working memory and live outputs, per graph",
-    "max_host_bytes": "host bytes of the live tensors, outputs and models an instance holds",
-    "max_graphs": "live graphs per instance",
-    "max_contexts": "live execution contexts per instance",
-    "max_tensors": "live tensors per instance",
-    "max_memories": "linear memories per instance",
-    "max_tables": "tables per instance",
-    "max_table_elements": "elements of any one table; past it table.grow returns -1",
-    "max_instances": "core instances per instance (a component is several)",
-    "max_builders": "graph builders of one graph.load",
-    "external_data_dir": "the one directory ONNX external data may be read from",
-    "isolate": "which graphs run in a confined backend worker process: guest-models (graphs a guest loads "
-               "from its own bytes), all (the registered models too), none (all in this process)",
-    "max_workers": "live backend worker processes of isolated graphs (one per instance that has them)",
-}
-
-
-def _common(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
-    """The shared options; without `runs` (compile) only those that shape compiled code."""
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
-    if not runs:
-        engine = p.add_argument_group("engine", "components are compiled for the engine these settings "
-                                      "make; a run with other settings compiles again")
-        engine.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table (its fuel)")
-        engine.add_argument("--fuel", dest="limit_fuel", metavar="VALUE",
-                            help="compile with fuel counting on, for runs with --fuel (default: off)")
-        return
-    p.add_argument("--ort-threads", type=int, default=0, metavar="N",
-                   help="intra-op threads per model, in every backend (default: the backend's choice)")
-    p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
-                   help="run ENCODING's models on BACKEND, e.g. onnx=openvino; BACKEND alone takes every "
-                        "encoding it serves (backends: onnxruntime, openvino, tflite; repeatable)")
-    p.add_argument("--inference-precision", choices=PRECISIONS, default="f32",
-                   help="f32: float32 models compute in float32 (default); auto: the backend's choice "
-                        "(OpenVINO's CPU plugin: bfloat16 where the CPU has it, faster, logits within ~0.1-0.25); "
-                        "bf16, f16: those, refused where the device lacks them. onnxruntime and tflite run "
-                        "every model in its own precision")
-    _limit_flags(p)
-
-
-def _limit_flags(p: argparse.ArgumentParser) -> None:
-    limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
-                                  "table sets them too, flags win (defaults in parentheses)")
-    limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
-    defaults = Limits()
-    for name, help_text in _LIMIT_HELP.items():
-        limits.add_argument(f"--{name.replace('_', '-')}", dest=f"limit_{name}", metavar="VALUE",
-                            help=f"{help_text} ({_shown(name, getattr(defaults, name))})")
-
-
-def _shown(name: str, default) -> str:
-    """A limit's default as a user would write it: 2GiB, not 2147483648."""
-    if default is None:
-        return "none"
-    sized = name == "memory" or "bytes" in name or "memory" in name
-    if sized and default >= 1 << 20 and default % (1 << 20) == 0:
-        return f"{default >> 30}GiB" if default % (1 << 30) == 0 else f"{default >> 20}MiB"
-    return f"{default:g}" if isinstance(default, float) else str(default)
+    return serve(served, broker=args.broker, tls_ca=args.tls_ca, username=args.username,
+                 password_file=args.password_file, options=options, state_seed=args.state_seed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -293,9 +195,9 @@ def parser() -> argparse.ArgumentParser:
     peers.add_flags(p)
     p.add_argument("--invoke", metavar="CALL", help="call an export, e.g. 'load-by-name(\"mobilenet\")'; "
                    "arguments in WAVE, a tensor as tensor(FP32, [2, 2], [1.0, 2.0, 3.0, 4.0]) or tensor(\"x.npy\")")
-    _model_flags(p)
+    model_flags(p)
     legacy.add_flags(p)
-    _common(p)
+    common_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("build", help="build a Python guest into a component (componentize-py)",
@@ -320,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
                        "wasmtime version and wasinn's engine settings; a changed file is never served "
                        "from a stale entry.")
     p.add_argument("components", nargs="+", metavar="WASM")
-    _common(p, runs=False)
+    common_flags(p, runs=False)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("classify", help="classify photos with the bundled image classifier",
@@ -339,16 +241,44 @@ def parser() -> argparse.ArgumentParser:
                    help="use the component with the model built in (graph.load of 18.6 MB from the guest, "
                         "as an atomic deploy would) instead of the bundled model loaded by name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _common(p)
+    common_flags(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("serve", help="run a data-flow pipeline (YAML) as an MQTT service",
+    p = sub.add_parser("serve", help="run a data-flow pipeline or Azure data-flow graph (YAML) as an MQTT service",
                        description="Subscribe to the pipeline's source topic, run each message (an image) "
                        "through its stages and publish the JSON result to its sink topic; failures go to its "
-                       "dead-letter topic. Workers share the input through an MQTT 5 shared subscription; "
+                       "dead-letter topic. FILE may also be an Azure IoT Operations graph definition (operations, "
+                       "connections; give --source and --sink) or a DataflowGraph deployment, whose operators run "
+                       "unchanged. Workers share the input through an MQTT 5 shared subscription; "
                        "run more on other machines against the same broker to scale out. Logs are JSON lines "
                        "on stderr. See pipelines/README.md.")
-    p.add_argument("pipeline", help="the pipeline file, e.g. pipelines/image-classification.yaml")
+    p.add_argument("pipeline", metavar="FILE", help="a pipeline file (e.g. pipelines/image-classification.yaml), an "
+                   "Azure graph definition or a DataflowGraph deployment")
+    p.add_argument("--module", action="append", default=[], metavar="REF=PATH",
+                   help="graph files: the .wasm of an artifact reference (the full reference, NAME:VERSION or NAME; "
+                        "repeatable)")
+    p.add_argument("--registry", metavar="DIR|URL", help="graph files: pull the artifacts no --module gives from this "
+                   "OCI registry (http:// only on loopback) or OCI image layout directory")
+    p.add_argument("--source", action="append", default=[], metavar="TOPIC",
+                   help="graph files: a topic the source subscribes to (repeatable; a deployment names its own)")
+    p.add_argument("--sink", metavar="TOPIC", help="graph files: the topic the sink publishes to")
+    p.add_argument("--param", action="append", default=[], metavar="[NODE.]KEY=VALUE",
+                   help="graph files: set a parameter of operation NODE (without NODE: of every operation that "
+                        "declares KEY); over the deployment's configuration and the parameter's default")
+    p.add_argument("--dead-letter", metavar="TOPIC", help="graph files: where failed messages go "
+                   "(default SINK/dead-letter)")
+    p.add_argument("--group", metavar="NAME", help="graph files: the shared-subscription group (default: the "
+                   "graph's metadata.name)")
+    p.add_argument("--state-store", metavar="redis://HOST:PORT/DB", help="graph files: the state store the "
+                   "operators and accumulate windows use, shared by every host naming it (default: one embedded "
+                   "store shared by this host's workers)")
+    p.add_argument("--state-seed", metavar="FILE", help="graph files: keys to set in the state store before the "
+                   "workers start (JSON: an object of key to value, or a list of them, as Azure's statestore.json)")
+    p.add_argument("--schemas", metavar="FILE", help="graph files: the schemas the schema-registry interface serves "
+                   "(JSON: a list of {name, content, version?, ...}); without it, its calls return not-available")
+    p.add_argument("--module-schema", action="append", default=[], metavar="FILE",
+                   help="graph files: a schema every operator's init receives in module-schemas (named by the "
+                        "file's stem; repeatable), as Azure's TK_SCHEMA_CONFIG_PATH gives one")
     p.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker (default: the pipeline file's; "
                    "its TLS and credentials settings stay)")
     p.add_argument("--tls-ca", metavar="FILE|system", help="connect with TLS, verifying the broker against this "
@@ -370,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, how long workers may take to finish their messages (default 30)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
-    _limit_flags(p)
+    limit_flags(p)
     p.set_defaults(func=cmd_serve)
     models.add_parsers(sub)
     doctor.add_parser(sub)

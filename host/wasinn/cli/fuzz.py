@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from ..errors import NnError, WasinnError
+from .options import common_flags, host_with_models, model_flags
 
 # A call's deadline while fuzzing unless --deadline says otherwise: a guest that hangs
 # should cost seconds per example, not the minute `wasinn run` allows.
@@ -15,12 +16,7 @@ DEFAULT_DEADLINE = "10s"
 DEFAULT_EXAMPLES = 1000
 
 
-class UsageError(WasinnError):
-    """The fuzzing could not run (exit status 2)."""
-
-
 def add_parser(sub) -> None:
-    from . import _common, _model_flags
     p = sub.add_parser("fuzz", help="call an export many times with values drawn from its WIT types",
                        description="Draw every parameter of EXPORT from its WIT types (hypothesis) and call "
                        "it, each example on a fresh instance. Reports traps (the guest's own, a limit, the "
@@ -41,8 +37,8 @@ def add_parser(sub) -> None:
                    help=f"examples to draw (default {DEFAULT_EXAMPLES}; shrinking a failure adds calls)")
     p.add_argument("--seed", type=int, metavar="S", help="the random seed (default: a new one each run)")
     p.add_argument("--replay", metavar="BLOB", help="run only the example a reproducer line names")
-    _model_flags(p)
-    _common(p)
+    model_flags(p)
+    common_flags(p)
     for action in p._actions:  # the shared limits flags tell run's default deadline
         if action.dest == "limit_deadline":
             action.help = f"time per call, e.g. 30s; 0: none ({DEFAULT_DEADLINE} while fuzzing)"
@@ -56,11 +52,10 @@ def cmd_fuzz(args) -> int:
         print(f"wasinn: error: wasinn fuzz needs the Python package {e.name}: pip install 'wasinn[testing]'",
               file=sys.stderr)
         return 2
-    from . import _host
     if args.limit_deadline is None:
         args.limit_deadline = DEFAULT_DEADLINE
     try:
-        host = _host(args, recycle_memories=True)  # an instance per example
+        host = host_with_models(args, recycle_memories=True)  # an instance per example
         component = host.load_component(args.component)
         report = fuzz(host, component, args.export, roundtrip=args.roundtrip, examples=args.examples,
                       seed=args.seed, replay=args.replay, model=_model(host, args.inputs_for),
@@ -86,9 +81,9 @@ def _model(host, spec: str | None):
         try:
             return host.models.graph(spec, host.nn.load_graph, host.nn.load_file)
         except NnError as e:
-            raise UsageError(f"--inputs-for {spec}: cannot load it: {e}") from None
+            raise WasinnError(f"--inputs-for {spec}: cannot load it: {e}") from None
     if not is_remote(spec) and not os.path.isfile(spec):
-        raise UsageError(f"--inputs-for {spec}: no --model of that name and no such model file "
+        raise WasinnError(f"--inputs-for {spec}: no --model of that name and no such model file "
                          f"(registered: {', '.join(host.models.names()) or 'none'})")
     return spec
 

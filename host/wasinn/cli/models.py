@@ -19,9 +19,10 @@ def cmd_inspect(args) -> int:
 
 
 def _is_wasm(path: str) -> bool:
+    from ..abi.binary import MAGIC
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"\0asm"
+            return f.read(4) == MAGIC
     except OSError:
         return False
 

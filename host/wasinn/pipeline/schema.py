@@ -108,8 +108,33 @@ class Mqtt:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+class MqttServed:
+    """What `wasinn serve`'s MQTT flags change, for any served file whose dataclass has `mqtt`."""
+    mqtt: Mqtt
+
+    def with_broker(self, broker: str):
+        """The same, pointed at another broker (HOST:PORT); TLS and credentials stay."""
+        host, port = parse_broker(broker)
+        return dataclasses.replace(self, mqtt=dataclasses.replace(self.mqtt, host=host, port=port))
+
+    def with_overrides(self, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
+                       password_file: str | None = None):
+        """`wasinn serve`'s --broker, --tls-ca, --username and --password-file over the file's
+        settings (paths relative to the current directory, as on any command line)."""
+        p = self.with_broker(broker) if broker else self
+        changes: dict[str, Any] = {}
+        if tls_ca:
+            ca = None if tls_ca == SYSTEM_CA else pathlib.Path(tls_ca).resolve()
+            changes["tls"] = dataclasses.replace(p.mqtt.tls, ca=ca) if p.mqtt.tls else Tls(ca)
+        if username:
+            changes["username"] = username
+        if password_file:
+            changes["password_file"] = pathlib.Path(password_file).resolve()
+        return dataclasses.replace(p, mqtt=dataclasses.replace(p.mqtt, **changes)) if changes else p
+
+
 @dataclasses.dataclass(frozen=True)
-class Pipeline:
+class Pipeline(MqttServed):
     path: pathlib.Path
     name: str
     modules: dict[str, Module]
@@ -143,26 +168,6 @@ class Pipeline:
             pending = [n for n in pending if n not in done]
         return order
 
-    def with_broker(self, broker: str) -> "Pipeline":
-        """The same pipeline pointed at another broker (HOST:PORT); TLS and credentials stay."""
-        host, port = parse_broker(broker)
-        return dataclasses.replace(self, mqtt=dataclasses.replace(self.mqtt, host=host, port=port))
-
-    def with_overrides(self, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
-                       password_file: str | None = None) -> "Pipeline":
-        """`wasinn serve`'s --broker, --tls-ca, --username and --password-file over the file's
-        settings (paths relative to the current directory, as on any command line)."""
-        p = self.with_broker(broker) if broker else self
-        changes: dict[str, Any] = {}
-        if tls_ca:
-            ca = None if tls_ca == SYSTEM_CA else pathlib.Path(tls_ca).resolve()
-            changes["tls"] = dataclasses.replace(p.mqtt.tls, ca=ca) if p.mqtt.tls else Tls(ca)
-        if username:
-            changes["username"] = username
-        if password_file:
-            changes["password_file"] = pathlib.Path(password_file).resolve()
-        return dataclasses.replace(p, mqtt=dataclasses.replace(p.mqtt, **changes)) if changes else p
-
 
 def parse_broker(text: str) -> tuple[str, int]:
     host, sep, port = str(text).rpartition(":")
@@ -175,20 +180,35 @@ def parse_broker(text: str) -> tuple[str, int]:
 class _Doc:
     """The parsed file as plain values, plus the line of every value by its path."""
 
-    def __init__(self, path: pathlib.Path, text: str):
+    def __init__(self, path: pathlib.Path, text: str | None, *, _loader=None, _node=None):
         self.path = path
         self.lines: dict[tuple, int] = {}
         self.problems: list[str] = []
+        if _loader is not None:  # one document of `every`
+            self.root = {} if _node is None else self._plain(_loader, _node, ())
+            return
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
             self.root = {} if node is None else self._plain(loader, node, ())
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise PipelineError(path, [f"{where}: not valid YAML: {e.problem or e}"]) from None
+            raise _invalid(path, e) from None
         finally:
             loader.dispose()
+
+    @classmethod
+    def every(cls, path: pathlib.Path, text: str) -> list["_Doc"]:
+        """Each document of a file of several (`---` between them), lines counted in the file."""
+        loader = yaml.SafeLoader(text)
+        docs = []
+        try:
+            while loader.check_node():
+                docs.append(cls(path, None, _loader=loader, _node=loader.get_node()))
+        except yaml.MarkedYAMLError as e:
+            raise _invalid(path, e) from None
+        finally:
+            loader.dispose()
+        return docs
 
     def _plain(self, loader, node, at: tuple, line: int | None = None) -> Any:
         # A value is reported at its key's line: `features:` rather than its first item.
@@ -241,6 +261,12 @@ class _Doc:
             return value
         self.fail(at, f"expected a whole number >= {minimum}, got {value!r}")
         return None
+
+
+def _invalid(path: pathlib.Path, e: yaml.MarkedYAMLError) -> PipelineError:
+    mark = e.problem_mark or e.context_mark
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    return PipelineError(path, [f"{where}: not valid YAML: {e.problem or e}"])
 
 
 def _kind(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""`wasinn serve`: builds the pipeline's components once, then runs and supervises N workers.
+"""`wasinn serve`: builds the pipeline's (or data-flow graph's) components once, then runs and
+supervises N workers.
 
 Each worker is a process (`python -m wasinn.pipeline.worker`) with its own MQTT client
 id, `GROUP-NODE-INDEX`. A worker that dies is started again under the same client id,
@@ -32,6 +33,7 @@ within seconds of its restart.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -95,18 +97,43 @@ class ServeOptions:
     limits: Limits = dataclasses.field(default_factory=Limits)  # each worker's instances'
 
 
-def prepare(pipeline: Pipeline, cache_dir: pathlib.Path, log: EventLog) -> None:
+def prepare(served, cache_dir: pathlib.Path, log: EventLog, state_seed: str | None = None) -> pathlib.Path:
     """Builds and compiles every module's component into the cache, so that workers
-    only load compiled code (milliseconds) and never race to build."""
+    only load compiled code (milliseconds) and never race to build. Returns the file
+    the workers load: the pipeline file, or the resolved data-flow graph as JSON (whose
+    state store gets the keys of `state_seed` first)."""
     host = Host(cache_dir=cache_dir, progress=lambda message: log.info("progress", message=message))
-    for module in pipeline.modules.values():
-        host.load_component(component_path(module, cache_dir, host.progress))
+    if isinstance(served, Pipeline):
+        for module in served.modules.values():
+            host.load_component(component_path(module, cache_dir, host.progress))
+        return served.path
+    from .engine import check_kinds
+    check_kinds(served, {ref: host.load_component(path) for ref, path in served.components.items()})
+    if state_seed:
+        from .engine import state_store
+        from .services.state_store import seed
+        store = state_store(served, cache_dir)
+        try:
+            log.info("state-seeded", keys=seed(store, state_seed), file=str(state_seed))
+        finally:
+            store.close()
+    resolved = cache_dir / "serve" / f"{served.mqtt.group}-{hashlib.sha256(served.to_json().encode()).hexdigest()[:16]}.json"
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    if not resolved.is_file():
+        tmp = resolved.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(served.to_json())
+        os.replace(tmp, resolved)
+    return resolved
 
 
 class Supervisor:
-    def __init__(self, pipeline: Pipeline, overrides: dict[str, str | None], options: ServeOptions, log: EventLog):
-        """`overrides`: the serve flags over the file (broker, tls_ca, username, password_file)."""
+    def __init__(self, pipeline, overrides: dict[str, str | None], options: ServeOptions, log: EventLog,
+                 worker_file: pathlib.Path | None = None):
+        """`pipeline`: what is served (a `Pipeline` or a `Dataflow`); `overrides`: the serve
+        flags over the file (broker, tls_ca, username, password_file); `worker_file`: what
+        the workers load (default: the pipeline's file)."""
         self.pipeline, self.overrides, self.options, self.log = pipeline, overrides, options, log
+        self.worker_file = worker_file or pipeline.path
         m = pipeline.mqtt
         self.state_file = options.cache_dir / "serve" / f"{m.host}_{m.port}-{m.group}-{options.node}.json"
         previous = self._last_slots()
@@ -165,7 +192,7 @@ class Supervisor:
 
     def _spawn(self, slot: _Slot) -> None:
         o = self.options
-        cmd = [sys.executable, "-m", "wasinn.pipeline.worker", "--pipeline", str(self.pipeline.path),
+        cmd = [sys.executable, "-m", "wasinn.pipeline.worker", "--pipeline", str(self.worker_file),
                "--client-id", slot.id, "--ort-threads", str(o.ort_threads), "--cache-dir", str(o.cache_dir),
                "--log-level", o.log_level, "--limits", json.dumps(o.limits.changes())]
         for key, value in self.overrides.items():
@@ -295,10 +322,11 @@ class Supervisor:
                 self._reap(slot)
 
 
-def serve(pipeline: Pipeline, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
-          password_file: str | None = None, options: ServeOptions) -> int:
-    """Runs the pipeline until SIGTERM/SIGINT (see module docs). The MQTT arguments
-    override the pipeline file's (`--broker` only the address: TLS and credentials stay)."""
+def serve(pipeline, *, broker: str | None = None, tls_ca: str | None = None, username: str | None = None,
+          password_file: str | None = None, options: ServeOptions, state_seed: str | None = None) -> int:
+    """Runs the pipeline (a `Pipeline`, or a data-flow graph's `Dataflow`) until
+    SIGTERM/SIGINT (see module docs). The MQTT arguments override the file's (`--broker`
+    only the address: TLS and credentials stay)."""
     if options.workers < 1:
         raise WasinnError(f"--workers must be at least 1, got {options.workers}")
     # The workers run in this directory too: relative paths mean the same to them.
@@ -306,10 +334,15 @@ def serve(pipeline: Pipeline, *, broker: str | None = None, tls_ca: str | None =
     pipeline = pipeline.with_overrides(**overrides)  # checks HOST:PORT before anything starts
     connection.check(pipeline.mqtt)  # and the TLS and password files
     log = EventLog(level=options.log_level, role="supervisor")
-    prepare(pipeline, options.cache_dir, log)
+    worker_file = prepare(pipeline, options.cache_dir, log, state_seed)
     m = pipeline.mqtt
+    if isinstance(pipeline, Pipeline):
+        topics, sink = [pipeline.source.topic], pipeline.sink.topic
+    else:
+        topics, sink = list(pipeline.sources), pipeline.sink
+    subscriptions = [f"$share/{m.group}/{t}" for t in topics]
     log.info("serving", pipeline=str(pipeline.path), workers=options.workers, ort_threads=options.ort_threads,
              broker=m.address, tls=bool(m.tls), username=m.username,
-             subscription=f"$share/{pipeline.mqtt.group}/{pipeline.source.topic}",
-             sink=pipeline.sink.topic, dead_letter=pipeline.mqtt.dead_letter_topic)
-    return Supervisor(pipeline, overrides, options, log).run()
+             subscription=subscriptions[0] if len(subscriptions) == 1 else subscriptions,
+             sink=sink, dead_letter=m.dead_letter_topic)
+    return Supervisor(pipeline, overrides, options, log, worker_file).run()

@@ -1,9 +1,10 @@
-"""One pipeline worker: an MQTT session, the pipeline's stage instances, one message at a time
-through the stages (the next ones decoded meanwhile, on a thread of their own).
+"""One worker of `wasinn serve`: an MQTT session and the engine (engine.py) that answers its
+messages, one at a time (the next ones prepared meanwhile, on a thread of their own): a
+wasinn pipeline's stages, or an Azure data-flow graph's operators.
 
 The supervisor (`wasinn serve`) runs each worker as `python -m wasinn.pipeline.worker`.
 
-Delivery: the worker subscribes at QoS 1 to `$share/GROUP/SOURCE-TOPIC` with a
+Delivery: the worker subscribes at QoS 1 to `$share/GROUP/SOURCE-TOPIC` (each source topic) with a
 persistent session (clean_start false, a session expiry), and acknowledges a message
 only after the broker has acknowledged its result (or its dead-letter record). A
 worker that dies mid-message has acknowledged nothing for it, so the broker keeps the
@@ -42,7 +43,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
-import io
 import json
 import pathlib
 import queue
@@ -51,7 +51,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -61,10 +60,10 @@ from ..errors import WasinnError
 from ..limits import Limits
 from ..runtime import Host
 from .connection import Link
-from .graph import GraphRunner, StageFailure
+from .engine import Publication, Runner, open_runner
+from .graph import StageFailure
 from .jsonlog import EventLog, capture_stderr
 from .metrics import WorkerMetrics
-from .schema import Pipeline, load_pipeline
 
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
 # does not restart a worker that exits with it.
@@ -75,7 +74,7 @@ RETIRE_IDLE_SECONDS = 2.0
 # Answered messages whose acknowledgement a lost connection may have swallowed: only the
 # last few can be, since the broker has at most mqtt.receiveMaximum unacknowledged.
 _ANSWERED_REMEMBERED = 16
-# Messages decoded ahead of the one in the stages, on a thread of their own: Pillow
+# Messages prepared ahead of the one in the stages, on a thread of their own: Pillow
 # decodes with the GIL released, so a photo's decoding (2.6-5.7 ms for the sample
 # photos, a fifth to a third of its turn) runs on the core that one onnxruntime thread
 # leaves free. Two bound what is held decoded to two images.
@@ -88,26 +87,6 @@ def presence_topic(group: str, client_id: str) -> str:
 
 def presence(client_id: str, state: str) -> bytes:
     return json.dumps({"worker": client_id, "state": state}).encode()
-
-
-def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
-    """PNG/JPEG/... bytes to uint8 RGB [H, W, 3]; the size is checked from the header,
-    before any pixel is decoded."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(io.BytesIO(payload)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise StageFailure(source, "invalid-input", f"the image is {w}x{h} ({w * h} pixels); the source "
-                                                            f"takes at most {max_pixels} (maxPixels)")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError:  # whose message names the BytesIO object, not the payload
-        raise StageFailure(source, "invalid-input", f"cannot decode the payload ({len(payload)} bytes) as an image: "
-                           "cannot identify image file: not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format "
-                           f"Pillow reads ({f'first bytes 0x{payload[:8].hex()}' if payload else 'it is empty'})") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise StageFailure(source, "invalid-input",
-                           f"cannot decode the payload ({len(payload)} bytes) as an image: {e}") from None
 
 
 def message_id(msg: mqtt.MQTTMessage) -> str:
@@ -123,13 +102,13 @@ def message_id(msg: mqtt.MQTTMessage) -> str:
 
 @dataclasses.dataclass(eq=False)
 class _Prepared:
-    """A message decoded ahead of its turn (`Worker._prepare`)."""
+    """A message prepared ahead of its turn (`Worker._prepare`)."""
     ident: str
     key: bytes  # what `answered` remembers it by
     taken: float  # perf_counter when the worker took it from its inbox
-    image: np.ndarray | None
-    failure: Exception | None  # why there is no image
-    seconds: float  # decoding it
+    value: object  # what the runner made of it (an image, ...)
+    failure: Exception | None  # why there is no value
+    seconds: float  # preparing it
 
 
 @dataclasses.dataclass(eq=False)
@@ -141,15 +120,18 @@ class _Held:
     key: bytes  # what `answered` remembers it by
     received: float
     ident: str
-    outcome: tuple[str, dict] | None = None  # (topic, body) published; None: answered before
+    outcome: list[Publication] | None = None  # published; None: answered before
     published: float = 0.0
-    settled: bool = False  # its result is with the broker (or it needs none)
+    settled: bool = False  # its results are with the broker (or it needs none)
+    pending: int = 0  # results the broker has not acknowledged yet
     dropped: bool = False  # its connection was lost before it was acknowledged
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, runner: GraphRunner, client_id: str, log: EventLog,
+    def __init__(self, pipeline, runner: Runner, client_id: str, log: EventLog,
                  metrics: WorkerMetrics, *, retire: bool = False):
+        """`pipeline`: what is served, a `Pipeline` or a `Dataflow` (its `mqtt` settings);
+        `runner` answers the messages."""
         self.pipeline, self.runner, self.client_id, self.log, self.metrics = pipeline, runner, client_id, log, metrics
         self.retire = retire
         self.last_activity = time.monotonic()
@@ -180,12 +162,12 @@ class Worker:
         with self._answers:
             self.session += 1
         self.last_activity = time.monotonic()
-        shared = f"$share/{self.pipeline.mqtt.group}/{self.pipeline.source.topic}"
+        shared = [f"$share/{self.pipeline.mqtt.group}/{topic}" for topic in self.runner.topics]
         if self.retire:
             client.unsubscribe(shared)
             self.log.info("retiring", session_present=session_present)
         else:
-            client.subscribe(shared, options=SubscribeOptions(qos=1))
+            client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in shared])
             self.link.publish_retained(presence_topic(self.pipeline.mqtt.group, self.client_id),
                                        presence(self.client_id, "up"))
 
@@ -194,7 +176,8 @@ class Worker:
             self.log.error("subscribe-refused", reasons=[str(rc) for rc in reason_codes])
             return
         self.metrics.ready.set(1)
-        self.log.info("subscribed", topic=self.pipeline.source.topic, group=self.pipeline.mqtt.group)
+        topics = self.runner.topics
+        self.log.info("subscribed", topic=topics[0] if len(topics) == 1 else topics, group=self.pipeline.mqtt.group)
 
     def _on_down(self, reason_code) -> None:
         self.metrics.ready.set(0)
@@ -231,6 +214,7 @@ class Worker:
                     except queue.Empty:
                         break
                     ahead.append((session, msg, decoder.submit(self._prepare, msg, time.perf_counter())))
+                self._emit_due()
                 if not ahead:
                     if self.stopping.is_set() or self._retired():
                         break
@@ -272,18 +256,28 @@ class Worker:
             self.log.info("stopping", queued=self.inbox.qsize())
         self.stopping.set()
 
+    def _emit_due(self) -> None:
+        """What the runner holds back until a time (windows that closed) is published now;
+        the messages it came from were acknowledged when they were staged."""
+        for pub in self.runner.due():
+            self.link.publish(pub.topic, pub.payload, self._properties(pub), pub.on_published or (lambda: None))
+            if pub.error is None:
+                self.metrics.published.inc()
+            else:
+                self.metrics.failed(pub.error["stage"], pub.error["kind"])
+                self.log.warning("dead-letter", id=pub.id, **pub.error)
+
     def _prepare(self, msg: mqtt.MQTTMessage, taken: float) -> _Prepared:
         """On the decoder thread: what a message needs before its stages, none of which
         has side effects (whether it runs at all is `handle`'s to say)."""
         start = time.perf_counter()
         ident = message_id(msg)
         key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
-        source = self.pipeline.source
         try:
-            image, failure = decode_image(msg.payload, source.max_pixels, source.name), None
+            value, failure = self.runner.prepare(msg), None
         except Exception as e:  # StageFailure, or a host-side bug: `handle` reports it
-            image, failure = None, e
-        return _Prepared(ident, key, taken, image, failure, time.perf_counter() - start)
+            value, failure = None, e
+        return _Prepared(ident, key, taken, value, failure, time.perf_counter() - start)
 
     def handle(self, session: int, msg: mqtt.MQTTMessage, prepared: _Prepared) -> None:
         """Runs one message and publishes its result (or dead letter); the message is
@@ -304,31 +298,42 @@ class Worker:
             return
         self.metrics.received.inc()
         self.log.debug("received", id=ident, mid=msg.mid, dup=bool(msg.dup), bytes=len(msg.payload))
-        source = self.pipeline.source
         try:
             if prepared.failure is not None:
                 raise prepared.failure
-            outcome = self.runner.run(prepared.image)
-            seconds = {source.name: prepared.seconds, **outcome.seconds}
-            topic = self.pipeline.sink.topic
-            body = {"id": ident, "result": json.loads(outcome.result),
-                    "timing_ms": {k: round(v * 1000, 3) for k, v in seconds.items()}, "worker": self.client_id}
+            pubs, seconds = self.runner.answer(ident, msg, prepared.value, prepared.seconds, self.client_id)
         except StageFailure as f:
             seconds = {}
-            topic, body = self.pipeline.mqtt.dead_letter_topic, self._dead_letter(ident, msg, f.stage, f.kind, f.message)
+            pubs = [self._dead_letter(ident, msg, f.stage, f.kind, f.message)]
         except Exception as e:  # a host-side bug must not stop the service: dead-letter the message
             seconds = {}
-            topic, body = self.pipeline.mqtt.dead_letter_topic, self._dead_letter(
-                ident, msg, "host", "host-error", f"{type(e).__name__}: {e}")
+            pubs = [self._dead_letter(ident, msg, "host", "host-error", f"{type(e).__name__}: {e}")]
         for stage, s in seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(s)
-        body["timing_ms"] = {**body.get("timing_ms", {}), "total": round((time.perf_counter() - received) * 1000, 3)}
-        held.outcome, held.published = (topic, body), time.perf_counter()
-        self._publish(topic, body, msg, lambda: self._settle(held))
+        total = round((time.perf_counter() - received) * 1000, 3)
+        for pub in pubs:
+            if pub.body is not None:  # a JSON envelope: its timing ends here
+                pub.body["timing_ms"] = {**pub.body.get("timing_ms", {}), "total": total}
+                pub.payload = json.dumps(pub.body).encode()
+            if pub.id is None:
+                pub.id = ident
+        if pubs:
+            props = getattr(msg.properties, "CorrelationData", None)
+            for pub in pubs:
+                pub.correlation = props
+        held.outcome, held.published, held.pending = pubs, time.perf_counter(), len(pubs)
+        if not pubs:  # filtered out, or staged in a window: nothing to wait for
+            self._settle(held)
+        for pub in pubs:
+            self.link.publish(pub.topic, pub.payload, self._properties(pub), lambda: self._settle(held, 1))
 
-    def _settle(self, held: _Held) -> None:
-        """`held` needs nothing more from the broker: acknowledge what can be, in order."""
+    def _settle(self, held: _Held, results: int = 0) -> None:
+        """`held` needs nothing more from the broker once its last result is acknowledged:
+        then acknowledge what can be, in order."""
         with self._answers:
+            held.pending -= results
+            if held.pending > 0:
+                return
             held.settled = True
             if held.dropped:  # its connection went meanwhile: the broker sends it again on this one
                 self.unconfirmed.add(held.key)
@@ -367,49 +372,45 @@ class Worker:
             self.metrics.queued.dec()
             if held.outcome is None:
                 continue
-            topic, body = held.outcome
             done = time.perf_counter()
             self.metrics.message_seconds.observe(done - held.received)
-            if topic == self.pipeline.sink.topic:
-                self.metrics.published.inc()
+            if not held.outcome:
                 self.log.debug("done", id=held.ident, mid=held.msg.mid, ms=round((done - held.received) * 1000, 3),
-                               publish_ms=round((done - held.published) * 1000, 3))
-            else:
-                self.metrics.failed(body["error"]["stage"], body["error"]["kind"])
-                self.log.warning("dead-letter", id=held.ident, **body["error"])
+                               published=0)
+            for pub in held.outcome:
+                if pub.error is None:
+                    self.metrics.published.inc()
+                    self.log.debug("done", id=held.ident, mid=held.msg.mid, ms=round((done - held.received) * 1000, 3),
+                                   publish_ms=round((done - held.published) * 1000, 3))
+                else:
+                    self.metrics.failed(pub.error["stage"], pub.error["kind"])
+                    self.log.warning("dead-letter", id=held.ident, **pub.error)
 
-    def _dead_letter(self, ident: str, msg: mqtt.MQTTMessage, stage: str, kind: str, message: str) -> dict:
-        return {"id": ident, "error": {"stage": stage, "kind": kind, "message": message},
-                "worker": self.client_id, "source_topic": msg.topic, "payload_bytes": len(msg.payload),
-                "payload_base64": base64.b64encode(msg.payload).decode()}
+    def _dead_letter(self, ident: str, msg: mqtt.MQTTMessage, stage: str, kind: str, message: str) -> Publication:
+        error = {"stage": stage, "kind": kind, "message": message}
+        body = {"id": ident, "error": error, "worker": self.client_id, "source_topic": msg.topic,
+                "payload_bytes": len(msg.payload), "payload_base64": base64.b64encode(msg.payload).decode()}
+        return Publication(self.pipeline.mqtt.dead_letter_topic, body=body, error=error)
 
-    def _publish(self, topic: str, body: dict, msg: mqtt.MQTTMessage, then) -> None:
-        """Publishes at QoS 1; `then()` runs once the broker has acknowledged it (Link.publish)."""
+    @staticmethod
+    def _properties(pub: Publication) -> Properties:
         props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("id", body["id"])]
-        props.ContentType = "application/json"
-        correlation = getattr(msg.properties, "CorrelationData", None)
-        if correlation:
-            props.CorrelationData = correlation
-        self.link.publish(topic, json.dumps(body).encode(), props, then)
-
-
-def _warm_up(pipeline: Pipeline, runner: GraphRunner, log: EventLog) -> None:
-    """Pillow's first decode (plugin loading) and each stage's first run are several
-    times slower than the next ones: take them now, not on the first message."""
-    from PIL import Image
-    png = io.BytesIO()
-    Image.new("RGB", (224, 224), (127, 127, 127)).save(png, "PNG")
-    try:
-        runner.run(decode_image(png.getvalue(), pipeline.source.max_pixels, pipeline.source.name))
-    except StageFailure as e:  # a pipeline that wants other images: it still warmed up what ran
-        log.debug("warm-up", message=str(e))
+        user = list(pub.user_properties)
+        if pub.id is not None and not any(k == "id" for k, _ in user):
+            user.insert(0, ("id", pub.id))
+        if user:
+            props.UserProperty = user
+        if pub.content_type:
+            props.ContentType = pub.content_type
+        if pub.correlation:
+            props.CorrelationData = pub.correlation
+        return props
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wasinn.pipeline.worker",
                                  description="One worker of `wasinn serve` (started by its supervisor).")
-    ap.add_argument("--pipeline", required=True)
+    ap.add_argument("--pipeline", required=True, help="a pipeline file, or a resolved data-flow graph (.json)")
     ap.add_argument("--client-id", required=True)
     ap.add_argument("--broker", help="HOST:PORT instead of the pipeline file's")
     ap.add_argument("--tls-ca", help="mqtt.tls.ca instead of the pipeline file's")
@@ -424,24 +425,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     log = capture_stderr(EventLog(level=args.log_level, worker=args.client_id))
     try:
-        pipeline = load_pipeline(args.pipeline)
-        pipeline = pipeline.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
-                                           password_file=args.password_file)
         from ..backends import onnxruntime as onnxruntime_backend  # (not in the supervisor, which imports this)
         # the stages' sessions run in turn: on one pool, as one session's ops do natively
         onnxruntime_backend.share_thread_pools(args.ort_threads)
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     limits=Limits().updated(json.loads(args.limits)),
                     progress=lambda message: log.info("progress", message=message))
-        runner = GraphRunner(pipeline, host)
-        worker = Worker(pipeline, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
+        served, runner = open_runner(pathlib.Path(args.pipeline), host, log, args.client_id)
+        served = served.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
+                                       password_file=args.password_file)
+        worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
     except WasinnError as e:
         log.error("cannot-start", message=str(e))
         return EXIT_CONFIG
-    _warm_up(pipeline, runner, log)
+    runner.warm_up(log)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    log.info("started", stages=list(runner.stages), ort_threads=args.ort_threads)
+    log.info("started", stages=runner.names, ort_threads=args.ort_threads)
     return worker.run()
 
 

@@ -1,0 +1,227 @@
+"""The compile-time half of the standard data path: rewriting a component so that
+wasi:nn's byte-carrying imports reach the host as spans (adapter.py is the host half,
+and says why).
+
+Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
+the wasi-nn crate) reach their imports through a "shim" table that a "fixup" core
+instance fills with the lowered host functions. `rewrite` appends to the component,
+without touching any of its own index spaces: an import of wasinn:adapter's
+interfaces, a core module (adapter.wat, generated from wit/) that implements
+the tensor constructor, `tensor.data` and `graph.load` with the flat
+signatures the guest expects, instantiated over the guest's memory and realloc, and
+a last core instance whose element segment points the shim table's slots for those
+three imports at it. Everything else the guest imports keeps its own lowering.
+
+Where the adapter goes in is read from the binary (binary.read_layout: the component's
+imports, aliases, canonical definitions and core instances, by index space), and the
+text above names those places by index. wasm-tools does the encoding: the component is
+printed as text with each core module replaced by a small placeholder (fast, and every
+other section round-trips), the text above is added, the result is parsed, and the
+original core modules go back in place of the placeholders. `Host.load_component` does this once per component; the compile
+cache keeps the result (keyed on the original bytes and this module's version).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import re
+
+from ..digests import sha256
+from ..errors import WasinnError
+from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
+                     join, leb, read_layout, sections)
+from .nn_versions import TENSOR_INTERFACES
+from .wasm_tools import wasm_tools_output
+
+TEMPLATE = pathlib.Path(__file__).resolve().parent / "adapter.wat"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A guest import the adapter takes over (adapter.wat's `;; @@target` lines)."""
+    interface: str
+    function: str
+    core_func: str  # the adapter's function that stands in for it
+    signature: str  # the flat core signature the guest imports it with (the shim checks it)
+
+
+@functools.cache
+def _targets() -> dict[tuple[str, str], _Target]:
+    lines = [ln.split(" ", 5)[2:] for ln in TEMPLATE.read_text().splitlines() if ln.startswith(";; @@target ")]
+    return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
+
+
+_PLACEHOLDER = b"wasinn-placeholder-"
+
+
+_OWN = "wasinn:adapter/"  # the host half of the adapter: no component may import it
+
+
+def needs_adapter(wasm: bytes) -> bool:
+    """Whether the component goes through `rewrite`: it imports wasi:nn/tensor (any
+    version served), or may import wasinn:adapter itself (refused there). Import names
+    stand in the binary as they are: a substring test decides."""
+    return any(name.encode() in wasm for name in TENSOR_INTERFACES) or _OWN.encode() in wasm
+
+
+@functools.cache
+def adapter_digest() -> str:
+    """Part of the compile cache's key: a changed adapter never meets an old rewrite."""
+    h = sha256(TEMPLATE.read_bytes())
+    h.update(pathlib.Path(__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _placeholder(i: int) -> bytes:
+    name = _PLACEHOLDER + str(i).encode()
+    custom = leb(len(name)) + name
+    return CORE_PREAMBLE + b"\0" + leb(len(custom)) + custom
+
+
+def _placeholder_index(module: bytes) -> int | None:
+    at = module.find(_PLACEHOLDER, 0, 64)
+    if not module.startswith(CORE_PREAMBLE) or at < 0:
+        return None
+    return int(re.match(rb"\d+", module[at + len(_PLACEHOLDER):]).group())  # wasm-tools may add a name section
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Where the adapter goes in: indices in the component's own index spaces."""
+    tensor_instance: int
+    graph_instance: int | None
+    graph_interface: str  # the wasi:nn/graph of the version the component imports
+    memory: int
+    realloc: int | None
+    shim: int  # the core instance whose "$imports" table the guest's imports go through
+    slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
+
+
+class _Refused(WasinnError):
+    """A component wasinn will not run at all (not merely not rewrite)."""
+
+
+def _plan(layout: Layout, label: str) -> _Plan | str:
+    """Where the adapter goes in, or why it cannot (a sentence).
+    _Refused: the component imports wasinn:adapter itself. Its functions are the host
+    half of the module wasinn adds (they bind the memory its spans point into); left to
+    a guest they would be an interface nobody reviewed as a guest's, and keeping the
+    per-value lowering would not take them away (one linker serves every component)."""
+    for name in layout.imports:
+        if name.startswith(_OWN):
+            raise _Refused(f"{label} imports {name}, wasinn's host-internal interface; a component may not import it")
+    instances = {name: index for name, (sort, index) in layout.imports.items() if sort == INSTANCE}
+    tensor = [name for name in TENSOR_INTERFACES if name in instances]
+    if len(tensor) != 1:
+        return (f"it imports {len(tensor)} versions of wasi:nn's tensor interface; the adapter serves one"
+                if tensor else "it does not import wasi:nn's tensor interface")
+    tensor_interface, graph_interface = tensor[0], tensor[0].replace("/tensor@", "/graph@", 1)
+    by_instance = {v: k for k, v in instances.items() if k in (tensor_interface, graph_interface)}
+    targets = {func: name for func, (instance, name) in layout.func_aliases.items()
+               if (by_instance.get(instance), name) in _targets()}  # component func -> target function
+    lowered = {core: (targets[func], options) for core, (func, options) in layout.lowerings.items()
+               if func in targets}  # core func -> (target, its canonical options)
+    if not lowered:
+        return "it lowers none of wasi:nn's byte-carrying functions"
+    slots: dict[str, list[int]] = {}
+    options = []
+    for exports in layout.export_instances.values():  # the fixup's arguments: slot number -> lowered function
+        for name, (sort, index) in exports.items():
+            if sort == CORE_FUNC and index in lowered and name.isascii() and name.isdigit():
+                target, opts = lowered[index]
+                slots.setdefault(target, []).append(int(name))
+                options.append(opts)
+    if not slots:
+        return "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"
+    wanted = {str(s) for ss in slots.values() for s in ss}
+    shims = {instance for sort, instance, name, _ in layout.core_aliases if sort == CORE_FUNC and name in wanted}
+    if len(shims) != 1:
+        return "its wasi:nn lowerings do not go through one shim table (not a wit-component layout)"
+    memories = {v for opts in options for code, v in opts if code == MEMORY_OPTION}
+    if len(memories) != 1:
+        return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
+    # the realloc of the one function that returns a list the adapter allocates
+    reallocs = [v for opts in options for code, v in opts if code == REALLOC_OPTION]
+    graph = instances.get(graph_interface)
+    if graph is None:
+        for t in _targets().values():
+            if t.interface == graph_interface:
+                slots.pop(t.function, None)
+    return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(),
+                 reallocs[0] if reallocs else None, shims.pop(), slots)
+
+
+def _block(template: str, name: str) -> str:
+    return template.split(f";; @@begin {name}\n", 1)[1].split(f";; @@end {name}\n", 1)[0]
+
+
+def _adapter_text(plan: _Plan) -> str:
+    template = TEMPLATE.read_text()
+    text = _block(template, "tensors")
+    if any(t.interface == plan.graph_interface and t.function in plan.slots for t in _targets().values()):
+        text += _block(template, "graphs")
+    imports, exports, elems = [], [], []
+    targets = {t.function: t for t in _targets().values()}
+    for i, (target, slots) in enumerate(sorted(plan.slots.items())):
+        imports.append(f'    (import "" "f{i}" (func $f{i} {targets[target].signature}))')
+        exports.append(f'(export "f{i}" (func {targets[target].core_func}))')
+        elems += [f"    (elem (table 0) (i32.const {slot}) func $f{i})" for slot in slots]
+    text += "\n".join([
+        "  ;; Points the guest's shim table at the adapter's functions (after its own fixup ran).",
+        "  (core module $wasinn:Refix",
+        '    (import "" "$imports" (table 0 funcref))', *imports, *elems, "  )",
+        f'  (alias core export {plan.shim} "$imports" (core table $wasinn:shim-table))',
+        f'  (core instance $wasinn:refix-args (export "$imports" (table $wasinn:shim-table)) {" ".join(exports)})',
+        '  (core instance $wasinn:refix (instantiate $wasinn:Refix (with "" (instance $wasinn:refix-args))))', ""])
+    return (text.replace("@@TENSOR_INSTANCE@@", str(plan.tensor_instance))
+                .replace("@@GRAPH_INSTANCE@@", "" if plan.graph_instance is None else str(plan.graph_instance))
+                .replace("@@MEMORY@@", str(plan.memory))
+                .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
+
+
+# What wit-component writes outside its core modules is types, aliases and instances:
+# ~140 KB for a componentize-py guest, printed as ~350 KB of text. A component past
+# these bounds is no such layout, and wasm-tools is not left to print without end.
+_MAX_STUB = 16 << 20
+
+
+def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+    """The component with its byte-carrying wasi:nn imports served through spans, and
+    None; or the component unchanged and why it keeps the standard lowering (a broken
+    file is then reported by the compiler, as any other).
+    WasinnError: the component may not run at all (it imports wasinn:adapter)."""
+    try:
+        return _rewrite(wasm, label)
+    except _Refused:
+        raise
+    except WasinnError as e:
+        if _OWN.encode() in wasm:  # its imports went unread: it may be importing wasinn:adapter
+            raise _Refused(f"{label} names {_OWN} and its imports cannot be read: {e}") from None
+        return wasm, str(e)
+
+
+def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+    plan = _plan(read_layout(wasm), label)
+    if isinstance(plan, str):
+        return wasm, plan
+    top = sections(wasm)
+    modules = [p for sid, p in top if sid == CORE_MODULE_SECTION]
+    stub, i = [], 0
+    for sid, payload in top:
+        if sid == CORE_MODULE_SECTION:
+            payload, i = _placeholder(i), i + 1
+        stub.append((sid, payload))
+    stub = join(stub)
+    if len(stub) > _MAX_STUB:
+        raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
+    text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
+    end = text.rstrip().rindex(")")
+    out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                            f"cannot add wasinn's data-path adapter to {label}")
+    merged = []
+    for sid, payload in sections(out):
+        if sid == CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
+            payload = modules[k]
+        merged.append((sid, payload))
+    return join(merged), None

@@ -1,0 +1,341 @@
+"""One Azure IoT Operations data-flow operator (`wasm-graph:processor@1.1.0`: map, filter,
+branch, accumulate, delay) running in wasinn, with the host services it imports.
+
+    services = Services.embedded(log=EventLog(), limits=Limits())
+    op = Operator.open(host, "temperature.wasm", kind="map", name="to-celsius",
+                       configuration={"unit": "C"}, services=services)
+    op.init()                                        # init(module-configuration)
+    out = op.map(Message(b'{"temperature": {"value": 68, "unit": "F"}}', topic="sensors"))
+    op.close()
+
+Messages are plain dataclasses; the host holds their payloads (and snapshot frames) as
+`buffer` resources, as Azure's host does, which the operator reads with `buffer.read`;
+a buffer lives as long as the call it was handed to. An operator's `process` error
+raises `OperatorError` with the operator's message (`kind` "error"); a trap raises
+`OperatorError` with `kind` "trap": the instance is torn down, and the next call runs
+on a fresh instance that is first initialised again with the same configuration
+(`reopen()` does that at once). Operators run under the Host's limits and isolation
+policy like any guest; the services bound what a guest can make them hold (limits.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from wasmtime.component import Component, ResourceHost, Variant
+
+from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_BRANCH,
+                         WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
+                         WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
+                         Resource)
+from ..abi.values import Handle
+from ..errors import BadValue, GuestTrap, WasinnError
+from ..runtime import Host
+from .services import Services
+from .services.clock import Timestamp
+from .services.imports import OperatorImports, active, free_resources, new_resource, resource, serve
+
+__all__ = ["Operator", "OperatorError", "Message", "Snapshot", "Timestamp", "Services", "KINDS"]
+
+# Each operation type, by the interface its operators export.
+KINDS = {"map": WASM_GRAPH_PROCESSOR_MAP, "filter": WASM_GRAPH_PROCESSOR_FILTER,
+         "branch": WASM_GRAPH_PROCESSOR_BRANCH, "accumulate": WASM_GRAPH_PROCESSOR_ACCUMULATE,
+         "delay": WASM_GRAPH_PROCESSOR_DELAY}
+
+
+class OperatorError(WasinnError):
+    """An operator failed on one message (`kind` "error": its `process` returned an
+    error, whose text is `message`; "trap": it trapped; "contract": it returned what its
+    kind may not) or at start ("init"). The engine sends the message to the dead-letter
+    topic with it."""
+
+    def __init__(self, operator: str, kind: str, message: str):
+        super().__init__(f"operator {operator!r} failed ({kind}): {message}")
+        self.operator, self.kind, self.message = operator, kind, message
+
+
+@dataclasses.dataclass
+class Message:
+    """An MQTT message (WIT `message`). `timestamp` None: the host's clock stamps it.
+    `schema`: a registry reference (str) or an inline schema (name, content)."""
+    payload: bytes
+    topic: str = ""
+    content_type: str | None = None
+    user_properties: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    timestamp: Timestamp | None = None
+    schema: str | tuple[str, str] | None = None
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A video frame (WIT `snapshot`): `frame` bytes of `format` (e.g. "rgb24"), width × height."""
+    frame: bytes
+    width: int
+    height: int
+    format: str = "rgb24"
+    timestamp: Timestamp | None = None
+
+
+# What operators take and return (WIT `data-model`): bytes is the bare buffer-or-bytes case.
+DataModel = Message | Snapshot | bytes
+
+
+class Operator:
+    """One operator node: an instance of a component exporting `kind`'s interface."""
+
+    def __init__(self, host: Host, component: Component, kind: str, name: str,
+                 configuration: dict[str, str], services: Services,
+                 module_schemas: list[tuple[str, str, str]] = ()):
+        if kind not in KINDS:
+            raise WasinnError(f"unknown operation type {kind!r}; operators are: {', '.join(KINDS)}")
+        kinds = self.kinds(component)
+        if kind not in kinds:
+            raise WasinnError(f"operator {name!r}: the module exports no {kind} operator "
+                              f"({KINDS[kind]}); it exports: {', '.join(sorted(kinds)) or 'no operator'}")
+        serve(host)
+        self.host, self.component, self.kind, self.name = host, component, kind, name
+        self.configuration = dict(configuration)
+        self.module_schemas = list(module_schemas)
+        self.services = services
+        self.limits = services.limits or host.limits
+        self.imports = OperatorImports(services, name, self.limits)
+        self.instance = host.instantiate(component)
+        self._iface = KINDS[kind]
+        self._initialised = False
+        self._owns_services = False  # open() without services made them: close() closes them
+        self._warn_unserved()
+
+    @classmethod
+    def open(cls, host: Host, component: Component | str | os.PathLike, *, kind: str, name: str | None = None,
+             configuration: dict[str, str] | None = None, services: Services | None = None,
+             module_schemas: list[tuple[str, str, str]] = ()) -> "Operator":
+        """`component`: a compiled component or a `.wasm` path. `configuration`: the
+        node's parameters (init's `properties`); `module_schemas`: (name, content type,
+        content) triples for init's `module-schemas`. Without `services`, embedded ones of
+        its own (a private state store), closed with the operator."""
+        if name is None:
+            name = kind if isinstance(component, Component) else pathlib.Path(component).stem
+        if not isinstance(component, Component):
+            component = host.load_component(component)
+        op = cls(host, component, kind, name, configuration or {}, services or Services.embedded(), module_schemas)
+        op._owns_services = services is None
+        return op
+
+    @staticmethod
+    def kinds(component: Component) -> set[str]:
+        """The operator interfaces `component` exports (one module may export several)."""
+        exports = component.type.exports(Host.engine_of(component))
+        return {kind for kind, iface in KINDS.items() if iface in exports}
+
+    def _warn_unserved(self) -> None:
+        imports = self.component.type.imports(Host.engine_of(self.component))
+        log = self.imports.log
+        if WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY in imports and not self.services.schemas.available:
+            log.warning("operator-service-unavailable", service="schema-registry",
+                        detail="no schemas were given (--schemas FILE); its calls return not-available")
+        if WASM_GRAPH_PROCESSOR_COMMAND_INVOKER in imports and not self.services.invoker.available:
+            log.warning("operator-service-unavailable", service="command-invoker",
+                        detail="no MQTT connection for commands; new-invoker returns client-error")
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def init(self) -> None:
+        """Calls the operator's `init` with its configuration; OperatorError ("init") when
+        it returns false or traps."""
+        config = {"properties": sorted(self.configuration.items()),
+                  "module-schemas": [{"name": n, "content-type": t, "content": c} for n, t, c in self.module_schemas]}
+        try:
+            ok = self._call("init", config)
+        except OperatorError as e:
+            raise OperatorError(self.name, "init", e.message) from None
+        if ok is not True:
+            raise OperatorError(self.name, "init", "init returned false")
+        self._initialised = True
+
+    def reopen(self) -> None:
+        """A fresh instance, initialised with the same configuration."""
+        self.instance.close()
+        free_resources(list(self.imports.commands))
+        self.imports.commands.clear()
+        self._initialised = False
+        self.init()
+
+    def close(self) -> None:
+        self.instance.close()
+        free_resources(list(self.imports.commands))
+        self.imports.commands.clear()
+        if self._owns_services:
+            self.services.close()
+
+    def __enter__(self) -> "Operator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the operations -----------------------------------------------------------------
+    def map(self, message: DataModel) -> DataModel:
+        return self._process("map", [message], self._data_model)
+
+    def filter(self, message: DataModel) -> bool:
+        return self._process("filter", [message], self._bool)
+
+    def branch(self, timestamp: Timestamp, message: DataModel) -> bool:
+        """False: the first arm ("False" edges); True: the second ("True" edges)."""
+        return self._process("branch", [_Hlc(timestamp), message], self._bool)
+
+    def accumulate(self, staged: DataModel, messages: list[DataModel]) -> DataModel:
+        return self._process("accumulate", [staged, messages], self._data_model)
+
+    def delay(self, message: DataModel, timestamp: Timestamp) -> Timestamp:
+        return self._process("delay", [message, _Hlc(timestamp)], self._returned_hlc)
+
+    # --- calls --------------------------------------------------------------------------
+    def _process(self, kind: str, args: list, take):
+        if kind != self.kind:
+            raise WasinnError(f"operator {self.name!r} is a {self.kind} operator, not a {kind}")
+        if not self._initialised:
+            self.init()  # first use, or the instance trapped: a fresh one starts from init
+        buffers: list[int] = []
+        try:
+            values = [self._give(a, buffers) for a in args]
+            result = self._call("process", *values)
+            if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
+                raise OperatorError(self.name, "contract", f"process returned {result!r}")
+            if result.tag == "err":
+                raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
+            return take(result.payload)
+        finally:
+            free_resources(buffers)
+
+    def _call(self, func: str, *args):
+        try:
+            with active(self.imports):
+                return self.instance.call(f"{self._iface}#{func}", *args)
+        except GuestTrap as e:
+            self._initialised = False
+            raise OperatorError(self.name, "trap", str(e)) from None
+        except BadValue:
+            raise
+        except WasinnError as e:  # a host function refused what has no error case: the instance is gone
+            self._initialised = False
+            raise OperatorError(self.name, "trap", str(e)) from None
+
+    # --- values to the guest --------------------------------------------------------------
+    def _give(self, value, buffers: list[int]):
+        """A Python value as Instance.call takes it (records as dicts by WIT field name,
+        every variant tagged, host buffers as handles in the instance's store)."""
+        if isinstance(value, _Hlc):
+            return _hlc(value.timestamp or self.services.clock.now())
+        if isinstance(value, list):
+            return [self._give(v, buffers) for v in value]
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return Variant("buffer-or-bytes", self._buffer(bytes(value), buffers, "the payload"))
+        ts = value.timestamp or self.services.clock.now()
+        if isinstance(value, Message):
+            schema = None
+            if isinstance(value.schema, str):
+                schema = Variant("registry-reference", _string(value.schema))
+            elif value.schema is not None:
+                schema = Variant("inline", {"name": _string(value.schema[0]), "content": _string(value.schema[1])})
+            return Variant("message", {
+                "timestamp": _timestamp(ts),
+                "topic": Variant("bytes", value.topic.encode()),
+                "content-type": None if value.content_type is None else _string(value.content_type),
+                "payload": self._buffer(bytes(value.payload), buffers, "the payload"),
+                "properties": {"user-properties": [(_string(k), _string(v)) for k, v in value.user_properties]},
+                "schema": schema,
+            })
+        if isinstance(value, Snapshot):
+            return Variant("snapshot", {
+                "timestamp": _timestamp(ts), "format": _string(value.format), "width": value.width,
+                "height": value.height, "frame": self._buffer(bytes(value.frame), buffers, "the frame")})
+        raise WasinnError(f"an operator takes a Message, a Snapshot or bytes, not {type(value).__name__}")
+
+    def _buffer(self, data: bytes, buffers: list[int], what: str) -> Variant:
+        if len(data) > self.limits.max_payload_bytes:
+            raise OperatorError(self.name, "error", f"{what} is {len(data)} bytes; the limit is "
+                                f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
+        rep = new_resource(data)
+        buffers.append(rep)
+        return Variant("buffer", ResourceHost.own(rep, Resource.BUFFER).to_any(self.instance.store))
+
+    # --- values from the guest ------------------------------------------------------------
+    def _bool(self, value) -> bool:
+        if not isinstance(value, bool):
+            raise OperatorError(self.name, "contract", f"process returned {value!r}, not a bool")
+        return value
+
+    def _returned_hlc(self, value) -> Timestamp:
+        ts = value.timestamp
+        return Timestamp(ts.secs, ts.nanos, value.counter, getattr(value, "node-id"))
+
+    def _data_model(self, value: Variant) -> DataModel:
+        if value.tag == "buffer-or-bytes":
+            return self._bytes(value.payload)
+        if value.tag == "message":
+            m = value.payload
+            schema = getattr(m, "schema")
+            if schema is not None:
+                schema = (self._text(schema.payload) if schema.tag == "registry-reference" else
+                          (self._text(schema.payload.name), self._text(schema.payload.content)))
+            ctype = getattr(m, "content-type")
+            return Message(
+                payload=self._bytes(m.payload),
+                topic=self._bytes(m.topic).decode("utf-8", "replace"),
+                content_type=None if ctype is None else self._text(ctype),
+                user_properties=[(self._text(k), self._text(v))
+                                 for k, v in getattr(m.properties, "user-properties")],
+                timestamp=self._stamp(m.timestamp), schema=schema)
+        s = value.payload
+        return Snapshot(frame=self._bytes(s.frame), width=s.width, height=s.height, format=self._text(s.format),
+                        timestamp=self._stamp(s.timestamp))
+
+    def _stamp(self, ts) -> Timestamp:
+        return Timestamp(ts.timestamp.secs, ts.timestamp.nanos, ts.counter, self._text(getattr(ts, "node-id")))
+
+    def _bytes(self, value: Variant) -> bytes:
+        if value.tag == "bytes":
+            data = value.payload
+        else:
+            data = self._held(value.payload)
+        if len(data) > self.limits.max_payload_bytes:
+            raise OperatorError(self.name, "contract", f"the operator returned {len(data)} bytes; the limit is "
+                                f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
+        return bytes(data)
+
+    def _text(self, value: Variant) -> str:
+        if value.tag == "string":
+            return value.payload
+        return self._held(value.payload).decode("utf-8", "replace")
+
+    def _held(self, handle: Handle) -> bytes:
+        """The bytes of a host buffer the operator handed back (its input's, passed on)."""
+        rep = handle.resource.to_host(self.instance.store).rep
+        data = resource(rep)
+        free_resources([rep])  # the guest gave its handle up
+        if not isinstance(data, bytes):
+            raise OperatorError(self.name, "contract", "the operator returned a buffer of an earlier message")
+        return data
+
+
+@dataclasses.dataclass
+class _Hlc:
+    """An argument of WIT type hybrid-logical-clock (not a data-model)."""
+    timestamp: Timestamp | None
+
+
+def _string(text: str) -> Variant:
+    return Variant("string", text)
+
+
+def _timespec(ts: Timestamp) -> dict:
+    return {"secs": ts.secs, "nanos": ts.nanos}
+
+
+def _timestamp(ts: Timestamp) -> dict:
+    return {"timestamp": _timespec(ts), "counter": ts.counter, "node-id": _string(ts.node_id)}
+
+
+def _hlc(ts: Timestamp) -> dict:
+    return {"timestamp": _timespec(ts), "counter": ts.counter, "node-id": ts.node_id}

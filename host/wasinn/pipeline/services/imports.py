@@ -1,0 +1,319 @@
+"""The WIT imports of `wasm-graph:processor@1.1.0`, served for one operator node.
+
+The linker is the Host's, shared by every instance; `serve(host)` wires one dispatcher
+into it, which forwards each call to the `OperatorImports` of the operator whose export
+is running (`active`, a context variable set around every call into an operator). Host
+resources (`buffer`, the command invoker's builders) live in one process-wide table,
+so that a guest's drop needs no operator.
+
+Nothing here raises into wasmtime (that would trap the guest and poison its instance):
+every failure becomes the interface's own error case, and unexpected ones are logged
+with the operator's name. The exceptions are the two calls with no error to return —
+a constructor past `MAX_LIVE_COMMANDS` — which trap with one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import itertools
+
+from wasmtime.component import Variant
+
+from ..._bindings import (WASM_GRAPH_PROCESSOR_TYPES, CommandResponse, Err, HybridLogicalClock, Level, Schema,
+                          StateStoreDelResponse, StateStoreGetResponse, StateStoreSetResponse, Timespec,
+                          add_wasm_graph_processor_to_linker)
+from ...errors import WasinnError
+from ...limits import Limits
+from .clock import Timestamp
+from .invoker import Options, Request, RpcError
+from .logger import OperatorLog
+from .metrics import MetricError, OperatorMetrics
+from .state_store import StateError, StateUnavailable
+
+# Live command-invoker resources (builders, options, requests, invokers) per operator:
+# their constructors have no error case, so past this the guest traps.
+MAX_LIVE_COMMANDS = 256
+
+_active: contextvars.ContextVar["OperatorImports | None"] = contextvars.ContextVar("wasinn_operator", default=None)
+_table: dict[int, object] = {}
+_reps = itertools.count(1)
+
+
+def new_resource(value: object) -> int:
+    rep = next(_reps)
+    _table[rep] = value
+    return rep
+
+
+def free_resources(reps) -> None:
+    for rep in reps:
+        _table.pop(rep, None)
+
+
+def resource(rep: int) -> object | None:
+    return _table.get(rep)
+
+
+@contextlib.contextmanager
+def active(imports: "OperatorImports"):
+    token = _active.set(imports)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+def to_hlc(ts: Timestamp | None) -> HybridLogicalClock | None:
+    return None if ts is None else HybridLogicalClock(Timespec(ts.secs, ts.nanos), ts.counter, ts.node_id)
+
+
+def from_hlc(hlc: HybridLogicalClock | None) -> Timestamp | None:
+    return None if hlc is None else Timestamp(hlc.timestamp.secs, hlc.timestamp.nanos, hlc.counter, hlc.node_id)
+
+
+def _guarded(internal):
+    """Turns an unexpected failure of a service into the interface's error case
+    (`internal(text)` builds it) after logging it; `Err` passes through."""
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, store, *args):
+            try:
+                return method(self, store, *args)
+            except Err:
+                raise
+            except Exception as e:  # a bug or an outage of the service: the guest gets an error, never a trap
+                self.log.error("operator-service-failed", call=method.__name__, error=f"{type(e).__name__}: {e}")
+                raise Err(internal(f"{type(e).__name__}: {e}")) from None
+        return call
+    return wrap
+
+
+class OperatorImports:
+    """The imports of one operator node (`name`), over `services`, within `limits`."""
+
+    def __init__(self, services, name: str, limits: Limits):
+        self.services = services
+        self.name = name
+        self.limits = limits
+        self.log = services.log.bind(operator=name)
+        self.guest_log = OperatorLog(services.log, name, limits.max_log_lines)
+        self.metrics = OperatorMetrics(services.metrics, name, limits.max_metric_series)
+        self.commands: set[int] = set()
+
+    # --- types: buffer ---------------------------------------------------------------
+    def buffer_read(self, store, rep: int) -> bytes:
+        data = _table.get(rep)
+        if not isinstance(data, bytes):
+            self.log.warning("operator-stale-buffer", detail="read of a buffer whose message is done; returned no bytes")
+            return b""
+        return data
+
+    def buffer_drop(self, store, rep: int) -> None:
+        _table.pop(rep, None)
+
+    # --- logger -----------------------------------------------------------------------
+    def logger_log(self, store, level: Level, context: str, message: str) -> None:
+        try:
+            self.guest_log.write(level.value, context, message)
+        except Exception as e:  # a closed stream must not trap the guest
+            self.log.error("operator-service-failed", call="log", error=f"{type(e).__name__}: {e}")
+
+    # --- metrics ----------------------------------------------------------------------
+    @_guarded(lambda text: Variant("lock-error", text))
+    def metrics_add_to_counter(self, store, name: str, value: Variant, labels) -> None:
+        try:
+            self.metrics.add(name, value.payload, _pairs(labels))
+        except MetricError as e:
+            raise Err(Variant("incompatible-type", str(e))) from None
+
+    @_guarded(lambda text: Variant("lock-error", text))
+    def metrics_record_to_histogram(self, store, name: str, value: Variant, labels) -> None:
+        try:
+            self.metrics.record(name, float(value.payload), _pairs(labels))
+        except MetricError as e:
+            raise Err(Variant("incompatible-type", str(e))) from None
+
+    # --- state-store ------------------------------------------------------------------
+    def _check_key(self, key: bytes, value: bytes | None = None) -> None:
+        if not key or len(key) > self.limits.max_state_key_bytes:
+            raise Err(Variant("request-error", f"a state-store key has 1 to {self.limits.max_state_key_bytes} "
+                              f"bytes, got {len(key)} (limit 'max-state-key-bytes', --max-state-key-bytes)"))
+        if value is not None and len(value) > self.limits.max_tensor_bytes:
+            raise Err(Variant("request-error", f"a state-store value is {len(value)} bytes; the limit is "
+                              f"{self.limits.max_tensor_bytes} (limit 'max-tensor-bytes', --max-tensor-bytes)"))
+
+    def _store(self, call):
+        try:
+            return call()
+        except StateError as e:
+            raise Err(Variant("request-error", str(e))) from None
+        except StateUnavailable as e:
+            self.log.warning("state-store-unavailable", error=str(e))
+            raise Err(Variant("timeout")) from None
+
+    @_guarded(lambda text: Variant("internal"))
+    def state_store_get(self, store, key: bytes, timeout) -> StateStoreGetResponse:
+        self._check_key(key)
+        value, version = self._store(lambda: self.services.state_store.get(key))
+        return StateStoreGetResponse(value, to_hlc(version))
+
+    @_guarded(lambda text: Variant("internal"))
+    def state_store_set(self, store, key: bytes, value: bytes, timeout, fencing_token, options) -> StateStoreSetResponse:
+        self._check_key(key, value)
+        expires = None if options.expires is None else options.expires.seconds + options.expires.nanos / 1e9
+        ok, version = self._store(lambda: self.services.state_store.set(
+            self.name, key, value, condition=options.conditions.value, expires=expires, fencing=from_hlc(fencing_token),
+            max_keys=self.limits.max_state_keys))
+        return StateStoreSetResponse(ok, to_hlc(version))
+
+    @_guarded(lambda text: Variant("internal"))
+    def state_store_del(self, store, key: bytes, fencing_token, timeout) -> StateStoreDelResponse:
+        self._check_key(key)
+        count, version = self._store(lambda: self.services.state_store.delete(key, fencing=from_hlc(fencing_token)))
+        return StateStoreDelResponse(count, to_hlc(version))
+
+    @_guarded(lambda text: Variant("internal"))
+    def state_store_vdel(self, store, key: bytes, value: bytes, fencing_token, timeout) -> StateStoreDelResponse:
+        self._check_key(key, value)
+        count, version = self._store(lambda: self.services.state_store.delete(
+            key, value=value, fencing=from_hlc(fencing_token)))
+        return StateStoreDelResponse(count, to_hlc(version))
+
+    # --- schema-registry --------------------------------------------------------------
+    @_guarded(lambda text: Variant("internal", text))
+    def schema_registry_get(self, store, schema_id: str, version: str, timeout) -> Schema:
+        registry = self.services.schemas
+        if not registry.available:
+            raise Err(Variant("not-available"))
+        found = registry.get(schema_id, version)
+        if found is None:
+            raise Err(Variant("not-found"))
+        return Schema(description=found.description, display_name=found.display_name,
+                      format=Variant(found.format), hash=found.hash, name=found.name, namespace=found.namespace,
+                      schema_content=found.content, schema_type=Variant("message-schema"),
+                      tags=list(found.tags), version=found.version)
+
+    # --- command-invoker --------------------------------------------------------------
+    def _command(self, value: object) -> int:
+        if len(self.commands) >= MAX_LIVE_COMMANDS:
+            raise WasinnError(f"operator {self.name!r} holds {MAX_LIVE_COMMANDS} live command-invoker "
+                              "resources; drop some before making more")
+        rep = new_resource(value)
+        self.commands.add(rep)
+        return rep
+
+    def _builder(self, rep: int, kind, **changes) -> int:
+        current = _table.get(rep)
+        if not isinstance(current, kind):
+            raise Err(Variant("state-invalid"))
+        return self._command(dataclasses.replace(current, **changes))
+
+    def command_request_builder_new(self, store) -> int:
+        return self._command(Request())
+
+    def command_request_builder_payload(self, store, rep: int, payload: bytes) -> int:
+        if len(payload) > self.limits.max_payload_bytes:
+            raise Err(Variant("payload-invalid"))
+        return self._builder(rep, Request, payload=payload)
+
+    def command_request_builder_custom_user_data(self, store, rep: int, data) -> int:
+        return self._builder(rep, Request, custom_user_data=tuple(data))
+
+    def command_request_builder_topic_tokens(self, store, rep: int, tokens) -> int:
+        return self._builder(rep, Request, topic_tokens=tuple(tokens))
+
+    def command_request_builder_timeout(self, store, rep: int, secs: int, nanos: int) -> int:
+        return self._builder(rep, Request, timeout=secs + nanos / 1e9)
+
+    def command_request_builder_build(self, store, rep: int) -> int:
+        return self._builder(rep, Request)
+
+    def command_invoker_options_builder_new(self, store) -> int:
+        return self._command(Options())
+
+    def command_invoker_options_builder_request_topic_pattern(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, request_topic_pattern=value)
+
+    def command_invoker_options_builder_response_topic_pattern(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, response_topic_pattern=value)
+
+    def command_invoker_options_builder_command_name(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, command_name=value)
+
+    def command_invoker_options_builder_topic_namespace(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, topic_namespace=value)
+
+    def command_invoker_options_builder_topic_token_map(self, store, rep: int, value) -> int:
+        return self._builder(rep, Options, topic_token_map=tuple(value))
+
+    def command_invoker_options_builder_response_topic_prefix(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, response_topic_prefix=value)
+
+    def command_invoker_options_builder_response_topic_suffix(self, store, rep: int, value: str) -> int:
+        return self._builder(rep, Options, response_topic_suffix=value)
+
+    def command_invoker_options_builder_build(self, store, rep: int) -> int:
+        return self._builder(rep, Options)
+
+    @_guarded(lambda text: Variant("internal-logic-error"))
+    def command_invoker_new_invoker(self, store, options_rep: int) -> int:
+        options = _table.pop(options_rep, None)  # `own`: the guest handed it over
+        self.commands.discard(options_rep)
+        if not isinstance(options, Options):
+            raise Err(Variant("state-invalid"))
+        try:
+            self.services.invoker.check(options)
+        except RpcError as e:
+            raise Err(Variant(e.case)) from None
+        return self._command(options)
+
+    @_guarded(lambda text: Variant("internal-logic-error"))
+    def command_invoker_invoke(self, store, rep: int, request_rep: int) -> CommandResponse:
+        options, request = _table.get(rep), _table.pop(request_rep, None)
+        self.commands.discard(request_rep)
+        if not isinstance(options, Options) or not isinstance(request, Request):
+            raise Err(Variant("state-invalid"))
+        try:
+            response = self.services.invoker.invoke(options, request, max_wait=self.limits.deadline or 60.0)
+        except RpcError as e:
+            self.log.warning("operator-command-failed", error=str(e))
+            raise Err(Variant(e.case)) from None
+        return CommandResponse(response.payload, response.custom_user_data, None)
+
+    def drop_command(self, rep: int) -> None:
+        _table.pop(rep, None)
+        self.commands.discard(rep)
+
+
+def _pairs(labels) -> list[tuple[str, str]] | None:
+    return None if labels is None else [(label.key, label.value) for label in labels]
+
+
+class _Dispatch:
+    """What the linker calls: the active operator's imports; drops need none."""
+
+    def __getattr__(self, name: str):
+        imports = _active.get()
+        if imports is None:  # an operator export is the only way in; this is a wasinn bug
+            raise WasinnError(f"a data-flow operator import ({name}) was called outside an operator call")
+        return getattr(imports, name)
+
+    def _drop(self, store, rep: int) -> None:
+        imports = _active.get()
+        if imports is not None:
+            imports.drop_command(rep)
+        else:
+            _table.pop(rep, None)
+
+    buffer_drop = command_request_drop = command_request_builder_drop = command_invoker_options_drop = \
+        command_invoker_options_builder_drop = command_invoker_drop = _drop
+
+
+_DISPATCH = _Dispatch()
+
+
+def serve(host) -> None:
+    """Serves these imports to every instance of `host` (once per host)."""
+    host.serve(WASM_GRAPH_PROCESSOR_TYPES, lambda root: add_wasm_graph_processor_to_linker(root, _DISPATCH))

@@ -1,0 +1,104 @@
+"""The `metrics` interface: an operator's counters and histograms in wasinn's Prometheus
+metrics (`/metrics` of `wasinn serve`; in a worker, prometheus-client's multiprocess
+files).
+
+An operator's metric NAME becomes `wasinn_operator_NAME` (characters Prometheus does not
+allow become `_`) with the label `operator` (the node's name) plus the operator's own
+labels. One name may carry different label keys from call to call (Azure's temperature
+module counts `requests` by module, and by module and unit): each key set is its own
+series in the same family. One name keeps one kind; a call that would make it another,
+or that would make an operator report more than `max-metric-series` distinct name and
+label sets, returns `incompatible-type` saying so.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+
+PREFIX = "wasinn_operator_"
+# Names, label keys and values longer than this are refused: series are held forever.
+MAX_TEXT = 200
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class MetricError(Exception):
+    """What the operator did wrong (the `incompatible-type` case's text)."""
+
+
+class MetricFamilies:
+    """The metric families operators created in one process, registered in `registry` as
+    one collector. Each (name, label keys) is a prometheus-client metric of its own, not
+    registered by itself (a registry wants one label set per name); `collect` merges
+    them by name. In a worker (multiprocess mode) their values go to the shared files,
+    which the supervisor's collector merges the same way."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self._families: dict[str, tuple[str, dict[tuple[str, ...], object]]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def family(self, kind: str, name: str, keys: tuple[str, ...]):
+        with self._lock:
+            found_kind, by_keys = self._families.setdefault(name, (kind, {}))
+            if found_kind != kind:
+                raise MetricError(f"metric {name!r} is a {found_kind}, not a {kind}")
+            metric = by_keys.get(keys)
+            if metric is None:
+                cls = Counter if kind == "counter" else Histogram
+                metric = by_keys[keys] = cls(PREFIX + name, f"operator metric {name}", ["operator", *keys],
+                                             registry=None)
+            return metric
+
+    def collect(self):
+        with self._lock:
+            metrics = [list(by_keys.values()) for _, by_keys in self._families.values()]
+        for group in metrics:
+            merged = None
+            for metric in group:
+                for family in metric.collect():
+                    if merged is None:
+                        merged = Metric(family.name, family.documentation, family.type)
+                    merged.samples.extend(family.samples)
+            if merged is not None:
+                yield merged
+
+
+class OperatorMetrics:
+    """The metrics of one operator."""
+
+    def __init__(self, families: MetricFamilies, operator: str, max_series: int):
+        self._families = families
+        self._operator = operator
+        self._max_series = max_series
+        self._series: set[tuple] = set()
+
+    def add(self, name: str, value: int, labels: list[tuple[str, str]] | None) -> None:
+        self._series_of("counter", name, labels).inc(value)
+
+    def record(self, name: str, value: float, labels: list[tuple[str, str]] | None) -> None:
+        self._series_of("histogram", name, labels).observe(value)
+
+    def _series_of(self, kind: str, name: str, labels: list[tuple[str, str]] | None):
+        if not name or len(name) > MAX_TEXT:
+            raise MetricError(f"a metric name has 1 to {MAX_TEXT} characters, got {len(name)}")
+        clean = _INVALID.sub("_", name)
+        pairs = {}
+        for key, value in labels or ():
+            if not key or len(key) > MAX_TEXT or len(value) > MAX_TEXT:
+                raise MetricError(f"metric {name!r}: label keys have 1 to {MAX_TEXT} characters and values "
+                                  f"at most {MAX_TEXT}")
+            key = _INVALID.sub("_", key)
+            if key[0].isdigit() or key.startswith("__") or key == "operator" or key in pairs:
+                raise MetricError(f"metric {name!r}: label key {key!r} is reserved, repeated or invalid")
+            pairs[key] = value
+        keys = tuple(sorted(pairs))
+        series = (clean, tuple(pairs[k] for k in keys))
+        if series not in self._series and len(self._series) >= self._max_series:
+            raise MetricError(f"operator {self._operator!r} reports more than {self._max_series} metric series "
+                              "(limit 'max-metric-series', --max-metric-series)")
+        family = self._families.family(kind, clean, keys)
+        self._series.add(series)
+        return family.labels(self._operator, *series[1])

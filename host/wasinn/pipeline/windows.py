@@ -1,0 +1,187 @@
+"""Accumulate windows in the state store, shared by every worker of a graph (the embedded
+store: the workers of one host; Redis: every host).
+
+A message reaching an accumulate node is staged in the window of its timestamp (the one
+a delay node moved to the window's end; without a delay, its own): appended to the
+window's key under the graph's lock, a lease (`only-if-does-not-exist` with an expiry).
+Each holder of the lock takes the next epoch (a counter kept under the lock) as the
+fencing token of every write it makes, so a holder whose lease ran out cannot overwrite
+its successor's writes. (Epochs rather than the lock's version: versions come from each
+process's clock, and two processes' clocks need not order two holders as they came.) Once staged, the message is
+acknowledged: an open window costs the broker nothing (receiveMaximum does not depend
+on window sizes), and it survives a worker's death.
+
+When the window's time has come (its timestamp is past on the worker's clock) one
+worker takes the window's emit lease and folds it; the window is removed when the
+result is published. A worker that dies in between leaves the lease to expire and the
+window to the next worker: the window is emitted again with the same id and timestamp.
+A message staged after its window was folded (another host's clock behind, or a message
+that waited at the broker) is not lost: the window is emitted again for the late ones,
+with the id `window:NODE:TIME+N` (N: the messages emitted before).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from ..errors import WasinnError
+from .services.clock import Timestamp
+from .services.state_store import StateError, StateUnavailable
+
+LEASE_SECONDS = 10.0
+_LOCK_WAIT_SECONDS = 15.0
+
+
+class WindowError(WasinnError):
+    pass
+
+
+def encode(data) -> dict:
+    """A data-model value as JSON, to stage it (payload bytes as base64)."""
+    from .operator import Message, Snapshot
+    if isinstance(data, Message):
+        return {"message": {"payload": base64.b64encode(data.payload).decode(), "topic": data.topic,
+                            "content_type": data.content_type, "user_properties": data.user_properties,
+                            "timestamp": _ts(data.timestamp), "schema": data.schema}}
+    if isinstance(data, Snapshot):
+        return {"snapshot": {"frame": base64.b64encode(data.frame).decode(), "width": data.width,
+                             "height": data.height, "format": data.format, "timestamp": _ts(data.timestamp)}}
+    return {"bytes": base64.b64encode(bytes(data)).decode()}
+
+
+def decode(value: dict):
+    from .operator import Message, Snapshot
+    if "message" in value:
+        m = value["message"]
+        schema = m["schema"]
+        return Message(base64.b64decode(m["payload"]), m["topic"], m["content_type"],
+                       [tuple(p) for p in m["user_properties"]], _from_ts(m["timestamp"]),
+                       tuple(schema) if isinstance(schema, list) else schema)
+    if "snapshot" in value:
+        s = value["snapshot"]
+        return Snapshot(base64.b64decode(s["frame"]), s["width"], s["height"], s["format"], _from_ts(s["timestamp"]))
+    return base64.b64decode(value["bytes"])
+
+
+def window_of(at: Timestamp) -> str:
+    """A window's name: its time and counter, not the node that stamped it, so that the
+    messages every worker and host stages for one time meet in one window."""
+    return f"{at.wall:020d}.{at.counter:020d}"
+
+
+def _ts(ts: Timestamp | None):
+    return None if ts is None else [ts.secs, ts.nanos, ts.counter, ts.node_id]
+
+
+def _from_ts(value) -> Timestamp | None:
+    return None if value is None else Timestamp(*value)
+
+
+class Windows:
+    """The open windows of one graph (`prefix`: its group), staged by `owner` (a worker)."""
+
+    def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS):
+        self.store, self.prefix, self.owner, self.lease = store, prefix, owner, lease_seconds
+        self._lock_key = f"{prefix}/lock".encode()
+        self._epoch_key = f"{prefix}/epoch".encode()
+        self._index_key = f"{prefix}/index".encode()
+
+    def _key(self, node: str, at: Timestamp) -> bytes:
+        return f"{self.prefix}/window/{node}/{window_of(at)}".encode()
+
+    def _locked(self, work):
+        """Runs `work(fencing)` holding the graph's lock."""
+        token = f"{self.owner}/{time.monotonic_ns()}".encode()
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        try:
+            while True:
+                ok, _ = self.store.set(self.owner, self._lock_key, token, condition="only-if-does-not-exist",
+                                       expires=self.lease)
+                if ok:
+                    break
+                if time.monotonic() > deadline:
+                    raise WindowError(f"the window lock {self._lock_key.decode()!r} stayed taken for "
+                                      f"{_LOCK_WAIT_SECONDS:g} s")
+                time.sleep(0.002)
+            try:
+                value, _ = self.store.get(self._epoch_key)
+                epoch = int(value or 0) + 1
+                fencing = Timestamp.of(epoch, 0, "epoch")
+                self.store.set(self.owner, self._epoch_key, str(epoch).encode(), fencing=fencing)
+                return work(fencing)
+            finally:
+                self.store.delete(self._lock_key, value=token)
+        except (StateError, StateUnavailable) as e:
+            raise WindowError(f"the state store refused a window write: {e}") from None
+
+    def _index(self) -> list[tuple[str, str]]:
+        value, _ = self.store.get(self._index_key)
+        return [tuple(x) for x in json.loads(value)] if value else []
+
+    def stage(self, node: str, at: Timestamp, data) -> None:
+        """Appends `data` to the window (node, at); returns once it is in the store."""
+        key, entry = self._key(node, at), [node, window_of(at)]
+        item = encode(data)
+
+        def work(fencing):
+            value, _ = self.store.get(key)
+            staged = json.loads(value) if value else {"at": _ts(at), "messages": []}
+            staged["messages"].append(item)
+            self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+            index = self._index()
+            if tuple(entry) not in index:
+                index.append(tuple(entry))
+                self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
+        self._locked(work)
+
+    def due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
+        """The windows whose time has come and whose emit lease this worker took:
+        (node, timestamp, messages, window id, count). Call `emitted(node, at, count)`
+        once its result is published."""
+        try:
+            return self._due(now)
+        except (StateError, StateUnavailable) as e:
+            raise WindowError(f"the state store refused a window read: {e}") from None
+
+    def _due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
+        out = []
+        for node, version in self._index():
+            value, _ = self.store.get(self._key_of(node, version))
+            if not value:
+                continue
+            staged = json.loads(value)
+            at = _from_ts(staged["at"])
+            if at.wall > now.wall:
+                continue
+            lease = f"{self.prefix}/emit/{node}/{version}".encode()
+            ok, _ = self.store.set(self.owner, lease, self.owner.encode(), condition="only-if-does-not-exist",
+                                   expires=self.lease)
+            if ok:
+                done = staged.get("emitted", 0)
+                todo = staged["messages"][done:]
+                out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
+                                                                                              else ""), len(todo)))
+        return out
+
+    def _key_of(self, node: str, version: str) -> bytes:
+        return f"{self.prefix}/window/{node}/{version}".encode()
+
+    def emitted(self, node: str, at: Timestamp, count: int) -> None:
+        """The window's result (of `count` more messages) is with the broker: the window
+        is gone, or, when messages came late, left for them."""
+        entry, key = (node, window_of(at)), self._key(node, at)
+
+        def work(fencing):
+            value, _ = self.store.get(key)
+            staged = json.loads(value) if value else {"messages": []}
+            done = staged.get("emitted", 0) + count
+            if done < len(staged["messages"]):
+                staged["emitted"] = done
+                self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+                self.store.delete(f"{self.prefix}/emit/{node}/{window_of(at)}".encode())
+                return
+            self.store.delete(key, fencing=fencing)
+            index = [e for e in self._index() if e != entry]
+            self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
+        self._locked(work)

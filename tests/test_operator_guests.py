@@ -1,0 +1,100 @@
+"""Operators from other toolchains and operators that infer: the JavaScript map
+(componentize-js, Azure's own map-impl world) and the image snapshot operator (Python,
+EfficientNet-Lite0 built in, wasi:nn) against native onnxruntime on the same frames."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import wasinn
+from wasinn.pipeline.jsonlog import EventLog
+from wasinn.pipeline.operator import Message, Operator, OperatorError, Services, Snapshot, Timestamp
+
+import guest_builds
+from operator_guests import CACHE, ROOT, js_operator_wasm, snapshot_wasm
+
+
+@pytest.fixture(scope="module")
+def host():
+    return wasinn.Host(cache_dir=CACHE)
+
+
+@pytest.fixture(scope="module")
+def services():
+    s = Services.embedded(log=EventLog(stream=io.StringIO()))
+    yield s
+    s.close()
+
+
+def test_javascript_map_operator(host, services):
+    try:
+        wasm = js_operator_wasm()
+    except guest_builds.ToolchainMissing as e:
+        guest_builds.skip_without(e)
+    with Operator.open(host, wasm, kind="map", name="js", configuration={"context": "js-ctx"}, services=services) as op:
+        for f in range(-40, 400, 7):
+            stamp = Timestamp(50, f + 40, 0, "n")
+            out = op.map(Message(json.dumps({"temperature": {"value": f, "unit": "F"}, "id": f}).encode(),
+                                 topic="s", user_properties=[("k", "v")], timestamp=stamp))
+            c = (f - 32) * 5 / 9
+            expected = round(c)  # Python's round: half to even, as the operator does
+            assert out == Message(json.dumps({"temperature": {"value": expected, "unit": "C"}, "id": f},
+                                             separators=(",", ":")).encode(), "s", None, [("k", "v")], stamp)
+        same = b'{"temperature": {"value": 21.5, "unit": "F"}}'
+        assert op.map(Message(same)).payload == same  # not an integer: passed on unchanged
+        with pytest.raises(OperatorError, match=r"^operator 'js' failed \(error\): payload is not JSON$"):
+            op.map(Message(b"\xff"))
+
+
+def frame_of(name: str) -> bytes:
+    """A 224x224 RGB frame in Azure's .raw layout from one of the repo's images."""
+    from PIL import Image
+    with Image.open(ROOT / "images" / name) as im:
+        return im.convert("RGB").resize((224, 224), Image.BILINEAR).tobytes()
+
+
+def test_snapshot_operator_top5_matches_native_onnxruntime(host, services):
+    import onnxruntime as ort
+    from wasinn.apps.classify import composed_model
+    session = ort.InferenceSession(str(composed_model(CACHE, print)), providers=["CPUExecutionProvider"])
+    labels = (ROOT / "models" / "efficientnet-lite0" / "labels.txt").read_text().splitlines()
+    with Operator.open(host, snapshot_wasm(), kind="map", name="snapshot", services=services) as op:
+        for name in ("camera.png", "chelsea.png", "coffee.png"):
+            frame = frame_of(name)
+            assert len(frame) == 150_528
+            ranked = session.run(["ranked"], {"image": np.frombuffer(frame, np.uint8).reshape(224, 224, 3)})[0]
+            out = op.map(Snapshot(frame, 224, 224, "rgb24", Timestamp(1, 2, 3, "cam")))
+            assert (out.width, out.height, out.format, out.timestamp) == (224, 224, "rgb24", Timestamp(1, 2, 3, "cam"))
+            result = json.loads(out.frame)["object"]
+            top = result["top5"]
+            assert [t["index"] for t in top] == [int(i) for i in ranked[1, :5]]
+            assert [t["label"] for t in top] == [labels[int(i)] for i in ranked[1, :5]]
+            assert result["result"] == top[0]["label"]
+            # the same backend on the same bytes; the operator writes scores to 6 places
+            assert [t["score"] for t in top] == pytest.approx([float(s) for s in ranked[0, :5]], abs=5e-7)
+            # a message's payload works the same way
+            assert json.loads(op.map(Message(frame)).payload)["object"]["top5"] == top
+        with pytest.raises(OperatorError, match=r"a frame is 224x224 RGB, 150528 bytes; got 3$"):
+            op.map(Snapshot(b"abc", 1, 1))
+
+
+def test_snapshot_module_branch_and_accumulate_as_azure_does(host, services):
+    wasm = snapshot_wasm()
+    assert Operator.kinds(host.load_component(wasm)) == {"map", "branch", "accumulate"}
+    ts = Timestamp(1, 0, 0, "n")
+    with Operator.open(host, wasm, kind="branch", name="module-snapshot/branch",
+                       configuration={"snapshot_topic": "cameras/1"}, services=services) as op:
+        assert [op.branch(ts, m) for m in (Message(b"{}", topic="cameras/1"), Message(b"{}", topic="sensors"),
+                                           Snapshot(b"frame", 1, 1))] == [True, False, True]
+        with pytest.raises(OperatorError, match=r"\(error\): Unexpected input type\.$"):
+            op.branch(ts, b"raw")
+    with Operator.open(host, wasm, kind="accumulate", name="module-snapshot/accumulate", services=services) as op:
+        frames = [Snapshot(json.dumps({"object": {"result": r, "top5": []}}).encode(), 224, 224)
+                  for r in ("laptop", "tripod", "laptop")]
+        staged = op.accumulate(Message(b"", topic="cams"), frames)
+        assert (staged.payload, staged.topic) == (b'{"object":{"result":"laptop; tripod"}}', "cams")
+        more = op.accumulate(staged, [Snapshot(b'{"object":{"result":"broom"}}', 1, 1)])
+        assert more.payload == b'{"object":{"result":"laptop; tripod; broom"}}'
