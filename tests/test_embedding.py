@@ -271,8 +271,8 @@ def test_every_ffi_name_embedding_uses_has_the_signature_it_was_written_against(
                 used.setdefault(node.attr, set()).add(path.name)
     unlisted = sorted(set(used) - set(SIGNATURES))
     assert not unlisted, f"embedding/ uses ffi names this test does not check: {unlisted}: add their signatures"
-    changed = [f"ffi.{name} (embedding/ {', '.join(sorted(used.get(name, ['through a field'])))}): now {got!r}, written against "
-               f"{SIGNATURES[name]!r}" for name in SIGNATURES
+    changed = [f"ffi.{name} (embedding/ {', '.join(sorted(used.get(name, ['through a field'])))}): now {got!r}, "
+               f"written against {SIGNATURES[name]!r}" for name in SIGNATURES
                if (got := signature(getattr(ffi, name, None))) != SIGNATURES[name]]
     for name, field in REACHED_THROUGH.items():
         if field is not None and field not in signature(getattr(ffi, name)):
@@ -319,7 +319,8 @@ def reaches(tree: ast.AST, private: tuple[set[str], set[str]]) -> list[tuple[int
                 found.append((node.lineno, f"from {node.module} import ..."))
             found += [(node.lineno, f"from {node.module} import {a.name}") for a in node.names
                       if a.name.startswith("_")]
-        elif isinstance(node, ast.Attribute) and (node.attr in attributes or node.attr in methods and id(node) in called) \
+        elif isinstance(node, ast.Attribute) \
+                and (node.attr in attributes or node.attr in methods and id(node) in called) \
                 and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
             found.append((node.lineno, f".{node.attr}"))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "setattr") \
@@ -333,9 +334,8 @@ def reaches(tree: ast.AST, private: tuple[set[str], set[str]]) -> list[tuple[int
 
 def test_no_module_outside_embedding_reaches_into_wasmtime_py():
     private = _wasmtime_private_names()
-    found = [f"{path.relative_to(ROOT)}:{line}: {what}"
-             for path, tree in _sources(PACKAGE, ROOT / "scripts", ROOT / "tests", skip=(EMBEDDING, pathlib.Path(__file__).resolve()))
-             for line, what in reaches(tree, private)]
+    sources = _sources(PACKAGE, ROOT / "scripts", ROOT / "tests", skip=(EMBEDDING, pathlib.Path(__file__).resolve()))
+    found = [f"{path.relative_to(ROOT)}:{line}: {what}" for path, tree in sources for line, what in reaches(tree, private)]
     assert not found, ("only host/wasinn/embedding/ may reach into wasmtime-py (privates, ffi, libwasmtime); "
                        "give it a named operation there instead:\n" + "\n".join(found))
 
