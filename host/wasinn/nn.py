@@ -33,7 +33,10 @@ RECENT_GRAPHS = 4
 # Epoch ticks a guest gets to handle a backend's `timeout` before its deadline trap.
 TIMEOUT_GRACE_TICKS = 20
 _LIMIT_NAMES = {"graph": "graphs", "graph_execution_context": "contexts", "tensor": "tensors"}
-_KIND_NAMES = {k: k.name.lower() for k in Resource}  # (an enum's .name runs Python code each time)
+# The resources wasi:nn defines (the bindings' `Resource` also numbers other packages' host
+# resources, the data-flow services' among them, which this table never holds)
+NN_RESOURCES = (Resource.TENSOR, Resource.GRAPH, Resource.GRAPH_EXECUTION_CONTEXT, Resource.ERROR)
+_KIND_NAMES = {k: k.name.lower() for k in NN_RESOURCES}  # (an enum's .name runs Python code each time)
 
 
 class ExecutionContext:
@@ -242,7 +245,7 @@ class WasiNn:
 
     def live(self, session: Session) -> dict[str, int]:
         """Counts of live resources held by one instance, by kind."""
-        return {k.name.lower(): session.counts[k.name.lower()] for k in Resource}
+        return {name: session.counts[name] for name in _KIND_NAMES.values()}
 
     def drop(self, rep: int) -> None:
         with self._lock:

@@ -44,7 +44,7 @@ from .abi.witx import MODULES as WITX_MODULES
 from .abi.memory import HostMemories, MemoryBudget, OutOfBounds
 from .limits import Limits
 from .abi.introspect import Introspect
-from .nn import WasiNn, store_key
+from .nn import NN_RESOURCES, WasiNn, store_key
 from .registry import ModelRegistry
 from .tensors import HostTensor
 
@@ -385,7 +385,7 @@ class Instance:
 
     def live_resources(self) -> dict[str, int]:
         """Live wasi:nn resources (tensor, graph, ...) the current instance holds."""
-        return self.host.nn.live(self._session) if self._session else {k.name.lower(): 0 for k in Resource}
+        return self.host.nn.live(self._session) if self._session else {k.name.lower(): 0 for k in NN_RESOURCES}
 
     # --- calls ---------------------------------------------------------------------
     def _func(self, store: Store, name: str):
