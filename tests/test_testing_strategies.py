@@ -24,7 +24,11 @@ from wasinn.testing.strategies import graph_of
 def test_tensors_cover_every_type_rank_shape_class_and_edge_value():
     seen: collections.Counter = collections.Counter()
 
-    @settings(max_examples=1500, database=None, derandomize=True)
+    # 4,000 examples: hypothesis mixes constants from every local module the process has
+    # imported into its draws, so a derandomized run still draws differently as the
+    # suite grows; at 1,500 the rarest edge values came up 4-8 times, and once not at
+    # all in a full run (at 4,000 the rarest expects ~11: a miss is ~1e-5 per value)
+    @settings(max_examples=4000, database=None, derandomize=True)
     @given(tensors())
     def draw(t):
         assert t.nbytes == t.expected_nbytes() and 0 <= len(t.dims) <= 6
