@@ -83,7 +83,7 @@ def rows(row, progress, child, c_guest, root, cache, threads: int, quick: bool) 
     from wasinn import HostTensor
     from wasinn._bindings import ExecutionTarget, GraphEncoding
     from wasinn.backends import default_backends
-    from wasinn.backends.isolated import Isolation
+    from wasinn.backends.isolation import Isolation
 
     class Owner:  # what Isolation keeps per instance
         worker = None

@@ -32,6 +32,17 @@ UNUSED_BY_CLASSIFY = ("importlib.metadata", "wasinn.backends.kserve", "http", "t
                       "wasinn.backends.openvino", "wasinn.backends.tflite")
 
 
+# What `wasinn run` never imports unless a run asks for it: the other commands' modules
+# (build, doctor's tools, --invoke's WAVE and json, the "did you mean" of a typo), the
+# backend workers' machinery (isolation.py imports it for the first isolated graph or
+# the fork server's prewarm) and tempfile (a cache write, a spilled model). json too, where
+# no component's memory images are read (a core module's run).
+UNUSED_BY_RUN = ("wasinn.build", "wasinn.cli.wave", "difflib", "wasinn.backends.isolated",
+                 "wasinn.backends.worker", "socket", "tempfile", "wasinn.apps", "wasinn.pipeline",
+                 "wasinn.testing", "wasinn.modelprep.check", "wasinn.modelprep.optimize", "hypothesis", "yaml",
+                 "subprocess", "importlib.metadata")
+
+
 def imported_modules(code: str) -> set[str]:
     """Every module a fresh `python -X importtime -c CODE` imported."""
     run = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT,
@@ -60,6 +71,29 @@ def classify_modules() -> set[str]:
 def test_classify_imports_only_what_it_uses(classify_modules):
     assert "onnxruntime" in classify_modules and "PIL" in classify_modules  # it did classify
     assert pulled_in(classify_modules, UNUSED_BY_CLASSIFY) == []
+
+
+def test_a_plain_run_imports_only_what_it_uses():
+    """`wasinn run` of a command that loads no graph, and of a core module whose model
+    the host loads at start-up (--nn-preload), as the start-up benchmark runs them
+    (scripts/bench_start.py): each run's start-up is mostly its imports."""
+    from guest_builds import ToolchainMissing, c_component, c_module, skip_without
+    try:
+        hello = c_component([ROOT / "guest" / "hello" / "hello.c"], name="hello", world="wasinn:guest/ml-command")
+        peer = c_module([ROOT / "guest" / "peer-wasmedge" / "app.c"], name="peer-wasmedge")
+    except ToolchainMissing as e:
+        skip_without(e)
+    adder = ROOT / "models" / "adder" / "model.onnx"
+    for argv, unused in (
+            (["run", "--cache-dir", str(CACHE), str(hello)], UNUSED_BY_RUN),
+            (["run", "--cache-dir", str(CACHE), "--nn-preload", f"default:ONNX:AUTO:{adder}", str(peer), "default"],
+             UNUSED_BY_RUN + ("json",))):
+        code = f"import sys; from wasinn.cli import main; sys.exit(main({argv!r}))"
+        imported_modules(code)  # the first run may compile: what every later one imports is the second's
+        modules = imported_modules(code)
+        assert "wasinn.runtime" in modules  # it did run
+        assert pulled_in(modules, unused) == [], argv
+    assert "onnxruntime" in modules  # the graph did load
 
 
 def test_import_wasinn_leaves_bfloat16_and_backends_for_later():

@@ -99,7 +99,7 @@ class CompileCache:
             # an entry without its sidecar is never taken: not written unless the sidecar is
             if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), record(component).sidecar):
                 _write_quietly(entry, component.serialize())
-        if path is not None:
+        if path is not None and self.identities.get(path) != content_key:  # written once, not every run
             self.identities.put(content_key, path)
         return component
 

@@ -69,7 +69,7 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-# Where graphs run (backends/isolated.py applies it).
+# Where graphs run (backends/isolation.py applies it).
 POLICIES = ("guest-models", "all", "none")
 
 

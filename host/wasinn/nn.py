@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from .backends import Backend, Context, Graph
 from .backends.formats import inline_onnx_external_data, looks_like_onnx
-from .backends.isolated import Isolation
+from .backends.isolation import Isolation
 from .embedding import stores
 from .embedding.stores import store_key
 from .errors import NnError, invalid_argument, invalid_encoding, quoted, too_large

@@ -28,7 +28,7 @@ from wasmtime.component import BorrowType, Component, Linker, ResourceAny, Resou
 from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
-from .backends import default_backends, isolated
+from .backends import default_backends
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EPOCH_SECONDS, EpochTicker
 from .embedding import calls, patches
@@ -133,6 +133,7 @@ class Host:
         self.core_modules = CoreModules(self)
         self._served: set[str] = set()
         self._serve_lock = threading.Lock()
+        self._prewarmed = False  # see _prewarm_isolation
 
     def serve(self, key: str, define: Callable[[Any], None]) -> None:
         """Adds host interfaces beyond WASI and wasi:nn (pipeline/services: the data-flow
@@ -253,14 +254,16 @@ class Host:
         it is up by the time the guest loads its model, where a guest is likely to load
         one from its own bytes: it imports wasi:nn, the policy isolates guest models, and
         the operator registered no models (whose guests load by name, in process)."""
-        if isolated.prewarmed() or not self.nn.isolation.applies(guest=True) or self.models.names():
+        if self._prewarmed or not self.nn.isolation.applies(guest=True) or self.models.names():
             return
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
             nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(component.type.imports(self.engine_of(component)))
         if nn:
+            from .backends import isolated  # only here: see backends/isolation.py
             isolated.prewarm()
+            self._prewarmed = True
 
 
 class Instance:

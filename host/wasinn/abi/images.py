@@ -32,7 +32,6 @@ import bisect
 import ctypes
 import fcntl
 import itertools
-import json
 import mmap
 import os
 import pathlib
@@ -275,6 +274,7 @@ def _blob(images: list[tuple[MemoryKey, list[Run], bytes]]) -> bytes:
     for key, runs, image in images:
         entries.append({"memory": list(key), "runs": [[mem, offset + at, n] for mem, at, n in runs]})
         offset += len(image)
+    import json  # here and in _parse: a core module's run reads no images, and needs no json
     header = (json.dumps({"format": _FORMAT, "images": entries}) + "\n").encode()
     return b"".join([header.ljust(_round_up(len(header)), b" "), *(image for _, _, image in images)])
 
@@ -339,6 +339,7 @@ class MemoryImages:
         if b"\n" not in head:  # a header of many runs (strip bounds them)
             head = read(_MAX_HEADER)
         line = head.split(b"\n", 1)[0]
+        import json
         try:
             header = json.loads(line)
             if header["format"] != _FORMAT:

@@ -13,7 +13,6 @@ list<u8>, got "abc"`. `--invoke` and `Instance.call` both go through here.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -102,7 +101,7 @@ def format_value(value, ty=None) -> str:
     if isinstance(value, (bytes, bytearray)):
         return "[" + ", ".join(str(b) for b in value) + "]"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _quoted(value)
     if isinstance(value, list):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if isinstance(value, tuple):
@@ -129,7 +128,7 @@ def _format_typed(value, ty) -> str | None:
     if isinstance(ty, EnumType):
         return value
     if isinstance(ty, Char):
-        return "'" + json.dumps(value, ensure_ascii=False)[1:-1].replace("'", "\\'") + "'"
+        return "'" + _quoted(value)[1:-1].replace("'", "\\'") + "'"
     if isinstance(ty, OptionType):
         return "none" if value is None else f"some({format_value(value, ty.payload)})"
     if isinstance(ty, FlagsType):
@@ -302,3 +301,10 @@ def from_wasm(ty, value, handles: Handles) -> Any:
         for name, t in ty.fields:
             setattr(value, name, from_wasm(t, getattr(value, name), handles))
     return value
+
+
+def _quoted(text: str) -> str:
+    """`text` as a WAVE string literal (JSON's escapes). json is imported here: only
+    --invoke prints values, and a run's start-up is mostly imports."""
+    import json
+    return json.dumps(text, ensure_ascii=False)

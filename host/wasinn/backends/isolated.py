@@ -40,7 +40,7 @@ from ..lazy import numpy as np
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
 from ..errors import NnError, runtime_error, too_large
-from ..limits import check_policy, product
+from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .worker import Waiting, receive, send
@@ -149,10 +149,6 @@ def prewarm() -> None:
     thread = threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True)
     thread.start()
     stop_at_exit(lambda: None, thread)
-
-
-def prewarmed() -> bool:
-    return _prewarmed
 
 
 def _start_quietly() -> None:
@@ -386,76 +382,6 @@ class IsolatedContext:
         return checked
 
 
-class Isolation:
-    """Where the graphs of one host run: the policy, and the workers it has started."""
-
-    def __init__(self, limits):
-        self.policy = check_policy(limits.isolate)
-        self.max_workers = limits.max_workers
-        # what bounds a worker (worker.py): its memory cap grows with its graphs
-        self.settings = {"host_bytes": limits.max_host_bytes, "backend_memory": limits.max_backend_memory,
-                         "max_graphs": limits.max_graphs, "output_bytes": limits.output_bytes,
-                         "file_size": 2 * limits.max_model_bytes + (64 << 20)}
-        self.live: weakref.WeakSet[Worker] = weakref.WeakSet()
-        self._shared: Worker | None = None
-        self._lock = threading.Lock()
-
-    def applies(self, guest: bool) -> bool:
-        """Whether a graph from a guest's bytes (or the operator's, `guest` False) is isolated."""
-        return self.policy == "all" or (guest and self.policy == "guest-models")
-
-    def current(self, owner) -> Worker | None:
-        worker = self._shared if owner is None else owner.worker
-        return worker if worker is not None and not worker.dead else None
-
-    def worker(self, owner, memory: SharedMemory | None = None) -> Worker:
-        """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
-        the operator's models (owner None), started on first use with `memory`."""
-        current = self.current(owner)
-        if current is not None:
-            return current
-        with self._lock:
-            alive = [w for w in self.live if not w.dead]
-            if len(alive) >= self.max_workers:
-                raise too_large(f"the host runs {len(alive)} backend workers; the limit is {self.max_workers} "
-                                "(max-workers, --max-workers)")
-            worker = zygote().fork(self.settings, memory)
-            self.live.add(worker)
-        if owner is None:
-            self._shared = worker
-        else:
-            owner.worker = worker
-        return worker
-
-    def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
-             deadline: float | None) -> IsolatedGraph:
-        sizes = [len(b) for b in builders]
-        worker = self.current(owner)
-        if worker is None:
-            # the bytes go into shared memory first: a first load waits here for the fork
-            # server still starting (prewarm), and this copy need not wait with it
-            memory = SharedMemory(sum(sizes))
-            memory.write(0, builders)
-            try:
-                worker = self.worker(owner, memory)
-            except BaseException:
-                memory.close()
-                raise
-            written = worker.memory is memory
-            if not written:  # another thread started this owner's worker meanwhile
-                memory.close()
-        else:
-            written = False
-        zygote().preload(kind)
-        with worker.lock:
-            worker.ensure(sum(sizes))
-            if not written:
-                worker.memory.write(0, builders)
-            reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
-                                    "threads": threads, "precision": precision, "sizes": sizes}, deadline)
-        return IsolatedGraph(worker, reply, target)
-
-
 def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -493,4 +419,4 @@ def _specs(specs) -> list[TensorSpec]:
         raise runtime_error("the backend worker described the model's inputs or outputs wrongly") from None
 
 
-__all__ = ["Isolation", "IsolatedGraph", "prewarm"]
+__all__ = ["IsolatedGraph", "SharedMemory", "Worker", "prewarm", "zygote"]

@@ -27,7 +27,6 @@ import os
 import pathlib
 import re
 import shutil
-import tempfile
 import time
 
 from .formats import read_varint
@@ -64,6 +63,7 @@ def spilled(model):
     if len(model) < _SPILL_FROM:
         yield None
         return
+    import tempfile  # here: loading a model file (a run's start-up) spills nothing
     try:
         directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-")
     except OSError:

@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import difflib
 import gc
-import json
 import sys
 import time
 
+# What only some commands use is imported by them (a run's start-up is the imports'):
+# build, json, difflib, --invoke's WAVE and value printing.
 from . import doctor, fuzz, legacy, models, peers
-from .. import build
-from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
-from ..abi.values import format_value
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..runtime import stderr_progress
 from .options import common_flags, host_from_args, host_with_models, limit_flags, limits_from_args, model_flags
-from .wave import parse_call
-from wasmtime.component import Variant
 
 
 def cmd_run(args) -> int:
@@ -37,6 +31,10 @@ def cmd_run(args) -> int:
         ready()
     inst = host.instantiate(component, args=args.args, dirs=dirs, env=env, program_name=args.component)
     if args.invoke:
+        from wasmtime.component import Variant
+
+        from ..abi.values import format_value
+        from .wave import parse_call
         name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
         print(format_value(result, inst.signature(name)[1]))
@@ -64,6 +62,7 @@ def _warn_flags_for_the_guest(args) -> None:
 
 
 def cmd_build(args) -> int:
+    from .. import build
     build.build(args.app, args.output, world=args.world, fastpath=not args.portable, wit=args.wit,
                        progress=stderr_progress)
     return 0
@@ -86,6 +85,9 @@ def cmd_compile(args) -> int:
 
 
 def cmd_classify(args) -> int:
+    import dataclasses
+    import json
+
     from ..apps.classify import ImageClassifier, load_image
     host = host_from_args(args)
     name = None
@@ -155,6 +157,7 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
+            import difflib
             options = [a.split("=")[0] for a in extras if a.startswith("-")]
             close = [m for o in options for m in difflib.get_close_matches(o, self._option_string_actions, n=1)]
             self.error(f"unrecognized arguments: {' '.join(extras)}"
@@ -162,7 +165,10 @@ class _Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`wasinn`'s parser. With `command`, only that command's parser is built in full (a
+    run's start-up need not build the others'); the others are listed, by name and help,
+    all that `wasinn --help` and an invalid choice show of them."""
     ap = _Parser(prog="wasinn", description="Run WebAssembly components that do "
                                  "ML inference through wasi:nn, served by ONNX Runtime, OpenVINO, TFLite or a "
                                  "KServe v2 inference server.",
@@ -170,9 +176,16 @@ def parser() -> argparse.ArgumentParser:
                         "`wasmtime run`: the wasmtime, WasmEdge and WAMR command lines of a program's README run "
                         "with wasinn in place of the binary (README: The peers' command lines).")
     sub = ap.add_subparsers(dest="command", required=True)
-    ap.commands = sub.choices  # the command names, for `wasinn FILE.wasm` (peers.as_run)
+    for name, (help_text, add) in COMMANDS.items():
+        if command in (None, name):
+            add(sub, name, help_text)
+        else:
+            sub.add_parser(name, help=help_text)
+    return ap
 
-    p = sub.add_parser("run", help="run a command component, or call one export with --invoke",
+
+def _add_run(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Run a component. Without --invoke it must be a command "
                        "(wasi:cli/run); ARGS become its argv. With --invoke 'fn(1, \"a\")' one export "
                        "is called and its result printed, as `wasmtime run --invoke` does. A core module "
@@ -200,7 +213,11 @@ def parser() -> argparse.ArgumentParser:
     common_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("build", help="build a Python guest into a component (componentize-py)",
+
+def _add_build(sub, name: str, help_text: str) -> None:
+    from .. import build
+    from .._bindings import WASINN_GUEST_CLASSIFIER, WASINN_GUEST_ML_WORLD
+    p = sub.add_parser(name, help=help_text,
                        description="Build APP.py (with the .py files beside it) into a component "
                        "against wasinn's wit/.")
     p.add_argument("app", help="the guest's entry module (or a directory holding app.py)")
@@ -216,7 +233,9 @@ def parser() -> argparse.ArgumentParser:
                         "wasi:nn then leaks its bytes in guest memory (componentize-py 0.25)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("compile", help="compile components ahead of time into the cache",
+
+def _add_compile(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Compile components into the compile cache, so that the first run "
                        "starts in milliseconds. Entries are keyed on each component's content, the "
                        "wasmtime version and wasinn's engine settings; a changed file is never served "
@@ -225,7 +244,9 @@ def parser() -> argparse.ArgumentParser:
     common_flags(p, runs=False)
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("classify", help="classify photos with the bundled image classifier",
+
+def _add_classify(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Classify photos (PNG, JPEG, ...) with the classifier component "
                        "(guest/classifier) running EfficientNet-Lite0 through wasi:nn, the model loaded by "
                        "name (--embedded: built into the component). The component is built on first use "
@@ -244,7 +265,9 @@ def parser() -> argparse.ArgumentParser:
     common_flags(p)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("serve", help="run a data-flow pipeline or Azure data-flow graph (YAML) as an MQTT service",
+
+def _add_serve(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Subscribe to the pipeline's source topic, run each message (an image) "
                        "through its stages and publish the JSON result to its sink topic; failures go to its "
                        "dead-letter topic. FILE may also be an Azure IoT Operations graph definition (operations, "
@@ -302,10 +325,21 @@ def parser() -> argparse.ArgumentParser:
                    help="where built and compiled components are cached (default: $XDG_CACHE_HOME/wasinn)")
     limit_flags(p)
     p.set_defaults(func=cmd_serve)
-    models.add_parsers(sub)
-    doctor.add_parser(sub)
-    fuzz.add_parser(sub)
-    return ap
+
+
+# Every command: its help (what `wasinn --help` lists) and what adds its parser, in the
+# order listed.
+COMMANDS = {
+    "run": ("run a command component, or call one export with --invoke", _add_run),
+    "build": ("build a Python guest into a component (componentize-py)", _add_build),
+    "compile": ("compile components ahead of time into the cache", _add_compile),
+    "classify": ("classify photos with the bundled image classifier", _add_classify),
+    "serve": ("run a data-flow pipeline or Azure data-flow graph (YAML) as an MQTT service", _add_serve),
+    "inspect": ("print a model's inputs, outputs and backend, or a program's wasi:nn", models.add_inspect),
+    "model": ("check or optimize an ONNX model before deploying it", models.add_model),
+    "doctor": ("print versions, the cache and the installed optional parts", doctor.add_parser),
+    "fuzz": ("call an export many times with values drawn from its WIT types", fuzz.add_parser),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,9 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     script and `python -m wasinn` run it, and the process ends when it returns."""
     process = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    ap = parser()
-    argv = peers.as_run(argv, ap.commands)
-    args = ap.parse_args(argv)
+    argv = peers.as_run(argv, COMMANDS)
+    args = parser(argv[0] if argv else None).parse_args(argv)
     args.argv = argv  # argparse drops the `--` that ends wasinn's flags
     try:
         return args.func(args)

@@ -6,11 +6,8 @@ gets a line; nothing is loaded or compiled.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pathlib
-import platform
-import shutil
 import sys
 
 from ..backends import KINDS
@@ -73,8 +70,11 @@ def _wasmtime_cli() -> str | None:
 
 def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
     """Sections of name -> one line of text."""
-    # Imported here: importlib.metadata costs ~18 ms, and every command's parser imports this module.
+    # Imported here: importlib.metadata costs ~18 ms, and every command imports this module
+    # (a run's start-up is mostly imports).
     import importlib.metadata
+    import platform
+    import shutil
     wasinn_dist = importlib.metadata.distribution("wasinn")
     editable = (wasinn_dist.read_text("direct_url.json") or "").find('"editable": true') >= 0
     runtime = {
@@ -112,6 +112,7 @@ def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
 
 
 def cmd_doctor(args) -> int:
+    import json
     sections = report(pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir())
     if args.json:
         print(json.dumps(sections, indent=2))
@@ -124,8 +125,8 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("doctor", help="print versions, the cache and the installed optional parts",
+def add_parser(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Print what this installation is made of, for a bug report: the "
                        "versions of Python, wasinn, wasmtime-py, componentize-py and each backend; the "
                        "compile cache's location and size; which optional parts are installed; which "

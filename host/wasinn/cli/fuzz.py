@@ -16,8 +16,8 @@ DEFAULT_DEADLINE = "10s"
 DEFAULT_EXAMPLES = 1000
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("fuzz", help="call an export many times with values drawn from its WIT types",
+def add_parser(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Draw every parameter of EXPORT from its WIT types (hypothesis) and call "
                        "it, each example on a fresh instance. Reports traps (the guest's own, a limit, the "
                        "deadline), wasi:nn errors by code and host errors, with counts, and each distinct "

@@ -2,8 +2,6 @@
 (parsers added to `wasinn` by cli.py)."""
 from __future__ import annotations
 
-import json
-
 from ..backends import parse_choices
 from ..modelprep import DEFAULT_BUDGET, DEFAULT_RUNS, DEFAULT_TOLERANCE, QUANT_TYPES
 from ..runtime import stderr_progress
@@ -14,7 +12,7 @@ def cmd_inspect(args) -> int:
         return _inspect_program(args)
     from ..abi.introspect import as_json, as_table, describe, open_graph
     description = describe(open_graph(args.model, backends=parse_choices(args.backend)))
-    print(json.dumps(as_json(description), indent=2) if args.json else as_table(description))
+    print(_json(as_json(description)) if args.json else as_table(description))
     return 0
 
 
@@ -36,14 +34,14 @@ def _inspect_program(args) -> int:
     except OSError as e:
         raise WasinnError(f"cannot read {args.model}: {e.strerror}") from None
     program = inspect(wasm, args.model)
-    print(json.dumps(program.as_json(), indent=2) if args.json else program.text())
+    print(_json(program.as_json()) if args.json else program.text())
     return 0
 
 
 def cmd_model_check(args) -> int:
     from ..modelprep.check import check
     report = check(args.model, budget=int(args.budget * 1e6))
-    print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
+    print(_json(report.as_json()) if args.json else report.text())
     return 0 if report.ok else 1
 
 
@@ -55,8 +53,13 @@ def cmd_model_optimize(args) -> int:
     return 0 if report.ok else 1
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("inspect", help="print a model's inputs, outputs and backend, or a program's wasi:nn",
+def _json(value) -> str:
+    import json  # here: every command imports this module (for its parser), few print JSON
+    return json.dumps(value, indent=2)
+
+
+def add_inspect(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text,
                        description="Load MODEL as wasinn serves it to guests and print what the "
                        "wasinn:introspect extension tells a guest: each input's and output's name, "
                        "wasi:nn type and shape (-1 for a dynamic axis), and the backend and target. "
@@ -70,7 +73,9 @@ def add_parsers(sub) -> None:
                    help="load it on this backend (as `wasinn run --backend`; repeatable)")
     p.set_defaults(func=cmd_inspect)
 
-    model = sub.add_parser("model", help="check or optimize an ONNX model before deploying it",
+
+def add_model(sub, name: str, help_text: str) -> None:
+    model = sub.add_parser(name, help=help_text,
                            description="Model preparation for the edge: export -> optimize -> check.")
     steps = model.add_subparsers(dest="step", required=True)
     p = steps.add_parser("check", help="size, inputs/outputs, opset and operators against onnxruntime",
