@@ -80,6 +80,22 @@ def _watch() -> None:
                 pass
 
 
+def start_watchdog() -> None:
+    """Starts the watchdog now rather than at the first deadline: a thread start waits
+    for a free core, and once a backend's thread pool spins (onnxruntime's, from its
+    first session) that took 1-3 ms of a two-core machine's first inference."""
+    with _mutex:
+        _start_watchdog()
+
+
+def _start_watchdog() -> None:
+    global _thread
+    if _thread is None:
+        _thread = threading.Thread(target=_watch, name="wasinn-deadlines", daemon=True)
+        _thread.start()
+        stop_at_exit(_stop_watchdog, _thread)
+
+
 class stop_at:
     """Calls `stop()` from the watchdog thread if the block is still running at
     `deadline` (time.monotonic()); nothing when `deadline` is None. With `again`
@@ -96,14 +112,10 @@ class stop_at:
         self.key = None
 
     def __enter__(self) -> None:
-        global _thread
         if self.deadline is None:
             return
         with _mutex:
-            if _thread is None:
-                _thread = threading.Thread(target=_watch, name="wasinn-deadlines", daemon=True)
-                _thread.start()
-                stop_at_exit(_stop_watchdog, _thread)
+            _start_watchdog()
             _drop_finished()  # usually every earlier call has finished
             self.key = key = next(_ids)
             heapq.heappush(_pending, (self.deadline, key, self.stop, self.again))

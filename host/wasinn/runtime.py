@@ -30,7 +30,7 @@ from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_a
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from .compile_cache import WASMTIME_VERSION, CompileCache
-from .deadlines import EPOCH_SECONDS, EpochTicker
+from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog
 from .embedding import calls, patches
 from .embedding import errors as wasmtime_errors
 from .embedding.calls import CoreExport
@@ -148,6 +148,8 @@ class Host:
     def preload_models(self) -> Callable[[], None]:
         """Starts loading the registered models now, in the background (see
         ModelRegistry.preload); call what it returns to wait for them."""
+        if self.models.names() and self.limits.deadline:  # their first inference arms one: see start_watchdog
+            start_watchdog()
         return self.models.preload(self.nn.load_graph, self.nn.load_file)
 
     @staticmethod

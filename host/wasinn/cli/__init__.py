@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
 import time
@@ -16,19 +17,20 @@ from .options import common_flags, host_from_args, host_with_models, limit_flags
 
 def cmd_run(args) -> int:
     args.unknown_imports = peers.apply_wasm_options(args)  # -W's limits first: the host takes them
-    host = host_with_models(args)
-    legacy.configure(args, host)
-    if args.load_by_path:
-        host.models.allow_paths(args.load_by_path)
-    peers.note_ignored(args)
-    dirs, env = peers.dirs(args), peers.env(args.env)
-    _warn_flags_for_the_guest(args)
-    # Registered models load while the component compiles (or comes from the cache), so
-    # that the guest's load-by-name finds them ready, as wasmtime's -S nn-graph does.
-    ready = None if args.lazy_models else host.preload_models()
-    component = host.load_component(args.component)
-    if ready is not None:
-        ready()
+    with _collection_paused():
+        host = host_with_models(args)
+        legacy.configure(args, host)
+        if args.load_by_path:
+            host.models.allow_paths(args.load_by_path)
+        peers.note_ignored(args)
+        dirs, env = peers.dirs(args), peers.env(args.env)
+        _warn_flags_for_the_guest(args)
+        # Registered models load while the component compiles (or comes from the cache), so
+        # that the guest's load-by-name finds them ready, as wasmtime's -S nn-graph does.
+        ready = None if args.lazy_models else host.preload_models()
+        component = host.load_component(args.component)
+        if ready is not None:
+            ready()
     inst = host.instantiate(component, args=args.args, dirs=dirs, env=env, program_name=args.component)
     if args.invoke:
         from wasmtime.component import Variant
@@ -46,6 +48,21 @@ def cmd_run(args) -> int:
               + (f"its last wasi:nn error was {err}" if err else "no wasi:nn call failed, so the cause is the "
                  "guest's own"), file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def _collection_paused():
+    """Start-up allocates tens of thousands of objects (the imports of numpy and the
+    backend, on the thread loading the models) and frees next to none: the collections
+    they would set off only walk them, ~10 ms of a run's start-up. Paused until the
+    models are loaded; the guest runs with the collector as ever."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 _OWN_FLAGS = ("--model", "--dir", "--invoke", "--env", "-S", "-W", "--map-dir", "--nn-preload")
