@@ -108,11 +108,11 @@ _TENSOR = f'''(import "wasi:nn/tensor@{CURRENT}" (instance $t
 
 
 @pytest.mark.parametrize("wat, why", [
-    ("(component)", "it does not import wasi:nn's tensor interface"),
+    ("(component)", "it imports neither wasi:nn's tensor interface nor wasm-graph:processor's types"),
     (f'''(component {_TENSOR}
         (import "wasi:nn/tensor@0.2.0-rc-2024-08-19" (instance (export "[method]tensor.data" (func)))))''',
      "it imports 2 versions of wasi:nn's tensor interface; the adapter serves one"),
-    (f"(component {_TENSOR})", "it lowers none of wasi:nn's byte-carrying functions"),
+    (f"(component {_TENSOR})", "it lowers none of the byte-carrying functions the adapter serves (wasi:nn's, buffer.read)"),
     # lowered straight into the guest's instantiation: no shim table to point elsewhere
     (f'''(component {_TENSOR}
         (core module $m (memory (export "memory") 1))
