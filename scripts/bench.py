@@ -25,8 +25,10 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 decoding ahead on a thread as a worker does: photos/s
   pipeline      the example pipeline's stages in one process, each next to onnxruntime
                 (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
-  operators     an Azure data-flow JSON map operator's export in a loop (Python and
-                JavaScript) vs the same conversion in native Python (scripts/bench_operators.py)
+  operators     an Azure data-flow JSON map operator's export in a loop (Python and JavaScript)
+                vs native Python; from on-message to publish in an MQTT worker vs the export
+                in a loop; the image graph's frames/s per worker vs native onnxruntime
+                (scripts/bench_operators.py)
   instances, arena, precision, compute, imports: scripts/bench_latency.py (fresh
                 instances on recycled, new and copy-on-write memories; onnxruntime's arena
                 settings; OpenVINO auto vs f32 vs native, and a C component's compute on

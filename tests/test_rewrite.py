@@ -121,7 +121,7 @@ _TENSOR = f'''(import "wasi:nn/tensor@{CURRENT}" (instance $t
         (core func $lowered (canon lower (func $new) (memory (core memory $mem "memory"))))
         (core module $guest (import "nn" "new" (func (param i32 i32))))
         (core instance (instantiate $guest (with "nn" (instance (export "new" (func $lowered)))))))''',
-     "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"),
+     "its byte-carrying lowerings do not go through a shim table (not a wit-component layout)"),
 ])
 def test_other_layouts_keep_the_standard_lowering_and_say_why(wat, why):
     wasm = _component(wat)
