@@ -1,5 +1,5 @@
 """The compile-time half of the standard data path: rewriting a component so that
-its byte-carrying imports (wasi:nn's, and wasm-graph:processor's `[method]buffer.read`)
+its byte-carrying imports (wasi:nn's, and the data-flow operators' buffer.read)
 reach the host as spans (adapter.py is the host half, and says why).
 
 Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
@@ -28,6 +28,7 @@ import functools
 import pathlib
 import re
 
+from .._bindings import WASM_GRAPH_PROCESSOR_TYPES
 from ..digests import sha256
 from ..errors import WasinnError
 from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
@@ -58,7 +59,7 @@ _PLACEHOLDER = b"wasinn-placeholder-"
 
 # the host half of the adapter (wasinn:adapter/, wasinn:adapter-buffers/): no component may import it
 _OWN = "wasinn:adapter"
-BUFFER_INTERFACE = "wasm-graph:processor/types@1.1.0"  # its `[method]buffer.read`
+BUFFER_INTERFACE = WASM_GRAPH_PROCESSOR_TYPES  # whose buffer.read the adapter takes over
 
 
 def needs_adapter(wasm: bytes) -> bool:
