@@ -138,7 +138,7 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
     broken = wasmtime.wat2wasm('(component (core module $m) (core instance (instantiate $m (with "x" (instance 7)))))')
     monkeypatch.setattr(rewrite, "rewrite", lambda wasm, label: (broken, None))
     host.load_component(wasm)
-    assert any("keeps the standard wasi:nn lowering (per-byte, capped): the rewritten component does not validate"
+    assert any("keeps the standard lowering (per-byte, capped): the rewritten component does not validate"
                in ln for ln in lines), lines
 
 
