@@ -75,6 +75,7 @@ def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick
             row("operators", f"{label}: the export alone", statistics.median(raws) * 1e3,
                 statistics.median(maps) * 1e3, "ms", note="vs Operator.map (buffer, conversions)")
         op.close()
+    _buffer_read(row, progress, interleaved, host, services, 20 if quick else 100)
     try:
         _mqtt_map(row, progress, p99, root, cache, host, services, 50 if quick else 300)
     except Exception as e:  # mosquitto is optional here (scripts/setup-mqtt.sh)
@@ -206,3 +207,21 @@ def _mqtt_map(row, progress, p99, root, cache, host, services, n: int) -> None:
         statistics.median(loop) * 1e3, "ms", target="<= +0.3 ms",
         note="vs Operator.map in a loop (broker excluded; this machine is shared)")
     row("operators", "JSON map: on-message to publish return p99", p99(spans) * 1e3, p99(loop) * 1e3, "ms")
+
+
+def _buffer_read(row, progress, interleaved, host, services, n: int) -> None:
+    """guest/operator-probe's filter reads its payload with buffer.read (the data path's
+    buffers block): a 150,528-byte frame and 4 MiB, next to a 4-byte payload."""
+    import operator_guests
+    progress("operators: buffer.read (componentize-py)")
+    op = Operator.open(host, operator_guests.operator_wasm("operator-probe"), kind="filter", name="bench-read",
+                       services=services)
+    op.init()
+    small = Message(b"pass", topic="t")
+    for size in (150_528, 4 << 20):
+        big = Message(bytes(size), topic="t")
+        op.filter(big)
+        reads, smalls = interleaved(lambda: op.filter(big), lambda: op.filter(small), n)
+        row("operators", f"filter reading a {size:,}-byte payload", statistics.median(reads) * 1e3,
+            statistics.median(smalls) * 1e3, "ms", note="vs a 4-byte payload (buffer.read on the data path)")
+    op.close()
