@@ -20,7 +20,7 @@ from wasinn.pipeline.operator import Message, Operator, Services
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
 import guest_builds
-from operator_guests import CACHE, ROOT, js_operator_wasm, operator_wasm
+from operator_guests import CACHE, ROOT, js_operator_wasm, operator_wasm, snapshot_wasm
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
 
@@ -60,6 +60,15 @@ def test_the_operators_read_buffers_through_the_adapter(operator):
     out, why_not = rewrite.rewrite(operator[0].read_bytes(), "operator")
     assert why_not is None
     assert "wasinn:adapter-buffers/buffers@0.1.0" in read_layout(out).imports
+
+
+def test_an_operator_that_infers_gets_both_halves():
+    """guest/snapshot reads its frame with buffer.read and loads its model with graph.load
+    (test_operator_guests checks what it answers)."""
+    out, why_not = rewrite.rewrite(snapshot_wasm().read_bytes(), "snapshot")
+    assert why_not is None
+    assert {"wasinn:adapter-buffers/buffers@0.1.0", "wasinn:adapter/tensors@0.1.0",
+            "wasinn:adapter/graphs@0.1.0"} <= set(read_layout(out).imports)
 
 
 @pytest.mark.parametrize("n", SIZES)
