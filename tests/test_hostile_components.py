@@ -115,7 +115,8 @@ def test_nesting_up_to_the_limit_loads(host):
     host.load_component(_nested(MAX_NESTING))
 
 
-@pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1"])
+@pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1",
+                                  "wasinn:adapter-buffers/buffers@0.1.0"])
 @pytest.mark.parametrize("with_nn", [True, False])
 def test_importing_the_host_internal_adapter_is_refused(host, name, with_nn):
     wat = f'(component {NN_TENSOR if with_nn else ""} (import "{name}" (instance)))'
