@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Host memory under resource churn: is RSS flat?
 
-    .venv/bin/python scripts/bench_leaks.py [--rounds 5] [--scale 1.0]
+    .venv/bin/python benchmarks/bench_leaks.py [--rounds 5] [--scale 1.0]
 
 Runs, inside one instance of guest/adversary (the loops run in the guest), 100k
 tensors, 10k contexts, 10k computes and 1k graphs (each a fresh onnxruntime session:

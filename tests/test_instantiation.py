@@ -2,7 +2,7 @@
 is recycled for the next one, initial memory images are mapped copy-on-write
 (abi/images.py), and nothing of one instance reaches the next.
 
-Timings are not asserted here (scripts/bench.py measures them); these are behaviours.
+Timings are not asserted here (benchmarks/bench.py measures them); these are behaviours.
 """
 from __future__ import annotations
 

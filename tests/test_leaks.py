@@ -1,6 +1,6 @@
 """Leak-free: churning wasi:nn resources inside one instance leaves the host's tables
 where they started, and an instance that traps or is dropped frees everything it held.
-(scripts/bench_leaks.py reports the process RSS for the same loops.)"""
+(benchmarks/bench_leaks.py reports the process RSS for the same loops.)"""
 from __future__ import annotations
 
 import gc
