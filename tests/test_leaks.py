@@ -13,16 +13,12 @@ from wasinn import TensorType
 
 import models
 from conftest import CACHE, guest_component
+from internals import tables
 
 ZERO = {"tensor": 0, "graph": 0, "graph_execution_context": 0, "error": 0}
 # More distinct models than the host keeps loaded for reuse (nn.RECENT_GRAPHS), so every
 # load in the churn creates (and later frees) a real onnxruntime session.
 DISTINCT_MODELS = [models.identity(ty, (n,)) for ty in TensorType for n in (1, 2)]
-
-
-def tables(host: wasinn.Host) -> tuple[int, int, int]:
-    """What the host holds across all instances: wasi:nn objects, sessions, guest memories."""
-    return len(host.nn._objects), len(host.nn._sessions), host.memories.live()
 
 
 @pytest.fixture(scope="module")
