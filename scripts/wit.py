@@ -5,10 +5,12 @@ records, variants, flags, resources and functions, resolved by the pinned wasm-t
 wasmtime-py 50 ships no bindgen; scripts/gen_bindings.py and gen_adapter.py build on this.
 Worlds are kept only by name; the host serves interfaces, not worlds.
 
-The JSON lacks one thing the generators need: where each interface and world stands in
-the source (wasm-tools orders a package's interfaces by their dependencies). The order
-of the committed files must not change when a `use` is added, so `_source_order` reads
-just the `package`, `interface` and `world` lines of each directory's .wit files.
+Two things are done around the JSON, line by line, with no WIT parser:
+- it lacks where each interface and world stands in the source (wasm-tools orders a
+  package's interfaces by their dependencies), which the generated files follow:
+  `_source_order` reads the `package`, `interface` and `world` lines of each directory;
+- wasm-tools takes plain `//` comments for docs too: `_without_plain_comments` drops them
+  from a copy of wit/ before wasm-tools reads it, so docstrings come from `///` alone.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import dataclasses
 import json
 import pathlib
 import re
+import shutil
 import subprocess
+import tempfile
 
 
 class WitError(Exception):
@@ -90,11 +94,24 @@ def _wasm_tools() -> str:
 
 
 def _resolve_json(root: pathlib.Path) -> dict:
-    run = subprocess.run([_wasm_tools(), "component", "wit", "--json", str(root)],
-                         capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = pathlib.Path(tmp) / "wit"
+        shutil.copytree(root, copy)
+        for f in copy.rglob("*.wit"):
+            f.write_text(_without_plain_comments(f.read_text()))
+        run = subprocess.run([_wasm_tools(), "component", "wit", "--json", str(copy)],
+                             capture_output=True, text=True)
     if run.returncode:
         raise WitError(f"wasm-tools cannot read {root}: {run.stderr.strip()}")
     return json.loads(run.stdout)
+
+
+def _without_plain_comments(text: str) -> str:
+    """The text with its `//` comments removed and its `///` docs kept: wasm-tools counts
+    both as docs, the WIT format only the latter (vendored files comment methods with `//`).
+    WIT has no string literals, so `//` on a line that is not a doc line starts a comment."""
+    return "\n".join(line if line.lstrip().startswith("///") else line.split("//", 1)[0]
+                     for line in text.split("\n"))
 
 
 def _source_order(root: pathlib.Path) -> dict[str, list[str]]:

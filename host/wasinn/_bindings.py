@@ -304,7 +304,7 @@ class StateStoreSetResponse:
 
 @dataclasses.dataclass
 class Timestamp:
-    """A hybrid logical clock for DataModel timestamp"""
+    """`timestamp` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timespec
     counter: int
     node_id: Variant
@@ -325,7 +325,7 @@ class InlineSchema:
 
 @dataclasses.dataclass
 class Message:
-    """A MQTT message"""
+    """`message` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timestamp
     topic: Variant
     content_type: Variant | None
@@ -336,7 +336,7 @@ class Message:
 
 @dataclasses.dataclass
 class Snapshot:
-    """A Snapshot"""
+    """`snapshot` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timestamp
     format: Variant
     width: int
@@ -354,7 +354,7 @@ class ModuleSchema:
 
 @dataclasses.dataclass
 class ModuleConfiguration:
-    """Passed on initialization"""
+    """`module-configuration` of wasm-graph:processor/types@1.1.0."""
     properties: list[tuple[str, str]]
     module_schemas: list[ModuleSchema]
 
@@ -373,15 +373,15 @@ class TensorHost(Protocol):
         ...
 
     def tensor_dimensions(self, store: StoreContext, self_: int) -> list[int]:
-        """The shape, e.g. [2, 2, 2, 2]; a scalar-like tensor of one value uses [1]."""
+        """`[method]tensor.dimensions` of wasi:nn/tensor@0.2.0-rc-2024-10-28."""
         ...
 
     def tensor_ty(self, store: StoreContext, self_: int) -> TensorType:
-        """The element type."""
+        """`[method]tensor.ty` of wasi:nn/tensor@0.2.0-rc-2024-10-28."""
         ...
 
     def tensor_data(self, store: StoreContext, self_: int) -> bytes:
-        """The element bytes."""
+        """`[method]tensor.data` of wasi:nn/tensor@0.2.0-rc-2024-10-28."""
         ...
 
     def tensor_drop(self, store: StoreContext, rep: int) -> None:
@@ -665,7 +665,7 @@ class TypesHost(Protocol):
     """What the host implements for wasm-graph:processor/types@1.1.0."""
 
     def buffer_read(self, store: StoreContext, self_: int) -> bytes:
-        """Read the bytes of this buffer into the module memory."""
+        """`[method]buffer.read` of wasm-graph:processor/types@1.1.0."""
         ...
 
     def buffer_drop(self, store: StoreContext, rep: int) -> None:
@@ -685,15 +685,15 @@ class TensorHost_0_2_0_rc_2024_06_25(Protocol):
         ...
 
     def tensor_dimensions(self, store: StoreContext, self_: int) -> list[int]:
-        """Describe the size of the tensor (e.g., 2x2x2x2 -> [2, 2, 2, 2]). To represent a tensor containing a single value, use `[1]` for the tensor dimensions."""
+        """`[method]tensor.dimensions` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
         ...
 
     def tensor_ty(self, store: StoreContext, self_: int) -> TensorType:
-        """Describe the type of element in the tensor (e.g., `f32`)."""
+        """`[method]tensor.ty` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
         ...
 
     def tensor_data(self, store: StoreContext, self_: int) -> bytes:
-        """Return the tensor data."""
+        """`[method]tensor.data` of wasi:nn/tensor@0.2.0-rc-2024-06-25."""
         ...
 
     def tensor_drop(self, store: StoreContext, rep: int) -> None:
@@ -773,15 +773,15 @@ class TensorHost_0_2_0_rc_2024_08_19(Protocol):
         ...
 
     def tensor_dimensions(self, store: StoreContext, self_: int) -> list[int]:
-        """Describe the size of the tensor (e.g., 2x2x2x2 -> [2, 2, 2, 2]). To represent a tensor containing a single value, use `[1]` for the tensor dimensions."""
+        """`[method]tensor.dimensions` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
         ...
 
     def tensor_ty(self, store: StoreContext, self_: int) -> TensorType:
-        """Describe the type of element in the tensor (e.g., `f32`)."""
+        """`[method]tensor.ty` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
         ...
 
     def tensor_data(self, store: StoreContext, self_: int) -> bytes:
-        """Return the tensor data."""
+        """`[method]tensor.data` of wasi:nn/tensor@0.2.0-rc-2024-08-19."""
         ...
 
     def tensor_drop(self, store: StoreContext, rep: int) -> None:
