@@ -76,8 +76,7 @@ class InstanceType:
         sys.exit(f"gen_adapter: {self.iface.qualified}: no encoding for a {t.kind} here")
 
     def text(self) -> str:
-        for local, (path, orig) in self.iface.uses.items():
-            other = wit.find_interface(PKGS, path, self.iface.package)
+        for local, (other, orig) in self.iface.uses.items():
             self.use(local, other.types[orig])
         for f in self.iface.funcs:
             params = " ".join(f'(param "{n}" {self.valtype(t)})' for n, t in f.params)

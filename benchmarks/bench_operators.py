@@ -1,4 +1,4 @@
-"""The operators section of scripts/bench.py: an Azure data-flow JSON map operator's
+"""The operators section of benchmarks/bench.py: an Azure data-flow JSON map operator's
 export called in a loop through `Operator.map` (pipeline/operator.py: the message to a
 data-model with its payload as a host buffer, the call, the result back), next to the
 same conversion done by native Python on the same payload, interleaved.
