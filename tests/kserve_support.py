@@ -1,5 +1,5 @@
 """Starts and stops a real KServe model server (kserve_server.py, in .venv-kserve) on
-loopback, for the remote-backend tests and scripts/bench_remote.py."""
+loopback, for the remote-backend tests and benchmarks/bench_remote.py."""
 from __future__ import annotations
 
 import os

@@ -3,7 +3,7 @@ model (hypothesis; wasinn's own check for external data may refuse them first), 
 well-formed models that onnxruntime refuses (a missing initializer, unknown operators,
 operator sets and IR versions it does not have). Each gets the right wasi:nn error code
 with onnxruntime's whole message, and the instance keeps serving.
-(scripts/fuzz_models.py hunts for bytes that crash onnxruntime itself.)"""
+(tests/fuzz_models.py hunts for bytes that crash onnxruntime itself.)"""
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ import wasinn
 from wasinn.embedding.records import record
 
 from conftest import guest_component
+from internals import compiled_entry
 
 
 def compiles(host: wasinn.Host, path) -> int:
@@ -51,7 +52,7 @@ def test_no_entry_is_written_without_its_memory_images(tmp_path):
     engine = host._engine
     compiled = tmp_path / "cache" / "compiled"
     compiled.mkdir(parents=True)
-    entry = engine.cache.entry_for(app.read_bytes())
+    entry = compiled_entry(engine.cache, app.read_bytes())
     entry.with_suffix(".images").mkdir()  # a directory where the image file goes: the write fails
     component = host.load_component(app)
     assert record(component).images is not None

@@ -1,5 +1,5 @@
 """ONNX's backend node tests through a guest component (a quarter of them, and every
-case with a 16-bit float; scripts/conformance.py runs them all and prints the table):
+case with a 16-bit float; tests/run_conformance.py runs them all and prints the table):
 every case native onnxruntime passes, and whose tensors wasi:nn's types can carry,
 passes through wasinn with the same tolerance."""
 from __future__ import annotations

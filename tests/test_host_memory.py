@@ -243,8 +243,8 @@ def test_tflite_refuses_interpreters_past_max_backend_memory(roundtrip_wasm):
 
 
 def test_thirty_start_stop_cycles_of_classify_and_run_exit_cleanly():
-    """scripts/stress_cycles.py: every `wasinn classify` and `wasinn run` exits 0 (300 by hand)."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "stress_cycles.py"), "--cycles", "30"],
+    """tests/stress_cycles.py: every `wasinn classify` and `wasinn run` exits 0 (300 by hand)."""
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "stress_cycles.py"), "--cycles", "30"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "30 cycles of classify and run: 0 crashes, 0 failures" in done.stdout

@@ -115,7 +115,8 @@ def test_nesting_up_to_the_limit_loads(host):
     host.load_component(_nested(MAX_NESTING))
 
 
-@pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1"])
+@pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1",
+                                  "wasinn:adapter-buffers/buffers@0.1.0"])
 @pytest.mark.parametrize("with_nn", [True, False])
 def test_importing_the_host_internal_adapter_is_refused(host, name, with_nn):
     wat = f'(component {NN_TENSOR if with_nn else ""} (import "{name}" (instance)))'
@@ -138,7 +139,7 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
     broken = wasmtime.wat2wasm('(component (core module $m) (core instance (instantiate $m (with "x" (instance 7)))))')
     monkeypatch.setattr(rewrite, "rewrite", lambda wasm, label: (broken, None))
     host.load_component(wasm)
-    assert any("keeps the standard wasi:nn lowering (per-byte, capped): the rewritten component does not validate"
+    assert any("keeps the standard lowering (per-byte, capped): the rewritten component does not validate"
                in ln for ln in lines), lines
 
 

@@ -2,7 +2,7 @@
 is recycled for the next one, initial memory images are mapped copy-on-write
 (abi/images.py), and nothing of one instance reaches the next.
 
-Timings are not asserted here (scripts/bench.py measures them); these are behaviours.
+Timings are not asserted here (benchmarks/bench.py measures them); these are behaviours.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from wasinn.abi import memory as hostmem
 from wasinn.abi.memory import HostMemories
 from wasinn.embedding.records import record
 from wasinn.nn import store_key
+
+from internals import live_memories
 
 PAGE = 65536
 # A core module on a memory of one page (at most 1000) with an initial image at 16.
@@ -87,7 +89,7 @@ def test_a_freed_memory_is_recycled_with_none_of_its_bytes(memories):
         first.store(addr, 0x5EC2E7)
     base = memories._memories[max(memories._memories)].base
     first.close()
-    assert memories.live() == 0 and len(memories._free) == 1
+    assert live_memories(memories) == 0 and len(memories._free) == 1
 
     second = guest()
     assert memories._memories[max(memories._memories)].base == base  # the same mapping
@@ -107,7 +109,7 @@ def test_the_pool_is_bounded_and_release_empties_it(memories):
     for g in guests:
         g.store(0, 7)
         g.close()
-    assert memories.live() == 0 and len(memories._free) == hostmem._POOL_SIZE
+    assert live_memories(memories) == 0 and len(memories._free) == hostmem._POOL_SIZE
     memories.release()
     assert memories._free == []
     again = guest()
@@ -118,13 +120,13 @@ def test_the_pool_is_bounded_and_release_empties_it(memories):
 def test_instances_of_a_component_in_turn_each_start_clean(host, roundtrip_component):
     """A component's instances, one after another (each on the last one's memory): each
     echoes, and the store-to-memory bookkeeping ends where it began."""
-    live = host.memories.live()
+    live = live_memories(host.memories)
     for i in range(hostmem._POOL_SIZE + 2):
         with host.instantiate(roundtrip_component) as inst:
             out = inst.call("echo", np.full(5, i, np.float32))
             assert out.array().tolist() == [float(i)] * 5
             assert inst.instances_started == 1
-    assert host.memories.live() == live
+    assert live_memories(host.memories) == live
     assert len(host.memories._free) <= hostmem._POOL_SIZE
 
 

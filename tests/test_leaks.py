@@ -1,6 +1,6 @@
 """Leak-free: churning wasi:nn resources inside one instance leaves the host's tables
 where they started, and an instance that traps or is dropped frees everything it held.
-(scripts/bench_leaks.py reports the process RSS for the same loops.)"""
+(benchmarks/bench_leaks.py reports the process RSS for the same loops.)"""
 from __future__ import annotations
 
 import gc
@@ -13,16 +13,12 @@ from wasinn import TensorType
 
 import models
 from conftest import CACHE, guest_component
+from internals import tables
 
 ZERO = {"tensor": 0, "graph": 0, "graph_execution_context": 0, "error": 0}
 # More distinct models than the host keeps loaded for reuse (nn.RECENT_GRAPHS), so every
 # load in the churn creates (and later frees) a real onnxruntime session.
 DISTINCT_MODELS = [models.identity(ty, (n,)) for ty in TensorType for n in (1, 2)]
-
-
-def tables(host: wasinn.Host) -> tuple[int, int, int]:
-    """What the host holds across all instances: wasi:nn objects, sessions, guest memories."""
-    return len(host.nn._objects), len(host.nn._sessions), host.memories.live()
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,32 @@ def test_inspect_names_version_and_imports(tmp_path):
     assert proc.stdout.splitlines()[0].startswith("component, wasi:nn: wasi:nn (unversioned) (NOT served: ")
 
 
+
+def test_inspect_lists_a_worlds_interfaces_and_functions_by_their_binary_names():
+    component = _component("""(component
+      (import "res" (type (sub resource)))
+      (import "wasm-graph:processor/map@1.1.0" (instance))
+      (import "wasi:nn/tensor@0.2.0-rc-2024-10-28" (instance))
+      (import "log" (func))
+      (import "m" (core module))
+      (export "run" (func 0)))""")
+    program = nn_versions.inspect(component, "c.wasm")
+    # the resource type and the core module are no items of a world; `map`, a WIT keyword, is not escaped
+    assert program.imports == ["wasm-graph:processor/map@1.1.0", "wasi:nn/tensor@0.2.0-rc-2024-10-28", "log"]
+    assert program.exports == ["run"] and program.nn == "wasi:nn@0.2.0-rc-2024-10-28" and program.served
+    module = wasmtime.wat2wasm("""(module
+      (import "env" "table" (table 1 funcref))
+      (import "env" "memory" (memory 1 2))
+      (import "env" "g" (global (mut i32)))
+      (import "wasi_ephemeral_nn" "load" (func (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory2") 1)
+      (func (export "run")))""")
+    program = nn_versions.inspect(bytes(module), "m.wasm")
+    assert program.imports == ["env.table", "env.memory", "env.g", "wasi_ephemeral_nn.load"]
+    assert program.exports == ["run"] and program.nn == "wasi_ephemeral_nn"
+    with pytest.raises(WasinnError, match="^cannot read m.wasm: a section of id 2 ends"):
+        nn_versions.inspect(b"\0asm\1\0\0\0" + b"\x02\x03\x01\x01m", "m.wasm")  # one import, half a name
+
 # --- core modules: handles per instance and per kind, from 0 ------------------------
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 

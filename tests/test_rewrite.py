@@ -108,11 +108,11 @@ _TENSOR = f'''(import "wasi:nn/tensor@{CURRENT}" (instance $t
 
 
 @pytest.mark.parametrize("wat, why", [
-    ("(component)", "it does not import wasi:nn's tensor interface"),
+    ("(component)", "it imports neither wasi:nn's tensor interface nor wasm-graph:processor's types"),
     (f'''(component {_TENSOR}
         (import "wasi:nn/tensor@0.2.0-rc-2024-08-19" (instance (export "[method]tensor.data" (func)))))''',
      "it imports 2 versions of wasi:nn's tensor interface; the adapter serves one"),
-    (f"(component {_TENSOR})", "it lowers none of wasi:nn's byte-carrying functions"),
+    (f"(component {_TENSOR})", "it lowers none of the byte-carrying functions the adapter serves (wasi:nn's, buffer.read)"),
     # lowered straight into the guest's instantiation: no shim table to point elsewhere
     (f'''(component {_TENSOR}
         (core module $m (memory (export "memory") 1))
@@ -121,7 +121,7 @@ _TENSOR = f'''(import "wasi:nn/tensor@{CURRENT}" (instance $t
         (core func $lowered (canon lower (func $new) (memory (core memory $mem "memory"))))
         (core module $guest (import "nn" "new" (func (param i32 i32))))
         (core instance (instantiate $guest (with "nn" (instance (export "new" (func $lowered)))))))''',
-     "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"),
+     "its byte-carrying lowerings do not go through a shim table (not a wit-component layout)"),
 ])
 def test_other_layouts_keep_the_standard_lowering_and_say_why(wat, why):
     wasm = _component(wat)

@@ -3,7 +3,9 @@
 // `{"temperature": {"value": F, "unit": "F"}}` payload with an integer value becomes
 // Celsius, rounded to an integer as Python's round() does (the sample converts every
 // integer value whatever its unit; this one only Fahrenheit); anything else passes unchanged.
-// Its `init` takes `context` (the logger context, default "js-map").
+// Its `init` takes `context` (the logger context, default "js-map"). A message of content
+// type application/octet-stream is read and answered with {"n": length, "fnv1a": 32-bit
+// FNV-1a of its bytes} (what the data path's tests check the bytes by).
 import { log } from 'wasm-graph:processor/logger@1.1.0';
 import { addToCounter } from 'wasm-graph:processor/metrics@1.1.0';
 
@@ -39,6 +41,14 @@ export const map = {
       // a refused metric must not fail the message
     }
     const msg = message.val;
+    const ctype = msg.contentType;
+    if (ctype && ctype.tag === 'string' && ctype.val === 'application/octet-stream') {
+      const bytes = bytesOf(msg.payload);
+      let h = 0x811c9dc5;
+      for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
+      msg.payload = { tag: 'bytes', val: encoder.encode(JSON.stringify({ n: bytes.length, fnv1a: h >>> 0 })) };
+      return { tag: 'message', val: msg };
+    }
     let data;
     try {
       data = JSON.parse(decoder.decode(bytesOf(msg.payload)));

@@ -18,10 +18,13 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
   {"do": "hoard-builders", "n": N}    N live command-request builders
   {"do": "trap"}                      an uncaught exception: the guest traps
   {"do": "fail", "message": ..}       the operator's error
+  a message of content type application/octet-stream is no command: its payload is read
+  with buffer.read and the result's payload is {"n": its length, "sha256": its hex digest}.
 filter: passes payloads equal to b"pass"; branch: true when the payload starts with "t";
 accumulate: the staged payload and each message's, joined by "|"; delay: the timestamp
 plus `delay` seconds (init's configuration, default 1).
 """
+import hashlib
 import json
 
 from componentize_py_types import Err
@@ -163,11 +166,20 @@ def _command(cmd):
     raise Err(types.Error("unknown command " + do))
 
 
+def _is_octets(content_type) -> bool:
+    return isinstance(content_type, types.BufferOrString_String) and content_type.value == "application/octet-stream"
+
+
 class Map(exports.Map):
     def init(self, configuration):
         return _init(configuration)
 
     def process(self, message):
+        if isinstance(message, types.DataModel_Message) and _is_octets(message.value.content_type):
+            data = _payload(message)
+            digest = {"n": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            message.value.payload = types.BufferOrBytes_Bytes(json.dumps(digest).encode())
+            return message
         cmd = json.loads(_payload(message))
         if cmd["do"] == "echo":
             return message

@@ -27,6 +27,7 @@ WASI_NN_TENSOR = 'wasi:nn/tensor@0.2.0-rc-2024-10-28'
 WASI_NN_GRAPH = 'wasi:nn/graph@0.2.0-rc-2024-10-28'
 WASI_NN_INFERENCE = 'wasi:nn/inference@0.2.0-rc-2024-10-28'
 WASI_NN_ERRORS = 'wasi:nn/errors@0.2.0-rc-2024-10-28'
+WASINN_ADAPTER_BUFFERS_BUFFERS = 'wasinn:adapter-buffers/buffers@0.1.0'
 WASINN_ADAPTER_TENSORS = 'wasinn:adapter/tensors@0.1.0'
 WASINN_ADAPTER_GRAPHS = 'wasinn:adapter/graphs@0.1.0'
 WASINN_FASTPATH_BULK = 'wasinn:fastpath/bulk@0.1.0'
@@ -60,6 +61,7 @@ WASM_GRAPH_PROCESSOR_TYPES = 'wasm-graph:processor/types@1.1.0'
 SERVED_VERSIONS = {
     'wasi:nn': ['0.2.0-rc-2024-10-28', '0.2.0-rc-2024-08-19', '0.2.0-rc-2024-06-25'],
     'wasinn:adapter': ['0.1.0'],
+    'wasinn:adapter-buffers': ['0.1.0'],
     'wasinn:fastpath': ['0.1.0'],
     'wasinn:introspect': ['0.1.0'],
     'wasm-graph:processor': ['1.1.0'],
@@ -76,6 +78,7 @@ WASINN_GUEST_ML_INTROSPECT_WORLD = 'wasinn:guest/ml-introspect'
 WASINN_GUEST_OPERATOR_SET_WORLD = 'wasinn:guest/operator-set'
 WASINN_GUEST_OPERATOR_PROBE_WORLD = 'wasinn:guest/operator-probe'
 WASINN_GUEST_SNAPSHOT_OPERATOR_WORLD = 'wasinn:guest/snapshot-operator'
+WASINN_GUEST_BUFFER_READER_WORLD = 'wasinn:guest/buffer-reader'
 WASINN_GUEST_PIPELINE_STAGE_WORLD = 'wasinn:guest/pipeline-stage'
 WASINN_GUEST_ML_WORLD = 'wasinn:guest/ml'
 WASINN_GUEST_FASTPATH_WORLD = 'wasinn:guest/fastpath'
@@ -475,6 +478,30 @@ class GraphsHost(Protocol):
 
 class WasinnAdapterHost(TensorsHost, GraphsHost, Protocol):
     """Everything the host implements for wasinn:adapter@0.1.0."""
+
+
+class BuffersHost(Protocol):
+    """What the host implements for wasinn:adapter-buffers/buffers@0.1.0."""
+
+    def bind_nonce(self, store: StoreContext) -> int:
+        """A number the adapter writes at an address of its memory for `bind`."""
+        ...
+
+    def bind(self, store: StoreContext, addr: int) -> None:
+        """The adapter wrote `bind-nonce`'s number at `addr`: its memory is the one of the instance's memories that holds it there. Called once per instance."""
+        ...
+
+    def buffer_len(self, store: StoreContext, b: int) -> int:
+        """The byte length of a buffer's contents (0 once its message is done)."""
+        ...
+
+    def read_buffer(self, store: StoreContext, b: int, dest: int, len: int) -> None:
+        """Writes a buffer's contents, `len` bytes, at `dest`."""
+        ...
+
+
+class WasinnAdapterBuffersHost(BuffersHost, Protocol):
+    """Everything the host implements for wasinn:adapter-buffers@0.1.0."""
 
 
 class BulkHost(Protocol):
@@ -1240,6 +1267,26 @@ def add_wasinn_adapter_to_linker(root: LinkerInstance, impl: WasinnAdapterHost) 
             return Variant('err', ResourceHost.own(e.value, Resource.ERROR))
         return Variant('ok', ResourceHost.own(value, Resource.GRAPH))
     li.add_func('load', _graphs__load)
+    li.close()
+
+
+def add_wasinn_adapter_buffers_to_linker(root: LinkerInstance, impl: WasinnAdapterBuffersHost) -> None:
+    """Defines every function and resource of wasinn:adapter-buffers@0.1.0 in `root`, served by `impl`."""
+    _bind_wasmtime()
+
+    li = root.add_instance(WASINN_ADAPTER_BUFFERS_BUFFERS)
+    def _buffers__bind_nonce(store):
+        return impl.bind_nonce(store)
+    li.add_func('bind-nonce', _buffers__bind_nonce)
+    def _buffers__bind(store, addr_):
+        impl.bind(store, addr_)
+    li.add_func('bind', _buffers__bind)
+    def _buffers__buffer_len(store, b_):
+        return impl.buffer_len(store, _rep(store, b_, Resource.BUFFER))
+    li.add_func('buffer-len', _buffers__buffer_len)
+    def _buffers__read_buffer(store, b_, dest_, len_):
+        impl.read_buffer(store, _rep(store, b_, Resource.BUFFER), dest_, len_)
+    li.add_func('read-buffer', _buffers__read_buffer)
     li.close()
 
 

@@ -91,20 +91,22 @@ class CompileCache:
         return self._deserialize(entry) if entry.is_file() else None
 
     def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None) -> Component:
-        content_key = sha256(wasm).hexdigest()[:32]
-        entry = self._entry(content_key)
+        key = content_key(wasm)
+        entry = self._entry(key)
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
             component = compile(wasm)
             # an entry without its sidecar is never taken: not written unless the sidecar is
             if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), record(component).sidecar):
                 _write_quietly(entry, component.serialize())
-        if path is not None and self.identities.get(path) != content_key:  # written once, not every run
-            self.identities.put(content_key, path)
+        if path is not None and self.identities.get(path) != key:  # written once, not every run
+            self.identities.put(key, path)
         return component
 
-    def entry_for(self, wasm: bytes) -> pathlib.Path:
-        return self._entry(sha256(wasm).hexdigest()[:32])
+
+def content_key(wasm: bytes) -> str:
+    """The part of an entry's name its component's bytes decide."""
+    return sha256(wasm).hexdigest()[:32]
 
 
 def _write_quietly(path: pathlib.Path, data: bytes) -> bool:

@@ -208,15 +208,15 @@ class Host:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {e}") from None
         component = note = None
         if rewrite.needs_adapter(wasm):
-            self.progress(f"adding wasinn's wasi:nn data-path adapter to {label}, once per component...")
+            self.progress(f"adding wasinn's data-path adapter to {label}, once per component...")
             rewritten, why_not = rewrite.rewrite(wasm, label)
             if why_not:
-                self.progress(f"{label} keeps the standard wasi:nn lowering (per-byte, capped): {why_not}")
+                self.progress(f"{label} keeps the standard lowering (per-byte, capped): {why_not}")
             else:
                 try:
                     component = self._compile_as_is(engine, rewritten, label)
                 except WasmtimeError as e:  # said once the original compiles: else its own error says it all
-                    note = (f"{label} keeps the standard wasi:nn lowering (per-byte, capped): "
+                    note = (f"{label} keeps the standard lowering (per-byte, capped): "
                             f"the rewritten component does not validate: {one_line(e)}")
         if component is None:
             try:

@@ -10,7 +10,9 @@ length) pairs: the host allocates every guest memory itself (memory.py), so it r
 and writes them with one memmove.
 
 rewrite.py puts that core module into a component when it is compiled; `AdapterHost`
-here is the host half it calls: the generated wasinn:adapter interfaces.
+here is the host half it calls: the generated wasinn:adapter interfaces (the data-flow
+operators' `buffer.read` half, wasinn:adapter-buffers, is pipeline/services/imports.py's
+`BufferSpans`, on the same `SpanBinding`).
 """
 from __future__ import annotations
 
@@ -22,17 +24,11 @@ from ..nn import WasiNn, returns_error, store_key
 from .memory import HostMemories, LinearMemory, OutOfBounds
 
 
-class AdapterHost:
-    """Implements the generated wasinn:adapter interfaces on the shared wasi:nn tables.
+class SpanBinding:
+    """What every adapter interface starts with: `bind-nonce` and `bind`, which tell the
+    host which of the caller's memories its spans point into."""
 
-    A tensor span outside the guest's memory raises, which traps the guest, as the
-    canonical ABI traps on such a list (the constructor has no error to return), and so
-    does a tensor over a limit (nn.py); a bad builder span is graph.load's
-    `invalid-argument`.
-    """
-
-    def __init__(self, nn: WasiNn, memories: HostMemories):
-        self.nn = nn
+    def __init__(self, memories: HostMemories):
         self.memories = memories
 
     def _memory(self, store) -> LinearMemory:
@@ -45,6 +41,20 @@ class AdapterHost:
 
     def bind(self, store, addr: int) -> None:
         self.memories.bind_by_nonce(store_key(store), addr)
+
+
+class AdapterHost(SpanBinding):
+    """Implements the generated wasinn:adapter interfaces on the shared wasi:nn tables.
+
+    A tensor span outside the guest's memory raises, which traps the guest, as the
+    canonical ABI traps on such a list (the constructor has no error to return), and so
+    does a tensor over a limit (nn.py); a bad builder span is graph.load's
+    `invalid-argument`.
+    """
+
+    def __init__(self, nn: WasiNn, memories: HostMemories):
+        super().__init__(memories)
+        self.nn = nn
 
     def new_tensor(self, store, dims: int, dims_len: int, ty: TensorType, data: int, data_len: int) -> int:
         memory = self._memory(store)

@@ -316,3 +316,85 @@ def _export(layout: Layout, r: _Reader) -> None:
 
 # section id -> the reader of one of its items
 _ITEMS = {2: _core_instance, 5: _instance, 6: _alias, 8: _canon, 10: _import, 11: _export}
+
+
+# --- what a program imports and exports, as `wasinn inspect` lists it ------------------
+def component_externs(wasm: bytes) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """A component's top-level imports and exports in binary order, as (name, sort);
+    only their sections are read, so definitions this reader does not know elsewhere
+    do not stop it. WasinnError: malformed."""
+    imports, exports = [], []
+    for sid, payload in sections(wasm):
+        if sid not in (10, 11):
+            continue
+        r = _Reader(payload)
+        try:
+            for _ in range(r.u32()):
+                if sid == 10:
+                    name = r.extern_name()
+                    imports.append((name, r.extern_desc()))
+                else:
+                    name, sort = r.extern_name(), r.sort()
+                    r.u32()
+                    if r.byte() == 1:  # with its type given
+                        r.extern_desc()
+                    exports.append((name, sort))
+        except IndexError:
+            raise WasinnError(f"a section of id {sid} ends in the middle of a definition") from None
+    return imports, exports
+
+
+_CORE_FUNC_KIND = 0
+
+
+def core_externs(wasm: bytes) -> tuple[list[tuple[str, str]], list[str]]:
+    """A core module's imports as (module, name) and the names of the functions it
+    exports, in binary order. WasinnError: malformed, or an import of a kind this
+    reader does not know."""
+    imports, exports = [], []
+    for sid, payload in sections(wasm, CORE_PREAMBLE):
+        if sid not in (2, 7):
+            continue
+        r = _Reader(payload)
+        try:
+            for _ in range(r.u32()):
+                if sid == 2:
+                    imports.append((r.name(), r.name()))
+                    _core_import_desc(r)
+                else:
+                    name, kind = r.name(), r.byte()
+                    r.u32()
+                    if kind == _CORE_FUNC_KIND:
+                        exports.append(name)
+        except IndexError:
+            raise WasinnError(f"a section of id {sid} ends in the middle of a definition") from None
+    return imports, exports
+
+
+def _core_import_desc(r: _Reader) -> None:
+    kind = r.byte()
+    if kind in (0, 4):  # func: a type index; tag: an attribute byte, then one
+        if kind == 4:
+            r.byte()
+        r.u32()
+    elif kind == 1:  # table: a reference type, then limits
+        if r.byte() in (0x63, 0x64):  # (ref null? heaptype): an s33 heap type
+            r.u32()
+        _core_limits(r)
+    elif kind == 2:  # memory
+        _core_limits(r)
+    elif kind == 3:  # global: a value type, then mutability
+        if r.byte() in (0x63, 0x64):
+            r.u32()
+        r.byte()
+    else:
+        raise WasinnError(f"a core import of kind {kind:#x}, which wasinn does not read")
+
+
+def _core_limits(r: _Reader) -> None:
+    flags = r.byte()
+    r.u32()
+    if flags & 1:  # a maximum
+        r.u32()
+    if flags & 8:  # a custom page size (its log2)
+        r.u32()

@@ -434,6 +434,3 @@ class HostMemories:
         if memory is None or not memory.alive:
             raise OutOfBounds("the data-path adapter has not bound its memory")
         return memory
-
-    def live(self) -> int:
-        return len(self._memories)

@@ -87,28 +87,32 @@ class Program:
 
 
 def inspect(wasm: bytes, label: str) -> Program:
-    """The imports and exports of a component (its world, as wasm-tools reads it) or of
-    a core module, and the wasi:nn they speak."""
+    """The imports and exports of a component (the interfaces and functions of its
+    world, as `wasm-tools component wit` prints it) or of a core module, and the
+    wasi:nn they speak."""
     from . import binary
-    from .wasm_tools import wasm_tools_output
-    from .witx import MODULES
     binary.check_file(wasm, label)
+    try:
+        return _program(wasm)
+    except WasinnError as e:
+        raise WasinnError(f"cannot read {label}: {e}") from None
+
+
+def _program(wasm: bytes) -> Program:
+    from . import binary
+    from .witx import MODULES
     if wasm[:8] == binary.CORE_PREAMBLE:
-        text = wasm_tools_output(["print", "--skeleton", "-"], wasm, f"cannot read {label}")
-        text = text.decode(errors="replace")
-        imports = [f"{m}.{n}" for m, n in re.findall(r'^\s*\(import "([^"]*)" "([^"]*)"', text, re.M)]
-        exports = re.findall(r'^\s*\(export "([^"]*)" \(func', text, re.M)
+        module_imports, exports = binary.core_externs(wasm)
+        imports = [f"{m}.{n}" for m, n in module_imports]
         nn = ", ".join(m for m in MODULES if any(i.startswith(m + ".") for i in imports)) or None
         return Program("core module", nn, nn is not None, imports, exports)
-    text = wasm_tools_output(["component", "wit"], wasm, f"cannot read {label}").decode(errors="replace")
-    m = re.search(r"^world [^\n]*\{\n(.*?)^\}", text, re.M | re.S)  # the component's world, before the packages
-    world = m.group(1) if m else ""
-    # an interface by its name; an inline one or a function by its own name
-    imports = [re.sub(r"^([%\w-]+): .*", r"\1", i) for i in re.findall(r"^  import ([^;{]+?)(?:;|\s*\{)", world, re.M)]
-    exports = [re.sub(r"^([%\w-]+): .*", r"\1", e) for e in re.findall(r"^  export ([^;{]+?)(?:;|\s*\{)", world, re.M)]
-    versions = sorted({v for i in imports if (v := version_of(i.strip())) is not None})
+    # a world holds interfaces (instances) and functions; a type it names is no import of its own
+    world = (binary.INSTANCE, binary.FUNC)
+    component_imports, component_exports = binary.component_externs(wasm)
+    imports = [name for name, sort in component_imports if sort in world]
+    exports = [name for name, sort in component_exports if sort in world]
+    versions = sorted({v for i in imports if (v := version_of(i)) is not None})
     nn = None
     if versions:
         nn = ", ".join(f"{PACKAGE}@{v}" if v else f"{PACKAGE} (unversioned)" for v in versions)
-    return Program("component", nn, bool(versions) and all(v in VERSIONS for v in versions),
-                   [i.strip() for i in imports], [e.strip() for e in exports])
+    return Program("component", nn, bool(versions) and all(v in VERSIONS for v in versions), imports, exports)

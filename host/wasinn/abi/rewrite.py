@@ -1,16 +1,17 @@
 """The compile-time half of the standard data path: rewriting a component so that
-wasi:nn's byte-carrying imports reach the host as spans (adapter.py is the host half,
-and says why).
+its byte-carrying imports (wasi:nn's, and the data-flow operators' buffer.read)
+reach the host as spans (adapter.py is the host half, and says why).
 
 Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
 the wasi-nn crate) reach their imports through a "shim" table that a "fixup" core
 instance fills with the lowered host functions. `rewrite` appends to the component,
 without touching any of its own index spaces: an import of wasinn:adapter's
-interfaces, a core module (adapter.wat, generated from wit/) that implements
-the tensor constructor, `tensor.data` and `graph.load` with the flat
-signatures the guest expects, instantiated over the guest's memory and realloc, and
-a last core instance whose element segment points the shim table's slots for those
-three imports at it. Everything else the guest imports keeps its own lowering.
+interfaces (wasinn:adapter-buffers' for buffer.read), core modules (adapter.wat,
+generated from wit/) that implement the tensor constructor, `tensor.data`,
+`graph.load` and `buffer.read` with the flat signatures the guest expects,
+instantiated over the guest's memory and realloc, and a last core instance whose
+element segment points the shim table's slots for those imports at them. Everything
+else the guest imports keeps its own lowering.
 
 Where the adapter goes in is read from the binary (binary.read_layout: the component's
 imports, aliases, canonical definitions and core instances, by index space), and the
@@ -27,6 +28,7 @@ import functools
 import pathlib
 import re
 
+from .._bindings import WASM_GRAPH_PROCESSOR_TYPES
 from ..digests import sha256
 from ..errors import WasinnError
 from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
@@ -55,14 +57,17 @@ def _targets() -> dict[tuple[str, str], _Target]:
 _PLACEHOLDER = b"wasinn-placeholder-"
 
 
-_OWN = "wasinn:adapter/"  # the host half of the adapter: no component may import it
+# the host half of the adapter (wasinn:adapter/, wasinn:adapter-buffers/): no component may import it
+_OWN = "wasinn:adapter"
+BUFFER_INTERFACE = WASM_GRAPH_PROCESSOR_TYPES  # whose buffer.read the adapter takes over
 
 
 def needs_adapter(wasm: bytes) -> bool:
     """Whether the component goes through `rewrite`: it imports wasi:nn/tensor (any
-    version served), or may import wasinn:adapter itself (refused there). Import names
-    stand in the binary as they are: a substring test decides."""
-    return any(name.encode() in wasm for name in TENSOR_INTERFACES) or _OWN.encode() in wasm
+    version served) or wasm-graph:processor's types, or may import wasinn:adapter
+    itself (refused there). Import names stand in the binary as they are: a substring
+    test decides."""
+    return any(name.encode() in wasm for name in (*TENSOR_INTERFACES, BUFFER_INTERFACE)) or _OWN.encode() in wasm
 
 
 @functools.cache
@@ -89,9 +94,10 @@ def _placeholder_index(module: bytes) -> int | None:
 @dataclasses.dataclass
 class _Plan:
     """Where the adapter goes in: indices in the component's own index spaces."""
-    tensor_instance: int
+    tensor_instance: int | None
     graph_instance: int | None
-    graph_interface: str  # the wasi:nn/graph of the version the component imports
+    graph_interface: str | None  # the wasi:nn/graph of the version the component imports
+    buffer_instance: int | None  # its wasm-graph:processor/types
     memory: int
     realloc: int | None
     shim: int  # the core instance whose "$imports" table the guest's imports go through
@@ -113,17 +119,19 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
             raise _Refused(f"{label} imports {name}, wasinn's host-internal interface; a component may not import it")
     instances = {name: index for name, (sort, index) in layout.imports.items() if sort == INSTANCE}
     tensor = [name for name in TENSOR_INTERFACES if name in instances]
-    if len(tensor) != 1:
-        return (f"it imports {len(tensor)} versions of wasi:nn's tensor interface; the adapter serves one"
-                if tensor else "it does not import wasi:nn's tensor interface")
-    tensor_interface, graph_interface = tensor[0], tensor[0].replace("/tensor@", "/graph@", 1)
-    by_instance = {v: k for k, v in instances.items() if k in (tensor_interface, graph_interface)}
+    if len(tensor) > 1:
+        return f"it imports {len(tensor)} versions of wasi:nn's tensor interface; the adapter serves one"
+    if not tensor and BUFFER_INTERFACE not in instances:
+        return "it imports neither wasi:nn's tensor interface nor wasm-graph:processor's types"
+    tensor_interface = tensor[0] if tensor else None
+    graph_interface = tensor[0].replace("/tensor@", "/graph@", 1) if tensor else None
+    by_instance = {v: k for k, v in instances.items() if k in (tensor_interface, graph_interface, BUFFER_INTERFACE)}
     targets = {func: name for func, (instance, name) in layout.func_aliases.items()
                if (by_instance.get(instance), name) in _targets()}  # component func -> target function
     lowered = {core: (targets[func], options) for core, (func, options) in layout.lowerings.items()
                if func in targets}  # core func -> (target, its canonical options)
     if not lowered:
-        return "it lowers none of wasi:nn's byte-carrying functions"
+        return "it lowers none of the byte-carrying functions the adapter serves (wasi:nn's, buffer.read)"
     slots: dict[str, list[int]] = {}
     options = []
     for exports in layout.export_instances.values():  # the fixup's arguments: slot number -> lowered function
@@ -133,23 +141,25 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
                 slots.setdefault(target, []).append(int(name))
                 options.append(opts)
     if not slots:
-        return "its wasi:nn lowerings do not go through a shim table (not a wit-component layout)"
+        return "its byte-carrying lowerings do not go through a shim table (not a wit-component layout)"
     wanted = {str(s) for ss in slots.values() for s in ss}
     shims = {instance for sort, instance, name, _ in layout.core_aliases if sort == CORE_FUNC and name in wanted}
     if len(shims) != 1:
-        return "its wasi:nn lowerings do not go through one shim table (not a wit-component layout)"
+        return "its byte-carrying lowerings do not go through one shim table (not a wit-component layout)"
     memories = {v for opts in options for code, v in opts if code == MEMORY_OPTION}
     if len(memories) != 1:
-        return f"its wasi:nn lowerings use {len(memories)} memories; the adapter serves one"
-    # the realloc of the one function that returns a list the adapter allocates
-    reallocs = [v for opts in options for code, v in opts if code == REALLOC_OPTION]
-    graph = instances.get(graph_interface)
+        return f"its byte-carrying lowerings use {len(memories)} memories; the adapter serves one"
+    # the realloc of the functions that return a list the adapter allocates
+    reallocs = {v for opts in options for code, v in opts if code == REALLOC_OPTION}
+    if len(reallocs) > 1:
+        return f"its byte-carrying lowerings use {len(reallocs)} reallocs; the adapter serves one"
+    graph = instances.get(graph_interface) if graph_interface else None
     if graph is None:
         for t in _targets().values():
             if t.interface == graph_interface:
                 slots.pop(t.function, None)
-    return _Plan(instances[tensor_interface], graph, graph_interface, memories.pop(),
-                 reallocs[0] if reallocs else None, shims.pop(), slots)
+    return _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
+                 memories.pop(), reallocs.pop() if reallocs else None, shims.pop(), slots)
 
 
 def _block(template: str, name: str) -> str:
@@ -158,9 +168,13 @@ def _block(template: str, name: str) -> str:
 
 def _adapter_text(plan: _Plan) -> str:
     template = TEMPLATE.read_text()
-    text = _block(template, "tensors")
+    text = _block(template, "no-realloc") if plan.realloc is None else ""
+    if plan.tensor_instance is not None:
+        text += _block(template, "tensors")
     if any(t.interface == plan.graph_interface and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "graphs")
+    if any(t.interface == BUFFER_INTERFACE and t.function in plan.slots for t in _targets().values()):
+        text += _block(template, "buffers")
     imports, exports, elems = [], [], []
     targets = {t.function: t for t in _targets().values()}
     for i, (target, slots) in enumerate(sorted(plan.slots.items())):
@@ -175,6 +189,7 @@ def _adapter_text(plan: _Plan) -> str:
         f'  (core instance $wasinn:refix-args (export "$imports" (table $wasinn:shim-table)) {" ".join(exports)})',
         '  (core instance $wasinn:refix (instantiate $wasinn:Refix (with "" (instance $wasinn:refix-args))))', ""])
     return (text.replace("@@TENSOR_INSTANCE@@", str(plan.tensor_instance))
+                .replace("@@BUFFER_INSTANCE@@", str(plan.buffer_instance))
                 .replace("@@GRAPH_INSTANCE@@", "" if plan.graph_instance is None else str(plan.graph_instance))
                 .replace("@@MEMORY@@", str(plan.memory))
                 .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
@@ -187,7 +202,7 @@ _MAX_STUB = 16 << 20
 
 
 def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
-    """The component with its byte-carrying wasi:nn imports served through spans, and
+    """The component with its byte-carrying imports served through spans, and
     None; or the component unchanged and why it keeps the standard lowering (a broken
     file is then reported by the compiler, as any other).
     WasinnError: the component may not run at all (it imports wasinn:adapter)."""

@@ -9,7 +9,7 @@ max-host-bytes counts); an allocation past it fails at once, before the memory i
 touched, and the run is `too-large`. Where max-backend-memory is set below its default,
 each run ends by shrinking the arena, so an idle graph holds only the outputs still
 alive; under the default the arena stays as onnxruntime keeps it (shrinking costs 3-5%
-of an EfficientNet-Lite0 run, more under load: scripts/bench.py's arena rows). On gpu,
+of an EfficientNet-Lite0 run, more under load: benchmarks/bench.py's arena rows). On gpu,
 the CUDA provider's `gpu_mem_limit` bounds its arena the same way.
 """
 from __future__ import annotations

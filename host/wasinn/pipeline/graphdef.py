@@ -263,13 +263,7 @@ def _configurations(doc: _Doc, value: Any) -> tuple[dict[str, tuple[Parameter, .
 
 def _nodes(doc: _Doc, value: Any, configs: dict) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
-    if value is None:
-        return nodes
-    if not isinstance(value, list) or not value:
-        doc.fail(("operations",), f"expected a list of operations, got {_kind(value)}")
-        return nodes
-    for i, item in enumerate(value):
-        at = ("operations", i)
+    for at, item in doc.entries(value, "operations", "operations"):
         op = doc.mapping(item, at, ("operationType", "name", "module"), required=("operationType", "name"))
         kind = op.get("operationType")
         if "operationType" in op and kind not in OPERATION_TYPES:
@@ -293,6 +287,8 @@ def _nodes(doc: _Doc, value: Any, configs: dict) -> dict[str, Node]:
             module = None
         nodes[name] = Node(name, kind, module, configs.get(name, ()), doc.line(at))
         doc.lines[("operations", name)] = doc.line(at)
+    if not isinstance(value, list) or not value:  # said already (entries, or the file's missing key)
+        return nodes
     for kind in ("source", "sink"):
         count = sum(n.kind == kind for n in nodes.values())
         if count != 1:
@@ -302,13 +298,7 @@ def _nodes(doc: _Doc, value: Any, configs: dict) -> dict[str, Node]:
 
 def _edges(doc: _Doc, value: Any, nodes: dict[str, Node]) -> list[Edge]:
     edges: list[Edge] = []
-    if value is None:
-        return edges
-    if not isinstance(value, list) or not value:
-        doc.fail(("connections",), f"expected a list of connections, got {_kind(value)}")
-        return edges
-    for i, item in enumerate(value):
-        at = ("connections", i)
+    for at, item in doc.entries(value, "connections", "connections"):
         c = doc.mapping(item, at, ("from", "to"), required=("from", "to"))
         if "from" not in c or "to" not in c:
             continue

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -236,6 +236,17 @@ class _Doc:
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).lstrip(".") or "(file)"
         self.problems.append(f"{self.path}:{self.line(at)}: {field}: {message}")
 
+    def entries(self, value: Any, key: str, what: str) -> Iterator[tuple[tuple, Any]]:
+        """(where, item) of each item of the top-level list `key` (absent: none); anything
+        but a non-empty list is said once."""
+        if value is None:
+            return
+        if not isinstance(value, list) or not value:
+            self.fail((key,), f"expected a list of {what}, got {_kind(value)}")
+            return
+        for i, item in enumerate(value):
+            yield (key, i), item
+
     def mapping(self, value: Any, at: tuple, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
         if not isinstance(value, dict):
             self.fail(at, f"expected a mapping with {', '.join(keys)}, got {_kind(value)}")
@@ -329,13 +340,7 @@ def _requirements(doc: _Doc, value: Any) -> None:
 
 def _modules(doc: _Doc, value: Any, base: pathlib.Path) -> dict[str, Module]:
     modules: dict[str, Module] = {}
-    if value is None:
-        return modules
-    if not isinstance(value, list) or not value:
-        doc.fail(("modules",), f"expected a list of modules, got {_kind(value)}")
-        return modules
-    for i, item in enumerate(value):
-        at = ("modules", i)
+    for at, item in doc.entries(value, "modules", "modules"):
         m = doc.mapping(item, at, ("name", "type", "path", "config"), required=("name", "type", "path"))
         name = doc.string(m["name"], (*at, "name")) if "name" in m else None
         if name in modules:
@@ -376,13 +381,7 @@ def _config(doc: _Doc, value: Any, at: tuple, base: pathlib.Path) -> dict[str, s
 
 def _operations(doc: _Doc, value: Any, modules: dict[str, Module]) -> dict[str, Operation]:
     ops: dict[str, Operation] = {}
-    if value is None:
-        return ops
-    if not isinstance(value, list) or not value:
-        doc.fail(("operations",), f"expected a list of operations, got {_kind(value)}")
-        return ops
-    for i, item in enumerate(value):
-        at = ("operations", i)
+    for at, item in doc.entries(value, "operations", "operations"):
         if not isinstance(item, dict):
             doc.fail(at, f"expected an operation mapping, got {_kind(item)}")
             continue
@@ -410,6 +409,8 @@ def _operations(doc: _Doc, value: Any, modules: dict[str, Module]) -> dict[str, 
             fields["max_pixels"] = doc.integer(op["maxPixels"], (*at, "maxPixels"), 1)
         if name:
             ops[name] = Operation(name, kind, line=doc.line(at), **fields)
+    if not isinstance(value, list) or not value:  # said already (entries, or the file's missing key)
+        return ops
     for kind in ("source", "sink"):
         count = sum(op.kind == kind for op in ops.values())
         if count != 1:
@@ -431,13 +432,7 @@ def _topic(doc: _Doc, value: Any, at: tuple, *, wildcards: bool) -> str | None:
 
 def _connections(doc: _Doc, value: Any, ops: dict[str, Operation]) -> list[tuple[str, str]]:
     edges: list[tuple[str, str]] = []
-    if value is None:
-        return edges
-    if not isinstance(value, list) or not value:
-        doc.fail(("connections",), f"expected a list of connections, got {_kind(value)}")
-        return edges
-    for i, item in enumerate(value):
-        at = ("connections", i)
+    for at, item in doc.entries(value, "connections", "connections"):
         c = doc.mapping(item, at, ("from", "to"), required=("from", "to"))
         ends = []
         for end in ("from", "to"):

@@ -21,9 +21,11 @@ import itertools
 
 from wasmtime.component import Variant
 
-from ..._bindings import (WASM_GRAPH_PROCESSOR_TYPES, CommandResponse, Err, HybridLogicalClock, Level, Schema,
+from ..._bindings import (WASINN_ADAPTER_BUFFERS_BUFFERS, WASM_GRAPH_PROCESSOR_TYPES, CommandResponse, Err, HybridLogicalClock, Level, Schema,
                           StateStoreDelResponse, StateStoreGetResponse, StateStoreSetResponse, Timespec,
-                          add_wasm_graph_processor_to_linker)
+                          add_wasinn_adapter_buffers_to_linker, add_wasm_graph_processor_to_linker)
+from ...abi.adapter import SpanBinding
+from ...abi.memory import OutOfBounds
 from ...errors import WasinnError
 from ...limits import Limits
 from .clock import Timestamp
@@ -104,11 +106,7 @@ class OperatorImports:
 
     # --- types: buffer ---------------------------------------------------------------
     def buffer_read(self, store, rep: int) -> bytes:
-        data = _table.get(rep)
-        if not isinstance(data, bytes):
-            self.log.warning("operator-stale-buffer", detail="read of a buffer whose message is done; returned no bytes")
-            return b""
-        return data
+        return _held_bytes(rep)
 
     def buffer_drop(self, store, rep: int) -> None:
         _table.pop(rep, None)
@@ -314,6 +312,37 @@ class _Dispatch:
 _DISPATCH = _Dispatch()
 
 
+def _held_bytes(rep: int) -> bytes:
+    data = _table.get(rep)
+    if isinstance(data, bytes):
+        return data
+    imports = _active.get()
+    if imports is not None:
+        imports.log.warning("operator-stale-buffer", detail="read of a buffer whose message is done; returned no bytes")
+    return b""
+
+
+class BufferSpans(SpanBinding):
+    """`[method]buffer.read` at memory speed (wasinn:adapter-buffers, abi/adapter.wat's
+    buffers block): the adapter in the guest asks the length, allocates with the guest's
+    realloc and has the bytes written at that span with one copy. The bytes were bounded
+    by max-payload-bytes when the host made the buffer; a span outside the guest's
+    memory, or a length other than the buffer's, traps the guest with one line, as the
+    canonical ABI traps on a bad realloc result."""
+
+    def buffer_len(self, store, rep: int) -> int:
+        return len(_held_bytes(rep))
+
+    def read_buffer(self, store, rep: int, dest: int, n: int) -> None:
+        data = _held_bytes(rep)
+        if n != len(data):
+            raise OutOfBounds(f"buffer.read of {n} bytes for a buffer of {len(data)}")
+        self._memory(store).write(dest, data)
+
+
 def serve(host) -> None:
-    """Serves these imports to every instance of `host` (once per host)."""
+    """Serves these imports to every instance of `host` (once per host), and the data
+    path's half of `buffer.read` (components that load with the adapter call it)."""
     host.serve(WASM_GRAPH_PROCESSOR_TYPES, lambda root: add_wasm_graph_processor_to_linker(root, _DISPATCH))
+    host.serve(WASINN_ADAPTER_BUFFERS_BUFFERS,
+               lambda root: add_wasinn_adapter_buffers_to_linker(root, BufferSpans(host.memories)))

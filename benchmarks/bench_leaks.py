@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Host memory under resource churn: is RSS flat?
 
-    .venv/bin/python scripts/bench_leaks.py [--rounds 5] [--scale 1.0]
+    .venv/bin/python benchmarks/bench_leaks.py [--rounds 5] [--scale 1.0]
 
 Runs, inside one instance of guest/adversary (the loops run in the guest), 100k
 tensors, 10k contexts, 10k computes and 1k graphs (each a fresh onnxruntime session:
@@ -26,6 +26,7 @@ from wasinn import TensorType, build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ADVERSARY_GUEST_WORLD  # noqa: E402
 
 import models  # noqa: E402  (tests/models.py: small ONNX models built in code)
+from internals import tables  # noqa: E402  (tests/internals.py)
 
 CACHE = ROOT / ".cache" / "bench"
 MIB = 1 << 20
@@ -36,10 +37,6 @@ def rss() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def tables(host: wasinn.Host) -> tuple[int, int, int]:
-    return len(host.nn._objects), len(host.nn._sessions), host.memories.live()
 
 
 def trap_rounds(host, component, n: int) -> None:

@@ -2,7 +2,7 @@
 """The ONNX backend node test suite (from the `onnx` wheel, ~1.9k cases) natively on
 onnxruntime and through a guest component on wasinn; prints the outcome table.
 
-    .venv/bin/python scripts/conformance.py [-k SUBSTRING] [--list OUTCOME] [--json FILE]
+    .venv/bin/python tests/run_conformance.py [-k SUBSTRING] [--list OUTCOME] [--json FILE]
 
 Through wasinn each case goes the guest path (tests/conformance.py): the guest loads
 the model bytes, builds each input from its bytes, computes and reads every output.

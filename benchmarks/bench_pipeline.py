@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """`wasinn serve` over a real mosquitto vs native onnxruntime in a loop, same photos.
 
-    .venv/bin/python scripts/bench_pipeline.py [--messages 150] [--latency-messages 40] [--rounds 3]
-    .venv/bin/python scripts/bench_pipeline.py --hosts [--messages 150] [--rounds 3]    (as root)
+    .venv/bin/python benchmarks/bench_pipeline.py [--messages 150] [--latency-messages 40] [--rounds 3]
+    .venv/bin/python benchmarks/bench_pipeline.py --hosts [--messages 150] [--rounds 3]    (as root)
 
-scripts/bench.py's `serve` and `pipeline` sections are `serve_rows` and `stage_rows` here.
+benchmarks/bench.py's `serve` and `pipeline` sections are `serve_rows` and `stage_rows` here.
 
 For 1 and 2 workers (processes, one onnxruntime thread each):
   msgs/s   a burst of --messages photos published at once, first publish to last result
@@ -130,7 +130,7 @@ def served(broker: Broker, workers: int, messages: int, latency_messages: int, t
             "p99": percentile(round_trips, 99) * 1e3, "split": sorted(per_worker.values())}
 
 
-# --- scripts/bench.py's sections ----------------------------------------------------------
+# --- benchmarks/bench.py's sections ----------------------------------------------------------
 def serve_rows(row, progress, threads: int, quick: bool) -> None:
     """`wasinn serve` with one worker against the native loop (decode + the composed
     classifier + top 5, one process), interleaved rounds, the same onnxruntime threads;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """EfficientNet-Lite0 latency per backend, wasinn next to the native runtimes, in one run.
 
-    .venv/bin/python scripts/bench_backends.py [-n 200] [--threads N]
+    .venv/bin/python benchmarks/bench_backends.py [-n 200] [--threads N]
 
 Rows (one inference of the bundled network on one preprocessed photo, float32
 [1,3,224,224]; median and p90 in ms, and the ratio to native onnxruntime):

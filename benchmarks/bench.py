@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """wasinn's performance targets, measured side by side in one run.
 
-    .venv/bin/python scripts/bench.py [--quick] [--json bench.json] [--plot bench.png]
+    .venv/bin/python benchmarks/bench.py [--quick] [--json bench.json] [--plot bench.png]
 
 Sections (each row: wasinn, the reference, their ratio, the target):
   inference     classifier component vs native onnxruntime InferenceSession.run and the
@@ -19,15 +19,17 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 bare Python onnxruntime script and, where installed, the wasmtime CLI
   start         `wasinn run hello.wasm` and a run loading an ONNX graph by name, as whole
                 processes, vs the wasmtime CLI and the bare imports; load_by_name of a model
-                loaded at start-up (scripts/bench_start.py)
+                loaded at start-up (benchmarks/bench_start.py)
   serve         `wasinn serve` with 1 worker over a local mosquitto vs a native loop
                 (decode + the composed classifier) on the same photos, and vs that loop
                 decoding ahead on a thread as a worker does: photos/s
   pipeline      the example pipeline's stages in one process, each next to onnxruntime
-                (or numpy) on the same input (serve and pipeline: scripts/bench_pipeline.py)
-  operators     an Azure data-flow JSON map operator's export in a loop (Python and
-                JavaScript) vs the same conversion in native Python (scripts/bench_operators.py)
-  instances, arena, precision, compute, imports: scripts/bench_latency.py (fresh
+                (or numpy) on the same input (serve and pipeline: benchmarks/bench_pipeline.py)
+  operators     an Azure data-flow JSON map operator's export in a loop (Python and JavaScript)
+                vs native Python; from on-message to publish in an MQTT worker vs the export
+                in a loop; the image graph's frames/s per worker vs native onnxruntime
+                (benchmarks/bench_operators.py)
+  instances, arena, precision, compute, imports: benchmarks/bench_latency.py (fresh
                 instances on recycled, new and copy-on-write memories; onnxruntime's arena
                 settings; OpenVINO auto vs f32 vs native, and a C component's compute on
                 OpenVINO vs the wasmtime CLI; what the same component's compute on
@@ -360,9 +362,8 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
 
 
 def legacy_modules(quick: bool) -> None:
-    """A core module on wasi_ephemeral_nn (scripts/bench_witx.py): set_input + compute +
+    """A core module on wasi_ephemeral_nn (benchmarks/bench_witx.py): set_input + compute +
     get_output against native onnxruntime on the same session."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     from bench_witx import measure_witx
     progress("legacy core module: set_input + compute + get_output, interleaved with native")
     r = measure_witx(THREADS, 30 if quick else 200)["same_session"]
@@ -523,7 +524,6 @@ def _wasmtime_cli_run():
 
 
 def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
     import bench_latency
     from wasinn.apps.classify import classifier_component
     if "instances" in sections:
@@ -601,20 +601,16 @@ def main() -> int:
     if "process" in sections:
         whole_process(host)
     if "start" in sections:
-        sys.path.insert(0, str(ROOT / "scripts"))
         import bench_start
         bench_start.rows(row, progress, _run, _as_installed, _wasmtime_cli, ROOT, CACHE, args.quick)
     latency_sections(host, sections, args.quick)
     if "isolation" in sections:
-        sys.path.insert(0, str(ROOT / "scripts"))
         import bench_isolation
         bench_isolation.rows(row, progress, _child, _c_guest, ROOT, CACHE, THREADS, args.quick)
     if "operators" in sections:
-        sys.path.insert(0, str(ROOT / "scripts"))
         import bench_operators
         bench_operators.rows(row, progress, interleaved, p99, ROOT, CACHE, host, THREADS, args.quick)
     if "serve" in sections or "pipeline" in sections:
-        sys.path.insert(0, str(ROOT / "scripts"))
         import bench_pipeline
         if "pipeline" in sections:
             bench_pipeline.stage_rows(row, progress, THREADS, 30 if args.quick else 150)

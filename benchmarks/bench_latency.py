@@ -1,4 +1,4 @@
-"""scripts/bench.py's latency and footprint rows (issue 15), each next to its reference
+"""benchmarks/bench.py's latency and footprint rows (issue 15), each next to its reference
 in the same run: fresh instances to their first call's return (host-owned memories,
 new and recycled, against wasmtime's own copy-on-write memories), the memory each
 extra instance adds, onnxruntime's per-run arena shrinkage, OpenVINO's inference

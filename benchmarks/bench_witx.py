@@ -3,7 +3,7 @@
 EfficientNet-Lite0, next to native onnxruntime's InferenceSession.run in the same process
 with the same intra-op threads, interleaved, medians.
 
-    .venv/bin/python scripts/bench_witx.py [--threads N] [-n ITERATIONS]
+    .venv/bin/python benchmarks/bench_witx.py [--threads N] [-n ITERATIONS]
 
 The guest is guest/witx-probe: the model and the input tensor are written into its memory
 once, then each iteration calls its `infer_timed` export: set_input, compute, get_output

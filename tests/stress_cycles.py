@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start/stop cycles: does every `wasinn` process exit cleanly?
 
-    .venv/bin/python scripts/stress_cycles.py [--cycles 300] [--jobs 2]
+    .venv/bin/python tests/stress_cycles.py [--cycles 300] [--jobs 2]
 
 Each cycle starts `wasinn classify images/chelsea.png` and `wasinn run` of the nn-cli
 guest (a model loaded from a preopened directory, one compute, its output printed), and

@@ -2,7 +2,7 @@
 """The remote backend's cost: the same inference on a KServe model server over loopback
 (Open Inference Protocol, binary and JSON tensors) next to local onnxruntime.
 
-    .venv/bin/python scripts/bench_remote.py [--runs N]
+    .venv/bin/python benchmarks/bench_remote.py [--runs N]
 
 Needs .venv-kserve (scripts/setup-kserve.sh). The server's onnxruntime and the local one
 both get one intra-op thread, so the difference is the protocol and the process hop; a

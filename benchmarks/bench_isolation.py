@@ -1,4 +1,4 @@
-"""The isolation section of scripts/bench.py: what running guest-supplied graphs in a
+"""The isolation section of benchmarks/bench.py: what running guest-supplied graphs in a
 backend worker process (backends/isolated.py) costs, next to the same work in process
 and to native onnxruntime, in one run.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Can a malformed ONNX model crash onnxruntime (and so the whole host process)?
 
-    .venv/bin/python scripts/fuzz_models.py [--seconds 600] [--start N] [--hang 20] [--out fuzz-crashes]
+    .venv/bin/python tests/fuzz_models.py [--seconds 600] [--start N] [--hang 20] [--out fuzz-crashes]
 
 Mutates small real models (tests/models.py): their bytes (bit flips, byte overwrites,
 truncations, spliced chunks) and their parsed structure (initializer dims, types and

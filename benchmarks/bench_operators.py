@@ -1,0 +1,227 @@
+"""The operators section of benchmarks/bench.py: an Azure data-flow JSON map operator's
+export called in a loop through `Operator.map` (pipeline/operator.py: the message to a
+data-model with its payload as a host buffer, the call, the result back), next to the
+same conversion done by native Python on the same payload, interleaved.
+
+Rows: guest/temperature's map (componentize-py) and guest/js-operator's map
+(componentize-js) per message; the raw export call with the data-model already built
+and its payload inline (what `Operator.map` adds is the difference); guest/snapshot's
+map per 224x224 frame (buffer.read of 150,528 bytes, wasi:nn on the embedded
+EfficientNet-Lite0, top-5 JSON) vs native onnxruntime on the same model and frame plus
+the same JSON; its throughput per worker (frames/s, one after another) next to the native
+loop's. The MQTT side: a worker (pipeline/worker.py, in this process, on a mosquitto the
+row starts) serving a graph of the temperature map, from its client's on-message
+callback to the return of the publish call for the result (the client's work
+included, the broker's excluded; messages one at a time), next to the same export
+called in a loop (target: at most 0.3 ms more).
+"""
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import statistics
+import sys
+
+from wasmtime.component import Variant
+
+import wasinn
+from wasinn.limits import Limits
+from wasinn.pipeline.jsonlog import EventLog
+from wasinn.pipeline.operator import Message, Operator, Services, Timestamp
+from wasinn.pipeline.services.imports import active
+
+PAYLOAD = b'{"temperature": {"value": 1209, "unit": "F"}}'
+
+
+def _native(payload: bytes) -> bytes:
+    data = json.loads(payload)
+    t = data["temperature"]
+    if t["unit"] == "F":
+        t["value"], t["unit"] = (float(t["value"]) - 32.0) * 5.0 / 9.0, "C"
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick: bool) -> None:
+    sys.path.insert(0, str(root / "tests"))
+    import operator_guests
+    n = 100 if quick else 1000
+    services = Services.embedded(log=EventLog(stream=io.StringIO()))
+    message = Message(PAYLOAD, topic="sensors/temperature", timestamp=Timestamp(1_700_000_000, 0, 0, "bench"))
+    guests = {"temperature map (componentize-py)": operator_guests.operator_wasm("temperature")}
+    try:
+        guests["JS map (componentize-js)"] = operator_guests.js_operator_wasm()
+    except Exception as e:  # the JavaScript toolchain is optional here
+        progress(f"no JavaScript operator: {e}")
+    for label, wasm in guests.items():
+        progress(f"operators: {label}")
+        op = Operator.open(host, wasm, kind="map", name="bench", services=services)
+        op.init()
+        for _ in range(20):
+            op.map(message)
+        ops, native = interleaved(lambda: op.map(message), lambda: _native(PAYLOAD), n)
+        row("operators", f"{label}: Operator.map", statistics.median(ops) * 1e3,
+            statistics.median(native) * 1e3, "ms", note="vs the conversion in native Python")
+        if label.startswith("temperature"):
+            # the export alone, its data-model built once with the payload inline
+            model = op._give(message, [])
+            model.payload["payload"] = Variant("bytes", PAYLOAD)
+            func = f"{op._iface}#process"
+
+            def raw():
+                with active(op.imports):
+                    return op.instance.call(func, model)
+            raws, maps = interleaved(raw, lambda: op.map(message), n)
+            row("operators", f"{label}: the export alone", statistics.median(raws) * 1e3,
+                statistics.median(maps) * 1e3, "ms", note="vs Operator.map (buffer, conversions)")
+        op.close()
+    _buffer_read(row, progress, interleaved, host, services, 20 if quick else 100)
+    try:
+        _mqtt_map(row, progress, p99, root, cache, host, services, 50 if quick else 300)
+    except Exception as e:  # mosquitto is optional here (scripts/setup-mqtt.sh)
+        progress(f"no MQTT row: {type(e).__name__}: {e}")
+    _snapshot(row, progress, interleaved, p99, root, cache, host, threads, services, 10 if quick else 60)
+    services.close()
+
+
+def _snapshot(row, progress, interleaved, p99, root, cache, host, threads, services, n: int) -> None:
+    import operator_guests
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+    from wasinn.apps.classify import composed_model
+    from wasinn.pipeline.operator import Snapshot
+    progress("operators: snapshot (EfficientNet-Lite0 built in)")
+    with Image.open(root / "images" / "chelsea.png") as im:
+        frame = im.convert("RGB").resize((224, 224), Image.BILINEAR).tobytes()
+    labels = (root / "models" / "efficientnet-lite0" / "labels.txt").read_text().splitlines()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(composed_model(cache, progress)), options, providers=["CPUExecutionProvider"])
+    snap = Snapshot(frame, 224, 224, "rgb24", Timestamp(1, 0, 0, "bench"))
+
+    def native():
+        ranked = session.run(["ranked"], {"image": np.frombuffer(frame, np.uint8).reshape(224, 224, 3)})[0]
+        top = [{"label": labels[int(i)], "index": int(i), "score": round(float(v), 6)}
+               for v, i in zip(ranked[0, :5], ranked[1, :5])]
+        return json.dumps({"object": {"result": top[0]["label"], "top5": top}}, separators=(",", ":"))
+    # the operator's model comes from its own bytes: isolated by default (a backend worker)
+    hosts = {"default isolation": host,
+             "--isolate none": wasinn.Host(cache_dir=cache, ort_threads=threads, limits=Limits(isolate="none"))}
+    for label, h in hosts.items():
+        op = Operator.open(h, operator_guests.snapshot_wasm(), kind="map", name="snapshot", services=services)
+        op.init()
+        for _ in range(3):
+            op.map(snap)
+            native()
+        ops, nat = interleaved(lambda: op.map(snap), native, n)
+        row("operators", f"snapshot map per frame, {label}", statistics.median(ops) * 1e3,
+            statistics.median(nat) * 1e3, "ms", note="vs native onnxruntime + top-5 JSON")
+        row("operators", f"snapshot map p99, {label}", p99(ops) * 1e3, p99(nat) * 1e3, "ms")
+        row("operators", f"image graph frames/s per worker, {label}", len(ops) / sum(ops), len(nat) / sum(nat),
+            "1/s", target=">= 0.9x", lower_is_better=False,
+            note="vs native preprocessing + onnxruntime + top-5 (this machine is shared)")
+        op.close()
+
+
+_GRAPH = """
+metadata: {name: bench-map, version: "1.0.0"}
+moduleRequirements: {apiVersion: "1.1.0", runtimeVersion: "1.1.0"}
+operations:
+  - {operationType: source, name: source}
+  - {operationType: map, name: module-temperature/map, module: temperature}
+  - {operationType: sink, name: sink}
+connections:
+  - {from: {name: source}, to: {name: module-temperature/map}}
+  - {from: {name: module-temperature/map}, to: {name: sink}}
+"""
+
+
+def _mqtt_map(row, progress, p99, root, cache, host, services, n: int) -> None:
+    """on-message -> publish return in a worker of the temperature graph, vs the export in a loop."""
+    import tempfile
+    import threading
+    import time
+
+    import operator_guests
+    from pipeline_service import Broker, client, publish
+    from wasinn.pipeline.engine import open_runner
+    from wasinn.pipeline.graphdef import ServeFlags, resolve
+    from wasinn.pipeline.metrics import WorkerMetrics
+    from wasinn.pipeline.supervisor import prepare
+    from wasinn.pipeline.worker import Worker
+    progress("operators: JSON map over MQTT (a worker in this process, mosquitto)")
+    wasm = operator_guests.operator_wasm("temperature")
+    log = EventLog(stream=io.StringIO())
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp, Broker() as broker:
+        graph = pathlib.Path(tmp) / "graph.yaml"
+        graph.write_text(_GRAPH)
+        flow = resolve(graph, ServeFlags(modules={"temperature": wasm}, sources=("bench/in",), sink="bench/out",
+                                         broker=broker.address))
+        served, runner = open_runner(prepare(flow, cache, log), host, log, "bench-worker")
+        worker = Worker(served, runner, "bench-worker", log, WorkerMetrics("bench-worker"))
+        received: list[float] = []
+        published: list[float] = []
+        on_message, link_publish = worker._on_message, worker.link.publish
+
+        def timed_on_message(c, userdata, msg):
+            received.append(time.perf_counter())
+            on_message(c, userdata, msg)
+
+        def timed_publish(*args):
+            link_publish(*args)
+            published.append(time.perf_counter())
+        worker.client.on_message, worker.link.publish = timed_on_message, timed_publish
+        runner.warm_up(log)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        results = threading.Semaphore(0)
+        sub = client(broker)
+        sub.on_message = lambda *_: results.release()
+        sub.subscribe("bench/out", qos=1)
+        pub = client(broker)
+        if not worker.connected.wait(30):
+            raise RuntimeError("the worker did not connect")
+        time.sleep(0.5)  # its subscription is in place
+        for i in range(n + 20):
+            publish(pub, PAYLOAD, f"m{i}", topic="bench/in")
+            if not results.acquire(timeout=30):
+                raise RuntimeError(f"no result for message {i}")
+        worker.stop()
+        thread.join(30)
+        sub.loop_stop()
+        pub.loop_stop()
+    spans = [b - a for a, b in zip(received, published)][20:]
+    op = Operator.open(host, wasm, kind="map", name="bench-loop", services=services)
+    op.init()
+    message = Message(PAYLOAD, topic="bench/in", timestamp=Timestamp(1_700_000_000, 0, 0, "bench"))
+    for _ in range(20):
+        op.map(message)
+    loop = []
+    for _ in range(n):
+        t = time.perf_counter()
+        op.map(message)
+        loop.append(time.perf_counter() - t)
+    op.close()
+    row("operators", "JSON map: on-message to publish return (worker)", statistics.median(spans) * 1e3,
+        statistics.median(loop) * 1e3, "ms", target="<= +0.3 ms",
+        note="vs Operator.map in a loop (broker excluded; this machine is shared)")
+    row("operators", "JSON map: on-message to publish return p99", p99(spans) * 1e3, p99(loop) * 1e3, "ms")
+
+
+def _buffer_read(row, progress, interleaved, host, services, n: int) -> None:
+    """guest/operator-probe's filter reads its payload with buffer.read (the data path's
+    buffers block): a 150,528-byte frame and 4 MiB, next to a 4-byte payload."""
+    import operator_guests
+    progress("operators: buffer.read (componentize-py)")
+    op = Operator.open(host, operator_guests.operator_wasm("operator-probe"), kind="filter", name="bench-read",
+                       services=services)
+    op.init()
+    small = Message(b"pass", topic="t")
+    for size in (150_528, 4 << 20):
+        big = Message(bytes(size), topic="t")
+        op.filter(big)
+        reads, smalls = interleaved(lambda: op.filter(big), lambda: op.filter(small), n)
+        row("operators", f"filter reading a {size:,}-byte payload", statistics.median(reads) * 1e3,
+            statistics.median(smalls) * 1e3, "ms", note="vs a 4-byte payload (buffer.read on the data path)")
+    op.close()
