@@ -39,7 +39,7 @@ from ..lazy import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
-from ..errors import NnError, runtime_error, too_large
+from ..errors import NnError, runtime_error
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
