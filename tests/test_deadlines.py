@@ -2,8 +2,11 @@
 keeps nothing for finished blocks."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
+
+import pytest
 
 from wasinn import deadlines
 
@@ -53,3 +56,33 @@ def test_again_repeats_the_stop_until_the_block_ends():
     time.sleep(0.05)
     assert len(calls) == ended
     assert all(b - a >= 0.004 for a, b in zip(calls, calls[1:]))
+
+
+def test_the_epoch_ticker_outlives_engines_made_while_it_ticks():
+    # a WeakSet that grows while another thread iterates it raises: that once ended the
+    # ticker, and every guest deadline in the process with it
+    import wasmtime
+
+    def engine() -> wasmtime.Engine:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        return wasmtime.Engine(config)
+    engines = [engine() for _ in range(3000)]  # a long set to copy: the ticker is often mid-copy
+    for e in engines:
+        deadlines.EpochTicker.watch(e)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            engines.append(engine())
+            deadlines.EpochTicker.watch(engines[-1])
+    finally:
+        sys.setswitchinterval(interval)
+    assert deadlines.EpochTicker._thread.is_alive()
+    last = engines[-1]
+    store = wasmtime.Store(last)
+    store.set_epoch_deadline(2)
+    spin = wasmtime.Module(last, '(module (func (export "spin") (loop (br 0))))')
+    with pytest.raises(wasmtime.Trap):
+        wasmtime.Instance(store, spin, []).exports(store)["spin"](store)

@@ -158,5 +158,13 @@ class EpochTicker:
         # loop variable left holding the last engine kept it (and its host memory creator)
         # alive past its Host, to be freed on this thread during interpreter teardown,
         # after the creator's callbacks (SIGSEGV after a run had printed its results).
-        for engine in list(cls._engines):
-            engine.increment_epoch()
+        # The copy under the lock: a Host made on another thread adds its engine meanwhile,
+        # and a WeakSet that grows while it is iterated raises, which ended this thread and
+        # with it every deadline in the process (a spinning guest then ran forever).
+        with cls._lock:
+            engines = list(cls._engines)
+        for engine in engines:
+            try:
+                engine.increment_epoch()
+            except Exception:  # noqa: BLE001 - one engine's failure must not stop the others' deadlines
+                pass
