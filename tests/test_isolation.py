@@ -80,6 +80,24 @@ def test_isolated_outputs_of_fixed_and_dynamic_size_come_back_whole():
                 x = x + 1
 
 
+def test_a_model_lying_about_its_output_shape_computes_as_in_process():
+    # it declares a fixed 4 MiB output (bound into shared memory) and computes 5 elements:
+    # the bound run fails, and the worker runs it unbound, as the host runs it in process
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.arange(5, dtype=np.float32)
+    for policy in ("guest-models", "none"):
+        with roundtrip(make_host(isolate=policy)) as inst:
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            out = dict(ok(inst.call("compute-tensors", ctx, [("x", x)])))
+            np.testing.assert_array_equal(out["y"].array(), x)
+            big = np.arange(1 << 20, dtype=np.float32)  # and what it declares, next, bound
+            np.testing.assert_array_equal(dict(ok(inst.call("compute-tensors", ctx, [("x", big)])))["y"].array(), big)
+
+
 def test_onnxruntime_writes_outputs_of_fixed_size_into_the_buffers_it_is_given():
     from wasinn.backends import default_backends
     graph = default_backends(0)[wasinn.GraphEncoding.ONNX].load([models.add_mul()], wasinn.ExecutionTarget.CPU)
