@@ -137,6 +137,33 @@ def target_lines(pkg: wit.Package, targets: dict[tuple[str, str], str]) -> list[
     return out
 
 
+def ensure_bound(export: str) -> str:
+    """A shim module's `$ensure_bound` (the tensors and buffers blocks each have one)."""
+    return f"""    (func $ensure_bound{export}
+      (local $saved i64)
+      (if (global.get $bound) (then (return)))
+      (local.set $saved (i64.load (i32.const 0)))
+      (i64.store (i32.const 0) (call $bind_nonce))
+      (call $bind (i32.const 0))
+      (i64.store (i32.const 0) (local.get $saved))
+      (global.set $bound (i32.const 1)))"""
+
+
+def returned_list(export: str, param: str, length: str, read: str) -> str:
+    """A stand-in for a guest import that returns a list<u8>: the host's `length` of it,
+    then its bytes written by `read` straight into what the guest's realloc gave."""
+    return f"""    ;; As the canonical ABI lowers a returned list: realloc(0, 0, align, size) in the
+    ;; guest, then (pointer, length) at the return area.
+    (func (export "{export}") (param {param} i32) (param $ret i32)
+      (local $n i32) (local $p i32)
+      (call $ensure_bound)
+      (local.set $n (call {length} (local.get {param})))
+      (local.set $p (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $n)))
+      (call {read} (local.get {param}) (local.get $p) (local.get $n))
+      (i32.store (local.get $ret) (local.get $p))
+      (i32.store offset=4 (local.get $ret) (local.get $n)))"""
+
+
 def generate() -> str:
     adapter = next(p for p in PKGS.values() if (p.namespace, p.name) == ("wasinn", "adapter"))
     # every version of wasi:nn: their byte-carrying functions have the same flat signatures
@@ -193,27 +220,11 @@ def generate() -> str:
     (global $bound (mut i32) (i32.const 0))
     ;; The host tells this memory from the instance's others by a number written here
     ;; once; the eight bytes it borrows are put back at once.
-    (func $ensure_bound (export "bind")
-      (local $saved i64)
-      (if (global.get $bound) (then (return)))
-      (local.set $saved (i64.load (i32.const 0)))
-      (i64.store (i32.const 0) (call $bind_nonce))
-      (call $bind (i32.const 0))
-      (i64.store (i32.const 0) (local.get $saved))
-      (global.set $bound (i32.const 1)))
+{ensure_bound(' (export "bind")')}
     (func (export "[constructor]tensor") (param i32 i32 i32 i32 i32) (result i32)
       (call $ensure_bound)
       (call $new_tensor (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
-    ;; As the canonical ABI lowers a returned list: realloc(0, 0, align, size) in the
-    ;; guest, then (pointer, length) at the return area.
-    (func (export "[method]tensor.data") (param $t i32) (param $ret i32)
-      (local $n i32) (local $p i32)
-      (call $ensure_bound)
-      (local.set $n (call $data_len (local.get $t)))
-      (local.set $p (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $n)))
-      (call $read_data (local.get $t) (local.get $p) (local.get $n))
-      (i32.store (local.get $ret) (local.get $p))
-      (i32.store offset=4 (local.get $ret) (local.get $n))))
+{returned_list("[method]tensor.data", "$t", "$data_len", "$read_data")})
   (core instance $wasinn:tensors-env (export "memory" (memory @@MEMORY@@)) (export "realloc" (func @@REALLOC@@)))
   (core instance $wasinn:tensors-host
     (export "bind-nonce" (func $wasinn:lowered-bind-nonce))
@@ -272,24 +283,8 @@ def generate() -> str:
     (import "host" "read-buffer" (func $read_buffer (param i32 i32 i32)))
     (global $bound (mut i32) (i32.const 0))
     ;; As the tensors block's: the host tells this memory by a number written here once.
-    (func $ensure_bound
-      (local $saved i64)
-      (if (global.get $bound) (then (return)))
-      (local.set $saved (i64.load (i32.const 0)))
-      (i64.store (i32.const 0) (call $bind_nonce))
-      (call $bind (i32.const 0))
-      (i64.store (i32.const 0) (local.get $saved))
-      (global.set $bound (i32.const 1)))
-    ;; As the canonical ABI lowers a returned list: realloc(0, 0, align, size) in the
-    ;; guest, then (pointer, length) at the return area.
-    (func (export "[method]buffer.read") (param $b i32) (param $ret i32)
-      (local $n i32) (local $p i32)
-      (call $ensure_bound)
-      (local.set $n (call $buffer_len (local.get $b)))
-      (local.set $p (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $n)))
-      (call $read_buffer (local.get $b) (local.get $p) (local.get $n))
-      (i32.store (local.get $ret) (local.get $p))
-      (i32.store offset=4 (local.get $ret) (local.get $n))))
+{ensure_bound('')}
+{returned_list("[method]buffer.read", "$b", "$buffer_len", "$read_buffer")})
   (core instance $wasinn:buffers-env (export "memory" (memory @@MEMORY@@)) (export "realloc" (func @@REALLOC@@)))
   (core instance $wasinn:buffers-host
     (export "bind-nonce" (func $wasinn:lowered-buffers-bind-nonce))
