@@ -2,10 +2,11 @@
 # Debian's mosquitto (the MQTT broker `wasinn serve`'s tests and benchmark start on
 # loopback and in network namespaces) and mosquitto-clients (mosquitto_pub/mosquitto_sub,
 # used in the README), openssl and iproute2; docker-registry, the OCI registry that the
-# data-flow artifact tests push to and pull from on loopback.
+# data-flow artifact tests push to and pull from on loopback; redis-server, the state store
+# data-flow operators share across hosts (its tests start a private server on loopback).
 # Installs only what is missing; needs root or password-less sudo (CI runs as root,
 # without stdin). The Python side (paho-mqtt, PyYAML, prometheus-client) is the
-# `serve` extra in pyproject.toml, which scripts/setup.sh installs.
+# `serve` extra in pyproject.toml (redis's client too), which scripts/setup.sh installs.
 set -euo pipefail
 
 missing=()
@@ -16,6 +17,7 @@ if ! command -v mosquitto_pub >/dev/null 2>&1; then missing+=(mosquitto-clients)
 if ! command -v openssl >/dev/null 2>&1; then missing+=(openssl); fi
 if ! command -v ip >/dev/null 2>&1 && [ ! -x /usr/sbin/ip ] && [ ! -x /sbin/ip ]; then missing+=(iproute2); fi
 if ! command -v docker-registry >/dev/null 2>&1; then missing+=(docker-registry); fi
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then missing+=(redis-server); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -5,7 +5,6 @@
 set -euo pipefail
 cd -P "$(dirname "$0")/.."  # the real checkout: .venv's scripts name its python by this path
 scripts/setup.sh test              # wasinn + openvino, tflite, the wasmtime CLI, serve, pytest
-scripts/setup-mqtt.sh              # mosquitto for `wasinn serve` (tests, benchmark, README)
-scripts/setup-redis.sh             # redis-server: the data-flow operators' shared state store (tests)
+scripts/setup-mqtt.sh              # mosquitto, docker-registry, redis-server for `wasinn serve` (tests, benchmark, README)
 scripts/setup-kserve.sh            # a KServe model server in .venv-kserve (the remote-backend tests)
 scripts/setup-guest-toolchains.sh  # clang + wasi-libc, componentize-js, jco: the C and JavaScript test guests

@@ -11,7 +11,7 @@ import time
 def redis_binary() -> str:
     found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
     if found is None:
-        raise FileNotFoundError("redis-server is not installed: run scripts/setup-redis.sh")
+        raise FileNotFoundError("redis-server is not installed: run scripts/setup-mqtt.sh")
     return found
 
 

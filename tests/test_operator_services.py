@@ -41,10 +41,10 @@ def probe(host):
 def redis_server():
     try:
         server = RedisServer()
-    except FileNotFoundError as e:  # no redis-server: CI installs it (scripts/setup-redis.sh)
+    except FileNotFoundError as e:  # no redis-server: CI installs it (scripts/setup-mqtt.sh)
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"{e}; run scripts/setup-redis.sh")
+        pytest.skip(f"{e}; run scripts/setup-mqtt.sh")
     yield server
     server.close()
 
