@@ -3,30 +3,15 @@
 EfficientNet-Lite0 built in, wasi:nn) against native onnxruntime on the same frames."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
 
-import wasinn
-from wasinn.pipeline.jsonlog import EventLog
-from wasinn.pipeline.operator import Message, Operator, OperatorError, Services, Snapshot, Timestamp
+from wasinn.pipeline.operator import Message, Operator, OperatorError, Snapshot, Timestamp
 
 import guest_builds
-from operator_guests import CACHE, ROOT, js_operator_wasm, snapshot_wasm
-
-
-@pytest.fixture(scope="module")
-def host():
-    return wasinn.Host(cache_dir=CACHE)
-
-
-@pytest.fixture(scope="module")
-def services():
-    s = Services.embedded(log=EventLog(stream=io.StringIO()))
-    yield s
-    s.close()
+from operator_guests import CACHE, ROOT, host, js_operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
 
 
 def test_javascript_map_operator(host, services):

@@ -9,30 +9,17 @@ import json
 
 import pytest
 
-import wasinn
 from wasinn.errors import WasinnError
 from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Message, Operator, OperatorError, Services, Snapshot, Timestamp
 
-from operator_guests import CACHE, operator_wasm
+from operator_guests import host, operator_wasm, services  # noqa: F401 (fixtures)
 
 # Azure's t01 (samples/wasm/tests/t01-simple-temp-conversion): input and expected payload
 T01_IN = b'{\n    "temperature": {\n        "value": 1209,\n        "unit": "F"\n    }\n}\n'
 T01_OUT = (b'{"temperature":{"value":653.8888888888889,"count":0,"max":0.0,"min":0.0,"average":0.0,'
            b'"last":0.0,"unit":"C","overtemp":false}}')
-
-
-@pytest.fixture(scope="module")
-def host():
-    return wasinn.Host(cache_dir=CACHE)
-
-
-@pytest.fixture(scope="module")
-def services():
-    s = Services.embedded(log=EventLog(stream=io.StringIO()))
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ where the bytes may go traps with one line, not a write outside its memory."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import pytest
@@ -15,26 +14,13 @@ import wasinn
 from wasinn._bindings import Resource
 from wasinn.abi import rewrite
 from wasinn.abi.binary import read_layout
-from wasinn.pipeline.jsonlog import EventLog
-from wasinn.pipeline.operator import Message, Operator, Services
+from wasinn.pipeline.operator import Message, Operator
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
 import guest_builds
-from operator_guests import CACHE, ROOT, js_operator_wasm, operator_wasm, snapshot_wasm
+from operator_guests import ROOT, host, js_operator_wasm, operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
-
-
-@pytest.fixture(scope="module")
-def host():
-    return wasinn.Host(cache_dir=CACHE)
-
-
-@pytest.fixture(scope="module")
-def services():
-    s = Services.embedded(log=EventLog(stream=io.StringIO()))
-    yield s
-    s.close()
 
 
 def _js_wasm():
