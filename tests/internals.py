@@ -22,3 +22,9 @@ def live_memories(memories: HostMemories) -> int:
 def tables(host: wasinn.Host) -> tuple[int, int, int]:
     """What the host holds across all instances: wasi:nn objects, sessions, guest memories."""
     return len(host.nn._objects), len(host.nn._sessions), live_memories(host.memories)
+
+
+def worker_memory(inst: wasinn.Instance):
+    """The shared memory of the backend worker of `inst` (backends/isolated.py's
+    SharedMemory): `free` (its free extents), `arrays` (the instance's tensors in it)."""
+    return inst._session.worker.memory

@@ -80,6 +80,51 @@ def test_isolated_outputs_of_fixed_and_dynamic_size_come_back_whole():
                 x = x + 1
 
 
+def test_a_large_tensor_an_instance_makes_is_read_by_its_worker_in_place_and_freed_with_it(tmp_path):
+    # from 64 KiB a tensor the guest makes lies in its worker's shared memory, which the
+    # worker reads without a copy; its extent goes back to the arena when the tensor goes,
+    # and the file grows (a new mapping on both sides) when the live tensors need more
+    import gc
+
+    from wasmtime.component import Record
+
+    from internals import worker_memory
+    from wasinn import nn
+
+    def value(x: np.ndarray) -> Record:
+        r = Record()
+        r.dimensions, r.ty, r.data = list(x.shape), wasinn.TensorType.FP32.value, x.tobytes()
+        return r
+
+    host = make_host()
+    path = tmp_path / "registered.onnx"
+    path.write_bytes(models.identity(wasinn.TensorType.FP32, (1, 1 << 18)))
+    host.models.register("registered", path)
+    with roundtrip(host) as inst:
+        for n in (1 << 18, 5 << 17):  # 1 MiB (past the file's first size), then 2.5 MiB
+            model = models.identity(wasinn.TensorType.FP32, (1, n))
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            memory = worker_memory(inst)
+            kept = inst.call("make", value(np.ones((1, n), np.float32)))  # a tensor the guest made, alive
+            assert len(memory.arrays) == 1 and memory.size >= n * 4
+            for i in range(3):
+                x = np.full((1, n), i, np.float32)
+                out = dict(ok(inst.call("compute", ctx, [("x", value(x))])))
+                assert out["y"].data == x.tobytes()
+            assert kept.to_bytes() == np.ones(n, np.float32).tobytes()
+            assert nn._in_shared_memory(kept.data)
+            del kept
+            gc.collect()
+            assert not memory.arrays
+            at = memory.take(1)  # the finalizers' extents are freed at the next take
+            assert memory.free == [(64, memory.size - 64)]
+            memory.give_back(at, 1)
+        # the operator's model runs in process: it reads a copy of a tensor in the worker's file
+        registered = ok(inst.call("init-context", ok(inst.call("load-by-name", "registered"))))
+        x = np.arange(1 << 18, dtype=np.float32).reshape(1, -1)
+        assert dict(ok(inst.call("compute", registered, [("x", value(x))])))["y"].data == x.tobytes()
+
+
 def test_a_model_lying_about_its_output_shape_computes_as_in_process():
     # it declares a fixed 4 MiB output (bound into shared memory) and computes 5 elements:
     # the bound run fails, and the worker runs it unbound, as the host runs it in process

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import mmap
 import os
 import threading
 from typing import Callable, NamedTuple
@@ -112,6 +113,11 @@ class Session:
         """Why the instance must start afresh: its backend worker was killed or died, and
         with it the graphs it had loaded from its own bytes."""
         return self.worker.dead if self.worker is not None else None
+
+
+def _filled(into, data):
+    memoryview(into)[:] = memoryview(data).cast("B")
+    return into
 
 
 def returns_error(fn: Callable) -> Callable:
@@ -265,19 +271,24 @@ class WasiNn:
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:
-        return self.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, len(data), lambda: data)
+        return self.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, len(data),
+                                      lambda into: data if into is None else _filled(into, data))
 
     def tensor_from_guest(self, store, rank: int, read_dims: Callable[[], object], ty: TensorType, nbytes: int,
-                          read: Callable[[], object]) -> int:
+                          read: Callable[[object], object]) -> int:
         """Registers a tensor a guest made, by any data path: `rank` dimensions that
-        `read_dims()` reads, `nbytes` bytes that `read()` makes. Both are called only
+        `read_dims()` reads, `nbytes` bytes that `read(into)` copies into `into` (a uint8
+        array of `nbytes`) and returns, or with `into` None makes. Both are called only
         once the tensor fits max-tensor-rank, max-tensors and max-host-bytes; over one,
         `too-large` is raised, which traps the guest (the constructor has no error to
-        return) with that limit's line."""
+        return) with that limit's line. An instance with a backend worker gets large
+        tensors in the worker's shared memory, where it reads its inputs without a copy."""
         session = self.session(store)
         self.limits.check_rank(rank, "the tensor")
         self._admit(session, "tensor", nbytes)
-        return self.add(store, Resource.TENSOR, HostTensor(read_dims(), ty, read()), limited=False, session=session)
+        into = session.worker.tensor(nbytes) if session.worker is not None else None
+        return self.add(store, Resource.TENSOR, HostTensor(read_dims(), ty, read(into)), limited=False,
+                        session=session)
 
     def tensor_dimensions(self, store, self_: int) -> list[int]:
         return list(self.get(self_, Resource.TENSOR).dims)
@@ -593,7 +604,17 @@ def compute_bound(graph: Graph, context: Context, inputs: list[HostTensor], limi
     """`compute` on inputs already bound: in model order, each checked by `check_input`."""
     accept = accept_outputs or (lambda sizes: check_outputs(limits, sizes))
     accept([(s.name, n) for s in graph.outputs if (n := s.static_nbytes()) is not None])
+    if not getattr(context, "in_worker", False):
+        # a backend in the host must not read bytes that a worker (the one process a
+        # hostile model may have taken over) can change under it: a tensor that lies in a
+        # worker's shared memory (backends/isolated.py) is copied first
+        inputs = [HostTensor(t.dims, t.ty, t.data.copy()) if _in_shared_memory(t.data) else t for t in inputs]
     return context.compute(inputs, deadline=deadline, accept_outputs=accept)
+
+
+def _in_shared_memory(data) -> bool:
+    base = getattr(data, "base", None)
+    return type(base) is memoryview and type(base.obj) is mmap.mmap
 
 
 def check_outputs(limits: Limits, sizes: list[tuple[str, int]], held: int | None = None) -> None:

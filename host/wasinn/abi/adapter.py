@@ -63,7 +63,7 @@ class AdapterHost(SpanBinding):
         memory.check(dims, 4 * dims_len)
         memory.check(data, data_len)
         return self.nn.tensor_from_guest(store, dims_len, lambda: memory.read_array(dims, 4 * dims_len).view("<u4"),
-                                         ty, data_len, lambda: memory.read_array(data, data_len))
+                                         ty, data_len, lambda into: memory.read_array(data, data_len, into))
 
     def data_len(self, store, t: int) -> int:
         return self.nn.get(t, Resource.TENSOR).nbytes

@@ -56,7 +56,7 @@ class Bulk:
         stands in for does (nn.py)."""
         memory, payload = self._bytes(store, data)
         return self.nn.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, data.len,
-                                         lambda: memory.read_array(payload, data.len))
+                                         lambda into: memory.read_array(payload, data.len, into))
 
     @returns_error
     def _bytes(self, store, data: Span) -> tuple[LinearMemory, int]:

@@ -146,9 +146,10 @@ class LinearMemory:
         self.check(addr, n)
         return _memory_view(self.base + addr, n, _PYBUF_READ)
 
-    def read_array(self, addr: int, n: int) -> np.ndarray:
+    def read_array(self, addr: int, n: int, into: np.ndarray | None = None) -> np.ndarray:
+        """A copy of `n` bytes at `addr`, in `into` (a uint8 array of `n`) or a new array."""
         self.check(addr, n)
-        out = np.empty(n, np.uint8)
+        out = np.empty(n, np.uint8) if into is None else into
         if n:
             ctypes.memmove(out.ctypes.data, self.base + addr, n)
         return out

@@ -37,7 +37,7 @@ class Isolation:
         worker = self._shared if owner is None else owner.worker
         return worker if worker is not None and not worker.dead else None
 
-    def worker(self, owner, memory: isolated.SharedMemory | None = None) -> isolated.Worker:
+    def worker(self, owner, memory: isolated.SharedMemory) -> isolated.Worker:
         """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
         the operator's models (owner None), started on first use with `memory`."""
         current = self.current(owner)
@@ -66,22 +66,28 @@ class Isolation:
             # the bytes go into shared memory first: a first load waits here for the fork
             # server still starting (prewarm), and this copy need not wait with it
             memory = isolated.SharedMemory(sum(sizes))
-            memory.write(0, builders)
+            at = memory.take(sum(sizes))
+            memory.write(at, builders)
             try:
                 worker = self.worker(owner, memory)
             except BaseException:
                 memory.close()
                 raise
-            written = worker.memory is memory
-            if not written:  # another thread started this owner's worker meanwhile
+            if worker.memory is not memory:  # another thread started this owner's worker meanwhile
                 memory.close()
+                at = None
         else:
-            written = False
+            at = None
         isolated.zygote().preload(kind)
         with worker.lock:
-            worker.ensure(sum(sizes))
-            if not written:
-                worker.memory.write(0, builders)
-            reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
-                                    "threads": threads, "precision": precision, "sizes": sizes}, deadline)
+            if at is None:
+                at = worker.memory.take(sum(sizes))
+                worker.memory.write(at, builders)
+            try:
+                worker.sync()
+                reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
+                                        "threads": threads, "precision": precision, "sizes": sizes, "at": at},
+                                       deadline)
+            finally:
+                worker.memory.give_back(at, sum(sizes))
         return isolated.IsolatedGraph(worker, reply, target)

@@ -280,7 +280,7 @@ class Worker:
             backend = self.backends[key] = Deferred(KINDS[message["kind"]], GraphEncoding(message["encoding"]),
                                                     message["threads"], self.per_graph, message["precision"])
         confine.raise_address_space(self._cap(len(self.graphs) + 1))
-        views, offset = [], 0
+        views, offset = [], message["at"]
         for n in message["sizes"]:
             views.append(memoryview(self.shm)[offset:offset + n].toreadonly())
             offset += n
