@@ -125,6 +125,30 @@ def test_a_large_tensor_an_instance_makes_is_read_by_its_worker_in_place_and_fre
         assert dict(ok(inst.call("compute", registered, [("x", value(x))])))["y"].data == x.tobytes()
 
 
+def test_tensors_that_fragment_the_shared_memory_keep_it_within_max_host_bytes():
+    # a hostile pattern for a first-fit arena: tensors of 17 sizes, some kept, some let go;
+    # past max-host-bytes the instance's tensors go to ordinary memory instead
+    from wasmtime.component import Record
+
+    from internals import worker_memory
+
+    def value(n: int) -> Record:
+        r = Record()
+        r.dimensions, r.ty, r.data = [n], wasinn.TensorType.U8.value, bytes(n)
+        return r
+
+    limit = 8 << 20
+    with roundtrip(make_host(max_host_bytes=limit)) as inst:
+        ok(inst.call("load", [models.identity(wasinn.TensorType.FP32, (1, 4))], "onnx", "cpu"))
+        memory, kept, peak = worker_memory(inst), [], 0
+        for i in range(120):
+            kept.append(inst.call("make", value((64 << 10) * (1 + i % 17))))
+            if len(kept) > 6:
+                kept.pop(i % 5)
+            peak = max(peak, memory.size)
+        assert peak <= limit * 5 // 4, peak  # a quarter of headroom: growth maps the file anew on both sides
+
+
 def test_a_model_lying_about_its_output_shape_computes_as_in_process():
     # it declares a fixed 4 MiB output (bound into shared memory) and computes 5 elements:
     # the bound run fails, and the worker runs it unbound, as the host runs it in process
