@@ -257,8 +257,8 @@ class SharedMemory:
 
     An arena: every request's bytes (a model's, inputs copied in, room for outputs) and
     the instance's own large tensors (`tensor`) take extents of it, so a tensor the guest
-    made goes to the worker without a copy (602 KB at each EfficientNet-Lite0 compute:
-    40-130 us). Extents are 64-byte aligned. The file only grows: a mapping the host
+    made goes to the worker without a second copy (602 KB at each EfficientNet-Lite0
+    compute: ~10 us while it is still in cache, more for larger inputs). Extents are 64-byte aligned. The file only grows: a mapping the host
     replaced stays valid for the arrays made on it (the same file pages)."""
 
     def __init__(self, size: int):
