@@ -41,7 +41,11 @@ def operator_wasm(name: str) -> pathlib.Path:
     if name == "snapshot-set":
         return snapshot_set_wasm()
     if name == "format":
-        return format_wasm()
+        import guest_builds
+        try:
+            return operator_guests.format_wasm()
+        except guest_builds.ToolchainMissing as e:
+            guest_builds.skip_without(e)
     world, wit = OPERATORS[name]
     files = build.guest_files(ROOT / "guest" / name)
     if name in MEASUREMENTS:
@@ -59,16 +63,6 @@ def snapshot_set_wasm() -> pathlib.Path:
                   "model.onnx": composed_model(CACHE, print)})
     return build.build_cached(files, name="snapshot-set", world="wasinn:snapshot-set-operator/snapshot-set",
                               cache_dir=CACHE, fastpath=False, wit="snapshot-set.wit", progress=print)
-
-
-def format_wasm() -> pathlib.Path:
-    """Azure's format module, in C (its JPEG decoder, stb_image, vendored beside it)."""
-    import guest_builds
-    try:
-        return guest_builds.c_component([ROOT / "guest" / "format" / "format.c"], name="format",
-                                        world="wasm-graph:processor/map-impl")
-    except guest_builds.ToolchainMissing as e:
-        guest_builds.skip_without(e)
 
 
 @dataclasses.dataclass

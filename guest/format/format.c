@@ -235,10 +235,31 @@ static uint8_t *resize(const uint8_t *rgb, uint32_t width, uint32_t height) {
     return out;
 }
 
+/* whether a JPEG's segments up to its scan lie within it: stb_image reads zeros past the
+   end, where the image crate's decoder refuses a JPEG cut inside its headers (a cut in
+   the scan data both fill in) */
+static int jpeg_headers_whole(bytes_t b) {
+    if (b.len < 2 || b.ptr[0] != 0xFF || b.ptr[1] != 0xD8)
+        return 1;  /* not a JPEG: nothing to check */
+    for (uint32_t at = 2;;) {
+        while (at < b.len && b.ptr[at] == 0xFF && at + 1 < b.len && b.ptr[at + 1] == 0xFF)
+            at++;  /* fill bytes */
+        if (at + 4 > b.len || b.ptr[at] != 0xFF)
+            return 0;
+        uint8_t marker = b.ptr[at + 1];
+        uint32_t length = (uint32_t)b.ptr[at + 2] << 8 | b.ptr[at + 3];
+        if (length < 2 || at + 2 + length > b.len)
+            return 0;
+        if (marker == 0xDA)  /* start of scan */
+            return 1;
+        at += 2 + length;
+    }
+}
+
 /* the 224x224 RGB frame of encoded image bytes; NULL where they do not decode */
 static uint8_t *decode(bytes_t payload) {
     int width, height, channels;
-    if (payload.len > INT32_MAX ||
+    if (payload.len > INT32_MAX || !jpeg_headers_whole(payload) ||
         !stbi_info_from_memory(payload.ptr, (int)payload.len, &width, &height, &channels) ||
         (uint64_t)width * (uint64_t)height * 4 > DECODED_MAX)
         return NULL;
