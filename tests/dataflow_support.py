@@ -27,7 +27,6 @@ OPERATORS = {"window": ("wasinn:window-operator/window", "window.wit"),
              "opc-ua": ("wasinn:opc-ua-operator/opc-ua", "opc-ua.wit"),
              "otel-enrich": ("wasinn:otel-enrich-operator/otel-enrich", "otel-enrich.wit"),
              "schema-filter": ("wasinn:schema-filter-operator/schema-filter", "schema-filter.wit"),
-             "format": ("wasinn:format-operator/format", "format.wit"),
              "humidity": ("wasinn:humidity-operator/humidity", "humidity.wit"),
              "collection": ("wasinn:collection-operator/collection", "collection.wit"),
              "enrichment": ("wasinn:enrichment-operator/enrichment", "enrichment.wit")}
@@ -41,6 +40,12 @@ def operator_wasm(name: str) -> pathlib.Path:
         return operator_guests.operator_wasm(name)
     if name == "snapshot-set":
         return snapshot_set_wasm()
+    if name == "format":
+        import guest_builds
+        try:
+            return operator_guests.format_wasm()
+        except guest_builds.ToolchainMissing as e:
+            guest_builds.skip_without(e)
     world, wit = OPERATORS[name]
     files = build.guest_files(ROOT / "guest" / name)
     if name in MEASUREMENTS:
@@ -53,10 +58,9 @@ def snapshot_set_wasm() -> pathlib.Path:
     """Azure's snapshot module: guest/snapshot's map (its model and labels built in) with
     guest/snapshot-set's branch and accumulate, in one component."""
     from wasinn.apps.classify import composed_model
-    files = {**build.guest_files(ROOT / "guest" / "snapshot-set"),
-             "snapshot_map.py": ROOT / "guest" / "snapshot" / "app.py",
-             "labels.txt": ROOT / "models" / "efficientnet-lite0" / "labels.txt",
-             "model.onnx": composed_model(CACHE, print)}
+    files = build.guest_files(ROOT / "guest" / "snapshot-set")
+    files.update({"snapshot_map.py": ROOT / "guest" / "snapshot" / "app.py", "labels.txt": files.pop("synset.txt"),
+                  "model.onnx": composed_model(CACHE, print)})
     return build.build_cached(files, name="snapshot-set", world="wasinn:snapshot-set-operator/snapshot-set",
                               cache_dir=CACHE, fastpath=False, wit="snapshot-set.wit", progress=print)
 

@@ -52,3 +52,10 @@ def js_operator_wasm() -> pathlib.Path:
     import guest_builds
     return guest_builds.js_component(ROOT / "guest" / "js-operator" / "app.js", name="js-operator",
                                      world="wasm-graph:processor/map-impl")
+
+
+def format_wasm() -> pathlib.Path:
+    """guest/format: Azure's format module in C (stb_image, vendored beside it, decodes)."""
+    import guest_builds
+    return guest_builds.c_component([ROOT / "guest" / "format" / "format.c"], name="format",
+                                    world="wasm-graph:processor/map-impl")

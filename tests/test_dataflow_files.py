@@ -107,6 +107,24 @@ def test_module_references_answer_to_their_short_names():
     ("""\
      operations:
        - {operationType: source, name: s}
+       - {operationType: sink, name: k}
+     schemas:
+       - {name: reading, format: json, schema: '{"type": "object"}'}
+     connections:
+       - {from: {name: s, schemaName: readings}, to: {name: k}}
+     """, "no schema named 'readings' in the graph's schemas (reading)"),
+    ("""\
+     operations:
+       - {operationType: source, name: s}
+       - {operationType: sink, name: k}
+     schemas:
+       - {name: reading, format: avro, schema: '{}'}
+     connections:
+       - {from: {name: s}, to: {name: k}}
+     """, "format is one of json, delta, got 'avro'"),
+    ("""\
+     operations:
+       - {operationType: source, name: s}
        - {operationType: branch, name: b, module: "m:1"}
        - {operationType: sink, name: k}
      connections:
@@ -214,7 +232,9 @@ def test_only_the_spec_of_a_deployment(tmp_path):
     (("dataDestination: thermostats/converted", "dataDestination: thermostats/converted\n        headers: "
       "[{actionType: AddIfNotPresent, key: a, value: b}]"), "header actions are not supported"),
     (("- {from: {name: sensors}, to: {name: graph}}", "- {from: {name: sensors, schema: {schemaRef: "
-      "'aio-sr://ns/s:1', serializationFormat: Json}}, to: {name: graph}}"), "schema references need a schema"),
+      "'aio-sr://ns/s:1', serializationFormat: Parquet}}, to: {name: graph}}"), "carry Json; got 'Parquet'"),
+    (("- {from: {name: sensors}, to: {name: graph}}", "- {from: {name: sensors, schema: {schemaRef: "
+      "'ns/s'}}, to: {name: graph}}"), "a schema reference is aio-sr://NAMESPACE/NAME:VERSION, got 'ns/s'"),
     (("nodeType: Graph", "nodeType: Grpah"), "nodeType is Source, Graph or Destination"),
 ])
 def test_what_wasinn_refuses_in_a_deployment_in_one_line(tmp_path, change, problem):
@@ -260,3 +280,68 @@ def test_graph_flags_on_a_pipeline_file_exit_2(capsys):
     from wasinn.cli import main
     assert main(["serve", str(ROOT / "pipelines" / "image-classification.yaml"), "--sink", "x"]) == 2
     assert "--sink: for Azure graph files" in capsys.readouterr().err
+
+
+GRAPH_WITH_SCHEMAS = """\
+    moduleRequirements: {apiVersion: "1.1.0", runtimeVersion: "1.1.0"}
+    operations:
+      - {operationType: source, name: s}
+      - {operationType: map, name: m, module: "m:1"}
+      - {operationType: sink, name: k}
+    schemas:
+      - name: reading
+        format: json
+        schema: '{"type": "object", "required": ["temperature"]}'
+      - name: converted
+        format: json
+        schema: {type: object}
+    connections:
+      - {from: {name: s, schemaName: reading}, to: {name: m}}
+      - {from: {name: m, schemaName: converted}, to: {name: k}}
+    """
+
+
+def test_a_graphs_own_schemas_ride_on_its_connections(tmp_path):
+    """`schemas` (Azure's ConfigGraph: name, format, schema) named by `from.schemaName`:
+    the messages on such a connection carry the schema inline (test_operator_services
+    shows an operator reading it)."""
+    g = graphdef.load_graph(_write(tmp_path, GRAPH_WITH_SCHEMAS))
+    assert {(e.src, e.dst): e.schema for e in g.edges} == {
+        ("s", "m"): ("reading", '{"type": "object", "required": ["temperature"]}'),
+        ("m", "k"): ("converted", '{"type": "object"}')}
+    wasm = tmp_path / "m.wasm"
+    wasm.write_bytes(b"\0asm")
+    flow = graphdef.resolve(g.path, graphdef.ServeFlags(modules={"m": wasm}, sources=("in",), sink="out"))
+    assert graphdef.Dataflow.from_json(flow.to_json()) == flow
+
+
+def _with_schema_ref(tmp_path, ref="aio-sr://factory/reading:2"):
+    p = _write(tmp_path, DEPLOYMENT)
+    p.write_text(p.read_text().replace("- {from: {name: sensors}, to: {name: graph}}",
+                                       f"- {{from: {{name: sensors, schema: {{schemaRef: '{ref}', "
+                                       "serializationFormat: Json}}, to: {name: graph}}"))
+    return p
+
+
+def test_a_deployments_schema_reference_is_served_from_the_schemas_file(tmp_path):
+    """`nodeConnections[].from.schema.schemaRef` names a schema of --schemas; messages from
+    the source carry the reference (`message.schema`), which operators resolve through
+    `schema-registry`. Without --schemas, or naming no schema there: one line at start."""
+    import json
+    p = _with_schema_ref(tmp_path)
+    wasm = tmp_path / "t.wasm"
+    wasm.write_bytes(b"\0asm")
+    modules = {"graph-simple:1.0.0": AZURE / "graph-simple.yaml", TEMPERATURE: wasm}
+    assert graphdef.load_deployment(p).input_schema == "aio-sr://factory/reading:2"
+    with pytest.raises(BadValue, match=r":\d+: the schema reference 'aio-sr://factory/reading:2' needs a schema "
+                                       r"registry: give one with --schemas FILE$"):
+        graphdef.resolve(p, graphdef.ServeFlags(modules=modules))
+    schemas = tmp_path / "schemas.json"
+    schemas.write_text(json.dumps([{"name": "reading", "namespace": "factory", "version": "1", "content": {}}]))
+    with pytest.raises(BadValue, match=r"names no schema in --schemas .*schemas.json \(it has: "
+                                       r"aio-sr://factory/reading:1\)$"):
+        graphdef.resolve(p, graphdef.ServeFlags(modules=modules, schemas=schemas))
+    schemas.write_text(json.dumps([{"name": "reading", "namespace": "factory", "version": "2", "content": {}}]))
+    flow = graphdef.resolve(p, graphdef.ServeFlags(modules=modules, schemas=schemas))
+    assert flow.input_schema == "aio-sr://factory/reading:2"
+    assert graphdef.Dataflow.from_json(flow.to_json()) == flow

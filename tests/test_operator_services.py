@@ -251,6 +251,56 @@ def test_schema_registry_from_a_file_or_not_available(host, probe, tmp_path):
     services.close()
 
 
+def _through_graph(host, tmp_path, schema_name: str | None, input_schema: str | None, schemas) -> dict:
+    """What guest/operator-probe's map, the one operation of a graph definition, says of
+    the schema of a message from the source (the engine as a worker runs it)."""
+    import dataclasses
+
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from wasinn.pipeline import graphdef
+    from wasinn.pipeline.engine import DataflowRunner
+    graph = {"moduleRequirements": {"apiVersion": "1.1.0", "runtimeVersion": "1.1.0"},
+             "operations": [{"operationType": "source", "name": "s"},
+                            {"operationType": "map", "name": "m", "module": "probe:1"},
+                            {"operationType": "sink", "name": "k"}],
+             "schemas": [{"name": "reading", "format": "json", "schema": '{"type": "object"}'}],
+             "connections": [{"from": {"name": "s", **({"schemaName": schema_name} if schema_name else {})},
+                              "to": {"name": "m"}}, {"from": {"name": "m"}, "to": {"name": "k"}}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    flow = graphdef.resolve(path, graphdef.ServeFlags(modules={"probe": operator_wasm("operator-probe")},
+                                                      sources=("in",), sink="out"))
+    flow = dataclasses.replace(flow, input_schema=input_schema)  # a deployment's (test_dataflow_files)
+    services = Services.embedded(log=EventLog(stream=io.StringIO()))
+    services.schemas = schemas
+    runner = DataflowRunner(flow, host, EventLog(stream=io.StringIO()), services=services)
+    try:
+        msg = mqtt.MQTTMessage(topic=b"in")
+        msg.payload = b'{"do": "message-schema"}'
+        msg.properties = Properties(PacketTypes.PUBLISH)
+        (pub,), _ = runner.answer("1", msg, None, 0.0, "w")
+        return json.loads(pub.payload)
+    finally:
+        runner.close()
+
+
+def test_schema_references_reach_operators_on_their_connections(host, tmp_path):
+    """A graph's `from.schemaName` hands its schema inline; a deployment's `schemaRef` hands
+    the reference, which the operator resolves through `schema-registry` (--schemas)."""
+    from wasinn.pipeline.services.schemas import Schema
+    registry = SchemaRegistry([Schema("reading", "factory", "2", "json", '{"required": ["t"]}')])
+    assert _through_graph(host, tmp_path, "reading", None, registry) == {"inline": ["reading", '{"type": "object"}']}
+    assert _through_graph(host, tmp_path, None, "aio-sr://factory/reading:2", registry) == {
+        "reference": "aio-sr://factory/reading:2", "got": '{"required": ["t"]}'}
+    # the connection's own schema is what its messages carry
+    assert "inline" in _through_graph(host, tmp_path, "reading", "aio-sr://factory/reading:2", registry)
+    assert _through_graph(host, tmp_path, None, None, registry) is None
+
+
 def test_command_invoker_over_mqtt5_or_client_error(host, probe):
     from pipeline_service import Broker
     services = Services.embedded(log=EventLog(stream=io.StringIO()))

@@ -14,6 +14,9 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
   {"do": "metric", "name": .., "labels": [[k, v]], "value": ..}   one counter add
   {"do": "histogram", "name": .., "value": ..}
   {"do": "schema", "id": .., "version": ..}
+  {"do": "message-schema"}            the message's schema: {"inline": [name, content]}, or
+                                      {"reference": ref, "got": the schema-registry's answer for
+                                      an aio-sr://NAMESPACE/NAME:VERSION ref}, or null
   {"do": "invoke", "topic": .., "payload": .., "timeout": secs}
   {"do": "hoard-builders", "n": N}    N live command-request builders
   {"do": "trap"}                      an uncaught exception: the guest traps
@@ -60,6 +63,25 @@ def _init(configuration):
         if key == "fail-init":
             return False
     return True
+
+
+def _string(value):
+    return value.value if isinstance(value, types.BufferOrString_String) else value.value.read().decode()
+
+
+def _message_schema(message):
+    schema = message.value.schema if isinstance(message, types.DataModel_Message) else None
+    if schema is None:
+        return None
+    if isinstance(schema, types.MessageSchema_Inline):
+        return {"inline": [_string(schema.value.name), _string(schema.value.content)]}
+    ref = _string(schema.value)
+    path, _, version = ref.removeprefix("aio-sr://").rpartition(":")
+    try:
+        got = schema_registry.get(path, version, (1, 0)).schema_content
+    except Err as e:
+        got = {"error": _error_text(e)}
+    return {"reference": ref, "got": got}
 
 
 def _error_text(e):
@@ -183,7 +205,7 @@ class Map(exports.Map):
         cmd = json.loads(_payload(message))
         if cmd["do"] == "echo":
             return message
-        out = json.dumps(_command(cmd)).encode()
+        out = json.dumps(_message_schema(message) if cmd["do"] == "message-schema" else _command(cmd)).encode()
         if isinstance(message, types.DataModel_Message):
             message.value.payload = types.BufferOrBytes_Bytes(out)
             return message

@@ -4,6 +4,10 @@ beside this file as snapshot_map.py: EfficientNet-Lite0 through wasi:nn, Azure's
 `{"object": {"result": ...}}`); the branch sends snapshots, and messages on the topic
 its `snapshot_topic` parameter names, to its True arm; the accumulate joins a window's
 distinct detected objects with "; " into one object measurement, as Azure's does.
+Classes are named as Azure's module names them, by its synset.txt (beside this file,
+copied unchanged from samples/wasm/operators/snapshot/src/fixture/labels/ at commit
+4a107ee9f169ff90916f423037464ae607960875, MIT License, Copyright (c) Microsoft
+Corporation; the ImageNet classes in EfficientNet-Lite0's order), built in as labels.txt.
 Configuration is kept at module level (componentize-py 0.25 makes a new export object
 for each call).
 """

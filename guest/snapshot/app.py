@@ -32,8 +32,16 @@ from wit_world.imports import graph, logger, metrics, tensor, types
 
 _HERE = os.path.dirname(__file__)
 # Read at build time: componentize-py snapshots module state into the component.
+def _label(line):
+    """A class's name: the line, or what follows the WordNet id of an ImageNet synset line
+    (`n02133161 American black bear, black bear, ...`, the form of Azure's snapshot module's
+    synset.txt, which names its classes so)."""
+    wnid, _, name = line.partition(" ")
+    return name if name and len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit() else line
+
+
 with open(os.path.join(_HERE, "labels.txt")) as f:
-    LABELS = f.read().splitlines()
+    LABELS = [_label(line) for line in f.read().splitlines()]
 with open(os.path.join(_HERE, "model.onnx"), "rb") as f:
     MODEL = f.read()
 SIDE = 224

@@ -315,7 +315,8 @@ def _add_serve(sub, name: str, help_text: str) -> None:
     p.add_argument("--state-seed", metavar="FILE", help="graph files: keys to set in the state store before the "
                    "workers start (JSON: an object of key to value, or a list of them, as Azure's statestore.json)")
     p.add_argument("--schemas", metavar="FILE", help="graph files: the schemas the schema-registry interface serves "
-                   "(JSON: a list of {name, content, version?, ...}); without it, its calls return not-available")
+                   "(JSON: a list of {name, content, version?, namespace?, ...}), and that a deployment's schemaRef "
+                   "(aio-sr://NAMESPACE/NAME:VERSION) names; without it, its calls return not-available")
     p.add_argument("--module-schema", action="append", default=[], metavar="FILE",
                    help="graph files: a schema every operator's init receives in module-schemas (named by the "
                         "file's stem; repeatable), as Azure's TK_SCHEMA_CONFIG_PATH gives one")

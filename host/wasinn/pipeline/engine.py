@@ -263,7 +263,7 @@ class DataflowRunner:
         props = msg.properties
         message = Message(payload=msg.payload, topic=msg.topic, content_type=getattr(props, "ContentType", None),
                           user_properties=[(k, v) for k, v in (getattr(props, "UserProperty", None) or [])],
-                          timestamp=ts)
+                          timestamp=ts, schema=self.flow.input_schema)
         seconds: dict[str, float] = {}
         out: list[Publication] = []
         self._flow(self.source, message, ts, out, seconds)
@@ -319,7 +319,7 @@ class DataflowRunner:
     def _flow(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
         """`data` leaves node `name` at timestamp `ts`."""
         for edge in self._outputs[name]:
-            self._visit(edge.dst, data, ts, out, seconds)
+            self._visit(edge.dst, _along(edge, data), ts, out, seconds)
 
     def _visit(self, name: str, data, ts, out: list[Publication], seconds: dict[str, float]) -> None:
         kind = self.flow.graph.nodes[name].kind
@@ -341,7 +341,7 @@ class DataflowRunner:
                 arm = self.nodes[name].call("branch", ts, data)
                 for edge in self._outputs[name]:
                     if edge.arm == arm:
-                        self._visit(edge.dst, data, ts, out, seconds)
+                        self._visit(edge.dst, _along(edge, data), ts, out, seconds)
                 return
             elif kind == "accumulate":
                 from .windows import WindowError
@@ -362,3 +362,12 @@ class DataflowRunner:
         if isinstance(data, Snapshot):
             return Publication(self.flow.sink, payload=bytes(data.frame), content_type=f"image/{data.format}")
         return Publication(self.flow.sink, payload=bytes(data), content_type=None)
+
+
+def _along(edge, data):
+    """`data` on `edge`: a message on a connection with a schema (the graph's
+    `from.schemaName`) carries that schema, inline, to the operators after it."""
+    if edge.schema is None:
+        return data
+    from .operator import Message
+    return dataclasses.replace(data, schema=edge.schema) if isinstance(data, Message) else data

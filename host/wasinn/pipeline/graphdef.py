@@ -60,6 +60,7 @@ class Edge:
     src: str
     dst: str
     arm: bool | None = None       # a branch's edge: the arm it takes
+    schema: tuple[str, str] | None = None  # `from.schemaName`: the graph's schema (name, content) its messages carry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,10 @@ class Deployment:
     mqtt_host: str | None         # from a DataflowEndpoint document
     tls: bool = False
     line: int = 0
+    # `nodeConnections[].from.schema.schemaRef` (aio-sr://NAMESPACE/NAME:VERSION): of what
+    # enters the graph, and of what leaves it
+    input_schema: str | None = None
+    output_schema: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Dataflow(MqttServed):
     state_store: str | None = None  # redis://HOST:PORT/DB; None: the embedded store of this host's workers
     schemas: pathlib.Path | None = None  # the schema-registry file (--schemas)
     module_schemas: tuple[tuple[str, str, str], ...] = ()  # every operator's init gets these (name, type, content)
+    input_schema: str | None = None  # the registry reference messages from the source carry (a deployment's)
 
     def to_json(self) -> str:
         """What the supervisor hands its workers (they resolve nothing again)."""
@@ -116,7 +122,7 @@ class Dataflow(MqttServed):
             "properties": {k: [list(p) for p in v] for k, v in self.properties.items()},
             "sources": list(self.sources), "sink": self.sink, "state_store": self.state_store,
             "schemas": str(self.schemas) if self.schemas else None,
-            "module_schemas": [list(s) for s in self.module_schemas],
+            "module_schemas": [list(s) for s in self.module_schemas], "input_schema": self.input_schema,
             "mqtt": dataclasses.asdict(self.mqtt, dict_factory=lambda kv: {k: str(v) if isinstance(v, pathlib.Path)
                                                                             else v for k, v in kv})})
 
@@ -126,8 +132,8 @@ class Dataflow(MqttServed):
         g = d["graph"]
         nodes = {n["name"]: Node(**{**n, "parameters": tuple(Parameter(**p) for p in n["parameters"])})
                  for n in g["nodes"]}
-        graph = GraphDefinition(pathlib.Path(g["path"]), g["name"], nodes, tuple(Edge(**e) for e in g["edges"]),
-                                tuple(g["features"]))
+        edges = tuple(Edge(**{**e, "schema": tuple(e["schema"]) if e["schema"] else None}) for e in g["edges"])
+        graph = GraphDefinition(pathlib.Path(g["path"]), g["name"], nodes, edges, tuple(g["features"]))
         m = d["mqtt"]
         tls = m.pop("tls")
         if tls is not None:
@@ -137,7 +143,8 @@ class Dataflow(MqttServed):
         return cls(pathlib.Path(d["path"]), d["name"], graph, {k: pathlib.Path(v) for k, v in d["components"].items()},
                    {k: tuple(tuple(p) for p in v) for k, v in d["properties"].items()}, tuple(d["sources"]),
                    d["sink"], Mqtt(**m, tls=tls), d["state_store"],
-                   pathlib.Path(d["schemas"]) if d["schemas"] else None, tuple(tuple(s) for s in d["module_schemas"]))
+                   pathlib.Path(d["schemas"]) if d["schemas"] else None, tuple(tuple(s) for s in d["module_schemas"]),
+                   d["input_schema"])
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.graph.edges if e.dst == name]
@@ -181,9 +188,7 @@ def load_graph(path: str | os.PathLike, *, text: str | None = None) -> GraphDefi
     else:
         doc = _Doc(path, text)
     root = doc.mapping(doc.root, (), _GRAPH_KEYS, required=("operations", "connections"))
-    if "schemas" in root:
-        doc.fail(("schemas",), "schema references need a schema registry, which `wasinn serve` does not "
-                               "resolve for graph files; validate in an operator instead")
+    schemas = _schemas(doc, root.get("schemas"))
     features = _requirements(doc, root.get("moduleRequirements"))
     configs, lines = _configurations(doc, root.get("moduleConfigurations"))
     nodes = _nodes(doc, root.get("operations"), configs)
@@ -192,13 +197,41 @@ def load_graph(path: str | os.PathLike, *, text: str | None = None) -> GraphDefi
             doc.lines[("moduleConfigurations", name)] = line
             doc.fail(("moduleConfigurations", name), f"no operation named {name!r}; the operations are: "
                                                      + ", ".join(nodes))
-    edges = _edges(doc, root.get("connections"), nodes)
+    edges = _edges(doc, root.get("connections"), nodes, schemas)
     if not doc.problems:
         _check_topology(doc, nodes, edges)
     if doc.problems:
         raise PipelineError(path, doc.problems)
     meta = root.get("metadata") if isinstance(root.get("metadata"), dict) else {}
     return GraphDefinition(path.resolve(), str(meta.get("name") or path.stem), nodes, tuple(edges), features)
+
+
+def _schemas(doc: _Doc, value: Any) -> dict[str, tuple[str, str]]:
+    """The graph's own schemas (`schemas: [{name, format, schema}]`), by name: (name,
+    content). Connections name them (`from.schemaName`); the messages on such a
+    connection carry the schema inline (`message.schema`), for the operators after it."""
+    from .services.schemas import FORMATS
+    out: dict[str, tuple[str, str]] = {}
+    if value is None:
+        return out
+    for at, item in doc.entries(value, "schemas", "schemas"):
+        s = doc.mapping(item, at, ("name", "format", "schema"), required=("name", "format", "schema"))
+        name = doc.string(s.get("name"), (*at, "name"))
+        fmt = s.get("format")
+        if fmt is not None and str(fmt).lower() not in FORMATS:
+            doc.fail((*at, "format"), f"format is one of {', '.join(FORMATS)}, got {fmt!r}")
+        content = s.get("schema")
+        if isinstance(content, (dict, list)):  # a schema written as YAML: the same JSON
+            content = json.dumps(content)
+        elif content is not None and not isinstance(content, str):
+            doc.fail((*at, "schema"), f"expected the schema's text, got {_kind(content)}")
+            continue
+        if name is None or content is None:
+            continue
+        if name in out:
+            doc.fail((*at, "name"), f"a second schema named {name!r}")
+        out[name] = (name, content)
+    return out
 
 
 def _requirements(doc: _Doc, value: Any) -> tuple[str, ...]:
@@ -296,17 +329,21 @@ def _nodes(doc: _Doc, value: Any, configs: dict) -> dict[str, Node]:
     return nodes
 
 
-def _edges(doc: _Doc, value: Any, nodes: dict[str, Node]) -> list[Edge]:
+def _edges(doc: _Doc, value: Any, nodes: dict[str, Node], schemas: dict[str, tuple[str, str]]) -> list[Edge]:
     edges: list[Edge] = []
     for at, item in doc.entries(value, "connections", "connections"):
         c = doc.mapping(item, at, ("from", "to"), required=("from", "to"))
         if "from" not in c or "to" not in c:
             continue
-        f = doc.mapping(c["from"], (*at, "from"), ("name", "arm", "schema"), required=("name",))
+        f = doc.mapping(c["from"], (*at, "from"), ("name", "arm", "schemaName"), required=("name",))
         t = doc.mapping(c["to"], (*at, "to"), ("name",), required=("name",))
-        if "schema" in f:
-            doc.fail((*at, "from", "schema"), "schema references need a schema registry, which `wasinn serve` "
-                                              "does not resolve for graph files; validate in an operator instead")
+        schema = None
+        if f.get("schemaName") is not None:
+            schema = schemas.get(str(f["schemaName"]))
+            if schema is None:
+                doc.fail((*at, "from", "schemaName"), f"no schema named {f['schemaName']!r} in the graph's schemas"
+                                                      + (f" ({', '.join(schemas)})" if schemas else ""))
+                continue
         ends = []
         for end, e in (("from", f), ("to", t)):
             name = e.get("name")
@@ -336,7 +373,7 @@ def _edges(doc: _Doc, value: Any, nodes: dict[str, Node]) -> list[Edge]:
         elif any(e.src == a and e.dst == b and e.arm == arm for e in edges):
             doc.fail(at, f"{a!r} -> {b!r} is listed twice")
         else:
-            edges.append(Edge(a, b, arm))
+            edges.append(Edge(a, b, arm, schema))
             doc.lines[("edge", a, b)] = doc.line(at)
     return edges
 
@@ -450,7 +487,7 @@ def _deployment(doc: _Doc, spec: dict, at: tuple, name: str, endpoints: dict, re
     if doc.problems:
         return None
     (sat, s), (gat, g), (dat, d) = by_type["Source"][0], by_type["Graph"][0], by_type["Destination"][0]
-    _connections(doc, spec.get("nodeConnections"), (*at, "nodeConnections"), s["name"], g["name"], d["name"])
+    refs = _connections(doc, spec.get("nodeConnections"), (*at, "nodeConnections"), s["name"], g["name"], d["name"])
     ss = doc.mapping(s.get("sourceSettings"), (*sat, "sourceSettings"), ("endpointRef", "dataSources", "assetRef"),
                      required=("endpointRef", "dataSources"))
     gs = doc.mapping(g.get("graphSettings"), (*gat, "graphSettings"), ("registryEndpointRef", "artifact",
@@ -486,21 +523,25 @@ def _deployment(doc: _Doc, spec: dict, at: tuple, name: str, endpoints: dict, re
     if artifact and ":" not in artifact.rpartition("/")[2] and "@" not in artifact:
         doc.fail((*gat, "graphSettings", "artifact"), f"an artifact is NAME:VERSION, got {artifact!r}")
     return Deployment(doc.path.resolve(), name, artifact, registry, configuration, tuple(sources), sink, host, tls,
-                      doc.line(gat))
+                      doc.line(gat), refs["input"], refs["output"])
 
 
-def _connections(doc: _Doc, value: Any, at: tuple, source: str, graph: str, destination: str) -> None:
+def _connections(doc: _Doc, value: Any, at: tuple, source: str, graph: str, destination: str
+                 ) -> dict[str, str | None]:
+    """Checks Source -> Graph -> Destination; returns the schema references on their
+    `from` sides: {"input": ..., "output": ...}."""
+    refs: dict[str, str | None] = {"input": None, "output": None}
     if not isinstance(value, list):
         doc.fail(at, f"expected a list of connections, got {_kind(value)}")
-        return
+        return refs
     wanted, seen = {(source, graph), (graph, destination)}, set()
     for i, item in enumerate(value):
         c = doc.mapping(item, (*at, i), ("from", "to"), required=("from", "to"))
         f = doc.mapping(c.get("from"), (*at, i, "from"), ("name", "schema"), required=("name",))
         t = doc.mapping(c.get("to"), (*at, i, "to"), ("name",), required=("name",))
         if "schema" in f:
-            doc.fail((*at, i, "from", "schema"), "schema references need a schema registry, which wasinn serve "
-                                                 "does not resolve; validate in an operator instead")
+            ref = _schema_settings(doc, f["schema"], (*at, i, "from", "schema"))
+            refs["input" if f.get("name") == source else "output"] = ref
         pair = (f.get("name"), t.get("name"))
         if pair not in wanted:
             doc.fail((*at, i), f"wasinn serves Source -> Graph -> Destination ({source} -> {graph} -> {destination}); "
@@ -508,6 +549,24 @@ def _connections(doc: _Doc, value: Any, at: tuple, source: str, graph: str, dest
         seen.add(pair)
     for a, b in wanted - seen:
         doc.fail(at, f"missing the connection {a} -> {b}")
+    return refs
+
+
+def _schema_settings(doc: _Doc, value: Any, at: tuple) -> str | None:
+    """A connection's `schema: {schemaRef, serializationFormat}`: the reference, checked
+    for its form (what it names is looked up in --schemas when the graph is resolved).
+    MQTT carries JSON as it is: `Json` is the one format (as in Azure's graphs)."""
+    from .services.schemas import parse_reference
+    s = doc.mapping(value, at, ("schemaRef", "serializationFormat"), required=("schemaRef",))
+    fmt = s.get("serializationFormat", "Json")
+    if str(fmt) != "Json":
+        doc.fail((*at, "serializationFormat"), f"wasinn serve publishes to MQTT, whose data flow graphs carry Json; "
+                                               f"got {fmt!r}")
+    ref = doc.string(s.get("schemaRef"), (*at, "schemaRef"))
+    if ref is not None and parse_reference(ref) is None:
+        doc.fail((*at, "schemaRef"), f"a schema reference is aio-sr://NAMESPACE/NAME:VERSION, got {ref!r}")
+        return None
+    return ref
 
 
 def _mqtt_endpoint(doc: _Doc, at: tuple, ref: str, edoc: _Doc, spec: Any) -> tuple[str | None, bool]:
@@ -661,12 +720,15 @@ def resolve(path: str | os.PathLike, flags: ServeFlags, fetch=None) -> Dataflow:
         broker = broker or d.mqtt_host
         tls = d.tls
         name = d.name
+        input_schema = d.input_schema
+        _check_references(d, flags.schemas)
     elif kind == "graph":
         graph = load_graph(path)
         if not flags.sources or not flags.sink:
             raise BadValue(f"{path} is a graph definition: give its endpoints with --source TOPIC (repeatable) and "
                            "--sink TOPIC")
         sources, sink, name = flags.sources, flags.sink, graph.name
+        input_schema = None
     else:
         raise WasinnError(f"{path} is a wasinn pipeline file, not a graph")
     for t in sources:
@@ -702,7 +764,23 @@ def resolve(path: str | os.PathLike, flags: ServeFlags, fetch=None) -> Dataflow:
         raise BadValue(f"--schemas {flags.schemas}: no such file")
     return Dataflow(path.resolve(), name, graph, components, properties, tuple(sources), sink, mqtt,
                     flags.state_store, pathlib.Path(flags.schemas).resolve() if flags.schemas else None,
-                    tuple(module_schemas))
+                    tuple(module_schemas), input_schema)
+
+
+def _check_references(d: Deployment, schemas: pathlib.Path | None) -> None:
+    """A deployment's schema references name schemas of the registry --schemas gives."""
+    refs = [r for r in (d.input_schema, d.output_schema) if r is not None]
+    if not refs:
+        return
+    if schemas is None:
+        raise BadValue(f"{d.path}:{d.line}: the schema reference {refs[0]!r} needs a schema registry: give one with "
+                       "--schemas FILE")
+    from .services.schemas import SchemaRegistry
+    registry = SchemaRegistry.from_file(schemas)
+    for ref in refs:
+        if registry.resolve(ref) is None:
+            raise BadValue(f"{d.path}:{d.line}: the schema reference {ref!r} names no schema in --schemas {schemas} "
+                           f"(it has: {', '.join(registry.references()) or 'none'})")
 
 
 __all__ = ["Dataflow", "Deployment", "Edge", "GraphDefinition", "Node", "OPERATION_TYPES", "Parameter",

@@ -6,16 +6,27 @@ schema itself: text, or a JSON value written out as text) and optionally `versio
 (default "1"), `namespace`, `format` ("json" or "delta", default "json"),
 `description`, `displayName`, `hash` and `tags` (an object of strings). `get(id,
 version)` finds a schema whose name (or `namespace/name`) is `id` with that version.
+
+A data-flow graph names a schema of the registry by reference, as Azure's schema
+registry does: `aio-sr://NAMESPACE/NAME:VERSION` (`resolve`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
+import re
 
 from ...errors import WasinnError
 
 FORMATS = ("json", "delta")
+_REFERENCE = re.compile(r"aio-sr://([^/:]+)/([^/:]+):([^/:]+)")
+
+
+def parse_reference(ref: str) -> tuple[str, str, str] | None:
+    """`aio-sr://NAMESPACE/NAME:VERSION` as (namespace, name, version); None if it is not one."""
+    m = _REFERENCE.fullmatch(ref)
+    return (m[1], m[2], m[3]) if m else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,3 +84,16 @@ class SchemaRegistry:
 
     def get(self, schema_id: str, version: str) -> Schema | None:
         return self._by_id.get((schema_id, version))
+
+    def resolve(self, ref: str) -> Schema | None:
+        """The schema an `aio-sr://NAMESPACE/NAME:VERSION` reference names."""
+        parts = parse_reference(ref)
+        if parts is None:
+            return None
+        namespace, name, version = parts
+        found = self.get(f"{namespace}/{name}", version)
+        return found if found is not None and found.namespace == namespace else None
+
+    def references(self) -> list[str]:
+        """The reference of every schema that has a namespace (what `resolve` finds)."""
+        return sorted({f"aio-sr://{s.namespace}/{s.name}:{s.version}" for s in self._by_id.values() if s.namespace})
