@@ -423,8 +423,9 @@ def _end_fast_at_exit() -> None:
         if not isinstance(status, int) or pid != os.getpid():  # main raised, or this is a forked child
             return
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:  # None: started without that descriptor
+                    stream.flush()
         except (OSError, ValueError):  # e.g. a closed pipe: the interpreter's exit reports it
             return
         os._exit(status & 0xFF)
