@@ -7,6 +7,8 @@ guest's load_by_name of a model the host loaded at start-up.
                  (--nn-preload) vs `python -c 'import wasmtime, onnxruntime'`; target <= +30 ms;
                  and the wasmtime CLI running the same module on the model as OpenVINO IR,
                  where the peers extra is installed
+  imports        `python -c 'import wasinn.cli'` vs `python -c 'import wasmtime'`: wasinn's own
+                 imports, the part of the rows above that is neither wasmtime's nor a backend's
   load_by_name   a guest's load_by_name of a preloaded EfficientNet-Lite0 (the probe module's
                  export, so the export call's own cost is in it) vs the first, lazy one;
                  target <= 0.1 ms
@@ -77,6 +79,11 @@ def rows(row, progress, run, as_installed, wasmtime_cli, root: pathlib.Path, cac
         _, theirs = interleaved(run_onnx, [str(binary), "run", "-S", "nn", "-S", f"nn-graph=openvino::{ir}",
                                            str(peer), ir.name], env_b=cli_env)
         row("start", "wasinn run, graph by name: wall (vs wasmtime CLI, OpenVINO)", ours, theirs, "s")
+
+    progress(f"start: import wasinn.cli vs import wasmtime, {n} runs each")
+    ours, theirs = interleaved([sys.executable, "-c", "import wasinn.cli"], [sys.executable, "-c", "import wasmtime"])
+    row("start", "import wasinn.cli: wall (vs import wasmtime)", ours, theirs, "s",
+        note=f"+{(ours - theirs) * 1e3:.0f} ms: wasinn's own imports")
 
     progress("start: load_by_name of a preloaded EfficientNet-Lite0")
     preloaded, lazy = _load_by_name(root, cache, 50 if quick else 500)

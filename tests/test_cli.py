@@ -154,6 +154,23 @@ def test_an_option_typo_is_a_usage_error_of_its_subcommand(tmp_path, args, usage
     assert proc.stderr.strip().splitlines()[-1] == hint
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_a_process_ends_with_mains_status_and_its_output_once_atexit_ran(tmp_path, before):
+    """`wasinn` ends its process by os._exit after the atexit handlers (cli.main): the exit
+    status is main's and what was printed is flushed; with a handler registered before
+    main (which would run after that exit, e.g. a coverage tool's) it ends as Python does,
+    the handler included."""
+    code = ("import atexit, sys\n"
+            + ("atexit.register(lambda: print(' and the earlier handler', end=''))\n" if before else "")
+            + "from wasinn.cli import main\n"
+            f"sys.argv = ['wasinn', 'run', {str(tmp_path / 'missing.wasm')!r}]\n"
+            "print('printed', end='')\n"  # still in the buffer at exit: stdout is a pipe
+            "sys.exit(main())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout) == (1, "printed and the earlier handler" if before else "printed"), proc.stderr
+    assert proc.stderr.startswith("wasinn: error: cannot read component "), proc.stderr
+
+
 def _last_line(proc: subprocess.CompletedProcess) -> str:
     """The one error line a failure prints (after any progress lines), checked to be the last."""
     assert proc.returncode == 1, proc.stderr

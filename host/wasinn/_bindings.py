@@ -183,14 +183,26 @@ class ErrorCode(enum.Enum):
     UNKNOWN = 'unknown'
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Span:
     """A CPython `bytes` object in the guest: `addr` is `id(obj)`, `len` is `len(obj)`."""
     addr: int
     len: int
 
+    def __init__(self, addr, len):
+        self.addr = addr
+        self.len = len
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(addr={self.addr!r}, len={self.len!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.addr, self.len) == (other.addr, other.len)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class TensorDescription:
     """One input or output of a graph."""
     name: str
@@ -198,8 +210,22 @@ class TensorDescription:
     type_name: str
     shape: list[int] | None
 
+    def __init__(self, name, ty, type_name, shape):
+        self.name = name
+        self.ty = ty
+        self.type_name = type_name
+        self.shape = shape
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(name={self.name!r}, ty={self.ty!r}, type_name={self.type_name!r}, shape={self.shape!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.name, self.ty, self.type_name, self.shape) == (other.name, other.ty, other.type_name, other.shape)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class GraphDescription:
     """Everything the host knows about a graph."""
     inputs: list[TensorDescription]
@@ -207,20 +233,59 @@ class GraphDescription:
     backend: str
     target: ExecutionTarget
 
+    def __init__(self, inputs, outputs, backend, target):
+        self.inputs = inputs
+        self.outputs = outputs
+        self.backend = backend
+        self.target = target
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(inputs={self.inputs!r}, outputs={self.outputs!r}, backend={self.backend!r}, target={self.target!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.inputs, self.outputs, self.backend, self.target) == (other.inputs, other.outputs, other.backend, other.target)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Timespec:
     """`timespec` of wasm-graph:processor/hybrid-logical-clock@1.1.0."""
     secs: int
     nanos: int
 
+    def __init__(self, secs, nanos):
+        self.secs = secs
+        self.nanos = nanos
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(secs={self.secs!r}, nanos={self.nanos!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.secs, self.nanos) == (other.secs, other.nanos)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class HybridLogicalClock:
     """`hybrid-logical-clock` of wasm-graph:processor/hybrid-logical-clock@1.1.0."""
     timestamp: Timespec
     counter: int
     node_id: str
+
+    def __init__(self, timestamp, counter, node_id):
+        self.timestamp = timestamp
+        self.counter = counter
+        self.node_id = node_id
+
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(timestamp={self.timestamp!r}, counter={self.counter!r}, node_id={self.node_id!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.timestamp, self.counter, self.node_id) == (other.timestamp, other.counter, other.node_id)
+        return NotImplemented
 
 
 class Level(enum.Enum):
@@ -233,22 +298,47 @@ class Level(enum.Enum):
     CRITICAL = 'critical'
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Label:
     """labels that can be associated with a metric point."""
     key: str
     value: str
 
+    def __init__(self, key, value):
+        self.key = key
+        self.value = value
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(key={self.key!r}, value={self.value!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.key, self.value) == (other.key, other.value)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class CommandResponse:
     """`command-response` of wasm-graph:processor/command-invoker@1.1.0."""
     payload: bytes
     custom_user_data: list[tuple[str, str]]
     timestamp: HybridLogicalClock | None
 
+    def __init__(self, payload, custom_user_data, timestamp):
+        self.payload = payload
+        self.custom_user_data = custom_user_data
+        self.timestamp = timestamp
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(payload={self.payload!r}, custom_user_data={self.custom_user_data!r}, timestamp={self.timestamp!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.payload, self.custom_user_data, self.timestamp) == (other.payload, other.custom_user_data, other.timestamp)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Schema:
     """`schema` of wasm-graph:processor/schema-types@1.1.0."""
     description: str | None
@@ -262,12 +352,44 @@ class Schema:
     tags: list[tuple[str, str]]
     version: str
 
+    def __init__(self, description, display_name, format, hash, name, namespace, schema_content, schema_type, tags, version):
+        self.description = description
+        self.display_name = display_name
+        self.format = format
+        self.hash = hash
+        self.name = name
+        self.namespace = namespace
+        self.schema_content = schema_content
+        self.schema_type = schema_type
+        self.tags = tags
+        self.version = version
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(description={self.description!r}, display_name={self.display_name!r}, format={self.format!r}, hash={self.hash!r}, name={self.name!r}, namespace={self.namespace!r}, schema_content={self.schema_content!r}, schema_type={self.schema_type!r}, tags={self.tags!r}, version={self.version!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.description, self.display_name, self.format, self.hash, self.name, self.namespace, self.schema_content, self.schema_type, self.tags, self.version) == (other.description, other.display_name, other.format, other.hash, other.name, other.namespace, other.schema_content, other.schema_type, other.tags, other.version)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Duration:
     """`duration` of wasm-graph:processor/state-store-types@1.1.0."""
     seconds: int
     nanos: int
+
+    def __init__(self, seconds, nanos):
+        self.seconds = seconds
+        self.nanos = nanos
+
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(seconds={self.seconds!r}, nanos={self.nanos!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.seconds, self.nanos) == (other.seconds, other.nanos)
+        return NotImplemented
 
 
 class SetConditions(enum.Enum):
@@ -277,56 +399,140 @@ class SetConditions(enum.Enum):
     UNCONDITIONAL = 'unconditional'
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class SetOptions:
     """`set-options` of wasm-graph:processor/state-store-types@1.1.0."""
     conditions: SetConditions
     expires: Duration | None
 
+    def __init__(self, conditions, expires):
+        self.conditions = conditions
+        self.expires = expires
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(conditions={self.conditions!r}, expires={self.expires!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.conditions, self.expires) == (other.conditions, other.expires)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class StateStoreGetResponse:
     """`state-store-get-response` of wasm-graph:processor/state-store-types@1.1.0."""
     response: bytes | None
     version: HybridLogicalClock | None
 
+    def __init__(self, response, version):
+        self.response = response
+        self.version = version
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(response={self.response!r}, version={self.version!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.response, self.version) == (other.response, other.version)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class StateStoreDelResponse:
     """`state-store-del-response` of wasm-graph:processor/state-store-types@1.1.0."""
     response: int
     version: HybridLogicalClock | None
 
+    def __init__(self, response, version):
+        self.response = response
+        self.version = version
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(response={self.response!r}, version={self.version!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.response, self.version) == (other.response, other.version)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class StateStoreSetResponse:
     """`state-store-set-response` of wasm-graph:processor/state-store-types@1.1.0."""
     response: bool
     version: HybridLogicalClock | None
 
+    def __init__(self, response, version):
+        self.response = response
+        self.version = version
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(response={self.response!r}, version={self.version!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.response, self.version) == (other.response, other.version)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Timestamp:
     """`timestamp` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timespec
     counter: int
     node_id: Variant
 
+    def __init__(self, timestamp, counter, node_id):
+        self.timestamp = timestamp
+        self.counter = counter
+        self.node_id = node_id
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(timestamp={self.timestamp!r}, counter={self.counter!r}, node_id={self.node_id!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.timestamp, self.counter, self.node_id) == (other.timestamp, other.counter, other.node_id)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class MessageProperties:
     """`message-properties` of wasm-graph:processor/types@1.1.0."""
     user_properties: list[tuple[Variant, Variant]]
 
+    def __init__(self, user_properties):
+        self.user_properties = user_properties
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(user_properties={self.user_properties!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.user_properties,) == (other.user_properties,)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class InlineSchema:
     """`inline-schema` of wasm-graph:processor/types@1.1.0."""
     name: Variant
     content: Variant
 
+    def __init__(self, name, content):
+        self.name = name
+        self.content = content
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(name={self.name!r}, content={self.content!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.name, self.content) == (other.name, other.content)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Message:
     """`message` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timestamp
@@ -336,8 +542,24 @@ class Message:
     properties: MessageProperties
     schema: Variant | None
 
+    def __init__(self, timestamp, topic, content_type, payload, properties, schema):
+        self.timestamp = timestamp
+        self.topic = topic
+        self.content_type = content_type
+        self.payload = payload
+        self.properties = properties
+        self.schema = schema
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(timestamp={self.timestamp!r}, topic={self.topic!r}, content_type={self.content_type!r}, payload={self.payload!r}, properties={self.properties!r}, schema={self.schema!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.timestamp, self.topic, self.content_type, self.payload, self.properties, self.schema) == (other.timestamp, other.topic, other.content_type, other.payload, other.properties, other.schema)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Snapshot:
     """`snapshot` of wasm-graph:processor/types@1.1.0."""
     timestamp: Timestamp
@@ -346,26 +568,77 @@ class Snapshot:
     height: int
     frame: Variant
 
+    def __init__(self, timestamp, format, width, height, frame):
+        self.timestamp = timestamp
+        self.format = format
+        self.width = width
+        self.height = height
+        self.frame = frame
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(timestamp={self.timestamp!r}, format={self.format!r}, width={self.width!r}, height={self.height!r}, frame={self.frame!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.timestamp, self.format, self.width, self.height, self.frame) == (other.timestamp, other.format, other.width, other.height, other.frame)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class ModuleSchema:
     """`module-schema` of wasm-graph:processor/types@1.1.0."""
     name: str
     content_type: str
     content: str
 
+    def __init__(self, name, content_type, content):
+        self.name = name
+        self.content_type = content_type
+        self.content = content
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(name={self.name!r}, content_type={self.content_type!r}, content={self.content!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.name, self.content_type, self.content) == (other.name, other.content_type, other.content)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class ModuleConfiguration:
     """`module-configuration` of wasm-graph:processor/types@1.1.0."""
     properties: list[tuple[str, str]]
     module_schemas: list[ModuleSchema]
 
+    def __init__(self, properties, module_schemas):
+        self.properties = properties
+        self.module_schemas = module_schemas
 
-@dataclasses.dataclass
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(properties={self.properties!r}, module_schemas={self.module_schemas!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.properties, self.module_schemas) == (other.properties, other.module_schemas)
+        return NotImplemented
+
+
+@dataclasses.dataclass(init=False, repr=False, eq=False)
 class Error:
     """`error` of wasm-graph:processor/types@1.1.0."""
     message: str
+
+    def __init__(self, message):
+        self.message = message
+
+    def __repr__(self):
+        return f'{self.__class__.__qualname__}(message={self.message!r})'
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return (self.message,) == (other.message,)
+        return NotImplemented
 
 
 class TensorHost(Protocol):
