@@ -4,12 +4,11 @@ store: the workers of one host; Redis: every host).
 A message reaching an accumulate node is staged in the window of its timestamp (the one
 a delay node moved to the window's end; without a delay, its own): appended to the
 window's key under the graph's lock, a lease (`only-if-does-not-exist` with an expiry).
-Each holder of the lock takes the next epoch (a counter kept under the lock) as the
-fencing token of every write it makes, so a holder whose lease ran out cannot overwrite
-its successor's writes. (Epochs rather than the lock's version: versions come from each
-process's clock, and two processes' clocks need not order two holders as they came.) Once staged, the message is
-acknowledged: an open window costs the broker nothing (receiveMaximum does not depend
-on window sizes), and it survives a worker's death.
+Each holder of the lock passes the version of its lock as the fencing token of every
+write it makes, so a holder whose lease ran out cannot overwrite its successor's writes
+(versions grow across the whole store, whatever the writers' clocks: state_store.py).
+Once staged, the message is acknowledged: an open window costs the broker nothing
+(receiveMaximum does not depend on window sizes), and it survives a worker's death.
 
 When the window's time has come (its timestamp is past on the worker's clock) one
 worker takes the window's emit lease and folds it; the window is removed when the
@@ -42,6 +41,9 @@ from .services.state_store import StateError, StateUnavailable
 
 LEASE_SECONDS = 10.0
 _LOCK_WAIT_SECONDS = 15.0
+# How often a worker waiting for the lock tries it again: the lock is held for a few
+# store round trips (under a millisecond), and every try is one more of them.
+_LOCK_POLL_SECONDS = 0.0005
 # Waits between tries while the store is away, and between warnings about it.
 _RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 _WARN_EVERY_SECONDS = 10.0
@@ -103,7 +105,6 @@ class Windows:
         """`log`: an EventLog for the warnings while the store is away."""
         self.store, self.prefix, self.owner, self.lease, self.log = store, prefix, owner, lease_seconds, log
         self._lock_key = f"{prefix}/lock".encode()
-        self._epoch_key = f"{prefix}/epoch".encode()
         self._index_key = f"{prefix}/index".encode()
 
     def _key(self, node: str, at: Timestamp) -> bytes:
@@ -116,19 +117,15 @@ class Windows:
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         try:
             while True:
-                ok, _ = self.store.set(self.owner, self._lock_key, token,
-                                       condition="only-if-equal-or-does-not-exist", expires=self.lease)
+                ok, fencing = self.store.set(self.owner, self._lock_key, token,
+                                             condition="only-if-equal-or-does-not-exist", expires=self.lease)
                 if ok:
                     break
                 if time.monotonic() > deadline:
                     raise WindowError(f"the window lock {self._lock_key.decode()!r} stayed taken for "
                                       f"{_LOCK_WAIT_SECONDS:g} s")
-                time.sleep(0.002)
+                time.sleep(_LOCK_POLL_SECONDS)
             try:
-                value, _ = self.store.get(self._epoch_key)
-                epoch = int(value or 0) + 1
-                fencing = Timestamp.of(epoch, 0, "epoch")
-                self.store.set(self.owner, self._epoch_key, str(epoch).encode(), fencing=fencing)
                 return work(fencing)
             finally:
                 self.store.delete(self._lock_key, value=token)
@@ -178,11 +175,12 @@ class Windows:
                 if any(m.get("staged") == item["staged"] for m in staged["messages"]):
                     return  # an earlier try, whose answer was lost, staged it
                 staged["messages"].append(item)
+                if not value:  # a new window: in the index first, so that no window is left out of it
+                    index = self._index()
+                    if tuple(entry) not in index:
+                        index.append(tuple(entry))
+                        self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
                 self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
-                index = self._index()
-                if tuple(entry) not in index:
-                    index.append(tuple(entry))
-                    self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
             self._locked(work, token)
         self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
 
@@ -200,6 +198,8 @@ class Windows:
     def _due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
         out = []
         for node, version in self._index():
+            if int(version.partition(".")[0]) > now.wall:
+                continue  # open (its name is its time): not read, however many messages it holds
             value, _ = self.store.get(self._key_of(node, version))
             if not value:
                 continue
