@@ -41,6 +41,10 @@ from .services.state_store import StateError, StateUnavailable
 
 LEASE_SECONDS = 10.0
 _LOCK_WAIT_SECONDS = 15.0
+# A window's messages are kept in chunks of this many (keys of their own), and only the
+# last, open chunk is read and written again to stage one: staging costs the same in a
+# window of ten messages and in one of ten thousand.
+CHUNK_MESSAGES = 32
 # How often a worker waiting for the lock tries it again: the lock is held for a few
 # store round trips (under a millisecond), and every try is one more of them.
 _LOCK_POLL_SECONDS = 0.0005
@@ -172,7 +176,9 @@ class Windows:
             def work(fencing):
                 value, _ = self.store.get(key)
                 staged = json.loads(value) if value else {"at": _ts(at), "messages": []}
-                if any(m.get("staged") == item["staged"] for m in staged["messages"]):
+                chunks = staged.get("chunks", 0)
+                recent = staged["messages"] or (self._chunk(key, chunks - 1) if chunks else [])
+                if any(m.get("staged") == item["staged"] for m in recent):
                     return  # an earlier try, whose answer was lost, staged it
                 staged["messages"].append(item)
                 if not value:  # a new window: in the index first, so that no window is left out of it
@@ -180,6 +186,10 @@ class Windows:
                     if tuple(entry) not in index:
                         index.append(tuple(entry))
                         self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
+                if len(staged["messages"]) >= CHUNK_MESSAGES:  # a full chunk moves to a key of its own
+                    self.store.set(self.owner, self._chunk_key(key, chunks), json.dumps(staged["messages"]).encode(),
+                                   fencing=fencing)
+                    staged["messages"], staged["chunks"] = [], chunks + 1
                 self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
             self._locked(work, token)
         self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
@@ -212,13 +222,25 @@ class Windows:
                                    expires=self.lease)
             if ok:
                 done = staged.get("emitted", 0)
-                todo = staged["messages"][done:]
+                todo = self._messages(self._key_of(node, version), staged)[done:]
                 out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
                                                                                               else ""), done + len(todo)))
         return out
 
     def _key_of(self, node: str, version: str) -> bytes:
         return f"{self.prefix}/window/{node}/{version}".encode()
+
+    @staticmethod
+    def _chunk_key(key: bytes, n: int) -> bytes:
+        return key + f"/chunk/{n}".encode()
+
+    def _chunk(self, key: bytes, n: int) -> list:
+        value, _ = self.store.get(self._chunk_key(key, n))
+        return json.loads(value) if value else []
+
+    def _messages(self, key: bytes, staged: dict) -> list:
+        """Every message of the window, in the order they were staged."""
+        return [m for n in range(staged.get("chunks", 0)) for m in self._chunk(key, n)] + staged["messages"]
 
     def emitted(self, node: str, at: Timestamp, upto: int) -> None:
         """The window's result (of its messages up to `upto`) is with the broker: the
@@ -230,12 +252,15 @@ class Windows:
             value, _ = self.store.get(key)
             staged = json.loads(value) if value else {"messages": []}
             done = max(staged.get("emitted", 0), upto)
-            if done < len(staged["messages"]):
+            chunks = staged.get("chunks", 0)
+            if done < chunks * CHUNK_MESSAGES + len(staged["messages"]):
                 staged["emitted"] = done
                 self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
                 self.store.delete(f"{self.prefix}/emit/{node}/{window_of(at)}".encode())
                 return
             self.store.delete(key, fencing=fencing)
+            for n in range(chunks):  # after the window: a chunk left behind is garbage, not a message
+                self.store.delete(self._chunk_key(key, n), fencing=fencing)
             index = [e for e in self._index() if e != entry]
             self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
         self._locked(work)
