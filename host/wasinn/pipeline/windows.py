@@ -210,19 +210,21 @@ class Windows:
         for node, version in self._index():
             if int(version.partition(".")[0]) > now.wall:
                 continue  # open (its name is its time): not read, however many messages it holds
-            value, _ = self.store.get(self._key_of(node, version))
-            if not value:
-                continue
-            staged = json.loads(value)
-            at = _from_ts(staged["at"])
-            if at.wall > now.wall:
-                continue
             lease = f"{self.prefix}/emit/{node}/{version}".encode()
             ok, _ = self.store.set(self.owner, lease, self.owner.encode(), condition="only-if-does-not-exist",
                                    expires=self.lease)
-            if ok:
-                done = staged.get("emitted", 0)
-                todo = self._messages(self._key_of(node, version), staged)[done:]
+            if ok:  # read under the lease: what its last holder emitted is recorded before it lets go
+                key = self._key_of(node, version)
+                value, _ = self.store.get(key)
+                staged = json.loads(value) if value else None
+                done = staged.get("emitted", 0) if staged else 0
+                todo = self._messages(key, staged)[done:] if staged else []
+                if not todo:  # emitted meanwhile (its index entry read before it went)
+                    if staged:
+                        self.emitted(node, _from_ts(staged["at"]), done)
+                    self.store.delete(lease)
+                    continue
+                at = _from_ts(staged["at"])
                 out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
                                                                                               else ""), done + len(todo)))
         return out
