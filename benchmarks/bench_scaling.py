@@ -59,15 +59,16 @@ def payloads(graph: str, n: int) -> list[bytes]:
     if graph == "temperature":
         return [json.dumps({"temperature": {"value": 32 + i % 180, "unit": "F"}}).encode() for i in range(n)]
     from PIL import Image
-    frames = [Image.open(p).convert("RGB").resize((224, 224)).tobytes() for p in sorted((ROOT / "images").glob("*.png"))]
+    frames = [Image.open(p).convert("RGB").resize((224, 224)).tobytes()
+              for p in sorted((ROOT / "images").glob("*.png"))]
     return [frames[i % len(frames)] for i in range(n)]
 
 
 class Sink:
-    """What reaches the sink topic: (arrival, id, payload)."""
+    """What reaches the sink topic and its dead-letter topic: (arrival, id, topic, payload)."""
 
     def __init__(self, broker, topic: str):
-        self.got: list[tuple[float, str, bytes]] = []
+        self.got: list[tuple[float, str, str, bytes]] = []
         self.cond = threading.Condition()
         ready = threading.Event()
         self.client = broker.new_client()
@@ -241,7 +242,8 @@ def main() -> int:
             print(f"  {k:10} {statistics.median(v):9.1f}   (rounds: {', '.join(f'{x:.1f}' for x in v)})")
         for kind in ("workers", "hosts"):
             if f"{kind}-2" in rates:
-                print(f"  {kind} 1 -> 2: {statistics.median(rates[f'{kind}-2']) / statistics.median(rates[f'{kind}-1']):.2f}x")
+                one, two = statistics.median(rates[f"{kind}-1"]), statistics.median(rates[f"{kind}-2"])
+                print(f"  {kind} 1 -> 2: {two / one:.2f}x")
     return 0
 
 

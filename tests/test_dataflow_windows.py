@@ -184,7 +184,8 @@ def test_windows_across_two_machines_sharing_redis(net, modules):
             summaries = _summaries(got, "machines/out")
             _check_folds(summaries, n)
             assert not got.on("machines/out/dead-letter")
-            staged = {name: {e["id"] for e in h.find("done", published=0)} for name, h in (("host1", h1), ("host2", h2))}
+            staged = {name: {e["id"] for e in h.find("done", published=0)}
+                      for name, h in (("host1", h1), ("host2", h2))}
     assert staged["host1"] and staged["host2"], "one host staged nothing"
     assert not staged["host1"] & staged["host2"]
     print(f"\n{n} readings: host1 staged {len(staged['host1'])}, host2 {len(staged['host2'])}; "

@@ -225,8 +225,8 @@ class Windows:
                     self.store.delete(lease)
                     continue
                 at = _from_ts(staged["at"])
-                out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
-                                                                                              else ""), done + len(todo)))
+                ident = f"window:{node}:{version}" + (f"+{done}" if done else "")
+                out.append((node, at, [decode(m) for m in todo], ident, done + len(todo)))
         return out
 
     def _key_of(self, node: str, version: str) -> bytes:
