@@ -29,6 +29,9 @@ Sections (each row: wasinn, the reference, their ratio, the target):
                 vs native Python; from on-message to publish in an MQTT worker vs the export
                 in a loop; the image graph's frames/s per worker vs native onnxruntime
                 (benchmarks/bench_operators.py)
+  scaling       the temperature and image graphs under a flood, msgs/s at the sink: 2 workers vs
+                1, and 2 hosts (network namespaces, as root) vs 1 sharing a Redis state store,
+                the windows' accounting checked (benchmarks/bench_scaling.py)
   instances, arena, precision, compute, imports: benchmarks/bench_latency.py (fresh
                 instances on recycled, new and copy-on-write memories; onnxruntime's arena
                 settings; OpenVINO auto vs f32 vs native, and a C component's compute on
@@ -69,7 +72,7 @@ ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
             "start", "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline",
-            "operators"]  # what a run without --only measures
+            "operators", "scaling"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -610,6 +613,9 @@ def main() -> int:
     if "operators" in sections:
         import bench_operators
         bench_operators.rows(row, progress, interleaved, p99, ROOT, CACHE, host, THREADS, args.quick)
+    if "scaling" in sections:
+        import bench_scaling
+        bench_scaling.rows(row, progress, args.quick)
     if "serve" in sections or "pipeline" in sections:
         import bench_pipeline
         if "pipeline" in sections:

@@ -232,8 +232,9 @@ class DataflowRunner:
                                 schemas=schemas)
         self.services = services
         self.clock = services.clock
-        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner)
-        self._emitted = collections.deque()  # (node, at, count): published windows, from the network thread
+        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner, log=log)
+        self._emitted = collections.deque()  # (node, at, upto): published windows, from the network thread
+        self._store_away = False  # the last look at the windows found the state store unavailable
         self._next_due = 0.0
         self.topics = list(flow.sources)
         g = flow.graph
@@ -272,7 +273,7 @@ class DataflowRunner:
     def due(self) -> list[Publication]:
         """Folds the windows whose time has come (and whose emit lease this worker took)."""
         from .operator import Message
-        from .windows import WindowError
+        from .windows import WindowError, WindowUnavailable
         if time.monotonic() < self._next_due:
             return []
         self._next_due = time.monotonic() + _DUE_EVERY_SECONDS
@@ -281,11 +282,17 @@ class DataflowRunner:
                 self.windows.emitted(*self._emitted[0])
                 self._emitted.popleft()
             windows = self.windows.due(self.clock.now())
-        except WindowError as e:  # the store is away: the windows wait for it (and their leases)
+        except WindowUnavailable as e:  # the windows wait for the store (and their leases): said once
+            if not self._store_away:
+                self.log.warning("windows", message=f"{e}; the windows that are due wait for it")
+            self._store_away = True
+            return []
+        except WindowError as e:
             self.log.warning("windows", message=str(e))
             return []
+        self._store_away = False
         out: list[Publication] = []
-        for node, at, messages, window_id, count in windows:
+        for node, at, messages, window_id, upto in windows:
             first = next((m for m in messages if isinstance(m, Message)), None)
             staged = Message(b"", topic=first.topic if first else "", timestamp=at)
             pubs: list[Publication] = []
@@ -301,9 +308,9 @@ class DataflowRunner:
             for pub in pubs:
                 pub.id = window_id
             if pubs:
-                pubs[-1].on_published = lambda n=node, at=at, count=count: self._emitted.append((n, at, count))
+                pubs[-1].on_published = lambda n=node, at=at, upto=upto: self._emitted.append((n, at, upto))
             else:
-                self._emitted.append((node, at, count))
+                self._emitted.append((node, at, upto))
             out += pubs
         return out
 

@@ -109,6 +109,15 @@ def prepare(served, cache_dir: pathlib.Path, log: EventLog, state_seed: str | No
         return served.path
     from .engine import check_kinds
     check_kinds(served, {ref: host.load_component(path) for ref, path in served.components.items()})
+    if served.state_store:
+        from .services import RedisStore
+        store = RedisStore(served.state_store, timeout=2.0)
+        try:
+            warning = store.persistence_warning()
+        finally:
+            store.close()
+        if warning:
+            log.warning("state-store-not-durable", message=warning)
     if state_seed:
         from .engine import state_store
         from .services.state_store import seed

@@ -4,12 +4,11 @@ store: the workers of one host; Redis: every host).
 A message reaching an accumulate node is staged in the window of its timestamp (the one
 a delay node moved to the window's end; without a delay, its own): appended to the
 window's key under the graph's lock, a lease (`only-if-does-not-exist` with an expiry).
-Each holder of the lock takes the next epoch (a counter kept under the lock) as the
-fencing token of every write it makes, so a holder whose lease ran out cannot overwrite
-its successor's writes. (Epochs rather than the lock's version: versions come from each
-process's clock, and two processes' clocks need not order two holders as they came.) Once staged, the message is
-acknowledged: an open window costs the broker nothing (receiveMaximum does not depend
-on window sizes), and it survives a worker's death.
+Each holder of the lock passes the version of its lock as the fencing token of every
+write it makes, so a holder whose lease ran out cannot overwrite its successor's writes
+(versions grow across the whole store, whatever the writers' clocks: state_store.py).
+Once staged, the message is acknowledged: an open window costs the broker nothing
+(receiveMaximum does not depend on window sizes), and it survives a worker's death.
 
 When the window's time has come (its timestamp is past on the worker's clock) one
 worker takes the window's emit lease and folds it; the window is removed when the
@@ -18,12 +17,23 @@ window to the next worker: the window is emitted again with the same id and time
 A message staged after its window was folded (another host's clock behind, or a message
 that waited at the broker) is not lost: the window is emitted again for the late ones,
 with the id `window:NODE:TIME+N` (N: the messages emitted before).
+
+A store that cannot be reached (a Redis restart, a network outage) holds the message:
+`stage` tries again until the store is back, so the message is not acknowledged before
+it is staged, and the broker keeps the ones behind it. A try whose answer was lost may
+have been done: each staging carries its own token, which a retry finds in the window
+instead of staging the message twice, and it takes the lock again with the same value
+(`only-if-equal-or-does-not-exist`), so it need not wait out its own lease. `emitted`
+records how far a window was emitted (not how many more), so that it can be repeated.
+What was staged survives a restart of the store only if the store keeps it: Redis with
+its append-only file (`appendonly yes`); see pipelines/README.md.
 """
 from __future__ import annotations
 
 import base64
 import json
 import time
+import uuid
 
 from ..errors import WasinnError
 from .services.clock import Timestamp
@@ -31,10 +41,24 @@ from .services.state_store import StateError, StateUnavailable
 
 LEASE_SECONDS = 10.0
 _LOCK_WAIT_SECONDS = 15.0
+# A window's messages are kept in chunks of this many (keys of their own), and only the
+# last, open chunk is read and written again to stage one: staging costs the same in a
+# window of ten messages and in one of ten thousand.
+CHUNK_MESSAGES = 32
+# How often a worker waiting for the lock tries it again: the lock is held for a few
+# store round trips (under a millisecond), and every try is one more of them.
+_LOCK_POLL_SECONDS = 0.0005
+# Waits between tries while the store is away, and between warnings about it.
+_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
+_WARN_EVERY_SECONDS = 10.0
 
 
 class WindowError(WasinnError):
     pass
+
+
+class WindowUnavailable(WindowError):
+    """The state store could not be reached: the write may or may not have been done."""
 
 
 def encode(data) -> dict:
@@ -81,107 +105,164 @@ def _from_ts(value) -> Timestamp | None:
 class Windows:
     """The open windows of one graph (`prefix`: its group), staged by `owner` (a worker)."""
 
-    def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS):
-        self.store, self.prefix, self.owner, self.lease = store, prefix, owner, lease_seconds
+    def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS, log=None):
+        """`log`: an EventLog for the warnings while the store is away."""
+        self.store, self.prefix, self.owner, self.lease, self.log = store, prefix, owner, lease_seconds, log
         self._lock_key = f"{prefix}/lock".encode()
-        self._epoch_key = f"{prefix}/epoch".encode()
         self._index_key = f"{prefix}/index".encode()
 
     def _key(self, node: str, at: Timestamp) -> bytes:
         return f"{self.prefix}/window/{node}/{window_of(at)}".encode()
 
-    def _locked(self, work):
-        """Runs `work(fencing)` holding the graph's lock."""
-        token = f"{self.owner}/{time.monotonic_ns()}".encode()
+    def _locked(self, work, token: bytes | None = None):
+        """Runs `work(fencing)` holding the graph's lock (taken with the value `token`: a
+        retry passes the same, and takes the lock again if its earlier try still holds it)."""
+        token = token or f"{self.owner}/{time.monotonic_ns()}".encode()
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         try:
             while True:
-                ok, _ = self.store.set(self.owner, self._lock_key, token, condition="only-if-does-not-exist",
-                                       expires=self.lease)
+                ok, fencing = self.store.set(self.owner, self._lock_key, token,
+                                             condition="only-if-equal-or-does-not-exist", expires=self.lease)
                 if ok:
                     break
                 if time.monotonic() > deadline:
                     raise WindowError(f"the window lock {self._lock_key.decode()!r} stayed taken for "
                                       f"{_LOCK_WAIT_SECONDS:g} s")
-                time.sleep(0.002)
+                time.sleep(_LOCK_POLL_SECONDS)
             try:
-                value, _ = self.store.get(self._epoch_key)
-                epoch = int(value or 0) + 1
-                fencing = Timestamp.of(epoch, 0, "epoch")
-                self.store.set(self.owner, self._epoch_key, str(epoch).encode(), fencing=fencing)
                 return work(fencing)
             finally:
                 self.store.delete(self._lock_key, value=token)
-        except (StateError, StateUnavailable) as e:
+        except StateUnavailable as e:
+            raise WindowUnavailable(f"the state store is unavailable: {e}") from None
+        except StateError as e:
             raise WindowError(f"the state store refused a window write: {e}") from None
+
+    def _retried(self, work, what: str):
+        """`work(token)` until the store answers: one token for all the tries."""
+        token = f"{self.owner}/{uuid.uuid4().hex}".encode()
+        down, warned, tries = None, 0.0, 0
+        while True:
+            try:
+                out = work(token)
+            except WindowUnavailable as e:
+                now = time.monotonic()
+                if down is None:
+                    down = now
+                if self.log is not None and now - warned >= _WARN_EVERY_SECONDS:
+                    warned = now
+                    self.log.warning("state-store-unavailable", message=f"{e}; {what} waits, trying again",
+                                     waited_s=round(now - down, 1))
+                time.sleep(_RETRY_SECONDS[min(tries, len(_RETRY_SECONDS) - 1)])
+                tries += 1
+                continue
+            if down is not None and self.log is not None:
+                self.log.info("state-store-back", message=f"{what} went on", waited_s=round(time.monotonic() - down, 1))
+            return out
 
     def _index(self) -> list[tuple[str, str]]:
         value, _ = self.store.get(self._index_key)
         return [tuple(x) for x in json.loads(value)] if value else []
 
     def stage(self, node: str, at: Timestamp, data) -> None:
-        """Appends `data` to the window (node, at); returns once it is in the store."""
+        """Appends `data` to the window (node, at); returns once it is in the store (while
+        the store is unavailable, it tries again)."""
         key, entry = self._key(node, at), [node, window_of(at)]
         item = encode(data)
 
-        def work(fencing):
-            value, _ = self.store.get(key)
-            staged = json.loads(value) if value else {"at": _ts(at), "messages": []}
-            staged["messages"].append(item)
-            self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
-            index = self._index()
-            if tuple(entry) not in index:
-                index.append(tuple(entry))
-                self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
-        self._locked(work)
+        def attempt(token):
+            item["staged"] = token.decode()
+
+            def work(fencing):
+                value, _ = self.store.get(key)
+                staged = json.loads(value) if value else {"at": _ts(at), "messages": []}
+                chunks = staged.get("chunks", 0)
+                recent = staged["messages"] or (self._chunk(key, chunks - 1) if chunks else [])
+                if any(m.get("staged") == item["staged"] for m in recent):
+                    return  # an earlier try, whose answer was lost, staged it
+                staged["messages"].append(item)
+                if not value:  # a new window: in the index first, so that no window is left out of it
+                    index = self._index()
+                    if tuple(entry) not in index:
+                        index.append(tuple(entry))
+                        self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
+                if len(staged["messages"]) >= CHUNK_MESSAGES:  # a full chunk moves to a key of its own
+                    self.store.set(self.owner, self._chunk_key(key, chunks), json.dumps(staged["messages"]).encode(),
+                                   fencing=fencing)
+                    staged["messages"], staged["chunks"] = [], chunks + 1
+                self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+            self._locked(work, token)
+        self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
 
     def due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
         """The windows whose time has come and whose emit lease this worker took:
-        (node, timestamp, messages, window id, count). Call `emitted(node, at, count)`
-        once its result is published."""
+        (node, timestamp, messages, window id, upto: the messages emitted once these
+        are). Call `emitted(node, at, upto)` once its result is published."""
         try:
             return self._due(now)
-        except (StateError, StateUnavailable) as e:
+        except StateUnavailable as e:
+            raise WindowUnavailable(f"the state store is unavailable: {e}") from None
+        except StateError as e:
             raise WindowError(f"the state store refused a window read: {e}") from None
 
     def _due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
         out = []
         for node, version in self._index():
-            value, _ = self.store.get(self._key_of(node, version))
-            if not value:
-                continue
-            staged = json.loads(value)
-            at = _from_ts(staged["at"])
-            if at.wall > now.wall:
-                continue
+            if int(version.partition(".")[0]) > now.wall:
+                continue  # open (its name is its time): not read, however many messages it holds
             lease = f"{self.prefix}/emit/{node}/{version}".encode()
             ok, _ = self.store.set(self.owner, lease, self.owner.encode(), condition="only-if-does-not-exist",
                                    expires=self.lease)
-            if ok:
-                done = staged.get("emitted", 0)
-                todo = staged["messages"][done:]
-                out.append((node, at, [decode(m) for m in todo], f"window:{node}:{version}" + (f"+{done}" if done
-                                                                                              else ""), len(todo)))
+            if ok:  # read under the lease: what its last holder emitted is recorded before it lets go
+                key = self._key_of(node, version)
+                value, _ = self.store.get(key)
+                staged = json.loads(value) if value else None
+                done = staged.get("emitted", 0) if staged else 0
+                todo = self._messages(key, staged)[done:] if staged else []
+                if not todo:  # emitted meanwhile (its index entry read before it went)
+                    if staged:
+                        self.emitted(node, _from_ts(staged["at"]), done)
+                    self.store.delete(lease)
+                    continue
+                at = _from_ts(staged["at"])
+                ident = f"window:{node}:{version}" + (f"+{done}" if done else "")
+                out.append((node, at, [decode(m) for m in todo], ident, done + len(todo)))
         return out
 
     def _key_of(self, node: str, version: str) -> bytes:
         return f"{self.prefix}/window/{node}/{version}".encode()
 
-    def emitted(self, node: str, at: Timestamp, count: int) -> None:
-        """The window's result (of `count` more messages) is with the broker: the window
-        is gone, or, when messages came late, left for them."""
+    @staticmethod
+    def _chunk_key(key: bytes, n: int) -> bytes:
+        return key + f"/chunk/{n}".encode()
+
+    def _chunk(self, key: bytes, n: int) -> list:
+        value, _ = self.store.get(self._chunk_key(key, n))
+        return json.loads(value) if value else []
+
+    def _messages(self, key: bytes, staged: dict) -> list:
+        """Every message of the window, in the order they were staged."""
+        return [m for n in range(staged.get("chunks", 0)) for m in self._chunk(key, n)] + staged["messages"]
+
+    def emitted(self, node: str, at: Timestamp, upto: int) -> None:
+        """The window's result (of its messages up to `upto`) is with the broker: the
+        window is gone, or, when messages came late, left for them. Repeating it changes
+        nothing."""
         entry, key = (node, window_of(at)), self._key(node, at)
 
         def work(fencing):
             value, _ = self.store.get(key)
             staged = json.loads(value) if value else {"messages": []}
-            done = staged.get("emitted", 0) + count
-            if done < len(staged["messages"]):
+            done = max(staged.get("emitted", 0), upto)
+            chunks = staged.get("chunks", 0)
+            if done < chunks * CHUNK_MESSAGES + len(staged["messages"]):
                 staged["emitted"] = done
                 self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
                 self.store.delete(f"{self.prefix}/emit/{node}/{window_of(at)}".encode())
                 return
             self.store.delete(key, fencing=fencing)
+            for n in range(chunks):  # after the window: a chunk left behind is garbage, not a message
+                self.store.delete(self._chunk_key(key, n), fencing=fencing)
             index = [e for e in self._index() if e != entry]
             self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
         self._locked(work)

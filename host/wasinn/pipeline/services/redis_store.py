@@ -134,6 +134,22 @@ class RedisStore:
         count = int(out[0])
         return count, (self._issued(out[1]) if count == 1 else None)
 
+    def persistence_warning(self) -> str | None:
+        """What a restart of the server would lose, or None: without its append-only file
+        the keys written since its last snapshot (staged windows among them) are gone.
+        None too where the server will not say (CONFIG is often disabled on managed ones)."""
+        import redis
+        try:
+            appendonly = self._client.config_get("appendonly").get("appendonly")
+            save = self._client.config_get("save").get("save")
+        except (redis.RedisError, OSError):
+            return None
+        if appendonly == "yes":
+            return None
+        kept = f"snapshots only (save {save!r})" if save else "no persistence (appendonly no, save '')"
+        return (f"the state store {self.url} has {kept}: a restart of it loses what was written since its last "
+                "snapshot, open windows' messages among them; configure appendonly yes (pipelines/README.md)")
+
     def _issued(self, text: bytes) -> Timestamp:
         """A version the store issued; this host's clock moves past it (HLC receive)."""
         version = decode_version(text)
