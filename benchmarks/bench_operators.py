@@ -9,11 +9,11 @@ and its payload inline (what `Operator.map` adds is the difference); guest/snaps
 map per 224x224 frame (buffer.read of 150,528 bytes, wasi:nn on the embedded
 EfficientNet-Lite0, top-5 JSON) vs native onnxruntime on the same model and frame plus
 the same JSON; its throughput per worker (frames/s, one after another) next to the native
-loop's, the two loops taking turns of 10 frames. The MQTT side: a worker (pipeline/worker.py, in this process, on a mosquitto the
-row starts) serving a graph of the temperature map, from its client's on-message
-callback to the return of the publish call for the result (the client's work
-included, the broker's excluded; messages one at a time), next to the same export
-called in a loop (target: at most 0.3 ms more).
+loop's, the two loops taking turns of 10 frames. The MQTT side: a worker
+(pipeline/worker.py, in this process, on a mosquitto the row starts) serving a graph of
+the temperature map, from its client's on-message callback to the return of the publish
+call for the result (the client's work included, the broker's excluded; messages one at
+a time), next to the same export called in a loop (target: at most 0.3 ms more).
 """
 from __future__ import annotations
 
