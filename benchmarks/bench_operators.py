@@ -9,11 +9,11 @@ and its payload inline (what `Operator.map` adds is the difference); guest/snaps
 map per 224x224 frame (buffer.read of 150,528 bytes, wasi:nn on the embedded
 EfficientNet-Lite0, top-5 JSON) vs native onnxruntime on the same model and frame plus
 the same JSON; its throughput per worker (frames/s, one after another) next to the native
-loop's. The MQTT side: a worker (pipeline/worker.py, in this process, on a mosquitto the
-row starts) serving a graph of the temperature map, from its client's on-message
-callback to the return of the publish call for the result (the client's work
-included, the broker's excluded; messages one at a time), next to the same export
-called in a loop (target: at most 0.3 ms more).
+loop's, the two loops taking turns of 10 frames. The MQTT side: a worker
+(pipeline/worker.py, in this process, on a mosquitto the row starts) serving a graph of
+the temperature map, from its client's on-message callback to the return of the publish
+call for the result (the client's work included, the broker's excluded; messages one at
+a time), next to the same export called in a loop (target: at most 0.3 ms more).
 """
 from __future__ import annotations
 
@@ -80,11 +80,11 @@ def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick
         _mqtt_map(row, progress, p99, root, cache, host, services, 50 if quick else 300)
     except Exception as e:  # mosquitto is optional here (scripts/setup-mqtt.sh)
         progress(f"no MQTT row: {type(e).__name__}: {e}")
-    _snapshot(row, progress, interleaved, p99, root, cache, host, threads, services, 10 if quick else 60)
+    _snapshot(row, progress, p99, root, cache, host, threads, services, 10 if quick else 60)
     services.close()
 
 
-def _snapshot(row, progress, interleaved, p99, root, cache, host, threads, services, n: int) -> None:
+def _snapshot(row, progress, p99, root, cache, host, threads, services, n: int) -> None:
     import operator_guests
     import numpy as np
     import onnxruntime as ort
@@ -114,7 +114,7 @@ def _snapshot(row, progress, interleaved, p99, root, cache, host, threads, servi
         for _ in range(3):
             op.map(snap)
             native()
-        ops, nat = interleaved(lambda: op.map(snap), native, n)
+        ops, nat = _in_turns(lambda: op.map(snap), native, n)
         row("operators", f"snapshot map per frame, {label}", statistics.median(ops) * 1e3,
             statistics.median(nat) * 1e3, "ms", note="vs native onnxruntime + top-5 JSON")
         row("operators", f"snapshot map p99, {label}", p99(ops) * 1e3, p99(nat) * 1e3, "ms")
@@ -122,6 +122,28 @@ def _snapshot(row, progress, interleaved, p99, root, cache, host, threads, servi
             "1/s", target=">= 0.9x", lower_is_better=False,
             note="vs native preprocessing + onnxruntime + top-5 (this machine is shared)")
         op.close()
+
+
+# The image rows compare two loops, so they run in turns of this many frames each, not
+# frame by frame: each side's onnxruntime threads spin for a while after its run (on the
+# same core: onnxruntime pins them), so frame by frame every run met the other side's
+# spinning threads, and the operator's backend worker, a process woken twice per frame,
+# met them worse (default isolation 0.65x vs 0.86x in turns of 10 on a loaded machine,
+# while --isolate none went from 0.78x to 0.83x).
+_TURN = 10
+
+
+def _in_turns(a, b, n: int) -> tuple[list[float], list[float]]:
+    """n timings of each, `_TURN` calls of `a`, then of `b`, and so on."""
+    import time
+    ta, tb = [], []
+    while len(ta) < n:
+        for fn, times in ((a, ta), (b, tb)):
+            for _ in range(min(_TURN, n - len(times))):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+    return ta, tb
 
 
 _GRAPH = """

@@ -4,7 +4,8 @@ A worker (worker.py) owns the MQTT session, the order of acknowledgements and th
 dead-letter records; it asks its `Runner`:
 
     runner.topics                       the source topics it subscribes to
-    runner.prepare(msg)                 on the decoder thread: no side effects
+    runner.prepare(msg)                 no side effects; on the decoder thread if
+                                        runner.prepares_ahead (decoding images), else inline
     runner.answer(id, msg, prepared, prepare_seconds, worker) -> (publications, seconds)
     runner.due()                        publications held back until now (closed windows)
     runner.warm_up(log); runner.close()
@@ -61,6 +62,7 @@ class Publication:
 class Runner(Protocol):
     topics: list[str]
     names: list[str]
+    prepares_ahead: bool
 
     def prepare(self, msg) -> object: ...
 
@@ -112,6 +114,7 @@ def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
 
 class StagesRunner:
     """A wasinn pipeline: images in, its stages' JSON result in an envelope out."""
+    prepares_ahead = True  # Pillow decodes with the GIL released, beside the stages
 
     def __init__(self, pipeline, runner: GraphRunner):
         self.pipeline, self.runner = pipeline, runner
@@ -218,6 +221,7 @@ class _Node:
 
 class DataflowRunner:
     """An Azure data-flow graph (graphdef.Dataflow) on the operators of its modules."""
+    prepares_ahead = False  # its messages go to the operators as they came
 
     def __init__(self, flow, host, log: EventLog, *, services=None, owner: str = "wasinn"):
         import collections
