@@ -25,7 +25,7 @@ import wasinn
 from wasinn import TensorType
 from wasinn.tensors import DTYPES
 
-import models
+from support import models
 
 STEPS = 50  # at most one graph per step: stays under the default max-graphs (64)
 ERROR_CODES = {c.value for c in wasinn.ErrorCode}

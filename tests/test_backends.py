@@ -24,7 +24,7 @@ from wasinn.errors import WasinnError
 from wasinn.nn import compute
 from wasinn.tensors import DTYPES
 
-import models
+from support import models
 from conftest import CACHE, ROOT, guest_component
 
 for _kind in ("openvino", "tflite"):
@@ -33,7 +33,7 @@ for _kind in ("openvino", "tflite"):
                     f"installs it)", allow_module_level=True)
 
 import openvino as ov  # noqa: E402  (after the check above)
-import tflite_models  # noqa: E402
+from support import tflite_models  # noqa: E402
 
 TYPES = list(TensorType)
 WAYS = ["onnxruntime", "openvino-ir", "openvino-onnx", "tflite"]

@@ -3,7 +3,7 @@ model (hypothesis; wasinn's own check for external data may refuse them first), 
 well-formed models that onnxruntime refuses (a missing initializer, unknown operators,
 operator sets and IR versions it does not have). Each gets the right wasi:nn error code
 with onnxruntime's whole message, and the instance keeps serving.
-(tests/fuzz_models.py hunts for bytes that crash onnxruntime itself.)"""
+(tests/support/fuzz_models.py hunts for bytes that crash onnxruntime itself.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from wasinn import TensorType
 
-import models
+from support import models
 
 CNN = models.small_cnn()
 LOAD_CODES = {"invalid-encoding", "unsupported-operation", "runtime-error"}

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
+from support.classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
 from conftest import CACHE
 from wasinn.apps.classify import load_image
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-import models
+from support import models
 from conftest import CACHE, ROOT
 
 A = np.arange(6, dtype=np.float32).reshape(2, 3)

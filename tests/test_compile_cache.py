@@ -7,7 +7,7 @@ import wasinn
 from wasinn.embedding.records import record
 
 from conftest import guest_component
-from internals import compiled_entry
+from support.internals import compiled_entry
 
 
 def compiles(host: wasinn.Host, path) -> int:

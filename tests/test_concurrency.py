@@ -11,7 +11,7 @@ import pytest
 import wasinn
 from wasinn import TensorType
 
-import models
+from support import models
 
 THREADS = 8
 ROUNDS = 20

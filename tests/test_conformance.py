@@ -1,5 +1,5 @@
 """ONNX's backend node tests through a guest component (a quarter of them, and every
-case with a 16-bit float; tests/run_conformance.py runs them all and prints the table):
+case with a 16-bit float; tests/support/run_conformance.py runs them all and prints the table):
 every case native onnxruntime passes, and whose tensors wasi:nn's types can carry,
 passes through wasinn with the same tolerance."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import wasinn
 from wasinn import TensorType
 from wasinn.tensors import DTYPES
 
-import conformance
-from conformance import PASS
+from support import conformance
+from support.conformance import PASS
 from conftest import CACHE, guest_component
 
 HALF = {np.dtype(np.float16), DTYPES[TensorType.BF16]}

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from oci_registry import GRAPH_CONFIG, WASM_LAYER, Registry
+from support.oci_registry import GRAPH_CONFIG, WASM_LAYER, Registry
 from wasinn.pipeline import graphdef
 from wasinn.pipeline.artifacts import ArtifactError, ArtifactStore, split_ref
 

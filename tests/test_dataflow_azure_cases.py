@@ -18,8 +18,8 @@ import time
 import pytest
 import yaml
 
-from dataflow_support import AZURE, OPC_UA, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from pipeline_service import Broker, Service, client
+from support.dataflow_support import AZURE, OPC_UA, TEMPERATURE, WINDOW, Collector, operator_wasm, send
+from support.pipeline_service import Broker, Service, client
 
 CASES = sorted((AZURE / "tests").glob("t*/*.test.yaml"))
 SCHEMA_SCENARIO = AZURE / "schema-registry-scenario"

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from pipeline_service import Broker, Service, client
+from support.dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
+from support.pipeline_service import Broker, Service, client
 
 T01 = AZURE / "tests" / "t01-simple-temp-conversion"
 
@@ -95,7 +95,7 @@ def test_the_temperature_graph_windows_on_two_workers(broker, temperature, windo
 
 
 def test_a_deployment_pulls_its_graph_and_operator_from_a_registry(broker, temperature, tmp_path):
-    from oci_registry import Registry
+    from support.oci_registry import Registry
     expected = json.loads((T01 / "expected" / "expected.json").read_text())
     with Registry() as registry:
         registry.push_module(TEMPERATURE, temperature)
@@ -182,7 +182,7 @@ def test_an_operator_that_traps_is_reinitialised_and_the_next_message_runs(broke
 
 def test_the_image_graph_classifies_raw_frames(broker):
     """pipelines/image-graph.yaml: a raw 224x224 RGB frame in, the snapshot operator's top five out."""
-    import operator_guests
+    from support import operator_guests
     from PIL import Image
     frame = Image.open(ROOT / "images" / "chelsea.png").convert("RGB").resize((224, 224)).tobytes()
     with Collector(broker, ["frames/top5", "frames/top5/dead-letter"]) as got, \
@@ -205,7 +205,7 @@ def test_the_image_graph_classifies_raw_frames(broker):
 def test_a_javascript_operator_in_azures_simple_graph(broker):
     """An operator built with componentize-js against Azure's map-impl world, run by
     Azure's graph-simple.yaml unchanged (its module reference pointed at it)."""
-    import operator_guests
+    from support import operator_guests
     with Collector(broker, ["js/out"]) as got, \
             Service(broker, workers=1, pipeline=AZURE / "graph-simple.yaml", log_level="info",
                     extra=("--module", f"{TEMPERATURE}={operator_guests.js_operator_wasm()}", "--source", "js/in",

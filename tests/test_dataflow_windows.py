@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from dataflow_support import ROOT, WINDOW, Collector, operator_wasm, send
-from pipeline_service import Broker, Service, client
-from redis_server import RedisServer
+from support.dataflow_support import ROOT, WINDOW, Collector, operator_wasm, send
+from support.pipeline_service import Broker, Service, client
+from support.redis_server import RedisServer
 
 GRAPH = ROOT / "pipelines" / "temperature-graph.yaml"
 

@@ -13,7 +13,7 @@ from wasmtime.component import Record
 import wasinn
 from wasinn import HostTensor, TensorType
 
-import models
+from support import models
 
 ADD_MUL = models.add_mul()
 F32_2x3 = np.ones((2, 3), np.float32)

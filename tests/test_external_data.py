@@ -26,9 +26,9 @@ from wasinn.backends.formats import inline_onnx_external_data, refers_to_externa
 from wasinn.errors import NnError
 from wasinn.limits import Limits
 
-import models
+from support import models
 from conftest import CACHE
-from witx_support import ERRNO, Probe, probe_wasm
+from support.witx_support import ERRNO, Probe, probe_wasm
 
 SECRET_NAME = "secret.bin"
 SECRET = (b"wasinn-secret:" * 300)[:4099]  # an odd length, to find it in a message

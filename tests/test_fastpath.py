@@ -14,7 +14,7 @@ import wasinn
 from wasinn import HostTensor, TensorType
 from wasinn.tensors import DTYPES
 
-import models
+from support import models
 from conftest import guest_component
 
 THRESHOLD = 64 * 1024  # where the bulk shim once switched paths: an edge worth keeping

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis.stateful import rule
 from onnx import TensorProto, helper
 
-import guest_builds
+from support import guest_builds
 from conftest import CACHE, ROOT
 from wasinn import Host
 from wasinn.testing import ComponentMachine, tensors

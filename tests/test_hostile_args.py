@@ -1,6 +1,6 @@
 """Hostile arguments, priced: every count a guest declares (dimensions, builders,
 tensors, bytes) is bounded before the host pays per element. Each case runs in a fresh
-process (tests/hostile_probe.py) and checks that the host survives, that the one line
+process (tests/support/hostile_probe.py) and checks that the host survives, that the one line
 names the limit and its flag, that the call ends within its deadline + 1 s, and that the
 process's peak memory during the call stays within the budget plus OVERHEAD."""
 from __future__ import annotations
@@ -12,15 +12,15 @@ import sys
 import pytest
 import wasmtime
 
-import guest_builds
-import models
+from support import guest_builds
+from support import models
 import wasinn
 from conftest import CACHE, ROOT
 from wasinn import TensorType
 from wasinn.abi.memory import _KEEP_RESIDENT
-from witx_support import ERRNO, probe_wasm
+from support.witx_support import ERRNO, probe_wasm
 
-PROBE = ROOT / "tests" / "hostile_probe.py"
+PROBE = ROOT / "tests" / "support" / "hostile_probe.py"
 MIB = 1 << 20
 DEADLINE = 2.0
 # The table's flags: a 1 MiB budget and 4 tensors.

@@ -26,8 +26,8 @@ import wasinn
 from wasinn.backends.worker import ADDRESS_SPACE_SLACK
 from wasinn.limits import Limits
 
-import models
-import tflite_models
+from support import models
+from support import tflite_models
 from conftest import CACHE, guest_component
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -45,7 +45,7 @@ DRIVER_LOWERING = 600 * MiB
 
 def run_child(spec: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent / "host"), str(HERE)]))
-    return subprocess.run([sys.executable, str(HERE / "hostile_run.py"), json.dumps(spec)], env=env,
+    return subprocess.run([sys.executable, str(HERE / "support" / "hostile_run.py"), json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

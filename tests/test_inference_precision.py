@@ -11,7 +11,7 @@ from wasinn import ExecutionTarget, GraphEncoding, HostTensor, cli
 from wasinn.backends import KINDS, default_backends
 from wasinn.errors import NnError, WasinnError
 
-import models
+from support import models
 from conftest import ROOT
 
 if not KINDS["openvino"].installed():

@@ -20,7 +20,7 @@ from wasinn.abi.memory import HostMemories
 from wasinn.embedding.records import record
 from wasinn.nn import store_key
 
-from internals import live_memories
+from support.internals import live_memories
 
 PAGE = 65536
 # A core module on a memory of one page (at most 1000) with an initial image at 16.

@@ -9,7 +9,7 @@ import sys
 import pytest
 from onnx import TensorProto, helper
 
-import models
+from support import models
 from conftest import CACHE, ROOT, guest_component
 from wasinn import TensorType
 from wasinn._bindings import WASINN_INTROSPECT_DESCRIBE

@@ -18,7 +18,7 @@ import wasinn
 from wasinn.backends import confine
 from wasinn.limits import Limits
 
-import models
+from support import models
 from conftest import CACHE, guest_component
 
 
@@ -241,7 +241,7 @@ def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_
     """autodetect picks the backend from the bytes in the host (no parser), then the
     worker parses them: LiteRT's recursion on an IF that leads back to itself kills the
     worker, not the host."""
-    import hostile_models
+    from support import hostile_models
     with roundtrip(make_host()) as inst:
         result = inst.call("load", [hostile_models.tflite_recursive("while")], "autodetect", "cpu")
         assert (result.tag, result.payload.code) == ("err", "runtime-error")

@@ -77,7 +77,7 @@ def test_a_plain_run_imports_only_what_it_uses():
     """`wasinn run` of a command that loads no graph, and of a core module whose model
     the host loads at start-up (--nn-preload), as the start-up benchmark runs them
     (scripts/bench_start.py): each run's start-up is mostly its imports."""
-    from guest_builds import ToolchainMissing, c_component, c_module, skip_without
+    from support.guest_builds import ToolchainMissing, c_component, c_module, skip_without
     try:
         hello = c_component([ROOT / "guest" / "hello" / "hello.c"], name="hello", world="wasinn:guest/ml-command")
         peer = c_module([ROOT / "guest" / "peer-wasmedge" / "app.c"], name="peer-wasmedge")

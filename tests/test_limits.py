@@ -12,7 +12,7 @@ import wasinn
 from wasinn import HostTensor, TensorType
 from wasinn.limits import Limits, parse_bytes, parse_seconds
 
-import models
+from support import models
 from conftest import CACHE, guest_component
 
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import models
+from support import models
 from conftest import ROOT
 from wasinn.modelprep.check import RUNNABLE, check
 from wasinn.modelprep.optimize import optimize

@@ -22,8 +22,8 @@ from wasinn._bindings import Resource
 from wasinn.abi import nn_versions, rewrite
 from wasinn.errors import WasinnError
 
-from guest_builds import ToolchainMissing, c_component, skip_without
-from witx_support import TAGS, Probe, probe_wasm, transpose_model
+from support.guest_builds import ToolchainMissing, c_component, skip_without
+from support.witx_support import TAGS, Probe, probe_wasm, transpose_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "tests"

@@ -10,8 +10,8 @@ import pytest
 
 from wasinn.pipeline.operator import Message, Operator, OperatorError, Snapshot, Timestamp
 
-import guest_builds
-from operator_guests import CACHE, ROOT, host, js_operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
+from support import guest_builds
+from support.operator_guests import CACHE, ROOT, host, js_operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
 
 
 def test_javascript_map_operator(host, services):

@@ -14,7 +14,7 @@ from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Message, Operator, OperatorError, Services, Snapshot, Timestamp
 
-from operator_guests import host, operator_wasm, services  # noqa: F401 (fixtures)
+from support.operator_guests import host, operator_wasm, services  # noqa: F401 (fixtures)
 
 # Azure's t01 (samples/wasm/tests/t01-simple-temp-conversion): input and expected payload
 T01_IN = b'{\n    "temperature": {\n        "value": 1209,\n        "unit": "F"\n    }\n}\n'

@@ -17,8 +17,8 @@ from wasinn.abi.binary import read_layout
 from wasinn.pipeline.operator import Message, Operator
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
-import guest_builds
-from operator_guests import ROOT, host, js_operator_wasm, operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
+from support import guest_builds
+from support.operator_guests import ROOT, host, js_operator_wasm, operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
 

@@ -23,8 +23,8 @@ from wasinn.pipeline.services import CommandInvoker, EmbeddedStore, MetricFamili
 from wasinn.pipeline.services.clock import HybridClock, Timestamp
 from wasinn.pipeline.services.state_store import StateError
 
-from operator_guests import CACHE, operator_wasm
-from redis_server import RedisServer
+from support.operator_guests import CACHE, operator_wasm
+from support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_schema_registry_from_a_file_or_not_available(host, probe, tmp_path):
 
 
 def test_command_invoker_over_mqtt5_or_client_error(host, probe):
-    from pipeline_service import Broker
+    from support.pipeline_service import Broker
     services = Services.embedded(log=EventLog(stream=io.StringIO()))
     with Operator.open(host, probe, kind="map", name="rpc", services=services) as op:
         assert run(op, {"do": "invoke", "topic": "cmd/probe", "payload": "x"}) == {"error": "RpcError_ClientError"}

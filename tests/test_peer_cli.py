@@ -18,8 +18,8 @@ import wasmtime
 
 import wasinn
 from conftest import CACHE, ROOT
-from guest_builds import ToolchainMissing, c_component, c_module, skip_without
-from witx_support import Probe, probe_wasm
+from support.guest_builds import ToolchainMissing, c_component, c_module, skip_without
+from support.witx_support import Probe, probe_wasm
 
 GUEST = ROOT / "guest"
 A, B = np.arange(1, 7, dtype=np.float32), np.full(6, 0.5, np.float32)

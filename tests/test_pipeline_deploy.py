@@ -97,8 +97,8 @@ def test_the_shipped_secure_mosquitto_config_runs(tmp_path):
 
     import paho.mqtt.client as mqtt
 
-    from pipeline_certs import Certificates, give_to_mosquitto, password_file
-    from pipeline_service import _free_port, mosquitto_binary
+    from support.pipeline_certs import Certificates, give_to_mosquitto, password_file
+    from support.pipeline_service import _free_port, mosquitto_binary
 
     # (not under tmp_path: pytest's directories are closed to the mosquitto user)
     holder = tempfile.TemporaryDirectory(prefix="wasinn-mosquitto-")

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from pipeline_certs import Certificates
-from pipeline_netns import Namespaces, Unavailable
-from pipeline_service import Broker, Results, Service, pipeline_with
+from support.pipeline_certs import Certificates
+from support.pipeline_netns import Namespaces, Unavailable
+from support.pipeline_service import Broker, Results, Service, pipeline_with
 from test_pipeline_serve import check_predictions, send, stream
 
 USERS = {"cam-7": "correct horse battery staple"}

@@ -13,8 +13,8 @@ import time
 import pytest
 from PIL import Image
 
-from pipeline_certs import Certificates
-from pipeline_service import Broker, Results, Service, client, pipeline_with, publish
+from support.pipeline_certs import Certificates
+from support.pipeline_service import Broker, Results, Service, client, pipeline_with, publish
 from test_pipeline_serve import IMAGES, check_predictions, send, stream
 
 from wasinn.errors import WasinnError

@@ -15,7 +15,7 @@ import time
 import pytest
 from PIL import Image
 
-from pipeline_service import Broker, Results, Service, client, publish
+from support.pipeline_service import Broker, Results, Service, client, publish
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = {p.stem: p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))}

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import models
+from support import models
 from conftest import CACHE, ROOT
-from kserve_support import SERVER_PYTHON, KServeServer, free_port
+from support.kserve_support import SERVER_PYTHON, KServeServer, free_port
 from wasinn.apps.classify import ImageClassifier, composed_model, load_image
 from wasinn.errors import WasinnError
 from wasinn.registry import ModelRegistry

@@ -2,7 +2,7 @@
 guest that lies about its memory ends only its own instance.
 
 guest/c-nn (C, the canonical ABI by hand, clang + wasi-libc) and guest/js-nn
-(componentize-js) are built from source by the suite (tests/guest_builds.py) and run
+(componentize-js) are built from source by the suite (tests/support/guest_builds.py) and run
 as they are: wasinn adds its data-path adapter when it loads them (abi/adapter.py).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-import guest_builds
+from support import guest_builds
 import wasinn
 from conftest import CACHE, ROOT
 from wasinn import HostTensor, TensorType, testing

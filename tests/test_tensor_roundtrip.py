@@ -8,7 +8,7 @@ from wasmtime.component import Record
 
 from wasinn import HostTensor, TensorType, testing
 
-import models
+from support import models
 from conftest import guest_component
 
 

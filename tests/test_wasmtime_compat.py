@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
+from support.classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
 from conftest import CACHE
 from wasinn.apps.classify import MODEL_NAME, composed_model, load_image
 

@@ -15,8 +15,8 @@ from hypothesis import given, strategies as st
 
 import wasinn
 from conftest import CACHE
-from guest_builds import ToolchainMissing, skip_without
-from witx_support import ERRNO, MODEL, TAGS, Probe, classify_wasm, probe_wasm, transpose_model
+from support.guest_builds import ToolchainMissing, skip_without
+from support.witx_support import ERRNO, MODEL, TAGS, Probe, classify_wasm, probe_wasm, transpose_model
 from wasinn.limits import Limits
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

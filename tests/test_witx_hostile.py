@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 import wasinn
-from witx_support import ERRNO, Probe, probe_wasm, transpose_model
+from support.witx_support import ERRNO, Probe, probe_wasm, transpose_model
 
 MODEL = transpose_model(np.float32)
 X = np.arange(6, dtype=np.float32).reshape(2, 3)

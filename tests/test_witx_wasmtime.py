@@ -13,7 +13,7 @@ import pytest
 
 from test_witx import _run, chelsea, classify  # noqa: F401 (fixtures)
 from test_wasmtime_compat import openvino_ir, wasmtime_cli  # noqa: F401 (fixtures)
-from witx_support import MODEL
+from support.witx_support import MODEL
 
 pytestmark = pytest.mark.wasmtime
 

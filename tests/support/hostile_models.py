@@ -17,7 +17,7 @@ from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.tools.flatbuffer_utils import convert_object_to_bytearray
 from onnx import TensorProto, helper
 
-from tflite_models import Builder, Op
+from support.tflite_models import Builder, Op
 
 F = TensorProto.FLOAT
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start/stop cycles: does every `wasinn` process exit cleanly?
 
-    .venv/bin/python tests/stress_cycles.py [--cycles 300] [--jobs 2]
+    .venv/bin/python tests/support/stress_cycles.py [--cycles 300] [--jobs 2]
 
 Each cycle starts `wasinn classify images/chelsea.png` and `wasinn run` of the nn-cli
 guest (a model loaded from a preopened directory, one compute, its output printed), and
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 
 import numpy as np  # noqa: E402

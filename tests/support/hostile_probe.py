@@ -3,7 +3,7 @@ hostile call's alone: the guest is set up and warmed (onnxruntime loaded, a firs
 made), the peak is reset (/proc/self/clear_refs), then the hostile call runs while a
 thread measures the longest time it could not run (the GIL held, or the CPU taken).
 
-    python tests/hostile_probe.py '{"wasm": PATH, "limits": {...}, "model": PATH or null, "attack": [KIND, ...]}'
+    python tests/support/hostile_probe.py '{"wasm": PATH, "limits": {...}, "model": PATH or null, "attack": [KIND, ...]}'
 
 Kinds: ["run", ARGV...] runs a command component with ARGV (after a warm-up run of
 "warm"'s ARGV); ["call", NAME, ARGS...] calls an export; ["set_input", DIMS_LEN], ["load", COUNT] and
@@ -21,6 +21,8 @@ import time
 
 import wasinn
 from wasinn.limits import Limits
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the support package
 
 
 def status(field: str) -> int:
@@ -56,7 +58,7 @@ _WIDTH = {"set_input": 4, "load": 8, "load_by_name": 1}
 
 def witx(inst, kind: str, count: int):
     """One WITX call with `count` dimensions or builders, set up with the probe."""
-    from witx_support import Probe, transpose_model
+    from support.witx_support import Probe, transpose_model
     import numpy as np
     p = Probe(inst)
     errno, graph = p.load(transpose_model(np.float32))

@@ -30,9 +30,9 @@ import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipeline_certs import give_to_mosquitto, password_file
+from support.pipeline_certs import give_to_mosquitto, password_file
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "image-classification.yaml"
 CACHE = ROOT / ".cache" / "tests" / "pipeline"
 SOURCE, SINK, DEAD_LETTER = "images/in", "images/predictions", "images/dead-letter"

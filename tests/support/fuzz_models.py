@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Can a malformed ONNX model crash onnxruntime (and so the whole host process)?
 
-    .venv/bin/python tests/fuzz_models.py [--seconds 600] [--start N] [--hang 20] [--out fuzz-crashes]
+    .venv/bin/python tests/support/fuzz_models.py [--seconds 600] [--start N] [--hang 20] [--out fuzz-crashes]
 
-Mutates small real models (tests/models.py): their bytes (bit flips, byte overwrites,
+Mutates small real models (tests/support/models.py): their bytes (bit flips, byte overwrites,
 truncations, spliced chunks) and their parsed structure (initializer dims, types and
 data; attributes; operators; declared shapes; wiring; opsets), and in a worker process has onnxruntime load each mutant and, when it
 loads, run it on inputs that fit its declared inputs. A worker that dies of a signal
@@ -22,11 +22,11 @@ import sys
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import models  # noqa: E402  (tests/models.py)
+from support import models  # noqa: E402  (tests/support/models.py)
 from wasinn import TensorType  # noqa: E402
 
 _ANSWER = "@@fuzz"

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SERVER_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
 SERVER_SCRIPT = pathlib.Path(__file__).resolve().parent / "kserve_server.py"
 START_TIMEOUT = 120.0  # importing kserve and loading the models: ~5 s idle, far more on a busy machine

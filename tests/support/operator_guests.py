@@ -11,7 +11,7 @@ from wasinn import build
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Services
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
 # guest name -> the world it is built against
 WORLDS = {"temperature": "wasinn:guest/operator-set", "operator-probe": "wasinn:guest/operator-probe"}
@@ -49,6 +49,6 @@ def snapshot_wasm() -> pathlib.Path:
 
 def js_operator_wasm() -> pathlib.Path:
     """guest/js-operator, built with componentize-js against Azure's map-impl world."""
-    import guest_builds
+    from support import guest_builds
     return guest_builds.js_component(ROOT / "guest" / "js-operator" / "app.js", name="js-operator",
                                      world="wasm-graph:processor/map-impl")

@@ -9,9 +9,9 @@ import numpy as np
 import wasmtime
 from onnx import TensorProto, helper
 
-from guest_builds import c_module
+from support.guest_builds import c_module
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROBE = ROOT / "guest" / "witx-probe" / "probe.wat"
 CLASSIFY_SOURCES = [ROOT / "guest" / "witx-classify" / "classify.c"]
 MODEL = ROOT / "models" / "efficientnet-lite0"

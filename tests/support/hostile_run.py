@@ -21,10 +21,10 @@ import wasinn
 from wasinn.backends.isolated import zygote
 from wasinn.limits import Limits
 
-import hostile_models
-import models
+from support import hostile_models
+from support import models
 from conftest import CACHE, guest_component
-from witx_support import Probe, probe_wasm, transpose_model
+from support.witx_support import Probe, probe_wasm, transpose_model
 
 WITX_ENCODING = {"openvino": 0, "onnx": 1, "tensorflowlite": 4}
 

@@ -2,7 +2,7 @@
 (VmHWM) is this scenario's alone: instances of the roundtrip guest compute one model
 and the process reports what each got and its memory.
 
-    python tests/host_memory_probe.py '{"limits": {...}, "model": PATH, "inputs": [[NAME, TYPE, DIMS, HEX]],
+    python tests/support/host_memory_probe.py '{"limits": {...}, "model": PATH, "inputs": [[NAME, TYPE, DIMS, HEX]],
                                         "threads": 1, "then": PATH}'
 
 `then`: a second model each instance runs afterwards (it must still serve).

@@ -2,7 +2,7 @@
 Protocol v2 over HTTP) hosting ONNX models on onnxruntime, for the remote-backend tests
 and benchmark. It runs in its own environment, .venv-kserve (scripts/setup-kserve.sh):
 
-    .venv-kserve/bin/python tests/kserve_server.py PORT NAME=MODEL.onnx [NAME=MODEL.onnx ...]
+    .venv-kserve/bin/python tests/support/kserve_server.py PORT NAME=MODEL.onnx [NAME=MODEL.onnx ...]
 
 Each model is served as /v2/models/NAME; gRPC is off.
 """

@@ -2,9 +2,9 @@
 """The ONNX backend node test suite (from the `onnx` wheel, ~1.9k cases) natively on
 onnxruntime and through a guest component on wasinn; prints the outcome table.
 
-    .venv/bin/python tests/run_conformance.py [-k SUBSTRING] [--list OUTCOME] [--json FILE]
+    .venv/bin/python tests/support/run_conformance.py [-k SUBSTRING] [--list OUTCOME] [--json FILE]
 
-Through wasinn each case goes the guest path (tests/conformance.py): the guest loads
+Through wasinn each case goes the guest path (tests/support/conformance.py): the guest loads
 the model bytes, builds each input from its bytes, computes and reads every output.
 Outcomes: pass; fail (ran, results differ: onnx's tolerance, rtol 1e-3 atol 1e-7);
 error (the run failed); unsupported (the model did not load); not expressible in
@@ -21,7 +21,7 @@ import pathlib
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -29,7 +29,7 @@ import wasinn  # noqa: E402
 from wasinn import build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ADVERSARY_GUEST_WORLD  # noqa: E402
 
-import conformance  # noqa: E402  (tests/conformance.py)
+from support import conformance  # noqa: E402  (tests/support/conformance.py)
 
 CACHE = ROOT / ".cache" / "bench"
 
