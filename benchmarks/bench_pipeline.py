@@ -18,7 +18,7 @@ free loopback port; nothing leaves the machine.
 
 --hosts: worker hosts instead: one and two network namespaces with one worker each,
 joined to a broker namespace by veth pairs, over TLS with a password (as
-tests/test_pipeline_hosts.py); msgs/s of a burst. Every namespace is deleted at the end.
+tests/pipeline/test_pipeline_hosts.py); msgs/s of a burst. Every namespace is deleted at the end.
 """
 from __future__ import annotations
 

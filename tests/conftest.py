@@ -82,3 +82,23 @@ def adversary(host, adversary_component):
 @pytest.fixture(scope="session")
 def nn_cli_wasm() -> pathlib.Path:
     return guest_component("nn-cli")
+
+
+# The wasmtime CLI and its OpenVINO backend (the peers and openvino extras), for the tests that
+# run a component or module on it beside wasinn (apps/test_wasmtime_compat.py, abi/test_witx_wasmtime.py).
+@pytest.fixture(scope="session")
+def openvino_ir():
+    openvino_ir = pytest.importorskip("wasinn.apps.openvino_ir", reason="the OpenVINO IR needs the openvino extra")
+    pytest.importorskip("openvino", reason="the OpenVINO IR needs the openvino extra")
+    return openvino_ir
+
+
+@pytest.fixture(scope="session")
+def wasmtime_cli(tmp_path_factory, openvino_ir) -> tuple[pathlib.Path, dict[str, str]]:
+    """The wasmtime executable and the environment its OpenVINO backend needs."""
+    from wasinn.apps.classify_cli import wasmtime_binary
+    binary = wasmtime_binary(tmp_path_factory.mktemp("wasmtime"))
+    if binary is None:
+        pytest.skip("the wasmtime CLI comes with the peers extra (pip install -e '.[peers]')")
+    libs = openvino_ir.library_path(tmp_path_factory.mktemp("openvino-libs"))
+    return binary, {**os.environ, "LD_LIBRARY_PATH": libs}

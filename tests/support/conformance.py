@@ -4,7 +4,7 @@ onnxruntime and through a guest component on wasinn, with onnx's own comparison 
 Through wasinn, each case goes the whole guest path (guest/adversary): the model bytes
 are `graph.load`ed by the guest, each input is built in the guest with the tensor
 constructor from its bytes, the guest computes, and reads every output back with
-`dimensions`, `ty` and `data`. Used by tests/test_conformance.py (a subset) and
+`dimensions`, `ty` and `data`. Used by tests/backends/test_conformance.py (a subset) and
 tests/support/run_conformance.py (all of it).
 """
 from __future__ import annotations

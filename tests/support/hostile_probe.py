@@ -1,4 +1,4 @@
-"""Run by tests/test_hostile_args.py in a fresh process, so that its peak memory is one
+"""Run by tests/abi/test_hostile_args.py in a fresh process, so that its peak memory is one
 hostile call's alone: the guest is set up and warmed (onnxruntime loaded, a first call
 made), the peak is reset (/proc/self/clear_refs), then the hostile call runs while a
 thread measures the longest time it could not run (the GIL held, or the CPU taken).

@@ -13,7 +13,7 @@ from PIL import Image
 
 from wasinn.apps.classifier_model import compose, compose_file, reference_preprocess
 
-ROOT = pathlib.Path(__file__).parent.parent
+ROOT = pathlib.Path(__file__).parents[2]
 MODEL_DIR = ROOT / "models" / "efficientnet-lite0"
 IMAGES = ROOT / "images"
 LABELS = (MODEL_DIR / "labels.txt").read_text().splitlines()

@@ -30,7 +30,7 @@ from support import models
 from support import tflite_models
 from conftest import CACHE, guest_component
 
-HERE = pathlib.Path(__file__).resolve().parent
+TESTS = pathlib.Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 # The findings' limits: a cap far below what the models ask for.
 TIGHT = {"deadline": "2s", "max_backend_memory": "16MiB", "max_host_bytes": "1MiB"}
@@ -44,8 +44,8 @@ DRIVER_LOWERING = 600 * MiB
 
 
 def run_child(spec: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent / "host"), str(HERE)]))
-    return subprocess.run([sys.executable, str(HERE / "support" / "hostile_run.py"), json.dumps(spec)], env=env,
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent / "host"), str(TESTS)]))
+    return subprocess.run([sys.executable, str(TESTS / "support" / "hostile_run.py"), json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

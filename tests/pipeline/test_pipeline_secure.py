@@ -21,7 +21,7 @@ from wasinn.errors import WasinnError
 from wasinn.pipeline import connection
 from wasinn.pipeline.schema import Tls
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 USERS = {"cam-7": "correct horse battery staple"}
 WORKERS = ("image-classification-test-0", "image-classification-test-1")
 

@@ -1,7 +1,7 @@
 """Where graphs run (backends/isolated.py): a guest's own model bytes in a confined worker
 process of its instance, the operator's models in process (or in one shared worker under
 `isolate = "all"`), and what an instance sees when its worker is gone. The hostile
-models themselves are tests/test_hostile_models.py's."""
+models themselves are tests/backends/test_hostile_models.py's."""
 from __future__ import annotations
 
 import os

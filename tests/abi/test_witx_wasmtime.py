@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from test_witx import _run, chelsea, classify  # noqa: F401 (fixtures)
-from test_wasmtime_compat import openvino_ir, wasmtime_cli  # noqa: F401 (fixtures)
 from support.witx_support import MODEL
 
 pytestmark = pytest.mark.wasmtime

@@ -12,7 +12,7 @@ import time
 
 from wasinn.cli import parser
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "wasinn-serve.service"
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
 

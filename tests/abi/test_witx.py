@@ -19,7 +19,7 @@ from support.guest_builds import ToolchainMissing, skip_without
 from support.witx_support import ERRNO, MODEL, TAGS, Probe, classify_wasm, probe_wasm, transpose_model
 from wasinn.limits import Limits
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_generated_tables_match_witx():

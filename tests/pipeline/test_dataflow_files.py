@@ -12,7 +12,7 @@ from wasinn.errors import BadValue, WasinnError
 from wasinn.pipeline import graphdef
 from wasinn.pipeline.schema import PipelineError
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 AZURE = ROOT / "tests" / "data" / "azure"
 PUBLISHED = sorted([*AZURE.glob("graph*.yaml"), *AZURE.glob("*-scenario/graph.dataflow.yaml")])
 TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"

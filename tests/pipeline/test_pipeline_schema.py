@@ -8,7 +8,7 @@ import pytest
 
 from wasinn.pipeline import PipelineError, load_pipeline
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 VALID = f"""\
 moduleRequirements:

@@ -14,7 +14,7 @@ from wasinn.errors import WasinnError
 from wasinn.pipeline import GraphRunner, StageFailure, load_pipeline
 from wasinn.pipeline.graph import SOURCE_TENSOR
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests" / "pipeline"  # shared with test_pipeline_serve: each stage built once
 PIPELINE = ROOT / "pipelines" / "image-classification.yaml"
 IMAGES = sorted((ROOT / "images").glob("*.png"))

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
 CHELSEA = ROOT / "images" / "chelsea.png"
 
@@ -104,7 +104,7 @@ def test_import_wasinn_leaves_bfloat16_and_backends_for_later():
 
 def test_the_command_line_leaves_numpy_for_the_first_tensor():
     """numpy (~30 ms) is imported by its first use (wasinn.lazy); `wasinn run` of a guest
-    that passes no tensor never uses it (tests/test_peer_cli.py runs one)."""
+    that passes no tensor never uses it (tests/cli/test_peer_cli.py runs one)."""
     modules = imported_modules("import wasinn.cli; wasinn.cli.parser()")
     assert pulled_in(modules, ("numpy",)) == []
     modules = imported_modules("from wasinn.tensors import HostTensor, TensorType\n"

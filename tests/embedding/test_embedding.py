@@ -25,7 +25,7 @@ from wasmtime.component import Component, Linker
 
 from wasinn.embedding import errors, stores
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "host" / "wasinn"
 EMBEDDING = PACKAGE / "embedding"
 WHEEL = pathlib.Path(wasmtime.__file__).parent
