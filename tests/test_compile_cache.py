@@ -6,7 +6,7 @@ import shutil
 import wasinn
 from wasinn.embedding.records import record
 
-from conftest import guest_component
+from support.repo import guest_component
 from support.internals import compiled_entry
 
 

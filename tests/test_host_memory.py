@@ -18,7 +18,7 @@ import wasinn
 from wasinn import TensorType
 from wasinn.limits import Limits
 
-from conftest import CACHE, ROOT, guest_component
+from support.repo import CACHE, ROOT, guest_component
 
 MIB = 1 << 20
 PROBE = ROOT / "tests" / "support" / "host_memory_probe.py"

@@ -12,7 +12,7 @@ import wasinn
 from wasinn import TensorType
 
 from support import models
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 from support.internals import tables
 
 ZERO = {"tensor": 0, "graph": 0, "graph_execution_context": 0, "error": 0}

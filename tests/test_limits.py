@@ -13,7 +13,7 @@ from wasinn import HostTensor, TensorType
 from wasinn.limits import Limits, parse_bytes, parse_seconds
 
 from support import models
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 
 
 def make_host(**limits) -> wasinn.Host:

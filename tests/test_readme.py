@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 
 SKIP = "# not run by tests/test_readme.py:"
 READMES = [ROOT / "README.md", ROOT / "pipelines" / "README.md"]

@@ -15,7 +15,7 @@ from wasinn import HostTensor, TensorType
 from wasinn.tensors import DTYPES
 
 from support import models
-from conftest import guest_component
+from support.repo import guest_component
 
 THRESHOLD = 64 * 1024  # where the bulk shim once switched paths: an edge worth keeping
 EDGES = [0, 1, 7, THRESHOLD - 1, THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 5, (1 << 20) + 3]
@@ -116,19 +116,19 @@ def test_random_spans_never_crash_the_host(roundtrip, op, addr, length):
 
 
 @pytest.fixture(scope="module")
-def standard_component(host):
-    return host.load_component(guest_component("roundtrip", fastpath=False))
+def standard_component(wasinn_host):
+    return wasinn_host.load_component(guest_component("roundtrip", fastpath=False))
 
 
-def test_the_shim_keeps_a_python_guest_from_leaking_the_tensors_it_builds(host, roundtrip, standard_component):
+def test_the_shim_keeps_a_python_guest_from_leaking_the_tensors_it_builds(wasinn_host, roundtrip, standard_component):
     """componentize-py 0.25 never frees a `bytes` it lowers as a list<u8> argument: on
     the standard path each tensor a Python guest builds stays in its memory."""
     from wasinn.nn import store_key
     data = value(TensorType.U8, [1 << 20], bytes(1 << 20))
     grown = {}
-    for label, inst in (("bulk", roundtrip), ("standard", host.instantiate(standard_component))):
+    for label, inst in (("bulk", roundtrip), ("standard", wasinn_host.instantiate(standard_component))):
         inst.call("make", data)
-        memory = host.memories.main_memory(store_key(inst._store))
+        memory = wasinn_host.memories.main_memory(store_key(inst._store))
         before = memory.size
         for _ in range(10):
             inst.call("make", data)
@@ -136,10 +136,10 @@ def test_the_shim_keeps_a_python_guest_from_leaking_the_tensors_it_builds(host, 
     assert grown["bulk"] <= 1 and grown["standard"] >= 9, grown
 
 
-def test_standard_guests_go_past_the_old_cap(host, standard_component):
+def test_standard_guests_go_past_the_old_cap(wasinn_host, standard_component):
     """A portable build (no bulk path) takes the standard path, which wasinn's adapter
     serves from guest memory: 2,796,202 bytes per call was wasmtime-py's cap."""
-    with host.instantiate(standard_component) as inst:
+    with wasinn_host.instantiate(standard_component) as inst:
         data = random_bytes(3_000_000, 3)
         out = inst.call("make", value(TensorType.U8, [3_000_000], data))
         assert out.to_bytes() == data
@@ -147,8 +147,8 @@ def test_standard_guests_go_past_the_old_cap(host, standard_component):
         assert inst.instances_started == 1
 
 
-def test_standard_guests_are_exact_below_the_cap(host, standard_component):
-    with host.instantiate(standard_component) as inst:
+def test_standard_guests_are_exact_below_the_cap(wasinn_host, standard_component):
+    with wasinn_host.instantiate(standard_component) as inst:
         for n in (0, 1, THRESHOLD + 1, 1 << 20):
             data = random_bytes(n, n)
             assert inst.call("echo", HostTensor([n], TensorType.U8, data)).to_bytes() == data

@@ -15,7 +15,7 @@ import wasmtime
 from support import guest_builds
 from support import models
 import wasinn
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from wasinn import TensorType
 from wasinn.abi.memory import _KEEP_RESIDENT
 from support.witx_support import ERRNO, probe_wasm
@@ -201,7 +201,7 @@ def test_python_guests_bulk_shim_is_bounded_too():
     and `builders` are lifted value by value: past a limit they are not lifted, and the
     call traps with the limit's line (bulk load's builders are converted before the host
     function could return an error)."""
-    from conftest import guest_component
+    from support.repo import guest_component
     host = wasinn.Host(cache_dir=CACHE)
     inst = host.instantiate(host.load_component(guest_component("adversary")))
     model = models.identity(TensorType.U8)

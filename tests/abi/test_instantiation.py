@@ -117,17 +117,17 @@ def test_the_pool_is_bounded_and_release_empties_it(memories):
     again.close()
 
 
-def test_instances_of_a_component_in_turn_each_start_clean(host, roundtrip_component):
+def test_instances_of_a_component_in_turn_each_start_clean(wasinn_host, roundtrip_component):
     """A component's instances, one after another (each on the last one's memory): each
     echoes, and the store-to-memory bookkeeping ends where it began."""
-    live = live_memories(host.memories)
+    live = live_memories(wasinn_host.memories)
     for i in range(hostmem._POOL_SIZE + 2):
-        with host.instantiate(roundtrip_component) as inst:
+        with wasinn_host.instantiate(roundtrip_component) as inst:
             out = inst.call("echo", np.full(5, i, np.float32))
             assert out.array().tolist() == [float(i)] * 5
             assert inst.instances_started == 1
-    assert live_memories(host.memories) == live
-    assert len(host.memories._free) <= hostmem._POOL_SIZE
+    assert live_memories(wasinn_host.memories) == live
+    assert len(wasinn_host.memories._free) <= hostmem._POOL_SIZE
 
 
 def test_writes_to_a_mapped_image_stay_in_their_instance(memories):
@@ -212,7 +212,7 @@ def test_a_module_whose_segments_cannot_be_taken_keeps_them():
     memories.release()
 
 
-def test_component_instances_start_from_their_image(host, roundtrip_component):
+def test_component_instances_start_from_their_image(wasinn_host, roundtrip_component):
     """A componentize-py guest's memory starts as its image, whatever the instance
     before it (on the same mapping or beside it) wrote there."""
     memory_images = record(roundtrip_component).images
@@ -222,14 +222,14 @@ def test_component_instances_start_from_their_image(host, roundtrip_component):
     for at, offset, n in runs:
         image = memory_images.view + offset
         expected[at:at + n] = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(image))
-    scribbler = host.instantiate(roundtrip_component)
+    scribbler = wasinn_host.instantiate(roundtrip_component)
     scribbler.call("echo", np.zeros(3, np.float32))
-    memory = host.memories.main_memory(store_key(scribbler._store))
+    memory = wasinn_host.memories.main_memory(store_key(scribbler._store))
     memory.write(0, np.full(length, 0xA5, np.uint8))
     for i in range(hostmem._POOL_SIZE + 1):
-        with host.instantiate(roundtrip_component) as inst:
+        with wasinn_host.instantiate(roundtrip_component) as inst:
             inst._ensure()
-            fresh = host.memories.main_memory(store_key(inst._store))
+            fresh = wasinn_host.memories.main_memory(store_key(inst._store))
             assert np.array_equal(fresh.read_array(0, length), expected)
             assert inst.call("echo", np.full(4, i, np.float32)).array().tolist() == [float(i)] * 4
             fresh.write(0, np.full(length, 0x5A, np.uint8))

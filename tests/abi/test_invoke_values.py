@@ -15,7 +15,7 @@ import pytest
 from wasmtime.component import Record, Variant
 
 import wasinn
-from conftest import CACHE, ROOT, guest_component
+from support.repo import CACHE, ROOT, guest_component
 from wasinn.cli import main
 
 ADDER = ROOT / "models" / "adder" / "model.onnx"

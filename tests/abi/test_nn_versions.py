@@ -54,16 +54,11 @@ def c_guest() -> pathlib.Path:
 GUESTS = [*((f"python-{SHORT[v]}", v) for v in VERSIONS), ("c-2024-08-19", "0.2.0-rc-2024-08-19")]
 
 
-@pytest.fixture(scope="module")
-def host():
-    return wasinn.Host(cache_dir=CACHE)
-
-
 @pytest.fixture(scope="module", params=GUESTS, ids=[g for g, _ in GUESTS])
-def guest(request, host):
+def guest(request, wasinn_host):
     name, version = request.param
     path = c_guest() if name.startswith("c-") else python_guest(version)
-    return name, version, path, host.load_component(path)
+    return name, version, path, wasinn_host.load_component(path)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +71,12 @@ def native():
     return inp, out, x, session.run([out], {inp: x})[0]
 
 
-def test_each_version_loads_18_6_mb_and_matches_native_onnxruntime(host, guest, native):
+def test_each_version_loads_18_6_mb_and_matches_native_onnxruntime(wasinn_host, guest, native):
     name, version, path, component = guest
     inp, out, x, expected = native
     # the byte-carrying calls of this version go through the adapter (spans, one copy)
     assert rewrite.rewrite(path.read_bytes(), path.name)[1] is None
-    with host.instantiate(component, dirs=[(str(MODEL.parent), "/m")]) as inst:
+    with wasinn_host.instantiate(component, dirs=[(str(MODEL.parent), "/m")]) as inst:
         assert inst.call("load-file", "/m/model.onnx").tag == "ok"  # graph.load of 18.6 MB
         for _ in range(2):  # staged inputs stay set and outputs are replaced, as the releases did
             result = inst.call("infer", inp, list(x.shape), x.tobytes(), out)
@@ -98,17 +93,17 @@ def test_each_version_loads_18_6_mb_and_matches_native_onnxruntime(host, guest, 
         assert live["tensor"] <= 2 and live["graph"] == 1 and live["graph_execution_context"] == 1
 
 
-def test_error_constructor_only_in_2024_06_25(host):
+def test_error_constructor_only_in_2024_06_25(wasinn_host):
     for version in VERSIONS:
-        with host.instantiate(host.load_component(python_guest(version))) as inst:
+        with wasinn_host.instantiate(wasinn_host.load_component(python_guest(version))) as inst:
             made = inst.call("make-error", "made by the guest")
             assert made == ("runtime-error: made by the guest" if version == "0.2.0-rc-2024-06-25" else None)
 
 
-def test_get_output_before_compute_and_unknown_output(host, native):
+def test_get_output_before_compute_and_unknown_output(wasinn_host, native):
     inp, out, x, _ = native
     version = "0.2.0-rc-2024-08-19"
-    with host.instantiate(host.load_component(python_guest(version)), dirs=[(str(MODEL.parent), "/m")]) as inst:
+    with wasinn_host.instantiate(wasinn_host.load_component(python_guest(version)), dirs=[(str(MODEL.parent), "/m")]) as inst:
         assert inst.call("load-file", "/m/model.onnx").tag == "ok"
         result = inst.call("infer", inp, list(x.shape), x.tobytes(), "no-such-output")
         assert result.tag == "err" and result.payload.startswith("invalid-argument: unknown output 'no-such-output'")
@@ -140,10 +135,10 @@ def _component(wat: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", ["wasi:nn/graph", "wasi:nn/graph@0.1.0", "wasi:nn/graph@0.2.0-rc-2023-12-31"])
-def test_other_versions_are_refused_in_one_line(host, name):
+def test_other_versions_are_refused_in_one_line(wasinn_host, name):
     wasm = _component(f'(component (import "{name}" (instance (export "load-by-name" (func (param "name" string))))))')
     with pytest.raises(WasinnError) as e:
-        host.load_component(wasm)
+        wasinn_host.load_component(wasm)
     message = str(e.value)
     assert "\n" not in message and name in message
     assert ("unversioned 2023" in message) == ("@" not in name)

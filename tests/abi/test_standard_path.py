@@ -19,7 +19,7 @@ from hypothesis import given
 
 from support import guest_builds
 import wasinn
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from wasinn import HostTensor, TensorType, testing
 
 MODEL = ROOT / "models" / "efficientnet-lite0" / "model.onnx"
@@ -37,13 +37,13 @@ def build(kind: str) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module", params=["c", "js"])
-def foreign(request, host):
-    return request.param, host.load_component(build(request.param))
+def foreign(request, wasinn_host):
+    return request.param, wasinn_host.load_component(build(request.param))
 
 
 @pytest.fixture
-def guest(host, foreign):
-    with host.instantiate(foreign[1]) as inst:
+def guest(wasinn_host, foreign):
+    with wasinn_host.instantiate(foreign[1]) as inst:
         yield inst
 
 
@@ -89,8 +89,8 @@ TRAPS = ["tensor-data-past-end", "tensor-dims-past-end", "tensor-length-wraps", 
 
 
 @pytest.fixture
-def c_guest(host):
-    with host.instantiate(host.load_component(build("c"))) as inst:
+def c_guest(wasinn_host):
+    with wasinn_host.instantiate(wasinn_host.load_component(build("c"))) as inst:
         yield inst
 
 

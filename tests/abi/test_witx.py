@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import wasinn
-from conftest import CACHE
-from support.guest_builds import ToolchainMissing, skip_without
-from support.witx_support import ERRNO, MODEL, TAGS, Probe, classify_wasm, probe_wasm, transpose_model
+from support.repo import CACHE
+from support.witx_support import ERRNO, MODEL, TAGS, Probe, probe_wasm, transpose_model, wasinn_run
 from wasinn.limits import Limits
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -210,33 +209,9 @@ def test_unknown_import_is_refused_before_instantiation():
         host.load_component(wasmtime.wat2wasm(wat))
 
 
-@pytest.fixture(scope="module")
-def classify():
-    try:
-        return classify_wasm()
-    except ToolchainMissing as e:
-        skip_without(e)
-
-
-@pytest.fixture(scope="module")
-def chelsea(tmp_path_factory):
-    from wasinn.apps.classifier_model import reference_preprocess
-    from wasinn.apps.classify import load_image
-    x = reference_preprocess(load_image(ROOT / "images" / "chelsea.png"))
-    d = tmp_path_factory.mktemp("input")
-    x.tofile(d / "chelsea.f32")
-    logits = ort.InferenceSession(str(MODEL / "model.onnx")).run(None, {"input": x})[0][0]
-    return d, logits
-
-
-def _run(*args):
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "wasinn"), "run", "--cache-dir", str(CACHE), *args],
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_c_example_loads_bytes_and_matches_native_onnxruntime(classify, chelsea):
     d, logits = chelsea
-    proc = _run("--dir", f"{MODEL}::/model", "--dir", f"{d}::/in", str(classify),
+    proc = wasinn_run("--dir", f"{MODEL}::/model", "--dir", f"{d}::/in", str(classify),
                 "/model/model.onnx", "/in/chelsea.f32", "/model/labels.txt")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -250,16 +225,16 @@ def test_c_example_loads_bytes_and_matches_native_onnxruntime(classify, chelsea)
 
 def test_c_example_by_name_with_wasmedge_preload_and_exit_status(classify, chelsea):
     d, _ = chelsea
-    proc = _run("--nn-preload", f"lite0:ONNX:AUTO:{MODEL / 'model.onnx'}", "--dir", f"{d}::/in", str(classify),
+    proc = wasinn_run("--nn-preload", f"lite0:ONNX:AUTO:{MODEL / 'model.onnx'}", "--dir", f"{d}::/in", str(classify),
                 "--name", "lite0", "/in/chelsea.f32")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].endswith("(class 285)")
-    proc = _run("--dir", f"{d}::/in", str(classify), "--name", "missing", "/in/chelsea.f32")
+    proc = wasinn_run("--dir", f"{d}::/in", str(classify), "--name", "missing", "/in/chelsea.f32")
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[:2] == [
         "wasinn: wasi_ephemeral_nn.load_by_name: not_found: no graph named 'missing'; registered: none",
         "witx-classify: load_by_name failed with errno 8"]
-    proc = _run("--no-nn-errors", "--dir", f"{d}::/in", str(classify), "--name", "missing", "/in/chelsea.f32")
+    proc = wasinn_run("--no-nn-errors", "--dir", f"{d}::/in", str(classify), "--name", "missing", "/in/chelsea.f32")
     assert proc.stderr.splitlines()[0] == "witx-classify: load_by_name failed with errno 8"
     assert all(line.startswith("wasinn: ") for line in proc.stderr.splitlines()[1:])  # the CLI's last word
 

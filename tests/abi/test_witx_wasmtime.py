@@ -11,14 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_witx import _run, chelsea, classify  # noqa: F401 (fixtures)
-from support.witx_support import MODEL
+from support.witx_support import MODEL, wasinn_run
 
 pytestmark = pytest.mark.wasmtime
 
 
 @pytest.fixture(scope="module")
-def ir_dir(tmp_path_factory, openvino_ir):  # noqa: F811
+def ir_dir(tmp_path_factory, openvino_ir):
     import openvino as ov
     d = tmp_path_factory.mktemp("ir") / "lite0"
     d.mkdir()
@@ -26,15 +25,15 @@ def ir_dir(tmp_path_factory, openvino_ir):  # noqa: F811
     return d
 
 
-def test_same_module_same_top1_on_wasmtime_and_wasinn(wasmtime_cli, ir_dir, classify, chelsea):  # noqa: F811
+def test_same_module_same_top1_on_wasmtime_and_wasinn(wasmtime_cli, ir_dir, classify, chelsea):
     binary, env = wasmtime_cli
     d, logits = chelsea
     args = ["--dir", f"{d}::/in", str(classify), "--name", "lite0", "/in/chelsea.f32"]
     nn_graph = ["-S", "nn", "-S", f"nn-graph=openvino::{ir_dir}"]
     theirs = subprocess.run([str(binary), "run", *nn_graph, *args], capture_output=True, text=True, env=env,
                             timeout=300)
-    ours_auto = _run("--inference-precision", "auto", *nn_graph, *args)
-    ours = _run(*nn_graph, *args)
+    ours_auto = wasinn_run("--inference-precision", "auto", *nn_graph, *args)
+    ours = wasinn_run(*nn_graph, *args)
     for proc in (theirs, ours_auto, ours):
         assert proc.returncode == 0, proc.stderr
     assert _classes(theirs.stdout) == _classes(ours_auto.stdout)

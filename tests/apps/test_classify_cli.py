@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from support.classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
-from conftest import CACHE
+from support.repo import CACHE
 from wasinn.apps.classify import load_image
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 from PIL import Image
 
-from conftest import ROOT
+from support.repo import ROOT
 
 _spec = importlib.util.spec_from_file_location("classify_cli_decode", ROOT / "guest" / "classify-cli" / "decode.py")
 decode = importlib.util.module_from_spec(_spec)

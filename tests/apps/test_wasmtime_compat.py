@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 
 from support.classify_cli_support import IMAGES, TOP1, component, onnx_dir, predictions, wasinn
-from conftest import CACHE
+from support.repo import CACHE
 from wasinn.apps.classify import MODEL_NAME, composed_model, load_image
 
 pytestmark = pytest.mark.wasmtime

@@ -25,7 +25,7 @@ from wasinn.nn import compute
 from wasinn.tensors import DTYPES
 
 from support import models
-from conftest import CACHE, ROOT, guest_component
+from support.repo import CACHE, ROOT, guest_component
 
 for _kind in ("openvino", "tflite"):
     if not KINDS[_kind].installed():
@@ -70,9 +70,9 @@ def ov_roundtrip_component(ov_host):
 
 
 @pytest.fixture
-def guests(host, roundtrip_component, ov_host, ov_roundtrip_component):
+def guests(wasinn_host, roundtrip_component, ov_host, ov_roundtrip_component):
     """A roundtrip instance per way of running a model."""
-    with host.instantiate(roundtrip_component) as default, ov_host.instantiate(ov_roundtrip_component) as on_ov:
+    with wasinn_host.instantiate(roundtrip_component) as default, ov_host.instantiate(ov_roundtrip_component) as on_ov:
         yield {w: on_ov if w == "openvino-onnx" else default for w in WAYS}
 
 
@@ -400,24 +400,24 @@ def _scores(host: wasinn.Host, model: bytes, feed: str, images: list[np.ndarray]
             for x in images]
 
 
-def test_efficientnet_agrees_on_onnxruntime_and_openvino(host, ov_host):
+def test_efficientnet_agrees_on_onnxruntime_and_openvino(wasinn_host, ov_host):
     from wasinn.apps.classifier_model import reference_preprocess
     from wasinn.apps.classify import load_image
     model = (ROOT / "models" / "efficientnet-lite0" / "model.onnx").read_bytes()
     images = [reference_preprocess(load_image(p)) for p in IMAGES]
-    for path, a, b in zip(IMAGES, _scores(host, model, "input", images), _scores(ov_host, model, "input", images)):
+    for path, a, b in zip(IMAGES, _scores(wasinn_host, model, "input", images), _scores(ov_host, model, "input", images)):
         a, b = _softmax(a), _softmax(b)
         assert np.argmax(a) == np.argmax(b), path.name
         assert set(np.argsort(-a)[:5]) == set(np.argsort(-b)[:5]), path.name
         assert np.abs(a - b).max() < BASE_TOLERANCE, path.name
 
 
-def test_composed_classifier_agrees_on_onnxruntime_and_openvino(host, ov_host):
+def test_composed_classifier_agrees_on_onnxruntime_and_openvino(wasinn_host, ov_host):
     """The model `wasinn classify` runs (preprocessing inside the graph)."""
     from wasinn.apps.classify import composed_model, load_image
     model = composed_model(CACHE, lambda _: None).read_bytes()
     images = [load_image(p) for p in IMAGES]
-    for path, a, b in zip(IMAGES, _scores(host, model, "image", images), _scores(ov_host, model, "image", images)):
+    for path, a, b in zip(IMAGES, _scores(wasinn_host, model, "image", images), _scores(ov_host, model, "image", images)):
         assert np.argmax(a) == np.argmax(b), path.name
         assert len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) >= 4, path.name
         assert np.abs(a - b).max() < COMPOSED_TOLERANCE, path.name
@@ -448,7 +448,7 @@ def test_openvino_stops_at_the_deadline_and_serves_the_next_call(ov_host):
     assert (name, out.dims) == ("logits", (1, 1000))
 
 
-def test_named_models_in_every_format(host, roundtrip, tmp_path):
+def test_named_models_in_every_format(wasinn_host, roundtrip, tmp_path):
     """`--model NAME=m.xml` takes m.bin beside it; `-S nn-graph=tensorflowlite::DIR` reads DIR/model.tflite."""
     (tmp_path / "ir").mkdir()
     (tmp_path / "tfl").mkdir()
@@ -456,8 +456,8 @@ def test_named_models_in_every_format(host, roundtrip, tmp_path):
     (tmp_path / "ir" / "m.xml").write_bytes(xml)
     (tmp_path / "ir" / "m.bin").write_bytes(weights)
     (tmp_path / "tfl" / "model.tflite").write_bytes(tflite_models.add_mul())
-    host.models.register_spec(f"adder-ir={tmp_path / 'ir' / 'm.xml'}")
-    host.models.register_graph_dir(f"tensorflowlite::{tmp_path / 'tfl'}")
+    wasinn_host.models.register_spec(f"adder-ir={tmp_path / 'ir' / 'm.xml'}")
+    wasinn_host.models.register_graph_dir(f"tensorflowlite::{tmp_path / 'tfl'}")
     a = np.arange(6, dtype=np.float32).reshape(SHAPE)
     for name in ("adder-ir", "tfl"):
         g = roundtrip.call("load-by-name", name)

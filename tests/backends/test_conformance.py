@@ -13,7 +13,7 @@ from wasinn.tensors import DTYPES
 
 from support import conformance
 from support.conformance import PASS
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 
 HALF = {np.dtype(np.float16), DTYPES[TensorType.BF16]}
 

@@ -27,7 +27,7 @@ from wasinn.errors import NnError
 from wasinn.limits import Limits
 
 from support import models
-from conftest import CACHE
+from support.repo import CACHE
 from support.witx_support import ERRNO, Probe, probe_wasm
 
 SECRET_NAME = "secret.bin"

@@ -28,7 +28,7 @@ from wasinn.limits import Limits
 
 from support import models
 from support import tflite_models
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 MiB = 1 << 20

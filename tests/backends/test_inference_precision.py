@@ -12,7 +12,7 @@ from wasinn.backends import KINDS, default_backends
 from wasinn.errors import NnError, WasinnError
 
 from support import models
-from conftest import ROOT
+from support.repo import ROOT
 
 if not KINDS["openvino"].installed():
     pytest.skip(f"the openvino backend is not installed ({KINDS['openvino'].install_hint()})",

@@ -19,7 +19,7 @@ from wasinn.backends import confine
 from wasinn.limits import Limits
 
 from support import models
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 
 
 def make_host(**limits) -> wasinn.Host:

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from support import models
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from support.kserve_support import SERVER_PYTHON, KServeServer, free_port
 from wasinn.apps.classify import ImageClassifier, composed_model, load_image
 from wasinn.errors import WasinnError
@@ -95,8 +95,8 @@ def compute(roundtrip, name: str, inputs):
 
 
 @pytest.mark.parametrize("data", ["binary", "json"])
-def test_guest_computes_on_the_server_and_matches_native(host, roundtrip, server, data):
-    name = register(host, f"remote-adder-{data}", server.url("adder", data=data))
+def test_guest_computes_on_the_server_and_matches_native(wasinn_host, roundtrip, server, data):
+    name = register(wasinn_host, f"remote-adder-{data}", server.url("adder", data=data))
     got = compute(roundtrip, name, [("a", A), ("b", B)])
     assert got.tag == "ok", (got.payload.code, got.payload.data) if got.tag == "err" else got
     want = dict(models.native(models.add_mul(), {"a": (models.TensorType.FP32, (2, 3), A.tobytes()),
@@ -106,11 +106,11 @@ def test_guest_computes_on_the_server_and_matches_native(host, roundtrip, server
         assert t.to_bytes() == want[n]
 
 
-def test_classifier_component_on_a_remote_model_matches_the_embedded_one(host, server):
+def test_classifier_component_on_a_remote_model_matches_the_embedded_one(wasinn_host, server):
     """The bundled classifier guest, unchanged, loads the composed model by name from the server."""
     images = [load_image(ROOT / "images" / f) for f in ("chelsea.png", "coffee.png")]
-    local = ImageClassifier(host).classify(images, top=3)
-    remote = ImageClassifier(host, model=register(host, "remote-classifier", server.url("classifier")))
+    local = ImageClassifier(wasinn_host).classify(images, top=3)
+    remote = ImageClassifier(wasinn_host, model=register(wasinn_host, "remote-classifier", server.url("classifier")))
     got = remote.classify(images, top=3)
     assert [[p.index for p in preds] for preds in got] == [[p.index for p in preds] for preds in local]
     np.testing.assert_allclose([[p.score for p in preds] for preds in got],
@@ -137,46 +137,46 @@ def test_cli_run_and_inspect_take_a_remote_model(nn_cli_wasm, server, tmp_path):
     assert [t["name"] for t in described["outputs"]] == ["probabilities", "ranked"]
 
 
-def test_server_errors_are_runtime_errors_with_the_servers_message(host, roundtrip, server):
-    name = register(host, "remote-reshape", server.url("reshape"))
+def test_server_errors_are_runtime_errors_with_the_servers_message(wasinn_host, roundtrip, server):
+    name = register(wasinn_host, "remote-reshape", server.url("reshape"))
     code, message = failure(compute(roundtrip, name, [("x", np.ones(4, np.float32))]))
     assert code == "runtime-error"
     assert server.url("reshape").removeprefix("kserve+") in message and "answered 500" in message
     assert "cannot be reshaped to the requested shape" in message  # onnxruntime's words, on the server
 
 
-def test_inputs_are_checked_against_the_servers_metadata_before_sending(host, roundtrip, server):
-    name = register(host, "remote-adder-checked", server.url("adder"))
+def test_inputs_are_checked_against_the_servers_metadata_before_sending(wasinn_host, roundtrip, server):
+    name = register(wasinn_host, "remote-adder-checked", server.url("adder"))
     code, message = failure(compute(roundtrip, name, [("a", A), ("b", np.ones((3, 2), np.float32))]))
     assert code == "invalid-argument" and "expected float32 [2,3], got float32 [3,2]" in message
 
 
-def test_a_model_the_server_lacks_is_not_found(host, roundtrip, server):
-    name = register(host, "remote-missing", server.url("nope"))
+def test_a_model_the_server_lacks_is_not_found(wasinn_host, roundtrip, server):
+    name = register(wasinn_host, "remote-missing", server.url("nope"))
     code, message = failure(roundtrip.call("load-by-name", name))
     assert code == "not-found" and "does not exist" in message  # the server's message
 
 
-def test_a_slow_inference_is_a_timeout(host, roundtrip, server):
-    name = register(host, "remote-slow", server.url("slow", timeout=SLOW_TIMEOUT))
+def test_a_slow_inference_is_a_timeout(wasinn_host, roundtrip, server):
+    name = register(wasinn_host, "remote-slow", server.url("slow", timeout=SLOW_TIMEOUT))
     code, message = failure(compute(roundtrip, name, [("x", np.ones((256, 256), np.float32))]))
     assert code == "timeout" and f"within {SLOW_TIMEOUT:g} s" in message
-    adder = register(host, "remote-adder-after-timeout", server.url("adder"))
+    adder = register(wasinn_host, "remote-adder-after-timeout", server.url("adder"))
     assert compute(roundtrip, adder, [("a", A), ("b", B)]).tag == "ok"  # the guest goes on
 
 
-def test_a_server_that_never_answers_is_a_timeout_not_a_hang(host, roundtrip):
+def test_a_server_that_never_answers_is_a_timeout_not_a_hang(wasinn_host, roundtrip):
     with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"kserve+http://127.0.0.1:{silent.getsockname()[1]}/v2/models/m?timeout=0.5"
-        code, message = failure(roundtrip.call("load-by-name", register(host, "remote-silent", url)))
+        code, message = failure(roundtrip.call("load-by-name", register(wasinn_host, "remote-silent", url)))
     assert code == "timeout" and "did not answer GET /v2/models/m within 0.5 s" in message
 
 
-def test_an_unreachable_server_is_a_clear_error(host, roundtrip):
+def test_an_unreachable_server_is_a_clear_error(wasinn_host, roundtrip):
     port = free_port()  # nothing listens there now
-    name = register(host, "remote-down", f"kserve+http://127.0.0.1:{port}/v2/models/m")
+    name = register(wasinn_host, "remote-down", f"kserve+http://127.0.0.1:{port}/v2/models/m")
     code, message = failure(roundtrip.call("load-by-name", name))
     assert code == "runtime-error"
     assert message == f"cannot reach the inference server at http://127.0.0.1:{port}/v2/models/m: Connection refused"

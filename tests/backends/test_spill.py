@@ -21,7 +21,7 @@ from wasinn import ExecutionTarget, GraphEncoding
 from wasinn.backends import KINDS
 from wasinn.limits import Limits
 
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 
 N = 9 << 19  # floats per weight: two of them make a 36 MiB model, past spill's 32 MiB
 

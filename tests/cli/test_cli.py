@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from support import models
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 
 A = np.arange(6, dtype=np.float32).reshape(2, 3)
 B = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
@@ -72,8 +72,8 @@ def test_guest_errors_give_exit_status_1(nn_cli_wasm, data):
     assert "wasi:nn error NOT_FOUND: no graph named 'missing'" in proc.stderr
 
 
-def test_invoke_calls_an_export(host, data):
-    from conftest import guest_component
+def test_invoke_calls_an_export(wasinn_host, data):
+    from support.repo import guest_component
     proc = wasinn("run", "--cache-dir", str(CACHE), "--model", f"adder={data / 'model.onnx'}",
                   "--invoke", 'load-by-name("adder")', str(guest_component("roundtrip")))
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok(1)"), proc.stderr

@@ -17,7 +17,7 @@ import pytest
 import wasmtime
 
 import wasinn
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from support.guest_builds import ToolchainMissing, c_component, c_module, skip_without
 from support.witx_support import Probe, probe_wasm
 

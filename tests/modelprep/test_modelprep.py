@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from support import models
-from conftest import ROOT
+from support.repo import ROOT
 from wasinn.modelprep.check import RUNNABLE, check
 from wasinn.modelprep.optimize import optimize
 

@@ -11,15 +11,15 @@ import pytest
 from wasinn.pipeline.operator import Message, Operator, OperatorError, Snapshot, Timestamp
 
 from support import guest_builds
-from support.operator_guests import CACHE, ROOT, host, js_operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
+from support.operator_guests import CACHE, ROOT, js_operator_wasm, snapshot_wasm
 
 
-def test_javascript_map_operator(host, services):
+def test_javascript_map_operator(wasinn_host, services):
     try:
         wasm = js_operator_wasm()
     except guest_builds.ToolchainMissing as e:
         guest_builds.skip_without(e)
-    with Operator.open(host, wasm, kind="map", name="js", configuration={"context": "js-ctx"}, services=services) as op:
+    with Operator.open(wasinn_host, wasm, kind="map", name="js", configuration={"context": "js-ctx"}, services=services) as op:
         for f in range(-40, 400, 7):
             stamp = Timestamp(50, f + 40, 0, "n")
             out = op.map(Message(json.dumps({"temperature": {"value": f, "unit": "F"}, "id": f}).encode(),
@@ -41,12 +41,12 @@ def frame_of(name: str) -> bytes:
         return im.convert("RGB").resize((224, 224), Image.BILINEAR).tobytes()
 
 
-def test_snapshot_operator_top5_matches_native_onnxruntime(host, services):
+def test_snapshot_operator_top5_matches_native_onnxruntime(wasinn_host, services):
     import onnxruntime as ort
     from wasinn.apps.classify import composed_model
     session = ort.InferenceSession(str(composed_model(CACHE, print)), providers=["CPUExecutionProvider"])
     labels = (ROOT / "models" / "efficientnet-lite0" / "labels.txt").read_text().splitlines()
-    with Operator.open(host, snapshot_wasm(), kind="map", name="snapshot", services=services) as op:
+    with Operator.open(wasinn_host, snapshot_wasm(), kind="map", name="snapshot", services=services) as op:
         for name in ("camera.png", "chelsea.png", "coffee.png"):
             frame = frame_of(name)
             assert len(frame) == 150_528
@@ -66,17 +66,17 @@ def test_snapshot_operator_top5_matches_native_onnxruntime(host, services):
             op.map(Snapshot(b"abc", 1, 1))
 
 
-def test_snapshot_module_branch_and_accumulate_as_azure_does(host, services):
+def test_snapshot_module_branch_and_accumulate_as_azure_does(wasinn_host, services):
     wasm = snapshot_wasm()
-    assert Operator.kinds(host.load_component(wasm)) == {"map", "branch", "accumulate"}
+    assert Operator.kinds(wasinn_host.load_component(wasm)) == {"map", "branch", "accumulate"}
     ts = Timestamp(1, 0, 0, "n")
-    with Operator.open(host, wasm, kind="branch", name="module-snapshot/branch",
+    with Operator.open(wasinn_host, wasm, kind="branch", name="module-snapshot/branch",
                        configuration={"snapshot_topic": "cameras/1"}, services=services) as op:
         assert [op.branch(ts, m) for m in (Message(b"{}", topic="cameras/1"), Message(b"{}", topic="sensors"),
                                            Snapshot(b"frame", 1, 1))] == [True, False, True]
         with pytest.raises(OperatorError, match=r"\(error\): Unexpected input type\.$"):
             op.branch(ts, b"raw")
-    with Operator.open(host, wasm, kind="accumulate", name="module-snapshot/accumulate", services=services) as op:
+    with Operator.open(wasinn_host, wasm, kind="accumulate", name="module-snapshot/accumulate", services=services) as op:
         frames = [Snapshot(json.dumps({"object": {"result": r, "top5": []}}).encode(), 224, 224)
                   for r in ("laptop", "tripod", "laptop")]
         staged = op.accumulate(Message(b"", topic="cams"), frames)

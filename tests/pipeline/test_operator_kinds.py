@@ -14,7 +14,7 @@ from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Message, Operator, OperatorError, Services, Snapshot, Timestamp
 
-from support.operator_guests import host, operator_wasm, services  # noqa: F401 (fixtures)
+from support.operator_guests import operator_wasm
 
 # Azure's t01 (samples/wasm/tests/t01-simple-temp-conversion): input and expected payload
 T01_IN = b'{\n    "temperature": {\n        "value": 1209,\n        "unit": "F"\n    }\n}\n'
@@ -23,13 +23,13 @@ T01_OUT = (b'{"temperature":{"value":653.8888888888889,"count":0,"max":0.0,"min"
 
 
 @pytest.fixture(scope="module")
-def temperature(host):
-    return host.load_component(operator_wasm("temperature"))
+def temperature(wasinn_host):
+    return wasinn_host.load_component(operator_wasm("temperature"))
 
 
 @pytest.fixture(scope="module")
-def probe(host):
-    return host.load_component(operator_wasm("operator-probe"))
+def probe(wasinn_host):
+    return wasinn_host.load_component(operator_wasm("operator-probe"))
 
 
 def temp(value, unit="C"):
@@ -41,15 +41,15 @@ def test_one_module_exports_four_operators(temperature, probe):
     assert Operator.kinds(probe) == {"map", "filter", "branch", "accumulate", "delay"}
 
 
-def test_kind_the_module_does_not_export_is_refused_in_one_line(host, temperature, services):
+def test_kind_the_module_does_not_export_is_refused_in_one_line(wasinn_host, temperature, services):
     with pytest.raises(WasinnError, match=r"^operator 'd': the module exports no delay operator "
                                           r"\(wasm-graph:processor/delay@1.1.0\); it exports: accumulate, branch, "
                                           r"filter, map$"):
-        Operator.open(host, temperature, kind="delay", name="d", services=services)
+        Operator.open(wasinn_host, temperature, kind="delay", name="d", services=services)
 
 
-def test_temperature_map_converts_fahrenheit_as_azure_does(host, temperature, services):
-    with Operator.open(host, temperature, kind="map", name="module-temperature/map", services=services) as op:
+def test_temperature_map_converts_fahrenheit_as_azure_does(wasinn_host, temperature, services):
+    with Operator.open(wasinn_host, temperature, kind="map", name="module-temperature/map", services=services) as op:
         for i in range(20):
             stamp = Timestamp(1_700_000_000 + i, 5, i, "node-a")
             out = op.map(Message(T01_IN, topic="sensors/temp", content_type="application/json",
@@ -66,25 +66,25 @@ def test_temperature_map_converts_fahrenheit_as_azure_does(host, temperature, se
             op.map(b"raw bytes")
 
 
-def test_temperature_filter_keeps_the_configured_range(host, temperature, services):
+def test_temperature_filter_keeps_the_configured_range(wasinn_host, temperature, services):
     config = {"temperature_lower_bound": "0", "temperature_upper_bound": "100"}
-    with Operator.open(host, temperature, kind="filter", name="range", configuration=config, services=services) as op:
+    with Operator.open(wasinn_host, temperature, kind="filter", name="range", configuration=config, services=services) as op:
         values = [-5, 0, 0.5, 42, 99.9, 100, 150]
         assert [op.filter(Message(temp(v))) for v in values] == [False, False, True, True, True, False, False]
         assert op.filter(Message(temp(50, "F"))) is False  # Azure's filter passes Celsius only
         assert op.filter(Message(b'{"humidity": {"value": 3}}')) is False
 
 
-def test_temperature_branch_by_measurement_kind(host, temperature, services):
-    with Operator.open(host, temperature, kind="branch", name="kind", services=services) as op:
+def test_temperature_branch_by_measurement_kind(wasinn_host, temperature, services):
+    with Operator.open(wasinn_host, temperature, kind="branch", name="kind", services=services) as op:
         ts = Timestamp(1, 0, 0, "n")
         assert [op.branch(ts, Message(p)) for p in (temp(1), b'{"humidity": {"value": 3}}',
                                                      b'{"object": {"result": "cat"}}', temp(2, "F"))] == \
             [True, False, False, True]
 
 
-def test_temperature_accumulate_folds_a_window(host, temperature, services):
-    with Operator.open(host, temperature, kind="accumulate", name="window", services=services) as op:
+def test_temperature_accumulate_folds_a_window(wasinn_host, temperature, services):
+    with Operator.open(wasinn_host, temperature, kind="accumulate", name="window", services=services) as op:
         window = [Message(temp(v), topic=f"t{i}", timestamp=Timestamp(100 + i, 7, 0, "n"))
                   for i, v in enumerate([20, 30.5, 25])]
         staged = op.accumulate(Message(b"", topic="", timestamp=Timestamp(0, 0, 0, "n")), window)
@@ -97,8 +97,8 @@ def test_temperature_accumulate_folds_a_window(host, temperature, services):
                                 b'"unit":"C"}}')
 
 
-def test_probe_filter_branch_accumulate_and_delay_in_a_loop(host, probe, services):
-    ops = {k: Operator.open(host, probe, kind=k, name=k, configuration={"delay": "5"}, services=services)
+def test_probe_filter_branch_accumulate_and_delay_in_a_loop(wasinn_host, probe, services):
+    ops = {k: Operator.open(wasinn_host, probe, kind=k, name=k, configuration={"delay": "5"}, services=services)
            for k in ("filter", "branch", "accumulate", "delay")}
     for i in range(25):
         ts = Timestamp(1_000 + i, 999, i, "n")
@@ -111,8 +111,8 @@ def test_probe_filter_branch_accumulate_and_delay_in_a_loop(host, probe, service
         op.close()
 
 
-def test_snapshot_and_raw_bytes_round_trip(host, probe, services):
-    with Operator.open(host, probe, kind="map", name="echo", services=services) as op:
+def test_snapshot_and_raw_bytes_round_trip(wasinn_host, probe, services):
+    with Operator.open(wasinn_host, probe, kind="map", name="echo", services=services) as op:
         frame = bytes(range(256)) * 588  # 150,528 bytes: Azure's 224x224 RGB .raw frame
         snap = Snapshot(frame, 224, 224, "rgb24", Timestamp(3, 4, 5, "cam"))
         msg = json.dumps({"do": "echo"}).encode()
@@ -126,8 +126,8 @@ def test_snapshot_and_raw_bytes_round_trip(host, probe, services):
         assert snap.frame == frame
 
 
-def test_operator_error_and_trap_then_reinitialised(host, probe, services):
-    with Operator.open(host, probe, kind="map", name="flaky", configuration={"start": "7"}, services=services) as op:
+def test_operator_error_and_trap_then_reinitialised(wasinn_host, probe, services):
+    with Operator.open(wasinn_host, probe, kind="map", name="flaky", configuration={"start": "7"}, services=services) as op:
         count = lambda: json.loads(op.map(Message(b'{"do": "count"}')).payload)  # noqa: E731
         assert count() == {"count": 1, "start": 7}
         assert count() == {"count": 2, "start": 7}
@@ -146,8 +146,8 @@ def test_operator_error_and_trap_then_reinitialised(host, probe, services):
         assert count() == {"count": 1, "start": 7}
 
 
-def test_init_returning_false_is_an_error(host, probe, services):
-    op = Operator.open(host, probe, kind="filter", name="picky", configuration={"fail-init": "1"}, services=services)
+def test_init_returning_false_is_an_error(wasinn_host, probe, services):
+    op = Operator.open(wasinn_host, probe, kind="filter", name="picky", configuration={"fail-init": "1"}, services=services)
     with pytest.raises(OperatorError, match=r"^operator 'picky' failed \(init\): init returned false$"):
         op.init()
     with pytest.raises(OperatorError, match=r"\(init\)"):
@@ -155,9 +155,9 @@ def test_init_returning_false_is_an_error(host, probe, services):
     op.close()
 
 
-def test_payload_over_the_limit_is_refused_before_the_guest(host, probe):
+def test_payload_over_the_limit_is_refused_before_the_guest(wasinn_host, probe):
     services = Services.embedded(log=EventLog(stream=io.StringIO()), limits=Limits().updated({"max_payload_bytes": 1000}))
-    with Operator.open(host, probe, kind="filter", name="small", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="filter", name="small", services=services) as op:
         with pytest.raises(OperatorError, match=r"the payload is 1001 bytes; the limit is 1000 "
                                                 r"\(limit 'max-payload-bytes', --max-payload-bytes\)"):
             op.filter(Message(b"x" * 1001))
@@ -165,8 +165,8 @@ def test_payload_over_the_limit_is_refused_before_the_guest(host, probe):
     services.close()
 
 
-def test_command_resources_past_their_bound_end_the_call_not_the_host(host, probe, services):
-    with Operator.open(host, probe, kind="map", name="hoarder", configuration={"start": "1"}, services=services) as op:
+def test_command_resources_past_their_bound_end_the_call_not_the_host(wasinn_host, probe, services):
+    with Operator.open(wasinn_host, probe, kind="map", name="hoarder", configuration={"start": "1"}, services=services) as op:
         assert json.loads(op.map(Message(b'{"do": "hoard-builders", "n": 100}')).payload) == {"ok": 100}
         with pytest.raises(OperatorError, match=r"^operator 'hoarder' failed \(trap\): operator 'hoarder' holds 256 "
                                                 r"live command-invoker resources; drop some before making more$"):
@@ -175,8 +175,8 @@ def test_command_resources_past_their_bound_end_the_call_not_the_host(host, prob
         assert len(op.imports.commands) <= 256
 
 
-def test_an_operator_opened_without_services_has_its_own(host, probe):
-    op = Operator.open(host, operator_wasm("operator-probe"), kind="filter")
+def test_an_operator_opened_without_services_has_its_own(wasinn_host, probe):
+    op = Operator.open(wasinn_host, operator_wasm("operator-probe"), kind="filter")
     assert op.name.startswith("operator-probe") and op.filter(Message(b"pass")) is True  # named after its file
     path = op.services.state_store.path
     op.close()

@@ -18,7 +18,7 @@ from wasinn.pipeline.operator import Message, Operator
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
 from support import guest_builds
-from support.operator_guests import ROOT, host, js_operator_wasm, operator_wasm, services, snapshot_wasm  # noqa: F401 (fixtures)
+from support.operator_guests import ROOT, js_operator_wasm, operator_wasm, snapshot_wasm
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
 
@@ -31,9 +31,9 @@ def _js_wasm():
 
 
 @pytest.fixture(scope="module", params=["py", "js"])
-def operator(request, host, services):
+def operator(request, wasinn_host, services):
     wasm = operator_wasm("operator-probe") if request.param == "py" else _js_wasm()
-    with Operator.open(host, wasm, kind="map", name=f"payloads-{request.param}", services=services) as op:
+    with Operator.open(wasinn_host, wasm, kind="map", name=f"payloads-{request.param}", services=services) as op:
         yield wasm, op
 
 
@@ -66,14 +66,14 @@ def test_buffer_read_hands_over_exact_bytes(operator, n):
 
 
 @pytest.fixture(scope="module")
-def reader(host):
+def reader(wasinn_host):
     try:
         wasm = guest_builds.c_component([ROOT / "guest" / "c-buffer-reader" / "reader.c"], name="c-buffer-reader",
                                         world="wasinn:guest/buffer-reader")
     except guest_builds.ToolchainMissing as e:
         guest_builds.skip_without(e)
-    serve(host)
-    with host.instantiate(host.load_component(wasm)) as inst:
+    serve(wasinn_host)
+    with wasinn_host.instantiate(wasinn_host.load_component(wasm)) as inst:
         yield inst
 
 

@@ -23,18 +23,13 @@ from wasinn.pipeline.services import CommandInvoker, EmbeddedStore, MetricFamili
 from wasinn.pipeline.services.clock import HybridClock, Timestamp
 from wasinn.pipeline.services.state_store import StateError
 
-from support.operator_guests import CACHE, operator_wasm
+from support.operator_guests import operator_wasm
 from support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
-def host():
-    return wasinn.Host(cache_dir=CACHE)
-
-
-@pytest.fixture(scope="module")
-def probe(host):
-    return host.load_component(operator_wasm("operator-probe"))
+def probe(wasinn_host):
+    return wasinn_host.load_component(operator_wasm("operator-probe"))
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +140,14 @@ def test_embedded_store_is_shared_between_processes(tmp_path):
 
 # --- through an operator ---------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["embedded", "redis"])
-def test_operator_uses_the_state_store(host, probe, kind, request, tmp_path):
+def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_path):
     if kind == "embedded":
         services = Services.embedded(log=EventLog(stream=io.StringIO()), state_path=tmp_path / "s.sqlite")
     else:
         url = request.getfixturevalue("redis_server").url
         services = Services(state_store=RedisStore(url, prefix=f"op{time.monotonic_ns()}:"),
                             log=EventLog(stream=io.StringIO()))
-    with Operator.open(host, probe, kind="map", name="stateful", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="stateful", services=services) as op:
         token = [200, 0, 0, "lease"]
         out = run(op, {"do": "state", "ops": [
             ["set", "a", "1", "unconditional", None, None], ["get", "a"], ["get", "missing"],
@@ -173,12 +168,12 @@ def test_operator_uses_the_state_store(host, probe, kind, request, tmp_path):
     services.close()
 
 
-def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(host, probe, tmp_path):
+def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, tmp_path):
     log = io.StringIO()
     registry = CollectorRegistry()
     limits = Limits().updated({"max_state_keys": 50, "max_metric_series": 20, "max_log_lines": 30})
     services = Services.embedded(log=EventLog(stream=log), limits=limits, metrics=MetricFamilies(registry))
-    with Operator.open(host, probe, kind="map", name="hostile", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="hostile", services=services) as op:
         keys = run(op, {"do": "flood-keys", "n": 2000})
         series = run(op, {"do": "flood-metrics", "n": 2000})
         lines = run(op, {"do": "flood-logs", "n": 2000})
@@ -198,11 +193,11 @@ def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(host, probe, tmp_path
     services.close()
 
 
-def test_logger_writes_json_lines_with_the_operator_and_context(host, probe):
+def test_logger_writes_json_lines_with_the_operator_and_context(wasinn_host, probe):
     log = io.StringIO()
     services = Services.embedded(log=EventLog(stream=log, level="debug"))
-    temperature = host.load_component(operator_wasm("temperature"))
-    with Operator.open(host, temperature, kind="map", name="to-celsius", configuration={"key2": "v"},
+    temperature = wasinn_host.load_component(operator_wasm("temperature"))
+    with Operator.open(wasinn_host, temperature, kind="map", name="to-celsius", configuration={"key2": "v"},
                        services=services) as op:
         op.init()
     first = json.loads(log.getvalue().splitlines()[0])
@@ -212,10 +207,10 @@ def test_logger_writes_json_lines_with_the_operator_and_context(host, probe):
     services.close()
 
 
-def test_metrics_reach_prometheus_with_their_labels(host, probe):
+def test_metrics_reach_prometheus_with_their_labels(wasinn_host, probe):
     registry = CollectorRegistry()
     services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
-    with Operator.open(host, probe, kind="map", name="counting", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="counting", services=services) as op:
         for _ in range(3):
             assert run(op, {"do": "metric", "name": "requests", "value": 2, "labels": [["unit", "C"]]}) == {"ok": True}
         assert run(op, {"do": "histogram", "name": "latency", "value": 0.25}) == {"ok": True}
@@ -234,27 +229,27 @@ def test_metrics_reach_prometheus_with_their_labels(host, probe):
     services.close()
 
 
-def test_schema_registry_from_a_file_or_not_available(host, probe, tmp_path):
+def test_schema_registry_from_a_file_or_not_available(wasinn_host, probe, tmp_path):
     log = io.StringIO()
     services = Services.embedded(log=EventLog(stream=log))
-    with Operator.open(host, probe, kind="map", name="no-schemas", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="no-schemas", services=services) as op:
         assert run(op, {"do": "schema", "id": "temp", "version": "1"}) == {"error": "SchemaError_NotAvailable"}
     warning = [json.loads(line) for line in log.getvalue().splitlines() if "schema-registry" in line][0]
     assert warning["event"] == "operator-service-unavailable" and warning["operator"] == "no-schemas"
     path = tmp_path / "schemas.json"
     path.write_text(json.dumps([{"name": "temp", "version": "2", "content": {"type": "object"}}]))
     services.schemas = SchemaRegistry.from_file(path)
-    with Operator.open(host, probe, kind="map", name="schemas", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="schemas", services=services) as op:
         assert run(op, {"do": "schema", "id": "temp", "version": "2"}) == {
             "name": "temp", "version": "2", "content": '{"type": "object"}', "format": "SchemaFormat_Json"}
         assert run(op, {"do": "schema", "id": "temp", "version": "1"}) == {"error": "SchemaError_NotFound"}
     services.close()
 
 
-def test_command_invoker_over_mqtt5_or_client_error(host, probe):
+def test_command_invoker_over_mqtt5_or_client_error(wasinn_host, probe):
     from support.pipeline_service import Broker
     services = Services.embedded(log=EventLog(stream=io.StringIO()))
-    with Operator.open(host, probe, kind="map", name="rpc", services=services) as op:
+    with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
         assert run(op, {"do": "invoke", "topic": "cmd/probe", "payload": "x"}) == {"error": "RpcError_ClientError"}
     with Broker() as broker:
         from paho.mqtt.packettypes import PacketTypes
@@ -276,7 +271,7 @@ def test_command_invoker_over_mqtt5_or_client_error(host, probe):
         responder.subscribe("cmd/probe", qos=1)[0] == 0
         time.sleep(0.2)
         services.invoker = CommandInvoker(invoker_client, client_id="invoker")
-        with Operator.open(host, probe, kind="map", name="rpc", services=services) as op:
+        with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
             assert run(op, {"do": "invoke", "topic": "cmd/{commandName}", "payload": "ping"}) == {
                 "payload": "re:ping", "user": [["seen", "v"]]}
             assert run(op, {"do": "invoke", "topic": "cmd/nobody", "payload": "ping", "timeout": 1}) == {
@@ -299,11 +294,11 @@ def test_state_seed_file_as_azure_writes_it(store, tmp_path):
         seed(store, path)
 
 
-def test_redis_restart_is_a_timeout_then_the_store_serves_again(host, probe):
+def test_redis_restart_is_a_timeout_then_the_store_serves_again(wasinn_host, probe):
     server = RedisServer()  # its own: this one is stopped
     try:
         services = Services(state_store=RedisStore(server.url, timeout=1.0), log=EventLog(stream=io.StringIO()))
-        with Operator.open(host, probe, kind="map", name="through-restart", services=services) as op:
+        with Operator.open(wasinn_host, probe, kind="map", name="through-restart", services=services) as op:
             put = ["set", "k", "v", "unconditional", None, None]
             assert run(op, {"do": "state", "ops": [put]})[0]["set"] is True
             server.stop()
@@ -375,11 +370,11 @@ def test_versions_grow_across_writers_whose_clocks_disagree(store):
     assert count == 1 and third > second
 
 
-def test_temperature_module_counts_requests_as_azure_does(host):
+def test_temperature_module_counts_requests_as_azure_does(wasinn_host):
     registry = CollectorRegistry()
     services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
-    temperature = host.load_component(operator_wasm("temperature"))
-    with Operator.open(host, temperature, kind="map", name="to-celsius", services=services) as op:
+    temperature = wasinn_host.load_component(operator_wasm("temperature"))
+    with Operator.open(wasinn_host, temperature, kind="map", name="to-celsius", services=services) as op:
         for unit in "FFC":
             op.map(Message(json.dumps({"temperature": {"value": 50, "unit": unit}}).encode()))
     module = {"operator": "to-celsius", "module": "module-temperature/map"}

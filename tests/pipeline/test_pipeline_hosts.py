@@ -11,8 +11,7 @@ import pytest
 
 from support.pipeline_certs import Certificates
 from support.pipeline_netns import Namespaces, Unavailable
-from support.pipeline_service import Broker, Results, Service, pipeline_with
-from test_pipeline_serve import check_predictions, send, stream
+from support.pipeline_service import Broker, Results, Service, check_predictions, pipeline_with, send, stream
 
 USERS = {"cam-7": "correct horse battery staple"}
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from support.pipeline_certs import Certificates
-from support.pipeline_service import Broker, Results, Service, client, pipeline_with, publish
-from test_pipeline_serve import IMAGES, check_predictions, send, stream
+from support.pipeline_service import (IMAGES, Broker, Results, Service, check_predictions, client, pipeline_with, publish,
+                                      send, stream)
 
 from wasinn.errors import WasinnError
 from wasinn.pipeline import connection

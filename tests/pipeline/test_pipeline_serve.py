@@ -15,33 +15,9 @@ import time
 import pytest
 from PIL import Image
 
-from support.pipeline_service import Broker, Results, Service, client, publish
+from support.pipeline_service import IMAGES, Broker, Results, Service, check_predictions, client, publish, send, stream
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-IMAGES = {p.stem: p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))}
-TOP1 = {"chelsea": "Egyptian cat", "coffee": "espresso", "camera": "tripod"}
-
-
-def stream(n: int, prefix: str) -> dict[str, str]:
-    """n message ids -> the sample photo each one carries."""
-    names = sorted(IMAGES)
-    return {f"{prefix}-{i:03d}": names[i % len(names)] for i in range(n)}
-
-
-def send(broker: Broker, messages: dict[str, str]) -> None:
-    c = client(broker)
-    for ident, name in messages.items():
-        publish(c, IMAGES[name], ident)
-    c.disconnect()
-    c.loop_stop()
-
-
-def check_predictions(results: Results, messages: dict[str, str]) -> None:
-    for ident, name in messages.items():
-        for body in results.by_id[ident]:  # duplicates, if any, say the same
-            assert body["result"]["predictions"][0]["label"] == TOP1[name], body
-
-
 @pytest.fixture(scope="module")
 def broker():
     with Broker() as b:

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from wasinn.apps.classify_cli import classify_cli_component, onnx_graph_dir
 
 IMAGES = ROOT / "images"

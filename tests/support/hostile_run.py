@@ -23,7 +23,7 @@ from wasinn.limits import Limits
 
 from support import hostile_models
 from support import models
-from conftest import CACHE, guest_component
+from support.repo import CACHE, guest_component
 from support.witx_support import Probe, probe_wasm, transpose_model
 
 WITX_ENCODING = {"openvino": 0, "onnx": 1, "tensorflowlite": 4}

@@ -1,34 +1,14 @@
 """The data-flow operators the suite builds from source (guest/), once per content."""
 from __future__ import annotations
 
-import io
 import pathlib
 
-import pytest
-
-import wasinn
 from wasinn import build
-from wasinn.pipeline.jsonlog import EventLog
-from wasinn.pipeline.operator import Services
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
 # guest name -> the world it is built against
 WORLDS = {"temperature": "wasinn:guest/operator-set", "operator-probe": "wasinn:guest/operator-probe"}
-
-
-@pytest.fixture(scope="module")
-def host():
-    """The operator tests' host (a test module imports this fixture by name)."""
-    return wasinn.Host(cache_dir=CACHE)
-
-
-@pytest.fixture(scope="module")
-def services():
-    """Embedded services for a test module's operators, their log kept off the output."""
-    s = Services.embedded(log=EventLog(stream=io.StringIO()))
-    yield s
-    s.close()
 
 
 def operator_wasm(name: str) -> pathlib.Path:

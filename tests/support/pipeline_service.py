@@ -346,3 +346,28 @@ def pipeline_with(directory: pathlib.Path, **mqtt_settings) -> pathlib.Path:
     path = pathlib.Path(directory) / "pipeline.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+# The sample photos as a stream of messages (ids -> photo names) and what each must be classified as.
+IMAGES = {p.stem: p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))}
+TOP1 = {"chelsea": "Egyptian cat", "coffee": "espresso", "camera": "tripod"}
+
+
+def stream(n: int, prefix: str) -> dict[str, str]:
+    """n message ids -> the sample photo each one carries."""
+    names = sorted(IMAGES)
+    return {f"{prefix}-{i:03d}": names[i % len(names)] for i in range(n)}
+
+
+def send(broker: Broker, messages: dict[str, str]) -> None:
+    c = client(broker)
+    for ident, name in messages.items():
+        publish(c, IMAGES[name], ident)
+    c.disconnect()
+    c.loop_stop()
+
+
+def check_predictions(results: Results, messages: dict[str, str]) -> None:
+    for ident, name in messages.items():
+        for body in results.by_id[ident]:  # duplicates, if any, say the same
+            assert body["result"]["predictions"][0]["label"] == TOP1[name], body

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pathlib
 import struct
+import subprocess
 
 import numpy as np
 import wasmtime
 from onnx import TensorProto, helper
 
 from support.guest_builds import c_module
+from support.repo import CACHE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROBE = ROOT / "guest" / "witx-probe" / "probe.wat"
@@ -89,3 +91,9 @@ class Probe:
         buf, out = self.put(b"\0" * size), self.put(b"\0" * 4)
         errno = self.call("get_output", ctx, index, buf, size, out)
         return errno, self.inst.read(buf, self.u32(out)) if errno == 0 else b""
+
+
+def wasinn_run(*args) -> subprocess.CompletedProcess:
+    """`wasinn run` of this repository's venv, on the suite's cache."""
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "wasinn"), "run", "--cache-dir", str(CACHE), *args],
+                          capture_output=True, text=True, timeout=300)

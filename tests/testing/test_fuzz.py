@@ -16,33 +16,13 @@ from hypothesis import settings
 from hypothesis.stateful import rule
 from onnx import TensorProto, helper
 
-from support import guest_builds
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from wasinn import Host
 from wasinn.testing import ComponentMachine, tensors
 from wasinn.cli.fuzz import DEFAULT_EXAMPLES
 from wasinn.testing.fuzz import fuzz
 
 SEED = 2
-
-
-@pytest.fixture(scope="module")
-def py_wasm(wasinn_build):
-    return wasinn_build(ROOT / "guest" / "fuzz-py", world="wasinn:guest/fuzz-guest")
-
-
-@pytest.fixture(scope="module")
-def c_wasm():
-    try:
-        return guest_builds.c_component([ROOT / "guest" / "fuzz-c" / "fuzz.c"], name="fuzz-c",
-                                        world="wasinn:guest/fuzz-c-guest")
-    except guest_builds.ToolchainMissing as e:
-        guest_builds.skip_without(e)
-
-
-@pytest.fixture(scope="module")
-def guests(wasinn_host, py_wasm, c_wasm):
-    return {"py": wasinn_host.load_component(py_wasm), "c": wasinn_host.load_component(c_wasm)}
 
 
 # (guest, export, the shrunk counterexample: exact, or its start where the bytes may vary)
@@ -146,7 +126,7 @@ def test_unreadable_component_exits_2(tmp_path):
 
 
 def test_roundtrip_refuses_an_export_that_does_not_return_what_it_takes(wasinn_host):
-    from conftest import guest_component
+    from support.repo import guest_component
     component = wasinn_host.load_component(guest_component("roundtrip"))
     from wasinn.errors import WasinnError
     with pytest.raises(WasinnError, match="--roundtrip needs an export that returns what it takes; make is"):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 from wasinn import Host
 from wasinn.errors import WasinnError
 

@@ -14,7 +14,7 @@ from hypothesis import find, given, settings, strategies as st
 from hypothesis.errors import InvalidArgument
 from onnx import TensorProto, helper
 
-from conftest import ROOT
+from support.repo import ROOT
 from wasinn import HostTensor, TensorType
 from wasinn.tensors import DTYPES
 from wasinn.testing import EDGES, THRESHOLDS, dims, inputs_for, tensors, values_for

@@ -1,6 +1,5 @@
 import sys
 pass
-from test_fuzz import guests, py_wasm, c_wasm  # noqa
 def test_x(wasinn_host, guests):
     from wasinn.testing.fuzz import fuzz
     from wasinn.cli.fuzz import DEFAULT_EXAMPLES
