@@ -235,7 +235,7 @@ print(time.perf_counter() - t, hwm() - base)
 
 def _guest_builds():
     sys.path.insert(0, str(ROOT / "tests"))
-    import guest_builds
+    from support import guest_builds
     return guest_builds
 
 

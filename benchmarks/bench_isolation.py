@@ -79,7 +79,7 @@ def rows(row, progress, child, c_guest, root, cache, threads: int, quick: bool) 
 
     progress("isolation: a trivial model's compute round trip, backend call, isolated and in process")
     sys.path.insert(0, str(root / "tests"))
-    import models
+    from support import models
     from wasinn import HostTensor
     from wasinn._bindings import ExecutionTarget, GraphEncoding
     from wasinn.backends import default_backends

@@ -25,8 +25,8 @@ import wasinn  # noqa: E402
 from wasinn import TensorType, build  # noqa: E402
 from wasinn._bindings import WASINN_GUEST_ADVERSARY_GUEST_WORLD  # noqa: E402
 
-import models  # noqa: E402  (tests/models.py: small ONNX models built in code)
-from internals import tables  # noqa: E402  (tests/internals.py)
+from support import models  # noqa: E402  (tests/support/models.py: small ONNX models built in code)
+from support.internals import tables  # noqa: E402  (tests/support/internals.py)
 
 CACHE = ROOT / ".cache" / "bench"
 MIB = 1 << 20

@@ -44,7 +44,7 @@ def _native(payload: bytes) -> bytes:
 
 def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick: bool) -> None:
     sys.path.insert(0, str(root / "tests"))
-    import operator_guests
+    from support import operator_guests
     n = 100 if quick else 1000
     services = Services.embedded(log=EventLog(stream=io.StringIO()))
     message = Message(PAYLOAD, topic="sensors/temperature", timestamp=Timestamp(1_700_000_000, 0, 0, "bench"))
@@ -85,7 +85,7 @@ def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick
 
 
 def _snapshot(row, progress, p99, root, cache, host, threads, services, n: int) -> None:
-    import operator_guests
+    from support import operator_guests
     import numpy as np
     import onnxruntime as ort
     from PIL import Image
@@ -165,8 +165,8 @@ def _mqtt_map(row, progress, p99, root, cache, host, services, n: int) -> None:
     import threading
     import time
 
-    import operator_guests
-    from pipeline_service import Broker, client, publish
+    from support import operator_guests
+    from support.pipeline_service import Broker, client, publish
     from wasinn.pipeline.engine import open_runner
     from wasinn.pipeline.graphdef import ServeFlags, resolve
     from wasinn.pipeline.metrics import WorkerMetrics
@@ -234,7 +234,7 @@ def _mqtt_map(row, progress, p99, root, cache, host, services, n: int) -> None:
 def _buffer_read(row, progress, interleaved, host, services, n: int) -> None:
     """guest/operator-probe's filter reads its payload with buffer.read (the data path's
     buffers block): a 150,528-byte frame and 4 MiB, next to a 4-byte payload."""
-    import operator_guests
+    from support import operator_guests
     progress("operators: buffer.read (componentize-py)")
     op = Operator.open(host, operator_guests.operator_wasm("operator-probe"), kind="filter", name="bench-read",
                        services=services)

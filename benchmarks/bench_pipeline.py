@@ -18,7 +18,7 @@ free loopback port; nothing leaves the machine.
 
 --hosts: worker hosts instead: one and two network namespaces with one worker each,
 joined to a broker namespace by veth pairs, over TLS with a password (as
-tests/test_pipeline_hosts.py); msgs/s of a burst. Every namespace is deleted at the end.
+tests/pipeline/test_pipeline_hosts.py); msgs/s of a burst. Every namespace is deleted at the end.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from pipeline_service import CACHE, PIPELINE, Broker, Results, Service, client, pipeline_with, publish  # noqa: E402
+from support.pipeline_service import CACHE, PIPELINE, Broker, Results, Service, client, pipeline_with, publish  # noqa: E402
 
 IMAGES = [p.read_bytes() for p in sorted((ROOT / "images").glob("*.png"))]
 
@@ -228,8 +228,8 @@ def forget_session(broker: Broker, client_id: str) -> None:
 def hosts(messages: int, rounds: int) -> int:
     import tempfile
 
-    from pipeline_certs import Certificates
-    from pipeline_netns import Namespaces, Unavailable
+    from support.pipeline_certs import Certificates
+    from support.pipeline_netns import Namespaces, Unavailable
     try:
         net = Namespaces(["host1", "host2"])
     except Unavailable as e:

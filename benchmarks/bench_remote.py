@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "host"), str(ROOT / "tests")]
 
 import wasinn  # noqa: E402
-from kserve_support import KServeServer  # noqa: E402
+from support.kserve_support import KServeServer  # noqa: E402
 from wasinn.apps.classify import ImageClassifier, composed_model, load_image  # noqa: E402
 from wasinn.nn import compute  # noqa: E402
 

@@ -47,8 +47,8 @@ SNAPSHOT = "azure-samples/explore-iot-operations/snapshot:1.0.0"
 
 
 def modules(graph: str) -> tuple[str, ...]:
-    import dataflow_support
-    import operator_guests
+    from support import dataflow_support
+    from support import operator_guests
     if graph == "temperature":
         return ("--module", f"{TEMPERATURE}={dataflow_support.operator_wasm('temperature')}",
                 "--module", f"{WINDOW}={dataflow_support.operator_wasm('window')}", "--param", f"window_ms={WINDOW_MS}")
@@ -148,7 +148,7 @@ def flood(broker, graph: str, items: list[bytes], tag: str, timeout: float = 300
 
 
 def _serve(broker, graph: str, tag: str, redis_url: str, *, workers: int, node: str, netns=None, address=None):
-    from pipeline_service import Service
+    from support.pipeline_service import Service
     return Service(broker, workers=workers, node=node, pipeline=GRAPHS[graph], log_level="info",
                    netns=netns, address=address, ort_threads=1,
                    extra=(*modules(graph), "--source", f"scale/{tag}/in", "--sink", f"scale/{tag}/out",
@@ -171,9 +171,9 @@ def _run(broker, graph: str, items, warm, services) -> float:
 
 def measure(graph: str, n: int, rounds: int, progress, hosts: bool = True) -> dict[str, list[float]]:
     """msgs/s per configuration and round: workers-1, workers-2 and (as root) hosts-1, hosts-2."""
-    from pipeline_netns import Namespaces, Unavailable
-    from pipeline_service import Broker
-    from redis_server import RedisServer
+    from support.pipeline_netns import Namespaces, Unavailable
+    from support.pipeline_service import Broker
+    from support.redis_server import RedisServer
     items, warm = payloads(graph, n), payloads(graph, 20 if graph == "temperature" else 6)
     rates: dict[str, list[float]] = {}
     net = None

@@ -29,7 +29,7 @@ import time
 
 def rows(row, progress, run, as_installed, wasmtime_cli, root: pathlib.Path, cache: pathlib.Path, quick: bool) -> None:
     sys.path.insert(0, str(root / "tests"))
-    import guest_builds
+    from support import guest_builds
     n = 5 if quick else 15
     env = as_installed()
     # the `wasinn` command as pip installs it (its console script), run by this interpreter;
@@ -103,7 +103,7 @@ def _load_by_name(root: pathlib.Path, cache: pathlib.Path, n: int) -> tuple[floa
     """Median seconds of load_by_name + unload on a preloaded model, and the first load_by_name
     on a host that loads on first use."""
     import wasinn
-    from witx_support import probe_wasm
+    from support.witx_support import probe_wasm
     model = root / "models" / "efficientnet-lite0" / "model.onnx"
 
     def probe(preload: bool):

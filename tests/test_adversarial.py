@@ -25,7 +25,7 @@ import wasinn
 from wasinn import TensorType
 from wasinn.tensors import DTYPES
 
-import models
+from support import models
 
 STEPS = 50  # at most one graph per step: stays under the default max-graphs (64)
 ERROR_CODES = {c.value for c in wasinn.ErrorCode}
@@ -353,14 +353,14 @@ class WasiNnMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture(scope="module")
-def by_name(host, tmp_path_factory):
+def by_name(wasinn_host, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "add_mul.onnx"
     path.write_bytes(models.add_mul())
-    host.models.register(BY_NAME, path)
+    wasinn_host.models.register(BY_NAME, path)
 
 
-def test_random_wasi_nn_call_sequences(host, adversary_component, by_name):
-    WasiNnMachine.host, WasiNnMachine.component = host, adversary_component
+def test_random_wasi_nn_call_sequences(wasinn_host, adversary_component, by_name):
+    WasiNnMachine.host, WasiNnMachine.component = wasinn_host, adversary_component
     profile = settings()  # the loaded profile (conftest.py): its example count
     before = dict(vars(Counters))
     run_state_machine_as_test(WasiNnMachine, settings=settings(profile, stateful_step_count=STEPS))

@@ -6,8 +6,8 @@ import shutil
 import wasinn
 from wasinn.embedding.records import record
 
-from conftest import guest_component
-from internals import compiled_entry
+from support.repo import guest_component
+from support.internals import compiled_entry
 
 
 def compiles(host: wasinn.Host, path) -> int:

@@ -11,7 +11,7 @@ import pytest
 import wasinn
 from wasinn import TensorType
 
-import models
+from support import models
 
 THREADS = 8
 ROUNDS = 20
@@ -40,10 +40,10 @@ def workload(inst, worker: int) -> list[tuple]:
     return seen
 
 
-def test_parallel_instances_match_the_serial_run(host, adversary_component):
-    with host.instantiate(adversary_component) as inst:
+def test_parallel_instances_match_the_serial_run(wasinn_host, adversary_component):
+    with wasinn_host.instantiate(adversary_component) as inst:
         serial = [workload(inst, w) for w in range(THREADS)]
-    instances = [host.instantiate(adversary_component) for _ in range(THREADS)]
+    instances = [wasinn_host.instantiate(adversary_component) for _ in range(THREADS)]
     start = threading.Barrier(THREADS)
 
     def run(w):
@@ -63,9 +63,9 @@ def test_parallel_instances_match_the_serial_run(host, adversary_component):
             inst.close()
 
 
-def test_reps_belong_to_one_instance_each(host, adversary_component):
+def test_reps_belong_to_one_instance_each(wasinn_host, adversary_component):
     """The host's table tags every object with its instance; live counts add up."""
-    instances = [host.instantiate(adversary_component) for _ in range(4)]
+    instances = [wasinn_host.instantiate(adversary_component) for _ in range(4)]
     try:
         def hold(w):
             inst = instances[w]
@@ -77,7 +77,7 @@ def test_reps_belong_to_one_instance_each(host, adversary_component):
             reps = list(pool.map(hold, range(4)))
         for w, inst in enumerate(instances):
             assert len(reps[w]) == 10 * (w + 1) == inst.live_resources()["tensor"]
-            assert all(host.nn._objects[rep][2] is inst._session for rep in reps[w])
+            assert all(wasinn_host.nn._objects[rep][2] is inst._session for rep in reps[w])
             assert not reps[w] & set().union(*(reps[:w] + reps[w + 1:]))
     finally:
         for inst in instances:
@@ -85,12 +85,12 @@ def test_reps_belong_to_one_instance_each(host, adversary_component):
 
 
 @pytest.mark.parametrize("kind", ["tensor", "graph", "context"])
-def test_forged_handles_never_reach_another_instance(host, adversary_component, kind):
+def test_forged_handles_never_reach_another_instance(wasinn_host, adversary_component, kind):
     """While other instances hold many objects, one that holds nothing forges every
     small handle number: each names nothing of its own, so each traps; it never gets
     another instance's object."""
-    holders = [host.instantiate(adversary_component) for _ in range(3)]
-    forger = host.instantiate(adversary_component)
+    holders = [wasinn_host.instantiate(adversary_component) for _ in range(3)]
+    forger = wasinn_host.instantiate(adversary_component)
     try:
         for inst in holders:
             ctx = inst.call("init-context", inst.call("load", [IDENTITY], "onnx", "cpu").payload)

@@ -13,7 +13,7 @@ from wasmtime.component import Record
 import wasinn
 from wasinn import HostTensor, TensorType
 
-import models
+from support import models
 
 ADD_MUL = models.add_mul()
 F32_2x3 = np.ones((2, 3), np.float32)
@@ -157,15 +157,15 @@ def test_gpu_target_without_cuda_is_unsupported_never_a_fallback(roundtrip):
 
 
 @pytest.mark.parametrize("name", ["nope", "/etc/passwd", "../../etc/passwd", "", "add_mul.onnx"])
-def test_unknown_names_are_not_found_and_never_paths(host, roundtrip, name):
+def test_unknown_names_are_not_found_and_never_paths(wasinn_host, roundtrip, name):
     code, msg = failure(roundtrip.call("load-by-name", name))
     assert code == "not-found" and "root:" not in msg
     still_serves(roundtrip)
 
 
-def test_load_by_name_uses_the_registry(host, roundtrip, tmp_path):
+def test_load_by_name_uses_the_registry(wasinn_host, roundtrip, tmp_path):
     (tmp_path / "m.onnx").write_bytes(ADD_MUL)
-    host.models.register("adder", tmp_path / "m.onnx")
+    wasinn_host.models.register("adder", tmp_path / "m.onnx")
     g = roundtrip.call("load-by-name", "adder")
     assert g.tag == "ok"
     ctx = roundtrip.call("init-context", g.payload).payload
@@ -205,14 +205,14 @@ def test_runtime_failures_are_errors_not_traps(roundtrip):
 
 
 @pytest.mark.parametrize("kind", ["use-after-drop", "reuse-moved"])
-def test_guest_misuse_traps_cleanly_and_next_call_gets_a_fresh_instance(host, roundtrip, kind):
+def test_guest_misuse_traps_cleanly_and_next_call_gets_a_fresh_instance(wasinn_host, roundtrip, kind):
     ctx = context(roundtrip)
     roundtrip.call("compute-tensors", ctx, [("a", F32_2x3), ("b", F32_2x3)])  # leaves outputs in the guest
     assert sum(roundtrip.live_resources().values()) > 0
     session_reps = set(roundtrip._session.reps)
     with pytest.raises(wasinn.GuestTrap, match="guest trapped in misuse: .*torn down"):
         roundtrip.call("misuse", kind, ctx)
-    assert not session_reps & set(host.nn._objects)  # everything the dead instance held is freed
+    assert not session_reps & set(wasinn_host.nn._objects)  # everything the dead instance held is freed
     assert sum(roundtrip.live_resources().values()) == 0
     still_serves(roundtrip, started=2)
 

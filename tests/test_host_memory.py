@@ -18,10 +18,10 @@ import wasinn
 from wasinn import TensorType
 from wasinn.limits import Limits
 
-from conftest import CACHE, ROOT, guest_component
+from support.repo import CACHE, ROOT, guest_component
 
 MIB = 1 << 20
-PROBE = pathlib.Path(__file__).with_name("host_memory_probe.py")
+PROBE = ROOT / "tests" / "support" / "host_memory_probe.py"
 ONE = ["x", "FP32", [1], np.ones(1, np.float32).tobytes().hex()]
 
 
@@ -227,7 +227,7 @@ def test_limits_from_a_config_file(tmp_path):
 
 def test_tflite_refuses_interpreters_past_max_backend_memory(roundtrip_wasm):
     pytest.importorskip("ai_edge_litert")
-    import tflite_models
+    from support import tflite_models
     inst = instance(make_host(max_backend_memory=MIB), roundtrip_wasm)
     code, message = failure(inst.call("load", [tflite_models.identity(TensorType.FP32, (MIB // 4,))],
                                       "tensorflowlite", "cpu"))  # x and y: 2 MiB
@@ -243,8 +243,8 @@ def test_tflite_refuses_interpreters_past_max_backend_memory(roundtrip_wasm):
 
 
 def test_thirty_start_stop_cycles_of_classify_and_run_exit_cleanly():
-    """tests/stress_cycles.py: every `wasinn classify` and `wasinn run` exits 0 (300 by hand)."""
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "stress_cycles.py"), "--cycles", "30"],
+    """tests/support/stress_cycles.py: every `wasinn classify` and `wasinn run` exits 0 (300 by hand)."""
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "stress_cycles.py"), "--cycles", "30"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "30 cycles of classify and run: 0 crashes, 0 failures" in done.stdout

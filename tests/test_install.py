@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from support.repo import ROOT
 
 
 @pytest.mark.slow

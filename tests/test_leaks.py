@@ -11,9 +11,9 @@ import pytest
 import wasinn
 from wasinn import TensorType
 
-import models
-from conftest import CACHE, guest_component
-from internals import tables
+from support import models
+from support.repo import CACHE, guest_component
+from support.internals import tables
 
 ZERO = {"tensor": 0, "graph": 0, "graph_execution_context": 0, "error": 0}
 # More distinct models than the host keeps loaded for reuse (nn.RECENT_GRAPHS), so every

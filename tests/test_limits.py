@@ -12,8 +12,8 @@ import wasinn
 from wasinn import HostTensor, TensorType
 from wasinn.limits import Limits, parse_bytes, parse_seconds
 
-import models
-from conftest import CACHE, guest_component
+from support import models
+from support.repo import CACHE, guest_component
 
 
 def make_host(**limits) -> wasinn.Host:

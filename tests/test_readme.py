@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from conftest import CACHE, ROOT
+from support.repo import CACHE, ROOT
 
 SKIP = "# not run by tests/test_readme.py:"
 READMES = [ROOT / "README.md", ROOT / "pipelines" / "README.md"]
@@ -30,9 +30,9 @@ READMES = [ROOT / "README.md", ROOT / "pipelines" / "README.md"]
 # README never makes is not one (make it in the block: `cat > FILE <<'EOF'`).
 REASONS = {
     "it is the test suite",
-    "needs a KServe server (tests/test_remote.py starts one)",
-    "services on fixed ports (tests/test_pipeline_serve.py runs this pipeline)",
-    "services on fixed ports (tests/test_dataflow_serve.py runs this graph)",
+    "needs a KServe server (tests/backends/test_remote.py starts one)",
+    "services on fixed ports (tests/pipeline/test_pipeline_serve.py runs this pipeline)",
+    "services on fixed ports (tests/pipeline/test_dataflow_serve.py runs this graph)",
     "several machines",
 }
 # The example guests' sources, which the README shows and the test does not run

@@ -8,15 +8,15 @@ from wasmtime.component import Record
 
 from wasinn import HostTensor, TensorType, testing
 
-import models
-from conftest import guest_component
+from support import models
+from support.repo import guest_component
 
 
 @pytest.fixture(scope="module", params=["bulk", "standard"])
-def roundtrip_component(request, host):
+def roundtrip_component(request, wasinn_host):
     """Every test here runs on both data paths: the bulk path of `wasinn build` and the
     standard path a portable build (like any other toolchain's component) takes."""
-    return host.load_component(guest_component("roundtrip", fastpath=request.param == "bulk"))
+    return wasinn_host.load_component(guest_component("roundtrip", fastpath=request.param == "bulk"))
 
 
 TYPES = list(TensorType)

@@ -1,4 +1,4 @@
-/* A hostile standard guest in C (tests/test_hostile_args.py): wasi:nn calls whose counts
+/* A hostile standard guest in C (tests/abi/test_hostile_args.py): wasi:nn calls whose counts
  * and sizes are the guest's to choose, each made by the command line.
  *
  *   hostile rank N            one tensor with N dimensions (one u8 of data), in memory

@@ -1,4 +1,4 @@
-"""One wasi:nn program for every released version (tests/test_nn_versions.py builds it
+"""One wasi:nn program for every released version (tests/abi/test_nn_versions.py builds it
 against each world nn-versions-*): today's compute on named tensors, or the earlier
 releases' set-input, compute() and get-output, whichever the version it was built
 against has."""

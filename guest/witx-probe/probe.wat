@@ -1,5 +1,5 @@
 ;; A probe guest: every wasi-nn WITX import re-exported unchanged, so a test can call each one
-;; with any argument values from the host (tests/test_witx_hostile.py) and see its errno.
+;; with any argument values from the host (tests/abi/test_witx_hostile.py) and see its errno.
 ;; Exports are named like the imports; WAMR's `wasi_nn` ones carry the prefix `wamr.`.
 ;; `infer` is one inference as a program's loop does it (benchmarks/bench_witx.py); `infer_timed` is
 ;; `infer` between two reads of WASI's monotonic clock, written as u64 nanoseconds at $times and

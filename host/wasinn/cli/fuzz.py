@@ -12,7 +12,7 @@ from .options import common_flags, host_with_models, model_flags
 # A call's deadline while fuzzing unless --deadline says otherwise: a guest that hangs
 # should cost seconds per example, not the minute `wasinn run` allows.
 DEFAULT_DEADLINE = "10s"
-# Enough for each planted bug of tests/test_fuzz.py, in seconds for a small component.
+# Enough for each planted bug of tests/testing/test_fuzz.py, in seconds for a small component.
 DEFAULT_EXAMPLES = 1000
 
 

@@ -11,7 +11,7 @@ small named operations here:
     records.py   what wasinn keeps per compiled component
     errors.py    what a wasmtime error's text says (its cause, the limit it names)
 
-wasmtime is pinned to the exact version these rely on; tests/test_embedding.py checks
+wasmtime is pinned to the exact version these rely on; tests/embedding/test_embedding.py checks
 every name reached here and fingerprints every wasmtime-py function copied or replaced,
 so an upgrade fails there, naming what to re-check.
 """

@@ -2,7 +2,7 @@
 the text of wasmtime's error chain and no kind, so this is the one place that reads
 that text: which limit stopped a guest (`classify`), which import a linker lacks
 (`missing_import`), and the cause a person needs (`one_line`). A wasmtime upgrade that
-rewords a message fails tests/test_embedding.py's checks of these on real errors."""
+rewords a message fails tests/embedding/test_embedding.py's checks of these on real errors."""
 from __future__ import annotations
 
 import re

@@ -18,7 +18,7 @@
 
 Installed once by `wasinn.runtime`; wasmtime is pinned to the exact version whose
 layout and internals this relies on, and `install()` checks the layout first. The stock
-functions replaced or copied here are fingerprinted by tests/test_embedding.py.
+functions replaced or copied here are fingerprinted by tests/embedding/test_embedding.py.
 """
 from __future__ import annotations
 

@@ -295,7 +295,7 @@ def _hide_wasinn_constants() -> None:
     differently by which of wasinn's modules the process had imported (a planted bug
     shrunk to a 64-element tensor instead of a scalar). Hidden before the scan first runs
     in this process; constants an earlier test in the same process gathered stay. The one
-    reach into hypothesis' privates, checked by tests/test_fuzz.py's
+    reach into hypothesis' privates, checked by tests/testing/test_fuzz.py's
     test_hypothesis_local_constants_hook."""
     import os
     import sys

@@ -1,0 +1,214 @@
+"""Hostile arguments, priced: every count a guest declares (dimensions, builders,
+tensors, bytes) is bounded before the host pays per element. Each case runs in a fresh
+process (tests/support/hostile_probe.py) and checks that the host survives, that the one line
+names the limit and its flag, that the call ends within its deadline + 1 s, and that the
+process's peak memory during the call stays within the budget plus OVERHEAD."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import wasmtime
+
+from support import guest_builds
+from support import models
+import wasinn
+from support.repo import CACHE, ROOT
+from wasinn import TensorType
+from wasinn.abi.memory import _KEEP_RESIDENT
+from support.witx_support import ERRNO, probe_wasm
+
+PROBE = ROOT / "tests" / "support" / "hostile_probe.py"
+MIB = 1 << 20
+DEADLINE = 2.0
+# The table's flags: a 1 MiB budget and 4 tensors.
+LIMITS = {"max-host-bytes": "1MiB", "max-tensors": 4, "deadline": f"{DEADLINE}s"}
+# What a refused call may add to the peak beside its budget: a first call's code paths,
+# the trap's message, allocator slack (the same calls within budget add 1-3 MiB here;
+# the floods, unbounded, added 330 MB to 2.5 GB), and the guest's own memory when a trap
+# tears it down: wasinn's pool keeps a freed memory's first 32 MiB resident, zeroed, for
+# the next instance (abi/memory.py), and these guests grew theirs past that.
+OVERHEAD = 16 * MIB + _KEEP_RESIDENT
+# Longest stall of another thread during one call: the GIL held in one piece (a product of
+# big ints held it 27 s) or this shared machine's scheduler. Measured: under 50 ms.
+STALL = 0.5
+
+# A component laid out by hand, not by wit-component: wasinn cannot add its data-path
+# adapter, so the constructor's `dimensions` are lifted by wasmtime-py value by value.
+PER_VALUE = """
+(component
+  (type $tensor-iface (instance
+    (export "tensor" (type $tensor (sub resource)))
+    (type $tt (enum "FP16" "FP32" "FP64" "BF16" "U8" "I32" "I64"))
+    (export "tensor-type" (type $tty (eq $tt)))
+    (type $own (own $tensor))
+    (export "[constructor]tensor" (func (param "dimensions" (list u32)) (param "ty" $tty) (param "data" (list u8))
+                                        (result $own)))))
+  (import "wasi:nn/tensor@0.2.0-rc-2024-10-28" (instance $t (type $tensor-iface)))
+  (core module $Mem (memory (export "memory") 1))
+  (core instance $mem (instantiate $Mem))
+  (alias core export $mem "memory" (core memory $m))
+  (alias export $t "[constructor]tensor" (func $ctor))
+  (core func $ctor-lowered (canon lower (func $ctor) (memory $m)))
+  (core module $Main
+    (import "env" "memory" (memory 1))
+    (import "env" "ctor" (func $ctor (param i32 i32 i32 i32 i32) (result i32)))
+    ;; n dimensions in memory grown for them (never touched), one u8 of data at 0
+    (func (export "rank") (param $n i32) (result i32)
+      (local $at i32)
+      (local.set $at (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 14)) (i32.const 1)))
+                              (i32.const 65536)))
+      (call $ctor (local.get $at) (local.get $n) (i32.const 4) (i32.const 0) (i32.const 1))))
+  (core instance $main (instantiate $Main
+    (with "env" (instance (export "memory" (memory $m)) (export "ctor" (func $ctor-lowered))))))
+  (func (export "rank") (param "n" u32) (result u32) (canon lift (core func $main "rank"))))
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    try:
+        return guest_builds.c_component([ROOT / "guest" / "c-hostile" / "hostile.c"], name="c-hostile",
+                                        world="wasinn:guest/ml-command", includes=(ROOT / "guest" / "c-nn",))
+    except guest_builds.ToolchainMissing as e:
+        guest_builds.skip_without(e)
+
+
+def probe(wasm, attack: list, *, limits: dict | None = None, model=None, warm=("tensors", "1", "16")) -> dict:
+    spec = {"wasm": str(wasm), "cache": str(CACHE), "limits": {**LIMITS, **(limits or {})},
+            "model": str(model) if model else None, "attack": attack, "warm": list(warm)}
+    done = subprocess.run([sys.executable, str(PROBE), json.dumps(spec)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT / "tests")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["seconds"] < DEADLINE + 1, got
+    assert got["stall"] < STALL, got
+    return got
+
+
+def grew(got: dict) -> int:
+    return got["peak"] - got["rss_before"]
+
+
+def trapped(got: dict) -> str:
+    kind, message = got["outcome"]
+    assert kind == "trapped", got
+    return message
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled(hostile):
+    """Compiled once here, so that no probe's peak is a compile's."""
+    host = wasinn.Host(cache_dir=CACHE)
+    host.load_component(hostile)
+
+
+def test_rank_flood_through_the_constructor(hostile):
+    got = probe(hostile, ["run", "rank", "14000000"])
+    assert ("too-large: the tensor has 14000000 dimensions; the limit is 64 (max-tensor-rank, --max-tensor-rank)"
+            in trapped(got))
+    assert grew(got) < OVERHEAD, got
+
+
+def test_rank_flood_through_the_per_value_path(tmp_path):
+    """Where wasinn cannot add its adapter, wasmtime lifts the whole list before any
+    host code runs (a 48-byte Rust value and a 32-byte C value per element, up to its
+    hostcall fuel's 2,796,202); the host then refuses the count without a Python object
+    per element."""
+    wasm = tmp_path / "per-value.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(PER_VALUE))
+    n = 1_000_000
+    got = probe(wasm, ["call", "rank", n])
+    assert f"too-large: the tensor has {n} dimensions; the limit is 64 (max-tensor-rank, --max-tensor-rank)" \
+        in trapped(got)
+    assert grew(got) < 96 * n + OVERHEAD, got
+
+
+@pytest.fixture(scope="module")
+def witx_probe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("witx") / "probe.wasm"
+    path.write_bytes(probe_wasm())
+    return path
+
+
+def test_set_input_dims_flood(witx_probe):
+    got = probe(witx_probe, ["set_input", 14_000_000])
+    assert got["outcome"] == ["returned", ERRNO["too_large"]], got
+    assert got["last_error"] == ("too-large: input 'x' has 14000000 dimensions; the limit is 64 "
+                                 "(max-tensor-rank, --max-tensor-rank)")
+    assert grew(got) < OVERHEAD, got
+
+
+@pytest.mark.parametrize("abi", ["component", "core"])
+def test_builder_flood(hostile, witx_probe, abi):
+    if abi == "component":
+        got = probe(hostile, ["run", "builders", "4000000"])
+        assert got["outcome"] == ["returned", 0], got  # load returned its error; the guest printed it
+    else:
+        got = probe(witx_probe, ["load", 4_000_000])
+        assert got["outcome"] == ["returned", ERRNO["too_large"]], got
+    assert got["last_error"] == ("too-large: graph.load got 4000000 graph builders; the limit is 16 "
+                                 "(max-builders, --max-builders)")
+    assert grew(got) < OVERHEAD, got
+
+
+def test_a_graph_name_longer_than_any_registered_is_not_copied(witx_probe):
+    got = probe(witx_probe, ["load_by_name", 1 << 30], limits={"memory": "4GiB"})
+    assert got["outcome"] == ["returned", ERRNO["not_found"]], got
+    assert got["last_error"] == f"not-found: no graph named {bytes(80)!r}... ({1 << 30} bytes); registered: none"
+    assert grew(got) < OVERHEAD, got
+
+
+def test_compute_with_a_huge_rank_against_an_unknown_rank_input(hostile, tmp_path):
+    """With max-tensor-rank raised past the flood, compute still costs no product of big
+    ints: the product of the dimensions stops at 2^64, and messages show 16 of them."""
+    model = tmp_path / "any-rank.onnx"
+    model.write_bytes(models.identity(TensorType.FP32))
+    got = probe(hostile, ["run", "compute", "200000", "model"], model=model, warm=("compute", "1", "model"),
+                limits={"max-tensor-rank": 1 << 20, "max-host-bytes": "4GiB"})
+    assert got["outcome"] == ["returned", 0], got
+    assert got["last_error"].startswith("invalid-argument: input 'x': float32 [65535,65535,")
+    assert got["last_error"].endswith(f",... (200000 dimensions)] needs more than {2**64} bytes "
+                                      f"(more than {2**64} elements x 4), got 4")
+    assert grew(got) < OVERHEAD, got
+
+
+def test_a_huge_rank_is_refused_by_the_constructor_first(hostile):
+    got = probe(hostile, ["run", "compute", "200000", "model"], model=ROOT / "models" / "efficientnet-lite0" / "model.onnx",
+                warm=("tensors", "1", "16"), limits={"max-host-bytes": "4GiB"})
+    assert "(max-tensor-rank, --max-tensor-rank)" in trapped(got)
+
+
+def test_tensor_count_flood_traps_at_the_constructor(hostile):
+    got = probe(hostile, ["run", "tensors", "1000000", "1"])
+    assert ("too-large: the instance holds 4 live tensors; the limit is 4 (max-tensors, --max-tensors)"
+            in trapped(got))
+    assert grew(got) < OVERHEAD, got
+
+
+def test_host_bytes_flood_traps_at_the_constructor(hostile):
+    got = probe(hostile, ["run", "tensors", "1000", str(300 << 10)], limits={"max-tensors": 65536})
+    message = trapped(got)
+    assert "too-large: this tensor (307200 bytes) would make the instance hold 1228800 bytes on the host " \
+           "(921600 already); the limit is 1048576 (max-host-bytes, --max-host-bytes)" in message, message
+    assert grew(got) < 1 * MIB + OVERHEAD, got
+
+
+def test_python_guests_bulk_shim_is_bounded_too():
+    """componentize-py guests reach the host through the bulk shim, whose `dimensions`
+    and `builders` are lifted value by value: past a limit they are not lifted, and the
+    call traps with the limit's line (bulk load's builders are converted before the host
+    function could return an error)."""
+    from support.repo import guest_component
+    host = wasinn.Host(cache_dir=CACHE)
+    inst = host.instantiate(host.load_component(guest_component("adversary")))
+    model = models.identity(TensorType.U8)
+    with pytest.raises(wasinn.GuestTrap, match=r"too-large: graph.load got 17 graph builders; the limit is 16 "
+                                               r"\(max-builders, --max-builders\)"):
+        inst.call("load", [model] * 17, "onnx", "cpu")
+    with pytest.raises(wasinn.GuestTrap, match=r"too-large: the tensor has 65 dimensions; the limit is 64 "
+                                               r"\(max-tensor-rank, --max-tensor-rank\)"):
+        inst.call("make-tensor", [1] * 65, "U8", b"x")
+    assert inst.call("load", [model], "onnx", "cpu").tag == "ok"

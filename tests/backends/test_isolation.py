@@ -1,0 +1,321 @@
+"""Where graphs run (backends/isolated.py): a guest's own model bytes in a confined worker
+process of its instance, the operator's models in process (or in one shared worker under
+`isolate = "all"`), and what an instance sees when its worker is gone. The hostile
+models themselves are tests/backends/test_hostile_models.py's."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import wasinn
+from wasinn.backends import confine
+from wasinn.limits import Limits
+
+from support import models
+from support.repo import CACHE, guest_component
+
+
+def make_host(**limits) -> wasinn.Host:
+    return wasinn.Host(cache_dir=CACHE, limits=Limits().updated(limits))
+
+
+def roundtrip(host: wasinn.Host) -> wasinn.Instance:
+    return host.instantiate(host.load_component(guest_component("roundtrip")))
+
+
+def ok(result):
+    assert result.tag == "ok", vars(result.payload)
+    return result.payload
+
+
+def add_mul_context(inst: wasinn.Instance) -> int:
+    return ok(inst.call("init-context", ok(inst.call("load", [models.add_mul()], "onnx", "cpu"))))
+
+
+def run_add_mul(inst: wasinn.Instance, ctx: int):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = dict(ok(inst.call("compute-tensors", ctx, [("a", a), ("b", a)])))
+    np.testing.assert_array_equal(out["sum"].array(), a + a)
+    np.testing.assert_array_equal(out["product"].array(), a * a)
+
+
+def graph_backend(inst: wasinn.Instance) -> str:
+    graphs = [obj for kind, obj, session in inst.host.nn._objects.values()
+              if session is inst._session and kind.name == "GRAPH"]
+    return graphs[-1].backend
+
+
+def test_a_guests_own_model_runs_in_its_instances_worker_and_computes_the_same():
+    host = make_host()
+    with roundtrip(host) as a, roundtrip(host) as b:
+        ctx_a, ctx_b = add_mul_context(a), add_mul_context(b)
+        assert graph_backend(a) == "onnxruntime (isolated)"
+        run_add_mul(a, ctx_a)
+        run_add_mul(b, ctx_b)
+        assert a._session.worker.pid != b._session.worker.pid  # one worker never serves two instances
+        worker = a._session.worker
+    assert worker.dead  # closing the instance ended its worker
+    assert gone(f"/proc/{worker.pid}")
+
+
+def test_isolated_outputs_of_fixed_and_dynamic_size_come_back_whole():
+    # fixed sizes are written by onnxruntime into shared memory (the 4 MiB one past the
+    # worker's first shared memory), a dynamic one is copied there after the run
+    host = make_host()
+    with roundtrip(host) as inst:
+        for shape, x in [(None, np.arange(5, dtype=np.float32)),
+                         ((1, 1 << 20), np.arange(1 << 20, dtype=np.float32).reshape(1, -1))]:
+            model = models.identity(wasinn.TensorType.FP32, shape)
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            for _ in range(2):
+                out = dict(ok(inst.call("compute-tensors", ctx, [("x", x)])))
+                np.testing.assert_array_equal(out["y"].array(), x)
+                x = x + 1
+
+
+def test_a_large_tensor_an_instance_makes_is_read_by_its_worker_in_place_and_freed_with_it(tmp_path):
+    # from 64 KiB a tensor the guest makes lies in its worker's shared memory, which the
+    # worker reads without a copy; its extent goes back to the arena when the tensor goes,
+    # and the file grows (a new mapping on both sides) when the live tensors need more
+    import gc
+
+    from wasmtime.component import Record
+
+    from support.internals import worker_memory
+    from wasinn import nn
+
+    def value(x: np.ndarray) -> Record:
+        r = Record()
+        r.dimensions, r.ty, r.data = list(x.shape), wasinn.TensorType.FP32.value, x.tobytes()
+        return r
+
+    host = make_host()
+    path = tmp_path / "registered.onnx"
+    path.write_bytes(models.identity(wasinn.TensorType.FP32, (1, 1 << 18)))
+    host.models.register("registered", path)
+    with roundtrip(host) as inst:
+        for n in (1 << 18, 5 << 17):  # 1 MiB (past the file's first size), then 2.5 MiB
+            model = models.identity(wasinn.TensorType.FP32, (1, n))
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            memory = worker_memory(inst)
+            kept = inst.call("make", value(np.ones((1, n), np.float32)))  # a tensor the guest made, alive
+            assert len(memory.arrays) == 1 and memory.size >= n * 4
+            for i in range(3):
+                x = np.full((1, n), i, np.float32)
+                out = dict(ok(inst.call("compute", ctx, [("x", value(x))])))
+                assert out["y"].data == x.tobytes()
+            assert kept.to_bytes() == np.ones(n, np.float32).tobytes()
+            assert nn._in_shared_memory(kept.data)
+            del kept
+            gc.collect()
+            assert not memory.arrays
+            at = memory.take(1)  # the finalizers' extents are freed at the next take
+            assert memory.free == [(64, memory.size - 64)]
+            memory.give_back(at, 1)
+        # the operator's model runs in process: it reads a copy of a tensor in the worker's file
+        registered = ok(inst.call("init-context", ok(inst.call("load-by-name", "registered"))))
+        x = np.arange(1 << 18, dtype=np.float32).reshape(1, -1)
+        assert dict(ok(inst.call("compute", registered, [("x", value(x))])))["y"].data == x.tobytes()
+
+
+def test_tensors_that_fragment_the_shared_memory_keep_it_within_max_host_bytes():
+    # a hostile pattern for a first-fit arena: tensors of 17 sizes, some kept, some let go;
+    # past max-host-bytes the instance's tensors go to ordinary memory instead
+    from wasmtime.component import Record
+
+    from support.internals import worker_memory
+
+    def value(n: int) -> Record:
+        r = Record()
+        r.dimensions, r.ty, r.data = [n], wasinn.TensorType.U8.value, bytes(n)
+        return r
+
+    limit = 8 << 20
+    with roundtrip(make_host(max_host_bytes=limit)) as inst:
+        ok(inst.call("load", [models.identity(wasinn.TensorType.FP32, (1, 4))], "onnx", "cpu"))
+        memory, kept, peak = worker_memory(inst), [], 0
+        for i in range(120):
+            kept.append(inst.call("make", value((64 << 10) * (1 + i % 17))))
+            if len(kept) > 6:
+                kept.pop(i % 5)
+            peak = max(peak, memory.size)
+        assert peak <= limit * 5 // 4, peak  # a quarter of headroom: growth maps the file anew on both sides
+
+
+def test_a_model_lying_about_its_output_shape_computes_as_in_process():
+    # it declares a fixed 4 MiB output (bound into shared memory) and computes 5 elements:
+    # the bound run fails, and the worker runs it unbound, as the host runs it in process
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.arange(5, dtype=np.float32)
+    for policy in ("guest-models", "none"):
+        with roundtrip(make_host(isolate=policy)) as inst:
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            out = dict(ok(inst.call("compute-tensors", ctx, [("x", x)])))
+            np.testing.assert_array_equal(out["y"].array(), x)
+            big = np.arange(1 << 20, dtype=np.float32)  # and what it declares, next, bound
+            np.testing.assert_array_equal(dict(ok(inst.call("compute-tensors", ctx, [("x", big)])))["y"].array(), big)
+
+
+def test_onnxruntime_writes_outputs_of_fixed_size_into_the_buffers_it_is_given():
+    from wasinn.backends import default_backends
+    graph = default_backends(0)[wasinn.GraphEncoding.ONNX].load([models.add_mul()], wasinn.ExecutionTarget.CPU)
+    a = wasinn.HostTensor.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    room = bytearray(48)
+    out = dict(graph.init_execution_context().compute([a, a], into=[memoryview(room)[:24], memoryview(room)[24:]]))
+    assert np.shares_memory(out["sum"].data, np.frombuffer(room, np.uint8))
+    np.testing.assert_array_equal(np.frombuffer(room, np.float32), np.concatenate([2 * a.array(), a.array() ** 2], None))
+
+
+def gone(path: str) -> bool:
+    """Whether `path` is gone within 5 s (the fork server reaps a killed worker and removes
+    its directory when SIGCHLD reaches it)."""
+    deadline = time.monotonic() + 5
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not os.path.exists(path)
+
+
+def test_registered_models_stay_in_process_unless_isolate_is_all(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(models.add_mul())
+    for policy, backend in (("guest-models", "onnxruntime"), ("all", "onnxruntime (isolated)")):
+        host = make_host(isolate=policy)
+        host.models.register("m", path)
+        with roundtrip(host) as inst:
+            ctx = ok(inst.call("init-context", ok(inst.call("load-by-name", "m"))))
+            assert graph_backend(inst) == backend
+            run_add_mul(inst, ctx)
+            assert inst._session.worker is None  # under "all", the operator's worker is the host's, shared
+
+
+def test_isolate_none_runs_a_guests_model_in_process():
+    with roundtrip(make_host(isolate="none")) as inst:
+        run_add_mul(inst, add_mul_context(inst))
+        assert graph_backend(inst) == "onnxruntime"
+
+
+def test_a_worker_that_dies_fails_its_graphs_and_the_next_call_gets_a_fresh_instance():
+    with roundtrip(make_host()) as inst:
+        ctx = add_mul_context(inst)
+        os.kill(inst._session.worker.pid, signal.SIGKILL)
+        a = np.zeros((2, 3), np.float32)
+        result = inst.call("compute-tensors", ctx, [("a", a), ("b", a)])
+        assert result.tag == "err" and result.payload.code == "runtime-error"
+        assert "the backend worker ended (SIGKILL) while computing" in result.payload.data
+        started = inst.instances_started
+        run_add_mul(inst, add_mul_context(inst))  # a fresh instance, a fresh worker
+        assert inst.instances_started == started + 1
+
+
+def test_the_operators_shared_worker_is_replaced_when_it_dies(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(models.add_mul())
+    host = make_host(isolate="all")
+    host.models.register("m", path)
+    with roundtrip(host) as inst:
+        ctx = ok(inst.call("init-context", ok(inst.call("load-by-name", "m"))))
+        os.kill(host.nn.isolation._shared.pid, signal.SIGKILL)
+        a = np.zeros((2, 3), np.float32)
+        assert inst.call("compute-tensors", ctx, [("a", a), ("b", a)]).payload.code == "runtime-error"
+    with roundtrip(host) as inst:
+        run_add_mul(inst, ok(inst.call("init-context", ok(inst.call("load-by-name", "m")))))
+
+
+def test_max_workers_bounds_the_workers_a_host_runs():
+    host = make_host(max_workers=1)
+    with roundtrip(host) as a, roundtrip(host) as b:
+        add_mul_context(a)
+        result = b.call("load", [models.add_mul()], "onnx", "cpu")
+        assert (result.payload.code, "the limit is 1 (max-workers, --max-workers)" in result.payload.data) == \
+            ("too-large", True)
+    with roundtrip(host) as c:  # the others' workers went with them
+        run_add_mul(c, add_mul_context(c))
+
+
+def test_a_worker_is_confined():
+    with roundtrip(make_host()) as inst:
+        add_mul_context(inst)
+        pid = inst._session.worker.pid
+        status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+        assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        assert os.path.basename(cwd).startswith("wasinn-worker-") and os.listdir(cwd) == []
+    assert gone(cwd)  # its private directory went with it
+
+
+# What a worker can still do once confined, tried in a child confined the same way.
+CONFINED = textwrap.dedent("""
+    import errno, os, socket, subprocess, sys
+    from wasinn.backends import confine
+    private, secret = sys.argv[1], sys.argv[2]
+    confine.drop_capabilities()
+    confine.landlock(confine.readable_paths(), [private])
+    confine.seccomp()
+    def attempt(what, fn):
+        try:
+            fn()
+            print(what, "allowed")
+        except OSError as e:
+            print(what, errno.errorcode[e.errno])
+    attempt("read secret", lambda: open(secret).read())
+    attempt("list cwd", lambda: os.listdir(os.path.dirname(secret)))
+    attempt("write private", lambda: open(os.path.join(private, "f"), "w").write("x"))
+    attempt("read python", lambda: open(os.__file__).read(1))
+    attempt("exec", lambda: os.execv("/bin/true", ["true"]))
+    attempt("fork", lambda: os._exit(0) if os.fork() == 0 else None)
+    attempt("socket", lambda: socket.socket())
+    attempt("kill parent", lambda: os.kill(os.getppid(), 0))
+    attempt("kill self", lambda: os.kill(os.getpid(), 0))
+""")
+
+
+@pytest.mark.skipif(not confine.landlock_abi() or not confine.seccomp_available(),
+                    reason="needs Landlock and seccomp (wasinn doctor says which this kernel has)")
+def test_confinement_leaves_the_interpreter_and_the_private_directory(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    proc = subprocess.run([sys.executable, "-c", CONFINED, str(private), str(secret)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = dict(line.rsplit(" ", 1) for line in proc.stdout.splitlines())
+    assert got == {"read secret": "EACCES", "list cwd": "EACCES", "write private": "allowed",
+                   "read python": "allowed", "exec": "EPERM", "fork": "EPERM", "socket": "EPERM",
+                   "kill parent": "EPERM", "kill self": "allowed"}
+
+
+def test_isolation_policy_is_a_limit_with_a_one_line_refusal():
+    assert Limits().updated({"isolate": "all"}).isolate == "all"
+    with pytest.raises(wasinn.WasinnError, match="isolate 'some': wasinn has guest-models, all, none"):
+        Limits().updated({"isolate": "some"})
+    proc = subprocess.run([sys.executable, "-m", "wasinn", "run", "--isolate", "nope", "x.wasm"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "isolate 'nope'" in proc.stderr
+
+
+def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_call_runs():
+    """autodetect picks the backend from the bytes in the host (no parser), then the
+    worker parses them: LiteRT's recursion on an IF that leads back to itself kills the
+    worker, not the host."""
+    from support import hostile_models
+    with roundtrip(make_host()) as inst:
+        result = inst.call("load", [hostile_models.tflite_recursive("while")], "autodetect", "cpu")
+        assert (result.tag, result.payload.code) == ("err", "runtime-error")
+        assert result.payload.data == ("the backend worker ended (SIGSEGV) while loading the model; the graphs this "
+                                       "instance loaded from its own bytes are gone")
+        started = inst.instances_started
+        run_add_mul(inst, add_mul_context(inst))
+        assert inst.instances_started == started + 1

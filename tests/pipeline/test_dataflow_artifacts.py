@@ -1,0 +1,121 @@
+"""Operators and graphs pulled by reference: from a real registry (Debian's docker-registry on
+loopback, artifacts pushed with the oras SDK) and from an OCI image layout directory; digests
+checked; cached. (~3 s.)"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from support.oci_registry import GRAPH_CONFIG, WASM_LAYER, Registry
+from wasinn.pipeline import graphdef
+from wasinn.pipeline.artifacts import ArtifactError, ArtifactStore, split_ref
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+AZURE = ROOT / "tests" / "data" / "azure"
+TEMPERATURE = "azure-samples/explore-iot-operations/temperature:1.0.0"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    with Registry() as reg:
+        yield reg
+
+
+def test_refs():
+    assert split_ref(TEMPERATURE) == ("azure-samples/explore-iot-operations/temperature", "1.0.0")
+    assert split_ref("otel-enrich") == ("otel-enrich", "latest")
+    with pytest.raises(ArtifactError, match="not an artifact reference"):
+        split_ref("Bad Ref")
+
+
+def test_pull_a_module_and_a_graph_from_a_registry(registry, tmp_path):
+    wasm = tmp_path / "temperature.wasm"
+    wasm.write_bytes(b"\0asm\x0d\0\x01\0" + bytes(range(256)) * 64)
+    registry.push_module(TEMPERATURE, wasm)
+    registry.push_graph("graph-simple:1.0.0", AZURE / "graph-simple.yaml")
+    seen = []
+    store = ArtifactStore(tmp_path / "cache", progress=seen.append)
+    got = store.fetch(TEMPERATURE, registry.url, "module")
+    assert got.read_bytes() == wasm.read_bytes() and got.suffix == ".wasm"
+    graph = store.fetch("graph-simple:1.0.0", registry.url, "graph")
+    assert graphdef.load_graph(graph).modules == [TEMPERATURE]
+    # a graph reference is not a module, nor the other way round
+    with pytest.raises(ArtifactError, match="not a graph artifact"):
+        store.fetch(TEMPERATURE, registry.url, "graph")
+    with pytest.raises(ArtifactError, match="expected one application/vnd.wasm.content.layer.v1\\+wasm layer"):
+        store.fetch("graph-simple:1.0.0", registry.url, "module")
+    with pytest.raises(ArtifactError, match="404"):
+        store.fetch("nothing-here:1.0.0", registry.url, "module")
+
+
+def test_a_blob_that_does_not_match_its_digest_is_refused(registry, tmp_path):
+    wasm = tmp_path / "m.wasm"
+    wasm.write_bytes(b"\0asm-original-bytes" * 100)
+    registry.push_module("tampered:1.0.0", wasm)
+    digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
+    (stored,) = (registry.root / "data").rglob(f"blobs/sha256/{digest[:2]}/{digest}/data")
+    stored.write_bytes(b"\0asm-tampered!-bytes" * 95)  # what the registry now serves under that digest
+    store = ArtifactStore(tmp_path / "cache")
+    with pytest.raises(ArtifactError, match="does not match its digest .*; refusing it") as e:
+        store.fetch("tampered:1.0.0", registry.url, "module")
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "cache" / "artifacts" / "blobs").glob("*.wasm"))
+
+
+def test_a_layer_over_the_size_limit_is_refused_before_it_is_pulled(registry, tmp_path):
+    wasm = tmp_path / "big.wasm"
+    wasm.write_bytes(b"\0" * 5000)
+    registry.push_module("big:1.0.0", wasm)
+    with pytest.raises(ArtifactError, match="at most 4096 are taken"):
+        ArtifactStore(tmp_path / "cache", max_bytes=4096).fetch("big:1.0.0", registry.url, "module")
+
+
+def test_plain_http_only_to_loopback(tmp_path):
+    with pytest.raises(ArtifactError, match="plain HTTP is only for loopback"):
+        ArtifactStore(tmp_path).fetch(TEMPERATURE, "http://registry.example.com", "module")
+
+
+def _layout(root: pathlib.Path, ref_name: str, blob: bytes, media_type: str, config_type: str) -> None:
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict:
+        d = hashlib.sha256(data).hexdigest()
+        (blobs / d).write_bytes(data)
+        return {"digest": f"sha256:{d}", "size": len(data)}
+
+    config = put(b"{}")
+    layer = put(blob)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {**config, "mediaType": config_type},
+                           "layers": [{**layer, "mediaType": media_type}]}).encode()
+    m = put(manifest)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {**m, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}))
+
+
+def test_pull_from_an_oci_layout_directory(tmp_path):
+    layout = tmp_path / "layout"
+    _layout(layout, "1.0.0", b"\0asm-module", WASM_LAYER, "application/vnd.oci.empty.v1+json")
+    store = ArtifactStore(tmp_path / "cache")
+    assert store.fetch(TEMPERATURE, str(layout), "module").read_bytes() == b"\0asm-module"
+    # tampered on disk: refused
+    (blob,) = [p for p in (layout / "blobs" / "sha256").iterdir() if p.read_bytes() == b"\0asm-module"]
+    blob.write_bytes(b"\0asm-modulX")
+    with pytest.raises(ArtifactError, match="does not match its digest"):
+        ArtifactStore(tmp_path / "cache2").fetch(TEMPERATURE, str(layout), "module")
+    with pytest.raises(ArtifactError, match="names no manifest '2.0.0'"):
+        store.fetch("temperature:2.0.0", str(layout), "module")
+
+
+def test_a_graph_from_a_layout(tmp_path):
+    layout = tmp_path / "layout"
+    _layout(layout, "graph-simple:1.0.0", (AZURE / "graph-simple.yaml").read_bytes(), "application/yaml",
+            GRAPH_CONFIG)
+    path = ArtifactStore(tmp_path / "cache").fetch("graph-simple:1.0.0", str(layout), "graph")
+    assert graphdef.load_graph(path).name == "Simple graph"

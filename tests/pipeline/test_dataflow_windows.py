@@ -1,0 +1,293 @@
+"""Accumulate windows across workers and hosts: staged in the state store, each window
+emitted once. Two `wasinn serve` nodes sharing a real redis-server (`--state-store`), on
+this machine and on two machines (network namespaces); kill -9 of a worker holding an
+open window (its staged messages were acknowledged; the restarted worker emits the
+window); a broker restart mid-stream; and a Redis restart mid-flood (its append-only file
+on, as pipelines/README.md tells operators): the messages that met the store away wait,
+unacknowledged, until it is back, and every window is completed, once."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+from support.dataflow_support import ROOT, WINDOW, Collector, operator_wasm, send
+from support.pipeline_netns import Namespaces, Unavailable
+from support.pipeline_service import Broker, Service, client
+from support.redis_server import RedisServer
+
+GRAPH = ROOT / "pipelines" / "temperature-graph.yaml"
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with Broker() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def modules():
+    return ("--module", f"temperature={operator_wasm('temperature')}", "--module", f"{WINDOW}={operator_wasm('window')}")
+
+
+def _summaries(got, sink):
+    return [r for r in got.on(sink) if r.id and r.id.startswith("window:")]
+
+
+def test_two_hosts_share_windows_through_redis(broker, modules):
+    group = f"temps-{uuid.uuid4().hex[:8]}"
+    redis = RedisServer()
+    common = (*modules, "--source", "hosts/in", "--sink", "hosts/out", "--param", "window_ms=4000",
+              "--group", group, "--state-store", redis.url)
+    try:
+        with Collector(broker, ["hosts/out", "hosts/out/dead-letter"]) as got, \
+                Service(broker, workers=1, node="a", pipeline=GRAPH, log_level="info", extra=common) as a, \
+                Service(broker, workers=1, node="b", pipeline=GRAPH, log_level="info", extra=common) as b:
+            a.wait_subscribed(1)
+            b.wait_subscribed(1)
+            c = client(broker)
+            readings = [32 + 18 * i for i in range(10)]  # 0, 10, ... 90 C
+            for i, f in enumerate(readings):
+                send(c, "hosts/in", json.dumps({"temperature": {"value": f, "unit": "F"}}).encode(), f"r-{i}")
+            got.wait(lambda g: sum(json.loads(r.payload)["temperature"]["count"] for r in g
+                                   if r.id and r.id.startswith("window:")) >= 10, 30)
+            summaries = _summaries(got, "hosts/out")
+            assert len({r.id for r in summaries}) == len(summaries), "a window was emitted twice"
+            assert sum(r.json()["temperature"]["count"] for r in summaries) == 10
+            assert not got.on("hosts/out/dead-letter")
+            # this redis-server keeps nothing across a restart: each node says so at start
+            assert a.find("state-store-not-durable") and b.find("state-store-not-durable")
+            c.disconnect()
+    finally:
+        redis.close()
+
+
+def test_kill_9_of_a_worker_with_an_open_window_loses_nothing(broker, modules):
+    group = f"temps-{uuid.uuid4().hex[:8]}"
+    extra = (*modules, "--source", "kill/in", "--sink", "kill/out", "--param", "window_ms=6000", "--group", group)
+    with Collector(broker, ["kill/out"]) as got, \
+            Service(broker, workers=1, pipeline=GRAPH, log_level="debug", extra=extra) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        time.sleep((6000 - time.time() * 1000 % 6000) / 1000 + 0.05)  # a window just opened: 6 s to the kill
+        for i, f in enumerate([50, 68, 86]):
+            send(c, "kill/in", json.dumps({"temperature": {"value": f, "unit": "F"}}).encode(), f"k-{i}")
+        for i in range(3):  # staged and acknowledged
+            service.wait_event("done", 30, id=f"k-{i}", published=0)
+        (pid,) = service.worker_pids().values()
+        assert not _summaries(got, "kill/out")  # the window is open
+        os.kill(pid, signal.SIGKILL)
+        service.wait_event("worker-died", 30)
+        got.wait(lambda g: any(r.id and r.id.startswith("window:") for r in g), 30)
+        (summary,) = _summaries(got, "kill/out")
+        assert summary.json()["temperature"]["count"] == 3
+        c.disconnect()
+
+
+def test_a_broker_restart_mid_stream_loses_no_reading(modules):
+    """Readings before and after a broker restart (persistence on), their windows open across
+    it: every reading is in exactly one window summary (a summary whose acknowledgement the
+    restart swallowed may come twice, with its id)."""
+    group = f"temps-{uuid.uuid4().hex[:8]}"
+    extra = (*modules, "--source", "restart/in", "--sink", "restart/out", "--param", "window_ms=2000",
+             "--group", group)
+    with Broker(persistence=True) as broker, Collector(broker, ["restart/out"], persistent=True) as got, \
+            Service(broker, workers=2, pipeline=GRAPH, log_level="info", extra=extra) as service:
+        service.wait_subscribed(2)
+        c = client(broker)
+        for i in range(10):
+            send(c, "restart/in", json.dumps({"temperature": {"value": 50 + i, "unit": "F"}}).encode(), f"b-{i}")
+        c.disconnect()
+        subscribed = len(service.find("subscribed"))
+        broker.restart()
+        deadline = time.monotonic() + 60
+        while len(service.find("subscribed")) < subscribed + 2:  # mosquitto 2.0.11: wait for the members
+            assert time.monotonic() < deadline, service.log_tail()
+            time.sleep(0.05)
+        c = client(broker)
+        for i in range(10, 20):
+            send(c, "restart/in", json.dumps({"temperature": {"value": 50 + i, "unit": "F"}}).encode(), f"b-{i}")
+
+        def counted(g):
+            return sum(json.loads(r.payload)["temperature"]["count"] for r in g if r.id and r.id.startswith("window:"))
+        got.wait(lambda g: counted(g) >= 20, 60)
+        time.sleep(2.5)  # a window later: nothing more
+        summaries = {r.id: r for r in _summaries(got, "restart/out")}
+        assert counted(summaries.values()) == 20, [r.payload for r in summaries.values()]
+        c.disconnect()
+
+
+def _fahrenheit(i: int) -> float:
+    return 32 + 9 * (i % 40)  # 0, 5, ... 195 C, exactly
+
+
+def _flood(broker, topic: str, n: int, prefix: str, per_second: float) -> None:
+    """`n` readings at `per_second`, each acknowledged by the broker before the next."""
+    c = client(broker)
+    start = time.monotonic()
+    for i in range(n):
+        time.sleep(max(0.0, start + i / per_second - time.monotonic()))
+        send(c, topic, json.dumps({"temperature": {"value": _fahrenheit(i), "unit": "F"}}).encode(), f"{prefix}-{i}")
+    c.disconnect()
+    c.loop_stop()
+
+
+def _check_folds(summaries, n: int) -> None:
+    """`n` readings (_fahrenheit's) in the summaries: each window once, each reading in one
+    window, and the folds add up (sums of integers: exact in f64 up to the averages' rounding)."""
+    ids = [r.id for r in summaries]
+    assert len(set(ids)) == len(ids), f"a window was emitted twice: {sorted(ids)}"
+    folds = [r.json()["temperature"] for r in summaries]
+    assert sum(f["count"] for f in folds) == n, folds
+    celsius = [(_fahrenheit(i) - 32) * 5 / 9 for i in range(n)]
+    assert math.isclose(sum(f["average"] * f["count"] for f in folds), sum(celsius), rel_tol=1e-12)
+    assert max(f["max"] for f in folds) == max(celsius) and min(f["min"] for f in folds) == min(celsius)
+    assert all(f["unit"] == "C" and f["min"] <= f["average"] <= f["max"] for f in folds)
+
+
+@pytest.fixture(scope="module")
+def net():
+    try:
+        with Namespaces(["host1", "host2"]) as n:
+            yield n
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+def test_windows_across_two_machines_sharing_redis(net, modules):
+    """Two hosts (network namespaces), one worker each, sharing the source's subscription
+    and a Redis in the broker's namespace: every reading of a flood in exactly one window
+    summary, each window emitted once, by one of them, its fold over both hosts' messages."""
+    group = f"temps-{uuid.uuid4().hex[:8]}"
+    n = 120
+    with Broker(host="0.0.0.0", netns=net.hub) as broker, RedisServer(host="0.0.0.0", netns=net.hub) as redis:
+        def on(name):
+            address = net.hub_address(name)
+            return Service(broker, workers=1, node=name, pipeline=GRAPH, log_level="debug", netns=net.spokes[name],
+                           address=f"{address}:{broker.port}",
+                           extra=(*modules, "--source", "machines/in", "--sink", "machines/out", "--param",
+                                  "window_ms=1000", "--group", group, "--state-store", redis.url_from(address)))
+        with Collector(broker, ["machines/out", "machines/out/dead-letter"]) as got, on("host1") as h1, \
+                on("host2") as h2:
+            h1.wait_subscribed(1)
+            h2.wait_subscribed(1)
+            _flood(broker, "machines/in", n, "m", per_second=60)
+            got.wait(lambda g: sum(r.json()["temperature"]["count"] for r in g
+                                   if r.id and r.id.startswith("window:")) >= n, 60)
+            time.sleep(2)  # a window more: nothing comes twice
+            summaries = _summaries(got, "machines/out")
+            _check_folds(summaries, n)
+            assert not got.on("machines/out/dead-letter")
+            staged = {name: {e["id"] for e in h.find("done", published=0)}
+                      for name, h in (("host1", h1), ("host2", h2))}
+    assert staged["host1"] and staged["host2"], "one host staged nothing"
+    assert not staged["host1"] & staged["host2"]
+    print(f"\n{n} readings: host1 staged {len(staged['host1'])}, host2 {len(staged['host2'])}; "
+          f"{len(summaries)} windows")
+
+
+def test_a_redis_restart_mid_flood_loses_no_reading(broker, modules):
+    """kill -9 of redis-server (append-only file, fsync always) while readings flood in and
+    windows are open, down 2 s, then started again: every reading is in exactly one
+    summary. The messages that met the store away were not acknowledged until they were
+    staged; the windows open across the restart were completed from the store."""
+    group = f"temps-{uuid.uuid4().hex[:8]}"
+    n, rate = 300, 60
+    with RedisServer(persistence=True) as redis:
+        extra = (*modules, "--source", "redis-restart/in", "--sink", "redis-restart/out", "--param", "window_ms=1000",
+                 "--group", group, "--state-store", redis.url)
+        with Collector(broker, ["redis-restart/out", "redis-restart/out/dead-letter"]) as got, \
+                Service(broker, workers=2, pipeline=GRAPH, log_level="info", extra=extra) as service:
+            service.wait_subscribed(2)
+            assert not service.find("state-store-not-durable")
+            flood = threading.Thread(target=_flood, args=(broker, "redis-restart/in", n, "r", rate))
+            flood.start()
+            time.sleep(n / rate / 3)
+            before = sum(r.json()["temperature"]["count"] for r in _summaries(got, "redis-restart/out"))
+            redis.proc.kill()
+            redis.proc.wait()
+            time.sleep(2)
+            redis.start()
+            flood.join()
+            got.wait(lambda g: sum(r.json()["temperature"]["count"] for r in g
+                                   if r.id and r.id.startswith("window:")) >= n, 60)
+            time.sleep(2)
+            summaries = _summaries(got, "redis-restart/out")
+            _check_folds(summaries, n)
+            assert not got.on("redis-restart/out/dead-letter")
+            waited = service.find("state-store-unavailable")
+            assert waited and service.find("state-store-back"), service.log_tail()
+    print(f"\n{n} readings, redis-server killed after {before} were in summaries and down 2 s: "
+          f"{len(waited)} staging waits, {len(summaries)} windows, all {n} readings once")
+
+
+class _LosesAnswers:
+    """A real store that loses the answer to its write number `lose` (from 1), once: the
+    write is done, as when the connection to Redis drops after the server ran a request."""
+
+    def __init__(self, store, lose: int):
+        self.store, self.lose = store, lose
+        self.writes = 0
+
+    def get(self, key):
+        return self.store.get(key)
+
+    def set(self, *args, **kwargs):
+        out = self.store.set(*args, **kwargs)
+        return self._answer(out)
+
+    def delete(self, *args, **kwargs):
+        return self._answer(self.store.delete(*args, **kwargs))
+
+    def _answer(self, out):
+        from wasinn.pipeline.services.state_store import StateUnavailable
+        self.writes += 1
+        if self.writes == self.lose:
+            raise StateUnavailable("the answer was lost")
+        return out
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_windows_in_chunks_staged_and_emitted_once_across_lost_answers(kind):
+    """Windows (pipeline/windows.py) on a real store: a window of more messages than a chunk
+    holds comes back whole and in order; a staging whose answers are lost is retried and
+    staged once; a late message after the fold is emitted again alone (+N); `emitted`
+    repeated changes nothing."""
+    from wasinn.pipeline.operator import Message
+    from wasinn.pipeline.services import EmbeddedStore, RedisStore
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import CHUNK_MESSAGES, Windows
+    server = RedisServer() if kind == "redis" else None
+    store = RedisStore(server.url) if server else EmbeddedStore()
+    try:
+        at, now = Timestamp(1_700_000_000, 0), Timestamp(1_700_000_001, 0)
+        n = 2 * CHUNK_MESSAGES + 5
+        windows = Windows(store, "test", "worker-0")
+        lost = 0
+        for i in range(n):  # the lock's, the index's, the window's, a chunk's or the unlock's answer lost
+            flaky = _LosesAnswers(store, lose=1 + i % 5) if i % 3 == 0 else None
+            flaky = Windows(flaky, "test", "worker-0") if flaky else windows
+            flaky.stage("acc", at, Message(f"m{i}".encode(), "t", timestamp=at))
+            lost += flaky is not windows and flaky.store.writes > flaky.store.lose
+        assert lost > 10
+        assert windows.due(Timestamp(1_699_999_999, 0)) == []  # not yet
+        (node, when, messages, ident, upto), = windows.due(now)
+        assert [m.payload for m in messages] == [f"m{i}".encode() for i in range(n)] and upto == n
+        assert windows.due(now) == []  # its emit lease is taken
+        windows.stage("acc", at, Message(b"late", "t", timestamp=at))
+        windows.emitted(node, when, upto)
+        windows.emitted(node, when, upto)
+        (_, _, late, late_id, upto), = windows.due(now)
+        assert [m.payload for m in late] == [b"late"] and late_id == f"{ident}+{n}"
+        windows.emitted(node, when, upto)
+        assert windows.due(now) == [] and windows._index() == []
+    finally:
+        store.close()
+        if server:
+            server.close()

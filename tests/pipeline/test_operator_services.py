@@ -1,0 +1,434 @@
+"""The host services data-flow operators import, each against a real instance: the
+state store embedded (SQLite, shared between processes) and on a real redis-server,
+the JSON log, Prometheus metrics, HLC rules, the schema registry and the command
+invoker over a real mosquitto; every bound a guest could push is held with one line."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import wasinn
+from wasinn.limits import Limits
+from wasinn.pipeline.jsonlog import EventLog
+from wasinn.pipeline.operator import Message, Operator, Services
+from wasinn.pipeline.services import CommandInvoker, EmbeddedStore, MetricFamilies, RedisStore, SchemaRegistry
+from wasinn.pipeline.services.clock import HybridClock, Timestamp
+from wasinn.pipeline.services.state_store import StateError
+
+from support.operator_guests import operator_wasm
+from support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def probe(wasinn_host):
+    return wasinn_host.load_component(operator_wasm("operator-probe"))
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    try:
+        server = RedisServer()
+    except FileNotFoundError as e:  # no redis-server: CI installs it (scripts/setup-mqtt.sh)
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{e}; run scripts/setup-mqtt.sh")
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        s = EmbeddedStore(tmp_path / "state.sqlite")
+    else:
+        server = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url, prefix=f"t{time.monotonic_ns()}:")
+    yield s
+    s.close()
+
+
+def run(op: Operator, command: dict):
+    return json.loads(op.map(Message(json.dumps(command).encode(), topic="t")).payload)
+
+
+# --- hybrid logical clock ------------------------------------------------------------------
+def test_hlc_counts_within_a_tick_merges_on_receive_and_ignores_far_future():
+    wall = [1_000]
+    clock = HybridClock("a", wall_clock=lambda: wall[0])
+    assert [clock.now() for _ in range(3)] == [Timestamp.of(1_000, 0, "a"), Timestamp.of(1_000, 1, "a"),
+                                               Timestamp.of(1_000, 2, "a")]
+    wall[0] = 999  # the wall clock went back: still monotonic
+    assert clock.now() == Timestamp.of(1_000, 3, "a")
+    # a message from a node ahead: adopt its time, count past its counter
+    assert clock.receive(Timestamp.of(5_000, 7, "b")) == Timestamp.of(5_000, 8, "a")
+    assert clock.now() == Timestamp.of(5_000, 9, "a")
+    wall[0] = 6_000
+    assert clock.receive(Timestamp.of(5_500, 50, "b")) == Timestamp.of(6_000, 0, "a")
+    far = Timestamp.of(6_000 + 3600 * 10**9, 0, "evil")
+    assert clock.receive(far).wall == 6_000  # an hour ahead is not adopted
+    assert sorted([Timestamp.of(2, 0, "b"), Timestamp.of(1, 5, "z"), Timestamp.of(2, 0, "a")]) == \
+        [Timestamp.of(1, 5, "z"), Timestamp.of(2, 0, "a"), Timestamp.of(2, 0, "b")]
+
+
+# --- state store, both implementations ---------------------------------------------------
+def test_state_store_semantics(store):
+    assert store.get(b"k") == (None, None)
+    ok, v1 = store.set("op", b"k", b"1")
+    assert ok and store.get(b"k") == (b"1", v1)
+    ok, v2 = store.set("op", b"k", b"2")
+    assert ok and v2 > v1 and store.get(b"k")[0] == b"2"
+    assert store.set("op", b"k", b"3", condition="only-if-does-not-exist") == (False, None)
+    assert store.set("op", b"k", b"3", condition="only-if-equal-or-does-not-exist") == (False, None)
+    assert store.set("op", b"k", b"2", condition="only-if-equal-or-does-not-exist")[0] is True
+    assert store.set("op", b"new", b"x", condition="only-if-does-not-exist")[0] is True
+    assert store.delete(b"new", value=b"y") == (-1, None)
+    assert store.delete(b"new", value=b"x")[0] == 1
+    assert store.delete(b"new") == (0, None)
+    # expiry
+    assert store.set("op", b"ttl", b"x", expires=0.15)[0]
+    assert store.get(b"ttl")[0] == b"x"
+    time.sleep(0.3)
+    assert store.get(b"ttl") == (None, None)
+
+
+def test_state_store_fencing_tokens(store):
+    t1, t2 = Timestamp(100, 0, 0, "lease"), Timestamp(100, 0, 1, "lease")
+    assert store.set("op", b"f", b"a", fencing=t2)[0]
+    with pytest.raises(StateError, match="fencing token is older than the key's"):
+        store.set("op", b"f", b"b", fencing=t1)
+    with pytest.raises(StateError, match="protected by a fencing token; the request carries none"):
+        store.set("op", b"f", b"b")
+    with pytest.raises(StateError, match="older"):
+        store.delete(b"f", fencing=t1)
+    assert store.get(b"f")[0] == b"a"
+    assert store.set("op", b"f", b"c", fencing=Timestamp(101, 0, 0, "lease"))[0]
+    assert store.delete(b"f", fencing=Timestamp(101, 0, 0, "lease"))[0] == 1
+
+
+def test_state_store_counts_live_keys_per_operator(store):
+    for i in range(3):
+        assert store.set("a", b"key%d" % i, b"x", max_keys=3)[0]
+    with pytest.raises(StateError, match=r"operator 'a' holds 3 live state-store keys; the limit is 3 "
+                                         r"\(limit 'max-state-keys', --max-state-keys\)"):
+        store.set("a", b"key3", b"x", max_keys=3)
+    assert store.set("a", b"key0", b"overwrite", max_keys=3)[0]  # not a new key
+    assert store.set("b", b"other", b"x", max_keys=3)[0]          # another operator's count
+    store.delete(b"key0")
+    assert store.set("a", b"key3", b"x", max_keys=3)[0]
+
+
+def test_embedded_store_is_shared_between_processes(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    mine = EmbeddedStore(path)
+    code = ("import sys; from wasinn.pipeline.services import EmbeddedStore; "
+            "s = EmbeddedStore(sys.argv[1]); print(s.set('worker-2', b'from-2', b'hello')[0]); "
+            "print(s.get(b'from-1')[0].decode())")
+    mine.set("worker-1", b"from-1", b"hi")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "hi"]
+    assert mine.get(b"from-2")[0] == b"hello"
+    mine.close()
+
+
+# --- through an operator ---------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_path):
+    if kind == "embedded":
+        services = Services.embedded(log=EventLog(stream=io.StringIO()), state_path=tmp_path / "s.sqlite")
+    else:
+        url = request.getfixturevalue("redis_server").url
+        services = Services(state_store=RedisStore(url, prefix=f"op{time.monotonic_ns()}:"),
+                            log=EventLog(stream=io.StringIO()))
+    with Operator.open(wasinn_host, probe, kind="map", name="stateful", services=services) as op:
+        token = [200, 0, 0, "lease"]
+        out = run(op, {"do": "state", "ops": [
+            ["set", "a", "1", "unconditional", None, None], ["get", "a"], ["get", "missing"],
+            ["set", "a", "2", "only-if-does-not-exist", None, None],
+            ["set", "f", "x", "unconditional", None, token], ["set", "f", "y", "unconditional", None, None],
+            ["vdel", "a", "nope", None], ["vdel", "a", "1", None], ["del", "a", None],
+            ["set", "k" * 2000, "v", "unconditional", None, None]]})
+    assert out[0]["set"] is True and out[0]["version"][3] == services.state_store.clock.node_id
+    assert out[1] == {"value": "1", "version": out[0]["version"]}
+    assert out[2] == {"value": None, "version": None}
+    assert out[3] == {"set": False, "version": None}
+    assert out[4]["set"] is True
+    assert out[5] == {"error": "StateStoreError_RequestError:the key is protected by a fencing token; "
+                               "the request carries none"}
+    assert [o["deleted"] for o in out[6:9]] == [-1, 1, 0]
+    assert out[9] == {"error": "StateStoreError_RequestError:a state-store key has 1 to 1024 bytes, got 2000 "
+                               "(limit 'max-state-key-bytes', --max-state-key-bytes)"}
+    services.close()
+
+
+def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, tmp_path):
+    log = io.StringIO()
+    registry = CollectorRegistry()
+    limits = Limits().updated({"max_state_keys": 50, "max_metric_series": 20, "max_log_lines": 30})
+    services = Services.embedded(log=EventLog(stream=log), limits=limits, metrics=MetricFamilies(registry))
+    with Operator.open(wasinn_host, probe, kind="map", name="hostile", services=services) as op:
+        keys = run(op, {"do": "flood-keys", "n": 2000})
+        series = run(op, {"do": "flood-metrics", "n": 2000})
+        lines = run(op, {"do": "flood-logs", "n": 2000})
+        assert run(op, {"do": "count"})["count"] == 1  # the instance still works
+    assert keys == {"ok": 50, "error": "StateStoreError_RequestError:operator 'hostile' holds 50 live state-store "
+                                       "keys; the limit is 50 (limit 'max-state-keys', --max-state-keys)"}
+    assert series == {"ok": 20, "error": "MetricsError_IncompatibleType:operator 'hostile' reports more than 20 "
+                                         "metric series (limit 'max-metric-series', --max-metric-series)"}
+    assert lines == {"ok": 2000, "error": None}  # a log line is never the guest's error: extra lines are dropped
+    written = [json.loads(line) for line in log.getvalue().splitlines()]
+    flood = [r for r in written if r["event"] == "operator-log" and r["context"] == "flood"]
+    assert 30 <= len(flood) <= 60  # at most 30 per second; the run may straddle a second
+    (held,) = services.state_store._db.execute("SELECT COUNT(*) FROM kv").fetchone()
+    assert held == 50
+    samples = [s for m in registry.collect() for s in m.samples if s.name == "wasinn_operator_flood_total"]
+    assert len(samples) == 20
+    services.close()
+
+
+def test_logger_writes_json_lines_with_the_operator_and_context(wasinn_host, probe):
+    log = io.StringIO()
+    services = Services.embedded(log=EventLog(stream=log, level="debug"))
+    temperature = wasinn_host.load_component(operator_wasm("temperature"))
+    with Operator.open(wasinn_host, temperature, kind="map", name="to-celsius", configuration={"key2": "v"},
+                       services=services) as op:
+        op.init()
+    first = json.loads(log.getvalue().splitlines()[0])
+    assert {k: first[k] for k in ("level", "event", "operator", "context", "message", "guest_level")} == {
+        "level": "info", "event": "operator-log", "operator": "to-celsius", "context": "module-temperature/map",
+        "message": "Initialization function invoked", "guest_level": "info"}
+    services.close()
+
+
+def test_metrics_reach_prometheus_with_their_labels(wasinn_host, probe):
+    registry = CollectorRegistry()
+    services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
+    with Operator.open(wasinn_host, probe, kind="map", name="counting", services=services) as op:
+        for _ in range(3):
+            assert run(op, {"do": "metric", "name": "requests", "value": 2, "labels": [["unit", "C"]]}) == {"ok": True}
+        assert run(op, {"do": "histogram", "name": "latency", "value": 0.25}) == {"ok": True}
+        assert run(op, {"do": "histogram", "name": "requests", "value": 1.0}) == {
+            "error": "MetricsError_IncompatibleType:metric 'requests' is a counter, not a histogram"}
+        # another key set under the same name is another series of the family
+        assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {"ok": True}
+        assert run(op, {"do": "metric", "name": "requests", "value": 4}) == {"ok": True}
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "unit": "C"}) == 6
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "other": "x"}) == 1
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting"}) == 4
+    from prometheus_client import generate_latest
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE wasinn_operator_requests_total counter") == 1
+    assert registry.get_sample_value("wasinn_operator_latency_sum", {"operator": "counting"}) == 0.25
+    services.close()
+
+
+def test_schema_registry_from_a_file_or_not_available(wasinn_host, probe, tmp_path):
+    log = io.StringIO()
+    services = Services.embedded(log=EventLog(stream=log))
+    with Operator.open(wasinn_host, probe, kind="map", name="no-schemas", services=services) as op:
+        assert run(op, {"do": "schema", "id": "temp", "version": "1"}) == {"error": "SchemaError_NotAvailable"}
+    warning = [json.loads(line) for line in log.getvalue().splitlines() if "schema-registry" in line][0]
+    assert warning["event"] == "operator-service-unavailable" and warning["operator"] == "no-schemas"
+    path = tmp_path / "schemas.json"
+    path.write_text(json.dumps([{"name": "temp", "version": "2", "content": {"type": "object"}}]))
+    services.schemas = SchemaRegistry.from_file(path)
+    with Operator.open(wasinn_host, probe, kind="map", name="schemas", services=services) as op:
+        assert run(op, {"do": "schema", "id": "temp", "version": "2"}) == {
+            "name": "temp", "version": "2", "content": '{"type": "object"}', "format": "SchemaFormat_Json"}
+        assert run(op, {"do": "schema", "id": "temp", "version": "1"}) == {"error": "SchemaError_NotFound"}
+    services.close()
+
+
+def _through_graph(host, tmp_path, schema_name: str | None, input_schema: str | None, schemas) -> dict:
+    """What guest/operator-probe's map, the one operation of a graph definition, says of
+    the schema of a message from the source (the engine as a worker runs it)."""
+    import dataclasses
+
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from wasinn.pipeline import graphdef
+    from wasinn.pipeline.engine import DataflowRunner
+    graph = {"moduleRequirements": {"apiVersion": "1.1.0", "runtimeVersion": "1.1.0"},
+             "operations": [{"operationType": "source", "name": "s"},
+                            {"operationType": "map", "name": "m", "module": "probe:1"},
+                            {"operationType": "sink", "name": "k"}],
+             "schemas": [{"name": "reading", "format": "json", "schema": '{"type": "object"}'}],
+             "connections": [{"from": {"name": "s", **({"schemaName": schema_name} if schema_name else {})},
+                              "to": {"name": "m"}}, {"from": {"name": "m"}, "to": {"name": "k"}}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    flow = graphdef.resolve(path, graphdef.ServeFlags(modules={"probe": operator_wasm("operator-probe")},
+                                                      sources=("in",), sink="out"))
+    flow = dataclasses.replace(flow, input_schema=input_schema)  # a deployment's (test_dataflow_files)
+    services = Services.embedded(log=EventLog(stream=io.StringIO()))
+    services.schemas = schemas
+    runner = DataflowRunner(flow, host, EventLog(stream=io.StringIO()), services=services)
+    try:
+        msg = mqtt.MQTTMessage(topic=b"in")
+        msg.payload = b'{"do": "message-schema"}'
+        msg.properties = Properties(PacketTypes.PUBLISH)
+        (pub,), _ = runner.answer("1", msg, None, 0.0, "w")
+        return json.loads(pub.payload)
+    finally:
+        runner.close()
+
+
+def test_schema_references_reach_operators_on_their_connections(wasinn_host, tmp_path):
+    """A graph's `from.schemaName` hands its schema inline; a deployment's `schemaRef` hands
+    the reference, which the operator resolves through `schema-registry` (--schemas)."""
+    from wasinn.pipeline.services.schemas import Schema
+    registry = SchemaRegistry([Schema("reading", "factory", "2", "json", '{"required": ["t"]}')])
+    assert _through_graph(wasinn_host, tmp_path, "reading", None, registry) == {"inline": ["reading", '{"type": "object"}']}
+    assert _through_graph(wasinn_host, tmp_path, None, "aio-sr://factory/reading:2", registry) == {
+        "reference": "aio-sr://factory/reading:2", "got": '{"required": ["t"]}'}
+    # the connection's own schema is what its messages carry
+    assert "inline" in _through_graph(wasinn_host, tmp_path, "reading", "aio-sr://factory/reading:2", registry)
+    assert _through_graph(wasinn_host, tmp_path, None, None, registry) is None
+
+
+def test_command_invoker_over_mqtt5_or_client_error(wasinn_host, probe):
+    from support.pipeline_service import Broker
+    services = Services.embedded(log=EventLog(stream=io.StringIO()))
+    with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
+        assert run(op, {"do": "invoke", "topic": "cmd/probe", "payload": "x"}) == {"error": "RpcError_ClientError"}
+    with Broker() as broker:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        responder, invoker_client = broker.new_client("executor"), broker.new_client("invoker")
+        for c in (responder, invoker_client):
+            connected = threading.Event()
+            c.on_connect = lambda *a, ev=connected: ev.set()
+            broker.connect(c)
+            c.loop_start()
+            assert connected.wait(10)
+
+        def answer(client, userdata, message):
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = message.properties.CorrelationData
+            props.UserProperty = [("seen", dict(message.properties.UserProperty)["k"])]
+            client.publish(message.properties.ResponseTopic, b"re:" + message.payload, qos=1, properties=props)
+        responder.on_message = answer
+        responder.subscribe("cmd/probe", qos=1)[0] == 0
+        time.sleep(0.2)
+        services.invoker = CommandInvoker(invoker_client, client_id="invoker")
+        with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
+            assert run(op, {"do": "invoke", "topic": "cmd/{commandName}", "payload": "ping"}) == {
+                "payload": "re:ping", "user": [["seen", "v"]]}
+            assert run(op, {"do": "invoke", "topic": "cmd/nobody", "payload": "ping", "timeout": 1}) == {
+                "error": "RpcError_Timeout"}
+        for c in (responder, invoker_client):
+            c.loop_stop()
+            c.disconnect()
+    services.close()
+
+
+def test_state_seed_file_as_azure_writes_it(store, tmp_path):
+    from wasinn.pipeline.services.state_store import seed
+    path = tmp_path / "statestore.json"
+    path.write_text(json.dumps([{"factoryId": "factoryA"}, {"machineId": "machineA", "limits": {"max": 3}}]))
+    assert seed(store, path) == 3
+    assert [store.get(k)[0] for k in (b"factoryId", b"machineId", b"limits")] == [b"factoryA", b"machineA",
+                                                                                   b'{"max": 3}']
+    path.write_text("[1, 2]")
+    with pytest.raises(wasinn.WasinnError, match=r"statestore.json: expected an object of keys to values"):
+        seed(store, path)
+
+
+def test_redis_restart_is_a_timeout_then_the_store_serves_again(wasinn_host, probe):
+    server = RedisServer()  # its own: this one is stopped
+    try:
+        services = Services(state_store=RedisStore(server.url, timeout=1.0), log=EventLog(stream=io.StringIO()))
+        with Operator.open(wasinn_host, probe, kind="map", name="through-restart", services=services) as op:
+            put = ["set", "k", "v", "unconditional", None, None]
+            assert run(op, {"do": "state", "ops": [put]})[0]["set"] is True
+            server.stop()
+            assert run(op, {"do": "state", "ops": [["get", "k"]]}) == [{"error": "StateStoreError_Timeout"}]
+            server.start()  # no persistence: the key is gone, the store serves again
+            assert run(op, {"do": "state", "ops": [["get", "k"], put]})[1]["set"] is True
+        services.close()
+    finally:
+        server.close()
+
+
+def test_embedded_store_conditions_are_atomic_across_processes(tmp_path):
+    """Two workers racing only-if-does-not-exist on the same keys: each key has one winner."""
+    path = tmp_path / "race.sqlite"
+    EmbeddedStore(path).close()
+    code = ("import sys; from wasinn.pipeline.services import EmbeddedStore; s = EmbeddedStore(sys.argv[1]); "
+            "print(sum(s.set(sys.argv[2], b'k%d' % i, sys.argv[2].encode(), condition='only-if-does-not-exist')[0] "
+            "for i in range(300)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"w{n}"], stdout=subprocess.PIPE, text=True)
+             for n in range(2)]
+    wins = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(wins) == 300
+    store = EmbeddedStore(path)
+    owners = {store.get(b"k%d" % i)[0] for i in range(300)}
+    assert owners <= {b"w0", b"w1"}
+    store.close()
+
+
+def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
+    from wasinn.cli import limits_from_args, parser
+    path = tmp_path / "wasinn.toml"
+    path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
+                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\n')
+    limits = Limits.from_file(path)
+    assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
+            limits.max_payload_bytes) == (2048, 5, 7, 9, 1 << 20)
+    args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "x.wasm"])
+    assert limits_from_args(args).max_state_keys == 6
+    with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
+        Limits().updated({"max-log-lines": "x"})
+
+
+def test_operator_log_rate_and_dropped_count():
+    from wasinn.pipeline.services.logger import OperatorLog
+    out, now = io.StringIO(), [100.0]
+    log = OperatorLog(EventLog(stream=out), "op", lines_per_second=2, clock=lambda: now[0])
+    for i in range(5):
+        log.write("info", "ctx", f"line {i}")
+    log.write("trace", "ctx", "below the log's level")  # neither written nor counted
+    now[0] = 101.0
+    log.write("critical", "ctx", "next second")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["level"], r["message"], r.get("dropped_lines")) for r in lines] == [
+        ("info", "line 0", None), ("info", "line 1", None), ("error", "next second", 3)]
+
+
+def test_versions_grow_across_writers_whose_clocks_disagree(store):
+    """A writer whose clock is an hour behind still gets a later version than the last one
+    the store issued: a lease taken after another expired fences out the old holder."""
+    ok, first = store.set("a", b"lease", b"holder-1", expires=0.05)
+    time.sleep(0.1)
+    store.clock = HybridClock("behind", wall_clock=lambda: time.time_ns() - 3600 * 10**9)
+    ok, second = store.set("b", b"lease", b"holder-2", condition="only-if-does-not-exist")
+    assert ok and second > first and second.node_id == "behind"
+    assert store.set("b", b"guarded", b"x", fencing=second)[0]
+    with pytest.raises(StateError, match="older"):
+        store.set("a", b"guarded", b"y", fencing=first)
+    count, third = store.delete(b"lease")
+    assert count == 1 and third > second
+
+
+def test_temperature_module_counts_requests_as_azure_does(wasinn_host):
+    registry = CollectorRegistry()
+    services = Services.embedded(log=EventLog(stream=io.StringIO()), metrics=MetricFamilies(registry))
+    temperature = wasinn_host.load_component(operator_wasm("temperature"))
+    with Operator.open(wasinn_host, temperature, kind="map", name="to-celsius", services=services) as op:
+        for unit in "FFC":
+            op.map(Message(json.dumps({"temperature": {"value": 50, "unit": unit}}).encode()))
+    module = {"operator": "to-celsius", "module": "module-temperature/map"}
+    assert registry.get_sample_value("wasinn_operator_requests_total", module) == 3
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Fahrenheit"}) == 2
+    assert registry.get_sample_value("wasinn_operator_requests_total", {**module, "unit": "Celsius"}) == 1
+    services.close()

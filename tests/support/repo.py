@@ -1,0 +1,24 @@
+"""This repository as the suite sees it: its root, the suite's cache (the plugin's
+`wasinn_cache_dir`, pyproject.toml) and its own guests (guest/), built once per content
+where a fixture cannot reach: at module level and in the suite's child processes."""
+from __future__ import annotations
+
+import pathlib
+
+from wasinn import build
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "tests"
+
+# guest name -> the world it is built against
+GUESTS = {"roundtrip": "wasinn:guest/roundtrip-guest", "nn-cli": "wasinn:guest/ml-command",
+          "inspect": "wasinn:guest/ml-introspect"}
+# the reliability tests' guest: primitive wasi:nn operations by ids (wit/adversary.wit)
+GUESTS["adversary"] = "wasinn:guest/adversary-guest"
+
+
+def guest_component(name: str, *, fastpath: bool = True):
+    """guest/<name> built once per content (cached in .cache/tests/components)."""
+    return build.build_cached(build.guest_files(ROOT / "guest" / name),
+                                     name=name if fastpath else f"{name}-standard", world=GUESTS[name],
+                                     cache_dir=CACHE, fastpath=fastpath, progress=print)
