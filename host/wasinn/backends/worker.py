@@ -53,11 +53,14 @@ BIND_OUTPUTS_FROM = 2 << 20
 
 
 def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
+    if "_t" in message: message["_t"].append(time.perf_counter())
     data = json.dumps(message, separators=(",", ":")).encode()
+    _local.t_enc = time.perf_counter()
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
         sock.send(data)
+    _local.t_sent = time.perf_counter()
 
 
 def receive(sock: socket.socket, max_fds: int = 0, spin: float = 0.0,
@@ -86,7 +89,20 @@ def receive(sock: socket.socket, max_fds: int = 0, spin: float = 0.0,
         if timeout is not None and not select.select([sock], [], [], timeout)[0]:
             raise socket.timeout("no message in time")
         received = sock.recvmsg_into([buffer], ancillary_size)
+    return _unpack(received)
+
+
+def _buffer():
+    buffer = getattr(_local, "buffer", None)
+    if buffer is None:
+        buffer = _local.buffer = bytearray(MAX_MESSAGE)
+    return buffer
+
+
+def _unpack(received):
+    buffer = _local.buffer
     n, ancillary, flags, _ = received
+    _local.t_recv = time.perf_counter()
     fds = [fd for level, kind, data in ancillary if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
            for fd in array.array("i", data[:len(data) - len(data) % 4])]
     if not n or flags & socket.MSG_TRUNC:  # the end, or a message no side sends: the other side is broken
@@ -107,13 +123,25 @@ class Waiting:
     (on 2 cores, a 100 us poll at the start of each EfficientNet-Lite0 compute cost the
     host more than the wake-up it saved). One per kind of wait."""
 
-    def __init__(self):
+    def __init__(self, predict=False):
+        self.predict = predict
         self.last = 0.0  # how long the last wait took
 
     def receive(self, sock: socket.socket, max_fds: int = 0,
                 timeout: float | None = None) -> tuple[dict | None, list[int]]:
         start = time.perf_counter()
         try:
+            if self.last >= 2 * SPIN_SECONDS and self.predict and os.environ.get("XPRED"):
+                margin = float(os.environ["XPRED"])
+                ahead = self.last - margin
+                if timeout is None or ahead < timeout:
+                    select.select([sock], [], [], ahead)
+                    until = time.perf_counter() + 2 * margin
+                    while time.perf_counter() < until:
+                        try:
+                            return _unpack(sock.recvmsg_into([_buffer()], socket.CMSG_SPACE(4 * max_fds) if max_fds else 0, socket.MSG_DONTWAIT))
+                        except BlockingIOError:
+                            os.sched_yield()
             return receive(sock, max_fds, SPIN_SECONDS if self.last < 2 * SPIN_SECONDS else 0.0, timeout)
         finally:
             self.last = time.perf_counter() - start
@@ -145,9 +173,10 @@ def _reap(*_) -> None:
 
 def zygote(sock: socket.socket) -> None:
     # what every worker needs, imported once here; its sessions spin their intra-op
-    # threads as in process (sleeping between parallel sections made EfficientNet-Lite0's
-    # run 1.3 ms slower, 4.6 vs 3.3 ms)
-    from . import onnxruntime  # noqa: F401
+    # threads between a run's parallel sections as in process (sleeping there made
+    # EfficientNet-Lite0's run 1.3 ms slower, 4.6 vs 3.3 ms), but not after the run
+    from . import onnxruntime
+    onnxruntime.SPIN_AFTER_RUN = False
     # No parent-death signal here: it follows the thread that started this process (a
     # host's prewarming thread ends at once), not the process. The host's end closes the
     # socket instead, and this loop ends; its workers' own signal follows this process.
@@ -224,6 +253,7 @@ class Worker:
         self.pending: list | None = None  # outputs computed, waiting for room in shared memory
         self.backends: dict[tuple, object] = {}
         self.next_id = 1
+        self._run = 0
 
     def _cap(self, graphs: int) -> int:
         return self.baseline + ADDRESS_SPACE_SLACK + self.budget + self.per_graph * graphs
@@ -234,8 +264,10 @@ class Worker:
             message, fds = waiting.receive(self.sock, max_fds=1)
             if message is None:
                 return
+            _t0 = time.perf_counter()
             try:
                 reply = getattr(self, "op_" + message["op"])(message, fds)
+                reply["_t"] = [_local.t_recv, _t0, time.perf_counter(), self._run]
             except MemoryError:
                 reply = _error("too-large", f"the backend worker ran out of its memory cap "
                                f"({self._cap(len(self.graphs) + 1) >> 20} MiB of address space)")
@@ -324,7 +356,9 @@ class Worker:
         into = self._room(message["context"], message["out"])
         self.bound = into is not None
         try:
+            _r = time.perf_counter()
             self.pending = context.compute(inputs, deadline=message["deadline"], accept_outputs=accept, into=into)
+            self._run = time.perf_counter() - _r
         finally:
             del inputs, into  # no view of the shared memory may outlive the request (op_shm remaps it)
         return self.op_fetch(message, fds)
