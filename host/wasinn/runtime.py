@@ -210,9 +210,11 @@ class Host:
         if rewrite.needs_adapter(wasm):
             self.progress(f"adding wasinn's data-path adapter to {label}, once per component...")
             rewritten, why_not = rewrite.rewrite(wasm, label)
-            if why_not:
+            if why_not and rewritten is wasm:
                 self.progress(f"{label} keeps the standard lowering (per-byte, capped): {why_not}")
             else:
+                if why_not:
+                    self.progress(f"{label}: {why_not}")
                 try:
                     component = self._compile_as_is(engine, rewritten, label)
                 except WasmtimeError as e:  # said once the original compiles: else its own error says it all
@@ -433,7 +435,7 @@ class Instance:
 
     def exported_interfaces(self) -> list[str]:
         names = self.component.type.exports(record(self.component).engine.engine)
-        return sorted(n for n in names if n not in _TOOLCHAIN_EXPORTS)
+        return sorted(n for n in names if n not in _TOOLCHAIN_EXPORTS and not n.startswith(rewrite.OWN_EXPORTS))
 
     @property
     def last_nn_error(self):
@@ -441,13 +443,16 @@ class Instance:
         a trap keeps it, for saying why a run failed."""
         return self._session.last_error if self._session is not None else self._last_nn_error
 
-    def call(self, name: str, *args: Any) -> Any:
+    def call(self, name: str, *args: Any, before_post_return: Callable[[Store, Any], None] | None = None) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
         numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
         over as handles: no bytes cross); tensors in the result come back as
         `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways.
         Arguments are checked against the WIT types first: a mismatch raises `BadValue`
-        (one line: the parameter, the path inside it, the type, the value)."""
+        (one line: the parameter, the path inside it, the type, the value).
+        `before_post_return(store, result)` sees the result as lifted, before the guest's
+        post-return frees what it points into (the operators' result spans); what it raises
+        is a trap's (OutOfBounds) or tears the instance down as a host function's would."""
         store = self._ensure()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
@@ -476,6 +481,8 @@ class Instance:
             self._budget(store)
             try:
                 result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
+                if before_post_return is not None:
+                    before_post_return(store, result)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise
@@ -633,7 +640,7 @@ class ModuleInstance(Instance):
             func = self._funcs[name] = CoreExport(func, store)
         return func
 
-    def call(self, name: str, *args: Any) -> Any:
+    def call(self, name: str, *args: Any, before_post_return: Callable[[Store, Any], None] | None = None) -> Any:
         """Calls an exported function with numbers; returns its result (a tuple for several)."""
         store = self._ensure()
         func = self._func(store, name)

@@ -31,8 +31,8 @@ import re
 from .._bindings import WASM_GRAPH_PROCESSOR_TYPES
 from ..digests import sha256
 from ..errors import WasinnError
-from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
-                     join, leb, read_layout, sections)
+from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, POST_RETURN_OPTION,
+                     REALLOC_OPTION, STRING_ENCODINGS, Layout, join, leb, read_layout, sections)
 from .nn_versions import TENSOR_INTERFACES
 from .wasm_tools import wasm_tools_output
 
@@ -54,12 +54,28 @@ def _targets() -> dict[tuple[str, str], _Target]:
     return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
 
 
+@dataclasses.dataclass(frozen=True)
+class _ResultTarget:
+    """An operator export lifted again with its result's bytes as spans (adapter.wat's
+    `;; @@result` lines): the export's core function, wasinn's export, its type."""
+    core_export: str
+    export: str
+    func_type: str
+
+
+@functools.cache
+def _result_targets() -> dict[str, _ResultTarget]:
+    lines = [ln.split(" ")[2:] for ln in TEMPLATE.read_text().splitlines() if ln.startswith(";; @@result ")]
+    return {c: _ResultTarget(c, e, t) for c, e, t in lines}
+
+
 _PLACEHOLDER = b"wasinn-placeholder-"
 
 
 # the host half of the adapter (wasinn:adapter/, wasinn:adapter-buffers/): no component may import it
 _OWN = "wasinn:adapter"
 BUFFER_INTERFACE = WASM_GRAPH_PROCESSOR_TYPES  # whose buffer.read the adapter takes over
+OWN_EXPORTS = "wasinn-span"  # what the adapter exports (the operators' span results): not the guest's
 
 
 def needs_adapter(wasm: bytes) -> bool:
@@ -102,6 +118,8 @@ class _Plan:
     realloc: int | None
     shim: int  # the core instance whose "$imports" table the guest's imports go through
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
+    # operator exports lifted again with spans: (target, core func index, its canonical options as text)
+    results: list[tuple[_ResultTarget, int, str]] = dataclasses.field(default_factory=list)
 
 
 class _Refused(WasinnError):
@@ -158,8 +176,37 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
         for t in _targets().values():
             if t.interface == graph_interface:
                 slots.pop(t.function, None)
-    return _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
-                 memories.pop(), reallocs.pop() if reallocs else None, shims.pop(), slots)
+    memory = memories.pop()
+    plan = _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
+                 memory, reallocs.pop() if reallocs else None, shims.pop(), slots)
+    if any(t.interface == BUFFER_INTERFACE and t.function in slots for t in _targets().values()):
+        plan.results = _span_results(layout, memory)  # they read in the memory the buffers block binds
+    return plan
+
+
+_LIFT_OPTIONS = {MEMORY_OPTION: "(memory {})", REALLOC_OPTION: "(realloc {})", POST_RETURN_OPTION: "(post-return {})"}
+
+
+def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int, str]]:
+    """The operator exports whose results carry list<u8>, to lift again with spans: those
+    whose lift uses the adapter's memory and only options a lift can repeat as they are."""
+    names = {index: name for sort, _, name, index in layout.core_aliases if sort == CORE_FUNC}
+    out = []
+    for core, options, _type in layout.lifts.values():
+        target = _result_targets().get(names.get(core, ""))
+        if target is None or (MEMORY_OPTION, memory) not in options:
+            continue
+        words = []
+        for code, index in options:
+            if code in STRING_ENCODINGS:
+                words.append(f"string-encoding={STRING_ENCODINGS[code]}")
+            elif code in _LIFT_OPTIONS:
+                words.append(_LIFT_OPTIONS[code].format(index))
+            else:  # async, a callback: not a lift this text repeats
+                break
+        else:
+            out.append((target, core, " ".join(words)))
+    return out
 
 
 def _block(template: str, name: str) -> str:
@@ -175,6 +222,12 @@ def _adapter_text(plan: _Plan) -> str:
         text += _block(template, "graphs")
     if any(t.interface == BUFFER_INTERFACE and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "buffers")
+    if plan.results:
+        text += _block(template, "results")
+        for target, core, options in plan.results:
+            name = target.export.removeprefix("wasinn-")
+            text += (f"  (func $wasinn:{name} (type {target.func_type}) (canon lift (core func {core}) {options}))\n"
+                     f'  (export "{target.export}" (func $wasinn:{name}))\n')
     imports, exports, elems = [], [], []
     targets = {t.function: t for t in _targets().values()}
     for i, (target, slots) in enumerate(sorted(plan.slots.items())):
@@ -203,8 +256,9 @@ _MAX_STUB = 16 << 20
 
 def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
     """The component with its byte-carrying imports served through spans, and
-    None; or the component unchanged and why it keeps the standard lowering (a broken
-    file is then reported by the compiler, as any other).
+    None (or a note when its operator results alone keep the standard lift); or the
+    component unchanged and why it keeps the standard lowering (a broken file is then
+    reported by the compiler, as any other).
     WasinnError: the component may not run at all (it imports wasinn:adapter)."""
     try:
         return _rewrite(wasm, label)
@@ -232,11 +286,21 @@ def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
     end = text.rstrip().rindex(")")
-    out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
-                            f"cannot add wasinn's data-path adapter to {label}")
+    note = None
+    try:
+        out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                                f"cannot add wasinn's data-path adapter to {label}")
+    except WasinnError as e:
+        if not plan.results:
+            raise
+        # the span lifts alone failed: the rest of the data path goes in without them
+        note = f"its operator results keep the standard lift (per-value, capped): {e}"
+        plan.results = []
+        out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                                f"cannot add wasinn's data-path adapter to {label}")
     merged = []
     for sid, payload in sections(out):
         if sid == CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
             payload = modules[k]
         merged.append((sid, payload))
-    return join(merged), None
+    return join(merged), note

@@ -23,14 +23,16 @@ import dataclasses
 import os
 import pathlib
 
-from wasmtime.component import Component, ResourceHost, Variant
+from wasmtime.component import U32, Component, ResourceHost, TupleType, Variant
 
 from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_BRANCH,
                          WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
-from ..abi.values import Handle
+from ..abi.memory import OutOfBounds
+from ..abi.values import Handle, lifted_values
 from ..errors import BadValue, GuestTrap, WasinnError
+from ..nn import store_key
 from ..runtime import Host
 from .services import Services
 from .services.clock import Timestamp
@@ -102,6 +104,11 @@ class Operator:
         self.imports = OperatorImports(services, name, self.limits)
         self.instance = host.instantiate(component)
         self._iface = KINDS[kind]
+        # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where
+        # the data path added it: read with one copy each, and past wasmtime-py's cap
+        spans = f"wasinn-spans-{kind}-process"
+        self._spans = spans if spans in component.type.exports(Host.engine_of(component)) else None
+        self._span_bytes: dict[tuple[int, int], bytes | None] = {}
         self._initialised = False
         self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
@@ -145,7 +152,7 @@ class Operator:
         config = {"properties": sorted(self.configuration.items()),
                   "module-schemas": [{"name": n, "content-type": t, "content": c} for n, t, c in self.module_schemas]}
         try:
-            ok = self._call("init", config)
+            ok = self._call(f"{self._iface}#init", config)
         except OperatorError as e:
             raise OperatorError(self.name, "init", e.message) from None
         if ok is not True:
@@ -199,19 +206,24 @@ class Operator:
         buffers: list[int] = []
         try:
             values = [self._give(a, buffers) for a in args]
-            result = self._call("process", *values)
+            if self._spans is None:
+                result = self._call(f"{self._iface}#process", *values)
+            else:
+                self._bind_spans()
+                result = self._call(self._spans, *values, before_post_return=self._read_spans)
             if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
                 raise OperatorError(self.name, "contract", f"process returned {result!r}")
             if result.tag == "err":
                 raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
             return take(result.payload)
         finally:
+            self._span_bytes.clear()
             free_resources(buffers)
 
-    def _call(self, func: str, *args):
+    def _call(self, name: str, *args, **options):
         try:
             with active(self.imports):
-                return self.instance.call(f"{self._iface}#{func}", *args)
+                return self.instance.call(name, *args, **options)
         except GuestTrap as e:
             self._initialised = False
             raise OperatorError(self.name, "trap", str(e)) from None
@@ -261,6 +273,24 @@ class Operator:
         return Variant("buffer", ResourceHost.own(rep, Resource.BUFFER).to_any(self.instance.store))
 
     # --- values from the guest ------------------------------------------------------------
+    def _bind_spans(self) -> None:
+        """Has the data path's adapter tell the host its memory (once per instance; its
+        buffer.read does the same on first use), which the result spans point into."""
+        try:
+            self.host.memories.bound(store_key(self.instance.store))
+        except OutOfBounds:
+            self._call("wasinn-spans-bind")
+
+    def _read_spans(self, store, result) -> None:
+        """The bytes of the result's spans, copied between the call and the guest's
+        post-return (which frees them). A span outside the guest's memory raises
+        OutOfBounds, a trap; one over max-payload-bytes is not copied (`_bytes` refuses it)."""
+        memory = self.host.memories.bound(store_key(store))
+        limit = self.limits.max_payload_bytes
+        ty = self.instance.signature(self._spans)[1]
+        for addr, n in lifted_values(ty, result, _is_span):
+            self._span_bytes[(addr, n)] = None if n > limit else bytes(memory.view(addr, n))
+
     def _bool(self, value) -> bool:
         if not isinstance(value, bool):
             raise OperatorError(self.name, "contract", f"process returned {value!r}, not a bool")
@@ -299,10 +329,11 @@ class Operator:
             data = value.payload
         else:
             data = self._held(value.payload)
-        if len(data) > self.limits.max_payload_bytes:
-            raise OperatorError(self.name, "contract", f"the operator returned {len(data)} bytes; the limit is "
+        n = data[1] if isinstance(data, tuple) else len(data)  # a span: (address, length)
+        if n > self.limits.max_payload_bytes:
+            raise OperatorError(self.name, "contract", f"the operator returned {n} bytes; the limit is "
                                 f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
-        return bytes(data)
+        return self._span_bytes[data] if isinstance(data, tuple) else bytes(data)
 
     def _text(self, value: Variant) -> str:
         if value.tag == "string":
@@ -323,6 +354,11 @@ class Operator:
 class _Hlc:
     """An argument of WIT type hybrid-logical-clock (not a data-model)."""
     timestamp: Timestamp | None
+
+
+def _is_span(ty) -> bool:
+    """wasinn:adapter-results' span, tuple<u32, u32>: the only such tuple in its types."""
+    return isinstance(ty, TupleType) and len(ty.elements) == 2 and all(isinstance(t, U32) for t in ty.elements)
 
 
 def _string(text: str) -> Variant:
