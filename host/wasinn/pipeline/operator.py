@@ -226,7 +226,8 @@ class Operator:
                 return self.instance.call(name, *args, **options)
         except GuestTrap as e:
             self._initialised = False
-            raise OperatorError(self.name, "trap", str(e)) from None
+            text = str(e) if self._spans is None else str(e).replace(self._spans, f"{self._iface}#process", 1)
+            raise OperatorError(self.name, "trap", text) from None
         except BadValue:
             raise
         except WasinnError as e:  # a host function refused what has no error case: the instance is gone
