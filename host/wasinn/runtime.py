@@ -443,16 +443,13 @@ class Instance:
         a trap keeps it, for saying why a run failed."""
         return self._session.last_error if self._session is not None else self._last_nn_error
 
-    def call(self, name: str, *args: Any, before_post_return: Callable[[Store, Any], None] | None = None) -> Any:
+    def call(self, name: str, *args: Any) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
         numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
         over as handles: no bytes cross); tensors in the result come back as
         `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways.
         Arguments are checked against the WIT types first: a mismatch raises `BadValue`
-        (one line: the parameter, the path inside it, the type, the value).
-        `before_post_return(store, result)` sees the result as lifted, before the guest's
-        post-return frees what it points into (the operators' result spans); what it raises
-        is a trap's (OutOfBounds) or tears the instance down as a host function's would."""
+        (one line: the parameter, the path inside it, the type, the value)."""
         store = self._ensure()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
@@ -481,8 +478,6 @@ class Instance:
             self._budget(store)
             try:
                 result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
-                if before_post_return is not None:
-                    before_post_return(store, result)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise

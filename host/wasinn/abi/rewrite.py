@@ -118,8 +118,9 @@ class _Plan:
     realloc: int | None
     shim: int  # the core instance whose "$imports" table the guest's imports go through
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
-    # operator exports lifted again with spans: (target, core func index, its canonical options as text)
-    results: list[tuple[_ResultTarget, int, str]] = dataclasses.field(default_factory=list)
+    # operator exports lifted again with spans: (target, core func index, its canonical options
+    # but post-return as text, its post-return core func or None)
+    results: list[tuple[_ResultTarget, int, str, int | None]] = dataclasses.field(default_factory=list)
 
 
 class _Refused(WasinnError):
@@ -184,10 +185,10 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
     return plan
 
 
-_LIFT_OPTIONS = {MEMORY_OPTION: "(memory {})", REALLOC_OPTION: "(realloc {})", POST_RETURN_OPTION: "(post-return {})"}
+_LIFT_OPTIONS = {MEMORY_OPTION: "(memory {})", REALLOC_OPTION: "(realloc {})"}
 
 
-def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int, str]]:
+def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int, str, int | None]]:
     """The operator exports whose results carry list<u8>, to lift again with spans: those
     whose lift uses the adapter's memory and only options a lift can repeat as they are."""
     names = {index: name for sort, _, name, index in layout.core_aliases if sort == CORE_FUNC}
@@ -196,16 +197,18 @@ def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int,
         target = _result_targets().get(names.get(core, ""))
         if target is None or (MEMORY_OPTION, memory) not in options:
             continue
-        words = []
+        words, post_return = [], None
         for code, index in options:
-            if code in STRING_ENCODINGS:
+            if code == POST_RETURN_OPTION:
+                post_return = index
+            elif code in STRING_ENCODINGS:
                 words.append(f"string-encoding={STRING_ENCODINGS[code]}")
             elif code in _LIFT_OPTIONS:
                 words.append(_LIFT_OPTIONS[code].format(index))
             else:  # async, a callback: not a lift this text repeats
                 break
         else:
-            out.append((target, core, " ".join(words)))
+            out.append((target, core, " ".join(words), post_return))
     return out
 
 
@@ -223,11 +226,7 @@ def _adapter_text(plan: _Plan) -> str:
     if any(t.interface == BUFFER_INTERFACE and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "buffers")
     if plan.results:
-        text += _block(template, "results")
-        for target, core, options in plan.results:
-            name = target.export.removeprefix("wasinn-")
-            text += (f"  (func $wasinn:{name} (type {target.func_type}) (canon lift (core func {core}) {options}))\n"
-                     f'  (export "{target.export}" (func $wasinn:{name}))\n')
+        text += _block(template, "results") + _results_text(plan.results)
     imports, exports, elems = [], [], []
     targets = {t.function: t for t in _targets().values()}
     for i, (target, slots) in enumerate(sorted(plan.slots.items())):
@@ -246,6 +245,44 @@ def _adapter_text(plan: _Plan) -> str:
                 .replace("@@GRAPH_INSTANCE@@", "" if plan.graph_instance is None else str(plan.graph_instance))
                 .replace("@@MEMORY@@", str(plan.memory))
                 .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
+
+
+def _results_text(results: list[tuple[_ResultTarget, int, str, int | None]]) -> str:
+    """The operator exports lifted again with spans. wasmtime (since 42) runs a lift's
+    post-return inside the call, right after lifting, so the guest would free the bytes
+    before the host sees the spans: their post-return is this module's, which keeps the
+    return area's address, and the guest's own runs when the host calls
+    `wasinn-spans-release` after copying the bytes. A second result before a release
+    traps: its post-return would see the return area the next call rewrote."""
+    imports, funcs, release, args, lifts = [], [], [], [], []
+    for i, (target, core, options, post_return) in enumerate(results):
+        funcs.append(f'    (func (export "post-{i}") (param i32)\n'
+                     "      (if (global.get $which) (then (unreachable)))\n"
+                     f"      (global.set $pending (local.get 0)) (global.set $which (i32.const {i + 1})))")
+        if post_return is not None:
+            imports.append(f'    (import "guest" "post-{i}" (func $post-{i} (param i32)))')
+            release.append(f"      (if (i32.eq (local.get $w) (i32.const {i + 1})) "
+                           f"(then (call $post-{i} (global.get $pending))))")
+            args.append(f'(export "post-{i}" (func {post_return}))')
+        name = target.export.removeprefix("wasinn-")
+        lifts += [f'  (alias core export $wasinn:results-core "post-{i}" (core func $wasinn:results-post-{i}))',
+                  f"  (func $wasinn:{name} (type {target.func_type}) (canon lift (core func {core}) {options} "
+                  f"(post-return $wasinn:results-post-{i})))",
+                  f'  (export "{target.export}" (func $wasinn:{name}))']
+    return "\n".join([
+        "  ;; Holds the guest's post-return of a span result until the host has read its bytes.",
+        "  (core module $wasinn:Results", *imports,
+        "    (global $pending (mut i32) (i32.const 0))",
+        "    (global $which (mut i32) (i32.const 0))", *funcs,
+        '    (func (export "release") (local $w i32)',
+        "      (local.set $w (global.get $which)) (global.set $which (i32.const 0))", *release, "    ))",
+        f'  (core instance $wasinn:results-guest {" ".join(args)})',
+        '  (core instance $wasinn:results-core (instantiate $wasinn:Results (with "guest" (instance '
+        '$wasinn:results-guest))))',
+        *lifts,
+        '  (alias core export $wasinn:results-core "release" (core func $wasinn:results-release))',
+        "  (func $wasinn:spans-release (canon lift (core func $wasinn:results-release)))",
+        '  (export "wasinn-spans-release" (func $wasinn:spans-release))', ""])
 
 
 # What wit-component writes outside its core modules is types, aliases and instances:

@@ -14,7 +14,7 @@ list<u8>, got "abc"`. `--invoke` and `Instance.call` both go through here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..lazy import numpy as np
 from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, BorrowType, Char, EnumType, F32, F64,
@@ -301,31 +301,6 @@ def from_wasm(ty, value, handles: Handles) -> Any:
         for name, t in ty.fields:
             setattr(value, name, from_wasm(t, getattr(value, name), handles))
     return value
-
-
-def lifted_values(ty, value, want: Callable[[Any], bool]) -> Iterator[Any]:
-    """The parts of `value` (as wasmtime-py lifted it, of type `ty`) whose type `want`
-    holds, walked by the type as from_wasm walks it (the type's depth is WIT's, not the
-    guest's; the guest's lists are walked by iteration)."""
-    if want(ty):
-        yield value
-    elif isinstance(ty, (VariantType, ResultType)):
-        tag = value.tag if is_tagged(ty) else _case_of(ty, value)
-        case_ty = dict(_cases(ty))[tag]
-        if case_ty is not None:
-            yield from lifted_values(case_ty, value.payload if is_tagged(ty) else value, want)
-    elif isinstance(ty, OptionType):
-        if value is not None:
-            yield from lifted_values(ty.payload, value, want)
-    elif isinstance(ty, ListType) and not is_bytes(ty):
-        for v in value:
-            yield from lifted_values(ty.element, v, want)
-    elif isinstance(ty, TupleType):
-        for t, v in zip(ty.elements, value):
-            yield from lifted_values(t, v, want)
-    elif isinstance(ty, RecordType):
-        for name, t in ty.fields:
-            yield from lifted_values(t, getattr(value, name), want)
 
 
 def _quoted(text: str) -> str:

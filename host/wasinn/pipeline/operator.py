@@ -23,14 +23,14 @@ import dataclasses
 import os
 import pathlib
 
-from wasmtime.component import U32, Component, ResourceHost, TupleType, Variant
+from wasmtime.component import Component, ResourceHost, Variant
 
 from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_BRANCH,
                          WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
 from ..abi.memory import OutOfBounds
-from ..abi.values import Handle, lifted_values
+from ..abi.values import Handle
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
@@ -108,7 +108,6 @@ class Operator:
         # the data path added it: read with one copy each, and past wasmtime-py's cap
         spans = f"wasinn-spans-{kind}-process"
         self._spans = spans if spans in component.type.exports(Host.engine_of(component)) else None
-        self._span_bytes: dict[tuple[int, int], bytes | None] = {}
         self._initialised = False
         self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
@@ -207,23 +206,36 @@ class Operator:
         try:
             values = [self._give(a, buffers) for a in args]
             if self._spans is None:
-                result = self._call(f"{self._iface}#process", *values)
-            else:
-                self._bind_spans()
-                result = self._call(self._spans, *values, before_post_return=self._read_spans)
-            if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
-                raise OperatorError(self.name, "contract", f"process returned {result!r}")
-            if result.tag == "err":
-                raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
-            return take(result.payload)
+                return self._result(self._call(f"{self._iface}#process", *values), take)
+            self._bind_spans()
+            result = self._call(self._spans, *values)
+            try:
+                out = self._result(result, take)
+            except OutOfBounds as e:  # a span the guest's memory does not hold: as the canonical ABI, a trap
+                self.instance.close()
+                self._initialised = False
+                raise OperatorError(self.name, "trap", f"guest trapped in {self._iface}#process: {e}; the "
+                                    "instance was torn down and its resources freed, the next call gets a fresh one"
+                                    ) from None
+            except BaseException:
+                self._call("wasinn-spans-release")
+                raise
+            self._call("wasinn-spans-release")  # the guest's post-return, now that the bytes are copied
+            return out
         finally:
-            self._span_bytes.clear()
             free_resources(buffers)
 
-    def _call(self, name: str, *args, **options):
+    def _result(self, result, take):
+        if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
+            raise OperatorError(self.name, "contract", f"process returned {result!r}")
+        if result.tag == "err":
+            raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
+        return take(result.payload)
+
+    def _call(self, name: str, *args):
         try:
             with active(self.imports):
-                return self.instance.call(name, *args, **options)
+                return self.instance.call(name, *args)
         except GuestTrap as e:
             self._initialised = False
             text = str(e) if self._spans is None else str(e).replace(self._spans, f"{self._iface}#process", 1)
@@ -282,16 +294,6 @@ class Operator:
         except OutOfBounds:
             self._call("wasinn-spans-bind")
 
-    def _read_spans(self, store, result) -> None:
-        """The bytes of the result's spans, copied between the call and the guest's
-        post-return (which frees them). A span outside the guest's memory raises
-        OutOfBounds, a trap; one over max-payload-bytes is not copied (`_bytes` refuses it)."""
-        memory = self.host.memories.bound(store_key(store))
-        limit = self.limits.max_payload_bytes
-        ty = self.instance.signature(self._spans)[1]
-        for addr, n in lifted_values(ty, result, _is_span):
-            self._span_bytes[(addr, n)] = None if n > limit else bytes(memory.view(addr, n))
-
     def _bool(self, value) -> bool:
         if not isinstance(value, bool):
             raise OperatorError(self.name, "contract", f"process returned {value!r}, not a bool")
@@ -334,7 +336,9 @@ class Operator:
         if n > self.limits.max_payload_bytes:
             raise OperatorError(self.name, "contract", f"the operator returned {n} bytes; the limit is "
                                 f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
-        return self._span_bytes[data] if isinstance(data, tuple) else bytes(data)
+        if isinstance(data, tuple):  # bounded first, then one copy (OutOfBounds: outside its memory)
+            return bytes(self.host.memories.bound(store_key(self.instance.store)).view(data[0], n))
+        return bytes(data)
 
     def _text(self, value: Variant) -> str:
         if value.tag == "string":
@@ -355,11 +359,6 @@ class Operator:
 class _Hlc:
     """An argument of WIT type hybrid-logical-clock (not a data-model)."""
     timestamp: Timestamp | None
-
-
-def _is_span(ty) -> bool:
-    """wasinn:adapter-results' span, tuple<u32, u32>: the only such tuple in its types."""
-    return isinstance(ty, TupleType) and len(ty.elements) == 2 and all(isinstance(t, U32) for t in ty.elements)
 
 
 def _string(text: str) -> Variant:
