@@ -191,7 +191,8 @@ class ResultTypes:
             return "(tuple " + " ".join(self.valtype(a) for a in t.args) + ")"
         if t.kind == "result":
             ok, err = t.args
-            return "(result" + (f" {self.valtype(ok)}" if ok else "") + (f" (error {self.valtype(err)})" if err else "") + ")"
+            return ("(result" + (f" {self.valtype(ok)}" if ok else "")
+                    + (f" (error {self.valtype(err)})" if err else "") + ")")
         sys.exit(f"gen_adapter: {self.iface.qualified}: no encoding for a {t.kind} here")
 
     def text(self) -> str:

@@ -69,6 +69,10 @@ def _result_targets() -> dict[str, _ResultTarget]:
     return {c: _ResultTarget(c, e, t) for c, e, t in lines}
 
 
+# an operator export to lift again: its target, core function, canonical options but
+# post-return (as text) and post-return function (None: the guest has none)
+_SpanLift = tuple[_ResultTarget, int, str, "int | None"]
+
 _PLACEHOLDER = b"wasinn-placeholder-"
 
 
@@ -118,9 +122,9 @@ class _Plan:
     realloc: int | None
     shim: int  # the core instance whose "$imports" table the guest's imports go through
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
-    # operator exports lifted again with spans: (target, core func index, its canonical options
-    # but post-return as text, its post-return core func or None)
-    results: list[tuple[_ResultTarget, int, str, int | None]] = dataclasses.field(default_factory=list)
+    # operator exports lifted again with spans
+    results: list[_SpanLift] = dataclasses.field(default_factory=list)
+    results_note: str | None = None  # why an operator export's results keep the standard lift
 
 
 class _Refused(WasinnError):
@@ -181,21 +185,26 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
     plan = _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
                  memory, reallocs.pop() if reallocs else None, shims.pop(), slots)
     if any(t.interface == BUFFER_INTERFACE and t.function in slots for t in _targets().values()):
-        plan.results = _span_results(layout, memory)  # they read in the memory the buffers block binds
+        # they read in the memory the buffers block binds
+        plan.results, plan.results_note = _span_results(layout, memory)
     return plan
 
 
 _LIFT_OPTIONS = {MEMORY_OPTION: "(memory {})", REALLOC_OPTION: "(realloc {})"}
 
 
-def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int, str, int | None]]:
+def _span_results(layout: Layout, memory: int) -> tuple[list[_SpanLift], str | None]:
     """The operator exports whose results carry list<u8>, to lift again with spans: those
-    whose lift uses the adapter's memory and only options a lift can repeat as they are."""
+    whose lift uses the adapter's memory and only options a lift can repeat as they are;
+    and why any other keeps the standard lift."""
     names = {index: name for sort, _, name, index in layout.core_aliases if sort == CORE_FUNC}
-    out = []
+    out, kept = [], None
     for core, options, _type in layout.lifts.values():
         target = _result_targets().get(names.get(core, ""))
-        if target is None or (MEMORY_OPTION, memory) not in options:
+        if target is None:
+            continue
+        if (MEMORY_OPTION, memory) not in options:
+            kept = f"{target.core_export}'s lift uses another memory than its imports"
             continue
         words, post_return = [], None
         for code, index in options:
@@ -206,10 +215,11 @@ def _span_results(layout: Layout, memory: int) -> list[tuple[_ResultTarget, int,
             elif code in _LIFT_OPTIONS:
                 words.append(_LIFT_OPTIONS[code].format(index))
             else:  # async, a callback: not a lift this text repeats
+                kept = f"{target.core_export}'s lift has a canonical option {code:#x} the adapter does not repeat"
                 break
         else:
             out.append((target, core, " ".join(words), post_return))
-    return out
+    return out, None if kept is None else f"its operator results keep the standard lift (per-value, capped): {kept}"
 
 
 def _block(template: str, name: str) -> str:
@@ -247,7 +257,7 @@ def _adapter_text(plan: _Plan) -> str:
                 .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
 
 
-def _results_text(results: list[tuple[_ResultTarget, int, str, int | None]]) -> str:
+def _results_text(results: list[_SpanLift]) -> str:
     """The operator exports lifted again with spans. wasmtime (since 42) runs a lift's
     post-return inside the call, right after lifting, so the guest would free the bytes
     before the host sees the spans: their post-return is this module's, which keeps the
@@ -291,14 +301,16 @@ def _results_text(results: list[tuple[_ResultTarget, int, str, int | None]]) -> 
 _MAX_STUB = 16 << 20
 
 
-def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+def rewrite(wasm: bytes, label: str, results: bool = True) -> tuple[bytes, str | None]:
     """The component with its byte-carrying imports served through spans, and
     None (or a note when its operator results alone keep the standard lift); or the
     component unchanged and why it keeps the standard lowering (a broken file is then
-    reported by the compiler, as any other).
+    reported by the compiler, as any other). `results` False: no span lifts of operator
+    results (what the caller retries with when the rewrite with them does not validate:
+    they name the guest's types, which wasm-tools' parse does not check).
     WasinnError: the component may not run at all (it imports wasinn:adapter)."""
     try:
-        return _rewrite(wasm, label)
+        return _rewrite(wasm, label, results)
     except _Refused:
         raise
     except WasinnError as e:
@@ -307,10 +319,12 @@ def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
         return wasm, str(e)
 
 
-def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+def _rewrite(wasm: bytes, label: str, results: bool) -> tuple[bytes, str | None]:
     plan = _plan(read_layout(wasm), label)
     if isinstance(plan, str):
         return wasm, plan
+    if not results:
+        plan.results, plan.results_note = [], None
     top = sections(wasm)
     modules = [p for sid, p in top if sid == CORE_MODULE_SECTION]
     stub, i = [], 0
@@ -323,7 +337,7 @@ def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
     end = text.rstrip().rindex(")")
-    note = None
+    note = plan.results_note
     try:
         out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
                                 f"cannot add wasinn's data-path adapter to {label}")

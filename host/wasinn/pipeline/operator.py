@@ -30,7 +30,7 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
 from ..abi.memory import OutOfBounds
-from ..abi.values import Handle
+from ..abi.values import Handle, spans_for_bytes
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
@@ -106,8 +106,7 @@ class Operator:
         self._iface = KINDS[kind]
         # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where
         # the data path added it: read with one copy each, and past wasmtime-py's cap
-        spans = f"wasinn-spans-{kind}-process"
-        self._spans = spans if spans in component.type.exports(Host.engine_of(component)) else None
+        self._spans = self._span_export(component, kind)
         self._initialised = False
         self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
@@ -127,6 +126,19 @@ class Operator:
         op = cls(host, component, kind, name, configuration or {}, services or Services.embedded(), module_schemas)
         op._owns_services = services is None
         return op
+
+    @staticmethod
+    def _span_export(component: Component, kind: str) -> str | None:
+        """`process` lifted again with its result's bytes as spans (abi/rewrite.py), where
+        the data path added it and its result is the export's with spans for bytes."""
+        engine = Host.engine_of(component)
+        exports = component.type.exports(engine)
+        name = f"wasinn-spans-{kind}-process"
+        if name not in exports:
+            return None
+        original, spans = exports[KINDS[kind]].ty.exports(engine)["process"].ty, exports[name].ty
+        same_params = [t for _, t in original.params] == [t for _, t in spans.params]
+        return name if same_params and spans_for_bytes(original.result, spans.result) else None
 
     @staticmethod
     def kinds(component: Component) -> set[str]:
