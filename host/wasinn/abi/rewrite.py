@@ -1,6 +1,11 @@
 """The compile-time half of the standard data path: rewriting a component so that
 its byte-carrying imports (wasi:nn's, and the data-flow operators' buffer.read)
-reach the host as spans (adapter.py is the host half, and says why).
+reach the host as spans (adapter.py is the host half, and says why), and so do the
+bytes its map and accumulate operators return: their core `process` lifted a second
+time with wasinn:adapter-results' span types (adapter.wat's `;; @@result` lines and
+results block), same memory, realloc and string encoding, exported as
+`wasinn-spans-KIND-process`, with a post-return of the adapter's that holds the
+guest's own until the host has copied the bytes (`_results_text`).
 
 Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
 the wasi-nn crate) reach their imports through a "shim" table that a "fixup" core
