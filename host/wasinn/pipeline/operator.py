@@ -250,7 +250,10 @@ class Operator:
                 return self.instance.call(name, *args)
         except GuestTrap as e:
             self._initialised = False
-            text = str(e) if self._spans is None else str(e).replace(self._spans, f"{self._iface}#process", 1)
+            text = str(e)
+            if self._spans is not None:  # said as the operator's export, which these stand in for
+                text = text.replace(self._spans, f"{self._iface}#process", 1).replace(
+                    "wasinn-spans-release", f"the post-return of {self._iface}#process", 1)
             raise OperatorError(self.name, "trap", text) from None
         except BadValue:
             raise
