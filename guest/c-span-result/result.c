@@ -63,8 +63,9 @@ int32_t process(uint8_t *args) {
 __attribute__((export_name("cabi_post_wasm-graph:processor/map@1.1.0#process")))
 void process_post_return(int32_t ret) {
     (void)ret;
-    if (payload != NULL)
-        memset(payload, 0xEE, payload_len);
+    volatile uint8_t *bytes = payload;  /* volatile: a store before free() is otherwise dropped */
+    for (uint32_t i = 0; bytes != NULL && i < payload_len; i++)
+        bytes[i] = 0xEE;
     free(payload);
     payload = NULL;
 }

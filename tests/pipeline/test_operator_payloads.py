@@ -22,7 +22,7 @@ from wasinn.abi.binary import read_layout
 from wasinn.pipeline.operator import Message, Operator, OperatorError
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
-from support import guest_builds
+from support import guest_builds, internals
 from support.operator_guests import ROOT, js_operator_wasm, operator_wasm, snapshot_wasm
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
@@ -168,3 +168,14 @@ def test_a_result_span_outside_the_guest_memory_traps_with_one_line(c_result, ma
     assert "outside the guest's memory" in str(e.value) and "map@1.1.0#process" in str(e.value)
     data = payload(300)
     assert c_result.map(data) == data  # a fresh instance serves the next message
+
+
+def test_the_guest_post_return_runs_once_the_bytes_are_copied(c_result, wasinn_host):
+    """The C operator's post-return overwrites the bytes it frees: exact bytes say they
+    were copied before it ran, a memory that does not grow over 4 MiB results says it ran."""
+    data = payload(4 << 20)
+    assert c_result.map(data) == data
+    size = internals.adapter_memory_size(wasinn_host, c_result.instance.store)
+    for _ in range(8):
+        assert c_result.map(data) == data
+    assert internals.adapter_memory_size(wasinn_host, c_result.instance.store) == size
