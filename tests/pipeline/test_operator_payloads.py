@@ -1,7 +1,12 @@
 """Payload bytes through `buffer.read` at memory speed (the data path's buffers block,
 abi/adapter.wat; pipeline/services/imports.py's BufferSpans): exact bytes for every size
 through the Python and JavaScript operators, and a C guest whose realloc lies about
-where the bytes may go traps with one line, not a write outside its memory."""
+where the bytes may go traps with one line, not a write outside its memory.
+
+And the bytes operators return (the results block: `process` lifted again with spans,
+read before the guest's post-return): exact bytes from Python, JavaScript and C
+operators up to 4 MiB (past wasmtime-py's 2,796,202-byte cap on the standard lift), and
+a span outside the guest's memory traps with one line."""
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +19,10 @@ import wasinn
 from wasinn._bindings import Resource
 from wasinn.abi import rewrite
 from wasinn.abi.binary import read_layout
-from wasinn.pipeline.operator import Message, Operator
+from wasinn.pipeline.operator import Message, Operator, OperatorError
 from wasinn.pipeline.services.imports import free_resources, new_resource, serve
 
-from support import guest_builds
+from support import guest_builds, internals
 from support.operator_guests import ROOT, js_operator_wasm, operator_wasm, snapshot_wasm
 
 SIZES = [0, 1, 150_528, 4 << 20]  # 150,528: a 224x224 RGB frame
@@ -109,3 +114,68 @@ def test_spans_outside_the_guest_memory_trap_with_one_line(reader, mode):
     assert "\n" not in str(trap.value) and "torn down" in str(trap.value)
     data = payload(300)
     assert _read(reader, data, 0) == _fnv(data)  # a fresh instance serves the next call
+
+
+# --- results ------------------------------------------------------------------------------
+def _c_result_wasm():
+    try:
+        return guest_builds.c_component([ROOT / "guest" / "c-span-result" / "result.c"], name="c-span-result",
+                                        world="wasinn:guest/span-result")
+    except guest_builds.ToolchainMissing as e:
+        guest_builds.skip_without(e)
+
+
+@pytest.fixture(scope="module", params=["py", "js", "c"])
+def returner(request, wasinn_host, services):
+    """An operator that hands bytes back as `bytes`, and how to make it: the Python probe's
+    accumulate joins the staged payload with none; the JavaScript map echoes an
+    application/x-echo payload; the C map echoes a bare buffer."""
+    if request.param == "py":
+        with Operator.open(wasinn_host, operator_wasm("operator-probe"), kind="accumulate", name="results-py",
+                           services=services) as op:
+            yield op, lambda data: op.accumulate(data, [])
+    elif request.param == "js":
+        with Operator.open(wasinn_host, _js_wasm(), kind="map", name="results-js", services=services) as op:
+            yield op, lambda data: op.map(Message(data, topic="t", content_type="application/x-echo")).payload
+    else:
+        with Operator.open(wasinn_host, _c_result_wasm(), kind="map", name="results-c", services=services) as op:
+            yield op, op.map
+
+
+def test_the_operators_results_get_a_span_export(returner):
+    op, _ = returner
+    exports = op.component.type.exports(wasinn.Host.engine_of(op.component))
+    assert f"wasinn-spans-{op.kind}-process" in exports
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_results_hand_back_exact_bytes(returner, n):
+    data = payload(n)
+    assert returner[1](data) == data
+
+
+@pytest.fixture(scope="module")
+def c_result(wasinn_host, services):
+    with Operator.open(wasinn_host, _c_result_wasm(), kind="map", name="span-liar", services=services) as op:
+        yield op
+
+
+@pytest.mark.parametrize("marker", [b"span:out", b"span:end"], ids=["past-its-memory", "past-its-end"])
+def test_a_result_span_outside_the_guest_memory_traps_with_one_line(c_result, marker):
+    with pytest.raises(OperatorError) as e:
+        c_result.map(marker + payload(100))
+    assert e.value.kind == "trap" and "\n" not in str(e.value)
+    assert "outside the guest's memory" in str(e.value) and "map@1.1.0#process" in str(e.value)
+    data = payload(300)
+    assert c_result.map(data) == data  # a fresh instance serves the next message
+
+
+def test_the_guest_post_return_runs_once_the_bytes_are_copied(c_result, wasinn_host):
+    """The C operator's post-return overwrites the bytes it frees: exact bytes say they
+    were copied before it ran, a memory that does not grow over 4 MiB results says it ran."""
+    data = payload(4 << 20)
+    assert c_result.map(data) == data
+    size = internals.adapter_memory_size(wasinn_host, c_result.instance.store)
+    for _ in range(8):
+        assert c_result.map(data) == data
+    assert internals.adapter_memory_size(wasinn_host, c_result.instance.store) == size

@@ -28,3 +28,9 @@ def worker_memory(inst: wasinn.Instance):
     """The shared memory of the backend worker of `inst` (backends/isolated.py's
     SharedMemory): `free` (its free extents), `arrays` (the instance's tensors in it)."""
     return inst._session.worker.memory
+
+
+def adapter_memory_size(host: wasinn.Host, store) -> int:
+    """The byte size of the guest memory the data path's adapter bound for `store`."""
+    from wasinn.nn import store_key
+    return host.memories.bound(store_key(store)).size

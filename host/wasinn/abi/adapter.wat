@@ -16,6 +16,10 @@
 ;; @@target wasi:nn/tensor@0.2.0-rc-2024-06-25 [method]tensor.data $wasinn:core-tensor-data (param i32 i32)
 ;; @@target wasi:nn/graph@0.2.0-rc-2024-06-25 load $wasinn:core-load (param i32 i32 i32 i32 i32)
 ;; @@target wasm-graph:processor/types@1.1.0 [method]buffer.read $wasinn:core-buffer-read (param i32 i32)
+;; The operator exports lifted again with their result's bytes as spans: the export's
+;; core function, the name wasinn exports it under, and its type in the results block.
+;; @@result wasm-graph:processor/map@1.1.0#process wasinn-spans-map-process $wasinn:r-func-map-process
+;; @@result wasm-graph:processor/accumulate@1.1.0#process wasinn-spans-accumulate-process $wasinn:r-func-accumulate-process
 
 ;; @@begin no-realloc
   ;; Where no function taken over returns a list, nothing is allocated.
@@ -169,8 +173,9 @@
     (import "host" "buffer-len" (func $buffer_len (param i32) (result i32)))
     (import "host" "read-buffer" (func $read_buffer (param i32 i32 i32)))
     (global $bound (mut i32) (i32.const 0))
-    ;; As the tensors block's: the host tells this memory by a number written here once.
-    (func $ensure_bound
+    ;; As the tensors block's: the host tells this memory by a number written here once
+    ;; (exported: an operator's results are read in it too, see the results block).
+    (func $ensure_bound (export "bind")
       (local $saved i64)
       (if (global.get $bound) (then (return)))
       (local.set $saved (i64.load (i32.const 0)))
@@ -198,3 +203,29 @@
     (with "env" (instance $wasinn:buffers-env)) (with "host" (instance $wasinn:buffers-host))))
   (alias core export $wasinn:buffers-core "[method]buffer.read" (core func $wasinn:core-buffer-read))
 ;; @@end buffers
+
+;; @@begin results
+  ;; wasinn:adapter-results' span types (the operators' exports lifted again with them
+  ;; follow this block, per component), and the buffers block's `bind` lifted, so that the
+  ;; host can tell the memory the spans point into before the first call.
+  (alias export @@BUFFER_INSTANCE@@ "buffer" (type $wasinn:r-buffer))
+  (alias export @@BUFFER_INSTANCE@@ "buffer-or-string" (type $wasinn:r-buffer-or-string))
+  (alias export @@BUFFER_INSTANCE@@ "timestamp" (type $wasinn:r-timestamp))
+  (alias export @@BUFFER_INSTANCE@@ "message-properties" (type $wasinn:r-message-properties))
+  (alias export @@BUFFER_INSTANCE@@ "message-schema" (type $wasinn:r-message-schema))
+  (alias export @@BUFFER_INSTANCE@@ "data-model" (type $wasinn:r-data-model))
+  (alias export @@BUFFER_INSTANCE@@ "error" (type $wasinn:r-error))
+  (type $wasinn:r-def-span-buffer-or-bytes (variant (case "buffer" (own $wasinn:r-buffer)) (case "bytes" (tuple u32 u32))))
+  (export $wasinn:r-span-buffer-or-bytes "wasinn-span-buffer-or-bytes" (type $wasinn:r-def-span-buffer-or-bytes))
+  (type $wasinn:r-def-span-message (record (field "timestamp" $wasinn:r-timestamp) (field "topic" $wasinn:r-span-buffer-or-bytes) (field "content-type" (option $wasinn:r-buffer-or-string)) (field "payload" $wasinn:r-span-buffer-or-bytes) (field "properties" $wasinn:r-message-properties) (field "schema" (option $wasinn:r-message-schema))))
+  (export $wasinn:r-span-message "wasinn-span-message" (type $wasinn:r-def-span-message))
+  (type $wasinn:r-def-span-snapshot (record (field "timestamp" $wasinn:r-timestamp) (field "format" $wasinn:r-buffer-or-string) (field "width" u32) (field "height" u32) (field "frame" $wasinn:r-span-buffer-or-bytes)))
+  (export $wasinn:r-span-snapshot "wasinn-span-snapshot" (type $wasinn:r-def-span-snapshot))
+  (type $wasinn:r-def-span-data-model (variant (case "buffer-or-bytes" $wasinn:r-span-buffer-or-bytes) (case "message" $wasinn:r-span-message) (case "snapshot" $wasinn:r-span-snapshot)))
+  (export $wasinn:r-span-data-model "wasinn-span-data-model" (type $wasinn:r-def-span-data-model))
+  (type $wasinn:r-func-map-process (func (param "message" $wasinn:r-data-model) (result (result $wasinn:r-span-data-model (error $wasinn:r-error)))))
+  (type $wasinn:r-func-accumulate-process (func (param "staged" $wasinn:r-data-model) (param "message" (list $wasinn:r-data-model)) (result (result $wasinn:r-span-data-model (error $wasinn:r-error)))))
+  (alias core export $wasinn:buffers-core "bind" (core func $wasinn:core-buffers-bind))
+  (func $wasinn:spans-bind (canon lift (core func $wasinn:core-buffers-bind)))
+  (export "wasinn-spans-bind" (func $wasinn:spans-bind))
+;; @@end results

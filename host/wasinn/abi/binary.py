@@ -130,7 +130,8 @@ FUNC, VALUE, TYPE, COMPONENT, INSTANCE = 1, 2, 3, 4, 5
 _SECTION_SORTS = {1: CORE_MODULE, 4: COMPONENT}  # sections that define one item each
 _COUNTED_SECTIONS = {3: CORE_TYPE, 7: TYPE}  # sections whose items are only counted here
 # canonical options: those followed by an index, and those that are a byte alone
-MEMORY_OPTION, REALLOC_OPTION = 3, 4
+MEMORY_OPTION, REALLOC_OPTION, POST_RETURN_OPTION = 3, 4, 5
+STRING_ENCODINGS = {0: "utf8", 1: "utf16", 2: "latin1+utf16"}  # the flag options that name one
 _INDEX_OPTIONS = {MEMORY_OPTION, REALLOC_OPTION, 5, 7}  # memory, realloc, post-return, callback
 _FLAG_OPTIONS = {0, 1, 2, 6}  # string encodings, async
 
@@ -144,6 +145,8 @@ class Layout:
     func_aliases: dict[int, tuple[int, str]] = dataclasses.field(default_factory=dict)
     # core func index -> (component func index, canonical options [(option, index or None)])
     lowerings: dict[int, tuple[int, list[tuple[int, int | None]]]] = dataclasses.field(default_factory=dict)
+    # component func index -> (core func index, canonical options, type index), from `canon lift`
+    lifts: dict[int, tuple[int, list[tuple[int, int | None]], int]] = dataclasses.field(default_factory=dict)
     # core instances made of exports: core instance index -> {name: (core sort, index)}
     export_instances: dict[int, dict[str, tuple[int, int]]] = dataclasses.field(default_factory=dict)
     # `alias core export`: (core sort, core instance index, name, index defined)
@@ -286,8 +289,9 @@ def _alias(layout: Layout, r: _Reader) -> None:
 def _canon(layout: Layout, r: _Reader) -> None:
     op = r.byte()
     if op == 0:  # lift
-        r.byte(), r.u32(), r.options(), r.u32()
-        layout.define(FUNC)
+        r.byte()
+        core, options, ty = r.u32(), r.options(), r.u32()
+        layout.lifts[layout.define(FUNC)] = (core, options, ty)
     elif op == 1:  # lower
         r.byte()
         func, options = r.u32(), r.options()

@@ -1,6 +1,11 @@
 """The compile-time half of the standard data path: rewriting a component so that
 its byte-carrying imports (wasi:nn's, and the data-flow operators' buffer.read)
-reach the host as spans (adapter.py is the host half, and says why).
+reach the host as spans (adapter.py is the host half, and says why), and so do the
+bytes its map and accumulate operators return: their core `process` lifted a second
+time with wasinn:adapter-results' span types (adapter.wat's `;; @@result` lines and
+results block), same memory, realloc and string encoding, exported as
+`wasinn-spans-KIND-process`, with a post-return of the adapter's that holds the
+guest's own until the host has copied the bytes (`_results_text`).
 
 Components from wit-component (wit-bindgen C/Rust, componentize-js, componentize-py,
 the wasi-nn crate) reach their imports through a "shim" table that a "fixup" core
@@ -31,8 +36,8 @@ import re
 from .._bindings import WASM_GRAPH_PROCESSOR_TYPES
 from ..digests import sha256
 from ..errors import WasinnError
-from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, REALLOC_OPTION, Layout,
-                     join, leb, read_layout, sections)
+from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, POST_RETURN_OPTION,
+                     REALLOC_OPTION, STRING_ENCODINGS, Layout, join, leb, read_layout, sections)
 from .nn_versions import TENSOR_INTERFACES
 from .wasm_tools import wasm_tools_output
 
@@ -54,12 +59,32 @@ def _targets() -> dict[tuple[str, str], _Target]:
     return {(i, f): _Target(i, f, c, s) for i, f, c, s in lines}
 
 
+@dataclasses.dataclass(frozen=True)
+class _ResultTarget:
+    """An operator export lifted again with its result's bytes as spans (adapter.wat's
+    `;; @@result` lines): the export's core function, wasinn's export, its type."""
+    core_export: str
+    export: str
+    func_type: str
+
+
+@functools.cache
+def _result_targets() -> dict[str, _ResultTarget]:
+    lines = [ln.split(" ")[2:] for ln in TEMPLATE.read_text().splitlines() if ln.startswith(";; @@result ")]
+    return {c: _ResultTarget(c, e, t) for c, e, t in lines}
+
+
+# an operator export to lift again: its target, core function, canonical options but
+# post-return (as text) and post-return function (None: the guest has none)
+_SpanLift = tuple[_ResultTarget, int, str, "int | None"]
+
 _PLACEHOLDER = b"wasinn-placeholder-"
 
 
 # the host half of the adapter (wasinn:adapter/, wasinn:adapter-buffers/): no component may import it
 _OWN = "wasinn:adapter"
 BUFFER_INTERFACE = WASM_GRAPH_PROCESSOR_TYPES  # whose buffer.read the adapter takes over
+OWN_EXPORTS = "wasinn-span"  # what the adapter exports (the operators' span results): not the guest's
 
 
 def needs_adapter(wasm: bytes) -> bool:
@@ -102,6 +127,9 @@ class _Plan:
     realloc: int | None
     shim: int  # the core instance whose "$imports" table the guest's imports go through
     slots: dict[str, list[int]]  # function taken over -> the shim table slots it fills
+    # operator exports lifted again with spans
+    results: list[_SpanLift] = dataclasses.field(default_factory=list)
+    results_note: str | None = None  # why an operator export's results keep the standard lift
 
 
 class _Refused(WasinnError):
@@ -158,8 +186,45 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
         for t in _targets().values():
             if t.interface == graph_interface:
                 slots.pop(t.function, None)
-    return _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
-                 memories.pop(), reallocs.pop() if reallocs else None, shims.pop(), slots)
+    memory = memories.pop()
+    plan = _Plan(instances.get(tensor_interface), graph, graph_interface, instances.get(BUFFER_INTERFACE),
+                 memory, reallocs.pop() if reallocs else None, shims.pop(), slots)
+    if any(t.interface == BUFFER_INTERFACE and t.function in slots for t in _targets().values()):
+        # they read in the memory the buffers block binds
+        plan.results, plan.results_note = _span_results(layout, memory)
+    return plan
+
+
+_LIFT_OPTIONS = {MEMORY_OPTION: "(memory {})", REALLOC_OPTION: "(realloc {})"}
+
+
+def _span_results(layout: Layout, memory: int) -> tuple[list[_SpanLift], str | None]:
+    """The operator exports whose results carry list<u8>, to lift again with spans: those
+    whose lift uses the adapter's memory and only options a lift can repeat as they are;
+    and why any other keeps the standard lift."""
+    names = {index: name for sort, _, name, index in layout.core_aliases if sort == CORE_FUNC}
+    out, kept = [], None
+    for core, options, _type in layout.lifts.values():
+        target = _result_targets().get(names.get(core, ""))
+        if target is None:
+            continue
+        if (MEMORY_OPTION, memory) not in options:
+            kept = f"{target.core_export}'s lift uses another memory than its imports"
+            continue
+        words, post_return = [], None
+        for code, index in options:
+            if code == POST_RETURN_OPTION:
+                post_return = index
+            elif code in STRING_ENCODINGS:
+                words.append(f"string-encoding={STRING_ENCODINGS[code]}")
+            elif code in _LIFT_OPTIONS:
+                words.append(_LIFT_OPTIONS[code].format(index))
+            else:  # async, a callback: not a lift this text repeats
+                kept = f"{target.core_export}'s lift has a canonical option {code:#x} the adapter does not repeat"
+                break
+        else:
+            out.append((target, core, " ".join(words), post_return))
+    return out, None if kept is None else f"its operator results keep the standard lift (per-value, capped): {kept}"
 
 
 def _block(template: str, name: str) -> str:
@@ -175,6 +240,8 @@ def _adapter_text(plan: _Plan) -> str:
         text += _block(template, "graphs")
     if any(t.interface == BUFFER_INTERFACE and t.function in plan.slots for t in _targets().values()):
         text += _block(template, "buffers")
+    if plan.results:
+        text += _block(template, "results") + _results_text(plan.results)
     imports, exports, elems = [], [], []
     targets = {t.function: t for t in _targets().values()}
     for i, (target, slots) in enumerate(sorted(plan.slots.items())):
@@ -195,19 +262,60 @@ def _adapter_text(plan: _Plan) -> str:
                 .replace("@@REALLOC@@", "$wasinn:no-realloc" if plan.realloc is None else str(plan.realloc)))
 
 
+def _results_text(results: list[_SpanLift]) -> str:
+    """The operator exports lifted again with spans. wasmtime (since 42) runs a lift's
+    post-return inside the call, right after lifting, so the guest would free the bytes
+    before the host sees the spans: their post-return is this module's, which keeps the
+    return area's address, and the guest's own runs when the host calls
+    `wasinn-spans-release` after copying the bytes. A second result before a release
+    traps: its post-return would see the return area the next call rewrote."""
+    imports, funcs, release, args, lifts = [], [], [], [], []
+    for i, (target, core, options, post_return) in enumerate(results):
+        funcs.append(f'    (func (export "post-{i}") (param i32)\n'
+                     "      (if (global.get $which) (then (unreachable)))\n"
+                     f"      (global.set $pending (local.get 0)) (global.set $which (i32.const {i + 1})))")
+        if post_return is not None:
+            imports.append(f'    (import "guest" "post-{i}" (func $post-{i} (param i32)))')
+            release.append(f"      (if (i32.eq (local.get $w) (i32.const {i + 1})) "
+                           f"(then (call $post-{i} (global.get $pending))))")
+            args.append(f'(export "post-{i}" (func {post_return}))')
+        name = target.export.removeprefix("wasinn-")
+        lifts += [f'  (alias core export $wasinn:results-core "post-{i}" (core func $wasinn:results-post-{i}))',
+                  f"  (func $wasinn:{name} (type {target.func_type}) (canon lift (core func {core}) {options} "
+                  f"(post-return $wasinn:results-post-{i})))",
+                  f'  (export "{target.export}" (func $wasinn:{name}))']
+    return "\n".join([
+        "  ;; Holds the guest's post-return of a span result until the host has read its bytes.",
+        "  (core module $wasinn:Results", *imports,
+        "    (global $pending (mut i32) (i32.const 0))",
+        "    (global $which (mut i32) (i32.const 0))", *funcs,
+        '    (func (export "release") (local $w i32)',
+        "      (local.set $w (global.get $which)) (global.set $which (i32.const 0))", *release, "    ))",
+        f'  (core instance $wasinn:results-guest {" ".join(args)})',
+        '  (core instance $wasinn:results-core (instantiate $wasinn:Results (with "guest" (instance '
+        '$wasinn:results-guest))))',
+        *lifts,
+        '  (alias core export $wasinn:results-core "release" (core func $wasinn:results-release))',
+        "  (func $wasinn:spans-release (canon lift (core func $wasinn:results-release)))",
+        '  (export "wasinn-spans-release" (func $wasinn:spans-release))', ""])
+
+
 # What wit-component writes outside its core modules is types, aliases and instances:
 # ~140 KB for a componentize-py guest, printed as ~350 KB of text. A component past
 # these bounds is no such layout, and wasm-tools is not left to print without end.
 _MAX_STUB = 16 << 20
 
 
-def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+def rewrite(wasm: bytes, label: str, results: bool = True) -> tuple[bytes, str | None]:
     """The component with its byte-carrying imports served through spans, and
-    None; or the component unchanged and why it keeps the standard lowering (a broken
-    file is then reported by the compiler, as any other).
+    None (or a note when its operator results alone keep the standard lift); or the
+    component unchanged and why it keeps the standard lowering (a broken file is then
+    reported by the compiler, as any other). `results` False: no span lifts of operator
+    results (what the caller retries with when the rewrite with them does not validate:
+    they name the guest's types, which wasm-tools' parse does not check).
     WasinnError: the component may not run at all (it imports wasinn:adapter)."""
     try:
-        return _rewrite(wasm, label)
+        return _rewrite(wasm, label, results)
     except _Refused:
         raise
     except WasinnError as e:
@@ -216,10 +324,12 @@ def rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
         return wasm, str(e)
 
 
-def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
+def _rewrite(wasm: bytes, label: str, results: bool) -> tuple[bytes, str | None]:
     plan = _plan(read_layout(wasm), label)
     if isinstance(plan, str):
         return wasm, plan
+    if not results:
+        plan.results, plan.results_note = [], None
     top = sections(wasm)
     modules = [p for sid, p in top if sid == CORE_MODULE_SECTION]
     stub, i = [], 0
@@ -232,11 +342,21 @@ def _rewrite(wasm: bytes, label: str) -> tuple[bytes, str | None]:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
     end = text.rstrip().rindex(")")
-    out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
-                            f"cannot add wasinn's data-path adapter to {label}")
+    note = plan.results_note
+    try:
+        out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                                f"cannot add wasinn's data-path adapter to {label}")
+    except WasinnError as e:
+        if not plan.results:
+            raise
+        # the span lifts alone failed: the rest of the data path goes in without them
+        note = f"its operator results keep the standard lift (per-value, capped): {e}"
+        plan.results = []
+        out = wasm_tools_output(["parse", "-"], (text[:end] + _adapter_text(plan) + ")\n").encode(),
+                                f"cannot add wasinn's data-path adapter to {label}")
     merged = []
     for sid, payload in sections(out):
         if sid == CORE_MODULE_SECTION and (k := _placeholder_index(payload)) is not None:
             payload = modules[k]
         merged.append((sid, payload))
-    return join(merged), None
+    return join(merged), note

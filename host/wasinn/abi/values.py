@@ -303,6 +303,36 @@ def from_wasm(ty, value, handles: Handles) -> Any:
     return value
 
 
+def spans_for_bytes(ty, spans) -> bool:
+    """Whether type `spans` is `ty` with each list<u8> a tuple<u32, u32> (wasinn:adapter-
+    results' span): the same canonical ABI layout, so that lifting the same core function
+    with it reads what the guest wrote. The rewrite names the guest's types; this checks
+    they are Azure's, not others under the same names."""
+    if is_bytes(ty):
+        return isinstance(spans, TupleType) and len(spans.elements) == 2 and \
+            all(isinstance(e, U32) for e in spans.elements)
+    if type(ty) is not type(spans):
+        return False
+    if isinstance(ty, RecordType):
+        return [n for n, _ in ty.fields] == [n for n, _ in spans.fields] and \
+            all(spans_for_bytes(a, b) for (_, a), (_, b) in zip(ty.fields, spans.fields))
+    if isinstance(ty, VariantType):
+        return [n for n, _ in ty.cases] == [n for n, _ in spans.cases] and \
+            all((a is None) == (b is None) and (a is None or spans_for_bytes(a, b))
+                for (_, a), (_, b) in zip(ty.cases, spans.cases))
+    if isinstance(ty, ResultType):
+        return all((a is None) == (b is None) and (a is None or spans_for_bytes(a, b))
+                   for a, b in ((ty.ok, spans.ok), (ty.err, spans.err)))
+    if isinstance(ty, OptionType):
+        return spans_for_bytes(ty.payload, spans.payload)
+    if isinstance(ty, ListType):
+        return spans_for_bytes(ty.element, spans.element)
+    if isinstance(ty, TupleType):
+        return len(ty.elements) == len(spans.elements) and \
+            all(spans_for_bytes(a, b) for a, b in zip(ty.elements, spans.elements))
+    return ty == spans
+
+
 def _quoted(text: str) -> str:
     """`text` as a WAVE string literal (JSON's escapes). json is imported here: only
     --invoke prints values, and a run's start-up is mostly imports."""

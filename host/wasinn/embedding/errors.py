@@ -23,8 +23,9 @@ _KNOWN_LIMITS = {
     "fuel allocated for hostcalls has been exhausted":
         "a guest passed the host more than wasmtime's per-call limit for list values "
         "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
-        "wasi:nn's tensor constructor, tensor.data and graph.load, and buffer.read, of wit-component "
-        "layouts; not an operator's results: hand a large payload back as its input's buffer)",
+        "wasi:nn's tensor constructor, tensor.data and graph.load, buffer.read, and the bytes map and "
+        "accumulate operators return, of wit-component layouts; elsewhere hand a large payload back "
+        "as its input's buffer)",
 }
 
 

@@ -29,8 +29,10 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
                          WASM_GRAPH_PROCESSOR_COMMAND_INVOKER, WASM_GRAPH_PROCESSOR_DELAY,
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
-from ..abi.values import Handle
+from ..abi.memory import OutOfBounds
+from ..abi.values import Handle, spans_for_bytes
 from ..errors import BadValue, GuestTrap, WasinnError
+from ..nn import store_key
 from ..runtime import Host
 from .services import Services
 from .services.clock import Timestamp
@@ -102,6 +104,9 @@ class Operator:
         self.imports = OperatorImports(services, name, self.limits)
         self.instance = host.instantiate(component)
         self._iface = KINDS[kind]
+        # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where
+        # the data path added it: read with one copy each, and past wasmtime-py's cap
+        self._spans = self._span_export(component, kind)
         self._initialised = False
         self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
@@ -121,6 +126,19 @@ class Operator:
         op = cls(host, component, kind, name, configuration or {}, services or Services.embedded(), module_schemas)
         op._owns_services = services is None
         return op
+
+    @staticmethod
+    def _span_export(component: Component, kind: str) -> str | None:
+        """`process` lifted again with its result's bytes as spans (abi/rewrite.py), where
+        the data path added it and its result is the export's with spans for bytes."""
+        engine = Host.engine_of(component)
+        exports = component.type.exports(engine)
+        name = f"wasinn-spans-{kind}-process"
+        if name not in exports:
+            return None
+        original, spans = exports[KINDS[kind]].ty.exports(engine)["process"].ty, exports[name].ty
+        same_params = [t for _, t in original.params] == [t for _, t in spans.params]
+        return name if same_params and spans_for_bytes(original.result, spans.result) else None
 
     @staticmethod
     def kinds(component: Component) -> set[str]:
@@ -145,7 +163,7 @@ class Operator:
         config = {"properties": sorted(self.configuration.items()),
                   "module-schemas": [{"name": n, "content-type": t, "content": c} for n, t, c in self.module_schemas]}
         try:
-            ok = self._call("init", config)
+            ok = self._call(f"{self._iface}#init", config)
         except OperatorError as e:
             raise OperatorError(self.name, "init", e.message) from None
         if ok is not True:
@@ -199,22 +217,44 @@ class Operator:
         buffers: list[int] = []
         try:
             values = [self._give(a, buffers) for a in args]
-            result = self._call("process", *values)
-            if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
-                raise OperatorError(self.name, "contract", f"process returned {result!r}")
-            if result.tag == "err":
-                raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
-            return take(result.payload)
+            if self._spans is None:
+                return self._result(self._call(f"{self._iface}#process", *values), take)
+            self._bind_spans()
+            result = self._call(self._spans, *values)
+            try:
+                out = self._result(result, take)
+            except OutOfBounds as e:  # a span the guest's memory does not hold: as the canonical ABI, a trap
+                self.instance.close()
+                self._initialised = False
+                raise OperatorError(self.name, "trap", f"guest trapped in {self._iface}#process: {e}; the "
+                                    "instance was torn down and its resources freed, the next call gets a fresh one"
+                                    ) from None
+            except BaseException:
+                self._call("wasinn-spans-release")
+                raise
+            self._call("wasinn-spans-release")  # the guest's post-return, now that the bytes are copied
+            return out
         finally:
             free_resources(buffers)
 
-    def _call(self, func: str, *args):
+    def _result(self, result, take):
+        if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
+            raise OperatorError(self.name, "contract", f"process returned {result!r}")
+        if result.tag == "err":
+            raise OperatorError(self.name, "error", str(getattr(result.payload, "message", result.payload)))
+        return take(result.payload)
+
+    def _call(self, name: str, *args):
         try:
             with active(self.imports):
-                return self.instance.call(f"{self._iface}#{func}", *args)
+                return self.instance.call(name, *args)
         except GuestTrap as e:
             self._initialised = False
-            raise OperatorError(self.name, "trap", str(e)) from None
+            text = str(e)
+            if self._spans is not None:  # said as the operator's export, which these stand in for
+                text = text.replace(self._spans, f"{self._iface}#process", 1).replace(
+                    "wasinn-spans-release", f"the post-return of {self._iface}#process", 1)
+            raise OperatorError(self.name, "trap", text) from None
         except BadValue:
             raise
         except WasinnError as e:  # a host function refused what has no error case: the instance is gone
@@ -261,6 +301,14 @@ class Operator:
         return Variant("buffer", ResourceHost.own(rep, Resource.BUFFER).to_any(self.instance.store))
 
     # --- values from the guest ------------------------------------------------------------
+    def _bind_spans(self) -> None:
+        """Has the data path's adapter tell the host its memory (once per instance; its
+        buffer.read does the same on first use), which the result spans point into."""
+        try:
+            self.host.memories.bound(store_key(self.instance.store))
+        except OutOfBounds:
+            self._call("wasinn-spans-bind")
+
     def _bool(self, value) -> bool:
         if not isinstance(value, bool):
             raise OperatorError(self.name, "contract", f"process returned {value!r}, not a bool")
@@ -299,9 +347,12 @@ class Operator:
             data = value.payload
         else:
             data = self._held(value.payload)
-        if len(data) > self.limits.max_payload_bytes:
-            raise OperatorError(self.name, "contract", f"the operator returned {len(data)} bytes; the limit is "
+        n = data[1] if isinstance(data, tuple) else len(data)  # a span: (address, length)
+        if n > self.limits.max_payload_bytes:
+            raise OperatorError(self.name, "contract", f"the operator returned {n} bytes; the limit is "
                                 f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
+        if isinstance(data, tuple):  # bounded first, then one copy (OutOfBounds: outside its memory)
+            return bytes(self.host.memories.bound(store_key(self.instance.store)).view(data[0], n))
         return bytes(data)
 
     def _text(self, value: Variant) -> str:
