@@ -34,6 +34,9 @@ TENSOR = ResourceType.host(Resource.TENSOR)
 # when a value is checked: lazy.py) whose values they are
 _NUMBERS = {S8: "i1", S16: "i2", S32: "i4", S64: "i8", U8: "u1", U16: "u2", U32: "u4", U64: "u8",
             F32: "f4", F64: "f8"}
+# Integer types' ranges, for plain ints checked without numpy (np.iinfo costs microseconds)
+_INT_RANGES = {ty: (-(1 << (8 * int(code[1]) - 1)), (1 << (8 * int(code[1]) - 1)) - 1) if code[0] == "i"
+               else (0, (1 << (8 * int(code[1]))) - 1) for ty, code in _NUMBERS.items() if code[0] in "iu"}
 _SIMPLE_NAMES = {Bool: "bool", Char: "char", String: "string",
                  **{ty: ty.__name__.lower() for ty in _NUMBERS}}
 # Characters of a value a message shows
@@ -202,6 +205,9 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
         return BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}{why}")
 
     if type(ty) in _NUMBERS:
+        bounds = _INT_RANGES.get(type(ty))
+        if bounds is not None and type(value) is int and bounds[0] <= value <= bounds[1]:
+            return value
         dtype, number = np.dtype(_NUMBERS[type(ty)]), _number(value)
         if number is None or (dtype.kind in "iu" and not isinstance(number, int)):
             raise bad()
