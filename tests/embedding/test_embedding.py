@@ -78,7 +78,7 @@ SIGNATURES = {
     "WASMTIME_COMPONENT_U8": "c_ubyte(2)",
     "WASMTIME_I32": "c_ubyte(0)",
     "wasm_byte_vec_delete": "(LP_wasm_byte_vec_t) -> None",
-    "wasm_byte_vec_new_uninitialized": "(LP_wasm_byte_vec_t, c_ulong) -> None",
+    "wasm_byte_vec_new": "(LP_wasm_byte_vec_t, c_ulong, LP_c_ubyte) -> None",
     "wasm_byte_vec_t": "struct[16] {size@0: c_ulong, data@8: LP_c_ubyte}",
     "wasm_trap_t": "struct[0] {}",
     "wasmtime_component_func_call": "(LP_wasmtime_component_func, LP_wasmtime_context, LP_wasmtime_component_val, "

@@ -178,18 +178,22 @@ def _cases(ty) -> list[tuple[str, Any]]:
     return ty.cases if isinstance(ty, VariantType) else [("ok", ty.ok), ("err", ty.err)]
 
 
-def _case_of(ty, value) -> str:
-    """The case an untagged variant value belongs to, by the rule wasmtime-py uses."""
+def _case_finder(ty) -> Callable[[Any], str]:
+    """Finds the case an untagged variant value belongs to, by the rule wasmtime-py
+    uses; each case's Python classes are found once."""
+    cases = []
     for name, case_ty in _cases(ty):
-        if case_ty is None:
-            if value is None:
-                return name
-            continue
         classes: set[type] = set()
-        case_ty.add_classes(classes)
-        if isinstance(value, tuple(classes)):
-            return name
-    raise ValueError(f"value {value!r} fits no case of the variant")
+        if case_ty is not None:
+            case_ty.add_classes(classes)
+        cases.append((name, case_ty is None, tuple(classes)))
+
+    def find(value) -> str:
+        for name, empty, classes in cases:
+            if (value is None) if empty else isinstance(value, classes):
+                return name
+        raise ValueError(f"value {value!r} fits no case of the variant")
+    return find
 
 
 def _tensor_hint(value) -> str:
@@ -417,9 +421,10 @@ def _make_lifting(ty) -> Callable[[Any, Handles], Any] | None:
         # By the type, not the value: an untagged result's payload may itself be a Variant.
         cases = {name: (t is not None, None if t is None else _lifting(t)) for name, t in _cases(ty)}
         tagged = is_tagged(ty)
+        case_of = None if tagged else _case_finder(ty)
 
         def variant(value, handles):
-            tag, payload = (value.tag, value.payload) if tagged else (_case_of(ty, value), value)
+            tag, payload = (value.tag, value.payload) if tagged else (case_of(value), value)
             has_payload, lift = cases[tag]
             if not has_payload:
                 return Variant(tag, None)

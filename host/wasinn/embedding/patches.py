@@ -17,7 +17,7 @@
    field names only to assert them); here the names are encoded once per type, copied
    with one memmove, and the fields of a lifted record are taken in the type's order,
    which is the order wasmtime gives them in (a snapshot data-model and its result:
-   ~50 names a call).
+   ~30 names a call).
 5. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
    parameter in a `Val` and each i32 result in a new `ValType` and `Val` on every call;
    here i32s are read and written in place, everything else takes the stock way.
@@ -144,20 +144,25 @@ def _lower(self, store, val):
     raise ValueError("value not valid for this variant")
 
 
-def _name_vec(encoded: bytes):
+def _c_name(name: str):
+    """A name's UTF-8 bytes as the C array `_name_vec` copies from."""
+    encoded = name.encode()
+    return len(encoded), (ctypes.c_ubyte * len(encoded)).from_buffer_copy(encoded)
+
+
+def _name_vec(c_name):
     """A C string wasmtime takes ownership of (a record's field name, a variant's tag)."""
     vec = ffi.wasm_byte_vec_t()
-    ffi.wasm_byte_vec_new_uninitialized(ctypes.byref(vec), len(encoded))
-    ctypes.memmove(vec.data, encoded, len(encoded))
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), *c_name)
     return vec
 
 
 def _record_fields(self) -> list:
-    """(name, its UTF-8 bytes, type) of each field of a record type."""
+    """(name, its C form for `_name_vec`, type) of each field of a record type."""
     try:
         return self.__dict__["_wasinn_fields"]
     except KeyError:
-        value = self.__dict__["_wasinn_fields"] = [(name, name.encode(), ty) for name, ty in self.fields]
+        value = self.__dict__["_wasinn_fields"] = [(name, _c_name(name), ty) for name, ty in self.fields]
         return value
 
 
@@ -169,10 +174,10 @@ def _record_to_c(self, store, val, ptr):
     i = 0
     cleanup = True
     try:
-        for name, encoded, ty in fields:
+        for name, c_name, ty in fields:
             entry = raw.data[i]
             ty.convert_to_c(store, getattr(val, name), ctypes.pointer(entry.val))
-            entry.name = _name_vec(encoded)
+            entry.name = _name_vec(c_name)
             i += 1
         ptr.contents.kind = _RECORD
         ptr.contents.of.record = raw
@@ -203,12 +208,12 @@ def _record_from_c(self, c):
 
 
 def _tags(self) -> dict:
-    """A variant type's case names to their UTF-8 bytes, and back."""
+    """A variant type's case names to their C form for `_name_vec`, and their UTF-8 bytes back."""
     try:
         return self.__dict__["_wasinn_tags"]
     except KeyError:
         names = [name for name, _ in self.cases]
-        value = self.__dict__["_wasinn_tags"] = {**{n: n.encode() for n in names}, **{n.encode(): n for n in names}}
+        value = self.__dict__["_wasinn_tags"] = {**{n: _c_name(n) for n in names}, **{n.encode(): n for n in names}}
         return value
 
 
