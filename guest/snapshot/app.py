@@ -49,6 +49,12 @@ FRAME_BYTES = SIDE * SIDE * 3
 TOP = 5
 
 
+_SCORES = struct.Struct(f"<{TOP}f")
+# what each operator counts per message, made once
+_ONE = metrics.CounterValue_U64(1)
+_LABELS = {op: [metrics.Label("module", f"module-snapshot/{op}")] for op in ("map", "branch", "accumulate")}
+
+
 class _Loaded:
     context = None
     snapshot_topic = None
@@ -56,8 +62,7 @@ class _Loaded:
 
 def _count(op):
     try:
-        metrics.add_to_counter("requests", metrics.CounterValue_U64(1),
-                               [metrics.Label("module", f"module-snapshot/{op}")])
+        metrics.add_to_counter("requests", _ONE, _LABELS[op])
     except Err:
         pass  # a metric the host refuses must not fail the message
 
@@ -107,8 +112,8 @@ class Map(exports.Map):
         for _, t in outputs:
             t.__exit__(None, None, None)
         n = len(data) // 8
-        scores = struct.unpack_from(f"<{TOP}f", data)
-        indices = struct.unpack_from(f"<{TOP}f", data, 4 * n)
+        scores = _SCORES.unpack_from(data)
+        indices = _SCORES.unpack_from(data, 4 * n)
         top = [{"label": LABELS[int(i)], "index": int(i), "score": round(s, 6)} for s, i in zip(scores, indices)]
         result = json.dumps({"object": {"result": top[0]["label"], "top5": top}}, separators=(",", ":")).encode()
         if isinstance(message, types.DataModel_Snapshot):

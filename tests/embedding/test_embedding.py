@@ -71,9 +71,15 @@ INSTANCE_MEMBERS = {
 }
 # every ffi name embedding/ uses, and the signature or layout it was written against
 SIGNATURES = {
+    "WASMTIME_COMPONENT_BOOL": "c_ubyte(0)",
     "WASMTIME_COMPONENT_LIST": "c_ubyte(13)",
+    "WASMTIME_COMPONENT_RECORD": "c_ubyte(14)",
+    "WASMTIME_COMPONENT_VARIANT": "c_ubyte(16)",
     "WASMTIME_COMPONENT_U8": "c_ubyte(2)",
     "WASMTIME_I32": "c_ubyte(0)",
+    "wasm_byte_vec_delete": "(LP_wasm_byte_vec_t) -> None",
+    "wasm_byte_vec_new": "(LP_wasm_byte_vec_t, c_ulong, LP_c_ubyte) -> None",
+    "wasm_byte_vec_t": "struct[16] {size@0: c_ulong, data@8: LP_c_ubyte}",
     "wasm_trap_t": "struct[0] {}",
     "wasmtime_component_func_call": "(LP_wasmtime_component_func, LP_wasmtime_context, LP_wasmtime_component_val, "
                                     "c_ulong, LP_wasmtime_component_val, c_ulong) -> LP_wasmtime_error",
@@ -86,6 +92,9 @@ SIGNATURES = {
     "wasmtime_component_vallist_delete": "(LP_wasmtime_component_vallist) -> None",
     "wasmtime_component_vallist_new_uninit": "(LP_wasmtime_component_vallist, c_ulong) -> None",
     "wasmtime_component_vallist_t": "struct[16] {size@0: c_ulong, data@8: LP_wasmtime_component_val}",
+    "wasmtime_component_valrecord_delete": "(LP_wasmtime_component_valrecord) -> None",
+    "wasmtime_component_valrecord_new_uninit": "(LP_wasmtime_component_valrecord, c_ulong) -> None",
+    "wasmtime_component_valrecord_t": "struct[16] {size@0: c_ulong, data@8: LP_wasmtime_component_valrecord_entry}",
     "wasmtime_config_host_memory_creator_set": "(LP_wasm_config_t, LP_wasmtime_memory_creator) -> None",
     "wasmtime_context_set_epoch_deadline": "(LP_wasmtime_context, c_ulong) -> None",
     "wasmtime_error_new": "(LP_c_char) -> LP_wasmtime_error",
@@ -117,7 +126,10 @@ SIGNATURES = {
 }
 # structs embedding/ reaches through fields of the ones above (`c.of.list`, `ret.contents`)
 REACHED_THROUGH = {"wasmtime_component_valunion_t": "list@0: wasmtime_component_vallist",
-                   "wasmtime_component_vallist_t": None, "wasmtime_linear_memory_t": None}
+                   "wasmtime_component_vallist_t": None, "wasmtime_linear_memory_t": None,
+                   "wasmtime_component_valrecord_entry_t": "name@0: wasm_byte_vec_t, val@16: wasmtime_component_val",
+                   "wasmtime_component_valvariant_t": "discriminant@0: wasm_byte_vec_t, "
+                                                      "val@16: LP_wasmtime_component_val"}
 
 # (file in the wheel, function) -> (fingerprint, the patch, what to re-check)
 _TYPES, _LINKER, _ENTER = "component/_types.py", "component/_linker.py", "component/_enter.py"
@@ -141,6 +153,15 @@ FINGERPRINTS = {
                                           "what decides a Variant (tag) against a bare payload"),
     (_TYPES, "VariantLikeType._lower"): ("56cc660eae5d0544", "patches.py: _lower, a hand copy over memoized cases",
                                          "diff the stock body against patches._lower"),
+    (_TYPES, "RecordType.convert_to_c"): ("90d223b20a80be1d", "patches.py: _record_to_c, a hand copy, names encoded once",
+                                          "diff the stock body against patches._record_to_c (ownership, cleanup)"),
+    (_TYPES, "RecordType.convert_from_c"): ("56a228b62512bee1", "patches.py: _record_from_c, fields in the type's order",
+                                            "diff the stock body against patches._record_from_c"),
+    (_TYPES, "VariantType.convert_to_c"): ("b94a418207d7214d", "patches.py: _variant_to_c, tags encoded once",
+                                           "diff the stock body against patches._variant_to_c"),
+    (_TYPES, "VariantType.convert_from_c"): ("87d3648f7efb0323", "patches.py: _variant_from_c",
+                                             "diff the stock body against patches._variant_from_c"),
+    (_TYPES, "VariantLikeType._lift"): ("5806e1aa60d45b98", "patches.py: _variant_from_c calls it", "its arguments"),
     (_TYPES, "VariantLikeType._cases"): ("2d593bd5e3dc0855", "patches.py: _variant_cases", "the (name, type) pairs"),
     (_TYPES, "FuncType._from_ptr"): ("3374f6d1212a6809", "patches.py: _func_impl reads a host call's types",
                                      "ownership of the type pointer (owner=store)"),

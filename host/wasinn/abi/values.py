@@ -34,6 +34,9 @@ TENSOR = ResourceType.host(Resource.TENSOR)
 # when a value is checked: lazy.py) whose values they are
 _NUMBERS = {S8: "i1", S16: "i2", S32: "i4", S64: "i8", U8: "u1", U16: "u2", U32: "u4", U64: "u8",
             F32: "f4", F64: "f8"}
+# Integer types' ranges, for plain ints checked without numpy (np.iinfo costs microseconds)
+_INT_RANGES = {ty: (-(1 << (8 * int(code[1]) - 1)), (1 << (8 * int(code[1]) - 1)) - 1) if code[0] == "i"
+               else (0, (1 << (8 * int(code[1]))) - 1) for ty, code in _NUMBERS.items() if code[0] in "iu"}
 _SIMPLE_NAMES = {Bool: "bool", Char: "char", String: "string",
                  **{ty: ty.__name__.lower() for ty in _NUMBERS}}
 # Characters of a value a message shows
@@ -56,7 +59,16 @@ class Handle:
 
 def host_resource(ty: ResourceType) -> Resource | None:
     """Which of wasi:nn's resources (served by the host) a resource type is, if any."""
-    return next((kind for kind in Resource if ty == ResourceType.host(kind)), None)
+    return next((kind for kind, host in _host_types() if ty == host), None)
+
+
+_HOST_TYPES: list[tuple[Resource, ResourceType]] = []
+
+
+def _host_types() -> list[tuple[Resource, ResourceType]]:
+    if not _HOST_TYPES:  # made once: each is a C object
+        _HOST_TYPES.extend((kind, ResourceType.host(kind)) for kind in Resource)
+    return _HOST_TYPES
 
 
 def type_name(ty) -> str:
@@ -166,18 +178,22 @@ def _cases(ty) -> list[tuple[str, Any]]:
     return ty.cases if isinstance(ty, VariantType) else [("ok", ty.ok), ("err", ty.err)]
 
 
-def _case_of(ty, value) -> str:
-    """The case an untagged variant value belongs to, by the rule wasmtime-py uses."""
+def _case_finder(ty) -> Callable[[Any], str]:
+    """Finds the case an untagged variant value belongs to, by the rule wasmtime-py
+    uses; each case's Python classes are found once."""
+    cases = []
     for name, case_ty in _cases(ty):
-        if case_ty is None:
-            if value is None:
-                return name
-            continue
         classes: set[type] = set()
-        case_ty.add_classes(classes)
-        if isinstance(value, tuple(classes)):
-            return name
-    raise ValueError(f"value {value!r} fits no case of the variant")
+        if case_ty is not None:
+            case_ty.add_classes(classes)
+        cases.append((name, case_ty is None, tuple(classes)))
+
+    def find(value) -> str:
+        for name, empty, classes in cases:
+            if (value is None) if empty else isinstance(value, classes):
+                return name
+        raise ValueError(f"value {value!r} fits no case of the variant")
+    return find
 
 
 def _tensor_hint(value) -> str:
@@ -198,109 +214,244 @@ def to_wasm(ty, value, handles: Handles, where: str) -> Any:
     """wasinn's shape → what wasmtime-py's lowering expects, checked against `ty` on
     the way: a mismatch raises `BadValue` naming `where` ("parameter 'x'"), then the
     path inside it ([2] an element, .name a field or case)."""
-    def bad(why: str = "") -> BadValue:
-        return BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}{why}")
-
-    if type(ty) in _NUMBERS:
-        dtype, number = np.dtype(_NUMBERS[type(ty)]), _number(value)
-        if number is None or (dtype.kind in "iu" and not isinstance(number, int)):
-            raise bad()
-        if not fits(dtype, number):
-            raise bad(f", out of its range ({value_range(dtype)})")
-        return number if dtype.kind in "iu" else float(number)
-    if isinstance(ty, Bool):
-        if not isinstance(value, (bool, np.bool_)):
-            raise bad()
-        return bool(value)
-    if isinstance(ty, (Char, String)):
-        if not isinstance(value, str) or (isinstance(ty, Char) and len(value) != 1):
-            raise bad()
-        return value
-    if isinstance(ty, ListType):
-        if is_bytes(ty) and isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
-            return value  # as is: embedding/patches.py copies them in at once
-        if not isinstance(value, (list, tuple, np.ndarray)):
-            raise bad()
-        items = [to_wasm(ty.element, v, handles, f"{where}[{i}]") for i, v in enumerate(value)]
-        return bytes(items) if is_bytes(ty) else items
-    if isinstance(ty, TupleType):
-        if not isinstance(value, (tuple, list)):
-            raise bad()
-        if len(value) != len(ty.elements):
-            raise bad(f" ({len(value)} elements, not {len(ty.elements)})")
-        return tuple(to_wasm(t, v, handles, f"{where}.{i}") for i, (t, v) in enumerate(zip(ty.elements, value)))
-    if isinstance(ty, RecordType):
-        given = vars(value) if isinstance(value, Record) else dict(value) if isinstance(value, Mapping) else None
-        if given is None:
-            raise bad()
-        names = [n for n, _ in ty.fields]
-        missing, unknown = [n for n in names if n not in given], [k for k in given if k not in names]
-        if missing or unknown:
-            raise bad(f" (no field {missing[0]})" if missing else f" (it has no field {unknown[0]})")
-        record = Record()
-        for name, t in ty.fields:
-            setattr(record, name, to_wasm(t, given[name], handles, f"{where}.{name}"))
-        return record
-    if isinstance(ty, (VariantType, ResultType)):
-        # a case without payload may be written by its name alone, as WAVE writes it
-        tag, payload = (value.tag, value.payload) if isinstance(value, Variant) else (value, None)
-        cases = dict(_cases(ty))
-        if not isinstance(tag, str) or tag not in cases:
-            raise bad()
-        if cases[tag] is None:
-            if payload is not None:
-                raise bad(f" (case {tag} has no payload)")
-        elif not isinstance(value, Variant):
-            raise bad(f" (case {tag} needs a payload, {type_name(cases[tag])})")
-        else:
-            payload = to_wasm(cases[tag], payload, handles, f"{where}.{tag}")
-        return Variant(tag, payload) if is_tagged(ty) else payload
-    if isinstance(ty, OptionType):
-        return None if value is None else to_wasm(ty.payload, value, handles, f"{where}.some")
-    if isinstance(ty, EnumType):
-        # checked here: wasmtime would refuse it only inside the call, as if the guest trapped
-        if value not in ty.names:
-            raise bad()
-        return value
-    if isinstance(ty, FlagsType):
-        if not isinstance(value, (set, frozenset, list, tuple)) or not all(f in ty.names for f in value):
-            raise bad()
-        return set(value)
-    if isinstance(ty, (OwnType, BorrowType)) and ty.ty == TENSOR:
-        if isinstance(value, np.ndarray):
-            if tensor_type_of(value.dtype) is None:
-                raise BadValue(f"{where}: expected {type_name(ty)}, got {shown(value)}: {dtype_refusal(value.dtype)}")
-            value = HostTensor.from_array(value)
-        if not isinstance(value, HostTensor):
-            raise bad(_tensor_hint(value))
-        return handles(ty, value)
-    if isinstance(ty, (OwnType, BorrowType)):
-        resource = value.resource if isinstance(value, Handle) else value
-        if not isinstance(resource, ResourceAny) or resource.type != ty.ty:
-            raise bad("; only a handle of this type an earlier call returned fits")
-        return resource
-    return value
+    try:
+        return _lowering(ty)(value, handles)
+    except _Mismatch as e:
+        raise BadValue(f"{where}{''.join(reversed(e.path))}: expected {type_name(e.ty)}, got {shown(e.value)}{e.why}") \
+            from None
 
 
 def from_wasm(ty, value, handles: Handles) -> Any:
     """What wasmtime-py's lifting gives → wasinn's shape."""
+    lift = _lifting(ty)
+    return value if lift is None else lift(value, handles)
+
+
+class _Mismatch(Exception):
+    """A value that does not fit its type, on its way up to `to_wasm` collecting the
+    path to it (innermost first)."""
+
+    def __init__(self, ty, value, why: str = ""):
+        self.ty, self.value, self.why, self.path = ty, value, why, []
+
+
+def _inside(e: _Mismatch, step: str) -> _Mismatch:
+    e.path.append(step)
+    return e
+
+
+# Each type's conversions are made once, as closures over what they ask of the type
+# (its fields, cases, element), which wasmtime-py would otherwise rebuild per value: a
+# data-flow operator's message, converted both ways per call, is ~30 values.
+def _lowering(ty) -> Callable[[Any, Handles], Any]:
+    try:
+        return ty.__dict__["_wasinn_lower"]
+    except KeyError:
+        lower = ty.__dict__["_wasinn_lower"] = _make_lowering(ty)
+        return lower
+
+
+def _lifting(ty) -> Callable[[Any, Handles], Any] | None:
+    """None where wasmtime-py's value is already wasinn's."""
+    try:
+        return ty.__dict__["_wasinn_lift"]
+    except KeyError:
+        lift = ty.__dict__["_wasinn_lift"] = _make_lifting(ty)
+        return lift
+
+
+def _make_lowering(ty) -> Callable[[Any, Handles], Any]:
+    if type(ty) in _NUMBERS:
+        code = _NUMBERS[type(ty)]
+        bounds = _INT_RANGES.get(type(ty))
+
+        def number(value, handles):
+            if bounds is not None and type(value) is int and bounds[0] <= value <= bounds[1]:
+                return value
+            dtype, n = np.dtype(code), _number(value)
+            if n is None or (dtype.kind in "iu" and not isinstance(n, int)):
+                raise _Mismatch(ty, value)
+            if not fits(dtype, n):
+                raise _Mismatch(ty, value, f", out of its range ({value_range(dtype)})")
+            return n if dtype.kind in "iu" else float(n)
+        return number
+    if isinstance(ty, Bool):
+        def boolean(value, handles):
+            if not isinstance(value, (bool, np.bool_)):
+                raise _Mismatch(ty, value)
+            return bool(value)
+        return boolean
+    if isinstance(ty, (Char, String)):
+        char = isinstance(ty, Char)
+
+        def text(value, handles):
+            if not isinstance(value, str) or (char and len(value) != 1):
+                raise _Mismatch(ty, value)
+            return value
+        return text
+    if isinstance(ty, ListType):
+        raw = is_bytes(ty)
+        element = _lowering(ty.element)
+
+        def listed(value, handles):
+            if raw and isinstance(value, (bytes, bytearray, memoryview, np.ndarray)):
+                return value  # as is: embedding/patches.py copies them in at once
+            if not isinstance(value, (list, tuple, np.ndarray)):
+                raise _Mismatch(ty, value)
+            items = []
+            for i, v in enumerate(value):
+                try:
+                    items.append(element(v, handles))
+                except _Mismatch as e:
+                    raise _inside(e, f"[{i}]") from None
+            return bytes(items) if raw else items
+        return listed
+    if isinstance(ty, TupleType):
+        elements = [_lowering(t) for t in ty.elements]
+
+        def tupled(value, handles):
+            if not isinstance(value, (tuple, list)):
+                raise _Mismatch(ty, value)
+            if len(value) != len(elements):
+                raise _Mismatch(ty, value, f" ({len(value)} elements, not {len(elements)})")
+            out = []
+            for i, (lower, v) in enumerate(zip(elements, value)):
+                try:
+                    out.append(lower(v, handles))
+                except _Mismatch as e:
+                    raise _inside(e, f".{i}") from None
+            return tuple(out)
+        return tupled
+    if isinstance(ty, RecordType):
+        fields = [(name, _lowering(t)) for name, t in ty.fields]
+        names = {name for name, _ in fields}
+
+        def record(value, handles):
+            given = vars(value) if isinstance(value, Record) else dict(value) if isinstance(value, Mapping) else None
+            if given is None:
+                raise _Mismatch(ty, value)
+            if len(given) != len(names) or not names.issuperset(given):
+                missing, unknown = [n for n, _ in fields if n not in given], [k for k in given if k not in names]
+                raise _Mismatch(ty, value, f" (no field {missing[0]})" if missing else f" (it has no field {unknown[0]})")
+            out = Record()
+            for name, lower in fields:
+                try:
+                    setattr(out, name, lower(given[name], handles))
+                except _Mismatch as e:
+                    raise _inside(e, f".{name}") from None
+            return out
+        return record
+    if isinstance(ty, (VariantType, ResultType)):
+        cases = {name: None if t is None else _lowering(t) for name, t in _cases(ty)}
+        case_types = dict(_cases(ty))
+        tagged = is_tagged(ty)
+
+        def variant(value, handles):
+            # a case without payload may be written by its name alone, as WAVE writes it
+            tag, payload = (value.tag, value.payload) if isinstance(value, Variant) else (value, None)
+            if not isinstance(tag, str) or tag not in cases:
+                raise _Mismatch(ty, value)
+            lower = cases[tag]
+            if lower is None:
+                if payload is not None:
+                    raise _Mismatch(ty, value, f" (case {tag} has no payload)")
+            elif not isinstance(value, Variant):
+                raise _Mismatch(ty, value, f" (case {tag} needs a payload, {type_name(case_types[tag])})")
+            else:
+                try:
+                    payload = lower(payload, handles)
+                except _Mismatch as e:
+                    raise _inside(e, f".{tag}") from None
+            return Variant(tag, payload) if tagged else payload
+        return variant
+    if isinstance(ty, OptionType):
+        inner = _lowering(ty.payload)
+
+        def option(value, handles):
+            if value is None:
+                return None
+            try:
+                return inner(value, handles)
+            except _Mismatch as e:
+                raise _inside(e, ".some") from None
+        return option
+    if isinstance(ty, EnumType):
+        names = list(ty.names)
+
+        def enum(value, handles):
+            # checked here: wasmtime would refuse it only inside the call, as if the guest trapped
+            if value not in names:
+                raise _Mismatch(ty, value)
+            return value
+        return enum
+    if isinstance(ty, FlagsType):
+        names = set(ty.names)
+
+        def flags(value, handles):
+            if not isinstance(value, (set, frozenset, list, tuple)) or not all(f in names for f in value):
+                raise _Mismatch(ty, value)
+            return set(value)
+        return flags
+    if isinstance(ty, (OwnType, BorrowType)) and ty.ty == TENSOR:
+        def tensor(value, handles):
+            if isinstance(value, np.ndarray):
+                if tensor_type_of(value.dtype) is None:
+                    raise _Mismatch(ty, value, f": {dtype_refusal(value.dtype)}")
+                value = HostTensor.from_array(value)
+            if not isinstance(value, HostTensor):
+                raise _Mismatch(ty, value, _tensor_hint(value))
+            return handles(ty, value)
+        return tensor
     if isinstance(ty, (OwnType, BorrowType)):
-        return handles(ty, value)
+        resource_type = ty.ty
+
+        def resource(value, handles):
+            held = value.resource if isinstance(value, Handle) else value
+            if not isinstance(held, ResourceAny) or held.type != resource_type:
+                raise _Mismatch(ty, value, "; only a handle of this type an earlier call returned fits")
+            return held
+        return resource
+    return lambda value, handles: value
+
+
+def _make_lifting(ty) -> Callable[[Any, Handles], Any] | None:
+    if isinstance(ty, (OwnType, BorrowType)):
+        return lambda value, handles: handles(ty, value)
     if isinstance(ty, (VariantType, ResultType)):
         # By the type, not the value: an untagged result's payload may itself be a Variant.
-        tag, payload = (value.tag, value.payload) if is_tagged(ty) else (_case_of(ty, value), value)
-        case_ty = dict(_cases(ty))[tag]
-        return Variant(tag, None if case_ty is None else from_wasm(case_ty, payload, handles))
+        cases = {name: (t is not None, None if t is None else _lifting(t)) for name, t in _cases(ty)}
+        tagged = is_tagged(ty)
+        case_of = None if tagged else _case_finder(ty)
+
+        def variant(value, handles):
+            tag, payload = (value.tag, value.payload) if tagged else (case_of(value), value)
+            has_payload, lift = cases[tag]
+            if not has_payload:
+                return Variant(tag, None)
+            return Variant(tag, payload if lift is None else lift(payload, handles))
+        return variant
     if isinstance(ty, OptionType):
-        return None if value is None else from_wasm(ty.payload, value, handles)
+        inner = _lifting(ty.payload)
+        return None if inner is None else lambda value, handles: None if value is None else inner(value, handles)
     if isinstance(ty, ListType) and not is_bytes(ty):
-        return [from_wasm(ty.element, v, handles) for v in value]
+        inner = _lifting(ty.element)
+        return None if inner is None else lambda value, handles: [inner(v, handles) for v in value]
     if isinstance(ty, TupleType):
-        return tuple(from_wasm(t, v, handles) for t, v in zip(ty.elements, value))
+        lifts = [_lifting(t) for t in ty.elements]
+        if all(lift is None for lift in lifts):
+            return None
+        return lambda value, handles: tuple(v if lift is None else lift(v, handles) for lift, v in zip(lifts, value))
     if isinstance(ty, RecordType):
-        for name, t in ty.fields:
-            setattr(value, name, from_wasm(t, getattr(value, name), handles))
-    return value
+        fields = [(name, lift) for name, t in ty.fields if (lift := _lifting(t)) is not None]
+        if not fields:
+            return None
+
+        def record(value, handles):
+            for name, lift in fields:
+                setattr(value, name, lift(getattr(value, name), handles))
+            return value
+        return record
+    return None
 
 
 def spans_for_bytes(ty, spans) -> bool:

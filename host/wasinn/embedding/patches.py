@@ -12,7 +12,13 @@
    0.1 us per result a host function returns, timeit).
 3. List parameters of host functions (a tensor's dimensions, graph.load's builders) are
    lifted only once their length passes the check nn.py gives (`bound_lists`).
-4. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
+4. Records and variants: stock wasmtime-py encodes every field name and case name into
+   a fresh C string through two ctypes copies, and decodes each one coming back (the
+   field names only to assert them); here the names are encoded once per type, copied
+   with one memmove, and the fields of a lifted record are taken in the type's order,
+   which is the order wasmtime gives them in (a snapshot data-model and its result:
+   ~30 names a call).
+5. Core modules' host functions (wasi_ephemeral_nn): stock wasmtime-py wraps each i32
    parameter in a `Val` and each i32 result in a new `ValType` and `Val` on every call;
    here i32s are read and written in place, everything else takes the stock way.
 
@@ -136,6 +142,101 @@ def _lower(self, store, val):
         ty.convert_to_c(store, val.payload if tagged else val, ctypes.pointer(raw))
         return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
     raise ValueError("value not valid for this variant")
+
+
+def _c_name(name: str):
+    """A name's UTF-8 bytes as the C array `_name_vec` copies from."""
+    encoded = name.encode()
+    return len(encoded), (ctypes.c_ubyte * len(encoded)).from_buffer_copy(encoded)
+
+
+def _name_vec(c_name):
+    """A C string wasmtime takes ownership of (a record's field name, a variant's tag)."""
+    vec = ffi.wasm_byte_vec_t()
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), *c_name)
+    return vec
+
+
+def _record_fields(self) -> list:
+    """(name, its C form for `_name_vec`, type) of each field of a record type."""
+    try:
+        return self.__dict__["_wasinn_fields"]
+    except KeyError:
+        value = self.__dict__["_wasinn_fields"] = [(name, _c_name(name), ty) for name, ty in self.fields]
+        return value
+
+
+def _record_to_c(self, store, val, ptr):
+    """Stock `RecordType.convert_to_c` with names encoded once."""
+    fields = _record_fields(self)
+    raw = ffi.wasmtime_component_valrecord_t()
+    ffi.wasmtime_component_valrecord_new_uninit(raw, len(fields))
+    i = 0
+    cleanup = True
+    try:
+        for name, c_name, ty in fields:
+            entry = raw.data[i]
+            ty.convert_to_c(store, getattr(val, name), ctypes.pointer(entry.val))
+            entry.name = _name_vec(c_name)
+            i += 1
+        ptr.contents.kind = _RECORD
+        ptr.contents.of.record = raw
+        cleanup = False
+    finally:
+        if cleanup:
+            for j in range(i, len(fields)):
+                raw.data[j].val.kind = _BOOL
+                raw.data[j].val.of.boolean = False
+            ffi.wasmtime_component_valrecord_delete(ctypes.byref(raw))
+
+
+def _record_from_c(self, c):
+    """Stock `RecordType.convert_from_c` without decoding each field's name."""
+    assert c.kind == _RECORD.value
+    record = c.of.record
+    try:
+        ret = _types.Record()
+        data = record.data
+        for i, (name, _, ty) in zip(range(record.size), _record_fields(self)):
+            field = data[i].val
+            setattr(ret, name, ty.convert_from_c(field))
+            field.kind = _BOOL
+            field.of.boolean = False
+        return ret
+    finally:
+        ffi.wasmtime_component_valrecord_delete(record)
+
+
+def _tags(self) -> dict:
+    """A variant type's case names to their C form for `_name_vec`, and their UTF-8 bytes back."""
+    try:
+        return self.__dict__["_wasinn_tags"]
+    except KeyError:
+        names = [name for name, _ in self.cases]
+        value = self.__dict__["_wasinn_tags"] = {**{n: _c_name(n) for n in names}, **{n.encode(): n for n in names}}
+        return value
+
+
+def _variant_to_c(self, store, val, ptr):
+    name, raw = _lower(self, store, val)
+    ptr.contents.kind = _VARIANT
+    ptr.contents.of.variant.discriminant = _name_vec(_tags(self)[name])
+    ptr.contents.of.variant.val = raw
+
+
+def _variant_from_c(self, c):
+    assert c.kind == _VARIANT.value
+    vec = c.of.variant.discriminant
+    tag = _tags(self).get(ctypes.string_at(vec.data, vec.size))
+    ffi.wasm_byte_vec_delete(ctypes.byref(vec))
+    if tag is None:
+        raise ValueError("a variant case not of its type")
+    return self._lift(tag, c.of.variant.val)
+
+
+_RECORD = ffi.WASMTIME_COMPONENT_RECORD
+_VARIANT = ffi.WASMTIME_COMPONENT_VARIANT
+_BOOL = ffi.WASMTIME_COMPONENT_BOOL
 
 
 # (host function, store) -> (parameter types, result type, (index, name) of each list
@@ -286,5 +387,7 @@ def install() -> None:
             _memoized(cls, name)
     _types.VariantLikeType._tagged = _tagged
     _types.VariantLikeType._lower = _lower
+    _types.RecordType.convert_to_c, _types.RecordType.convert_from_c = _record_to_c, _record_from_c
+    _types.VariantType.convert_to_c, _types.VariantType.convert_from_c = _variant_to_c, _variant_from_c
     _linker.func_impl = _func_impl  # used by LinkerInstance.add_func from now on
     _core_linker.trampoline = _core_trampoline  # used by Linker.define_func from now on

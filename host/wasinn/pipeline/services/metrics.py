@@ -74,6 +74,11 @@ class OperatorMetrics:
         self._operator = operator
         self._max_series = max_series
         self._series: set[tuple] = set()
+        # (kind, name, labels as given) -> its prometheus child: an operator counting per
+        # message repeats one call, which then costs a lookup instead of the checks of
+        # `_new_series` (~20 us a call after a model's run has evicted them from cache).
+        # Only accepted series enter, at most 4 per allowed series (label orders).
+        self._children: dict[tuple, object] = {}
 
     def add(self, name: str, value: int, labels: list[tuple[str, str]] | None) -> None:
         self._series_of("counter", name, labels).inc(value)
@@ -82,6 +87,15 @@ class OperatorMetrics:
         self._series_of("histogram", name, labels).observe(value)
 
     def _series_of(self, kind: str, name: str, labels: list[tuple[str, str]] | None):
+        key = (kind, name, None if labels is None else tuple(labels))
+        child = self._children.get(key)
+        if child is None:
+            child = self._new_series(kind, name, labels)
+            if len(self._children) < 4 * self._max_series:
+                self._children[key] = child
+        return child
+
+    def _new_series(self, kind: str, name: str, labels: list[tuple[str, str]] | None):
         if not name or len(name) > MAX_TEXT:
             raise MetricError(f"a metric name has 1 to {MAX_TEXT} characters, got {len(name)}")
         clean = _INVALID.sub("_", name)
