@@ -13,6 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from support import operator_guests
+from support.pipeline_service import subscriber
 from wasinn import build
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -87,20 +88,8 @@ class Collector:
         """`persistent`: a session the broker keeps, reconnecting by itself (broker restarts)."""
         self.got: list[Received] = []
         self._cond = threading.Condition()
-        subscribed = threading.Event()
-        self.client = broker.new_client(f"collector-{uuid.uuid4().hex[:8]}" if persistent else "")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.reconnect_delay_set(0.1, 1)
-        props = None
-        if persistent:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 600
-        broker.connect(self.client, clean_start=not persistent, properties=props)
-        self.client.loop_start()
-        self.client.subscribe([(t, 1) for t in topics])
-        if not subscribed.wait(10):
-            raise RuntimeError("the collector could not subscribe")
+        self.client = subscriber(broker, topics, self._on_message,
+                                 f"collector-{uuid.uuid4().hex[:8]}" if persistent else None)
 
     def _on_message(self, c, userdata, msg) -> None:
         props = msg.properties

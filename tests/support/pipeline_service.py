@@ -163,6 +163,27 @@ def publish(c: mqtt.Client, payload: bytes, ident: str, topic: str = SOURCE) -> 
     c.publish(topic, payload, qos=1, properties=props).wait_for_publish(timeout=10)
 
 
+def subscriber(broker: Broker, topics: list[str], on_message, persistent_id: str | None = None) -> mqtt.Client:
+    """A started client subscribed to `topics` at QoS 1, its messages to `on_message`;
+    with `persistent_id`, a session the broker keeps under that id, reconnecting by
+    itself (for broker restarts)."""
+    subscribed = threading.Event()
+    client = broker.new_client(persistent_id or "")
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.reconnect_delay_set(0.1, 1)
+    props = None
+    if persistent_id:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+    broker.connect(client, clean_start=not persistent_id, properties=props)
+    client.loop_start()
+    client.subscribe([(t, 1) for t in topics])
+    if not subscribed.wait(10):
+        raise RuntimeError(f"a client could not subscribe to {topics}")
+    return client
+
+
 class Results:
     """Every message on the sink and dead-letter topics, by id (duplicates kept).
     `persistent`: a persistent session that reconnects by itself (for broker restarts)."""
@@ -172,20 +193,7 @@ class Results:
         self.dead: dict[str, list[dict]] = collections.defaultdict(list)
         self.arrived: dict[str, float] = {}
         self._cond = threading.Condition()
-        subscribed = threading.Event()
-        self.client = broker.new_client("results" if persistent else "")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.reconnect_delay_set(0.1, 1)
-        props = None
-        if persistent:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 600
-        broker.connect(self.client, clean_start=not persistent, properties=props)
-        self.client.loop_start()
-        self.client.subscribe([(SINK, 1), (DEAD_LETTER, 1)])
-        if not subscribed.wait(10):
-            raise RuntimeError("the results client could not subscribe")
+        self.client = subscriber(broker, [SINK, DEAD_LETTER], self._on_message, "results" if persistent else None)
 
     def _on_message(self, c, userdata, msg) -> None:
         body = json.loads(msg.payload)
