@@ -8,6 +8,8 @@ import pytest
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Services
 
+from support.pipeline_netns import Namespaces, Unavailable
+
 
 @pytest.fixture(scope="module")
 def services():
@@ -15,3 +17,14 @@ def services():
     s = Services.embedded(log=EventLog(stream=io.StringIO()))
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def net():
+    """Two network namespaces, host1 and host2, as two machines (skipped where the kernel
+    or the sandbox gives none)."""
+    try:
+        with Namespaces(["host1", "host2"]) as n:
+            yield n
+    except Unavailable as e:
+        pytest.skip(str(e))

@@ -18,7 +18,6 @@ import uuid
 import pytest
 
 from support.dataflow_support import ROOT, WINDOW, Collector, operator_wasm, send
-from support.pipeline_netns import Namespaces, Unavailable
 from support.pipeline_service import Broker, Service, client
 from support.redis_server import RedisServer
 
@@ -149,15 +148,6 @@ def _check_folds(summaries, n: int) -> None:
     assert math.isclose(sum(f["average"] * f["count"] for f in folds), sum(celsius), rel_tol=1e-12)
     assert max(f["max"] for f in folds) == max(celsius) and min(f["min"] for f in folds) == min(celsius)
     assert all(f["unit"] == "C" and f["min"] <= f["average"] <= f["max"] for f in folds)
-
-
-@pytest.fixture(scope="module")
-def net():
-    try:
-        with Namespaces(["host1", "host2"]) as n:
-            yield n
-    except Unavailable as e:
-        pytest.skip(str(e))
 
 
 def test_windows_across_two_machines_sharing_redis(net, modules):

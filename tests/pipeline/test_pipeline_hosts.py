@@ -10,19 +10,9 @@ import time
 import pytest
 
 from support.pipeline_certs import Certificates
-from support.pipeline_netns import Namespaces, Unavailable
 from support.pipeline_service import Broker, Results, Service, check_predictions, pipeline_with, send, stream
 
 USERS = {"cam-7": "correct horse battery staple"}
-
-
-@pytest.fixture(scope="module")
-def net():
-    try:
-        with Namespaces(["host1", "host2"]) as n:
-            yield n
-    except Unavailable as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
