@@ -9,6 +9,7 @@ from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Services
 
 from support.pipeline_netns import Namespaces, Unavailable
+from support.pipeline_service import Broker
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +29,10 @@ def net():
             yield n
     except Unavailable as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A mosquitto of the module's own (test_pipeline_secure's has TLS and users: its own fixture)."""
+    with Broker() as b:
+        yield b

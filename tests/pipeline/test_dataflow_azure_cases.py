@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from support.dataflow_support import AZURE, OPC_UA, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from support.pipeline_service import Broker, Service, client
+from support.pipeline_service import Service, client
 
 CASES = sorted((AZURE / "tests").glob("t*/*.test.yaml"))
 SCHEMA_SCENARIO = AZURE / "schema-registry-scenario"
@@ -74,12 +74,6 @@ def _selected(received, select: list[str], ignores: list[str]) -> dict:
             props = dict(received.user_properties)
             out.setdefault("properties", {}).setdefault("user-properties", {})[key] = props.get(key)
     return out
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with Broker() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,9 @@ import uuid
 import pytest
 
 from support.dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from support.pipeline_service import Broker, Service, client
+from support.pipeline_service import Service, client
 
 T01 = AZURE / "tests" / "t01-simple-temp-conversion"
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with Broker() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,6 @@ GRAPH = ROOT / "pipelines" / "temperature-graph.yaml"
 
 
 @pytest.fixture(scope="module")
-def broker():
-    with Broker() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def modules():
     return ("--module", f"temperature={operator_wasm('temperature')}", "--module", f"{WINDOW}={operator_wasm('window')}")
 

@@ -19,12 +19,6 @@ from support.pipeline_service import IMAGES, Broker, Results, Service, check_pre
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
-def broker():
-    with Broker() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def service(broker):
     with Service(broker, workers=2) as s:
         s.wait_ready()
