@@ -251,20 +251,6 @@ def _foreign_guests() -> dict[str, pathlib.Path]:
                                                        world="wasinn:guest/std-runnable")}
 
 
-PEAK = """
-import sys, numpy as np, wasinn
-""" + HWM + """
-host = wasinn.Host(cache_dir=sys.argv[1])
-inst = host.instantiate(host.load_component(sys.argv[2]))
-inst.call("echo", np.zeros(16, np.uint8))
-x = np.ones(20 << 20, np.uint8)
-before = hwm()
-for _ in range(2):
-    out = inst.call("echo", x)
-print((hwm() - before) / x.nbytes)
-"""
-
-
 @contextlib.contextmanager
 def _time_in_host():
     """Seconds spent in the data path's host functions (both directions) while inside."""
@@ -351,7 +337,7 @@ def standard_path(host: wasinn.Host, quick: bool, n: int) -> None:
         row("standard", f"{label}: instantiate to a first call's return ({wasm.stat().st_size / 1e6:.1f} MB)",
             1e3 * start_up, None, "ms", "<= 1 ms" if label == "C" else "",
             note="minus the same call when warm; host-owned memory (no copy-on-write image)")
-    growth = float(_child(PEAK, str(CACHE), str(guests["C"])))
+    growth = float(_child((ROOT / "tests" / "support" / "echo_peak.py").read_text(), str(CACHE), str(guests["C"])))
     row("standard", "C: host peak growth reading a 20 MB output twice / payload", growth, None, "x", "<= 5x",
         note="echo of 20 MB, twice")
     proc = subprocess.run([sys.executable, "-m", "wasinn", "run", "--cache-dir", str(CACHE), str(guests["C"]), "--",

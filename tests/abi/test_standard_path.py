@@ -11,7 +11,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -112,25 +111,11 @@ def test_bad_builder_spans_are_graph_load_errors(c_guest, kind):
     assert c_guest.instances_started == 1
 
 
-def test_standard_guest_reading_20_mb_twice_holds_a_few_copies_at_most(tmp_path):
+def test_standard_guest_reading_20_mb_twice_holds_a_few_copies_at_most():
     """Host memory per payload byte: the output, its copy into guest memory, the
     guest's own tensor back; not ~80 bytes per byte as lifted values were."""
-    script = tmp_path / "peak.py"
-    script.write_text(textwrap.dedent(f"""
-        import numpy as np, wasinn
-        def hwm():
-            return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) << 10
-        host = wasinn.Host(cache_dir={str(CACHE)!r})
-        inst = host.instantiate(host.load_component({str(build("c"))!r}))
-        inst.call("echo", np.zeros(16, np.uint8))
-        x = np.ones(20 << 20, np.uint8)
-        before = hwm()
-        for _ in range(2):
-            out = inst.call("echo", x)
-        print((hwm() - before) / x.nbytes)
-    """))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "echo_peak.py"), str(CACHE),
+                           str(build("c"))], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     growth = float(proc.stdout.split()[-1])
     assert growth <= 5, f"peak grew by {growth:.1f}x the payload"
