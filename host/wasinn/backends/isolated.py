@@ -45,7 +45,7 @@ from ..errors import NnError, runtime_error
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .worker import Waiting, receive, send
+from .worker import Waiting, pack_compute, receive, send, unpack_outputs
 
 # How long past a call's deadline a worker has to answer (its backend's own stop comes
 # at the deadline) before it is killed.
@@ -193,7 +193,7 @@ class Worker:
         return self.memory.tensor(n, self.tensor_bytes)
 
     # --- requests -------------------------------------------------------------------------
-    def request(self, message: dict, deadline: float | None) -> dict:
+    def request(self, message: dict | bytes, deadline: float | None, op: str | None = None) -> dict | bytes:
         with self.lock:
             if self.dead:
                 raise runtime_error(self.dead)
@@ -201,12 +201,16 @@ class Worker:
                 for kind, ident in self.dropped:
                     self._exchange({"op": "drop", kind: ident}, None)
                 self.dropped.clear()
-            return self._exchange(message, deadline)
+            return self._exchange(message, deadline, op=op)
 
-    def _exchange(self, message: dict, deadline: float | None, fds: tuple[int, ...] = ()) -> dict:
+    def _exchange(self, message: dict | bytes, deadline: float | None, fds: tuple[int, ...] = (),
+                  op: str | None = None) -> dict | bytes:
+        """The worker's answer to `message` (a JSON request, or a packed one of kind `op`):
+        a dict, or the packed bytes of outputs, which the caller checks."""
+        op = op or message["op"]
         try:
             send(self.sock, message, fds)
-            waiting = self.waiting.get(message["op"]) or self.waiting.setdefault(message["op"], Waiting())
+            waiting = self.waiting.get(op) or self.waiting.setdefault(op, Waiting())
             reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
                                        else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
         except socket.timeout:
@@ -217,9 +221,11 @@ class Worker:
             reply = None
         if reply is None:
             self.kill(f"the backend worker ended ({self.server.ended(self.pid).get('status', 'killed')}) while "
-                      f"{_DOING.get(message.get('op'), 'working')}; the graphs this instance loaded from its own "
+                      f"{_DOING.get(op, 'working')}; the graphs this instance loaded from its own "
                       "bytes are gone")
             raise runtime_error(self.dead)
+        if type(reply) is bytes and op in _OUTPUTS_REPLIES:
+            return reply
         if not isinstance(reply, dict):
             self.kill("the backend worker sent a malformed reply")
             raise runtime_error(self.dead)
@@ -370,6 +376,7 @@ def _pages(n: int) -> int:
     return (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
 
 
+_OUTPUTS_REPLIES = ("compute", "fetch")  # the requests answered by packed outputs
 _DOING = {"load": "loading the model", "compute": "computing", "init": "making an execution context",
           "fetch": "handing over the outputs"}
 
@@ -432,13 +439,15 @@ class IsolatedContext:
                         offset = memory.take(t.nbytes)
                         taken.append((offset, t.nbytes))
                         memory.map[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
-                    layout.append([offset, t.nbytes, t.ty.value, list(t.dims)])
+                    layout.append((offset, t.nbytes, t.ty, t.dims))
                 out = memory.take(self.room)
                 taken.append((out, self.room))
                 worker.sync()
-                reply = worker.request({"op": "compute", "context": self.ident, "deadline": deadline,
-                                        "inputs": layout, "out": out}, deadline)
-                if "need" in reply:
+                reply = worker.request(pack_compute(self.ident, deadline, out, layout), deadline, op="compute")
+                if type(reply) is dict:  # the outputs need more room than their declared sizes
+                    if "need" not in reply:
+                        worker.kill("the backend worker sent a malformed reply")
+                        raise runtime_error(worker.dead)
                     sizes = _sizes(reply.get("sizes"))
                     accept_outputs(sizes)
                     room = sum(_aligned(n) for _, n in sizes)
@@ -446,7 +455,7 @@ class IsolatedContext:
                     taken.append((out, room))
                     worker.sync()
                     reply = worker.request({"op": "fetch", "out": out}, deadline)
-                outputs = self._outputs(reply.get("outputs"), memory.size)
+                outputs = self._outputs(reply, memory.size)
                 accept_outputs([(name, n) for name, _, _, _, n in outputs])
                 return [(name, HostTensor(dims, ty, np.frombuffer(memory.map, np.uint8, n, offset).copy()))
                         for name, ty, dims, offset, n in outputs]
@@ -454,22 +463,19 @@ class IsolatedContext:
                 for offset, n in taken:
                     memory.give_back(offset, n)
 
-    def _outputs(self, outputs, size: int) -> list:
+    def _outputs(self, reply, size: int) -> list:
         """The worker's account of its outputs, held to what the host can trust."""
-        checked = []
         try:
-            for name, ty, dims, offset, n in outputs:
-                ty = TensorType(ty)
-                dims = [_count(d) for d in dims]
-                if not isinstance(name, str) or len(dims) > _MAX_RANK or not 0 <= offset <= offset + n <= size:
+            if type(reply) is not bytes:
+                raise ValueError("not outputs")
+            outputs = unpack_outputs(reply, _MAX_RANK)
+            for _, ty, dims, offset, n in outputs:
+                if not offset + n <= size or product(dims) * DTYPES[ty].itemsize != n:
                     raise ValueError
-                if product(dims) * DTYPES[ty].itemsize != n:
-                    raise ValueError
-                checked.append((name, ty, dims, _count(offset), _count(n)))
-        except (TypeError, ValueError):
+        except ValueError:
             self.graph.worker.kill("the backend worker described its outputs wrongly")
             raise runtime_error(self.graph.worker.dead) from None
-        return checked
+        return outputs
 
 
 def _aligned(n: int) -> int:
