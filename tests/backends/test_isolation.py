@@ -149,9 +149,10 @@ def test_tensors_that_fragment_the_shared_memory_keep_it_within_max_host_bytes()
         assert peak <= limit * 5 // 4, peak  # a quarter of headroom: growth maps the file anew on both sides
 
 
-def test_a_workers_onnxruntime_threads_stop_spinning_when_a_run_returns():
-    # onnxruntime's pool threads spin after a run, for the next one; in a worker that was a
-    # core taken from the host for the next ~30 ms of every run (3 clock ticks of 0.2 s idle)
+def test_an_idle_worker_takes_no_cpu():
+    # a worker's onnxruntime threads spin after a run as they do in process (the next run
+    # starts sooner: EfficientNet-Lite0 isolated ~0.07 ms closer to in process), ~30 ms of
+    # a core here; then they sleep, and so does the worker, until the host asks again
     import time
 
     from support.repo import ROOT
@@ -166,10 +167,11 @@ def test_a_workers_onnxruntime_threads_stop_spinning_when_a_run_returns():
         idle = []
         for _ in range(3):
             ok(inst.call("compute-tensors", ctx, [("input", np.zeros((1, 3, 224, 224), np.float32))]))
+            time.sleep(0.3)  # onnxruntime's own spinning ends within it
             before = cpu_ticks()
-            time.sleep(0.2)
+            time.sleep(0.3)
             idle.append(cpu_ticks() - before)
-        assert min(idle) <= 1, idle  # a tick: the run's last instants may fall in the first
+        assert min(idle) == 0, idle
 
 
 def test_a_model_lying_about_its_output_shape_computes_as_in_process():

@@ -302,8 +302,6 @@ class OnnxRuntimeBackend:
         providers = self.providers(target)
         opts = ort.SessionOptions()
         opts.log_severity_level = 4  # failures reach the guest as wasi:nn errors; keep stderr quiet
-        if not SPIN_AFTER_RUN:
-            opts.add_session_config_entry("session.force_spinning_stop", "1")
         opts.add_session_config_entry("session.use_env_allocators", "1")  # the graph's own arena (module doc)
         arena = {"max_mem": self.max_memory, "arena_extend_strategy": 1}  # 1: kSameAsRequested
         wanted = ([(providers[0], {"gpu_mem_limit": str(self.max_memory), "arena_extend_strategy": "kSameAsRequested"})]
@@ -335,13 +333,6 @@ class OnnxRuntimeBackend:
 
 
 _SHARED_POOLS = False  # set by share_thread_pools()
-# Whether a session's pool threads go on spinning after a run returns (onnxruntime's
-# default: the next run starts sooner). A backend worker (worker.zygote) stops them when
-# the run returns: there they spun for the next 5-9 ms, a core taken from the host, which
-# has the guest to run, and from everything else on the machine (EfficientNet-Lite0
-# isolated on 2 cores: native onnxruntime in the same process ran 4.7 ms a call beside a
-# spinning worker, 3.7-3.9 ms beside one that stops).
-SPIN_AFTER_RUN = True
 
 
 def share_thread_pools(intra: int, inter: int = 0) -> None:

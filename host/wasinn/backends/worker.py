@@ -227,11 +227,10 @@ def _reap(*_) -> None:
 
 
 def zygote(sock: socket.socket) -> None:
-    # what every worker needs, imported once here; its sessions spin their intra-op
-    # threads between a run's parallel sections as in process (sleeping there made
-    # EfficientNet-Lite0's run 1.3 ms slower, 4.6 vs 3.3 ms), but not after the run
-    from . import onnxruntime
-    onnxruntime.SPIN_AFTER_RUN = False
+    # what every worker needs, imported once here; its sessions' threads spin after a run,
+    # for the next one, as they do in process (EfficientNet-Lite0 isolated: ~0.07 ms a
+    # call closer to in process than with them stopped at once)
+    from . import onnxruntime  # noqa: F401
     # No parent-death signal here: it follows the thread that started this process (a
     # host's prewarming thread ends at once), not the process. The host's end closes the
     # socket instead, and this loop ends; its workers' own signal follows this process.
