@@ -344,3 +344,67 @@ def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_
         started = inst.instances_started
         run_add_mul(inst, add_mul_context(inst))
         assert inst.instances_started == started + 1
+
+
+# A worker a hostile model has taken over says what it likes: the host holds each packed
+# description of outputs to what it can trust, kills the worker on the first lie, and
+# answers the guest with one line. The worker here is a stand-in process answering every
+# compute with the given bytes (and any other request with {}).
+_LIAR = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+lie = bytes.fromhex(sys.argv[2])
+while True:
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+    if not data:
+        break
+    sock.send(lie if data[:1] == b"C" else b"{}")
+"""
+
+
+def _outputs(*outputs, tag=b"O", count=None, tail=b""):
+    import struct
+    parts = [tag + struct.pack("<I", len(outputs) if count is None else count)]
+    for name, ty, dims, offset, n in outputs:
+        parts += [struct.pack("<QQBBH", offset, n, ty, len(dims), len(name)), name,
+                  struct.pack(f"<{len(dims)}Q", *dims)]
+    return b"".join(parts) + tail
+
+
+@pytest.mark.parametrize("lie", [
+    pytest.param(_outputs((b"y", 1, [2], 0, 8))[:-3], id="cut-short"),
+    pytest.param(_outputs((b"y", 1, [2], 0, 8), tail=b"\0"), id="bytes-after"),
+    pytest.param(_outputs((b"y", 1, [1] * 65, 0, 4)), id="rank-65"),
+    pytest.param(_outputs((b"y", 1, [2], (1 << 20) - 4, 8)), id="past-the-file"),
+    pytest.param(_outputs((b"y", 1, [3], 0, 8)), id="dims-not-bytes"),
+    pytest.param(_outputs((b"y", 99, [2], 0, 8)), id="no-such-type"),
+    pytest.param(_outputs((b"\xff", 1, [2], 0, 8)), id="name-not-utf8"),
+    pytest.param(_outputs(count=1 << 30), id="count-without-outputs"),
+    pytest.param(_outputs((b"y", 1, [1 << 40, 1 << 40], 0, 8)), id="dims-overflow"),
+    pytest.param(b"\x00", id="one-byte"),
+    pytest.param(b'{"outputs": []}', id="json-instead"),
+])
+def test_a_worker_that_lies_about_its_outputs_is_killed_and_the_guest_told_in_one_line(lie):
+    import socket
+
+    from wasinn import HostTensor
+    from wasinn._bindings import ExecutionTarget
+    from wasinn.backends import isolated
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    liar = subprocess.Popen([sys.executable, "-c", _LIAR, str(theirs.fileno()), lie.hex()], pass_fds=(theirs.fileno(),))
+    theirs.close()
+    worker = isolated.Worker(isolated.zygote(), ours, liar.pid, os.pidfd_open(liar.pid), 1 << 20,
+                             isolated.SharedMemory(1 << 20))
+    spec = [["x", "FP32", "tensor(float)", [2]]]
+    graph = isolated.IsolatedGraph(worker, {"graph": 1, "backend": "onnxruntime", "inputs": spec, "outputs": spec},
+                                   ExecutionTarget.CPU)
+    context = isolated.IsolatedContext(graph, 2)
+    with pytest.raises(wasinn.NnError) as failed:
+        context.compute([HostTensor.from_array(np.ones(2, np.float32))])
+    assert failed.value.code == wasinn.ErrorCode.RUNTIME_ERROR
+    assert "\n" not in failed.value.message
+    assert "wrongly" in failed.value.message or "malformed" in failed.value.message, failed.value.message
+    assert liar.wait(timeout=10) == -signal.SIGKILL
+    with pytest.raises(wasinn.NnError, match="wrongly|malformed"):  # and the instance is told so from then on
+        context.compute([HostTensor.from_array(np.ones(2, np.float32))])
+    worker.close()
