@@ -14,8 +14,8 @@ One worker per instance, forked on its first isolated load from a fork server (t
 zygote, one per process) that has imported the backends already: a worker costs a fork,
 not an interpreter start. The worker goes when its instance closes. Tensors cross in a
 shared memory file the host creates and seals against shrinking; requests and replies
-are small JSON messages on a Unix socket, and the host checks every reply as it would a
-guest's arguments.
+are small JSON messages on a Unix socket (a compute and its outputs packed), and the
+host checks every reply as it would a guest's arguments.
 
 `isolate = "all"` also runs the operator's registered models in a worker (one shared by
 every instance of the host, since the operator chose them); `"none"` runs everything in

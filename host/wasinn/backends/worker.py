@@ -8,7 +8,8 @@ that socket until the host closes it or kills it; the zygote reaps it, removes i
 directory and keeps its exit status for the host to ask about.
 
 A worker holds the graphs one instance loaded from its own bytes (or, under `--isolate
-all`, the operator's graphs) and runs them. Requests and replies are JSON; model bytes
+all`, the operator's graphs) and runs them. Requests and replies are JSON, but for a
+compute and the outputs that answer it, which are packed (`pack_compute`); model bytes
 and tensors cross in a shared memory file the host made and sealed against shrinking
 (so nothing here can make the host's mapping fault). Replies carry only plain values:
 the host trusts nothing a worker says beyond checking it.
@@ -173,7 +174,7 @@ def _unpack(received):
         if n:
             raise ValueError(f"a message over {MAX_MESSAGE} bytes")
         return None, []
-    if buffer[0] != _JSON:  # a packed compute request or outputs (see below)
+    if buffer[0] != _JSON:  # a packed compute request or outputs (`pack_compute`, `pack_outputs`)
         return bytes(buffer[:n]), fds
     return json.loads(buffer[:n]), fds
 
