@@ -19,6 +19,7 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
                                       an aio-sr://NAMESPACE/NAME:VERSION ref}, or null
   {"do": "invoke", "topic": .., "payload": .., "timeout": secs}
   {"do": "hoard-builders", "n": N}    N live command-request builders
+  {"do": "hoard", "kib": N}           N KiB more kept until the instance goes (its memory grows)
   {"do": "trap"}                      an uncaught exception: the guest traps
   {"do": "fail", "message": ..}       the operator's error
   a message of content type application/octet-stream is no command: its payload is read
@@ -40,6 +41,7 @@ from wit_world.imports import (command_invoker, hybrid_logical_clock, logger, me
 class _State:
     calls = 0
     start = 0
+    hoard = []
     delay = 1
 
 
@@ -181,6 +183,9 @@ def _command(cmd):
     if do == "hoard-builders":  # command builders kept alive: their constructor has no error to return
         kept = [command_invoker.CommandRequestBuilder() for _ in range(cmd["n"])]
         return {"ok": len(kept)}
+    if do == "hoard":
+        _State.hoard.append(bytearray(cmd["kib"] << 10))
+        return {"kib": sum(len(b) for b in _State.hoard) >> 10}
     if do == "trap":
         raise RuntimeError("the probe was told to trap")
     if do == "fail":

@@ -298,6 +298,7 @@ class Instance:
         self._store: Store | None = None
         self._instance = None
         self._session = None
+        self._memories: MemoryBudget | None = None
         self._funcs: dict[str, Any] = {}
         self._last_nn_error = None  # of an instance already torn down
 
@@ -307,8 +308,14 @@ class Instance:
             if self._session.broken() is None:
                 return self._store
             self.close()  # its backend worker is gone, and with it its graphs: start afresh
-        self._instance, self._store, self._session = self._instantiate(*self._how_to_instantiate())
+        self._instance, self._store, self._session, self._memories = self._instantiate(*self._how_to_instantiate())
         return self._store
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the live instance's memories hold together, in bytes (what the limit
+        'memory' bounds); 0 while none is live."""
+        return self._memories.used if self._store is not None else 0
 
     def _how_to_instantiate(self) -> tuple[Engine, Any, Callable[[Store], Any], str]:
         """The engine, the memory images, the linking step and what to call it in errors."""
@@ -354,7 +361,7 @@ class Instance:
         # An Instance dropped without close() must still free its host resources.
         weakref.finalize(store, self.host.nn.close_session, session)
         self.instances_started += 1
-        return instance, store, session
+        return instance, store, session, budget
 
     def _new_store(self, engine: Engine) -> Store:
         """A store with the instance's WASI (argv, env, preopens, stdio) and limits."""
@@ -388,7 +395,7 @@ class Instance:
             # Now, not when the last reference goes: a traceback that still holds the
             # store (a caught GuestTrap) would keep the guest's memory mapped.
             self._store.close()
-        self._store = self._instance = self._session = None
+        self._store = self._instance = self._session = self._memories = None
         self._funcs.clear()
 
     def __enter__(self) -> "Instance":

@@ -146,6 +146,32 @@ def test_operator_error_and_trap_then_reinitialised(wasinn_host, probe, services
         assert count() == {"count": 1, "start": 7}
 
 
+def test_an_operator_whose_memory_grows_is_renewed_before_it_traps_and_no_message_is_lost(probe):
+    # componentize-py 0.25 keeps the bytes of each tensor an operator constructs; here the
+    # probe keeps 2 MiB a message, under a 96 MiB memory limit: without the renewal the
+    # ~40th message would trap at the limit (and go to the dead letters in a graph)
+    import wasinn
+    from support.repo import CACHE
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits(memory=96 << 20))
+    log = io.StringIO()
+    services = Services.embedded(log=EventLog(stream=log))
+    with Operator.open(host, host.load_component(operator_wasm("operator-probe")), kind="map", name="hoarder",
+                       configuration={"start": "3"}, services=services) as op:
+        kept = [json.loads(op.map(Message(b'{"do": "hoard", "kib": 2048}')).payload)["kib"] for _ in range(120)]
+        renewed = [json.loads(line) for line in log.getvalue().splitlines() if '"operator-renewed"' in line]
+        assert len(renewed) >= 2 and op.instance.instances_started == len(renewed) + 1
+        assert all(r["operator"] == "hoarder" and r["limit"] == 96 << 20 and r["memory"] <= 96 << 20 for r in renewed)
+        assert kept.count(2048) == len(renewed) + 1  # each fresh instance hoards from nothing
+        assert json.loads(op.map(Message(b'{"do": "count"}')).payload)["start"] == 3  # initialised again, configured
+
+
+def test_an_operator_whose_memory_does_not_grow_is_never_renewed(wasinn_host, probe, services):
+    with Operator.open(wasinn_host, probe, kind="map", name="steady", services=services) as op:
+        for i in range(300):
+            assert json.loads(op.map(Message(b'{"do": "count"}')).payload)["count"] == i + 1
+        assert op.instance.instances_started == 1
+
+
 def test_init_returning_false_is_an_error(wasinn_host, probe, services):
     op = Operator.open(wasinn_host, probe, kind="filter", name="picky", configuration={"fail-init": "1"}, services=services)
     with pytest.raises(OperatorError, match=r"^operator 'picky' failed \(init\): init returned false$"):

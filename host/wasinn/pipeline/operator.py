@@ -108,6 +108,7 @@ class Operator:
         # the data path added it: read with one copy each, and past wasmtime-py's cap
         self._spans = self._span_export(component, kind)
         self._initialised = False
+        self._renew_at = 0  # the memory past which the instance is made afresh (_renew_if_growing)
         self._owns_services = False  # open() without services made them: close() closes them
         self._warn_unserved()
 
@@ -169,6 +170,8 @@ class Operator:
         if ok is not True:
             raise OperatorError(self.name, "init", "init returned false")
         self._initialised = True
+        after = self.instance.memory_bytes
+        self._renew_at = after + (self.host.limits.memory - after) // 2 if self.host.limits.memory else 0
 
     def reopen(self) -> None:
         """A fresh instance, initialised with the same configuration."""
@@ -212,6 +215,8 @@ class Operator:
     def _process(self, kind: str, args: list, take):
         if kind != self.kind:
             raise WasinnError(f"operator {self.name!r} is a {self.kind} operator, not a {kind}")
+        if self._renew_at and self._initialised:
+            self._renew_if_growing()
         if not self._initialised:
             self.init()  # first use, or the instance trapped: a fresh one starts from init
         buffers: list[int] = []
@@ -236,6 +241,21 @@ class Operator:
             return out
         finally:
             free_resources(buffers)
+
+    def _renew_if_growing(self) -> None:
+        """An operator whose memory grows with every message (componentize-py 0.25 keeps
+        the bytes of each tensor it constructs: ~147 KB a frame for guest/snapshot) would
+        trap at the memory limit with a message in hand, which would go to the dead
+        letters. Once it has taken half the headroom it had after its init, it is made
+        afresh instead, before the next message (init again, with its configuration):
+        an operator that does not grow is never renewed."""
+        used = self.instance.memory_bytes
+        if used > self._renew_at:
+            self.imports.log.info("operator-renewed", memory=used, limit=self.host.limits.memory,
+                                  detail="its memory grew past half the headroom it had after init; a fresh "
+                                         "instance, initialised again, takes the next message")
+            self.instance.close()
+            self._initialised = False
 
     def _result(self, result, take):
         if not isinstance(result, Variant) or result.tag not in ("ok", "err"):
