@@ -188,15 +188,25 @@ static int put_repr(char *out, double y) {
 
 /* json.dumps(round(x, 6)): correctly rounded to 6 places, half to even (as musl's printf
    and Python's round both round), then that double's repr; NaN and the infinities as
-   json.dumps spells them */
+   json.dumps spells them. The common case needs no search: a number of at most 15
+   significant digits is the shortest repr of the double nearest it, so from 1e-4 to 1e9
+   the fixed-point digits, trailing zeros dropped, are it. */
 static int put_score(char *out, double x) {
     if (isnan(x))
         return sprintf(out, "NaN");
     if (isinf(x))
         return sprintf(out, x > 0 ? "Infinity" : "-Infinity");
     char fixed[400];
-    snprintf(fixed, sizeof fixed, "%.6f", x);
-    return put_repr(out, strtod(fixed, NULL));
+    int n = snprintf(fixed, sizeof fixed, "%.6f", x);
+    const char *digits = fixed + (fixed[0] == '-');
+    if (fabs(x) >= 1e9 || strncmp(digits, "0.0000", 6) == 0)
+        return put_repr(out, strtod(fixed, NULL));
+    while (fixed[n - 1] == '0')
+        n--;
+    memcpy(out, fixed, n);
+    if (fixed[n - 1] == '.')
+        out[n++] = '0';
+    return n;
 }
 
 /* --- inference --- */

@@ -43,16 +43,17 @@ def format_wasm() -> pathlib.Path:
                                     world="wasm-graph:processor/map-impl", includes=(C_WASM_GRAPH,))
 
 
-def snapshot_c_wasm() -> pathlib.Path:
-    """guest/snapshot-c: the snapshot map in C, the composed EfficientNet-Lite0 and the
-    labels built in (.incbin from a directory of links to them, hashed with the sources)."""
+def snapshot_c_wasm(model: pathlib.Path | None = None) -> pathlib.Path:
+    """guest/snapshot-c: the snapshot map in C, with the labels and `model` (default: the
+    composed EfficientNet-Lite0) built in: .incbin from a directory of links to them,
+    which is hashed with the sources."""
     import os
     from support import guest_builds
     from wasinn.apps.classify import composed_model
-    data = CACHE / "snapshot-c-data"
+    model = model or composed_model(CACHE, print)
+    data = CACHE / "snapshot-c-data" / model.stem
     data.mkdir(parents=True, exist_ok=True)
-    for name, target in (("model.onnx", composed_model(CACHE, print)),
-                         ("labels.txt", ROOT / "models" / "efficientnet-lite0" / "labels.txt")):
+    for name, target in (("model.onnx", model), ("labels.txt", ROOT / "models" / "efficientnet-lite0" / "labels.txt")):
         link = data / name
         if not link.is_symlink() or os.readlink(link) != str(target):
             tmp = data / f".{name}.{os.getpid()}"
