@@ -66,13 +66,13 @@ void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
     return p;
 }
 
-static void release(bytes_t b) {
+static inline void release(bytes_t b) {
     if (b.len)
         free(b.ptr);
 }
 
 /* the guest's part of a value it was given: its bytes freed, a buffer handle dropped */
-static void release_bob(bob_t *b) {
+static inline void release_bob(bob_t *b) {
     if (b->tag == 0)
         buffer_drop(b->v.handle);
     else
@@ -80,7 +80,7 @@ static void release_bob(bob_t *b) {
 }
 
 /* a buffer's bytes (read from the host) or the bytes themselves; the buffer is kept */
-static bytes_t peek_bob(const bob_t *b) {
+static inline bytes_t peek_bob(const bob_t *b) {
     if (b->tag != 0)
         return b->v.bytes;
     bytes_t out;
@@ -89,7 +89,7 @@ static bytes_t peek_bob(const bob_t *b) {
 }
 
 /* the bytes, the value given up: a buffer read and dropped, or the bytes now the caller's */
-static bytes_t take_bob(bob_t *b) {
+static inline bytes_t take_bob(bob_t *b) {
     bytes_t out = peek_bob(b);
     if (b->tag == 0)
         buffer_drop(b->v.handle);
@@ -98,13 +98,13 @@ static bytes_t take_bob(bob_t *b) {
 
 /* the guest memory of a value handed back to the host, freed once the host has copied
    it (its buffer handles are the host's again) */
-static void free_bob_bytes(bob_t *b) {
+static inline void free_bob_bytes(bob_t *b) {
     if (b->tag != 0)
         release(b->v.bytes);
 }
 
 /* `each` on every buffer-or-bytes/string of a message but its timestamp's */
-static void each_bob_of_message(message_t *m, void (*each)(bob_t *)) {
+static inline void each_bob_of_message(message_t *m, void (*each)(bob_t *)) {
     each(&m->topic);
     if (m->content_type.some)
         each(&m->content_type.v);
@@ -123,18 +123,18 @@ static void each_bob_of_message(message_t *m, void (*each)(bob_t *)) {
     }
 }
 
-static void release_message_except_timestamp(message_t *m) {
+static inline void release_message_except_timestamp(message_t *m) {
     each_bob_of_message(m, release_bob);
     if (m->properties.len)
         free(m->properties.ptr);
 }
 
-static void log_text(int32_t level, const char *context, const char *text) {
+static inline void log_text(int32_t level, const char *context, const char *text) {
     logger_log(level, context, strlen(context), text, strlen(text));
 }
 
 /* the `requests` counter, labelled module=CONTEXT */
-static void count_request(const char *context) {
+static inline void count_request(const char *context) {
     static const char key[] = "module";
     bytes_t label[2] = {{(uint8_t *)key, sizeof key - 1}, {(uint8_t *)context, strlen(context)}};
     struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
@@ -143,19 +143,16 @@ static void count_request(const char *context) {
         release(ret.error.text);
 }
 
-static bytes_t copy_bytes(const void *data, size_t n) {
+static inline bytes_t copy_text(const char *text) {
+    size_t n = strlen(text);
     bytes_t out = {cabi_realloc(NULL, 0, 1, n), (uint32_t)n};
-    memcpy(out.ptr, data, n);
+    memcpy(out.ptr, text, n);
     return out;
 }
 
-static bytes_t copy_text(const char *text) {
-    return copy_bytes(text, strlen(text));
-}
-
-/* init's configuration, given up (what neither operator here reads) */
-static void release_configuration(config_property_t *properties, uint32_t n_properties, module_schema_t *schemas,
-                                  uint32_t n_schemas) {
+/* init's configuration freed, once init is done with it */
+static inline void release_configuration(config_property_t *properties, uint32_t n_properties,
+                                         module_schema_t *schemas, uint32_t n_schemas) {
     for (uint32_t i = 0; i < n_properties; i++) {
         release(properties[i].key);
         release(properties[i].value);

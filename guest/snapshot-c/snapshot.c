@@ -263,17 +263,16 @@ static char *classify(bytes_t frame, uint32_t *len) {
         memcpy(scores, data.ptr, sizeof scores);
         memcpy(indices, data.ptr + 4 * classes, sizeof indices);
         char *o = json;
-        for (int k = 0; k < TOP && error == NULL; k++) {
+        for (int k = 0; k < TOP; k++) {
             if (!(indices[k] > -1.0f && indices[k] < (float)n_labels)) {
                 error = strdup("inference failed: a class index outside the labels");
                 break;
             }
             bytes_t label = labels[(uint32_t)indices[k]];
-            if (k == 0) {
+            if (k == 0)
                 o += sprintf(o, "{\"object\":{\"result\":%.*s,\"top5\":[", (int)label.len, (const char *)label.ptr);
-            }
             o += sprintf(o, "%s{\"label\":%.*s,\"index\":%u,\"score\":", k ? "," : "", (int)label.len,
-                         (const char *)label.ptr, (unsigned)(uint32_t)indices[k]);
+                         (const char *)label.ptr, (unsigned)indices[k]);
             o += put_score(o, scores[k]);
             *o++ = '}';
         }
