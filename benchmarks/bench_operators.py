@@ -4,17 +4,18 @@ data-model with its payload as a host buffer, the call, the result back), next t
 same conversion done by native Python on the same payload, interleaved.
 
 Rows: guest/temperature's map (componentize-py) and guest/js-operator's map
-(componentize-js) per message; the raw export call with the data-model already built
-and its payload inline (what `Operator.map` adds is the difference); the snapshot map
-in C (guest/snapshot-c) and in Python (guest/snapshot, componentize-py) per 224x224
-frame (buffer.read of 150,528 bytes, wasi:nn on the embedded EfficientNet-Lite0, top-5
-JSON) vs native onnxruntime on the same model and frame plus the same JSON, each under
-the default isolation and `--isolate none`; their throughput per worker (frames/s, one
-after another) next to the native loop's, the two loops taking turns of 10 frames. The MQTT side: a worker
-(pipeline/worker.py, in this process, on a mosquitto the row starts) serving a graph of
-the temperature map, from its client's on-message callback to the return of the publish
-call for the result (the client's work included, the broker's excluded; messages one at
-a time), next to the same export called in a loop (target: at most 0.3 ms more).
+(componentize-js) per message; the raw export call with the data-model already built and
+its payload inline (what `Operator.map` adds is the difference); the snapshot map in C
+(guest/snapshot-c) and in Python (guest/snapshot, componentize-py) per 224x224 frame
+(buffer.read of 150,528 bytes, wasi:nn on the embedded EfficientNet-Lite0, top-5 JSON)
+vs native onnxruntime on the same model and frame plus the same JSON, each under the
+default isolation and `--isolate none`; their throughput per worker (frames/s, one after
+another) next to the native loop's, the two loops taking turns of 10 frames. The MQTT
+side: a worker (pipeline/worker.py, in this process, on a mosquitto the row starts)
+serving a graph of the temperature map, from its client's on-message callback to the
+return of the publish call for the result (the client's work included, the broker's
+excluded; messages one at a time), next to the same export called in a loop (target: at
+most 0.3 ms more).
 """
 from __future__ import annotations
 

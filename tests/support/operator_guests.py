@@ -7,9 +7,9 @@ from wasinn import build
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
-# guest name -> the world it is built against
 # the wasm-graph:processor ABI for the C operators (wasm_graph.h)
 C_WASM_GRAPH = ROOT / "guest" / "c-wasm-graph"
+# guest name -> the world it is built against
 WORLDS = {"temperature": "wasinn:guest/operator-set", "operator-probe": "wasinn:guest/operator-probe"}
 
 
