@@ -14,9 +14,7 @@
    stb_image.h is nothings/stb's stb_image v2.30 (commit 31c1ad37456438565541f4919958214b6e762fb4),
    unchanged; public domain or MIT, its licence at its end.
 
-   Written to the canonical ABI by hand (there is no C bindings generator in the
-   toolchain): the structs below are the ABI's memory layouts of Azure's types, checked
-   by the static assertions. */
+   Written to the canonical ABI by hand (guest/c-wasm-graph/wasm_graph.h). */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,133 +33,14 @@
 /* the image crate's default limits allow 512 MiB per decoded image */
 #define DECODED_MAX (512u << 20)
 #include "stb_image.h"
+#include "wasm_graph.h"
 
 #define SIDE 224
 #define FRAME_BYTES (SIDE * SIDE * 3)
 #define CONTEXT "module-format/map"
 
-typedef struct { uint8_t *ptr; uint32_t len; } bytes_t; /* list<u8> and string */
-typedef struct { uint8_t tag; union { int32_t handle; bytes_t bytes; } v; } bob_t; /* 0: buffer */
-typedef struct { uint64_t secs; uint32_t nanos; } timespec_t;
-typedef struct { timespec_t time; uint64_t counter; bob_t node_id; } timestamp_t;
-typedef struct { uint8_t some; bob_t v; } option_bos_t;
-typedef struct { bob_t key, value; } property_t;
-typedef struct { uint8_t tag; union { bob_t reference; struct { bob_t name, content; } inline_; } v; } schema_t;
-typedef struct { uint8_t some; schema_t v; } option_schema_t;
-typedef struct {
-    timestamp_t timestamp; bob_t topic; option_bos_t content_type; bob_t payload;
-    struct { property_t *ptr; uint32_t len; } properties; option_schema_t schema;
-} message_t;
-typedef struct { timestamp_t timestamp; bob_t format; uint32_t width, height; bob_t frame; } snapshot_t;
-enum { DM_BUFFER_OR_BYTES, DM_MESSAGE, DM_SNAPSHOT };
-typedef struct { uint8_t tag; union { bob_t raw; message_t message; snapshot_t snapshot; } v; } data_model_t;
-typedef struct { uint8_t is_err; union { data_model_t ok; bytes_t error; } v; } result_t;
-typedef struct { bytes_t key, value; } config_property_t;
-typedef struct { bytes_t name, content_type, content; } module_schema_t;
-
-_Static_assert(sizeof(bob_t) == 12 && offsetof(bob_t, v) == 4, "buffer-or-bytes");
-_Static_assert(sizeof(timestamp_t) == 40 && offsetof(timestamp_t, node_id) == 24, "timestamp");
-_Static_assert(offsetof(message_t, topic) == 40 && offsetof(message_t, content_type) == 52 &&
-               offsetof(message_t, payload) == 68 && offsetof(message_t, properties) == 80 &&
-               offsetof(message_t, schema) == 88 && sizeof(message_t) == 120, "message");
-_Static_assert(offsetof(snapshot_t, format) == 40 && offsetof(snapshot_t, width) == 52 &&
-               offsetof(snapshot_t, frame) == 60 && sizeof(snapshot_t) == 72, "snapshot");
-_Static_assert(offsetof(data_model_t, v) == 8 && sizeof(data_model_t) == 128, "data-model");
-_Static_assert(offsetof(result_t, v) == 8 && sizeof(result_t) == 136, "result");
-
-#define IMPORT(iface, fn) __attribute__((import_module("wasm-graph:processor/" iface "@1.1.0"), import_name(fn)))
-IMPORT("types", "[method]buffer.read") extern void buffer_read(int32_t handle, bytes_t *ret);
-IMPORT("types", "[resource-drop]buffer") extern void buffer_drop(int32_t handle);
-IMPORT("logger", "log") extern void logger_log(int32_t level, const char *context, uint32_t context_len,
-                                               const char *message, uint32_t message_len);
-IMPORT("metrics", "add-to-counter") extern void metrics_add_to_counter(
-    const char *name, uint32_t name_len, int32_t value_case, int64_t value, int32_t labels_some,
-    const bytes_t *labels, uint32_t labels_len, void *ret);
-
-/* zero-length lists and strings point here: nothing to allocate or free */
-static uint8_t empty[8] __attribute__((aligned(8)));
-
-__attribute__((export_name("cabi_realloc")))
-void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
-    (void)old_size;
-    if (new_size == 0)
-        return empty;
-    if (old == NULL && align > 8)
-        return aligned_alloc(align, (new_size + align - 1) / align * align);
-    void *p = realloc(old == (void *)empty ? NULL : old, new_size);
-    if (p == NULL)
-        __builtin_trap();
-    return p;
-}
-
-static void release(bytes_t b) {
-    if (b.len)
-        free(b.ptr);
-}
-
-static void release_bob(bob_t *b) {
-    if (b->tag == 0)
-        buffer_drop(b->v.handle);
-    else
-        release(b->v.bytes);
-}
-
-/* a buffer's bytes (read from the host) or the bytes themselves; the buffer is kept */
-static bytes_t peek_bob(const bob_t *b) {
-    if (b->tag != 0)
-        return b->v.bytes;
-    bytes_t out;
-    buffer_read(b->v.handle, &out);
-    return out;
-}
-
-/* the bytes, the value given up: a buffer read and dropped, or the bytes now the caller's */
-static bytes_t take_bob(bob_t *b) {
-    bytes_t out = peek_bob(b);
-    if (b->tag == 0)
-        buffer_drop(b->v.handle);
-    return out;
-}
-
-static void release_message_except_timestamp(message_t *m) {
-    release_bob(&m->topic);
-    if (m->content_type.some)
-        release_bob(&m->content_type.v);
-    release_bob(&m->payload);
-    for (uint32_t i = 0; i < m->properties.len; i++) {
-        release_bob(&m->properties.ptr[i].key);
-        release_bob(&m->properties.ptr[i].value);
-    }
-    if (m->properties.len)
-        free(m->properties.ptr);
-    if (m->schema.some) {
-        if (m->schema.v.tag == 0) {
-            release_bob(&m->schema.v.v.reference);
-        } else {
-            release_bob(&m->schema.v.v.inline_.name);
-            release_bob(&m->schema.v.v.inline_.content);
-        }
-    }
-}
-
-static void log_text(int32_t level, const char *text) {
-    logger_log(level, CONTEXT, sizeof CONTEXT - 1, text, strlen(text));
-}
-
-static void count_request(void) {
-    static const char key[] = "module", value[] = CONTEXT;
-    bytes_t label[2] = {{(uint8_t *)key, sizeof key - 1}, {(uint8_t *)value, sizeof value - 1}};
-    struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
-    metrics_add_to_counter("requests", 8, 0, 1, 1, label, 1, &ret);
-    if (ret.is_err)  /* a metric the host refuses does not fail the message, as in Azure's */
-        release(ret.error.text);
-}
-
-static bytes_t copy_text(const char *text) {
-    size_t n = strlen(text);
-    bytes_t out = {cabi_realloc(NULL, 0, 1, n), (uint32_t)n};
-    memcpy(out.ptr, text, n);
-    return out;
+static void log_info(const char *text) {
+    log_text(LOG_INFO, CONTEXT, text);
 }
 
 /* --- image 0.24's imageops::resize with FilterType::Lanczos3, for RGB8 --- */
@@ -302,7 +181,7 @@ static void hold_snapshot(const snapshot_t *s) {
 __attribute__((export_name("wasm-graph:processor/map@1.1.0#process")))
 result_t *process(data_model_t *input) {
     release_held();
-    count_request();
+    count_request(CONTEXT);
     data_model_t in = *input;
     free(input);
     bytes_t payload;
@@ -339,7 +218,7 @@ result_t *process(data_model_t *input) {
         char text[128];
         snprintf(text, sizeof text, "Unexpected image format or size: expected %u bytes, got %u bytes",
                  (unsigned)FRAME_BYTES, (unsigned)payload.len);
-        log_text(2, text);
+        log_info(text);
         release(payload);
         release_bob(&timestamp.node_id);
         return fail("Unexpected image format or size.");
@@ -357,26 +236,16 @@ result_t *process(data_model_t *input) {
 
 __attribute__((export_name("wasm-graph:processor/map@1.1.0#init")))
 int32_t init(config_property_t *properties, uint32_t n_properties, module_schema_t *schemas, uint32_t n_schemas) {
-    log_text(2, "Initialization function invoked");
+    log_info("Initialization function invoked");
     for (uint32_t i = 0; i < n_properties; i++) {
         config_property_t *p = &properties[i];
         size_t n = p->key.len + p->value.len + 64;
         char *text = malloc(n);
         snprintf(text, n, "Initialization received the property (key='%.*s', value='%.*s').",
                  (int)p->key.len, (const char *)p->key.ptr, (int)p->value.len, (const char *)p->value.ptr);
-        log_text(2, text);
+        log_info(text);
         free(text);
-        release(p->key);
-        release(p->value);
     }
-    if (n_properties)
-        free(properties);
-    for (uint32_t i = 0; i < n_schemas; i++) {
-        release(schemas[i].name);
-        release(schemas[i].content_type);
-        release(schemas[i].content);
-    }
-    if (n_schemas)
-        free(schemas);
+    release_configuration(properties, n_properties, schemas, n_schemas);
     return 1;
 }

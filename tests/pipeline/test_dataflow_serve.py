@@ -174,14 +174,20 @@ def test_an_operator_that_traps_is_reinitialised_and_the_next_message_runs(broke
         c.disconnect()
 
 
-def test_the_image_graph_classifies_raw_frames(broker):
-    """pipelines/image-graph.yaml: a raw 224x224 RGB frame in, the snapshot operator's top five out."""
-    from support import operator_guests
+@pytest.mark.parametrize("operator", ["C", "Python"])
+def test_the_image_graph_classifies_raw_frames(broker, operator):
+    """pipelines/image-graph.yaml: a raw 224x224 RGB frame in, the snapshot operator's top
+    five out, with the operator in C (guest/snapshot-c) and in Python (guest/snapshot)."""
+    from support import guest_builds, operator_guests
     from PIL import Image
+    try:
+        wasm = operator_guests.snapshot_c_wasm() if operator == "C" else operator_guests.snapshot_wasm()
+    except guest_builds.ToolchainMissing as e:
+        guest_builds.skip_without(e)
     frame = Image.open(ROOT / "images" / "chelsea.png").convert("RGB").resize((224, 224)).tobytes()
     with Collector(broker, ["frames/top5", "frames/top5/dead-letter"]) as got, \
             Service(broker, workers=1, pipeline=ROOT / "pipelines" / "image-graph.yaml", log_level="info",
-                    extra=("--module", f"snapshot={operator_guests.snapshot_wasm()}", "--source", "frames/raw",
+                    extra=("--module", f"snapshot={wasm}", "--source", "frames/raw",
                            "--sink", "frames/top5")) as service:
         service.wait_subscribed(1)
         c = client(broker)

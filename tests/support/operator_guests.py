@@ -7,6 +7,8 @@ from wasinn import build
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests"
+# the wasm-graph:processor ABI for the C operators (wasm_graph.h)
+C_WASM_GRAPH = ROOT / "guest" / "c-wasm-graph"
 # guest name -> the world it is built against
 WORLDS = {"temperature": "wasinn:guest/operator-set", "operator-probe": "wasinn:guest/operator-probe"}
 
@@ -38,4 +40,26 @@ def format_wasm() -> pathlib.Path:
     """guest/format: Azure's format module in C (stb_image, vendored beside it, decodes)."""
     from support import guest_builds
     return guest_builds.c_component([ROOT / "guest" / "format" / "format.c"], name="format",
-                                    world="wasm-graph:processor/map-impl")
+                                    world="wasm-graph:processor/map-impl", includes=(C_WASM_GRAPH,))
+
+
+def snapshot_c_wasm(model: pathlib.Path | None = None) -> pathlib.Path:
+    """guest/snapshot-c: the snapshot map in C, with the labels and `model` (default: the
+    composed EfficientNet-Lite0) built in: .incbin from a directory of links to them,
+    which is hashed with the sources."""
+    import os
+    from support import guest_builds
+    from wasinn.apps.classify import composed_model
+    model = model or composed_model(CACHE, print)
+    data = CACHE / "snapshot-c-data" / model.stem
+    data.mkdir(parents=True, exist_ok=True)
+    for name, target in (("model.onnx", model), ("labels.txt", ROOT / "models" / "efficientnet-lite0" / "labels.txt")):
+        link = data / name
+        if not link.is_symlink() or os.readlink(link) != str(target):
+            tmp = data / f".{name}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+    return guest_builds.c_component([ROOT / "guest" / "snapshot-c" / "snapshot.c"], name="snapshot-c",
+                                    world="wasinn:guest/snapshot-map", cflags=(f"-DSNAPSHOT_DATA={data}",),
+                                    includes=(C_WASM_GRAPH, ROOT / "guest" / "c-nn", data))
