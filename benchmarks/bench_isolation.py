@@ -3,7 +3,7 @@ backend worker process (backends/isolated.py) costs, next to the same work in pr
 and to native onnxruntime, in one run.
 
 Rows: the C component's tensor + compute + data on EfficientNet-Lite0 (the model loaded
-from guest bytes by graph.load) isolated, in process and native, in turns (_TURN); a trivial
+from guest bytes by graph.load) isolated, in process and native, in turns (turns.py); a trivial
 model's compute round trip, isolated and in process (the backend's own call, median of
 many); the first graph.load of the 18.6 MB model in a fresh process, both ways, beside
 the in-process figure when its graph cache already holds it; the first load of a trivial
@@ -22,6 +22,8 @@ import onnxruntime as ort
 import wasinn
 from wasinn.limits import Limits
 
+from turns import TURN, in_turns
+
 CHILD_COLD_LOAD = """
 import sys, time, numpy as np, wasinn
 from wasinn.limits import Limits
@@ -36,15 +38,6 @@ with host.instantiate(host.load_component(sys.argv[2])) as again:
     assert again.call("load-model", model).tag == "ok"
     print(first, time.perf_counter() - t)
 """
-
-
-# The three ways of the C row run in turns of this many inferences, each after a pause
-# long enough for the last turn's onnxruntime threads to stop spinning (~30 ms after a
-# run, in process as in a worker): each way is timed as it runs in a deployment, alone,
-# not beside another's spinning threads (frame by frame, each run met the others' and
-# the order of the three decided much of the figures).
-_TURN = 10
-_PAUSE = 0.1
 
 
 def rows(row, progress, child, c_guest, root, cache, threads: int, quick: bool) -> None:
@@ -67,16 +60,8 @@ def rows(row, progress, child, c_guest, root, cache, threads: int, quick: bool) 
         for _ in range(5):
             fn()
     n = 30 if quick else 200
-    progress(f"isolation: C component on EfficientNet-Lite0, {n} inferences each way, in turns of {_TURN}")
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for i in range(0, n, _TURN):
-        for name in names[i // _TURN % 3:] + names[:i // _TURN % 3]:
-            time.sleep(_PAUSE)
-            for _ in range(min(_TURN, n - i)):
-                t = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - t)
+    progress(f"isolation: C component on EfficientNet-Lite0, {n} inferences each way, in turns of {TURN}")
+    times = in_turns(runs, n)
     med = {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
     row("isolation", "C: tensor + compute + data, isolated", med["isolated"], med["native"], "ms", "<= 1.15x",
         note="reference: InferenceSession.run")

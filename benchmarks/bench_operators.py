@@ -10,7 +10,7 @@ its payload inline (what `Operator.map` adds is the difference); the snapshot ma
 (buffer.read of 150,528 bytes, wasi:nn on the embedded EfficientNet-Lite0, top-5 JSON)
 vs native onnxruntime on the same model and frame plus the same JSON, each under the
 default isolation and `--isolate none`; their throughput per worker (frames/s, one after
-another) next to the native loop's, the two loops taking turns of 10 frames. The MQTT
+another) next to the native loop's, the two loops taking turns (turns.py). The MQTT
 side: a worker (pipeline/worker.py, in this process, on a mosquitto the row starts)
 serving a graph of the temperature map, from its client's on-message callback to the
 return of the publish call for the result (the client's work included, the broker's
@@ -32,6 +32,8 @@ from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
 from wasinn.pipeline.operator import Message, Operator, Services, Timestamp
 from wasinn.pipeline.services.imports import active
+
+from turns import in_turns
 
 PAYLOAD = b'{"temperature": {"value": 1209, "unit": "F"}}'
 
@@ -124,7 +126,8 @@ def _snapshot(row, progress, p99, root, cache, host, threads, services, n: int) 
             for _ in range(3):
                 op.map(snap)
                 native()
-            ops, nat = _in_turns(lambda: op.map(snap), native, n)
+            times = in_turns({"operator": lambda: op.map(snap), "native": native}, n)
+            ops, nat = times["operator"], times["native"]
             row("operators", f"snapshot map ({kind}) per frame, {label}", statistics.median(ops) * 1e3,
                 statistics.median(nat) * 1e3, "ms", note="vs native onnxruntime + top-5 JSON")
             row("operators", f"snapshot map ({kind}) p99, {label}", p99(ops) * 1e3, p99(nat) * 1e3, "ms")
@@ -134,28 +137,6 @@ def _snapshot(row, progress, p99, root, cache, host, threads, services, n: int) 
                 len(nat) / sum(nat), "1/s", target=">= 0.9x" if kind == "C" else "", lower_is_better=False,
                 note="vs native preprocessing + onnxruntime + top-5 (this machine is shared)")
             op.close()
-
-
-# The image rows compare two loops, so they run in turns of this many frames each, not
-# frame by frame: each side's onnxruntime threads spin for a while after its run (on the
-# same core: onnxruntime pins them), so frame by frame every run met the other side's
-# spinning threads, and the operator's backend worker, a process woken twice per frame,
-# met them worse (default isolation 0.65x vs 0.86x in turns of 10 on a loaded machine,
-# while --isolate none went from 0.78x to 0.83x).
-_TURN = 10
-
-
-def _in_turns(a, b, n: int) -> tuple[list[float], list[float]]:
-    """n timings of each, `_TURN` calls of `a`, then of `b`, and so on."""
-    import time
-    ta, tb = [], []
-    while len(ta) < n:
-        for fn, times in ((a, ta), (b, tb)):
-            for _ in range(min(_TURN, n - len(times))):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-    return ta, tb
 
 
 _GRAPH = """
