@@ -346,6 +346,24 @@ def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_
         assert inst.instances_started == started + 1
 
 
+def test_a_model_that_describes_itself_past_the_message_cap_is_refused_in_one_line_and_the_worker_lives():
+    # 20 outputs named with 100 KB each: the worker's answer to the load would not fit a
+    # socket message (worker.MAX_MESSAGE); it used to end the worker (exit 70)
+    from onnx import TensorProto, helper
+    names = ["y" * 100_000 + str(i) for i in range(20)]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], [n]) for n in names], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in names])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with roundtrip(make_host()) as inst:
+        refused = inst.call("load", [model], "onnx", "cpu")
+        assert refused.tag == "err" and refused.payload.code == "too-large", vars(refused.payload)
+        assert "\n" not in refused.payload.data and "limit is" in refused.payload.data
+        pid = inst._session.worker.pid
+        run_add_mul(inst, add_mul_context(inst))  # the same worker serves the next load
+        assert inst._session.worker.pid == pid
+
+
 # A worker a hostile model has taken over says what it likes: the host holds each packed
 # description of outputs to what it can trust, kills the worker on the first lie, and
 # answers the guest with one line. The worker here is a stand-in process answering every

@@ -41,11 +41,11 @@ from ..lazy import numpy as np
 
 from .._bindings import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
-from ..errors import NnError, runtime_error
+from ..errors import NnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .worker import Waiting, pack_compute, receive, send, unpack_outputs
+from .worker import MessageTooLarge, Waiting, pack_compute, receive, send, unpack_outputs
 
 # How long past a call's deadline a worker has to answer (its backend's own stop comes
 # at the deadline) before it is killed.
@@ -213,6 +213,8 @@ class Worker:
             waiting = self.waiting.get(op) or self.waiting.setdefault(op, Waiting())
             reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
                                        else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
+        except MessageTooLarge as e:  # never sent: the worker lives on
+            raise too_large(f"the request to the backend worker ({_DOING.get(op, op)}) would take {e}") from None
         except socket.timeout:
             self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
                       "loaded from its own bytes are gone (load them again)")

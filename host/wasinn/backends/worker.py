@@ -37,8 +37,12 @@ from .._bindings import ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, too_large
 from ..tensors import HostTensor
 
-# The largest request or reply; bigger payloads go through shared memory.
-MAX_MESSAGE = 1 << 20
+# The largest request or reply (bigger payloads go through shared memory): under the
+# socket send buffer every Linux gives by default (net.core.wmem_default, 208 KiB), which
+# a message on a SOCK_SEQPACKET socket must fit in. What a model declares can describe
+# itself past it (20 outputs with names of 100 KB): `send` refuses that with
+# MessageTooLarge, which each side answers with a one-line error.
+MAX_MESSAGE = 192 << 10
 # How long a worker polls for the host's next request, and the host for a worker's reply,
 # before sleeping (see `receive`), when the last one came that fast (see `Waiting`): a
 # guest's next compute comes within it when it computes a small model in a loop.
@@ -55,8 +59,16 @@ NEAR_CAP = 64 << 20
 BIND_OUTPUTS_FROM = 2 << 20
 
 
+class MessageTooLarge(ValueError):
+    def __init__(self, n: int):
+        super().__init__(f"{n} bytes; the limit is {MAX_MESSAGE}")
+        self.n = n
+
+
 def send(sock: socket.socket, message: dict | bytes, fds: tuple[int, ...] = ()) -> None:
     data = message if isinstance(message, bytes) else json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise MessageTooLarge(len(data))
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
@@ -328,7 +340,13 @@ class Worker:
                 reply = _failure(e)
                 if reply["error"] == "runtime-error":
                     reply["message"] += self._near_cap()
-            send(self.sock, reply)
+            try:
+                send(self.sock, reply)
+            except MessageTooLarge as e:
+                if type(reply) is dict:  # a graph the host will never hear of
+                    self.graphs.pop(reply.get("graph"), None)
+                send(self.sock, _error("too-large", f"the backend worker's answer would take {e}: the model "
+                                       "describes its inputs and outputs (their names and shapes) at that length"))
 
     def _near_cap(self) -> str:
         """What a backend's bare failure ("failed to invoke") leaves unsaid when its
