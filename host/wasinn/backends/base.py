@@ -64,6 +64,17 @@ class Context(Protocol):
         ...
 
 
+class Preparable(Protocol):
+    """A Context that binds one layout of inputs once (onnxruntime's): for a caller that
+    keeps the inputs' bytes in place and runs them again, as a backend worker does with
+    the tensors in its shared memory."""
+
+    def prepare(self, inputs: list[HostTensor]) -> Callable[[float | None], list] | None:
+        """`run(deadline)`, which runs `inputs` as they are then and returns the outputs'
+        arrays in the order of `Graph.outputs`; None where this graph cannot."""
+        ...
+
+
 class Graph(Protocol):
     backend: str
     target: ExecutionTarget

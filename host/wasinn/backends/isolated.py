@@ -422,6 +422,7 @@ class IsolatedContext:
         self.ident = ident
         # room for the outputs whose size the model fixes, so that they come back at once
         self.room = sum(n + _ALIGN for s in graph.outputs if (n := s.static_nbytes()) is not None)
+        self._last_reply, self._last_outputs = None, []  # the last outputs the worker described, checked
         weakref.finalize(self, graph.worker.forget, "context", ident)
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
@@ -457,7 +458,11 @@ class IsolatedContext:
                     taken.append((out, room))
                     worker.sync()
                     reply = worker.request({"op": "fetch", "out": out}, deadline)
-                outputs = self._outputs(reply, memory.size)
+                if reply == self._last_reply:  # a plan's answer (worker.Worker.compute), checked before
+                    outputs = self._last_outputs
+                else:
+                    outputs = self._outputs(reply, memory.size)
+                    self._last_reply, self._last_outputs = reply, outputs
                 accept_outputs([(name, n) for name, _, _, _, n in outputs])
                 return [(name, HostTensor(dims, ty, np.frombuffer(memory.map, np.uint8, n, offset).copy()))
                         for name, ty, dims, offset, n in outputs]

@@ -174,19 +174,13 @@ class OnnxRuntimeContext:
         graph = self.graph
         if into is not None and graph._plain and graph.target == ExecutionTarget.CPU:
             return self._compute_into(inputs, deadline, accept_outputs, into)
-        options, stop = self._run_options()
         names = graph._output_names
         if graph._plain:
-            feeds = {spec.name: t.array() for spec, t in zip(graph.inputs, inputs)}
-            run = graph._run_plain
+            results = self._run(graph._run_plain, {spec.name: t.array() for spec, t in zip(graph.inputs, inputs)},
+                                deadline)
         else:
-            feeds = {spec.name: _ort_value(t) for spec, t in zip(graph.inputs, inputs)}
-            run = graph.session.run_with_ort_values
-        try:
-            with stop_at(deadline, stop):
-                results = run(names, feeds, options)
-        except Exception as e:
-            raise _run_error(e, graph.max_memory, deadline) from e
+            results = self._run(graph.session.run_with_ort_values,
+                                {spec.name: _ort_value(t) for spec, t in zip(graph.inputs, inputs)}, deadline)
         if graph._plain:
             accept_outputs([(name, a.nbytes) for name, a in zip(names, results)])
             # run's arrays are new, C-contiguous and of their output's declared type
@@ -195,6 +189,25 @@ class OnnxRuntimeContext:
         accept_outputs([(name, _nbytes(v)) for name, v in zip(names, results)])
         return [(name, _to_host(name, v)) for name, v in zip(names, results)]
 
+
+    def _run(self, run, feeds: dict, deadline: float | None) -> list:
+        options, stop = self._run_options()
+        try:
+            with stop_at(deadline, stop):
+                return run(self.graph._output_names, feeds, options)
+        except Exception as e:
+            raise _run_error(e, self.graph.max_memory, deadline) from e
+
+    def prepare(self, inputs: list[HostTensor]) -> "Callable[[float | None], list[np.ndarray]] | None":
+        """A run of these very inputs, made once, for a caller that keeps their bytes in
+        place and runs them again (a backend worker: tensors in its shared memory); each
+        call returns the outputs' arrays, in the order of `Graph.outputs`. None where the
+        graph needs more than numpy arrays (BF16) or runs elsewhere than the CPU."""
+        graph = self.graph
+        if not graph._plain or graph.target != ExecutionTarget.CPU:
+            return None
+        feeds = {spec.name: t.array() for spec, t in zip(graph.inputs, inputs)}
+        return lambda deadline: self._run(graph._run_plain, feeds, deadline)
 
     def _compute_into(self, inputs: list[HostTensor], deadline: float | None, accept_outputs: AcceptOutputs,
                       into: Sequence[memoryview]) -> list[tuple[str, HostTensor]]:

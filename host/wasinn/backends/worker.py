@@ -78,7 +78,7 @@ def send(sock: socket.socket, message: dict | bytes, fds: tuple[int, ...] = ()) 
 # A compute request and the outputs that answer it, one exchange per inference, cross
 # packed rather than as JSON: after a model's run has left both processes' caches cold,
 # encoding and decoding them as JSON took ~90 us of EfficientNet-Lite0's round trip.
-_COMPUTE = struct.Struct("<cIdQI")   # b"C", context, deadline (NaN: none), room for outputs, inputs
+_COMPUTE = struct.Struct("<cdIQI")   # b"C", deadline (NaN: none), context, room for outputs, inputs
 _INPUT = struct.Struct("<QQBB")      # offset in shared memory, bytes, type, rank; the dims follow
 _OUTPUTS = struct.Struct("<cI")      # b"O", outputs
 _OUTPUT = struct.Struct("<QQBBH")    # offset, bytes, type, rank, the name's UTF-8 bytes; name, dims follow
@@ -89,15 +89,20 @@ _NONE = float("nan")
 
 def pack_compute(context: int, deadline: float | None, out: int,
                  inputs: list[tuple[int, int, TensorType, Sequence[int]]]) -> bytes:
-    parts = [_COMPUTE.pack(b"C", context, _NONE if deadline is None else deadline, out, len(inputs))]
+    parts = [_COMPUTE.pack(b"C", _NONE if deadline is None else deadline, context, out, len(inputs))]
     for offset, n, ty, dims in inputs:
         parts.append(_INPUT.pack(offset, n, _TYPE_CODES[ty], len(dims)))
         parts.append(struct.pack(f"<{len(dims)}Q", *dims))
     return b"".join(parts)
 
 
+# What a compute request asks, but for its deadline: a worker's key to the plan of a
+# layout it has run before (Worker.compute)
+_LAYOUT_FROM = 9
+
+
 def unpack_compute(data: bytes) -> tuple[int, float | None, int, list[tuple[int, int, TensorType, tuple]]]:
-    _, context, deadline, out, count = _COMPUTE.unpack_from(data)
+    _, deadline, context, out, count = _COMPUTE.unpack_from(data)
     at, inputs = _COMPUTE.size, []
     for _ in range(count):
         offset, n, ty, rank = _INPUT.unpack_from(data, at)
@@ -318,6 +323,8 @@ class Worker:
         self.output_sizes: dict[int, list[int]] = {}  # per context whose outputs are bound (BIND_OUTPUTS_FROM)
         self.bound = False  # whether the pending outputs were bound into shared memory
         self.pending: list | None = None  # outputs computed, waiting for room in shared memory
+        self.plans: dict[int, dict[bytes, _Plan]] = {}  # per context: layouts run before (compute)
+        self.fixed: set[int] = set()  # contexts whose outputs' sizes the model fixes (and not bound)
         self.backends: dict[tuple, object] = {}
         self.next_id = 1
 
@@ -331,7 +338,7 @@ class Worker:
             if message is None:
                 return
             try:
-                reply = (self.compute(*unpack_compute(message)) if type(message) is bytes
+                reply = (self.compute(message) if type(message) is bytes
                          else getattr(self, "op_" + message["op"])(message, fds))
             except MemoryError:
                 reply = _error("too-large", f"the backend worker ran out of its memory cap "
@@ -367,6 +374,7 @@ class Worker:
             if self.shm_fd is not None:
                 os.close(self.shm_fd)
             self.shm_fd = fds[0]
+        self.plans.clear()  # their feeds are views of the mapping that goes
         if self.shm is not None:
             try:
                 self.shm.close()
@@ -404,17 +412,56 @@ class Worker:
         sizes = [spec.static_nbytes() for spec in graph.outputs]
         if all(sizes) and sum(sizes) >= BIND_OUTPUTS_FROM:  # none dynamic, none empty, large
             self.output_sizes[cid] = sizes
+        elif None not in sizes:
+            self.fixed.add(cid)
         return {"context": cid}
 
     def op_drop(self, message: dict, fds: list[int]) -> dict:
         self.graphs.pop(message.get("graph"), None)
         self.contexts.pop(message.get("context"), None)
         self.output_sizes.pop(message.get("context"), None)
+        self.fixed.discard(message.get("context"))
+        self.plans.pop(message.get("context"), None)
         return {}
 
-    def compute(self, context: int, deadline: float | None, out: int, layout: list) -> dict | bytes:
-        self.pending = None
+    def compute(self, request: bytes) -> dict | bytes:
+        """A packed compute request. The first run of a layout (where the inputs lie, their
+        types and dims, where the outputs go) goes the general way; where the backend can
+        prepare a run (onnxruntime) and the outputs' sizes are fixed, it leaves a plan that
+        runs the same layout again with the feeds bound and the answer packed already:
+        ~60 us less of Python, running from caches the model's last run emptied."""
+        context, deadline, out, layout = unpack_compute(request)
+        plans = self.plans.get(context)
+        plan = plans.get(request[_LAYOUT_FROM:]) if plans else None
+        if plan is not None:
+            results = plan.run(deadline)
+            if all(type(r) is np.ndarray and r.nbytes == n and r.flags.c_contiguous for r, n in zip(results, plan.sizes)):
+                for r, offset, n in zip(results, plan.offsets, plan.sizes):
+                    self.shm[offset:offset + n] = memoryview(r).cast("B")
+                return plan.reply
+            # outputs not of the sizes they had (a guest's model may say anything): this
+            # context goes the general way from now on, as in process
+            self.plans.pop(context)
+            self.fixed.discard(context)
         inputs = [HostTensor(dims, ty, np.frombuffer(self.shm, np.uint8, n, offset)) for offset, n, ty, dims in layout]
+        reply = self._compute(context, deadline, out, inputs)
+        if type(reply) is bytes and context in self.fixed:
+            self._plan(context, request[_LAYOUT_FROM:], inputs, reply)
+        return reply
+
+    def _plan(self, context: int, key: bytes, inputs: list[HostTensor], reply: bytes) -> None:
+        prepare = getattr(self.contexts[context], "prepare", None)
+        run = prepare(inputs) if prepare is not None else None
+        if run is None:
+            return
+        outputs = unpack_outputs(reply, 64)
+        plans = self.plans.setdefault(context, {})
+        if len(plans) >= _PLANS:  # a guest whose layouts keep changing: the newest only
+            plans.clear()
+        plans[key] = _Plan(run, [offset for _, _, _, offset, _ in outputs], [n for *_, n in outputs], reply)
+
+    def _compute(self, context: int, deadline: float | None, out: int, inputs: list[HostTensor]) -> dict | bytes:
+        self.pending = None
         limit = self.settings["output_bytes"]
 
         def accept(sizes: list[tuple[str, int]]) -> None:
@@ -427,7 +474,7 @@ class Worker:
         try:
             self.pending = self.contexts[context].compute(inputs, deadline=deadline, accept_outputs=accept, into=into)
         finally:
-            del inputs, into  # no view of the shared memory may outlive the request (op_shm remaps it)
+            del into  # no view of the shared memory may outlive the request (op_shm remaps it)
         return self.op_fetch({"out": out}, [])
 
     def _room(self, context: int, out: int) -> list[memoryview] | None:
@@ -461,6 +508,20 @@ class Worker:
     def _new_id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
+
+
+# Plans kept per context: a guest's tensors usually lie where the last ones lay
+_PLANS = 4
+
+
+class _Plan:
+    """A layout's run with its feeds bound (`Preparable.prepare`), where its outputs go in
+    shared memory, their sizes, and the packed answer that describes them."""
+
+    __slots__ = ("run", "offsets", "sizes", "reply")
+
+    def __init__(self, run, offsets: list[int], sizes: list[int], reply: bytes):
+        self.run, self.offsets, self.sizes, self.reply = run, offsets, sizes, reply
 
 
 def _layout(start: int, sizes: list[int]) -> list[int]:
