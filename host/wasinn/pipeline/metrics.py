@@ -49,8 +49,8 @@ class WorkerMetrics:
         self._stages: dict[str, object] = {}
 
     def stage(self, name: str):
-        """`stage_seconds`' series for stage `name` (prometheus-client's `labels` looks it up
-        under a lock each time, ~4 us)."""
+        """`stage_seconds`' series for stage `name`, looked up once (prometheus-client's
+        `labels` builds the key and takes a lock each time, ~1 us per stage and message)."""
         series = self._stages.get(name)
         if series is None:
             series = self._stages[name] = self.stage_seconds.labels(stage=name)
