@@ -13,7 +13,8 @@ loop's, the two loops taking turns of 10 frames. The MQTT side: a worker
 (pipeline/worker.py, in this process, on a mosquitto the row starts) serving a graph of
 the temperature map, from its client's on-message callback to the return of the publish
 call for the result (the client's work included, the broker's excluded; messages one at
-a time), next to the same export called in a loop (target: at most 0.3 ms more).
+a time), next to the same export called in a loop on the message the worker's operator
+gets (target: at most 0.3 ms more).
 """
 from __future__ import annotations
 
