@@ -24,6 +24,8 @@ import threading
 from typing import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties, VariableByteIntegers, writeBytes, writeUTF
 
 from ..errors import WasinnError
 from .schema import Mqtt, Tls
@@ -36,6 +38,43 @@ BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 10)
 _NOT_AUTHORISED = {0x86, 0x87, 0x8A, 0x8C}
 _FATAL = _NOT_AUTHORISED | {0x84, 0x85}
 SESSION_TAKEN_OVER = 0x8E
+
+
+_PUBLISH = Properties(PacketTypes.PUBLISH)  # paho's tables, read by the methods PublishProperties inherits
+
+
+class PublishProperties(Properties):
+    """A PUBLISH packet's content type, correlation data and user properties as paho's
+    `Properties`, the same bytes on the wire, made and packed in ~2 us instead of ~20:
+    paho's builds its name and type tables in each instance, and checks, stores and
+    packs every property by scanning those tables by name, on the main thread's turn
+    for every result."""
+    types, names, properties = _PUBLISH.types, _PUBLISH.names, _PUBLISH.properties
+    _FAST = frozenset(("packetType", "ContentType", "CorrelationData", "UserProperty"))
+
+    def __init__(self, content_type: str | None = None, correlation: bytes | None = None,
+                 user: list[tuple[str, str]] | None = None):
+        setattr_ = object.__setattr__  # the values are of these properties' types: nothing for paho to check
+        setattr_(self, "packetType", PacketTypes.PUBLISH)
+        if content_type:
+            setattr_(self, "ContentType", content_type)
+        if correlation:
+            setattr_(self, "CorrelationData", correlation)
+        if user:
+            setattr_(self, "UserProperty", list(user))
+
+    def pack(self) -> bytes:
+        held = self.__dict__
+        if held.keys() - self._FAST:  # another property was set since (paho's checks): paho packs them all
+            return super().pack()
+        out = b""  # in paho's order (its `names`): 3 content type, 9 correlation data, 38 user properties
+        if "ContentType" in held:
+            out += b"\x03" + writeUTF(held["ContentType"])
+        if "CorrelationData" in held:
+            out += b"\x09" + writeBytes(held["CorrelationData"])
+        for key, value in held.get("UserProperty", ()):
+            out += b"\x26" + writeUTF(key) + writeUTF(value)
+        return VariableByteIntegers.encode(len(out)) + out
 
 
 def _pem(path, what: str) -> str:

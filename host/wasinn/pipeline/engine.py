@@ -243,6 +243,8 @@ class DataflowRunner:
         self.topics = list(flow.sources)
         g = flow.graph
         self.source = next(n for n in g.nodes.values() if n.kind == "source").name
+        # only accumulate nodes stage windows: without one there is nothing to look for in the store
+        self._windowed = any(n.kind == "accumulate" for n in g.nodes.values())
         self.names = list(g.nodes)
         components = {ref: host.load_component(path) for ref, path in flow.components.items()}
         check_kinds(flow, components)
@@ -276,10 +278,10 @@ class DataflowRunner:
 
     def due(self) -> list[Publication]:
         """Folds the windows whose time has come (and whose emit lease this worker took)."""
+        if not self._windowed or time.monotonic() < self._next_due:
+            return []  # (before anything else: asked before every message)
         from .operator import Message
         from .windows import WindowError, WindowUnavailable
-        if time.monotonic() < self._next_due:
-            return []
         self._next_due = time.monotonic() + _DUE_EVERY_SECONDS
         try:
             while self._emitted:

@@ -46,6 +46,15 @@ class WorkerMetrics:
         self.ready = Gauge(READY, "1 while the worker is connected and subscribed", ["worker"],
                            multiprocess_mode="livemax").labels(**labels)
         self._worker = worker
+        self._stages: dict[str, object] = {}
+
+    def stage(self, name: str):
+        """`stage_seconds`' series for stage `name`, looked up once (prometheus-client's
+        `labels` builds the key and takes a lock each time, ~1 us per stage and message)."""
+        series = self._stages.get(name)
+        if series is None:
+            series = self._stages[name] = self.stage_seconds.labels(stage=name)
+        return series
 
     def failed(self, stage: str, kind: str) -> None:
         self._failed.labels(worker=self._worker, stage=stage, kind=kind).inc()

@@ -59,7 +59,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import WasinnError
 from ..limits import Limits
 from ..runtime import Host
-from .connection import Link
+from .connection import Link, PublishProperties
 from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
 from .jsonlog import EventLog, capture_stderr
@@ -156,8 +156,9 @@ class Worker:
         self.last_activity = time.monotonic()
         # (session number, message): a message from an earlier connection is not acknowledged
         # on this one; the broker sends it again in the resumed session. The number changes
-        # when a connection is lost and when one is made.
-        self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
+        # when a connection is lost and when one is made. (SimpleQueue, in C: queue.Queue's
+        # put and get run in Python under a Condition whose wait makes a lock each time.)
+        self.inbox: queue.SimpleQueue[tuple[int, mqtt.MQTTMessage]] = queue.SimpleQueue()
         self.session = 0
         self.stopping = threading.Event()
         self.answered: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # this connection's last
@@ -227,7 +228,7 @@ class Worker:
         ahead: collections.deque[tuple[int, mqtt.MQTTMessage, concurrent.futures.Future]] = collections.deque()
         try:
             while not self.link.ended.is_set():
-                while len(ahead) < _DECODED_AHEAD:
+                while len(ahead) < _DECODED_AHEAD and not (ahead and self.inbox.empty()):
                     try:
                         session, msg = self.inbox.get_nowait() if ahead else self.inbox.get(timeout=0.2)
                     except queue.Empty:
@@ -334,7 +335,7 @@ class Worker:
             seconds = {}
             pubs = [self._dead_letter(ident, msg, "host", "host-error", f"{type(e).__name__}: {e}")]
         for stage, s in seconds.items():
-            self.metrics.stage_seconds.labels(stage=stage).observe(s)
+            self.metrics.stage(stage).observe(s)
         total = round((time.perf_counter() - received) * 1000, 3)
         for pub in pubs:
             if pub.body is not None:  # a JSON envelope: its timing ends here
@@ -418,18 +419,11 @@ class Worker:
         return Publication(self.pipeline.mqtt.dead_letter_topic, body=body, error=error)
 
     @staticmethod
-    def _properties(pub: Publication) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)
-        user = list(pub.user_properties)
+    def _properties(pub: Publication) -> PublishProperties:
+        user = pub.user_properties
         if pub.id is not None and not any(k == "id" for k, _ in user):
-            user.insert(0, ("id", pub.id))
-        if user:
-            props.UserProperty = user
-        if pub.content_type:
-            props.ContentType = pub.content_type
-        if pub.correlation:
-            props.CorrelationData = pub.correlation
-        return props
+            user = [("id", pub.id), *user]
+        return PublishProperties(pub.content_type, pub.correlation, user)
 
 
 def main(argv: list[str] | None = None) -> int:

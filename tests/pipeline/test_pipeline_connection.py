@@ -1,0 +1,44 @@
+"""pipeline/connection.py's PublishProperties: the bytes paho's own Properties packs for
+the same content type, correlation data and user properties, read back by paho alike."""
+from __future__ import annotations
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from wasinn.pipeline.connection import PublishProperties
+
+CASES = [
+    (None, None, []),
+    ("application/json", None, [("id", "m-1")]),
+    (None, b"\x00\x01corr", None),
+    ("text/plain; charset=utf-8", bytes(range(256)), [("id", "x"), ("site", "plant-7"), ("site", "übel"), ("", "")]),
+    ("", b"", [("k" * 1000, "v" * 70)]),
+]
+
+
+def _paho(content_type, correlation, user) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if user:
+        props.UserProperty = list(user)
+    if content_type:
+        props.ContentType = content_type
+    if correlation:
+        props.CorrelationData = correlation
+    return props
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_same_bytes_as_paho(case):
+    ours, paho = PublishProperties(*case), _paho(*case)
+    assert ours.pack() == paho.pack()
+    assert str(ours) == str(paho) and ours.json() == paho.json() and ours.isEmpty() == paho.isEmpty()
+    back = Properties(PacketTypes.PUBLISH)
+    back.unpack(ours.pack())
+    assert back.json() == paho.json()
+
+
+def test_a_property_set_later_is_packed_too():
+    ours, paho = PublishProperties("a/b", None, [("id", "1")]), _paho("a/b", None, [("id", "1")])
+    ours.MessageExpiryInterval = paho.MessageExpiryInterval = 30
+    assert ours.pack() == paho.pack()
