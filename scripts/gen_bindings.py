@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates host/wasinn/_bindings.py from wit/.
+"""Generates host/wasinn/_bindings.py and _enums.py from wit/.
 
     python scripts/gen_bindings.py          # rewrite the committed file
     python scripts/gen_bindings.py --check  # exit 1 and show a diff if it drifted
@@ -9,7 +9,10 @@ records, resource type ids, a Protocol the implementation fills in (plain Python
 values, resources as integer reps), and `add_*_to_linker`, which wires that
 implementation into a wasmtime-py component linker under the canonical names
 (`[constructor]tensor`, `[method]graph.init-execution-context`, ...). It also names
-every interface in wit/ as a constant, so host code never spells a WIT name.
+every interface in wit/ as a constant, so host code never spells a WIT name. The enums
+are in a module of their own, `_enums.py` (`_bindings` names them too): a backend
+worker's fork server imports them and nothing else of the bindings, whose classes took
+~20 ms of its start-up, on the way to a guest's first isolated graph.load.
 
 A package wit/ holds in several versions (wasi:nn's releases) gets one set of names per
 version: the newest keeps the plain ones (`WASI_NN_TENSOR`, `WasiNnHost`,
@@ -32,6 +35,7 @@ from generated import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "host" / "wasinn" / "_bindings.py"
+ENUMS_OUT = ROOT / "host" / "wasinn" / "_enums.py"
 # Packages whose interfaces the host implements (namespace:name, any version), and for
 # a package whose guests also export some of its interfaces, the ones the host serves.
 SERVED = {"wasi:nn": None, "wasinn:fastpath": None, "wasinn:adapter": None, "wasinn:adapter-buffers": None,
@@ -398,7 +402,8 @@ class Emitter:
                 "        return NotImplemented", ""]
 
     # --- module ----------------------------------------------------------------
-    def emit(self) -> str:
+    def emit(self) -> tuple[str, str]:
+        """The text of _bindings.py and of _enums.py."""
         out = [
             '"""Host bindings for the interfaces in wit/.',
             "",
@@ -411,12 +416,15 @@ class Emitter:
             "import enum",
             "from typing import TYPE_CHECKING, Protocol",
             "",
+            "from ._enums import @@ENUMS@@  # noqa: F401 (named here too)",
+            "",
             "if TYPE_CHECKING:",
             "    from wasmtime import StoreContext",
             "    from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant",
             "",
             "# Every interface in wit/, by the name components import or export it under.",
         ]
+        enums: list[str] = []  # _enums.py's classes
         for p in sorted(self.pkgs.values(), key=lambda p: p.id):
             for iface in p.interfaces.values():
                 out.append(f"{const_name(iface)} = {iface.qualified!r}")
@@ -465,9 +473,8 @@ class Emitter:
                     emitted[td.name] = shape
                     doc = (td.doc or f"`{td.name}` of {iface.qualified}.").replace("\n", " ")
                     if td.kind == "enum":
-                        out += ["", f"class {camel(td.name)}(enum.Enum):", f'    """{doc}"""']
-                        out += [f"    {upper(c)} = {c!r}" for c in td.cases]
-                        out.append("")
+                        enums += ["", "", f"class {camel(td.name)}(enum.Enum):", f'    """{doc}"""']
+                        enums += [f"    {upper(c)} = {c!r}" for c in td.cases]
                     elif td.kind == "record":
                         out += self.record(camel(td.name), doc, [(snake(f), self.pytype(ft)) for f, ft in td.fields])
         # protocols
@@ -514,9 +521,8 @@ class Emitter:
                 wiring.append("    li.close()")
         out += ["", "def _bind_wasmtime() -> None:",
                 '    """Binds the wasmtime-py classes the converters below use, when a linker is first',
-                "    wired: they run only in calls that linker serves. The backend worker imports this",
-                "    module for its enums alone, and importing wasmtime would cost its fork server",
-                '    ~17 ms of start-up on the way to a guest\'s first isolated graph.load."""',
+                '    wired: they run only in calls that linker serves, and importing this module need',
+                '    not import wasmtime."""',
                 "    global Record, ResourceAny, ResourceHost, ResourceType, Variant",
                 "    from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant",
                 "",
@@ -530,10 +536,18 @@ class Emitter:
         for name, lines in self.helpers.values():
             out += ["", *lines, ""]
         out += wiring
-        return "\n".join(out).rstrip() + "\n"
+        names = [line.split("(")[0].removeprefix("class ") for line in enums if line.startswith("class ")]
+        bindings = "\n".join(out).rstrip().replace("@@ENUMS@@", f"({', '.join(names)})") + "\n"
+        return bindings, "\n".join([
+            '"""The enums of the interfaces in wit/ (`_bindings` names them too).',
+            "",
+            "GENERATED by scripts/gen_bindings.py from wit/ -- do not edit by hand;",
+            "run `python scripts/gen_bindings.py` after changing wit/.",
+            '"""',
+            "import enum", *enums]).rstrip() + "\n"
 
 
-def generate() -> str:
+def generate() -> tuple[str, str]:
     return Emitter(wit.load(ROOT / "wit")).emit()
 
 
@@ -541,7 +555,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="fail if the committed file differs")
     args = ap.parse_args()
-    return write_or_check(OUT, generate(), check=args.check, script="gen_bindings.py")
+    bindings, enums = generate()
+    return max(write_or_check(out, text, check=args.check, script="gen_bindings.py")
+               for out, text in ((OUT, bindings), (ENUMS_OUT, enums)))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # errors, files, digests, deadlines (the epoch ticker and deadline types), versions,
     # resources (shipped files), lazy (deferred heavy imports). `__init__` is here: it
     # re-exports names (lazily) and must itself import nothing above.
-    ("basics", ("_bindings", "tensors", "limits", "errors", "files", "digests", "deadlines",
+    ("basics", ("_bindings", "_enums", "tensors", "limits", "errors", "files", "digests", "deadlines",
                 "versions", "resources", "lazy", "__init__")),
 ]
 

@@ -2,7 +2,7 @@
 
 The library is the product; the `wasinn` CLI is a thin layer over it.
 """
-from ._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from ._enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .tensors import HostTensor
 

@@ -9,6 +9,8 @@ import dataclasses
 import enum
 from typing import TYPE_CHECKING, Protocol
 
+from ._enums import (TensorType, GraphEncoding, ExecutionTarget, ErrorCode, Level, SetConditions)  # noqa: F401 (named here too)
+
 if TYPE_CHECKING:
     from wasmtime import StoreContext
     from wasmtime.component import LinkerInstance, Record, ResourceAny, ResourceHost, ResourceType, Variant
@@ -144,48 +146,6 @@ class Err(Exception):
         self.value = value
 
 
-class TensorType(enum.Enum):
-    """Element types a tensor can hold."""
-    FP16 = 'FP16'
-    FP32 = 'FP32'
-    FP64 = 'FP64'
-    BF16 = 'BF16'
-    U8 = 'U8'
-    I32 = 'I32'
-    I64 = 'I64'
-
-
-class GraphEncoding(enum.Enum):
-    """The serialization of the model bytes, which picks the backend."""
-    OPENVINO = 'openvino'
-    ONNX = 'onnx'
-    TENSORFLOW = 'tensorflow'
-    PYTORCH = 'pytorch'
-    TENSORFLOWLITE = 'tensorflowlite'
-    GGML = 'ggml'
-    AUTODETECT = 'autodetect'
-
-
-class ExecutionTarget(enum.Enum):
-    """The device a graph runs on."""
-    CPU = 'cpu'
-    GPU = 'gpu'
-    TPU = 'tpu'
-
-
-class ErrorCode(enum.Enum):
-    """`error-code` of wasi:nn/errors@0.2.0-rc-2024-10-28."""
-    INVALID_ARGUMENT = 'invalid-argument'
-    INVALID_ENCODING = 'invalid-encoding'
-    TIMEOUT = 'timeout'
-    RUNTIME_ERROR = 'runtime-error'
-    UNSUPPORTED_OPERATION = 'unsupported-operation'
-    TOO_LARGE = 'too-large'
-    NOT_FOUND = 'not-found'
-    SECURITY = 'security'
-    UNKNOWN = 'unknown'
-
-
 @dataclasses.dataclass(init=False, repr=False, eq=False)
 class Span:
     """A CPython `bytes` object in the guest: `addr` is `id(obj)`, `len` is `len(obj)`."""
@@ -291,16 +251,6 @@ class HybridLogicalClock:
         return NotImplemented
 
 
-class Level(enum.Enum):
-    """A log level, describing a kind of message."""
-    TRACE = 'trace'
-    DEBUG = 'debug'
-    INFO = 'info'
-    WARN = 'warn'
-    ERROR = 'error'
-    CRITICAL = 'critical'
-
-
 @dataclasses.dataclass(init=False, repr=False, eq=False)
 class Label:
     """labels that can be associated with a metric point."""
@@ -393,13 +343,6 @@ class Duration:
         if other.__class__ is self.__class__:
             return (self.seconds, self.nanos) == (other.seconds, other.nanos)
         return NotImplemented
-
-
-class SetConditions(enum.Enum):
-    """`set-conditions` of wasm-graph:processor/state-store-types@1.1.0."""
-    ONLY_IF_DOES_NOT_EXIST = 'only-if-does-not-exist'
-    ONLY_IF_EQUAL_OR_DOES_NOT_EXIST = 'only-if-equal-or-does-not-exist'
-    UNCONDITIONAL = 'unconditional'
 
 
 @dataclasses.dataclass(init=False, repr=False, eq=False)
@@ -1154,9 +1097,8 @@ class WasiNnHost_0_2_0_rc_2024_08_19(TensorHost_0_2_0_rc_2024_08_19, GraphHost_0
 
 def _bind_wasmtime() -> None:
     """Binds the wasmtime-py classes the converters below use, when a linker is first
-    wired: they run only in calls that linker serves. The backend worker imports this
-    module for its enums alone, and importing wasmtime would cost its fork server
-    ~17 ms of start-up on the way to a guest's first isolated graph.load."""
+    wired: they run only in calls that linker serves, and importing this module need
+    not import wasmtime."""
     global Record, ResourceAny, ResourceHost, ResourceType, Variant
     from wasmtime.component import Record, ResourceAny, ResourceHost, ResourceType, Variant
 

@@ -6,7 +6,7 @@ resource in one place, so nothing ever raises across the wasmtime boundary.
 """
 from __future__ import annotations
 
-from ._bindings import ErrorCode
+from ._enums import ErrorCode
 
 
 class NnError(Exception):

@@ -19,7 +19,7 @@ import stat
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from ._bindings import ExecutionTarget, GraphEncoding
+from ._enums import ExecutionTarget, GraphEncoding
 from .backends import Graph
 from .errors import NnError, WasinnError, not_found, quoted, too_large
 

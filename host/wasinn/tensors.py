@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from .lazy import numpy as np
 
-from ._bindings import TensorType
+from ._enums import TensorType
 from .errors import BadValue, invalid_argument
 from .limits import counted, product
 

@@ -15,7 +15,7 @@ import importlib.util
 import threading
 from typing import Mapping
 
-from .._bindings import ExecutionTarget, GraphEncoding
+from .._enums import ExecutionTarget, GraphEncoding
 from ..errors import WasinnError, invalid_encoding
 from ..limits import Limits
 from .base import Backend, Context, Graph, TensorSpec

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Protocol, Sequence
 
-from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from .._enums import ExecutionTarget, GraphEncoding, TensorType
 from ..limits import product
 from ..tensors import DTYPES, HostTensor, TYPE_NAMES, shown_dims
 

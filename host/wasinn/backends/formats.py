@@ -9,7 +9,7 @@ import os
 import pathlib
 import stat
 
-from .._bindings import ErrorCode, GraphEncoding
+from .._enums import ErrorCode, GraphEncoding
 from ..errors import NnError, invalid_encoding
 
 # ModelProto's top-level field numbers (onnx.proto).

@@ -39,7 +39,7 @@ from typing import Sequence
 
 from ..lazy import numpy as np
 
-from .._bindings import ErrorCode, ExecutionTarget, TensorType
+from .._enums import ErrorCode, ExecutionTarget, TensorType
 from ..deadlines import stop_at_exit
 from ..errors import NnError, runtime_error, too_large
 from ..limits import product

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._bindings import ErrorCode, ExecutionTarget, TensorType
+from .._enums import ErrorCode, ExecutionTarget, TensorType
 from ..errors import NnError, invalid_argument, not_found, runtime_error, unsupported
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from .._enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
 from ..limits import Limits, backend_memory_error

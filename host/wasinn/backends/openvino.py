@@ -26,7 +26,7 @@ import numpy as np
 import openvino as ov
 from openvino import _pyopenvino
 
-from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from .._enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
 from ..limits import backend_memory_error

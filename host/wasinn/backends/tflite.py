@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from .._enums import ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
 from ..limits import backend_memory_error
 from ..tensors import DTYPES, HostTensor, tensor_type_of

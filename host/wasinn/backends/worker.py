@@ -33,7 +33,7 @@ from typing import Sequence
 
 from ..lazy import numpy as np
 
-from .._bindings import ExecutionTarget, GraphEncoding, TensorType
+from .._enums import ExecutionTarget, GraphEncoding, TensorType
 from ..errors import NnError, too_large
 from ..tensors import HostTensor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._bindings import ExecutionTarget, GraphEncoding
+from .._enums import ExecutionTarget, GraphEncoding
 from ..errors import WasinnError
 from ..registry import _model_files
 
