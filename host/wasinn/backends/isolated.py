@@ -27,6 +27,7 @@ import atexit
 import bisect
 import collections
 import fcntl
+import functools
 import mmap
 import os
 import signal
@@ -197,11 +198,15 @@ class Worker:
         with self.lock:
             if self.dead:
                 raise runtime_error(self.dead)
-            if self.dropped:
-                for kind, ident in self.dropped:
-                    self._exchange({"op": "drop", kind: ident}, None)
-                self.dropped.clear()
-            return self._exchange(message, deadline, op=op)
+            return self.held_request(message, deadline, op)
+
+    def held_request(self, message: dict | bytes, deadline: float | None, op: str | None = None) -> dict | bytes:
+        """`request` for a caller that holds the lock and has found the worker alive."""
+        if self.dropped:
+            for kind, ident in self.dropped:
+                self._exchange({"op": "drop", kind: ident}, None)
+            self.dropped.clear()
+        return self._exchange(message, deadline, op=op)
 
     def _exchange(self, message: dict | bytes, deadline: float | None, fds: tuple[int, ...] = (),
                   op: str | None = None) -> dict | bytes:
@@ -334,13 +339,9 @@ class SharedMemory:
             return None
         array = np.frombuffer(self.map, np.uint8, n, offset)
         key = id(array)
-        self.arrays[key] = (weakref.ref(array), offset)
-        weakref.finalize(array, self._forget, key, offset, n)
+        self.arrays[key] = (weakref.ref(array, functools.partial(_forget, self.arrays, self.released, key,
+                                                                  offset, _aligned(max(n, 1)))), offset)
         return array
-
-    def _forget(self, key: int, offset: int, n: int) -> None:
-        self.arrays.pop(key, None)
-        self.released.append((offset, _aligned(max(n, 1))))
 
     def offset_of(self, data) -> int | None:
         """Where `data` lies in this file, if it is an array `tensor` made."""
@@ -372,6 +373,14 @@ class SharedMemory:
         except BufferError:
             pass
         os.close(self.fd)
+
+
+def _forget(arrays: dict, released: collections.deque, key: int, offset: int, n: int, _ref=None) -> None:
+    """A `SharedMemory.tensor` array died: its extent is freed by the next taker (a
+    weakref's callback runs on any thread, at any allocation: it only queues). Not a
+    method: the weakref, kept in `arrays`, would hold the SharedMemory in a cycle."""
+    arrays.pop(key, None)
+    released.append((offset, n))
 
 
 def _pages(n: int) -> int:
@@ -446,7 +455,7 @@ class IsolatedContext:
                 out = memory.take(self.room)
                 taken.append((out, self.room))
                 worker.sync()
-                reply = worker.request(pack_compute(self.ident, deadline, out, layout), deadline, op="compute")
+                reply = worker.held_request(pack_compute(self.ident, deadline, out, layout), deadline, "compute")
                 if type(reply) is dict:  # the outputs need more room than their declared sizes
                     if "need" not in reply:
                         worker.kill("the backend worker sent a malformed reply")
@@ -457,7 +466,7 @@ class IsolatedContext:
                     out = memory.take(room)
                     taken.append((out, room))
                     worker.sync()
-                    reply = worker.request({"op": "fetch", "out": out}, deadline)
+                    reply = worker.held_request({"op": "fetch", "out": out}, deadline)
                 if reply == self._last_reply:  # a plan's answer (worker.Worker.compute), checked before
                     outputs = self._last_outputs
                 else:
