@@ -52,7 +52,7 @@ def modules(graph: str) -> tuple[str, ...]:
     if graph == "temperature":
         return ("--module", f"{TEMPERATURE}={dataflow_support.operator_wasm('temperature')}",
                 "--module", f"{WINDOW}={dataflow_support.operator_wasm('window')}", "--param", f"window_ms={WINDOW_MS}")
-    return ("--module", f"{SNAPSHOT}={operator_guests.snapshot_wasm()}",)
+    return ("--module", f"{SNAPSHOT}={operator_guests.snapshot_c_wasm()}",)  # the image graph's operator (pipelines/README.md)
 
 
 def payloads(graph: str, n: int) -> list[bytes]:

@@ -96,9 +96,9 @@ def pack_compute(context: int, deadline: float | None, out: int,
     return b"".join(parts)
 
 
-# What a compute request asks, but for its deadline: a worker's key to the plan of a
-# layout it has run before (Worker.compute)
-_LAYOUT_FROM = 9
+# Where a compute request's bytes go on past its tag and deadline: the rest is what it
+# asks, a worker's key to the plan of a layout it has run before (Worker.compute)
+_LAYOUT_FROM = struct.calcsize("<cd")
 
 
 def compute_header(data: bytes) -> tuple[int, float | None]:
@@ -161,7 +161,7 @@ def receive(sock: socket.socket, max_fds: int = 0, spin: float = 0.0,
     on this kind of machine takes ~20 us to run again, most of an idle round trip (a bare
     socket echo between two processes: ~40 us idle, ~9 us busy), so each side of a
     call-and-reply spins for about as long as the other side takes to answer. Into a
-    buffer kept per thread, not a fresh 1 MiB one per message."""
+    buffer kept per thread, not a fresh one per message."""
     buffer = _buffer()
     ancillary_size = socket.CMSG_SPACE(4 * max_fds) if max_fds else 0
     received = None
