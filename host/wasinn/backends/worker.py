@@ -459,7 +459,8 @@ class Worker:
     def _plan(self, context: int, key: bytes, inputs: list[HostTensor], reply: bytes) -> None:
         prepare = getattr(self.contexts[context], "prepare", None)
         run = prepare(inputs) if prepare is not None else None
-        if run is None:
+        if run is None:  # a backend or graph that cannot: not asked again
+            self.fixed.discard(context)
             return
         outputs = unpack_outputs(reply, 64)
         plans = self.plans.setdefault(context, {})
