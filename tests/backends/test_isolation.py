@@ -192,6 +192,25 @@ def test_a_model_lying_about_its_output_shape_computes_as_in_process():
             np.testing.assert_array_equal(dict(ok(inst.call("compute-tensors", ctx, [("x", big)])))["y"].array(), big)
 
 
+def test_a_model_whose_output_size_changes_under_the_same_inputs_computes_as_in_process():
+    # NonZero, its output declared [1, 2]: the same input layout gives outputs of other sizes
+    # from one run to the next, so a worker's plan of that layout (worker.Worker.compute)
+    # meets outputs not of its sizes, and the context goes the general way, as in process
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    xs = [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    got = {}
+    for policy in ("guest-models", "none"):
+        with roundtrip(make_host(isolate=policy)) as inst:
+            ctx = ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu"))))
+            got[policy] = [dict(ok(inst.call("compute-tensors", ctx, [("x", np.array(x, np.float32))])))["y"]
+                           .array().tolist() for x in xs]
+    assert got["guest-models"] == got["none"] == [[list(np.flatnonzero(x))] for x in xs]
+
+
 def test_onnxruntime_writes_outputs_of_fixed_size_into_the_buffers_it_is_given():
     from wasinn.backends import default_backends
     graph = default_backends(0)[wasinn.GraphEncoding.ONNX].load([models.add_mul()], wasinn.ExecutionTarget.CPU)
