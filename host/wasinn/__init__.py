@@ -2,6 +2,13 @@
 
 The library is the product; the `wasinn` CLI is a thin layer over it.
 """
+import os as _os
+
+# onnxruntime (1.2x on) records each process in a SQLite file under ~/.cache/Microsoft and
+# a `.ses` file in TMPDIR, with fsyncs (~5 ms of every import), and queues telemetry to
+# send: nothing a sandboxing host should do unasked. Off unless the user says otherwise.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from ._enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from .errors import BadValue, GuestTrap, NnError, WasinnError
 from .tensors import HostTensor

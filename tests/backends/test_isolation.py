@@ -243,6 +243,39 @@ def test_registered_models_stay_in_process_unless_isolate_is_all(tmp_path):
             assert inst._session.worker is None  # under "all", the operator's worker is the host's, shared
 
 
+_LEAVES = """
+import os, signal, sys, numpy as np, wasinn
+host = wasinn.Host(cache_dir=sys.argv[1])
+inst = host.instantiate(host.load_component(sys.argv[2]))
+graph = inst.call("load", [open(sys.argv[3], "rb").read()], "onnx", "cpu")
+assert graph.tag == "ok" and inst.call("init-context", graph.payload).tag == "ok"
+(server,) = os.listdir(os.environ["TMPDIR"])
+print(server, len(os.listdir(os.path.join(os.environ["TMPDIR"], server))), flush=True)
+if sys.argv[4] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("end", ["exits", "killed"])
+def test_a_host_leaves_no_worker_directories_behind_however_it_ends(tmp_path, end):
+    """Each worker's private directory (its cwd, TMPDIR and HOME) goes with the fork server:
+    removed by the host after killing it at exit, or by the fork server itself when a
+    SIGKILLed host's socket closes."""
+    model = tmp_path / "add_mul.onnx"
+    model.write_bytes(models.add_mul())
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-c", _LEAVES, str(CACHE), str(guest_component("roundtrip")), str(model), end],
+                          env=dict(os.environ, TMPDIR=str(tmp)), capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[1:] == ["1"], done.stderr[-2000:]  # the worker's, in the fork server's
+    assert done.stdout.startswith("wasinn-workers-")
+    assert done.returncode == (-signal.SIGKILL if end == "killed" else 0), done.stderr[-2000:]
+    deadline = time.monotonic() + 10
+    while os.listdir(tmp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(tmp) == []
+
+
 def test_isolate_none_runs_a_guests_model_in_process():
     with roundtrip(make_host(isolate="none")) as inst:
         run_add_mul(inst, add_mul_context(inst))
@@ -295,7 +328,7 @@ def test_a_worker_is_confined():
         assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
         cwd = os.readlink(f"/proc/{pid}/cwd")
-        assert os.path.basename(cwd).startswith("wasinn-worker-") and os.listdir(cwd) == []
+        assert os.path.basename(os.path.dirname(cwd)).startswith("wasinn-workers-") and os.listdir(cwd) == []
     assert gone(cwd)  # its private directory went with it
 
 

@@ -83,6 +83,7 @@ class Zygote:
             raise runtime_error(f"the backend worker server did not start: {e}") from None
         if message is None:
             raise runtime_error(f"the backend worker server did not start (it ended: {self.process.wait()})")
+        self.directory = message["directory"]  # where its workers' own directories lie
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
@@ -119,9 +120,13 @@ class Zygote:
         return {}
 
     def close(self) -> None:
+        """Ends the fork server, its workers with it, and removes their directories (which
+        a killed fork server leaves)."""
+        import shutil
         self.sock.close()
         self.process.kill()
         self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 _zygote: Zygote | None = None
@@ -133,6 +138,8 @@ def zygote() -> Zygote:
     global _zygote
     with _zygote_lock:
         if _zygote is None or not _zygote.alive():
+            if _zygote is not None and _zygote.owner == os.getpid():
+                _zygote.close()  # dead: what it left behind
             _zygote = Zygote()
         return _zygote
 

@@ -21,6 +21,7 @@ import json
 import mmap
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -241,7 +242,6 @@ def _reap(*_) -> None:
             return
         directory = _children.pop(pid, None)
         if directory:
-            import shutil
             shutil.rmtree(directory, ignore_errors=True)
         how = (f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
                else signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "ended")
@@ -258,8 +258,26 @@ def zygote(sock: socket.socket) -> None:
     # No parent-death signal here: it follows the thread that started this process (a
     # host's prewarming thread ends at once), not the process. The host's end closes the
     # socket instead, and this loop ends; its workers' own signal follows this process.
+    # every worker's private directory lies in this one, which the host removes after
+    # this process (killed at the host's exit, or dead) as this process does when the
+    # host goes first: none is left behind in TMPDIR, however either side ends
+    workers = tempfile.mkdtemp(prefix="wasinn-workers-")
     signal.signal(signal.SIGCHLD, _reap)
-    send(sock, {"ready": os.getpid()})
+    send(sock, {"ready": os.getpid(), "directory": workers})
+    try:
+        _serve_forks(sock, workers)
+    finally:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for pid in list(_children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        shutil.rmtree(workers, ignore_errors=True)
+
+
+def _serve_forks(sock: socket.socket, workers: str) -> None:
     while True:
         try:
             message, fds = receive(sock, max_fds=1)
@@ -269,7 +287,7 @@ def zygote(sock: socket.socket) -> None:
             return
         op = message["op"]
         if op == "fork":
-            directory = tempfile.mkdtemp(prefix="wasinn-worker-")
+            directory = tempfile.mkdtemp(prefix="worker-", dir=workers)
             pid = os.fork()
             if pid == 0:
                 sock.close()
