@@ -463,8 +463,7 @@ def test_a_worker_that_lies_about_its_outputs_is_killed_and_the_guest_told_in_on
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     liar = subprocess.Popen([sys.executable, "-c", _LIAR, str(theirs.fileno()), lie.hex()], pass_fds=(theirs.fileno(),))
     theirs.close()
-    worker = isolated.Worker(isolated.zygote(), ours, liar.pid, os.pidfd_open(liar.pid), 1 << 20,
-                             isolated.SharedMemory(1 << 20))
+    worker = isolated.Worker(isolated.zygote(), ours, liar.pid, os.pidfd_open(liar.pid), 1 << 20)
     spec = [["x", "FP32", "tensor(float)", [2]]]
     graph = isolated.IsolatedGraph(worker, {"graph": 1, "backend": "onnxruntime", "inputs": spec, "outputs": spec},
                                    ExecutionTarget.CPU)

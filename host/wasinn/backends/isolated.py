@@ -88,7 +88,7 @@ class Zygote:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
 
-    def fork(self, settings: dict, memory: "SharedMemory | None" = None) -> "Worker":
+    def fork(self, settings: dict) -> "Worker":
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with self.lock:
             send(self.sock, {"op": "fork", **settings}, (theirs.fileno(),))
@@ -96,7 +96,7 @@ class Zygote:
             message, fds = receive(self.sock, max_fds=1)
         if message is None or not fds:
             raise runtime_error("the backend worker server ended; the next load starts another")
-        return Worker(self, ours, int(message["pid"]), fds[0], settings["host_bytes"], memory)
+        return Worker(self, ours, int(message["pid"]), fds[0], settings["host_bytes"])
 
     def preload(self, backend: str) -> None:
         """Imports a backend's package in the zygote, for the workers it forks from now on."""
@@ -174,13 +174,12 @@ def _start_quietly() -> None:
 class Worker:
     """One backend worker process: its socket, its shared memory, and whether it lives."""
 
-    def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int, tensor_bytes: int,
-                 memory: "SharedMemory | None" = None):
+    def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int, tensor_bytes: int):
         self.server, self.sock, self.pid, self.pidfd = server, sock, pid, pidfd
         self.tensor_bytes = tensor_bytes  # how far into the file the instance's tensors may go (max-host-bytes)
         self.lock = threading.RLock()
         self.dead: str | None = None  # why it is gone
-        self.memory = memory if memory is not None else SharedMemory(0)
+        self.memory = SharedMemory(0)
         self.mapped = 0  # how much of it the worker has mapped; 0: it has not the file yet
         self.dropped: list[tuple[str, int]] = []  # graphs and contexts the host let go of
         self.waiting: dict[str, Waiting] = {}  # per kind of request: how long its replies take
@@ -201,19 +200,21 @@ class Worker:
         return self.memory.tensor(n, self.tensor_bytes)
 
     # --- requests -------------------------------------------------------------------------
-    def request(self, message: dict | bytes, deadline: float | None, op: str | None = None) -> dict | bytes:
+    def request(self, message: dict | bytes, deadline: float | None, op: str | None = None,
+                fds: tuple[int, ...] = ()) -> dict | bytes:
         with self.lock:
             if self.dead:
                 raise runtime_error(self.dead)
-            return self.held_request(message, deadline, op)
+            return self.held_request(message, deadline, op, fds)
 
-    def held_request(self, message: dict | bytes, deadline: float | None, op: str | None = None) -> dict | bytes:
+    def held_request(self, message: dict | bytes, deadline: float | None, op: str | None = None,
+                     fds: tuple[int, ...] = ()) -> dict | bytes:
         """`request` for a caller that holds the lock and has found the worker alive."""
         if self.dropped:
             for kind, ident in self.dropped:
                 self._exchange({"op": "drop", kind: ident}, None)
             self.dropped.clear()
-        return self._exchange(message, deadline, op=op)
+        return self._exchange(message, deadline, fds, op)
 
     def _exchange(self, message: dict | bytes, deadline: float | None, fds: tuple[int, ...] = (),
                   op: str | None = None) -> dict | bytes:
@@ -272,10 +273,11 @@ class Worker:
 
 
 class SharedMemory:
-    """The file tensors and model bytes cross in: a memfd the host made, sealed so that the
-    worker can grow it (harmless) but never shrink it under the host's mapping.
+    """The file tensors cross in: a memfd the host made, sealed so that the worker can
+    grow it (harmless) but never shrink it under the host's mapping (models cross in
+    files of their own: `model_file`).
 
-    An arena: every request's bytes (a model's, inputs copied in, room for outputs) and
+    An arena: every compute's bytes (inputs copied in, room for outputs) and
     the instance's own large tensors (`tensor`) take extents of it, so a tensor the guest
     made goes to the worker without a second copy (602 KB at each EfficientNet-Lite0
     compute: ~10 us while it is still in cache, more for larger inputs). Extents are 64-byte aligned. The file only grows: a mapping the host
@@ -364,22 +366,33 @@ class SharedMemory:
         except BufferError:
             pass  # arrays still use it; it goes with them
 
-    def write(self, offset: int, chunks: list) -> None:
-        """`chunks` one after another from `offset`: through the file, which fills fresh
-        pages at twice the speed of faulting them in through the mapping (18.6 MB: 6.7 vs
-        11-14 ms)."""
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            while view:
-                n = os.pwrite(self.fd, view, offset)
-                view, offset = view[n:], offset + n
-
     def close(self) -> None:
         try:
             self.map.close()
         except BufferError:
             pass
         os.close(self.fd)
+
+
+def model_file(builders: list) -> int:
+    """A memfd of `builders` one after another, nothing else: a model crosses to its
+    worker in a file of its own, which the worker maps, and which a backend that reads
+    model files loads by its path (spill.ModelFile: onnxruntime, EfficientNet-Lite0 ~10 ms
+    sooner than from bytes, which its binding copies twice)."""
+    fd = os.memfd_create("wasinn-model", os.MFD_CLOEXEC)
+    try:
+        # through the file, which fills fresh pages at twice the speed of faulting them in
+        # through a mapping (18.6 MB: 6.7 vs 11-14 ms)
+        offset = 0
+        for chunk in builders:
+            view = memoryview(chunk).cast("B")
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+    except OSError as e:
+        os.close(fd)
+        raise too_large(f"no memory for the model's {offset} bytes on their way to the backend worker: {e}") from None
+    return fd
 
 
 def _forget(arrays: dict, released: collections.deque, key: int, offset: int, n: int, _ref=None) -> None:
@@ -396,7 +409,7 @@ def _pages(n: int) -> int:
 
 _OUTPUTS_REPLIES = ("compute", "fetch")  # the requests answered by packed outputs
 _DOING = {"load": "loading the model", "compute": "computing", "init": "making an execution context",
-          "fetch": "handing over the outputs"}
+          "fetch": "handing over the outputs", "shm": "computing"}  # (a compute maps the tensors' file first)
 
 
 def _reported_error(reply: dict) -> NnError:

@@ -4,6 +4,7 @@ not import the workers' machinery (sockets, signals, shared memory: ~4 ms of sta
 """
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import TYPE_CHECKING
@@ -37,57 +38,41 @@ class Isolation:
         worker = self._shared if owner is None else owner.worker
         return worker if worker is not None and not worker.dead else None
 
-    def worker(self, owner, memory: isolated.SharedMemory) -> isolated.Worker:
+    def worker(self, owner) -> isolated.Worker:
         """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
-        the operator's models (owner None), started on first use with `memory`."""
+        the operator's models (owner None), started on first use."""
         current = self.current(owner)
         if current is not None:
             return current
         from . import isolated
         with self._lock:
+            current = self.current(owner)  # another thread started it meanwhile
+            if current is not None:
+                return current
             alive = [w for w in self.live if not w.dead]
             if len(alive) >= self.max_workers:
                 raise too_large(f"the host runs {len(alive)} backend workers; the limit is {self.max_workers} "
                                 "(max-workers, --max-workers)")
-            worker = isolated.zygote().fork(self.settings, memory)
+            worker = isolated.zygote().fork(self.settings)
             self.live.add(worker)
-        if owner is None:
-            self._shared = worker
-        else:
-            owner.worker = worker
+            if owner is None:
+                self._shared = worker
+            else:
+                owner.worker = worker
         return worker
 
     def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
              deadline: float | None) -> isolated.IsolatedGraph:
         from . import isolated
-        sizes = [len(b) for b in builders]
-        worker = self.current(owner)
-        if worker is None:
-            # the bytes go into shared memory first: a first load waits here for the fork
-            # server still starting (prewarm), and this copy need not wait with it
-            memory = isolated.SharedMemory(sum(sizes))
-            at = memory.take(sum(sizes))
-            memory.write(at, builders)
-            try:
-                worker = self.worker(owner, memory)
-            except BaseException:
-                memory.close()
-                raise
-            if worker.memory is not memory:  # another thread started this owner's worker meanwhile
-                memory.close()
-                at = None
-        else:
-            at = None
-        isolated.zygote().preload(kind)
-        with worker.lock:
-            if at is None:
-                at = worker.memory.take(sum(sizes))
-                worker.memory.write(at, builders)
-            try:
-                worker.sync()
-                reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
-                                        "threads": threads, "precision": precision, "sizes": sizes, "at": at},
-                                       deadline)
-            finally:
-                worker.memory.give_back(at, sum(sizes))
+        # the bytes go into a file of their own first: a first load waits below for the
+        # fork server still starting (prewarm), and this copy need not wait with it
+        model = isolated.model_file(builders)
+        try:
+            worker = self.worker(owner)
+            isolated.zygote().preload(kind)
+            reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
+                                    "threads": threads, "precision": precision, "sizes": [len(b) for b in builders]},
+                                   deadline, fds=(model,))
+        finally:
+            os.close(model)
         return isolated.IsolatedGraph(worker, reply, target)

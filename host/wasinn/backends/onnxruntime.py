@@ -37,7 +37,7 @@ from ..limits import Limits, backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import looks_like_onnx, reject_onnx_external_data
-from .spill import DIRECTORY_PREFIX, spilled
+from .spill import DIRECTORY_PREFIX, ModelFile, spilled
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
 _ORT_TYPES = {
@@ -75,7 +75,9 @@ def _specs(args, model: bytes | str) -> list[TensorSpec]:
 
 
 # How onnxruntime names the file of a model that spill.py moved out of its bytes.
-_SPILLED_FILE = re.compile(r"Load model from \S*/" + re.escape(DIRECTORY_PREFIX) + r"[\w-]+/model\.onnx failed: ?")
+# the file a guest's bytes went through (spill.py's, or the worker's ModelFile)
+_SPILLED_FILE = re.compile(r"Load model from (\S*/" + re.escape(DIRECTORY_PREFIX) + r"[\w-]+/model\.onnx"
+                           r"|/proc/self/fd/\d+) failed: ?")
 # What onnxruntime says (as FAIL or INVALID_GRAPH) when a well-formed model needs an
 # operator, operator set, domain or IR version it does not have.
 _UNSUPPORTED_MARKERS = ("No Op registered for", "is not a registered function/op", "No opset import for domain",
@@ -299,11 +301,17 @@ class OnnxRuntimeBackend:
     def load(self, builders: list[bytes], target: ExecutionTarget) -> OnnxRuntimeGraph:
         if len(builders) != 1:
             raise invalid_argument(f"an onnx graph takes exactly one builder (the model bytes); got {len(builders)}")
-        reject_onnx_external_data(builders[0])
+        model = builders[0]
+        reject_onnx_external_data(model)
         # A large model goes to onnxruntime as a file whose weights it maps (spill.py):
         # from bytes it would hold 2-3x the model at peak.
-        with spilled(builders[0]) as path:
-            return self._load(bytes(builders[0]) if path is None else str(path), target)
+        with spilled(model) as path:
+            if path is None and model[4:8] != b"ORTM":
+                # in a file already (a backend worker's): read from there, not copied into
+                # bytes that the binding copies again. (onnxruntime tells its own format by
+                # a file's extension, but by the identifier in bytes: those stay bytes.)
+                path = ModelFile.path_of(model)
+            return self._load(bytes(model) if path is None else str(path), target)
 
     def load_file(self, path: pathlib.Path, target: ExecutionTarget) -> OnnxRuntimeGraph:
         """An operator's model file, read by onnxruntime itself: 20 MB less at peak for

@@ -23,6 +23,7 @@ elsewhere (float_data, Constant nodes, subgraphs) stay in the model.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pathlib
 import re
@@ -49,6 +50,38 @@ _MODEL, _WEIGHTS = "model.onnx", "weights"
 _GRAPH, _INITIALIZER = 7, 5  # ModelProto.graph, GraphProto.initializer
 _RAW_DATA, _EXTERNAL_DATA, _DATA_LOCATION = 9, 13, 14  # TensorProto fields
 _LENGTH_DELIMITED = 2
+
+
+class ModelFile(mmap.mmap):
+    """Model bytes that came in a file of their own (a backend worker's model, see
+    isolated.model_file), mapped read-only. Its builders are views of it; `path_of` names
+    the file of one that is the whole file, for a backend that loads model files
+    (onnxruntime), while it is open."""
+
+    def __new__(cls, fd: int, size: int):
+        model = super().__new__(cls, fd, size, prot=mmap.PROT_READ)
+        model.fd, model.path = fd, f"/proc/self/fd/{fd}"
+        return model
+
+    def builders(self, sizes: list[int]) -> list[memoryview]:
+        """The builders that lie in it one after another, `sizes` long."""
+        views, offset = [], 0
+        for n in sizes:
+            views.append(memoryview(self)[offset:offset + n])
+            offset += n
+        return views
+
+    @staticmethod
+    def path_of(builder) -> str | None:
+        whole = type(builder) is memoryview and isinstance(builder.obj, ModelFile) and len(builder) == len(builder.obj)
+        return builder.obj.path if whole else None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except BufferError:
+            pass  # a backend keeps a view of it: the mapping goes with the view
+        os.close(self.fd)
 
 
 class _Unreadable(Exception):

@@ -408,22 +408,22 @@ class Worker:
         return {}
 
     def op_load(self, message: dict, fds: list[int]) -> dict:
-        from . import KINDS, Deferred, confine
-        key = (message["kind"], message["encoding"], message["threads"], message["precision"])
-        backend = self.backends.get(key)
-        if backend is None:
-            backend = self.backends[key] = Deferred(KINDS[message["kind"]], GraphEncoding(message["encoding"]),
-                                                    message["threads"], self.per_graph, message["precision"])
-        confine.raise_address_space(self._cap(len(self.graphs) + 1))
-        views, offset = [], message["at"]
-        for n in message["sizes"]:
-            views.append(memoryview(self.shm)[offset:offset + n].toreadonly())
-            offset += n
+        from . import KINDS, Deferred, confine, spill
+        sizes = message["sizes"]
+        # the model's bytes in a file of their own (isolated.model_file); an empty one maps nothing
+        model = spill.ModelFile(fds[0], sum(sizes)) if sum(sizes) else os.close(fds[0])
         try:
-            graph = backend.load(views, ExecutionTarget(message["target"]))
+            key = (message["kind"], message["encoding"], message["threads"], message["precision"])
+            backend = self.backends.get(key)
+            if backend is None:
+                backend = self.backends[key] = Deferred(KINDS[message["kind"]], GraphEncoding(message["encoding"]),
+                                                        message["threads"], self.per_graph, message["precision"])
+            confine.raise_address_space(self._cap(len(self.graphs) + 1))
+            graph = backend.load(model.builders(sizes) if model else [b""] * len(sizes),
+                                 ExecutionTarget(message["target"]))
         finally:
-            for view in views:
-                view.release()
+            if model:
+                model.close()
         gid = self._new_id()
         self.graphs[gid] = graph
         return {"graph": gid, "backend": graph.backend, "inputs": [_spec(s) for s in graph.inputs],
