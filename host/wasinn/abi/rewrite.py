@@ -268,13 +268,18 @@ def _results_text(results: list[_SpanLift]) -> str:
     before the host sees the spans: their post-return is this module's, which keeps the
     return area's address, and the guest's own runs when the host calls
     `wasinn-spans-release` after copying the bytes. A second result before a release
-    traps: its post-return would see the return area the next call rewrote."""
+    traps: its post-return would see the return area the next call rewrote. Where no
+    result has a post-return of the guest's (a guest that frees nothing after a call, as
+    guest/snapshot-c), there is nothing to hold and no `wasinn-spans-release`: the host
+    makes one call per message, not two (~20 us a frame)."""
     imports, funcs, release, args, lifts = [], [], [], [], []
     for i, (target, core, options, post_return) in enumerate(results):
-        funcs.append(f'    (func (export "post-{i}") (param i32)\n'
-                     "      (if (global.get $which) (then (unreachable)))\n"
-                     f"      (global.set $pending (local.get 0)) (global.set $which (i32.const {i + 1})))")
-        if post_return is not None:
+        if post_return is None:
+            funcs.append(f'    (func (export "post-{i}") (param i32))')
+        else:
+            funcs.append(f'    (func (export "post-{i}") (param i32)\n'
+                         "      (if (global.get $which) (then (unreachable)))\n"
+                         f"      (global.set $pending (local.get 0)) (global.set $which (i32.const {i + 1})))")
             imports.append(f'    (import "guest" "post-{i}" (func $post-{i} (param i32)))')
             release.append(f"      (if (i32.eq (local.get $w) (i32.const {i + 1})) "
                            f"(then (call $post-{i} (global.get $pending))))")
@@ -295,9 +300,9 @@ def _results_text(results: list[_SpanLift]) -> str:
         '  (core instance $wasinn:results-core (instantiate $wasinn:Results (with "guest" (instance '
         '$wasinn:results-guest))))',
         *lifts,
-        '  (alias core export $wasinn:results-core "release" (core func $wasinn:results-release))',
-        "  (func $wasinn:spans-release (canon lift (core func $wasinn:results-release)))",
-        '  (export "wasinn-spans-release" (func $wasinn:spans-release))', ""])
+        *(['  (alias core export $wasinn:results-core "release" (core func $wasinn:results-release))',
+           "  (func $wasinn:spans-release (canon lift (core func $wasinn:results-release)))",
+           '  (export "wasinn-spans-release" (func $wasinn:spans-release))'] if release else []), ""])
 
 
 # What wit-component writes outside its core modules is types, aliases and instances:

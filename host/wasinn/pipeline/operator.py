@@ -44,6 +44,7 @@ __all__ = ["Operator", "OperatorError", "Message", "Snapshot", "Timestamp", "Ser
 KINDS = {"map": WASM_GRAPH_PROCESSOR_MAP, "filter": WASM_GRAPH_PROCESSOR_FILTER,
          "branch": WASM_GRAPH_PROCESSOR_BRANCH, "accumulate": WASM_GRAPH_PROCESSOR_ACCUMULATE,
          "delay": WASM_GRAPH_PROCESSOR_DELAY}
+RELEASE = "wasinn-spans-release"  # the export that runs a span result's post-return (abi/rewrite.py)
 
 
 class OperatorError(WasinnError):
@@ -107,6 +108,9 @@ class Operator:
         # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where
         # the data path added it: read with one copy each, and past wasmtime-py's cap
         self._spans = self._span_export(component, kind)
+        # the guest's post-return of it, held until the host has copied the bytes; none
+        # where the guest has none (abi/rewrite.py)
+        self._release = self._spans is not None and RELEASE in component.type.exports(Host.engine_of(component))
         self._initialised = False
         self._renew_at = 0  # the memory past which the instance is made afresh (_renew_if_growing)
         self._owns_services = False  # open() without services made them: close() closes them
@@ -235,9 +239,11 @@ class Operator:
                                     "instance was torn down and its resources freed, the next call gets a fresh one"
                                     ) from None
             except BaseException:
-                self._call("wasinn-spans-release")
+                if self._release:
+                    self._call(RELEASE)
                 raise
-            self._call("wasinn-spans-release")  # the guest's post-return, now that the bytes are copied
+            if self._release:
+                self._call(RELEASE)  # the guest's post-return, now that the bytes are copied
             return out
         finally:
             free_resources(buffers)
@@ -273,7 +279,7 @@ class Operator:
             text = str(e)
             if self._spans is not None:  # said as the operator's export, which these stand in for
                 text = text.replace(self._spans, f"{self._iface}#process", 1).replace(
-                    "wasinn-spans-release", f"the post-return of {self._iface}#process", 1)
+                    RELEASE, f"the post-return of {self._iface}#process", 1)
             raise OperatorError(self.name, "trap", text) from None
         except BadValue:
             raise
