@@ -276,6 +276,24 @@ def test_a_host_leaves_no_worker_directories_behind_however_it_ends(tmp_path, en
     assert os.listdir(tmp) == []
 
 
+def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
+    """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
+    tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in
+    bytes: such a model stays bytes, and loads as it does in process."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "add_mul.ort")
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(models.add_mul(), options, providers=["CPUExecutionProvider"])
+    model = (tmp_path / "add_mul.ort").read_bytes()
+    assert model[4:8] == b"ORTM"
+    for policy in ("guest-models", "none"):
+        with roundtrip(make_host(isolate=policy)) as inst:
+            run_add_mul(inst, ok(inst.call("init-context", ok(inst.call("load", [model], "onnx", "cpu")))))
+            assert graph_backend(inst) == ("onnxruntime (isolated)" if policy == "guest-models" else "onnxruntime")
+
+
 def test_isolate_none_runs_a_guests_model_in_process():
     with roundtrip(make_host(isolate="none")) as inst:
         run_add_mul(inst, add_mul_context(inst))

@@ -379,19 +379,20 @@ def model_file(builders: list) -> int:
     worker in a file of its own, which the worker maps, and which a backend that reads
     model files loads by its path (spill.ModelFile: onnxruntime, EfficientNet-Lite0 ~10 ms
     sooner than from bytes, which its binding copies twice)."""
-    fd = os.memfd_create("wasinn-model", os.MFD_CLOEXEC)
+    offset, fd = 0, None
     try:
+        fd = os.memfd_create("wasinn-model", os.MFD_CLOEXEC)
         # through the file, which fills fresh pages at twice the speed of faulting them in
         # through a mapping (18.6 MB: 6.7 vs 11-14 ms)
-        offset = 0
         for chunk in builders:
             view = memoryview(chunk).cast("B")
             while view:
                 n = os.pwrite(fd, view, offset)
                 view, offset = view[n:], offset + n
     except OSError as e:
-        os.close(fd)
-        raise too_large(f"no memory for the model's {offset} bytes on their way to the backend worker: {e}") from None
+        if fd is not None:
+            os.close(fd)
+        raise too_large(f"no room for the model's bytes on their way to the backend worker: {e}") from None
     return fd
 
 
