@@ -258,9 +258,9 @@ def zygote(sock: socket.socket) -> None:
     # No parent-death signal here: it follows the thread that started this process (a
     # host's prewarming thread ends at once), not the process. The host's end closes the
     # socket instead, and this loop ends; its workers' own signal follows this process.
-    # every worker's private directory lies in this one, which the host removes after
-    # this process (killed at the host's exit, or dead) as this process does when the
-    # host goes first: none is left behind in TMPDIR, however either side ends
+    # Every worker's private directory lies in this one, which the host removes after
+    # this process (killed at the host's exit, or dead), as this process does when the
+    # host goes first: none is left behind in TMPDIR, however either side ends.
     workers = tempfile.mkdtemp(prefix="wasinn-workers-")
     signal.signal(signal.SIGCHLD, _reap)
     send(sock, {"ready": os.getpid(), "directory": workers})
