@@ -136,7 +136,7 @@ def rows(row, progress, child, c_guest, root, cache, threads: int, quick: bool) 
     cold = {policy: (statistics.median(float(o[0]) for o in out), statistics.median(float(o[1]) for o in out))
             for policy, out in outs.items()}
     row("isolation", "cold first graph.load of 18.6 MB, isolated", cold["guest-models"][0], cold["none"][0], "s",
-        "<= 1.2x", note="fresh process each; isolated starts the fork server (imports onnxruntime there), "
-                        "in process imports onnxruntime here")
+        "<= 1.2x", note="fresh process each; isolated: the fork server started at wasinn.Host's lookup "
+                        "(imports onnxruntime there); in process: onnxruntime imported here")
     row("isolation", "the same, a second instance of the same process", cold["guest-models"][1], cold["none"][1], "s",
         note="isolated: a new worker parses it again; in process: the graph cache already holds it")

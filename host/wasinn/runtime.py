@@ -128,12 +128,14 @@ class Host:
         self.nn = WasiNn(default_backends(ort_threads, backends, self.limits.max_backend_memory,
                                           inference_precision),
                          self.models, self.limits)
+        if (forkserver := sys.modules.get(f"{__package__}.forkserver")) is not None:
+            forkserver.settle(self.nn.isolation.applies(guest=True))  # a start at `wasinn.Host`'s lookup
         self._engine = _Engine(self)
         self._tensor_type = ResourceType.host(Resource.TENSOR)
         self.core_modules = CoreModules(self)
         self._served: set[str] = set()
         self._serve_lock = threading.Lock()
-        self._prewarmed = False  # see _prewarm_isolation
+        self._fork_server_started = False  # see _start_fork_server
 
     def serve(self, key: str, define: Callable[[Any], None]) -> None:
         """Adds host interfaces beyond WASI and wasi:nn (pipeline/services: the data-flow
@@ -258,7 +260,7 @@ class Host:
         """An instance of `component`. `args` and `env` are what the guest sees through
         WASI; `dirs` are (host path, guest path[, read-only]) preopens. Instantiation is
         lazy: the first call creates the store."""
-        self._prewarm_isolation(component)
+        self._start_fork_server(component)
         if isinstance(component, wasmtime.Module):
             return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
         if self.unknown_imports == "default":  # wasmtime's refusal, for wasmtime's reason
@@ -267,21 +269,21 @@ class Host:
                               "use -W unknown-imports-trap=y")
         return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
 
-    def _prewarm_isolation(self, component) -> None:
-        """Starts the backend workers' fork server (~0.3 s of imports) on a thread, so that
-        it is up by the time the guest loads its model, where a guest is likely to load
-        one from its own bytes: it imports wasi:nn, the policy isolates guest models, and
-        the operator registered no models (whose guests load by name, in process)."""
-        if self._prewarmed or not self.nn.isolation.applies(guest=True) or self.models.names():
+    def _start_fork_server(self, component) -> None:
+        """Starts the backend workers' fork server (forkserver.py), so that it is
+        up by the time the guest loads its model, where a guest is likely to load one from
+        its own bytes: it imports wasi:nn, the policy isolates guest models, and the
+        operator registered no models (whose guests load by name, in process)."""
+        if self._fork_server_started or not self.nn.isolation.applies(guest=True) or self.models.names():
             return
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
             nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(component.type.imports(self.engine_of(component)))
         if nn:
-            from .backends import isolated  # only here: see backends/isolation.py
-            isolated.prewarm()
-            self._prewarmed = True
+            from . import forkserver  # only here: see backends/isolation.py
+            forkserver.start()
+            self._fork_server_started = True
 
 
 class Instance:

@@ -276,6 +276,58 @@ def test_a_host_leaves_no_worker_directories_behind_however_it_ends(tmp_path, en
     assert os.listdir(tmp) == []
 
 
+_STARTS = """
+import os, sys, wasinn
+
+def servers():  # this process's children running the fork server
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat, cmd = open(f"/proc/{pid}/stat").read(), open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"wasinn.backends.worker" in cmd:
+            found.append(int(pid))
+    return found
+
+wasinn.Host  # what a program about to make a Host looks up first
+print(*servers(), flush=True)
+if sys.argv[1] != "exits":
+    from wasinn.limits import Limits
+    host = wasinn.Host(cache_dir=sys.argv[2], limits=Limits(isolate=sys.argv[1]))
+    print(*servers(), flush=True)
+    with host.instantiate(host.load_component(sys.argv[3])) as inst:
+        assert inst.call("load", [open(sys.argv[4], "rb").read()], "onnx", "cpu").tag == "ok"
+        worker = inst._session.worker
+        print(worker and int(open(f"/proc/{worker.pid}/stat").read().rsplit(")", 1)[1].split()[1]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("then", ["guest-models", "none", "exits"])
+def test_the_fork_server_starts_at_wasinn_hosts_lookup_and_the_first_hosts_policy_settles_it(tmp_path, then):
+    """forkserver.py: looking up `wasinn.Host` starts the fork server (before wasmtime's
+    import, which the lookup does); a first Host whose policy isolates guest models keeps it, and its first
+    guest model's worker is that server's child; one whose policy does not ends it; a
+    process done before it is up ends it, and nothing is left in TMPDIR either way."""
+    model = tmp_path / "add_mul.onnx"
+    model.write_bytes(models.add_mul())
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-c", _STARTS, then, str(CACHE), str(guest_component("roundtrip")), str(model)],
+                          env=dict(os.environ, TMPDIR=str(tmp)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    (server,) = lines[0].split()
+    if then == "guest-models":
+        assert lines[1:] == [server, server]  # kept, then the worker's parent
+    elif then == "none":
+        assert lines[1:] == ["", "None"]  # ended at once; the model ran in process
+    deadline = time.monotonic() + 10
+    while (os.listdir(tmp) or os.path.exists(f"/proc/{server}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(tmp) == [] and not os.path.exists(f"/proc/{server}")
+
+
 def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
     """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
     tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in

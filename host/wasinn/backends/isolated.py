@@ -41,7 +41,6 @@ from typing import Sequence
 from ..lazy import numpy as np
 
 from .._enums import ErrorCode, ExecutionTarget, TensorType
-from ..deadlines import stop_at_exit
 from ..errors import NnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
@@ -64,26 +63,20 @@ class Zygote:
     """The fork server (worker.py's `zygote`), started once per process."""
 
     def __init__(self):
-        import subprocess  # only where a worker is ever needed (wasinn classify never does)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ, MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
-        quiet = os.environ.get("WASINN_WORKER_STDERR") != "1"  # backends' own complaints about hostile models
-        self.process = subprocess.Popen([sys.executable, "-P", "-m", "wasinn.backends.worker", str(theirs.fileno())],
-                                        pass_fds=(theirs.fileno(),), cwd="/", env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
-        theirs.close()
-        self.sock = ours
+        from .. import forkserver
+        self.process, self.sock, self.directory = forkserver.adopt() or forkserver.spawn()
         self.owner = os.getpid()
         self.lock = threading.Lock()
         self.imported = {"onnxruntime"}
         try:
             message, _ = receive(self.sock, timeout=_START_TIMEOUT)
         except (OSError, ValueError) as e:
-            self.process.kill()
+            self.close()
             raise runtime_error(f"the backend worker server did not start: {e}") from None
         if message is None:
-            raise runtime_error(f"the backend worker server did not start (it ended: {self.process.wait()})")
-        self.directory = message["directory"]  # where its workers' own directories lie
+            status = self.process.wait()
+            self.close()
+            raise runtime_error(f"the backend worker server did not start (it ended: {status})")
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
@@ -131,7 +124,6 @@ class Zygote:
 
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
-_prewarmed = False
 
 
 def zygote() -> Zygote:
@@ -144,31 +136,10 @@ def zygote() -> Zygote:
         return _zygote
 
 
-@atexit.register  # registered first, so it runs after the prewarming thread's join (atexit is LIFO)
+@atexit.register
 def _close_zygote() -> None:
     if _zygote is not None and _zygote.owner == os.getpid():
         _zygote.close()
-
-
-def prewarm() -> None:
-    """Starts the zygote on a thread, so that a guest's first load finds it up; once. The
-    thread is joined at exit: a daemon thread that wakes (its zygote's first message)
-    while the interpreter finalizes can crash a process whose work is done."""
-    global _prewarmed
-    with _zygote_lock:
-        if _prewarmed:
-            return
-        _prewarmed = True
-    thread = threading.Thread(target=_start_quietly, name="wasinn-zygote", daemon=True)
-    thread.start()
-    stop_at_exit(lambda: None, thread)
-
-
-def _start_quietly() -> None:
-    try:
-        zygote()
-    except Exception:  # noqa: BLE001 - the load that needs it starts one itself and says why it cannot
-        pass
 
 
 class Worker:
@@ -552,4 +523,4 @@ def _specs(specs) -> list[TensorSpec]:
         raise runtime_error("the backend worker described the model's inputs or outputs wrongly") from None
 
 
-__all__ = ["IsolatedGraph", "SharedMemory", "Worker", "prewarm", "zygote"]
+__all__ = ["IsolatedGraph", "SharedMemory", "Worker", "zygote"]

@@ -65,7 +65,7 @@ class Isolation:
              deadline: float | None) -> isolated.IsolatedGraph:
         from . import isolated
         # the bytes go into a file of their own first: a first load waits below for the
-        # fork server still starting (prewarm), and this copy need not wait with it
+        # fork server still starting (forkserver.py), and this copy need not wait with it
         model = isolated.model_file(builders)
         try:
             worker = self.worker(owner)

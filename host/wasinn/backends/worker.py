@@ -250,21 +250,20 @@ def _reap(*_) -> None:
             _statuses.pop(next(iter(_statuses)))
 
 
-def zygote(sock: socket.socket) -> None:
+def zygote(sock: socket.socket, workers: str) -> None:
     # what every worker needs, imported once here; its sessions' threads spin after a run,
     # for the next one, as they do in process (EfficientNet-Lite0 isolated: ~0.07 ms a
     # call closer to in process than with them stopped at once)
     from . import onnxruntime  # noqa: F401
-    # No parent-death signal here: it follows the thread that started this process (a
-    # host's prewarming thread ends at once), not the process. The host's end closes the
-    # socket instead, and this loop ends; its workers' own signal follows this process.
-    # Every worker's private directory lies in this one, which the host removes after
-    # this process (killed at the host's exit, or dead), as this process does when the
-    # host goes first: none is left behind in TMPDIR, however either side ends.
-    workers = tempfile.mkdtemp(prefix="wasinn-workers-")
+    # No parent-death signal here: it follows the thread that started this process, not
+    # the process. The host's end closes the socket instead, and this loop ends; its
+    # workers' own signal follows this process. Every worker's private directory lies in
+    # `workers`, which the host made and removes after this process (killed at the host's
+    # exit, or dead), as this process does when the host goes first: none is left behind
+    # in TMPDIR, however either side ends.
     signal.signal(signal.SIGCHLD, _reap)
-    send(sock, {"ready": os.getpid(), "directory": workers})
     try:
+        send(sock, {"ready": os.getpid()})
         _serve_forks(sock, workers)
     finally:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -583,4 +582,4 @@ def _address_space(field: str = "VmSize") -> int:
 
 
 if __name__ == "__main__":
-    zygote(socket.socket(fileno=int(sys.argv[1])))
+    zygote(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])
