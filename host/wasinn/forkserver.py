@@ -3,11 +3,13 @@ will need one, adopted by the first isolated load (isolated.Zygote), which then 
 its ready message.
 
 Its start is ~0.15-0.2 s of imports (numpy, onnxruntime, the backends), which run on
-another CPU while the host goes on: started at the first lookup of `wasinn.Host`, before
-wasmtime's import (speculatively: the first Host's policy settles it), or as an instance
-that imports wasi:nn is made, a guest's first `graph.load` of the 18.6 MB EfficientNet
-waits ~0.06 s for it rather than ~0.12 s. Nothing waits here: no thread, and a process
-that ends before its fork server is up kills it rather than waiting for it.
+another CPU while the host goes on. Started at the first lookup of `wasinn.Host`, before
+wasmtime's import (speculatively: the first Host's policy settles it), rather than as the
+first instance that imports wasi:nn is made (still the start where a program never looks
+`wasinn.Host` up, like the CLI), a guest's first `graph.load` of the 18.6 MB EfficientNet
+in a fresh process went from 1.45-1.49x the in-process load to 1.11-1.24x (bench section
+`isolation`). Nothing waits here: no thread, and a process that ends before its fork
+server is up kills it rather than waiting for it.
 """
 from __future__ import annotations
 
