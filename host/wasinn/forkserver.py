@@ -31,7 +31,11 @@ def start(speculative: bool = False) -> None:
     with _lock:
         if _starter == os.getpid() and (_spent or _started is not None):
             return
-        _started, _starter, _speculative, _spent = spawn(), os.getpid(), speculative, False
+        try:
+            started = spawn()
+        except OSError:  # no TMPDIR, no processes left...: the load that needs it tries again and says why
+            return
+        _started, _starter, _speculative, _spent = started, os.getpid(), speculative, False
 
 
 def adopt():
@@ -62,15 +66,20 @@ def spawn():
     import socket
     import subprocess  # only where a worker is ever needed (wasinn classify never does)
     import tempfile
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     directory = tempfile.mkdtemp(prefix="wasinn-workers-")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = dict(os.environ, MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
     quiet = os.environ.get("WASINN_WORKER_STDERR") != "1"  # backends' own complaints about hostile models
-    with theirs:
-        process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "wasinn.backends.worker", str(theirs.fileno()), directory],
-            pass_fds=(theirs.fileno(),), cwd="/", env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
+    try:
+        with theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "wasinn.backends.worker", str(theirs.fileno()), directory],
+                pass_fds=(theirs.fileno(),), cwd="/", env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
+    except BaseException:
+        ours.close()
+        os.rmdir(directory)
+        raise
     return process, ours, directory
 
 

@@ -328,6 +328,30 @@ def test_the_fork_server_starts_at_wasinn_hosts_lookup_and_the_first_hosts_polic
     assert os.listdir(tmp) == [] and not os.path.exists(f"/proc/{server}")
 
 
+_NO_TMP = """
+import sys, tempfile, wasinn
+from wasinn.limits import Limits
+tempfile.tempdir = "/proc/no-such-directory"  # where no directory can be made, as with a TMPDIR gone
+wasinn.Host  # the fork server's speculative start fails here, quietly
+for policy in ("none", "guest-models"):
+    host = wasinn.Host(cache_dir=sys.argv[1], limits=Limits(isolate=policy))
+    with host.instantiate(host.load_component(sys.argv[2])) as inst:
+        graph = inst.call("load", [open(sys.argv[3], "rb").read()], "onnx", "cpu")
+        print(policy, graph.tag, graph.payload.data if graph.tag == "err" else "", flush=True)
+"""
+
+
+def test_a_fork_server_that_cannot_start_fails_only_isolated_loads_in_one_line(tmp_path):
+    model = tmp_path / "add_mul.onnx"
+    model.write_bytes(models.add_mul())
+    done = subprocess.run([sys.executable, "-c", _NO_TMP, str(CACHE), str(guest_component("roundtrip")), str(model)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    in_process, isolated = done.stdout.splitlines()
+    assert in_process == "none ok "
+    assert isolated.startswith("guest-models err the backend worker server did not start: [Errno 2] No such file")
+
+
 def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
     """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
     tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in

@@ -64,7 +64,10 @@ class Zygote:
 
     def __init__(self):
         from .. import forkserver
-        self.process, self.sock, self.directory = forkserver.adopt() or forkserver.spawn()
+        try:
+            self.process, self.sock, self.directory = forkserver.adopt() or forkserver.spawn()
+        except OSError as e:
+            raise runtime_error(f"the backend worker server did not start: {e}") from None
         self.owner = os.getpid()
         self.lock = threading.Lock()
         self.imported = {"onnxruntime"}
