@@ -68,7 +68,7 @@ def spawn():
     import tempfile
     directory = tempfile.mkdtemp(prefix="wasinn-workers-")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = dict(os.environ, MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
+    env = dict(worker_environment(os.environ), MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1")
     quiet = os.environ.get("WASINN_WORKER_STDERR") != "1"  # backends' own complaints about hostile models
     try:
         with theirs:
@@ -81,6 +81,19 @@ def spawn():
         os.rmdir(directory)
         raise
     return process, ours, directory
+
+
+# What a worker's interpreter and backends read from the environment: the rest (the
+# operator's credentials, tokens, whatever the host was started with) stays out of the
+# process that parses a guest's model, which could hand it back to the guest.
+_WORKER_NAMES = {"PATH", "LANG", "LANGUAGE", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "TMPDIR"}
+_WORKER_PREFIXES = ("LC_", "PYTHON", "WASINN_", "ORT_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "OV_", "OPENVINO_",
+                    "TF_", "CUDA_", "NVIDIA_")
+
+
+def worker_environment(environ) -> dict[str, str]:
+    """The part of `environ` a backend worker gets."""
+    return {k: v for k, v in environ.items() if k in _WORKER_NAMES or k.startswith(_WORKER_PREFIXES)}
 
 
 @atexit.register

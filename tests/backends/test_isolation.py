@@ -352,6 +352,29 @@ def test_a_fork_server_that_cannot_start_fails_only_isolated_loads_in_one_line(t
     assert isolated.startswith("guest-models err the backend worker server did not start: [Errno 2] No such file")
 
 
+_ENVIRONMENT = """
+import sys, wasinn
+host = wasinn.Host(cache_dir=sys.argv[1])
+with host.instantiate(host.load_component(sys.argv[2])) as inst:
+    assert inst.call("load", [open(sys.argv[3], "rb").read()], "onnx", "cpu").tag == "ok"
+    print(open(f"/proc/{inst._session.worker.pid}/environ", "rb").read().decode(errors="replace"))
+"""
+
+
+def test_a_worker_gets_none_of_the_hosts_environment_but_what_its_backends_read(tmp_path):
+    """A worker parses hostile models and could hand what it holds back to the guest: the
+    operator's credentials in the host's environment stay out of it (forkserver.py)."""
+    model = tmp_path / "add_mul.onnx"
+    model.write_bytes(models.add_mul())
+    env = dict(os.environ, MQTT_PASSWORD="hunter2-secret", AWS_SECRET_ACCESS_KEY="key-secret", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _ENVIRONMENT, str(CACHE), str(guest_component("roundtrip")), str(model)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {entry.split("=", 1)[0] for entry in done.stdout.strip().split("\0") if entry}
+    assert "secret" not in done.stdout and not names & {"MQTT_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
+    assert {"OMP_NUM_THREADS", "PATH"} <= names
+
+
 def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
     """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
     tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in
