@@ -37,6 +37,8 @@ BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 10)
 # protocol version, 0x85 client identifier not valid.
 _NOT_AUTHORISED = {0x86, 0x87, 0x8A, 0x8C}
 _FATAL = _NOT_AUTHORISED | {0x84, 0x85}
+_SSL_REASON = re.compile(r"\[SSL: (\w+)\]")  # OpenSSL's reason, e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED
+_ALERT_WAIT = 1.0  # seconds a TLS broker has to say why it dropped a connection (Link._listen_for_alert)
 SESSION_TAKEN_OVER = 0x8E
 
 
@@ -195,7 +197,7 @@ class Link:
         self.taken_over = False
         self._accepted = False
         self._lost = ""
-        self._read_error = ""  # the last error paho logged (it does not raise from its own thread)
+        self._read_error = ""  # what paho logged (it does not raise from its own thread): a TLS reason first
         self._down = threading.Event()
         self._acked: set[int] = set()  # our publishes the broker acknowledged before we asked
         self._then: dict[int, Callable[[], None]] = {}  # what to do when the broker acknowledges
@@ -205,8 +207,9 @@ class Link:
         self._closing = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                         manual_ack=manual_ack, reconnect_on_failure=False)
-        if m.tls:
-            c.tls_set_context(tls_context(m.tls))
+        self._tls = tls_context(m.tls) if m.tls else None
+        if self._tls is not None:
+            c.tls_set_context(self._tls)
         if m.username is not None:
             c.username_pw_set(m.username, password(m))
         if will:
@@ -263,7 +266,10 @@ class Link:
                     pass
                 self.client.loop_stop()
                 # TLS 1.3: the broker checks a client certificate after the handshake, and
-                # its refusal comes as an alert on the first read (paho only logs it)
+                # its refusal comes as an alert on the first read (paho only logs it), or
+                # is lost where paho's CONNECT met the broker's reset first
+                if not self._accepted and self._tls is not None and not self._read_error.isupper():
+                    self._read_error = self._listen_for_alert() or self._read_error
                 if not self._accepted and self._tls_refused(self._read_error):
                     return
                 if self.fatal or self.taken_over or self._closing.is_set():
@@ -280,6 +286,23 @@ class Link:
         self._closing.wait(delay)
         return attempt + 1
 
+    def _listen_for_alert(self) -> str:
+        """What the broker says, if anything, to a TLS client that sends nothing after the
+        handshake: a broker that refuses our certificate (or the lack of one) sends its
+        alert, where paho's own connection, which wrote its CONNECT at once, may have met
+        the reset that follows it instead (a loaded machine). One connection, at most
+        `_ALERT_WAIT` seconds, only after a TLS connection ended before CONNACK unexplained."""
+        m = self.mqtt
+        try:
+            with socket.create_connection((m.host, m.port), timeout=_ALERT_WAIT) as raw, \
+                    self._tls.wrap_socket(raw, server_hostname=m.host) as s:
+                s.recv(1)
+        except ssl.SSLError as e:
+            return e.reason or str(e)
+        except OSError:
+            pass
+        return ""
+
     def _tls_refused(self, reason: str) -> bool:
         """A TLS alert from the broker or a plain-TCP port: retrying will not help."""
         m = self.mqtt
@@ -292,8 +315,11 @@ class Link:
         return True
 
     def _paho_error(self, message: str) -> None:
-        found = re.search(r"\[SSL: (\w+)\]", message)
-        self._read_error = found.group(1) if found else message
+        found = _SSL_REASON.search(message)
+        if found:
+            self._read_error = found.group(1)
+        elif not self._read_error.isupper():  # a TLS reason outlives what paho logs after it
+            self._read_error = message
 
     def _refuse(self, reason: str) -> None:
         self.fatal = reason
