@@ -515,6 +515,40 @@ def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_
         assert inst.instances_started == started + 1
 
 
+_CRASH_FIRST = """
+import os, sys, wasinn
+host = wasinn.Host(cache_dir=sys.argv[1])  # its fork server started at this lookup, still importing
+with host.instantiate(host.load_component(sys.argv[2])) as inst:
+    crash = inst.call("load", [open(sys.argv[3], "rb").read()], "autodetect", "cpu")  # at once: it waits for the server
+    print(crash.tag, crash.payload.code, crash.payload.data, sep="|")
+    graph = inst.call("load", [open(sys.argv[4], "rb").read()], "onnx", "cpu")
+    ctx = inst.call("init-context", graph.payload)
+    worker = inst._session.worker
+    parent = int(open(f"/proc/{worker.pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    print(graph.tag, ctx.tag, parent == worker.server.process.pid, sep="|")
+"""
+
+
+def test_a_guests_first_load_that_kills_its_worker_leaves_the_fork_server_started_at_lookup_serving():
+    """A guest's first `graph.load`, made while the fork server started at `wasinn.Host`'s
+    lookup is still importing, is a model that crashes its parser (LiteRT's recursion): the
+    load waits for the server, its worker dies, the guest gets one line, and the same server
+    forks the worker of the next load."""
+    from support import hostile_models
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        crash, model = os.path.join(tmp, "recursive.tflite"), os.path.join(tmp, "add_mul.onnx")
+        open(crash, "wb").write(hostile_models.tflite_recursive("if"))
+        open(model, "wb").write(models.add_mul())
+        done = subprocess.run([sys.executable, "-c", _CRASH_FIRST, str(CACHE), str(guest_component("roundtrip")),
+                               crash, model], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "err|runtime-error|the backend worker ended (SIGSEGV) while loading the model; the graphs this instance "
+        "loaded from its own bytes are gone",
+        "ok|ok|True"]
+
+
 def test_a_model_that_describes_itself_past_the_message_cap_is_refused_in_one_line_and_the_worker_lives():
     # 20 outputs named with 100 KB each: the worker's answer to the load would not fit a
     # socket message (worker.MAX_MESSAGE); it used to end the worker (exit 70)
