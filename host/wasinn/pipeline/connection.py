@@ -169,8 +169,8 @@ def _backoff(attempt: int) -> float:
 
 
 class _ErrorsOnly(logging.Logger):
-    """The last error a link's paho client logged (it does not raise from its own thread),
-    for `Link._read_error`; a logger outside logging's tree, so nothing reaches stderr."""
+    """The errors a link's paho client logs (it does not raise from its own thread),
+    for `Link._tls_reason`; a logger outside logging's tree, so nothing reaches stderr."""
 
     def __init__(self, link: "Link"):
         super().__init__(f"wasinn.mqtt.{link.client_id}", logging.ERROR)
@@ -197,7 +197,7 @@ class Link:
         self.taken_over = False
         self._accepted = False
         self._lost = ""
-        self._read_error = ""  # what paho logged (it does not raise from its own thread): a TLS reason first
+        self._tls_reason = ""  # OpenSSL's reason that paho logged (it does not raise from its own thread)
         self._down = threading.Event()
         self._acked: set[int] = set()  # our publishes the broker acknowledged before we asked
         self._then: dict[int, Callable[[], None]] = {}  # what to do when the broker acknowledges
@@ -238,7 +238,7 @@ class Link:
         try:
             while not self._closing.is_set():
                 self._lost = "the broker closed the connection before accepting it"
-                self._read_error = ""
+                self._tls_reason = ""
                 self._accepted = False
                 try:
                     self.client.connect(m.host, m.port, keepalive=m.keepalive, clean_start=clean_start,
@@ -268,9 +268,9 @@ class Link:
                 # TLS 1.3: the broker checks a client certificate after the handshake, and
                 # its refusal comes as an alert on the first read (paho only logs it), or
                 # is lost where paho's CONNECT met the broker's reset first
-                if not self._accepted and self._tls is not None and not self._read_error.isupper():
-                    self._read_error = self._listen_for_alert() or self._read_error
-                if not self._accepted and self._tls_refused(self._read_error):
+                if not self._accepted and self._tls is not None and not self._tls_reason:
+                    self._tls_reason = self._listen_for_alert()
+                if not self._accepted and self._tls_refused(self._tls_reason):
                     return
                 if self.fatal or self.taken_over or self._closing.is_set():
                     return
@@ -316,10 +316,8 @@ class Link:
 
     def _paho_error(self, message: str) -> None:
         found = _SSL_REASON.search(message)
-        if found:
-            self._read_error = found.group(1)
-        elif not self._read_error.isupper():  # a TLS reason outlives what paho logs after it
-            self._read_error = message
+        if found:  # kept over what paho logs after it ("Client is not connected")
+            self._tls_reason = found.group(1)
 
     def _refuse(self, reason: str) -> None:
         self.fatal = reason
