@@ -85,6 +85,7 @@ _PLACEHOLDER = b"wasinn-placeholder-"
 _OWN = "wasinn:adapter"
 BUFFER_INTERFACE = WASM_GRAPH_PROCESSOR_TYPES  # whose buffer.read the adapter takes over
 OWN_EXPORTS = "wasinn-span"  # what the adapter exports (the operators' span results): not the guest's
+SPANS_RELEASE = "wasinn-spans-release"  # the export that runs a span result's post-return, where the guest has one
 
 
 def needs_adapter(wasm: bytes) -> bool:
@@ -302,7 +303,7 @@ def _results_text(results: list[_SpanLift]) -> str:
         *lifts,
         *(['  (alias core export $wasinn:results-core "release" (core func $wasinn:results-release))',
            "  (func $wasinn:spans-release (canon lift (core func $wasinn:results-release)))",
-           '  (export "wasinn-spans-release" (func $wasinn:spans-release))'] if release else []), ""])
+           f'  (export "{SPANS_RELEASE}" (func $wasinn:spans-release))'] if release else []), ""])
 
 
 # What wit-component writes outside its core modules is types, aliases and instances:

@@ -30,6 +30,7 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
                          WASM_GRAPH_PROCESSOR_FILTER, WASM_GRAPH_PROCESSOR_MAP, WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY,
                          Resource)
 from ..abi.memory import OutOfBounds
+from ..abi.rewrite import SPANS_RELEASE
 from ..abi.values import Handle, spans_for_bytes
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
@@ -44,7 +45,6 @@ __all__ = ["Operator", "OperatorError", "Message", "Snapshot", "Timestamp", "Ser
 KINDS = {"map": WASM_GRAPH_PROCESSOR_MAP, "filter": WASM_GRAPH_PROCESSOR_FILTER,
          "branch": WASM_GRAPH_PROCESSOR_BRANCH, "accumulate": WASM_GRAPH_PROCESSOR_ACCUMULATE,
          "delay": WASM_GRAPH_PROCESSOR_DELAY}
-RELEASE = "wasinn-spans-release"  # the export that runs a span result's post-return (abi/rewrite.py)
 
 
 class OperatorError(WasinnError):
@@ -110,7 +110,8 @@ class Operator:
         self._spans = self._span_export(component, kind)
         # the guest's post-return of it, held until the host has copied the bytes; none
         # where the guest has none (abi/rewrite.py)
-        self._release = self._spans is not None and RELEASE in component.type.exports(Host.engine_of(component))
+        self._release = (self._spans is not None
+                         and SPANS_RELEASE in component.type.exports(Host.engine_of(component)))
         self._initialised = False
         self._renew_at = 0  # the memory past which the instance is made afresh (_renew_if_growing)
         self._owns_services = False  # open() without services made them: close() closes them
@@ -240,10 +241,10 @@ class Operator:
                                     ) from None
             except BaseException:
                 if self._release:
-                    self._call(RELEASE)
+                    self._call(SPANS_RELEASE)
                 raise
             if self._release:
-                self._call(RELEASE)  # the guest's post-return, now that the bytes are copied
+                self._call(SPANS_RELEASE)  # the guest's post-return, now that the bytes are copied
             return out
         finally:
             free_resources(buffers)
@@ -279,7 +280,7 @@ class Operator:
             text = str(e)
             if self._spans is not None:  # said as the operator's export, which these stand in for
                 text = text.replace(self._spans, f"{self._iface}#process", 1).replace(
-                    RELEASE, f"the post-return of {self._iface}#process", 1)
+                    SPANS_RELEASE, f"the post-return of {self._iface}#process", 1)
             raise OperatorError(self.name, "trap", text) from None
         except BadValue:
             raise
