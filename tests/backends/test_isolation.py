@@ -375,6 +375,42 @@ def test_a_worker_gets_none_of_the_hosts_environment_but_what_its_backends_read(
     assert {"OMP_NUM_THREADS", "PATH"} <= names
 
 
+_AFFINITIES = """
+import os, sys, wasinn
+from wasinn.limits import Limits
+def threads(pid):
+    return {open(f"/proc/{pid}/task/{tid}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+            for tid in os.listdir(f"/proc/{pid}/task")}
+model = open(sys.argv[3], "rb").read()
+for policy in ("guest-models", "none"):
+    host = wasinn.Host(cache_dir=sys.argv[1], limits=Limits(isolate=policy))
+    inst = host.instantiate(host.load_component(sys.argv[2]))
+    assert inst.call("load", [model], "onnx", "cpu").tag == "ok"
+    pid = inst._session.worker.pid if policy == "guest-models" else os.getpid()
+    print(policy, len(os.listdir(f"/proc/{pid}/task")), *sorted(threads(pid)))
+"""
+
+
+def test_onnxruntime_pins_no_thread_in_a_worker_or_in_process(tmp_path):
+    """Left to choose its intra-op threads, onnxruntime pins each pool thread to a core,
+    and the kernel, waking a worker's calling thread after an idle spell, could put it
+    on that core for a whole run (EfficientNet-Lite0 after 0.1 s pauses: 12 ms isolated
+    against 5.5 without pinning): every thread may run on every core the process may."""
+    model = tmp_path / "add_mul.onnx"
+    model.write_bytes(models.add_mul())
+    done = subprocess.run([sys.executable, "-c", _AFFINITIES, str(CACHE), str(guest_component("roundtrip")), str(model)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    allowed = open("/proc/self/status").read().split("Cpus_allowed_list:")[1].split()[0]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert set(lines) == {"guest-models", "none"}
+    for policy, line in lines.items():
+        count, *affinities = line.split()
+        assert affinities == [allowed], f"{policy}: threads pinned to {affinities}, the process may use {allowed}"
+    if len(os.sched_getaffinity(0)) > 1:  # a pool exists to be pinned: the worker's thread and its own
+        assert int(lines["guest-models"].split()[0]) >= 2
+
+
 def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
     """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
     tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in

@@ -254,7 +254,8 @@ def zygote(sock: socket.socket, workers: str) -> None:
     # what every worker needs, imported once here; its sessions' threads spin after a run,
     # for the next one, as they do in process (EfficientNet-Lite0 isolated: ~0.07 ms a
     # call closer to in process than with them stopped at once)
-    from . import onnxruntime  # noqa: F401
+    from . import onnxruntime
+    onnxruntime.default_intra_op_threads()  # read once here, for every worker
     # No parent-death signal here: it follows the thread that started this process, not
     # the process. The host's end closes the socket instead, and this loop ends; its
     # workers' own signal follows this process. Every worker's private directory lies in

@@ -100,7 +100,8 @@ def common_flags(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
                             help="compile with fuel counting on, for runs with --fuel (default: off)")
         return
     p.add_argument("--ort-threads", type=int, default=0, metavar="N",
-                   help="intra-op threads per model, in every backend (default: the backend's choice)")
+                   help="intra-op threads per model, in every backend (default: the backend's choice; onnxruntime's, one "
+                        "per physical core, without the pinning of its threads to cores)")
     p.add_argument("--backend", action="append", default=[], metavar="[ENCODING=]BACKEND",
                    help="run ENCODING's models on BACKEND, e.g. onnx=openvino; BACKEND alone takes every "
                         "encoding it serves (backends: onnxruntime, openvino, tflite; repeatable)")
