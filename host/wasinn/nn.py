@@ -332,10 +332,15 @@ class WasiNn:
         than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
-        self.limits.check_model(sum(len(b) for b in builders))
+        size = sum(len(b) for b in builders)
+        self.limits.check_model(size)
+        if guest is not None:
+            # the instance's live graphs and host bytes, before a backend makes a session
+            # (its threads and memory) that `add` would then refuse
+            self._admit(guest, "graph", size)
         if self.isolation.applies(guest is not None):
             graph = self._load_isolated(builders, encoding, target, guest)
-            graph.model_bytes = sum(len(b) for b in builders)
+            graph.model_bytes = size
             return graph
         import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
         key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
@@ -345,7 +350,7 @@ class WasiNn:
                 self._recent_graphs.move_to_end(key)
                 return graph
         graph = self._load_uncached(builders, encoding, target)
-        graph.model_bytes = sum(len(b) for b in builders)  # counted against max-host-bytes
+        graph.model_bytes = size  # counted against max-host-bytes
         with self._lock:
             self._recent_graphs[key] = graph
             while len(self._recent_graphs) > RECENT_GRAPHS:

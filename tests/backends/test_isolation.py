@@ -411,6 +411,30 @@ def test_onnxruntime_pins_no_thread_in_a_worker_or_in_process(tmp_path):
         assert int(lines["guest-models"].split()[0]) >= 2
 
 
+def test_a_guest_loading_its_model_again_and_again_makes_threads_only_up_to_max_graphs():
+    """Each onnxruntime session has a pool of its own threads: a guest that loads its own
+    bytes again and again makes threads in its worker, as many as its live graphs allow,
+    none pinned; past max-graphs a load is refused in one line, and the instance goes on."""
+    from wasinn.backends.onnxruntime import default_intra_op_threads
+    host = make_host(max_graphs=8)
+    with roundtrip(host) as inst:
+        graphs = [ok(inst.call("load", [models.add_mul()], "onnx", "cpu")) for _ in range(8)]
+        for _ in range(5):  # refused before the worker makes a session (whose threads would linger)
+            refused = inst.call("load", [models.add_mul()], "onnx", "cpu")
+            assert refused.tag == "err" and refused.payload.code == "too-large"
+            assert refused.payload.data == ("the instance holds 8 live graphs; the limit is 8 "
+                                            "(max-graphs, --max-graphs)")
+        pid = inst._session.worker.pid
+        tasks = os.listdir(f"/proc/{pid}/task")
+        assert len(tasks) <= 1 + len(graphs) * (default_intra_op_threads() - 1)  # its own, and each pool's
+        allowed = open(f"/proc/{pid}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+        for tid in tasks:
+            assert open(f"/proc/{pid}/task/{tid}/status").read().split("Cpus_allowed_list:")[1].split()[0] == allowed
+        inst.call("drop-graph", graphs.pop())
+        run_add_mul(inst, ok(inst.call("init-context", graphs[0])))
+        run_add_mul(inst, add_mul_context(inst))
+
+
 def test_a_guests_model_in_onnxruntimes_own_format_loads_isolated_as_in_process(tmp_path):
     """A worker hands onnxruntime a model's file by path (spill.ModelFile), but onnxruntime
     tells its own (ORT, flatbuffer) format by a file's extension and by an identifier in
