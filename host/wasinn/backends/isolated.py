@@ -32,7 +32,6 @@ import mmap
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import weakref
