@@ -43,6 +43,14 @@ def format_wasm() -> pathlib.Path:
                                     world="wasm-graph:processor/map-impl", includes=(C_WASM_GRAPH,))
 
 
+def hostile_operator_wasm() -> pathlib.Path:
+    """guest/c-hostile-operator: a map whose results MQTT cannot carry, by command."""
+    from support import guest_builds
+    return guest_builds.c_component([ROOT / "guest" / "c-hostile-operator" / "hostile_operator.c"],
+                                    name="hostile-operator", world="wasm-graph:processor/map-impl",
+                                    includes=(C_WASM_GRAPH,))
+
+
 def snapshot_c_wasm(model: pathlib.Path | None = None) -> pathlib.Path:
     """guest/snapshot-c: the snapshot map in C, with the labels and `model` (default: the
     composed EfficientNet-Lite0) built in: .incbin from a directory of links to them,

@@ -35,6 +35,7 @@ from ..abi.values import Handle, spans_for_bytes
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
+from .mqtt_text import string_problem
 from .services import Services
 from .services.clock import Timestamp
 from .services.imports import OperatorImports, active, free_resources, new_resource, resource, serve
@@ -358,13 +359,24 @@ class Operator:
             return Message(
                 payload=self._bytes(m.payload),
                 topic=self._bytes(m.topic).decode("utf-8", "replace"),
-                content_type=None if ctype is None else self._text(ctype),
-                user_properties=[(self._text(k), self._text(v))
+                content_type=None if ctype is None else self._wire_text(ctype, "its content type"),
+                user_properties=[(self._wire_text(k, "a user property's key"),
+                                  self._wire_text(v, "a user property's value"))
                                  for k, v in getattr(m.properties, "user-properties")],
                 timestamp=self._stamp(m.timestamp), schema=schema)
         s = value.payload
-        return Snapshot(frame=self._bytes(s.frame), width=s.width, height=s.height, format=self._text(s.format),
-                        timestamp=self._stamp(s.timestamp))
+        return Snapshot(frame=self._bytes(s.frame), width=s.width, height=s.height,
+                        format=self._wire_text(s.format, "its format"), timestamp=self._stamp(s.timestamp))
+
+    def _wire_text(self, value: Variant, what: str) -> str:
+        """Text of a result that a sink publishes (a content type, a user property): what
+        MQTT cannot carry is the operator's fault, not the broker connection's (mqtt_text)."""
+        text = self._text(value)
+        problem = string_problem(text)
+        if problem is not None:
+            raise OperatorError(self.name, "contract", f"the operator returned a message MQTT cannot carry: "
+                                f"{what} {text[:40]!r}{'...' if len(text) > 40 else ''}: {problem}")
+        return text
 
     def _stamp(self, ts) -> Timestamp:
         return Timestamp(ts.timestamp.secs, ts.timestamp.nanos, ts.counter, self._text(getattr(ts, "node-id")))

@@ -1,0 +1,67 @@
+/* A hostile data-flow map (world wasm-graph:processor/map-impl@1.1.0), for the suite:
+   each message's payload is a command naming what its result carries that MQTT cannot:
+     ctrl      a user property whose value holds a newline
+     nul       a user property whose value holds U+0000
+     long      a user property whose key is 70,000 bytes
+     ctype     a content type holding CR LF
+     bigprops  4,000 user properties whose keys are the same 65,535 bytes (256 MiB to lift
+               from 64 KiB of guest memory)
+   anything else: a plain result, payload "out". Written to the canonical ABI by hand
+   (guest/c-wasm-graph/wasm_graph.h); what it returns is static. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "wasm_graph.h"
+
+static result_t result;
+static char longkey[70000];
+static property_t many[4000];
+
+static bob_t text(const char *s, uint32_t n) { return (bob_t){.tag = 1, .v.bytes = {(uint8_t *)s, n}}; }
+
+__attribute__((export_name("wasm-graph:processor/map@1.1.0#process")))
+result_t *process(data_model_t *input) {
+    data_model_t in = *input;
+    free(input);
+    if (in.tag != DM_MESSAGE)  /* a source's messages only */
+        __builtin_trap();
+    bytes_t payload = take_bob(&in.v.message.payload);
+    in.v.message.payload = (bob_t){.tag = 1, .v.bytes = {empty, 0}};
+    release_message_except_timestamp(&in.v.message);
+    char cmd[32] = {0};
+    memcpy(cmd, payload.ptr, payload.len < 31 ? payload.len : 31);
+    release(payload);
+    message_t *m = &result.v.ok.v.message;
+    result.is_err = 0;
+    result.v.ok.tag = DM_MESSAGE;
+    m->timestamp = in.v.message.timestamp;
+    m->topic = text("t", 1);
+    m->payload = text("out", 3);
+    m->content_type.some = 0;
+    m->schema.some = 0;
+    m->properties.len = 0;
+    if (strcmp(cmd, "ctrl") == 0) {
+        static property_t p[1]; p[0].key = text("k", 1); p[0].value = text("a\nb", 3);
+        m->properties.ptr = p; m->properties.len = 1;
+    } else if (strcmp(cmd, "nul") == 0) {
+        static property_t p[1]; p[0].key = text("k", 1); p[0].value = text("a\0b", 3);
+        m->properties.ptr = p; m->properties.len = 1;
+    } else if (strcmp(cmd, "long") == 0) {
+        memset(longkey, 'x', sizeof longkey);
+        static property_t p[1]; p[0].key = text(longkey, sizeof longkey); p[0].value = text("v", 1);
+        m->properties.ptr = p; m->properties.len = 1;
+    } else if (strcmp(cmd, "ctype") == 0) {
+        m->content_type.some = 1; m->content_type.v = text("text/plain\r\nX: y", 16);
+    } else if (strcmp(cmd, "bigprops") == 0) {
+        memset(longkey, 'x', sizeof longkey);
+        for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }
+        m->properties.ptr = many; m->properties.len = 4000;
+    }
+    return &result;
+}
+
+__attribute__((export_name("wasm-graph:processor/map@1.1.0#init")))
+int32_t init(config_property_t *properties, uint32_t n_properties, module_schema_t *schemas, uint32_t n_schemas) {
+    release_configuration(properties, n_properties, schemas, n_schemas);
+    return 1;
+}
