@@ -17,7 +17,10 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
   {"do": "message-schema"}            the message's schema: {"inline": [name, content]}, or
                                       {"reference": ref, "got": the schema-registry's answer for
                                       an aio-sr://NAMESPACE/NAME:VERSION ref}, or null
-  {"do": "invoke", "topic": .., "payload": .., "timeout": secs}
+  {"do": "invoke", "topic": .., "payload": .., "timeout": secs, "response": .., "user": [[k, v]]}
+                                      a command: request topic pattern, payload, and optionally
+                                      its timeout (default 5), response topic pattern and custom
+                                      user data (default [["k", "v"]])
   {"do": "hoard-builders", "n": N}    N live command-request builders
   {"do": "hoard", "kib": N}           N KiB more kept until the instance goes (its memory grows)
   {"do": "trap"}                      an uncaught exception: the guest traps
@@ -171,11 +174,13 @@ def _command(cmd):
             return {"error": _error_text(e)}
     if do == "invoke":
         try:
-            options = (command_invoker.CommandInvokerOptionsBuilder()
-                       .request_topic_pattern(cmd["topic"]).command_name("probe").build())
-            invoker = command_invoker.new_invoker(options)
+            options = command_invoker.CommandInvokerOptionsBuilder().request_topic_pattern(cmd["topic"])
+            if "response" in cmd:
+                options = options.response_topic_pattern(cmd["response"])
+            invoker = command_invoker.new_invoker(options.command_name("probe").build())
+            user = [tuple(pair) for pair in cmd.get("user", [["k", "v"]])]
             request = (command_invoker.CommandRequestBuilder().payload(cmd["payload"].encode())
-                       .custom_user_data([("k", "v")]).timeout(cmd.get("timeout", 5), 0).build())
+                       .custom_user_data(user).timeout(cmd.get("timeout", 5), 0).build())
             response = invoker.invoke(request)
             return {"payload": response.payload.decode(), "user": response.custom_user_data}
         except Err as e:

@@ -30,6 +30,8 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-metric-series = 256    # metric names x label sets one operator reports
     max-log-lines = 100        # log lines per second per operator; the rest are counted, not written
     max-payload-bytes = "64MiB"  # one message payload or snapshot frame (what buffer.read hands over)
+    max-delay = "1h"           # how far past the host's clock a delay operator may move a timestamp
+    max-open-windows = 1024    # windows one accumulate node holds open (staged, not yet emitted)
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
 wasi:nn `too-large` naming the limit, its value and its flag. The tensor constructor has
@@ -118,6 +120,8 @@ class Limits:
     max_metric_series: int = 256
     max_log_lines: int = 100
     max_payload_bytes: int = 64 << 20
+    max_delay: float = 3600.0  # seconds
+    max_open_windows: int = 1024
 
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
@@ -129,7 +133,8 @@ class Limits:
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": check_policy, "max_workers": int,
                 "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_metric_series": int,
-                "max_log_lines": int, "max_payload_bytes": parse_bytes}
+                "max_log_lines": int, "max_payload_bytes": parse_bytes, "max_delay": parse_seconds,
+                "max_open_windows": int}
 
     @classmethod
     def names(cls) -> list[str]:

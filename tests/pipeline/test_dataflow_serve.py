@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from support.dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from support.pipeline_service import Service, client
+from support.pipeline_service import Service, client, connected_client
 
 T01 = AZURE / "tests" / "t01-simple-temp-conversion"
 
@@ -172,6 +172,45 @@ def test_an_operator_that_traps_is_reinitialised_and_the_next_message_runs(broke
         assert dead["p-4"] == {"stage": "probe", "kind": "operator-error", "message": "bad reading"}
         assert service.proc.poll() is None
         c.disconnect()
+
+
+def test_operators_invoke_commands_over_the_workers_own_connection(broker, tmp_path):
+    """command-invoker in `wasinn serve`: the request goes out on the worker's connection
+    and the response comes back to the operator; a response topic on the graph's source
+    is refused, and the source still flows."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    graph = tmp_path / "probe.yaml"
+    graph.write_text(PROBE_GRAPH)
+    responder = connected_client(broker, "executor")
+
+    def answer(c, userdata, message):
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = message.properties.CorrelationData
+        props.UserProperty = [("seen", dict(message.properties.UserProperty)["k"])]
+        c.publish(message.properties.ResponseTopic, b"re:" + message.payload, qos=1, properties=props)
+    responder.on_message = answer
+    responder.subscribe("cmd/probe", qos=1)
+    with Collector(broker, ["probe/out", "probe/out/dead-letter"]) as got, \
+            Service(broker, workers=1, pipeline=graph, log_level="info",
+                    extra=("--module", f"{PROBE}={operator_wasm('operator-probe')}", "--source", "probe/in",
+                           "--sink", "probe/out")) as service:
+        service.wait_subscribed(1)
+        c = client(broker)
+        for i, command in enumerate([{"do": "invoke", "topic": "cmd/{commandName}", "payload": "ping"},
+                                     {"do": "invoke", "topic": "cmd/x", "response": "probe/in", "payload": "x"},
+                                     {"do": "count"}]):
+            send(c, "probe/in", json.dumps(command).encode(), f"c-{i}")
+        got.wait(lambda g: len(g) >= 3, 60)
+        out = {r.id: r.json() for r in got.on("probe/out")}
+        assert out == {"c-0": {"payload": "re:ping", "user": [["seen", "v"]]},
+                       "c-1": {"error": "RpcError_ConfigurationInvalid"}, "c-2": {"count": 1, "start": 7}}
+        assert not service.find("operator-service-unavailable", service="command-invoker")
+        assert len(service.find("subscribed")) == 1  # the response topic's subscription is the invoker's
+        (refused,) = service.find("operator-command-failed")
+        assert "'probe/in': the graph's source topic 'probe/in' takes it" in refused["error"]
+        c.disconnect()
+    responder.disconnect()
 
 
 @pytest.mark.parametrize("operator", ["C", "Python"])

@@ -275,3 +275,27 @@ def test_windows_in_chunks_staged_and_emitted_once_across_lost_answers(kind):
         store.close()
         if server:
             server.close()
+
+
+def test_a_node_opens_at_most_max_open_windows():
+    """Every new window rewrites the graph's index of open windows, which `due` reads
+    whole: a delay giving each message a timestamp of its own is held to max-open-windows
+    per node; messages for windows already open still stage, other nodes are not held."""
+    from wasinn.pipeline.operator import Message
+    from wasinn.pipeline.services import EmbeddedStore
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import WindowLimit, Windows
+    store = EmbeddedStore()
+    try:
+        windows = Windows(store, "test", "worker-0", max_open=3)
+        for i in range(3):
+            windows.stage("acc", Timestamp(2_000_000_000 + i, 0), Message(b"m", "t"))
+        with pytest.raises(WindowLimit, match=r"^'acc' holds 3 open windows; a message for another "
+                                              r"\(\d+\.\d+\) would open one more \(limit 'max-open-windows', "
+                                              r"--max-open-windows\)$"):
+            windows.stage("acc", Timestamp(2_000_000_003, 0), Message(b"m", "t"))
+        windows.stage("acc", Timestamp(2_000_000_001, 0), Message(b"again", "t"))
+        windows.stage("other", Timestamp(2_000_000_003, 0), Message(b"m", "t"))
+        assert len(windows._index()) == 4
+    finally:
+        store.close()

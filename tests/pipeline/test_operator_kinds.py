@@ -111,6 +111,20 @@ def test_probe_filter_branch_accumulate_and_delay_in_a_loop(wasinn_host, probe, 
         op.close()
 
 
+def test_a_delay_past_max_delay_is_the_operators_contract_error(wasinn_host, probe, services):
+    """A window opens for every timestamp and is emitted once the clock reaches it: a delay
+    a year ahead would stage its messages, acknowledged, for a year."""
+    import time
+    now = Timestamp(time.time_ns() // 10**9, 0, 0, "n")
+    with Operator.open(wasinn_host, probe, kind="delay", name="late", configuration={"delay": "7200"},
+                       services=services) as op:
+        with pytest.raises(OperatorError, match=r"^operator 'late' failed \(contract\): the delay moved the "
+                                                r"message's timestamp 7(19\d|200) s past the host's clock; the limit is "
+                                                r"3600 s \(limit 'max-delay', --max-delay\)$"):
+            op.delay(Message(b"x"), now)
+        assert op.delay(Message(b"x"), Timestamp(now.secs - 7000, 0, 0, "n")).secs == now.secs + 200
+
+
 def test_snapshot_and_raw_bytes_round_trip(wasinn_host, probe, services):
     with Operator.open(wasinn_host, probe, kind="map", name="echo", services=services) as op:
         frame = bytes(range(256)) * 588  # 150,528 bytes: Azure's 224x224 RGB .raw frame

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -24,6 +23,7 @@ from wasinn.pipeline.services.clock import HybridClock, Timestamp
 from wasinn.pipeline.services.state_store import StateError
 
 from support.operator_guests import operator_wasm
+from support.pipeline_service import connected_client
 from support.redis_server import RedisServer
 
 
@@ -304,13 +304,7 @@ def test_command_invoker_over_mqtt5_or_client_error(wasinn_host, probe):
     with Broker() as broker:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
-        responder, invoker_client = broker.new_client("executor"), broker.new_client("invoker")
-        for c in (responder, invoker_client):
-            connected = threading.Event()
-            c.on_connect = lambda *a, ev=connected: ev.set()
-            broker.connect(c)
-            c.loop_start()
-            assert connected.wait(10)
+        responder, invoker_client = connected_client(broker, "executor"), connected_client(broker, "invoker")
 
         def answer(client, userdata, message):
             props = Properties(PacketTypes.PUBLISH)
@@ -330,6 +324,61 @@ def test_command_invoker_over_mqtt5_or_client_error(wasinn_host, probe):
             c.loop_stop()
             c.disconnect()
     services.close()
+
+
+def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bears(wasinn_host, probe):
+    """The operator chooses a command's topics and user data, but the connection is the
+    graph's: text MQTT forbids (the broker would drop the connection), wildcards (a
+    response topic `#` subscribes to the whole broker), the graph's source topics (a
+    response topic there would take its input) and an endless number of response topics
+    are refused with rpc-error cases, as is a response over max-payload-bytes (anyone on
+    the broker may answer); the connection stays up and keeps its subscriptions."""
+    from support.pipeline_service import Broker
+    from wasinn.pipeline.services.invoker import MAX_RESPONSE_TOPICS
+    stream = io.StringIO()
+    services = Services.embedded(log=EventLog(stream=stream), limits=Limits(max_payload_bytes=100_000))
+    with Broker() as broker:
+        dropped = []
+        invoker_client, responder = connected_client(broker, "invoker", dropped), connected_client(broker, "big")
+        responder.on_message = lambda c, userdata, m: c.publish(
+            m.properties.ResponseTopic, b"x" * 100_001, qos=1, properties=_correlated(m))
+        responder.subscribe("cmd/big", qos=1)
+        services.invoker = CommandInvoker(invoker_client, client_id="invoker", reserved=("plant/+/in",))
+        invalid = {"error": "RpcError_ConfigurationInvalid"}
+        with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
+            for cmd in [{"topic": "cmd/+"}, {"topic": "cmd/#"}, {"topic": "cmd/a\nb"}, {"topic": "cmd/\u0000"},
+                        {"topic": "x" * 70000}, {"topic": "cmd/x", "response": "replies/#"},
+                        {"topic": "cmd/x", "response": "plant/7/in"}, {"topic": "plant/7/in"}]:
+                assert run(op, {"do": "invoke", "payload": "x", "timeout": 0, **cmd}) == invalid, cmd
+            assert run(op, {"do": "invoke", "topic": "cmd/x", "payload": "x", "timeout": 0,
+                            "user": [["k", "line\nbreak"]]}) == {"error": "RpcError_HeaderInvalid"}
+            assert run(op, {"do": "invoke", "topic": "cmd/big", "response": "replies/0", "payload": "x"}) == {
+                "error": "RpcError_PayloadInvalid"}
+            for i in range(MAX_RESPONSE_TOPICS):  # each subscribed, each request unanswered at once
+                assert run(op, {"do": "invoke", "topic": "cmd/x", "response": f"replies/{i}", "payload": "x",
+                                "timeout": 0}) == {"error": "RpcError_Timeout"}
+            assert run(op, {"do": "invoke", "topic": "cmd/x", "response": "replies/one-more", "payload": "x",
+                            "timeout": 0}) == {"error": "RpcError_ClientError"}
+            assert run(op, {"do": "invoke", "topic": "cmd/x", "response": "replies/0", "payload": "x",
+                            "timeout": 0}) == {"error": "RpcError_Timeout"}  # one it has still serves
+        log = stream.getvalue()
+        assert "the response topic 'plant/7/in': the graph's source topic 'plant/+/in' takes it" in log
+        assert f"subscribed to {MAX_RESPONSE_TOPICS} response topics for commands already" in log
+        time.sleep(0.3)
+        assert "the response is 100001 bytes; the limit is 100000" in log
+        assert dropped == [] and invoker_client.is_connected()
+        for c in (invoker_client, responder):
+            c.loop_stop()
+            c.disconnect()
+    services.close()
+
+
+def _correlated(request):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = request.properties.CorrelationData
+    return props
 
 
 def test_state_seed_file_as_azure_writes_it(store, tmp_path):
@@ -381,12 +430,13 @@ def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
     from wasinn.cli import limits_from_args, parser
     path = tmp_path / "wasinn.toml"
     path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
-                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\n')
+                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\nmax-delay = "10m"\nmax-open-windows = 11\n')
     limits = Limits.from_file(path)
     assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
-            limits.max_payload_bytes) == (2048, 5, 7, 9, 1 << 20)
-    args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "x.wasm"])
-    assert limits_from_args(args).max_state_keys == 6
+            limits.max_payload_bytes, limits.max_delay, limits.max_open_windows) == (2048, 5, 7, 9, 1 << 20, 600, 11)
+    args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "--max-delay", "30s",
+                                "x.wasm"])
+    assert (limits_from_args(args).max_state_keys, limits_from_args(args).max_delay) == (6, 30)
     with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
         Limits().updated({"max-log-lines": "x"})
 

@@ -157,6 +157,20 @@ def client(broker: Broker, client_id: str = "") -> mqtt.Client:
     return c
 
 
+def connected_client(broker: Broker, client_id: str, dropped: list | None = None) -> mqtt.Client:
+    """`client`, once the broker has accepted it; `dropped` collects why the broker
+    dropped it, if it does."""
+    c = broker.new_client(client_id)
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    if dropped is not None:
+        c.on_disconnect = lambda client, userdata, flags, reason, properties: dropped.append(str(reason))
+    broker.connect(c)
+    c.loop_start()
+    assert connected.wait(10), f"the broker did not accept {client_id}"
+    return c
+
+
 def publish(c: mqtt.Client, payload: bytes, ident: str, topic: str = SOURCE) -> None:
     props = Properties(PacketTypes.PUBLISH)
     props.UserProperty = [("id", ident)]

@@ -76,16 +76,17 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def open_runner(path: pathlib.Path, host, log: EventLog, owner: str):
+def open_runner(path: pathlib.Path, host, log: EventLog, owner: str, invoker=None):
     """(what is served, its runner): a pipeline file, or a data-flow graph the supervisor
-    resolved (`Dataflow.to_json`, a .json file). `owner`: the worker's client id."""
+    resolved (`Dataflow.to_json`, a .json file). `owner`: the worker's client id;
+    `invoker`: the command invoker a graph's operators use (services.CommandInvoker)."""
     if path.suffix == ".json":
         from .graphdef import Dataflow
         try:
             flow = Dataflow.from_json(path.read_text())
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WasinnError(f"cannot read the resolved graph {path}: {e}") from None
-        return flow, DataflowRunner(flow, host, log, owner=owner)
+        return flow, DataflowRunner(flow, host, log, owner=owner, invoker=invoker)
     from .schema import load_pipeline
     pipeline = load_pipeline(path)
     return pipeline, StagesRunner(pipeline, GraphRunner(pipeline, host))
@@ -223,20 +224,21 @@ class DataflowRunner:
     """An Azure data-flow graph (graphdef.Dataflow) on the operators of its modules."""
     prepares_ahead = False  # its messages go to the operators as they came
 
-    def __init__(self, flow, host, log: EventLog, *, services=None, owner: str = "wasinn"):
+    def __init__(self, flow, host, log: EventLog, *, services=None, owner: str = "wasinn", invoker=None):
         import collections
 
         from .operator import Services
         from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
         if services is None:
-            from .services import SchemaRegistry
+            from .services import CommandInvoker, SchemaRegistry
             schemas = SchemaRegistry.from_file(flow.schemas) if flow.schemas else SchemaRegistry()
             services = Services(state_store=state_store(flow, host.cache_dir), log=log, limits=host.limits,
-                                schemas=schemas)
+                                schemas=schemas, invoker=invoker or CommandInvoker())
         self.services = services
         self.clock = services.clock
-        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner, log=log)
+        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner, log=log,
+                               max_open=(services.limits or host.limits).max_open_windows)
         self._emitted = collections.deque()  # (node, at, upto): published windows, from the network thread
         self._store_away = False  # the last look at the windows found the state store unavailable
         self._next_due = 0.0
@@ -357,9 +359,11 @@ class DataflowRunner:
                         self._visit(edge.dst, _along(edge, data), ts, out, seconds)
                 return
             elif kind == "accumulate":
-                from .windows import WindowError
+                from .windows import WindowError, WindowLimit
                 try:
                     self.windows.stage(name, ts, data)
+                except WindowLimit as e:
+                    raise StageFailure(name, "limit", str(e)) from None
                 except WindowError as e:
                     raise StageFailure(name, "state-store", str(e)) from None
                 return

@@ -53,4 +53,27 @@ def topic_problem(topic: str) -> str | None:
     return string_problem(topic)
 
 
-__all__ = ["MAX_STRING_BYTES", "string_problem", "topic_problem"]
+def filters_pattern(filters) -> re.Pattern:
+    """A pattern whose `fullmatch` tells whether any of the topic `filters` matches a
+    topic name, by MQTT's rules: `+` is one level, a last `#` this level and all below
+    (`a/#` matches `a`), and a filter starting with a wildcard matches no `$` topic.
+
+    >>> p = filters_pattern(["sensors/+/temp", "cmd/#"])
+    >>> [bool(p.fullmatch(t)) for t in ("sensors/a/temp", "sensors/a/b/temp", "cmd", "cmd/x/y", "other")]
+    [True, False, True, True, False]
+    """
+    alternatives = []
+    for f in filters:
+        pattern = ""
+        for i, level in enumerate(f.split("/")):
+            if level == "#":
+                pattern = pattern[:-1] + "(?:/.*)?" if i else ".*"
+                break
+            pattern += ("[^/]*" if level == "+" else re.escape(level)) + "/"
+        else:
+            pattern = pattern[:-1]
+        alternatives.append(("(?!\\$)" if f[:1] in ("+", "#") else "") + pattern)
+    return re.compile("|".join(f"(?:{a})" for a in alternatives) if alternatives else "(?!)", re.DOTALL)
+
+
+__all__ = ["MAX_STRING_BYTES", "filters_pattern", "string_problem", "topic_problem"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import time
 
 from wasmtime.component import Component, ResourceHost, Variant
 
@@ -343,8 +344,18 @@ class Operator:
         return value
 
     def _returned_hlc(self, value) -> Timestamp:
+        """A delay's timestamp, which the message's window is keyed on: held to max-delay
+        past the host's clock, since a window opens for every timestamp and is emitted
+        only once the clock reaches it (a year ahead: its messages staged, acknowledged
+        and never seen again)."""
         ts = value.timestamp
-        return Timestamp(ts.secs, ts.nanos, value.counter, getattr(value, "node-id"))
+        at = Timestamp(ts.secs, ts.nanos, value.counter, getattr(value, "node-id"))
+        ahead = (at.wall - time.time_ns()) / 1e9
+        if ahead > self.limits.max_delay:
+            raise OperatorError(self.name, "contract", f"the delay moved the message's timestamp {ahead:.0f} s past "
+                                f"the host's clock; the limit is {self.limits.max_delay:g} s "
+                                "(limit 'max-delay', --max-delay)")
+        return at
 
     def _data_model(self, value: Variant) -> DataModel:
         if value.tag == "buffer-or-bytes":

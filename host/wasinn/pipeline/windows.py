@@ -57,6 +57,10 @@ class WindowError(WasinnError):
     pass
 
 
+class WindowLimit(WindowError):
+    """A new window past the node's max-open-windows."""
+
+
 class WindowUnavailable(WindowError):
     """The state store could not be reached: the write may or may not have been done."""
 
@@ -105,9 +109,13 @@ def _from_ts(value) -> Timestamp | None:
 class Windows:
     """The open windows of one graph (`prefix`: its group), staged by `owner` (a worker)."""
 
-    def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS, log=None):
-        """`log`: an EventLog for the warnings while the store is away."""
+    def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS, log=None,
+                 max_open: int = 1024):
+        """`log`: an EventLog for the warnings while the store is away; `max_open`: the
+        windows one node may hold open (max-open-windows): the index of open windows is
+        one value, written whole for each new window and read whole by `due`."""
         self.store, self.prefix, self.owner, self.lease, self.log = store, prefix, owner, lease_seconds, log
+        self.max_open = max_open
         self._lock_key = f"{prefix}/lock".encode()
         self._index_key = f"{prefix}/index".encode()
 
@@ -183,6 +191,10 @@ class Windows:
                 staged["messages"].append(item)
                 if not value:  # a new window: in the index first, so that no window is left out of it
                     index = self._index()
+                    if sum(n == node for n, _ in index) >= self.max_open and tuple(entry) not in index:
+                        raise WindowLimit(f"{node!r} holds {self.max_open} open windows; a message for another "
+                                          f"({window_of(at)}) would open one more (limit 'max-open-windows', "
+                                          "--max-open-windows)")
                     if tuple(entry) not in index:
                         index.append(tuple(entry))
                         self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)

@@ -64,6 +64,7 @@ from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
 from .jsonlog import EventLog, capture_stderr
 from .metrics import WorkerMetrics
+from .mqtt_text import filters_pattern
 
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
 # does not restart a worker that exits with it.
@@ -148,9 +149,10 @@ class _Held:
 
 class Worker:
     def __init__(self, pipeline, runner: Runner, client_id: str, log: EventLog,
-                 metrics: WorkerMetrics, *, retire: bool = False):
+                 metrics: WorkerMetrics, *, retire: bool = False, invoker=None):
         """`pipeline`: what is served, a `Pipeline` or a `Dataflow` (its `mqtt` settings);
-        `runner` answers the messages."""
+        `runner` answers the messages; `invoker` (services.CommandInvoker.awaiting), the
+        runner's operators' commands, goes over this worker's connection."""
         self.pipeline, self.runner, self.client_id, self.log, self.metrics = pipeline, runner, client_id, log, metrics
         self.retire = retire
         self.last_activity = time.monotonic()
@@ -176,22 +178,31 @@ class Worker:
         self.connected = self.link.connected
         self.client = self.link.client
         self.client.on_message, self.client.on_subscribe = self._on_message, self._on_subscribe
+        self.invoker = invoker
+        if invoker is not None:
+            invoker.attach(self.client, tuple(runner.topics))
+        self._sources = filters_pattern(runner.topics)
+        self._subscription = None  # the message id of the source topics' subscription
 
     # --- network thread -------------------------------------------------------------
     def _on_up(self, client, session_present: bool) -> None:
         with self._answers:
             self.session += 1
         self.last_activity = time.monotonic()
+        if self.invoker is not None and not session_present:
+            self.invoker.session_lost()
         shared = [f"$share/{self.pipeline.mqtt.group}/{topic}" for topic in self.runner.topics]
         if self.retire:
             client.unsubscribe(shared)
             self.log.info("retiring", session_present=session_present)
         else:
-            client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in shared])
+            _, self._subscription = client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in shared])
             self.link.publish_retained(presence_topic(self.pipeline.mqtt.group, self.client_id),
                                        presence(self.client_id, "up"))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._subscription:  # a command invoker's response topic
+            return
         if any(rc.is_failure for rc in reason_codes):
             self.log.error("subscribe-refused", reasons=[str(rc) for rc in reason_codes])
             return
@@ -213,6 +224,11 @@ class Worker:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if self.stopping.is_set():
             return  # left unacknowledged: the broker sends it again to this session
+        if not self._sources.fullmatch(msg.topic):
+            # a command's response that came after its invoker went (the session keeps the
+            # response topic's subscription across the worker's restarts): no input of the graph
+            client.ack(msg.mid, msg.qos)
+            return
         self.metrics.queued.inc()
         self.last_activity = time.monotonic()
         self.inbox.put((self.session, msg))
@@ -450,10 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     limits=Limits().updated(json.loads(args.limits)),
                     progress=lambda message: log.info("progress", message=message))
-        served, runner = open_runner(pathlib.Path(args.pipeline), host, log, args.client_id)
+        from .services.invoker import CommandInvoker
+        # a graph's operators invoke commands over this worker's own connection
+        invoker = CommandInvoker.awaiting(args.client_id)
+        served, runner = open_runner(pathlib.Path(args.pipeline), host, log, args.client_id, invoker)
         served = served.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                                        password_file=args.password_file)
-        worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire)
+        worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire,
+                        invoker=invoker)
     except WasinnError as e:
         log.error("cannot-start", message=str(e))
         return EXIT_CONFIG

@@ -283,6 +283,11 @@ class OperatorImports:
         except RpcError as e:
             self.log.warning("operator-command-failed", error=str(e))
             raise Err(Variant(e.case)) from None
+        if len(response.payload) > self.limits.max_payload_bytes:  # the responder is anyone on the broker
+            self.log.warning("operator-command-failed", error=f"payload-invalid: the response is "
+                             f"{len(response.payload)} bytes; the limit is {self.limits.max_payload_bytes} "
+                             "(limit 'max-payload-bytes', --max-payload-bytes)")
+            raise Err(Variant("payload-invalid"))
         return CommandResponse(response.payload, response.custom_user_data, None)
 
     def drop_command(self, rep: int) -> None:

@@ -1,12 +1,20 @@
 """The `command-invoker` interface: MQTT 5 request/response (Azure IoT Operations'
 RPC pattern) over a connected paho-mqtt client, or none (every invoker is refused with
-`client-error`).
+`client-error`). `wasinn serve`'s workers serve it over their own broker connection.
 
 A request is published to the request topic with a response topic and correlation data;
 the response is the first message on the response topic carrying that correlation data,
 within the request's timeout (at most the call deadline). Topic patterns take
 `{commandName}`, `{invokerClientId}` and the tokens of the options' token map and of the
 request (`{name}` or `{ex:name}`).
+
+The operator chooses the topics and the user data, so they are held to what cannot hurt
+the connection they share with the graph: topics and user data MQTT can carry (a broker
+drops a client that sends anything else, mqtt_text.py), no wildcard in a topic (a
+response topic is subscribed to: `#` would bring the whole broker's traffic), no topic a
+`reserved` filter matches (the graph's source topics: a response topic there would take
+the graph's input messages, a request topic there would feed the graph its own
+requests), and at most MAX_RESPONSE_TOPICS response topics subscribed per connection.
 """
 from __future__ import annotations
 
@@ -15,7 +23,12 @@ import re
 import threading
 import uuid
 
+from ..mqtt_text import filters_pattern, string_problem, topic_problem
+
 _TOKEN = re.compile(r"\{(?:ex:)?([A-Za-z0-9_-]+)\}")
+# Response topics one connection subscribes to for its operators' commands: each is a
+# subscription the broker keeps for the session. Operators use one or a few.
+MAX_RESPONSE_TOPICS = 64
 
 
 class RpcError(Exception):
@@ -61,18 +74,37 @@ def _fill(pattern: str, tokens: dict[str, str]) -> str:
 
 class CommandInvoker:
     """Invokes commands over `client` (a connected paho-mqtt 2 client speaking MQTT 5,
-    its network loop running), or refuses every invoker without one."""
+    its network loop running), or refuses every invoker without one. `reserved`: topic
+    filters the client already serves (see the module's docstring)."""
 
-    def __init__(self, client=None, client_id: str = ""):
+    def __init__(self, client=None, client_id: str = "", reserved: tuple[str, ...] = ()):
         self.client = client
         self.client_id = client_id or f"wasinn-{uuid.uuid4().hex[:8]}"
+        self.reserved, self._reserved = reserved, filters_pattern(reserved)
+        self.served = client is not None  # whether commands are served at all (`available`)
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
 
+    @classmethod
+    def awaiting(cls, client_id: str) -> "CommandInvoker":
+        """An invoker whose client comes later (`attach`), with the connection of the
+        worker that serves it: commands are served; refused with client-error until then."""
+        invoker = cls(client_id=client_id)
+        invoker.served = True
+        return invoker
+
+    def attach(self, client, reserved: tuple[str, ...]) -> None:
+        self.client, self.reserved, self._reserved = client, reserved, filters_pattern(reserved)
+
+    def session_lost(self) -> None:
+        """The broker forgot the connection's session, and its subscriptions with it."""
+        with self._lock:
+            self._subscribed.clear()
+
     @property
     def available(self) -> bool:
-        return self.client is not None
+        return self.served
 
     def check(self, options: Options) -> None:
         if self.client is None:
@@ -96,14 +128,29 @@ class CommandInvoker:
                                                   options.response_topic_suffix) if p)
         else:
             response_topic = f"clients/{self.client_id}/{topic}"
+        self._check_topic("request", topic)
+        self._check_topic("response", response_topic)
+        for key, value in request.custom_user_data:
+            for what, text in (("key", key), ("value", value)):
+                if (problem := string_problem(text)) is not None:
+                    raise RpcError("header-invalid", f"a custom user data {what} {text[:40]!r}: {problem}")
         correlation = uuid.uuid4().bytes
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[correlation] = (done, box)
             if response_topic not in self._subscribed:
+                if len(self._subscribed) >= MAX_RESPONSE_TOPICS:
+                    self._waiting.pop(correlation)
+                    raise RpcError("client-error", f"this connection has subscribed to {MAX_RESPONSE_TOPICS} "
+                                   f"response topics for commands already; {response_topic!r} would be one more")
                 self.client.message_callback_add(response_topic, self._on_response)
-                result, _ = self.client.subscribe(response_topic, qos=1)
+                # QoS 0: a worker's connection takes at most its receive maximum of QoS 1
+                # messages unacknowledged, and the message whose operator waits for this
+                # response is one of them: at QoS 1 the response could wait for that
+                # message's acknowledgement, which waits for the response
+                result, _ = self.client.subscribe(response_topic, qos=0)
                 if result != 0:
+                    self._waiting.pop(correlation)
                     raise RpcError("client-error", f"cannot subscribe to {response_topic} (code {result})")
                 self._subscribed.add(response_topic)
         try:
@@ -121,6 +168,14 @@ class CommandInvoker:
         finally:
             with self._lock:
                 self._waiting.pop(correlation, None)
+
+    def _check_topic(self, which: str, topic: str) -> None:
+        problem = topic_problem(topic)
+        if problem is None and self._reserved.fullmatch(topic):
+            taken = next(f for f in self.reserved if filters_pattern([f]).fullmatch(topic))
+            problem = f"the graph's source topic {taken!r} takes it"
+        if problem is not None:
+            raise RpcError("configuration-invalid", f"the {which} topic {topic[:80]!r}: {problem}")
 
     def _on_response(self, client, userdata, message) -> None:
         props = getattr(message, "properties", None)
