@@ -381,6 +381,31 @@ def _correlated(request):
     return props
 
 
+def test_operators_cannot_reach_the_hosts_own_state_keys(wasinn_host, probe):
+    """The graph's windows (their lock, index and staged messages) share the store with the
+    operators: an operator that could use their keys read the messages staged in another
+    graph's window, or took the windows' lock with a fencing token from the far future
+    and no window staged again."""
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import Windows
+    services = Services.embedded(log=EventLog(stream=io.StringIO()))
+    windows = Windows(services.state_store, "wasinn/g", "w0")
+    at = Timestamp(2_000_000_000, 0)
+    windows.stage("acc", at, Message(b"another graph's reading", "t"))
+    refused = {"error": "StateStoreError_RequestError:state-store keys starting with 'wasinn/' are the host's "
+                        "(its accumulate windows); an operator's keys may not"}
+    window = "wasinn/g/window/acc/%020d.%020d" % (at.wall, 0)
+    with Operator.open(wasinn_host, probe, kind="map", name="m", services=services) as op:
+        assert run(op, {"do": "state", "ops": [
+            ["get", "wasinn/g/index"], ["get", window], ["del", window, None], ["vdel", "wasinn/g/index", "[]", None],
+            ["set", "wasinn/g/lock", "mine", "unconditional", None, [9_999_999_999, 0, 0, "z"]]]}) == [refused] * 5
+        assert run(op, {"do": "state", "ops": [["set", "wasinn-own", "1", "unconditional", None, None]]})[0]["set"]
+    windows.stage("acc", at, Message(b"next", "t"))
+    (_, _, messages, _, _), = windows.due(Timestamp(2_000_000_001, 0))
+    assert [m.payload for m in messages] == [b"another graph's reading", b"next"]
+    services.close()
+
+
 def test_state_seed_file_as_azure_writes_it(store, tmp_path):
     from wasinn.pipeline.services.state_store import seed
     path = tmp_path / "statestore.json"

@@ -228,6 +228,7 @@ class DataflowRunner:
         import collections
 
         from .operator import Services
+        from .services.state_store import HOST_KEYS
         from .windows import Windows
         self.flow, self.host, self.log = flow, host, log
         if services is None:
@@ -237,7 +238,7 @@ class DataflowRunner:
                                 schemas=schemas, invoker=invoker or CommandInvoker())
         self.services = services
         self.clock = services.clock
-        self.windows = Windows(services.state_store, f"wasinn/{flow.mqtt.group}", owner, log=log,
+        self.windows = Windows(services.state_store, f"{HOST_KEYS.decode()}{flow.mqtt.group}", owner, log=log,
                                max_open=(services.limits or host.limits).max_open_windows)
         self._emitted = collections.deque()  # (node, at, upto): published windows, from the network thread
         self._store_away = False  # the last look at the windows found the state store unavailable

@@ -31,7 +31,7 @@ from .clock import Timestamp
 from .invoker import Options, Request, RpcError
 from .logger import OperatorLog
 from .metrics import MetricError, OperatorMetrics
-from .state_store import StateError, StateUnavailable
+from .state_store import HOST_KEYS, StateError, StateUnavailable
 
 # Live command-invoker resources (builders, options, requests, invokers) per operator:
 # their constructors have no error case, so past this the guest traps.
@@ -143,6 +143,9 @@ class OperatorImports:
         if not key or len(key) > self.limits.max_state_key_bytes:
             raise Err(Variant("request-error", f"a state-store key has 1 to {self.limits.max_state_key_bytes} "
                               f"bytes, got {len(key)} (limit 'max-state-key-bytes', --max-state-key-bytes)"))
+        if key.startswith(HOST_KEYS):
+            raise Err(Variant("request-error", f"state-store keys starting with {HOST_KEYS.decode()!r} are the "
+                              "host's (its accumulate windows); an operator's keys may not"))
         if value is not None and len(value) > self.limits.max_tensor_bytes:
             raise Err(Variant("request-error", f"a state-store value is {len(value)} bytes; the limit is "
                               f"{self.limits.max_tensor_bytes} (limit 'max-tensor-bytes', --max-tensor-bytes)"))

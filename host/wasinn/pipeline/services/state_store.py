@@ -81,6 +81,13 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
+# The keys that are the host's (every graph's accumulate windows: their lock, index,
+# staged messages and leases, windows.py). Operators share the store's key space and may
+# use no key that starts with it (imports.py): with one they read the messages staged in
+# a window (another graph's, on a shared Redis) or take the windows' lock for good.
+HOST_KEYS = b"wasinn/"
+
+
 def fencing_refusal(stored: str | None, given: Timestamp | None) -> str | None:
     """Why a write with fencing token `given` is refused on a key holding `stored`."""
     if stored and given is None:
