@@ -27,6 +27,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     # what the host services of a data-flow operator hold for it (pipeline/services)
     max-state-key-bytes = 1024 # one state-store key (values: max-tensor-bytes)
     max-state-keys = 10000     # live state-store keys one operator created
+    max-state-bytes = "64MiB"  # bytes of the values of the keys one operator created
     max-metric-series = 256    # metric names x label sets one operator reports
     max-log-lines = 100        # log lines per second per operator; the rest are counted, not written
     max-payload-bytes = "64MiB"  # one message payload or snapshot frame (what buffer.read hands over)
@@ -117,6 +118,7 @@ class Limits:
     max_workers: int = 64
     max_state_key_bytes: int = 1024
     max_state_keys: int = 10000
+    max_state_bytes: int = 64 << 20
     max_metric_series: int = 256
     max_log_lines: int = 100
     max_payload_bytes: int = 64 << 20
@@ -132,7 +134,8 @@ class Limits:
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": check_policy, "max_workers": int,
-                "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_metric_series": int,
+                "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_state_bytes": parse_bytes,
+                "max_metric_series": int,
                 "max_log_lines": int, "max_payload_bytes": parse_bytes, "max_delay": parse_seconds,
                 "max_open_windows": int}
 

@@ -125,6 +125,28 @@ def test_state_store_counts_live_keys_per_operator(store):
     assert store.set("a", b"key3", b"x", max_keys=3)[0]
 
 
+def test_state_store_counts_the_bytes_of_each_operators_values(store):
+    """max-state-bytes: 10,000 keys of the ~2.8 MB a call can pass were 28 GB of one
+    operator's in the store. Counted against the key's creator, freed by deletes,
+    overwrites and expiry; the host's own writes carry no quota."""
+    with pytest.raises(StateError, match=r"^operator 'a' keeps 0 bytes of values in the state store; 101 more would "
+                                         r"pass the limit of 100 \(limit 'max-state-bytes', --max-state-bytes\)$"):
+        store.set("a", b"big", b"x" * 101, max_bytes=100)
+    assert store.set("a", b"k1", b"x" * 60, max_bytes=100)[0]
+    with pytest.raises(StateError, match=r"^operator 'a' keeps 60 bytes of values in the state store; 50 more"):
+        store.set("a", b"k2", b"x" * 50, max_bytes=100)
+    assert store.set("a", b"k1", b"x" * 10, max_bytes=100)[0]     # an overwrite frees what it shrank
+    assert store.set("a", b"k2", b"x" * 90, max_bytes=100)[0]
+    assert store.set("b", b"k3", b"x" * 100, max_bytes=100)[0]    # another operator's own count
+    with pytest.raises(StateError, match=r"^operator 'a' keeps 100 bytes"):
+        store.set("b", b"k1", b"x" * 11, max_bytes=100)            # a's key: a's count
+    store.delete(b"k2")
+    assert store.set("a", b"k4", b"x" * 50, expires=0.05, max_bytes=100)[0]
+    time.sleep(0.1)
+    assert store.set("a", b"k5", b"x" * 90, max_bytes=100)[0]      # what expired is no longer counted
+    assert store.set("host", b"k6", b"x" * 1000)[0]
+
+
 def test_embedded_store_is_shared_between_processes(tmp_path):
     path = tmp_path / "shared.sqlite"
     mine = EmbeddedStore(path)
@@ -455,10 +477,12 @@ def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
     from wasinn.cli import limits_from_args, parser
     path = tmp_path / "wasinn.toml"
     path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
-                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\nmax-delay = "10m"\nmax-open-windows = 11\n')
+                    'max-log-lines = 9\nmax-payload-bytes = "1MiB"\nmax-delay = "10m"\nmax-open-windows = 11\n'
+                    'max-state-bytes = "3MiB"\n')
     limits = Limits.from_file(path)
     assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
-            limits.max_payload_bytes, limits.max_delay, limits.max_open_windows) == (2048, 5, 7, 9, 1 << 20, 600, 11)
+            limits.max_payload_bytes, limits.max_delay, limits.max_open_windows, limits.max_state_bytes) == (
+        2048, 5, 7, 9, 1 << 20, 600, 11, 3 << 20)
     args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "--max-delay", "30s",
                                 "x.wasm"])
     assert (limits_from_args(args).max_state_keys, limits_from_args(args).max_delay) == (6, 30)

@@ -82,6 +82,7 @@ _LIMIT_HELP = {
     "max_workers": "live backend worker processes of isolated graphs (one per instance that has them)",
     "max_state_key_bytes": "bytes of one state-store key a data-flow operator uses (values: max-tensor-bytes)",
     "max_state_keys": "live state-store keys one data-flow operator created",
+    "max_state_bytes": "bytes of the values of the state-store keys one data-flow operator created",
     "max_metric_series": "metric names x label sets one data-flow operator reports",
     "max_log_lines": "log lines per second one data-flow operator writes (the rest are counted)",
     "max_payload_bytes": "bytes of one message payload or snapshot frame handed to a data-flow operator",

@@ -171,7 +171,7 @@ class OperatorImports:
         expires = None if options.expires is None else options.expires.seconds + options.expires.nanos / 1e9
         ok, version = self._store(lambda: self.services.state_store.set(
             self.name, key, value, condition=options.conditions.value, expires=expires, fencing=from_hlc(fencing_token),
-            max_keys=self.limits.max_state_keys))
+            max_keys=self.limits.max_state_keys, max_bytes=self.limits.max_state_bytes))
         return StateStoreSetResponse(ok, to_hlc(version))
 
     @_guarded(lambda text: Variant("internal"))
