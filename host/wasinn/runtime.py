@@ -314,6 +314,12 @@ class Instance:
         return self._store
 
     @property
+    def deadline(self) -> float | None:
+        """time.monotonic() when the call in progress must end (a host function that waits
+        waits no longer; between calls, the last call's); None without a deadline."""
+        return self._session.deadline if self._session is not None and self.host.limits.deadline > 0 else None
+
+    @property
     def memory_bytes(self) -> int:
         """What the live instance's memories hold together, in bytes (what the limit
         'memory' bounds); 0 while none is live."""

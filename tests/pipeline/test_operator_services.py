@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 import wasinn
 from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
-from wasinn.pipeline.operator import Message, Operator, Services
+from wasinn.pipeline.operator import Message, Operator, OperatorError, Services
 from wasinn.pipeline.services import CommandInvoker, EmbeddedStore, MetricFamilies, RedisStore, SchemaRegistry
 from wasinn.pipeline.services.clock import HybridClock, Timestamp
 from wasinn.pipeline.services.state_store import StateError
@@ -383,6 +383,15 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
                             "timeout": 0}) == {"error": "RpcError_ClientError"}
             assert run(op, {"do": "invoke", "topic": "cmd/x", "response": "replies/0", "payload": "x",
                             "timeout": 0}) == {"error": "RpcError_Timeout"}  # one it has still serves
+        # a command waits for its response no longer than the operator's call may run
+        host = wasinn.Host(limits=Limits(deadline=1.0))
+        with Operator.open(host, host.load_component(operator_wasm("operator-probe")), kind="map", name="slow",
+                           services=services) as op:
+            started = time.monotonic()
+            with pytest.raises(OperatorError, match="ran past its deadline of 1 s"):
+                run(op, {"do": "invoke", "topic": "cmd/nobody", "response": "replies/0", "payload": "x",
+                         "timeout": 30})
+            assert time.monotonic() - started < 2.0
         log = stream.getvalue()
         assert "the response topic 'plant/7/in': the graph's source topic 'plant/+/in' takes it" in log
         assert f"subscribed to {MAX_RESPONSE_TOPICS} response topics for commands already" in log

@@ -105,6 +105,7 @@ class Operator:
         self.services = services
         self.limits = services.limits or host.limits
         self.imports = OperatorImports(services, name, self.limits)
+        self.imports.call_deadline = lambda: self.instance.deadline
         self.instance = host.instantiate(component)
         self._iface = KINDS[kind]
         # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where

@@ -17,6 +17,8 @@ import contextvars
 import dataclasses
 import functools
 import itertools
+import time
+from typing import Callable
 
 from wasmtime.component import Variant
 
@@ -106,6 +108,9 @@ class OperatorImports:
         self.limits = limits
         self.log = services.log.bind(operator=name)
         self.guest_log = OperatorLog(services.log, name, limits.max_log_lines)
+        # when the operator's call in progress must end (time.monotonic(), or None): set by
+        # its Operator; a command waits for its response no longer
+        self.call_deadline: Callable[[], float | None] = lambda: None
         self.metrics = OperatorMetrics(services.metrics, name, limits.max_metric_series)
         self.commands: set[int] = set()
 
@@ -282,7 +287,9 @@ class OperatorImports:
         if not isinstance(options, Options) or not isinstance(request, Request):
             raise Err(Variant("state-invalid"))
         try:
-            response = self.services.invoker.invoke(options, request, max_wait=self.limits.deadline or 60.0)
+            deadline = self.call_deadline()
+            response = self.services.invoker.invoke(options, request, max_wait=60.0 if deadline is None else
+                                                    max(0.0, deadline - time.monotonic()))
         except RpcError as e:
             self.log.warning("operator-command-failed", error=str(e))
             raise Err(Variant(e.case)) from None
