@@ -6,11 +6,14 @@
      ctype     a content type holding CR LF
      bigprops  4,000 user properties whose keys are the same 65,535 bytes (256 MiB to lift
                from 64 KiB of guest memory)
+   and one that holds its call past any deadline in the host:
+     sleep     sleeps an hour (WASI poll, which wasmtime runs natively: no epoch reaches it)
    anything else: a plain result, payload "out". Written to the canonical ABI by hand
    (guest/c-wasm-graph/wasm_graph.h); what it returns is static. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "wasm_graph.h"
 
 static result_t result;
@@ -52,6 +55,8 @@ result_t *process(data_model_t *input) {
         m->properties.ptr = p; m->properties.len = 1;
     } else if (strcmp(cmd, "ctype") == 0) {
         m->content_type.some = 1; m->content_type.v = text("text/plain\r\nX: y", 16);
+    } else if (strcmp(cmd, "sleep") == 0) {
+        sleep(3600);
     } else if (strcmp(cmd, "bigprops") == 0) {
         memset(longkey, 'x', sizeof longkey);
         for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }

@@ -30,7 +30,7 @@ from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_a
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from .compile_cache import WASMTIME_VERSION, CompileCache
-from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog
+from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog, stop_at
 from .embedding import calls, patches
 from .embedding import errors as wasmtime_errors
 from .embedding.calls import CoreExport
@@ -106,6 +106,13 @@ class Host:
         backends: which backend serves an encoding, where not the default, e.g.
             `{"onnx": "openvino"}` (see `wasinn.backends.KINDS`; extras must be installed).
         progress: called with a line of text during long work (compiling).
+        overdue: called (from the deadline watchdog thread, with a line saying which call)
+            when a call is still running OVERDUE_GRACE seconds past its deadline: it is
+            blocked in a host function that no deadline interrupts (a WASI sleep or poll,
+            which wasmtime runs natively, where epochs do not reach), and nothing in this
+            process can end it. A process that serves guests it does not trust ends
+            itself there (`wasinn run` and the other commands, `wasinn serve`'s workers);
+            None: the call returns when the host function does, its deadline trap then.
         unknown_imports: what stands in for a guest's imports that nothing here defines
             (WASI and wasi:nn stay served): None, refused (default); "trap", a function
             that traps when called (wasmtime's `-W unknown-imports-trap=y`); "default", for
@@ -115,10 +122,11 @@ class Host:
     def __init__(self, *, cache_dir: str | os.PathLike | None | bool = None,
                  limits: Limits | None = None, ort_threads: int = 0, inference_precision: str = "f32",
                  backends: Mapping[str, str] | None = None, progress: Progress | None = None,
-                 unknown_imports: str | None = None):
+                 unknown_imports: str | None = None, overdue: Callable[[str], None] | None = None):
         if unknown_imports not in UNKNOWN_IMPORTS:
             raise BadValue(f"unknown_imports: {unknown_imports!r} is none of {', '.join(map(repr, UNKNOWN_IMPORTS))}")
         self.unknown_imports = unknown_imports
+        self.overdue = overdue
         patches.install()
         self.limits = limits or Limits()
         self.progress = progress or (lambda message: None)
@@ -506,7 +514,8 @@ class Instance:
                 raise
             self._budget(store)
             try:
-                result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
+                with self._watched(name):
+                    result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise
@@ -536,6 +545,16 @@ class Instance:
         if kind == Resource.ERROR:
             what += f" {self.host.nn.get(host.rep, kind)}"
         return values.Handle(host.to_any(store), what)
+
+    def _watched(self, name: str) -> stop_at:
+        """Tells the Host's `overdue` of a call still running OVERDUE_GRACE past its deadline."""
+        limits, overdue = self.host.limits, self.host.overdue
+        if overdue is None or limits.deadline <= 0:
+            return stop_at(None, None)
+        return stop_at(time.monotonic() + limits.deadline + OVERDUE_GRACE, lambda: overdue(
+            f"the call of {name} is still running {OVERDUE_GRACE:g} s past its deadline of {limits.deadline:g} s "
+            "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (a WASI sleep or "
+            "poll, or one long node of a backend run in process)"))
 
     def _budget(self, store: Store) -> None:
         """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the
@@ -595,6 +614,9 @@ class Instance:
 
 
 UNKNOWN_IMPORTS = (None, "trap", "default")
+# How long past its deadline a call may still be running before the Host's `overdue`
+# hears of it: well past the epoch interrupt's 50 ms ticks and a backend's stop.
+OVERDUE_GRACE = 1.0
 _stand_in_resources = itertools.count(1 << 20)  # host resource types of stand-ins, apart from wasi:nn's
 
 
@@ -670,7 +692,8 @@ class ModuleInstance(Instance):
         func = self._func(store, name)
         try:
             self._budget(store)
-            return func(store, *args)
+            with self._watched(name):
+                return func(store, *args)
         except ExitTrap:
             raise
         except (WasmtimeError, wasmtime.Trap) as e:

@@ -72,6 +72,34 @@ def test_guest_errors_give_exit_status_1(nn_cli_wasm, data):
     assert "wasi:nn error NOT_FOUND: no graph named 'missing'" in proc.stderr
 
 
+# a core module that sleeps 20 s in one WASI poll_oneoff (a relative monotonic clock)
+SLEEPER = """
+(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\\01\\00\\00\\00")
+  (data (i32.const 24) "\\00\\c8\\17\\a8\\04\\00\\00\\00")
+  (func (export "_start") (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))
+"""
+
+
+def test_a_guest_asleep_past_its_deadline_ends_the_process_in_one_line(tmp_path):
+    """wasmtime runs a WASI sleep natively, where no epoch interrupt reaches: the call
+    outlives its deadline. The command gives it a second more, then ends the process."""
+    import time
+    import wasmtime
+    wasm = tmp_path / "sleeper.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(SLEEPER))
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "wasinn", "run", "--deadline", "1s", str(wasm)], capture_output=True,
+                       text=True, timeout=60)
+    assert time.monotonic() - started < 10 and r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        "wasinn: the call of _start is still running 1 s past its deadline of 1 s (limit 'deadline', --deadline), "
+        "blocked in a host function no deadline interrupts (a WASI sleep or poll, or one long node of a backend run "
+        "in process); the process ends")
+
+
 def test_invoke_calls_an_export(wasinn_host, data):
     from support.repo import guest_component
     proc = wasinn("run", "--cache-dir", str(CACHE), "--model", f"adder={data / 'model.onnx'}",

@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = peers.as_run(argv, COMMANDS)
     args = parser(argv[0] if argv else None).parse_args(argv)
     args.argv = argv  # argparse drops the `--` that ends wasinn's flags
+    args.own_process = process  # (a guest's overdue call may end it: options._end_overdue)
     try:
         status = args.func(args)
     except GuestTrap as e:

@@ -3,6 +3,8 @@ options, the limits, the models) and the Host they make."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ..backends import PRECISIONS, parse_choices
 from ..errors import WasinnError
@@ -16,12 +18,20 @@ def host_from_args(args, *, recycle_memories: bool = False) -> Host:
     host = Host(cache_dir=args.cache_dir, ort_threads=getattr(args, "ort_threads", 0), limits=limits_from_args(args),
                 inference_precision=getattr(args, "inference_precision", "f32"),
                 backends=parse_choices(getattr(args, "backend", [])), progress=stderr_progress,
-                unknown_imports=getattr(args, "unknown_imports", None))
+                unknown_imports=getattr(args, "unknown_imports", None),
+                overdue=_end_overdue if getattr(args, "own_process", False) else None)
     if not recycle_memories:
         # A command's instance is its only one: recycling its memory when it ends (zeroing
         # it, which faults the pages in) only raised classify's peak RSS, by ~7 MB.
         host.memories.pool_size = 0
     return host
+
+
+def _end_overdue(what: str) -> None:
+    """A guest's call outlived its deadline in a host function nothing interrupts: a
+    command in its own process ends there, with the trap's status."""
+    print(f"wasinn: {what}; the process ends", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def limits_from_args(args) -> Limits:

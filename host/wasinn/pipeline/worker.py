@@ -44,6 +44,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import queue
 import signal
@@ -69,6 +70,10 @@ from .mqtt_text import filters_pattern
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
 # does not restart a worker that exits with it.
 EXIT_CONFIG = 78
+# Exit status for "a guest's call outlived its deadline in a host function nothing
+# interrupts" (sysexits' EX_TEMPFAIL): the message went to dead letters, the supervisor
+# starts another worker.
+EXIT_OVERDUE = 75
 # A retiring worker leaves once the broker has sent it nothing for this long: the
 # broker sends a session's queued messages as soon as the previous ones are acknowledged.
 RETIRE_IDLE_SECONDS = 2.0
@@ -87,6 +92,9 @@ _DECODED_AHEAD = 2
 # costs less than the decoder thread's two wake-ups; a larger one is hashed there, beside
 # the message before it.
 _PREPARED_INLINE_BYTES = 64 << 10
+# How long an overdue message's dead letter may take to reach the broker before the
+# worker ends without it (the message is then sent again, to the next worker).
+_OVERDUE_PUBLISH_SECONDS = 5.0
 
 
 def presence_topic(group: str, client_id: str) -> str:
@@ -155,6 +163,7 @@ class Worker:
         runner's operators' commands, goes over this worker's connection."""
         self.pipeline, self.runner, self.client_id, self.log, self.metrics = pipeline, runner, client_id, log, metrics
         self.retire = retire
+        self._running: tuple[str, mqtt.MQTTMessage] | None = None  # the message being answered (`overdue`)
         self.last_activity = time.monotonic()
         # (session number, message): a message from an earlier connection is not acknowledged
         # on this one; the broker sends it again in the resumed session. The number changes
@@ -340,6 +349,7 @@ class Worker:
             return
         self.metrics.received.inc()
         self.log.debug("received", id=ident, mid=msg.mid, dup=bool(msg.dup), bytes=len(msg.payload))
+        self._running = (ident, msg)
         try:
             if prepared.failure is not None:
                 raise prepared.failure
@@ -350,6 +360,8 @@ class Worker:
         except Exception as e:  # a host-side bug must not stop the service: dead-letter the message
             seconds = {}
             pubs = [self._dead_letter(ident, msg, "host", "host-error", f"{type(e).__name__}: {e}")]
+        finally:
+            self._running = None
         for stage, s in seconds.items():
             self.metrics.stage(stage).observe(s)
         total = round((time.perf_counter() - received) * 1000, 3)
@@ -368,6 +380,26 @@ class Worker:
             self._settle(held)
         for pub in pubs:
             self.link.publish(pub.topic, pub.payload, self._properties(pub), lambda: self._settle(held, 1))
+
+    def overdue(self, what: str) -> None:
+        """From the deadline watchdog (Host's `overdue`): a guest's call outlived its
+        deadline in a host function nothing interrupts, and holds this worker and the
+        messages behind it. The message it was answering goes to dead letters and is
+        acknowledged (it is not run again), then the worker ends; its supervisor starts
+        another, which resumes the session."""
+        running = self._running
+        self.log.error("overdue", message=what, id=running[0] if running else None)
+        if running is not None and self.connected.is_set():
+            ident, msg = running
+            pub = self._dead_letter(ident, msg, "graph", "overdue", f"{what}; the worker restarts")
+            pub.id, pub.payload = ident, json.dumps(pub.body).encode()
+            published = threading.Event()
+            self.link.publish(pub.topic, pub.payload, self._properties(pub), published.set)
+            if published.wait(_OVERDUE_PUBLISH_SECONDS):
+                self.client.ack(msg.mid, msg.qos)
+                self.log.warning("dead-letter", id=ident, **pub.error)
+            self.link.close(timeout=_OVERDUE_PUBLISH_SECONDS)  # a clean DISCONNECT: the acknowledgement goes first
+        os._exit(EXIT_OVERDUE)
 
     def _settle(self, held: _Held, results: int = 0) -> None:
         """`held` needs nothing more from the broker once its last result is acknowledged:
@@ -463,9 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         from ..backends import onnxruntime as onnxruntime_backend  # (not in the supervisor, which imports this)
         # the stages' sessions run in turn: on one pool, as one session's ops do natively
         onnxruntime_backend.share_thread_pools(args.ort_threads)
+        workers: list[Worker] = []  # the one this process makes below
         host = Host(cache_dir=pathlib.Path(args.cache_dir), ort_threads=args.ort_threads,
                     limits=Limits().updated(json.loads(args.limits)),
-                    progress=lambda message: log.info("progress", message=message))
+                    progress=lambda message: log.info("progress", message=message),
+                    overdue=lambda what: workers[0].overdue(what) if workers else os._exit(EXIT_OVERDUE))
         from .services.invoker import CommandInvoker
         # a graph's operators invoke commands over this worker's own connection
         invoker = CommandInvoker.awaiting(args.client_id)
@@ -474,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                                        password_file=args.password_file)
         worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire,
                         invoker=invoker)
+        workers.append(worker)
     except WasinnError as e:
         log.error("cannot-start", message=str(e))
         return EXIT_CONFIG
