@@ -24,6 +24,7 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
   {"do": "hoard-builders", "n": N}    N live command-request builders
   {"do": "hoard", "kib": N}           N KiB more kept until the instance goes (its memory grows)
   {"do": "trap"}                      an uncaught exception: the guest traps
+  {"do": "sleep", "seconds": N}       time.sleep(N), then {"slept": N}
   {"do": "fail", "message": ..}       the operator's error
   a message of content type application/octet-stream is no command: its payload is read
   with buffer.read and the result's payload is {"n": its length, "sha256": its hex digest}.
@@ -33,6 +34,7 @@ plus `delay` seconds (init's configuration, default 1).
 """
 import hashlib
 import json
+import time
 
 from componentize_py_types import Err
 
@@ -193,6 +195,9 @@ def _command(cmd):
         return {"kib": sum(len(b) for b in _State.hoard) >> 10}
     if do == "trap":
         raise RuntimeError("the probe was told to trap")
+    if do == "sleep":
+        time.sleep(cmd["seconds"])
+        return {"slept": cmd["seconds"]}
     if do == "fail":
         raise Err(types.Error(cmd["message"]))
     raise Err(types.Error("unknown command " + do))

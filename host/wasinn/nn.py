@@ -108,6 +108,7 @@ class Session:
         self.core_memory = None  # a core module's exported memory, found on its first wasi-nn call (abi/witx.py)
         self.handles: dict[Resource, Handles] = collections.defaultdict(Handles)  # a core module's, by kind
         self.worker = None  # the backend worker running the graphs it loaded from its own bytes (isolated.py)
+        self.clock_helper: dict = {}  # its WASI clock's functions, held to its deadlines (abi/clocks.py)
 
     def broken(self) -> str | None:
         """Why the instance must start afresh: its backend worker was killed or died, and
@@ -190,6 +191,10 @@ class WasiNn:
 
     def session(self, store) -> Session:
         return self._sessions[store_key(store)]
+
+    def call_deadline(self, store) -> float | None:
+        """time.monotonic() when the store's call in progress must end; None without a deadline."""
+        return self.session(store).deadline if self.limits.deadline > 0 else None
 
     def add(self, store, kind: Resource, obj: object, *, limited: bool = True, session: Session | None = None) -> int:
         """Registers `obj`; over the instance's live limit for its kind raises

@@ -37,7 +37,7 @@ from .embedding.calls import CoreExport
 from .embedding.errors import one_line
 from .embedding.records import record
 from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, images, nn_versions, rewrite
+from .abi import adapter, binary, clocks, images, nn_versions, rewrite
 from .modules import CoreModules
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
@@ -86,6 +86,9 @@ class _Engine:
             add_wasinn_fastpath_to_linker(root, Bulk(host.nn, host.memories))
             add_wasinn_adapter_to_linker(root, adapter.AdapterHost(host.nn, host.memories))
             add_wasinn_introspect_to_linker(root, Introspect(host.nn))
+        # a guest's WASI sleeps end at its call's deadline (abi/clocks.py)
+        self.clocks = clocks.DeadlineClocks(self.engine, self.linker, host.nn.call_deadline,
+                                            lambda store: host.nn.session(store).clock_helper)
         settings = (f"hostmem-images{images.digest()}-adapter{rewrite.adapter_digest()}"
                     f"-epoch{'-fuel' if host.limits.fuel else ''}")
         self.cache = None if host.cache_dir is None else CompileCache(
@@ -176,6 +179,7 @@ class Host:
         if path is not None:
             component = engine.cache.lookup(path) if engine.cache else None
             if component is not None and self._open_images(engine, component):
+                engine.clocks.cover(component)
                 return component
         if path is None:
             wasm, label = bytes(source), "component"
@@ -193,6 +197,7 @@ class Host:
         if not self._open_images(engine, component):  # its images were unreadable, and are gone now
             component = engine.cache.load(wasm, compile_, path)
             self._open_images(engine, component)
+        engine.clocks.cover(component)
         return component
 
     @staticmethod
@@ -325,7 +330,7 @@ class Instance:
     def deadline(self) -> float | None:
         """time.monotonic() when the call in progress must end (a host function that waits
         waits no longer; between calls, the last call's); None without a deadline."""
-        return self._session.deadline if self._session is not None and self.host.limits.deadline > 0 else None
+        return self.host.nn.call_deadline(self._store) if self._store is not None else None
 
     @property
     def memory_bytes(self) -> int:

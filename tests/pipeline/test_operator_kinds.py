@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import wasinn
 from wasinn.errors import WasinnError
 from wasinn.limits import Limits
 from wasinn.pipeline.jsonlog import EventLog
@@ -123,6 +124,21 @@ def test_a_delay_past_max_delay_is_the_operators_contract_error(wasinn_host, pro
                                                 r"3600 s \(limit 'max-delay', --max-delay\)$"):
             op.delay(Message(b"x"), now)
         assert op.delay(Message(b"x"), Timestamp(now.secs - 7000, 0, 0, "n")).secs == now.secs + 200
+
+
+def test_a_python_operator_asleep_for_an_hour_wakes_at_its_calls_deadline(services):
+    """componentize-py's time.sleep waits in wasmtime's native poll (its WASI at 0.2.9,
+    the C and JavaScript adapters' at 0.2.12: abi/clocks.py shadows each)."""
+    import time
+    host = wasinn.Host(limits=Limits(deadline=1.0))
+    with Operator.open(host, host.load_component(operator_wasm("operator-probe")), kind="map", name="sleepy",
+                       services=services) as op:
+        started = time.monotonic()
+        with pytest.raises(OperatorError, match=r"the call ran past its deadline of 1 s"):
+            op.map(Message(json.dumps({"do": "sleep", "seconds": 3600}).encode()))
+        assert time.monotonic() - started < 2
+        assert json.loads(op.map(Message(json.dumps({"do": "sleep", "seconds": 0.1}).encode())).payload) == {
+            "slept": 0.1}
 
 
 def test_snapshot_and_raw_bytes_round_trip(wasinn_host, probe, services):

@@ -106,18 +106,24 @@ def onnx_loop_forever(trip_count: int = (1 << 63) - 1) -> bytes:
 
 
 @functools.cache
-def onnx_long_conv(channels: int = 128, side: int = 256, kernel: int = 31) -> bytes:
+def onnx_long_conv(channels: int = 128, side: int = 256, kernel: int = 31, as_snapshot: bool = False) -> bytes:
     """One Conv node of ~3e12 multiply-adds on a 4-byte input (Expand makes the image,
     ConstantOfShape the weights): tens of seconds inside a single kernel, where
     onnxruntime's terminate flag is never looked at. Before isolation: 25 s under
-    --deadline 2s."""
+    --deadline 2s. `as_snapshot`: behind the snapshot operator's names (a uint8 HWC
+    `image` in, its mean the 4-byte input; `ranked` out)."""
     nodes = [helper.make_node("Constant", [], ["shape"], value=_ints("s", [1, channels, side, side])),
-             helper.make_node("Expand", ["x", "shape"], ["image"]),
+             helper.make_node("Expand", ["x", "shape"], ["expanded"]),
              helper.make_node("Constant", [], ["wshape"], value=_ints("w", [channels, channels, kernel, kernel])),
              helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", F, [1], [0.001])),
-             helper.make_node("Conv", ["image", "w"], ["conv"]),
-             helper.make_node("ReduceSum", ["conv"], ["y"], keepdims=0)]
-    return _onnx(nodes, [_x()], [helper.make_tensor_value_info("y", F, [])])
+             helper.make_node("Conv", ["expanded", "w"], ["conv"]),
+             helper.make_node("ReduceSum", ["conv"], ["ranked" if as_snapshot else "y"], keepdims=0)]
+    if not as_snapshot:
+        return _onnx(nodes, [_x()], [helper.make_tensor_value_info("y", F, [])])
+    nodes[:0] = [helper.make_node("Cast", ["image"], ["pixels"], to=F),
+                 helper.make_node("ReduceMean", ["pixels"], ["x"], keepdims=0)]
+    return _onnx(nodes, [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, None, 3])],
+                 [helper.make_tensor_value_info("ranked", F, [])])
 
 
 def _field(number: int, payload: bytes) -> bytes:
