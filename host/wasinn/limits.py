@@ -197,6 +197,10 @@ class Limits:
             raise too_large(f"the model is {nbytes} bytes; the limit is {self.max_model_bytes} "
                             "(max-model-bytes, --max-model-bytes)")
 
+    def past_deadline(self) -> str:
+        """What ends a call at its deadline, in one line."""
+        return f"the call ran past its deadline of {self.deadline:g} s (limit 'deadline', --deadline)"
+
     def check_rank(self, rank: int, label: str) -> None:
         """A guest's count of dimensions, before any of them is read."""
         if rank > self.max_tensor_rank:

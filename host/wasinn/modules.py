@@ -19,6 +19,7 @@ import pathlib
 import wasmtime
 from wasmtime import Engine, Linker, Module, WasmtimeError
 
+from .abi import clocks
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EpochTicker
@@ -76,6 +77,10 @@ class CoreModules:
         self.linker = Linker(self.engine)
         self.linker.define_wasi()
         self.witx.define(self.linker)
+        # a guest's WASI sleeps end at its call's deadline (abi/clocks.py)
+        clocks.DeadlinePoll(self.engine, self.host.nn.call_deadline,
+                            lambda caller: self.host.nn.session(caller).clock_helper,
+                            self.host.limits.past_deadline).install(self.linker)
         settings = f"module-hostmem-epoch{'-fuel' if self.host.limits.fuel else ''}"
         self.cache = None if self.host.cache_dir is None else _ModuleCache(
             self.host.cache_dir / "compiled", self.engine, f"wasmtime{WASMTIME_VERSION}-{settings}")

@@ -111,9 +111,9 @@ class Host:
         progress: called with a line of text during long work (compiling).
         overdue: called (from the deadline watchdog thread, with a line saying which call)
             when a call is still running OVERDUE_GRACE seconds past its deadline: it is
-            blocked in a host function that no deadline interrupts (a WASI sleep or poll,
-            which wasmtime runs natively, where epochs do not reach), and nothing in this
-            process can end it. A process that serves guests it does not trust ends
+            blocked in native code that no deadline interrupts (one long node of a model
+            run in process; a WASI read of an inherited terminal), and nothing in this
+            process can end it (WASI sleeps end at the deadline: abi/clocks.py). A process that serves guests it does not trust ends
             itself there (`wasinn run` and the other commands, `wasinn serve`'s workers);
             None: the call returns when the host function does, its deadline trap then.
         unknown_imports: what stands in for a guest's imports that nothing here defines
@@ -558,8 +558,8 @@ class Instance:
             return stop_at(None, None)
         return stop_at(time.monotonic() + limits.deadline + OVERDUE_GRACE, lambda: overdue(
             f"the call of {name} is still running {OVERDUE_GRACE:g} s past its deadline of {limits.deadline:g} s "
-            "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (a WASI sleep or "
-            "poll, or one long node of a backend run in process)"))
+            "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (one long node of "
+            "a model run in process, a WASI read that waits)"))
 
     def _budget(self, store: Store) -> None:
         """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the
@@ -584,7 +584,7 @@ class Instance:
         limits = self.host.limits
         kind, value = wasmtime_errors.classify(e) or (None, None)
         if kind == "deadline":
-            return f"the call ran past its deadline of {limits.deadline:g} s (limit 'deadline', --deadline)"
+            return limits.past_deadline()
         if kind == "fuel":
             return f"the call used up its fuel ({limits.fuel}; limit 'fuel', --fuel)"
         if kind == "memory-minimum":

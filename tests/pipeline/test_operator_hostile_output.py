@@ -70,7 +70,8 @@ def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_ru
 
 def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dead_lettered(broker, graph):
     """Its WASI sleep (wasmtime's native poll, out of the epoch interrupt's reach) ends at
-    the call's deadline (abi/clocks.py), not the hour it asked for."""
+    the call's deadline (abi/clocks.py), not the hour it asked for: the deadline's trap,
+    the instance made afresh, no worker restart."""
     with Collector(broker, ["h/out", "h/out/dead-letter"]) as got, \
             Service(broker, workers=1, pipeline=graph, log_level="info",
                     extra=("--module", f"{REF}={hostile_operator_wasm()}", "--source", "h/in", "--sink", "h/out",

@@ -1,4 +1,4 @@
-"""A component's WASI sleeps held to its call's deadline.
+"""WASI sleeps held to their call's deadline: a component's, and a core module's.
 
 wasmtime runs `wasi:io/poll` in native code: a guest blocked there (a sleep, a `poll` on
 a clock) is out of reach of the epoch interrupt that ends its call at the deadline, and
@@ -14,13 +14,21 @@ pollables are the guest's to wait on (one resource type).
 wasmtime's linker lets a definition shadow wasmtime's own only at the very version the
 guest imports (0.2.9 from componentize-py, 0.2.12 from wasi-libc's and componentize-js'
 adapters), so `cover` shadows each version a loaded component imports as it is seen.
-Core modules' `poll_oneoff` has no such seam: the Host's `overdue` (runtime.py) ends them.
+
+A core module sleeps in preview1's `poll_oneoff` (`DeadlinePoll`): the host's runs
+wasmtime's own through a helper module that imports the guest's memory and exports it
+again as its own (wasmtime's preview1 functions work on their caller's "memory"), with
+each clock subscription's timeout cut, in the guest's memory and for that call only, to
+what is left of the call.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
+import struct
+
+import wasmtime
 from wasmtime import Engine
 from wasmtime.component import Component, Linker
 
@@ -116,4 +124,103 @@ class DeadlineClocks:
         return result
 
 
-__all__ = ["DeadlineClocks", "MONOTONIC_CLOCK"]
+_P1 = "wasi_snapshot_preview1"
+_P1_HELPER = f"""
+(module
+  (import "{_P1}" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "{_P1}" "clock_time_get" (func $time (param i32 i64 i32) (result i32)))
+  (import "guest" "memory" (memory 0))
+  (export "memory" (memory 0))
+  (func (export "poll") (param i32 i32 i32 i32) (result i32)
+    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "time") (param i32 i32) (result i32) (call $time (local.get 0) (i64.const 1) (local.get 1))))
+"""
+# preview1's subscription (48 bytes): userdata, tag (0: a clock), then for a clock its
+# id, timeout, precision and flags; and an event's size
+_SUBSCRIPTION = struct.Struct("<QB7xI4xQQH6x")
+_TIMEOUT_AT = 24
+_EVENT_BYTES = 32
+_ABSTIME = 1
+# Subscriptions one poll_oneoff may hold (wasmtime sets none): read once and cut by the
+# host, bounded; past it the call is refused with EINVAL. A program polls a few.
+MAX_SUBSCRIPTIONS = 4096
+_EINVAL = 28
+
+
+class DeadlinePoll:
+    """Preview1's `poll_oneoff` for one engine's core modules, its clock subscriptions
+    held to the call's deadline (`deadline_of`, `helpers` as DeadlineClocks')."""
+
+    def __init__(self, engine: Engine, deadline_of: Callable[[object], float | None],
+                 helpers: Callable[[object], dict], past_deadline: Callable[[], str]):
+        """`past_deadline()`: the line that ends a call whose sleep was cut at its deadline
+        (Limits.past_deadline): a module that returns from its poll without running a loop
+        again would otherwise end the call as if it had slept."""
+        self.engine, self.deadline_of, self.helpers, self.past_deadline = engine, deadline_of, helpers, past_deadline
+        self.native = wasmtime.Linker(engine)  # wasmtime's own preview1, for the helper
+        self.native.define_wasi()
+        self._helper: wasmtime.Module | None = None
+
+    def install(self, linker: wasmtime.Linker) -> None:
+        i32 = wasmtime.ValType.i32()
+        linker.allow_shadowing = True
+        try:
+            linker.define_func(_P1, "poll_oneoff", wasmtime.FuncType([i32] * 4, [i32]), self.poll_oneoff,
+                               access_caller=True)
+        finally:
+            linker.allow_shadowing = False
+
+    def poll_oneoff(self, caller, subscriptions: int, events: int, n: int, n_events: int) -> int:
+        helper = self._helper_of(caller)
+        deadline = self.deadline_of(caller)
+        memory = helper["memory"]
+        size = memory.data_len(caller)
+        if n > MAX_SUBSCRIPTIONS:
+            return _EINVAL
+        if (deadline is None or subscriptions + n * _SUBSCRIPTION.size > size
+                or events + n * _EVENT_BYTES > size):  # nothing to cut, or what wasmtime's own refuses
+            return helper["poll"](caller, subscriptions, events, n, n_events)
+        original = memory.read(caller, subscriptions, subscriptions + n * _SUBSCRIPTION.size)
+        left = max(0, int((deadline - time.monotonic()) * 1e9))
+        now: dict[int, int | None] = {}  # per clock of an absolute subscription
+        cut = bytearray(original)
+        for i, (_, tag, clock, timeout, _, flags) in enumerate(_SUBSCRIPTION.iter_unpack(original)):
+            if tag != 0:
+                continue
+            limit = left
+            if flags & _ABSTIME:
+                if clock not in now:  # the events' room takes the time; the poll writes them after
+                    now[clock] = (int.from_bytes(memory.read(caller, events, events + 8), "little")
+                                  if helper["time"](caller, clock, events) == 0 else None)
+                if now[clock] is None:
+                    continue  # a clock wasmtime's own refuses: its poll says so
+                limit = min(now[clock] + left, 2**64 - 1)
+            if timeout > limit:
+                struct.pack_into("<Q", cut, i * _SUBSCRIPTION.size + _TIMEOUT_AT, limit)
+        if cut == original:
+            return helper["poll"](caller, subscriptions, events, n, n_events)
+        memory.write(caller, bytes(cut), subscriptions)
+        try:
+            errno = helper["poll"](caller, subscriptions, events, n, n_events)
+        finally:
+            memory.write(caller, original, subscriptions)  # the guest's own, as it wrote them
+        if time.monotonic() >= deadline:
+            raise wasmtime.Trap(self.past_deadline())
+        return errno
+
+    def _helper_of(self, caller) -> dict:
+        funcs = self.helpers(caller)
+        if not funcs:
+            memory = caller.get("memory")
+            if not isinstance(memory, wasmtime.Memory):
+                raise wasmtime.WasmtimeError("poll_oneoff: the module exports no memory named \"memory\"")
+            if self._helper is None:
+                self._helper = wasmtime.Module(self.engine, _P1_HELPER)
+            instance = wasmtime.Instance(caller, self._helper, [self.native.get(caller, _P1, "poll_oneoff"),
+                                                                 self.native.get(caller, _P1, "clock_time_get"), memory])
+            exports = instance.exports(caller)
+            funcs.update(poll=exports["poll"], time=exports["time"], memory=memory)
+        return funcs
+
+
+__all__ = ["DeadlineClocks", "DeadlinePoll", "MAX_SUBSCRIPTIONS", "MONOTONIC_CLOCK"]

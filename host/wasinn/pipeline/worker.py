@@ -70,7 +70,7 @@ from .mqtt_text import filters_pattern
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
 # does not restart a worker that exits with it.
 EXIT_CONFIG = 78
-# Exit status for "a guest's call outlived its deadline in a host function nothing
+# Exit status for "a guest's call outlived its deadline in native code nothing
 # interrupts" (sysexits' EX_TEMPFAIL): the message went to dead letters, the supervisor
 # starts another worker.
 EXIT_OVERDUE = 75
@@ -383,7 +383,7 @@ class Worker:
 
     def overdue(self, what: str) -> None:
         """From the deadline watchdog (Host's `overdue`): a guest's call outlived its
-        deadline in a host function nothing interrupts, and holds this worker and the
+        deadline in native code nothing interrupts, and holds this worker and the
         messages behind it. The message it was answering goes to dead letters and is
         acknowledged (it is not run again), then the worker ends; its supervisor starts
         another, which resumes the session."""
