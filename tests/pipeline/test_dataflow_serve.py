@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from support.dataflow_support import AZURE, PROBE, ROOT, TEMPERATURE, WINDOW, Collector, operator_wasm, send
-from support.pipeline_service import Service, client, connected_client
+from support.pipeline_service import Service, client, command_responder, echo_with_seen_k
 
 T01 = AZURE / "tests" / "t01-simple-temp-conversion"
 
@@ -178,19 +178,9 @@ def test_operators_invoke_commands_over_the_workers_own_connection(broker, tmp_p
     """command-invoker in `wasinn serve`: the request goes out on the worker's connection
     and the response comes back to the operator; a response topic on the graph's source
     is refused, and the source still flows."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
     graph = tmp_path / "probe.yaml"
     graph.write_text(PROBE_GRAPH)
-    responder = connected_client(broker, "executor")
-
-    def answer(c, userdata, message):
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = message.properties.CorrelationData
-        props.UserProperty = [("seen", dict(message.properties.UserProperty)["k"])]
-        c.publish(message.properties.ResponseTopic, b"re:" + message.payload, qos=1, properties=props)
-    responder.on_message = answer
-    responder.subscribe("cmd/probe", qos=1)
+    responder = command_responder(broker, "cmd/probe", echo_with_seen_k)
     with Collector(broker, ["probe/out", "probe/out/dead-letter"]) as got, \
             Service(broker, workers=1, pipeline=graph, log_level="info",
                     extra=("--module", f"{PROBE}={operator_wasm('operator-probe')}", "--source", "probe/in",

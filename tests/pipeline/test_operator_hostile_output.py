@@ -11,6 +11,7 @@ the dead-letter topic with the reason, and the next message runs:
   model run in process) costs its message and a restart of the worker. (~25 s)"""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -39,6 +40,18 @@ def graph(tmp_path_factory):
     return path
 
 
+@contextlib.contextmanager
+def serving(broker, graph, *flags: str):
+    """`wasinn serve` of the hostile operator from h/in to h/out, one worker, subscribed;
+    what reaches h/out and its dead letters."""
+    with Collector(broker, ["h/out", "h/out/dead-letter"]) as got, \
+            Service(broker, workers=1, pipeline=graph, log_level="info",
+                    extra=("--module", f"{REF}={hostile_operator_wasm()}", "--source", "h/in", "--sink", "h/out",
+                           *flags)) as service:
+        service.wait_subscribed(1)
+        yield got, service
+
+
 @pytest.mark.parametrize("command, kind, reason", [
     ("ctrl", "operator-contract", r"a user property's value 'a\nb': it holds U+000A at index 1 "
                                   "(MQTT strings hold no control characters)"),
@@ -51,11 +64,7 @@ def graph(tmp_path_factory):
 ])
 def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_runs(broker, graph, command, kind,
                                                                                     reason):
-    with Collector(broker, ["h/out", "h/out/dead-letter"]) as got, \
-            Service(broker, workers=1, pipeline=graph, log_level="info",
-                    extra=("--module", f"{REF}={hostile_operator_wasm()}", "--source", "h/in",
-                           "--sink", "h/out")) as service:
-        service.wait_subscribed(1)
+    with serving(broker, graph) as (got, service):
         c = client(broker)
         send(c, "h/in", command.encode(), "m-1")
         send(c, "h/in", b"fine", "m-2")
@@ -72,11 +81,7 @@ def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dea
     """Its WASI sleep (wasmtime's native poll, out of the epoch interrupt's reach) ends at
     the call's deadline (abi/clocks.py), not the hour it asked for: the deadline's trap,
     the instance made afresh, no worker restart."""
-    with Collector(broker, ["h/out", "h/out/dead-letter"]) as got, \
-            Service(broker, workers=1, pipeline=graph, log_level="info",
-                    extra=("--module", f"{REF}={hostile_operator_wasm()}", "--source", "h/in", "--sink", "h/out",
-                           "--deadline", "1s")) as service:
-        service.wait_subscribed(1)
+    with serving(broker, graph, "--deadline", "1s") as (got, service):
         c = client(broker)
         started = time.monotonic()
         send(c, "h/in", b"sleep", "m-1")

@@ -23,7 +23,7 @@ from wasinn.pipeline.services.clock import HybridClock, Timestamp
 from wasinn.pipeline.services.state_store import StateError
 
 from support.operator_guests import operator_wasm
-from support.pipeline_service import connected_client
+from support.pipeline_service import command_responder, connected_client, echo_with_seen_k
 from support.redis_server import RedisServer
 
 
@@ -324,18 +324,8 @@ def test_command_invoker_over_mqtt5_or_client_error(wasinn_host, probe):
     with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
         assert run(op, {"do": "invoke", "topic": "cmd/probe", "payload": "x"}) == {"error": "RpcError_ClientError"}
     with Broker() as broker:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-        responder, invoker_client = connected_client(broker, "executor"), connected_client(broker, "invoker")
-
-        def answer(client, userdata, message):
-            props = Properties(PacketTypes.PUBLISH)
-            props.CorrelationData = message.properties.CorrelationData
-            props.UserProperty = [("seen", dict(message.properties.UserProperty)["k"])]
-            client.publish(message.properties.ResponseTopic, b"re:" + message.payload, qos=1, properties=props)
-        responder.on_message = answer
-        responder.subscribe("cmd/probe", qos=1)[0] == 0
-        time.sleep(0.2)
+        responder = command_responder(broker, "cmd/probe", echo_with_seen_k)
+        invoker_client = connected_client(broker, "invoker")
         services.invoker = CommandInvoker(invoker_client, client_id="invoker")
         with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
             assert run(op, {"do": "invoke", "topic": "cmd/{commandName}", "payload": "ping"}) == {
@@ -361,10 +351,8 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
     services = Services.embedded(log=EventLog(stream=stream), limits=Limits(max_payload_bytes=100_000))
     with Broker() as broker:
         dropped = []
-        invoker_client, responder = connected_client(broker, "invoker", dropped), connected_client(broker, "big")
-        responder.on_message = lambda c, userdata, m: c.publish(
-            m.properties.ResponseTopic, b"x" * 100_001, qos=1, properties=_correlated(m))
-        responder.subscribe("cmd/big", qos=1)
+        invoker_client = connected_client(broker, "invoker", dropped)
+        responder = command_responder(broker, "cmd/big", lambda request: (b"x" * 100_001, []))
         services.invoker = CommandInvoker(invoker_client, client_id="invoker", reserved=("plant/+/in",))
         invalid = {"error": "RpcError_ConfigurationInvalid"}
         with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
@@ -402,14 +390,6 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
             c.loop_stop()
             c.disconnect()
     services.close()
-
-
-def _correlated(request):
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-    props = Properties(PacketTypes.PUBLISH)
-    props.CorrelationData = request.properties.CorrelationData
-    return props
 
 
 def test_operators_cannot_reach_the_hosts_own_state_keys(wasinn_host, probe):

@@ -171,6 +171,31 @@ def connected_client(broker: Broker, client_id: str, dropped: list | None = None
     return c
 
 
+def command_responder(broker: Broker, topic: str, answer) -> mqtt.Client:
+    """A client that answers each MQTT 5 request on `topic` on its response topic, with
+    its correlation data: `answer(request)` gives the payload and the user properties."""
+    def respond(client, userdata, request):
+        payload, user = answer(request)
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = request.properties.CorrelationData
+        if user:
+            props.UserProperty = user
+        client.publish(request.properties.ResponseTopic, payload, qos=1, properties=props)
+    c = connected_client(broker, f"responder-{topic.replace('/', '-')}")
+    c.on_message = respond
+    subscribed = threading.Event()
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.subscribe(topic, qos=1)
+    assert subscribed.wait(10), f"the responder did not subscribe to {topic}"
+    return c
+
+
+def echo_with_seen_k(request) -> tuple[bytes, list[tuple[str, str]]]:
+    """The probe's commands answered: `re:` and the payload, the request's user property
+    `k` as `seen`."""
+    return b"re:" + request.payload, [("seen", dict(request.properties.UserProperty)["k"])]
+
+
 def publish(c: mqtt.Client, payload: bytes, ident: str, topic: str = SOURCE) -> None:
     props = Properties(PacketTypes.PUBLISH)
     props.UserProperty = [("id", ident)]
