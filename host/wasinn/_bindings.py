@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 # Every interface in wit/, by the name components import or export it under.
 WASI_CLI_RUN = 'wasi:cli/run@0.2.0'
+WASI_CLOCKS_MONOTONIC_CLOCK = 'wasi:clocks/monotonic-clock@0.2.0'
+WASI_IO_POLL = 'wasi:io/poll@0.2.0'
 WASI_NN_TENSOR_0_2_0_RC_2024_06_25 = 'wasi:nn/tensor@0.2.0-rc-2024-06-25'
 WASI_NN_GRAPH_0_2_0_RC_2024_06_25 = 'wasi:nn/graph@0.2.0-rc-2024-06-25'
 WASI_NN_INFERENCE_0_2_0_RC_2024_06_25 = 'wasi:nn/inference@0.2.0-rc-2024-06-25'

@@ -1,9 +1,9 @@
 """WASI sleeps held to their call's deadline: a component's, and a core module's.
 
-wasmtime runs `wasi:io/poll` in native code: a guest blocked there (a sleep, a `poll` on
+wasmtime runs WASI's poll in native code: a guest blocked there (a sleep, a `poll` on
 a clock) is out of reach of the epoch interrupt that ends its call at the deadline, and
 stayed blocked as long as it asked (20 s under `--deadline 1s`, measured). Every sleep
-waits on a pollable that `wasi:clocks/monotonic-clock`'s `subscribe-duration` or
+waits on a pollable that the monotonic clock's `subscribe-duration` or
 `subscribe-instant` made, so those are the host's: each calls wasmtime's own with the
 time cut to what is left of the call, and the sleep ends at the deadline, where the
 epoch interrupt ends the call within its tick. A host function cannot call wasmtime's
@@ -32,12 +32,15 @@ import wasmtime
 from wasmtime import Engine
 from wasmtime.component import Component, Linker
 
-MONOTONIC_CLOCK = "wasi:clocks/monotonic-clock@0.2."
-_HELPER = r"""
+from .._bindings import WASI_CLOCKS_MONOTONIC_CLOCK, WASI_IO_POLL
+
+# every 0.2.x version of the interface (wit/ holds 0.2.0's, all the helper needs)
+MONOTONIC_CLOCK = WASI_CLOCKS_MONOTONIC_CLOCK.rsplit(".", 1)[0] + "."
+_HELPER = f"""
 (component
-  (import "wasi:io/poll@0.2.0" (instance $poll (export "pollable" (type (sub resource)))))
+  (import "{WASI_IO_POLL}" (instance $poll (export "pollable" (type (sub resource)))))
   (alias export $poll "pollable" (type $pollable))
-  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+  (import "{WASI_CLOCKS_MONOTONIC_CLOCK}" (instance $clock
     (export "now" (func (result u64)))
     (export "resolution" (func (result u64)))
     (export "subscribe-instant" (func (param "when" u64) (result (own $pollable))))
