@@ -131,6 +131,7 @@ _ABSTIME = 1
 # host, bounded; past it the call is refused with EINVAL. A program polls a few.
 MAX_SUBSCRIPTIONS = 4096
 _EINVAL = 28
+_U32 = 0xFFFFFFFF
 
 
 class DeadlinePoll:
@@ -157,6 +158,8 @@ class DeadlinePoll:
             linker.allow_shadowing = False
 
     def poll_oneoff(self, caller, subscriptions: int, events: int, n: int, n_events: int) -> int:
+        # wasmtime hands i32s over signed; preview1's pointers and sizes are unsigned
+        subscriptions, events, n = subscriptions & _U32, events & _U32, n & _U32
         helper = self._helper_of(caller)
         deadline = self.deadline_of(caller)
         memory = helper["memory"]
