@@ -33,6 +33,11 @@ _sleeping_until = float("inf")  # when the watchdog wakes next on its own
 _stopping = False
 # Epochs advance this often; a call's deadline is checked at this granularity.
 EPOCH_SECONDS = 0.05
+# How long past its call's deadline a host function that waits (a guest's WASI sleep, a
+# command's response) waits: the epoch interrupt, counted in ticks from the call's start,
+# has passed the deadline too by then, so the guest's next step ends the call with the
+# deadline's trap (woken at the deadline itself, it could return as if it had waited)
+PAST_THE_TICK = 1.2 * EPOCH_SECONDS
 
 
 def stop_at_exit(stop: Callable[[], None], thread: threading.Thread) -> None:

@@ -33,7 +33,7 @@ from wasmtime import Engine
 from wasmtime.component import Component, Linker
 
 from .._bindings import WASI_CLOCKS_MONOTONIC_CLOCK, WASI_IO_POLL
-from ..deadlines import EPOCH_SECONDS
+from ..deadlines import PAST_THE_TICK
 
 # every 0.2.x version of the interface (wit/ holds 0.2.0's, all the helper needs)
 MONOTONIC_CLOCK = WASI_CLOCKS_MONOTONIC_CLOCK.rsplit(".", 1)[0] + "."
@@ -52,12 +52,6 @@ _HELPER = f"""
   (func (export "subscribe-duration") (param "when" u64) (result (own $pollable))
     (canon lift (core func $i "duration"))))
 """
-
-
-# A cut sleep ends this long after the deadline: by then the epoch interrupt, counted in
-# ticks from the call's start, has passed it too, so the guest's next step ends the call
-# with the deadline's trap (ended at the deadline itself, it could return as if it had slept)
-_PAST_THE_TICK = 1.2 * EPOCH_SECONDS
 
 
 class DeadlineClocks:
@@ -97,7 +91,7 @@ class DeadlineClocks:
     def _subscribe_duration(self, store, when: int):
         deadline = self.deadline_of(store)
         if deadline is not None:  # what is left of the call, and the epoch's tick past it
-            when = min(when, max(0, int((deadline + _PAST_THE_TICK - time.monotonic()) * 1e9)))
+            when = min(when, max(0, int((deadline + PAST_THE_TICK - time.monotonic()) * 1e9)))
         funcs = self.helpers(store)
         if not funcs:
             if self._helper is None:

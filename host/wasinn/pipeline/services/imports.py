@@ -27,6 +27,7 @@ from ..._bindings import (WASINN_ADAPTER_BUFFERS_BUFFERS, WASM_GRAPH_PROCESSOR_T
                           add_wasinn_adapter_buffers_to_linker, add_wasm_graph_processor_to_linker)
 from ...abi.adapter import SpanBinding
 from ...abi.memory import OutOfBounds
+from ...deadlines import PAST_THE_TICK
 from ...errors import WasinnError
 from ...limits import Limits
 from .clock import Timestamp
@@ -289,7 +290,7 @@ class OperatorImports:
         try:
             deadline = self.call_deadline()
             response = self.services.invoker.invoke(options, request, max_wait=60.0 if deadline is None else
-                                                    max(0.0, deadline - time.monotonic()))
+                                                    max(0.0, deadline + PAST_THE_TICK - time.monotonic()))
         except RpcError as e:
             self.log.warning("operator-command-failed", error=str(e))
             raise Err(Variant(e.case)) from None
