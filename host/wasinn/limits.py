@@ -33,6 +33,8 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-payload-bytes = "64MiB"  # one message payload or snapshot frame (what buffer.read hands over)
     max-delay = "1h"           # how far past the host's clock a delay operator may move a timestamp
     max-open-windows = 1024    # windows one accumulate node holds open (staged, not yet emitted)
+    max-window-messages = 10000  # messages one window stages (its fold hands them to one call)
+    max-window-bytes = "64MiB" # bytes one window stages (as stored: payloads in base64)
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
 wasi:nn `too-large` naming the limit, its value and its flag. The tensor constructor has
@@ -124,6 +126,8 @@ class Limits:
     max_payload_bytes: int = 64 << 20
     max_delay: float = 3600.0  # seconds
     max_open_windows: int = 1024
+    max_window_messages: int = 10_000
+    max_window_bytes: int = 64 << 20
 
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
@@ -137,7 +141,7 @@ class Limits:
                 "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_state_bytes": parse_bytes,
                 "max_metric_series": int,
                 "max_log_lines": int, "max_payload_bytes": parse_bytes, "max_delay": parse_seconds,
-                "max_open_windows": int}
+                "max_open_windows": int, "max_window_messages": int, "max_window_bytes": parse_bytes}
 
     @classmethod
     def names(cls) -> list[str]:

@@ -260,17 +260,17 @@ def test_windows_in_chunks_staged_and_emitted_once_across_lost_answers(kind):
             flaky.stage("acc", at, Message(f"m{i}".encode(), "t", timestamp=at))
             lost += flaky is not windows and flaky.store.writes > flaky.store.lose
         assert lost > 10
-        assert windows.due(Timestamp(1_699_999_999, 0)) == []  # not yet
+        assert list(windows.due(Timestamp(1_699_999_999, 0))) == []  # not yet
         (node, when, messages, ident, upto), = windows.due(now)
         assert [m.payload for m in messages] == [f"m{i}".encode() for i in range(n)] and upto == n
-        assert windows.due(now) == []  # its emit lease is taken
+        assert list(windows.due(now)) == []  # its emit lease is taken
         windows.stage("acc", at, Message(b"late", "t", timestamp=at))
         windows.emitted(node, when, upto)
         windows.emitted(node, when, upto)
         (_, _, late, late_id, upto), = windows.due(now)
         assert [m.payload for m in late] == [b"late"] and late_id == f"{ident}+{n}"
         windows.emitted(node, when, upto)
-        assert windows.due(now) == [] and windows._index() == []
+        assert list(windows.due(now)) == [] and windows._index() == []
     finally:
         store.close()
         if server:
@@ -297,5 +297,66 @@ def test_a_node_opens_at_most_max_open_windows():
         windows.stage("acc", Timestamp(2_000_000_001, 0), Message(b"again", "t"))
         windows.stage("other", Timestamp(2_000_000_003, 0), Message(b"m", "t"))
         assert len(windows._index()) == 4
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_a_window_stages_at_most_max_window_messages_and_bytes(kind):
+    """A delay may send every message of an hour to one window, whose fold reads them all
+    into the worker and hands them to one call: one window stages at most
+    max-window-messages messages (counted across its chunks) and max-window-bytes bytes;
+    past either the message is refused (kind `limit` in a graph) and the window keeps
+    what it holds, other windows still stage."""
+    from wasinn.pipeline.operator import Message
+    from wasinn.pipeline.services import EmbeddedStore, RedisStore
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import CHUNK_MESSAGES, WindowLimit, Windows
+    server = RedisServer() if kind == "redis" else None
+    store = RedisStore(server.url) if server else EmbeddedStore()
+    try:
+        at, other, now = Timestamp(1_700_000_000, 0), Timestamp(1_700_000_000, 1), Timestamp(1_700_000_001, 0)
+        n = CHUNK_MESSAGES + 3
+        windows = Windows(store, "test", "worker-0", max_messages=n, max_bytes=1 << 20)
+        for i in range(n):
+            windows.stage("acc", at, Message(b"m%d" % i, "t"))
+        with pytest.raises(WindowLimit, match=rf"^'acc' window {at.wall:020d}\.0{{20}} holds {n} messages; the "
+                                              rf"limit is {n} \(limit 'max-window-messages', --max-window-messages\)$"):
+            windows.stage("acc", at, Message(b"one more", "t"))
+        small = Windows(store, "test", "worker-0", max_bytes=700)  # one 300-byte payload and a small one
+        small.stage("acc", other, Message(bytes(300), "t"))
+        with pytest.raises(WindowLimit, match=r"^'acc' window \d+\.\d+ holds \d+ bytes; this message \(\d+ bytes "
+                                              r"staged\) would take it past the limit of 700 \(limit "
+                                              r"'max-window-bytes', --max-window-bytes\)$"):
+            small.stage("acc", other, Message(bytes(300), "t"))
+        small.stage("acc", other, Message(b"fits", "t"))
+        folded = {when: [m.payload for m in messages] for _, when, messages, _, _ in windows.due(now)}
+        assert folded == {at: [b"m%d" % i for i in range(n)], other: [bytes(300), b"fits"]}
+    finally:
+        store.close()
+        if server:
+            server.close()
+
+
+def test_windows_due_together_are_read_one_at_a_time():
+    """`due` reads a window (and takes its emit lease) only when the caller asks for the
+    next: a worker holds the messages of the window it folds, not of all that came due."""
+    from wasinn.pipeline.operator import Message
+    from wasinn.pipeline.services import EmbeddedStore
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import Windows
+    store = EmbeddedStore()
+    try:
+        windows = Windows(store, "test", "worker-0")
+        for i in range(3):
+            windows.stage("acc", Timestamp(1_700_000_000 + i, 0), Message(b"m%d" % i, "t"))
+
+        def leases() -> int:
+            return sum(store.get(f"test/emit/acc/{v}".encode())[0] is not None for _, v in windows._index())
+        due = windows.due(Timestamp(1_700_000_009, 0))
+        assert leases() == 0
+        first = next(due)
+        assert [m.payload for m in first[2]] == [b"m0"] and leases() == 1
+        assert [[m.payload for m in w[2]] for w in due] == [[b"m1"], [b"m2"]] and leases() == 3
     finally:
         store.close()

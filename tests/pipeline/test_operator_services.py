@@ -199,12 +199,16 @@ def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, t
         keys = run(op, {"do": "flood-keys", "n": 2000})
         series = run(op, {"do": "flood-metrics", "n": 2000})
         lines = run(op, {"do": "flood-logs", "n": 2000})
+        # one series of 10,000 labels of 400 bytes: 4 MB held, and written on every scrape
+        wide = run(op, {"do": "metric", "name": "wide", "value": 1,
+                        "labels": [[f"k{i}", "v" * 200] for i in range(10_000)]})
         assert run(op, {"do": "count"})["count"] == 1  # the instance still works
     assert keys == {"ok": 50, "error": "StateStoreError_RequestError:operator 'hostile' holds 50 live state-store "
                                        "keys; the limit is 50 (limit 'max-state-keys', --max-state-keys)"}
     assert series == {"ok": 20, "error": "MetricsError_IncompatibleType:operator 'hostile' reports more than 20 "
                                          "metric series (limit 'max-metric-series', --max-metric-series)"}
     assert lines == {"ok": 2000, "error": None}  # a log line is never the guest's error: extra lines are dropped
+    assert wide == {"error": "MetricsError_IncompatibleType:metric 'wide': 10000 labels; a series has at most 32"}
     written = [json.loads(line) for line in log.getvalue().splitlines()]
     flood = [r for r in written if r["event"] == "operator-log" and r["context"] == "flood"]
     assert 30 <= len(flood) <= 60  # at most 30 per second; the run may straddle a second
@@ -469,14 +473,15 @@ def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
     path = tmp_path / "wasinn.toml"
     path.write_text('[limits]\nmax-state-key-bytes = "2KiB"\nmax-state-keys = 5\nmax-metric-series = 7\n'
                     'max-log-lines = 9\nmax-payload-bytes = "1MiB"\nmax-delay = "10m"\nmax-open-windows = 11\n'
-                    'max-state-bytes = "3MiB"\n')
+                    'max-state-bytes = "3MiB"\nmax-window-messages = 12\nmax-window-bytes = "5MiB"\n')
     limits = Limits.from_file(path)
     assert (limits.max_state_key_bytes, limits.max_state_keys, limits.max_metric_series, limits.max_log_lines,
-            limits.max_payload_bytes, limits.max_delay, limits.max_open_windows, limits.max_state_bytes) == (
-        2048, 5, 7, 9, 1 << 20, 600, 11, 3 << 20)
+            limits.max_payload_bytes, limits.max_delay, limits.max_open_windows, limits.max_state_bytes,
+            limits.max_window_messages, limits.max_window_bytes) == (2048, 5, 7, 9, 1 << 20, 600, 11, 3 << 20, 12, 5 << 20)
     args = parser().parse_args(["run", "--config", str(path), "--max-state-keys", "6", "--max-delay", "30s",
-                                "x.wasm"])
-    assert (limits_from_args(args).max_state_keys, limits_from_args(args).max_delay) == (6, 30)
+                                "--max-window-messages", "13", "x.wasm"])
+    assert (limits_from_args(args).max_state_keys, limits_from_args(args).max_delay,
+            limits_from_args(args).max_window_messages) == (6, 30, 13)
     with pytest.raises(wasinn.WasinnError, match=r"^limit max-log-lines: 'x' is not a number|^limit max-log-lines"):
         Limits().updated({"max-log-lines": "x"})
 

@@ -237,9 +237,11 @@ class DataflowRunner:
             services = Services(state_store=state_store(flow, host.cache_dir), log=log, limits=host.limits,
                                 schemas=schemas, invoker=invoker or CommandInvoker())
         self.services = services
+        limits = services.limits or host.limits
         self.clock = services.clock
         self.windows = Windows(services.state_store, f"{HOST_KEYS.decode()}{flow.mqtt.group}", owner, log=log,
-                               max_open=(services.limits or host.limits).max_open_windows)
+                               max_open=limits.max_open_windows, max_messages=limits.max_window_messages,
+                               max_bytes=limits.max_window_bytes)
         self._emitted = collections.deque()  # (node, at, upto): published windows, from the network thread
         self._store_away = False  # the last look at the windows found the state store unavailable
         self._next_due = 0.0
@@ -283,45 +285,48 @@ class DataflowRunner:
         """Folds the windows whose time has come (and whose emit lease this worker took)."""
         if not self._windowed or time.monotonic() < self._next_due:
             return []  # (before anything else: asked before every message)
-        from .operator import Message
         from .windows import WindowError, WindowUnavailable
         self._next_due = time.monotonic() + _DUE_EVERY_SECONDS
+        out: list[Publication] = []
         try:
             while self._emitted:
                 self.windows.emitted(*self._emitted[0])
                 self._emitted.popleft()
-            windows = self.windows.due(self.clock.now())
+            for window in self.windows.due(self.clock.now()):  # read one at a time
+                out += self._fold(*window)
         except WindowUnavailable as e:  # the windows wait for the store (and their leases): said once
             if not self._store_away:
                 self.log.warning("windows", message=f"{e}; the windows that are due wait for it")
             self._store_away = True
-            return []
+            return out
         except WindowError as e:
             self.log.warning("windows", message=str(e))
-            return []
+            return out
         self._store_away = False
-        out: list[Publication] = []
-        for node, at, messages, window_id, upto in windows:
-            first = next((m for m in messages if isinstance(m, Message)), None)
-            staged = Message(b"", topic=first.topic if first else "", timestamp=at)
-            pubs: list[Publication] = []
-            try:
-                result = self.nodes[node].call("accumulate", staged, messages)
-                self._flow(node, result, at, pubs, {})
-            except StageFailure as f:
-                error = {"stage": f.stage, "kind": f.kind, "message": f.message}
-                pubs = [Publication(self.flow.mqtt.dead_letter_topic, body={
-                    "id": window_id, "error": error, "window": {"operation": node, "messages": len(messages)}},
-                    error=error)]
-                pubs[0].payload = json.dumps(pubs[0].body).encode()
-            for pub in pubs:
-                pub.id = window_id
-            if pubs:
-                pubs[-1].on_published = lambda n=node, at=at, upto=upto: self._emitted.append((n, at, upto))
-            else:
-                self._emitted.append((node, at, upto))
-            out += pubs
         return out
+
+    def _fold(self, node: str, at, messages: list, window_id: str, upto: int) -> list[Publication]:
+        """The publications of one window's fold (its result, or its dead letter)."""
+        from .operator import Message
+        first = next((m for m in messages if isinstance(m, Message)), None)
+        staged = Message(b"", topic=first.topic if first else "", timestamp=at)
+        pubs: list[Publication] = []
+        try:
+            result = self.nodes[node].call("accumulate", staged, messages)
+            self._flow(node, result, at, pubs, {})
+        except StageFailure as f:
+            error = {"stage": f.stage, "kind": f.kind, "message": f.message}
+            pubs = [Publication(self.flow.mqtt.dead_letter_topic, body={
+                "id": window_id, "error": error, "window": {"operation": node, "messages": len(messages)}},
+                error=error)]
+            pubs[0].payload = json.dumps(pubs[0].body).encode()
+        for pub in pubs:
+            pub.id = window_id
+        if pubs:
+            pubs[-1].on_published = lambda n=node, at=at, upto=upto: self._emitted.append((n, at, upto))
+        else:
+            self._emitted.append((node, at, upto))
+        return pubs
 
     def warm_up(self, log: EventLog) -> None:
         pass

@@ -34,6 +34,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
 
 from ..errors import WasinnError
 from .services.clock import Timestamp
@@ -110,12 +111,14 @@ class Windows:
     """The open windows of one graph (`prefix`: its group), staged by `owner` (a worker)."""
 
     def __init__(self, store, prefix: str, owner: str, *, lease_seconds: float = LEASE_SECONDS, log=None,
-                 max_open: int = 1024):
+                 max_open: int = 1024, max_messages: int = 10_000, max_bytes: int = 64 << 20):
         """`log`: an EventLog for the warnings while the store is away; `max_open`: the
         windows one node may hold open (max-open-windows): the index of open windows is
-        one value, written whole for each new window and read whole by `due`."""
+        one value, written whole for each new window and read whole by `due`.
+        `max_messages` and `max_bytes` (max-window-messages, max-window-bytes): what one
+        window may stage, which its fold reads into the host and hands to one call."""
         self.store, self.prefix, self.owner, self.lease, self.log = store, prefix, owner, lease_seconds, log
-        self.max_open = max_open
+        self.max_open, self.max_messages, self.max_bytes = max_open, max_messages, max_bytes
         self._lock_key = f"{prefix}/lock".encode()
         self._index_key = f"{prefix}/index".encode()
 
@@ -177,6 +180,7 @@ class Windows:
         the store is unavailable, it tries again)."""
         key, entry = self._key(node, at), [node, window_of(at)]
         item = encode(data)
+        size = len(json.dumps(item))  # as the store holds it (payloads in base64)
 
         def attempt(token):
             item["staged"] = token.decode()
@@ -188,7 +192,10 @@ class Windows:
                 recent = staged["messages"] or (self._chunk(key, chunks - 1) if chunks else [])
                 if any(m.get("staged") == item["staged"] for m in recent):
                     return  # an earlier try, whose answer was lost, staged it
+                self._check_room(node, at, chunks * CHUNK_MESSAGES + len(staged["messages"]),
+                                 staged.get("bytes", 0), size)
                 staged["messages"].append(item)
+                staged["bytes"] = staged.get("bytes", 0) + size
                 if not value:  # a new window: in the index first, so that no window is left out of it
                     index = self._index()
                     if sum(n == node for n, _ in index) >= self.max_open and tuple(entry) not in index:
@@ -206,19 +213,31 @@ class Windows:
             self._locked(work, token)
         self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
 
-    def due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
+    def _check_room(self, node: str, at: Timestamp, messages: int, held: int, size: int) -> None:
+        """Raises WindowLimit unless the window (node, at), holding `messages` staged
+        messages of `held` bytes, may stage one more of `size` bytes."""
+        if messages >= self.max_messages:
+            raise WindowLimit(f"{node!r} window {window_of(at)} holds {messages} messages; the limit is "
+                              f"{self.max_messages} (limit 'max-window-messages', --max-window-messages)")
+        if held + size > self.max_bytes:
+            raise WindowLimit(f"{node!r} window {window_of(at)} holds {held} bytes; this message ({size} bytes "
+                              f"staged) would take it past the limit of {self.max_bytes} (limit 'max-window-bytes', "
+                              "--max-window-bytes)")
+
+    def due(self, now: Timestamp) -> Iterator[tuple[str, Timestamp, list, str, int]]:
         """The windows whose time has come and whose emit lease this worker took:
         (node, timestamp, messages, window id, upto: the messages emitted once these
-        are). Call `emitted(node, at, upto)` once its result is published."""
+        are). Call `emitted(node, at, upto)` once its result is published. One window is
+        read at a time, as the caller asks for the next: the host holds the messages of
+        one window, not of every window that came due together."""
         try:
-            return self._due(now)
+            yield from self._due(now)
         except StateUnavailable as e:
             raise WindowUnavailable(f"the state store is unavailable: {e}") from None
         except StateError as e:
             raise WindowError(f"the state store refused a window read: {e}") from None
 
-    def _due(self, now: Timestamp) -> list[tuple[str, Timestamp, list, str, int]]:
-        out = []
+    def _due(self, now: Timestamp) -> Iterator[tuple[str, Timestamp, list, str, int]]:
         for node, version in self._index():
             if int(version.partition(".")[0]) > now.wall:
                 continue  # open (its name is its time): not read, however many messages it holds
@@ -238,8 +257,7 @@ class Windows:
                     continue
                 at = _from_ts(staged["at"])
                 ident = f"window:{node}:{version}" + (f"+{done}" if done else "")
-                out.append((node, at, [decode(m) for m in todo], ident, done + len(todo)))
-        return out
+                yield node, at, [decode(m) for m in todo], ident, done + len(todo)
 
     def _key_of(self, node: str, version: str) -> bytes:
         return f"{self.prefix}/window/{node}/{version}".encode()

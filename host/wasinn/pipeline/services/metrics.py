@@ -8,7 +8,8 @@ labels. One name may carry different label keys from call to call (Azure's tempe
 module counts `requests` by module, and by module and unit): each key set is its own
 series in the same family. One name keeps one kind; a call that would make it another,
 or that would make an operator report more than `max-metric-series` distinct name and
-label sets, returns `incompatible-type` saying so.
+label sets, or a series of more than MAX_LABELS labels, returns `incompatible-type`
+saying so.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
 
 PREFIX = "wasinn_operator_"
-# Names, label keys and values longer than this are refused: series are held forever.
+# Names, label keys and values longer than this are refused, and series with more labels
+# than MAX_LABELS: series are held forever, and each is written whole on every scrape.
 MAX_TEXT = 200
+MAX_LABELS = 32
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -99,6 +102,8 @@ class OperatorMetrics:
         if not name or len(name) > MAX_TEXT:
             raise MetricError(f"a metric name has 1 to {MAX_TEXT} characters, got {len(name)}")
         clean = _INVALID.sub("_", name)
+        if labels and len(labels) > MAX_LABELS:
+            raise MetricError(f"metric {name!r}: {len(labels)} labels; a series has at most {MAX_LABELS}")
         pairs = {}
         for key, value in labels or ():
             if not key or len(key) > MAX_TEXT or len(value) > MAX_TEXT:
