@@ -6,6 +6,8 @@
      ctype     a content type holding CR LF
      bigprops  4,000 user properties whose keys are the same 65,535 bytes (256 MiB to lift
                from 64 KiB of guest memory)
+   one that a broker with a Maximum Packet Size drops the connection for:
+     big       a payload of 300,000 bytes
    and one that holds its call past any deadline in the host:
      sleep     sleeps an hour (WASI poll, which wasmtime runs natively: no epoch reaches it)
    anything else: a plain result, payload "out". Written to the canonical ABI by hand
@@ -57,6 +59,10 @@ result_t *process(data_model_t *input) {
         m->content_type.some = 1; m->content_type.v = text("text/plain\r\nX: y", 16);
     } else if (strcmp(cmd, "sleep") == 0) {
         sleep(3600);
+    } else if (strcmp(cmd, "big") == 0) {
+        static char big[300000];
+        memset(big, 'x', sizeof big);
+        m->payload = text(big, sizeof big);
     } else if (strcmp(cmd, "bigprops") == 0) {
         memset(longkey, 'x', sizeof longkey);
         for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }

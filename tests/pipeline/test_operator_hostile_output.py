@@ -5,6 +5,8 @@ the dead-letter topic with the reason, and the next message runs:
   go onto the wire, to a broker that drops a client for text MQTT forbids (and the
   client, resending that publish on every reconnect, never got past it: one result
   stopped the worker for good);
+- so is its size: a broker with a Maximum Packet Size drops a client that sends a larger
+  packet (and paho sends it again on every reconnect);
 - a WASI sleep, in wasmtime's native code where the epoch interrupt does not reach, ends
   at the call's deadline;
 - a call held past its deadline in native code nothing interrupts (one long node of a
@@ -12,13 +14,15 @@ the dead-letter topic with the reason, and the next message runs:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import time
 
 import pytest
 
 from support.dataflow_support import Collector, send
 from support.operator_guests import hostile_operator_wasm
-from support.pipeline_service import Service, client
+from support.pipeline_service import Broker, Service, client
 
 REF = "wasinn-tests/hostile-operator:1.0.0"
 GRAPH = """
@@ -75,6 +79,84 @@ def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_ru
         assert dead.id == "m-1" and error["kind"] == kind and reason in error["message"], error
         assert not service.find("reconnecting")  # the broker never dropped the worker
         c.disconnect()
+
+
+def test_nothing_over_the_brokers_maximum_packet_size_is_sent_and_the_next_message_runs(graph):
+    """A broker with a Maximum Packet Size (its CONNACK says it) drops a client that sends
+    a larger packet, and paho sends that publish again on every reconnect: one result
+    over it stopped the worker for good, and so did the dead letter of any message over
+    three quarters of it (the dead letter carries the payload in base64). Such a result
+    is a dead letter, kind packet-too-large; such a dead letter goes without the payload,
+    its length and digest kept."""
+    big_input = b"bigprops\0" + bytes(90_000)  # a trap (wasmtime's bound on lists), its dead letter ~120 KB
+    with Broker(max_packet_size=100_000) as small, serving(small, graph) as (got, service):
+        c = client(small)
+        send(c, "h/in", b"big", "m-1")
+        send(c, "h/in", big_input, "m-2")
+        send(c, "h/in", b"fine", "m-3")
+        got.wait(lambda g: len(g) >= 3, 30)
+        (out,) = got.on("h/out")
+        assert out.id == "m-3" and out.payload == b"out"
+        dead = {d.id: d.json() for d in got.on("h/out/dead-letter")}
+        assert dead["m-1"]["error"] == {
+            "stage": "sink", "kind": "packet-too-large",
+            "message": f"the result for h/out: it is 300024 bytes as an MQTT packet; the broker at {small.address} "
+                       "takes at most 100000 (its Maximum Packet Size)"}
+        assert dead["m-1"]["payload_base64"] == "Ymln"  # b"big": the dead letter fits with it
+        m2 = dead["m-2"]
+        assert m2["error"]["kind"] == "trap" and m2["payload_base64"] is None
+        assert (m2["payload_bytes"], m2["payload_sha256"]) == (len(big_input), hashlib.sha256(big_input).hexdigest())
+        assert m2["payload_omitted"].startswith("the dead letter with the message's payload: it is ")
+        assert not service.find("reconnecting")  # the broker never dropped the worker
+        c.disconnect()
+
+
+# mosquitto 2.0 counts a packet without its remaining length's bytes (here 2): MQTT's
+# count (3.1.2.11: the total bytes of the packet), which wasinn uses, is never less
+@pytest.mark.parametrize("slack, dropped", [(0, False), (-3, True)])
+def test_a_publish_packets_size_is_counted_as_the_broker_counts_it(slack, dropped):
+    """connection.publish_packet_size against mosquitto's own count: a packet of the
+    broker's Maximum Packet Size as wasinn counts it is taken; a byte under mosquitto's
+    count and the broker drops the client."""
+    from support.pipeline_service import connected_client
+    from wasinn.pipeline.connection import PublishProperties, publish_packet_size
+    props = PublishProperties("text/plain", b"corr", [("id", "m-1"), ("k", "v" * 300)])
+    n = publish_packet_size("t/x", bytes(5000), props)
+    with Broker(max_packet_size=n + slack) as b:
+        lost: list = []
+        c = connected_client(b, "sizer", lost)
+        info = c.publish("t/x", bytes(5000), qos=1, properties=props)
+        deadline = time.monotonic() + 10
+        while not (info.is_published() or lost) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (lost == ["Packet too large"], info.is_published()) == (dropped, not dropped)
+        c.loop_stop()
+
+
+def test_a_command_request_over_the_brokers_maximum_packet_size_is_payload_invalid():
+    """The invoker publishes over a worker's own connection (Link): a request the broker
+    would drop that connection for is refused before it is sent."""
+    from wasinn.pipeline.connection import Link
+    from wasinn.pipeline.jsonlog import EventLog
+    from wasinn.pipeline.schema import Mqtt
+    from wasinn.pipeline.services import CommandInvoker
+    from wasinn.pipeline.services.invoker import Options, Request, RpcError
+    with Broker(max_packet_size=1000) as small:
+        link = Link(Mqtt("127.0.0.1", small.port, "g", "dead"), "invoker-probe", EventLog(stream=io.StringIO()),
+                    on_up=lambda client, present: None)
+        link.start(clean_start=True, properties=None)
+        try:
+            assert link.connected.wait(20) and link.max_packet == 1000
+            invoker = CommandInvoker.awaiting("invoker-probe")
+            invoker.attach(link.client, ("h/in",), link.too_large)
+            with pytest.raises(RpcError, match=r"^payload-invalid: the request to cmd/probe: it is \d+ bytes as an MQTT packet; the "
+                                               r"broker at 127\.0\.0\.1:\d+ takes at most 1000 \(its Maximum Packet "
+                                               r"Size\)$") as e:
+                invoker.invoke(Options(request_topic_pattern="cmd/probe", command_name="probe"),
+                               Request(payload=bytes(2000), timeout=1.0), 1.0)
+            assert e.value.case == "payload-invalid" and link.connected.is_set()
+        finally:
+            link.close()
 
 
 def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dead_lettered(broker, graph):

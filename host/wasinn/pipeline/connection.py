@@ -79,6 +79,19 @@ class PublishProperties(Properties):
         return VariableByteIntegers.encode(len(out)) + out
 
 
+# The largest packet MQTT has (2.1.4: a remaining length of at most 268,435,455 bytes,
+# after a fixed header of 5); a broker may take less (its CONNACK's Maximum Packet Size).
+PROTOCOL_MAX_PACKET = 268_435_455 + 5
+
+
+def publish_packet_size(topic: str, payload: bytes, properties: Properties | None) -> int:
+    """The bytes of the QoS 1 PUBLISH packet that carries these (MQTT 5, 3.3): its fixed
+    header, topic, packet id, properties and payload."""
+    props = properties.pack() if properties is not None else b"\x00"
+    remaining = 2 + len(topic.encode()) + 2 + len(props) + len(payload)
+    return 1 + len(VariableByteIntegers.encode(remaining)) + remaining
+
+
 def _pem(path, what: str) -> str:
     try:
         return path.read_bytes().decode("ascii", "replace")
@@ -196,6 +209,7 @@ class Link:
         self.fatal: str | None = None
         self.taken_over = False
         self._accepted = False
+        self.max_packet = PROTOCOL_MAX_PACKET  # what the broker takes (its CONNACK says)
         self._lost = ""
         self._tls_reason = ""  # OpenSSL's reason that paho logged (it does not raise from its own thread)
         self._down = threading.Event()
@@ -326,6 +340,7 @@ class Link:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         _yield_to_others()  # on the network thread (a new one per connection)
         self._accepted = not reason_code.is_failure
+        self.max_packet = getattr(properties, "MaximumPacketSize", None) or PROTOCOL_MAX_PACKET
         if reason_code.is_failure:
             if reason_code.value in _FATAL:
                 who = f"user {self.mqtt.username!r}" if self.mqtt.username else "anonymous clients"
@@ -375,6 +390,16 @@ class Link:
         info = self.client.publish(topic, payload, qos=1, retain=True)
         self._when_acknowledged(info.mid, lambda: None)  # nobody waits for it: keep its mid out of _acked
         return info
+
+    def too_large(self, topic: str, payload: bytes, properties) -> str | None:
+        """Why the broker would not take this publication, or None: a packet over the
+        Maximum Packet Size it gave makes it drop the connection, and paho, sending the
+        publication again on every reconnect, would never get past it."""
+        n = publish_packet_size(topic, payload, properties)
+        if n <= self.max_packet:
+            return None
+        return (f"it is {n} bytes as an MQTT packet; the broker at {self.mqtt.address} takes at most "
+                f"{self.max_packet} (its Maximum Packet Size)")
 
     def publish(self, topic: str, payload: bytes, properties, then: Callable[[], None]) -> None:
         """Publishes at QoS 1 and returns at once; `then()` runs once the broker has

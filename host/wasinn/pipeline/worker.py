@@ -189,7 +189,7 @@ class Worker:
         self.client.on_message, self.client.on_subscribe = self._on_message, self._on_subscribe
         self.invoker = invoker
         if invoker is not None:
-            invoker.attach(self.client, tuple(runner.topics))
+            invoker.attach(self.client, tuple(runner.topics), self.link.too_large)
         self._sources = filters_pattern(runner.topics)
         self._subscription = None  # the message id of the source topics' subscription
 
@@ -307,7 +307,11 @@ class Worker:
         """What the runner holds back until a time (windows that closed) is published now;
         the messages it came from were acknowledged when they were staged."""
         for pub in self.runner.due():
-            self.link.publish(pub.topic, pub.payload, self._properties(pub), pub.on_published or (lambda: None))
+            fitted = self._fitting(pub, None)
+            if fitted is None:
+                continue
+            pub, props = fitted
+            self.link.publish(pub.topic, pub.payload, props, pub.on_published or (lambda: None))
             if pub.error is None:
                 self.metrics.published.inc()
             else:
@@ -375,11 +379,42 @@ class Worker:
             props = getattr(msg.properties, "CorrelationData", None)
             for pub in pubs:
                 pub.correlation = props
-        held.outcome, held.published, held.pending = pubs, time.perf_counter(), len(pubs)
-        if not pubs:  # filtered out, or staged in a window: nothing to wait for
+        sent = [fitted for pub in pubs if (fitted := self._fitting(pub, msg)) is not None]
+        held.outcome, held.published, held.pending = [pub for pub, _ in sent], time.perf_counter(), len(sent)
+        if not sent:  # filtered out, or staged in a window: nothing to wait for
             self._settle(held)
-        for pub in pubs:
-            self.link.publish(pub.topic, pub.payload, self._properties(pub), lambda: self._settle(held, 1))
+        for pub, props in sent:
+            self.link.publish(pub.topic, pub.payload, props, lambda: self._settle(held, 1))
+
+    def _fitting(self, pub: Publication, msg: mqtt.MQTTMessage | None) -> tuple[Publication, PublishProperties] | None:
+        """`pub` and its properties as the broker takes them (`msg`: the message it answers;
+        None for a window's). A result over the broker's Maximum Packet Size becomes a dead
+        letter; a dead letter over it goes without the message's payload (its length and
+        digest stay); where not even that fits, nothing goes and the log says so."""
+        props = self._properties(pub)
+        why = self.link.too_large(pub.topic, pub.payload, props)
+        if why is None:
+            return pub, props
+        if pub.error is None:
+            message = f"the result for {pub.topic}: {why}"
+            if msg is not None:
+                dead = self._dead_letter(pub.id, msg, "sink", "packet-too-large", message)
+            else:
+                error = {"stage": "sink", "kind": "packet-too-large", "message": message}
+                dead = Publication(self.pipeline.mqtt.dead_letter_topic, body={"id": pub.id, "error": error,
+                                                                               "worker": self.client_id}, error=error)
+            dead.id, dead.correlation, dead.on_published = pub.id, pub.correlation, pub.on_published
+            dead.payload = json.dumps(dead.body).encode()
+            return self._fitting(dead, msg)
+        if pub.body is not None and pub.body.get("payload_base64") and msg is not None:
+            pub.body = dict(pub.body, payload_base64=None, payload_sha256=hashlib.sha256(msg.payload).hexdigest(),
+                            payload_omitted=f"the dead letter with the message's payload: {why}")
+            pub.payload = json.dumps(pub.body).encode()
+            return self._fitting(pub, msg)
+        self.log.error("dead-letter-dropped", id=pub.id, error=pub.error, message=f"not even its dead letter: {why}")
+        if pub.on_published is not None:  # a window's: done with, as far as it can be
+            pub.on_published()
+        return None
 
     def overdue(self, what: str) -> None:
         """From the deadline watchdog (Host's `overdue`): a guest's call outlived its
@@ -394,7 +429,11 @@ class Worker:
             pub = self._dead_letter(ident, msg, "graph", "overdue", f"{what}; the worker restarts")
             pub.id, pub.payload = ident, json.dumps(pub.body).encode()
             published = threading.Event()
-            self.link.publish(pub.topic, pub.payload, self._properties(pub), published.set)
+            fitted = self._fitting(pub, msg)
+            if fitted is None:
+                published.set()
+            else:
+                self.link.publish(fitted[0].topic, fitted[0].payload, fitted[1], published.set)
             if published.wait(_OVERDUE_PUBLISH_SECONDS):
                 self.client.ack(msg.mid, msg.qos)
                 self.log.warning("dead-letter", id=ident, **pub.error)

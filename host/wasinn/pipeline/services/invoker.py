@@ -85,6 +85,7 @@ class CommandInvoker:
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
+        self._too_large = None
 
     @classmethod
     def awaiting(cls, client_id: str) -> "CommandInvoker":
@@ -94,8 +95,11 @@ class CommandInvoker:
         invoker.served = True
         return invoker
 
-    def attach(self, client, reserved: tuple[str, ...]) -> None:
+    def attach(self, client, reserved: tuple[str, ...], too_large=None) -> None:
+        """`too_large(topic, payload, properties)`: why the broker would not take a
+        request (connection.Link.too_large), or None."""
         self.client, self.reserved, self._reserved = client, reserved, filters_pattern(reserved)
+        self._too_large = too_large
 
     def session_lost(self) -> None:
         """The broker forgot the connection's session, and its subscriptions with it."""
@@ -159,6 +163,8 @@ class CommandInvoker:
             props.CorrelationData = correlation
             if request.custom_user_data:
                 props.UserProperty = list(request.custom_user_data)
+            if self._too_large is not None and (why := self._too_large(topic, request.payload, props)):
+                raise RpcError("payload-invalid", f"the request to {topic[:80]}: {why}")
             info = self.client.publish(topic, request.payload, qos=1, properties=props)
             if info.rc != 0:
                 raise RpcError("client-error", f"publish to {topic} failed (code {info.rc})")
