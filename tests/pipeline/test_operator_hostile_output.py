@@ -89,7 +89,7 @@ def test_nothing_over_the_brokers_maximum_packet_size_is_sent_and_the_next_messa
     is a dead letter, kind packet-too-large; such a dead letter goes without the payload,
     its length and digest kept."""
     big_input = b"bigprops\0" + bytes(90_000)  # a trap (wasmtime's bound on lists), its dead letter ~120 KB
-    with Broker(max_packet_size=100_000) as small, serving(small, graph) as (got, service):
+    with Broker(settings={"max_packet_size": 100_000}) as small, serving(small, graph) as (got, service):
         c = client(small)
         send(c, "h/in", b"big", "m-1")
         send(c, "h/in", big_input, "m-2")
@@ -122,7 +122,7 @@ def test_a_publish_packets_size_is_counted_as_the_broker_counts_it(slack, droppe
     from wasinn.pipeline.connection import PublishProperties, publish_packet_size
     props = PublishProperties("text/plain", b"corr", [("id", "m-1"), ("k", "v" * 300)])
     n = publish_packet_size("t/x", bytes(5000), props)
-    with Broker(max_packet_size=n + slack) as b:
+    with Broker(settings={"max_packet_size": n + slack}) as b:
         lost: list = []
         c = connected_client(b, "sizer", lost)
         info = c.publish("t/x", bytes(5000), qos=1, properties=props)
@@ -141,7 +141,7 @@ def test_a_command_request_over_the_brokers_maximum_packet_size_is_payload_inval
     from wasinn.pipeline.schema import Mqtt
     from wasinn.pipeline.services import CommandInvoker
     from wasinn.pipeline.services.invoker import Options, Request, RpcError
-    with Broker(max_packet_size=1000) as small:
+    with Broker(settings={"max_packet_size": 1000}) as small:
         link = Link(Mqtt("127.0.0.1", small.port, "g", "dead"), "invoker-probe", EventLog(stream=io.StringIO()),
                     on_up=lambda client, present: None)
         link.start(clean_start=True, properties=None)
@@ -217,3 +217,82 @@ def test_a_call_held_past_its_deadline_in_native_code_costs_its_message_and_a_wo
         time.sleep(1)
         assert [r.id for r in got.on("frames/top5/dead-letter")] == ["f-1"]  # not run again
         c.disconnect()
+
+
+
+class _PacketCounter:
+    """A TCP relay between one client and a broker that counts the client's PUBLISH
+    packets and can hold back what the broker sends (its PUBACKs) meanwhile."""
+
+    def __init__(self, broker_port: int):
+        import socket
+        import threading
+        self.publishes, self.holding = 0, threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._broker_port = broker_port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+        near, _ = self._listener.accept()
+        far = socket.create_connection(("127.0.0.1", self._broker_port))
+        threading.Thread(target=self._back, args=(far, near), daemon=True).start()
+        pending = b""
+        while data := near.recv(65536):
+            pending += data
+            while len(pending) >= 2:  # whole packets: type, remaining length, the rest
+                length, shift, i = 0, 0, 1
+                while i < len(pending) and pending[i] & 0x80:
+                    length |= (pending[i] & 0x7F) << shift
+                    shift, i = shift + 7, i + 1
+                if i >= len(pending):
+                    break
+                length |= pending[i] << shift
+                end = i + 1 + length
+                if end > len(pending):
+                    break
+                self.publishes += pending[0] >> 4 == 3
+                far.sendall(pending[:end])
+                pending = pending[end:]
+
+    def _back(self, far, near) -> None:
+        while data := far.recv(65536):
+            while self.holding.is_set():
+                time.sleep(0.01)
+            near.sendall(data)
+
+
+def test_a_link_keeps_no_more_publishes_unacknowledged_than_the_brokers_receive_maximum():
+    """MQTT 5 forbids a client more unacknowledged QoS 1 publishes than the broker's
+    Receive Maximum (a broker that enforces it closes the connection; paho, sending them
+    all again, would never get past it), while paho keeps its own 20: a worker's link
+    holds it to the broker's (connection.honour_receive_maximum, which sets paho's field
+    `_max_inflight_messages`: if paho renames it, this fails). mosquitto gives 3 here
+    (max_inflight_messages) without enforcing it; a relay holding its PUBACKs back counts
+    what the link sends meanwhile."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from wasinn.pipeline.connection import Link, PublishProperties
+    from wasinn.pipeline.jsonlog import EventLog
+    from wasinn.pipeline.schema import Mqtt
+    assert mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)._max_inflight_messages == 20, "paho's in-flight field moved"
+    with Broker(settings={"max_inflight_messages": 3}) as small:
+        relay = _PacketCounter(small.port)
+        link = Link(Mqtt("127.0.0.1", relay.port, "g", "dead"), "burst", EventLog(stream=io.StringIO()),
+                    on_up=lambda client, present: None)
+        link.start(clean_start=True, properties=None)
+        try:
+            assert link.connected.wait(20)
+            relay.holding.set()
+            acked = threading.Semaphore(0)
+            for i in range(30):  # a burst, as a worker emitting the windows that came due together
+                link.publish("h/out", b"r%d" % i, PublishProperties(), acked.release)
+            time.sleep(1)
+            assert relay.publishes == 3
+            relay.holding.clear()
+            assert all(acked.acquire(timeout=10) for _ in range(30))
+        finally:
+            link.close()

@@ -57,14 +57,14 @@ class Broker:
     Plain: anonymous on a free loopback port. `certs` (pipeline_certs.Certificates): a
     TLS listener only; `users` (name -> password): a password file, no anonymous access
     (the test's own clients log in as the first user); `persistence`: sessions and
-    queued messages survive `restart()`; `max_packet_size`: the largest packet it takes.
-    `netns`: the broker runs in that network
+    queued messages survive `restart()`; `settings`: more of mosquitto.conf (e.g.
+    max_packet_size, which its CONNACK gives). `netns`: the broker runs in that network
     namespace, listening on `host`; the test's clients, outside it, come in through a
     Unix socket (the file system is shared between namespaces) with the same login."""
 
     def __init__(self, *, certs=None, users: dict[str, str] | None = None, persistence: bool = False,
                  host: str = "127.0.0.1", netns: str | None = None, client_certs: bool = False,
-                 max_packet_size: int | None = None):
+                 settings: dict[str, object] | None = None):
         self.host, self.port, self.netns, self.certs = host, _free_port(), netns, certs
         self.address = f"{host}:{self.port}"
         self.user = next(iter(users.items())) if users else None
@@ -79,8 +79,7 @@ class Broker:
                  f"persistence {'true' if persistence else 'false'}", f"persistence_location {data}/",
                  "max_queued_messages 0", "set_tcp_nodelay true", "log_dest stderr", "log_type error",
                  "log_type warning", f"listener {self.port} {host}"]
-        if max_packet_size:  # the broker's CONNACK says so; a client's larger packet ends its connection
-            lines.insert(0, f"max_packet_size {max_packet_size}")
+        lines[:0] = [f"{key} {value}" for key, value in (settings or {}).items()]
         if users:
             lines.insert(2, f"password_file {password_file(root / 'passwd', users)}")
         if certs:

@@ -92,6 +92,21 @@ def publish_packet_size(topic: str, payload: bytes, properties: Properties | Non
     return 1 + len(VariableByteIntegers.encode(remaining)) + remaining
 
 
+# The QoS 1 publishes paho keeps unacknowledged at most (its default); fewer where the
+# broker's Receive Maximum says so (`honour_receive_maximum`).
+PAHO_INFLIGHT = 20
+
+
+def honour_receive_maximum(client: mqtt.Client, receive_maximum: int | None) -> None:
+    """Holds `client` to the broker's Receive Maximum (its CONNACK's; absent: 65,535).
+    MQTT 5 forbids a client more unacknowledged QoS 1 publishes than that (3.3.4; a broker
+    that enforces it closes the connection, and paho, sending them all again on the next,
+    would never get past it), while paho 2.1 keeps its own number (20) and refuses to
+    change it on an open connection, which is when the broker says it: its field, set
+    here and nowhere else (tests/pipeline/test_operator_hostile_output.py checks it)."""
+    client._max_inflight_messages = min(PAHO_INFLIGHT, receive_maximum or 65_535)
+
+
 def _pem(path, what: str) -> str:
     try:
         return path.read_bytes().decode("ascii", "replace")
@@ -341,6 +356,7 @@ class Link:
         _yield_to_others()  # on the network thread (a new one per connection)
         self._accepted = not reason_code.is_failure
         self.max_packet = getattr(properties, "MaximumPacketSize", None) or PROTOCOL_MAX_PACKET
+        honour_receive_maximum(client, getattr(properties, "ReceiveMaximum", None))
         if reason_code.is_failure:
             if reason_code.value in _FATAL:
                 who = f"user {self.mqtt.username!r}" if self.mqtt.username else "anonymous clients"
