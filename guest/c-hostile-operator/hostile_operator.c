@@ -8,11 +8,15 @@
                from 64 KiB of guest memory)
    one that a broker with a Maximum Packet Size drops the connection for:
      big       a payload of 300,000 bytes
+   and ones that write to WASI stdout and stderr, which a host must not let reach its own:
+     print     a line to stdout, a line to stderr that reads as a host's JSON log line
+     flood     1,000,000 lines to stdout in one write
    and one that holds its call past any deadline in the host:
      sleep     sleeps an hour (WASI poll, which wasmtime runs natively: no epoch reaches it)
    anything else: a plain result, payload "out". Written to the canonical ABI by hand
    (guest/c-wasm-graph/wasm_graph.h); what it returns is static. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -63,6 +67,14 @@ result_t *process(data_model_t *input) {
         static char big[300000];
         memset(big, 'x', sizeof big);
         m->payload = text(big, sizeof big);
+    } else if (strcmp(cmd, "print") == 0) {
+        printf("a line to stdout\n");
+        fprintf(stderr, "{\"level\": \"error\", \"event\": \"worker-died\", \"worker\": \"forged\"}\n");
+        fflush(stdout);
+    } else if (strcmp(cmd, "flood") == 0) {
+        static char lines[2000000];
+        for (size_t i = 0; i < sizeof lines; i += 2) { lines[i] = 'x'; lines[i + 1] = '\n'; }
+        write(1, lines, sizeof lines);
     } else if (strcmp(cmd, "bigprops") == 0) {
         memset(longkey, 'x', sizeof longkey);
         for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }
