@@ -4,6 +4,7 @@ the JSON log, Prometheus metrics, HLC rules, the schema registry and the command
 invoker over a real mosquitto; every bound a guest could push is held with one line."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -298,9 +299,11 @@ def test_schema_registry_from_a_file_or_not_available(wasinn_host, probe, tmp_pa
     services.close()
 
 
-def _through_graph(host, tmp_path, schema_name: str | None, input_schema: str | None, schemas) -> dict:
-    """What guest/operator-probe's map, the one operation of a graph definition, says of
-    the schema of a message from the source (the engine as a worker runs it)."""
+@contextlib.contextmanager
+def _probe_graph(host, tmp_path, schema_name: str | None = None, input_schema: str | None = None,
+                 schemas=None):
+    """A DataflowRunner (the engine as a worker runs it) of a graph definition whose one
+    operation is guest/operator-probe's map, and a function that answers a payload with it."""
     import dataclasses
 
     import paho.mqtt.client as mqtt
@@ -323,16 +326,36 @@ def _through_graph(host, tmp_path, schema_name: str | None, input_schema: str | 
                                                       sources=("in",), sink="out"))
     flow = dataclasses.replace(flow, input_schema=input_schema)  # a deployment's (test_dataflow_files)
     services = Services.embedded(log=EventLog(stream=io.StringIO()))
-    services.schemas = schemas
+    if schemas is not None:
+        services.schemas = schemas
     runner = DataflowRunner(flow, host, EventLog(stream=io.StringIO()), services=services)
-    try:
+
+    def answer(payload: bytes):
         msg = mqtt.MQTTMessage(topic=b"in")
-        msg.payload = b'{"do": "message-schema"}'
+        msg.payload = payload
         msg.properties = Properties(PacketTypes.PUBLISH)
-        (pub,), _ = runner.answer("1", msg, None, 0.0, "w")
-        return json.loads(pub.payload)
+        return runner.answer("1", msg, None, 0.0, "w")
+    try:
+        yield answer
     finally:
         runner.close()
+
+
+def _through_graph(host, tmp_path, schema_name: str | None, input_schema: str | None, schemas) -> dict:
+    """What the probe's map, the one operation of a graph definition, says of the schema
+    of a message from the source."""
+    with _probe_graph(host, tmp_path, schema_name, input_schema, schemas) as answer:
+        (pub,), _ = answer(b'{"do": "message-schema"}')
+        return json.loads(pub.payload)
+
+
+def test_an_operators_error_text_is_cut_before_it_reaches_a_log_line_or_dead_letter(wasinn_host, tmp_path):
+    from wasinn.pipeline.graph import MAX_FAILURE_TEXT, StageFailure
+    with _probe_graph(wasinn_host, tmp_path) as answer:
+        with pytest.raises(StageFailure) as e:
+            answer(json.dumps({"do": "fail", "message": "x" * 1_000_000}).encode())
+    assert e.value.kind == "operator-error"
+    assert e.value.message == "x" * MAX_FAILURE_TEXT + "... (cut: 1000000 characters)"
 
 
 def test_schema_references_reach_operators_on_their_connections(wasinn_host, tmp_path):

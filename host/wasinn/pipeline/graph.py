@@ -35,6 +35,10 @@ _CONFIGURE = f"{WASINN_GUEST_STAGE}#configure"
 _PROCESS = f"{WASINN_GUEST_STAGE}#process"
 
 
+# The characters of a failure's text kept: a guest's error case may say anything.
+MAX_FAILURE_TEXT = 16384
+
+
 class StageFailure(WasinnError):
     """One message failed in one stage; the service sends it to the dead-letter topic.
 
@@ -43,6 +47,8 @@ class StageFailure(WasinnError):
     """
 
     def __init__(self, stage: str, kind: str, message: str):
+        if len(message) > MAX_FAILURE_TEXT:  # a guest's error text: into a log line and a dead letter
+            message = f"{message[:MAX_FAILURE_TEXT]}... (cut: {len(message)} characters)"
         super().__init__(f"stage {stage!r} failed ({kind}): {message}")
         self.stage, self.kind, self.message = stage, kind, message
 
