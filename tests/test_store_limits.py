@@ -95,6 +95,56 @@ def test_a_table_grown_by_2_to_the_27_is_refused_and_the_host_stays_small():
     assert int(peak_kib) < 200 * 1024, f"peak {int(peak_kib) >> 10} MiB"
 
 
+# A component that takes a WASI resource (stdout's stream) n times and drops none.
+HANDLE_FLOOD = """(component
+  (type $ty-streams (instance (export "output-stream" (type (sub resource)))))
+  (import "wasi:io/streams@0.2.0" (instance $streams (type $ty-streams)))
+  (alias export $streams "output-stream" (type $output-stream))
+  (type $ty-stdout (instance
+    (alias outer 1 $output-stream (type (;0;)))
+    (export (;1;) "output-stream" (type (eq 0)))
+    (type (;2;) (own 1))
+    (type (;3;) (func (result 2)))
+    (export "get-stdout" (func (type 3)))))
+  (import "wasi:cli/stdout@0.2.0" (instance $stdout (type $ty-stdout)))
+  (core func $get (canon lower (func $stdout "get-stdout")))
+  (core module $m
+    (import "c" "get" (func $get (result i32)))
+    (func (export "f") (param $n i32) (result i32) (local $i i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (drop (call $get))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (local.get $i)))
+  (core instance $i (instantiate $m (with "c" (instance (export "get" (func $get))))))
+  (func (export "f") (param "n" u32) (result u32) (canon lift (core func $i "f"))))"""
+
+
+def test_wasi_resources_a_component_never_drops_are_bounded_by_wasmtimes_handle_limit():
+    """WASI resources live in wasmtime's tables, not the host's counts: a component that
+    takes stdout's stream a million times (dropping none) meets wasmtime's store handle
+    limit first, a trap with the host ~10 MiB larger (measured in a fresh process with a
+    1 GiB data limit, as above), and the next call runs on a fresh instance."""
+    code = textwrap.dedent(f"""
+        import wasmtime, wasinn
+        host = wasinn.Host(cache_dir=False)
+        inst = host.instantiate(host.load_component(wasmtime.wat2wasm({HANDLE_FLOOD!r})))
+        try:
+            inst.call("f", 1_000_000)
+        except wasinn.GuestTrap as e:
+            print("trap:", "store handle limit exceeded" in str(e))
+        print(inst.call("f", 10))
+        print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30)))
+    assert proc.returncode == 0, proc.stderr
+    trapped, again, peak_kib = proc.stdout.split("\n")[:3]
+    assert (trapped, again) == ("trap: True", "10")
+    assert int(peak_kib) < 200 * 1024, f"peak {int(peak_kib) >> 10} MiB"
+
+
 def test_table_grow_past_max_table_elements_returns_minus_one():
     wat = '(module (table 0 funcref) (func (export "f") (param i32) (result i32) ' \
           '(table.grow (ref.null func) (local.get 0))))'
