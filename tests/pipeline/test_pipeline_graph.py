@@ -99,39 +99,3 @@ def test_a_module_that_rejects_its_config_stops_the_start(pipeline_host, tmp_pat
     with pytest.raises(WasinnError, match=r"module 'postprocess' \(line \d+\) rejected its config: unknown "
                                           r"config key\(s\) colour; this stage takes: labels, softmax, top"):
         GraphRunner(load_pipeline(path), pipeline_host)
-
-
-PRINTING = """
-moduleRequirements: {apiVersion: "1.1.0", runtimeVersion: "1.1.0", features: [{name: wasi-nn}]}
-modules:
-  - {name: printer, type: wasm, path: %s, config: {say: hello from a stage}}
-operations:
-  - {operationType: source, name: camera, topic: images/in}
-  - {operationType: map, name: printer, module: printer}
-  - {operationType: sink, name: out, topic: images/out}
-connections:
-  - {from: {name: camera}, to: {name: printer}}
-  - {from: {name: printer}, to: {name: out}}
-mqtt: {broker: "127.0.0.1:1883", group: printing, deadLetterTopic: images/dead}
-"""
-
-
-def test_in_a_service_a_stages_stdout_and_stderr_are_its_log_lines(pipeline_host, tmp_path, capfd):
-    """Given the service's log (as `wasinn serve` gives it), a stage's WASI stdout and
-    stderr (guest/printing-stage) are its log lines, not the process's own streams, where
-    a stage could write lines that read as the host's."""
-    import io
-    import json
-
-    from wasinn.pipeline.jsonlog import EventLog
-    path = tmp_path / "p.yaml"
-    path.write_text(PRINTING % (ROOT / "guest" / "printing-stage"))
-    log = io.StringIO()
-    r = GraphRunner(load_pipeline(path), pipeline_host, log=EventLog(stream=log))
-    r.close()
-    out, err = capfd.readouterr()
-    assert "hello from a stage" not in out and "forged" not in out + err
-    lines = [r for r in map(json.loads, log.getvalue().splitlines()) if r["event"] == "operator-log"]
-    assert {(r["operator"], r["context"], r["message"]) for r in lines} == {
-        ("printer", "stdout", "hello from a stage"),
-        ("printer", "stderr", '{"level": "error", "event": "worker-died", "worker": "forged"}')}
