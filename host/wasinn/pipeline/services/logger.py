@@ -45,12 +45,6 @@ class OperatorLog:
         writes a guest's tracebacks: warn), cut to MAX_TEXT, under the same rate as its
         `logger` lines. Lines past the rate are counted without being made: a guest's
         write holds any number of them."""
-        try:
-            self._output(stream, data)
-        except Exception:  # (OSError) the log's stream is gone: the guest's write is not the one that failed
-            pass
-
-    def _output(self, stream: str, data: bytes) -> None:
         level = "info" if stream == "stdout" else "warn"
         if LOG_LEVELS[LEVELS[level]] < LOG_LEVELS[self._log.level]:
             return
