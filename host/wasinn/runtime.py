@@ -269,20 +269,18 @@ class Host:
 
     def instantiate(self, component: Component, *, args: Sequence[str] = (),
                     dirs: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None,
-                    program_name: str = "app", output: Callable[[str, bytes], None] | None = None) -> "Instance":
+                    program_name: str = "app") -> "Instance":
         """An instance of `component`. `args` and `env` are what the guest sees through
-        WASI; `dirs` are (host path, guest path[, read-only]) preopens; `output(stream,
-        data)` gets what the guest writes to its WASI stdout and stderr ("stdout" or
-        "stderr", the bytes of each write), which otherwise go to this process's own.
-        Instantiation is lazy: the first call creates the store."""
+        WASI; `dirs` are (host path, guest path[, read-only]) preopens. Instantiation is
+        lazy: the first call creates the store."""
         self._start_fork_server(component)
         if isinstance(component, wasmtime.Module):
-            return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}), output)
+            return ModuleInstance(self, component, [program_name, *args], list(dirs), dict(env or {}))
         if self.unknown_imports == "default":  # wasmtime's refusal, for wasmtime's reason
             raise WasinnError("unknown-imports-default cannot be used with components, as in wasmtime (a "
                               "component's functions return typed values, resources, lists: no zero stands in); "
                               "use -W unknown-imports-trap=y")
-        return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}), output)
+        return Instance(self, component, [program_name, *args], list(dirs), dict(env or {}))
 
     def _start_fork_server(self, component) -> None:
         """Starts the backend workers' fork server (forkserver.py), so that it is
@@ -305,14 +303,12 @@ class Instance:
     """A component instance that survives its own traps (see module docs)."""
 
     def __init__(self, host: Host, component: Component, argv: list[str],
-                 dirs: list[tuple[str, str]], env: dict[str, str],
-                 output: Callable[[str, bytes], None] | None = None):
+                 dirs: list[tuple[str, str]], env: dict[str, str]):
         self.host = host
         self.component = component
         self.argv = argv
         self.dirs = dirs
         self.env = env
-        self.output = output
         self.instances_started = 0
         self._store: Store | None = None
         self._instance = None
@@ -393,13 +389,8 @@ class Instance:
         wasi = WasiConfig()
         wasi.argv = self.argv
         wasi.env = list(self.env.items())
-        if self.output is None:
-            wasi.inherit_stdout()
-            wasi.inherit_stderr()
-        else:
-            output = self.output
-            wasi.stdout_custom = lambda data: output("stdout", data)
-            wasi.stderr_custom = lambda data: output("stderr", data)
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
         for host_path, guest_path, *read_only in self.dirs:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")

@@ -159,6 +159,28 @@ def test_a_command_request_over_the_brokers_maximum_packet_size_is_payload_inval
             link.close()
 
 
+def test_what_an_operator_writes_to_stdout_and_stderr_is_the_workers_log_lines(broker, graph):
+    """An operator's WASI stdout and stderr are its worker's (wasmtime's own streams): the
+    worker captures both into its JSON log (jsonlog.capture_output), so a line that
+    reads as the host's (a forged `worker-died`) is only the `line` of a "stderr" event,
+    and a million lines in one write are held to LINES_PER_SECOND."""
+    from wasinn.pipeline.jsonlog import LINES_PER_SECOND
+    with serving(broker, graph) as (got, service):
+        c = client(broker)
+        send(c, "h/in", b"print", "m-1")
+        send(c, "h/in", b"flood", "m-2")
+        send(c, "h/in", b"fine", "m-3")
+        got.wait(lambda g: len(g) >= 3, 30)
+        time.sleep(1)  # the pumps' last lines
+        out = [e["line"] for e in service.find("stdout")]
+        err = [e["line"] for e in service.find("stderr")]
+        assert out[0] == "a line to stdout" and set(out[1:]) == {"x"}
+        assert len(out) <= 3 * LINES_PER_SECOND  # a million lines, a second or two of them
+        assert '{"level": "error", "event": "worker-died", "worker": "forged"}' in err
+        assert not service.find("worker-died")
+        c.disconnect()
+
+
 def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dead_lettered(broker, graph):
     """Its WASI sleep (wasmtime's native poll, out of the epoch interrupt's reach) ends at
     the call's deadline (abi/clocks.py), not the hour it asked for: the deadline's trap

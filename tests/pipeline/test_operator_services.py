@@ -220,32 +220,6 @@ def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, t
     services.close()
 
 
-def test_an_operators_stdout_and_stderr_are_its_log_lines_not_the_processs(wasinn_host, capfd):
-    """What an operator writes to its WASI stdout and stderr (guest/c-hostile-operator)
-    went to the process's own streams, a line that reads as the host's JSON log (a
-    forged `worker-died`) included, and a million lines in one write with no rate: now
-    they are its log lines (context stdout or stderr), under max-log-lines, the rest
-    counted, not made."""
-    from support.operator_guests import hostile_operator_wasm
-    log = io.StringIO()
-    services = Services.embedded(log=EventLog(stream=log), limits=Limits().updated({"max_log_lines": 50}))
-    with Operator.open(wasinn_host, hostile_operator_wasm(), kind="map", name="loud", services=services) as op:
-        op.map(Message(b"print", "t"))
-        op.map(Message(b"flood", "t"))
-        time.sleep(1.1)  # the next second: the next line says how many were dropped
-        op.map(Message(b"print", "t"))
-    out, err = capfd.readouterr()
-    assert (out, err) == ("", "")
-    lines = [r for r in map(json.loads, log.getvalue().splitlines()) if r["event"] == "operator-log"]
-    printed = {("stdout", "a line to stdout", "info", "loud"),
-               ("stderr", '{"level": "error", "event": "worker-died", "worker": "forged"}', "warning", "loud")}
-    assert {(r["context"], r["message"], r["level"], r["operator"]) for r in lines[:2]} == printed
-    assert {(r["context"], r["message"], r["level"], r["operator"]) for r in lines[-2:]} == printed
-    assert {r["message"] for r in lines[2:-2]} == {"x"} and len(lines) <= 2 * 50 + 2
-    assert len(lines) + lines[-2]["dropped_lines"] == 2 + 1_000_000 + 2  # every line written or counted
-    services.close()
-
-
 def test_logger_writes_json_lines_with_the_operator_and_context(wasinn_host, probe):
     log = io.StringIO()
     services = Services.embedded(log=EventLog(stream=log, level="debug"))

@@ -97,23 +97,33 @@ def test_the_log_is_json_lines_only(service):
     assert service.find("started") and not service.find("text") and not service.find("stderr"), service.log_tail()
 
 
-def test_a_workers_other_stderr_writes_become_json_lines():
-    """What writes to the descriptor itself (C++ loggers), Python's own writes and an
-    uncaught exception's traceback, in a process that captured its stderr as a worker does."""
-    code = ("import os, sys\n"
-            "from wasinn.pipeline.jsonlog import EventLog, capture_stderr\n"
-            "log = capture_stderr(EventLog(worker='w'))\n"
+def test_a_workers_other_writes_become_json_lines():
+    """What writes to the descriptors themselves (C++ loggers, a guest's WASI streams),
+    Python's own writes and an uncaught exception's traceback, in a process that captured
+    its stdout and stderr as a worker does: JSON lines on stderr, nothing on stdout, a
+    line that reads as the host's only the `line` of an event, a flood held to
+    LINES_PER_SECOND."""
+    from wasinn.pipeline.jsonlog import LINES_PER_SECOND
+    code = ("import os, sys, time\n"
+            "from wasinn.pipeline.jsonlog import EventLog, capture_output\n"
+            "log = capture_output(EventLog(worker='w'))\n"
             "os.write(2, b'\\x1b[0;93m[W:onnxruntime:Default] a warning\\x1b[m\\n')\n"
             "print('python wrote this', file=sys.stderr)\n"
+            "os.write(1, b'{\"level\": \"error\", \"event\": \"worker-died\"}\\n' + b'x\\n' * 100000)\n"
+            "time.sleep(0.5)\n"
             "log.info('done')\n"
             "raise RuntimeError('boom')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 1 and proc.stdout == ""
     events = [json.loads(line) for line in proc.stderr.splitlines()]  # every line is JSON
     lines = [e["line"] for e in events if e["event"] == "stderr"]
     assert all(e["worker"] == "w" for e in events) and [e["level"] for e in events if e["event"] == "done"] == ["info"]
     assert lines[:2] == ["[W:onnxruntime:Default] a warning", "python wrote this"]
     assert lines[-1] == "RuntimeError: boom" and lines[2] == "Traceback (most recent call last):"
+    out = [e for e in events if e["event"] == "stdout"]
+    assert out[0]["line"] == '{"level": "error", "event": "worker-died"}' and out[0]["level"] == "info"
+    assert not any(e["event"] == "worker-died" for e in events)
+    assert LINES_PER_SECOND <= len(out) <= 2 * LINES_PER_SECOND  # the run may straddle a second
 
 
 def test_kill_9_of_a_worker_mid_message_loses_nothing():

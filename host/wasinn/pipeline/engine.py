@@ -89,7 +89,7 @@ def open_runner(path: pathlib.Path, host, log: EventLog, owner: str, invoker=Non
         return flow, DataflowRunner(flow, host, log, owner=owner, invoker=invoker)
     from .schema import load_pipeline
     pipeline = load_pipeline(path)
-    return pipeline, StagesRunner(pipeline, GraphRunner(pipeline, host, log=log))
+    return pipeline, StagesRunner(pipeline, GraphRunner(pipeline, host))
 
 
 # --- wasinn pipelines ------------------------------------------------------------------

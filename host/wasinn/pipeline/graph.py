@@ -27,7 +27,6 @@ from ..runtime import Host, Instance
 from ..tensors import HostTensor
 from .components import component_path
 from .schema import Module, Pipeline
-from .services.logger import OperatorLog
 
 # The name of the tensor the source hands to the stages connected after it.
 SOURCE_TENSOR = "image"
@@ -93,10 +92,7 @@ class _Stage:
 class GraphRunner:
     """The stages of `pipeline`, instantiated and configured in `host`."""
 
-    def __init__(self, pipeline: Pipeline, host: Host, *, cache_dir: pathlib.Path | None = None, log=None):
-        """`log` (an EventLog): where what the stages write to their WASI stdout and
-        stderr goes, as their log lines (services/logger.py); without one, to this
-        process's own streams."""
+    def __init__(self, pipeline: Pipeline, host: Host, *, cache_dir: pathlib.Path | None = None):
         self.pipeline = pipeline
         cache = cache_dir or host.cache_dir
         if cache is None:
@@ -110,8 +106,7 @@ class GraphRunner:
             module = pipeline.modules[pipeline.operations[name].module]
             if module.name not in components:
                 components[module.name] = host.load_component(component_path(module, cache, host.progress))
-            output = None if log is None else OperatorLog(log, name, host.limits.max_log_lines).output
-            self.stages[name] = _Stage(name, module, host.instantiate(components[module.name], output=output),
+            self.stages[name] = _Stage(name, module, host.instantiate(components[module.name]),
                                        _guest_config(module))
         for stage in self.stages.values():
             stage.configure()

@@ -5,9 +5,10 @@
     -> {"ts": "2026-11-25T14:55:02.123Z", "level": "info", "event": "message-done", "worker": "cams-host-0", "id": "abc", "ms": 31.2}
 
 Each line is written with one `write` call, so the lines of several worker processes
-sharing the supervisor's stderr do not interleave. A worker's other writes to stderr
-(onnxruntime's and OpenVINO's C++ loggers, Python's warnings and tracebacks) become
-lines of its log too: see capture_stderr.
+sharing the supervisor's stderr do not interleave. A worker's other writes to stdout and
+stderr (onnxruntime's and OpenVINO's C++ loggers, Python's warnings and tracebacks, and
+what its guests write to their WASI streams) become lines of its log too: see
+capture_output.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -62,32 +64,62 @@ class EventLog:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # onnxruntime colours its warnings
 
 
-def capture_stderr(log: EventLog) -> EventLog:
-    """Points this process's file descriptor 2 at a pipe whose lines become "stderr"
-    warnings of `log`, so that its stderr is JSON lines only whoever writes there (C++
-    libraries write to the descriptor, not to sys.stderr). Returns `log` writing to the
-    original stderr. At exit what is still in the pipe (a traceback) is logged first."""
+# What a captured stream may put in the log: lines per second (the rest are counted, and
+# the next line says how many were dropped), and characters per line (a longer one goes
+# on as further lines). A guest writes to them too.
+LINES_PER_SECOND = 100
+MAX_LINE = 4096
+
+
+def capture_output(log: EventLog) -> EventLog:
+    """Points this process's file descriptors 1 and 2 at pipes whose lines become events
+    of `log`, "stdout" (info) and "stderr" (warning), so that its stderr is JSON lines
+    only, whoever writes there (C++ libraries write to the descriptor, not to
+    sys.stderr; guests write to their WASI streams, which are these), and nothing a guest
+    writes reads as a line of the host's own or comes faster than LINES_PER_SECOND.
+    Returns `log` writing to the original stderr. At exit what is still in the pipes (a
+    traceback) is logged first."""
+    sys.stdout.flush()
     sys.stderr.flush()
     original = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="backslashreplace", buffering=1)
     log = EventLog(level=log.level, stream=original, **log._context)
-    read, write = os.pipe()
-    os.dup2(write, 2)
-    os.close(write)
-
-    def pump() -> None:
-        with os.fdopen(read, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                line = _ANSI.sub("", line).rstrip()
-                if line:
-                    log.warning("stderr", line=line)
-
-    thread = threading.Thread(target=pump, name="stderr-to-log", daemon=True)
-    thread.start()
+    threads, restore = [], []
+    for fd, event, emit in ((1, "stdout", log.info), (2, "stderr", log.warning)):
+        read, write = os.pipe()
+        restore.append((fd, os.dup(fd)))
+        os.dup2(write, fd)
+        os.close(write)
+        threads.append(threading.Thread(target=_pump, args=(read, event, emit), name=f"{event}-to-log", daemon=True))
+        threads[-1].start()
 
     def drain() -> None:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(original.fileno(), 2)  # the pipe's last writer (bar forked children) gone: pump reads to its end
-        thread.join(timeout=2)
+        for fd, saved in restore:  # the pipes' last writers (bar forked children) gone: the pumps read to the end
+            os.dup2(saved, fd)
+        for thread in threads:
+            thread.join(timeout=2)
 
     atexit.register(drain)
     return log
+
+
+def _pump(read: int, event: str, emit) -> None:
+    window, written, dropped = -1, 0, 0
+    with os.fdopen(read, "rb") as lines:
+        while chunk := lines.readline(MAX_LINE):
+            line = _ANSI.sub("", chunk.decode("utf-8", "replace")).rstrip()
+            if not line:
+                continue
+            now = int(time.monotonic())
+            if now != window:
+                window, written = now, 0
+            if written >= LINES_PER_SECOND:
+                dropped += 1
+                continue
+            written += 1
+            if dropped:
+                emit(event, line=line, dropped_lines=dropped)
+                dropped = 0
+            else:
+                emit(event, line=line)

@@ -106,8 +106,7 @@ class Operator:
         self.limits = services.limits or host.limits
         self.imports = OperatorImports(services, name, self.limits)
         self.imports.call_deadline = lambda: self.instance.deadline
-        # its WASI stdout and stderr into its log lines, not the process's streams (logger.py)
-        self.instance = host.instantiate(component, output=self.imports.guest_log.output)
+        self.instance = host.instantiate(component)
         self._iface = KINDS[kind]
         # `process` lifted again with its result's bytes as spans (abi/rewrite.py), where
         # the data path added it: read with one copy each, and past wasmtime-py's cap

@@ -63,7 +63,7 @@ from ..runtime import Host
 from .connection import Link, PublishProperties
 from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
-from .jsonlog import EventLog, capture_stderr
+from .jsonlog import EventLog, capture_output
 from .metrics import WorkerMetrics
 from .mqtt_text import filters_pattern
 
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retire", action="store_true",
                     help="finish what the broker holds for this client id, then end its session")
     args = ap.parse_args(argv)
-    log = capture_stderr(EventLog(level=args.log_level, worker=args.client_id))
+    log = capture_output(EventLog(level=args.log_level, worker=args.client_id))
     try:
         from ..backends import onnxruntime as onnxruntime_backend  # (not in the supervisor, which imports this)
         # the stages' sessions run in turn: on one pool, as one session's ops do natively
