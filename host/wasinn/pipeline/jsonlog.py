@@ -104,22 +104,36 @@ def capture_output(log: EventLog) -> EventLog:
     return log
 
 
+class LineBudget:
+    """At most `per_second` lines a second; `take()` says whether one more may be
+    written, or counts it as dropped (`dropped_fields` hands the count to the next line
+    written and starts it again)."""
+
+    def __init__(self, per_second: int, clock=time.monotonic):
+        self.per_second, self._clock = per_second, clock
+        self._window, self._written, self.dropped = -1, 0, 0
+
+    def take(self) -> bool:
+        window = int(self._clock())
+        if window != self._window:
+            self._window, self._written = window, 0
+        if self._written >= self.per_second:
+            self.dropped += 1
+            return False
+        self._written += 1
+        return True
+
+    def dropped_fields(self) -> dict:
+        if not self.dropped:
+            return {}
+        fields, self.dropped = {"dropped_lines": self.dropped}, 0
+        return fields
+
+
 def _pump(read: int, event: str, emit) -> None:
-    window, written, dropped = -1, 0, 0
+    budget = LineBudget(LINES_PER_SECOND)
     with os.fdopen(read, "rb") as lines:
         while chunk := lines.readline(MAX_LINE):
             line = _ANSI.sub("", chunk.decode("utf-8", "replace")).rstrip()
-            if not line:
-                continue
-            now = int(time.monotonic())
-            if now != window:
-                window, written = now, 0
-            if written >= LINES_PER_SECOND:
-                dropped += 1
-                continue
-            written += 1
-            if dropped:
-                emit(event, line=line, dropped_lines=dropped)
-                dropped = 0
-            else:
-                emit(event, line=line)
+            if line and budget.take():
+                emit(event, line=line, **budget.dropped_fields())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ..jsonlog import LEVELS as LOG_LEVELS, EventLog
+from ..jsonlog import LEVELS as LOG_LEVELS, EventLog, LineBudget
 
 LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "error": "error",
           "critical": "error"}
@@ -22,23 +22,11 @@ class OperatorLog:
 
     def __init__(self, log: EventLog, operator: str, lines_per_second: int, clock=time.monotonic):
         self._log = log.bind(operator=operator)
-        self._rate = lines_per_second
-        self._clock = clock
-        self._window = -1
-        self._written = 0
-        self.dropped = 0
+        self._budget = LineBudget(lines_per_second, clock)
 
     def write(self, level: str, context: str, message: str) -> None:
         if LOG_LEVELS[LEVELS[level]] < LOG_LEVELS[self._log.level]:
             return  # below the log's level: neither written nor counted
-        window = int(self._clock())
-        if window != self._window:
-            self._window, self._written = window, 0
-        if self._written >= self._rate:
-            self.dropped += 1
-            return
-        self._written += 1
-        fields = {"context": context[:MAX_TEXT], "message": message[:MAX_TEXT], "guest_level": level}
-        if self.dropped:
-            fields["dropped_lines"], self.dropped = self.dropped, 0
-        self._log.emit(LEVELS[level], "operator-log", **fields)
+        if self._budget.take():
+            self._log.emit(LEVELS[level], "operator-log", context=context[:MAX_TEXT], message=message[:MAX_TEXT],
+                           guest_level=level, **self._budget.dropped_fields())
