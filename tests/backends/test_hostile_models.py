@@ -109,7 +109,7 @@ def test_a_hostile_model_gets_its_error_and_the_host_keeps_serving(name, code, m
     assert r["worker_peak"] <= (r["worker_base_vmsize"] + ADDRESS_SPACE_SLACK + lim.max_host_bytes
                                 + 2 * lim.max_backend_memory), r
     if mark == "SIGSEGV":
-        assert r["worker_status"] == "SIGSEGV"
+        assert r["worker_status"] == "SIGSEGV", r
     if victim:  # another instance computing add_mul all along: medians, on a noisy 2-core machine
         assert r["victim_calls"] > 10 and r["victim_during"] < 10 * r["victim_solo"], r
 

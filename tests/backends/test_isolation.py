@@ -472,6 +472,26 @@ def test_a_worker_that_dies_fails_its_graphs_and_the_next_call_gets_a_fresh_inst
         assert inst.instances_started == started + 1
 
 
+
+def test_when_the_fork_server_dies_its_workers_graphs_fail_with_errors_and_the_next_load_starts_another():
+    """The workers die with their fork server (their parent-death signal): each instance
+    gets runtime-error for its isolated graphs, never an exception out of the host (the
+    fork server's socket is gone when the host asks how a worker ended), and the next
+    load starts a fork server of its own."""
+    from wasinn.backends import isolated
+    with roundtrip(make_host()) as inst, roundtrip(make_host()) as other:
+        contexts = [add_mul_context(inst), add_mul_context(other)]
+        server = inst._session.worker.server
+        server.process.kill()
+        server.process.wait()
+        a = np.zeros((2, 3), np.float32)
+        for i, ctx in zip((inst, other), contexts):
+            result = i.call("compute-tensors", ctx, [("a", a), ("b", a)])
+            assert result.tag == "err" and result.payload.code == "runtime-error", result
+            assert "the backend worker ended (killed) while computing" in result.payload.data
+        run_add_mul(inst, add_mul_context(inst))
+        assert inst._session.worker.server is not server and isolated.zygote() is inst._session.worker.server
+
 def test_the_operators_shared_worker_is_replaced_when_it_dies(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(models.add_mul())

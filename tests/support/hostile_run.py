@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 import wasinn
-from wasinn.backends.isolated import zygote
 from wasinn.limits import Limits
 
 from support import hostile_models
@@ -166,8 +165,11 @@ def main(spec: dict) -> dict:
     worker = guest.session.worker if guest.session is not None else None  # None: the guest trapped
     if worker is not None:
         report["worker_pid"] = worker.pid
+        # the fork server that forked it: whether it still runs, for a failure's message
+        # (a victim's worker would have died with it: that case asserts it)
+        report["fork_server"] = worker.server.process.poll()
         if worker.dead:
-            ended = zygote().ended(worker.pid)
+            ended = worker.server.ended(worker.pid)
             report.update(worker_status=ended.get("status"), worker_peak=ended.get("peak_rss", 0))
         else:
             report.update(worker_status="alive", worker_peak=vm(worker.pid))

@@ -68,6 +68,7 @@ class Zygote:
         except OSError as e:
             raise runtime_error(f"the backend worker server did not start: {e}") from None
         self.owner = os.getpid()
+        self.gone = False  # its socket failed: it ended, or ends
         self.lock = threading.Lock()
         self.imported = {"onnxruntime"}
         try:
@@ -81,34 +82,51 @@ class Zygote:
             raise runtime_error(f"the backend worker server did not start (it ended: {status})")
 
     def alive(self) -> bool:
-        return self.owner == os.getpid() and self.process.poll() is None
+        return self.owner == os.getpid() and not self.gone and self.process.poll() is None
+
+    def _ask(self, message: dict, fds: tuple[int, ...] = (), max_fds: int = 0) -> tuple[dict | None, list[int]]:
+        """The fork server's answer; (None, []) once it has gone, however it went (its
+        socket closed at once or a reply cut short): the next `zygote()` starts another."""
+        with self.lock:
+            try:
+                send(self.sock, message, fds)
+                reply, passed = receive(self.sock, max_fds=max_fds)
+            except (OSError, ValueError):
+                reply, passed = None, []
+        if not isinstance(reply, dict):
+            self.gone = True
+            for fd in passed:
+                os.close(fd)
+            return None, []
+        return reply, passed
 
     def fork(self, settings: dict) -> "Worker":
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with self.lock:
-            send(self.sock, {"op": "fork", **settings}, (theirs.fileno(),))
-            theirs.close()
-            message, fds = receive(self.sock, max_fds=1)
-        if message is None or not fds:
+        with theirs:
+            message, fds = self._ask({"op": "fork", **settings}, (theirs.fileno(),), max_fds=1)
+        if message is None:
+            ours.close()
             raise runtime_error("the backend worker server ended; the next load starts another")
+        if "error" in message or not fds:
+            ours.close()
+            raise runtime_error(f"the backend worker server could not start a worker: {message.get('error')}")
         return Worker(self, ours, int(message["pid"]), fds[0], settings["host_bytes"])
 
     def preload(self, backend: str) -> None:
         """Imports a backend's package in the zygote, for the workers it forks from now on."""
         if backend in self.imported:
             return
-        with self.lock:
-            send(self.sock, {"op": "import", "backend": backend})
-            message, _ = receive(self.sock)
+        self._ask({"op": "import", "backend": backend})
         self.imported.add(backend)  # where it failed, each worker fails to import it and says why
 
     def ended(self, pid: int) -> dict:
         """How a worker ended ("exit 0", "SIGSEGV", ... as `status`) and its peak RSS in
-        bytes (`peak_rss`), as the zygote saw when it reaped it; {} if it has not yet."""
+        bytes (`peak_rss`), as the zygote saw when it reaped it; {} if it has not yet, or
+        if the zygote has gone too."""
         for _ in range(20):
-            with self.lock:
-                send(self.sock, {"op": "status", "pid": pid})
-                message, _ = receive(self.sock)
+            message, _ = self._ask({"op": "status", "pid": pid})
+            if message is None:
+                return {}
             if message:
                 return message
             time.sleep(0.005)

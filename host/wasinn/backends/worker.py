@@ -244,10 +244,17 @@ def _reap(*_) -> None:
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
         how = (f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
-               else signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "ended")
+               else _signal_name(os.WTERMSIG(status)) if os.WIFSIGNALED(status) else "ended")
         _statuses[pid] = {"status": how, "peak_rss": usage.ru_maxrss << 10}
         while len(_statuses) > 1024:
             _statuses.pop(next(iter(_statuses)))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal, which the enum names only at its ends
+        return f"signal {number}"
 
 
 def zygote(sock: socket.socket, workers: str) -> None:
@@ -287,17 +294,12 @@ def _serve_forks(sock: socket.socket, workers: str) -> None:
             return
         op = message["op"]
         if op == "fork":
-            directory = tempfile.mkdtemp(prefix="worker-", dir=workers)
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _run_worker(socket.socket(fileno=fds[0]), directory, message)
-            os.close(fds[0])
-            _children[pid] = directory
-            pidfd = os.pidfd_open(pid)
-            send(sock, {"pid": pid}, (pidfd,))
-            os.close(pidfd)
+            try:
+                _fork(sock, workers, message, fds[0])
+            except OSError as e:  # no room for its directory, no processes left...: this load fails, not the next
+                send(sock, {"error": f"{type(e).__name__}: {e}"})
+            finally:
+                os.close(fds[0])
         elif op == "status":
             _reap()
             send(sock, _statuses.get(message["pid"]) or {})
@@ -308,6 +310,27 @@ def _serve_forks(sock: socket.socket, workers: str) -> None:
                 send(sock, {"imported": KINDS[message["backend"]].package})
             except Exception as e:
                 send(sock, {"error": f"{type(e).__name__}: {e}"})
+
+
+def _fork(sock: socket.socket, workers: str, settings: dict, fd: int) -> None:
+    directory = tempfile.mkdtemp(prefix="worker-", dir=workers)
+    try:
+        pid = os.fork()
+    except OSError:
+        os.rmdir(directory)
+        raise
+    if pid == 0:
+        sock.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _run_worker(socket.socket(fileno=fd), directory, settings)
+    _children[pid] = directory
+    # a worker that died at once may be reaped before this (ProcessLookupError): the
+    # load fails, and its status says why
+    pidfd = os.pidfd_open(pid)
+    try:
+        send(sock, {"pid": pid}, (pidfd,))
+    finally:
+        os.close(pidfd)
 
 
 def _run_worker(sock: socket.socket, directory: str, settings: dict) -> None:
