@@ -7,6 +7,8 @@
  *   hostile builders N        graph.load with N empty builders (untouched memory too)
  *   hostile compute N NAME    load-by-name NAME, then compute on an fp32 tensor of N
  *                             dimensions of 65535 and 4 bytes of data
+ *   hostile print N           N bytes to stdout, in lines of 64, whether or not anyone reads
+ *                             them: the host must still end the call at its deadline
  *
  * Prints what each wasi:nn call returned ("error: CODE: MESSAGE" for an error); a call
  * the host ends traps, and the host says why.
@@ -76,8 +78,13 @@ static int run_main(int argc, char **argv) {
         nn_compute(c.value, &input, 1, &out);
         if (out.is_err) return report(out.u.err);
         printf("computed\n");
+    } else if (argc == 3 && !strcmp(argv[1], "print")) {
+        static const char line[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+        size_t n = strtoul(argv[2], 0, 10), failed = 0;
+        for (size_t i = 0; i < n; i += 64) failed += fwrite(line, 1, 64, stdout) != 64;
+        fprintf(stderr, "printed, %zu writes failed\n", failed);
     } else {
-        fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME\n");
+        fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME | print N\n");
         return 1;
     }
     return 0;

@@ -193,8 +193,12 @@ class WasiNn:
         return self._sessions[store_key(store)]
 
     def call_deadline(self, store) -> float | None:
-        """time.monotonic() when the store's call in progress must end; None without a deadline."""
-        return self.session(store).deadline if self.limits.deadline > 0 else None
+        """time.monotonic() when the store's call in progress must end; None without a
+        deadline, or for a store whose instance has closed (its streams' last writes)."""
+        if self.limits.deadline <= 0:
+            return None
+        session = self._sessions.get(store_key(store))
+        return session.deadline if session is not None else None
 
     def add(self, store, kind: Resource, obj: object, *, limited: bool = True, session: Session | None = None) -> int:
         """Registers `obj`; over the instance's live limit for its kind raises

@@ -11,6 +11,7 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import math
@@ -37,7 +38,7 @@ from .embedding.calls import CoreExport
 from .embedding.errors import one_line
 from .embedding.records import record
 from .errors import BadValue, GuestTrap, NnError, WasinnError
-from .abi import adapter, binary, clocks, images, nn_versions, rewrite
+from .abi import adapter, binary, clocks, images, nn_versions, rewrite, streams
 from .modules import CoreModules
 from .abi.bulk import Bulk
 from .abi.witx import MODULES as WITX_MODULES
@@ -389,13 +390,15 @@ class Instance:
         wasi = WasiConfig()
         wasi.argv = self.argv
         wasi.env = list(self.env.items())
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
         for host_path, guest_path, *read_only in self.dirs:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")
             wasi.preopen_dir(host_path, guest_path, fs_mutable=not (read_only and read_only[0]))
         store = Store(engine)
+        # held to the call's deadline (abi/streams.py); the closure holds no store, which
+        # wasmtime-py would keep alive as long as the stream's callback
+        streams.bound_to_deadline(wasi, functools.partial(_store_deadline, weakref.ref(store), self.host.nn))
+        streams.closed_at_exit(store)
         limits = self.host.limits
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
         store.set_limits(memory_size=limits.memory, table_elements=limits.max_table_elements,
@@ -616,6 +619,11 @@ class Instance:
             self.close()
             return e.code
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
+
+
+def _store_deadline(store: weakref.ref, nn: WasiNn) -> float | None:
+    alive = store()
+    return None if alive is None else nn.call_deadline(alive)
 
 
 UNKNOWN_IMPORTS = (None, "trap", "default")

@@ -12,7 +12,6 @@ import sys
 import pytest
 import wasmtime
 
-from support import guest_builds
 from support import models
 import wasinn
 from support.repo import CACHE, ROOT
@@ -65,15 +64,6 @@ PER_VALUE = """
     (with "env" (instance (export "memory" (memory $m)) (export "ctor" (func $ctor-lowered))))))
   (func (export "rank") (param "n" u32) (result u32) (canon lift (core func $main "rank"))))
 """
-
-
-@pytest.fixture(scope="module")
-def hostile():
-    try:
-        return guest_builds.c_component([ROOT / "guest" / "c-hostile" / "hostile.c"], name="c-hostile",
-                                        world="wasinn:guest/ml-command", includes=(ROOT / "guest" / "c-nn",))
-    except guest_builds.ToolchainMissing as e:
-        guest_builds.skip_without(e)
 
 
 def probe(wasm, attack: list, *, limits: dict | None = None, model=None, warm=("tensors", "1", "16")) -> dict:

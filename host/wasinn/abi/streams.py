@@ -1,0 +1,79 @@
+"""A guest's stdout and stderr, written to this process's own within its call's deadline.
+
+wasmtime's inherited streams write in native code: a write the reader does not take (a
+pipe nobody drains, a terminal scrolled back) blocks there, out of reach of the epoch
+interrupt, and held the call until the reader drained it or, under `wasinn run`, until
+the deadline watchdog ended the process 1 s past the deadline (measured: a guest writing
+10 MB to a pipe nobody read, `--deadline 1s`: 2.16 s, the process gone). Here the
+guest's streams are wasmtime's custom ones: each write waits for the descriptor to take
+bytes (poll) no longer than what is left of the call, then writes at most PIPE_BUF
+bytes at a time, which a pipe that polls writable takes without blocking; past the
+deadline the guest's write fails (ETIMEDOUT), and its next step meets the deadline's
+trap. Where the reader keeps up, the bytes are the same, in the same order, as an
+inherited stream's.
+
+wasmtime calls a custom stream from its own threads, the last time as it drops the
+stream with its store: a store still open as the interpreter finalizes would call into
+a Python half torn down (a Rust panic at exit). So every store with these streams is
+closed at exit (`atexit`), while Python is whole.
+"""
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import select
+import time
+import weakref
+from typing import Callable
+
+from wasmtime import Store, WasiConfig
+
+_CHUNK = select.PIPE_BUF
+_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()  # every store whose WASI has these streams
+
+
+def bound_to_deadline(wasi: WasiConfig, deadline: Callable[[], float | None]) -> None:
+    """Gives `wasi` this process's stdout and stderr, each write held to `deadline()`
+    (the call's, as time.monotonic(); None for none). The store made with it goes to
+    `closed_at_exit`."""
+    wasi.stdout_custom = _writer(1, deadline)
+    wasi.stderr_custom = _writer(2, deadline)
+
+
+def closed_at_exit(store: Store) -> None:
+    if not _registered:
+        _registered.append(atexit.register(_close_stores))
+    _stores.add(store)
+
+
+# registered with the first store, not at import: the CLI's fast exit (cli.main) holds
+# only where no handler came before its own
+_registered: list = []
+
+
+def _close_stores() -> None:
+    for store in list(_stores):
+        store.close()
+
+
+def _writer(fd: int, deadline: Callable[[], float | None]) -> Callable[[bytes], int]:
+    """Returns bytes written, or a negative errno for the guest, as wasmtime-py's custom
+    streams want: a Python exception there would be printed to stdout."""
+    def write(data: bytes) -> int:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        view = memoryview(data)
+        while view:
+            until = deadline()
+            wait = -1 if until is None else max(0, int((until - time.monotonic()) * 1000) + 1)
+            try:
+                if not poller.poll(wait):
+                    return -errno.ETIMEDOUT
+                view = view[os.write(fd, view[:_CHUNK]):]
+            except (InterruptedError, BlockingIOError):  # (a descriptor another process made non-blocking)
+                continue
+            except OSError as e:
+                return -(e.errno or errno.EIO)
+        return len(data)
+    return write

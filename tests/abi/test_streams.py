@@ -1,0 +1,59 @@
+"""abi/streams.py: a guest's stdout and stderr are this process's, each write held to
+its call's deadline: a guest writing to a pipe nobody reads meets the deadline's trap
+(before, the watchdog ended the process a second later); where the reader keeps up,
+the bytes are all there; and instances left open at exit leave nothing on stderr but
+what their guests wrote (before: a Rust panic from wasmtime's stream threads, and a
+finalizer's traceback). guest/c-hostile's `print N` writes N bytes in 64-byte lines."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from support.repo import CACHE, ROOT
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "host"))
+
+
+def wasinn(*args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wasinn", *args], stdout=stdout, stderr=subprocess.PIPE,
+                            env=ENV)
+
+
+def test_a_guest_writing_to_a_pipe_nobody_reads_is_ended_at_its_deadline(hostile):
+    wasinn("run", str(hostile), "print", "1000").communicate(timeout=120)  # compiled, and cached
+    start = time.monotonic()
+    proc = wasinn("run", "--deadline", "1s", str(hostile), "print", "10000000")
+    while proc.poll() is None and time.monotonic() - start < 30:  # nobody reads its stdout meanwhile
+        time.sleep(0.01)
+    seconds = time.monotonic() - start
+    out, err = proc.communicate(timeout=30)
+    message = err.decode().strip().splitlines()[-1]
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert "the call ran past its deadline of 1 s (limit 'deadline', --deadline)" in message, message
+    assert "still running" not in err.decode()  # not the watchdog's end of the process
+    assert 0 < len(out) < 10_000_000 and seconds < 1 + 1, seconds
+
+
+def test_a_reader_that_keeps_up_gets_every_byte(hostile):
+    out, err = wasinn("run", "--deadline", "30s", str(hostile), "print", "1000000").communicate(timeout=120)
+    assert out == (b"x" * 63 + b"\n") * 15625
+    assert err.decode().splitlines()[-1] == "printed, 0 writes failed"
+
+
+def test_instances_left_open_at_exit_leave_nothing_on_stderr(hostile):
+    script = textwrap.dedent(f"""
+        import wasinn
+        host = wasinn.Host(cache_dir={str(CACHE)!r})
+        component = host.load_component({str(hostile)!r})
+        left = [host.instantiate(component, args=["print", "1000"]) for _ in range(3)]
+        for inst in left:
+            inst.run()
+        print("exiting", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines() == ["printed, 0 writes failed"] * 3, done.stderr[-3000:]
+    assert done.stdout == ("x" * 63 + "\n") * 16 * 3 + "exiting\n"
