@@ -522,7 +522,7 @@ class Instance:
                 raise
             self._budget(store)
             try:
-                with self._watched(name):
+                with self._watched(name), streams.in_call(store):
                     result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
@@ -705,7 +705,7 @@ class ModuleInstance(Instance):
         func = self._func(store, name)
         try:
             self._budget(store)
-            with self._watched(name):
+            with self._watched(name), streams.in_call(store):
                 return func(store, *args)
         except ExitTrap:
             raise

@@ -57,3 +57,19 @@ def test_instances_left_open_at_exit_leave_nothing_on_stderr(hostile):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.splitlines() == ["printed, 0 writes failed"] * 3, done.stderr[-3000:]
     assert done.stdout == ("x" * 63 + "\n") * 16 * 3 + "exiting\n"
+
+
+def test_a_call_still_writing_in_a_daemon_thread_at_exit_leaves_nothing_on_stderr(hostile):
+    """Its store stays open (closing it would free what the call uses); its next write
+    waits for the process's end instead of calling into Python as it finalizes."""
+    script = textwrap.dedent(f"""
+        import sys, threading, time, wasinn
+        host = wasinn.Host(cache_dir={str(CACHE)!r})
+        inst = host.instantiate(host.load_component({str(hostile)!r}), args=["print", "100000000"])
+        threading.Thread(target=inst.run, daemon=True).start()
+        time.sleep(0.5)
+        print("exiting", file=sys.stderr, flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, env=ENV, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "exiting\n"), done.stderr[-3000:]

@@ -15,7 +15,11 @@ inherited stream's.
 wasmtime calls a custom stream from its own threads, the last time as it drops the
 stream with its store: a store still open as the interpreter finalizes would call into
 a Python half torn down (a Rust panic at exit). So every store with these streams is
-closed at exit (`atexit`), while Python is whole.
+closed at exit (`atexit`), while Python is whole, except a store whose call still runs
+in a thread the interpreter does not wait for: closing it would free what wasmtime is
+using. That call's next write waits for the process's end instead; only a write already
+under way as the interpreter finalizes can still meet the panic, as a call into any
+host function there does.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import atexit
 import errno
 import os
 import select
+import threading
 import time
 import weakref
 from typing import Callable
@@ -52,15 +57,44 @@ def closed_at_exit(store: Store) -> None:
 _registered: list = []
 
 
+_busy: set[int] = set()  # id() of each store with a call in progress
+
+
+class in_call:
+    """Marks a store's call in progress: one running at exit, in a thread the interpreter
+    does not wait for, keeps its store (closing a store under a running call would free
+    what wasmtime is using)."""
+    __slots__ = ("key",)
+
+    def __init__(self, store: Store):
+        self.key = id(store)
+
+    def __enter__(self) -> None:
+        _busy.add(self.key)
+
+    def __exit__(self, *exc) -> None:
+        _busy.discard(self.key)
+
+
 def _close_stores() -> None:
     for store in list(_stores):
-        store.close()
+        if id(store) not in _busy:
+            store.close()
+    # what a call still running writes from now on waits for the process's end where it
+    # is, in Python still whole, rather than calling into Python as it finalizes
+    _exiting.set()
+
+
+_exiting = threading.Event()
+_never = threading.Event()
 
 
 def _writer(fd: int, deadline: Callable[[], float | None]) -> Callable[[bytes], int]:
     """Returns bytes written, or a negative errno for the guest, as wasmtime-py's custom
     streams want: a Python exception there would be printed to stdout."""
     def write(data: bytes) -> int:
+        if _exiting.is_set():
+            _never.wait()
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
         view = memoryview(data)
