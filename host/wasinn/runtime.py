@@ -397,8 +397,7 @@ class Instance:
         store = Store(engine)
         # held to the call's deadline (abi/streams.py); the closure holds no store, which
         # wasmtime-py would keep alive as long as the stream's callback
-        streams.bound_to_deadline(wasi, functools.partial(_store_deadline, weakref.ref(store), self.host.nn))
-        streams.closed_at_exit(store)
+        streams.bound_to_deadline(wasi, store, functools.partial(_store_deadline, weakref.ref(store), self.host.nn))
         limits = self.host.limits
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
         store.set_limits(memory_size=limits.memory, table_elements=limits.max_table_elements,

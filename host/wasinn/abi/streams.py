@@ -15,7 +15,8 @@ inherited stream's.
 wasmtime calls a custom stream from its own threads, the last time as it drops the
 stream with its store: a store still open as the interpreter finalizes would call into
 a Python half torn down (a Rust panic at exit). So every store with these streams is
-closed at exit (`atexit`), while Python is whole, except a store whose call still runs
+closed at exit (`atexit`), and the exit waits for wasmtime to drop their streams, while
+Python is whole, except a store whose call still runs
 in a thread the interpreter does not wait for: closing it would free what wasmtime is
 using. That call's next write waits for the process's end instead; only a write already
 under way as the interpreter finalizes can still meet the panic, as a call into any
@@ -35,21 +36,24 @@ from typing import Callable
 from wasmtime import Store, WasiConfig
 
 _CHUNK = select.PIPE_BUF
-_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()  # every store whose WASI has these streams
+# every store whose WASI has these streams -> (weak) its two writers
+_stores: "weakref.WeakKeyDictionary[Store, tuple]" = weakref.WeakKeyDictionary()
+# How long the exit waits for wasmtime to drop the streams of the stores it closed: it
+# drops them on its own threads, a moment after the close (~0.3 ms idle; later where
+# other threads hold the cores), and one dropped as the interpreter finalizes called
+# into it (the Rust panic, 1 of ~15 runs with onnxruntime's threads still spinning).
+_DROP_WAIT = 1.0
 
 
-def bound_to_deadline(wasi: WasiConfig, deadline: Callable[[], float | None]) -> None:
-    """Gives `wasi` this process's stdout and stderr, each write held to `deadline()`
-    (the call's, as time.monotonic(); None for none). The store made with it goes to
-    `closed_at_exit`."""
-    wasi.stdout_custom = _writer(1, deadline)
-    wasi.stderr_custom = _writer(2, deadline)
-
-
-def closed_at_exit(store: Store) -> None:
+def bound_to_deadline(wasi: WasiConfig, store: Store, deadline: Callable[[], float | None]) -> None:
+    """Gives `wasi`, `store`'s WASI, this process's stdout and stderr, each write held
+    to `deadline()` (the call's, as time.monotonic(); None for none); the store is
+    closed at exit."""
+    writers = _writer(1, deadline), _writer(2, deadline)
+    wasi.stdout_custom, wasi.stderr_custom = writers
     if not _registered:
         _registered.append(atexit.register(_close_stores))
-    _stores.add(store)
+    _stores[store] = tuple(weakref.ref(w) for w in writers)
 
 
 # registered with the first store, not at import: the CLI's fast exit (cli.main) holds
@@ -77,9 +81,14 @@ class in_call:
 
 
 def _close_stores() -> None:
-    for store in list(_stores):
+    dropping = []
+    for store, writers in list(_stores.items()):
         if id(store) not in _busy:
             store.close()
+            dropping.extend(writers)
+    until = time.monotonic() + _DROP_WAIT
+    while any(w() is not None for w in dropping) and time.monotonic() < until:
+        time.sleep(0.001)
     # what a call still running writes from now on waits for the process's end where it
     # is, in Python still whole, rather than calling into Python as it finalizes
     _exiting.set()
