@@ -13,12 +13,12 @@ trap. Where the reader keeps up, the bytes are the same, in the same order, as a
 inherited stream's.
 
 wasmtime calls a custom stream from its own threads, the last time as it drops the
-stream with its store: a store still open as the interpreter finalizes would call into
-a Python half torn down (a Rust panic at exit). So every store with these streams is
-closed at exit (`atexit`), and the exit waits for wasmtime to drop their streams, while
-Python is whole, except a store whose call still runs
-in a thread the interpreter does not wait for: closing it would free what wasmtime is
-using. That call's next write waits for the process's end instead; only a write already
+stream, a moment after its store closes: a stream still alive as the interpreter
+finalizes would call into a Python half torn down (a Rust panic at exit). So at exit
+(`atexit`), while Python is whole, every store with these streams is closed and the
+exit waits for wasmtime to drop their streams; except a store whose call still runs in
+a thread the interpreter does not wait for, as closing it would free what wasmtime is
+using: that call's next write waits for the process's end instead. Only a write already
 under way as the interpreter finalizes can still meet the panic, as a call into any
 host function there does.
 """
