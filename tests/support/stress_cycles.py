@@ -6,8 +6,8 @@
 Each cycle starts `wasinn classify images/chelsea.png` and `wasinn run` of the nn-cli
 guest (a model loaded from a preopened directory, one compute, its output printed), and
 checks each exits 0 with its output printed: a process killed by a signal at teardown
-(SIGSEGV, SIGABRT) or one that hangs counts as a crash, one that exits otherwise as a
-failure. Prints progress every 10 cycles and a summary; exits 1 unless every run was clean. CI runs 30 cycles (tests/test_host_memory.py).
+(SIGSEGV, SIGABRT), one that prints a Rust panic or one that hangs counts as a crash,
+one that exits otherwise as a failure. Prints progress every 10 cycles and a summary; exits 1 unless every run was clean. CI runs 30 cycles (tests/test_host_memory.py).
 """
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def once(kind: str, argv: list[str]) -> tuple[str, int, str]:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return kind, -1, "hung for 120 s"
+    if "panicked at" in done.stderr:  # a Rust thread's panic at exit may still end the process with 0
+        return kind, -1, f"a panic, exit {done.returncode}: {done.stderr.strip()[-2000:]}"
     if done.returncode == 0 and EXPECT[kind] in done.stdout:
         return kind, 0, ""
     if done.returncode < 0:
