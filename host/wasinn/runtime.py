@@ -11,7 +11,6 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import math
@@ -395,9 +394,7 @@ class Instance:
                 raise WasinnError(f"--dir: no such directory {host_path}")
             wasi.preopen_dir(host_path, guest_path, fs_mutable=not (read_only and read_only[0]))
         store = Store(engine)
-        # held to the call's deadline (abi/streams.py); the closure holds no store, which
-        # wasmtime-py would keep alive as long as the stream's callback
-        streams.bound_to_deadline(wasi, store, functools.partial(_store_deadline, weakref.ref(store), self.host.nn))
+        streams.bound_to_deadline(wasi, store, self.host.nn.call_deadline)  # held to the call's deadline
         limits = self.host.limits
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
         store.set_limits(memory_size=limits.memory, table_elements=limits.max_table_elements,
@@ -618,11 +615,6 @@ class Instance:
             self.close()
             return e.code
         return 0 if isinstance(result, Variant) and result.tag == "ok" else 1
-
-
-def _store_deadline(store: weakref.ref, nn: WasiNn) -> float | None:
-    alive = store()
-    return None if alive is None else nn.call_deadline(alive)
 
 
 UNKNOWN_IMPORTS = (None, "trap", "default")

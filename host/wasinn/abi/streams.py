@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import os
 import select
 import threading
@@ -45,15 +46,23 @@ _stores: "weakref.WeakKeyDictionary[Store, tuple]" = weakref.WeakKeyDictionary()
 _DROP_WAIT = 1.0
 
 
-def bound_to_deadline(wasi: WasiConfig, store: Store, deadline: Callable[[], float | None]) -> None:
+def bound_to_deadline(wasi: WasiConfig, store: Store, call_deadline: Callable[[Store], float | None]) -> None:
     """Gives `wasi`, `store`'s WASI, this process's stdout and stderr, each write held
-    to `deadline()` (the call's, as time.monotonic(); None for none); the store is
-    closed at exit."""
+    to `call_deadline(store)` (its call's, as time.monotonic(); None for none); the
+    store is closed at exit."""
+    # the writers hold the store weakly: wasmtime-py keeps a stream's callback, and all
+    # it holds, as long as the stream
+    deadline = functools.partial(_deadline, weakref.ref(store), call_deadline)
     writers = _writer(1, deadline), _writer(2, deadline)
     wasi.stdout_custom, wasi.stderr_custom = writers
     if not _registered:
         _registered.append(atexit.register(_close_stores))
     _stores[store] = tuple(weakref.ref(w) for w in writers)
+
+
+def _deadline(store: "weakref.ref[Store]", call_deadline: Callable[[Store], float | None]) -> float | None:
+    alive = store()
+    return None if alive is None else call_deadline(alive)
 
 
 # registered with the first store, not at import: the CLI's fast exit (cli.main) holds
