@@ -3,7 +3,8 @@ its call's deadline: a guest writing to a pipe nobody reads meets the deadline's
 (before, the watchdog ended the process a second later); where the reader keeps up,
 the bytes are all there; and instances left open at exit leave nothing on stderr but
 what their guests wrote (before: a Rust panic from wasmtime's stream threads, and a
-finalizer's traceback). guest/c-hostile's `print N` writes N bytes in 64-byte lines."""
+finalizer's traceback). guest/c-hostile's `print N` writes N bytes in 64-byte lines; a
+core module in WAT writes through preview1's fd_write for ever."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import wasmtime
 
 from support.repo import CACHE, ROOT
 
@@ -35,6 +38,37 @@ def test_a_guest_writing_to_a_pipe_nobody_reads_is_ended_at_its_deadline(hostile
     assert "the call ran past its deadline of 1 s (limit 'deadline', --deadline)" in message, message
     assert "still running" not in err.decode()  # not the watchdog's end of the process
     assert 0 < len(out) < 10_000_000 and seconds < 1 + 1, seconds
+
+
+# A core module (preview1's fd_write, not a component's output-stream) writing 64 KiB to
+# stdout again and again, whatever each write returns.
+FLOOD = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (memory.fill (i32.const 64) (i32.const 120) (i32.const 65536))
+    (loop $again
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $again))))
+"""
+
+
+def test_a_core_module_writing_for_ever_to_a_pipe_nobody_reads_is_ended_at_its_deadline(tmp_path):
+    module = tmp_path / "flood.wasm"
+    module.write_bytes(wasmtime.wat2wasm(FLOOD))
+    start = time.monotonic()
+    proc = wasinn("run", "--deadline", "1s", str(module))
+    while proc.poll() is None and time.monotonic() - start < 30:
+        time.sleep(0.01)
+    seconds = time.monotonic() - start
+    _, err = proc.communicate(timeout=30)
+    message = err.decode().strip().splitlines()[-1]
+    assert proc.returncode == 1 and "guest trapped in _start: the call ran past its deadline of 1 s" in message, \
+        err.decode()[-2000:]
+    assert seconds < 1 + 1, seconds
 
 
 def test_a_reader_that_keeps_up_gets_every_byte(hostile):
