@@ -25,14 +25,20 @@ def wasinn(*args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
                             env=ENV)
 
 
-def test_a_guest_writing_to_a_pipe_nobody_reads_is_ended_at_its_deadline(hostile):
-    wasinn("run", str(hostile), "print", "1000").communicate(timeout=120)  # compiled, and cached
+def unread(*args: str) -> tuple[float, subprocess.Popen, bytes, bytes]:
+    """`wasinn run --deadline 1s ARGS`, its stdout read by nobody until it ends: how long
+    it took, the process, its stdout and its stderr."""
     start = time.monotonic()
-    proc = wasinn("run", "--deadline", "1s", str(hostile), "print", "10000000")
-    while proc.poll() is None and time.monotonic() - start < 30:  # nobody reads its stdout meanwhile
+    proc = wasinn("run", "--deadline", "1s", *args)
+    while proc.poll() is None and time.monotonic() - start < 30:
         time.sleep(0.01)
     seconds = time.monotonic() - start
-    out, err = proc.communicate(timeout=30)
+    return seconds, proc, *proc.communicate(timeout=30)
+
+
+def test_a_guest_writing_to_a_pipe_nobody_reads_is_ended_at_its_deadline(hostile):
+    wasinn("run", str(hostile), "print", "1000").communicate(timeout=120)  # compiled, and cached
+    seconds, proc, out, err = unread(str(hostile), "print", "10000000")
     message = err.decode().strip().splitlines()[-1]
     assert proc.returncode == 1, err.decode()[-2000:]
     assert "the call ran past its deadline of 1 s (limit 'deadline', --deadline)" in message, message
@@ -59,12 +65,7 @@ FLOOD = """
 def test_a_core_module_writing_for_ever_to_a_pipe_nobody_reads_is_ended_at_its_deadline(tmp_path):
     module = tmp_path / "flood.wasm"
     module.write_bytes(wasmtime.wat2wasm(FLOOD))
-    start = time.monotonic()
-    proc = wasinn("run", "--deadline", "1s", str(module))
-    while proc.poll() is None and time.monotonic() - start < 30:
-        time.sleep(0.01)
-    seconds = time.monotonic() - start
-    _, err = proc.communicate(timeout=30)
+    seconds, proc, _, err = unread(str(module))
     message = err.decode().strip().splitlines()[-1]
     assert proc.returncode == 1 and "guest trapped in _start: the call ran past its deadline of 1 s" in message, \
         err.decode()[-2000:]
