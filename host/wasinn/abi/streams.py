@@ -16,9 +16,10 @@ wasmtime calls a custom stream from its own threads, the last time as it drops t
 stream, a moment after its store closes: a stream still alive as the interpreter
 finalizes would call into a Python half torn down (a Rust panic at exit). So at exit
 (`atexit`), while Python is whole, every store with these streams is closed and the
-exit waits for wasmtime to drop their streams; except a store whose call still runs in
-a thread the interpreter does not wait for, as closing it would free what wasmtime is
-using: that call's next write waits for the process's end instead. Only a write already
+exit waits for wasmtime to drop the streams of every closed store, whenever it closed;
+except a store whose call still runs in a thread the interpreter does not wait for, as
+closing it would free what wasmtime is using: that call's next write waits for the
+process's end instead. Only a write already
 under way as the interpreter finalizes can still meet the panic, as a call into any
 host function there does.
 """
@@ -39,10 +40,14 @@ from wasmtime import Store, WasiConfig
 _CHUNK = select.PIPE_BUF
 # every store whose WASI has these streams -> (weak) its two writers
 _stores: "weakref.WeakKeyDictionary[Store, tuple]" = weakref.WeakKeyDictionary()
-# How long the exit waits for wasmtime to drop the streams of the stores it closed: it
-# drops them on its own threads, a moment after the close (~0.3 ms idle; later where
-# other threads hold the cores), and one dropped as the interpreter finalizes called
-# into it (the Rust panic, 1 of ~15 runs with onnxruntime's threads still spinning).
+# every writer wasmtime has not dropped yet, its store's closed or not
+_writers: "weakref.WeakSet[Callable]" = weakref.WeakSet()
+# How long the exit waits for wasmtime to drop the streams of closed stores: it drops
+# them on its own threads, a moment after the close (~0.3 ms idle; later where other
+# threads hold the cores), and one dropped as the interpreter finalized called into it
+# (a Rust panic or SIGSEGV at exit: 1 of ~15 runs of a script that left instances open
+# with onnxruntime's threads spinning; 2 of 40 `wasinn run`s by `main(argv)`, whose
+# store had closed just before the exit).
 _DROP_WAIT = 1.0
 
 
@@ -55,6 +60,7 @@ def bound_to_deadline(wasi: WasiConfig, store: Store, call_deadline: Callable[[S
     deadline = functools.partial(_deadline, weakref.ref(store), call_deadline)
     writers = _writer(1, deadline), _writer(2, deadline)
     wasi.stdout_custom, wasi.stderr_custom = writers
+    _writers.update(writers)
     if not _registered:
         _registered.append(atexit.register(_close_stores))
     _stores[store] = tuple(weakref.ref(w) for w in writers)
@@ -90,13 +96,14 @@ class in_call:
 
 
 def _close_stores() -> None:
-    dropping = []
+    running = set()  # the writers of stores whose call still runs: those stay
     for store, writers in list(_stores.items()):
-        if id(store) not in _busy:
+        if id(store) in _busy:
+            running.update(id(w()) for w in writers)
+        else:
             store.close()
-            dropping.extend(writers)
     until = time.monotonic() + _DROP_WAIT
-    while any(w() is not None for w in dropping) and time.monotonic() < until:
+    while any(id(w) not in running for w in list(_writers)) and time.monotonic() < until:
         time.sleep(0.001)
     # what a call still running writes from now on waits for the process's end where it
     # is, in Python still whole, rather than calling into Python as it finalizes
