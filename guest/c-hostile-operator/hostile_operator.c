@@ -6,6 +6,9 @@
      ctype     a content type holding CR LF
      bigprops  4,000 user properties whose keys are the same 65,535 bytes (256 MiB to lift
                from 64 KiB of guest memory)
+   ones that hand the host more list elements than a call may:
+     props N   N user properties, each k=v (a result: 450,000 held the host 7 s)
+     labels N  a metric added to with N labels, each k=v (a host function's argument)
    one that a broker with a Maximum Packet Size drops the connection for:
      big       a payload of 300,000 bytes
    and ones that write to WASI stdout and stderr, which a host must not let reach its own:
@@ -25,6 +28,7 @@
 static result_t result;
 static char longkey[70000];
 static property_t many[4000];
+static property_t *lent;  /* the last result's `props N`, freed by the next call */
 
 static bob_t text(const char *s, uint32_t n) { return (bob_t){.tag = 1, .v.bytes = {(uint8_t *)s, n}}; }
 
@@ -75,6 +79,19 @@ result_t *process(data_model_t *input) {
         static char lines[2000000];
         for (size_t i = 0; i < sizeof lines; i += 2) { lines[i] = 'x'; lines[i + 1] = '\n'; }
         write(1, lines, sizeof lines);
+    } else if (strncmp(cmd, "props ", 6) == 0) {
+        uint32_t n = (uint32_t)atoi(cmd + 6);
+        free(lent);
+        lent = malloc(n * sizeof *lent);
+        for (uint32_t i = 0; i < n; i++) { lent[i].key = text("k", 1); lent[i].value = text("v", 1); }
+        m->properties.ptr = lent; m->properties.len = n;
+    } else if (strncmp(cmd, "labels ", 7) == 0) {
+        uint32_t n = (uint32_t)atoi(cmd + 7);
+        bytes_t *l = malloc(2 * n * sizeof *l);
+        for (uint32_t i = 0; i < 2 * n; i++) l[i] = (bytes_t){(uint8_t *)(i & 1 ? "v" : "k"), 1};
+        struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
+        metrics_add_to_counter("requests", 8, 0, 1, 1, l, n, &ret);
+        free(l);
     } else if (strcmp(cmd, "bigprops") == 0) {
         memset(longkey, 'x', sizeof longkey);
         for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }

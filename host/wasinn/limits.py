@@ -21,6 +21,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-contexts = 256
     max-tensors = 65536
     max-builders = 16          # builders of one graph.load
+    max-list-elements = 65536  # list elements (bytes aside) one call hands the host: arguments, a result
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
     isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none
     max-workers = 64           # live backend worker processes (one per instance with isolated graphs)
@@ -115,6 +116,7 @@ class Limits:
     max_table_elements: int = 1 << 20
     max_instances: int = 256
     max_builders: int = 16  # ONNX and TFLite take 1 builder, OpenVINO IR 2
+    max_list_elements: int = 65536
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
     max_workers: int = 64
@@ -134,7 +136,7 @@ class Limits:
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
                 "max_tensor_elements": int, "max_tensor_rank": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int,
-                "max_contexts": int, "max_tensors": int, "max_builders": int,
+                "max_contexts": int, "max_tensors": int, "max_builders": int, "max_list_elements": int,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": check_policy, "max_workers": int,
@@ -216,6 +218,12 @@ class Limits:
         if count > self.max_builders:
             raise too_large(f"graph.load got {count} graph builders; the limit is {self.max_builders} "
                             "(max-builders, --max-builders)")
+
+    def too_many_list_elements(self, count: int) -> str:
+        """Why a call that handed the host `count` list elements or more is refused."""
+        return (f"the guest handed the host at least {count} list elements in one call (a host function's "
+                f"arguments or an export's result, its lists but those of bytes together); the limit is "
+                f"{self.max_list_elements} (limit 'max-list-elements', --max-list-elements)")
 
     def check_tensor(self, label: str, dims, itemsize: int) -> int:
         """The bytes of a tensor of `dims`; `too-large` past max-tensor-elements or

@@ -363,12 +363,16 @@ class Instance:
         memories counted together against the memory limit (abi/memory.py)."""
         store = self._new_store(engine)
         session = self.host.nn.open_session(store)
-        budget = MemoryBudget(self.host.limits.memory)
-        patches.bound_lists(session.key, self.host.nn.list_bounds())
+        limits = self.host.limits
+        budget = MemoryBudget(limits.memory)
+        patches.bound_lists(session.key, patches.ListBounds(
+            self.host.nn.list_bounds(), limits.max_list_elements,
+            (lambda: session.deadline) if limits.deadline > 0 else (lambda: None),
+            limits.too_many_list_elements, limits.past_deadline))
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget):
                 instance = instantiate(store)
-            self.host.limits.check_reach(budget.memories, budget.reach)
+            limits.check_reach(budget.memories, budget.reach)
         except ExitTrap:  # a module's start function exited
             self.host.nn.close_session(session)
             patches.forget_store(session.key)

@@ -65,6 +65,25 @@ PER_VALUE = """
   (func (export "rank") (param "n" u32) (result u32) (canon lift (core func $main "rank"))))
 """
 
+# An export whose result is N pairs of empty strings, from memory grown for them and
+# never written (zeros: every string empty, at address 0).
+PAIRS = """
+(component
+  (core module $Main
+    (memory (export "memory") 1)
+    (func (export "pairs") (param $n i32) (result i32)
+      (i32.store (i32.const 0) (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 12)) (i32.const 1)))
+                                        (i32.const 65536)))
+      (i32.store (i32.const 4) (local.get $n))
+      (i32.const 0)))
+  (core instance $main (instantiate $Main))
+  (func (export "pairs") (param "n" u32) (result (list (tuple string string)))
+    (canon lift (core func $main "pairs") (memory (core memory $main "memory")))))
+"""
+# What wasmtime makes of one such pair before any host code sees the list (its value
+# and the C API's; measured 364 bytes), up to its hostcall fuel (~1.2 million pairs)
+PER_PAIR = 512
+
 
 def probe(wasm, attack: list, *, limits: dict | None = None, model=None, warm=("tensors", "1", "16")) -> dict:
     spec = {"wasm": str(wasm), "cache": str(CACHE), "limits": {**LIMITS, **(limits or {})},
@@ -202,3 +221,34 @@ def test_python_guests_bulk_shim_is_bounded_too():
                                                r"\(max-tensor-rank, --max-tensor-rank\)"):
         inst.call("make-tensor", [1] * 65, "U8", b"x")
     assert inst.call("load", [model], "onnx", "cpu").tag == "ok"
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.wasm"
+    path.write_bytes(wasmtime.wat2wasm(PAIRS))
+    return path
+
+
+def test_a_result_flood_is_refused_before_python_objects_are_made_of_it(pairs):
+    """400,000 pairs: refused at the list's length, before a Python object is made of any
+    (stock wasmtime-py made them, then wasinn, for 2.8 s; 450,000 user properties of an
+    operator took 7 s); the peak is wasmtime's own values of them."""
+    n = 400_000
+    got = probe(pairs, ["call", "pairs", n])
+    assert (f"guest trapped in pairs: the guest handed the host at least {n} list elements in one call"
+            in trapped(got)) and "(limit 'max-list-elements', --max-list-elements)" in trapped(got)
+    assert grew(got) < PER_PAIR * n + OVERHEAD, got
+
+
+def test_a_result_lifted_past_the_calls_deadline_traps_there(pairs):
+    """60,000 pairs are within max-list-elements but take Python ~0.3 s to lift: under a
+    50 ms deadline the lift stops at it, as a guest's own code would."""
+    got = probe(pairs, ["call", "pairs", 60_000], limits={"deadline": "50ms"})
+    assert "guest trapped in pairs: the call ran past its deadline of 0.05 s" in trapped(got)
+    assert got["seconds"] < 0.05 + 1, got
+
+
+def test_a_result_within_the_limits_is_lifted_whole(pairs):
+    got = probe(pairs, ["call", "pairs", 1000])
+    assert got["outcome"] == ["returned", [["", ""]] * 1000], got

@@ -137,8 +137,10 @@ _MEMO = ("patches.py: memoized (types never change)", "that it still computes fr
 FINGERPRINTS = {
     (_TYPES, "ListType.convert_to_c"): ("6f785d8d4179017b", "patches.py: _to_c replaces it for list<u8>",
                                         "lowering: one wasmtime_component_val_t per byte, kind u8; other lists as stock"),
-    (_TYPES, "ListType.convert_from_c"): ("01fe306d0af36bbc", "patches.py: _from_c replaces it for list<u8>",
-                                          "lifting: bytes out, the vallist deleted after"),
+    (_TYPES, "ListType.convert_from_c"): ("01fe306d0af36bbc", "patches.py: _from_c replaces it for list<u8>; "
+                                          "_bounded_from_c, a hand copy, for other lists in a bounded call",
+                                          "lifting: bytes out, elements marked bool once lifted, the vallist "
+                                          "deleted after"),
     (_TYPES, "ListType._is_bytes"): ("8dfd62a76a647416", "types.py is_bytes, patches.py", "still means list<u8>"),
     (_TYPES, "ListType.element"): ("a7b0e86f96d2941b", *_MEMO),
     (_TYPES, "RecordType.fields"): ("dfa1875fed8481d1", *_MEMO),

@@ -65,6 +65,10 @@ def serving(broker, graph, *flags: str):
     ("ctype", "operator-contract", r"its content type 'text/plain\r\nX: y': it holds U+000D at index 10"),
     # 4,000 keys of 64 KiB from 64 KiB of guest memory: wasmtime's per-call bound on lists
     ("bigprops", "trap", "more than wasmtime's per-call limit for list values"),
+    # list elements past max-list-elements, in a result and in a host function's argument
+    # (450,000 user properties held the worker 7 s in Python objects, past any deadline)
+    ("props 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),
+    ("labels 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),
 ])
 def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_runs(broker, graph, command, kind,
                                                                                     reason):

@@ -86,6 +86,8 @@ _LIMIT_HELP = {
     "max_table_elements": "elements of any one table; past it table.grow returns -1",
     "max_instances": "core instances per instance (a component is several)",
     "max_builders": "graph builders of one graph.load",
+    "max_list_elements": "list elements (lists of bytes aside) one call hands the host: a host function's "
+                         "arguments, an export's result",
     "external_data_dir": "the one directory ONNX external data may be read from",
     "isolate": "which graphs run in a confined backend worker process: guest-models (graphs a guest loads "
                "from its own bytes), all (the registered models too), none (all in this process)",

@@ -11,6 +11,9 @@ from wasmtime import _ffi as ffi
 from wasmtime import _func
 from wasmtime.component._enter import enter_wasm
 
+from . import patches
+from .stores import store_key
+
 _I32 = ffi.WASMTIME_I32.value
 
 
@@ -27,7 +30,14 @@ def call_export(func, param_types: list, result_type, store, params) -> object:
         enter_wasm(lambda: ffi.wasmtime_component_func_call(
             ctypes.byref(func._func), store._context(), param_capi, n,
             ctypes.byref(result_space) if result_space is not None else None, int(result_space is not None)))
-        return None if result_type is None else result_type.convert_from_c(result_space)
+        if result_type is None:
+            return None
+        with patches.lifting(store_key(store)) if patches.holds_lists(result_type) else patches.UNBOUNDED:
+            try:
+                return result_type.convert_from_c(result_space)
+            except BaseException:
+                ffi.wasmtime_component_val_delete(ctypes.byref(result_space))  # what a refusal left
+                raise
     finally:
         for i in range(n):
             ffi.wasmtime_component_val_delete(ctypes.byref(param_capi[i]))

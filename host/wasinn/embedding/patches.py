@@ -10,8 +10,13 @@
    is what lowering a variant, option or result asks of them on every value: whether
    its cases need a tag, and the Python classes each case's payload can be (1.7 ->
    0.1 us per result a host function returns, timeit).
-3. List parameters of host functions (a tensor's dimensions, graph.load's builders) are
-   lifted only once their length passes the check nn.py gives (`bound_lists`).
+3. Lists a guest hands the host (a host function's arguments, an export's result) are
+   bounded before Python objects are made of them (`bound_lists`): a list parameter
+   with a check of its own (a tensor's dimensions, graph.load's builders) is lifted only
+   once its length passes it; and every list but list<u8> counts its elements against
+   a budget per call, and the call's deadline, as it is lifted (stock wasmtime-py made
+   ~1 KB and ~15 us of Python objects of each of the 2.8 million values wasmtime's own
+   cap lets through: 450,000 user properties held a call 7 s past a 1 s deadline).
 4. Records and variants: stock wasmtime-py encodes every field name and case name into
    a fresh C string through two ctypes copies, and decodes each one coming back (the
    field names only to assert them); here the names are encoded once per type, copied
@@ -28,9 +33,12 @@ functions replaced or copied here are fingerprinted by tests/embedding/test_embe
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+import time
 from collections.abc import Sequence
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..lazy import numpy as np
 from wasmtime import StoreContext, Trap, Val, WasmtimeError
@@ -75,7 +83,8 @@ def _to_c(self, store, val, ptr):
 
 def _from_c(self, c):
     if not self._is_bytes():
-        return _stock_from_c(self, c)
+        lift = getattr(_lifting, "lift", None)
+        return _stock_from_c(self, c) if lift is None else _bounded_from_c(self, c, lift)
     lst = c.of.list
     try:
         n = lst.size
@@ -83,6 +92,29 @@ def _from_c(self, c):
             return b""
         cells = np.ctypeslib.as_array(ctypes.cast(lst.data, ctypes.POINTER(ctypes.c_uint8)), (n * _STRIDE,))
         return cells[_PAYLOAD::_STRIDE].tobytes()
+    finally:
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
+
+
+def _bounded_from_c(self, c, lift: "_Lift") -> list:
+    """Stock `ListType.convert_from_c` of a list other than list<u8>, its length taken
+    from the call's budget before any element is made, and the call's deadline looked
+    at then and every 1,024 elements. A refusal frees the list's values; the vectors of
+    those that already freed theirs are empty (wasmtime's deletes leave them so), so
+    nothing is freed twice."""
+    lst = c.of.list
+    try:
+        n = lst.size
+        lift.take(n)
+        element, data, out = self.element, lst.data, []
+        for i in range(n):
+            if i & 1023 == 1023:
+                lift.in_time()
+            raw = data[i]
+            out.append(element.convert_from_c(raw))
+            raw.kind = _BOOL
+            raw.of.boolean = False
+        return out
     finally:
         ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
 
@@ -240,21 +272,98 @@ _BOOL = ffi.WASMTIME_COMPONENT_BOOL
 
 
 # (host function, store) -> (parameter types, result type, (index, name) of each list
-# parameter that is not bytes). A store holds one component, whose import types are
-# fixed, so the pair identifies the types; entries of a store are dropped when it
-# closes (`forget_store`), before its address can be reused.
-_CALL_TYPES: dict[tuple[int, int], tuple[list, object, list]] = {}
-# store -> checks of list parameters' lengths by parameter name (`bound_lists`)
-_LIST_BOUNDS: dict[int, dict[str, Callable[[int], None]]] = {}
+# parameter that is not bytes, whether any parameter can hold such a list). A store
+# holds one component, whose import types are fixed, so the pair identifies the types;
+# entries of a store are dropped when it closes (`forget_store`), before its address
+# can be reused.
+_CALL_TYPES: dict[tuple[int, int], tuple[list, object, list, bool]] = {}
+# store -> what bounds the lists its guest hands the host (`bound_lists`)
+_LIST_BOUNDS: dict[int, "ListBounds"] = {}
+# the lift under way in this thread: a host call's arguments or an export's result
+_lifting = threading.local()
 
 
-def bound_lists(context_address: int, checks: dict[str, Callable[[int], None]]) -> None:
-    """Host functions of this store get a list parameter named in `checks` lifted only
-    when its check passes on its length; otherwise they get an `Unlifted` stand-in.
-    wasmtime has made one value per element by then (its hostcall fuel caps that at
-    2,796,202), but stock wasmtime-py would go on to make a Python object of each, at
-    ~1 us apiece, before the host function could look at the count."""
-    _LIST_BOUNDS[context_address] = checks
+class ListBounds(NamedTuple):
+    """What bounds the lists a store's guest hands the host in one call.
+
+    checks: a host function's list parameter, by WIT name, gets its length checked
+        first and is lifted only if the check passes; otherwise the function gets an
+        `Unlifted` stand-in (wasmtime has made one value per element by then, its
+        hostcall fuel capping that at 2,796,202).
+    max_elements: the elements of all the lists but list<u8> that one call's arguments
+        or result may hold together, taken before each list's are made.
+    deadline: `deadline()`, time.monotonic() when the store's call under way must end
+        (None: no deadline), looked at as the elements are made.
+    too_many(count), past_deadline(): the one-line refusals, raised as a
+        `WasmtimeError`: the guest's call traps with them."""
+    checks: dict[str, Callable[[int], None]]
+    max_elements: int
+    deadline: Callable[[], float | None]
+    too_many: Callable[[int], str]
+    past_deadline: Callable[[], str]
+
+
+class _Lift:
+    """The budget of one lift."""
+    __slots__ = ("bounds", "left", "until")
+
+    def __init__(self, bounds: ListBounds):
+        self.bounds, self.left, self.until = bounds, bounds.max_elements, bounds.deadline()
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise WasmtimeError(self.bounds.too_many(self.bounds.max_elements - self.left))
+        self.in_time()
+
+    def in_time(self) -> None:
+        if self.until is not None and time.monotonic() > self.until:
+            raise WasmtimeError(self.bounds.past_deadline())
+
+
+def bound_lists(context_address: int, bounds: ListBounds) -> None:
+    """Bounds what the guest of this store hands the host (`ListBounds`)."""
+    _LIST_BOUNDS[context_address] = bounds
+
+
+def holds_lists(ty) -> bool:
+    """Whether a value of `ty` can hold a list other than list<u8> (worked out once per type)."""
+    try:
+        return ty.__dict__["_wasinn_lists"]
+    except KeyError:
+        if isinstance(ty, _types.ListType):
+            value = not ty._is_bytes()
+        elif isinstance(ty, _types.RecordType):
+            value = any(holds_lists(t) for _, t in ty.fields)
+        elif isinstance(ty, _types.TupleType):
+            value = any(holds_lists(t) for t in ty.elements)
+        elif isinstance(ty, _types.VariantLikeType):
+            value = any(t is not None and holds_lists(t) for _, t in ty._cases())
+        else:
+            value = False
+        ty.__dict__["_wasinn_lists"] = value
+        return value
+
+
+# where nothing lifted can hold a list to bound (`holds_lists`): no budget to set up
+UNBOUNDED = contextlib.nullcontext()
+
+
+class lifting:
+    """Lists lifted inside this (in this thread) take from one call's budget, where the
+    store has bounds."""
+    __slots__ = ("lift", "before")
+
+    def __init__(self, context_address: int):
+        bounds = _LIST_BOUNDS.get(context_address)
+        self.lift = None if bounds is None else _Lift(bounds)
+
+    def __enter__(self) -> None:
+        self.before = getattr(_lifting, "lift", None)
+        _lifting.lift = self.lift
+
+    def __exit__(self, *exc) -> None:
+        _lifting.lift = self.before
 
 
 def forget_store(context_address: int) -> None:
@@ -299,15 +408,17 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
             with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
                 lists = [(i, name) for i, (name, ty) in enumerate(fty.params)
                          if isinstance(ty, _types.ListType) and not ty._is_bytes()]
-                types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result, lists)
-        param_tys, result_ty, lists = types
+                types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result, lists,
+                                            any(holds_lists(ty) for _, ty in fty.params))
+        param_tys, result_ty, lists, lifts = types
         assert len(param_tys) == nargs and nresults == (result_ty is not None)
-        checks = _LIST_BOUNDS.get(address) if lists else None
-        if checks:
-            bounded = {i: checks.get(name) for i, name in lists}
-            params = [_lift(ty, args[i], bounded.get(i)) for i, ty in enumerate(param_tys)]
-        else:
-            params = [ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)]
+        with lifting(address) if lifts else UNBOUNDED:
+            bounds = _LIST_BOUNDS.get(address) if lists else None
+            if bounds is not None and bounds.checks:
+                bounded = {i: bounds.checks.get(name) for i, name in lists}
+                params = [_lift(ty, args[i], bounded.get(i)) for i, ty in enumerate(param_tys)]
+            else:
+                params = [ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)]
         result = _linker.FUNCTIONS.get(idx or 0)(store, *params)
         if result_ty is not None:
             result_ty.convert_to_c(store, result, results)
