@@ -684,6 +684,8 @@ def _outputs(*outputs, tag=b"O", count=None, tail=b""):
     pytest.param(_outputs((b"y", 1, [1 << 40, 1 << 40], 0, 8)), id="dims-overflow"),
     pytest.param(b"\x00", id="one-byte"),
     pytest.param(b'{"outputs": []}', id="json-instead"),
+    pytest.param(b'{"outputs": ' + b"[" * 20_000, id="json-nested-past-the-stack"),
+    pytest.param(b'{"outputs": [', id="json-cut-short"),
 ])
 def test_a_worker_that_lies_about_its_outputs_is_killed_and_the_guest_told_in_one_line(lie):
     import socket

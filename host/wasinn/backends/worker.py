@@ -198,9 +198,14 @@ def _unpack(received):
         if n:
             raise ValueError(f"a message over {MAX_MESSAGE} bytes")
         return None, []
-    if buffer[0] != _JSON:  # a packed compute request or outputs (`pack_compute`, `pack_outputs`)
-        return bytes(buffer[:n]), fds
-    return json.loads(buffer[:n]), fds
+    if buffer[0] == _JSON:
+        try:
+            return json.loads(buffer[:n]), fds
+        except (ValueError, RecursionError):  # a broken worker's (RecursionError: nested past Python's stack)
+            pass
+    # a packed compute request or outputs (`pack_compute`, `pack_outputs`), or bytes that
+    # are no message, which the receiver finds malformed
+    return bytes(buffer[:n]), fds
 
 
 _JSON = ord("{")
