@@ -22,6 +22,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-tensors = 65536
     max-builders = 16          # builders of one graph.load
     max-list-elements = 65536  # list elements (bytes aside) one call hands the host: arguments, a result
+    max-result-bytes = "1MiB"  # a wasinn pipeline's JSON result (parsed in one piece, holding the GIL)
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
     isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none
     max-workers = 64           # live backend worker processes (one per instance with isolated graphs)
@@ -117,6 +118,7 @@ class Limits:
     max_instances: int = 256
     max_builders: int = 16  # ONNX and TFLite take 1 builder, OpenVINO IR 2
     max_list_elements: int = 65536
+    max_result_bytes: int = 1 << 20  # json.loads holds the GIL: 1 MiB of small objects, ~0.1 s
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
     max_workers: int = 64
@@ -137,6 +139,7 @@ class Limits:
                 "max_tensor_elements": int, "max_tensor_rank": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int,
                 "max_contexts": int, "max_tensors": int, "max_builders": int, "max_list_elements": int,
+                "max_result_bytes": parse_bytes,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": check_policy, "max_workers": int,

@@ -11,6 +11,7 @@ import pytest
 import wasinn
 from wasinn.apps.classify import composed_model, load_image
 from wasinn.errors import WasinnError
+from wasinn.limits import Limits
 from wasinn.pipeline import GraphRunner, StageFailure, load_pipeline
 from wasinn.pipeline.graph import SOURCE_TENSOR
 
@@ -99,3 +100,28 @@ def test_a_module_that_rejects_its_config_stops_the_start(pipeline_host, tmp_pat
     with pytest.raises(WasinnError, match=r"module 'postprocess' \(line \d+\) rejected its config: unknown "
                                           r"config key\(s\) colour; this stage takes: labels, softmax, top"):
         GraphRunner(load_pipeline(path), pipeline_host)
+
+
+def test_a_result_over_max_result_bytes_is_the_stages_contract_failure(tmp_path):
+    """The host parses a stage's JSON result in one piece, holding the GIL (22 MB of small
+    objects held every other thread 1.8 s): past max-result-bytes it is not parsed. The
+    top 1000 predictions are ~60 KB; under a 4 KiB limit the top 5 still go through."""
+    host = wasinn.Host(cache_dir=CACHE, ort_threads=1, limits=Limits(max_result_bytes=4096))
+    path = tmp_path / "p.yaml"
+    path.write_text(PIPELINE.read_text().replace("../", f"{ROOT}/").replace(
+        "models/efficientnet-lite0-preprocess", f"{ROOT}/pipelines/models/efficientnet-lite0-preprocess"))
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(path.read_text().replace("      top: 5\n", "      top: 1000\n"))
+    for pipeline, fits in ((path, True), (wide, False)):
+        r = GraphRunner(load_pipeline(pipeline), host)
+        try:
+            if fits:
+                assert len(r.run(load_image(IMAGES[0])).value["predictions"]) == 5
+                continue
+            with pytest.raises(StageFailure) as info:
+                r.run(load_image(IMAGES[0]))
+            assert (info.value.stage, info.value.kind) == ("postprocess", "contract")
+            assert info.value.message == ("its JSON result is over 4096 bytes of UTF-8 "
+                                          "(limit 'max-result-bytes', --max-result-bytes)")
+        finally:
+            r.close()

@@ -129,7 +129,7 @@ class StagesRunner:
     def answer(self, ident, msg, image, prepare_seconds, worker):
         outcome = self.runner.run(image)
         seconds = {self.pipeline.source.name: prepare_seconds, **outcome.seconds}
-        body = {"id": ident, "result": json.loads(outcome.result),
+        body = {"id": ident, "result": outcome.value,
                 "timing_ms": {k: round(v * 1000, 3) for k, v in seconds.items()}, "worker": worker}
         return [Publication(self.pipeline.sink.topic, body=body)], seconds
 

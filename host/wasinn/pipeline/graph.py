@@ -56,6 +56,7 @@ class StageFailure(WasinnError):
 class Outcome:
     result: str                 # JSON text
     seconds: dict[str, float]   # per map operation
+    value: object = None        # the result, parsed
 
 
 def model_name(module: Module) -> str:
@@ -93,7 +94,7 @@ class GraphRunner:
     """The stages of `pipeline`, instantiated and configured in `host`."""
 
     def __init__(self, pipeline: Pipeline, host: Host, *, cache_dir: pathlib.Path | None = None):
-        self.pipeline = pipeline
+        self.pipeline, self.limits = pipeline, host.limits
         cache = cache_dir or host.cache_dir
         if cache is None:
             raise WasinnError("GraphRunner needs a cache directory for the components it builds")
@@ -134,11 +135,18 @@ class GraphRunner:
         if not isinstance(result, str):
             raise StageFailure(last, "contract", f"it returned tensors, but it is connected to the sink "
                                                  f"{p.sink.name!r}, which takes a JSON result")
+        # json.loads holds the GIL throughout (the epoch ticker's, every other instance's):
+        # 22 MB of small objects held it 1.8 s
+        limit = self.limits.max_result_bytes
+        # (its characters first: a string of more holds more bytes, and is not encoded to say so)
+        if len(result) > limit or len(result.encode()) > limit:
+            raise StageFailure(last, "contract", f"its JSON result is over {limit} bytes of UTF-8 "
+                                                 "(limit 'max-result-bytes', --max-result-bytes)")
         try:
-            json.loads(result)
-        except ValueError as e:
+            value = json.loads(result)
+        except (ValueError, RecursionError) as e:
             raise StageFailure(last, "contract", f"its result is not JSON: {e}") from None
-        return Outcome(result, seconds)
+        return Outcome(result, seconds, value)
 
     def close(self) -> None:
         for stage in self.stages.values():
