@@ -195,9 +195,13 @@ class WasiNn:
     def call_deadline(self, store) -> float | None:
         """time.monotonic() when the store's call in progress must end; None without a
         deadline, or for a store whose instance has closed (its streams' last writes)."""
+        return self.deadline_at(store_key(store))
+
+    def deadline_at(self, key: int) -> float | None:
+        """`call_deadline` of the store whose key (`store_key`) is `key`."""
         if self.limits.deadline <= 0:
             return None
-        session = self._sessions.get(store_key(store))
+        session = self._sessions.get(key)
         return session.deadline if session is not None else None
 
     def add(self, store, kind: Resource, obj: object, *, limited: bool = True, session: Session | None = None) -> int:

@@ -11,9 +11,10 @@ freed) and the call raises `GuestTrap`; the next call runs on a fresh instance.
 """
 from __future__ import annotations
 
+import functools
 import itertools
-import os
 import math
+import os
 import pathlib
 import sys
 import threading
@@ -367,7 +368,7 @@ class Instance:
         budget = MemoryBudget(limits.memory)
         patches.bound_lists(session.key, patches.ListBounds(
             self.host.nn.list_bounds(), limits.max_list_elements,
-            (lambda: session.deadline) if limits.deadline > 0 else (lambda: None),
+            functools.partial(self.host.nn.deadline_at, session.key),
             limits.too_many_list_elements, limits.past_deadline))
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget):
