@@ -119,3 +119,14 @@ def test_a_graph_from_a_layout(tmp_path):
             GRAPH_CONFIG)
     path = ArtifactStore(tmp_path / "cache").fetch("graph-simple:1.0.0", str(layout), "graph")
     assert graphdef.load_graph(path).name == "Simple graph"
+
+
+def test_a_manifest_nested_past_pythons_stack_is_not_json(tmp_path):
+    """A registry (or a layout) is network input: JSON nested 100,000 deep raised
+    RecursionError out of `wasinn serve`'s start."""
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text('{"manifests": ' + "[" * 100_000)
+    with pytest.raises(ArtifactError, match="the manifest is not JSON"):
+        ArtifactStore(tmp_path / "cache").fetch(TEMPERATURE, str(layout), "module")

@@ -7,6 +7,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from wasinn.pipeline.connection import PublishProperties
+from wasinn.pipeline.worker import presence, presence_state
 
 CASES = [
     (None, None, []),
@@ -42,3 +43,15 @@ def test_a_property_set_later_is_packed_too():
     ours, paho = PublishProperties("a/b", None, [("id", "1")]), _paho("a/b", None, [("id", "1")])
     ours.MessageExpiryInterval = paho.MessageExpiryInterval = 30
     assert ours.pack() == paho.pack()
+
+
+@pytest.mark.parametrize("payload, state", [
+    (presence("w-1", "up"), "up"),
+    (b'{"state": ' + b"[" * 100_000, None),  # raised out of the supervisor's network callback
+    (b'{"state": 5}', None),
+    (b"not json", None),
+    (b"[]", None),
+])
+def test_a_presence_message_says_a_state_or_none(payload, state):
+    """Anyone the broker lets publish on a presence topic can send anything there."""
+    assert presence_state(payload) == state

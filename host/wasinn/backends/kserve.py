@@ -154,7 +154,7 @@ def _server_message(body: bytes) -> str:
     """The server's error text: `{"error": ...}` in every implementation of the protocol."""
     try:
         return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return body[:500].decode("utf-8", "replace").strip()
 
 
@@ -177,7 +177,7 @@ class KServeGraph:
             meta = json.loads(body)
             self.inputs = [_spec(m) for m in meta["inputs"]]
             self.outputs = [_spec(m) for m in meta["outputs"]]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise runtime_error(f"the inference server at {self.endpoint.url} sent model metadata "
                                 f"wasinn cannot read ({type(e).__name__}: {e}): {body[:200]!r}") from None
         self.name = str(meta.get("name", ""))

@@ -152,7 +152,7 @@ def _layer(manifest: dict, kind: str, where: str) -> dict:
 def _parse_manifest(data: bytes, where: str) -> dict:
     try:
         manifest = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested past Python's stack
         raise ArtifactError(f"{where}: the manifest is not JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{where}: the manifest is not a JSON object")

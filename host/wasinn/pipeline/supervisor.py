@@ -60,7 +60,7 @@ from .components import component_path
 from .jsonlog import EventLog
 from .metrics import MetricsServer
 from .schema import Pipeline
-from .worker import EXIT_CONFIG, presence_topic
+from .worker import EXIT_CONFIG, presence_state, presence_topic
 
 # How long the start waits for the broker to accept the supervisor's own connection,
 # which tells a refused password at once; a broker that is down is waited for by retrying.
@@ -161,9 +161,8 @@ class Supervisor:
         client.subscribe(presence_topic(self.pipeline.mqtt.group, "+"), options=SubscribeOptions(qos=1))
 
     def _on_presence(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        try:
-            state = json.loads(msg.payload)["state"]
-        except (ValueError, KeyError, TypeError):
+        state = presence_state(msg.payload)
+        if state is None:
             return
         self.presence[msg.topic.rpartition("/")[2]] = (state, time.monotonic())
 

@@ -105,6 +105,17 @@ def presence(client_id: str, state: str) -> bytes:
     return json.dumps({"worker": client_id, "state": state}).encode()
 
 
+def presence_state(payload: bytes) -> str | None:
+    """The state a presence message says (`presence`), or None for one that says none:
+    anyone the broker lets publish there can send anything (JSON nested past Python's
+    stack raised out of the supervisor's network callback, which ended its loop)."""
+    try:
+        state = json.loads(payload)["state"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return state if isinstance(state, str) else None
+
+
 def message_id(msg: mqtt.MQTTMessage) -> str:
     props = msg.properties
     for key, value in getattr(props, "UserProperty", None) or []:
