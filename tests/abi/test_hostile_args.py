@@ -252,3 +252,40 @@ def test_a_result_lifted_past_the_calls_deadline_traps_there(pairs):
 def test_a_result_within_the_limits_is_lifted_whole(pairs):
     got = probe(pairs, ["call", "pairs", 1000])
     assert got["outcome"] == ["returned", [["", ""]] * 1000], got
+
+
+# An export whose result is N lists that all point at the same M u32s (from address 0):
+# no one list is long, together they are N x M elements.
+NESTED = """
+(component
+  (core module $Main
+    (memory (export "memory") 1)
+    (func (export "nested") (param $n i32) (param $m i32) (result i32) (local $i i32) (local $at i32)
+      (local.set $at (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 13)) (i32.const 1)))
+                              (i32.const 65536)))
+      (i32.store (i32.const 0) (local.get $at))
+      (i32.store (i32.const 4) (local.get $n))
+      (loop $l
+        (i32.store offset=4 (i32.add (local.get $at) (i32.shl (local.get $i) (i32.const 3))) (local.get $m))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+      (i32.const 0)))
+  (core instance $main (instantiate $Main))
+  (func (export "nested") (param "n" u32) (param "m" u32) (result (list (list u32)))
+    (canon lift (core func $main "nested") (memory (core memory $main "memory")))))
+"""
+
+
+def test_lists_of_short_lists_count_together_and_the_next_call_runs():
+    """1,000 lists of 100 elements: none is long, together they pass max-list-elements
+    (here 10,000). The call traps in one line; the next call gets a fresh instance."""
+    host = wasinn.Host(cache_dir=False, limits=wasinn.limits.Limits(max_list_elements=10_000))
+    with host.instantiate(host.load_component(wasmtime.wat2wasm(NESTED))) as inst:
+        with pytest.raises(wasinn.GuestTrap) as e:
+            inst.call("nested", 1000, 100)
+        assert str(e.value) == (
+            "guest trapped in nested: the guest handed the host at least 10100 list elements in one call (a host "
+            "function's arguments or an export's result, its lists but those of bytes together); the limit is "
+            "10000 (limit 'max-list-elements', --max-list-elements); the instance was torn down and its "
+            "resources freed, the next call gets a fresh one")
+        assert [len(inner) for inner in inst.call("nested", 99, 100)] == [100] * 99  # 9,999 elements: within it
