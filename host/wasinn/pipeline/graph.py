@@ -138,8 +138,8 @@ class GraphRunner:
         # json.loads holds the GIL throughout (the epoch ticker's, every other instance's):
         # 22 MB of small objects held it 1.8 s
         limit = self.limits.max_result_bytes
-        # (its characters first: a string of more holds more bytes, and is not encoded to say so)
-        if len(result) > limit or len(result.encode()) > limit:
+        # (a string of more characters holds more bytes: only other text is encoded to count them)
+        if len(result) > limit or (not result.isascii() and len(result.encode()) > limit):
             raise StageFailure(last, "contract", f"its JSON result is over {limit} bytes of UTF-8 "
                                                  "(limit 'max-result-bytes', --max-result-bytes)")
         try:
