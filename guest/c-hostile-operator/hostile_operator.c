@@ -4,8 +4,8 @@
      nul       a user property whose value holds U+0000
      long      a user property whose key is 70,000 bytes
      ctype     a content type holding CR LF
-     bigprops  4,000 user properties whose keys are the same 65,535 bytes (256 MiB to lift
-               from 64 KiB of guest memory)
+     bigprops [N]  N (4,000 if not given, at most that) user properties whose keys are the
+               same 65,535 bytes (4,000: 256 MiB to lift from 64 KiB of guest memory)
    ones that hand the host more list elements than a call may:
      props N   N user properties, each k=v (a result: 450,000 held the host 7 s)
      labels N  a metric added to with N labels, each k=v (a host function's argument)
@@ -92,10 +92,12 @@ result_t *process(data_model_t *input) {
         struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
         metrics_add_to_counter("requests", 8, 0, 1, 1, l, n, &ret);
         free(l);
-    } else if (strcmp(cmd, "bigprops") == 0) {
+    } else if (strncmp(cmd, "bigprops", 8) == 0) {
+        uint32_t n = cmd[8] == ' ' ? (uint32_t)atoi(cmd + 9) : 4000;
+        if (n > 4000) n = 4000;
         memset(longkey, 'x', sizeof longkey);
-        for (uint32_t i = 0; i < 4000; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }
-        m->properties.ptr = many; m->properties.len = 4000;
+        for (uint32_t i = 0; i < n; i++) { many[i].key = text(longkey, 65535); many[i].value = text("v", 1); }
+        m->properties.ptr = many; m->properties.len = n;
     }
     return &result;
 }

@@ -118,6 +118,7 @@ class Limits:
     max_instances: int = 256
     max_builders: int = 16  # ONNX and TFLite take 1 builder, OpenVINO IR 2
     max_list_elements: int = 65536
+    max_string_bytes: int = 16 << 20  # copied and decoded holding the GIL: ~10 ms
     max_result_bytes: int = 1 << 20  # json.loads holds the GIL: 1 MiB of small objects, ~0.1 s
     external_data_dir: pathlib.Path | None = None
     isolate: str = "guest-models"
@@ -139,7 +140,7 @@ class Limits:
                 "max_tensor_elements": int, "max_tensor_rank": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int,
                 "max_contexts": int, "max_tensors": int, "max_builders": int, "max_list_elements": int,
-                "max_result_bytes": parse_bytes,
+                "max_string_bytes": parse_bytes, "max_result_bytes": parse_bytes,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
                 "isolate": check_policy, "max_workers": int,
@@ -227,6 +228,12 @@ class Limits:
         return (f"the guest handed the host at least {count} list elements in one call (a host function's "
                 f"arguments or an export's result, its lists but those of bytes together); the limit is "
                 f"{self.max_list_elements} (limit 'max-list-elements', --max-list-elements)")
+
+    def too_much_text(self, count: int) -> str:
+        """Why a call that handed the host `count` bytes of strings or more is refused."""
+        return (f"the guest handed the host at least {count} bytes of strings in one call (a host function's "
+                f"arguments or an export's result, its strings together); the limit is "
+                f"{self.max_string_bytes} (limit 'max-string-bytes', --max-string-bytes)")
 
     def check_tensor(self, label: str, dims, itemsize: int) -> int:
         """The bytes of a tensor of `dims`; `too-large` past max-tensor-elements or

@@ -367,9 +367,9 @@ class Instance:
         limits = self.host.limits
         budget = MemoryBudget(limits.memory)
         patches.bound_lists(session.key, patches.ListBounds(
-            self.host.nn.list_bounds(), limits.max_list_elements,
+            self.host.nn.list_bounds(), limits.max_list_elements, limits.max_string_bytes,
             functools.partial(self.host.nn.deadline_at, session.key),
-            limits.too_many_list_elements, limits.past_deadline))
+            limits.too_many_list_elements, limits.too_much_text, limits.past_deadline))
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget):
                 instance = instantiate(store)

@@ -85,6 +85,26 @@ PAIRS = """
 PER_PAIR = 512
 
 
+# An export whose result is a string of N bytes, from memory grown for it and never
+# written (N U+0000s, at address 0).
+TEXT = """
+(component
+  (core module $Main
+    (memory (export "memory") 1)
+    (func (export "text") (param $n i32) (result i32)
+      (i32.store (i32.const 0) (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 16)) (i32.const 1)))
+                                        (i32.const 65536)))
+      (i32.store (i32.const 4) (local.get $n))
+      (i32.const 0)))
+  (core instance $main (instantiate $Main))
+  (func (export "text") (param "n" u32) (result string)
+    (canon lift (core func $main "text") (memory (core memory $main "memory")))))
+"""
+# What wasmtime makes of a string's bytes before any host code sees it: its own copy
+# and the C API's (measured: 100 MB of text peaked at +202 MB, refused)
+PER_TEXT_BYTE = 2.2
+
+
 def probe(wasm, attack: list, *, limits: dict | None = None, model=None, warm=("tensors", "1", "16")) -> dict:
     spec = {"wasm": str(wasm), "cache": str(CACHE), "limits": {**LIMITS, **(limits or {})},
             "model": str(model) if model else None, "attack": attack, "warm": list(warm)}
@@ -252,6 +272,29 @@ def test_a_result_lifted_past_the_calls_deadline_traps_there(pairs):
 def test_a_result_within_the_limits_is_lifted_whole(pairs):
     got = probe(pairs, ["call", "pairs", 1000])
     assert got["outcome"] == ["returned", [["", ""]] * 1000], got
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "text.wasm"
+    path.write_bytes(wasmtime.wat2wasm(TEXT))
+    return path
+
+
+def test_a_string_over_max_string_bytes_is_refused_before_python_copies_it(text):
+    """100 MB of text, within wasmtime's own cap (128 MiB): Python copied and decoded it
+    holding the GIL (another thread stalled 42-128 ms, +300 MB); now its length is taken
+    from the call's budget first. The peak is wasmtime's own copies."""
+    n = 100_000_000
+    got = probe(text, ["call", "text", n])
+    assert (f"guest trapped in text: the guest handed the host at least {n} bytes of strings in one call"
+            in trapped(got)) and "the limit is 16777216 (limit 'max-string-bytes', --max-string-bytes)" in trapped(got)
+    assert grew(got) < PER_TEXT_BYTE * n + OVERHEAD, got
+
+
+def test_a_string_within_max_string_bytes_is_lifted_whole(text):
+    got = probe(text, ["call", "text", 1 << 20], limits={"max-string-bytes": "1MiB"})
+    assert got["outcome"] == ["returned", "\0" * (1 << 20)], got
 
 
 # An export whose result is N lists that all point at the same M u32s (from address 0):

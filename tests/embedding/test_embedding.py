@@ -141,6 +141,8 @@ FINGERPRINTS = {
                                           "_bounded_from_c, a hand copy, for other lists in a bounded call",
                                           "lifting: bytes out, elements marked bool once lifted, the vallist "
                                           "deleted after"),
+    (_TYPES, "String.convert_from_c"): ("d3c8ebd11e50e216", "patches.py: _string_from_c wraps it in a bounded call",
+                                        "lifting: the byte vector copied, decoded and deleted"),
     (_TYPES, "ListType._is_bytes"): ("8dfd62a76a647416", "types.py is_bytes, patches.py", "still means list<u8>"),
     (_TYPES, "ListType.element"): ("a7b0e86f96d2941b", *_MEMO),
     (_TYPES, "RecordType.fields"): ("dfa1875fed8481d1", *_MEMO),

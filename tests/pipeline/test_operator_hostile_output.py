@@ -64,7 +64,10 @@ def serving(broker, graph, *flags: str):
                                   "70000 bytes of UTF-8; an MQTT string holds at most 65535"),
     ("ctype", "operator-contract", r"its content type 'text/plain\r\nX: y': it holds U+000D at index 10"),
     # 4,000 keys of 64 KiB from 64 KiB of guest memory: wasmtime's per-call bound on lists
-    ("bigprops", "trap", "more than wasmtime's per-call limit for list values"),
+    ("bigprops", "trap", "more than wasmtime's per-call limit for list and string values"),
+    # 300 keys of 64 KiB: within wasmtime's bound, past max-string-bytes (16 MiB) together
+    ("bigprops 300", "trap", "bytes of strings in one call (a host function's arguments or an export's result, "
+                             "its strings together); the limit is 16777216 (limit 'max-string-bytes'"),
     # list elements past max-list-elements, in a result and in a host function's argument
     # (450,000 user properties held the worker 7 s in Python objects, past any deadline)
     ("props 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),

@@ -88,6 +88,8 @@ _LIMIT_HELP = {
     "max_builders": "graph builders of one graph.load",
     "max_list_elements": "list elements (lists of bytes aside) one call hands the host: a host function's "
                          "arguments, an export's result",
+    "max_string_bytes": "bytes of the strings one call hands the host, together (copied and decoded "
+                        "holding Python's GIL)",
     "max_result_bytes": "bytes of a wasinn pipeline's JSON result (parsed holding Python's GIL: 1MiB "
                         "of small objects takes ~0.1 s)",
     "external_data_dir": "the one directory ONNX external data may be read from",

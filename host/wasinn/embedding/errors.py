@@ -21,8 +21,8 @@ _OWN_LIMIT = re.compile(r"^(?:\s*\d+:)?\s*(.*\(limit '[a-z-]+', --[a-z-]+\))\s*$
 # Traps whose cause is a limit of the runtime, and what to do about each.
 _KNOWN_LIMITS = {
     "fuel allocated for hostcalls has been exhausted":
-        "a guest passed the host more than wasmtime's per-call limit for list values "
-        "(2,796,202 bytes of list<u8>) in a call wasinn's data path does not serve (it serves "
+        "a guest passed the host more than wasmtime's per-call limit for list and string values "
+        "(2,796,202 bytes of list<u8>, 128 MiB of strings) in a call wasinn's data path does not serve (it serves "
         "wasi:nn's tensor constructor, tensor.data and graph.load, buffer.read, and the bytes map and "
         "accumulate operators return, of wit-component layouts; elsewhere hand a large payload back "
         "as its input's buffer)",

@@ -10,13 +10,15 @@
    is what lowering a variant, option or result asks of them on every value: whether
    its cases need a tag, and the Python classes each case's payload can be (1.7 ->
    0.1 us per result a host function returns, timeit).
-3. Lists a guest hands the host (a host function's arguments, an export's result) are
-   bounded before Python objects are made of them (`bound_lists`): a list parameter
-   with a check of its own (a tensor's dimensions, graph.load's builders) is lifted only
-   once its length passes it; and every list but list<u8> counts its elements against
-   a budget per call, and the call's deadline, as it is lifted (stock wasmtime-py made
-   ~1 KB and ~15 us of Python objects of each of the 2.8 million values wasmtime's own
-   cap lets through: 450,000 user properties held a call 7 s past a 1 s deadline).
+3. Lists and strings a guest hands the host (a host function's arguments, an export's
+   result) are bounded before Python objects are made of them (`bound_lists`): a list
+   parameter with a check of its own (a tensor's dimensions, graph.load's builders) is
+   lifted only once its length passes it; every list but list<u8> counts its elements
+   against a budget per call, and every string its bytes against another, and the
+   call's deadline is looked at as they are lifted (stock wasmtime-py made ~1 KB and
+   ~15 us of Python objects of each of the 2.8 million values wasmtime's own cap lets
+   through: 450,000 user properties held a call 7 s past a 1 s deadline; and copied
+   and decoded a 128 MiB string holding the GIL, +270 MB).
 4. Records and variants: stock wasmtime-py encodes every field name and case name into
    a fresh C string through two ctypes copies, and decodes each one coming back (the
    field names only to assert them); here the names are encoded once per type, copied
@@ -54,6 +56,7 @@ _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _LIST = ffi.WASMTIME_COMPONENT_LIST
 _stock_to_c = _types.ListType.convert_to_c
 _stock_from_c = _types.ListType.convert_from_c
+_stock_string_from_c = _types.String.convert_from_c
 
 
 def _as_bytes_view(val) -> np.ndarray | None:
@@ -117,6 +120,19 @@ def _bounded_from_c(self, c, lift: "_Lift") -> list:
         return out
     finally:
         ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
+
+
+def _string_from_c(self, c):
+    """Stock `String.convert_from_c`, its bytes taken from the call's budget before
+    they are copied and decoded; a refusal frees them (the vector is left empty)."""
+    lift = getattr(_lifting, "lift", None)
+    if lift is not None:
+        try:
+            lift.take_text(c.of.string.size)
+        except WasmtimeError:
+            ffi.wasm_byte_vec_delete(ctypes.byref(c.of.string))
+            raise
+    return _stock_string_from_c(self, c)
 
 
 def _memoized(cls, name: str) -> None:
@@ -284,7 +300,7 @@ _lifting = threading.local()
 
 
 class ListBounds(NamedTuple):
-    """What bounds the lists a store's guest hands the host in one call.
+    """What bounds the lists and strings a store's guest hands the host in one call.
 
     checks: a host function's list parameter, by WIT name, gets its length checked
         first and is lifted only if the check passes; otherwise the function gets an
@@ -292,29 +308,43 @@ class ListBounds(NamedTuple):
         hostcall fuel capping that at 2,796,202).
     max_elements: the elements of all the lists but list<u8> that one call's arguments
         or result may hold together, taken before each list's are made.
+    max_string_bytes: the same for the bytes of its strings, taken before each is copied.
     deadline: `deadline()`, time.monotonic() when the store's call under way must end
         (None: no deadline), looked at as the elements are made.
-    too_many(count), past_deadline(): the one-line refusals, raised as a
-        `WasmtimeError`: the guest's call traps with them."""
+    too_many(count), too_much_text(count), past_deadline(): the one-line refusals,
+        raised as a `WasmtimeError`: the guest's call traps with them."""
     checks: dict[str, Callable[[int], None]]
     max_elements: int
+    max_string_bytes: int
     deadline: Callable[[], float | None]
     too_many: Callable[[int], str]
+    too_much_text: Callable[[int], str]
     past_deadline: Callable[[], str]
 
 
 class _Lift:
     """The budget of one lift."""
-    __slots__ = ("bounds", "left", "until")
+    __slots__ = ("bounds", "left", "text_left", "until")
 
     def __init__(self, bounds: ListBounds):
-        self.bounds, self.left, self.until = bounds, bounds.max_elements, bounds.deadline()
+        self.bounds, self.until = bounds, bounds.deadline()
+        self.left, self.text_left = bounds.max_elements, bounds.max_string_bytes
 
+    # The deadline is looked at before lifting only what costs (~1 ms and more): a
+    # guest whose host call gave up at the deadline returns its small result just past it.
     def take(self, n: int) -> None:
         self.left -= n
         if self.left < 0:
             raise WasmtimeError(self.bounds.too_many(self.bounds.max_elements - self.left))
-        self.in_time()
+        if n >= 1024:
+            self.in_time()
+
+    def take_text(self, n: int) -> None:
+        self.text_left -= n
+        if self.text_left < 0:
+            raise WasmtimeError(self.bounds.too_much_text(self.bounds.max_string_bytes - self.text_left))
+        if n >= 1 << 20:
+            self.in_time()
 
     def in_time(self) -> None:
         if self.until is not None and time.monotonic() > self.until:
@@ -327,11 +357,14 @@ def bound_lists(context_address: int, bounds: ListBounds) -> None:
 
 
 def holds_lists(ty) -> bool:
-    """Whether a value of `ty` can hold a list other than list<u8> (worked out once per type)."""
+    """Whether a value of `ty` can hold a list other than list<u8>, or a string (worked
+    out once per type)."""
     try:
         return ty.__dict__["_wasinn_lists"]
     except KeyError:
-        if isinstance(ty, _types.ListType):
+        if isinstance(ty, _types.String):
+            value = True
+        elif isinstance(ty, _types.ListType):
             value = not ty._is_bytes()
         elif isinstance(ty, _types.RecordType):
             value = any(holds_lists(t) for _, t in ty.fields)
@@ -345,13 +378,13 @@ def holds_lists(ty) -> bool:
         return value
 
 
-# where nothing lifted can hold a list to bound (`holds_lists`): no budget to set up
+# where nothing lifted can hold a list or string to bound (`holds_lists`): no budget to set up
 UNBOUNDED = contextlib.nullcontext()
 
 
 class lifting:
-    """Lists lifted inside this (in this thread) take from one call's budget, where the
-    store has bounds."""
+    """Lists and strings lifted inside this (in this thread) take from one call's
+    budget, where the store has bounds."""
     __slots__ = ("lift", "before")
 
     def __init__(self, context_address: int):
@@ -490,6 +523,7 @@ def install() -> None:
         return
     _types.ListType.convert_to_c = _to_c
     _types.ListType.convert_from_c = _from_c
+    _types.String.convert_from_c = _string_from_c
     for cls, names in ((_types.ListType, ["element"]), (_types.RecordType, ["fields"]),
                        (_types.TupleType, ["elements"]), (_types.VariantType, ["cases"]),
                        (_types.OptionType, ["payload"]), (_types.ResultType, ["ok", "err"]),
