@@ -30,8 +30,8 @@ its append-only file (`appendonly yes`); see pipelines/README.md.
 """
 from __future__ import annotations
 
-import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,31 +66,65 @@ class WindowUnavailable(WindowError):
     """The state store could not be reached: the write may or may not have been done."""
 
 
-def encode(data) -> dict:
-    """A data-model value as JSON, to stage it (payload bytes as base64)."""
+# A staged message as the store holds it: the lengths of its fields' JSON and of its
+# payload, then both, the payload's bytes as they are (JSON and base64 of a 64 MiB
+# payload held the GIL 0.2-0.3 s at a time, each way). A window's key holds the JSON of
+# what it knows of itself after its length (`_META`), then its open chunk's messages; a
+# full chunk's key holds its messages.
+_ITEM = struct.Struct("<II")
+_META = struct.Struct("<I")
+
+
+def encode(data, staged: str) -> bytes:
+    """A data-model value as the store holds it, with the token of its staging."""
     from .operator import Message, Snapshot
     if isinstance(data, Message):
-        return {"message": {"payload": base64.b64encode(data.payload).decode(), "topic": data.topic,
-                            "content_type": data.content_type, "user_properties": data.user_properties,
-                            "timestamp": _ts(data.timestamp), "schema": data.schema}}
-    if isinstance(data, Snapshot):
-        return {"snapshot": {"frame": base64.b64encode(data.frame).decode(), "width": data.width,
-                             "height": data.height, "format": data.format, "timestamp": _ts(data.timestamp)}}
-    return {"bytes": base64.b64encode(bytes(data)).decode()}
+        head, body = {"message": {"topic": data.topic, "content_type": data.content_type,
+                                  "user_properties": data.user_properties, "timestamp": _ts(data.timestamp),
+                                  "schema": data.schema}}, data.payload
+    elif isinstance(data, Snapshot):
+        head, body = {"snapshot": {"width": data.width, "height": data.height, "format": data.format,
+                                   "timestamp": _ts(data.timestamp)}}, data.frame
+    else:
+        head, body = {"bytes": True}, data
+    head["staged"] = staged
+    text = json.dumps(head).encode()
+    return b"".join((_ITEM.pack(len(text), len(body)), text, body))
 
 
-def decode(value: dict):
+def _items(value) -> list[tuple[dict, memoryview]]:
+    """The staged messages of a chunk: (their fields, their payload)."""
+    view, out, at = memoryview(value), [], 0
+    while at < len(view):
+        head, body = _ITEM.unpack_from(view, at)
+        at += _ITEM.size
+        out.append((json.loads(bytes(view[at:at + head])), view[at + head:at + head + body]))
+        at += head + body
+    return out
+
+
+def decode(head: dict, body: memoryview):
     from .operator import Message, Snapshot
-    if "message" in value:
-        m = value["message"]
+    if "message" in head:
+        m = head["message"]
         schema = m["schema"]
-        return Message(base64.b64decode(m["payload"]), m["topic"], m["content_type"],
-                       [tuple(p) for p in m["user_properties"]], _from_ts(m["timestamp"]),
-                       tuple(schema) if isinstance(schema, list) else schema)
-    if "snapshot" in value:
-        s = value["snapshot"]
-        return Snapshot(base64.b64decode(s["frame"]), s["width"], s["height"], s["format"], _from_ts(s["timestamp"]))
-    return base64.b64decode(value["bytes"])
+        return Message(bytes(body), m["topic"], m["content_type"], [tuple(p) for p in m["user_properties"]],
+                       _from_ts(m["timestamp"]), tuple(schema) if isinstance(schema, list) else schema)
+    if "snapshot" in head:
+        s = head["snapshot"]
+        return Snapshot(bytes(body), s["width"], s["height"], s["format"], _from_ts(s["timestamp"]))
+    return bytes(body)
+
+
+def _window(value: bytes) -> tuple[dict, memoryview]:
+    """A window key's value: what the window knows of itself, and its open chunk."""
+    (n,) = _META.unpack_from(value)
+    return json.loads(value[_META.size:_META.size + n]), memoryview(value)[_META.size + n:]
+
+
+def _window_value(meta: dict, *chunk) -> bytes:
+    text = json.dumps(meta).encode()
+    return b"".join((_META.pack(len(text)), text, *chunk))
 
 
 def window_of(at: Timestamp) -> str:
@@ -179,23 +213,23 @@ class Windows:
         """Appends `data` to the window (node, at); returns once it is in the store (while
         the store is unavailable, it tries again)."""
         key, entry = self._key(node, at), [node, window_of(at)]
-        item = encode(data)
-        size = len(json.dumps(item))  # as the store holds it (payloads in base64)
+        item = b""
 
         def attempt(token):
-            item["staged"] = token.decode()
+            nonlocal item
+            item = item or encode(data, token.decode())  # every try has the same token
 
             def work(fencing):
                 value, _ = self.store.get(key)
-                staged = json.loads(value) if value else {"at": _ts(at), "messages": []}
-                chunks = staged.get("chunks", 0)
-                recent = staged["messages"] or (self._chunk(key, chunks - 1) if chunks else [])
-                if any(m.get("staged") == item["staged"] for m in recent):
+                meta, chunk = _window(value) if value else ({"at": _ts(at), "messages": 0}, b"")
+                chunks = meta.get("chunks", 0)
+                recent = chunk if meta["messages"] or not chunks else self._chunk(key, chunks - 1)
+                if any(head.get("staged") == token.decode() for head, _ in _items(recent)):
                     return  # an earlier try, whose answer was lost, staged it
-                self._check_room(node, at, chunks * CHUNK_MESSAGES + len(staged["messages"]),
-                                 staged.get("bytes", 0), size)
-                staged["messages"].append(item)
-                staged["bytes"] = staged.get("bytes", 0) + size
+                self._check_room(node, at, chunks * CHUNK_MESSAGES + meta["messages"], meta.get("bytes", 0),
+                                 len(item))
+                meta["messages"] += 1
+                meta["bytes"] = meta.get("bytes", 0) + len(item)
                 if not value:  # a new window: in the index first, so that no window is left out of it
                     index = self._index()
                     if sum(n == node for n, _ in index) >= self.max_open and tuple(entry) not in index:
@@ -205,11 +239,13 @@ class Windows:
                     if tuple(entry) not in index:
                         index.append(tuple(entry))
                         self.store.set(self.owner, self._index_key, json.dumps(index).encode(), fencing=fencing)
-                if len(staged["messages"]) >= CHUNK_MESSAGES:  # a full chunk moves to a key of its own
-                    self.store.set(self.owner, self._chunk_key(key, chunks), json.dumps(staged["messages"]).encode(),
+                if meta["messages"] >= CHUNK_MESSAGES:  # a full chunk moves to a key of its own
+                    self.store.set(self.owner, self._chunk_key(key, chunks), b"".join((chunk, item)),
                                    fencing=fencing)
-                    staged["messages"], staged["chunks"] = [], chunks + 1
-                self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+                    meta["messages"], meta["chunks"] = 0, chunks + 1
+                    self.store.set(self.owner, key, _window_value(meta), fencing=fencing)
+                else:
+                    self.store.set(self.owner, key, _window_value(meta, chunk, item), fencing=fencing)
             self._locked(work, token)
         self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
 
@@ -247,17 +283,17 @@ class Windows:
             if ok:  # read under the lease: what its last holder emitted is recorded before it lets go
                 key = self._key_of(node, version)
                 value, _ = self.store.get(key)
-                staged = json.loads(value) if value else None
-                done = staged.get("emitted", 0) if staged else 0
-                todo = self._messages(key, staged)[done:] if staged else []
+                meta, chunk = _window(value) if value else (None, b"")
+                done = meta.get("emitted", 0) if meta else 0
+                todo = self._messages(key, meta, chunk)[done:] if meta else []
                 if not todo:  # emitted meanwhile (its index entry read before it went)
-                    if staged:
-                        self.emitted(node, _from_ts(staged["at"]), done)
+                    if meta:
+                        self.emitted(node, _from_ts(meta["at"]), done)
                     self.store.delete(lease)
                     continue
-                at = _from_ts(staged["at"])
+                at = _from_ts(meta["at"])
                 ident = f"window:{node}:{version}" + (f"+{done}" if done else "")
-                yield node, at, [decode(m) for m in todo], ident, done + len(todo)
+                yield node, at, [decode(head, body) for head, body in todo], ident, done + len(todo)
 
     def _key_of(self, node: str, version: str) -> bytes:
         return f"{self.prefix}/window/{node}/{version}".encode()
@@ -266,13 +302,13 @@ class Windows:
     def _chunk_key(key: bytes, n: int) -> bytes:
         return key + f"/chunk/{n}".encode()
 
-    def _chunk(self, key: bytes, n: int) -> list:
+    def _chunk(self, key: bytes, n: int) -> bytes:
         value, _ = self.store.get(self._chunk_key(key, n))
-        return json.loads(value) if value else []
+        return value or b""
 
-    def _messages(self, key: bytes, staged: dict) -> list:
+    def _messages(self, key: bytes, meta: dict, chunk) -> list[tuple[dict, memoryview]]:
         """Every message of the window, in the order they were staged."""
-        return [m for n in range(staged.get("chunks", 0)) for m in self._chunk(key, n)] + staged["messages"]
+        return [m for n in range(meta.get("chunks", 0)) for m in _items(self._chunk(key, n))] + _items(chunk)
 
     def emitted(self, node: str, at: Timestamp, upto: int) -> None:
         """The window's result (of its messages up to `upto`) is with the broker: the
@@ -282,12 +318,12 @@ class Windows:
 
         def work(fencing):
             value, _ = self.store.get(key)
-            staged = json.loads(value) if value else {"messages": []}
-            done = max(staged.get("emitted", 0), upto)
-            chunks = staged.get("chunks", 0)
-            if done < chunks * CHUNK_MESSAGES + len(staged["messages"]):
-                staged["emitted"] = done
-                self.store.set(self.owner, key, json.dumps(staged).encode(), fencing=fencing)
+            meta, chunk = _window(value) if value else ({"messages": 0}, b"")
+            done = max(meta.get("emitted", 0), upto)
+            chunks = meta.get("chunks", 0)
+            if done < chunks * CHUNK_MESSAGES + meta["messages"]:
+                meta["emitted"] = done
+                self.store.set(self.owner, key, _window_value(meta, chunk), fencing=fencing)
                 self.store.delete(f"{self.prefix}/emit/{node}/{window_of(at)}".encode())
                 return
             self.store.delete(key, fencing=fencing)
