@@ -369,7 +369,9 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
     """The operator chooses a command's topics and user data, but the connection is the
     graph's: text MQTT forbids (the broker would drop the connection), wildcards (a
     response topic `#` subscribes to the whole broker), the graph's source topics (a
-    response topic there would take its input) and an endless number of response topics
+    response topic there would take its input), the host's own topics (a request on a
+    worker's presence topic says it is lost), the broker's (`$share/G/T` subscribes to T)
+    and an endless number of response topics
     are refused with rpc-error cases, as is a response over max-payload-bytes (anyone on
     the broker may answer); the connection stays up and keeps its subscriptions."""
     from support.pipeline_service import Broker
@@ -385,7 +387,10 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
         with Operator.open(wasinn_host, probe, kind="map", name="rpc", services=services) as op:
             for cmd in [{"topic": "cmd/+"}, {"topic": "cmd/#"}, {"topic": "cmd/a\nb"}, {"topic": "cmd/\u0000"},
                         {"topic": "x" * 70000}, {"topic": "cmd/x", "response": "replies/#"},
-                        {"topic": "cmd/x", "response": "plant/7/in"}, {"topic": "plant/7/in"}]:
+                        {"topic": "cmd/x", "response": "plant/7/in"}, {"topic": "plant/7/in"},
+                        {"topic": "wasinn/g/workers/g-0", "payload": '{"worker": "g-0", "state": "lost"}'},
+                        {"topic": "cmd/x", "response": "wasinn/g/workers/g-0"},
+                        {"topic": "cmd/x", "response": "$share/g/plant/7/in"}, {"topic": "$SYS/x"}]:
                 assert run(op, {"do": "invoke", "payload": "x", "timeout": 0, **cmd}) == invalid, cmd
             assert run(op, {"do": "invoke", "topic": "cmd/x", "payload": "x", "timeout": 0,
                             "user": [["k", "line\nbreak"]]}) == {"error": "RpcError_HeaderInvalid"}
@@ -411,6 +416,10 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
             assert time.monotonic() - started < 2.0
         log = stream.getvalue()
         assert "the response topic 'plant/7/in': the graph's source topic 'plant/+/in' takes it" in log
+        assert ("the request topic 'wasinn/g/workers/g-0': topics under wasinn/ are the host's own (where its "
+                "workers announce their presence)") in log
+        assert ("the response topic '$share/g/plant/7/in': topics starting with '$' are the broker's ($SYS, "
+                "$share/GROUP/ subscriptions)") in log
         assert f"subscribed to {MAX_RESPONSE_TOPICS} response topics for commands already" in log
         time.sleep(0.3)
         assert "the response is 100001 bytes; the limit is 100000" in log

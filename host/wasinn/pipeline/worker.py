@@ -66,6 +66,7 @@ from .graph import StageFailure
 from .jsonlog import EventLog, capture_output
 from .metrics import WorkerMetrics
 from .mqtt_text import filters_pattern
+from .services.invoker import HOST_TOPICS
 
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
 # does not restart a worker that exits with it.
@@ -98,7 +99,7 @@ _OVERDUE_PUBLISH_SECONDS = 5.0
 
 
 def presence_topic(group: str, client_id: str) -> str:
-    return f"wasinn/{group}/workers/{client_id}"
+    return f"{HOST_TOPICS}/{group}/workers/{client_id}"
 
 
 def presence(client_id: str, state: str) -> bytes:

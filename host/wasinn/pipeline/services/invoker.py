@@ -14,7 +14,11 @@ drops a client that sends anything else, mqtt_text.py), no wildcard in a topic (
 response topic is subscribed to: `#` would bring the whole broker's traffic), no topic a
 `reserved` filter matches (the graph's source topics: a response topic there would take
 the graph's input messages, a request topic there would feed the graph its own
-requests), and at most MAX_RESPONSE_TOPICS response topics subscribed per connection.
+requests), none of the host's own (`wasinn/...`, where workers announce their presence:
+a request there, sent with a worker's own rights, would say another worker is lost and
+have its session taken over) and none of the broker's (`$...`: `$share/G/TOPIC` as a
+response topic is a shared subscription to TOPIC, a source among them), and at most
+MAX_RESPONSE_TOPICS response topics subscribed per connection.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import uuid
 from ..mqtt_text import filters_pattern, string_problem, topic_problem
 
 _TOKEN = re.compile(r"\{(?:ex:)?([A-Za-z0-9_-]+)\}")
+# The first topic level of the host's own topics (worker.py's presences): no command's
+HOST_TOPICS = "wasinn"
 # Response topics one connection subscribes to for its operators' commands: each is a
 # subscription the broker keeps for the session. Operators use one or a few.
 MAX_RESPONSE_TOPICS = 64
@@ -177,7 +183,11 @@ class CommandInvoker:
 
     def _check_topic(self, which: str, topic: str) -> None:
         problem = topic_problem(topic)
-        if problem is None and self._reserved.fullmatch(topic):
+        if problem is None and topic.partition("/")[0] == HOST_TOPICS:
+            problem = f"topics under {HOST_TOPICS}/ are the host's own (where its workers announce their presence)"
+        elif problem is None and topic.startswith("$"):
+            problem = "topics starting with '$' are the broker's ($SYS, $share/GROUP/ subscriptions)"
+        elif problem is None and self._reserved.fullmatch(topic):
             taken = next(f for f in self.reserved if filters_pattern([f]).fullmatch(topic))
             problem = f"the graph's source topic {taken!r} takes it"
         if problem is not None:
