@@ -32,7 +32,7 @@ from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_a
 from .backends import default_backends
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog, stop_at
-from .embedding import calls, patches
+from .embedding import calls, patches, types
 from .embedding import errors as wasmtime_errors
 from .embedding.calls import CoreExport
 from .embedding.errors import one_line
@@ -245,7 +245,8 @@ class Host:
                 raise WasinnError(f"{label} is not a valid WebAssembly component: {one_line(e)}") from None
             if note:
                 self.progress(note)
-        nn_versions.check_imports(component.type.imports(engine.engine), label)
+        types.items(component.type, engine.engine, "exports", label)
+        nn_versions.check_imports(types.items(component.type, engine.engine, "imports", label), label)
         self.progress(f"compiled {label} in {time.perf_counter() - start:.1f} s")
         return component
 
@@ -293,7 +294,7 @@ class Host:
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
-            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(component.type.imports(self.engine_of(component)))
+            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(types.items(component.type, self.engine_of(component), "imports"))
         if nn:
             from . import forkserver  # only here: see backends/isolation.py
             forkserver.start()
@@ -471,7 +472,7 @@ class Instance:
             if func is not None:
                 return func, index
         raise WasinnError(f"the component exports no function {name!r}; it exports: "
-                          + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+                          + self._exports_listed())
 
     def signature(self, name: str) -> tuple[list[tuple[str, Any]], Any]:
         """An export's (parameter name, type) pairs and result type (None: no result), as
@@ -479,8 +480,14 @@ class Instance:
         _, ftype = self._func(self._ensure(), name)
         return ftype.params, ftype.result
 
+    def _exports_listed(self, shown: int = 20) -> str:
+        """The exports for a message: the first `shown`, and how many there are."""
+        names = self.exported_interfaces()
+        more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+        return (", ".join(names[:shown]) or "(nothing)") + more
+
     def exported_interfaces(self) -> list[str]:
-        names = self.component.type.exports(record(self.component).engine.engine)
+        names = types.items(self.component.type, record(self.component).engine.engine, "exports")
         return sorted(n for n in names if n not in _TOOLCHAIN_EXPORTS and not n.startswith(rewrite.OWN_EXPORTS))
 
     @property
@@ -613,7 +620,7 @@ class Instance:
         """Runs a command component (`wasi:cli/run`); returns its exit status."""
         if WASI_CLI_RUN not in self.exported_interfaces():
             raise WasinnError(f"the component is not a command (it exports no {WASI_CLI_RUN}); call one of "
-                              "its exports instead (--invoke): " + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+                              "its exports instead (--invoke): " + self._exports_listed())
         try:
             result = self.call(f"{WASI_CLI_RUN}#run")
         except ExitTrap as e:
@@ -633,7 +640,7 @@ def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> boo
     """Defines import `name` (an instance or a function) of `component` as traps; False
     if the linker has that name already (then its types differ: the refusal stands)."""
     engine = record(component).engine.engine
-    extern = component.type.imports(engine).get(name)
+    extern = types.items(component.type, engine, "imports").get(name)
     if extern is None:
         return False
 
@@ -648,7 +655,7 @@ def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> boo
                 root.add_func(name, trap(name))
                 return True
             with root.add_instance(name) as instance:
-                for item, ext in extern.ty.exports(engine).items():
+                for item, ext in types.items(extern.ty, engine, "exports", f"its import {name}").items():
                     if isinstance(ext.ty, ResourceType):
                         instance.add_resource(item, ResourceType.host(next(_stand_in_resources)), lambda *_: None)
                     else:
@@ -688,10 +695,10 @@ class ModuleInstance(Instance):
     def _func(self, store: Store, name: str) -> CoreExport:
         func = self._funcs.get(name)
         if func is None:
-            func = self._instance.exports(store).get(name)
+            func = calls.core_export(store, self._instance, name)
             if not isinstance(func, wasmtime.Func):
                 raise WasinnError(f"the module exports no function {name!r}; it exports: "
-                                  + ", ".join(self.exported_interfaces() or ["(nothing)"]))
+                                  + self._exports_listed())
             func = self._funcs[name] = CoreExport(func, store)
         return func
 
@@ -711,7 +718,7 @@ class ModuleInstance(Instance):
     @property
     def memory(self) -> wasmtime.Memory:
         store = self._ensure()
-        memory = self._instance.exports(store).get("memory")
+        memory = calls.core_export(store, self._instance, "memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasinnError("the module exports no memory")
         return memory

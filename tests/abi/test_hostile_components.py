@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import wasmtime
@@ -15,6 +16,7 @@ import wasmtime
 import wasinn
 from wasinn.abi import images, rewrite, wasm_tools
 from wasinn.abi.binary import COMPONENT_PREAMBLE, MAX_NESTING, leb
+from wasinn.embedding.types import MAX_ITEMS
 from wasinn.errors import WasinnError
 from wasinn.limits import Limits
 
@@ -113,6 +115,58 @@ def test_deep_nesting_is_refused_in_one_line(host, depth):
 
 def test_nesting_up_to_the_limit_loads(host):
     host.load_component(_nested(MAX_NESTING))
+
+
+def _exports(n: int) -> bytes:
+    """A component exporting one function under `n` names."""
+    names = " ".join(f'(export "f{i}" (func $f))' for i in range(n))
+    return wasmtime.wat2wasm(f"""(component
+      (core module $m (func (export "f") (result i32) (i32.const 7)))
+      (core instance $i (instantiate $m))
+      (func $f (result u32) (canon lift (core func $i "f"))) {names})""")
+
+
+def test_more_exports_or_imports_than_wasinn_lists_are_refused_in_one_line(host):
+    """wasmtime hands a component's imports and exports out by index, walking from the
+    first each time: listing 20,000 exports took 4 s at a component's first call. Past
+    MAX_ITEMS the component is refused when it loads; up to it, it runs."""
+    with pytest.raises(WasinnError) as e:
+        host.load_component(_exports(MAX_ITEMS + 1))
+    assert str(e.value) == (f"component has {MAX_ITEMS + 1} exports; wasinn takes at most {MAX_ITEMS} (wasinn's "
+                            "limit: wasmtime lists them in quadratic time)")
+    imports = " ".join(f'(import "f{i}" (func))' for i in range(MAX_ITEMS + 1))
+    with pytest.raises(WasinnError, match=rf"^component has {MAX_ITEMS + 1} imports; wasinn takes at most"):
+        host.load_component(wasmtime.wat2wasm(f"(component {imports})"))
+    assert host.instantiate(host.load_component(_exports(MAX_ITEMS))).call(f"f{MAX_ITEMS - 1}") == 7
+
+
+def test_an_imported_instance_of_more_functions_than_wasinn_lists_is_refused_in_one_line():
+    """Under -W unknown-imports-trap=y the host lists an unknown instance's functions to
+    define each as a trap."""
+    funcs = " ".join(f'(export "f{i}" (func))' for i in range(MAX_ITEMS + 1))
+    wasm = wasmtime.wat2wasm(f'(component (import "x:y/z" (instance {funcs})))')
+    host = wasinn.Host(cache_dir=False, unknown_imports="trap")
+    with pytest.raises(WasinnError) as e:
+        host.instantiate(host.load_component(wasm)).call("nothing")
+    assert str(e.value) == (f"cannot instantiate the component: its import x:y/z has {MAX_ITEMS + 1} exports; "
+                            f"wasinn takes at most {MAX_ITEMS} (wasinn's limit: wasmtime lists them in quadratic time)")
+
+
+def test_a_module_of_many_exports_is_called_by_name():
+    """A core module's export is looked up by name: stock wasmtime-py lists every export
+    first, each found by walking from the first (20,000 exports: 11 s before the first
+    call, past any deadline); a wrong name's message shows 20 of them."""
+    n = 20_000
+    wasm = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func $f (result i32) (i32.const 7)) '
+                             + " ".join(f'(export "f{i}" (func $f))' for i in range(n)) + ")")
+    host = wasinn.Host(cache_dir=False, limits=Limits(deadline=1.0))
+    inst = host.instantiate(host.load_component(wasm))
+    start = time.monotonic()
+    assert inst.call(f"f{n - 1}") == 7
+    assert time.monotonic() - start < 1.0 + 1  # the corpus' bound: a call's deadline + 1 s
+    with pytest.raises(WasinnError) as e:
+        inst.call("nope")
+    assert str(e.value).endswith(f", f10013, ... ({n} in all)")
 
 
 @pytest.mark.parametrize("name", ["wasinn:adapter/tensors@0.1.0", "wasinn:adapter/graphs@0.1.1",

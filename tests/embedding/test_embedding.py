@@ -23,7 +23,7 @@ import wasmtime._bindings as raw
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
-from wasinn.embedding import errors, stores
+from wasinn.embedding import calls, errors, stores
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "host" / "wasinn"
@@ -41,6 +41,7 @@ PRIVATE = {
     "wasmtime.component._types": ["ListType", "RecordType", "TupleType", "VariantType", "OptionType",
                                   "ResultType", "EnumType", "FlagsType", "VariantLikeType", "FuncType"],
     "wasmtime.component._enter": ["catch_exceptions", "enter_wasm"],
+    "wasmtime._extern": ["wrap_extern"],
 }
 # private (or undocumented) members of wasmtime-py classes, and the embedding/ module using each
 MEMBERS = {
@@ -68,9 +69,16 @@ INSTANCE_MEMBERS = {
     "a core Memory's _memory (wasmtime_memory_t)": "memory.py (ExportedMemory)",
     "a core Func's _func (wasmtime_func_t)": "calls.py (CoreExport)",
     "a component Func's _func (wasmtime_component_func_t)": "calls.py (call_export)",
+    "a core Instance's _instance (wasmtime_instance_t)": "calls.py (core_export)",
 }
 # every ffi name embedding/ uses, and the signature or layout it was written against
 SIGNATURES = {
+    "wasmtime_component_instance_type_export_count": "(LP_wasmtime_component_instance_type, LP_wasm_engine_t) -> c_ulong",
+    "wasmtime_component_type_export_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
+    "wasmtime_component_type_import_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
+    "wasmtime_extern_t": "struct[32] {kind@0: c_ubyte, of@8: wasmtime_extern_union}",
+    "wasmtime_instance_export_get": "(LP_wasmtime_context, LP_wasmtime_instance, LP_c_char, c_ulong, LP_wasmtime_extern) "
+                                    "-> c_bool",
     "WASMTIME_COMPONENT_BOOL": "c_ubyte(0)",
     "WASMTIME_COMPONENT_LIST": "c_ubyte(13)",
     "WASMTIME_COMPONENT_RECORD": "c_ubyte(14)",
@@ -273,7 +281,11 @@ def test_instance_members_embedding_reads_are_there():
     engine = wasmtime.Engine()
     store = wasmtime.Store(engine)
     module = wasmtime.Module(engine, '(module (memory (export "m") 1) (func (export "f") (result i32) i32.const 7))')
-    exports = wasmtime.Instance(store, module, []).exports(store)
+    core = wasmtime.Instance(store, module, [])
+    assert isinstance(core._instance, ffi.wasmtime_instance_t), INSTANCE_MEMBERS[
+        "a core Instance's _instance (wasmtime_instance_t)"]
+    assert calls.core_export(store, core, "f")(store) == 7 and calls.core_export(store, core, "g") is None
+    exports = core.exports(store)
     assert isinstance(exports["m"]._memory, ffi.wasmtime_memory_t), INSTANCE_MEMBERS[
         "a core Memory's _memory (wasmtime_memory_t)"]
     assert isinstance(exports["f"]._func, ffi.wasmtime_func_t), INSTANCE_MEMBERS["a core Func's _func (wasmtime_func_t)"]

@@ -34,6 +34,7 @@ from wasmtime.component import Component, Linker
 
 from .._bindings import WASI_CLOCKS_MONOTONIC_CLOCK, WASI_IO_POLL
 from ..deadlines import PAST_THE_TICK
+from ..embedding.types import items
 
 # every 0.2.x version of the interface (wit/ holds 0.2.0's, all the helper needs)
 MONOTONIC_CLOCK = WASI_CLOCKS_MONOTONIC_CLOCK.rsplit(".", 1)[0] + "."
@@ -74,7 +75,7 @@ class DeadlineClocks:
 
     def cover(self, component: Component) -> None:
         """Shadows the monotonic clock at each version `component` imports it."""
-        for name in component.type.imports(self.engine):
+        for name in items(component.type, self.engine, "imports"):
             if name.startswith(MONOTONIC_CLOCK) and name not in self.covered:
                 self.linker.allow_shadowing = True
                 try:

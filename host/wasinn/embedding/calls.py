@@ -9,6 +9,7 @@ import ctypes
 from wasmtime import Trap, ValType, WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime import _func
+from wasmtime._extern import wrap_extern
 from wasmtime.component._enter import enter_wasm
 
 from . import patches
@@ -80,3 +81,14 @@ class CoreExport:
         if self.nresults == 1:
             return results[0].of.i32
         return None if not self.nresults else [r.of.i32 for r in results]
+
+
+def core_export(store, instance, name: str):
+    """A core instance's export `name`, or None: looked up by name. Stock
+    `Instance.exports` lists every export first, each by index, which wasmtime finds by
+    walking from the first (a module of 20,000 exports: 11 s before its first call)."""
+    raw = name.encode()
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(store._context(), ctypes.byref(instance._instance),
+                                             ctypes.create_string_buffer(raw), len(raw), ctypes.byref(item))
+    return wrap_extern(item) if found else None

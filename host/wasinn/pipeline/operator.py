@@ -33,6 +33,7 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
 from ..abi.memory import OutOfBounds
 from ..abi.rewrite import SPANS_RELEASE
 from ..abi.values import Handle, spans_for_bytes
+from ..embedding.types import items
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
@@ -114,7 +115,7 @@ class Operator:
         # the guest's post-return of it, held until the host has copied the bytes; none
         # where the guest has none (abi/rewrite.py)
         self._release = (self._spans is not None
-                         and SPANS_RELEASE in component.type.exports(Host.engine_of(component)))
+                         and SPANS_RELEASE in items(component.type, Host.engine_of(component), "exports"))
         self._initialised = False
         self._renew_at = 0  # the memory past which the instance is made afresh (_renew_if_growing)
         self._owns_services = False  # open() without services made them: close() closes them
@@ -141,22 +142,22 @@ class Operator:
         """`process` lifted again with its result's bytes as spans (abi/rewrite.py), where
         the data path added it and its result is the export's with spans for bytes."""
         engine = Host.engine_of(component)
-        exports = component.type.exports(engine)
+        exports = items(component.type, engine, "exports")
         name = f"wasinn-spans-{kind}-process"
         if name not in exports:
             return None
-        original, spans = exports[KINDS[kind]].ty.exports(engine)["process"].ty, exports[name].ty
+        original, spans = items(exports[KINDS[kind]].ty, engine, "exports")["process"].ty, exports[name].ty
         same_params = [t for _, t in original.params] == [t for _, t in spans.params]
         return name if same_params and spans_for_bytes(original.result, spans.result) else None
 
     @staticmethod
     def kinds(component: Component) -> set[str]:
         """The operator interfaces `component` exports (one module may export several)."""
-        exports = component.type.exports(Host.engine_of(component))
+        exports = items(component.type, Host.engine_of(component), "exports")
         return {kind for kind, iface in KINDS.items() if iface in exports}
 
     def _warn_unserved(self) -> None:
-        imports = self.component.type.imports(Host.engine_of(self.component))
+        imports = items(self.component.type, Host.engine_of(self.component), "imports")
         log = self.imports.log
         if WASM_GRAPH_PROCESSOR_SCHEMA_REGISTRY in imports and not self.services.schemas.available:
             log.warning("operator-service-unavailable", service="schema-registry",

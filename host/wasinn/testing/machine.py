@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from wasmtime.component import ComponentInstanceType, FuncType
 
+from ..embedding.types import items
 from ..errors import GuestTrap, WasinnError
 from ..runtime import Host, Instance
 from .strategies import Unsupported, values_for
@@ -35,12 +36,12 @@ def export_names(inst: Instance) -> list[str]:
     """Every exported function: `func` at the root, `interface#func` in an interface."""
     engine = inst.host.engine_of(inst.component)
     names = []
-    for name, item in inst.component.type.exports(engine).items():
+    for name, item in items(inst.component.type, engine, "exports").items():
         ty = item.ty
         if isinstance(ty, FuncType):
             names.append(name)
         elif isinstance(ty, ComponentInstanceType):
-            names += [f"{name}#{f}" for f, sub in ty.exports(engine).items() if isinstance(sub.ty, FuncType)]
+            names += [f"{name}#{f}" for f, sub in items(ty, engine, "exports").items() if isinstance(sub.ty, FuncType)]
     return sorted(names)
 
 
