@@ -19,7 +19,7 @@ import pathlib
 import wasmtime
 from wasmtime import Engine, Linker, Module, WasmtimeError
 
-from .abi import clocks
+from .abi import binary, clocks
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EpochTicker
@@ -94,6 +94,7 @@ class CoreModules:
         return module
 
     def _compile(self, wasm: bytes, label: str) -> Module:
+        binary.check_data_segments(wasm, label)
         self.host.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per module...")
         try:
             return Module(self.engine, wasm)

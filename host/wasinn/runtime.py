@@ -222,6 +222,7 @@ class Host:
             binary.components(wasm)  # every walk below may then trust its structure and depth
         except WasinnError as e:
             raise WasinnError(f"{label} is not a valid WebAssembly component: {e}") from None
+        binary.check_data_segments(wasm, label)
         component = note = None
         if rewrite.needs_adapter(wasm):
             self.progress(f"adding wasinn's data-path adapter to {label}, once per component...")

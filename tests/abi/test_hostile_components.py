@@ -239,3 +239,27 @@ def test_mutated_components_load_or_fail_in_one_line(host):
             host.load_component(bytes(wasm))
         except WasinnError as e:
             assert "\n" not in str(e)
+
+
+def _data_segments(n: int) -> bytes:
+    """A component whose module has `n` one-byte data segments, two bytes apart."""
+    segments = " ".join(f'(data (i32.const {2 * i}) "x")' for i in range(n))
+    return wasmtime.wat2wasm(f"""(component
+      (core module $m (memory 1) {segments} (func (export "f") (result i32) (i32.load8_u (i32.const 0))))
+      (core instance $i (instantiate $m))
+      (func (export "f") (result u32) (canon lift (core func $i "f"))))""")
+
+
+def test_more_data_segments_than_wasinn_compiles_are_refused_before_compiling(host):
+    """wasmtime compiles a module under epoch interruption in time quadratic in its data
+    segments: 99,999 (its own limit) took 29 s for a 1.6 MB component. Past
+    MAX_DATA_SEGMENTS (components and core modules alike) the refusal comes first."""
+    from wasinn.abi.binary import MAX_DATA_SEGMENTS
+    with pytest.raises(WasinnError) as e:
+        host.load_component(_data_segments(MAX_DATA_SEGMENTS + 1))
+    assert str(e.value) == (f"component has {MAX_DATA_SEGMENTS + 1} data segments; wasinn takes at most "
+                            f"{MAX_DATA_SEGMENTS} (wasinn's limit: wasmtime compiles them in quadratic time)")
+    segments = " ".join(f'(data (i32.const {2 * i}) "x")' for i in range(MAX_DATA_SEGMENTS + 1))
+    with pytest.raises(WasinnError, match=rf"^component has {MAX_DATA_SEGMENTS + 1} data segments"):
+        host.load_component(wasmtime.wat2wasm(f'(module (memory 1) {segments} (func (export "_start")))'))
+    assert host.instantiate(host.load_component(_data_segments(1000))).call("f") == ord("x")

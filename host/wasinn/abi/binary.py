@@ -19,6 +19,12 @@ COMPONENT_SECTION = 4
 # Far above what any toolchain writes (wit-component: 1 level, wac compositions: a few);
 # wasmtime's own limit is 1,000 modules and components in all.
 MAX_NESTING = 100
+# Data segments of all the core modules of one .wasm together. wasmtime compiles a module
+# under epoch interruption in time quadratic in its data segments (20,000: 1.9 s; 40,000:
+# 5.9 s; its own limit, 99,999: 29 s for a 1.6 MB component). wasm-ld writes a few;
+# Wizer, which snapshots componentize-js's runtime, at most 10,000.
+MAX_DATA_SEGMENTS = 20_000
+DATA_SECTION = 11
 
 
 def uleb(data: bytes, pos: int) -> tuple[int, int]:
@@ -119,6 +125,25 @@ def components(wasm: bytes) -> list[memoryview]:
         out.append(component)
         pending += [(p, depth + 1) for sid, p in sections(component) if sid == COMPONENT_SECTION]
     return out
+
+
+def check_data_segments(wasm: bytes, label: str) -> None:
+    """WasinnError past MAX_DATA_SEGMENTS (a component's modules' segments together, or
+    a core module's); run on a component after `components` has checked its structure.
+    A module malformed here is left to wasmtime's validation, which says where."""
+    if bytes(wasm[:8]) == CORE_PREAMBLE:
+        modules = [memoryview(wasm)]
+    else:
+        modules = [p for c in components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
+    count = 0
+    for module in modules:
+        try:
+            count += sum(uleb(body, 0)[0] for sid, body in sections(module, CORE_PREAMBLE) if sid == DATA_SECTION)
+        except (WasinnError, IndexError):
+            continue
+    if count > MAX_DATA_SEGMENTS:
+        raise WasinnError(f"{label} has {count} data segments; wasinn takes at most {MAX_DATA_SEGMENTS} "
+                          "(wasinn's limit: wasmtime compiles them in quadratic time)")
 
 
 # --- a component's own definitions, by index space -----------------------------------
