@@ -368,7 +368,7 @@ class Instance:
         session = self.host.nn.open_session(store)
         limits = self.host.limits
         budget = MemoryBudget(limits.memory)
-        patches.bound_lists(session.key, patches.ListBounds(
+        patches.bound_lifts(session.key, patches.LiftBounds(
             self.host.nn.list_bounds(), limits.max_list_elements, limits.max_string_bytes,
             functools.partial(self.host.nn.deadline_at, session.key),
             limits.too_many_list_elements, limits.too_much_text, limits.past_deadline))

@@ -33,7 +33,7 @@ def call_export(func, param_types: list, result_type, store, params) -> object:
             ctypes.byref(result_space) if result_space is not None else None, int(result_space is not None)))
         if result_type is None:
             return None
-        with patches.lifting(store_key(store)) if patches.holds_lists(result_type) else patches.UNBOUNDED:
+        with patches.lifting(store_key(store)) if patches.holds_bounded(result_type) else patches.UNBOUNDED:
             try:
                 return result_type.convert_from_c(result_space)
             except BaseException:

@@ -11,14 +11,14 @@
    its cases need a tag, and the Python classes each case's payload can be (1.7 ->
    0.1 us per result a host function returns, timeit).
 3. Lists and strings a guest hands the host (a host function's arguments, an export's
-   result) are bounded before Python objects are made of them (`bound_lists`): a list
+   result) are bounded before Python objects are made of them (`bound_lifts`): a list
    parameter with a check of its own (a tensor's dimensions, graph.load's builders) is
    lifted only once its length passes it; every list but list<u8> counts its elements
    against a budget per call, and every string its bytes against another, and the
    call's deadline is looked at as they are lifted (stock wasmtime-py made ~1 KB and
    ~15 us of Python objects of each of the 2.8 million values wasmtime's own cap lets
    through: 450,000 user properties held a call 7 s past a 1 s deadline; and copied
-   and decoded a 128 MiB string holding the GIL, +270 MB).
+   and decoded a 128 MiB string holding the GIL: +400 MB at peak, another thread held 69 ms).
 4. Records and variants: stock wasmtime-py encodes every field name and case name into
    a fresh C string through two ctypes copies, and decodes each one coming back (the
    field names only to assert them); here the names are encoded once per type, copied
@@ -288,18 +288,18 @@ _BOOL = ffi.WASMTIME_COMPONENT_BOOL
 
 
 # (host function, store) -> (parameter types, result type, (index, name) of each list
-# parameter that is not bytes, whether any parameter can hold such a list). A store
+# parameter that is not bytes, whether any parameter can hold such a list or a string). A store
 # holds one component, whose import types are fixed, so the pair identifies the types;
 # entries of a store are dropped when it closes (`forget_store`), before its address
 # can be reused.
 _CALL_TYPES: dict[tuple[int, int], tuple[list, object, list, bool]] = {}
-# store -> what bounds the lists its guest hands the host (`bound_lists`)
-_LIST_BOUNDS: dict[int, "ListBounds"] = {}
+# store -> what bounds the lists and strings its guest hands the host (`bound_lifts`)
+_LIFT_BOUNDS: dict[int, "LiftBounds"] = {}
 # the lift under way in this thread: a host call's arguments or an export's result
 _lifting = threading.local()
 
 
-class ListBounds(NamedTuple):
+class LiftBounds(NamedTuple):
     """What bounds the lists and strings a store's guest hands the host in one call.
 
     checks: a host function's list parameter, by WIT name, gets its length checked
@@ -326,7 +326,7 @@ class _Lift:
     """The budget of one lift."""
     __slots__ = ("bounds", "left", "text_left", "until")
 
-    def __init__(self, bounds: ListBounds):
+    def __init__(self, bounds: LiftBounds):
         self.bounds, self.until = bounds, bounds.deadline()
         self.left, self.text_left = bounds.max_elements, bounds.max_string_bytes
 
@@ -351,34 +351,34 @@ class _Lift:
             raise WasmtimeError(self.bounds.past_deadline())
 
 
-def bound_lists(context_address: int, bounds: ListBounds) -> None:
-    """Bounds what the guest of this store hands the host (`ListBounds`)."""
-    _LIST_BOUNDS[context_address] = bounds
+def bound_lifts(context_address: int, bounds: LiftBounds) -> None:
+    """Bounds what the guest of this store hands the host (`LiftBounds`)."""
+    _LIFT_BOUNDS[context_address] = bounds
 
 
-def holds_lists(ty) -> bool:
+def holds_bounded(ty) -> bool:
     """Whether a value of `ty` can hold a list other than list<u8>, or a string (worked
     out once per type)."""
     try:
-        return ty.__dict__["_wasinn_lists"]
+        return ty.__dict__["_wasinn_bounded"]
     except KeyError:
         if isinstance(ty, _types.String):
             value = True
         elif isinstance(ty, _types.ListType):
             value = not ty._is_bytes()
         elif isinstance(ty, _types.RecordType):
-            value = any(holds_lists(t) for _, t in ty.fields)
+            value = any(holds_bounded(t) for _, t in ty.fields)
         elif isinstance(ty, _types.TupleType):
-            value = any(holds_lists(t) for t in ty.elements)
+            value = any(holds_bounded(t) for t in ty.elements)
         elif isinstance(ty, _types.VariantLikeType):
-            value = any(t is not None and holds_lists(t) for _, t in ty._cases())
+            value = any(t is not None and holds_bounded(t) for _, t in ty._cases())
         else:
             value = False
-        ty.__dict__["_wasinn_lists"] = value
+        ty.__dict__["_wasinn_bounded"] = value
         return value
 
 
-# where nothing lifted can hold a list or string to bound (`holds_lists`): no budget to set up
+# where nothing lifted can hold a list or string to bound (`holds_bounded`): no budget to set up
 UNBOUNDED = contextlib.nullcontext()
 
 
@@ -388,7 +388,7 @@ class lifting:
     __slots__ = ("lift", "before")
 
     def __init__(self, context_address: int):
-        bounds = _LIST_BOUNDS.get(context_address)
+        bounds = _LIFT_BOUNDS.get(context_address)
         self.lift = None if bounds is None else _Lift(bounds)
 
     def __enter__(self) -> None:
@@ -402,7 +402,7 @@ class lifting:
 def forget_store(context_address: int) -> None:
     for key in [k for k in _CALL_TYPES if k[1] == context_address]:
         del _CALL_TYPES[key]
-    _LIST_BOUNDS.pop(context_address, None)
+    _LIFT_BOUNDS.pop(context_address, None)
 
 
 class Unlifted(Sequence):
@@ -442,11 +442,11 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
                 lists = [(i, name) for i, (name, ty) in enumerate(fty.params)
                          if isinstance(ty, _types.ListType) and not ty._is_bytes()]
                 types = _CALL_TYPES[key] = ([ty for _, ty in fty.params], fty.result, lists,
-                                            any(holds_lists(ty) for _, ty in fty.params))
+                                            any(holds_bounded(ty) for _, ty in fty.params))
         param_tys, result_ty, lists, lifts = types
         assert len(param_tys) == nargs and nresults == (result_ty is not None)
         with lifting(address) if lifts else UNBOUNDED:
-            bounds = _LIST_BOUNDS.get(address) if lists else None
+            bounds = _LIFT_BOUNDS.get(address) if lists else None
             if bounds is not None and bounds.checks:
                 bounded = {i: bounds.checks.get(name) for i, name in lists}
                 params = [_lift(ty, args[i], bounded.get(i)) for i, ty in enumerate(param_tys)]
