@@ -177,7 +177,11 @@ def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_pa
             ["set", "a", "2", "only-if-does-not-exist", None, None],
             ["set", "f", "x", "unconditional", None, token], ["set", "f", "y", "unconditional", None, None],
             ["vdel", "a", "nope", None], ["vdel", "a", "1", None], ["del", "a", None],
-            ["set", "k" * 2000, "v", "unconditional", None, None]]})
+            ["set", "k" * 2000, "v", "unconditional", None, None],
+            # a time to live of 2^64 - 1 s (u64's most): it had overflowed the embedded store's
+            # 64-bit expiry (the guest got `internal`, the host logged an OverflowError)
+            ["set", "t", "v", "unconditional", (2**64 - 1) * 1000, None],
+            ["set", "t", "v", "unconditional", 3_600_000, None], ["get", "t"]]})
     assert out[0]["set"] is True and out[0]["version"][3] == services.state_store.clock.node_id
     assert out[1] == {"value": "1", "version": out[0]["version"]}
     assert out[2] == {"value": None, "version": None}
@@ -188,6 +192,9 @@ def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_pa
     assert [o["deleted"] for o in out[6:9]] == [-1, 1, 0]
     assert out[9] == {"error": "StateStoreError_RequestError:a state-store key has 1 to 1024 bytes, got 2000 "
                                "(limit 'max-state-key-bytes', --max-state-key-bytes)"}
+    assert out[10] == {"error": "StateStoreError_RequestError:a state-store key lives at most 3153600000 s (100 "
+                                f"years); this one was to live {2**64 - 1} s"}
+    assert out[11]["set"] is True and out[12]["value"] == "v"
     services.close()
 
 

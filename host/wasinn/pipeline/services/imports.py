@@ -34,7 +34,7 @@ from .clock import Timestamp
 from .invoker import Options, Request, RpcError
 from .logger import OperatorLog
 from .metrics import MetricError, OperatorMetrics
-from .state_store import HOST_KEYS, StateError, StateUnavailable
+from .state_store import HOST_KEYS, MAX_EXPIRY_SECONDS, StateError, StateUnavailable
 
 # Live command-invoker resources (builders, options, requests, invokers) per operator:
 # their constructors have no error case, so past this the guest traps.
@@ -175,6 +175,9 @@ class OperatorImports:
     def state_store_set(self, store, key: bytes, value: bytes, timeout, fencing_token, options) -> StateStoreSetResponse:
         self._check_key(key, value)
         expires = None if options.expires is None else options.expires.seconds + options.expires.nanos / 1e9
+        if expires is not None and expires > MAX_EXPIRY_SECONDS:
+            raise Err(Variant("request-error", f"a state-store key lives at most {MAX_EXPIRY_SECONDS} s (100 "
+                              f"years); this one was to live {options.expires.seconds} s"))
         ok, version = self._store(lambda: self.services.state_store.set(
             self.name, key, value, condition=options.conditions.value, expires=expires, fencing=from_hlc(fencing_token),
             max_keys=self.limits.max_state_keys, max_bytes=self.limits.max_state_bytes))

@@ -86,6 +86,9 @@ class StateStore(Protocol):
 # use no key that starts with it (imports.py): with one they read the messages staged in
 # a window (another graph's, on a shared Redis) or take the windows' lock for good.
 HOST_KEYS = b"wasinn/"
+# The longest time to live a key may be given: the embedded store keeps the end as
+# nanoseconds in a 64-bit integer (to 2262), and a guest's u64 seconds overflowed it.
+MAX_EXPIRY_SECONDS = 100 * 365 * 86400
 
 
 def fencing_refusal(stored: str | None, given: Timestamp | None) -> str | None:
