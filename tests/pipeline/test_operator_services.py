@@ -181,7 +181,11 @@ def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_pa
             # a time to live of 2^64 - 1 s (u64's most): it had overflowed the embedded store's
             # 64-bit expiry (the guest got `internal`, the host logged an OverflowError)
             ["set", "t", "v", "unconditional", (2**64 - 1) * 1000, None],
-            ["set", "t", "v", "unconditional", 3_600_000, None], ["get", "t"]]})
+            ["set", "t", "v", "unconditional", 3_600_000, None], ["get", "t"],
+            # a fencing token is kept with its key: its node id had no bound (nor a place in
+            # max-state-bytes), and a time past 20 digits sorted wrong as text
+            ["set", "n", "v", "unconditional", None, [200, 0, 0, "n" * 2000]],
+            ["set", "n", "v", "unconditional", None, [2**64 - 1, 0, 0, "late"]], ["get", "n"]]})
     assert out[0]["set"] is True and out[0]["version"][3] == services.state_store.clock.node_id
     assert out[1] == {"value": "1", "version": out[0]["version"]}
     assert out[2] == {"value": None, "version": None}
@@ -195,6 +199,11 @@ def test_operator_uses_the_state_store(wasinn_host, probe, kind, request, tmp_pa
     assert out[10] == {"error": "StateStoreError_RequestError:a state-store key lives at most 3153600000 s (100 "
                                 f"years); this one was to live {2**64 - 1} s"}
     assert out[11]["set"] is True and out[12]["value"] == "v"
+    assert out[13] == {"error": "StateStoreError_RequestError:a fencing token's node id has at most 1024 bytes, as a "
+                                "key (limit 'max-state-key-bytes', --max-state-key-bytes); got 2000"}
+    assert out[14] == {"error": f"StateStoreError_RequestError:a fencing token's time ({2**64 - 1} s) is past the "
+                                "year 5138"}
+    assert out[15] == {"value": None, "version": None}
     services.close()
 
 
