@@ -295,7 +295,8 @@ class Host:
         if isinstance(component, wasmtime.Module):
             nn = any(i.module in WITX_MODULES for i in component.imports)
         else:
-            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(types.items(component.type, self.engine_of(component), "imports"))
+            imports = types.items(component.type, self.engine_of(component), "imports")
+            nn = not set(nn_versions.GRAPH_INTERFACES).isdisjoint(imports)
         if nn:
             from . import forkserver  # only here: see backends/isolation.py
             forkserver.start()

@@ -105,7 +105,8 @@ _LIMIT_HELP = {
     "max_delay": "how far ahead of the host's clock a data-flow delay operator may move a message's timestamp",
     "max_open_windows": "windows one data-flow accumulate node holds open (staged, not yet emitted)",
     "max_window_messages": "messages one data-flow accumulate window stages (its fold hands them to one call)",
-    "max_window_bytes": "bytes one data-flow accumulate window stages (as stored: payloads as they are, with their fields)",
+    "max_window_bytes": "bytes one data-flow accumulate window stages (as stored: payloads as they are, "
+                        "with their fields)",
 }
 
 

@@ -160,11 +160,10 @@ class OperatorImports:
         """A guest's fencing token, which a set keeps with the key as text that sorts as
         its time (state_store.encode_version): its node id no longer than a key (it had
         been unbounded, and outside max-state-bytes), its time within that text's 20 digits."""
-        fencing = from_hlc(token)
-        if fencing is not None and len(fencing.node_id.encode()) > self.limits.max_state_key_bytes:
-            raise Err(Variant("request-error", f"a fencing token's node id has at most {self.limits.max_state_key_bytes} "
-                              f"bytes, as a key (limit 'max-state-key-bytes', --max-state-key-bytes); got "
-                              f"{len(fencing.node_id.encode())}"))
+        fencing, most = from_hlc(token), self.limits.max_state_key_bytes
+        if fencing is not None and len(fencing.node_id.encode()) > most:
+            raise Err(Variant("request-error", f"a fencing token's node id has at most {most} bytes, as a key "
+                              f"(limit 'max-state-key-bytes', --max-state-key-bytes); got {len(fencing.node_id.encode())}"))
         if fencing is not None and fencing.wall >= 10**20:
             raise Err(Variant("request-error", f"a fencing token's time ({fencing.secs} s) is past the year 5138"))
         return fencing
@@ -192,14 +191,16 @@ class OperatorImports:
             raise Err(Variant("request-error", f"a state-store key lives at most {MAX_EXPIRY_SECONDS} s (100 "
                               f"years); this one was to live {options.expires.seconds} s"))
         ok, version = self._store(lambda: self.services.state_store.set(
-            self.name, key, value, condition=options.conditions.value, expires=expires, fencing=self._fencing(fencing_token),
-            max_keys=self.limits.max_state_keys, max_bytes=self.limits.max_state_bytes))
+            self.name, key, value, condition=options.conditions.value, expires=expires,
+            fencing=self._fencing(fencing_token), max_keys=self.limits.max_state_keys,
+            max_bytes=self.limits.max_state_bytes))
         return StateStoreSetResponse(ok, to_hlc(version))
 
     @_guarded(lambda text: Variant("internal"))
     def state_store_del(self, store, key: bytes, fencing_token, timeout) -> StateStoreDelResponse:
         self._check_key(key)
-        count, version = self._store(lambda: self.services.state_store.delete(key, fencing=self._fencing(fencing_token)))
+        count, version = self._store(lambda: self.services.state_store.delete(
+            key, fencing=self._fencing(fencing_token)))
         return StateStoreDelResponse(count, to_hlc(version))
 
     @_guarded(lambda text: Variant("internal"))
