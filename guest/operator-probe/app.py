@@ -22,6 +22,8 @@ map: the payload is a JSON command, the result a message whose payload is JSON:
                                       its timeout (default 5), response topic pattern and custom
                                       user data (default [["k", "v"]])
   {"do": "hoard-builders", "n": N}    N live command-request builders
+  {"do": "hoard-requests", "n": N, "kib": K}   N live command-request builders, each with
+                                      a payload of K KiB of its own
   {"do": "hoard", "kib": N}           N KiB more kept until the instance goes (its memory grows)
   {"do": "trap"}                      an uncaught exception: the guest traps
   {"do": "sleep", "seconds": N}       time.sleep(N), then {"slept": N}
@@ -189,6 +191,9 @@ def _command(cmd):
             return {"error": _error_text(e)}
     if do == "hoard-builders":  # command builders kept alive: their constructor has no error to return
         kept = [command_invoker.CommandRequestBuilder() for _ in range(cmd["n"])]
+        return {"ok": len(kept)}
+    if do == "hoard-requests":
+        kept = [command_invoker.CommandRequestBuilder().payload(bytes(cmd["kib"] << 10)) for _ in range(cmd["n"])]
         return {"ok": len(kept)}
     if do == "hoard":
         _State.hoard.append(bytearray(cmd["kib"] << 10))

@@ -225,13 +225,34 @@ def test_payload_over_the_limit_is_refused_before_the_guest(wasinn_host, probe):
 
 
 def test_command_resources_past_their_bound_end_the_call_not_the_host(wasinn_host, probe, services):
+    """Past 256 live command resources, or max-payload-bytes of what they hold, the call
+    traps; the resources die with the instance (they had outlived it: the operator could
+    make none again, and their payloads stayed held)."""
     with Operator.open(wasinn_host, probe, kind="map", name="hoarder", configuration={"start": "1"}, services=services) as op:
         assert json.loads(op.map(Message(b'{"do": "hoard-builders", "n": 100}')).payload) == {"ok": 100}
         with pytest.raises(OperatorError, match=r"^operator 'hoarder' failed \(trap\): operator 'hoarder' holds 256 "
                                                 r"live command-invoker resources; drop some before making more$"):
             op.map(Message(b'{"do": "hoard-builders", "n": 300}'))
+        assert op.imports.commands == {} and op.imports.command_bytes == 0
         assert json.loads(op.map(Message(b'{"do": "count"}')).payload) == {"count": 1, "start": 1}
-        assert len(op.imports.commands) <= 256
+        assert json.loads(op.map(Message(b'{"do": "hoard-builders", "n": 200}')).payload) == {"ok": 200}
+
+
+def test_what_command_resources_hold_is_bounded_by_max_payload_bytes(wasinn_host, probe):
+    """Each request builder may hold a payload up to max-payload-bytes; 256 live ones had
+    held 256 times that (16 GiB by default). What the live ones hold together is bounded
+    by it; a builder's next step shares its payload, which counts once."""
+    services = Services.embedded(log=EventLog(stream=io.StringIO()), limits=Limits(max_payload_bytes=1 << 20))
+    with Operator.open(wasinn_host, probe, kind="map", name="hoarder", services=services) as op:
+        with pytest.raises(OperatorError, match=r"^operator 'hoarder' failed \(trap\): operator 'hoarder' holds "
+                                                r"1048576 bytes in live command-invoker resources \(payloads, user "
+                                                r"data, topics\); this one would add 65536, past 1048576 \(limit "
+                                                r"'max-payload-bytes', --max-payload-bytes\); drop some before"):
+            op.map(Message(b'{"do": "hoard-requests", "n": 20, "kib": 64}'))
+        assert op.imports.command_bytes == 0
+        assert json.loads(op.map(Message(b'{"do": "hoard-requests", "n": 15, "kib": 64}')).payload) == {"ok": 15}
+        assert json.loads(op.map(Message(b'{"do": "hoard-requests", "n": 1, "kib": 1024}')).payload) == {"ok": 1}
+    services.close()
 
 
 def test_an_operator_opened_without_services_has_its_own(wasinn_host, probe):

@@ -185,15 +185,13 @@ class Operator:
     def reopen(self) -> None:
         """A fresh instance, initialised with the same configuration."""
         self.instance.close()
-        free_resources(list(self.imports.commands))
-        self.imports.commands.clear()
+        self.imports.forget_commands()
         self._initialised = False
         self.init()
 
     def close(self) -> None:
         self.instance.close()
-        free_resources(list(self.imports.commands))
-        self.imports.commands.clear()
+        self.imports.forget_commands()
         if self._owns_services:
             self.services.close()
 
@@ -281,6 +279,7 @@ class Operator:
                 return self.instance.call(name, *args)
         except GuestTrap as e:
             self._initialised = False
+            self.imports.forget_commands()  # their handles went with the instance
             text = str(e)
             if self._spans is not None:  # said as the operator's export, which these stand in for
                 text = text.replace(self._spans, f"{self._iface}#process", 1).replace(
@@ -290,6 +289,7 @@ class Operator:
             raise
         except WasinnError as e:  # a host function refused what has no error case: the instance is gone
             self._initialised = False
+            self.imports.forget_commands()
             raise OperatorError(self.name, "trap", str(e)) from None
 
     # --- values to the guest --------------------------------------------------------------

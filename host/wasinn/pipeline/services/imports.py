@@ -37,7 +37,8 @@ from .metrics import MetricError, OperatorMetrics
 from .state_store import HOST_KEYS, MAX_EXPIRY_SECONDS, StateError, StateUnavailable
 
 # Live command-invoker resources (builders, options, requests, invokers) per operator:
-# their constructors have no error case, so past this the guest traps.
+# their constructors have no error case, so past this the guest traps. What they hold
+# together (payloads, user data, topics) is bounded by max-payload-bytes the same way.
 MAX_LIVE_COMMANDS = 256
 
 _active: contextvars.ContextVar["OperatorImports | None"] = contextvars.ContextVar("wasinn_operator", default=None)
@@ -113,7 +114,11 @@ class OperatorImports:
         # its Operator; a command waits for its response no longer
         self.call_deadline: Callable[[], float | None] = lambda: None
         self.metrics = OperatorMetrics(services.metrics, name, limits.max_metric_series)
-        self.commands: set[int] = set()
+        # live command-invoker resources: rep -> the ids of the values it holds (`_held`),
+        # which a builder's next step shares; those values, their bytes and users; their total
+        self.commands: dict[int, tuple[int, ...]] = {}
+        self._held: dict[int, list] = {}
+        self.command_bytes = 0
 
     # --- types: buffer ---------------------------------------------------------------
     def buffer_read(self, store, rep: int) -> bytes:
@@ -225,13 +230,38 @@ class OperatorImports:
                       tags=list(found.tags), version=found.version)
 
     # --- command-invoker --------------------------------------------------------------
-    def _command(self, value: object) -> int:
+    def _command(self, value: Request | Options) -> int:
         if len(self.commands) >= MAX_LIVE_COMMANDS:
             raise WasinnError(f"operator {self.name!r} holds {MAX_LIVE_COMMANDS} live command-invoker "
                               "resources; drop some before making more")
+        held = [v for f in dataclasses.fields(value) if isinstance(v := getattr(value, f.name), (bytes, str, tuple))]
+        new = sum(_nbytes(v) for v in {id(v): v for v in held if id(v) not in self._held}.values())
+        if self.command_bytes + new > self.limits.max_payload_bytes:
+            raise WasinnError(f"operator {self.name!r} holds {self.command_bytes} bytes in live command-invoker "
+                              f"resources (payloads, user data, topics); this one would add {new}, past "
+                              f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes); "
+                              "drop some before making more")
         rep = new_resource(value)
-        self.commands.add(rep)
+        for v in held:
+            self._held.setdefault(id(v), [v, _nbytes(v), 0])[2] += 1
+        self.command_bytes += new
+        self.commands[rep] = tuple(id(v) for v in held)
         return rep
+
+    def forget_command(self, rep: int) -> object | None:
+        """A command-invoker resource out of the table and its values out of the account."""
+        for key in self.commands.pop(rep, ()):
+            entry = self._held[key]
+            entry[2] -= 1
+            if not entry[2]:
+                del self._held[key]
+                self.command_bytes -= entry[1]
+        return _table.pop(rep, None)
+
+    def forget_commands(self) -> None:
+        """Every command-invoker resource: the instance that held them is gone."""
+        for rep in list(self.commands):
+            self.forget_command(rep)
 
     def _builder(self, rep: int, kind, **changes) -> int:
         current = _table.get(rep)
@@ -288,8 +318,7 @@ class OperatorImports:
 
     @_guarded(lambda text: Variant("internal-logic-error"))
     def command_invoker_new_invoker(self, store, options_rep: int) -> int:
-        options = _table.pop(options_rep, None)  # `own`: the guest handed it over
-        self.commands.discard(options_rep)
+        options = self.forget_command(options_rep)  # `own`: the guest handed it over
         if not isinstance(options, Options):
             raise Err(Variant("state-invalid"))
         try:
@@ -300,8 +329,7 @@ class OperatorImports:
 
     @_guarded(lambda text: Variant("internal-logic-error"))
     def command_invoker_invoke(self, store, rep: int, request_rep: int) -> CommandResponse:
-        options, request = _table.get(rep), _table.pop(request_rep, None)
-        self.commands.discard(request_rep)
+        options, request = _table.get(rep), self.forget_command(request_rep)
         if not isinstance(options, Options) or not isinstance(request, Request):
             raise Err(Variant("state-invalid"))
         try:
@@ -318,9 +346,13 @@ class OperatorImports:
             raise Err(Variant("payload-invalid"))
         return CommandResponse(response.payload, response.custom_user_data, None)
 
-    def drop_command(self, rep: int) -> None:
-        _table.pop(rep, None)
-        self.commands.discard(rep)
+
+
+def _nbytes(value: bytes | str | tuple) -> int:
+    """What a command resource's value holds: bytes, text, or (key, value) pairs of text."""
+    if isinstance(value, tuple):
+        return sum(len(k) + len(v) for k, v in value)
+    return len(value)
 
 
 def _pairs(labels) -> list[tuple[str, str]] | None:
@@ -339,7 +371,7 @@ class _Dispatch:
     def _drop(self, store, rep: int) -> None:
         imports = _active.get()
         if imports is not None:
-            imports.drop_command(rep)
+            imports.forget_command(rep)
         else:
             _table.pop(rep, None)
 
