@@ -6,6 +6,11 @@
      ctype     a content type holding CR LF
      bigprops [N]  N (4,000 if not given, at most that) user properties whose keys are the
                same 65,535 bytes (4,000: 256 MiB to lift from 64 KiB of guest memory)
+   ones whose text is longer than MQTT (or the host) takes, N bytes of 'x' (at most 8 MiB):
+     topic N       the result's topic (the next operator gets it as a list of bytes)
+     ctype-long N  its content type (a search of it held the host's GIL ~40 ms a MiB)
+     nodeid N      its timestamp's node id
+     schema N      an inline schema of that content
    ones that hand the host more list elements than a call may:
      props N   N user properties, each k=v (a result: 450,000 held the host 7 s)
      labels N  a metric added to with N labels, each k=v (a host function's argument)
@@ -29,6 +34,14 @@ static result_t result;
 static char longkey[70000];
 static property_t many[4000];
 static property_t *lent;  /* the last result's `props N`, freed by the next call */
+static char huge[8 << 20];
+
+static uint32_t huge_text(const char *n) {
+    uint32_t len = (uint32_t)atoi(n);
+    if (len > sizeof huge) len = sizeof huge;
+    memset(huge, 'x', len);
+    return len;
+}
 
 static bob_t text(const char *s, uint32_t n) { return (bob_t){.tag = 1, .v.bytes = {(uint8_t *)s, n}}; }
 
@@ -92,6 +105,16 @@ result_t *process(data_model_t *input) {
         struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
         metrics_add_to_counter("requests", 8, 0, 1, 1, l, n, &ret);
         free(l);
+    } else if (strncmp(cmd, "topic ", 6) == 0) {
+        m->topic = text(huge, huge_text(cmd + 6));
+    } else if (strncmp(cmd, "ctype-long ", 11) == 0) {
+        m->content_type.some = 1; m->content_type.v = text(huge, huge_text(cmd + 11));
+    } else if (strncmp(cmd, "nodeid ", 7) == 0) {
+        m->timestamp.node_id = text(huge, huge_text(cmd + 7));
+    } else if (strncmp(cmd, "schema ", 7) == 0) {
+        m->schema.some = 1; m->schema.v.tag = 1;
+        m->schema.v.v.inline_.name = text("s", 1);
+        m->schema.v.v.inline_.content = text(huge, huge_text(cmd + 7));
     } else if (strncmp(cmd, "bigprops", 8) == 0) {
         uint32_t n = cmd[8] == ' ' ? (uint32_t)atoi(cmd + 9) : 4000;
         if (n > 4000) n = 4000;

@@ -68,6 +68,15 @@ def serving(broker, graph, *flags: str):
     # 300 keys of 64 KiB: within wasmtime's bound, past max-string-bytes (16 MiB) together
     ("bigprops 300", "trap", "bytes of strings in one call (a host function's arguments or an export's result, "
                              "its strings together); the limit is 16777216 (limit 'max-string-bytes'"),
+    # text longer than MQTT (or the host) takes: a topic the next operator would get as a
+    # list of bytes (64 MiB: ~5 GB to lower), a content type searched holding the GIL (2.5 s
+    # for 64 MiB), a node id kept and staged
+    ("topic 70000", "operator-contract", "its topic is 70000 bytes; an MQTT topic holds at most 65535"),
+    ("ctype-long 8388608", "operator-contract", "its content type 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'...: "
+                                               "it is 8388608 bytes of UTF-8; an MQTT string holds at most 65535"),
+    ("nodeid 70000", "operator-contract", "the operator returned a timestamp's node id of 70000 bytes; the limit "
+                                          "is 65535"),
+    ("schema 2000000", "operator-contract", "the operator returned a schema of 2000000 bytes; the limit is 1048576"),
     # list elements past max-list-elements, in a result and in a host function's argument
     # (450,000 user properties held the worker 7 s in Python objects, past any deadline)
     ("props 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),
@@ -327,3 +336,14 @@ def test_a_link_keeps_no_more_publishes_unacknowledged_than_the_brokers_receive_
             assert all(acked.acquire(timeout=10) for _ in range(30))
         finally:
             link.close()
+
+
+def test_text_too_long_for_mqtt_is_measured_before_it_is_searched():
+    """mqtt_text.string_problem measures a string before searching it: the search holds
+    the GIL ~40 ms a MiB (a guest's 64 MiB content type had held every other thread
+    2.5 s). Past the length, the length is the reason, whatever characters come later."""
+    from wasinn.pipeline.mqtt_text import string_problem
+    assert string_problem("x" * (64 << 20) + "\n") == "it is 67108865 bytes of UTF-8; an MQTT string holds at most 65535"
+    assert string_problem("x" * 100 + "\n") == "it holds U+000A at index 100 (MQTT strings hold no control characters)"
+    assert string_problem("\ud800" * 30000) == "it is 90000 bytes of UTF-8; an MQTT string holds at most 65535"
+    assert string_problem("\ud800") == "it holds U+D800 at index 0 (MQTT strings hold no surrogates)"

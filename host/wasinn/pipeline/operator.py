@@ -37,7 +37,7 @@ from ..embedding.types import items
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
-from .mqtt_text import string_problem
+from .mqtt_text import MAX_STRING_BYTES, string_problem
 from .services import Services
 from .services.clock import Timestamp
 from .services.imports import OperatorImports, active, free_resources, new_resource, resource, serve
@@ -48,6 +48,9 @@ __all__ = ["Operator", "OperatorError", "Message", "Snapshot", "Timestamp", "Ser
 KINDS = {"map": WASM_GRAPH_PROCESSOR_MAP, "filter": WASM_GRAPH_PROCESSOR_FILTER,
          "branch": WASM_GRAPH_PROCESSOR_BRANCH, "accumulate": WASM_GRAPH_PROCESSOR_ACCUMULATE,
          "delay": WASM_GRAPH_PROCESSOR_DELAY}
+# The text of an inline schema a result carries (JSON Schema or Avro: kilobytes); its
+# name and reference, and a timestamp's node id, are at most an MQTT string.
+MAX_SCHEMA_BYTES = 1 << 20
 
 
 class OperatorError(WasinnError):
@@ -366,12 +369,14 @@ class Operator:
             m = value.payload
             schema = getattr(m, "schema")
             if schema is not None:
-                schema = (self._text(schema.payload) if schema.tag == "registry-reference" else
-                          (self._text(schema.payload.name), self._text(schema.payload.content)))
+                schema = (self._text(schema.payload, "a schema reference", MAX_STRING_BYTES)
+                          if schema.tag == "registry-reference" else
+                          (self._text(schema.payload.name, "a schema's name", MAX_STRING_BYTES),
+                           self._text(schema.payload.content, "a schema", MAX_SCHEMA_BYTES)))
             ctype = getattr(m, "content-type")
             return Message(
                 payload=self._bytes(m.payload),
-                topic=self._bytes(m.topic).decode("utf-8", "replace"),
+                topic=self._bytes(m.topic, topic=True).decode("utf-8", "replace"),
                 content_type=None if ctype is None else self._wire_text(ctype, "its content type"),
                 user_properties=[(self._wire_text(k, "a user property's key"),
                                   self._wire_text(v, "a user property's value"))
@@ -392,14 +397,20 @@ class Operator:
         return text
 
     def _stamp(self, ts) -> Timestamp:
-        return Timestamp(ts.timestamp.secs, ts.timestamp.nanos, ts.counter, self._text(getattr(ts, "node-id")))
+        return Timestamp(ts.timestamp.secs, ts.timestamp.nanos, ts.counter,
+                         self._text(getattr(ts, "node-id"), "a timestamp's node id", MAX_STRING_BYTES))
 
-    def _bytes(self, value: Variant) -> bytes:
+    def _bytes(self, value: Variant, topic: bool = False) -> bytes:
+        """A payload, frame or (`topic`) topic of a result: a topic MQTT can carry, as the
+        next operator gets it as a list of bytes (a 64 MiB one had cost its lowering ~5 GB)."""
         if value.tag == "bytes":
             data = value.payload
         else:
             data = self._held(value.payload)
         n = data[1] if isinstance(data, tuple) else len(data)  # a span: (address, length)
+        if topic and n > MAX_STRING_BYTES:
+            raise OperatorError(self.name, "contract", f"the operator returned a message MQTT cannot carry: its "
+                                f"topic is {n} bytes; an MQTT topic holds at most {MAX_STRING_BYTES}")
         if n > self.limits.max_payload_bytes:
             raise OperatorError(self.name, "contract", f"the operator returned {n} bytes; the limit is "
                                 f"{self.limits.max_payload_bytes} (limit 'max-payload-bytes', --max-payload-bytes)")
@@ -407,10 +418,19 @@ class Operator:
             return bytes(self.host.memories.bound(store_key(self.instance.store)).view(data[0], n))
         return bytes(data)
 
-    def _text(self, value: Variant) -> str:
+    def _text(self, value: Variant, what: str = "", most: int | None = None) -> str:
+        """Text of a result; with `most`, at most that many bytes, else the operator's
+        contract error naming `what` (a 64 MiB node id or schema, its input's buffer
+        handed back, had been kept, staged and handed on)."""
         if value.tag == "string":
-            return value.payload
-        return self._held(value.payload).decode("utf-8", "replace")
+            text = value.payload
+            n = len(text) if most is None or len(text) <= most // 4 else len(text.encode("utf-8", "surrogatepass"))
+        else:
+            text = self._held(value.payload)
+            n = len(text)
+        if most is not None and n > most:
+            raise OperatorError(self.name, "contract", f"the operator returned {what} of {n} bytes; the limit is {most}")
+        return text if isinstance(text, str) else text.decode("utf-8", "replace")
 
     def _held(self, handle: Handle) -> bytes:
         """The bytes of a host buffer the operator handed back (its input's, passed on)."""
