@@ -347,7 +347,6 @@ class OperatorImports:
         return CommandResponse(response.payload, response.custom_user_data, None)
 
 
-
 def _nbytes(value: bytes | str | tuple) -> int:
     """What a command resource's value holds: bytes, text, or (key, value) pairs of text."""
     if isinstance(value, tuple):
