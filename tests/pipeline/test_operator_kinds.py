@@ -124,6 +124,10 @@ def test_a_delay_past_max_delay_is_the_operators_contract_error(wasinn_host, pro
                                                 r"3600 s \(limit 'max-delay', --max-delay\)$"):
             op.delay(Message(b"x"), now)
         assert op.delay(Message(b"x"), Timestamp(now.secs - 7000, 0, 0, "n")).secs == now.secs + 200
+        # the node id it returns is kept with the window it keys: at most an MQTT string
+        with pytest.raises(OperatorError, match=r"\(contract\): the operator returned a timestamp's node id of 70000 "
+                                                r"bytes; the limit is 65535$"):
+            op.delay(Message(b"x"), Timestamp(now.secs - 7000, 0, 0, "n" * 70000))
 
 
 def test_a_python_operator_asleep_for_an_hour_wakes_at_its_calls_deadline(services):

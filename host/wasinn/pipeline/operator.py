@@ -353,8 +353,9 @@ class Operator:
         past the host's clock, since a window opens for every timestamp and is emitted
         only once the clock reaches it (a year ahead: its messages staged, acknowledged
         and never seen again)."""
-        ts = value.timestamp
-        at = Timestamp(ts.secs, ts.nanos, value.counter, getattr(value, "node-id"))
+        ts, node = value.timestamp, getattr(value, "node-id")
+        self._within(node, "a timestamp's node id", MAX_STRING_BYTES)
+        at = Timestamp(ts.secs, ts.nanos, value.counter, node)
         ahead = (at.wall - time.time_ns()) / 1e9
         if ahead > self.limits.max_delay:
             raise OperatorError(self.name, "contract", f"the delay moved the message's timestamp {ahead:.0f} s past "
@@ -419,18 +420,19 @@ class Operator:
         return bytes(data)
 
     def _text(self, value: Variant, what: str = "", most: int | None = None) -> str:
-        """Text of a result; with `most`, at most that many bytes, else the operator's
-        contract error naming `what` (a 64 MiB node id or schema, its input's buffer
-        handed back, had been kept, staged and handed on)."""
-        if value.tag == "string":
-            text = value.payload
-            n = len(text) if most is None or len(text) <= most // 4 else len(text.encode("utf-8", "surrogatepass"))
-        else:
-            text = self._held(value.payload)
-            n = len(text)
-        if most is not None and n > most:
-            raise OperatorError(self.name, "contract", f"the operator returned {what} of {n} bytes; the limit is {most}")
+        """Text of a result; with `most`, `_within` it."""
+        text = value.payload if value.tag == "string" else self._held(value.payload)
+        if most is not None:
+            self._within(text, what, most)
         return text if isinstance(text, str) else text.decode("utf-8", "replace")
+
+    def _within(self, text: str | bytes, what: str, most: int) -> None:
+        """The operator's contract error naming `what` past `most` bytes (a 64 MiB node
+        id or schema, its input's buffer handed back, had been kept, staged and handed on)."""
+        short = isinstance(text, str) and len(text) <= most // 4  # 4 bytes a code point at most
+        n = len(text) if short or isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+        if n > most:
+            raise OperatorError(self.name, "contract", f"the operator returned {what} of {n} bytes; the limit is {most}")
 
     def _held(self, handle: Handle) -> bytes:
         """The bytes of a host buffer the operator handed back (its input's, passed on)."""
