@@ -14,6 +14,7 @@
    ones that hand the host more list elements than a call may:
      props N   N user properties, each k=v (a result: 450,000 held the host 7 s)
      labels N  a metric added to with N labels, each k=v (a host function's argument)
+     biglabels N  the same, each value 65,535 bytes of 'x' (strings, not elements, too many)
    one that a broker with a Maximum Packet Size drops the connection for:
      big       a payload of 300,000 bytes
    and ones that write to WASI stdout and stderr, which a host must not let reach its own:
@@ -98,6 +99,16 @@ result_t *process(data_model_t *input) {
         lent = malloc(n * sizeof *lent);
         for (uint32_t i = 0; i < n; i++) { lent[i].key = text("k", 1); lent[i].value = text("v", 1); }
         m->properties.ptr = lent; m->properties.len = n;
+    } else if (strncmp(cmd, "biglabels ", 10) == 0) {
+        uint32_t n = (uint32_t)atoi(cmd + 10);
+        char num[8];
+        snprintf(num, sizeof num, "%u", 65535u);
+        uint32_t len = huge_text(num);
+        bytes_t *l = malloc(2 * n * sizeof *l);
+        for (uint32_t i = 0; i < 2 * n; i++) l[i] = i & 1 ? (bytes_t){(uint8_t *)huge, len} : (bytes_t){(uint8_t *)"k", 1};
+        struct { uint8_t is_err; struct { uint8_t tag; bytes_t text; } error; } ret;
+        metrics_add_to_counter("requests", 8, 0, 1, 1, l, n, &ret);
+        free(l);
     } else if (strncmp(cmd, "labels ", 7) == 0) {
         uint32_t n = (uint32_t)atoi(cmd + 7);
         bytes_t *l = malloc(2 * n * sizeof *l);

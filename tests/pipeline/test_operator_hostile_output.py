@@ -81,6 +81,10 @@ def serving(broker, graph, *flags: str):
     # (450,000 user properties held the worker 7 s in Python objects, past any deadline)
     ("props 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),
     ("labels 100000", "trap", "the guest handed the host at least 100000 list elements in one call"),
+    # 300 label values of 64 KiB: few elements, past max-string-bytes together (a host
+    # function's arguments; Python had copied and decoded all 19.7 MB holding the GIL)
+    ("biglabels 300", "trap", "bytes of strings in one call (a host function's arguments or an export's result, "
+                              "its strings together); the limit is 16777216 (limit 'max-string-bytes'"),
 ])
 def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_runs(broker, graph, command, kind,
                                                                                     reason):
