@@ -22,6 +22,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-tensors = 65536
     max-builders = 16          # builders of one graph.load
     max-list-elements = 65536  # list elements (bytes aside) one call hands the host: arguments, a result
+    max-string-bytes = "16MiB" # bytes of the strings one call hands the host, together
     max-result-bytes = "1MiB"  # a wasinn pipeline's JSON result (parsed in one piece, holding the GIL)
     external-data-dir = ""     # a directory ONNX external data may come from; "" = none
     isolate = "guest-models"   # which graphs run in a confined worker process: guest-models, all, none

@@ -65,41 +65,36 @@ PER_VALUE = """
   (func (export "rank") (param "n" u32) (result u32) (canon lift (core func $main "rank"))))
 """
 
-# An export whose result is N pairs of empty strings, from memory grown for them and
-# never written (zeros: every string empty, at address 0).
-PAIRS = """
+
+def _zeros_returned(name: str, result: str, shift: int) -> str:
+    """An export `name` whose result (WIT text `result`, a list or a string) has N items
+    from memory grown for them (N >> `shift` pages and one more) and never written: the
+    items are zeros, at address 0."""
+    return f"""
 (component
   (core module $Main
     (memory (export "memory") 1)
-    (func (export "pairs") (param $n i32) (result i32)
-      (i32.store (i32.const 0) (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 12)) (i32.const 1)))
+    (func (export "{name}") (param $n i32) (result i32)
+      (i32.store (i32.const 0) (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const {shift}))
+                                                            (i32.const 1)))
                                         (i32.const 65536)))
       (i32.store (i32.const 4) (local.get $n))
       (i32.const 0)))
   (core instance $main (instantiate $Main))
-  (func (export "pairs") (param "n" u32) (result (list (tuple string string)))
-    (canon lift (core func $main "pairs") (memory (core memory $main "memory")))))
+  (func (export "{name}") (param "n" u32) (result {result})
+    (canon lift (core func $main "{name}") (memory (core memory $main "memory")))))
 """
+
+
+# N pairs of empty strings (16 bytes each)
+PAIRS = _zeros_returned("pairs", "(list (tuple string string))", 12)
 # What wasmtime makes of one such pair before any host code sees the list (its value
 # and the C API's; measured 364 bytes), up to its hostcall fuel (~1.2 million pairs)
 PER_PAIR = 512
 
 
-# An export whose result is a string of N bytes, from memory grown for it and never
-# written (N U+0000s, at address 0).
-TEXT = """
-(component
-  (core module $Main
-    (memory (export "memory") 1)
-    (func (export "text") (param $n i32) (result i32)
-      (i32.store (i32.const 0) (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 16)) (i32.const 1)))
-                                        (i32.const 65536)))
-      (i32.store (i32.const 4) (local.get $n))
-      (i32.const 0)))
-  (core instance $main (instantiate $Main))
-  (func (export "text") (param "n" u32) (result string)
-    (canon lift (core func $main "text") (memory (core memory $main "memory")))))
-"""
+# A string of N bytes (N U+0000s)
+TEXT = _zeros_returned("text", "string", 16)
 # What wasmtime makes of a string's bytes before any host code sees it: its own copy
 # and the C API's (measured: 100 MB of text peaked at +202 MB, refused)
 PER_TEXT_BYTE = 2.2
@@ -243,11 +238,15 @@ def test_python_guests_bulk_shim_is_bounded_too():
     assert inst.call("load", [model], "onnx", "cpu").tag == "ok"
 
 
+def _compiled(tmp_path_factory, name: str, wat: str):
+    path = tmp_path_factory.mktemp(name) / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm(wat))
+    return path
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pairs") / "pairs.wasm"
-    path.write_bytes(wasmtime.wat2wasm(PAIRS))
-    return path
+    return _compiled(tmp_path_factory, "pairs", PAIRS)
 
 
 def test_a_result_flood_is_refused_before_python_objects_are_made_of_it(pairs):
@@ -276,9 +275,7 @@ def test_a_result_within_the_limits_is_lifted_whole(pairs):
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "text.wasm"
-    path.write_bytes(wasmtime.wat2wasm(TEXT))
-    return path
+    return _compiled(tmp_path_factory, "text", TEXT)
 
 
 def test_a_string_over_max_string_bytes_is_refused_before_python_copies_it(text):
