@@ -287,6 +287,11 @@ def _make_lowering(ty) -> Callable[[Any, Handles], Any]:
         def text(value, handles):
             if not isinstance(value, str) or (char and len(value) != 1):
                 raise _Mismatch(ty, value)
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:  # a lone surrogate: no UTF-8 (for a char, wasmtime would abort)
+                    raise _Mismatch(ty, value, ": a surrogate, not a Unicode scalar value") from None
             return value
         return text
     if isinstance(ty, ListType):

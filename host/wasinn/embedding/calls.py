@@ -12,7 +12,7 @@ from wasmtime import _func
 from wasmtime._extern import wrap_extern
 from wasmtime.component._enter import enter_wasm
 
-from . import patches
+from . import lifting, lowering, patches
 from .stores import store_key
 
 _I32 = ffi.WASMTIME_I32.value
@@ -20,28 +20,52 @@ _I32 = ffi.WASMTIME_I32.value
 
 def call_export(func, param_types: list, result_type, store, params) -> object:
     """`Func.__call__` without asking wasmtime for the function's type on every call
-    (the caller passes the types it looked up once)."""
+    (the caller passes the types it looked up once), its arguments written into one
+    buffer (lowering.py) where their types allow, by stock lowering elsewhere."""
+    lowered = lowering.lower(store, param_types, params)
+    if lowered is None:
+        return _stock_call(func, param_types, result_type, store, params)
+    args, arena = lowered
+    try:
+        return _call(func, result_type, store, args, len(params))
+    finally:
+        arena.release()
+
+
+def _stock_call(func, param_types: list, result_type, store, params) -> object:
     param_capi = (ffi.wasmtime_component_val_t * len(params))()
     n = 0
     try:
         for ty, val in zip(param_types, params):
             ty.convert_to_c(store, val, ctypes.pointer(param_capi[n]))
             n += 1
-        result_space = ffi.wasmtime_component_val_t() if result_type is not None else None
-        enter_wasm(lambda: ffi.wasmtime_component_func_call(
-            ctypes.byref(func._func), store._context(), param_capi, n,
-            ctypes.byref(result_space) if result_space is not None else None, int(result_space is not None)))
-        if result_type is None:
-            return None
-        with patches.lifting(store_key(store)) if patches.holds_bounded(result_type) else patches.UNBOUNDED:
-            try:
-                return result_type.convert_from_c(result_space)
-            except BaseException:
-                ffi.wasmtime_component_val_delete(ctypes.byref(result_space))  # what a refusal left
-                raise
+        return _call(func, result_type, store, param_capi, n)
     finally:
         for i in range(n):
             ffi.wasmtime_component_val_delete(ctypes.byref(param_capi[i]))
+
+
+def _call(func, result_type, store, args, n: int) -> object:
+    result_space = ffi.wasmtime_component_val_t() if result_type is not None else None
+    enter_wasm(lambda: ffi.wasmtime_component_func_call(
+        ctypes.byref(func._func), store._context(), args, n,
+        ctypes.byref(result_space) if result_space is not None else None, int(result_space is not None)))
+    if result_type is None:
+        return None
+    read = lifting.reader(result_type)
+    bounded = patches.bounded(store_key(store)) if patches.holds_bounded(result_type) else patches.UNBOUNDED
+    with bounded:
+        try:
+            if read is None:
+                return result_type.convert_from_c(result_space)
+            return lifting.read(read, result_space, getattr(bounded, "lift", None))
+        except BaseException:
+            if read is None:
+                ffi.wasmtime_component_val_delete(ctypes.byref(result_space))  # what a refusal left
+            raise
+        finally:
+            if read is not None:
+                ffi.wasmtime_component_val_delete(ctypes.byref(result_space))
 
 
 class CoreExport:

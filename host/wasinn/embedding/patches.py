@@ -42,44 +42,31 @@ import time
 from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
-from ..lazy import numpy as np
+from . import layout, lifting, lowering
+from .types import case_of, variant_cases
 from wasmtime import StoreContext, Trap, Val, WasmtimeError
 from wasmtime import _func, _linker as _core_linker
 from wasmtime import _ffi as ffi
-from wasmtime.component import Variant, _linker, _types
+from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-_VAL = ffi.wasmtime_component_val_t
-_STRIDE = ctypes.sizeof(_VAL)
-_PAYLOAD = _VAL.of.offset  # a u8 sits at the start of the union
-_U8 = ffi.WASMTIME_COMPONENT_U8.value
 _LIST = ffi.WASMTIME_COMPONENT_LIST
 _stock_to_c = _types.ListType.convert_to_c
 _stock_from_c = _types.ListType.convert_from_c
 _stock_string_from_c = _types.String.convert_from_c
 
 
-def _as_bytes_view(val) -> np.ndarray | None:
-    if isinstance(val, np.ndarray):
-        return np.ascontiguousarray(val).reshape(-1).view(np.uint8)
-    if isinstance(val, (bytes, bytearray, memoryview)):
-        return np.frombuffer(val, np.uint8)
-    return None
-
-
 def _to_c(self, store, val, ptr):
     if not self._is_bytes():
         return _stock_to_c(self, store, val, ptr)
-    data = _as_bytes_view(val)
+    data = layout.bytes_view(val)
     if data is None:
         raise TypeError(f"expected bytes for list<u8>, got {type(val).__name__}")
     n = len(data)
     raw = ffi.wasmtime_component_vallist_t()
     ffi.wasmtime_component_vallist_new_uninit(raw, n)
     if n:
-        cells = np.ctypeslib.as_array(ctypes.cast(raw.data, ctypes.POINTER(ctypes.c_uint8)), (n * _STRIDE,))
-        cells[0::_STRIDE] = _U8
-        cells[_PAYLOAD::_STRIDE] = data
+        layout.put_bytes(layout.cells(ctypes.cast(raw.data, ctypes.c_void_p).value, n), data)
     ptr.contents.kind = _LIST
     ptr.contents.of.list = raw
 
@@ -88,15 +75,10 @@ def _from_c(self, c):
     if not self._is_bytes():
         lift = getattr(_lifting, "lift", None)
         return _stock_from_c(self, c) if lift is None else _bounded_from_c(self, c, lift)
-    lst = c.of.list
     try:
-        n = lst.size
-        if not n:
-            return b""
-        cells = np.ctypeslib.as_array(ctypes.cast(lst.data, ctypes.POINTER(ctypes.c_uint8)), (n * _STRIDE,))
-        return cells[_PAYLOAD::_STRIDE].tobytes()
+        return lifting.read(lifting.reader(self), c, None)
     finally:
-        ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
 
 
 def _bounded_from_c(self, c, lift: "_Lift") -> list:
@@ -147,49 +129,18 @@ def _memoized(cls, name: str) -> None:
     setattr(cls, name, property(get, doc=getattr(cls, name).__doc__))
 
 
-_stock_tagged = _types.VariantLikeType._tagged
-
-
-def _variant_cases(self) -> tuple[bool, list]:
-    """Whether the variant-like type needs a `Variant`, and its cases as (name, payload
-    type, the classes a payload of that case can be) as stock `_lower` works them out."""
-    try:
-        return self.__dict__["_wasinn_cases"]
-    except KeyError:
-        cases = []
-        for name, ty in self._cases():
-            classes: set = set()
-            if ty is not None:
-                ty.add_classes(classes)
-            cases.append((name, ty, tuple(classes)))
-        value = self.__dict__["_wasinn_cases"] = (_stock_tagged(self), cases)
-        return value
-
-
 def _tagged(self) -> bool:
-    return _variant_cases(self)[0]
+    return variant_cases(self)[0]
 
 
 def _lower(self, store, val):
     """Stock `VariantLikeType._lower` on the memoized cases."""
-    tagged, cases = _variant_cases(self)
-    if tagged and not isinstance(val, Variant):
-        raise TypeError("expected Variant type")
-    for name, ty, classes in cases:
-        if tagged:
-            if name != val.tag:
-                continue
-        elif ty is None:
-            if val is not None:
-                continue
-        elif not isinstance(val, classes):
-            continue
-        if ty is None:
-            return (name, None)
-        raw = ffi.wasmtime_component_val_t()
-        ty.convert_to_c(store, val.payload if tagged else val, ctypes.pointer(raw))
-        return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
-    raise ValueError("value not valid for this variant")
+    name, ty, payload = case_of(self, val)
+    if ty is None:
+        return (name, None)
+    raw = ffi.wasmtime_component_val_t()
+    ty.convert_to_c(store, payload, ctypes.pointer(raw))
+    return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
 
 
 def _c_name(name: str):
@@ -382,7 +333,7 @@ def holds_bounded(ty) -> bool:
 UNBOUNDED = contextlib.nullcontext()
 
 
-class lifting:
+class bounded:
     """Lists and strings lifted inside this (in this thread) take from one call's
     budget, where the store has bounds."""
     __slots__ = ("lift", "before")
@@ -419,7 +370,9 @@ class Unlifted(Sequence):
         raise self.refusal
 
 
-def _lift(ty, c, check):
+def _lift(ty, c, check, budget):
+    """A host function's argument (lifting.py; stock lifting where it has no reader),
+    left for wasmtime to free when the function returns."""
     if check is not None:
         lst = c.of.list
         try:
@@ -428,7 +381,8 @@ def _lift(ty, c, check):
             n = lst.size
             ffi.wasmtime_component_vallist_delete(ctypes.byref(lst))
             return Unlifted(n, refusal)
-    return ty.convert_from_c(c)
+    read = lifting.reader(ty)
+    return ty.convert_from_c(c) if read is None else lifting.read(read, c, budget)
 
 
 @ffi.wasmtime_component_func_callback_t
@@ -445,15 +399,14 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
                                             any(holds_bounded(ty) for _, ty in fty.params))
         param_tys, result_ty, lists, lifts = types
         assert len(param_tys) == nargs and nresults == (result_ty is not None)
-        with lifting(address) if lifts else UNBOUNDED:
+        budget = bounded(address) if lifts else UNBOUNDED
+        with budget:
             bounds = _LIFT_BOUNDS.get(address) if lists else None
-            if bounds is not None and bounds.checks:
-                bounded = {i: bounds.checks.get(name) for i, name in lists}
-                params = [_lift(ty, args[i], bounded.get(i)) for i, ty in enumerate(param_tys)]
-            else:
-                params = [ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)]
+            checks = {i: bounds.checks.get(name) for i, name in lists} if bounds is not None and bounds.checks else {}
+            budget = getattr(budget, "lift", None)
+            params = [_lift(ty, args[i], checks.get(i), budget) for i, ty in enumerate(param_tys)]
         result = _linker.FUNCTIONS.get(idx or 0)(store, *params)
-        if result_ty is not None:
+        if result_ty is not None and not lowering.give(store, result_ty, result, results):
             result_ty.convert_to_c(store, result, results)
     return catch_exceptions(context, run)
 
@@ -516,9 +469,7 @@ def _core_trampoline(idx, caller, params, nparams, results, nresults):
 
 
 def install() -> None:
-    if _STRIDE != 32 or _PAYLOAD != 8:
-        raise RuntimeError(f"unexpected wasmtime value layout ({_STRIDE}, {_PAYLOAD}); "
-                           "wasinn needs the exact wasmtime version it pins")
+    layout.check()
     if _types.ListType.convert_to_c is _to_c:
         return
     _types.ListType.convert_to_c = _to_c

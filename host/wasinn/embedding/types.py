@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from wasmtime import Engine
 from wasmtime import _ffi as ffi
-from wasmtime.component import ComponentInstanceType, ComponentType, ListType
+from wasmtime.component import ComponentInstanceType, ComponentType, ListType, Variant, _types
 
 from ..errors import WasinnError
 
@@ -17,6 +17,50 @@ def is_tagged(ty) -> bool:
     """Whether values of this variant, option or result are `Variant(tag, payload)`
     (else a payload stands for its case: an option's value or None, a result's...)."""
     return ty._tagged()
+
+
+# stock, before patches.py memoizes it through variant_cases
+_stock_tagged = _types.VariantLikeType._tagged
+
+
+def variant_cases(self) -> tuple[bool, list]:
+    """Whether the variant-like type needs a `Variant`, and its cases as (name, payload
+    type, the classes a payload of that case can be) as stock `_lower` works them out."""
+    try:
+        return self.__dict__["_wasinn_cases"]
+    except KeyError:
+        cases = []
+        for name, ty in self._cases():
+            classes: set = set()
+            if ty is not None:
+                ty.add_classes(classes)
+            cases.append((name, ty, tuple(classes)))
+        value = self.__dict__["_wasinn_cases"] = (_stock_tagged(self), cases)
+        return value
+
+
+def _tagged(self) -> bool:
+    return variant_cases(self)[0]
+
+
+def case_of(self, val) -> tuple[str, object, object]:
+    """The case of a variant-like type that stock `VariantLikeType._lower` picks for
+    `val` (on the memoized cases): its name, its payload type and the payload it lowers
+    (None and None for a case without one)."""
+    tagged, cases = variant_cases(self)
+    if tagged and not isinstance(val, Variant):
+        raise TypeError("expected Variant type")
+    for name, ty, classes in cases:
+        if tagged:
+            if name != val.tag:
+                continue
+        elif ty is None:
+            if val is not None:
+                continue
+        elif not isinstance(val, classes):
+            continue
+        return name, ty, None if ty is None else val.payload if tagged else val
+    raise ValueError("value not valid for this variant")
 
 
 # Imports or exports one component or instance type may have. wasmtime's C API hands

@@ -1,0 +1,189 @@
+"""Values a guest hands the host (an export's result, a host function's arguments) read
+out of wasmtime's C values, without freeing them piece by piece.
+
+Stock lifting (`convert_from_c`, even as patches.py speeds it up) walks a value through
+ctypes field by field, deleting each piece as it goes: ~60 us for a data-flow message
+an operator returns. Here each array of the tree (a record's entries, a list's values,
+a variant's payload, a string's bytes) is copied out with one `ctypes.string_at` and
+unpacked with `struct`, and the tree is left whole for its owner to free at once: an
+export's result with `wasmtime_component_val_delete` (calls.py), a host function's
+arguments by wasmtime when the function returns (it drops what it passed). The Python
+values are stock's: `Record`s with the type's fields, `Variant`s where the type is
+tagged, bytes for list<u8>, `ResourceAny`s that own their handles (their slots in the
+tree are marked bool once taken, as stock does, so the owner's free leaves them).
+
+The bounds are stock's as patches.py bounds it (`lifting`, `budget` here): every list but
+list<u8> takes its length from the call's budget and every string its bytes, before
+either is copied, and the deadline is looked at as they are taken. A reader is made
+once per type and kept on the type object; a type this does not read (future, stream,
+error-context) is left to stock lifting."""
+from __future__ import annotations
+
+import ctypes
+from typing import Callable
+
+from wasmtime import _ffi as ffi
+from wasmtime.component import ResourceAny, Variant, _types
+
+from . import layout
+from .layout import ENTRY, ENTRY_VAL, NAME, PAYLOAD, VAL
+from .types import is_tagged
+
+_VEC = layout.payload(layout.VEC)
+_VARIANT = layout.payload(layout.VARIANT_PAYLOAD)
+_POINTER = layout.payload(layout.POINTER)
+_RESULT = layout.payload(layout.RESULT_PAYLOAD)
+_SCALARS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S16", _types.U16: "U16",
+            _types.S32: "S32", _types.U32: "U32", _types.S64: "S64", _types.U64: "U64", _types.F32: "F32",
+            _types.F64: "F64", _types.Char: "CHAR"}
+# list<u8> at least this long is read in place by numpy (a 32-byte value per byte: no copy of all of it)
+_IN_PLACE = 4096
+
+# reads the value at data[at:at + 32], whose own bytes sit at `address`, taking from
+# `budget` (patches._Lift; None: unbounded)
+Reader = Callable[[bytes, int, int, object], object]
+
+
+def read(reader: Reader, value, budget) -> object:
+    """The Python value of `value` (a wasmtime_component_val_t), by its type's reader."""
+    address = ctypes.addressof(value)
+    return reader(ctypes.string_at(address, VAL), 0, address, budget)
+
+
+def reader(ty) -> Reader | None:
+    try:
+        return ty.__dict__["_wasinn_reader"]
+    except KeyError:
+        value = ty.__dict__["_wasinn_reader"] = _make(ty)
+        return value
+
+
+def _make(ty) -> Reader | None:
+    cls = type(ty)
+    if cls in _SCALARS:
+        unpack, char = layout.payload(layout.SCALAR_CODES[_SCALARS[cls]]).unpack_from, cls is _types.Char
+
+        def scalar(data, at, address, budget):
+            value = unpack(data, at + PAYLOAD)[0]
+            return chr(value) if char else value
+        return scalar
+    if cls in (_types.String, _types.EnumType):
+        text = cls is _types.String
+
+        def string(data, at, address, budget):
+            size, where = _VEC.unpack_from(data, at + PAYLOAD)
+            if text and budget is not None:
+                budget.take_text(size)
+            return ctypes.string_at(where, size).decode() if size else ""
+        return string
+    if cls is _types.ListType:
+        return _bytes if ty._is_bytes() else _list(ty)
+    if cls is _types.RecordType:
+        return _record(ty)
+    if cls is _types.TupleType:
+        return _tuple(ty)
+    if cls in (_types.VariantType, _types.OptionType, _types.ResultType):
+        return _variant_like(ty)
+    if cls is _types.FlagsType:
+        return _flags
+    if cls in (_types.OwnType, _types.BorrowType):
+        return _resource
+    return None
+
+
+def _bytes(data, at, address, budget):
+    n, where = _VEC.unpack_from(data, at + PAYLOAD)
+    if not n:
+        return b""
+    if n < _IN_PLACE:
+        return ctypes.string_at(where, n * VAL)[PAYLOAD::VAL]
+    return layout.bytes_of(layout.cells(where, n))
+
+
+def _list(ty) -> Reader | None:
+    element = reader(ty.element)
+    if element is None:
+        return None
+
+    def listed(data, at, address, budget):
+        n, where = _VEC.unpack_from(data, at + PAYLOAD)
+        if budget is not None:
+            budget.take(n)
+        items = ctypes.string_at(where, n * VAL) if n else b""
+        out = []
+        for i in range(n):
+            if budget is not None and i & 1023 == 1023:
+                budget.in_time()
+            out.append(element(items, i * VAL, where + i * VAL, budget))
+        return out
+    return listed
+
+
+def _tuple(ty) -> Reader | None:
+    elements = [reader(t) for t in ty.elements]
+    if None in elements:
+        return None
+
+    def tupled(data, at, address, budget):
+        n, where = _VEC.unpack_from(data, at + PAYLOAD)
+        items = ctypes.string_at(where, n * VAL)
+        return tuple(read(items, i * VAL, where + i * VAL, budget) for i, read in zip(range(n), elements))
+    return tupled
+
+
+def _record(ty) -> Reader | None:
+    fields = [(name, reader(t)) for name, t in ty.fields]
+    if any(read is None for _, read in fields):
+        return None
+
+    def record(data, at, address, budget):
+        n, where = _VEC.unpack_from(data, at + PAYLOAD)
+        entries = ctypes.string_at(where, n * ENTRY)
+        out = _types.Record()
+        for i, (name, read) in zip(range(n), fields):  # in the type's order, which is wasmtime's
+            offset = i * ENTRY + ENTRY_VAL
+            setattr(out, name, read(entries, offset, where + offset, budget))
+        return out
+    return record
+
+
+def _variant_like(ty) -> Reader | None:
+    tagged, readers = is_tagged(ty), {}
+    for name, t in ty._cases():
+        read = None if t is None else reader(t)
+        if t is not None and read is None:
+            return None
+        readers[name] = read
+    cls = type(ty)
+    by_name = {name.encode(): name for name in readers}
+
+    def variant_like(data, at, address, budget):
+        if cls is _types.VariantType:
+            size, where, pointer = _VARIANT.unpack_from(data, at + PAYLOAD)
+            name = by_name.get(ctypes.string_at(where, size))
+            if name is None:
+                raise ValueError("a variant case not of its type")
+        elif cls is _types.OptionType:
+            pointer = _POINTER.unpack_from(data, at + PAYLOAD)[0]
+            name = "some" if pointer else "none"
+        else:
+            ok, pointer = _RESULT.unpack_from(data, at + PAYLOAD)
+            name = "ok" if ok else "err"
+        read = readers[name]
+        if read is None:
+            return Variant(name) if tagged else None
+        payload = read(ctypes.string_at(pointer, VAL), 0, pointer, budget)
+        return Variant(name, payload) if tagged else payload
+    return variant_like
+
+
+def _flags(data, at, address, budget):
+    n, where = _VEC.unpack_from(data, at + PAYLOAD)
+    names = ctypes.string_at(where, n * NAME)
+    return {ctypes.string_at(p, size).decode() for size, p in _VEC.iter_unpack(names)}
+
+
+def _resource(data, at, address, budget):
+    pointer = _POINTER.unpack_from(data, at + PAYLOAD)[0]
+    ctypes.memset(address, layout.BOOL, 1)  # taken: the tree's delete leaves it to the ResourceAny
+    return ResourceAny._from_ptr(ctypes.cast(pointer, ctypes.POINTER(ffi.wasmtime_component_resource_any_t)))

@@ -1,0 +1,313 @@
+"""An export's arguments written as wasmtime's C API reads them, into one buffer a call.
+
+Stock lowering (`convert_to_c`, even as patches.py speeds it up) allocates every record,
+list, field name, case name and payload of an argument through a C call of its own, and
+wasmtime then copies the whole tree into its own values and frees it: ~75 us of the
+~100 us a data-flow message (a variant, four records, 18 names) took to lower.
+`wasmtime_component_func_call` only reads its arguments (`Val::from(&arg)`: strings and
+lists are copied, nothing is taken), so the tree can live in memory Python owns: one
+buffer written with `struct.pack_into`, names pointing at bytes encoded once per type,
+gone with the buffer. Resources are the exception: the C API holds one by a pointer to a
+`resource_any` it owns, so they are consumed (own) or cloned (borrow) as stock does, and
+deleted after the call as `wasmtime_component_val_delete` would have.
+
+A writer is made once per type and kept on the type object; types this does not write
+(future, stream, error-context: nothing wasinn passes) leave the call to stock lowering.
+Values are what `abi/values.py` made of the caller's (checked against the type): a
+writer relies on that for meaning, never for memory safety (`pack_into` and slice
+assignment check every bound)."""
+from __future__ import annotations
+
+import ctypes
+from typing import Callable
+
+from wasmtime import _ffi as ffi
+from wasmtime.component import ResourceAny, ResourceHost, _types
+
+from ..lazy import numpy as np
+from . import layout
+from .layout import ENTRY, ENTRY_VAL, NAME, VAL
+from .types import case_of, variant_cases
+
+_VEC = layout.whole(layout.VEC)
+_VARIANT = layout.whole(layout.VARIANT_PAYLOAD)
+_POINTER = layout.whole(layout.POINTER)
+_RESULT = layout.whole(layout.RESULT_PAYLOAD)
+_NAME_AT = layout.payload(layout.VEC)  # a record entry's name, a flag
+_F32 = layout.whole(layout.SCALAR_CODES["F32"])
+_CHAR = layout.whole(layout.SCALAR_CODES["CHAR"])
+_SCALARS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S16", _types.U16: "U16",
+            _types.S32: "S32", _types.U32: "U32", _types.S64: "S64", _types.U64: "U64", _types.F64: "F64"}
+
+Writer = Callable[["Arena", object, bytearray, int], None]
+
+
+class Arena:
+    """The memory of one call's arguments: blocks that never move (each pinned by a
+    ctypes view while it lives), and the resource pointers to delete after the call."""
+
+    __slots__ = ("store", "blocks", "block", "base", "used", "resources")
+
+    def __init__(self, store, size: int = 4096):
+        self.store = store
+        self.blocks: list = []
+        self.resources: list = []
+        self._grow(size)
+
+    def _grow(self, size: int) -> None:
+        self.block = bytearray(size)
+        pinned = (ctypes.c_char * size).from_buffer(self.block)  # also keeps it from being resized
+        self.blocks.append(pinned)
+        self.base, self.used = ctypes.addressof(pinned), 0
+
+    def take(self, n: int) -> tuple[bytearray, int, int]:
+        """(block, offset, address) of `n` bytes, 8-aligned, the address never 0."""
+        if self.used + n > len(self.block):
+            self._grow(max(n, 2 * len(self.block)))
+        at = self.used
+        self.used = at + ((n + 7) & ~7)
+        return self.block, at, self.base + at
+
+    def release(self) -> None:
+        for pointer in self.resources:
+            ffi.wasmtime_component_resource_any_delete(pointer)
+        self.resources.clear()
+
+
+def lower(store, param_types: list, params: list):
+    """The C array of `params` and the Arena it points into (keep it until the call
+    returns, then `release` it), or None where a type is one this does not write."""
+    writers = [writer(ty) for ty in param_types]
+    if None in writers:
+        return None
+    arena = Arena(store)
+    n = len(params)
+    block, offset, _ = arena.take(n * VAL)
+    try:
+        for i, (write, value) in enumerate(zip(writers, params)):
+            write(arena, value, block, offset + i * VAL)
+    except BaseException:
+        arena.release()
+        raise
+    return (ffi.wasmtime_component_val_t * n).from_buffer(block, offset), arena
+
+
+def give(store, ty, value, result) -> bool:
+    """A host function's `result` (the wasmtime_component_val_t wasmtime frees after the
+    call) set to `value`: written here, then deep-copied into memory wasmtime owns with
+    one `wasmtime_component_val_clone`. False where the type is one this does not write."""
+    write = writer(ty)
+    if write is None:
+        return False
+    arena = Arena(store)
+    try:
+        block, offset, address = arena.take(VAL)
+        write(arena, value, block, offset)
+        ffi.wasmtime_component_val_clone(ctypes.cast(address, ctypes.POINTER(ffi.wasmtime_component_val_t)), result)
+    finally:
+        arena.release()
+    return True
+
+
+def writer(ty) -> Writer | None:
+    try:
+        return ty.__dict__["_wasinn_writer"]
+    except KeyError:
+        value = ty.__dict__["_wasinn_writer"] = _make(ty)
+        return value
+
+
+def _name(text: str) -> tuple[int, int, object]:
+    """(size, address, owner) of a name's UTF-8 bytes, for as long as owner lives."""
+    encoded = text.encode()
+    owner = ctypes.create_string_buffer(encoded, max(1, len(encoded)))
+    return len(encoded), ctypes.addressof(owner), owner
+
+
+def _make(ty) -> Writer | None:
+    cls = type(ty)
+    if cls in _SCALARS:
+        kind = _SCALARS[cls]
+        pack, k, boolean = layout.whole(layout.SCALAR_CODES[kind]).pack_into, getattr(layout, kind), kind == "BOOL"
+
+        def scalar(arena, value, block, at):
+            if boolean and not isinstance(value, bool):
+                raise TypeError("expected bool for Bool type")
+            pack(block, at, k, value)
+        return scalar
+    if cls is _types.F32:
+        return _f32
+    if cls is _types.Char:
+        return _char
+    if cls is _types.String:
+        return _string
+    if cls is _types.ListType:
+        return _bytes if ty._is_bytes() else _list(ty)
+    if cls is _types.RecordType:
+        return _record(ty)
+    if cls is _types.TupleType:
+        return _tuple(ty)
+    if cls in (_types.VariantType, _types.OptionType, _types.ResultType):
+        return _variant_like(ty)
+    if cls in (_types.EnumType, _types.FlagsType):
+        return _named(ty)
+    if cls in (_types.OwnType, _types.BorrowType):
+        return _resource(cls is _types.OwnType)
+    return None
+
+
+def _f32(arena, value, block, at):
+    try:
+        _F32.pack_into(block, at, layout.F32, value)
+    except OverflowError:  # as C's double-to-float conversion (stock's ctypes) rounds it: to infinity
+        _F32.pack_into(block, at, layout.F32, float("inf") if value > 0 else float("-inf"))
+
+
+def _char(arena, value, block, at):
+    if not isinstance(value, str) or len(value) != 1:
+        raise TypeError("expected a one-character str for Char type")
+    code = ord(value)
+    if 0xD800 <= code <= 0xDFFF:  # no Unicode scalar value: wasmtime would panic on it
+        raise ValueError(f"{value!r} is a surrogate, not a Unicode scalar value a char can hold")
+    _CHAR.pack_into(block, at, layout.CHAR, code)
+
+
+def _string(arena, value, block, at):
+    if not isinstance(value, str):
+        raise TypeError("expected string type")
+    data = value.encode()
+    n = len(data)
+    dest, offset, address = arena.take(n)
+    dest[offset:offset + n] = data
+    _VEC.pack_into(block, at, layout.STRING, n, address)
+
+
+def _bytes(arena, value, block, at):
+    data = layout.bytes_view(value)
+    if data is None:
+        raise TypeError(f"expected bytes for list<u8>, got {type(value).__name__}")
+    n = len(data)
+    dest, offset, address = arena.take(n * VAL)
+    if n:
+        layout.put_bytes(np.frombuffer(dest, np.uint8, n * VAL, offset), data)
+    _VEC.pack_into(block, at, layout.LIST, n, address)
+
+
+def _list(ty) -> Writer | None:
+    element = writer(ty.element)
+    if element is None:
+        return None
+
+    def listed(arena, value, block, at):
+        if not isinstance(value, list):
+            raise TypeError("expected list value")
+        n = len(value)
+        dest, offset, address = arena.take(n * VAL)
+        for i, item in enumerate(value):
+            element(arena, item, dest, offset + i * VAL)
+        _VEC.pack_into(block, at, layout.LIST, n, address)
+    return listed
+
+
+def _tuple(ty) -> Writer | None:
+    elements = [writer(t) for t in ty.elements]
+    if None in elements:
+        return None
+    n = len(elements)
+
+    def tupled(arena, value, block, at):
+        if not isinstance(value, tuple):
+            raise TypeError("expected tuple type")
+        if len(value) != n:
+            raise TypeError("tuple length mismatch")
+        dest, offset, address = arena.take(n * VAL)
+        for i, (write, item) in enumerate(zip(elements, value)):
+            write(arena, item, dest, offset + i * VAL)
+        _VEC.pack_into(block, at, layout.TUPLE, n, address)
+    return tupled
+
+
+def _record(ty) -> Writer | None:
+    fields = []
+    for name, t in ty.fields:
+        write = writer(t)
+        if write is None:
+            return None
+        fields.append((name, *_name(name), write))
+    n = len(fields)
+
+    def record(arena, value, block, at):
+        dest, offset, address = arena.take(n * ENTRY)
+        for name, size, name_at, _owner, write in fields:
+            _NAME_AT.pack_into(dest, offset, size, name_at)
+            write(arena, getattr(value, name), dest, offset + ENTRY_VAL)
+            offset += ENTRY
+        _VEC.pack_into(block, at, layout.RECORD, n, address)
+    return record
+
+
+def _variant_like(ty) -> Writer | None:
+    cases = {}
+    for name, t, _classes in variant_cases(ty)[1]:
+        write = None if t is None else writer(t)
+        if t is not None and write is None:
+            return None
+        cases[name] = (*_name(name), write)
+    cls = type(ty)
+
+    def variant_like(arena, value, block, at):
+        name, _, payload = case_of(ty, value)
+        size, name_at, _owner, write = cases[name]
+        pointer = 0
+        if write is not None:
+            dest, offset, pointer = arena.take(VAL)
+            write(arena, payload, dest, offset)
+        if cls is _types.VariantType:
+            _VARIANT.pack_into(block, at, layout.VARIANT, size, name_at, pointer)
+        elif cls is _types.OptionType:
+            _POINTER.pack_into(block, at, layout.OPTION, pointer)
+        else:
+            _RESULT.pack_into(block, at, layout.RESULT, name == "ok", pointer)
+    return variant_like
+
+
+def _named(ty) -> Writer:
+    """An enum (one name) or flags (a set of names): the type's names encoded once, any
+    other str (which wasmtime refuses in the call, as with stock lowering) encoded here."""
+    known = {name: _name(name) for name in ty.names}
+    flags = type(ty) is _types.FlagsType
+
+    def located(arena, name):
+        if not isinstance(name, str):
+            raise TypeError("expected set of strings for Flags type" if flags else "expected str type")
+        if name in known:
+            return known[name][:2]
+        data = name.encode()
+        dest, offset, address = arena.take(len(data))
+        dest[offset:offset + len(data)] = data
+        return len(data), address
+
+    def named(arena, value, block, at):
+        if not flags:
+            _VEC.pack_into(block, at, layout.ENUM, *located(arena, value))
+            return
+        if not isinstance(value, set):
+            raise TypeError("expected set type for Flags type")
+        dest, offset, address = arena.take(len(value) * NAME)
+        for i, name in enumerate(value):
+            _NAME_AT.pack_into(dest, offset + i * NAME, *located(arena, name))
+        _VEC.pack_into(block, at, layout.FLAGS, len(value), address)
+    return named
+
+
+def _resource(own: bool) -> Writer:
+    def resource(arena, value, block, at):
+        if isinstance(value, ResourceAny):
+            pointer = value._consume() if own else ffi.wasmtime_component_resource_any_clone(value.ptr())
+        elif isinstance(value, ResourceHost):
+            pointer = value.to_any(arena.store)._consume()
+        else:
+            raise TypeError("expected ResourceAny or ResourceHost for Own type")
+        arena.resources.append(pointer)
+        _POINTER.pack_into(block, at, layout.RESOURCE, ctypes.cast(pointer, ctypes.c_void_p).value)
+    return resource
