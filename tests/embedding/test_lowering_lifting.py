@@ -134,11 +134,14 @@ def test_lowering_and_stock_lowering_write_trees_that_read_back_the_same(values,
         ty.convert_to_c(store, value, ctypes.pointer(stock))
         read_by_stock = ty.convert_from_c(stock)
         given = ffi.wasmtime_component_val_t()  # as a host function's result: cloned into wasmtime's memory
-        assert lowering.give(store, ty, value, ctypes.pointer(given))
-        try:
-            cloned = lifting.read(read, given, None)
-        finally:
-            ffi.wasmtime_component_val_delete(ctypes.byref(given))
+        if lowering.give(store, ty, value, ctypes.pointer(given)):
+            try:
+                cloned = lifting.read(read, given, None)
+            finally:
+                ffi.wasmtime_component_val_delete(ctypes.byref(given))
+        else:  # bytes: left to stock lowering (`give`)
+            assert export == "echo-bytes"
+            cloned = ours
         assert _same(ours, read_by_us) and _same(ours, read_by_stock) and _same(ours, cloned), (
             value, ours, read_by_us, read_by_stock, cloned)
     check()

@@ -27,7 +27,7 @@ from wasmtime.component import ResourceAny, ResourceHost, _types
 from ..lazy import numpy as np
 from . import layout
 from .layout import ENTRY, ENTRY_VAL, NAME, VAL
-from .types import case_of, variant_cases
+from .types import case_of, holds_bytes, variant_cases
 
 _VEC = layout.whole(layout.VEC)
 _VARIANT = layout.whole(layout.VARIANT_PAYLOAD)
@@ -95,9 +95,11 @@ def lower(store, param_types: list, params: list):
 def give(store, ty, value, result) -> bool:
     """A host function's `result` (the wasmtime_component_val_t wasmtime frees after the
     call) set to `value`: written here, then deep-copied into memory wasmtime owns with
-    one `wasmtime_component_val_clone`. False where the type is one this does not write."""
+    one `wasmtime_component_val_clone`. False where the type is one this does not write,
+    or can hold list<u8>: its 32-byte value per byte, written twice, would cost twice
+    stock lowering's one strided fill of wasmtime's own vector (4 MiB: 146 against 69 ms)."""
     write = writer(ty)
-    if write is None:
+    if write is None or holds_bytes(ty):
         return False
     arena = Arena(store)
     try:

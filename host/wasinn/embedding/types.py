@@ -13,6 +13,25 @@ def is_bytes(ty) -> bool:
     return isinstance(ty, ListType) and ty._is_bytes()
 
 
+def holds_bytes(ty) -> bool:
+    """Whether a value of `ty` can hold a list<u8> (worked out once per type)."""
+    try:
+        return ty.__dict__["_wasinn_holds_bytes"]
+    except KeyError:
+        if isinstance(ty, ListType):
+            value = ty._is_bytes() or holds_bytes(ty.element)
+        elif isinstance(ty, _types.RecordType):
+            value = any(holds_bytes(t) for _, t in ty.fields)
+        elif isinstance(ty, _types.TupleType):
+            value = any(holds_bytes(t) for t in ty.elements)
+        elif isinstance(ty, _types.VariantLikeType):
+            value = any(t is not None and holds_bytes(t) for _, t in ty._cases())
+        else:
+            value = False
+        ty.__dict__["_wasinn_holds_bytes"] = value
+        return value
+
+
 def is_tagged(ty) -> bool:
     """Whether values of this variant, option or result are `Variant(tag, payload)`
     (else a payload stands for its case: an option's value or None, a result's...)."""
