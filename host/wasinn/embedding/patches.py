@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 from . import layout, lifting, lowering
-from .types import case_of, variant_cases
+from .types import case_of, holds, variant_cases
 from wasmtime import StoreContext, Trap, Val, WasmtimeError
 from wasmtime import _func, _linker as _core_linker
 from wasmtime import _ffi as ffi
@@ -308,25 +308,12 @@ def bound_lifts(context_address: int, bounds: LiftBounds) -> None:
 
 
 def holds_bounded(ty) -> bool:
-    """Whether a value of `ty` can hold a list other than list<u8>, or a string (worked
-    out once per type)."""
-    try:
-        return ty.__dict__["_wasinn_bounded"]
-    except KeyError:
-        if isinstance(ty, _types.String):
-            value = True
-        elif isinstance(ty, _types.ListType):
-            value = not ty._is_bytes()
-        elif isinstance(ty, _types.RecordType):
-            value = any(holds_bounded(t) for _, t in ty.fields)
-        elif isinstance(ty, _types.TupleType):
-            value = any(holds_bounded(t) for t in ty.elements)
-        elif isinstance(ty, _types.VariantLikeType):
-            value = any(t is not None and holds_bounded(t) for _, t in ty._cases())
-        else:
-            value = False
-        ty.__dict__["_wasinn_bounded"] = value
-        return value
+    """Whether a value of `ty` can hold a list other than list<u8>, or a string."""
+    return holds(ty, "bounded", _bounded)
+
+
+def _bounded(ty) -> bool:
+    return isinstance(ty, _types.String) or isinstance(ty, _types.ListType) and not ty._is_bytes()
 
 
 # where nothing lifted can hold a list or string to bound (`holds_bounded`): no budget to set up

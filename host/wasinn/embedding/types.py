@@ -13,23 +13,32 @@ def is_bytes(ty) -> bool:
     return isinstance(ty, ListType) and ty._is_bytes()
 
 
-def holds_bytes(ty) -> bool:
-    """Whether a value of `ty` can hold a list<u8> (worked out once per type)."""
+def holds(ty, what: str, leaf) -> bool:
+    """Whether a value of `ty` can hold one of a type for which `leaf(type)` is true,
+    looking inside lists, records, tuples and cases (worked out once per type and `what`)."""
+    key = "_wasinn_holds_" + what
     try:
-        return ty.__dict__["_wasinn_holds_bytes"]
+        return ty.__dict__[key]
     except KeyError:
-        if isinstance(ty, ListType):
-            value = ty._is_bytes() or holds_bytes(ty.element)
+        if leaf(ty):
+            value = True
+        elif isinstance(ty, ListType):
+            value = holds(ty.element, what, leaf)
         elif isinstance(ty, _types.RecordType):
-            value = any(holds_bytes(t) for _, t in ty.fields)
+            value = any(holds(t, what, leaf) for _, t in ty.fields)
         elif isinstance(ty, _types.TupleType):
-            value = any(holds_bytes(t) for t in ty.elements)
+            value = any(holds(t, what, leaf) for t in ty.elements)
         elif isinstance(ty, _types.VariantLikeType):
-            value = any(t is not None and holds_bytes(t) for _, t in ty._cases())
+            value = any(t is not None and holds(t, what, leaf) for _, t in ty._cases())
         else:
             value = False
-        ty.__dict__["_wasinn_holds_bytes"] = value
+        ty.__dict__[key] = value
         return value
+
+
+def holds_bytes(ty) -> bool:
+    """Whether a value of `ty` can hold a list<u8>."""
+    return holds(ty, "bytes", is_bytes)
 
 
 def is_tagged(ty) -> bool:
