@@ -192,6 +192,10 @@ def test_the_first_day_issue_cases_are_one_line_and_exit_2(capsys, values_wasm):
         ("echo-shape(circle(1, 2))", "parameter 'v': circle(...) takes one payload, got 2"),
         ("echo-s8(1", "--invoke wants NAME(ARGS...), e.g. 'add(1, 2)'; got 'echo-s8(1'"),
         ("echo-s8(1 2)", "--invoke: expected ',' or the end, got '2'"),
+        # escapes WAVE has not (a JSON decoder's traceback before), and characters Unicode has not
+        (r'echo-string("\q")', r"parameter 'v': \q is not an escape WAVE has; it has \\ \" \' \t \n \r and \u{hex}"),
+        (r"echo-char('\u{d800}')", r"parameter 'v': \u{d800} is not a Unicode scalar value"),
+        (r'echo-string("\u{110000}")', r"parameter 'v': \u{110000} is not a Unicode scalar value"),
     ]:
         assert invoke(capsys, call, values_wasm) == (2, "", f"wasinn: error: {message}"), call
     assert invoke(capsys, "score-list([1, 2, 3, 4])", values_wasm) == (0, "2.5", "")
@@ -200,6 +204,8 @@ def test_the_first_day_issue_cases_are_one_line_and_exit_2(capsys, values_wasm):
 @pytest.mark.parametrize("call, printed", [
     ("echo-color(green)", "green"),
     ("echo-char('x')", "'x'"),
+    (r"echo-char('\'')", r"'\''"),
+    (r'echo-string("tab\t\u{48}\u{1F600}\"q\'\\")', '"tab\\tH\U0001F600\\"q\'\\\\"'),
     ("echo-option(some(3))", "some(3)"),
     ("echo-option(none)", "none"),
     ("echo-perms({exec, read})", "{read, exec}"),

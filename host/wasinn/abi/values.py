@@ -493,4 +493,7 @@ def _quoted(text: str) -> str:
     """`text` as a WAVE string literal (JSON's escapes). json is imported here: only
     --invoke prints values, and a run's start-up is mostly imports."""
     import json
-    return json.dumps(text, ensure_ascii=False)
+    out = json.dumps(text, ensure_ascii=False)
+    if not out.isascii():  # a lone surrogate is no character any output can carry: JSON's escape for it
+        out = "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in out)
+    return out

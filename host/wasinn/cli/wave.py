@@ -9,7 +9,6 @@ cases name(x), and tensors, which WAVE lacks: `tensor(FP32, [2, 2], [1.0, 2.0, 3
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Callable, Sequence
@@ -26,6 +25,9 @@ _TOKEN = re.compile(r"""\s*(?:
   | (?P<name>%?[A-Za-z][A-Za-z0-9-]*)
   | (?P<punct>[()\[\]{},:])
 )""", re.VERBOSE)
+# WAVE's escapes in strings and chars: \\ \" \' \t \n \r and \u{hex}
+_ESCAPE = re.compile(r"\\(?:u\{([0-9A-Fa-f]{1,6})\}|(.))", re.DOTALL)
+_ESCAPED = {"\\": "\\", '"': '"', "'": "'", "t": "\t", "n": "\n", "r": "\r"}
 # Characters of a tensor literal an error shows
 _SHOWN = 40
 
@@ -94,10 +96,8 @@ class _Parser:
             if math.isinf(float(text)) and "inf" not in text:
                 raise BadValue(f"{where}: {text} is past every float type's range; write inf for infinity")
             return float(text)
-        if kind == "str":
-            return json.loads(text)
-        if kind == "chr":
-            return json.loads('"' + text[1:-1].replace('"', '\\"') + '"')
+        if kind in ("str", "chr"):
+            return _unescaped(text[1:-1], where)
         if text == "[":
             return self.items("]", lambda i: f"{where}[{i}]")
         if text == "(":
@@ -170,3 +170,19 @@ class _Parser:
             return tensor_from_values(ty, dims, values)
         except BadValue as e:
             raise BadValue(f"{where}: {literal}: {str(e).removeprefix('--invoke: ')}") from None
+
+
+def _unescaped(body: str, where: str) -> str:
+    """A string's or char's text between its quotes, its escapes read as WAVE reads them."""
+    def one(m: re.Match) -> str:
+        if m.group(1) is not None:
+            code = int(m.group(1), 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise BadValue(f"{where}: \\u{{{m.group(1)}}} is not a Unicode scalar value")
+            return chr(code)
+        if m.group(2) in _ESCAPED:
+            return _ESCAPED[m.group(2)]
+        raise BadValue(f"{where}: \\{m.group(2)} is not an escape WAVE has; it has "
+                       "\\\\ \\\" \\' \\t \\n \\r and \\u{hex}")
+    return _ESCAPE.sub(one, body)
+
