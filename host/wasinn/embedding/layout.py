@@ -8,6 +8,7 @@ import ctypes
 import struct
 
 from wasmtime import _ffi as ffi
+from wasmtime.component import _types
 
 from ..lazy import numpy as np
 
@@ -36,6 +37,20 @@ RESOURCE = ffi.WASMTIME_COMPONENT_RESOURCE.value
 SCALAR_CODES = {"BOOL": "?", "S8": "b", "U8": "B", "S16": "h", "U16": "H", "S32": "i", "U32": "I", "S64": "q",
                 "U64": "Q", "F32": "f", "F64": "d", "CHAR": "I"}
 VEC, VARIANT_PAYLOAD, POINTER, RESULT_PAYLOAD = "QQ", "QQQ", "Q", "?7xQ"
+_KINDS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S16", _types.U16: "U16",
+          _types.S32: "S32", _types.U32: "U32", _types.S64: "S64", _types.U64: "U64", _types.F32: "F32",
+          _types.F64: "F64", _types.Char: "CHAR", _types.String: "STRING", _types.ListType: "LIST",
+          _types.RecordType: "RECORD", _types.TupleType: "TUPLE", _types.VariantType: "VARIANT",
+          _types.EnumType: "ENUM", _types.OptionType: "OPTION", _types.ResultType: "RESULT",
+          _types.FlagsType: "FLAGS", _types.OwnType: "RESOURCE", _types.BorrowType: "RESOURCE"}
+
+
+def kind_of(ty) -> str | None:
+    """The kind a value of `ty` has in the C API ("BOOL" ... "RESOURCE", "BYTES" for
+    list<u8>, whose values lowering.py and lifting.py move at once); None for what neither
+    handles (future, stream, error-context)."""
+    kind = _KINDS.get(type(ty))
+    return "BYTES" if kind == "LIST" and ty._is_bytes() else kind
 
 
 def whole(payload: str) -> struct.Struct:

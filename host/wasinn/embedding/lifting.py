@@ -33,9 +33,6 @@ _VEC = layout.payload(layout.VEC)
 _VARIANT = layout.payload(layout.VARIANT_PAYLOAD)
 _POINTER = layout.payload(layout.POINTER)
 _RESULT = layout.payload(layout.RESULT_PAYLOAD)
-_SCALARS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S16", _types.U16: "U16",
-            _types.S32: "S32", _types.U32: "U32", _types.S64: "S64", _types.U64: "U64", _types.F32: "F32",
-            _types.F64: "F64", _types.Char: "CHAR"}
 # list<u8> at least this long is read in place by numpy (a 32-byte value per byte: no copy of all of it)
 _IN_PLACE = 4096
 
@@ -59,36 +56,28 @@ def reader(ty) -> Reader | None:
 
 
 def _make(ty) -> Reader | None:
-    cls = type(ty)
-    if cls in _SCALARS:
-        unpack, char = layout.payload(layout.SCALAR_CODES[_SCALARS[cls]]).unpack_from, cls is _types.Char
+    kind = layout.kind_of(ty)
+    if kind in layout.SCALAR_CODES:
+        unpack, char = layout.payload(layout.SCALAR_CODES[kind]).unpack_from, kind == "CHAR"
 
         def scalar(data, at, address, budget):
             value = unpack(data, at + PAYLOAD)[0]
             return chr(value) if char else value
         return scalar
-    if cls in (_types.String, _types.EnumType):
-        text = cls is _types.String
+    make = _MAKERS.get(kind)
+    return None if make is None else make(ty)
 
-        def string(data, at, address, budget):
-            size, where = _VEC.unpack_from(data, at + PAYLOAD)
-            if text and budget is not None:
-                budget.take_text(size)
-            return ctypes.string_at(where, size).decode() if size else ""
-        return string
-    if cls is _types.ListType:
-        return _bytes if ty._is_bytes() else _list(ty)
-    if cls is _types.RecordType:
-        return _record(ty)
-    if cls is _types.TupleType:
-        return _tuple(ty)
-    if cls in (_types.VariantType, _types.OptionType, _types.ResultType):
-        return _variant_like(ty)
-    if cls is _types.FlagsType:
-        return _flags
-    if cls in (_types.OwnType, _types.BorrowType):
-        return _resource
-    return None
+
+def _text(ty) -> Reader:
+    """A string (its bytes taken from the budget first) or an enum's case name."""
+    budgeted = type(ty) is _types.String
+
+    def text(data, at, address, budget):
+        size, where = _VEC.unpack_from(data, at + PAYLOAD)
+        if budgeted and budget is not None:
+            budget.take_text(size)
+        return ctypes.string_at(where, size).decode() if size else ""
+    return text
 
 
 def _bytes(data, at, address, budget):
@@ -187,3 +176,8 @@ def _resource(data, at, address, budget):
     pointer = _POINTER.unpack_from(data, at + PAYLOAD)[0]
     ctypes.memset(address, layout.BOOL, 1)  # taken: the tree's delete leaves it to the ResourceAny
     return ResourceAny._from_ptr(ctypes.cast(pointer, ctypes.POINTER(ffi.wasmtime_component_resource_any_t)))
+
+
+_MAKERS = {"STRING": _text, "ENUM": _text, "BYTES": lambda ty: _bytes, "LIST": _list, "RECORD": _record,
+           "TUPLE": _tuple, "VARIANT": _variant_like, "OPTION": _variant_like, "RESULT": _variant_like,
+           "FLAGS": lambda ty: _flags, "RESOURCE": lambda ty: _resource}

@@ -36,9 +36,6 @@ _RESULT = layout.whole(layout.RESULT_PAYLOAD)
 _NAME_AT = layout.payload(layout.VEC)  # a record entry's name, a flag
 _F32 = layout.whole(layout.SCALAR_CODES["F32"])
 _CHAR = layout.whole(layout.SCALAR_CODES["CHAR"])
-_SCALARS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S16", _types.U16: "U16",
-            _types.S32: "S32", _types.U32: "U32", _types.S64: "S64", _types.U64: "U64", _types.F64: "F64"}
-
 Writer = Callable[["Arena", object, bytearray, int], None]
 
 
@@ -127,9 +124,10 @@ def _name(text: str) -> tuple[int, int, object]:
 
 
 def _make(ty) -> Writer | None:
-    cls = type(ty)
-    if cls in _SCALARS:
-        kind = _SCALARS[cls]
+    kind = layout.kind_of(ty)
+    if kind in ("F32", "CHAR"):
+        return _f32 if kind == "F32" else _char
+    if kind in layout.SCALAR_CODES:
         pack, k, boolean = layout.whole(layout.SCALAR_CODES[kind]).pack_into, getattr(layout, kind), kind == "BOOL"
 
         def scalar(arena, value, block, at):
@@ -137,25 +135,8 @@ def _make(ty) -> Writer | None:
                 raise TypeError("expected bool for Bool type")
             pack(block, at, k, value)
         return scalar
-    if cls is _types.F32:
-        return _f32
-    if cls is _types.Char:
-        return _char
-    if cls is _types.String:
-        return _string
-    if cls is _types.ListType:
-        return _bytes if ty._is_bytes() else _list(ty)
-    if cls is _types.RecordType:
-        return _record(ty)
-    if cls is _types.TupleType:
-        return _tuple(ty)
-    if cls in (_types.VariantType, _types.OptionType, _types.ResultType):
-        return _variant_like(ty)
-    if cls in (_types.EnumType, _types.FlagsType):
-        return _named(ty)
-    if cls in (_types.OwnType, _types.BorrowType):
-        return _resource(cls is _types.OwnType)
-    return None
+    make = _MAKERS.get(kind)
+    return None if make is None else make(ty)
 
 
 def _f32(arena, value, block, at):
@@ -313,3 +294,8 @@ def _resource(own: bool) -> Writer:
         arena.resources.append(pointer)
         _POINTER.pack_into(block, at, layout.RESOURCE, ctypes.cast(pointer, ctypes.c_void_p).value)
     return resource
+
+
+_MAKERS = {"STRING": lambda ty: _string, "BYTES": lambda ty: _bytes, "LIST": _list, "RECORD": _record,
+           "TUPLE": _tuple, "VARIANT": _variant_like, "OPTION": _variant_like, "RESULT": _variant_like,
+           "ENUM": _named, "FLAGS": _named, "RESOURCE": lambda ty: _resource(type(ty) is _types.OwnType)}
