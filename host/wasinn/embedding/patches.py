@@ -29,6 +29,11 @@
    parameter in a `Val` and each i32 result in a new `ValType` and `Val` on every call;
    here i32s are read and written in place, everything else takes the stock way.
 
+Most values no longer take these paths: lowering.py writes an export's arguments and a
+host function's result, lifting.py reads an export's result and a host function's
+arguments. What is left to stock (a host function's result that can hold list<u8>, a
+type neither handles) takes the replacements here, and every lift keeps point 3's budget.
+
 Installed once by `wasinn.runtime`; wasmtime is pinned to the exact version whose
 layout and internals this relies on, and `install()` checks the layout first. The stock
 functions replaced or copied here are fingerprinted by tests/embedding/test_embedding.py.
