@@ -329,3 +329,53 @@ def test_lists_of_short_lists_count_together_and_the_next_call_runs():
             "10000 (limit 'max-list-elements', --max-list-elements); the instance was torn down and its "
             "resources freed, the next call gets a fresh one")
         assert [len(inner) for inner in inst.call("nested", 99, 100)] == [100] * 99  # 9,999 elements: within it
+
+
+# An export whose result is N handles of a resource type the guest defines itself, each
+# made with resource.new (lifting.py takes each as a ResourceAny, marking its slot)
+HANDLES = """
+(component
+  (type $R (resource (rep i32)))
+  (export $r "r" (type $R))
+  (core func $new (canon resource.new $R))
+  (core module $Main
+    (import "env" "new" (func $new (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "handles") (param $n i32) (result i32) (local $i i32) (local $at i32)
+      (local.set $at (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $n) (i32.const 14)) (i32.const 1)))
+                              (i32.const 65536)))
+      (i32.store (i32.const 0) (local.get $at))
+      (i32.store (i32.const 4) (local.get $n))
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store (i32.add (local.get $at) (i32.shl (local.get $i) (i32.const 2))) (call $new (local.get $i)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (i32.const 0)))
+  (core instance $main (instantiate $Main (with "env" (instance (export "new" (func $new))))))
+  (type $list (list (own $r)))
+  (func (export "handles") (param "n" u32) (result $list)
+    (canon lift (core func $main "handles") (memory (core memory $main "memory")))))
+"""
+
+
+def test_a_flood_of_the_guests_own_handles_is_counted_and_the_next_call_runs():
+    """20,000 handles of the guest's own resource type, each a Python object once lifted:
+    past max-list-elements (here 10,000) the call traps in one line before any is taken;
+    60,000 within it (~0.7 s to lift) stop at a 0.1 s deadline; the next call gets a
+    fresh instance, and a list within both comes back handle by handle."""
+    component = wasmtime.wat2wasm(HANDLES)
+    host = wasinn.Host(cache_dir=False, limits=wasinn.limits.Limits(max_list_elements=10_000))
+    with host.instantiate(host.load_component(component)) as inst:
+        with pytest.raises(wasinn.GuestTrap) as e:
+            inst.call("handles", 20_000)
+        assert str(e.value).startswith(
+            "guest trapped in handles: the guest handed the host at least 20000 list elements in one call")
+        assert "(limit 'max-list-elements', --max-list-elements)" in str(e.value)
+        handles = inst.call("handles", 9_999)
+        assert len(handles) == 9_999 and {repr(h) for h in handles} == {"<a resource of the guest>"}
+    host = wasinn.Host(cache_dir=False, limits=wasinn.limits.Limits(deadline=0.1))
+    with host.instantiate(host.load_component(component)) as inst:
+        with pytest.raises(wasinn.GuestTrap, match=r"^guest trapped in handles: the call ran past its deadline of 0.1 s"):
+            inst.call("handles", 60_000)
+        assert len(inst.call("handles", 3)) == 3
