@@ -27,7 +27,7 @@ from wasmtime.component import ResourceAny, Variant, _types
 
 from . import layout
 from .layout import ENTRY, ENTRY_VAL, NAME, PAYLOAD, VAL
-from .types import is_tagged
+from .types import is_tagged, once
 
 _VEC = layout.payload(layout.VEC)
 _VARIANT = layout.payload(layout.VARIANT_PAYLOAD)
@@ -48,11 +48,7 @@ def read(reader: Reader, value, budget) -> object:
 
 
 def reader(ty) -> Reader | None:
-    try:
-        return ty.__dict__["_wasinn_reader"]
-    except KeyError:
-        value = ty.__dict__["_wasinn_reader"] = _make(ty)
-        return value
+    return once(ty, "_wasinn_reader", _make)
 
 
 def _make(ty) -> Reader | None:

@@ -27,7 +27,7 @@ from wasmtime.component import ResourceAny, ResourceHost, _types
 from ..lazy import numpy as np
 from . import layout
 from .layout import ENTRY, ENTRY_VAL, NAME, VAL
-from .types import case_of, holds_bytes, variant_cases
+from .types import case_of, holds_bytes, once, variant_cases
 
 _VEC = layout.whole(layout.VEC)
 _VARIANT = layout.whole(layout.VARIANT_PAYLOAD)
@@ -109,11 +109,7 @@ def give(store, ty, value, result) -> bool:
 
 
 def writer(ty) -> Writer | None:
-    try:
-        return ty.__dict__["_wasinn_writer"]
-    except KeyError:
-        value = ty.__dict__["_wasinn_writer"] = _make(ty)
-        return value
+    return once(ty, "_wasinn_writer", _make)
 
 
 def _name(text: str) -> tuple[int, int, object]:

@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 from . import layout, lifting, lowering
-from .types import case_of, holds, variant_cases
+from .types import case_of, holds, once, variant_cases
 from wasmtime import StoreContext, Trap, Val, WasmtimeError
 from wasmtime import _func, _linker as _core_linker
 from wasmtime import _ffi as ffi
@@ -126,11 +126,7 @@ def _memoized(cls, name: str) -> None:
     compute = getattr(cls, name).fget
 
     def get(self):
-        try:
-            return self.__dict__[name]
-        except KeyError:
-            value = self.__dict__[name] = compute(self)
-            return value
+        return once(self, name, compute)
     setattr(cls, name, property(get, doc=getattr(cls, name).__doc__))
 
 
@@ -163,11 +159,7 @@ def _name_vec(c_name):
 
 def _record_fields(self) -> list:
     """(name, its C form for `_name_vec`, type) of each field of a record type."""
-    try:
-        return self.__dict__["_wasinn_fields"]
-    except KeyError:
-        value = self.__dict__["_wasinn_fields"] = [(name, _c_name(name), ty) for name, ty in self.fields]
-        return value
+    return once(self, "_wasinn_fields", lambda ty: [(name, _c_name(name), t) for name, t in ty.fields])
 
 
 def _record_to_c(self, store, val, ptr):
@@ -213,12 +205,10 @@ def _record_from_c(self, c):
 
 def _tags(self) -> dict:
     """A variant type's case names to their C form for `_name_vec`, and their UTF-8 bytes back."""
-    try:
-        return self.__dict__["_wasinn_tags"]
-    except KeyError:
-        names = [name for name, _ in self.cases]
-        value = self.__dict__["_wasinn_tags"] = {**{n: _c_name(n) for n in names}, **{n.encode(): n for n in names}}
-        return value
+    def compute(ty) -> dict:
+        names = [name for name, _ in ty.cases]
+        return {**{n: _c_name(n) for n in names}, **{n.encode(): n for n in names}}
+    return once(self, "_wasinn_tags", compute)
 
 
 def _variant_to_c(self, store, val, ptr):

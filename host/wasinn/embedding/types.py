@@ -13,27 +13,32 @@ def is_bytes(ty) -> bool:
     return isinstance(ty, ListType) and ty._is_bytes()
 
 
-def holds(ty, what: str, leaf) -> bool:
-    """Whether a value of `ty` can hold one of a type for which `leaf(type)` is true,
-    looking inside lists, records, tuples and cases (worked out once per type and `what`)."""
-    key = "_wasinn_holds_" + what
+def once(ty, key: str, compute):
+    """`compute(ty)`, kept on the type object under `key`: a type never changes, and
+    wasinn keeps the type objects it looked up once (a function's, a record's fields)."""
     try:
         return ty.__dict__[key]
     except KeyError:
-        if leaf(ty):
-            value = True
-        elif isinstance(ty, ListType):
-            value = holds(ty.element, what, leaf)
-        elif isinstance(ty, _types.RecordType):
-            value = any(holds(t, what, leaf) for _, t in ty.fields)
-        elif isinstance(ty, _types.TupleType):
-            value = any(holds(t, what, leaf) for t in ty.elements)
-        elif isinstance(ty, _types.VariantLikeType):
-            value = any(t is not None and holds(t, what, leaf) for _, t in ty._cases())
-        else:
-            value = False
-        ty.__dict__[key] = value
+        value = ty.__dict__[key] = compute(ty)
         return value
+
+
+def holds(ty, what: str, leaf) -> bool:
+    """Whether a value of `ty` can hold one of a type for which `leaf(type)` is true,
+    looking inside lists, records, tuples and cases (worked out once per type and `what`)."""
+    def compute(ty) -> bool:
+        if leaf(ty):
+            return True
+        if isinstance(ty, ListType):
+            return holds(ty.element, what, leaf)
+        if isinstance(ty, _types.RecordType):
+            return any(holds(t, what, leaf) for _, t in ty.fields)
+        if isinstance(ty, _types.TupleType):
+            return any(holds(t, what, leaf) for t in ty.elements)
+        if isinstance(ty, _types.VariantLikeType):
+            return any(t is not None and holds(t, what, leaf) for _, t in ty._cases())
+        return False
+    return once(ty, "_wasinn_holds_" + what, compute)
 
 
 def holds_bytes(ty) -> bool:
@@ -54,21 +59,15 @@ _stock_tagged = _types.VariantLikeType._tagged
 def variant_cases(self) -> tuple[bool, list]:
     """Whether the variant-like type needs a `Variant`, and its cases as (name, payload
     type, the classes a payload of that case can be) as stock `_lower` works them out."""
-    try:
-        return self.__dict__["_wasinn_cases"]
-    except KeyError:
+    def compute(self) -> tuple[bool, list]:
         cases = []
         for name, ty in self._cases():
             classes: set = set()
             if ty is not None:
                 ty.add_classes(classes)
             cases.append((name, ty, tuple(classes)))
-        value = self.__dict__["_wasinn_cases"] = (_stock_tagged(self), cases)
-        return value
-
-
-def _tagged(self) -> bool:
-    return variant_cases(self)[0]
+        return _stock_tagged(self), cases
+    return once(self, "_wasinn_cases", compute)
 
 
 def case_of(self, val) -> tuple[str, object, object]:
