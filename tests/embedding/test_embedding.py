@@ -63,6 +63,8 @@ MEMBERS = {
     ("wasmtime.component.VariantType", "_cases"): "patches.py",
     ("wasmtime.component.VariantType", "add_classes"): "patches.py",
     ("wasmtime.component.FuncType", "_from_ptr"): "patches.py (host-call types)",
+    ("wasmtime.component.ResourceAny", "_from_ptr"): "lifting.py (a resource taken out of a lifted value)",
+    ("wasmtime.component.ResourceAny", "_consume"): "lowering.py (a resource written into a value; a ResourceHost's through to_any)",
 }
 # instance attributes: read from real objects
 INSTANCE_MEMBERS = {

@@ -12,7 +12,7 @@ values are stock's: `Record`s with the type's fields, `Variant`s where the type 
 tagged, bytes for list<u8>, `ResourceAny`s that own their handles (their slots in the
 tree are marked bool once taken, as stock does, so the owner's free leaves them).
 
-The bounds are stock's as patches.py bounds it (`lifting`, `budget` here): every list but
+The bounds are stock's as patches.py bounds it (`bounded`, `budget` here): every list but
 list<u8> takes its length from the call's budget and every string its bytes, before
 either is copied, and the deadline is looked at as they are taken. A reader is made
 once per type and kept on the type object; a type this does not read (future, stream,
@@ -112,22 +112,22 @@ def _tuple(ty) -> Reader | None:
     def tupled(data, at, address, budget):
         n, where = _VEC.unpack_from(data, at + PAYLOAD)
         items = ctypes.string_at(where, n * VAL)
-        return tuple(read(items, i * VAL, where + i * VAL, budget) for i, read in zip(range(n), elements))
+        return tuple(element(items, i * VAL, where + i * VAL, budget) for i, element in zip(range(n), elements))
     return tupled
 
 
 def _record(ty) -> Reader | None:
     fields = [(name, reader(t)) for name, t in ty.fields]
-    if any(read is None for _, read in fields):
+    if any(field is None for _, field in fields):
         return None
 
     def record(data, at, address, budget):
         n, where = _VEC.unpack_from(data, at + PAYLOAD)
         entries = ctypes.string_at(where, n * ENTRY)
         out = _types.Record()
-        for i, (name, read) in zip(range(n), fields):  # in the type's order, which is wasmtime's
+        for i, (name, field) in zip(range(n), fields):  # in the type's order, which is wasmtime's
             offset = i * ENTRY + ENTRY_VAL
-            setattr(out, name, read(entries, offset, where + offset, budget))
+            setattr(out, name, field(entries, offset, where + offset, budget))
         return out
     return record
 
