@@ -368,13 +368,19 @@ class Instance:
         store = self._new_store(engine)
         session = self.host.nn.open_session(store)
         limits = self.host.limits
+        # instantiating runs the guest's start functions: a call like any other, held to
+        # its deadline everywhere a call is (a WASI sleep, a write, a wasi:nn compute)
+        self._budget(store, session)
+        if limits.fuel:
+            store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
         budget = MemoryBudget(limits.memory)
         patches.bound_lifts(session.key, patches.LiftBounds(
             self.host.nn.list_bounds(), limits.max_list_elements, limits.max_string_bytes,
             functools.partial(self.host.nn.deadline_at, session.key),
             limits.too_many_list_elements, limits.too_much_text, limits.past_deadline))
         try:
-            with self.host.memories.instantiating(store_key(store), memory_images, budget):
+            with self.host.memories.instantiating(store_key(store), memory_images, budget), \
+                    self._watched(f"the {what}'s start functions"), streams.in_call(store):
                 instance = instantiate(store)
             limits.check_reach(budget.memories, budget.reach)
         except ExitTrap:  # a module's start function exited
@@ -407,9 +413,6 @@ class Instance:
         # memory_size is per memory: the total is the memory creator's (abi/memory.py)
         store.set_limits(memory_size=limits.memory, table_elements=limits.max_table_elements,
                          instances=limits.max_instances, tables=limits.max_tables, memories=limits.max_memories)
-        self._budget(store)
-        if limits.fuel:
-            store.set_fuel(_INSTANTIATION_FUEL)  # the fuel limit is per call; start-up is not one
         store.set_wasi(wasi)
         return store
 
@@ -530,7 +533,7 @@ class Instance:
             except BadValue:
                 lent.extend(given)
                 raise
-            self._budget(store)
+            self._budget(store, self._session)
             try:
                 with self._watched(name), streams.in_call(store):
                     result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
@@ -574,14 +577,13 @@ class Instance:
             "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (one long node of "
             "a model run in process, a WASI read that waits)"))
 
-    def _budget(self, store: Store) -> None:
+    def _budget(self, store: Store, session) -> None:
         """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the
-        backend) and its fuel."""
+        host functions that wait: the backend, WASI clocks and writes) and its fuel."""
         limits = self.host.limits
         if limits.deadline > 0:
             store.set_epoch_deadline(max(1, math.ceil(limits.deadline / EPOCH_SECONDS)))
-            if self._session is not None:
-                self._session.deadline = time.monotonic() + limits.deadline
+            session.deadline = time.monotonic() + limits.deadline
         else:
             store.set_epoch_deadline(1 << 62)
         if limits.fuel:
@@ -709,7 +711,7 @@ class ModuleInstance(Instance):
         store = self._ensure()
         func = self._func(store, name)
         try:
-            self._budget(store)
+            self._budget(store, self._session)
             with self._watched(name), streams.in_call(store):
                 return func(store, *args)
         except ExitTrap:

@@ -196,6 +196,8 @@ def test_the_first_day_issue_cases_are_one_line_and_exit_2(capsys, values_wasm):
         (r'echo-string("\q")', r"parameter 'v': \q is not an escape WAVE has; it has \\ \" \' \t \n \r and \u{hex}"),
         (r"echo-char('\u{d800}')", r"parameter 'v': \u{d800} is not a Unicode scalar value"),
         (r'echo-string("\u{110000}")', r"parameter 'v': \u{110000} is not a Unicode scalar value"),
+        # nested past any type (Python's RecursionError traceback before)
+        ("score-list(" + "[" * 1000 + "]" * 1000 + ")", "--invoke: the arguments nest more than 200 deep"),
     ]:
         assert invoke(capsys, call, values_wasm) == (2, "", f"wasinn: error: {message}"), call
     assert invoke(capsys, "score-list([1, 2, 3, 4])", values_wasm) == (0, "2.5", "")

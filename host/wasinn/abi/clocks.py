@@ -161,9 +161,13 @@ class DeadlinePoll:
         size = memory.data_len(caller)
         if n > MAX_SUBSCRIPTIONS:
             return _EINVAL
-        if (deadline is None or subscriptions + n * _SUBSCRIPTION.size > size
-                or events + n * _EVENT_BYTES > size):  # nothing to cut, or what wasmtime's own refuses
-            return helper["poll"](caller, subscriptions, events, n, n_events)
+        if deadline is None or subscriptions + n * _SUBSCRIPTION.size > size:
+            return helper["poll"](caller, subscriptions, events, n, n_events)  # nothing to cut, or refused at once
+        if events + n * _EVENT_BYTES > size:
+            # wasmtime's own would wait first and find the events' room missing after: the
+            # whole timeout, past any deadline
+            raise wasmtime.Trap(f"poll_oneoff: the room for its {n} event{'' if n == 1 else 's'} (at {events}) lies past the end "
+                                f"of memory ({size} bytes)")
         original = memory.read(caller, subscriptions, subscriptions + n * _SUBSCRIPTION.size)
         left = max(0, int((deadline - time.monotonic()) * 1e9))
         now: dict[int, int | None] = {}  # per clock of an absolute subscription

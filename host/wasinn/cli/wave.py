@@ -44,6 +44,11 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
+# How deep --invoke's values may nest (lists, tuples, records, variants): deeper than any
+# component's types may (wasmtime refuses types nested 100 deep).
+MAX_NESTING = 200
+
+
 def parse_call(text: str, param_names: Callable[[str], Sequence[str]]) -> tuple[str, list]:
     """`name(arg, ...)` → (name, [values]). `param_names(name)` names the export's
     parameters, for messages about a value that does not read."""
@@ -60,6 +65,7 @@ def parse_call(text: str, param_names: Callable[[str], Sequence[str]]) -> tuple[
 class _Parser:
     def __init__(self, text: str, toks):
         self.text, self.toks, self.i = text, toks, 0
+        self.depth = 0  # values being read, one inside the other
 
     def peek(self):
         return self.toks[self.i] if self.i < len(self.toks) else (None, None, len(self.text))
@@ -89,6 +95,15 @@ class _Parser:
         return out
 
     def value(self, where: str):
+        self.depth += 1
+        if self.depth > MAX_NESTING:  # before Python's own recursion limit meets it
+            raise BadValue(f"--invoke: the arguments nest more than {MAX_NESTING} deep")
+        try:
+            return self._value(where)
+        finally:
+            self.depth -= 1
+
+    def _value(self, where: str):
         kind, text, _ = self.take()
         if kind == "num":
             if not any(c in text for c in ".eEn"):
