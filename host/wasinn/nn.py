@@ -10,6 +10,7 @@ get-output) on top of it: one semantics, every version.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
 import mmap
@@ -380,15 +381,10 @@ class WasiNn:
         backend = self._backend_for(builders, encoding)
         if not backend.kind.installed():
             backend.backend()  # raises, naming the extra to install
-        try:
+        with timeouts_seen(guest):
             return self.isolation.load(guest, backend.kind.name, backend.encoding, backend.threads,
                                        backend.precision, builders, target,
                                        guest.deadline if guest is not None else None)
-        except NnError as e:
-            if e.code == ErrorCode.TIMEOUT and guest is not None:
-                # as in compute: the guest gets to see the timeout before the epoch deadline ends the call
-                stores.set_epoch_deadline(guest.store_context, TIMEOUT_GRACE_TICKS)
-            raise
 
     def _inline(self, builders: list[bytes], encoding: GraphEncoding) -> list[bytes]:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
@@ -444,7 +440,7 @@ class WasiNn:
     @returns_error
     def graph_init_execution_context(self, store, self_: int) -> int:
         graph: Graph = self.get(self_, Resource.GRAPH)
-        context = ExecutionContext(graph, graph.init_execution_context())
+        context = ExecutionContext(graph, new_context(graph, self.session(store)))
         return self.add(store, Resource.GRAPH_EXECUTION_CONTEXT, context)
 
     def graph_drop(self, store, rep: int) -> None:
@@ -462,14 +458,9 @@ class WasiNn:
         registered in its table as (name, tensor rep)."""
         ctx: ExecutionContext = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
         session = self.session(store)
-        try:
+        with timeouts_seen(session):
             outputs = compute(ctx.graph, ctx.context, tensors, self.limits, session.deadline,
                               lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
-        except NnError as e:
-            if e.code == ErrorCode.TIMEOUT:
-                # the guest gets to see the timeout before the epoch deadline ends the call
-                stores.set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
-            raise
         live = session.counts["tensor"] + len(outputs)
         if live > self.limits.max_tensors:
             raise too_large(f"the outputs would make {live} live tensors in the instance; the limit is "
@@ -604,6 +595,25 @@ def check_input(spec, t: HostTensor, limits: Limits) -> None:
     t.validate(label)  # bytes that do not fit the dims are wrong, whatever the size
     limits.check_tensor(label, t.dims, DTYPES[t.ty].itemsize)
 
+
+
+@contextlib.contextmanager
+def timeouts_seen(session: Session | None):
+    """A backend's `timeout` (the call's deadline met while it worked) reaches the guest as
+    its error before the epoch deadline ends the call: a few ticks more to see it."""
+    try:
+        yield
+    except NnError as e:
+        if e.code == ErrorCode.TIMEOUT and session is not None:
+            stores.set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
+        raise
+
+
+def new_context(graph: Graph, session: Session) -> Context:
+    """`graph`'s new context, made within the call's deadline (an isolated graph's worker
+    is stopped at it: a backend may build a whole interpreter for each context)."""
+    with timeouts_seen(session):
+        return graph.init_execution_context(session.deadline)
 
 def compute(graph: Graph, context: Context, tensors: list[tuple[str, HostTensor]], limits: Limits,
             deadline: float | None = None, accept_outputs: Callable[[list[tuple[str, int]]], None] | None = None

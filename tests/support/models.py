@@ -38,6 +38,16 @@ def cast(src: TensorType, dst: TensorType, shape: tuple | None = None) -> bytes:
                   [helper.make_tensor_value_info("y", ONNX_TYPES[dst], shape)])
 
 
+
+@functools.cache
+def filled(value: float = 1.5) -> bytes:
+    """y: float32 of the shape the int64 input `shape` holds, every element `value`
+    (ConstantOfShape): an output whose size the model does not fix, the input's values do."""
+    return _model([helper.make_node("ConstantOfShape", ["shape"], ["y"],
+                                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [value]))],
+                  [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
 @functools.cache
 def add_mul() -> bytes:
     """Two float32 [2,3] inputs a, b; outputs sum = a + b and product = a * b."""

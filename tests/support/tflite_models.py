@@ -159,3 +159,16 @@ def native(model: bytes, inputs: list[np.ndarray]) -> list[tuple[str, np.ndarray
         interp.set_tensor(detail["index"], value)
     interp.invoke()
     return [(d["name"], interp.get_tensor(d["index"]).copy()) for d in interp.get_output_details()]
+
+
+@functools.cache
+def add_chain(n: int) -> bytes:
+    """x + x, n times over, each ADD into a tensor of its own: a model LiteRT takes long
+    to build an interpreter for (~0.35 s per 100,000 ADDs natively), and small to run."""
+    b, f = Builder(), fb.TensorType.FLOAT32
+    prev = x = b.tensor("x", f, (1,))
+    for i in range(n):
+        y = b.tensor(f"t{i}", f, (1,))
+        b.op(Op.ADD, [prev, prev], [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+        prev = y
+    return b.finish([x], [prev])

@@ -305,11 +305,11 @@ class MemoryImages:
     _serials = itertools.count(1)
 
     def __init__(self, fd: int, images: dict[MemoryKey, tuple[int, int]]):
-        self.fd = fd
         self.images = images  # memory type -> (runs, offsets in the file; extent)
         self.serial = next(self._serials)  # tells this blob's images from any other's
         self._view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         self.view = _address(self._view)
+        self.fd = fd  # ours from here: a failed mmap (EMFILE) leaves it to `load`, which closes it once
 
     @classmethod
     def load(cls, source: bytes | pathlib.Path) -> MemoryImages | None:
@@ -359,7 +359,8 @@ class MemoryImages:
         return self.images.get(key)
 
     def __del__(self, _close=os.close):  # bound now: embedding/records.py may free it as the interpreter ends
-        _close(self.fd)  # the view stays valid while anything still holds this object
+        if hasattr(self, "fd"):
+            _close(self.fd)  # the view stays valid while anything still holds this object
 
 
 def _sealed_memfd(blob: bytes) -> int:

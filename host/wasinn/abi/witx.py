@@ -35,10 +35,9 @@ from . import _witx_tables as tables
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..embedding.memory import ExportedMemory
 from ..embedding.patches import I32Host
-from ..embedding.stores import set_epoch_deadline
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
-from ..nn import TIMEOUT_GRACE_TICKS, Session, WasiNn, check_input, compute_bound, in_model_order
+from ..nn import Session, WasiNn, check_input, compute_bound, in_model_order, new_context, timeouts_seen
 from ..tensors import DTYPES, HostTensor
 
 SERVED = tables.FUNCTIONS  # import module -> the functions defined for it
@@ -323,7 +322,7 @@ class WitxHost:
     def init_execution_context(self, caller, mem, graph, result_ptr) -> None:
         slot = mem.slot(result_ptr, "the context result slot")
         g = self._find(mem, graph, Resource.GRAPH, "graph")
-        execution = Execution(g, g.init_execution_context())
+        execution = Execution(g, new_context(g, mem.session))
         slot[0] = self._new(caller, mem.session, Resource.GRAPH_EXECUTION_CONTEXT, execution)
 
     # --- inference -------------------------------------------------------------------
@@ -365,12 +364,8 @@ class WitxHost:
         session = mem.session
         inputs = in_model_order(execution.graph.inputs, execution.inputs)  # each checked by set_input
         execution.outputs = None
-        try:
+        with timeouts_seen(session):
             outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline)
-        except NnError as e:
-            if e.code == ErrorCode.TIMEOUT:  # as for components: the guest sees the errno first
-                set_epoch_deadline(session.store_context, TIMEOUT_GRACE_TICKS)
-            raise
         execution.outputs = [t for _, t in outputs]
 
     def _output(self, mem: GuestMemory, context: int, index: int) -> np.ndarray:

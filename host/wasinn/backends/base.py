@@ -83,7 +83,7 @@ class Graph(Protocol):
     # the model's bytes, counted against max-host-bytes (nn.py sets it when loading)
     model_bytes: int
 
-    def init_execution_context(self) -> Context:
+    def init_execution_context(self, deadline: float | None = None) -> Context:
         ...
 
 

@@ -362,7 +362,9 @@ class SharedMemory:
             self.map.close()
         except BufferError:
             pass
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def model_file(builders: list) -> int:
@@ -430,8 +432,8 @@ class IsolatedGraph:
     def gone(self) -> bool:
         return self.worker.dead is not None
 
-    def init_execution_context(self) -> "IsolatedContext":
-        reply = self.worker.request({"op": "init", "graph": self.ident}, None)
+    def init_execution_context(self, deadline: float | None = None) -> "IsolatedContext":
+        reply = self.worker.request({"op": "init", "graph": self.ident}, deadline)
         return IsolatedContext(self, _count(reply.get("context")))
 
 
@@ -443,7 +445,8 @@ class IsolatedContext:
         self.ident = ident
         # room for the outputs whose size the model fixes, so that they come back at once
         self.room = sum(n + _ALIGN for s in graph.outputs if (n := s.static_nbytes()) is not None)
-        self._last_reply, self._last_outputs = None, []  # the last outputs the worker described, checked
+        # the last outputs the worker described, checked, and the room they were checked against
+        self._last_reply, self._last_room, self._last_outputs = None, None, []
         weakref.finalize(self, graph.worker.forget, "context", ident)
 
     def compute(self, inputs: list[HostTensor], deadline: float | None = None,
@@ -464,10 +467,10 @@ class IsolatedContext:
                         taken.append((offset, t.nbytes))
                         memory.map[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
                     layout.append((offset, t.nbytes, t.ty, t.dims))
-                out = memory.take(self.room)
-                taken.append((out, self.room))
+                out, room = memory.take(self.room), self.room
+                taken.append((out, room))
                 worker.sync()
-                reply = worker.held_request(pack_compute(self.ident, deadline, out, layout), deadline, "compute")
+                reply = worker.held_request(pack_compute(self.ident, deadline, out, room, layout), deadline, "compute")
                 if type(reply) is dict:  # the outputs need more room than their declared sizes
                     if "need" not in reply:
                         worker.kill("the backend worker sent a malformed reply")
@@ -478,12 +481,12 @@ class IsolatedContext:
                     out = memory.take(room)
                     taken.append((out, room))
                     worker.sync()
-                    reply = worker.held_request({"op": "fetch", "out": out}, deadline)
-                if reply == self._last_reply:  # a plan's answer (worker.Worker.compute), checked before
-                    outputs = self._last_outputs
+                    reply = worker.held_request({"op": "fetch", "out": out, "room": room}, deadline)
+                if reply == self._last_reply and self._last_room == (out, room):  # a plan's answer
+                    outputs = self._last_outputs  # (worker.Worker.compute), checked before
                 else:
-                    outputs = self._outputs(reply, memory.size)
-                    self._last_reply, self._last_outputs = reply, outputs
+                    outputs = self._outputs(reply, out, room)
+                    self._last_reply, self._last_room, self._last_outputs = reply, (out, room), outputs
                 accept_outputs([(name, n) for name, _, _, _, n in outputs])
                 return [(name, HostTensor(dims, ty, np.frombuffer(memory.map, np.uint8, n, offset).copy()))
                         for name, ty, dims, offset, n in outputs]
@@ -491,14 +494,15 @@ class IsolatedContext:
                 for offset, n in taken:
                     memory.give_back(offset, n)
 
-    def _outputs(self, reply, size: int) -> list:
-        """The worker's account of its outputs, held to what the host can trust."""
+    def _outputs(self, reply, out: int, room: int) -> list:
+        """The worker's account of its outputs, held to what the host can trust: each
+        within the room this call took for them (past it lie the instance's other tensors)."""
         try:
             if type(reply) is not bytes:
                 raise ValueError("not outputs")
             outputs = unpack_outputs(reply, _MAX_RANK)
             for _, ty, dims, offset, n in outputs:
-                if not offset + n <= size or product(dims) * DTYPES[ty].itemsize != n:
+                if not out <= offset <= offset + n <= out + room or product(dims) * DTYPES[ty].itemsize != n:
                     raise ValueError
         except ValueError:
             self.graph.worker.kill("the backend worker described its outputs wrongly")

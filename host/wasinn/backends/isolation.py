@@ -56,9 +56,11 @@ class Isolation:
             worker = isolated.zygote().fork(self.settings)
             self.live.add(worker)
             if owner is None:
-                self._shared = worker
+                gone, self._shared = self._shared, worker
             else:
-                owner.worker = worker
+                gone, owner.worker = owner.worker, worker
+            if gone is not None:  # dead: its file and pidfd go now, not when its owner closes
+                gone.close()  # (a guest that crashed its worker again and again in one call held them all)
         return worker
 
     def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,

@@ -182,7 +182,7 @@ class KServeGraph:
                                 f"wasinn cannot read ({type(e).__name__}: {e}): {body[:200]!r}") from None
         self.name = str(meta.get("name", ""))
 
-    def init_execution_context(self) -> "KServeContext":
+    def init_execution_context(self, deadline: float | None = None) -> "KServeContext":
         return KServeContext(self)
 
 

@@ -144,7 +144,7 @@ class OnnxRuntimeGraph:
         # ~15 us less per call after a large model's run has left the caches cold.
         self._run_plain = session._sess.run
 
-    def init_execution_context(self) -> "OnnxRuntimeContext":
+    def init_execution_context(self, deadline: float | None = None) -> "OnnxRuntimeContext":
         return OnnxRuntimeContext(self)
 
 

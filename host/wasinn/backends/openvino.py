@@ -133,7 +133,7 @@ class OpenVinoGraph:
         self.inputs = _specs(model.inputs, onnx_names and onnx_names[0])
         self.outputs = _specs(model.outputs, onnx_names and onnx_names[1])
 
-    def init_execution_context(self) -> "OpenVinoContext":
+    def init_execution_context(self, deadline: float | None = None) -> "OpenVinoContext":
         return OpenVinoContext(self)
 
 

@@ -71,7 +71,7 @@ class TfLiteGraph:
         if held > self.max_memory:
             raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors come to {held} bytes")
 
-    def init_execution_context(self) -> "TfLiteContext":
+    def init_execution_context(self, deadline: float | None = None) -> "TfLiteContext":
         return TfLiteContext(self)
 
 

@@ -79,18 +79,18 @@ def send(sock: socket.socket, message: dict | bytes, fds: tuple[int, ...] = ()) 
 # A compute request and the outputs that answer it, one exchange per inference, cross
 # packed rather than as JSON: after a model's run has left both processes' caches cold,
 # encoding and decoding them as JSON took ~90 us of EfficientNet-Lite0's round trip.
-_COMPUTE = struct.Struct("<cdIQI")   # b"C", deadline (NaN: none), context, room for outputs, inputs
+_COMPUTE = struct.Struct("<cdIQQI")  # b"C", deadline (NaN: none), context, room for outputs (offset, bytes), inputs
 _INPUT = struct.Struct("<QQBB")      # offset in shared memory, bytes, type, rank; the dims follow
 _OUTPUTS = struct.Struct("<cI")      # b"O", outputs
-_OUTPUT = struct.Struct("<QQBBH")    # offset, bytes, type, rank, the name's UTF-8 bytes; name, dims follow
+_OUTPUT = struct.Struct("<QQBBI")    # offset, bytes, type, rank, the name's UTF-8 bytes; name, dims follow
 _TYPES = tuple(TensorType)
 _TYPE_CODES = {ty: code for code, ty in enumerate(_TYPES)}
 _NONE = float("nan")
 
 
-def pack_compute(context: int, deadline: float | None, out: int,
+def pack_compute(context: int, deadline: float | None, out: int, room: int,
                  inputs: list[tuple[int, int, TensorType, Sequence[int]]]) -> bytes:
-    parts = [_COMPUTE.pack(b"C", _NONE if deadline is None else deadline, context, out, len(inputs))]
+    parts = [_COMPUTE.pack(b"C", _NONE if deadline is None else deadline, context, out, room, len(inputs))]
     for offset, n, ty, dims in inputs:
         parts.append(_INPUT.pack(offset, n, _TYPE_CODES[ty], len(dims)))
         parts.append(struct.pack(f"<{len(dims)}Q", *dims))
@@ -104,19 +104,19 @@ _LAYOUT_FROM = struct.calcsize("<cd")
 
 def compute_header(data: bytes) -> tuple[int, float | None]:
     """A compute request's context and deadline, its inputs unread."""
-    _, deadline, context, _, _ = _COMPUTE.unpack_from(data)
+    _, deadline, context, _, _, _ = _COMPUTE.unpack_from(data)
     return context, None if deadline != deadline else deadline
 
 
-def unpack_compute(data: bytes) -> tuple[int, float | None, int, list[tuple[int, int, TensorType, tuple]]]:
-    _, deadline, context, out, count = _COMPUTE.unpack_from(data)
+def unpack_compute(data: bytes) -> tuple[int, float | None, int, int, list[tuple[int, int, TensorType, tuple]]]:
+    _, deadline, context, out, room, count = _COMPUTE.unpack_from(data)
     at, inputs = _COMPUTE.size, []
     for _ in range(count):
         offset, n, ty, rank = _INPUT.unpack_from(data, at)
         at += _INPUT.size
         inputs.append((offset, n, _TYPES[ty], struct.unpack_from(f"<{rank}Q", data, at)))
         at += 8 * rank
-    return context, None if deadline != deadline else deadline, out, inputs
+    return context, None if deadline != deadline else deadline, out, room, inputs
 
 
 def pack_outputs(outputs: list[tuple[str, TensorType, Sequence[int], int, int]]) -> bytes:
@@ -495,9 +495,9 @@ class Worker:
             # context goes the general way from now on, as in process
             self.plans.pop(context)
             self.fixed.discard(context)
-        _, _, out, layout = unpack_compute(request)
+        _, _, out, room, layout = unpack_compute(request)
         inputs = [HostTensor(dims, ty, np.frombuffer(self.shm, np.uint8, n, offset)) for offset, n, ty, dims in layout]
-        reply = self._compute(context, deadline, out, inputs)
+        reply = self._compute(context, deadline, out, room, inputs)
         if type(reply) is bytes and context in self.fixed:
             self._plan(context, request[_LAYOUT_FROM:], inputs, reply)
         return reply
@@ -514,7 +514,8 @@ class Worker:
             plans.clear()
         plans[key] = _Plan(run, [offset for _, _, _, offset, _ in outputs], [n for *_, n in outputs], reply)
 
-    def _compute(self, context: int, deadline: float | None, out: int, inputs: list[HostTensor]) -> dict | bytes:
+    def _compute(self, context: int, deadline: float | None, out: int, room: int,
+                 inputs: list[HostTensor]) -> dict | bytes:
         self.pending = None
         limit = self.settings["output_bytes"]
 
@@ -523,31 +524,33 @@ class Worker:
                 if n > limit:
                     raise too_large(f"output {name!r} is {n} bytes; the limit is {limit} "
                                     "(max-output-bytes, --max-output-bytes)")
-        into = self._room(context, out)
+        into = self._room(context, out, room)
         self.bound = into is not None
         try:
             self.pending = self.contexts[context].compute(inputs, deadline=deadline, accept_outputs=accept, into=into)
         finally:
             del into  # no view of the shared memory may outlive the request (op_shm remaps it)
-        return self.op_fetch({"out": out}, [])
+        return self.op_fetch({"out": out, "room": room}, [])
 
-    def _room(self, context: int, out: int) -> list[memoryview] | None:
+    def _room(self, context: int, out: int, room: int) -> list[memoryview] | None:
         """Where the outputs of a graph that fixes their sizes go in shared memory (the
         places op_fetch puts them), for the backend to write them there."""
         sizes = self.output_sizes.get(context)
         if sizes is None:
             return None
         offsets = _layout(out, sizes)
-        if offsets[-1] + sizes[-1] > len(self.shm):
+        if offsets[-1] + sizes[-1] > min(out + room, len(self.shm)):
             return None
         view = memoryview(self.shm)
         return [view[offset:offset + n] for offset, n in zip(offsets, sizes)]
 
     def op_fetch(self, message: dict, fds: list[int]) -> dict | bytes:
-        """The pending outputs into shared memory from `out` on, each 64-byte aligned, or
-        how much room they need. Outputs the backend wrote there already stay."""
-        offsets = _layout(message["out"], [t.nbytes for _, t in self.pending])
-        if offsets and offsets[-1] + self.pending[-1][1].nbytes > len(self.shm):
+        """The pending outputs into the room the host took for them (`room` bytes from
+        `out` on), each 64-byte aligned, or how much room they need: past it lie the
+        instance's other tensors. Outputs the backend wrote there already stay."""
+        out, room = message["out"], message["room"]
+        offsets = _layout(out, [t.nbytes for _, t in self.pending])
+        if offsets and offsets[-1] + self.pending[-1][1].nbytes > min(out + room, len(self.shm)):
             return {"need": offsets[-1] + self.pending[-1][1].nbytes,
                     "sizes": [[name, t.nbytes] for name, t in self.pending]}
         base = np.frombuffer(self.shm, np.uint8).ctypes.data if self.bound else None
