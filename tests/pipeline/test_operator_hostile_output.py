@@ -102,6 +102,32 @@ def test_a_result_mqtt_cannot_carry_goes_to_dead_letters_and_the_next_message_ru
         c.disconnect()
 
 
+
+def test_a_messages_own_properties_cost_only_that_message(broker, graph):
+    """Network input, whatever the operator: correlation data that is no MQTT text (the
+    worker had sent it back as its result's `id`, which the broker answered by dropping
+    the connection at every resend), and 70,000 user properties (paho read them in time
+    quadratic in their number, ~20 s here, pinging nothing; 150,000 held the worker for
+    good). The first is answered with its digest for an id, the second goes to dead
+    letters, and the next message runs."""
+    from wasinn.pipeline.connection import PublishProperties
+    with serving(broker, graph) as (got, service):
+        c = client(broker)
+        c.publish("h/in", b"fine", qos=1, properties=PublishProperties(None, b"a\nb")).wait_for_publish(10)
+        flood = [("id", "m-2"), *((f"k{i}", "v") for i in range(70_000))]
+        c.publish("h/in", b"fine", qos=1, properties=PublishProperties(None, None, flood)).wait_for_publish(10)
+        send(c, "h/in", b"fine", "m-3")
+        got.wait(lambda g: len(g) >= 3, 60)
+        first, third = got.on("h/out")
+        assert first.id.startswith("sha256:") and third.id == "m-3" and first.payload == third.payload == b"out"
+        (dead,) = got.on("h/out/dead-letter")
+        assert dead.id == "m-2" and dead.json()["error"] == {
+            "stage": "source", "kind": "invalid-input",
+            "message": "the message has 70001 user properties; a worker takes at most 65536"}
+        assert not service.find("reconnecting")  # the broker never dropped the worker
+        c.disconnect()
+
+
 def test_nothing_over_the_brokers_maximum_packet_size_is_sent_and_the_next_message_runs(graph):
     """A broker with a Maximum Packet Size (its CONNACK says it) drops a client that sends
     a larger packet, and paho sends that publish again on every reconnect: one result

@@ -146,6 +146,12 @@ def test_state_store_counts_the_bytes_of_each_operators_values(store):
     time.sleep(0.1)
     assert store.set("a", b"k5", b"x" * 90, max_bytes=100)[0]      # what expired is no longer counted
     assert store.set("host", b"k6", b"x" * 1000)[0]
+    # a key named as the count's own field in Redis (`#`) is counted as any other (it had
+    # set the count: 189,001 bytes kept under a 10,000-byte limit)
+    assert store.set("c", b"k7", b"x" * 90, max_bytes=100)[0]
+    assert store.set("c", b"#", b"x", max_bytes=100)[0]
+    with pytest.raises(StateError, match=r"^operator 'c' keeps 91 bytes"):
+        store.set("c", b"k8", b"x" * 10, max_bytes=100)
 
 
 def test_embedded_store_is_shared_between_processes(tmp_path):
@@ -233,6 +239,12 @@ def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, t
     assert held == 50
     samples = [s for m in registry.collect() for s in m.samples if s.name == "wasinn_operator_flood_total"]
     assert len(samples) == 20
+    # the node's next instance (after a trap, the engine opens one) counts on: each trap
+    # had let another max-metric-series series in
+    with Operator.open(wasinn_host, probe, kind="map", name="hostile", services=services) as op:
+        assert run(op, {"do": "metric", "name": "after", "value": 1}) == {
+            "error": "MetricsError_IncompatibleType:operator 'hostile' reports more than 20 metric series "
+                     "(limit 'max-metric-series', --max-metric-series)"}
     services.close()
 
 
@@ -262,9 +274,18 @@ def test_metrics_reach_prometheus_with_their_labels(wasinn_host, probe):
         # another key set under the same name is another series of the family
         assert run(op, {"do": "metric", "name": "requests", "value": 1, "labels": [["other", "x"]]}) == {"ok": True}
         assert run(op, {"do": "metric", "name": "requests", "value": 4}) == {"ok": True}
+        # a counter's name is its family's without _total, as Prometheus has it (a counter
+        # foo_total beside a histogram foo, labelled le, had broken every scrape)
+        assert run(op, {"do": "metric", "name": "requests_total", "value": 1}) == {"ok": True}
+        assert run(op, {"do": "metric", "name": "latency_total", "value": 1, "labels": [["x", "1"]]}) == {
+            "error": "MetricsError_IncompatibleType:metric 'latency' is a histogram, not a counter"}
+        for key in ("le", "quantile", "operator"):
+            assert run(op, {"do": "metric", "name": "other", "value": 1, "labels": [[key, "not-a-number"]]}) == {
+                "error": f"MetricsError_IncompatibleType:metric 'other': label key '{key}' is reserved, repeated "
+                         "or invalid"}
     assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "unit": "C"}) == 6
     assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting", "other": "x"}) == 1
-    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting"}) == 4
+    assert registry.get_sample_value("wasinn_operator_requests_total", {"operator": "counting"}) == 5
     from prometheus_client import generate_latest
     text = generate_latest(registry).decode()
     assert text.count("# TYPE wasinn_operator_requests_total counter") == 1

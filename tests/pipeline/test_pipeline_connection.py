@@ -10,8 +10,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from wasinn.pipeline.connection import PublishProperties
-from wasinn.pipeline.worker import envelope, in_base64, presence, presence_state
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.properties import MalformedPacket
+
+from wasinn.pipeline.connection import (MAX_RECEIVED_USER_PROPERTIES, PAHO_UNPACK, PublishProperties,
+                                        received_properties)
+from wasinn.pipeline.worker import envelope, in_base64, message_id, presence, presence_state
 
 CASES = [
     (None, None, []),
@@ -72,3 +76,65 @@ def test_a_dead_letters_payload_is_the_same_json_as_json_dumps_writes(n):
     assert json.loads(envelope({"payload_base64": in_base64(payload)})) == {"payload_base64": expected["payload_base64"]}
     assert envelope(dict(body, payload_base64=None)) == json.dumps(dict(body, payload_base64=None)).encode()
 
+
+
+def _received(packed: bytes, read) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    assert read(props, packed)[1] == len(packed)
+    return props
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_received_properties_reads_what_pahos_unpack_reads(case):
+    """received_properties replaces paho's Properties.unpack (quadratic in the number of
+    properties: a 1.8 MB PUBLISH of 150,000 user properties held a worker minutes): held
+    here to paho's own, so that a paho that reads properties differently fails this."""
+    full = _paho(*case)
+    full.MessageExpiryInterval, full.PayloadFormatIndicator, full.ResponseTopic = 30, 1, "r/t"
+    full.SubscriptionIdentifier, full.TopicAlias = 7, 3
+    full.SubscriptionIdentifier = 200_000
+    for props in (_paho(*case), full):
+        packed = props.pack()
+        ours, paho = _received(packed, received_properties), _received(packed, PAHO_UNPACK)
+        assert ours.json() == paho.json() and str(ours) == str(paho)
+        assert getattr(ours, "UserProperty", None) == getattr(paho, "UserProperty", None)
+
+
+@pytest.mark.parametrize("packed", [
+    b"\x05\x26\x00\x01a",                  # cut short
+    b"\x07\x03\x00\x03a\x00b",             # U+0000 in a string
+    b"\x06\x03\x00\x03\xff\xfe\x41",      # not UTF-8
+    b"\x06\x03\x00\x03\xed\xa0\x80",      # a surrogate's bytes
+    b"\x02\x7f\x00",                       # no such property
+    b"\x04\x01\x01\x01\x01",               # a one-only property twice
+    b"\x09",                                 # properties past the packet
+])
+def test_received_properties_refuse_what_mqtt_does_not_allow(packed):
+    with pytest.raises(MalformedPacket):
+        received_properties(Properties(PacketTypes.PUBLISH), packed)
+
+
+def test_user_properties_past_the_cap_are_counted_not_kept():
+    n = MAX_RECEIVED_USER_PROPERTIES + 10
+    packed = PublishProperties(None, None, [("k", str(i)) for i in range(n)]).pack()
+    props = _received(packed, received_properties)
+    assert len(props.UserProperty) == MAX_RECEIVED_USER_PROPERTIES and props.dropped_user_properties == 10
+    assert props.UserProperty[-1] == ("k", str(MAX_RECEIVED_USER_PROPERTIES - 1))
+
+
+@pytest.mark.parametrize("correlation, ident", [
+    (b"req-7", "req-7"),
+    (b"caf\xc3\xa9", "caf\u00e9"),
+    (b"\xff\x01", "sha256:"),            # a control character (U+0001) in its text
+    (b"a\nb", "sha256:"), (b"a\x00b", "sha256:"),  # the broker drops a connection for either
+    (b"\xff" * 30_000, "sha256:"),         # its text past MAX_ID
+])
+def test_a_messages_id_is_text_mqtt_carries_back(correlation, ident):
+    """A result's `id` user property comes from the message's correlation data: held to
+    MQTT's strings, or its digest stands for it (a line break in it had the broker drop
+    the worker's connection at every resend of the result)."""
+    msg = MQTTMessage(topic=b"t")
+    msg.properties = Properties(PacketTypes.PUBLISH)
+    msg.properties.CorrelationData = correlation
+    got = message_id(msg)
+    assert got.startswith(ident) if ident == "sha256:" else got == ident

@@ -93,13 +93,17 @@ class MetricsServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
-                elif self.path == "/healthz":
-                    status, body = server.health()
-                    self._send(status, "application/json", json.dumps(body).encode())
-                else:
-                    self._send(404, "text/plain", b"wasinn serve: GET /metrics or /healthz\n")
+                try:
+                    if self.path == "/metrics":
+                        self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
+                    elif self.path == "/healthz":
+                        status, body = server.health()
+                        self._send(status, "application/json", json.dumps(body).encode())
+                    else:
+                        self._send(404, "text/plain", b"wasinn serve: GET /metrics or /healthz\n")
+                except Exception as e:  # the workers' files unreadable: one line, not a traceback and a dropped connection
+                    self._send(500, "text/plain", f"wasinn serve: cannot read the workers' metrics: "
+                                                  f"{type(e).__name__}: {e}\n".encode())
 
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)

@@ -60,12 +60,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import WasinnError
 from ..limits import Limits
 from ..runtime import Host
-from .connection import Link, PublishProperties
+from .connection import MAX_RECEIVED_USER_PROPERTIES, Link, PublishProperties
 from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
 from .jsonlog import EventLog, capture_output
 from .metrics import WorkerMetrics
-from .mqtt_text import filters_pattern
+from .mqtt_text import filters_pattern, string_problem
 from .services.invoker import HOST_TOPICS
 
 # Exit status for "this pipeline cannot start" (sysexits' EX_CONFIG): the supervisor
@@ -141,14 +141,29 @@ def presence_state(payload: bytes) -> str | None:
 
 
 def message_id(msg: mqtt.MQTTMessage) -> str:
+    """What a message's results and dead letters say they answer (their user property
+    `id`): its own `id` user property, its correlation data as text, or its payload's
+    digest. Either of the first two goes back to the broker, so it must be MQTT text of
+    at most MAX_ID bytes, or its digest stands for it (correlation data with a line break
+    or a NUL had the broker drop the connection at every resend of the result; 30,000
+    bytes of it broke the worker's packing of the result)."""
     props = msg.properties
     for key, value in getattr(props, "UserProperty", None) or []:
         if key == "id":
-            return value
+            return value if _fit_for_an_id(value) else "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
     correlation = getattr(props, "CorrelationData", None)
     if correlation:
-        return correlation.decode("utf-8", "backslashreplace")
+        text = correlation.decode("utf-8", "backslashreplace")
+        return text if _fit_for_an_id(text) else "sha256:" + hashlib.sha256(correlation).hexdigest()[:16]
     return "sha256:" + hashlib.sha256(msg.payload).hexdigest()[:16]
+
+
+# The longest `id` a result takes from its message as it is (`message_id`).
+MAX_ID = 1024
+
+
+def _fit_for_an_id(text: str) -> bool:
+    return len(text) <= MAX_ID and string_problem(text) is None
 
 
 @dataclasses.dataclass(eq=False)
@@ -364,6 +379,10 @@ class Worker:
         ident = message_id(msg)
         key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
         try:
+            if dropped := getattr(msg.properties, "dropped_user_properties", 0):
+                raise StageFailure("source", "invalid-input", f"the message has "
+                                   f"{MAX_RECEIVED_USER_PROPERTIES + dropped} user properties; a worker takes "
+                                   f"at most {MAX_RECEIVED_USER_PROPERTIES}")
             value, failure = self.runner.prepare(msg), None
         except Exception as e:  # StageFailure, or a host-side bug: `handle` reports it
             value, failure = None, e

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Callable
 
 from ...limits import Limits
 from ..jsonlog import EventLog
@@ -50,6 +51,17 @@ class Services:
         default_factory=lambda: HybridClock(f"{os.uname().nodename}-{os.getpid()}"))
     schemas: SchemaRegistry = dataclasses.field(default_factory=SchemaRegistry)
     invoker: CommandInvoker = dataclasses.field(default_factory=CommandInvoker)
+    # per operator node: what bounds its log lines and metric series, kept across its
+    # instances (a trapped one's successor had started both afresh: each trap, another
+    # max-metric-series series, held for ever)
+    _bounds: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def operator_bounds(self, name: str, make: Callable[[], tuple]) -> tuple:
+        """`make()` the first time operator node `name` asks, the same after."""
+        bounds = self._bounds.get(name)
+        if bounds is None:
+            bounds = self._bounds[name] = make()
+        return bounds
 
     @classmethod
     def embedded(cls, *, log: EventLog | None = None, limits: Limits | None = None,

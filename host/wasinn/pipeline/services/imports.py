@@ -109,11 +109,12 @@ class OperatorImports:
         self.name = name
         self.limits = limits
         self.log = services.log.bind(operator=name)
-        self.guest_log = OperatorLog(services.log, name, limits.max_log_lines)
+        self.guest_log, self.metrics = services.operator_bounds(name, lambda: (
+            OperatorLog(services.log, name, limits.max_log_lines),
+            OperatorMetrics(services.metrics, name, limits.max_metric_series)))
         # when the operator's call in progress must end (time.monotonic(), or None): set by
         # its Operator; a command waits for its response no longer
         self.call_deadline: Callable[[], float | None] = lambda: None
-        self.metrics = OperatorMetrics(services.metrics, name, limits.max_metric_series)
         # live command-invoker resources: rep -> the ids of the values it holds (`_held`),
         # which a builder's next step shares; those values, their bytes and users; their total
         self.commands: dict[int, tuple[int, ...]] = {}

@@ -3,10 +3,11 @@ metrics (`/metrics` of `wasinn serve`; in a worker, prometheus-client's multipro
 files).
 
 An operator's metric NAME becomes `wasinn_operator_NAME` (characters Prometheus does not
-allow become `_`) with the label `operator` (the node's name) plus the operator's own
-labels. One name may carry different label keys from call to call (Azure's temperature
-module counts `requests` by module, and by module and unit): each key set is its own
-series in the same family. One name keeps one kind; a call that would make it another,
+allow become `_`, a counter's `_total` suffix goes, as prometheus-client drops it) with
+the label `operator` (the node's name) plus the operator's own labels. One name may
+carry different label keys from call to call (Azure's temperature module counts
+`requests` by module, and by module and unit): each key set is its own series in the
+same family. One name keeps one kind; a call that would make it another,
 or that would make an operator report more than `max-metric-series` distinct name and
 label sets, or a series of more than MAX_LABELS labels, returns `incompatible-type`
 saying so.
@@ -25,6 +26,9 @@ PREFIX = "wasinn_operator_"
 MAX_TEXT = 200
 MAX_LABELS = 32
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
+# label keys an operator may not use: wasinn's own, and Prometheus' (a histogram's buckets
+# are `le`: a counter labelled le="x" beside a histogram of its family broke every scrape)
+_RESERVED = {"operator", "le", "quantile"}
 
 
 class MetricError(Exception):
@@ -102,6 +106,10 @@ class OperatorMetrics:
         if not name or len(name) > MAX_TEXT:
             raise MetricError(f"a metric name has 1 to {MAX_TEXT} characters, got {len(name)}")
         clean = _INVALID.sub("_", name)
+        if kind == "counter" and clean.endswith("_total"):
+            clean = clean[:-len("_total")]  # as prometheus-client names it: one family with a counter `NAME`
+        if not clean:
+            raise MetricError(f"metric {name!r}: a counter's name is more than its _total suffix")
         if labels and len(labels) > MAX_LABELS:
             raise MetricError(f"metric {name!r}: {len(labels)} labels; a series has at most {MAX_LABELS}")
         pairs = {}
@@ -110,7 +118,7 @@ class OperatorMetrics:
                 raise MetricError(f"metric {name!r}: label keys have 1 to {MAX_TEXT} characters and values "
                                   f"at most {MAX_TEXT}")
             key = _INVALID.sub("_", key)
-            if key[0].isdigit() or key.startswith("__") or key == "operator" or key in pairs:
+            if key[0].isdigit() or key.startswith("__") or key in _RESERVED or key in pairs:
                 raise MetricError(f"metric {name!r}: label key {key!r} is reserved, repeated or invalid")
             pairs[key] = value
         keys = tuple(sorted(pairs))

@@ -4,8 +4,10 @@ the semantics of state_store.py, each request one Lua script (atomic on the serv
 Layout under the prefix (default `wasinn:state:`): `k:KEY`, a hash with the value `v`,
 its version `ver`, fencing token `ft` and creator `own`, with the key's own expiry;
 `o:OWNER`, a sorted set of the keys an operator created scored by their expiry (ms),
-which counts its live keys; `b:OWNER`, a hash of the byte sizes of their values and
-their sum (field `#`); and `version`, the last version the store issued.
+which counts its live keys; `b:OWNER`, a hash of the byte sizes of their values (field
+`:KEY`) and their sum (field `#`, which no key's field can be: an operator's key `#` had
+reset its own count, and stored 189,001 bytes under a 10,000-byte limit); and
+`version`, the last version the store issued.
 """
 from __future__ import annotations
 
@@ -58,10 +60,10 @@ local quotas = tonumber(ARGV[8]) > 0 or tonumber(ARGV[12]) > 0
 if quotas then
   -- what expired leaves the creator's counts first
   for _, gone in ipairs(redis.call('ZRANGEBYSCORE', owned, '-inf', now)) do
-    local n = redis.call('HGET', sizes, gone)
+    local n = redis.call('HGET', sizes, ':' .. gone)
     if n then
       redis.call('HINCRBY', sizes, '#', -tonumber(n))
-      redis.call('HDEL', sizes, gone)
+      redis.call('HDEL', sizes, ':' .. gone)
     end
   end
   redis.call('ZREMRANGEBYSCORE', owned, '-inf', now)
@@ -70,13 +72,13 @@ if not exists and tonumber(ARGV[8]) > 0 then
   if redis.call('ZCARD', owned) >= tonumber(ARGV[8]) then return {'full'} end
 end
 if tonumber(ARGV[12]) > 0 then
-  local grows = string.len(ARGV[1]) - tonumber(redis.call('HGET', sizes, ARGV[9]) or '0')
+  local grows = string.len(ARGV[1]) - tonumber(redis.call('HGET', sizes, ':' .. ARGV[9]) or '0')
   local held = tonumber(redis.call('HGET', sizes, '#') or '0')
   if grows > 0 and held + grows > tonumber(ARGV[12]) then
     return {'bytes', tostring(held), tostring(grows), creator}
   end
   redis.call('HINCRBY', sizes, '#', grows)
-  redis.call('HSET', sizes, ARGV[9], string.len(ARGV[1]))
+  redis.call('HSET', sizes, ':' .. ARGV[9], string.len(ARGV[1]))
 end
 local token = ARGV[4]
 if token == '' and cur[2] then token = cur[2] end
@@ -103,10 +105,10 @@ if ARGV[3] == '1' and cur[1] ~= ARGV[2] then return {'-1'} end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[4] .. cur[3], ARGV[5])
 local sizes = ARGV[8] .. cur[3]
-local n = redis.call('HGET', sizes, ARGV[5])
+local n = redis.call('HGET', sizes, ':' .. ARGV[5])
 if n then
   redis.call('HINCRBY', sizes, '#', -tonumber(n))
-  redis.call('HDEL', sizes, ARGV[5])
+  redis.call('HDEL', sizes, ':' .. ARGV[5])
 end
 return {'1', stamp(ARGV[6], ARGV[7])}
 """
