@@ -363,7 +363,7 @@ class WasiNn:
             if graph is not None:
                 self._recent_graphs.move_to_end(key)
                 return graph
-        graph = self._load_uncached(builders, encoding, target)
+        graph = self._load_uncached(builders, encoding, target, guest)
         graph.model_bytes = size  # counted against max-host-bytes
         with self._lock:
             self._recent_graphs[key] = graph
@@ -371,13 +371,14 @@ class WasiNn:
                 self._recent_graphs.popitem(last=False)
         return graph
 
-    def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
-        builders = self._inline(builders, encoding)
+    def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
+                       guest: Session | None = None) -> Graph:
+        builders = self._inline(builders, encoding, guest)
         return self._backend_for(builders, encoding).load(builders, target)
 
     def _load_isolated(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
                        guest: Session | None) -> Graph:
-        builders = self._inline(builders, encoding)
+        builders = self._inline(builders, encoding, guest)
         backend = self._backend_for(builders, encoding)
         if not backend.kind.installed():
             backend.backend()  # raises, naming the extra to install
@@ -386,9 +387,11 @@ class WasiNn:
                                        backend.precision, builders, target,
                                        guest.deadline if guest is not None else None)
 
-    def _inline(self, builders: list[bytes], encoding: GraphEncoding) -> list[bytes]:
+    def _inline(self, builders: list[bytes], encoding: GraphEncoding, guest: Session | None) -> list[bytes]:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
-            return [inline_onnx_external_data(builders[0], self.limits.external_data_dir)]
+            with timeouts_seen(guest):  # the walk of a guest's bytes stops at its call's deadline
+                return [inline_onnx_external_data(builders[0], self.limits.external_data_dir,
+                                                  guest.deadline if guest is not None else None)]
         return builders
 
     def _backend_for(self, builders: list[bytes], encoding: GraphEncoding) -> Backend:

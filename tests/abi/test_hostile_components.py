@@ -5,6 +5,7 @@ one line (a WasinnError), never a traceback.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -195,6 +196,33 @@ def test_a_rewrite_that_does_not_validate_falls_back_to_the_standard_lowering(mo
     host.load_component(wasm)
     assert any("keeps the standard lowering (per-byte, capped): the rewritten component does not validate"
                in ln for ln in lines), lines
+
+
+
+def test_an_export_named_by_a_number_past_any_slot_is_no_slot():
+    """The rewrite reads the shim table's slot numbers from export names: one of 5,000
+    digits (past int()'s limit) was a ValueError traceback out of load_component. It is
+    no slot: the rest of the table is rewritten, and the component runs."""
+    from support.guest_builds import ToolchainMissing, c_component, skip_without
+    from support.repo import ROOT
+    try:
+        wasm = c_component([ROOT / "guest" / "c-nn" / "nn.c"], name="c-nn", world="wasinn:guest/std-command")
+    except ToolchainMissing as e:
+        skip_without(e)
+    text = wasm_tools.wasm_tools_output(["print", "-"], wasm.read_bytes(), "printing").decode()
+    anchor = "  (core instance $fixup"
+    assert anchor in text
+    lowered = next(re.search(r"\(;(\d+);\) \(canon lower", line).group(1) for line in text.splitlines()
+                   if "(core func " in line and "canon lower" in line and "tensor.data" in line)
+    evil = f'  (core instance $evil (export "{"1" * 5000}" (func {lowered})))\n'
+    lines = []
+    host = wasinn.Host(cache_dir=False, progress=lines.append)
+    component = host.load_component(wasm_tools.wasm_tools_output(
+        ["parse", "-"], text.replace(anchor, evil + anchor, 1).encode(), "parsing"))
+    assert any("adding wasinn's data-path adapter" in line for line in lines), lines
+    with host.instantiate(component) as instance:
+        import numpy as np
+        assert instance.call("echo", np.arange(4, dtype=np.uint8)).to_bytes() == bytes(range(4))
 
 
 def test_wasm_tools_output_is_bounded():

@@ -165,7 +165,8 @@ def _plan(layout: Layout, label: str) -> _Plan | str:
     options = []
     for exports in layout.export_instances.values():  # the fixup's arguments: slot number -> lowered function
         for name, (sort, index) in exports.items():
-            if sort == CORE_FUNC and index in lowered and name.isascii() and name.isdigit():
+            # a slot's name is its number (a 5000-digit one was past int()'s limit: a traceback)
+            if sort == CORE_FUNC and index in lowered and name.isascii() and name.isdigit() and len(name) <= 9:
                 target, opts = lowered[index]
                 slots.setdefault(target, []).append(int(name))
                 options.append(opts)
