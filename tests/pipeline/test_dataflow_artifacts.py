@@ -130,3 +130,57 @@ def test_a_manifest_nested_past_pythons_stack_is_not_json(tmp_path):
     (layout / "index.json").write_text('{"manifests": ' + "[" * 100_000)
     with pytest.raises(ArtifactError, match="the manifest is not JSON"):
         ArtifactStore(tmp_path / "cache").fetch(TEMPERATURE, str(layout), "module")
+
+
+@pytest.mark.parametrize("how", ["cut-chunked", "reset"])
+def test_a_registry_that_breaks_off_a_blob_is_refused_in_one_line(tmp_path, how):
+    """A hostile registry (a loopback one: plain HTTP) that cuts a blob short: the read's
+    error was a traceback out of `wasinn serve` (IncompleteRead, ConnectionResetError);
+    now one line, and nothing of the blob is left in the cache."""
+    import http.server
+    import socket
+    import threading
+
+    blob = b"\0asm\x01\0\0\0" + b"x" * (1 << 20)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest, "size": 2},
+                           "layers": [{"mediaType": WASM_LAYER, "digest": digest, "size": len(blob)}]}).encode()
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if "/manifests/" in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                self.send_header("Content-Length", str(len(manifest)))
+                self.end_headers()
+                self.wfile.write(manifest)
+                return
+            self.send_response(200)
+            if how == "cut-chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n" % 100 + blob[:50])
+            else:
+                self.send_header("Content-Length", str(len(blob)))
+                self.end_headers()
+                self.wfile.write(blob[:1 << 19])
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            self.wfile.flush()
+            self.connection.close()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ArtifactError, match=f"the registry broke off sending the {digest}: ") as e:
+            ArtifactStore(tmp_path / "cache").fetch("evil:1.0.0", f"http://127.0.0.1:{server.server_address[1]}",
+                                                    "module")
+        assert "\n" not in str(e.value)
+        assert not list((tmp_path / "cache" / "artifacts" / "blobs").glob("*"))
+    finally:
+        server.shutdown()

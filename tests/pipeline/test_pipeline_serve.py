@@ -45,12 +45,19 @@ def test_photos_published_to_the_source_come_back_classified(broker, service, re
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(broker, service, results):
     huge = io.BytesIO()
     Image.new("1", (8000, 8000)).save(huge, "PNG")  # 64 M pixels in a few KB: over maxPixels
+    # a progressive JPEG with its last scan 200 times over: each scan is a pass over every
+    # pixel (2,000 of them over 36 M pixels, 259 KB, held a worker 27 s)
+    progressive = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(progressive, "JPEG", progressive=True)
+    jpeg = progressive.getvalue()
+    scans = jpeg[:-2] + jpeg[jpeg.rindex(b"\xff\xda"):-2] * 200 + b"\xff\xd9"
     c = client(broker)
     publish(c, b"this is not an image", "poison-text")
     publish(c, huge.getvalue(), "poison-huge")
     publish(c, IMAGES["coffee"][:5000], "poison-truncated")
+    publish(c, scans, "poison-scans")
     publish(c, IMAGES["coffee"], "after-poison")
-    results.wait_for({"poison-text", "poison-huge", "poison-truncated", "after-poison"}, timeout=60)
+    results.wait_for({"poison-text", "poison-huge", "poison-truncated", "poison-scans", "after-poison"}, timeout=60)
     text, = results.dead["poison-text"]
     assert text["error"]["stage"] == "camera" and text["error"]["kind"] == "invalid-input"
     assert text["error"]["message"] == ("cannot decode the payload (20 bytes) as an image: cannot identify image file: "
@@ -60,8 +67,11 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     assert "8000x8000 (64000000 pixels); the source takes at most 40000000" in \
         results.dead["poison-huge"][0]["error"]["message"]
     assert results.dead["poison-truncated"][0]["error"]["kind"] == "invalid-input"
+    n = scans.count(b"\xff\xda")
+    assert results.dead["poison-scans"][0]["error"]["message"] == \
+        f"a JPEG of {n} scans; the source takes at most 64 (a progressive JPEG has about 10)"
     assert results.by_id["after-poison"][0]["result"]["predictions"][0]["label"] == "espresso"
-    assert not set(results.by_id) & {"poison-text", "poison-huge", "poison-truncated"}
+    assert not set(results.by_id) & {"poison-text", "poison-huge", "poison-truncated", "poison-scans"}
 
 
 def test_two_workers_share_the_load(broker, service, results):

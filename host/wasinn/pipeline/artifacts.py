@@ -17,7 +17,9 @@ loopback.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
@@ -95,7 +97,7 @@ class ArtifactStore:
             self.progress(f"{registry} unreachable; using the {ref} pulled before")
         layer = _layer(manifest, kind, where)
         digest, size = layer["digest"], layer.get("size")
-        if not isinstance(size, int) or not 0 <= size <= self.max_bytes:
+        if type(size) is not int or not 0 <= size <= self.max_bytes:  # (a bool is an int to isinstance)
             raise ArtifactError(f"{where}: the {kind} layer is {size!r} bytes; at most {self.max_bytes} are taken")
         path = self.root / "blobs" / (digest.partition(":")[2] + (".wasm" if kind == "module" else ".yaml"))
         if path.is_file() and path.stat().st_size == size:
@@ -185,7 +187,7 @@ class _Registry:
             raise ArtifactError(f"{where}: cannot reach the registry: {reason}") from OSError(str(reason))
 
     def manifest(self, repo: str, tag: str, where: str) -> dict:
-        with self._open(f"{repo}/manifests/{tag}", ", ".join(_MANIFESTS), where) as r:
+        with self._open(f"{repo}/manifests/{tag}", ", ".join(_MANIFESTS), where) as r, _reading(where, "manifest"):
             data = r.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"{where}: the manifest is over {MAX_MANIFEST_BYTES} bytes; refusing it")
@@ -194,9 +196,20 @@ class _Registry:
         return _parse_manifest(data, where)
 
     def blob(self, repo: str, digest: str, where: str):
-        with self._open(f"{repo}/blobs/{digest}", "*/*", where) as r:
+        with self._open(f"{repo}/blobs/{digest}", "*/*", where) as r, _reading(where, digest):
             while chunk := r.read(_CHUNK):
                 yield chunk
+
+
+@contextlib.contextmanager
+def _reading(where: str, what: str):
+    """A registry that breaks off what it sends (a reset, a stall past the timeout, a
+    chunked body cut short) is a one-line refusal, not the read's traceback."""
+    try:
+        yield
+    except (OSError, http.client.HTTPException) as e:
+        raise ArtifactError(f"{where}: the registry broke off sending the {what}: "
+                            f"{type(e).__name__}: {e}") from OSError(str(e))
 
 
 class _Layout:

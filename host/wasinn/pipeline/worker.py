@@ -42,6 +42,7 @@ import base64
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -101,6 +102,11 @@ _OVERDUE_PUBLISH_SECONDS = 5.0
 # Bytes base64-encoded at a time for a dead letter's copy of its message: ~1 ms each, so
 # that the other threads (the network thread, a deadline's watchdog) get the GIL between.
 _BASE64_STEP = 3 << 18
+
+
+# How long a worker waits for the broker to take one window's results before it folds the
+# next window (`_emit_due`); past it (the connection lost), it folds on.
+WINDOW_PUBLISH_SECONDS = 10.0
 
 
 def in_base64(payload: bytes) -> bytes:
@@ -355,18 +361,28 @@ class Worker:
 
     def _emit_due(self) -> None:
         """What the runner holds back until a time (windows that closed) is published now;
-        the messages it came from were acknowledged when they were staged."""
-        for pub in self.runner.due():
-            fitted = self._fitting(pub, None)
-            if fitted is None:
-                continue
-            pub, props = fitted
-            self.link.publish(pub.topic, pub.payload, props, pub.on_published or (lambda: None))
-            if pub.error is None:
-                self.metrics.published.inc()
-            else:
-                self.metrics.failed(pub.error["stage"], pub.error["kind"])
-                self.log.warning("dead-letter", id=pub.id, **pub.error)
+        the messages it came from were acknowledged when they were staged. A window's
+        publications go, and the broker takes them (or WINDOW_PUBLISH_SECONDS pass),
+        before the next window is folded: the worker holds one window's results."""
+        for pubs in self.runner.due():
+            fitted = [f for pub in pubs if (f := self._fitting(pub, None)) is not None]
+            left, taken = [len(fitted)], threading.Event()
+
+            def acknowledged(then) -> None:
+                if then is not None:
+                    then()
+                left[0] -= 1  # on the network thread, one callback at a time
+                if not left[0]:
+                    taken.set()
+            for pub, props in fitted:
+                self.link.publish(pub.topic, pub.payload, props, functools.partial(acknowledged, pub.on_published))
+                if pub.error is None:
+                    self.metrics.published.inc()
+                else:
+                    self.metrics.failed(pub.error["stage"], pub.error["kind"])
+                    self.log.warning("dead-letter", id=pub.id, **pub.error)
+            if fitted:
+                taken.wait(WINDOW_PUBLISH_SECONDS)
 
     def _inline(self, msg: mqtt.MQTTMessage) -> bool:
         """Whether preparing `msg` costs less than handing it to the decoder thread and back."""
