@@ -364,18 +364,18 @@ class Worker:
         the messages it came from were acknowledged when they were staged. A window's
         publications go, and the broker takes them (or WINDOW_PUBLISH_SECONDS pass),
         before the next window is folded: the worker holds one window's results."""
+        def acknowledged(then, left: list[int], taken: threading.Event) -> None:
+            if then is not None:
+                then()
+            left[0] -= 1  # on the network thread, one callback at a time
+            if not left[0]:
+                taken.set()
         for pubs in self.runner.due():
             fitted = [f for pub in pubs if (f := self._fitting(pub, None)) is not None]
-            left, taken = [len(fitted)], threading.Event()
-
-            def acknowledged(then) -> None:
-                if then is not None:
-                    then()
-                left[0] -= 1  # on the network thread, one callback at a time
-                if not left[0]:
-                    taken.set()
+            left, taken = [len(fitted)], threading.Event()  # this window's, whenever its acknowledgements come
             for pub, props in fitted:
-                self.link.publish(pub.topic, pub.payload, props, functools.partial(acknowledged, pub.on_published))
+                self.link.publish(pub.topic, pub.payload, props,
+                                  functools.partial(acknowledged, pub.on_published, left, taken))
                 if pub.error is None:
                     self.metrics.published.inc()
                 else:
