@@ -166,8 +166,8 @@ class DeadlinePoll:
         if events + n * _EVENT_BYTES > size:
             # wasmtime's own would wait first and find the events' room missing after: the
             # whole timeout, past any deadline
-            raise wasmtime.Trap(f"poll_oneoff: the room for its {n} event{'' if n == 1 else 's'} (at {events}) lies past the end "
-                                f"of memory ({size} bytes)")
+            raise wasmtime.Trap(f"poll_oneoff: the room for its {n} event{'' if n == 1 else 's'} (at {events}) "
+                                f"lies past the end of memory ({size} bytes)")
         original = memory.read(caller, subscriptions, subscriptions + n * _SUBSCRIPTION.size)
         left = max(0, int((deadline - time.monotonic()) * 1e9))
         now: dict[int, int | None] = {}  # per clock of an absolute subscription

@@ -101,7 +101,8 @@ class MetricsServer:
                         self._send(status, "application/json", json.dumps(body).encode())
                     else:
                         self._send(404, "text/plain", b"wasinn serve: GET /metrics or /healthz\n")
-                except Exception as e:  # the workers' files unreadable: one line, not a traceback and a dropped connection
+                # the workers' files unreadable: one line, not a traceback and a dropped connection
+                except Exception as e:
                     self._send(500, "text/plain", f"wasinn serve: cannot read the workers' metrics: "
                                                   f"{type(e).__name__}: {e}\n".encode())
 
