@@ -666,4 +666,6 @@ def _held_bytes(kind: Resource, obj) -> int:
         return getattr(obj, "model_bytes", 0)
     if kind == Resource.ERROR:
         return getattr(obj, "nbytes", 0)  # the text of an error a guest made (Staged.error_new)
+    if kind == Resource.GRAPH_EXECUTION_CONTEXT:
+        return getattr(obj, "held", 0)  # a core module's staged inputs and outputs (abi/witx.Execution)
     return 0

@@ -194,3 +194,28 @@ TestHostileGuest = HostileGuest.TestCase
 def report_calls():
     yield
     print(f"\nhostile guest: {HostileGuest.total_calls} calls")
+
+
+def test_a_core_modules_inputs_and_outputs_count_against_max_host_bytes():
+    """A core module's staged inputs and outputs are host copies: counted against
+    max-host-bytes as a component's tensors are (before, 40 contexts of 16 MiB each held
+    1.3 GB under --max-host-bytes 16MiB). A replaced input or output frees what it held."""
+    from wasinn.limits import Limits
+    host = wasinn.Host(cache_dir=False, limits=Limits(max_host_bytes=5 << 20))
+    host.core_modules.errors_to_stderr = False
+    with host.instantiate(host.load_component(probe_wasm())) as inst:
+        p = Probe(inst)
+        errno, graph = p.load(MODEL)
+        assert errno == 0
+        x = np.zeros((512, 1024), np.float32)  # 2 MiB
+        t = p.tensor(x.shape, 1, x.tobytes())
+        (_, first), (_, second) = p.context(graph), p.context(graph)
+        assert p.call("set_input", first, 0, t) == 0        # 2 MiB held
+        assert p.call("compute", first) == 0                 # and 2 MiB of output: 4 MiB
+        assert p.call("set_input", second, 0, t) == ERRNO["too_large"]  # 6 MiB would pass 5
+        for _ in range(3):  # the same again: what it replaces is freed
+            assert p.call("set_input", first, 0, t) == 0 and p.call("compute", first) == 0
+        assert p.output(first, 0, x.nbytes)[0] == 0
+        session = inst._session
+        assert session.host_bytes == len(MODEL) + 2 * x.nbytes
+    assert session.host_bytes == 0

@@ -75,9 +75,10 @@ _DEFAULT_RESERVE = 4 << 30
 _KEEP_RESIDENT = 32 << 20
 _POOL_SIZE = 2  # freed mappings kept, in all; each holds up to _KEEP_RESIDENT resident
 
-# From this many bytes `LinearMemory.write` copies with ctypes' memmove, which releases
-# the GIL: a slice assignment holds it for the whole copy (a 900 MiB tensor.data held
-# every other thread, another instance's calls among them, 230-400 ms).
+# From this many bytes `copy_into` copies with ctypes' memmove, which releases the GIL: a
+# slice assignment holds it for the whole copy (a 900 MiB tensor.data, or a core module's
+# 1000 MiB get_output, held every other thread, another instance's calls among them,
+# 230-400 ms).
 _COPY_WITHOUT_THE_GIL = 1 << 20
 _memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
 _memory_view.restype = ctypes.py_object
@@ -166,12 +167,19 @@ class LinearMemory:
             src = memoryview(data).cast("B")
         except TypeError:  # not C-contiguous
             src = memoryview(np.ascontiguousarray(data)).cast("B")
-        n = src.nbytes
-        self.check(addr, n)
-        if n >= _COPY_WITHOUT_THE_GIL:  # a large copy (and its page faults) lets other threads run
-            ctypes.memmove(self.base + addr, np.frombuffer(src, np.uint8).ctypes.data, n)
-        elif n:
-            _memory_view(self.base + addr, n, _PYBUF_WRITE)[:] = src
+        self.check(addr, src.nbytes)
+        copy_into(self.base + addr, src)
+
+
+def copy_into(address: int, src: memoryview) -> None:
+    """The bytes of `src` to `address` (checked by the caller): one memcpy, and from
+    _COPY_WITHOUT_THE_GIL bytes on one that lets other threads run meanwhile (and through
+    the page faults of guest memory touched the first time)."""
+    n = src.nbytes
+    if n >= _COPY_WITHOUT_THE_GIL:
+        ctypes.memmove(address, np.frombuffer(src, np.uint8).ctypes.data, n)
+    elif n:
+        _memory_view(address, n, _PYBUF_WRITE)[:] = src
 
 
 class HostMemories:

@@ -32,12 +32,14 @@ from ..lazy import numpy as np
 import wasmtime
 
 from . import _witx_tables as tables
+from .memory import copy_into
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..embedding.memory import ExportedMemory
 from ..embedding.patches import I32Host
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
-from ..nn import Session, WasiNn, check_input, compute_bound, in_model_order, new_context, timeouts_seen
+from ..nn import (Session, WasiNn, check_input, check_outputs, compute_bound, in_model_order, new_context,
+                  timeouts_seen)
 from ..tensors import DTYPES, HostTensor
 
 SERVED = tables.FUNCTIONS  # import module -> the functions defined for it
@@ -148,10 +150,10 @@ class GuestMemory:
         return self.mv[ptr:ptr + 4].cast("I")  # x86 and arm64 hosts are little-endian, as wasm is
 
     def write(self, ptr: int, data, what: str) -> None:
-        """`data` (bytes or a uint8 array) copied to `ptr`: one memmove."""
+        """`data` (bytes or a uint8 array) copied to `ptr`: one memmove (memory.copy_into)."""
         if ptr + len(data) > self.size:
             self._past_end(ptr, len(data), what)
-        self.mv[ptr:ptr + len(data)] = data
+        copy_into(self.bytes.ctypes.data + ptr, memoryview(data).cast("B"))
 
 
 class Execution:
@@ -165,6 +167,16 @@ class Execution:
         self.context = context
         self.inputs: dict[int, HostTensor] = {}
         self.outputs: list[HostTensor] | None = None
+        # the bytes its inputs and outputs hold, in its instance's max-host-bytes (`hold`)
+        self.held = 0
+
+    def hold(self, session: Session, n: int) -> None:
+        """`n` bytes more (or fewer) held, counted against the instance's max-host-bytes
+        (nn._held_bytes reads `held` when the context goes): before, a core module's staged
+        inputs and outputs were not counted, and 40 contexts of 16 MiB held 1.3 GB under
+        --max-host-bytes 16MiB."""
+        self.held += n
+        session.host_bytes += n
 
 
 def _tag(table: str, tag: int, what: str) -> str:
@@ -326,12 +338,18 @@ class WitxHost:
         slot[0] = self._new(caller, mem.session, Resource.GRAPH_EXECUTION_CONTEXT, execution)
 
     # --- inference -------------------------------------------------------------------
-    def _input(self, execution: Execution, index: int, dims: tuple[int, ...], ty: TensorType, data: np.ndarray) -> None:
+    def _input(self, session: Session, execution: Execution, index: int, dims: tuple[int, ...], ty: TensorType,
+               data: np.ndarray) -> None:
         """Checks the tensor in place, then makes the one copy the backend will read."""
         t = HostTensor(dims, ty, data)
         check_input(execution.graph.inputs[index], t, self.nn.limits)
+        old = execution.inputs.get(index)
+        grows = t.nbytes - (old.nbytes if old is not None else 0)
+        if grows > 0:
+            self.nn.limits.check_host_bytes(session.host_bytes, grows, f"input {index} ({t.nbytes} bytes)")
         t.data = data.copy()  # set_input takes the bytes as they are now: the guest may reuse its buffer
         execution.inputs[index] = t
+        execution.hold(session, grows)
 
     def _input_spec(self, mem: GuestMemory, context: int, index: int):
         execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
@@ -347,7 +365,7 @@ class WitxHost:
         self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
         data = mem.view(data_ptr, data_len, "the tensor data")
-        self._input(execution, index, dims, _tensor_type(tag, dims, data_len, spec), data)
+        self._input(mem.session, execution, index, dims, _tensor_type(tag, dims, data_len, spec), data)
 
     def set_input_wamr(self, caller, mem, context, index, tensor_ptr) -> None:
         execution, spec = self._input_spec(mem, context, index)
@@ -357,16 +375,19 @@ class WitxHost:
         self.nn.limits.check_rank(dims_len, f"input {spec.name!r}")
         dims = mem.u32s(dims_ptr, dims_len, "the tensor dimensions")
         nbytes = self.nn.limits.check_tensor(f"input {spec.name!r}", dims, DTYPES[ty].itemsize)  # before touching the data
-        self._input(execution, index, dims, ty, mem.view(data_ptr, nbytes, "the tensor data"))
+        self._input(mem.session, execution, index, dims, ty, mem.view(data_ptr, nbytes, "the tensor data"))
 
     def compute(self, caller, mem, context) -> None:
         execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
         session = mem.session
         inputs = in_model_order(execution.graph.inputs, execution.inputs)  # each checked by set_input
+        execution.hold(session, -sum(t.nbytes for t in execution.outputs or ()))
         execution.outputs = None
         with timeouts_seen(session):
-            outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline)
+            outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline,
+                                    lambda sizes: check_outputs(self.nn.limits, sizes, session.host_bytes))
         execution.outputs = [t for _, t in outputs]
+        execution.hold(session, sum(t.nbytes for t in execution.outputs))
 
     def _output(self, mem: GuestMemory, context: int, index: int) -> np.ndarray:
         execution = self._find(mem, context, Resource.GRAPH_EXECUTION_CONTEXT, "execution context")
