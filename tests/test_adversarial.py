@@ -123,7 +123,9 @@ class WasiNnMachine(RuleBasedStateMachine):
         self.tensors: dict[int, Tensor] = {}
         self.graphs: dict[int, Model] = {}
         self.contexts: dict[int, Model] = {}
+        self.graph_of: dict[int, object] = {}  # context -> its graph (`graph_object`; it may be dropped first)
         self.dead: dict[int, str] = {}
+        self.by_name: set[int] = set()  # graph handles load-by-name gave
 
     # --- calling the guest ---------------------------------------------------------
     def call(self, name: str, *args):
@@ -152,7 +154,7 @@ class WasiNnMachine(RuleBasedStateMachine):
         Counters.traps += 1
         assert not held & set(self.host.nn._objects), "a trapped instance left host objects behind"
         assert sum(self.inst.live_resources().values()) == 0
-        for table in (self.tensors, self.graphs, self.contexts, self.dead):
+        for table in (self.tensors, self.graphs, self.contexts, self.graph_of, self.dead):
             table.clear()
         self.started += 1  # the next call instantiates afresh
 
@@ -169,6 +171,11 @@ class WasiNnMachine(RuleBasedStateMachine):
             Counters.oks += 1
             assert error is None, f"expected {error}, got ok"
         return result.payload
+
+    def graph_object(self, key: int) -> object:
+        """What the host holds for graph handle `key`: the registered model is one graph
+        under every handle load-by-name gives; each load of the guest's bytes is its own."""
+        return BY_NAME if self.graphs[key].name == "add-mul" and key in self.by_name else key
 
     def kill(self, key: int) -> None:
         for kind, table in (("tensor", self.tensors), ("graph", self.graphs), ("context", self.contexts)):
@@ -225,12 +232,14 @@ class WasiNnMachine(RuleBasedStateMachine):
                            None if known else "not-found")
         if known:
             self.graphs[got] = next(m for m in MODELS if m.name == "add-mul")
+            self.by_name.add(got)
 
     @precondition(lambda self: self.graphs)
     @rule(data=st.data())
     def init_context(self, data):
         graph = data.draw(st.sampled_from(sorted(self.graphs)), label="graph")
-        self.contexts[self.outcome(self.call("init-context", graph), None)] = self.graphs[graph]
+        ctx = self.outcome(self.call("init-context", graph), None)
+        self.contexts[ctx], self.graph_of[ctx] = self.graphs[graph], self.graph_object(graph)
 
     def _compute(self, ctx: int, named: list[tuple[str, int]]) -> None:
         model = self.contexts[ctx]
@@ -272,7 +281,7 @@ class WasiNnMachine(RuleBasedStateMachine):
             graph = self.outcome(self.call("load", [model.data], "onnx", "cpu"), None)
             self.graphs[graph] = model
             ctx = self.outcome(self.call("init-context", graph), None)
-            self.contexts[ctx] = model
+            self.contexts[ctx], self.graph_of[ctx] = model, self.graph_object(graph)
         named = []
         for i, (name, ty, shape) in enumerate(self.contexts[ctx].inputs):
             dims = shape or tuple(data.draw(st.lists(st.integers(0, 4), max_size=3), label="dims"))
@@ -335,10 +344,13 @@ class WasiNnMachine(RuleBasedStateMachine):
     @invariant()
     def host_and_guest_agree(self):
         counts = self.call("counts")
-        want = {"tensor": len(self.tensors), "graph": len(self.graphs), "graph_execution_context": len(self.contexts),
-                "error": 0}
-        assert (counts.tensors, counts.graphs, counts.contexts) == (want["tensor"], want["graph"],
-                                                                     want["graph_execution_context"])
+        assert (counts.tensors, counts.graphs, counts.contexts) == (len(self.tensors), len(self.graphs),
+                                                                     len(self.contexts))
+        # the host counts each graph handle, and a graph whose handles the guest dropped
+        # while a context of it lives (max-graphs)
+        lingering = {self.graph_of[c] for c in self.contexts} - {self.graph_object(g) for g in self.graphs}
+        want = {"tensor": len(self.tensors), "graph": len(self.graphs) + len(lingering),
+                "graph_execution_context": len(self.contexts), "error": 0}
         assert self.inst.live_resources() == want
         assert sum(1 for _, _, s in self.host.nn._objects.values() if s is self.inst._session) == sum(want.values())
 

@@ -9,6 +9,8 @@
  *                             dimensions of 65535 and 4 bytes of data
  *   hostile print N           N bytes to stdout, in lines of 64, whether or not anyone reads
  *                             them: the host must still end the call at its deadline
+ *   hostile errors N NAME     load-by-name NAME (registered or not) N times, keeping every
+ *                             error it gets: the host must bound what they hold
  *
  * Prints what each wasi:nn call returned ("error: CODE: MESSAGE" for an error); a call
  * the host ends traps, and the host says why.
@@ -83,8 +85,17 @@ static int run_main(int argc, char **argv) {
         size_t n = strtoul(argv[2], 0, 10), failed = 0;
         for (size_t i = 0; i < n; i += 64) failed += fwrite(line, 1, 64, stdout) != 64;
         fprintf(stderr, "printed, %zu writes failed\n", failed);
+    } else if (argc == 4 && !strcmp(argv[1], "errors")) {
+        size_t n = strtoul(argv[2], 0, 10), kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            nn_result g;
+            nn_load_by_name(argv[3], strlen(argv[3]), &g);
+            kept += g.is_err;  /* never dropped */
+        }
+        printf("kept %zu errors\n", kept);
     } else {
-        fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME | print N\n");
+        fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME | print N | "
+                        "errors N NAME\n");
         return 1;
     }
     return 0;

@@ -20,6 +20,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-graphs = 64            # live, per instance
     max-contexts = 256
     max-tensors = 65536
+    max-errors = 1024          # live wasi:nn errors per instance (those it never dropped)
     max-builders = 16          # builders of one graph.load
     max-list-elements = 65536  # list elements (bytes aside) one call hands the host: arguments, a result
     max-string-bytes = "16MiB" # bytes of the strings one call hands the host, together
@@ -113,6 +114,7 @@ class Limits:
     max_graphs: int = 64
     max_contexts: int = 256
     max_tensors: int = 65536
+    max_errors: int = 1024
     max_memories: int = 16
     max_tables: int = 16
     max_table_elements: int = 1 << 20
@@ -140,7 +142,7 @@ class Limits:
                 "max_model_bytes": parse_bytes, "max_tensor_bytes": parse_bytes,
                 "max_tensor_elements": int, "max_tensor_rank": int, "max_output_bytes": parse_bytes,
                 "max_backend_memory": parse_bytes, "max_host_bytes": parse_bytes, "max_graphs": int,
-                "max_contexts": int, "max_tensors": int, "max_builders": int, "max_list_elements": int,
+                "max_contexts": int, "max_tensors": int, "max_errors": int, "max_builders": int, "max_list_elements": int,
                 "max_string_bytes": parse_bytes, "max_result_bytes": parse_bytes,
                 "max_memories": int, "max_tables": int, "max_table_elements": int, "max_instances": int,
                 "external_data_dir": lambda v: pathlib.Path(v).resolve() if v else None,
@@ -266,7 +268,7 @@ class Limits:
 
     def live_limit(self, kind: str) -> int:
         return {"graph": self.max_graphs, "graph_execution_context": self.max_contexts,
-                "tensor": self.max_tensors}.get(kind, 0)
+                "tensor": self.max_tensors, "error": self.max_errors}.get(kind, 0)
 
 
 def _gib(n: float) -> str:

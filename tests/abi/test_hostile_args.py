@@ -220,6 +220,18 @@ def test_host_bytes_flood_traps_at_the_constructor(hostile):
     assert grew(got) < 1 * MIB + OVERHEAD, got
 
 
+
+def test_an_error_flood_traps_at_max_errors(hostile):
+    """The wasi:nn errors of failing calls that a guest never drops count against
+    max-errors, and their text against max-host-bytes: before, they counted nowhere
+    (10,000 of 177 KB took the host to 1.8 GB; a million short ones to 733 MiB, where
+    wasmtime's handle limit stopped them)."""
+    got = probe(hostile, ["run", "errors", "1000000", "missing"], limits={"max-errors": 100})
+    assert "too-large: the instance holds 100 live errors; the limit is 100 (max-errors, --max-errors)" \
+        in trapped(got)
+    assert grew(got) < OVERHEAD, got
+
+
 def test_python_guests_bulk_shim_is_bounded_too():
     """componentize-py guests reach the host through the bulk shim, whose `dimensions`
     and `builders` are lifted value by value: past a limit they are not lifted, and the

@@ -219,3 +219,20 @@ def test_a_core_modules_inputs_and_outputs_count_against_max_host_bytes():
         session = inst._session
         assert session.host_bytes == len(MODEL) + 2 * x.nbytes
     assert session.host_bytes == 0
+
+
+def test_a_graph_unloaded_while_its_context_lives_still_counts():
+    """`unload` frees the guest's handle; the graph stays counted against max-graphs (and
+    its bytes against max-host-bytes) while a context of it lives: before, a guest that
+    unloaded each graph and kept its context had 19 graphs live under max-graphs 2."""
+    from wasinn.limits import Limits
+    host = wasinn.Host(cache_dir=False, limits=Limits(max_graphs=2))
+    host.core_modules.errors_to_stderr = False
+    with host.instantiate(host.load_component(probe_wasm())) as inst:
+        p = Probe(inst)
+        for _ in range(2):
+            errno, graph = p.load(MODEL)
+            assert errno == 0 and p.context(graph)[0] == 0
+            assert p.call("unload", graph) == 0
+        assert p.load(MODEL)[0] == ERRNO["too_large"]
+        assert inst._session.counts["graph"] == 2 and inst._session.host_bytes == 2 * len(MODEL)

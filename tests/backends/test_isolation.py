@@ -156,6 +156,26 @@ def test_an_output_named_past_65535_bytes_comes_back_as_in_process():
             [(name, [1.5, -2])]
 
 
+
+def test_a_graph_dropped_while_its_context_lives_is_counted_until_the_context_goes():
+    """A component's graph resource dropped with a context of it alive lives on in the
+    context (and in the worker): it stays counted against max-graphs and max-host-bytes
+    until the context goes (before, dropping each graph and keeping its context took a
+    worker past max-graphs, up to its address-space cap)."""
+    with roundtrip(make_host(max_graphs=2)) as inst:
+        contexts = []
+        for _ in range(2):
+            graph = ok(inst.call("load", [models.add_mul()], "onnx", "cpu"))
+            contexts.append(ok(inst.call("init-context", graph)))
+            inst.call("drop-graph", graph)
+        refused = inst.call("load", [models.add_mul()], "onnx", "cpu")
+        assert refused.tag == "err" and "max-graphs" in refused.payload.data
+        run_add_mul(inst, contexts[0])  # a dropped graph's context computes
+        inst.call("drop-context", contexts[0])
+        graph = ok(inst.call("load", [models.add_mul()], "onnx", "cpu"))  # its graph went with it
+        run_add_mul(inst, ok(inst.call("init-context", graph)))
+
+
 def test_making_an_execution_context_is_held_to_the_calls_deadline():
     """LiteRT builds a whole interpreter for each execution context (as long as the load
     took); an isolated graph's worker is stopped at the call's deadline there too (before,

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import gc
 import os
+import re
 import sys
 import time
 
@@ -47,8 +48,8 @@ def cmd_run(args) -> int:
     if status:  # the guest may have said nothing: say what wasinn knows
         err = inst.last_nn_error
         print(f"wasinn: {args.component}: run failed{'' if status == 1 else f' (exit status {status})'}; "
-              + (f"its last wasi:nn error was {err}" if err else "no wasi:nn call failed, so the cause is the "
-                 "guest's own"), file=sys.stderr)
+              + (f"its last wasi:nn error was {shown(str(err))}" if err else "no wasi:nn call failed, so the cause "
+                 "is the guest's own"), file=sys.stderr)
     return status
 
 
@@ -367,6 +368,16 @@ COMMANDS = {
 }
 
 
+def shown(text: str) -> str:
+    """`text` for wasinn's own line on a terminal: control characters as escapes. A
+    guest's words reach these lines (a backend's message naming an op in its model: an
+    escape sequence there had cleared the screen under wasinn's name)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `wasinn` command on `argv`; None: this process's own arguments, as the `wasinn`
     script and `python -m wasinn` run it, and the process ends when it returns."""
@@ -381,13 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.func(args)
     except GuestTrap as e:
-        print(f"wasinn: {e}", file=sys.stderr)
+        print(f"wasinn: {shown(str(e))}", file=sys.stderr)
         status = 1
     except BadValue as e:  # a usage error, as argparse's own: status 2
-        print(f"wasinn: error: {e}", file=sys.stderr)
+        print(f"wasinn: error: {shown(str(e))}", file=sys.stderr)
         status = 2
     except WasinnError as e:
-        print(f"wasinn: error: {e}", file=sys.stderr)
+        print(f"wasinn: error: {shown(str(e))}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         status = 130

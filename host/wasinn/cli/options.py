@@ -81,6 +81,7 @@ _LIMIT_HELP = {
     "max_graphs": "live graphs per instance",
     "max_contexts": "live execution contexts per instance",
     "max_tensors": "live tensors per instance",
+    "max_errors": "live wasi:nn errors per instance (those its guest never dropped); past it the call traps",
     "max_memories": "linear memories per instance",
     "max_tables": "tables per instance",
     "max_table_elements": "elements of any one table; past it table.grow returns -1",
