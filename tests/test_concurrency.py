@@ -120,3 +120,25 @@ def test_forged_handles_never_reach_another_instance(wasinn_host, adversary_comp
     finally:
         for inst in [*holders, forger]:
             inst.close()
+
+
+def test_an_instance_is_not_closed_under_a_call_of_it():
+    """Closing an instance from another thread while a call of it ran freed the store
+    under wasmtime: the process aborted (a Rust panic) or died of SIGSEGV. Now that is one
+    line, the call ends as it would, and the instance closes after it."""
+    import time
+
+    from support.repo import guest_component
+    from wasinn.limits import Limits
+    host = wasinn.Host(limits=Limits(deadline=30))
+    inst = host.instantiate(host.load_component(guest_component("roundtrip")))
+    inst.call("spin", 0.01)
+    started = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(lambda: (started.set(), inst.call("spin", 1.0))[1])
+        started.wait()
+        time.sleep(0.3)
+        with pytest.raises(wasinn.WasinnError, match="cannot close the instance while a call of it runs"):
+            inst.close()
+        assert running.result() > 0
+    inst.close()

@@ -33,6 +33,9 @@ _sleeping_until = float("inf")  # when the watchdog wakes next on its own
 _stopping = False
 # Epochs advance this often; a call's deadline is checked at this granularity.
 EPOCH_SECONDS = 0.05
+# The most periods one late tick makes up for (a process stopped for an hour: its calls'
+# deadlines are past, and ~1 us an increment keeps this one tick short).
+MAX_CATCH_UP = 1 << 16
 # How long past its call's deadline a host function that waits (a guest's WASI sleep, a
 # command's response) waits: the epoch interrupt, counted in ticks from the call's start,
 # has passed the deadline too by then, so the guest's next step ends the call with the
@@ -154,11 +157,18 @@ class EpochTicker:
 
     @classmethod
     def _run(cls) -> None:
-        while not cls._stop.wait(EPOCH_SECONDS):
-            cls._tick()
+        # A tick that comes late (this thread waits for the GIL like any other: with 8
+        # threads busy in host calls, up to ~0.14 s) advances the epoch by every period
+        # that passed, so that a deadline, a count of ticks, stays one of time: late ticks
+        # each counted once had added up, to 0.6 s past a 1 s deadline.
+        due = time.monotonic() + EPOCH_SECONDS
+        while not cls._stop.wait(max(0.0, due - time.monotonic())):
+            periods = 1 + int((time.monotonic() - due) / EPOCH_SECONDS)
+            due += periods * EPOCH_SECONDS
+            cls._tick(min(periods, MAX_CATCH_UP))
 
     @classmethod
-    def _tick(cls) -> None:
+    def _tick(cls, periods: int = 1) -> None:
         # In a function of its own so that no engine stays referenced between ticks: a
         # loop variable left holding the last engine kept it (and its host memory creator)
         # alive past its Host, to be freed on this thread during interpreter teardown,
@@ -170,6 +180,7 @@ class EpochTicker:
             engines = list(cls._engines)
         for engine in engines:
             try:
-                engine.increment_epoch()
+                for _ in range(periods):
+                    engine.increment_epoch()
             except Exception:  # noqa: BLE001 - one engine's failure must not stop the others' deadlines
                 pass

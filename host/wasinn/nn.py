@@ -178,12 +178,12 @@ class WasiNn:
             session.lingering.clear()
             session.counts.clear()
             session.host_bytes = 0
-            if session.worker is not None:
-                session.worker.close()
-                session.worker = None
+            worker, session.worker = session.worker, None
             # A store freed without close() may already have a successor at its address.
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
+        if worker is not None:  # outside the lock: unmapping 4 GiB of its shared memory took ~0.2 s,
+            worker.close()      # every other instance's wasi:nn calls waiting on the lock meanwhile
 
     def list_bounds(self) -> dict[str, Callable[[int], None]]:
         """Checks of the counts a guest passes as list parameters, by WIT parameter name

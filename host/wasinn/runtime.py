@@ -417,7 +417,13 @@ class Instance:
         return store
 
     def close(self) -> None:
-        """Drops the store and frees every wasi:nn resource the instance still held."""
+        """Drops the store and frees every wasi:nn resource the instance still held. Not
+        while one of its calls runs (in another thread): closing the store under wasmtime
+        aborted the process (a Rust panic, or SIGSEGV in wasmtime_store_delete)."""
+        if self._store is not None and streams.running(self._store):
+            raise WasinnError("cannot close the instance while a call of it runs (in another thread): the call "
+                              "ends at its deadline (a Host's `overdue` callback hears of one that does not); "
+                              "close the instance after it returns")
         if self._session is not None:
             self._last_nn_error = self._session.last_error
             self.host.nn.close_session(self._session)

@@ -95,6 +95,11 @@ class in_call:
         _busy.discard(self.key)
 
 
+def running(store: Store) -> bool:
+    """Whether a call of `store`'s instance is in progress (`in_call`)."""
+    return id(store) in _busy
+
+
 def _close_stores() -> None:
     running = set()  # the writers of stores whose call still runs: those stay
     for store, writers in list(_stores.items()):
