@@ -137,8 +137,12 @@ def returns_error(fn: Callable) -> Callable:
             err = NnError(ErrorCode.RUNTIME_ERROR, f"{type(e).__name__}: {e}")
         if len(err.message) > MAX_ERROR_TEXT:  # (an input's name not found lists every input the model has)
             err = NnError(err.code, f"{err.message[:MAX_ERROR_TEXT]}... ({len(err.message)} characters in all)")
-        self.nn.session(store).last_error = err
-        raise Err(self.nn.add(store, Resource.ERROR, err))  # past max-errors or max-host-bytes: the call traps
+        session = self.nn.session(store)
+        session.last_error = err
+        # Past max-errors the call traps. Its bytes are counted in max-host-bytes, never
+        # refused there: the error may be the one that says max-host-bytes is reached.
+        self.nn._admit(session, "error", 0)
+        raise Err(self.nn.add(store, Resource.ERROR, err, limited=False, session=session))
     return wrapper
 
 
