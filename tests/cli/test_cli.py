@@ -418,4 +418,5 @@ def test_wasinns_own_lines_show_control_characters_as_escapes():
     """A guest's words reach wasinn's one-line errors (a backend naming a custom op of the
     guest's model): an escape sequence there had retitled the terminal and cleared it."""
     from wasinn.cli import shown
-    assert shown("op Evil\x1b]0;PWNED\x07\x1b[2J; caf\u00e9\t\x9b") == "op Evil\\x1b]0;PWNED\\x07\\x1b[2J; caf\u00e9\\x09\\x9b"
+    assert shown("op Evil\x1b]0;PWNED\x07\x1b[2J; caf\u00e9\t\x9b") == \
+        "op Evil\\x1b]0;PWNED\\x07\\x1b[2J; caf\u00e9\\x09\\x9b"
