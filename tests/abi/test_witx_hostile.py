@@ -236,3 +236,24 @@ def test_a_graph_unloaded_while_its_context_lives_still_counts():
             assert p.call("unload", graph) == 0
         assert p.load(MODEL)[0] == ERRNO["too_large"]
         assert inst._session.counts["graph"] == 2 and inst._session.host_bytes == 2 * len(MODEL)
+
+
+def test_a_core_modules_input_shrinking_and_a_failed_compute_leave_its_count_exact():
+    """The guest's own pattern against the count above: a large input replaced by a small
+    one frees the difference, a compute refused for its outputs keeps no outputs, and
+    the next compute runs."""
+    from wasinn.limits import Limits
+    host = wasinn.Host(cache_dir=False, limits=Limits(max_host_bytes=3 << 20))
+    host.core_modules.errors_to_stderr = False
+    with host.instantiate(host.load_component(probe_wasm())) as inst:
+        p = Probe(inst)
+        _, graph = p.load(MODEL)
+        _, ctx = p.context(graph)
+        big, small = np.zeros((512, 1024), np.float32), np.ones((2, 3), np.float32)  # 2 MiB, 24 bytes
+        assert p.call("set_input", ctx, 0, p.tensor(big.shape, 1, big.tobytes())) == 0
+        assert p.call("compute", ctx) == ERRNO["too_large"]  # 2 MiB of outputs would pass 3 MiB
+        assert inst._session.host_bytes == len(MODEL) + big.nbytes
+        assert p.call("set_input", ctx, 0, p.tensor(small.shape, 1, small.tobytes())) == 0
+        assert inst._session.host_bytes == len(MODEL) + small.nbytes
+        assert p.call("compute", ctx) == 0 and p.output(ctx, 0, 24) == (0, small.T.tobytes())
+        assert inst._session.host_bytes == len(MODEL) + 2 * small.nbytes

@@ -4,6 +4,7 @@ And pipeline/worker.py's small pieces: presence messages, dead letters' JSON."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -138,3 +139,15 @@ def test_a_messages_id_is_text_mqtt_carries_back(correlation, ident):
     msg.properties.CorrelationData = correlation
     got = message_id(msg)
     assert got.startswith(ident) if ident == "sha256:" else got == ident
+
+
+@pytest.mark.parametrize("ident, back", [("m-1", "m-1"), ("a\x07b", "sha256:"), ("x" * 2000, "sha256:")])
+def test_a_messages_own_id_goes_back_only_as_mqtt_text(ident, back):
+    """Its `id` user property too: mosquitto drops a client that sends a control character
+    (it dropped this test's own publisher), but another broker may pass one on, and the
+    worker would send it back with every result; an id over 1 KiB goes as its digest."""
+    msg = MQTTMessage(topic=b"t")
+    msg.properties = Properties(PacketTypes.PUBLISH)
+    msg.properties.UserProperty = [("id", ident)]
+    got = message_id(msg)
+    assert got == ident if back == ident else got == "sha256:" + hashlib.sha256(ident.encode()).hexdigest()[:16]
