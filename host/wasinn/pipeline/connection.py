@@ -129,7 +129,8 @@ def received_properties(self: Properties, buffer) -> tuple[Properties, int]:
                 raise MalformedPacket("a property past the properties' end")
             value, at = int.from_bytes(view[at:at + size], "big"), at + size
         name = self.getNameFromIdent(identifier)
-        if not self.allowsMultiple(name.replace(" ", "")) and hasattr(self, name.replace(" ", "")):
+        compact = name.replace(" ", "")
+        if not self.allowsMultiple(compact) and hasattr(self, compact):
             raise MalformedPacket(f"property {name!r} more than once")
         setattr(self, name, value)
     if user:
@@ -144,9 +145,10 @@ _FIXED = {"Byte": 1, "Two Byte Integer": 2, "Four Byte Integer": 4}
 
 
 def _length(view: memoryview, at: int, end: int) -> int:
-    if at + 2 > end or at + 2 + int.from_bytes(view[at:at + 2], "big") > end:
+    n = int.from_bytes(view[at:at + 2], "big") if at + 2 <= end else end
+    if at + 2 + n > end:
         raise MalformedPacket("a string or binary property past the properties' end")
-    return int.from_bytes(view[at:at + 2], "big")
+    return n
 
 
 def _utf8(view: memoryview, at: int, end: int) -> tuple[str, int]:

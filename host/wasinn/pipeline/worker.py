@@ -156,20 +156,23 @@ def message_id(msg: mqtt.MQTTMessage) -> str:
     props = msg.properties
     for key, value in getattr(props, "UserProperty", None) or []:
         if key == "id":
-            return value if _fit_for_an_id(value) else "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+            return _as_id(value, value.encode())
     correlation = getattr(props, "CorrelationData", None)
     if correlation:
-        text = correlation.decode("utf-8", "backslashreplace")
-        return text if _fit_for_an_id(text) else "sha256:" + hashlib.sha256(correlation).hexdigest()[:16]
-    return "sha256:" + hashlib.sha256(msg.payload).hexdigest()[:16]
+        return _as_id(correlation.decode("utf-8", "backslashreplace"), correlation)
+    return _digest(msg.payload)
 
 
 # The longest `id` a result takes from its message as it is (`message_id`).
 MAX_ID = 1024
 
 
-def _fit_for_an_id(text: str) -> bool:
-    return len(text) <= MAX_ID and string_problem(text) is None
+def _as_id(text: str, data: bytes) -> str:
+    return text if len(text) <= MAX_ID and string_problem(text) is None else _digest(data)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclasses.dataclass(eq=False)
