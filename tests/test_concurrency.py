@@ -142,3 +142,50 @@ def test_an_instance_is_not_closed_under_a_call_of_it():
             inst.close()
         assert running.result() > 0
     inst.close()
+
+
+def test_dropping_contexts_of_dropped_graphs_does_not_hold_up_other_instances():
+    """A guest holding 10,000 tensors and 20 graphs it dropped while their contexts live
+    drops the contexts: each drop looks only at its own graph (per-graph counts), not at
+    every entry of the instance once per such graph (63 graphs beside 65,000 tensors held
+    nn's lock, which every instance shares, 1-2 s a drop: another instance's tensor
+    constructor ran past its own deadline). Another instance's calls meanwhile: medians,
+    within 10x of alone (a noisy 2-core machine)."""
+    import statistics
+    import time
+
+    from wasinn.limits import Limits
+
+    from support.repo import guest_component
+    host = wasinn.Host(limits=Limits(isolate="none"))
+    component = host.load_component(guest_component("adversary"))
+    with host.instantiate(component) as attacker, host.instantiate(component) as other:
+        for _ in range(10_000):
+            attacker.call("make-tensor", [1], "U8", b"\0")
+        contexts = []
+        for i in range(20):  # models of their own: one model's bytes load as one graph (the graph cache)
+            graph = attacker.call("load", [models.identity(TensorType.U8, (i + 1,))], "onnx", "cpu").payload
+            contexts.append(attacker.call("init-context", graph).payload)
+            attacker.call("drop", graph)
+        assert attacker.live_resources()["graph"] == 20  # lingering: their contexts run them
+
+        def once() -> float:
+            start = time.monotonic()
+            other.call("drop", other.call("make-tensor", [1], "U8", b"\0"))
+            return time.monotonic() - start
+        alone = [once() for _ in range(200)]
+        during, done = [], threading.Event()
+
+        def meanwhile() -> None:
+            while not done.is_set():
+                during.append(once())
+        thread = threading.Thread(target=meanwhile)
+        thread.start()
+        for ctx in contexts:  # spread over 0.2 s, so that the other instance calls between and during them
+            attacker.call("drop", ctx)
+            time.sleep(0.01)
+        done.set()
+        thread.join()
+        assert attacker.live_resources()["graph"] == 0
+        assert len(during) > 10 and statistics.median(during) < 10 * statistics.median(alone), \
+            (statistics.median(during), statistics.median(alone), len(during))

@@ -109,13 +109,33 @@ class Session:
         self.core_memory = None  # a core module's exported memory, found on its first wasi-nn call (abi/witx.py)
         self.handles: dict[Resource, Handles] = collections.defaultdict(Handles)  # a core module's, by kind
         self.worker = None  # the backend worker running the graphs it loaded from its own bytes (isolated.py)
-        self.lingering: set[int] = set()  # graphs the guest dropped that a live context still runs (`WasiNn.drop`)
+        # graphs the guest dropped that a live context still runs (`WasiNn.drop`): rep by id(graph)
+        self.lingering: dict[int, int] = {}
+        # by id(graph): its live contexts, and its entries (a registered model's graph is one
+        # object under every handle load-by-name gives); counted, so that a drop looks at
+        # no other entry (scanning them all, 63 drops of 65,000 tensors' instance held
+        # nn's lock, which every instance shares, 1-2 s each)
+        self.contexts_of: collections.Counter = collections.Counter()
+        self.entries_of: collections.Counter = collections.Counter()
         self.clock_helper: dict = {}  # its WASI clock's functions, held to its deadlines (abi/clocks.py)
 
     def broken(self) -> str | None:
         """Why the instance must start afresh: its backend worker was killed or died, and
         with it the graphs it had loaded from its own bytes."""
         return self.worker.dead if self.worker is not None else None
+
+
+def _tally(session: Session, kind: Resource, obj, n: int) -> None:
+    """Counts an entry made (n 1) or gone (-1) in `session`'s per-graph counts."""
+    if kind == Resource.GRAPH:
+        counts, key = session.entries_of, id(obj)
+    elif kind == Resource.GRAPH_EXECUTION_CONTEXT:
+        counts, key = session.contexts_of, id(obj.graph)
+    else:
+        return
+    counts[key] += n
+    if not counts[key]:
+        del counts[key]
 
 
 def _filled(into, data):
@@ -135,8 +155,10 @@ def returns_error(fn: Callable) -> Callable:
             err = e
         except Exception as e:  # a backend or host bug: still an error, never a trap
             err = NnError(ErrorCode.RUNTIME_ERROR, f"{type(e).__name__}: {e}")
-        if len(err.message) > MAX_ERROR_TEXT:  # (an input's name not found lists every input the model has)
-            err = NnError(err.code, f"{err.message[:MAX_ERROR_TEXT]}... ({len(err.message)} characters in all)")
+        # a new one, kept as the error resource without the raised one's frames (and their
+        # locals: a graph the worker loaded and the host refused, kept alive in the worker)
+        err = NnError(err.code, err.message if len(err.message) <= MAX_ERROR_TEXT  # (a missing input's name
+                      else f"{err.message[:MAX_ERROR_TEXT]}... ({len(err.message)} characters in all)")  # lists all)
         session = self.nn.session(store)
         session.last_error = err
         # Past max-errors the call traps. Its bytes are counted in max-host-bytes, never
@@ -180,6 +202,8 @@ class WasiNn:
                 self._objects.pop(rep, None)
             session.reps.clear()
             session.lingering.clear()
+            session.contexts_of.clear()
+            session.entries_of.clear()
             session.counts.clear()
             session.host_bytes = 0
             worker, session.worker = session.worker, None
@@ -231,6 +255,7 @@ class WasiNn:
             session.reps.add(rep)
             session.counts[name] += 1
             session.host_bytes += held
+            _tally(session, kind, obj, 1)
         return rep
 
     def _admit(self, session: Session, name: str, held: int) -> None:
@@ -281,33 +306,23 @@ class WasiNn:
             if entry is None:
                 return
             session = entry.session
-            if entry.kind == Resource.GRAPH and self._runs(session, entry.obj) \
-                    and not self._holds(session, Resource.GRAPH, entry.obj):
+            if entry.kind == Resource.GRAPH and session.contexts_of[id(entry.obj)] \
+                    and session.entries_of[id(entry.obj)] == 1:
                 # a live context still runs it, and no other handle names it: it stays in
                 # the table, counted against max-graphs and max-host-bytes, until no
                 # context runs it (a guest that dropped each graph and kept its context
                 # had 19 graphs live under max-graphs 2)
                 self._objects[rep] = entry
-                session.lingering.add(rep)
+                session.lingering[id(entry.obj)] = rep
                 return
             self._forget(rep, entry)
             if entry.kind == Resource.GRAPH_EXECUTION_CONTEXT:
                 if isinstance(entry.obj, ExecutionContext):
                     for staged in entry.obj.staged():
                         self.drop(staged)
-                for graph in [r for r in session.lingering if not self._runs(session, self._objects[r].obj)]:
-                    session.lingering.discard(graph)
-                    self.drop(graph)
-
-    def _runs(self, session: Session, graph) -> bool:
-        """Whether a live execution context of `session` runs `graph`."""
-        return any(e.kind == Resource.GRAPH_EXECUTION_CONTEXT and e.obj.graph is graph
-                   for e in map(self._objects.get, session.reps) if e is not None)
-
-    def _holds(self, session: Session, kind: Resource, obj) -> bool:
-        """Whether an entry of `session` in the table is `obj` (a registered model's graph
-        is one object under every handle load-by-name gives)."""
-        return any(e.kind == kind and e.obj is obj for e in map(self._objects.get, session.reps) if e is not None)
+                graph = id(entry.obj.graph)
+                if not session.contexts_of[graph] and graph in session.lingering:
+                    self.drop(session.lingering.pop(graph))
 
     @staticmethod
     def _forget(rep: int, entry: Entry) -> None:
@@ -315,6 +330,7 @@ class WasiNn:
         session.reps.discard(rep)
         session.counts[_KIND_NAMES[entry.kind]] -= 1
         session.host_bytes -= _held_bytes(entry.kind, entry.obj)
+        _tally(session, entry.kind, entry.obj, -1)
 
     # --- wasi:nn/tensor -------------------------------------------------------------
     def tensor_new(self, store, dimensions: list[int], ty: TensorType, data: bytes) -> int:
@@ -369,16 +385,18 @@ class WasiNn:
                 view.release()
 
     def load_graph(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
-                   guest: Session | None = None) -> Graph:
+                   guest: Session | None = None, owner: Session | None = None) -> Graph:
         """Picks the backend for `encoding` (or recognises the bytes) and loads;
         `builders` are any buffers, read only during the call. `guest`: the instance
         whose own bytes these are (None: the operator's model), for the isolation policy:
         an isolated graph runs in a worker process (backends/isolated.py), one per
-        instance. The same bytes loaded again in process, by any instance, get the same
-        graph: a graph is immutable, and creating an onnxruntime session costs 10x more
-        than hashing its bytes."""
+        instance; `owner`: the instance an operator's model isolated too (`all`) is
+        loaded for (None: the host's own worker for those). The same bytes loaded again
+        in process, by any instance, get the same graph: a graph is immutable, and
+        creating an onnxruntime session costs 10x more than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
+        builders = self._inline(builders, encoding, guest)  # counted below with the weights it read in
         size = sum(len(b) for b in builders)
         self.limits.check_model(size)
         if guest is not None:
@@ -386,7 +404,7 @@ class WasiNn:
             # (its threads and memory) that `add` would then refuse
             self._admit(guest, "graph", size)
         if self.isolation.applies(guest is not None):
-            graph = self._load_isolated(builders, encoding, target, guest)
+            graph = self._load_isolated(builders, encoding, target, guest or owner)
             graph.model_bytes = size
             return graph
         import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
@@ -396,7 +414,7 @@ class WasiNn:
             if graph is not None:
                 self._recent_graphs.move_to_end(key)
                 return graph
-        graph = self._load_uncached(builders, encoding, target, guest)
+        graph = self._backend_for(builders, encoding).load(builders, target)
         graph.model_bytes = size  # counted against max-host-bytes
         with self._lock:
             self._recent_graphs[key] = graph
@@ -404,14 +422,9 @@ class WasiNn:
                 self._recent_graphs.popitem(last=False)
         return graph
 
-    def _load_uncached(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
-                       guest: Session | None = None) -> Graph:
-        builders = self._inline(builders, encoding, guest)
-        return self._backend_for(builders, encoding).load(builders, target)
-
     def _load_isolated(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
                        guest: Session | None) -> Graph:
-        builders = self._inline(builders, encoding, guest)
+        """In `guest`'s worker (None: the host's worker for the operator's models)."""
         backend = self._backend_for(builders, encoding)
         if not backend.kind.installed():
             backend.backend()  # raises, naming the extra to install
@@ -424,7 +437,8 @@ class WasiNn:
         if encoding in (GraphEncoding.ONNX, GraphEncoding.AUTODETECT) and looks_like_onnx(builders):
             with timeouts_seen(guest):  # the walk of a guest's bytes stops at its call's deadline
                 return [inline_onnx_external_data(builders[0], self.limits.external_data_dir,
-                                                  guest.deadline if guest is not None else None)]
+                                                  guest.deadline if guest is not None else None,
+                                                  self.limits.max_model_bytes)]
         return builders
 
     def _backend_for(self, builders: list[bytes], encoding: GraphEncoding) -> Backend:
@@ -451,7 +465,8 @@ class WasiNn:
         """The registered graph `name`, for the instance of `session` (whose own model it
         is where the registry reads names as paths: registry.allow_paths)."""
         return self.registry.graph(name, self.load_graph, self.load_file, guest=session,
-                                   max_bytes=self.limits.max_model_bytes)
+                                   max_bytes=self.limits.max_model_bytes,
+                                   owner=session if self.isolation.applies(guest=False) else None)
 
     def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
         """An operator's model file, loaded by a backend that reads files itself; None

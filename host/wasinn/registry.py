@@ -17,6 +17,7 @@ import os
 import pathlib
 import stat
 import threading
+import weakref
 from typing import TYPE_CHECKING, Callable
 
 from ._enums import ExecutionTarget, GraphEncoding
@@ -49,6 +50,11 @@ class ModelEntry:
     remote: Endpoint | None = None
     # Held while it loads: a guest asking for it waits for a preload under way, not for others.
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+    # Under `--isolate all`, its graph in each instance's own backend worker, by the instance
+    # (nn.Session): one worker shared by all had let one instance's overlong compute hold
+    # every other's calls to their deadlines, and its kill fail their contexts.
+    owned: weakref.WeakKeyDictionary = dataclasses.field(default_factory=weakref.WeakKeyDictionary, repr=False,
+                                                         compare=False)
 
 
 class ModelRegistry:
@@ -156,15 +162,26 @@ class ModelRegistry:
 
     def graph(self, name: str, load: Callable[..., Graph],
               load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None,
-              *, guest=None, max_bytes: int | None = None) -> Graph:
+              *, guest=None, max_bytes: int | None = None, owner=None) -> Graph:
         """The loaded graph for `name` (loading it the first time), or `not-found`.
-        `load(builders, encoding, target[, guest])`; `guest` and `max_bytes` serve a name
-        read as a path (`allow_paths`): the instance asking, and the most bytes it may read."""
+        `load(builders, encoding, target[, guest][, owner=])`; `guest` and `max_bytes` serve
+        a name read as a path (`allow_paths`): the instance asking, and the most bytes it
+        may read. `owner`: the instance whose own graph of a model on files this is (see
+        ModelEntry.owned), loaded for it the first time it asks."""
         entry = self._entries.get(name)
         if entry is None:
             if self.path_root is None:
                 raise self.unknown(quoted(name))
             return load(self._read_confined(name, max_bytes), GraphEncoding.AUTODETECT, ExecutionTarget.CPU, guest)
+        if owner is not None and entry.remote is None:  # (an instance calls from one thread at a time)
+            graph = entry.owned.get(owner)
+            if graph is None or getattr(graph, "gone", False):
+                try:
+                    graph = entry.owned[owner] = load([p.read_bytes() for p in entry.paths], entry.encoding,
+                                                      entry.target, owner=owner)
+                except OSError as e:
+                    raise not_found(f"graph {name!r}: cannot read its model file: {e}") from e
+            return graph
         with entry.lock:
             if getattr(entry.graph, "gone", False):  # its backend worker died (isolate = "all"): load it anew
                 entry.graph = None

@@ -242,6 +242,27 @@ def test_inlined_weights_load_and_compute(tmp_path):
     np.testing.assert_array_equal(np.frombuffer(out[0][1], np.float32), weights)
 
 
+def test_a_small_model_naming_one_file_many_times_is_refused_before_it_is_read(tmp_path):
+    """24 initializers of a 1.7 KB model, each the whole of one 64 MiB weights file in the
+    operator's directory, had the host read 1.5 GB (past a 2 s deadline, the GIL held
+    2.75 s at a time): the lengths are added up first, the model with them held to
+    max-model-bytes, and what is read is counted in max-host-bytes as the model's."""
+    (tmp_path / "w.bin").write_bytes(bytes(1 << 20))
+    n = (1 << 20) // 4
+    hostile = model([helper.make_node("Sum", [f"w{i}" for i in range(24)], ["s"]),
+                     helper.make_node("ReduceSum", ["s"], ["r"], keepdims=1), helper.make_node("Add", ["x", "r"], ["y"])],
+                    [ext(f"w{i}", (n,), location="w.bin") for i in range(24)])
+    with pytest.raises(NnError) as e:
+        inline_onnx_external_data(hostile, tmp_path, max_bytes=8 << 20)
+    assert e.value.code.value == "too-large"
+    assert str(e.value).endswith(f"(24 tensors) is {len(hostile) + 24 * (1 << 20)} bytes; the limit is "
+                                 f"{8 << 20} (limit 'max-model-bytes', --max-model-bytes)")
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits(external_data_dir=tmp_path, max_model_bytes=32 << 20,
+                                                      isolate="none"))
+    graph = host.nn.load_graph([hostile], GraphEncoding.ONNX, ExecutionTarget.CPU)
+    assert graph.model_bytes > 24 << 20  # the weights read in, as max-host-bytes counts them
+
+
 def test_refusals_read_the_same_whether_or_not_the_file_exists(tmp_path):
     allowed = tmp_path / "allowed"
     allowed.mkdir()

@@ -270,6 +270,86 @@ def test_tensors_that_fragment_the_shared_memory_keep_it_within_max_host_bytes()
         assert peak <= limit * 5 // 4, peak  # a quarter of headroom: growth maps the file anew on both sides
 
 
+def test_a_compute_takes_the_shared_memory_no_further_than_twice_max_host_bytes():
+    # a tensor made before the instance had a worker lies on the heap and crosses as a
+    # copy, beside the room for the outputs: the file (resident once written, never
+    # shrunk) holds at most the instance's tensors and one compute's copies and room,
+    # twice max-host-bytes (a reply asking more is refused with too-large)
+    from support.internals import worker_memory
+    limit = 8 << 20
+    n = limit * 9 // 10
+    host = make_host(max_host_bytes=limit, max_output_bytes=limit)
+    with host.instantiate(host.load_component(guest_component("adversary"))) as inst:
+        t = inst.call("make-filled", [n], "U8", n, 7)  # no worker yet: on the heap
+        ctx = ok(inst.call("init-context", ok(inst.call("load", [models.identity(wasinn.TensorType.U8)], "onnx", "cpu"))))
+        (name, y), = ok(inst.call("compute", ctx, [("x", t)]))
+        assert name == "y" and inst._session.host_bytes >= n
+        memory = worker_memory(inst)
+        assert memory.size <= (2 * limit + (1 << 20)) * 5 // 4, memory.size  # a quarter more: growth's step
+        assert inst._session.worker.file_bytes == 2 * limit + (1 << 20)
+
+
+def test_a_graph_the_host_refuses_for_its_description_is_dropped_in_the_worker_too():
+    # a model whose input has rank 65: the worker loads it, the host refuses what it says
+    # of it (ranks past 64) and the guest gets one line; the worker is told to drop it at
+    # the next request (kept, nine such graphs took a worker's memory to its cap)
+    import gc
+
+    from onnx import TensorProto, helper
+    rank65 = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 65)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * 65)]),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with roundtrip(make_host()) as inst:
+        result = inst.call("load", [rank65], "onnx", "cpu")
+        assert result.tag == "err" and "inputs or outputs wrongly" in result.payload.data, vars(result.payload)
+        gc.collect()
+        worker = inst._session.worker
+        assert [kind for kind, _ in worker.dropped] == ["graph"]
+        ok(inst.call("load", [models.identity(wasinn.TensorType.FP32, (1, 4))], "onnx", "cpu"))
+        assert worker.dropped == [] and not worker.dead
+
+
+def test_under_isolate_all_an_instances_overlong_compute_touches_no_other_instance(tmp_path):
+    # the operator's models in a worker per instance, as a guest's own: in one worker
+    # shared by all, A's compute of one long Conv node held B's calls on another model to
+    # B's own deadline (a trap), and A's kill at its deadline failed B's context
+    import threading
+
+    from support import hostile_models
+    (tmp_path / "long.onnx").write_bytes(hostile_models.onnx_long_conv())
+    (tmp_path / "add.onnx").write_bytes(models.add_mul())
+    host = make_host(isolate="all", deadline="2s")
+    host.models.register("long", tmp_path / "long.onnx")
+    host.models.register("add", tmp_path / "add.onnx")
+    component = host.load_component(guest_component("adversary"))
+    with host.instantiate(component) as a, host.instantiate(component) as b:
+        long = ok(a.call("init-context", ok(a.call("load-by-name", "long"))))
+        add = ok(b.call("init-context", ok(b.call("load-by-name", "add"))))
+
+        def run_add() -> str:
+            x = b.call("make-filled", [2, 3], "FP32", 24, 0)
+            y = b.call("make-filled", [2, 3], "FP32", 24, 0)
+            return b.call("compute", add, [("a", x), ("b", y)]).tag
+        assert run_add() == "ok"
+        results, done = [], threading.Event()
+
+        def meanwhile() -> None:
+            while not done.is_set():
+                results.append(run_add())
+        thread = threading.Thread(target=meanwhile)
+        thread.start()
+        try:
+            result = a.call("compute", long, [("x", a.call("make-filled", [1], "FP32", 4, 0))])
+        finally:
+            done.set()
+            thread.join()
+        assert (result.tag, result.payload.code) == ("err", "timeout")
+        assert results and set(results) == {"ok"}  # none waited for A's worker, none trapped
+        assert run_add() == "ok"  # B's context lives on: A's worker was not B's
+        assert a._session.worker is not b._session.worker
+
+
 def test_an_idle_worker_takes_no_cpu():
     # a worker's onnxruntime threads spin after a run as they do in process (the next run
     # starts sooner: EfficientNet-Lite0 isolated ~0.07 ms closer to in process), ~30 ms of
@@ -709,8 +789,8 @@ def test_a_model_autodetect_hands_a_crashing_parser_fails_its_load_and_the_next_
     with roundtrip(make_host()) as inst:
         result = inst.call("load", [hostile_models.tflite_recursive("while")], "autodetect", "cpu")
         assert (result.tag, result.payload.code) == ("err", "runtime-error")
-        assert result.payload.data == ("the backend worker ended (SIGSEGV) while loading the model; the graphs this "
-                                       "instance loaded from its own bytes are gone")
+        assert result.payload.data == ("the backend worker ended (SIGSEGV) while loading the model; the graphs it "
+                                       "ran for this instance are gone")
         started = inst.instances_started
         run_add_mul(inst, add_mul_context(inst))
         assert inst.instances_started == started + 1
@@ -745,8 +825,8 @@ def test_a_guests_first_load_that_kills_its_worker_leaves_the_fork_server_starte
                                crash, model], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
-        "err|runtime-error|the backend worker ended (SIGSEGV) while loading the model; the graphs this instance "
-        "loaded from its own bytes are gone",
+        "err|runtime-error|the backend worker ended (SIGSEGV) while loading the model; the graphs it ran for "
+        "this instance are gone",
         "ok|ok|True"]
 
 

@@ -115,8 +115,9 @@ def limit_resources(address_space: int | None, hard_address_space: int | None, f
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), min(256, hard)))
 
 
-def raise_address_space(address_space: int) -> None:
-    """A worker loading another graph raises its own soft cap, never past the hard one."""
+def set_address_space(address_space: int) -> None:
+    """A worker's own soft cap, as its live graphs allow (raised to load one, lowered
+    when one goes), never past the hard one."""
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (min(address_space, hard) if hard >= 0 else address_space, hard))
 

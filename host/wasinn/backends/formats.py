@@ -11,7 +11,7 @@ import stat
 import time
 
 from .._enums import ErrorCode, GraphEncoding
-from ..errors import NnError, invalid_encoding
+from ..errors import NnError, invalid_encoding, too_large
 
 # ModelProto's top-level field numbers (onnx.proto).
 _ONNX_MODEL_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
@@ -239,12 +239,16 @@ def reject_onnx_external_data(model) -> None:
                       "from bytes must carry all its weights")
 
 
-def inline_onnx_external_data(model, allowed_dir, deadline: float | None = None) -> bytes:
+def inline_onnx_external_data(model, allowed_dir, deadline: float | None = None,
+                              max_bytes: int | None = None) -> bytes:
     """An ONNX model with every external weight file read into it, or the model itself
     when it has none. Weights may only come from files inside `allowed_dir` (the
     operator's choice; None allows none): any other location, `..` and symlinks that
     leave the directory included, is refused with `security`, so no model can make the
-    host read an arbitrary file. `deadline`: `refers_to_external_data`'s."""
+    host read an arbitrary file. The model with its weights may take `max_bytes`
+    (`too-large` past it, before any is read: a 1.7 KB model naming one 64 MiB file 24
+    times had the host read 1.5 GB). `deadline`: `refers_to_external_data`'s, and
+    checked between files."""
     if not refers_to_external_data(model, deadline):
         return model
     if allowed_dir is None:
@@ -257,11 +261,18 @@ def inline_onnx_external_data(model, allowed_dir, deadline: float | None = None)
     except Exception:
         raise invalid_encoding("the model references external data files and is not an ONNX protobuf") from None
     root = pathlib.Path(allowed_dir).resolve()
-    for tensor in _tensors(proto):
-        if tensor.data_location or tensor.external_data:
-            tensor.raw_data = _external_bytes(tensor, root)
-            del tensor.external_data[:]
-            tensor.ClearField("data_location")
+    spans = [(tensor, _external_span(tensor, root)) for tensor in _tensors(proto)
+             if tensor.data_location or tensor.external_data]
+    total = len(model) + sum(length for _, (_, _, length) in spans)
+    if max_bytes is not None and total > max_bytes:
+        raise too_large(f"the model with the external data it names ({len(spans)} tensors) is {total} bytes; "
+                        f"the limit is {max_bytes} (limit 'max-model-bytes', --max-model-bytes)")
+    for tensor, (target, offset, length) in spans:
+        if deadline is not None and time.monotonic() > deadline:
+            raise NnError(ErrorCode.TIMEOUT, "the model's external data was not read by the call's deadline")
+        tensor.raw_data = _read_span(tensor, target, offset, length, root)
+        del tensor.external_data[:]
+        tensor.ClearField("data_location")
     inlined = proto.SerializeToString()
     # What onnx's parser kept but could not name (a data_location it does not know) is
     # still there for onnxruntime: the walk that found the references has the last word.
@@ -292,25 +303,49 @@ def _tensors(model):
             graphs += (a.g, *a.graphs)
 
 
-def _external_bytes(tensor, root: pathlib.Path) -> bytes:
-    """The bytes a tensor's external data names, from a file inside `root`. Every refusal
-    reads the same whatever lies outside `root`, so a guest learns nothing of the host's files."""
+def _refused(tensor, root: pathlib.Path) -> NnError:
+    """The one refusal of a tensor's external data: it reads the same whatever lies
+    outside `root`, so a guest learns nothing of the host's files."""
+    location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+    return NnError(ErrorCode.SECURITY, f"tensor {tensor.name!r}: external data {location!r} is not a "
+                   "file inside the allowed directory (limit 'external-data-dir')")
+
+
+def _external_span(tensor, root: pathlib.Path) -> tuple[pathlib.Path, int, int]:
+    """The file inside `root`, offset and length a tensor's external data names."""
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
-    refused = NnError(ErrorCode.SECURITY, f"tensor {tensor.name!r}: external data {location!r} is not a "
-                      "file inside the allowed directory (limit 'external-data-dir')")
     try:
         offset = int(info.get("offset", "0"))
         target = (root / location).resolve()
         if not location or offset < 0 or not target.is_relative_to(root):
-            raise refused
-        # Non-blocking: a FIFO there must not hang the load before fstat refuses it.
-        with open(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            st = os.fstat(f.fileno())
-            length = int(info.get("length", st.st_size - offset))
-            if not stat.S_ISREG(st.st_mode) or length < 0 or offset + length > st.st_size:
-                raise refused
+            raise _refused(tensor, root)
+        with _open_regular(target) as f:
+            size = os.fstat(f.fileno()).st_size
+        length = int(info.get("length", size - offset))
+        if length < 0 or offset + length > size:
+            raise _refused(tensor, root)
+        return target, offset, length
+    except (OSError, ValueError):
+        raise _refused(tensor, root) from None
+
+
+def _read_span(tensor, target: pathlib.Path, offset: int, length: int, root: pathlib.Path) -> bytes:
+    try:
+        with _open_regular(target) as f:
+            if os.fstat(f.fileno()).st_size < offset + length:  # it shrank since it was measured
+                raise _refused(tensor, root)
             f.seek(offset)
             return f.read(length)
-    except (OSError, ValueError):
-        raise refused from None
+    except OSError:
+        raise _refused(tensor, root) from None
+
+
+def _open_regular(target: pathlib.Path):
+    """`target` open for reading; OSError unless it is a regular file. Non-blocking: a
+    FIFO there must not hang the load before fstat refuses it."""
+    f = open(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise OSError("not a regular file")
+    return f

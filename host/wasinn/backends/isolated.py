@@ -168,6 +168,10 @@ class Worker:
     def __init__(self, server: Zygote, sock: socket.socket, pid: int, pidfd: int, tensor_bytes: int):
         self.server, self.sock, self.pid, self.pidfd = server, sock, pid, pidfd
         self.tensor_bytes = tensor_bytes  # how far into the file the instance's tensors may go (max-host-bytes)
+        # how far a compute's extents may go: its inputs copied in (tensors on the heap, made
+        # before the worker) and its outputs' room, each bounded by max-host-bytes; unbounded,
+        # one 255 MiB input fed back took the file (resident, never shrunk) to 574 MiB
+        self.file_bytes = 2 * tensor_bytes + _MIN_SHM
         self.lock = threading.RLock()
         self.dead: str | None = None  # why it is gone
         self.memory = SharedMemory(0)
@@ -202,9 +206,11 @@ class Worker:
                      fds: tuple[int, ...] = ()) -> dict | bytes:
         """`request` for a caller that holds the lock and has found the worker alive."""
         if self.dropped:
-            for kind, ident in self.dropped:
+            # swapped, not cleared after: a finalizer's append between the two was lost,
+            # and the worker kept that graph (and the address space it is allowed) for good
+            dropped, self.dropped = self.dropped, []
+            for kind, ident in dropped:
                 self._exchange({"op": "drop", kind: ident}, None)
-            self.dropped.clear()
         return self._exchange(message, deadline, fds, op)
 
     def _exchange(self, message: dict | bytes, deadline: float | None, fds: tuple[int, ...] = (),
@@ -220,15 +226,14 @@ class Worker:
         except MessageTooLarge as e:  # never sent: the worker lives on
             raise too_large(f"the request to the backend worker ({_DOING.get(op, op)}) would take {e}") from None
         except socket.timeout:
-            self.kill("the backend worker was stopped at the call's deadline; the graphs this instance "
-                      "loaded from its own bytes are gone (load them again)")
+            self.kill("the backend worker was stopped at the call's deadline; the graphs it ran for this "
+                      "instance are gone (load them again)")
             raise NnError(ErrorCode.TIMEOUT, f"the backend did not finish by the call's deadline; {self.dead}") from None
         except (OSError, ValueError):
             reply = None
         if reply is None:
             self.kill(f"the backend worker ended ({self.server.ended(self.pid).get('status', 'killed')}) while "
-                      f"{_DOING.get(op, 'working')}; the graphs this instance loaded from its own "
-                      "bytes are gone")
+                      f"{_DOING.get(op, 'working')}; the graphs it ran for this instance are gone")
             raise runtime_error(self.dead)
         if type(reply) is bytes and op in _OUTPUTS_REPLIES:
             return reply
@@ -421,12 +426,14 @@ class IsolatedGraph:
     def __init__(self, worker: Worker, reply: dict, target: ExecutionTarget):
         self.worker = worker
         self.ident = _count(reply.get("graph"))
+        # before the checks below: a graph refused for what the worker says of it is
+        # dropped there too (kept, nine of them took a worker's memory to its cap)
+        self._finalizer = weakref.finalize(self, worker.forget, "graph", self.ident)
         self.backend = f"{_text(reply.get('backend'))} (isolated)"
         self.target = target
         self.inputs = _specs(reply.get("inputs"))
         self.outputs = _specs(reply.get("outputs"))
         self.model_bytes = 0
-        self._finalizer = weakref.finalize(self, worker.forget, "graph", self.ident)
 
     @property
     def gone(self) -> bool:
@@ -458,17 +465,23 @@ class IsolatedContext:
                 raise runtime_error(worker.dead)
             memory = worker.memory
             taken = []  # extents of this call: inputs copied in, room for outputs
+
+            def take(n: int, what: str) -> int:
+                offset = memory.take(n, worker.file_bytes)
+                if offset is None:
+                    raise too_large(f"{what} ({n} bytes) would take the shared memory the backend worker reads "
+                                    f"past {worker.file_bytes} bytes (twice max-host-bytes, --max-host-bytes)")
+                taken.append((offset, n))
+                return offset
             try:
                 layout = []
                 for t in inputs:
                     offset = memory.offset_of(t.data)
                     if offset is None:
-                        offset = memory.take(t.nbytes)
-                        taken.append((offset, t.nbytes))
+                        offset = take(t.nbytes, "a copy of an input")
                         memory.map[offset:offset + t.nbytes] = memoryview(t.data).cast("B")
                     layout.append((offset, t.nbytes, t.ty, t.dims))
-                out, room = memory.take(self.room), self.room
-                taken.append((out, room))
+                out, room = take(self.room, "the room for the outputs"), self.room
                 worker.sync()
                 reply = worker.held_request(pack_compute(self.ident, deadline, out, room, layout), deadline, "compute")
                 if type(reply) is dict:  # the outputs need more room than their declared sizes
@@ -478,8 +491,7 @@ class IsolatedContext:
                     sizes = _sizes(reply.get("sizes"))
                     accept_outputs(sizes)
                     room = sum(_aligned(n) for _, n in sizes)
-                    out = memory.take(room)
-                    taken.append((out, room))
+                    out = take(room, "the room for the outputs")
                     worker.sync()
                     reply = worker.held_request({"op": "fetch", "out": out, "room": room}, deadline)
                 if reply == self._last_reply and self._last_room == (out, room):  # a plan's answer

@@ -393,8 +393,9 @@ class Worker:
                 reply = (self.compute(message) if type(message) is bytes
                          else getattr(self, "op_" + message["op"])(message, fds))
             except MemoryError:
+                from . import confine
                 reply = _error("too-large", f"the backend worker ran out of its memory cap "
-                               f"({self._cap(len(self.graphs) + 1) >> 20} MiB of address space)")
+                               f"({(confine.address_space_cap() or 0) >> 20} MiB of address space)")
             except Exception as e:
                 reply = _failure(e)
                 if reply["error"] == "runtime-error":
@@ -446,14 +447,15 @@ class Worker:
             if backend is None:
                 backend = self.backends[key] = Deferred(KINDS[message["kind"]], GraphEncoding(message["encoding"]),
                                                         message["threads"], self.per_graph, message["precision"])
-            confine.raise_address_space(self._cap(len(self.graphs) + 1))
+            self._recap(1)
             graph = backend.load(model.builders(sizes) if model else [b""] * len(sizes),
                                  ExecutionTarget(message["target"]))
+            gid = self._new_id()
+            self.graphs[gid] = graph
         finally:
             if model:
                 model.close()
-        gid = self._new_id()
-        self.graphs[gid] = graph
+            self._recap()
         return {"graph": gid, "backend": graph.backend, "inputs": [_spec(s) for s in graph.inputs],
                 "outputs": [_spec(s) for s in graph.outputs]}
 
@@ -468,8 +470,15 @@ class Worker:
             self.fixed.add(cid)
         return {"context": cid}
 
+    def _recap(self, loading: int = 0) -> None:
+        """The address-space cap of the live graphs (and one `loading`), at least one's:
+        a cap left raised after its graphs went gave the one graph left that of 64."""
+        from . import confine
+        confine.set_address_space(self._cap(max(1, len(self.graphs) + loading)))
+
     def op_drop(self, message: dict, fds: list[int]) -> dict:
-        self.graphs.pop(message.get("graph"), None)
+        if self.graphs.pop(message.get("graph"), None) is not None:
+            self._recap()
         self.contexts.pop(message.get("context"), None)
         self.output_sizes.pop(message.get("context"), None)
         self.fixed.discard(message.get("context"))
