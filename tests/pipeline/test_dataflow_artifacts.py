@@ -132,6 +132,30 @@ def test_a_manifest_nested_past_pythons_stack_is_not_json(tmp_path):
         ArtifactStore(tmp_path / "cache").fetch(TEMPERATURE, str(layout), "module")
 
 
+@pytest.mark.parametrize("index, manifest", [
+    ({"manifests": ["graph:1.0.0"]}, None),  # an entry that is not an object
+    ({"manifests": {"graph:1.0.0": 1}}, None),
+    ({"manifests": [{"annotations": "graph:1.0.0"}]}, None),
+    (None, {"schemaVersion": 2, "config": "x", "layers": []}),  # a config that is not an object
+])
+def test_artifact_json_of_other_shapes_is_refused_in_one_line(tmp_path, index, manifest):
+    """An artifact's JSON is anyone's: shapes other than OCI's raised AttributeError out
+    of `wasinn serve`'s start, a traceback instead of one line."""
+    layout = tmp_path / "layout"
+    if index is None:
+        _layout(layout, "graph:1.0.0", b"x", "application/yaml", GRAPH_CONFIG)
+        data = json.dumps(manifest).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest.partition(":")[2]).write_bytes(data)
+        index = {"manifests": [{"digest": digest, "annotations": {"org.opencontainers.image.ref.name": "graph:1.0.0"}}]}
+    else:
+        layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ArtifactError):
+        ArtifactStore(tmp_path / "cache").fetch("graph:1.0.0", str(layout), "graph")
+
+
 @pytest.mark.parametrize("how", ["cut-chunked", "reset"])
 def test_a_registry_that_breaks_off_a_blob_is_refused_in_one_line(tmp_path, how):
     """A hostile registry (a loopback one: plain HTTP) that cuts a blob short: the read's

@@ -245,3 +245,27 @@ def test_a_javascript_operator_in_azures_simple_graph(broker):
         (result,) = got.wait(lambda g: len(g) >= 1, 60)
         assert result.json() == {"temperature": {"value": 100, "unit": "C"}}
         c.disconnect()
+
+
+def test_a_worker_whose_supervisor_was_killed_stops(broker, temperature):
+    """`wasinn serve` killed (SIGKILL: no time to stop its workers) leaves its workers
+    orphans: each sees itself reparented and stops, its session kept for the next
+    supervisor's (one had outlived its supervisor by 15 minutes, reconnecting)."""
+    with Service(broker, workers=1, pipeline=AZURE / "graph-simple.yaml", log_level="info",
+                 extra=("--module", f"{TEMPERATURE}={temperature}", "--source", "orphan/in",
+                        "--sink", "orphan/out")) as service:
+        service.wait_subscribed(1)
+        (pid,) = service.worker_pids().values()
+        service.proc.kill()
+        service.proc.wait()
+        deadline = time.monotonic() + 30
+
+        def running() -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(), "the orphaned worker still runs"

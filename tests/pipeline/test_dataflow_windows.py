@@ -305,13 +305,14 @@ def test_a_node_opens_at_most_max_open_windows():
 def test_a_window_stages_at_most_max_window_messages_and_bytes(kind):
     """A delay may send every message of an hour to one window, whose fold reads them all
     into the worker and hands them to one call: one window stages at most
-    max-window-messages messages (counted across its chunks) and max-window-bytes bytes;
+    max-window-messages messages (counted across its chunks), max-window-bytes bytes and
+    MAX_WINDOW_PROPERTIES user properties;
     past either the message is refused (kind `limit` in a graph) and the window keeps
     what it holds, other windows still stage."""
     from wasinn.pipeline.operator import Message
     from wasinn.pipeline.services import EmbeddedStore, RedisStore
     from wasinn.pipeline.services.clock import Timestamp
-    from wasinn.pipeline.windows import CHUNK_MESSAGES, WindowLimit, Windows
+    from wasinn.pipeline.windows import CHUNK_MESSAGES, MAX_WINDOW_PROPERTIES, WindowLimit, Windows
     server = RedisServer() if kind == "redis" else None
     store = RedisStore(server.url) if server else EmbeddedStore()
     try:
@@ -330,8 +331,19 @@ def test_a_window_stages_at_most_max_window_messages_and_bytes(kind):
                                               r"'max-window-bytes', --max-window-bytes\)$"):
             small.stage("acc", other, Message(bytes(300), "t"))
         small.stage("acc", other, Message(b"fits", "t"))
+        # user properties, counted across the window: 80 messages of 65,536 each had fit
+        # in max-window-bytes (5.2 million, 30 s and 1.7 GB to hand to the fold)
+        third = Timestamp(1_700_000_000, 2)
+        half = [("k", "v")] * (MAX_WINDOW_PROPERTIES // 2)
+        windows.stage("acc", third, Message(b"a", "t", user_properties=half))
+        windows.stage("acc", third, Message(b"b", "t", user_properties=half))
+        with pytest.raises(WindowLimit, match=rf"would take its messages' user properties to "
+                                              rf"{MAX_WINDOW_PROPERTIES + 1}; a window holds at most "
+                                              rf"{MAX_WINDOW_PROPERTIES}$"):
+            windows.stage("acc", third, Message(b"c", "t", user_properties=[("k", "v")]))
+        windows.stage("acc", third, Message(b"d", "t"))
         folded = {when: [m.payload for m in messages] for _, when, messages, _, _ in windows.due(now)}
-        assert folded == {at: [b"m%d" % i for i in range(n)], other: [bytes(300), b"fits"]}
+        assert folded == {at: [b"m%d" % i for i in range(n)], other: [bytes(300), b"fits"], third: [b"a", b"b", b"d"]}
     finally:
         store.close()
         if server:

@@ -233,15 +233,19 @@ def test_what_an_operator_writes_to_stdout_and_stderr_is_the_workers_log_lines(b
     from wasinn.pipeline.jsonlog import LINES_PER_SECOND
     with serving(broker, graph) as (got, service):
         c = client(broker)
+        started = time.monotonic()
         send(c, "h/in", b"print", "m-1")
         send(c, "h/in", b"flood", "m-2")
         send(c, "h/in", b"fine", "m-3")
         got.wait(lambda g: len(g) >= 3, 30)
         time.sleep(1)  # the pumps' last lines
+        seconds = time.monotonic() - started
         out = [e["line"] for e in service.find("stdout")]
         err = [e["line"] for e in service.find("stderr")]
         assert out[0] == "a line to stdout" and set(out[1:]) == {"x"}
-        assert len(out) <= 3 * LINES_PER_SECOND  # a million lines, a second or two of them
+        # a million lines, of which the seconds they took to write (one or two; five on a
+        # loaded machine) show at most LINES_PER_SECOND each
+        assert len(out) <= (seconds + 1) * LINES_PER_SECOND < 10_000, seconds
         assert '{"level": "error", "event": "worker-died", "worker": "forged"}' in err
         assert not service.find("worker-died")
         c.disconnect()
@@ -270,12 +274,38 @@ def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dea
         c.disconnect()
 
 
+def test_a_message_over_max_payload_bytes_is_not_held_by_a_worker(broker, graph):
+    """The worker's CONNECT gives the broker a Maximum Packet Size of max-payload-bytes
+    + 1 MiB: a larger message is discarded by the broker (MQTT 5), never read by the
+    worker (a 150 MB one had taken ~1 GB of it). One over max-payload-bytes but within that
+    goes to dead letters with its length and digest, not its bytes (a 205 MB one's base64
+    had been past what MQTT carries, and the worker died at every resend)."""
+    import hashlib
+    big, bigger = bytes(1536 << 10), bytes(3 << 20)
+    with serving(broker, graph, "--max-payload-bytes", "1MiB") as (got, service):
+        c = client(broker)
+        send(c, "h/in", bigger, "m-1")
+        send(c, "h/in", big, "m-2")
+        send(c, "h/in", b"fine", "m-3")
+        got.wait(lambda g: any(r.id == "m-3" for r in g), 30)
+        (dead,) = got.on("h/out/dead-letter")
+        body = dead.json()
+        assert dead.id == "m-2" and body["payload_bytes"] == len(big) and "payload_base64" not in body
+        assert body["payload_sha256"] == hashlib.sha256(big).hexdigest()
+        assert body["payload_omitted"] == f"the message is over max-payload-bytes ({1 << 20})"
+        assert "max-payload-bytes" in body["error"]["message"]
+        assert [r.id for r in got.on("h/out")] == ["m-3"]
+        assert not service.find("worker-died")
+        c.disconnect()
+
+
 def test_a_call_held_past_its_deadline_in_native_code_costs_its_message_and_a_worker_restart(broker):
     """One Conv node of seconds, of a model the operator loads from its own bytes, run in
     process (--isolate none): onnxruntime looks at its terminate flag only between nodes,
     so nothing ends the call at its deadline. A second past it, the worker sends the
     message to dead letters (kind overdue), acknowledges it and exits; its supervisor
-    starts another, which does not get the message again."""
+    starts another, which does not get the message again. (3 s: the deadline holds `init`
+    too, whose in-process load of the model took 1.1 s on a loaded 2-core machine.)"""
     from support import guest_builds, hostile_models, operator_guests
     from support.dataflow_support import CACHE, ROOT
     model = CACHE / "hostile" / "long-conv-snapshot.onnx"
@@ -290,7 +320,7 @@ def test_a_call_held_past_its_deadline_in_native_code_costs_its_message_and_a_wo
     with Collector(broker, ["frames/top5", "frames/top5/dead-letter"]) as got, \
             Service(broker, workers=1, pipeline=ROOT / "pipelines" / "image-graph.yaml", log_level="info",
                     extra=("--module", f"snapshot={wasm}", "--source", "frames/raw", "--sink", "frames/top5",
-                           "--deadline", "1s", "--isolate", "none")) as service:
+                           "--deadline", "3s", "--isolate", "none")) as service:
         service.wait_subscribed(1)
         c = client(broker)
         started = time.monotonic()
@@ -299,7 +329,7 @@ def test_a_call_held_past_its_deadline_in_native_code_costs_its_message_and_a_wo
         assert time.monotonic() - started < 15
         error = dead.json()["error"]
         assert dead.id == "f-1" and error["kind"] == "overdue", error
-        assert "still running 1 s past its deadline of 1 s" in error["message"]
+        assert "still running 1 s past its deadline of 3 s" in error["message"]
         service.wait_event("worker-died", 30, status="exit status 75")
         service.wait_event("worker-started", 30, restarts=1)
         while len(service.find("subscribed")) < 2 and time.monotonic() - started < 60:  # the worker in its place

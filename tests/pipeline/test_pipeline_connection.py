@@ -14,8 +14,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.client import MQTTMessage
 from paho.mqtt.properties import MalformedPacket
 
-from wasinn.pipeline.connection import (MAX_RECEIVED_USER_PROPERTIES, PAHO_UNPACK, PublishProperties,
-                                        received_properties)
+from wasinn.pipeline.connection import (MAX_RECEIVED_USER_PROPERTIES, PAHO_UNPACK, PROTOCOL_MAX_PACKET,
+                                        PublishProperties, publish_packet_size, received_properties)
 from wasinn.pipeline.worker import envelope, in_base64, message_id, presence, presence_state
 
 CASES = [
@@ -46,6 +46,21 @@ def test_the_same_bytes_as_paho(case):
     back = Properties(PacketTypes.PUBLISH)
     back.unpack(ours.pack())
     assert back.json() == paho.json()
+
+
+@pytest.mark.parametrize("n", [0, 100, 16_000, 2_100_000, 268_435_000, 300 << 20])
+def test_a_publish_packets_size_is_counted_past_what_mqtt_carries(n):
+    # paho's encoder of the length raised past MQTT's largest packet (268,435,455 bytes
+    # after the header), and a 205 MB message's dead letter raised out of the worker at
+    # every resend; counted here, such a packet is only too large (a mapping: no pages)
+    import mmap
+    from paho.mqtt.properties import VariableByteIntegers
+    props = PublishProperties(None, None, [("id", "m")])
+    size = publish_packet_size("t/x", mmap.mmap(-1, n) if n else b"", props)
+    remaining = 2 + 3 + 2 + len(props.pack()) + n
+    if remaining <= 268_435_455:  # what paho's encoder takes: the same count
+        assert size == 1 + len(VariableByteIntegers.encode(remaining)) + remaining
+    assert (size > PROTOCOL_MAX_PACKET) == (remaining > 268_435_455)
 
 
 def test_a_property_set_later_is_packed_too():
@@ -151,3 +166,15 @@ def test_a_messages_own_id_goes_back_only_as_mqtt_text(ident, back):
     msg.properties.UserProperty = [("id", ident)]
     got = message_id(msg)
     assert got == ident if back == ident else got == "sha256:" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def test_a_workers_metrics_file_it_has_only_just_created_holds_nothing_yet(tmp_path):
+    # empty until the worker sizes it: read as a file, it failed /healthz (and scrapes)
+    # with a 500 while a worker started (a node retiring a slot met it)
+    from wasinn.pipeline.metrics import MetricsServer
+    (tmp_path / "gauge_all_4242.db").write_bytes(b"")
+    server = MetricsServer("127.0.0.1", 0, str(tmp_path), lambda: [])
+    try:
+        assert server.health() == (200, {"status": "ok", "workers": []})
+    finally:
+        server.httpd.server_close()

@@ -102,7 +102,8 @@ _LIMIT_HELP = {
     "max_state_bytes": "bytes of the values of the state-store keys one data-flow operator created",
     "max_metric_series": "metric names x label sets one data-flow operator reports",
     "max_log_lines": "log lines per second one data-flow operator writes (the rest are counted)",
-    "max_payload_bytes": "bytes of one message payload or snapshot frame handed to a data-flow operator",
+    "max_payload_bytes": "bytes of one message payload or snapshot frame handed to a data-flow operator (a serve "
+                         "worker takes no MQTT message over it + 1 MiB)",
     "max_delay": "how far ahead of the host's clock a data-flow delay operator may move a message's timestamp",
     "max_open_windows": "windows one data-flow accumulate node holds open (staged, not yet emitted)",
     "max_window_messages": "messages one data-flow accumulate window stages (its fold hands them to one call)",

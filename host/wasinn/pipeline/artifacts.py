@@ -137,7 +137,7 @@ def _layer(manifest: dict, kind: str, where: str) -> dict:
     if not isinstance(layers, list):
         raise ArtifactError(f"{where}: the manifest lists no layers")
     if kind == "graph":
-        config = (manifest.get("config") or {}).get("mediaType")
+        config = _field(manifest, "config").get("mediaType")
         wanted = GRAPH_LAYER
         if config != GRAPH_CONFIG:
             raise ArtifactError(f"{where}: not a graph artifact (config {config!r}, expected {GRAPH_CONFIG})")
@@ -149,6 +149,15 @@ def _layer(manifest: dict, kind: str, where: str) -> dict:
     if not isinstance(found[0].get("digest"), str) or not _DIGEST.match(found[0]["digest"]):
         raise ArtifactError(f"{where}: the layer's digest {found[0].get('digest')!r} is not sha256:HEX")
     return found[0]
+
+
+def _object(value) -> dict:
+    """`value` where it is a JSON object, else an empty one: an artifact's JSON is anyone's."""
+    return value if isinstance(value, dict) else {}
+
+
+def _field(document: dict, key: str) -> dict:
+    return _object(document.get(key))
 
 
 def _parse_manifest(data: bytes, where: str) -> dict:
@@ -234,8 +243,9 @@ class _Layout:
     def manifest(self, repo: str, tag: str, where: str) -> dict:
         index = _parse_manifest(self._read(self.root / "index.json", MAX_MANIFEST_BYTES, where), where)
         digest = tag if tag.startswith("sha256:") else None
-        for m in index.get("manifests") or []:
-            name = ((m.get("annotations") or {}).get("org.opencontainers.image.ref.name") or "")
+        manifests = index.get("manifests")
+        for m in map(_object, manifests if isinstance(manifests, list) else ()):
+            name = _field(m, "annotations").get("org.opencontainers.image.ref.name")
             if digest is None and name in (tag, f"{repo}:{tag}"):
                 digest = m.get("digest")
         if not isinstance(digest, str) or not _DIGEST.match(digest):

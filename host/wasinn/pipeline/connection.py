@@ -182,7 +182,10 @@ def publish_packet_size(topic: str, payload: bytes, properties: Properties | Non
     header, topic, packet id, properties and payload."""
     props = properties.pack() if properties is not None else b"\x00"
     remaining = 2 + len(topic.encode()) + 2 + len(props) + len(payload)
-    return 1 + len(VariableByteIntegers.encode(remaining)) + remaining
+    # the length's own bytes (a variable byte integer), counted here: paho's encoder raises
+    # past MQTT's largest packet, and a 205 MB message's dead letter (its payload in
+    # base64) raised out of the worker at every resend
+    return 1 + (1 if remaining < 1 << 7 else 2 if remaining < 1 << 14 else 3 if remaining < 1 << 21 else 4) + remaining
 
 
 # The QoS 1 publishes paho keeps unacknowledged at most (its default); fewer where the

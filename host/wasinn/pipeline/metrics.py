@@ -9,8 +9,10 @@ live in files there, and the supervisor's HTTP server adds them up on each scrap
 """
 from __future__ import annotations
 
+import glob
 import http.server
 import json
+import os
 import threading
 from typing import Callable
 
@@ -77,6 +79,26 @@ class _SupervisorCollector:
         yield restarts
 
 
+class _WorkersFiles(MultiProcessCollector):
+    """The workers' metric files, but for one a worker has only just created: empty until
+    it sizes it, it holds nothing yet (read as a file, it failed a scrape, and /healthz,
+    with a 500 while a worker started)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str):
+        super().__init__(registry, path=path)
+        self.path = path
+
+    def collect(self):
+        return self.merge([f for f in glob.glob(os.path.join(self.path, "*.db")) if _sized(f)], accumulate=True)
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8  # its count of bytes used, at least
+    except OSError:  # gone since the glob
+        return False
+
+
 class MetricsServer:
     """Serves /metrics and /healthz on HOST:PORT from a background thread.
 
@@ -85,7 +107,7 @@ class MetricsServer:
 
     def __init__(self, host: str, port: int, multiproc_dir: str, workers: Callable[[], list[dict]]):
         self.registry = CollectorRegistry()
-        self._files = MultiProcessCollector(self.registry, path=multiproc_dir)
+        self._files = _WorkersFiles(self.registry, multiproc_dir)
         self.registry.register(_SupervisorCollector(workers))
         self._workers = workers
         self.stopping = False

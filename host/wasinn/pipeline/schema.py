@@ -177,6 +177,12 @@ def parse_broker(text: str) -> tuple[str, int]:
 
 
 # --- YAML with line numbers ---------------------------------------------------------
+# The most values a file (each of its documents) may hold, aliases counted each time they
+# are used: a real graph holds hundreds; 647 bytes of nested aliases stood for billions
+# (a graph artifact pulled from a registry held `wasinn serve`'s start at 2.4 GB and growing).
+MAX_VALUES = 100_000
+
+
 class _Doc:
     """The parsed file as plain values, plus the line of every value by its path."""
 
@@ -184,6 +190,7 @@ class _Doc:
         self.path = path
         self.lines: dict[tuple, int] = {}
         self.problems: list[str] = []
+        self._values = 0
         if _loader is not None:  # one document of `every`
             self.root = {} if _node is None else self._plain(_loader, _node, ())
             return
@@ -213,6 +220,10 @@ class _Doc:
     def _plain(self, loader, node, at: tuple, line: int | None = None) -> Any:
         # A value is reported at its key's line: `features:` rather than its first item.
         self.lines[at] = line or node.start_mark.line + 1
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise PipelineError(self.path, [f"{self.path}:{self.lines[at]}: the file holds more than {MAX_VALUES} "
+                                            "values (its aliases counted each time they are used)"])
         if isinstance(node, yaml.MappingNode):
             out = {}
             for key_node, value_node in node.value:

@@ -72,6 +72,10 @@ class WindowUnavailable(WindowError):
 # what it knows of itself after its length (`_META`), then its open chunk's messages; a
 # full chunk's key holds its messages.
 _ITEM = struct.Struct("<II")
+# The user properties a window's messages hold together, as many as one message may
+# bring (connection.MAX_RECEIVED_USER_PROPERTIES): bytes alone let 80 messages of 65,536
+# each in (5.2 million; 30 s and 1.7 GB to decode and hand to the fold, past its deadline).
+MAX_WINDOW_PROPERTIES = 1 << 16
 _META = struct.Struct("<I")
 
 
@@ -214,6 +218,7 @@ class Windows:
         the store is unavailable, it tries again)."""
         key, entry = self._key(node, at), [node, window_of(at)]
         item = b""
+        properties = len(getattr(data, "user_properties", ()))
 
         def attempt(token):
             nonlocal item
@@ -227,9 +232,10 @@ class Windows:
                 if any(head.get("staged") == token.decode() for head, _ in _items(recent)):
                     return  # an earlier try, whose answer was lost, staged it
                 self._check_room(node, at, chunks * CHUNK_MESSAGES + meta["messages"], meta.get("bytes", 0),
-                                 len(item))
+                                 len(item), meta.get("properties", 0) + properties)
                 meta["messages"] += 1
                 meta["bytes"] = meta.get("bytes", 0) + len(item)
+                meta["properties"] = meta.get("properties", 0) + properties
                 if not value:  # a new window: in the index first, so that no window is left out of it
                     index = self._index()
                     if sum(n == node for n, _ in index) >= self.max_open and tuple(entry) not in index:
@@ -249,9 +255,13 @@ class Windows:
             self._locked(work, token)
         self._retried(attempt, f"a message for window {window_of(at)} of {node!r}")
 
-    def _check_room(self, node: str, at: Timestamp, messages: int, held: int, size: int) -> None:
+    def _check_room(self, node: str, at: Timestamp, messages: int, held: int, size: int, properties: int) -> None:
         """Raises WindowLimit unless the window (node, at), holding `messages` staged
-        messages of `held` bytes, may stage one more of `size` bytes."""
+        messages of `held` bytes, may stage one more of `size` bytes, its messages then
+        holding `properties` user properties."""
+        if properties > MAX_WINDOW_PROPERTIES:
+            raise WindowLimit(f"{node!r} window {window_of(at)}: this message would take its messages' user "
+                              f"properties to {properties}; a window holds at most {MAX_WINDOW_PROPERTIES}")
         if messages >= self.max_messages:
             raise WindowLimit(f"{node!r} window {window_of(at)} holds {messages} messages; the limit is "
                               f"{self.max_messages} (limit 'max-window-messages', --max-window-messages)")

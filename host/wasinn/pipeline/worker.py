@@ -61,7 +61,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import WasinnError
 from ..limits import Limits
 from ..runtime import Host
-from .connection import MAX_RECEIVED_USER_PROPERTIES, Link, PublishProperties
+from .connection import MAX_RECEIVED_USER_PROPERTIES, PROTOCOL_MAX_PACKET, Link, PublishProperties
 from .engine import Publication, Runner, open_runner
 from .graph import StageFailure
 from .jsonlog import EventLog, capture_output
@@ -125,6 +125,18 @@ def envelope(body: dict) -> bytes:
         return json.dumps(body).encode()
     rest = json.dumps({k: v for k, v in body.items() if k != "payload_base64"}).encode()
     return b"".join((rest[:-1], b", " if len(rest) > 2 else b"", b'"payload_base64": "', encoded, b'"}'))
+
+
+# What a worker takes beside a message's payload (its topic, user properties and the
+# rest of its header): the broker sends it no larger packet (MQTT 5 Maximum Packet Size).
+HEADER_ROOM = 1 << 20
+
+
+def max_packet(max_payload: int) -> int:
+    """The Maximum Packet Size a worker gives the broker: a message over it is discarded
+    by the broker (MQTT 5, 3.1.2.25), never held by the worker (mosquitto sent one of
+    150 MB: ~1 GB of the worker's memory)."""
+    return min(max_payload + HEADER_ROOM, PROTOCOL_MAX_PACKET)
 
 
 def presence_topic(group: str, client_id: str) -> str:
@@ -216,11 +228,14 @@ class _Held:
 
 class Worker:
     def __init__(self, pipeline, runner: Runner, client_id: str, log: EventLog,
-                 metrics: WorkerMetrics, *, retire: bool = False, invoker=None):
+                 metrics: WorkerMetrics, *, retire: bool = False, invoker=None, limits: Limits | None = None):
         """`pipeline`: what is served, a `Pipeline` or a `Dataflow` (its `mqtt` settings);
         `runner` answers the messages; `invoker` (services.CommandInvoker.awaiting), the
-        runner's operators' commands, goes over this worker's connection."""
+        runner's operators' commands, goes over this worker's connection; `limits`: the
+        host's (max-payload-bytes bounds what the broker sends it)."""
         self.pipeline, self.runner, self.client_id, self.log, self.metrics = pipeline, runner, client_id, log, metrics
+        self.max_payload = (limits or Limits()).max_payload_bytes
+        self.parent: int | None = None  # the supervisor's pid: gone (this process reparented), the worker stops
         self.retire = retire
         self._running: tuple[str, mqtt.MQTTMessage] | None = None  # the message being answered (`overdue`)
         self.last_activity = time.monotonic()
@@ -307,6 +322,7 @@ class Worker:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = m.session_expiry
         props.ReceiveMaximum = m.receive_maximum
+        props.MaximumPacketSize = max_packet(self.max_payload)
         self.link.start(clean_start=False, properties=props)
         decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasinn-decode")
         ahead: collections.deque[tuple[int, mqtt.MQTTMessage, concurrent.futures.Future]] = collections.deque()
@@ -321,6 +337,11 @@ class Worker:
                     ahead.append((session, msg, _Ready(self._prepare(msg, taken)) if self._inline(msg)
                                   else decoder.submit(self._prepare, msg, taken)))
                 self._emit_due()
+                if self.parent is not None and os.getppid() != self.parent and not self.stopping.is_set():
+                    # its supervisor was killed (SIGKILL: no time to stop its workers), and nothing
+                    # else would: a worker outlived it by 15 minutes, reconnecting to a broker gone too
+                    self.log.warning("supervisor-gone", parent=self.parent)
+                    self.stop()
                 if not ahead:
                     if self.stopping.is_set() or self._retired():
                         break
@@ -330,8 +351,11 @@ class Worker:
                 self.last_activity = time.monotonic()
         finally:
             decoder.shutdown(cancel_futures=True)
-            with self._answers:  # results still on their way: their messages are acknowledged when they arrive
-                while any(h.outcome and not h.settled for h in self._held) and not self.link.ended.is_set():
+            # results still on their way: their messages are acknowledged when they arrive, while
+            # connected (a worker stopped while its broker was gone waited for ever; its
+            # messages, unacknowledged, go again to the session's next worker)
+            with self._answers:
+                while any(h.outcome and not h.settled for h in self._held) and self.connected.is_set():
                     self._answers.wait(0.5)
             ends = None
             if self.retire and not self.stopping.is_set() and not self.link.taken_over:
@@ -396,7 +420,9 @@ class Worker:
         stages, none of which has side effects (whether it runs at all is `handle`'s to say)."""
         start = time.perf_counter()
         ident = message_id(msg)
-        key = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0" + msg.payload).digest()
+        digest = hashlib.sha256(ident.encode() + b"\0" + msg.topic.encode() + b"\0")
+        digest.update(msg.payload)  # (not joined to the rest: a copy of a message of up to 64 MiB)
+        key = digest.digest()
         try:
             if dropped := getattr(msg.properties, "dropped_user_properties", 0):
                 raise StageFailure("source", "invalid-input", f"the message has "
@@ -575,7 +601,12 @@ class Worker:
     def _dead_letter(self, ident: str, msg: mqtt.MQTTMessage, stage: str, kind: str, message: str) -> Publication:
         error = {"stage": stage, "kind": kind, "message": message}
         body = {"id": ident, "error": error, "worker": self.client_id, "source_topic": msg.topic,
-                "payload_bytes": len(msg.payload), "payload_base64": in_base64(msg.payload)}
+                "payload_bytes": len(msg.payload)}
+        if len(msg.payload) <= self.max_payload:
+            body["payload_base64"] = in_base64(msg.payload)
+        else:  # its copy would be a third larger still: 150 MB became 200 MB of base64
+            body.update(payload_sha256=hashlib.sha256(msg.payload).hexdigest(),
+                        payload_omitted=f"the message is over max-payload-bytes ({self.max_payload})")
         return Publication(self.pipeline.mqtt.dead_letter_topic, body=body, error=error)
 
     @staticmethod
@@ -619,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         served = served.with_overrides(broker=args.broker, tls_ca=args.tls_ca, username=args.username,
                                        password_file=args.password_file)
         worker = Worker(served, runner, args.client_id, log, WorkerMetrics(args.client_id), retire=args.retire,
-                        invoker=invoker)
+                        invoker=invoker, limits=host.limits)
+        worker.parent = os.getppid()
         workers.append(worker)
     except WasinnError as e:
         log.error("cannot-start", message=str(e))
