@@ -156,6 +156,7 @@ def test_dropping_contexts_of_dropped_graphs_does_not_hold_up_other_instances():
 
     from wasinn.limits import Limits
 
+    from support.meanwhile import calls_meanwhile
     from support.repo import guest_component
     host = wasinn.Host(limits=Limits(isolate="none"))
     component = host.load_component(guest_component("adversary"))
@@ -174,18 +175,10 @@ def test_dropping_contexts_of_dropped_graphs_does_not_hold_up_other_instances():
             other.call("drop", other.call("make-tensor", [1], "U8", b"\0"))
             return time.monotonic() - start
         alone = [once() for _ in range(200)]
-        during, done = [], threading.Event()
-
-        def meanwhile() -> None:
-            while not done.is_set():
-                during.append(once())
-        thread = threading.Thread(target=meanwhile)
-        thread.start()
-        for ctx in contexts:  # spread over 0.2 s, so that the other instance calls between and during them
-            attacker.call("drop", ctx)
-            time.sleep(0.01)
-        done.set()
-        thread.join()
+        with calls_meanwhile(once) as during:
+            for ctx in contexts:  # spread over 0.2 s, so that the other instance calls between and during them
+                attacker.call("drop", ctx)
+                time.sleep(0.01)
         assert attacker.live_resources()["graph"] == 0
         assert len(during) > 10 and statistics.median(during) < 10 * statistics.median(alone), \
             (statistics.median(during), statistics.median(alone), len(during))

@@ -250,7 +250,8 @@ def test_a_small_model_naming_one_file_many_times_is_refused_before_it_is_read(t
     (tmp_path / "w.bin").write_bytes(bytes(1 << 20))
     n = (1 << 20) // 4
     hostile = model([helper.make_node("Sum", [f"w{i}" for i in range(24)], ["s"]),
-                     helper.make_node("ReduceSum", ["s"], ["r"], keepdims=1), helper.make_node("Add", ["x", "r"], ["y"])],
+                     helper.make_node("ReduceSum", ["s"], ["r"], keepdims=1),
+                     helper.make_node("Add", ["x", "r"], ["y"])],
                     [ext(f"w{i}", (n,), location="w.bin") for i in range(24)])
     with pytest.raises(NnError) as e:
         inline_onnx_external_data(hostile, tmp_path, max_bytes=8 << 20)

@@ -281,7 +281,8 @@ def test_a_compute_takes_the_shared_memory_no_further_than_twice_max_host_bytes(
     host = make_host(max_host_bytes=limit, max_output_bytes=limit)
     with host.instantiate(host.load_component(guest_component("adversary"))) as inst:
         t = inst.call("make-filled", [n], "U8", n, 7)  # no worker yet: on the heap
-        ctx = ok(inst.call("init-context", ok(inst.call("load", [models.identity(wasinn.TensorType.U8)], "onnx", "cpu"))))
+        graph = ok(inst.call("load", [models.identity(wasinn.TensorType.U8)], "onnx", "cpu"))
+        ctx = ok(inst.call("init-context", graph))
         (name, y), = ok(inst.call("compute", ctx, [("x", t)]))
         assert name == "y" and inst._session.host_bytes >= n
         memory = worker_memory(inst)
@@ -297,7 +298,8 @@ def test_a_graph_the_host_refuses_for_its_description_is_dropped_in_the_worker_t
 
     from onnx import TensorProto, helper
     rank65 = helper.make_model(helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 65)],
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1] * 65)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * 65)]),
         opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     with roundtrip(make_host()) as inst:
@@ -314,9 +316,8 @@ def test_under_isolate_all_an_instances_overlong_compute_touches_no_other_instan
     # the operator's models in a worker per instance, as a guest's own: in one worker
     # shared by all, A's compute of one long Conv node held B's calls on another model to
     # B's own deadline (a trap), and A's kill at its deadline failed B's context
-    import threading
-
     from support import hostile_models
+    from support.meanwhile import calls_meanwhile
     (tmp_path / "long.onnx").write_bytes(hostile_models.onnx_long_conv())
     (tmp_path / "add.onnx").write_bytes(models.add_mul())
     host = make_host(isolate="all", deadline="2s")
@@ -332,18 +333,8 @@ def test_under_isolate_all_an_instances_overlong_compute_touches_no_other_instan
             y = b.call("make-filled", [2, 3], "FP32", 24, 0)
             return b.call("compute", add, [("a", x), ("b", y)]).tag
         assert run_add() == "ok"
-        results, done = [], threading.Event()
-
-        def meanwhile() -> None:
-            while not done.is_set():
-                results.append(run_add())
-        thread = threading.Thread(target=meanwhile)
-        thread.start()
-        try:
+        with calls_meanwhile(run_add) as results:
             result = a.call("compute", long, [("x", a.call("make-filled", [1], "FP32", 4, 0))])
-        finally:
-            done.set()
-            thread.join()
         assert (result.tag, result.payload.code) == ("err", "timeout")
         assert results and set(results) == {"ok"}  # none waited for A's worker, none trapped
         assert run_add() == "ok"  # B's context lives on: A's worker was not B's

@@ -437,7 +437,7 @@ class Worker:
         return {}
 
     def op_load(self, message: dict, fds: list[int]) -> dict:
-        from . import KINDS, Deferred, confine, spill
+        from . import KINDS, Deferred, spill
         sizes = message["sizes"]
         # the model's bytes in a file of their own (isolated.model_file); an empty one maps nothing
         model = spill.ModelFile(fds[0], sum(sizes)) if sum(sizes) else os.close(fds[0])
