@@ -158,6 +158,22 @@ def test_graph_errors_name_file_and_line(tmp_path, body, problem):
     assert all(line.split(":")[1].isdigit() for line in e.value.problems)
 
 
+@pytest.mark.parametrize("body, problem", [
+    ("operations: " + "[" * 5000 + "]" * 5000, "nested past what Python's stack holds"),  # was a RecursionError
+    ("operations: " + "[" * 70 + "]" * 70, "values nested more than 64 deep"),
+    ("? [1, 2]\n: x\n", "a key is a list or a mapping; keys are plain values"),  # was a TypeError
+    ("n: " + "1" * 5000, "an integer of 5000 characters; at most 64 are read"),  # was a ValueError
+    ("n: 1" + ":59" * 100_000, "a value of 300001 characters; at most 65536 are read"),  # base 60: quadratic
+    ("n: 1" + ":59" * 30, "an integer of 91 characters; at most 64 are read"),
+])
+def test_a_file_of_what_no_graph_needs_is_refused_in_one_line(tmp_path, body, problem):
+    """What a graph artifact from a registry brought: each one line, read in bounded time."""
+    p = _write(tmp_path, body)
+    with pytest.raises(PipelineError) as e:
+        graphdef.load_graph(p)
+    assert len(e.value.problems) == 1 and e.value.problems[0].endswith(problem), e.value.problems
+
+
 def test_a_file_of_nested_aliases_is_refused_at_its_count_of_values(tmp_path):
     """647 bytes of aliases nested 45 deep stood for billions of values: a graph pulled
     from a registry held `wasinn serve`'s start at 2.4 GB and growing."""

@@ -123,7 +123,7 @@ def test_a_messages_own_properties_cost_only_that_message(broker, graph):
         (dead,) = got.on("h/out/dead-letter")
         assert dead.id == "m-2" and dead.json()["error"] == {
             "stage": "source", "kind": "invalid-input",
-            "message": "the message has 70001 user properties; a worker takes at most 65536"}
+            "message": "the message has 70001 user properties; a worker takes at most 4096"}
         assert not service.find("reconnecting")  # the broker never dropped the worker
         c.disconnect()
 

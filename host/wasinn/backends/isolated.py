@@ -308,7 +308,10 @@ class SharedMemory:
             start = last[0] if last else self.size
             if within is not None and start + n > within:
                 return None
-            self._grow(start + n + self.size // 4)  # a quarter more: growth is a new mapping on both sides
+            # a quarter more (growth is a new mapping on both sides), but not past `within`: the
+            # file, pages resident once written, had gone a quarter past its bound
+            more = start + n + self.size // 4
+            self._grow(more if within is None else min(more, within))
             if last:
                 self.free.pop()
             if self.size > start + n:

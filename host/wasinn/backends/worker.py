@@ -419,8 +419,9 @@ class Worker:
         cap = confine.address_space_cap()
         if cap is None or self.peak <= before or self.peak < cap - NEAR_CAP:
             return ""
-        return (f" (the backend worker's address space reached {self.peak >> 20} MiB of its {cap >> 20} MiB cap: "
-                "max-backend-memory per graph, --max-backend-memory, and max-host-bytes)")
+        # (its peak may lie above a cap that came down as graphs went: it reached that cap)
+        return (f" (the backend worker's address space reached {min(self.peak, cap) >> 20} MiB of its "
+                f"{cap >> 20} MiB cap: max-backend-memory per graph, --max-backend-memory, and max-host-bytes)")
 
     def op_shm(self, message: dict, fds: list[int]) -> dict:
         if fds:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import yaml
 
@@ -181,6 +181,14 @@ def parse_broker(text: str) -> tuple[str, int]:
 # are used: a real graph holds hundreds; 647 bytes of nested aliases stood for billions
 # (a graph artifact pulled from a registry held `wasinn serve`'s start at 2.4 GB and growing).
 MAX_VALUES = 100_000
+# And what no graph needs, which a graph artifact from a registry brought: lists nested
+# 5,000 deep (a RecursionError traceback), values of megabytes, integers of thousands of
+# digits (a ValueError traceback; and PyYAML reads a base-60 one, 1:2:3, in quadratic
+# time: 1.2 MB held `wasinn serve`'s start past a minute), lists or mappings as keys.
+MAX_DEPTH = 64
+MAX_VALUE_CHARS = 1 << 16
+MAX_INTEGER_CHARS = 64
+_INTEGER = "tag:yaml.org,2002:int"
 
 
 class _Doc:
@@ -200,6 +208,8 @@ class _Doc:
             self.root = {} if node is None else self._plain(loader, node, ())
         except yaml.MarkedYAMLError as e:
             raise _invalid(path, e) from None
+        except RecursionError:
+            raise _too_deep(path) from None
         finally:
             loader.dispose()
 
@@ -213,6 +223,8 @@ class _Doc:
                 docs.append(cls(path, None, _loader=loader, _node=loader.get_node()))
         except yaml.MarkedYAMLError as e:
             raise _invalid(path, e) from None
+        except RecursionError:
+            raise _too_deep(path) from None
         finally:
             loader.dispose()
         return docs
@@ -222,12 +234,17 @@ class _Doc:
         self.lines[at] = line or node.start_mark.line + 1
         self._values += 1
         if self._values > MAX_VALUES:
-            raise PipelineError(self.path, [f"{self.path}:{self.lines[at]}: the file holds more than {MAX_VALUES} "
-                                            "values (its aliases counted each time they are used)"])
+            self._refuse(at, f"the file holds more than {MAX_VALUES} values (its aliases counted each time they "
+                             "are used)")
+        if len(at) > MAX_DEPTH:
+            self._refuse(at, f"values nested more than {MAX_DEPTH} deep")
         if isinstance(node, yaml.MappingNode):
             out = {}
             for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.lines[(*at, "?")] = key_node.start_mark.line + 1
+                    self._refuse((*at, "?"), "a key is a list or a mapping; keys are plain values")
+                key = self._scalar(loader, key_node, at)
                 if key in out:
                     self.lines[(*at, key)] = key_node.start_mark.line + 1
                     self.fail((*at, key), "this key appears twice")
@@ -236,7 +253,21 @@ class _Doc:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._plain(loader, item, (*at, i)) for i, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
+        return self._scalar(loader, node, at)
+
+    def _scalar(self, loader, node, at: tuple) -> Any:
+        if len(node.value) > MAX_VALUE_CHARS:
+            self._refuse(at, f"a value of {len(node.value)} characters; at most {MAX_VALUE_CHARS} are read")
+        if node.tag == _INTEGER and len(node.value) > MAX_INTEGER_CHARS:
+            self._refuse(at, f"an integer of {len(node.value)} characters; at most {MAX_INTEGER_CHARS} are read")
+        try:
+            return loader.construct_object(node, deep=True)
+        except (ValueError, TypeError) as e:  # (what PyYAML's constructors raise besides its own errors)
+            self._refuse(at, f"cannot read this value: {e}")
+
+    def _refuse(self, at: tuple, message: str) -> NoReturn:
+        """Ends the reading of the file: what follows would cost more than a graph may."""
+        raise PipelineError(self.path, [f"{self.path}:{self.line(at)}: {message}"])
 
     def line(self, at: tuple) -> int:
         while at not in self.lines and at:
@@ -283,6 +314,11 @@ class _Doc:
             return value
         self.fail(at, f"expected a whole number >= {minimum}, got {value!r}")
         return None
+
+
+def _too_deep(path: pathlib.Path) -> PipelineError:
+    return PipelineError(path, [f"{path}: not valid YAML here: lists or mappings nested past what Python's stack "
+                                "holds"])
 
 
 def _invalid(path: pathlib.Path, e: yaml.MarkedYAMLError) -> PipelineError:

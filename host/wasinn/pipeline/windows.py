@@ -72,9 +72,9 @@ class WindowUnavailable(WindowError):
 # what it knows of itself after its length (`_META`), then its open chunk's messages; a
 # full chunk's key holds its messages.
 _ITEM = struct.Struct("<II")
-# The user properties a window's messages hold together, as many as one message may
-# bring (connection.MAX_RECEIVED_USER_PROPERTIES): bytes alone let 80 messages of 65,536
-# each in (5.2 million; 30 s and 1.7 GB to decode and hand to the fold, past its deadline).
+# The user properties a window's messages hold together (16 messages' worth of
+# connection.MAX_RECEIVED_USER_PROPERTIES): bytes alone let 80 messages of 65,536 each
+# in (5.2 million; 30 s and 1.7 GB to decode and hand to the fold, past its deadline).
 MAX_WINDOW_PROPERTIES = 1 << 16
 _META = struct.Struct("<I")
 
