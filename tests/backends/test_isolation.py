@@ -341,6 +341,28 @@ def test_under_isolate_all_an_instances_overlong_compute_touches_no_other_instan
         assert a._session.worker is not b._session.worker
 
 
+def test_a_workers_memory_cap_follows_its_live_graphs_down():
+    # raised to load each graph, and lowered as they go (it had stayed at its highest: 63
+    # graphs loaded and 62 dropped gave the last one 63 graphs' cap, and a 1.5 GB
+    # intermediate of a guest's model computed under a budget of 64 MiB a graph)
+    import gc
+
+    def soft_cap(pid: int) -> int:
+        with open(f"/proc/{pid}/limits") as f:
+            return int(next(line for line in f if line.startswith("Max address space")).split()[3])
+    per_graph = 64 << 20
+    with roundtrip(make_host(max_backend_memory=per_graph)) as inst:
+        graphs = [ok(inst.call("load", [models.identity(wasinn.TensorType.FP32, (1, i + 1))], "onnx", "cpu"))
+                  for i in range(4)]
+        worker = inst._session.worker
+        four = soft_cap(worker.pid)
+        for g in graphs[1:]:
+            inst.call("drop-graph", g)
+        gc.collect()
+        ok(inst.call("init-context", graphs[0]))  # the drops reach the worker with the next request
+        assert soft_cap(worker.pid) == four - 3 * per_graph
+
+
 def test_an_idle_worker_takes_no_cpu():
     # a worker's onnxruntime threads spin after a run as they do in process (the next run
     # starts sooner: EfficientNet-Lite0 isolated ~0.07 ms closer to in process), ~30 ms of
