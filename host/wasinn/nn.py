@@ -155,10 +155,13 @@ def returns_error(fn: Callable) -> Callable:
             err = e
         except Exception as e:  # a backend or host bug: still an error, never a trap
             err = NnError(ErrorCode.RUNTIME_ERROR, f"{type(e).__name__}: {e}")
-        # a new one, kept as the error resource without the raised one's frames (and their
-        # locals: a graph the worker loaded and the host refused, kept alive in the worker)
-        err = NnError(err.code, err.message if len(err.message) <= MAX_ERROR_TEXT  # (a missing input's name
-                      else f"{err.message[:MAX_ERROR_TEXT]}... ({len(err.message)} characters in all)")  # lists all)
+        # A new error is kept as the resource, without the raised one's frames (their locals
+        # kept what they held alive: a graph the host refused, in its worker), its text cut
+        # (a missing input's name lists every input the model has).
+        message = err.message
+        if len(message) > MAX_ERROR_TEXT:
+            message = f"{message[:MAX_ERROR_TEXT]}... ({len(message)} characters in all)"
+        err = NnError(err.code, message)
         session = self.nn.session(store)
         session.last_error = err
         # Past max-errors the call traps. Its bytes are counted in max-host-bytes, never
@@ -396,24 +399,32 @@ class WasiNn:
         creating an onnxruntime session costs 10x more than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
-        builders = self._inline(builders, encoding, guest)  # counted below with the weights it read in
-        size = sum(len(b) for b in builders)
-        self.limits.check_model(size)
+        self.limits.check_model(sum(len(b) for b in builders))
+        isolated = self.isolation.applies(guest is not None)
+        key = graph = None
+        if not isolated:
+            import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
+            key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
+            with self._lock:
+                graph = self._recent_graphs.get(key)
+                if graph is not None:
+                    self._recent_graphs.move_to_end(key)
+        if graph is None:
+            builders = self._inline(builders, encoding, guest)  # counted with the weights it read in
+            size = sum(len(b) for b in builders)
+            self.limits.check_model(size)
+        else:
+            size = graph.model_bytes
         if guest is not None:
             # the instance's live graphs and host bytes, before a backend makes a session
             # (its threads and memory) that `add` would then refuse
             self._admit(guest, "graph", size)
-        if self.isolation.applies(guest is not None):
+        if graph is not None:
+            return graph
+        if isolated:
             graph = self._load_isolated(builders, encoding, target, guest or owner)
             graph.model_bytes = size
             return graph
-        import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
-        key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
-        with self._lock:
-            graph = self._recent_graphs.get(key)
-            if graph is not None:
-                self._recent_graphs.move_to_end(key)
-                return graph
         graph = self._backend_for(builders, encoding).load(builders, target)
         graph.model_bytes = size  # counted against max-host-bytes
         with self._lock:
