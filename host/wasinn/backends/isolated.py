@@ -71,6 +71,9 @@ class Zygote:
         self.gone = False  # its socket failed: it ended, or ends
         self.lock = threading.Lock()
         self.imported = {"onnxruntime"}
+        # replies to requests whose callers stopped waiting at their deadline (the server
+        # answers in order): read and dropped before the next request's
+        self.owed = 0
         try:
             message, _ = receive(self.sock, timeout=_START_TIMEOUT)
         except (OSError, ValueError) as e:
@@ -84,15 +87,33 @@ class Zygote:
     def alive(self) -> bool:
         return self.owner == os.getpid() and not self.gone and self.process.poll() is None
 
-    def _ask(self, message: dict, fds: tuple[int, ...] = (), max_fds: int = 0) -> tuple[dict | None, list[int]]:
+    def _ask(self, message: dict, fds: tuple[int, ...] = (), max_fds: int = 0,
+             deadline: float | None = None) -> tuple[dict | None, list[int]]:
         """The fork server's answer; (None, []) once it has gone, however it went (its
-        socket closed at once or a reply cut short): the next `zygote()` starts another."""
-        with self.lock:
+        socket closed at once or a reply cut short): the next `zygote()` starts another.
+        Past `deadline` (time.monotonic()), `timeout`: the server still works at an earlier
+        request (a guest's first load of OpenVINO imports it here: ~1 s, which had held
+        that call and another instance's worker start 0.25 s past their deadlines)."""
+        if not self.lock.acquire(timeout=_left(deadline)):
+            raise _server_busy()
+        try:
+            while self.owed:
+                _, passed = receive(self.sock, max_fds=1, timeout=_left(deadline, None))
+                for fd in passed:  # a worker forked for a caller gone: it ends with its closed socket
+                    os.close(fd)
+                self.owed -= 1
+            send(self.sock, message, fds)
             try:
-                send(self.sock, message, fds)
-                reply, passed = receive(self.sock, max_fds=max_fds)
-            except (OSError, ValueError):
-                reply, passed = None, []
+                reply, passed = receive(self.sock, max_fds=max_fds, timeout=_left(deadline, None))
+            except socket.timeout:
+                self.owed += 1
+                raise
+        except socket.timeout:
+            raise _server_busy() from None
+        except (OSError, ValueError):
+            reply, passed = None, []
+        finally:
+            self.lock.release()
         if not isinstance(reply, dict):
             self.gone = True
             for fd in passed:
@@ -100,10 +121,15 @@ class Zygote:
             return None, []
         return reply, passed
 
-    def fork(self, settings: dict) -> "Worker":
+    def fork(self, settings: dict, deadline: float | None = None) -> "Worker":
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            message, fds = self._ask({"op": "fork", **settings}, (theirs.fileno(),), max_fds=1)
+            try:
+                message, fds = self._ask({"op": "fork", **settings}, (theirs.fileno(),), max_fds=1,
+                                         deadline=deadline)
+            except NnError:
+                ours.close()
+                raise
         if message is None:
             ours.close()
             raise runtime_error("the backend worker server ended; the next load starts another")
@@ -112,19 +138,24 @@ class Zygote:
             raise runtime_error(f"the backend worker server could not start a worker: {message.get('error')}")
         return Worker(self, ours, int(message["pid"]), fds[0], settings["host_bytes"])
 
-    def preload(self, backend: str) -> None:
-        """Imports a backend's package in the zygote, for the workers it forks from now on."""
+    def preload(self, backend: str, deadline: float | None = None) -> None:
+        """Imports a backend's package in the zygote, for the workers it forks from now on
+        (by `deadline`, else `timeout`; it goes on there)."""
         if backend in self.imported:
             return
-        self._ask({"op": "import", "backend": backend})
-        self.imported.add(backend)  # where it failed, each worker fails to import it and says why
+        self.imported.add(backend)  # asked at most once; where it failed, each worker fails to import it and says why
+        self._ask({"op": "import", "backend": backend}, deadline=deadline)
 
     def ended(self, pid: int) -> dict:
         """How a worker ended ("exit 0", "SIGSEGV", ... as `status`) and its peak RSS in
         bytes (`peak_rss`), as the zygote saw when it reaped it; {} if it has not yet, or
         if the zygote has gone too."""
+        deadline = time.monotonic() + 0.2  # (said in an error: not worth a guest's wait for the server)
         for _ in range(20):
-            message, _ = self._ask({"op": "status", "pid": pid})
+            try:
+                message, _ = self._ask({"op": "status", "pid": pid}, deadline=deadline)
+            except NnError:
+                return {}
             if message is None:
                 return {}
             if message:
@@ -140,6 +171,16 @@ class Zygote:
         self.process.kill()
         self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _left(deadline: float | None, none=-1):
+    """Seconds to `deadline` for a wait (`none` without one: -1 for Lock.acquire)."""
+    return none if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _server_busy() -> NnError:
+    return NnError(ErrorCode.TIMEOUT, "the backend worker server was still busy at the call's deadline "
+                   "(importing a backend, once per process)")
 
 
 _zygote: Zygote | None = None

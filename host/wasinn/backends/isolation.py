@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
-from ..errors import too_large
+from .._enums import ErrorCode
+from ..errors import NnError, too_large
 from ..limits import check_policy
 
 if TYPE_CHECKING:
@@ -38,14 +40,18 @@ class Isolation:
         worker = self._shared if owner is None else owner.worker
         return worker if worker is not None and not worker.dead else None
 
-    def worker(self, owner) -> isolated.Worker:
+    def worker(self, owner, deadline: float | None = None) -> isolated.Worker:
         """`owner`'s worker (a session, which keeps it in `worker`), or the shared one for
-        the operator's models (owner None), started on first use."""
+        the operator's models (owner None), started on first use (by `deadline`, else
+        `timeout`: another instance may be starting one)."""
         current = self.current(owner)
         if current is not None:
             return current
         from . import isolated
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise NnError(ErrorCode.TIMEOUT, "another instance's backend worker was still starting at the call's "
+                          "deadline")
+        try:
             current = self.current(owner)  # another thread started it meanwhile
             if current is not None:
                 return current
@@ -53,7 +59,7 @@ class Isolation:
             if len(alive) >= self.max_workers:
                 raise too_large(f"the host runs {len(alive)} backend workers; the limit is {self.max_workers} "
                                 "(max-workers, --max-workers)")
-            worker = isolated.zygote().fork(self.settings)
+            worker = isolated.zygote().fork(self.settings, deadline)
             self.live.add(worker)
             if owner is None:
                 gone, self._shared = self._shared, worker
@@ -61,6 +67,8 @@ class Isolation:
                 gone, owner.worker = owner.worker, worker
             if gone is not None:  # dead: its file and pidfd go now, not when its owner closes
                 gone.close()  # (a guest that crashed its worker again and again in one call held them all)
+        finally:
+            self._lock.release()
         return worker
 
     def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
@@ -70,8 +78,8 @@ class Isolation:
         # fork server still starting (forkserver.py), and this copy need not wait with it
         model = isolated.model_file(builders)
         try:
-            worker = self.worker(owner)
-            isolated.zygote().preload(kind)
+            worker = self.worker(owner, deadline)
+            isolated.zygote().preload(kind, deadline)
             reply = worker.request({"op": "load", "kind": kind, "encoding": encoding.value, "target": target.value,
                                     "threads": threads, "precision": precision, "sizes": [len(b) for b in builders]},
                                    deadline, fds=(model,))
