@@ -128,6 +128,13 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def unload(self) -> None:
+        """Lets go of the models loaded for no instance (`preload`'s): loaded again on use."""
+        for entry in self._entries.values():
+            with entry.lock:
+                if entry.remote is None:
+                    entry.graph = None
+
     def longest_name(self) -> int:
         """The UTF-8 length of the longest registered name: a longer one need not be read."""
         longest = max((len(n.encode()) for n in self._entries), default=0)

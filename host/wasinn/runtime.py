@@ -161,10 +161,23 @@ class Host:
 
     def preload_models(self) -> Callable[[], None]:
         """Starts loading the registered models now, in the background (see
-        ModelRegistry.preload); call what it returns to wait for them."""
+        ModelRegistry.preload); call what it returns to wait for them. Under `--isolate
+        all` that only checks them: each instance loads them in its own worker."""
         if self.models.names() and self.limits.deadline:  # their first inference arms one: see start_watchdog
             start_watchdog()
-        return self.models.preload(self.nn.load_graph, self.nn.load_file)
+        wait = self.models.preload(self.nn.load_graph, self.nn.load_file)
+        if not self.nn.isolation.applies(guest=False):
+            return wait
+
+        def checked() -> None:
+            # under `--isolate all` each instance loads them in its own worker: these loads
+            # only check them at start, and they and their worker go
+            try:
+                wait()
+            finally:
+                self.models.unload()
+                self.nn.isolation.close_shared()
+        return checked
 
     @staticmethod
     def engine_of(component: Component) -> Engine:

@@ -708,6 +708,24 @@ def test_when_the_fork_server_dies_its_workers_graphs_fail_with_errors_and_the_n
         run_add_mul(inst, add_mul_context(inst))
         assert inst._session.worker.server is not server and isolated.zygote() is inst._session.worker.server
 
+def test_under_isolate_all_a_preload_checks_the_models_and_keeps_no_worker(tmp_path):
+    # each instance loads the operator's models in its own worker: a preload (wasinn run's
+    # default) only checks them, and its worker goes (kept, it had held a second copy)
+    from wasinn.errors import WasinnError
+    (tmp_path / "m.onnx").write_bytes(models.add_mul())
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    host = make_host(isolate="all")
+    host.models.register("m", tmp_path / "m.onnx")
+    host.preload_models()()
+    assert host.nn.isolation.current(None) is None and not [w for w in host.nn.isolation.live if not w.dead]
+    with roundtrip(host) as inst:
+        run_add_mul(inst, ok(inst.call("init-context", ok(inst.call("load-by-name", "m")))))
+    bad = make_host(isolate="all")
+    bad.models.register("bad", tmp_path / "bad.onnx")
+    with pytest.raises(WasinnError, match="^model 'bad': "):
+        bad.preload_models()()
+
+
 def test_an_instances_worker_for_the_operators_models_is_replaced_when_it_dies(tmp_path):
     # under "all" the operator's models run in the instance's own worker: its death is a
     # runtime-error for that instance, which starts afresh and loads the model again

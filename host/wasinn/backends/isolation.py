@@ -71,6 +71,13 @@ class Isolation:
             self._lock.release()
         return worker
 
+    def close_shared(self) -> None:
+        """Ends the host's own worker for the operator's models (owner None)."""
+        with self._lock:
+            worker, self._shared = self._shared, None
+        if worker is not None:
+            worker.close()
+
     def load(self, owner, kind: str, encoding, threads: int, precision: str, builders: list, target,
              deadline: float | None) -> isolated.IsolatedGraph:
         from . import isolated
