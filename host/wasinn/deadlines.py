@@ -43,6 +43,12 @@ MAX_CATCH_UP = 1 << 16
 PAST_THE_TICK = 1.2 * EPOCH_SECONDS
 
 
+def seconds_left(deadline: float | None, none: float | None = -1) -> float | None:
+    """Seconds to `deadline` (time.monotonic()) for a wait, at least 0; `none` without one
+    (-1: Lock.acquire's "for ever")."""
+    return none if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def stop_at_exit(stop: Callable[[], None], thread: threading.Thread) -> None:
     """At interpreter exit (atexit: after the program's own threads are joined, before
     finalization), calls `stop()` and waits for `thread` to end."""

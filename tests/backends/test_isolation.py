@@ -726,6 +726,25 @@ def test_under_isolate_all_a_preload_checks_the_models_and_keeps_no_worker(tmp_p
         bad.preload_models()()
 
 
+def test_under_isolate_all_a_guest_that_crashes_its_worker_loses_only_its_own_graphs(tmp_path):
+    # the operator's model now shares the instance's worker with the guest's own models:
+    # a guest model that kills that worker (LiteRT's recursion, SIGSEGV) is runtime-error
+    # for that instance, which loads the operator's model again afresh; another instance's
+    # graph of the same model, in its own worker, runs on
+    from support import hostile_models
+    (tmp_path / "m.onnx").write_bytes(models.add_mul())
+    host = make_host(isolate="all")
+    host.models.register("m", tmp_path / "m.onnx")
+    with roundtrip(host) as guest, roundtrip(host) as other:
+        ok(guest.call("init-context", ok(guest.call("load-by-name", "m"))))
+        theirs = ok(other.call("init-context", ok(other.call("load-by-name", "m"))))
+        crashed = guest.call("load", [hostile_models.tflite_recursive("while")], "autodetect", "cpu")
+        assert (crashed.tag, crashed.payload.code) == ("err", "runtime-error")
+        assert "(SIGSEGV)" in crashed.payload.data
+        run_add_mul(guest, ok(guest.call("init-context", ok(guest.call("load-by-name", "m")))))
+        run_add_mul(other, theirs)
+
+
 def test_an_instances_worker_for_the_operators_models_is_replaced_when_it_dies(tmp_path):
     # under "all" the operator's models run in the instance's own worker: its death is a
     # runtime-error for that instance, which starts afresh and loads the model again

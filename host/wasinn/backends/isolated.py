@@ -40,6 +40,7 @@ from typing import Sequence
 from ..lazy import numpy as np
 
 from .._enums import ErrorCode, ExecutionTarget, TensorType
+from ..deadlines import seconds_left
 from ..errors import NnError, runtime_error, too_large
 from ..limits import product
 from ..tensors import DTYPES, HostTensor
@@ -94,17 +95,17 @@ class Zygote:
         Past `deadline` (time.monotonic()), `timeout`: the server still works at an earlier
         request (a guest's first load of OpenVINO imports it here: ~1 s, which had held
         that call and another instance's worker start 0.25 s past their deadlines)."""
-        if not self.lock.acquire(timeout=_left(deadline)):
+        if not self.lock.acquire(timeout=seconds_left(deadline)):
             raise _server_busy()
         try:
             while self.owed:
-                _, passed = receive(self.sock, max_fds=1, timeout=_left(deadline, None))
+                _, passed = receive(self.sock, max_fds=1, timeout=seconds_left(deadline, None))
                 for fd in passed:  # a worker forked for a caller gone: it ends with its closed socket
                     os.close(fd)
                 self.owed -= 1
             send(self.sock, message, fds)
             try:
-                reply, passed = receive(self.sock, max_fds=max_fds, timeout=_left(deadline, None))
+                reply, passed = receive(self.sock, max_fds=max_fds, timeout=seconds_left(deadline, None))
             except socket.timeout:
                 self.owed += 1
                 raise
@@ -171,11 +172,6 @@ class Zygote:
         self.process.kill()
         self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _left(deadline: float | None, none=-1):
-    """Seconds to `deadline` for a wait (`none` without one: -1 for Lock.acquire)."""
-    return none if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _server_busy() -> NnError:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING
 
 from .._enums import ErrorCode
+from ..deadlines import seconds_left
 from ..errors import NnError, too_large
 from ..limits import check_policy
 
@@ -48,7 +48,7 @@ class Isolation:
         if current is not None:
             return current
         from . import isolated
-        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+        if not self._lock.acquire(timeout=seconds_left(deadline)):
             raise NnError(ErrorCode.TIMEOUT, "another instance's backend worker was still starting at the call's "
                           "deadline")
         try:
