@@ -45,9 +45,10 @@ from ..tensors import HostTensor
 # MessageTooLarge, which each side answers with a one-line error.
 MAX_MESSAGE = 192 << 10
 # How long a worker polls for the host's next request, and the host for a worker's reply,
-# before sleeping (see `receive`), when the last one came that fast (see `Waiting`): a
-# guest's next compute comes within it when it computes a small model in a loop.
+# before sleeping (see `receive`): at least SPIN_SECONDS, twice as long as the last wait
+# took, and not at all past SPIN_UP_TO (see `Waiting`).
 SPIN_SECONDS = 100e-6
+SPIN_UP_TO = 1e-3
 # A worker caps its address space at its baseline plus its budget plus this, for the
 # thread stacks and allocator arenas a backend maps when it starts its threads.
 ADDRESS_SPACE_SLACK = 512 << 20
@@ -173,6 +174,8 @@ def receive(sock: socket.socket, max_fds: int = 0, spin: float = 0.0,
                 received = sock.recvmsg_into([buffer], ancillary_size, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 pass
+        if timeout is not None:
+            timeout = max(0.0, timeout - spin)
     if received is None:
         if timeout is not None and not select.select([sock], [], [], timeout)[0]:
             raise socket.timeout("no message in time")
@@ -215,10 +218,14 @@ _local = threading.local()
 
 
 class Waiting:
-    """Polls for the other side's next message only while it answers within the poll:
-    while it computes for milliseconds, polling takes a core from its backend's threads
-    (on 2 cores, a 100 us poll at the start of each EfficientNet-Lite0 compute cost the
-    host more than the wake-up it saved). One per kind of wait."""
+    """Polls for the other side's next message as long as the last one took (twice that,
+    from SPIN_SECONDS up to SPIN_UP_TO), and not while it computes for longer: polling
+    then takes a core from its backend's threads (on 2 cores, a 100 us poll at the start
+    of each EfficientNet-Lite0 compute cost the host more than the wake-up it saved).
+    Polling only while the last wait was under 200 us had two steady states: once one
+    wait passed it, both sides slept, each one's wait took the other's wake-up too
+    (40-110 us on a VM) and stayed past it: a trivial model's round trip 175-297 us
+    instead of 101-127. One per kind of wait."""
 
     def __init__(self):
         self.last = 0.0  # how long the last wait took
@@ -226,8 +233,9 @@ class Waiting:
     def receive(self, sock: socket.socket, max_fds: int = 0,
                 timeout: float | None = None) -> tuple[dict | bytes | None, list[int]]:
         start = time.perf_counter()
+        spin = min(max(2 * self.last, SPIN_SECONDS), SPIN_UP_TO) if self.last < SPIN_UP_TO else 0.0
         try:
-            return receive(sock, max_fds, SPIN_SECONDS if self.last < 2 * SPIN_SECONDS else 0.0, timeout)
+            return receive(sock, max_fds, spin, timeout)
         finally:
             self.last = time.perf_counter() - start
 
