@@ -363,6 +363,21 @@ def test_a_workers_memory_cap_follows_its_live_graphs_down():
         assert soft_cap(worker.pid) == four - 3 * per_graph
 
 
+def test_a_workers_first_load_of_a_model_with_an_unknown_rank_maps_no_onnx_package():
+    # onnxruntime describes an unknown rank and a scalar alike; telling them apart by
+    # importing onnx had every worker map its native libraries (~0.9 s of a guest's first
+    # graph.load of such a model, ~30 ms otherwise): formats.graph_values reads the bytes
+    with roundtrip(make_host()) as inst:
+        graph = ok(inst.call("load", [models.identity(wasinn.TensorType.FP32, None)], "onnx", "cpu"))
+        assert graph_backend(inst) == "onnxruntime (isolated)"
+        with open(f"/proc/{inst._session.worker.pid}/maps") as maps:
+            mapped = maps.read()
+        assert "onnxruntime" in mapped and "/onnx/" not in mapped and "ml_dtypes" not in mapped
+        ctx = ok(inst.call("init-context", graph))
+        (name, y), = ok(inst.call("compute-tensors", ctx, [("x", np.array(2.5, np.float32))]))
+        assert name == "y" and y.array() == np.float32(2.5)
+
+
 def test_an_idle_worker_takes_no_cpu():
     # a worker's onnxruntime threads spin after a run as they do in process (the next run
     # starts sooner: EfficientNet-Lite0 isolated ~0.07 ms closer to in process), ~30 ms of

@@ -5,10 +5,12 @@ Model bytes may be any buffer (a view of guest memory, for one), so nothing here
 `bytes` methods on them."""
 from __future__ import annotations
 
+import mmap
 import os
 import pathlib
 import stat
 import time
+from typing import NamedTuple
 
 from .._enums import ErrorCode, GraphEncoding
 from ..errors import NnError, invalid_encoding, too_large
@@ -229,6 +231,101 @@ def refers_to_external_data(model, deadline: float | None = None) -> bool:
         elif kind == _TENSOR and number == _DATA_LOCATION and value:
             return True
         pos = value_end
+
+
+def _fields_of(data, start: int, end: int):
+    """(field number, wire type, value's start, value's end) of each field of the message
+    in data[start:end] but groups (which protobuf skips as unknown fields, and so does
+    this), up to the first bytes that are no protobuf (where every parser stops)."""
+    pos, groups = start, []
+    while pos < end:
+        key, pos = read_varint(data, pos)
+        if not key or key >> 3 == 0:
+            return
+        wire = key & 7
+        if wire == 0:
+            value, value_end = read_varint(data, pos)
+            if value is None:
+                return
+        elif wire == 2:
+            length, pos = read_varint(data, pos)
+            value_end = end + 1 if length is None else pos + length
+        elif wire == 1 or wire == 5:
+            value_end = pos + (8 if wire == 1 else 4)
+        elif wire == 3 and len(groups) < _MAX_DEPTH:
+            groups.append(key >> 3)
+            continue
+        elif wire == 4 and groups and groups[-1] == key >> 3:
+            groups.pop()
+            continue
+        else:
+            return
+        if value_end > end:
+            return
+        if not groups:
+            yield key >> 3, wire, pos, value_end
+        pos = value_end
+
+
+# ModelProto.graph; GraphProto.input, .output (ValueInfoProto) and .initializer
+# (TensorProto, its name); ValueInfoProto.name and .type (TypeProto); TypeProto.tensor_type
+# (TypeProto.Tensor), its other kinds (one of them at a time); TypeProto.Tensor.shape
+_MODEL_GRAPH, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_INITIALIZER, _TENSOR_NAME = 7, 11, 12, 5, 8
+_VALUE_NAME, _VALUE_TYPE, _TENSOR_TYPE, _OTHER_TYPES, _SHAPE = 1, 2, 1, (4, 5, 8, 9), 2
+
+
+class GraphValues(NamedTuple):
+    inputs: list[tuple[str, bool]]   # (name, whether its type is a tensor type with a shape)
+    outputs: list[tuple[str, bool]]
+    initializers: set[str]
+
+
+def graph_values(model) -> GraphValues:
+    """An ONNX model's graph inputs, outputs and initializers' names, read from its bytes
+    (a buffer) as onnx's parser reads them, without it: importing onnx cost every backend
+    worker ~0.9 s (its ml_dtypes' native library), most of a guest's first graph.load,
+    and parsing the model whole a copy of its weights. Only the model's top two levels
+    are walked, and the initializers' fields (linear in their fields); a message that
+    appears twice is merged, as protobuf does."""
+    values = GraphValues([], [], set())
+    for number, wire, start, end in _fields_of(model, 0, len(model)):
+        if number != _MODEL_GRAPH or wire != 2:
+            continue
+        for number, wire, start, end in _fields_of(model, start, end):
+            if wire != 2:
+                continue
+            if number == _GRAPH_INITIALIZER:
+                values.initializers.add(_name(model, start, end, _TENSOR_NAME))
+            elif number in (_GRAPH_INPUT, _GRAPH_OUTPUT):
+                (values.inputs if number == _GRAPH_INPUT else values.outputs).append(_value_info(model, start, end))
+    return values
+
+
+def _name(model, start: int, end: int, field: int) -> str:
+    name = b""
+    for number, wire, a, b in _fields_of(model, start, end):
+        if number == field and wire == 2:  # a string given twice: the last one counts
+            name = model[a:b]
+    return bytes(name).decode("utf-8", "replace")
+
+
+def _value_info(model, start: int, end: int) -> tuple[str, bool]:
+    shaped = None  # None: its type is no tensor type (as far as read)
+    for number, wire, a, b in _fields_of(model, start, end):
+        if number != _VALUE_TYPE or wire != 2:
+            continue
+        for kind, wire, c, d in _fields_of(model, a, b):
+            if kind in _OTHER_TYPES and wire == 2:
+                shaped = None
+            elif kind == _TENSOR_TYPE and wire == 2:
+                shaped = bool(shaped) or any(number == _SHAPE and wire == 2 for number, wire, _, _ in _fields_of(model, c, d))
+    return _name(model, start, end, _VALUE_NAME), bool(shaped)
+
+
+def onnx_file_values(path) -> GraphValues:
+    """`graph_values` of a model file, mapped: only the pages the walk reads are read."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return graph_values(mapped)
 
 
 def reject_onnx_external_data(model) -> None:

@@ -37,7 +37,7 @@ from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error,
 from ..limits import Limits, backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .formats import looks_like_onnx, reject_onnx_external_data
+from .formats import graph_values, looks_like_onnx, onnx_file_values, reject_onnx_external_data
 from .spill import DIRECTORY_PREFIX, ModelFile, spilled
 
 # ONNX element type names as onnxruntime reports them, and the ONNX enum values.
@@ -59,14 +59,11 @@ _ARENA_FULL = re.compile(r"(Available memory of \d+ is smaller than requested by
 
 def _specs(args, model: bytes | str) -> list[TensorSpec]:
     # onnxruntime reports both a scalar and an unknown rank as []; only the model
-    # proto tells them apart, so parse it (a few ms) only when that case comes up.
+    # proto tells them apart, so read it only when that case comes up.
     unranked: set[str] = set()
     if any(not a.shape for a in args):
-        import onnx
-        graph = (onnx.ModelProto.FromString(model) if isinstance(model, bytes)
-                 else onnx.load(model, load_external_data=False)).graph
-        unranked = {v.name for v in [*graph.input, *graph.output]
-                    if not v.type.tensor_type.HasField("shape")}
+        values = graph_values(model) if isinstance(model, bytes) else onnx_file_values(model)
+        unranked = {name for name, shaped in values.inputs + values.outputs if not shaped}
     specs = []
     for a in args:
         ty = _ORT_TYPES.get(a.type, (None, 0))[0]

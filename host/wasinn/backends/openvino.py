@@ -32,7 +32,7 @@ from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error,
 from ..limits import backend_memory_error
 from ..tensors import HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
-from .formats import RECOGNISERS, reject_onnx_external_data
+from .formats import RECOGNISERS, graph_values, onnx_file_values, reject_onnx_external_data
 from .spill import spilled
 
 _TYPES = {ov.Type.f16: TensorType.FP16, ov.Type.f32: TensorType.FP32, ov.Type.f64: TensorType.FP64,
@@ -114,11 +114,9 @@ def _onnx_names(model: bytes | pathlib.Path) -> tuple[list[str], list[str]]:
     """An ONNX graph's own input and output names (from its bytes or, without its
     weights, its spilled file). OpenVINO's reader may rename a port: an input wired
     straight to an output (Identity, Dropout) takes the output's name."""
-    import onnx
-    graph = (onnx.ModelProto.FromString(model) if not isinstance(model, pathlib.Path)
-             else onnx.load(str(model), load_external_data=False)).graph
-    initialized = {t.name for t in graph.initializer}
-    return [v.name for v in graph.input if v.name not in initialized], [v.name for v in graph.output]
+    values = onnx_file_values(model) if isinstance(model, pathlib.Path) else graph_values(model)
+    return ([name for name, _ in values.inputs if name not in values.initializers],
+            [name for name, _ in values.outputs])
 
 
 class OpenVinoGraph:
