@@ -1,5 +1,5 @@
 """The fuzz guests (guest/fuzz-py, guest/fuzz-c), built and loaded once per module, for
-test_fuzz.py and test_zz_probe.py."""
+test_fuzz.py."""
 from __future__ import annotations
 
 import pytest
