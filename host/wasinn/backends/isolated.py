@@ -57,6 +57,10 @@ _MIN_SHM = 1 << 20
 # this size on (SharedMemory.tensor).
 IN_PLACE_FROM = 64 << 10
 _MAX_RANK = 64  # numpy's: a worker's reply with more axes is not a tensor
+# How many of this process's calls wait on a worker now: a wait (and the worker's for its
+# next request) polls only when it is the one (worker.Waiting)
+_waiting = [0]
+_waiting_lock = threading.Lock()
 
 
 class Zygote:
@@ -256,10 +260,17 @@ class Worker:
         a dict, or the packed bytes of outputs, which the caller checks."""
         op = op or message["op"]
         try:
-            send(self.sock, message, fds)
-            waiting = self.waiting.get(op) or self.waiting.setdefault(op, Waiting())
-            reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
-                                       else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE)
+            with _waiting_lock:
+                alone = not _waiting[0]
+                _waiting[0] += 1
+            try:
+                send(self.sock, message, fds)
+                waiting = self.waiting.get(op) or self.waiting.setdefault(op, Waiting())
+                reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
+                                           else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE, alone=alone)
+            finally:
+                with _waiting_lock:
+                    _waiting[0] -= 1
         except MessageTooLarge as e:  # never sent: the worker lives on
             raise too_large(f"the request to the backend worker ({_DOING.get(op, op)}) would take {e}") from None
         except socket.timeout:
@@ -527,7 +538,8 @@ class IsolatedContext:
                     layout.append((offset, t.nbytes, t.ty, t.dims))
                 out, room = at, self.room
                 worker.sync()
-                reply = worker.held_request(pack_compute(self.ident, deadline, out, room, layout), deadline, "compute")
+                reply = worker.held_request(pack_compute(self.ident, deadline, out, room, layout, not _waiting[0]),
+                                            deadline, "compute")
                 if type(reply) is dict:  # the outputs need more room than their declared sizes
                     if "need" not in reply:
                         worker.kill("the backend worker sent a malformed reply")
