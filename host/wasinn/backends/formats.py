@@ -284,9 +284,9 @@ def graph_values(model) -> GraphValues:
     """An ONNX model's graph inputs, outputs and initializers' names, read from its bytes
     (a buffer) as onnx's parser reads them, without it: importing onnx cost every backend
     worker ~0.9 s (its ml_dtypes' native library), most of a guest's first graph.load,
-    and parsing the model whole a copy of its weights. Only the model's top two levels
-    are walked, and the initializers' fields (linear in their fields); a message that
-    appears twice is merged, as protobuf does."""
+    and parsing the model whole a copy of its weights. Of the graph, only its inputs,
+    outputs and initializers are walked into (each field read once; weights skipped by
+    their length); a message that appears twice is merged, as protobuf does."""
     values = GraphValues([], [], set())
     for number, wire, start, end in _fields_of(model, 0, len(model)):
         if number != _MODEL_GRAPH or wire != 2:
@@ -318,7 +318,8 @@ def _value_info(model, start: int, end: int) -> tuple[str, bool]:
             if kind in _OTHER_TYPES and wire == 2:
                 shaped = None
             elif kind == _TENSOR_TYPE and wire == 2:
-                shaped = bool(shaped) or any(number == _SHAPE and wire == 2 for number, wire, _, _ in _fields_of(model, c, d))
+                shaped = bool(shaped) or any(number == _SHAPE and wire == 2
+                                             for number, wire, _, _ in _fields_of(model, c, d))
     return _name(model, start, end, _VALUE_NAME), bool(shaped)
 
 
