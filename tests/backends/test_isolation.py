@@ -982,3 +982,20 @@ def test_a_worker_that_lies_about_its_outputs_is_killed_and_the_guest_told_in_on
     with pytest.raises(wasinn.NnError, match="wrongly|malformed"):  # and the instance is told so from then on
         context.compute([HostTensor.from_array(np.ones(2, np.float32))])
     worker.close()
+
+
+def test_a_model_with_thousands_of_unranked_inputs_is_described_and_the_next_call_runs():
+    # a guest's model the worker reads without onnx (formats.graph_values): 3,000 inputs
+    # of unknown rank, and the graph given a second time, for a parser to merge
+    from onnx import TensorProto, helper
+    inputs = [helper.make_tensor_value_info(f"u{i}", TensorProto.FLOAT, None) for i in range(3000)]
+    graph = helper.make_graph([helper.make_node("Identity", ["u0"], ["y"])], "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    again = helper.make_model(helper.make_graph([], "g", [], [])).SerializeToString()
+    hostile = model + again
+    with roundtrip(make_host()) as inst:
+        result = inst.call("load", [hostile], "onnx", "cpu")
+        assert result.tag == "ok", vars(result.payload)
+        assert graph_backend(inst) == "onnxruntime (isolated)"
+        run_add_mul(inst, add_mul_context(inst))
