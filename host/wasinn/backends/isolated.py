@@ -267,7 +267,7 @@ class Worker:
                 send(self.sock, message, fds)
                 waiting = self.waiting.get(op) or self.waiting.setdefault(op, Waiting())
                 reply, _ = waiting.receive(self.sock, timeout=None if deadline is None
-                                           else max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE, alone=alone)
+                                           else seconds_left(deadline) + DEADLINE_GRACE, alone=alone)
             finally:
                 with _waiting_lock:
                     _waiting[0] -= 1
