@@ -43,6 +43,7 @@ _KINDS = {_types.Bool: "BOOL", _types.S8: "S8", _types.U8: "U8", _types.S16: "S1
           _types.RecordType: "RECORD", _types.TupleType: "TUPLE", _types.VariantType: "VARIANT",
           _types.EnumType: "ENUM", _types.OptionType: "OPTION", _types.ResultType: "RESULT",
           _types.FlagsType: "FLAGS", _types.OwnType: "RESOURCE", _types.BorrowType: "RESOURCE"}
+SCALAR_TYPES = frozenset(t for t, k in _KINDS.items() if k in SCALAR_CODES)  # values with nothing on the heap
 
 
 def kind_of(ty) -> str | None:
