@@ -17,8 +17,8 @@ import wasmtime
 import wasinn
 from wasinn.abi import images, rewrite, wasm_tools
 from wasinn.abi.binary import COMPONENT_PREAMBLE, MAX_NESTING, leb
-from wasinn.embedding.types import MAX_ITEMS
-from wasinn.errors import WasinnError
+from wasinn.embedding.types import MAX_ITEMS, MAX_TYPE_PARTS
+from wasinn.errors import GuestTrap, WasinnError
 from wasinn.limits import Limits
 
 NN_TENSOR = '(import "wasi:nn/tensor@0.2.0-rc-2024-10-28" (instance))'  # puts it on host memories
@@ -291,3 +291,106 @@ def test_more_data_segments_than_wasinn_compiles_are_refused_before_compiling(ho
     with pytest.raises(WasinnError, match=rf"^component has {MAX_DATA_SEGMENTS + 1} data segments"):
         host.load_component(wasmtime.wat2wasm(f'(module (memory 1) {segments} (func (export "_start")))'))
     assert host.instantiate(host.load_component(_data_segments(1000))).call("f") == ord("x")
+
+
+def _pairs(depth: int) -> str:
+    """A type of `depth` nested pairs, each `tuple<t, t>` of the one before: a few bytes
+    a level, 2^depth leaves written out."""
+    types = ["(type $t0 (tuple u8 u8))"] + [f"(type $t{i} (tuple $t{i - 1} $t{i - 1}))" for i in range(1, depth)]
+    return " ".join(types) + f" (type $pairs (list $t{depth - 1}))"
+
+
+_LIFTED = """(core module $m (memory (export "mem") 1) (func (export "f") (param i32 i32) (result i32) (i32.const 7))
+               (func (export "g") (param i32)) (func (export "h") (result i32) (i32.const 64))
+               (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 64)))
+             (core instance $i (instantiate $m))"""
+_OPTIONS = '(memory (core memory $i "mem")) (realloc (core func $i "realloc"))'
+
+
+def test_an_export_whose_types_written_out_pass_the_limit_is_refused_before_anything_is_made_of_them():
+    """A 349-byte component whose export takes a list of 18 nested pairs (262,144 leaves
+    written out; wasmparser allows a million parts) had `wasinn run --invoke` make 794 MB
+    of converters over 14 s before the call. In a fresh process: refused in one line at
+    the call, and the peak RSS stays near a bare Host's (~50 MiB)."""
+    wat = f"""(component {_pairs(18)} {_LIFTED}
+      (func (export "f") (param "x" $pairs) (result u32) (canon lift (core func $i "f") {_OPTIONS})))"""
+    script = textwrap.dedent(f"""
+        import wasmtime, wasinn
+        host = wasinn.Host(cache_dir=False)
+        with host.instantiate(host.load_component(wasmtime.wat2wasm({wat!r}))) as inst:
+            try:
+                inst.call("f", [])
+            except wasinn.WasinnError as e:
+                print(e)
+        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    message, peak_kib = out.stdout.splitlines()
+    assert message == (f"export 'f' has types of more than {MAX_TYPE_PARTS} parts written out (fields, cases, "
+                       "elements); wasinn takes at most that many (wasinn's limit: it makes a converter of each)")
+    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB"
+
+
+@pytest.mark.parametrize("fields", [(MAX_TYPE_PARTS - 2) // 2, (MAX_TYPE_PARTS - 2) // 2 + 1])
+def test_types_up_to_the_limit_are_called(host, fields):
+    """The limit's count: the parameter, its record, each field's name and each field's
+    type. A record of 2,047 fields (4,096 parts) is called; one more field is refused."""
+    record = " ".join(f'(field "f{i}" u8)' for i in range(fields))
+    wasm = wasmtime.wat2wasm(f"""(component (type $r (record {record})) (export $e "r" (type $r)) {_LIFTED}
+      (func (export "f") (param "x" $e) (canon lift (core func $i "g") {_OPTIONS})))""")
+    with host.instantiate(host.load_component(wasm)) as inst:
+        value = {f"f{i}": i % 256 for i in range(fields)}
+        if 2 * fields + 2 <= MAX_TYPE_PARTS:
+            assert inst.call("f", value) is None
+        else:
+            with pytest.raises(WasinnError, match=f"more than {MAX_TYPE_PARTS} parts"):
+                inst.call("f", value)
+
+
+def test_an_operator_whose_process_types_pass_the_limit_is_refused_when_it_opens(host):
+    """Opening an operator compares its `process` with the data path's span export of it
+    (`Operator._span_export`), which walked the result's type written out: a result of 17
+    nested pairs held `Operator.open` (a `wasinn serve` worker's start) 9.9 s and 264 MB
+    before any call. Now refused in one line at open."""
+    from wasinn.pipeline.operator import Operator
+    wasm = wasmtime.wat2wasm(f"""(component {_pairs(17)} {_LIFTED}
+      (func $p (result $pairs) (canon lift (core func $i "h") {_OPTIONS}))
+      (instance $map (export "process" (func $p)))
+      (export "wasm-graph:processor/map@1.1.0" (instance $map))
+      (export "wasinn-spans-map-process" (func $p)))""")
+    with pytest.raises(WasinnError) as e:
+        Operator.open(host, host.load_component(wasm), kind="map")
+    assert str(e.value) == (f"wasm-graph:processor/map@1.1.0#process has types of more than {MAX_TYPE_PARTS} parts "
+                            "written out (fields, cases, elements); wasinn takes at most that many (wasinn's limit: "
+                            "it makes a converter of each)")
+
+
+@pytest.mark.parametrize("imported", ["function", "instance"])
+def test_a_stand_in_for_an_unknown_import_is_held_to_the_limit_too(imported):
+    """Under `-W unknown-imports-trap=y` an import nothing defines gets a stand-in that
+    traps, after lifting its arguments: a guest's call of one taking 18 nested pairs took
+    28 s and 518 MB. Such an import is now refused when the instance is made; within the
+    limit, its call traps."""
+    def component(depth: int) -> bytes:
+        if imported == "function":
+            declared = '(import "foo:bar/baz@1.0.0" (func $f (param "x" $pairs)))'
+        else:
+            declared = ('(import "foo:bar/baz@1.0.0" (instance $ib (export "f" (func (param "x" $pairs))) '
+                        '(export "g" (func)))) (alias export $ib "f" (func $f))')
+        return wasmtime.wat2wasm(f"""(component {_pairs(depth)} {declared}
+          (core module $mem (memory (export "mem") 1)) (core instance $mi (instantiate $mem))
+          (core func $fl (canon lower (func $f) (memory (core memory $mi "mem"))))
+          (core module $m (import "" "f" (func $f (param i32 i32)))
+            (func (export "run") (call $f (i32.const 0) (i32.const 0))))
+          (core instance $i (instantiate $m (with "" (instance (export "f" (func $fl))))))
+          (func (export "run") (canon lift (core func $i "run"))))""")
+    host = wasinn.Host(cache_dir=False, unknown_imports="trap")
+    name = "foo:bar/baz@1.0.0" + ("#f" if imported == "instance" else "")
+    with pytest.raises(WasinnError, match=re.escape(f"its import {name} has types of more than {MAX_TYPE_PARTS} "
+                                                     "parts written out")):
+        with host.instantiate(host.load_component(component(18))) as inst:
+            inst.call("run")  # (an instance is made at its first call)
+    with host.instantiate(host.load_component(component(4))) as inst:
+        with pytest.raises(GuestTrap, match=re.escape(f"{name} is an import wasinn does not define")):
+            inst.call("run")

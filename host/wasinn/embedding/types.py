@@ -109,3 +109,45 @@ def items(ty: ComponentType | ComponentInstanceType, engine: Engine, which: str,
         raise WasinnError(f"{what} has {count} {which}; wasinn takes at most {MAX_ITEMS} "
                           "(wasinn's limit: wasmtime lists them in quadratic time)")
     return getattr(ty, which)(engine)
+
+
+# Parts of one function's types, written out: wasmtime-py makes an object of every use of
+# a type (a type used twice is two trees), and wasinn's converters are made for each. A
+# 349-byte component whose export took a list of 18 nested pairs (`tuple<t, t>` of the
+# type before) had `wasinn run --invoke` build 794 MB of converters over 14 s before the
+# call; wasmparser lets such a type grow to a million parts. Real signatures have a few
+# hundred at most (Azure's accumulate, the largest here: 374).
+MAX_TYPE_PARTS = 4096
+_WIDTHS = {_types.RecordType: ffi.wasmtime_component_record_type_field_count,
+           _types.TupleType: ffi.wasmtime_component_tuple_type_types_count,
+           _types.VariantType: ffi.wasmtime_component_variant_type_case_count,
+           _types.EnumType: ffi.wasmtime_component_enum_type_names_count,
+           _types.FlagsType: ffi.wasmtime_component_flags_type_names_count}
+
+
+def check_parts(ftype, what: str) -> None:
+    """Raises a one-line WasinnError where `ftype`'s parameters and result, written out,
+    have more than MAX_TYPE_PARTS parts (fields, cases, names and elements), before
+    anything is made of them; each part's children are counted (by wasmtime's C API)
+    before they are read."""
+    left = MAX_TYPE_PARTS - ffi.wasmtime_component_func_type_param_count(ftype.ptr())
+    stack = [] if left < 0 else [ty for _, ty in ftype.params]
+    if left >= 0 and (result := ftype.result) is not None:
+        stack.append(result)
+    while left >= 0 and stack:
+        ty = stack.pop()
+        count = _WIDTHS.get(type(ty))
+        left -= 1 + (count(ty.ptr()) if count else 0)
+        if left < 0:
+            break
+        if isinstance(ty, ListType):
+            stack.append(ty.element)
+        elif isinstance(ty, _types.RecordType):
+            stack.extend(t for _, t in ty.fields)
+        elif isinstance(ty, _types.TupleType):
+            stack.extend(ty.elements)
+        elif isinstance(ty, _types.VariantLikeType):
+            stack.extend(t for _, t in ty._cases() if t is not None)
+    if left < 0:
+        raise WasinnError(f"{what} has types of more than {MAX_TYPE_PARTS} parts written out (fields, cases, "
+                          "elements); wasinn takes at most that many (wasinn's limit: it makes a converter of each)")
