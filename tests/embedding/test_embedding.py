@@ -78,6 +78,13 @@ SIGNATURES = {
     "wasmtime_component_instance_type_export_count": "(LP_wasmtime_component_instance_type, LP_wasm_engine_t) -> c_ulong",
     "wasmtime_component_type_export_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
     "wasmtime_component_type_import_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
+    # types.check_parts: the parts of a type, counted before they are read
+    "wasmtime_component_enum_type_names_count": "(LP_wasmtime_component_enum_type) -> c_ulong",
+    "wasmtime_component_flags_type_names_count": "(LP_wasmtime_component_flags_type) -> c_ulong",
+    "wasmtime_component_func_type_param_count": "(LP_wasmtime_component_func_type_t) -> c_ulong",
+    "wasmtime_component_record_type_field_count": "(LP_wasmtime_component_record_type) -> c_ulong",
+    "wasmtime_component_tuple_type_types_count": "(LP_wasmtime_component_tuple_type) -> c_ulong",
+    "wasmtime_component_variant_type_case_count": "(LP_wasmtime_component_variant_type) -> c_ulong",
     "wasmtime_extern_t": "struct[32] {kind@0: c_ubyte, of@8: wasmtime_extern_union}",
     "wasmtime_instance_export_get": "(LP_wasmtime_context, LP_wasmtime_instance, LP_c_char, c_ulong, LP_wasmtime_extern) "
                                     "-> c_bool",
