@@ -476,7 +476,7 @@ class Instance:
         if found is None:
             func, index = self._find(store, name)
             ftype = func.type(store)
-            types.check_parts(ftype, f"export {name!r}")
+            types.check_signature(ftype, f"export {name!r}")
             found = funcs[name] = index, _FuncTypes(ftype)
         else:
             func = self._instance.get_func(store, found[0])
@@ -678,12 +678,12 @@ def _stand_in(linker: Linker, component: Component, kind: str, name: str) -> boo
     # an export's are (a list of 18 nested pairs took a guest's call of one 28 s, 518 MB),
     # all of them before any is defined
     if kind == "function":
-        types.check_parts(extern.ty, f"its import {name}")
+        types.check_signature(extern.ty, f"its import {name}")
     else:
         items = types.items(extern.ty, engine, "exports", f"its import {name}")
         for item, ext in items.items():
             if isinstance(ext.ty, wasmtime.component.FuncType):
-                types.check_parts(ext.ty, f"its import {name}#{item}")
+                types.check_signature(ext.ty, f"its import {name}#{item}")
     try:
         with linker.root() as root:
             if kind == "function":

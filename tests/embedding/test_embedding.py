@@ -78,7 +78,7 @@ SIGNATURES = {
     "wasmtime_component_instance_type_export_count": "(LP_wasmtime_component_instance_type, LP_wasm_engine_t) -> c_ulong",
     "wasmtime_component_type_export_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
     "wasmtime_component_type_import_count": "(LP_wasmtime_component_type_t, LP_wasm_engine_t) -> c_ulong",
-    # types.check_parts: the parts of a type, counted before they are read
+    # types.check_signature: the parts of a type, counted before they are read
     "wasmtime_component_enum_type_names_count": "(LP_wasmtime_component_enum_type) -> c_ulong",
     "wasmtime_component_flags_type_names_count": "(LP_wasmtime_component_flags_type) -> c_ulong",
     "wasmtime_component_func_type_param_count": "(LP_wasmtime_component_func_type_t) -> c_ulong",

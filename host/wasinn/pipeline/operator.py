@@ -33,7 +33,7 @@ from .._bindings import (WASM_GRAPH_PROCESSOR_ACCUMULATE, WASM_GRAPH_PROCESSOR_B
 from ..abi.memory import OutOfBounds
 from ..abi.rewrite import SPANS_RELEASE
 from ..abi.values import Handle, spans_for_bytes
-from ..embedding.types import check_parts, items
+from ..embedding.types import check_signature, items
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..nn import store_key
 from ..runtime import Host
@@ -150,7 +150,7 @@ class Operator:
         if name not in exports:
             return None
         original, spans = items(exports[KINDS[kind]].ty, engine, "exports")["process"].ty, exports[name].ty
-        check_parts(original, f"{KINDS[kind]}#process")  # walked below, before any call looks at it
+        check_signature(original, f"{KINDS[kind]}#process")  # walked below, before any call looks at it
         same_params = [t for _, t in original.params] == [t for _, t in spans.params]
         return name if same_params and spans_for_bytes(original.result, spans.result) else None
 
