@@ -178,3 +178,22 @@ def test_a_workers_metrics_file_it_has_only_just_created_holds_nothing_yet(tmp_p
         assert server.health() == (200, {"status": "ok", "workers": []})
     finally:
         server.httpd.server_close()
+
+
+def test_a_killed_supervisors_metrics_directory_goes_at_the_next_start(tmp_path):
+    # a supervisor killed with SIGKILL cannot remove its workers' directory: the suite's
+    # own kills had left 21 in /tmp in a day
+    import os
+    import subprocess
+    from wasinn.pipeline.metrics import remove_orphaned_directories
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead = tmp_path / f"wasinn-metrics-{ended.pid}-abc"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "counter_1.db").write_bytes(b"x" * 64)
+    live = tmp_path / f"wasinn-metrics-{os.getpid()}-def"
+    live.mkdir()
+    unnamed = tmp_path / "wasinn-metrics-xyz"  # not named for a process: not ours to judge
+    unnamed.mkdir()
+    assert remove_orphaned_directories(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.is_dir() and unnamed.is_dir()

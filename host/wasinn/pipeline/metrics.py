@@ -13,6 +13,9 @@ import glob
 import http.server
 import json
 import os
+import shutil
+import stat
+import tempfile
 import threading
 from typing import Callable
 
@@ -24,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 # Seconds: from a fast stage (~1 ms) to a slow message on a loaded machine.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 READY = "wasinn_pipeline_worker_ready"
+_DIRECTORY_PREFIX = "wasinn-metrics-"
 
 
 class WorkerMetrics:
@@ -90,6 +94,42 @@ class _WorkersFiles(MultiProcessCollector):
 
     def collect(self):
         return self.merge([f for f in glob.glob(os.path.join(self.path, "*.db")) if _sized(f)], accumulate=True)
+
+
+def workers_directory() -> str:
+    """A new directory for the workers' metric files, named for this process, after
+    removing those of supervisors that died without removing theirs (SIGKILL, the OOM
+    killer): each stayed in the temporary directory for good, a quarter MiB a worker."""
+    remove_orphaned_directories(tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{_DIRECTORY_PREFIX}{os.getpid()}-")
+
+
+def remove_orphaned_directories(root: str) -> list[str]:
+    """Removes this user's workers' directories under `root` whose supervisor no longer
+    runs; returns them. A directory whose process id now belongs to another process is
+    kept (the id was reused: it goes once that process ends)."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(root), _DIRECTORY_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(_DIRECTORY_PREFIX):].split("-", 1)[0]
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not pid.isdigit() or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _running(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _sized(path: str) -> bool:

@@ -41,7 +41,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -58,7 +57,7 @@ from ..runtime import Host
 from . import connection
 from .components import component_path
 from .jsonlog import EventLog
-from .metrics import MetricsServer
+from .metrics import MetricsServer, workers_directory
 from .schema import Pipeline
 from .worker import EXIT_CONFIG, presence_state, presence_topic
 
@@ -248,7 +247,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _: self._request_stop(signum))
         if o.metrics_port is not None:
-            self.metrics_dir = tempfile.mkdtemp(prefix="wasinn-metrics-")
+            self.metrics_dir = workers_directory()
             try:
                 self.server = MetricsServer(o.metrics_host, o.metrics_port, self.metrics_dir, self.workers)
             except OSError as e:
