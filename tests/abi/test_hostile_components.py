@@ -16,7 +16,8 @@ import wasmtime
 
 import wasinn
 from wasinn.abi import images, rewrite, wasm_tools
-from wasinn.abi.binary import COMPONENT_PREAMBLE, MAX_NESTING, leb
+from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_BINARIES, MAX_NESTING, MAX_SECTIONS,
+                               MAX_TOP_LEVEL_ITEMS, leb, read_layout)
 from wasinn.embedding.types import MAX_ITEMS, MAX_TYPE_PARTS
 from wasinn.errors import GuestTrap, WasinnError
 from wasinn.limits import Limits
@@ -291,6 +292,75 @@ def test_more_data_segments_than_wasinn_compiles_are_refused_before_compiling(ho
     with pytest.raises(WasinnError, match=rf"^component has {MAX_DATA_SEGMENTS + 1} data segments"):
         host.load_component(wasmtime.wat2wasm(f'(module (memory 1) {segments} (func (export "_start")))'))
     assert host.instantiate(host.load_component(_data_segments(1000))).call("f") == ord("x")
+
+
+_CUSTOM = b"\x00\x01\x00"  # an empty custom section: three bytes, valid anywhere, in any number
+
+
+def _section(sid: int, payload: bytes) -> bytes:
+    return bytes([sid]) + leb(len(payload)) + payload
+
+
+def _core(custom: int = 0) -> bytes:
+    return _section(1, CORE_PREAMBLE + _CUSTOM * custom)
+
+
+@pytest.mark.parametrize("wasm, message", [
+    (COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS + 1), f"more than {MAX_SECTIONS:,} sections in one component"),
+    (CORE_PREAMBLE + _CUSTOM * (MAX_SECTIONS + 1), f"more than {MAX_SECTIONS:,} sections in one core module"),
+    (COMPONENT_PREAMBLE + _section(4, COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS // 2)) * 2,
+     f"more than {MAX_SECTIONS:,} sections in its components together"),
+    (COMPONENT_PREAMBLE + _core(MAX_SECTIONS // 2 + 1) * 2,
+     f"more than {MAX_SECTIONS:,} sections in its core modules together"),
+    (COMPONENT_PREAMBLE + _section(4, COMPONENT_PREAMBLE) * (MAX_BINARIES + 1),
+     f"more than {MAX_BINARIES:,} components nested in it"),
+    (COMPONENT_PREAMBLE + _core() * (MAX_BINARIES + 1), f"more than {MAX_BINARIES:,} core modules in it"),
+], ids=["component", "core-module", "components-together", "core-modules-together", "components", "core-modules"])
+def test_more_sections_or_binaries_than_the_compile_step_walks_are_refused_in_one_line(host, wasm, message):
+    """Every section is walked in Python before the compiler validates anything: a
+    valid 15 MB component of 5 million empty custom sections took 116 s and 1.3 GB to
+    load. Past the limits (sections per binary, and of a .wasm's components or core
+    modules together; nested components, core modules) the refusal comes first."""
+    with pytest.raises(WasinnError) as e:
+        host.load_component(wasm)
+    assert message in str(e.value) and "(wasinn's limit" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sections_up_to_the_limit_load():
+    host = wasinn.Host(cache_dir=False)
+    host.load_component(COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS - 1) + _core(MAX_SECTIONS - 1))
+    host.load_component(CORE_PREAMBLE + _CUSTOM * MAX_SECTIONS)
+
+
+def test_a_five_million_section_component_is_refused_in_a_fresh_process_within_its_memory():
+    script = textwrap.dedent("""
+        import wasinn
+        try:
+            wasinn.Host(cache_dir=False).load_component(b"\\0asm\\x0d\\0\\x01\\0" + b"\\0\\x01\\0" * 5_000_000)
+        except wasinn.WasinnError as e:
+            print(e)
+        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    message, peak_kib = out.stdout.splitlines()
+    assert message.startswith(f"component is not a program wasinn runs: more than {MAX_SECTIONS:,} sections")
+    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB (it was 1.3 GB)"
+
+
+def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowering(host):
+    """8 million empty core instances (16 MB) took 49 s and 1.1 GB in the data path's
+    reader before wasmtime refused the 4,097th; past MAX_TOP_LEVEL_ITEMS the reader
+    stops at the section's count, the component keeps the standard lowering and
+    wasmtime's own limit says why it does not load."""
+    n = MAX_TOP_LEVEL_ITEMS + 1
+    wasm = COMPONENT_PREAMBLE + _section(0, leb(len(NN_TENSOR_NAME)) + NN_TENSOR_NAME) + _section(
+        2, leb(n) + b"\x01\x00" * n)
+    with pytest.raises(WasinnError, match=f"more than {MAX_TOP_LEVEL_ITEMS:,} definitions, imports and exports"):
+        read_layout(wasm)
+    assert rewrite.rewrite(wasm, "guest")[0] is wasm
+    with pytest.raises(WasinnError, match="^component is not a valid WebAssembly component: instances count"):
+        host.load_component(wasm)
 
 
 def _pairs(depth: int) -> str:

@@ -25,6 +25,23 @@ MAX_NESTING = 100
 # Wizer, which snapshots componentize-js's runtime, at most 10,000.
 MAX_DATA_SEGMENTS = 20_000
 DATA_SECTION = 11
+# What the readers here walk one by one, in Python, before the compiler has validated
+# anything: the sections of one component or core module, and of all of a .wasm's
+# components together, and of all of its core modules together (a valid 15 MB component
+# of 5 million empty custom sections took 116 s and 1.3 GB to load; componentize-py's
+# guests have ~570 at their top level, 19 in each core module); ...
+MAX_SECTIONS = 20_000
+# ... the components nested in a .wasm, and its core modules (each: wasmtime's own limit);
+MAX_BINARIES = 1_000
+# ... and the definitions, imports and exports of a component's top level (read_layout,
+# component_externs) or a core module's imports and exports (core_externs): 8 million
+# empty core instances, 16 MB, took 49 s and 1.1 GB before wasmtime refused the 4,097th;
+# wit-component writes under 2,000.
+MAX_TOP_LEVEL_ITEMS = 100_000
+
+
+class _Truncated(WasinnError):
+    """A section that runs past the end of its binary."""
 
 
 def uleb(data: bytes, pos: int) -> tuple[int, int]:
@@ -58,6 +75,9 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
     out, pos = [], len(preamble)
     try:
         while pos < len(wasm):
+            if len(out) == MAX_SECTIONS:
+                raise _too_many("sections", "in one " + ("component" if preamble == COMPONENT_PREAMBLE
+                                                         else "core module"))
             sid = wasm[pos]
             size, pos = uleb(wasm, pos + 1)
             if pos + size > len(wasm):
@@ -65,8 +85,15 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
             out.append((sid, wasm[pos:pos + size]))
             pos += size
     except IndexError:
-        raise WasinnError(f"a section at byte {pos} runs past the end of the file") from None
+        raise _Truncated(f"a section at byte {pos} runs past the end of the file") from None
     return out
+
+
+def _too_many(what: str, where: str) -> WasinnError:
+    limit = {"sections": MAX_SECTIONS, "components": MAX_BINARIES, "core modules": MAX_BINARIES}.get(
+        what, MAX_TOP_LEVEL_ITEMS)
+    return WasinnError(f"more than {limit:,} {what} {where} (wasinn's limit: its compile step reads each in "
+                       "Python; toolchains write a few hundred)")
 
 
 def check_file(wasm: bytes, label: str) -> None:
@@ -88,8 +115,10 @@ def check_file(wasm: bytes, label: str) -> None:
                           "components (0d 00 01 00, as wasm-tools and componentize-py write them)")
     try:
         sections(wasm, preamble)
-    except WasinnError as e:
+    except _Truncated as e:
         raise WasinnError(f"{label} is truncated ({len(wasm)} bytes): {e}; copy or build it again") from None
+    except WasinnError as e:
+        raise WasinnError(f"{label} is not a program wasinn runs: {e}") from None
 
 
 _NOT_WASM_HINTS = {
@@ -118,12 +147,19 @@ def components(wasm: bytes) -> list[memoryview]:
     """The component and every component nested in it, outermost first.
     WasinnError: malformed, or nested deeper than MAX_NESTING."""
     out, pending = [], [(memoryview(wasm), 0)]  # views: a nested component is not copied per level
+    walked = 0
     while pending:
         component, depth = pending.pop()
         if depth > MAX_NESTING:
             raise WasinnError(f"components nested more than {MAX_NESTING} deep (wasinn's limit)")
+        if len(out) > MAX_BINARIES:  # the outermost and as many nested in it
+            raise _too_many("components", "nested in it")
         out.append(component)
-        pending += [(p, depth + 1) for sid, p in sections(component) if sid == COMPONENT_SECTION]
+        parts = sections(component)
+        walked += len(parts)
+        if walked > MAX_SECTIONS:
+            raise _too_many("sections", "in its components together")
+        pending += [(p, depth + 1) for sid, p in parts if sid == COMPONENT_SECTION]
     return out
 
 
@@ -135,12 +171,19 @@ def check_data_segments(wasm: bytes, label: str) -> None:
         modules = [memoryview(wasm)]
     else:
         modules = [p for c in components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
-    count = 0
+    if len(modules) > MAX_BINARIES:
+        raise WasinnError(f"{label} is not a program wasinn runs: {_too_many('core modules', 'in it')}")
+    count = walked = 0
     for module in modules:
         try:
-            count += sum(uleb(body, 0)[0] for sid, body in sections(module, CORE_PREAMBLE) if sid == DATA_SECTION)
-        except (WasinnError, IndexError):
+            parts = sections(module, CORE_PREAMBLE)
+            count += sum(uleb(body, 0)[0] for sid, body in parts if sid == DATA_SECTION)
+        except (_Truncated, IndexError):
             continue
+        walked += len(parts)
+        if walked > MAX_SECTIONS:
+            raise WasinnError(f"{label} is not a program wasinn runs: "
+                              f"{_too_many('sections', 'in its core modules together')}")
     if count > MAX_DATA_SEGMENTS:
         raise WasinnError(f"{label} has {count} data segments; wasinn takes at most {MAX_DATA_SEGMENTS} "
                           "(wasinn's limit: wasmtime compiles them in quadratic time)")
@@ -182,6 +225,21 @@ class Layout:
         index = self.counts.get(sort, 0)
         self.counts[sort] = index + 1
         return index
+
+
+class _Items:
+    """Counts the items a binary's sections declare, as each section is reached,
+    against MAX_TOP_LEVEL_ITEMS: a section's count comes before its items."""
+
+    def __init__(self, what: str, where: str):
+        self.left, self.what, self.where = MAX_TOP_LEVEL_ITEMS, what, where
+
+    def declared(self, r: "_Reader") -> int:
+        n = r.u32()
+        self.left -= n
+        if self.left < 0:
+            raise _too_many(self.what, self.where)
+        return n
 
 
 class _Reader:
@@ -255,6 +313,7 @@ def read_layout(wasm: bytes) -> Layout:
     WasinnError: malformed, or holding a definition this reader does not know (its
     index spaces would then be unknown past it)."""
     layout = Layout()
+    items = _Items("definitions, imports and exports", "at its top level")
     for sid, payload in sections(wasm):
         r = _Reader(payload)
         try:
@@ -263,7 +322,7 @@ def read_layout(wasm: bytes) -> Layout:
             elif sid in _COUNTED_SECTIONS:
                 layout.counts[_COUNTED_SECTIONS[sid]] = layout.counts.get(_COUNTED_SECTIONS[sid], 0) + r.u32()
             elif sid in _ITEMS:
-                for _ in range(r.u32()):
+                for _ in range(items.declared(r)):
                     _ITEMS[sid](layout, r)
             elif sid not in (0, 9, 12):  # custom, start, values: no index this reader tracks
                 raise WasinnError(f"a section of id {sid}, which wasinn does not read")
@@ -353,12 +412,13 @@ def component_externs(wasm: bytes) -> tuple[list[tuple[str, int]], list[tuple[st
     only their sections are read, so definitions this reader does not know elsewhere
     do not stop it. WasinnError: malformed."""
     imports, exports = [], []
+    items = _Items("imports and exports", "at its top level")
     for sid, payload in sections(wasm):
         if sid not in (10, 11):
             continue
         r = _Reader(payload)
         try:
-            for _ in range(r.u32()):
+            for _ in range(items.declared(r)):
                 if sid == 10:
                     name = r.extern_name()
                     imports.append((name, r.extern_desc()))
@@ -381,12 +441,13 @@ def core_externs(wasm: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     exports, in binary order. WasinnError: malformed, or an import of a kind this
     reader does not know."""
     imports, exports = [], []
+    items = _Items("imports and exports", "in one core module")
     for sid, payload in sections(wasm, CORE_PREAMBLE):
         if sid not in (2, 7):
             continue
         r = _Reader(payload)
         try:
-            for _ in range(r.u32()):
+            for _ in range(items.declared(r)):
                 if sid == 2:
                     imports.append((r.name(), r.name()))
                     _core_import_desc(r)
