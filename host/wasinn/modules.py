@@ -24,6 +24,7 @@ from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EpochTicker
 from .embedding.errors import one_line
+from .embedding.types import MAX_ITEMS
 from .errors import WasinnError
 
 _WASI = "wasi_snapshot_preview1"
@@ -95,6 +96,12 @@ class CoreModules:
 
     def _compile(self, wasm: bytes, label: str) -> Module:
         binary.check_data_segments(wasm, label)
+        # each is listed, checked and maybe stood in for at every load: 50,000 imports (a
+        # 0.5 MB module) under -W unknown-imports-trap=y took 7 s to load; WASI programs have tens
+        imports = binary.core_import_count(wasm)
+        if imports > MAX_ITEMS:
+            raise WasinnError(f"{label} has {imports} imports; wasinn takes at most {MAX_ITEMS} (wasinn's limit: it "
+                              "checks each at every load and stands in for those it does not define)")
         self.host.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per module...")
         try:
             return Module(self.engine, wasm)

@@ -461,6 +461,15 @@ def core_externs(wasm: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     return imports, exports
 
 
+def core_import_count(wasm: bytes) -> int:
+    """How many imports a core module declares (its import section's count), none read;
+    0 where that section is malformed, which the compiler then reports."""
+    try:
+        return sum(uleb(payload, 0)[0] for sid, payload in sections(wasm, CORE_PREAMBLE) if sid == 2)
+    except IndexError:
+        return 0
+
+
 def _core_import_desc(r: _Reader) -> None:
     kind = r.byte()
     if kind in (0, 4):  # func: a type index; tag: an attribute byte, then one
