@@ -308,9 +308,12 @@ def _results_text(results: list[_SpanLift]) -> str:
 
 
 # What wit-component writes outside its core modules is types, aliases and instances:
-# ~140 KB for a componentize-py guest, printed as ~350 KB of text. A component past
-# these bounds is no such layout, and wasm-tools is not left to print without end.
-_MAX_STUB = 16 << 20
+# ~140-165 KB for a componentize-py guest, printed as ~350 KB of text. A component past
+# these bounds is no such layout, and wasm-tools is not left to print without end: the
+# rewrite of a 15 MB one of types alone (under the 16 MiB this bound was) took 4.6 s,
+# this process to 194 MB and wasm-tools to 221 MB.
+_MAX_STUB = 2 << 20
+_MAX_STUB_TEXT = 8 << 20
 
 
 def rewrite(wasm: bytes, label: str, results: bool = True) -> tuple[bytes, str | None]:
@@ -347,7 +350,7 @@ def _rewrite(wasm: bytes, label: str, results: bool) -> tuple[bytes, str | None]
     stub = join(stub)
     if len(stub) > _MAX_STUB:
         raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
-    text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}").decode(errors="replace")
+    text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}", _MAX_STUB_TEXT).decode(errors="replace")
     end = text.rstrip().rindex(")")
     note = plan.results_note
     try:

