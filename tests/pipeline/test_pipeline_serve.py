@@ -51,18 +51,24 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     Image.new("L", (64, 64), 128).save(progressive, "JPEG", progressive=True)
     jpeg = progressive.getvalue()
     scans = jpeg[:-2] + jpeg[jpeg.rindex(b"\xff\xda"):-2] * 200 + b"\xff\xd9"
+    # an image Pillow reads but a source does not decode (Ghostscript's EPS, PSD, ...: only
+    # the formats cameras send reach a native decoder)
+    other = io.BytesIO()
+    Image.new("RGB", (224, 224), (90, 60, 30)).save(other, "TGA")
     c = client(broker)
+    publish(c, other.getvalue(), "poison-format")
     publish(c, b"this is not an image", "poison-text")
     publish(c, huge.getvalue(), "poison-huge")
     publish(c, IMAGES["coffee"][:5000], "poison-truncated")
     publish(c, scans, "poison-scans")
     publish(c, IMAGES["coffee"], "after-poison")
-    results.wait_for({"poison-text", "poison-huge", "poison-truncated", "poison-scans", "after-poison"}, timeout=60)
+    results.wait_for({"poison-text", "poison-huge", "poison-truncated", "poison-scans", "poison-format", "after-poison"},
+                     timeout=60)
     text, = results.dead["poison-text"]
     assert text["error"]["stage"] == "camera" and text["error"]["kind"] == "invalid-input"
     assert text["error"]["message"] == ("cannot decode the payload (20 bytes) as an image: cannot identify image file: "
-                                        "not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format Pillow reads "
-                                        "(first bytes 0x7468697320697320)")
+                                        "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (the formats a source "
+                                        "decodes; first bytes 0x7468697320697320)")
     assert text["payload_base64"] == "dGhpcyBpcyBub3QgYW4gaW1hZ2U="
     assert "8000x8000 (64000000 pixels); the source takes at most 40000000" in \
         results.dead["poison-huge"][0]["error"]["message"]
@@ -70,8 +76,10 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     n = scans.count(b"\xff\xda")
     assert results.dead["poison-scans"][0]["error"]["message"] == \
         f"a JPEG of {n} scans; the source takes at most 64 (a progressive JPEG has about 10)"
+    assert results.dead["poison-format"][0]["error"]["message"].startswith(
+        f"cannot decode the payload ({len(other.getvalue())} bytes) as an image: cannot identify image file: not a PNG")
     assert results.by_id["after-poison"][0]["result"]["predictions"][0]["label"] == "espresso"
-    assert not set(results.by_id) & {"poison-text", "poison-huge", "poison-truncated", "poison-scans"}
+    assert not set(results.by_id) & {"poison-text", "poison-huge", "poison-truncated", "poison-scans", "poison-format"}
 
 
 def test_two_workers_share_the_load(broker, service, results):

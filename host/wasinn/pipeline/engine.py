@@ -98,6 +98,10 @@ def open_runner(path: pathlib.Path, host, log: EventLog, owner: str, invoker=Non
 # (A scan's marker, 0xFF 0xDA, cannot occur inside the entropy-coded data, where every
 # 0xFF is followed by 0x00 or a restart marker.)
 MAX_JPEG_SCANS = 64
+# What a source decodes: the formats cameras and people send, not all of Pillow's 40-odd
+# decoders (PSD, JPEG 2000, AVIF, FITS, EPS, which hands the bytes to Ghostscript where
+# it is installed, ...): each is native code run on network input.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
 
 def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
@@ -108,7 +112,7 @@ def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
         raise StageFailure(source, "invalid-input", f"a JPEG of {scans} scans; the source takes at most "
                                                     f"{MAX_JPEG_SCANS} (a progressive JPEG has about 10)")
     try:
-        with Image.open(io.BytesIO(payload)) as img:
+        with Image.open(io.BytesIO(payload), formats=IMAGE_FORMATS) as img:
             w, h = img.size
             if w * h > max_pixels:
                 raise StageFailure(source, "invalid-input", f"the image is {w}x{h} ({w * h} pixels); the source "
@@ -116,8 +120,9 @@ def decode_image(payload: bytes, max_pixels: int, source: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:  # whose message names the BytesIO object, not the payload
         raise StageFailure(source, "invalid-input", f"cannot decode the payload ({len(payload)} bytes) as an image: "
-                           "cannot identify image file: not a PNG, JPEG, GIF, BMP, TIFF, WebP or other format "
-                           f"Pillow reads ({f'first bytes 0x{payload[:8].hex()}' if payload else 'it is empty'})") from None
+                           "cannot identify image file: not a PNG, JPEG, GIF, BMP, TIFF or WebP image (the formats "
+                           f"a source decodes; {f'first bytes 0x{payload[:8].hex()}' if payload else 'it is empty'})"
+                           ) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise StageFailure(source, "invalid-input",
                            f"cannot decode the payload ({len(payload)} bytes) as an image: {e}") from None
