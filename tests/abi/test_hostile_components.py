@@ -362,6 +362,28 @@ def test_a_five_million_section_component_is_refused_in_a_fresh_process_within_i
     assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB (it was 1.3 GB)"
 
 
+def test_a_module_declaring_millions_of_memories_is_left_to_the_compilers_refusal_in_little_memory():
+    """The memory-image reader walked a module's declared memories before wasmtime
+    validated it: 5 million (10 MB) made 477 MB of keys over 5 s. Past wasmtime's own
+    limit of 100 it stops reading, and the compiler's refusal is the one line."""
+    script = textwrap.dedent("""
+        import wasinn
+        from wasinn.abi.binary import COMPONENT_PREAMBLE, CORE_PREAMBLE, leb
+        n = 5_000_000
+        core = CORE_PREAMBLE + b"\\x05" + leb(len(leb(n)) + 2 * n) + leb(n) + b"\\x00\\x01" * n
+        try:
+            wasinn.Host(cache_dir=False).load_component(COMPONENT_PREAMBLE + b"\\x01" + leb(len(core)) + core)
+        except wasinn.WasinnError as e:
+            print(e)
+        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    message, peak_kib = out.stdout.splitlines()
+    assert message.startswith("component is not a valid WebAssembly component: memories count exceeds limit of 100")
+    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB (it was 477 MB)"
+
+
 def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowering(host):
     """8 million empty core instances (16 MB) took 49 s and 1.1 GB in the data path's
     reader before wasmtime refused the 4,097th; past MAX_TOP_LEVEL_ITEMS the reader

@@ -38,7 +38,7 @@ import pathlib
 
 from ..digests import sha256
 from ..errors import WasinnError
-from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, components, join, sections
+from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, MAX_TOP_LEVEL_ITEMS, components, join, sections
 from .binary import uleb as _uleb
 from .memory import _PAGE, _round_up  # the images are mapped at memory.py's page granularity
 
@@ -55,6 +55,10 @@ _DENSE_FLOOR = 1 << 20
 _MAX_RUNS = 64  # per image: each is one mmap per fresh memory
 _MAX_IMAGES_RUNS = 1024  # per component: the blob's header stays small
 _MAX_HEADER = 1 << 20  # ...under this
+# What this reader walks of a module before wasmtime has validated it: memories (100 is
+# wasmtime's own limit: 5 million declared, 10 MB, had made 477 MB of keys here) and
+# imports; past these the module keeps its segments, and the compiler says what is wrong.
+_MAX_MEMORIES = 100
 
 MemoryKey = tuple  # (minimum pages, maximum pages or None, memory64, shared, page size log2)
 Run = tuple  # (offset in the memory, offset in the image's bytes or file, length): page-aligned
@@ -109,6 +113,8 @@ def _skip_ref(data: bytes, pos: int) -> int:
 
 def _imports_memory(payload: bytes) -> bool:
     count, pos = _uleb(payload, 0)
+    if count > MAX_TOP_LEVEL_ITEMS:
+        raise _Unsupported
     for _ in range(count):
         for _name in range(2):
             n, pos = _uleb(payload, pos)
@@ -144,6 +150,8 @@ def _memory_keys(component: bytes) -> list[MemoryKey]:
                 for msid, mpayload in _module_sections(payload):
                     if msid == _MEMORY:
                         count, pos = _uleb(mpayload, 0)
+                        if count > _MAX_MEMORIES:
+                            raise _Unsupported
                         for _ in range(count):
                             key, pos = _limits(mpayload, pos)
                             keys.append(key)
