@@ -16,8 +16,8 @@ import wasmtime
 
 import wasinn
 from wasinn.abi import images, rewrite, wasm_tools
-from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_BINARIES, MAX_NESTING, MAX_SECTIONS,
-                               MAX_TOP_LEVEL_ITEMS, leb, read_layout)
+from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_ALL_MODULE_SECTIONS, MAX_BINARIES,
+                               MAX_MODULE_SECTIONS, MAX_NESTING, MAX_SECTIONS, MAX_TOP_LEVEL_ITEMS, leb, read_layout)
 from wasinn.embedding.types import MAX_ITEMS, MAX_TYPE_PARTS
 from wasinn.errors import GuestTrap, WasinnError
 from wasinn.limits import Limits
@@ -321,11 +321,12 @@ def _core(custom: int = 0) -> bytes:
 
 @pytest.mark.parametrize("wasm, message", [
     (COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS + 1), f"more than {MAX_SECTIONS:,} sections in one component"),
-    (CORE_PREAMBLE + _CUSTOM * (MAX_SECTIONS + 1), f"more than {MAX_SECTIONS:,} sections in one core module"),
+    (CORE_PREAMBLE + _CUSTOM * (MAX_MODULE_SECTIONS + 1),
+     f"more than {MAX_MODULE_SECTIONS:,} sections in one core module"),
     (COMPONENT_PREAMBLE + _section(4, COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS // 2)) * 2,
      f"more than {MAX_SECTIONS:,} sections in its components together"),
-    (COMPONENT_PREAMBLE + _core(MAX_SECTIONS // 2 + 1) * 2,
-     f"more than {MAX_SECTIONS:,} sections in its core modules together"),
+    (COMPONENT_PREAMBLE + _core(MAX_MODULE_SECTIONS) * (MAX_ALL_MODULE_SECTIONS // MAX_MODULE_SECTIONS + 1),
+     f"more than {MAX_ALL_MODULE_SECTIONS:,} sections in its core modules together"),
     (COMPONENT_PREAMBLE + _section(4, COMPONENT_PREAMBLE) * (MAX_BINARIES + 1),
      f"more than {MAX_BINARIES:,} components nested in it"),
     (COMPONENT_PREAMBLE + _core() * (MAX_BINARIES + 1), f"more than {MAX_BINARIES:,} core modules in it"),
@@ -342,8 +343,9 @@ def test_more_sections_or_binaries_than_the_compile_step_walks_are_refused_in_on
 
 def test_sections_up_to_the_limit_load():
     host = wasinn.Host(cache_dir=False)
-    host.load_component(COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS - 1) + _core(MAX_SECTIONS - 1))
-    host.load_component(CORE_PREAMBLE + _CUSTOM * MAX_SECTIONS)
+    modules = MAX_ALL_MODULE_SECTIONS // MAX_MODULE_SECTIONS
+    host.load_component(COMPONENT_PREAMBLE + _CUSTOM * (MAX_SECTIONS - modules) + _core(MAX_MODULE_SECTIONS) * modules)
+    host.load_component(CORE_PREAMBLE + _CUSTOM * MAX_MODULE_SECTIONS)
 
 
 def test_a_five_million_section_component_is_refused_in_a_fresh_process_within_its_memory():

@@ -26,11 +26,14 @@ MAX_NESTING = 100
 MAX_DATA_SEGMENTS = 20_000
 DATA_SECTION = 11
 # What the readers here walk one by one, in Python, before the compiler has validated
-# anything: the sections of one component or core module, and of all of a .wasm's
-# components together, and of all of its core modules together (a valid 15 MB component
-# of 5 million empty custom sections took 116 s and 1.3 GB to load; componentize-py's
-# guests have ~570 at their top level, 19 in each core module); ...
-MAX_SECTIONS = 20_000
+# anything: the sections of a .wasm's components, one or all together, and of its core
+# modules, one or all together (a valid 15 MB component of 5 million empty custom sections
+# took 116 s and 1.3 GB to load; componentize-py's guests have ~570 at their top level and
+# 19 in each core module, whose kinds of section are a dozen and custom ones for names and
+# debugging; at 20,000 of each, one walk of them all held the GIL 164 ms) ...
+MAX_SECTIONS = 10_000
+MAX_MODULE_SECTIONS = 1_000
+MAX_ALL_MODULE_SECTIONS = 5_000
 # ... the components nested in a .wasm, and its core modules (each: wasmtime's own limit);
 MAX_BINARIES = 1_000
 # ... and the definitions, imports and exports of a component's top level (read_layout,
@@ -75,9 +78,10 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
     out, pos = [], len(preamble)
     try:
         while pos < len(wasm):
-            if len(out) == MAX_SECTIONS:
-                raise _too_many("sections", "in one " + ("component" if preamble == COMPONENT_PREAMBLE
-                                                         else "core module"))
+            if preamble == COMPONENT_PREAMBLE and len(out) == MAX_SECTIONS:
+                raise _too_many(MAX_SECTIONS, "sections in one component")
+            if preamble != COMPONENT_PREAMBLE and len(out) == MAX_MODULE_SECTIONS:
+                raise _too_many(MAX_MODULE_SECTIONS, "sections in one core module")
             sid = wasm[pos]
             size, pos = uleb(wasm, pos + 1)
             if pos + size > len(wasm):
@@ -89,11 +93,9 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
     return out
 
 
-def _too_many(what: str, where: str) -> WasinnError:
-    limit = {"sections": MAX_SECTIONS, "components": MAX_BINARIES, "core modules": MAX_BINARIES}.get(
-        what, MAX_TOP_LEVEL_ITEMS)
-    return WasinnError(f"more than {limit:,} {what} {where} (wasinn's limit: its compile step reads each in "
-                       "Python; toolchains write a few hundred)")
+def _too_many(limit: int, what: str) -> WasinnError:
+    return WasinnError(f"more than {limit:,} {what} (wasinn's limit: its compile step reads each in Python; "
+                       "toolchains write a few hundred)")
 
 
 def check_file(wasm: bytes, label: str) -> None:
@@ -153,12 +155,12 @@ def components(wasm: bytes) -> list[memoryview]:
         if depth > MAX_NESTING:
             raise WasinnError(f"components nested more than {MAX_NESTING} deep (wasinn's limit)")
         if len(out) > MAX_BINARIES:  # the outermost and as many nested in it
-            raise _too_many("components", "nested in it")
+            raise _too_many(MAX_BINARIES, "components nested in it")
         out.append(component)
         parts = sections(component)
         walked += len(parts)
         if walked > MAX_SECTIONS:
-            raise _too_many("sections", "in its components together")
+            raise _too_many(MAX_SECTIONS, "sections in its components together")
         pending += [(p, depth + 1) for sid, p in parts if sid == COMPONENT_SECTION]
     return out
 
@@ -172,7 +174,7 @@ def check_data_segments(wasm: bytes, label: str) -> None:
     else:
         modules = [p for c in components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
     if len(modules) > MAX_BINARIES:
-        raise WasinnError(f"{label} is not a program wasinn runs: {_too_many('core modules', 'in it')}")
+        raise WasinnError(f"{label} is not a program wasinn runs: {_too_many(MAX_BINARIES, 'core modules in it')}")
     count = walked = 0
     for module in modules:
         try:
@@ -181,9 +183,9 @@ def check_data_segments(wasm: bytes, label: str) -> None:
         except (_Truncated, IndexError):
             continue
         walked += len(parts)
-        if walked > MAX_SECTIONS:
+        if walked > MAX_ALL_MODULE_SECTIONS:
             raise WasinnError(f"{label} is not a program wasinn runs: "
-                              f"{_too_many('sections', 'in its core modules together')}")
+                              f"{_too_many(MAX_ALL_MODULE_SECTIONS, 'sections in its core modules together')}")
     if count > MAX_DATA_SEGMENTS:
         raise WasinnError(f"{label} has {count} data segments; wasinn takes at most {MAX_DATA_SEGMENTS} "
                           "(wasinn's limit: wasmtime compiles them in quadratic time)")
@@ -231,14 +233,14 @@ class _Items:
     """Counts the items a binary's sections declare, as each section is reached,
     against MAX_TOP_LEVEL_ITEMS: a section's count comes before its items."""
 
-    def __init__(self, what: str, where: str):
-        self.left, self.what, self.where = MAX_TOP_LEVEL_ITEMS, what, where
+    def __init__(self, what: str):
+        self.left, self.what = MAX_TOP_LEVEL_ITEMS, what
 
     def declared(self, r: "_Reader") -> int:
         n = r.u32()
         self.left -= n
         if self.left < 0:
-            raise _too_many(self.what, self.where)
+            raise _too_many(MAX_TOP_LEVEL_ITEMS, self.what)
         return n
 
 
@@ -313,7 +315,7 @@ def read_layout(wasm: bytes) -> Layout:
     WasinnError: malformed, or holding a definition this reader does not know (its
     index spaces would then be unknown past it)."""
     layout = Layout()
-    items = _Items("definitions, imports and exports", "at its top level")
+    items = _Items("definitions, imports and exports at its top level")
     for sid, payload in sections(wasm):
         r = _Reader(payload)
         try:
@@ -412,7 +414,7 @@ def component_externs(wasm: bytes) -> tuple[list[tuple[str, int]], list[tuple[st
     only their sections are read, so definitions this reader does not know elsewhere
     do not stop it. WasinnError: malformed."""
     imports, exports = [], []
-    items = _Items("imports and exports", "at its top level")
+    items = _Items("imports and exports at its top level")
     for sid, payload in sections(wasm):
         if sid not in (10, 11):
             continue
@@ -441,7 +443,7 @@ def core_externs(wasm: bytes) -> tuple[list[tuple[str, str]], list[str]]:
     exports, in binary order. WasinnError: malformed, or an import of a kind this
     reader does not know."""
     imports, exports = [], []
-    items = _Items("imports and exports", "in one core module")
+    items = _Items("imports and exports in one core module")
     for sid, payload in sections(wasm, CORE_PREAMBLE):
         if sid not in (2, 7):
             continue
