@@ -308,6 +308,19 @@ def test_more_data_segments_than_wasinn_compiles_are_refused_before_compiling(ho
     assert host.instantiate(host.load_component(_data_segments(1000))).call("f") == ord("x")
 
 
+def _refused_in_a_fresh_process(setup: str, attempt: str) -> tuple[str, int]:
+    """The one line a fresh Python process prints when `attempt` (after `setup`) raises
+    WasinnError, and that process's peak RSS in MiB (VmHWM)."""
+    script = "\n".join([
+        "import wasmtime, wasinn", "from wasinn.abi.binary import COMPONENT_PREAMBLE, CORE_PREAMBLE, leb", setup,
+        "try:", textwrap.indent(attempt, "    "), "except wasinn.WasinnError as e:", "    print(e)",
+        'print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])'])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    message, peak_kib = out.stdout.splitlines()
+    return message, int(peak_kib) >> 10
+
+
 _CUSTOM = b"\x00\x01\x00"  # an empty custom section: three bytes, valid anywhere, in any number
 
 
@@ -349,41 +362,21 @@ def test_sections_up_to_the_limit_load():
 
 
 def test_a_five_million_section_component_is_refused_in_a_fresh_process_within_its_memory():
-    script = textwrap.dedent("""
-        import wasinn
-        try:
-            wasinn.Host(cache_dir=False).load_component(b"\\0asm\\x0d\\0\\x01\\0" + b"\\0\\x01\\0" * 5_000_000)
-        except wasinn.WasinnError as e:
-            print(e)
-        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    message, peak_kib = out.stdout.splitlines()
+    message, peak = _refused_in_a_fresh_process(
+        "", 'wasinn.Host(cache_dir=False).load_component(COMPONENT_PREAMBLE + b"\\0\\x01\\0" * 5_000_000)')
     assert message.startswith(f"component is not a program wasinn runs: more than {MAX_SECTIONS:,} sections")
-    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB (it was 1.3 GB)"
+    assert peak < 200, f"peak RSS {peak} MiB (it was 1.3 GB)"
 
 
 def test_a_module_declaring_millions_of_memories_is_left_to_the_compilers_refusal_in_little_memory():
     """The memory-image reader walked a module's declared memories before wasmtime
     validated it: 5 million (10 MB) made 477 MB of keys over 5 s. Past wasmtime's own
     limit of 100 it stops reading, and the compiler's refusal is the one line."""
-    script = textwrap.dedent("""
-        import wasinn
-        from wasinn.abi.binary import COMPONENT_PREAMBLE, CORE_PREAMBLE, leb
-        n = 5_000_000
-        core = CORE_PREAMBLE + b"\\x05" + leb(len(leb(n)) + 2 * n) + leb(n) + b"\\x00\\x01" * n
-        try:
-            wasinn.Host(cache_dir=False).load_component(COMPONENT_PREAMBLE + b"\\x01" + leb(len(core)) + core)
-        except wasinn.WasinnError as e:
-            print(e)
-        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    message, peak_kib = out.stdout.splitlines()
+    message, peak = _refused_in_a_fresh_process(
+        'n = 5_000_000\ncore = CORE_PREAMBLE + b"\\x05" + leb(len(leb(n)) + 2 * n) + leb(n) + b"\\x00\\x01" * n',
+        'wasinn.Host(cache_dir=False).load_component(COMPONENT_PREAMBLE + b"\\x01" + leb(len(core)) + core)')
     assert message.startswith("component is not a valid WebAssembly component: memories count exceeds limit of 100")
-    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB (it was 477 MB)"
+    assert peak < 200, f"peak RSS {peak} MiB (it was 477 MB)"
 
 
 def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowering(host):
@@ -422,22 +415,12 @@ def test_an_export_whose_types_written_out_pass_the_limit_is_refused_before_anyt
     the call, and the peak RSS stays near a bare Host's (~50 MiB)."""
     wat = f"""(component {_pairs(18)} {_LIFTED}
       (func (export "f") (param "x" $pairs) (result u32) (canon lift (core func $i "f") {_OPTIONS})))"""
-    script = textwrap.dedent(f"""
-        import wasmtime, wasinn
-        host = wasinn.Host(cache_dir=False)
-        with host.instantiate(host.load_component(wasmtime.wat2wasm({wat!r}))) as inst:
-            try:
-                inst.call("f", [])
-            except wasinn.WasinnError as e:
-                print(e)
-        print(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    message, peak_kib = out.stdout.splitlines()
+    message, peak = _refused_in_a_fresh_process(
+        "host = wasinn.Host(cache_dir=False)",
+        f'with host.instantiate(host.load_component(wasmtime.wat2wasm({wat!r}))) as inst:\n    inst.call("f", [])')
     assert message == (f"export 'f' has types of more than {MAX_TYPE_PARTS} parts written out (fields, cases, "
                        "elements); wasinn takes at most that many (wasinn's limit: it makes a converter of each)")
-    assert int(peak_kib) < 200 << 10, f"peak RSS {int(peak_kib) >> 10} MiB"
+    assert peak < 200, f"peak RSS {peak} MiB"
 
 
 @pytest.mark.parametrize("fields", [(MAX_TYPE_PARTS - 2) // 2, (MAX_TYPE_PARTS - 2) // 2 + 1])
