@@ -62,8 +62,8 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     publish(c, IMAGES["coffee"][:5000], "poison-truncated")
     publish(c, scans, "poison-scans")
     publish(c, IMAGES["coffee"], "after-poison")
-    results.wait_for({"poison-text", "poison-huge", "poison-truncated", "poison-scans", "poison-format", "after-poison"},
-                     timeout=60)
+    poison = {"poison-text", "poison-huge", "poison-truncated", "poison-scans", "poison-format"}
+    results.wait_for(poison | {"after-poison"}, timeout=60)
     text, = results.dead["poison-text"]
     assert text["error"]["stage"] == "camera" and text["error"]["kind"] == "invalid-input"
     assert text["error"]["message"] == ("cannot decode the payload (20 bytes) as an image: cannot identify image file: "
@@ -79,7 +79,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_service_goes_on(bro
     assert results.dead["poison-format"][0]["error"]["message"].startswith(
         f"cannot decode the payload ({len(other.getvalue())} bytes) as an image: cannot identify image file: not a PNG")
     assert results.by_id["after-poison"][0]["result"]["predictions"][0]["label"] == "espresso"
-    assert not set(results.by_id) & {"poison-text", "poison-huge", "poison-truncated", "poison-scans", "poison-format"}
+    assert not set(results.by_id) & poison
 
 
 def test_two_workers_share_the_load(broker, service, results):
