@@ -17,7 +17,8 @@ import wasmtime
 import wasinn
 from wasinn.abi import images, rewrite, wasm_tools
 from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_ALL_MODULE_SECTIONS, MAX_BINARIES,
-                               MAX_MODULE_SECTIONS, MAX_NESTING, MAX_SECTIONS, MAX_TOP_LEVEL_ITEMS, leb, read_layout)
+                               MAX_MODULE_SECTIONS, MAX_NESTING, MAX_SECTIONS, MAX_TOP_LEVEL_ITEMS, MAX_TYPE_BYTES,
+                               leb, read_layout)
 from wasinn.embedding.types import MAX_ITEMS, MAX_TYPE_PARTS
 from wasinn.errors import GuestTrap, WasinnError
 from wasinn.limits import Limits
@@ -377,6 +378,25 @@ def test_a_module_declaring_millions_of_memories_is_left_to_the_compilers_refusa
         'wasinn.Host(cache_dir=False).load_component(COMPONENT_PREAMBLE + b"\\x01" + leb(len(core)) + core)')
     assert message.startswith("component is not a valid WebAssembly component: memories count exceeds limit of 100")
     assert peak < 200, f"peak RSS {peak} MiB (it was 477 MB)"
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_more_type_definitions_than_toolchains_write_are_refused_before_wasmtime_validates_them(host, nested):
+    """wasmtime holds up to ~160 times a component's type definitions while it validates
+    them: a valid 4 MB component of a million one-case `flags` types took it to 658 MB.
+    Past MAX_TYPE_BYTES (its components' together) the refusal comes first; up to it
+    (~65,000 such types), the component loads."""
+    def types(n: int) -> bytes:
+        body = leb(n) + b"\x6e\x01\x01a" * n  # (type (flags "a"))
+        return _section(7, body)
+    over = MAX_TYPE_BYTES // 4  # with its count, a section a few bytes past the limit
+    wasm = COMPONENT_PREAMBLE + (_section(4, COMPONENT_PREAMBLE + types(over)) if nested else types(over))
+    with pytest.raises(WasinnError) as e:
+        host.load_component(wasm)
+    assert str(e.value) == (f"component is not a valid WebAssembly component: more than {MAX_TYPE_BYTES >> 10} KiB of "
+                            "type definitions in its components (wasinn's limit: wasmtime holds up to ~160 times their "
+                            "size while it validates them; toolchains write under 20 KB)")
+    host.load_component(COMPONENT_PREAMBLE + types(over - 1))
 
 
 def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowering(host):

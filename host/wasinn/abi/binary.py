@@ -41,6 +41,11 @@ MAX_BINARIES = 1_000
 # empty core instances, 16 MB, took 49 s and 1.1 GB before wasmtime refused the 4,097th;
 # wit-component writes under 2,000. 100,000 had held the GIL 140-180 ms; 20,000, 30 ms.
 MAX_TOP_LEVEL_ITEMS = 20_000
+# Bytes of component type definitions (type and core type sections of a .wasm's
+# components): wasmtime holds up to ~160 times their size while it validates them (4 MB
+# of one-case `flags` types, a valid component: 658 MB); toolchains write under 20 KB.
+MAX_TYPE_BYTES = 256 << 10
+_TYPE_SECTIONS = (3, 7)
 
 
 class _Truncated(WasinnError):
@@ -147,9 +152,10 @@ def join(parts: list[tuple[int, bytes]], preamble: bytes = COMPONENT_PREAMBLE) -
 
 def components(wasm: bytes) -> list[memoryview]:
     """The component and every component nested in it, outermost first.
-    WasinnError: malformed, or nested deeper than MAX_NESTING."""
+    WasinnError: malformed, nested deeper than MAX_NESTING, or past the bounds above on
+    components, their sections and their type definitions."""
     out, pending = [], [(memoryview(wasm), 0)]  # views: a nested component is not copied per level
-    walked = 0
+    walked = types = 0
     while pending:
         component, depth = pending.pop()
         if depth > MAX_NESTING:
@@ -161,6 +167,11 @@ def components(wasm: bytes) -> list[memoryview]:
         walked += len(parts)
         if walked > MAX_SECTIONS:
             raise _too_many(MAX_SECTIONS, "sections in its components together")
+        types += sum(len(p) for sid, p in parts if sid in _TYPE_SECTIONS)
+        if types > MAX_TYPE_BYTES:
+            raise WasinnError(f"more than {MAX_TYPE_BYTES >> 10} KiB of type definitions in its components (wasinn's "
+                              "limit: wasmtime holds up to ~160 times their size while it validates them; toolchains "
+                              "write under 20 KB)")
         pending += [(p, depth + 1) for sid, p in parts if sid == COMPONENT_SECTION]
     return out
 
