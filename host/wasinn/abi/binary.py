@@ -176,6 +176,20 @@ def components(wasm: bytes) -> list[memoryview]:
     return out
 
 
+def declared_externs(component: bytes) -> tuple[int, int]:
+    """How many imports and exports a component's own sections declare (their counts
+    only: nothing is read of them); a count that cannot be read counts as none, for the
+    compiler to report."""
+    counts = {10: 0, 11: 0}
+    for sid, payload in sections(component):
+        if sid in counts:
+            try:
+                counts[sid] += uleb(payload, 0)[0]
+            except IndexError:
+                pass
+    return counts[10], counts[11]
+
+
 def check_data_segments(wasm: bytes, label: str) -> None:
     """WasinnError past MAX_DATA_SEGMENTS (a component's modules' segments together, or
     a core module's); run on a component after `components` has checked its structure.

@@ -104,11 +104,16 @@ def items(ty: ComponentType | ComponentInstanceType, engine: Engine, which: str,
     """`ty.imports(engine)` or `ty.exports(engine)`, counted first: past MAX_ITEMS, a
     WasinnError instead (`label`: what the message calls the component)."""
     count = _COUNTS[type(ty), which](ty.ptr(), engine.ptr())
+    check_items(label or ("a component" if isinstance(ty, ComponentType) else "an instance type of a component"),
+                count, which)
+    return getattr(ty, which)(engine)
+
+
+def check_items(what: str, count: int, which: str) -> None:
+    """WasinnError past MAX_ITEMS imports or exports (`which`) of `what`."""
     if count > MAX_ITEMS:
-        what = label or ("a component" if isinstance(ty, ComponentType) else "an instance type of a component")
         raise WasinnError(f"{what} has {count} {which}; wasinn takes at most {MAX_ITEMS} "
                           "(wasinn's limit: wasmtime lists them in quadratic time)")
-    return getattr(ty, which)(engine)
 
 
 # Parts of one function's types, written out: wasmtime-py makes an object of every use of
