@@ -95,7 +95,7 @@ class CoreModules:
         return module
 
     def _compile(self, wasm: bytes, label: str) -> Module:
-        binary.check_data_segments(wasm, label)
+        binary.check_modules(wasm, label)
         # each is listed, checked and maybe stood in for at every load: 50,000 imports (a
         # 0.5 MB module) under -W unknown-imports-trap=y took 7 s to load; WASI programs have tens
         imports = binary.core_import_count(wasm)

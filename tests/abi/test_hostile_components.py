@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 import wasinn
-from wasinn.abi import images, rewrite, wasm_tools
+from wasinn.abi import binary, images, rewrite, wasm_tools
 from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_ALL_MODULE_SECTIONS, MAX_BINARIES,
                                MAX_MODULE_SECTIONS, MAX_NESTING, MAX_SECTIONS, MAX_TOP_LEVEL_ITEMS, MAX_TYPE_BYTES,
                                leb, read_layout)
@@ -436,6 +436,47 @@ def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowe
     assert rewrite.rewrite(wasm, "guest")[0] is wasm
     with pytest.raises(WasinnError, match="^component is not a valid WebAssembly component: instances count"):
         host.load_component(wasm)
+
+
+def _functions(n: int) -> bytes:
+    """A core module of `n` empty functions."""
+    return (CORE_PREAMBLE + _section(1, b"\x01\x60\x00\x00") + _section(3, leb(n) + b"\x00" * n)
+            + _section(10, leb(n) + b"\x02\x00\x0b" * n))
+
+
+def _elements(n: int) -> bytes:
+    """A core module of one function and one passive element segment of `n` references to it."""
+    return (CORE_PREAMBLE + _section(1, b"\x01\x60\x00\x00") + _section(3, b"\x01\x00")
+            + _section(9, b"\x01\x01\x00" + leb(n) + b"\x00" * n) + _section(10, b"\x01\x02\x00\x0b"))
+
+
+@pytest.mark.parametrize("in_component", [False, True], ids=["core-module", "component"])
+def test_more_functions_or_table_elements_than_wasinn_compiles_are_refused_first(host, in_component):
+    """wasmtime holds ~5 KB of each function while it compiles (a million empty ones,
+    4 MB: 25 s and 5.3 GB) and up to ~2 KB of each byte of table elements (one passive
+    segment of 5 million, 5 MB: 122 s and 11 GB). Past MAX_FUNCTIONS and
+    MAX_ELEMENT_BYTES the refusal comes first; at them the module passes the check."""
+    def wrap(module: bytes) -> bytes:
+        return COMPONENT_PREAMBLE + _section(1, module) if in_component else module
+    with pytest.raises(WasinnError) as e:
+        host.load_component(wrap(_functions(binary.MAX_FUNCTIONS + 1)))
+    assert str(e.value) == (f"component has {binary.MAX_FUNCTIONS + 1} functions; wasinn takes at most "
+                            f"{binary.MAX_FUNCTIONS} (wasinn's limit: wasmtime's compiler holds ~5 KB of each)")
+    binary.check_modules(wrap(_functions(binary.MAX_FUNCTIONS)), "component")
+    over = _elements(binary.MAX_ELEMENT_BYTES)  # its segment's header and count put it a few bytes past
+    with pytest.raises(WasinnError, match=r"^component has \d+ bytes of table elements; wasinn takes at most "
+                                          rf"{binary.MAX_ELEMENT_BYTES} \(wasinn's limit"):
+        host.load_component(wrap(over))
+    binary.check_modules(wrap(_elements(binary.MAX_ELEMENT_BYTES - 8)), "component")
+    host.load_component(wrap(_elements(1000)))
+
+
+def test_five_million_table_elements_are_refused_in_a_fresh_process_within_its_memory(tmp_path):
+    wasm = tmp_path / "elements.wasm"
+    wasm.write_bytes(_elements(5_000_000))
+    message, peak = _refused_in_a_fresh_process("", f"wasinn.Host(cache_dir=False).load_component({str(wasm)!r})")
+    assert message.startswith("elements.wasm has 5000007 bytes of table elements; wasinn takes at most"), message
+    assert peak < 200, f"peak RSS {peak} MiB (it was 11 GB)"
 
 
 def _pairs(depth: int) -> str:

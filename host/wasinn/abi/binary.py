@@ -25,6 +25,14 @@ MAX_NESTING = 100
 # Wizer, which snapshots componentize-js's runtime, at most 10,000.
 MAX_DATA_SEGMENTS = 20_000
 DATA_SECTION = 11
+_FUNCTION_SECTION, _ELEMENT_SECTION = 3, 9
+# What wasmtime holds while it compiles a core module grows with its functions (~5 KB
+# each: a million tiny ones, 4 MB, took it 25 s and 5.3 GB) and its table elements (~2 KB
+# a byte: one passive segment of 5 million, 5 MB, took 122 s and 11 GB), far past what
+# toolchains write (StarlingMonkey, componentize-js's runtime: ~20,000 functions and
+# ~7,700 elements, ~20 KB of them). Bounded over a component's core modules together.
+MAX_FUNCTIONS = 100_000
+MAX_ELEMENT_BYTES = 128 << 10
 # What the readers here walk one by one, in Python, before the compiler has validated
 # anything: the sections of a .wasm's components, one or all together, and of its core
 # modules, one or all together (a valid 15 MB component of 5 million empty custom sections
@@ -190,30 +198,43 @@ def declared_externs(component: bytes) -> tuple[int, int]:
     return counts[10], counts[11]
 
 
-def check_data_segments(wasm: bytes, label: str) -> None:
-    """WasinnError past MAX_DATA_SEGMENTS (a component's modules' segments together, or
-    a core module's); run on a component after `components` has checked its structure.
-    A module malformed here is left to wasmtime's validation, which says where."""
+def check_modules(wasm: bytes, label: str) -> None:
+    """WasinnError past what wasinn lets wasmtime compile of a component's core modules
+    together (or of a core module): MAX_DATA_SEGMENTS, MAX_FUNCTIONS, MAX_ELEMENT_BYTES;
+    run on a component after `components` has checked its structure. A module malformed
+    here is left to wasmtime's validation, which says where."""
     if bytes(wasm[:8]) == CORE_PREAMBLE:
         modules = [memoryview(wasm)]
     else:
         modules = [p for c in components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
     if len(modules) > MAX_BINARIES:
         raise WasinnError(f"{label} is not a program wasinn runs: {_too_many(MAX_BINARIES, 'core modules in it')}")
-    count = walked = 0
+    counts = {DATA_SECTION: 0, _FUNCTION_SECTION: 0}
+    element_bytes = walked = 0
     for module in modules:
         try:
             parts = sections(module, CORE_PREAMBLE)
-            count += sum(uleb(body, 0)[0] for sid, body in parts if sid == DATA_SECTION)
+            for sid, body in parts:
+                if sid in counts:
+                    counts[sid] += uleb(body, 0)[0]
+                elif sid == _ELEMENT_SECTION:
+                    element_bytes += len(body)
         except (_Truncated, IndexError):
             continue
         walked += len(parts)
         if walked > MAX_ALL_MODULE_SECTIONS:
             raise WasinnError(f"{label} is not a program wasinn runs: "
                               f"{_too_many(MAX_ALL_MODULE_SECTIONS, 'sections in its core modules together')}")
-    if count > MAX_DATA_SEGMENTS:
-        raise WasinnError(f"{label} has {count} data segments; wasinn takes at most {MAX_DATA_SEGMENTS} "
-                          "(wasinn's limit: wasmtime compiles them in quadratic time)")
+    if counts[DATA_SECTION] > MAX_DATA_SEGMENTS:
+        raise WasinnError(f"{label} has {counts[DATA_SECTION]} data segments; wasinn takes at most "
+                          f"{MAX_DATA_SEGMENTS} (wasinn's limit: wasmtime compiles them in quadratic time)")
+    if counts[_FUNCTION_SECTION] > MAX_FUNCTIONS:
+        raise WasinnError(f"{label} has {counts[_FUNCTION_SECTION]} functions; wasinn takes at most {MAX_FUNCTIONS} "
+                          "(wasinn's limit: wasmtime's compiler holds ~5 KB of each)")
+    if element_bytes > MAX_ELEMENT_BYTES:
+        raise WasinnError(f"{label} has {element_bytes} bytes of table elements; wasinn takes at most "
+                          f"{MAX_ELEMENT_BYTES} (wasinn's limit: wasmtime holds up to ~2 KB of each byte while it "
+                          "compiles them)")
 
 
 # --- a component's own definitions, by index space -----------------------------------
