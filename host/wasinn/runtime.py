@@ -249,7 +249,7 @@ class Host:
             raise WasinnError(f"{label} declares {total} imports and exports in its components together; wasinn "
                               f"takes at most {_MAX_ALL_EXTERNS} (wasinn's limit: wasmtime holds ~1.4 KB of each while "
                               "it validates them)")
-        binary.check_modules(wasm, label)
+        binary.check_modules(wasm, label, tree)
         component = note = None
         if rewrite.needs_adapter(wasm):
             self.progress(f"adding wasinn's data-path adapter to {label}, once per component...")

@@ -107,8 +107,8 @@ def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[in
 
 
 def _too_many(limit: int, what: str) -> WasinnError:
-    return WasinnError(f"more than {limit:,} {what} (wasinn's limit: its compile step reads each in Python; "
-                       "toolchains write a few hundred)")
+    return WasinnError(f"more than {limit:,} {what} (wasinn's limit: its compile step reads each in Python "
+                       "before wasmtime validates anything)")
 
 
 def check_file(wasm: bytes, label: str) -> None:
@@ -198,15 +198,16 @@ def declared_externs(component: bytes) -> tuple[int, int]:
     return counts[10], counts[11]
 
 
-def check_modules(wasm: bytes, label: str) -> None:
+def check_modules(wasm: bytes, label: str, tree: list[memoryview] | None = None) -> None:
     """WasinnError past what wasinn lets wasmtime compile of a component's core modules
     together (or of a core module): MAX_DATA_SEGMENTS, MAX_FUNCTIONS, MAX_ELEMENT_BYTES;
-    run on a component after `components` has checked its structure. A module malformed
-    here is left to wasmtime's validation, which says where."""
+    run on a component after `components` has checked its structure (`tree`: what it
+    returned, not walked again). A module malformed here is left to wasmtime's
+    validation, which says where."""
     if bytes(wasm[:8]) == CORE_PREAMBLE:
         modules = [memoryview(wasm)]
     else:
-        modules = [p for c in components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
+        modules = [p for c in tree or components(wasm) for sid, p in sections(c) if sid == CORE_MODULE_SECTION]
     if len(modules) > MAX_BINARIES:
         raise WasinnError(f"{label} is not a program wasinn runs: {_too_many(MAX_BINARIES, 'core modules in it')}")
     counts = {DATA_SECTION: 0, _FUNCTION_SECTION: 0}
