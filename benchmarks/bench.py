@@ -72,7 +72,7 @@ ROWS: list[dict] = []
 THREADS = 0
 SECTIONS = ["inference", "standard", "legacy", "marshalling", "nocap", "cold", "process",
             "start", "instances", "arena", "precision", "compute", "imports", "isolation", "serve", "pipeline",
-            "operators", "scaling"]  # what a run without --only measures
+            "operators", "scaling", "compile"]  # what a run without --only measures
 
 
 def progress(message: str) -> None:
@@ -512,6 +512,43 @@ def _wasmtime_cli_run():
     return statistics.median(t for t, _ in runs), statistics.median(m for _, m in runs)
 
 
+def compile_rows(quick: bool) -> None:
+    """wasmtime's compile in wasinn's confined helper (compiler.py) against the same
+    compile in this process, for the C guest and the Python classifier (alternated) and a small
+    module (the helper kept warm, as the host keeps one; and a fresh helper's first)."""
+    import wasmtime
+    from wasmtime.component import Component
+    from wasinn import compiler
+    from wasinn.abi import images
+    from wasinn.limits import Limits
+    limits = Limits()
+    engine = wasmtime.Engine(compiler.config(fuel=False))
+    guest = _c_guest()
+    small = wasmtime.wat2wasm('(module (memory 1) (func (export "f") (result i32) (i32.const 7)))')
+
+    def confined(wasm: bytes, module: bool):
+        return lambda: compiler.compile_confined(engine, wasm, module=module, fuel=False, label="bench",
+                                                 max_memory=limits.max_compile_memory, timeout=0)
+    from wasinn.apps.classify import classifier_component
+    python = classifier_component(CACHE, progress)
+    for name, path, n in (("C guest", guest, 2 if quick else 5), ("Python guest", python, 1 if quick else 2)):
+        wasm, _ = images.strip(path.read_bytes())
+        progress(f"compile: the {name} ({len(wasm) / 1e6:.1f} MB), in the helper and in process, alternated")
+        helper, in_process = interleaved(confined(wasm, False), lambda: Component(engine, wasm), n)
+        row("compile", f"{name} ({len(wasm) / 1e6:.1f} MB): helper vs in process", 1e3 * statistics.median(helper),
+            1e3 * statistics.median(in_process), "ms")
+    n = 20 if quick else 200
+    helper, in_process = interleaved(confined(small, True), lambda: wasmtime.Module(engine, small), n)
+    row("compile", "small module, warm helper vs in process", 1e3 * statistics.median(helper),
+        1e3 * statistics.median(in_process), "ms")
+    cold = []
+    for _ in range(3 if quick else 10):
+        compiler._end_idle()  # so that the next compile starts a helper of its own
+        cold += timed(confined(small, True), 1)
+    row("compile", "small module, a fresh helper's first", 1e3 * statistics.median(cold), None, "ms",
+        note="interpreter start + import wasmtime")
+
+
 def latency_sections(host: wasinn.Host, sections: list[str], quick: bool) -> None:
     import bench_latency
     from wasinn.apps.classify import classifier_component
@@ -602,6 +639,8 @@ def main() -> int:
     if "scaling" in sections:
         import bench_scaling
         bench_scaling.rows(row, progress, args.quick)
+    if "compile" in sections:
+        compile_rows(args.quick)
     if "serve" in sections or "pipeline" in sections:
         import bench_pipeline
         if "pipeline" in sections:

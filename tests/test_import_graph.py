@@ -30,8 +30,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # graph engine.
     ("apps", ("apps/", "pipeline/", "testing/", "modelprep/", "build/")),
     # Host and Instance, and core modules beside components. `compile_cache` keeps the
-    # compiled components of runtime.py (it compiles through abi/adapter and abi/images).
-    ("runtime", ("runtime", "modules", "compile_cache")),
+    # compiled components of runtime.py (it compiles through abi/adapter and abi/images);
+    # `compiler` runs wasmtime's compile in a confined helper (it confines itself as
+    # backends/confine.py does).
+    ("runtime", ("runtime", "modules", "compile_cache", "compiler")),
     # How guests reach wasi:nn: component glue, WITX glue, the adapter, guest memory.
     ("abi", ("abi/",)),
     # The wasi:nn semantics once: tables, matching, checks, errors.

@@ -39,6 +39,9 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-open-windows = 1024    # windows one accumulate node holds open (staged, not yet emitted)
     max-window-messages = 10000  # messages one window stages (its fold hands them to one call)
     max-window-bytes = "64MiB" # bytes one window stages (as stored: payloads in base64)
+    # what compiling a guest's .wasm may take (in a helper process: compiler.py)
+    max-compile-memory = "2GiB"  # the helper's address space; real guests peak at 0.4-1 GiB
+    compile-timeout = "10min"  # "0" turns it off
 
 Over a limit, the first call that can return an error (`load`, `compute`, ...) returns
 wasi:nn `too-large` naming the limit, its value and its flag. The tensor constructor has
@@ -136,6 +139,8 @@ class Limits:
     max_open_windows: int = 1024
     max_window_messages: int = 10_000
     max_window_bytes: int = 64 << 20
+    max_compile_memory: int = 2 << 30  # the compile helper's address space (compiler.py)
+    compile_timeout: float = 600.0
 
     # how each field is read from text, and its name in files and flags
     _PARSERS = {"memory": parse_bytes, "deadline": parse_seconds, "fuel": int,
@@ -151,7 +156,8 @@ class Limits:
                 "max_state_key_bytes": parse_bytes, "max_state_keys": int, "max_state_bytes": parse_bytes,
                 "max_metric_series": int,
                 "max_log_lines": int, "max_payload_bytes": parse_bytes, "max_delay": parse_seconds,
-                "max_open_windows": int, "max_window_messages": int, "max_window_bytes": parse_bytes}
+                "max_open_windows": int, "max_window_messages": int, "max_window_bytes": parse_bytes,
+                "max_compile_memory": parse_bytes, "compile_timeout": parse_seconds}
 
     @classmethod
     def names(cls) -> list[str]:

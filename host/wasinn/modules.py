@@ -19,6 +19,7 @@ import pathlib
 import wasmtime
 from wasmtime import Engine, Linker, Module, WasmtimeError
 
+from . import compiler
 from .abi import binary, clocks
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
 from .compile_cache import WASMTIME_VERSION, CompileCache
@@ -64,15 +65,12 @@ class CoreModules:
     def _setup(self) -> None:
         if self._ready:
             return
-        config = wasmtime.Config()
         # Host memories, as components have (runtime._Engine), so the memory limit is a
         # total here too; a module has no image taken out: wasmtime copies its data
         # segments (a C program's are kilobytes). They never move when they grow (a 32-bit
         # memory's 4 GiB are reserved at once), so abi/witx.py finds one once per instance.
+        config = compiler.config(fuel=self.host.limits.fuel > 0, memory_may_move=False)
         self.host.memories.install(config)
-        config.epoch_interruption = True
-        config.consume_fuel = self.host.limits.fuel > 0
-        config.memory_may_move = False
         self.engine = Engine(config)
         EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
@@ -103,9 +101,12 @@ class CoreModules:
             raise WasinnError(f"{label} has {imports} imports; wasinn takes at most {MAX_ITEMS} (wasinn's limit: it "
                               "checks each at every load and stands in for those it does not define)")
         self.host.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per module...")
+        limits = self.host.limits
         try:
-            return Module(self.engine, wasm)
-        except WasmtimeError as e:
+            return compiler.compile_confined(self.engine, wasm, module=True, fuel=limits.fuel > 0,
+                                             memory_may_move=False, max_memory=limits.max_compile_memory,
+                                             timeout=limits.compile_timeout, label=label)
+        except compiler.Invalid as e:
             raise WasinnError(f"{label} is not a valid WebAssembly module: {one_line(e)}") from None
 
     def _check_imports(self, module: Module, label: str) -> None:

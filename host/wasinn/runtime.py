@@ -30,6 +30,7 @@ from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends
+from . import compiler
 from .compile_cache import WASMTIME_VERSION, CompileCache
 from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog, stop_at
 from .embedding import calls, patches, types
@@ -79,10 +80,8 @@ class _Engine:
     """
 
     def __init__(self, host: "Host"):
-        config = wasmtime.Config()
+        config = compiler.config(fuel=host.limits.fuel > 0)
         host.memories.install(config)
-        config.epoch_interruption = True
-        config.consume_fuel = host.limits.fuel > 0
         self.engine = Engine(config)
         EpochTicker.watch(self.engine)
         self.linker = Linker(self.engine)
@@ -261,7 +260,7 @@ class Host:
                     self.progress(f"{label}: {why_not}")
                 try:
                     component = self._compile_as_is(engine, rewritten, label)
-                except WasmtimeError as e:  # said once the original compiles: else its own error says it all
+                except compiler.Invalid as e:  # said once the original compiles: else its own error says it all
                     note = (f"{label} keeps the standard lowering (per-byte, capped): "
                             f"the rewritten component does not validate: {one_line(e)}")
                     if rewrite.OWN_EXPORTS.encode() in rewritten:  # its span results may be what does not fit
@@ -269,7 +268,7 @@ class Host:
         if component is None:
             try:
                 component = self._compile_as_is(engine, wasm, label)
-            except WasmtimeError as e:
+            except compiler.Invalid as e:
                 raise WasinnError(f"{label} is not a valid WebAssembly component: {one_line(e)}") from None
             if note:
                 self.progress(note)
@@ -284,7 +283,7 @@ class Host:
         rewritten, _ = rewrite.rewrite(wasm, label, results=False)
         try:
             component = self._compile_as_is(engine, rewritten, label)
-        except WasmtimeError:
+        except compiler.Invalid:
             return None
         self.progress(f"{label}: its operator results keep the standard lift (per-value, capped): "
                       f"the span lift does not validate: {one_line(e)}")
@@ -293,7 +292,9 @@ class Host:
     def _compile_as_is(self, engine: _Engine, wasm: bytes, label: str) -> Component:
         wasm, sidecar = images.strip(wasm)  # mapped, not copied, at instantiation
         self.progress(f"compiling {label} ({len(wasm) / 1e6:.1f} MB), once per component...")
-        component = Component(engine.engine, wasm)
+        component = compiler.compile_confined(
+            engine.engine, wasm, module=False, fuel=self.limits.fuel > 0, max_memory=self.limits.max_compile_memory,
+            timeout=self.limits.compile_timeout, label=label)
         record(component).sidecar = sidecar
         return component
 

@@ -15,6 +15,7 @@ import pytest
 import wasmtime
 
 import wasinn
+from wasinn import compiler
 from wasinn.abi import binary, images, rewrite, wasm_tools
 from wasinn.abi.binary import (COMPONENT_PREAMBLE, CORE_PREAMBLE, MAX_ALL_MODULE_SECTIONS, MAX_BINARIES,
                                MAX_MODULE_SECTIONS, MAX_NESTING, MAX_SECTIONS, MAX_TOP_LEVEL_ITEMS, MAX_TYPE_BYTES,
@@ -478,6 +479,72 @@ def test_five_million_table_elements_are_refused_in_a_fresh_process_within_its_m
     assert message.startswith("elements.wasm has 5000007 bytes of table elements; wasinn takes at most"), message
     assert peak < 200, f"peak RSS {peak} MiB (it was 11 GB)"
 
+
+
+def _blocks(n: int) -> bytes:
+    """A core module of one function of `n` empty blocks: 3 bytes each, ~1 KB of
+    Cranelift's memory each (500,000: 1.5 MB, 483 MB; 2.5 million: 7.5 MB, 2.1 GB)."""
+    body = b"\x00" + b"\x02\x40\x0b" * n + b"\x0b"
+    return (CORE_PREAMBLE + _section(1, b"\x01\x60\x00\x00") + _section(3, b"\x01\x00")
+            + _section(10, b"\x01" + leb(len(body)) + body))
+
+
+def _locals(functions: int, each: int) -> bytes:
+    """A core module of `functions` empty functions declaring `each` locals: 8 bytes a
+    function, and Cranelift's time grows with the locals (1,000 of 50,000: 2.5 s)."""
+    body = leb(1) + leb(each) + b"\x7f\x0b"
+    return (CORE_PREAMBLE + _section(1, b"\x01\x60\x00\x00") + _section(3, leb(functions) + b"\x00" * functions)
+            + _section(10, leb(functions) + (leb(len(body)) + body) * functions))
+
+
+@pytest.mark.parametrize("in_component", [False, True], ids=["core-module", "component"])
+def test_a_compile_past_max_compile_memory_is_refused_and_the_host_goes_on(in_component):
+    """wasmtime compiles in a confined helper process (wasinn/compiler.py) capped at
+    max-compile-memory: one function of 500,000 empty blocks (1.5 MB; 483 MB to compile)
+    under a 256 MiB cap is refused in one line, and the next compile, in a fresh helper,
+    runs."""
+    host = wasinn.Host(cache_dir=False, limits=Limits(max_compile_memory=256 << 20))
+    wasm = _blocks(500_000)
+    with pytest.raises(WasinnError) as e:
+        host.load_component(COMPONENT_PREAMBLE + _section(1, wasm) if in_component else wasm)
+    assert str(e.value) == ("compiling component needs more memory than wasmtime's compiler may take; the limit is "
+                            "256 MiB (max-compile-memory, --max-compile-memory)")
+    assert host.instantiate(host.load_component(_data_segments(3))).call("f") == ord("x")
+
+
+def test_the_compile_of_a_function_of_millions_of_blocks_is_refused_in_a_fresh_process_within_its_memory(tmp_path):
+    """At the default cap (2 GiB), 2.5 million empty blocks (7.5 MB) had taken the host
+    to 2.1 GB; the helper takes that, the host's own peak stays that of a bare Host."""
+    wasm = tmp_path / "blocks.wasm"
+    wasm.write_bytes(_blocks(2_500_000))
+    message, peak = _refused_in_a_fresh_process("", f"wasinn.Host(cache_dir=False).load_component({str(wasm)!r})")
+    assert message == ("compiling blocks.wasm needs more memory than wasmtime's compiler may take; the limit is "
+                       "2048 MiB (max-compile-memory, --max-compile-memory)"), message
+    assert peak < 200, f"peak RSS {peak} MiB (it was 2.1 GB)"
+
+
+def test_a_compile_past_compile_timeout_is_ended_at_it():
+    """The helper is killed at compile-timeout: 1,000 functions of 50,000 locals (8 KB,
+    2.5 s to compile) under 0.3 s come back in one line well within a second of it."""
+    hurried = wasinn.Host(cache_dir=False, limits=Limits(compile_timeout=0.3))
+    start = time.monotonic()
+    with pytest.raises(WasinnError) as e:
+        hurried.load_component(_locals(1000, 50_000))
+    assert time.monotonic() - start < 1.3
+    assert str(e.value) == ("compiling component took longer than 0.3 s; the limit is 0.3 s "
+                            "(compile-timeout, --compile-timeout)")
+    assert hurried.instantiate(hurried.load_component(_data_segments(3))).call("f") == ord("x")
+
+
+def test_a_compile_helper_that_ended_while_idle_is_replaced(host):
+    """A helper is kept for the next compile; one that has ended since (killed, or of
+    its own accord after _IDLE_SECONDS) is replaced, not reported."""
+    host.load_component(_data_segments(1))
+    (idle,) = compiler._idle
+    idle.kill()
+    idle.wait()
+    assert host.instantiate(host.load_component(_data_segments(2))).call("f") == ord("x")
+    assert compiler._idle and compiler._idle[0] is not idle
 
 def _pairs(depth: int) -> str:
     """A type of `depth` nested pairs, each `tuple<t, t>` of the one before: a few bytes

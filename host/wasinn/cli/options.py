@@ -109,6 +109,9 @@ _LIMIT_HELP = {
     "max_window_messages": "messages one data-flow accumulate window stages (its fold hands them to one call)",
     "max_window_bytes": "bytes one data-flow accumulate window stages (as stored: payloads as they are, "
                         "with their fields)",
+    "max_compile_memory": "address space of the helper process that compiles a guest's .wasm (real guests take "
+                          "0.4-1GiB; its compiled form is cached)",
+    "compile_timeout": "time to compile a guest's .wasm, e.g. 20min; 0: none",
 }
 
 
@@ -122,6 +125,10 @@ def common_flags(p: argparse.ArgumentParser, *, runs: bool = True) -> None:
         engine.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table (its fuel)")
         engine.add_argument("--fuel", dest="limit_fuel", metavar="VALUE",
                             help="compile with fuel counting on, for runs with --fuel (default: off)")
+        compiling = p.add_argument_group("compiling", "what compiling one component may take (in a helper "
+                                         "process; a --config file's [limits] table sets them too)")
+        _limit_flag(compiling, "max_compile_memory")
+        _limit_flag(compiling, "compile_timeout")
         return
     p.add_argument("--ort-threads", type=int, default=0, metavar="N",
                    help="intra-op threads per model, in every backend (default: the backend's choice; onnxruntime's, one "
@@ -141,10 +148,13 @@ def limit_flags(p: argparse.ArgumentParser) -> None:
     limits = p.add_argument_group("limits", "what each instance may use; a --config file's [limits] "
                                   "table sets them too, flags win (defaults in parentheses)")
     limits.add_argument("--config", metavar="FILE", help="a TOML file with a [limits] table")
-    defaults = Limits()
-    for name, help_text in _LIMIT_HELP.items():
-        limits.add_argument(f"--{name.replace('_', '-')}", dest=f"limit_{name}", metavar="VALUE",
-                            help=f"{help_text} ({_shown(name, getattr(defaults, name))})")
+    for name in _LIMIT_HELP:
+        _limit_flag(limits, name)
+
+
+def _limit_flag(group, name: str) -> None:
+    group.add_argument(f"--{name.replace('_', '-')}", dest=f"limit_{name}", metavar="VALUE",
+                       help=f"{_LIMIT_HELP[name]} ({_shown(name, getattr(Limits(), name))})")
 
 
 def _shown(name: str, default) -> str:
