@@ -106,7 +106,9 @@ def report(cache_dir: pathlib.Path) -> dict[str, dict[str, str]]:
         cache[part.name] = _usage(part)
     from ..backends import confine
     isolation = {"default policy": "guest-models: graphs a guest loads from its own bytes run in a confined "
-                                   "worker process (--isolate)", **confine.features()}
+                                   "worker process (--isolate)",
+                 "compiling": "in a helper process confined as workers are, its address space capped at "
+                              "max-compile-memory (--max-compile-memory)", **confine.features()}
     return {"runtime": runtime, "backends": backends, "isolation": isolation, "optional parts": optional,
             "cache": cache}
 
@@ -130,7 +132,7 @@ def add_parser(sub, name: str, help_text: str) -> None:
                        description="Print what this installation is made of, for a bug report: the "
                        "versions of Python, wasinn, wasmtime-py, componentize-py and each backend; the "
                        "compile cache's location and size; which optional parts are installed; which "
-                       "isolation features this kernel gives the backend workers.")
+                       "isolation features this kernel gives the backend workers and the compile helper.")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="the cache to report on (default: $XDG_CACHE_HOME/wasinn)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
