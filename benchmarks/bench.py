@@ -543,7 +543,7 @@ def compile_rows(quick: bool) -> None:
         1e3 * statistics.median(in_process), "ms")
     cold = []
     for _ in range(3 if quick else 10):
-        compiler._end_idle()  # so that the next compile starts a helper of its own
+        compiler.end_kept()  # so that the next compile starts a helper of its own
         cold += timed(confined(small, True), 1)
     row("compile", "small module, a fresh helper's first", 1e3 * statistics.median(cold), None, "ms",
         note="interpreter start + import wasmtime")

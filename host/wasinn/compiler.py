@@ -15,11 +15,12 @@ address-space cap of `max-compile-memory`, for an engine configured as the host'
 invalid binary (`Invalid`, which the callers phrase), the cap, the timeout, or the
 helper's death; the next compile starts a fresh helper.
 
-A helper serves one compile at a time; one is kept for the next (its start, ~0.15 s of
-imports, would otherwise be paid by every small module: a test suite's, a fuzzer's; a
-warm one compiles a small module in ~1 ms, as in process), but not after a binary over
-`_REUSE_BELOW` (the memory its compile took stays with it) nor past `_IDLE_SECONDS`
-without work, when it ends itself: an idle one holds ~30 MiB.
+A process compiles one binary at a time, so that `max-compile-memory` bounds all its
+compiles together. The helper is kept for the next (its start, ~0.15 s of imports, would
+otherwise be paid by every small module: a test suite's, a fuzzer's; a warm one compiles
+a small module in ~1 ms, as in process), but not after a binary over `_REUSE_BELOW` (the
+memory its compile took stays with it) nor past `_IDLE_SECONDS` without work, when it
+ends itself: an idle one holds ~30 MiB.
 
 What this does not contain: the compiled form is native code that the host runs, so a
 compiler bug that let a guest choose the code it emits would reach the host as it would
@@ -54,8 +55,10 @@ _REUSE_BELOW = 1 << 20
 # and Cranelift's where it checks
 _RAN_OUT = re.compile(r"^memory allocation of \d+ bytes failed|out of memory", re.M)
 
-_idle: list[subprocess.Popen] = []
-_lock = threading.Lock()
+# One compile at a time in a process, so that max-compile-memory bounds them all (wasmtime
+# compiles a binary's functions on every core anyway); the helper kept for the next one.
+_compiling = threading.Lock()
+_kept: subprocess.Popen | None = None
 
 
 class Invalid(WasinnError):
@@ -80,38 +83,36 @@ def compile_confined(engine, wasm: bytes, *, module: bool, fuel: bool, memory_ma
                      max_memory: int, timeout: float, label: str):
     """`wasm` compiled for `engine` (configured by `config` with the same arguments) in
     a helper: a `wasmtime.Module` if `module`, else a component."""
+    global _kept
     keep = len(wasm) < _REUSE_BELOW
     request = _REQUEST.pack(module, fuel, memory_may_move, keep, max_memory, len(wasm))
-    while True:
-        helper, fresh = _take()
-        try:
-            status, payload = _exchange(helper, request, wasm, time.monotonic() + timeout if timeout else None)
-        except _Gone:
-            said = _end(helper)
-            if not fresh and helper.returncode == _IDLE_EXIT:
-                continue  # it ended itself, idle, as the request went out: a fresh one takes it
-            if _RAN_OUT.search(said):
-                raise WasinnError(_out_of_memory(label, max_memory)) from None
-            how = f"died of {signal.Signals(-helper.returncode).name}" if helper.returncode < 0 else \
-                f"exited with status {helper.returncode}"
-            lines = [line for line in said.splitlines() if not line.startswith("note: run with `RUST_BACKTRACE")]
-            last = f": {lines[-1]}" if lines else ""
-            raise WasinnError(f"wasmtime's compile of {label} {how}{last} (in wasinn's compile helper: the host "
-                              "is unharmed)") from None
-        except TimeoutError:
+    with _compiling:
+        while True:
+            helper, _kept = _kept, None
+            fresh = helper is None or helper.poll() is not None
+            if fresh:
+                if helper is not None:
+                    _end(helper)
+                helper = _start()
+            try:
+                status, payload = _exchange(helper, request, wasm, time.monotonic() + timeout if timeout else None)
+            except _Gone:
+                said = _end(helper)
+                if not fresh and helper.returncode == _IDLE_EXIT:
+                    continue  # it ended itself, idle, as the request went out: a fresh one takes it
+                raise WasinnError(_death(helper.returncode, said, label, max_memory)) from None
+            except TimeoutError:
+                _end(helper)
+                raise WasinnError(f"compiling {label} took longer than {timeout:g} s; the limit is {timeout:g} s "
+                                  "(compile-timeout, --compile-timeout)") from None
+            except BaseException:
+                _end(helper)
+                raise
+            break
+        if keep and status != _NO_MEMORY:
+            _kept = helper
+        else:
             _end(helper)
-            raise WasinnError(f"compiling {label} took longer than {timeout:g} s; the limit is {timeout:g} s "
-                              "(compile-timeout, --compile-timeout)") from None
-        except BaseException:
-            _end(helper)
-            raise
-        break
-    with _lock:
-        kept = keep and status != _NO_MEMORY and not _idle  # one is enough to spare the next compile its start
-        if kept:
-            _idle.append(helper)
-    if not kept:
-        _end(helper)
     if status == _INVALID:
         raise Invalid(payload.decode(errors="replace"))
     if status == _NO_MEMORY:
@@ -119,6 +120,15 @@ def compile_confined(engine, wasm: bytes, *, module: bool, fuel: bool, memory_ma
     import wasmtime
     from wasmtime.component import Component
     return (wasmtime.Module if module else Component).deserialize(engine, payload)
+
+
+def _death(status: int, said: str, label: str, max_memory: int) -> str:
+    if _RAN_OUT.search(said):
+        return _out_of_memory(label, max_memory)
+    how = f"died of {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+    lines = [line for line in said.splitlines() if not line.startswith("note: run with `RUST_BACKTRACE")]
+    last = f": {lines[-1]}" if lines else ""
+    return f"wasmtime's compile of {label} {how}{last} (in wasinn's compile helper: the host is unharmed)"
 
 
 def _out_of_memory(label: str, max_memory: int) -> str:
@@ -130,33 +140,30 @@ class _Gone(Exception):
     """The helper ended before it replied."""
 
 
-def _take() -> tuple[subprocess.Popen, bool]:
-    """An idle helper, or a fresh one; and whether it is fresh."""
-    with _lock:
-        while _idle:
-            helper = _idle.pop()
-            if helper.poll() is None:
-                return helper, False
-            _end(helper)
+def _start() -> subprocess.Popen:
     import subprocess  # only once a compile needs it (`wasinn run` of a cached component never does)
     from .forkserver import worker_environment
     env = dict(worker_environment(os.environ), MALLOC_ARENA_MAX="2")  # glibc's arenas are address space too
     try:
-        helper = subprocess.Popen([sys.executable, "-P", "-m", "wasinn.compiler"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=env,
-                                  start_new_session=True)  # a terminal's Ctrl-C is the host's to handle
+        return subprocess.Popen([sys.executable, "-P", "-m", "wasinn.compiler"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=env,
+                                start_new_session=True)  # a terminal's Ctrl-C is the host's to handle
     except OSError as e:
         raise WasinnError(f"cannot start wasinn's compile helper: {e.strerror or e}") from None
-    return helper, True
 
 
 @atexit.register
-def _end_idle() -> None:
-    """Ends the kept helper with this process (it would see its stdin close anyway, but
-    its Popen would be reported as still running)."""
-    with _lock:
-        idle, _idle[:] = list(_idle), []
-    for helper in idle:
+def end_kept() -> None:
+    """Ends the helper kept for the next compile, if there is one (at exit: it would see
+    its stdin close anyway, but its Popen would be reported as still running)."""
+    global _kept
+    if not _compiling.acquire(blocking=False):
+        return  # a compile holds it: it ends with this process (`_end_with`)
+    try:
+        helper, _kept = _kept, None
+    finally:
+        _compiling.release()
+    if helper is not None:
         _end(helper)
 
 

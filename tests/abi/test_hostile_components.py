@@ -540,11 +540,11 @@ def test_a_compile_helper_that_ended_while_idle_is_replaced(host):
     """A helper is kept for the next compile; one that has ended since (killed, or of
     its own accord after _IDLE_SECONDS) is replaced, not reported."""
     host.load_component(_data_segments(1))
-    (idle,) = compiler._idle
-    idle.kill()
-    idle.wait()
+    kept = compiler._kept
+    kept.kill()
+    kept.wait()
     assert host.instantiate(host.load_component(_data_segments(2))).call("f") == ord("x")
-    assert compiler._idle and compiler._idle[0] is not idle
+    assert compiler._kept not in (None, kept)
 
 def _pairs(depth: int) -> str:
     """A type of `depth` nested pairs, each `tuple<t, t>` of the one before: a few bytes
