@@ -180,6 +180,27 @@ def test_a_workers_metrics_file_it_has_only_just_created_holds_nothing_yet(tmp_p
         server.httpd.server_close()
 
 
+
+def test_a_metric_name_two_workers_made_of_two_kinds_keeps_one_kind(tmp_path):
+    """Each worker keeps a name to one kind, but one worker's operator may make `x` a
+    counter and another's a histogram: merged as one family, a scrape had carried both
+    kinds' samples under one TYPE line, which Prometheus refuses to parse."""
+    import subprocess
+    import sys
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+    from wasinn.pipeline.metrics import MetricsServer
+    for kind, use in (("Counter", "m.inc(2)"), ("Histogram", "m.observe(0.5)")):
+        code = f"import prometheus_client as p; m = p.{kind}('x', 'doc', ['operator']).labels('op'); {use}"
+        subprocess.run([sys.executable, "-c", code], env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, check=True)
+    server = MetricsServer("127.0.0.1", 0, str(tmp_path), lambda: [])
+    try:
+        families = {f.name: f for f in text_string_to_metric_families(generate_latest(server.registry).decode())}
+    finally:
+        server.httpd.server_close()
+    assert families["x"].type == "counter"
+    assert [(s.name, s.value) for s in families["x"].samples] == [("x_total", 2.0)]
+
 def test_a_killed_supervisors_metrics_directory_goes_at_the_next_start(tmp_path):
     # a supervisor killed with SIGKILL cannot remove its workers' directory: the suite's
     # own kills had left 21 in /tmp in a day

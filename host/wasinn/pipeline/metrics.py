@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 READY = "wasinn_pipeline_worker_ready"
 _DIRECTORY_PREFIX = "wasinn-metrics-"
+_KINDS = ("counter", "gauge", "histogram", "summary")  # prometheus-client's file name prefixes
 
 
 class WorkerMetrics:
@@ -93,7 +94,21 @@ class _WorkersFiles(MultiProcessCollector):
         self.path = path
 
     def collect(self):
-        return self.merge([f for f in glob.glob(os.path.join(self.path, "*.db")) if _sized(f)], accumulate=True)
+        """The files merged a kind at a time, each name in one kind: a name that one
+        worker's operator made a counter and another's a histogram (each worker keeps a
+        name to one kind, but its operators need not agree) had been merged into one
+        family of both kinds' samples, which Prometheus refuses to parse. The first kind
+        in KINDS keeps the name."""
+        by_kind: dict[str, list[str]] = {}
+        for path in glob.glob(os.path.join(self.path, "*.db")):
+            if _sized(path):
+                by_kind.setdefault(os.path.basename(path).split("_")[0], []).append(path)
+        named = set()
+        for kind in sorted(by_kind, key=lambda k: _KINDS.index(k) if k in _KINDS else len(_KINDS)):
+            for family in self.merge(by_kind[kind], accumulate=True):
+                if family.name not in named:
+                    named.add(family.name)
+                    yield family
 
 
 def workers_directory() -> str:
