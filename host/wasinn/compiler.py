@@ -144,6 +144,9 @@ def _start() -> subprocess.Popen:
     import subprocess  # only once a compile needs it (`wasinn run` of a cached component never does)
     from .forkserver import worker_environment
     env = dict(worker_environment(os.environ), MALLOC_ARENA_MAX="2")  # glibc's arenas are address space too
+    # the host's wasmtime, wherever it found it: a compiled form is only that version's
+    wasmtime_root = os.path.dirname(os.path.dirname(sys.modules["wasmtime"].__file__))
+    env["PYTHONPATH"] = os.pathsep.join((env["PYTHONPATH"], wasmtime_root))
     try:
         return subprocess.Popen([sys.executable, "-P", "-m", "wasinn.compiler"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=env,
@@ -211,6 +214,8 @@ def _read(pipe, n: int, deadline: float | None) -> bytes:
 # --- the helper --------------------------------------------------------------------------
 def _serve() -> int:
     import resource
+    import wasmtime  # before the lock-down: it may live where the host's path found it
+    from wasmtime.component import Component
     from .backends import confine
     confine.limit_resources(None, None, 0)
     confine.drop_capabilities()
@@ -219,8 +224,6 @@ def _serve() -> int:
     threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
     confine.landlock(confine.readable_paths(), [])
     confine.seccomp()
-    import wasmtime
-    from wasmtime.component import Component
     requests, replies = sys.stdin.fileno(), sys.stdout.fileno()
     engines = {}
     while True:

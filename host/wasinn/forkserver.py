@@ -92,8 +92,13 @@ _WORKER_PREFIXES = ("LC_", "PYTHON", "WASINN_", "ORT_", "OMP_", "KMP_", "MKL_", 
 
 
 def worker_environment(environ) -> dict[str, str]:
-    """The part of `environ` a backend worker gets."""
-    return {k: v for k, v in environ.items() if k in _WORKER_NAMES or k.startswith(_WORKER_PREFIXES)}
+    """The part of `environ` a backend worker (or the compile helper) gets, with this
+    wasinn first on its path: its `python -m wasinn...` must run the host's own code (the
+    host may have found it on a path of its own making, or beside another installed)."""
+    env = {k: v for k, v in environ.items() if k in _WORKER_NAMES or k.startswith(_WORKER_PREFIXES)}
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 @atexit.register
