@@ -136,6 +136,32 @@ def test_wasmtime_shapes(work, tmp_path, shape):
     assert outputs_of(proc) == EXPECTED
 
 
+
+def test_a_guest_reaches_no_network_and_inherit_env_gives_it_the_environment(work):
+    """wasmtime's `-S inherit-network` had been taken silently (as if wasinn gave what it
+    asks), and `-S inherit-env` too, though wasinn gave the guest no environment: now the
+    first is a note, the second does what wasmtime's does. A real listener on 127.0.0.1
+    sees no connection."""
+    import socket
+    from support.repo import guest_component
+    probe = guest_component("net-probe")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = str(listener.getsockname()[1])
+        env = {**os.environ, "XDG_CACHE_HOME": str(CACHE / "xdg"), "WASINN_PROBE_VALUE": "from-the-host"}
+        runs = [subprocess.run([sys.executable, "-m", "wasinn", "run", *flags, str(probe), port], capture_output=True,
+                               text=True, cwd=work, timeout=300, env=env)
+                for flags in ([], ["-S", "inherit-network", "-S", "inherit-env"])]
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    plain, switched = runs
+    assert outputs_of(plain) == ["tcp: PermissionError", "udp: PermissionError", "env: -"]
+    assert outputs_of(switched) == ["tcp: PermissionError", "udp: PermissionError", "env: from-the-host"]
+    assert ("wasinn: note: -S inherit-network ignored: wasinn gives guests no network (wasi:sockets refuses every "
+            "address and name lookup)") in switched.stderr.splitlines()
+
 def test_a_mistyped_command_still_says_so(work):
     proc = wasinn_cli("clasify", "x.png", cwd=work)
     assert proc.returncode == 2 and "invalid choice: 'clasify'" in proc.stderr

@@ -15,6 +15,8 @@ GUESTS = {"roundtrip": "wasinn:guest/roundtrip-guest", "nn-cli": "wasinn:guest/m
           "inspect": "wasinn:guest/ml-introspect"}
 # the reliability tests' guest: primitive wasi:nn operations by ids (wit/adversary.wit)
 GUESTS["adversary"] = "wasinn:guest/adversary-guest"
+# what a guest can reach: the network, the environment (tests/cli/test_peer_cli.py)
+GUESTS["net-probe"] = "wasinn:guest/ml-command"
 
 
 def guest_component(name: str, *, fastpath: bool = True):

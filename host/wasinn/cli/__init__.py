@@ -15,7 +15,8 @@ import time
 from . import doctor, fuzz, legacy, models, peers
 from ..errors import BadValue, GuestTrap, WasinnError
 from ..runtime import stderr_progress
-from .options import common_flags, host_from_args, host_with_models, limit_flags, limits_from_args, model_flags
+from .options import (common_flags, host_from_args, host_with_models, limit_flags, limits_from_args, model_flags,
+                      switched_on)
 
 
 def cmd_run(args) -> int:
@@ -26,7 +27,7 @@ def cmd_run(args) -> int:
         if args.load_by_path:
             host.models.allow_paths(args.load_by_path)
         peers.note_ignored(args)
-        dirs, env = peers.dirs(args), peers.env(args.env)
+        dirs, env = peers.dirs(args), peers.env(args.env, inherit=switched_on(args, "inherit-env"))
         _warn_flags_for_the_guest(args)
         # Registered models load while the component compiles (or comes from the cache), so
         # that the guest's load-by-name finds them ready, as wasmtime's -S nn-graph does.

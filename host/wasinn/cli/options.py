@@ -41,6 +41,14 @@ def limits_from_args(args) -> Limits:
                            if getattr(args, f"limit_{name}", None) is not None})
 
 
+_YES = ("", "y", "yes", "true")
+
+
+def switched_on(args, key: str) -> bool:
+    """Whether `-S KEY` (or KEY=y, yes, true) is among the wasmtime-style switches."""
+    return any(opt.partition("=")[0] == key and opt.partition("=")[2] in _YES for opt in args.wasi)
+
+
 def host_with_models(args, *, recycle_memories: bool = False) -> Host:
     """`host_from_args`'s Host with the models --model and -S nn-graph register."""
     host = host_from_args(args, recycle_memories=recycle_memories)
@@ -50,8 +58,12 @@ def host_with_models(args, *, recycle_memories: bool = False) -> Host:
         key, _, value = opt.partition("=")
         if key == "nn-graph":
             host.models.register_graph_dir(value)
-        elif key in ("nn", "cli", "inherit-env", "inherit-network") and value in ("", "y", "yes", "true"):
-            continue  # wasmtime's switches for what wasinn always provides
+        elif key in ("nn", "cli", "inherit-env") and value in _YES:
+            continue  # wasmtime's switches for what wasinn always provides, or does (`switched_on`)
+        elif key in ("inherit-network", "tcp", "udp", "allow-ip-name-lookup", "network"):
+            if value not in ("n", "no", "false"):  # it had been taken silently: a guest's connect then failed
+                print(f"wasinn: note: -S {opt} ignored: wasinn gives guests no network (wasi:sockets refuses "
+                      "every address and name lookup)", file=sys.stderr)
         else:
             raise WasinnError(f"-S {opt}: wasinn understands -S nn and -S nn-graph=ENCODING::DIR")
     return host
@@ -62,8 +74,9 @@ def model_flags(p: argparse.ArgumentParser) -> None:
                    help="register a model file, or a model on an inference server "
                         "(kserve+http://HOST:PORT/v2/models/M), for load-by-name (repeatable)")
     p.add_argument("-S", dest="wasi", action="append", default=[], metavar="OPT",
-                   help="wasmtime-style switches: 'nn', and 'nn-graph=ENCODING::DIR' to register "
-                        "DIR/model.onnx under DIR's base name (repeatable)")
+                   help="wasmtime-style switches: 'nn', 'nn-graph=ENCODING::DIR' to register "
+                        "DIR/model.onnx under DIR's base name, 'inherit-env' to give the guest this "
+                        "environment (repeatable); guests get no network ('inherit-network' is ignored, with a note)")
 
 
 _LIMIT_HELP = {

@@ -77,9 +77,10 @@ def dirs(args) -> list[tuple[str, str, bool]]:
     return out
 
 
-def env(specs: list[str]) -> dict[str, str]:
-    """NAME=VALUE; a bare NAME passes the host's value on, as wasmtime's --env does."""
-    out = {}
+def env(specs: list[str], inherit: bool = False) -> dict[str, str]:
+    """NAME=VALUE; a bare NAME passes the host's value on, as wasmtime's --env does;
+    with `inherit` (wasmtime's -S inherit-env), the whole environment first."""
+    out = dict(os.environ) if inherit else {}
     for spec in specs:
         name, sep, value = spec.partition("=")
         if not sep:
