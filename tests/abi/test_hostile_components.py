@@ -546,6 +546,27 @@ def test_a_compile_helper_that_ended_while_idle_is_replaced(host):
     assert host.instantiate(host.load_component(_data_segments(2))).call("f") == ord("x")
     assert compiler._kept not in (None, kept)
 
+
+def test_compiles_from_threads_take_turns_and_outlive_the_thread_that_started_the_helper(host):
+    """One compile at a time in a process (so max-compile-memory bounds them together),
+    from any thread; the kept helper serves the next compile after the thread that
+    started it has ended (a parent-death signal would have come with that thread)."""
+    import threading
+    results = []
+
+    def load(n: int) -> None:
+        results.append(host.instantiate(host.load_component(_data_segments(n))).call("f"))
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(4, 8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [ord("x")] * 4
+    kept = compiler._kept
+    assert kept is not None and kept.poll() is None
+    load(8)
+    assert compiler._kept is kept  # the same helper, though its thread has ended
+
 def _pairs(depth: int) -> str:
     """A type of `depth` nested pairs, each `tuple<t, t>` of the one before: a few bytes
     a level, 2^depth leaves written out."""
