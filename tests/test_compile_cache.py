@@ -57,3 +57,37 @@ def test_no_entry_is_written_without_its_memory_images(tmp_path):
     component = host.load_component(app)
     assert record(component).images is not None
     assert not entry.exists()
+
+
+def test_a_load_that_finds_the_same_component_being_compiled_waits_for_its_entry(tmp_path):
+    """Two processes (here two hosts in two threads: the lock is the kernel's, per open
+    file) loading a new component at once compile it once: the second says it waits,
+    then takes the first one's entry. Two test processes had each compiled every guest."""
+    import threading
+    import time
+
+    from wasinn.files import making
+
+    from support.operator_guests import hostile_operator_wasm
+    app = tmp_path / "app.wasm"
+    shutil.copy(hostile_operator_wasm(), app)
+    waiter = wasinn.Host(cache_dir=tmp_path / "cache")
+    entry = compiled_entry(waiter._engine.cache, app.read_bytes())
+    seen: list[str] = []
+    waiter.progress = seen.append
+    with making(entry):  # the first process, compiling
+        loading = threading.Thread(target=waiter.load_component, args=(app,))
+        loading.start()
+        deadline = time.monotonic() + 60
+        while not any(m.startswith("waiting for another process compiling app.wasm") for m in seen):
+            assert time.monotonic() < deadline and loading.is_alive(), seen
+            time.sleep(0.01)
+        # what the first process writes: the same engine's entry, made under another cache
+        wasinn.Host(cache_dir=tmp_path / "elsewhere").load_component(app)
+        made = compiled_entry(waiter._engine.cache, app.read_bytes()).name
+        for part in (tmp_path / "elsewhere" / "compiled").glob(made.removesuffix(".cwasm") + ".*"):
+            shutil.copy(part, entry.parent / part.name)
+    loading.join(60)
+    assert not loading.is_alive()
+    assert not any(m.startswith("compiling") for m in seen), seen
+

@@ -24,7 +24,7 @@ from wasmtime.component import Component
 
 from .digests import sha256
 from .embedding.records import record
-from .files import write_atomic
+from .files import making, write_atomic
 from .versions import version
 
 WASMTIME_VERSION = version("wasmtime")  # part of every key: a compiled form is this wasmtime's
@@ -90,15 +90,22 @@ class CompileCache:
         entry = self._entry(content_key)
         return self._deserialize(entry) if entry.is_file() else None
 
-    def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None) -> Component:
+    def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None,
+             waiting: Callable[[], None] | None = None) -> Component:
+        """The compiled form of `wasm`: from the cache, or compiled by `compile` and kept.
+        A process that finds another compiling the same bytes waits for its entry
+        (`waiting` is told) rather than compiling them too."""
         key = content_key(wasm)
         entry = self._entry(key)
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
-            component = compile(wasm)
-            # an entry without its sidecar is never taken: not written unless the sidecar is
-            if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), record(component).sidecar):
-                _write_quietly(entry, component.serialize())
+            with making(entry, waiting):
+                component = self._deserialize(entry) if entry.is_file() else None
+                if component is None:
+                    component = compile(wasm)
+                    # an entry without its sidecar is never taken: not written unless the sidecar is
+                    if not self.sidecar or _write_quietly(entry.with_suffix(self.sidecar), record(component).sidecar):
+                        _write_quietly(entry, component.serialize())
         if path is not None and self.identities.get(path) != key:  # written once, not every run
             self.identities.put(key, path)
         return component

@@ -1,8 +1,11 @@
-"""Writing cache files so that a concurrent reader never sees half of one."""
+"""Writing cache files so that a concurrent reader never sees half of one, and so that
+processes that need the same one at once make it once."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from typing import Callable, Iterator
 
 
 def write_atomic(path: pathlib.Path, data: bytes) -> None:
@@ -16,3 +19,31 @@ def write_atomic(path: pathlib.Path, data: bytes) -> None:
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def making(path: pathlib.Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Held while its caller looks for `path` again and makes it: a second process (or
+    thread) making the same file waits here (`waiting` is called first, once), then finds
+    it made. Two test processes had each built the same guest (tens of seconds of
+    componentize-py) and compiled it. The lock is a file beside `path`, kept (removing it
+    would let a third process lock a new file while the second holds the old); the
+    kernel lets go of it when its holder dies. Where that file cannot be made (a cache
+    that is not writable), nothing is held: at worst the work is done twice."""
+    import fcntl
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

