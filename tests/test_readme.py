@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from support.repo import CACHE, ROOT
+from support.repo import ROOT, xdg_cache_home
 
 SKIP = "# not run by tests/test_readme.py:"
 READMES = [ROOT / "README.md", ROOT / "pipelines" / "README.md"]
@@ -161,8 +161,8 @@ def test_readme_line_runs(line: Line, workdir):
         pytest.skip("the same command ran earlier")
     _RAN.add(line.command)
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           # a cache of the test's own (kept between runs: entries are keyed by content)
-           "XDG_CACHE_HOME": str(CACHE / "readme-xdg"), "VIRTUAL_ENV": str(ROOT / ".venv")}
+           # the suite's cache (kept between runs: entries are keyed by content)
+           "XDG_CACHE_HOME": str(xdg_cache_home()), "VIRTUAL_ENV": str(ROOT / ".venv")}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", line.command], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=600)
     printed = proc.stdout + proc.stderr

@@ -17,7 +17,7 @@ import pytest
 import wasmtime
 
 import wasinn
-from support.repo import CACHE, ROOT
+from support.repo import CACHE, ROOT, xdg_cache_home
 from support.guest_builds import ToolchainMissing, c_component, c_module, skip_without
 from support.witx_support import Probe, probe_wasm
 
@@ -30,7 +30,7 @@ EXPECTED = [" ".join(f"{v:g}" for v in (A + B).tolist())]
 
 def wasinn_cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wasinn", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(CACHE / "xdg")})
+                          timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(xdg_cache_home())})
 
 
 def _built(build):
@@ -149,7 +149,7 @@ def test_a_guest_reaches_no_network_and_inherit_env_gives_it_the_environment(wor
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = str(listener.getsockname()[1])
-        env = {**os.environ, "XDG_CACHE_HOME": str(CACHE / "xdg"), "WASINN_PROBE_VALUE": "from-the-host"}
+        env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_home()), "WASINN_PROBE_VALUE": "from-the-host"}
         runs = [subprocess.run([sys.executable, "-m", "wasinn", "run", *flags, str(probe), port], capture_output=True,
                                text=True, cwd=work, timeout=300, env=env)
                 for flags in ([], ["-S", "inherit-network", "-S", "inherit-env"])]
@@ -286,6 +286,6 @@ def test_preloaded_graph_is_ready_before_the_guest_asks():
 
 def test_a_run_that_passes_no_tensor_imports_no_numpy(work):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "wasinn", "hello.wasm"], capture_output=True,
-                          text=True, cwd=work, timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(CACHE / "xdg")})
+                          text=True, cwd=work, timeout=300, env={**os.environ, "XDG_CACHE_HOME": str(xdg_cache_home())})
     assert proc.returncode == 0 and proc.stdout == "hello from wasm\n", proc.stderr
     assert re.search(r"^import time: .*\| +numpy$", proc.stderr, re.M) is None

@@ -19,6 +19,20 @@ GUESTS["adversary"] = "wasinn:guest/adversary-guest"
 GUESTS["net-probe"] = "wasinn:guest/ml-command"
 
 
+def xdg_cache_home() -> pathlib.Path:
+    """XDG_CACHE_HOME for the wasinn commands the suite runs as a user would (the READMEs'
+    lines, the CLI tests): its wasinn/ is the suite's own cache, so that a guest built or
+    compiled once serves them all (each had its own: the classifier was built three times
+    and compiled as often in a run from a fresh clone)."""
+    home = ROOT / ".cache" / "xdg"
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        (home / "wasinn").symlink_to(pathlib.Path("..") / CACHE.name)
+    except FileExistsError:
+        pass
+    return home
+
+
 def guest_component(name: str, *, fastpath: bool = True):
     """guest/<name> built once per content (cached in .cache/tests/components)."""
     return build.build_cached(build.guest_files(ROOT / "guest" / name),

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from wasinn import build  # noqa: E402
 
-CACHE = ROOT / ".cache" / "stress"
+CACHE = ROOT / ".cache" / "tests"  # the suite's (tests/support/repo.py): its builds and compiles serve these runs
 WASINN = [sys.executable, "-m", "wasinn"]
 
 
