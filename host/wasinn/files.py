@@ -47,3 +47,12 @@ def making(path: pathlib.Path, waiting: Callable[[], None] | None = None) -> Ite
         yield
     finally:
         os.close(fd)
+
+
+def made_once(path: pathlib.Path, make: Callable[[], bytes], waiting: Callable[[], None] | None = None) -> pathlib.Path:
+    """`path`, written with what `make` returns unless it is there already (`making`)."""
+    if not path.is_file():
+        with making(path, waiting):
+            if not path.is_file():
+                write_atomic(path, make())
+    return path

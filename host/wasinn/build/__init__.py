@@ -15,7 +15,7 @@ from .._bindings import (WASI_NN_ERRORS, WASI_NN_GRAPH, WASI_NN_INFERENCE, WASI_
                          WASINN_GUEST_ML_COMMAND_WORLD, WASINN_GUEST_ML_WORLD, WASINN_GUEST_STD_NN)
 from ..digests import sha256
 from ..errors import WasinnError
-from ..files import making, write_atomic
+from ..files import made_once
 from ..versions import version
 
 DEFAULT_WORLD = WASINN_GUEST_ML_COMMAND_WORLD
@@ -263,18 +263,14 @@ def build_cached(files: dict[str, pathlib.Path], *, name: str, world: str, cache
     for label, path in inputs:
         h.update(label.encode() + b"\0" + _digest(pathlib.Path(path).read_bytes()))
     out = cache_dir / "components" / f"{name}-{h.hexdigest()[:20]}.wasm"
-    if out.is_file():
-        return out
-    waiting = (lambda: progress(f"waiting for another process building {name}...")) if progress else None
-    with making(out, waiting):
-        if out.is_file():
-            return out
+
+    def make() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             app = pathlib.Path(tmp, "app")
             app.mkdir()
             for file_name, source in files.items():
                 shutil.copy(source, app / file_name)
-            built = build(app / "app.py", pathlib.Path(tmp, f"{name}.wasm"), world=world, fastpath=fastpath,
-                          wit=None if wit is None else app / wit, progress=progress)
-            write_atomic(out, built.read_bytes())
-    return out
+            return build(app / "app.py", pathlib.Path(tmp, f"{name}.wasm"), world=world, fastpath=fastpath,
+                         wit=None if wit is None else app / wit, progress=progress).read_bytes()
+    waiting = (lambda: progress(f"waiting for another process building {name}...")) if progress else None
+    return made_once(out, make, waiting)
