@@ -91,3 +91,25 @@ def test_a_load_that_finds_the_same_component_being_compiled_waits_for_its_entry
     assert not loading.is_alive()
     assert not any(m.startswith("compiling") for m in seen), seen
 
+
+
+def test_a_load_waits_for_another_process_no_longer_than_its_own_compile_timeout(tmp_path):
+    """A process stopped mid-compile (Ctrl-Z) or hung keeps its lock: a load waits for it
+    no longer than it would let its own compile take (compile-timeout), then compiles."""
+    import time
+
+    from wasinn.files import making
+    from wasinn.limits import Limits
+
+    from support.operator_guests import hostile_operator_wasm
+    app = tmp_path / "app.wasm"
+    shutil.copy(hostile_operator_wasm(), app)
+    host = wasinn.Host(cache_dir=tmp_path / "cache", limits=Limits(compile_timeout=3))
+    seen: list[str] = []
+    host.progress = seen.append
+    with making(compiled_entry(host._engine.cache, app.read_bytes())):  # held, never finished
+        started = time.monotonic()
+        host.load_component(app)
+        waited = time.monotonic() - started
+    assert any(m.startswith("waiting for another process compiling app.wasm (at most 3 s)...") for m in seen), seen
+    assert any(m.startswith("compiling app.wasm") for m in seen) and waited >= 3

@@ -91,15 +91,15 @@ class CompileCache:
         return self._deserialize(entry) if entry.is_file() else None
 
     def load(self, wasm: bytes, compile: Callable[[bytes], Component], path: pathlib.Path | None = None,
-             waiting: Callable[[], None] | None = None) -> Component:
+             waiting: Callable[[], None] | None = None, patience: float | None = None) -> Component:
         """The compiled form of `wasm`: from the cache, or compiled by `compile` and kept.
         A process that finds another compiling the same bytes waits for its entry
-        (`waiting` is told) rather than compiling them too."""
+        (`waiting` is told) rather than compiling them too, for up to `patience` seconds."""
         key = content_key(wasm)
         entry = self._entry(key)
         component = self._deserialize(entry) if entry.is_file() else None
         if component is None:
-            with making(entry, waiting):
+            with making(entry, waiting, patience):
                 component = self._deserialize(entry) if entry.is_file() else None
                 if component is None:
                     component = compile(wasm)
@@ -109,6 +109,16 @@ class CompileCache:
         if path is not None and self.identities.get(path) != key:  # written once, not every run
             self.identities.put(key, path)
         return component
+
+
+def waiting_for(label: str, compile_timeout: float, progress: Callable[[str], None]
+                ) -> tuple[Callable[[], None], float | None]:
+    """What a load says when another process is compiling the same binary, and how long
+    it waits for it (CompileCache.load): no longer than it would let its own compile take
+    (compile-timeout; 0, no limit), then it compiles too."""
+    timeout = compile_timeout or None
+    return (lambda: progress(f"waiting for another process compiling {label}"
+                             f"{f' (at most {timeout:g} s)' if timeout else ''}...")), timeout
 
 
 def content_key(wasm: bytes) -> str:

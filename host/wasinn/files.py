@@ -22,14 +22,17 @@ def write_atomic(path: pathlib.Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def making(path: pathlib.Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+def making(path: pathlib.Path, waiting: Callable[[], None] | None = None,
+           patience: float | None = None) -> Iterator[None]:
     """Held while its caller looks for `path` again and makes it: a second process (or
     thread) making the same file waits here (`waiting` is called first, once), then finds
     it made. Two test processes had each built the same guest (tens of seconds of
     componentize-py) and compiled it. The lock is a file beside `path`, kept (removing it
     would let a third process lock a new file while the second holds the old); the
-    kernel lets go of it when its holder dies. Where that file cannot be made (a cache
-    that is not writable), nothing is held: at worst the work is done twice."""
+    kernel lets go of it when its holder dies. Past `patience` seconds the caller goes on
+    without it: a holder stopped (Ctrl-Z) or hung mid-compile must not hold every later
+    run of the same component. Where the lock file cannot be made (a cache that is not
+    writable), nothing is held. Either way the work is at worst done twice."""
     import fcntl
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,18 @@ def making(path: pathlib.Path, waiting: Callable[[], None] | None = None) -> Ite
         except BlockingIOError:
             if waiting is not None:
                 waiting()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if patience is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                import time
+                give_up = time.monotonic() + patience
+                while time.monotonic() < give_up:
+                    time.sleep(min(0.05, patience))
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        pass
         yield
     finally:
         os.close(fd)

@@ -22,7 +22,7 @@ from wasmtime import Engine, Linker, Module, WasmtimeError
 from . import compiler
 from .abi import binary, clocks
 from .abi.witx import MODULES, SERVED, WitxHost, stderr_report
-from .compile_cache import WASMTIME_VERSION, CompileCache
+from .compile_cache import WASMTIME_VERSION, CompileCache, waiting_for
 from .deadlines import EpochTicker
 from .embedding.errors import one_line
 from .embedding.types import MAX_ITEMS
@@ -88,8 +88,8 @@ class CoreModules:
     def load(self, wasm: bytes, path: pathlib.Path | None, label: str) -> Module:
         self._setup()
         compile_ = lambda data: self._compile(data, label)  # noqa: E731
-        waiting = lambda: self.host.progress(f"waiting for another process compiling {label}...")  # noqa: E731
-        module = self.cache.load(wasm, compile_, path, waiting) if self.cache else compile_(wasm)
+        waiting, patience = waiting_for(label, self.host.limits.compile_timeout, self.host.progress)
+        module = self.cache.load(wasm, compile_, path, waiting, patience) if self.cache else compile_(wasm)
         self._check_imports(module, label)
         return module
 

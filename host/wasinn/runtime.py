@@ -31,7 +31,7 @@ from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_a
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends
 from . import compiler
-from .compile_cache import WASMTIME_VERSION, CompileCache
+from .compile_cache import WASMTIME_VERSION, CompileCache, waiting_for
 from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog, stop_at
 from .embedding import calls, patches, types
 from .embedding import errors as wasmtime_errors
@@ -211,10 +211,10 @@ class Host:
         if wasm[:8] == binary.CORE_PREAMBLE:  # a preview1 program on wasi-nn's WITX ABI
             return self.core_modules.load(wasm, path, label)
         compile_ = lambda data: self._compile(engine, data, label)  # noqa: E731
-        waiting = lambda: self.progress(f"waiting for another process compiling {label}...")  # noqa: E731
-        component = engine.cache.load(wasm, compile_, path, waiting) if engine.cache else compile_(wasm)
+        waiting, patience = waiting_for(label, self.limits.compile_timeout, self.progress)
+        component = engine.cache.load(wasm, compile_, path, waiting, patience) if engine.cache else compile_(wasm)
         if not self._open_images(engine, component):  # its images were unreadable, and are gone now
-            component = engine.cache.load(wasm, compile_, path, waiting)
+            component = engine.cache.load(wasm, compile_, path, waiting, patience)
             self._open_images(engine, component)
         engine.clocks.cover(component)
         return component
