@@ -394,6 +394,26 @@ def test_compile_says_when_it_found_the_component_compiled(adder_wasm, tmp_path)
     assert again.stdout.strip() == f"{adder_wasm}: already compiled, found in {tmp_path / 'compiled'}"
 
 
+def test_compile_says_when_another_process_compiled_it_meanwhile(adder_wasm, tmp_path):
+    import shutil
+
+    from wasinn import Host
+    from wasinn.files import making
+
+    from support.internals import compiled_entry
+    entry = compiled_entry(Host(cache_dir=tmp_path)._engine.cache, adder_wasm.read_bytes())
+    with making(entry):  # the other process
+        waiter = subprocess.Popen([sys.executable, "-m", "wasinn", "compile", "--cache-dir", str(tmp_path),
+                                   str(adder_wasm)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiter.stderr.readline().startswith("wasinn: waiting for another process compiling ")
+        Host(cache_dir=tmp_path / "other").load_component(adder_wasm)
+        for part in (tmp_path / "other" / "compiled").glob(entry.name.removesuffix(".cwasm") + ".*"):
+            shutil.copy(part, entry.parent / part.name)
+    out, _ = waiter.communicate(timeout=300)
+    assert re.fullmatch(rf"{re.escape(str(adder_wasm))}: compiled by another process meanwhile, found after "
+                        rf"\d+\.\d s in {re.escape(str(tmp_path / 'compiled'))}", out.strip()), out
+
+
 def test_help_texts():
     compile_help = wasinn("compile", "--help").stdout
     assert "--fuel" in compile_help and "--max-graphs" not in compile_help and "--deadline" not in compile_help

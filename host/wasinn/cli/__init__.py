@@ -97,13 +97,15 @@ def cmd_compile(args) -> int:
     host = host_from_args(args)
     if host.cache_dir is None:
         raise WasinnError("wasinn compile needs a cache directory")
-    compiling = []  # progress lines: only a compile has any
-    host.progress = lambda message: (compiling.append(message), stderr_progress(message))
+    said = []  # progress lines: only a compile, or a wait for another process's, has any
+    host.progress = lambda message: (said.append(message), stderr_progress(message))
     for path in args.components:
-        compiling.clear()
+        said.clear()
         start = time.perf_counter()
         host.load_component(path)
-        done = (f"compiled in {time.perf_counter() - start:.1f} s and cached" if compiling
+        took = time.perf_counter() - start
+        done = (f"compiled in {took:.1f} s and cached" if any(m.startswith("compiling ") for m in said)
+                else f"compiled by another process meanwhile, found after {took:.1f} s" if said
                 else "already compiled, found")
         print(f"{path}: {done} in {host.cache_dir / 'compiled'}")
     return 0
