@@ -686,3 +686,26 @@ def test_an_export_of_async_values_is_refused_in_one_line(tmp_path, signature, k
                            str(tmp_path / "async.wasm")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == f"wasinn: error: {message}", done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_compile_bomb_loaded_by_two_processes_at_once_is_refused_to_both(tmp_path):
+    """Two processes sharing a cache load the same compile bomb at once: the one that
+    waited on the other's compile (which failed, and wrote no entry) compiles it itself
+    and is refused the same way; neither hangs, nothing is cached, the next compile into
+    that cache runs."""
+    (tmp_path / "blocks.wasm").write_bytes(_blocks(500_000))
+    (tmp_path / "ok.wasm").write_bytes(_data_segments(3))
+    command = [sys.executable, "-m", "wasinn", "compile", "--cache-dir", str(tmp_path / "cache"),
+               "--max-compile-memory", "256MiB"]
+    both = [subprocess.Popen([*command, "blocks.wasm"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in both:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err
+        assert err.strip().splitlines()[-1] == (
+            "wasinn: error: compiling blocks.wasm needs more memory than wasmtime's compiler may take; the limit "
+            "is 256 MiB (max-compile-memory, --max-compile-memory)"), err
+        assert "Traceback" not in err
+    assert not list((tmp_path / "cache" / "compiled").glob("*.cwasm"))
+    after = subprocess.run([*command, "ok.wasm"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0 and "compiled in" in after.stdout, after.stderr
