@@ -25,25 +25,27 @@ def wasinn(*args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
                             env=ENV)
 
 
-def unread(*args: str) -> tuple[float, subprocess.Popen, bytes, bytes]:
-    """`wasinn run --deadline 1s ARGS`, its stdout read by nobody until it ends: how long
-    it took, the process, its stdout and its stderr."""
+def unread(*args: str) -> tuple[subprocess.Popen, bytes, bytes]:
+    """`wasinn run --deadline 1s ARGS`, its stdout read by nobody until it ends: the
+    process, its stdout and its stderr. Which of the two ends it met is in its stderr:
+    the deadline's trap names the deadline, the watchdog's end of the process (a blocked
+    write that never returned to wasmtime) says the call is "still running"; how long the
+    process took is no witness on a shared machine (its start and compile count too)."""
     start = time.monotonic()
     proc = wasinn("run", "--deadline", "1s", *args)
     while proc.poll() is None and time.monotonic() - start < 30:
         time.sleep(0.01)
-    seconds = time.monotonic() - start
-    return seconds, proc, *proc.communicate(timeout=30)
+    return proc, *proc.communicate(timeout=30)
 
 
 def test_a_guest_writing_to_a_pipe_nobody_reads_is_ended_at_its_deadline(hostile):
     wasinn("run", str(hostile), "print", "1000").communicate(timeout=120)  # compiled, and cached
-    seconds, proc, out, err = unread(str(hostile), "print", "10000000")
+    proc, out, err = unread(str(hostile), "print", "10000000")
     message = err.decode().strip().splitlines()[-1]
     assert proc.returncode == 1, err.decode()[-2000:]
     assert "the call ran past its deadline of 1 s (limit 'deadline', --deadline)" in message, message
     assert "still running" not in err.decode()  # not the watchdog's end of the process
-    assert 0 < len(out) < 10_000_000 and seconds < 1 + 1, seconds
+    assert 0 < len(out) < 10_000_000
 
 
 # A core module (preview1's fd_write, not a component's output-stream) writing 64 KiB to
@@ -65,11 +67,11 @@ FLOOD = """
 def test_a_core_module_writing_for_ever_to_a_pipe_nobody_reads_is_ended_at_its_deadline(tmp_path):
     module = tmp_path / "flood.wasm"
     module.write_bytes(wasmtime.wat2wasm(FLOOD))
-    seconds, proc, _, err = unread(str(module))
+    proc, _, err = unread(str(module))
     message = err.decode().strip().splitlines()[-1]
     assert proc.returncode == 1 and "guest trapped in _start: the call ran past its deadline of 1 s" in message, \
         err.decode()[-2000:]
-    assert seconds < 1 + 1, seconds
+    assert "still running" not in err.decode()  # not the watchdog's end of the process
 
 
 def test_a_reader_that_keeps_up_gets_every_byte(hostile):

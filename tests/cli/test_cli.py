@@ -92,7 +92,9 @@ def test_a_core_module_asleep_for_20_s_ends_at_its_deadline(tmp_path):
     wasm.write_bytes(wasmtime.wat2wasm(SLEEPER))
     started = time.monotonic()
     r = wasinn("run", "--deadline", "1s", str(wasm))
-    assert time.monotonic() - started < 5 and r.returncode == 1
+    # 20 s is what it takes where the sleep is not cut (the same trap, met after it); a
+    # loaded machine's start and compile only add seconds to the deadline's one
+    assert time.monotonic() - started < 15 and r.returncode == 1
     assert r.stderr.splitlines()[-1] == (
         "wasinn: guest trapped in _start: the call ran past its deadline of 1 s (limit 'deadline', --deadline); "
         "the instance was torn down and its resources freed, the next call gets a fresh one")

@@ -447,10 +447,12 @@ def test_command_topics_and_user_data_are_held_to_what_the_shared_connection_bea
             started = time.monotonic()
             try:  # the deadline's trap, or (the epoch ticker late on a loaded machine) the command's timeout
                 assert run(op, {"do": "invoke", "topic": "cmd/nobody", "response": "replies/0", "payload": "x",
-                                "timeout": 30}) == {"error": "RpcError_Timeout"}
+                                "timeout": 300}) == {"error": "RpcError_Timeout"}
             except OperatorError as e:
                 assert "ran past its deadline of 1 s" in str(e)
-            assert time.monotonic() - started < 2.0
+            # its own timeout (300 s) is what it would wait otherwise; a loaded machine only
+            # adds seconds to the deadline's one
+            assert time.monotonic() - started < 60
         log = stream.getvalue()
         assert "the response topic 'plant/7/in': the graph's source topic 'plant/+/in' takes it" in log
         assert ("the request topic 'wasinn/g/workers/g-0': topics under wasinn/ are the host's own (where its "
