@@ -31,10 +31,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from support.pipeline_certs import give_to_mosquitto, password_file
+from support.repo import CACHE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "image-classification.yaml"
-CACHE = ROOT / ".cache" / "tests" / "pipeline"
 SOURCE, SINK, DEAD_LETTER = "images/in", "images/predictions", "images/dead-letter"
 
 
