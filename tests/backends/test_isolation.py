@@ -200,7 +200,7 @@ def test_making_an_execution_context_is_held_to_the_calls_deadline():
         graph.init_execution_context(deadline=started + took / 10)
     assert refused.value.code == ErrorCode.TIMEOUT
     assert "the backend did not finish by the call's deadline" in refused.value.message
-    assert time.monotonic() - started < took / 10 + 0.5 and owner.worker.dead
+    assert time.monotonic() - started < took / 10 + 1 and owner.worker.dead  # back within deadline + 1 s
     owner.worker.close()
 
 

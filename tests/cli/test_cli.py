@@ -389,31 +389,40 @@ def test_a_memory_limit_below_the_start_says_what_is_needed(adder_wasm):
                         r"the limit is 1 MiB \(limit 'memory', --memory\)", proc.stderr.strip()), proc.stderr
 
 
-def test_compile_says_when_it_found_the_component_compiled(adder_wasm, tmp_path):
-    first = wasinn("compile", "--cache-dir", str(tmp_path), str(adder_wasm))
-    assert re.fullmatch(rf"{re.escape(str(adder_wasm))}: compiled in \d+\.\d s and cached in .*", first.stdout.strip())
-    again = wasinn("compile", "--cache-dir", str(tmp_path), str(adder_wasm))
-    assert again.stdout.strip() == f"{adder_wasm}: already compiled, found in {tmp_path / 'compiled'}"
+@pytest.fixture
+def tiny_wasm(tmp_path) -> pathlib.Path:
+    from support.tiny_component import tiny_component
+    (path := tmp_path / "tiny.wasm").write_bytes(tiny_component())
+    return path
 
 
-def test_compile_says_when_another_process_compiled_it_meanwhile(adder_wasm, tmp_path):
+def test_compile_says_when_it_found_the_component_compiled(tiny_wasm, tmp_path):
+    cache = tmp_path / "cache"
+    first = wasinn("compile", "--cache-dir", str(cache), str(tiny_wasm))
+    assert re.fullmatch(rf"{re.escape(str(tiny_wasm))}: compiled in \d+\.\d s and cached in .*", first.stdout.strip())
+    again = wasinn("compile", "--cache-dir", str(cache), str(tiny_wasm))
+    assert again.stdout.strip() == f"{tiny_wasm}: already compiled, found in {cache / 'compiled'}"
+
+
+def test_compile_says_when_another_process_compiled_it_meanwhile(tiny_wasm, tmp_path):
     import shutil
 
     from wasinn import Host
     from wasinn.files import making
 
     from support.internals import compiled_entry
-    entry = compiled_entry(Host(cache_dir=tmp_path)._engine.cache, adder_wasm.read_bytes())
+    cache = tmp_path / "cache"
+    entry = compiled_entry(Host(cache_dir=cache)._engine.cache, tiny_wasm.read_bytes())
     with making(entry):  # the other process
-        waiter = subprocess.Popen([sys.executable, "-m", "wasinn", "compile", "--cache-dir", str(tmp_path),
-                                   str(adder_wasm)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen([sys.executable, "-m", "wasinn", "compile", "--cache-dir", str(cache),
+                                   str(tiny_wasm)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert waiter.stderr.readline().startswith("wasinn: waiting for another process compiling ")
-        Host(cache_dir=tmp_path / "other").load_component(adder_wasm)
+        Host(cache_dir=tmp_path / "other").load_component(tiny_wasm)
         for part in (tmp_path / "other" / "compiled").glob(entry.name.removesuffix(".cwasm") + ".*"):
             shutil.copy(part, entry.parent / part.name)
     out, _ = waiter.communicate(timeout=300)
-    assert re.fullmatch(rf"{re.escape(str(adder_wasm))}: compiled by another process meanwhile, found after "
-                        rf"\d+\.\d s in {re.escape(str(tmp_path / 'compiled'))}", out.strip()), out
+    assert re.fullmatch(rf"{re.escape(str(tiny_wasm))}: compiled by another process meanwhile, found after "
+                        rf"\d+\.\d s in {re.escape(str(cache / 'compiled'))}", out.strip()), out
 
 
 def test_help_texts():
