@@ -5,7 +5,8 @@ component, a core module and each backend, large (spilled) models included; refu
 say nothing of the file. With the operator's external-data-dir every such tensor is
 read in, or the model refused. The walk that decides is pure Python: mutated models
 only ever get NnError, in time linear in their bytes, and never pass a reference that
-onnx's own parser finds."""
+onnx's own parser finds. An OpenVINO IR's DTD (an entity naming a file, a billion laughs)
+is not read at all."""
 from __future__ import annotations
 
 import math
@@ -20,14 +21,14 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import _get_all_tensors
 
 import wasinn
-from wasinn import ExecutionTarget, GraphEncoding
+from wasinn import ExecutionTarget, GraphEncoding, HostTensor, TensorType
 from wasinn.backends import formats, spill
 from wasinn.backends.formats import inline_onnx_external_data, refers_to_external_data, reject_onnx_external_data
 from wasinn.errors import NnError
 from wasinn.limits import Limits
 
 from support import models
-from support.repo import CACHE
+from support.repo import CACHE, guest_component
 from support.witx_support import ERRNO, Probe, probe_wasm
 
 SECRET_NAME = "secret.bin"
@@ -178,6 +179,43 @@ def test_a_model_not_starting_with_ir_version_is_refused_by_the_backends_too(rou
     got = roundtrip.call("load", [hostile], "onnx", "cpu")
     assert got.tag == "err" and got.payload.code == "security", got
     assert_tells_nothing(got.payload.data)
+
+
+def _ir_with_dtd(element_type: str) -> bytes:
+    """An OpenVINO IR (one Parameter, its Result) whose DTD declares an external entity
+    naming the secret and a billion laughs (10^9 "lol"s in 1 KB), its Parameter's
+    element_type set to `element_type`."""
+    laughs = '<!ENTITY a0 "lollollollollollollollollollol">' + "".join(
+        f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+    return f"""<?xml version="1.0"?>
+<!DOCTYPE net [ <!ENTITY secret SYSTEM "{SECRET_NAME}"> {laughs} ]>
+<net name="dtd" version="11"><layers>
+  <layer id="0" name="x" type="Parameter" version="opset1"><data shape="1" element_type="{element_type}"/>
+    <output><port id="0" precision="FP32" names="x"><dim>1</dim></port></output></layer>
+  <layer id="1" name="y" type="Result" version="opset1"><input><port id="0" precision="FP32"><dim>1</dim></port>
+    </input></layer>
+</layers><edges><edge from-layer="0" from-port="0" to-layer="1" to-port="0"/></edges></net>""".encode()
+
+
+@pytest.mark.parametrize("isolate", ["guest-models", "none"])
+def test_an_ir_whose_dtd_names_a_file_or_laughs_a_billion_times_is_read_without_it(secret_cwd, isolate):
+    """OpenVINO reads IR with pugixml, which expands no DTD entity: a reference to one
+    stays the text it is. Its error message would carry whatever an entity expanded to
+    (the secret, or a billion laughs), back to the guest: it carries `&secret;`, in either
+    policy, and the same IR with a real type loads and computes."""
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits(isolate=isolate))
+    with host.instantiate(host.load_component(guest_component("roundtrip"))) as inst:
+        for entity in ("secret", "a9"):
+            got = inst.call("load", [_ir_with_dtd(f"&{entity};"), b""], "openvino", "cpu")
+            assert got.tag == "err" and got.payload.code == "invalid-encoding", got
+            assert f'"&{entity};" is not a member of enum element::Type_t' in got.payload.data, got.payload.data
+            assert_tells_nothing(got.payload.data)
+        graph = inst.call("load", [_ir_with_dtd("f32"), b""], "openvino", "cpu")
+        assert graph.tag == "ok", vars(graph.payload)
+        ctx = inst.call("init-context", graph.payload).payload
+        got = inst.call("compute-tensors", ctx, [("x", HostTensor([1], TensorType.FP32, np.float32([7.0]).tobytes()))])
+        assert got.tag == "ok", vars(got.payload)
+        assert got.payload[0][1].to_bytes() == np.float32([7.0]).tobytes()
 
 
 def test_a_core_module_cannot_load_them(secret_cwd, capfd):
