@@ -204,6 +204,37 @@ def test_making_an_execution_context_is_held_to_the_calls_deadline():
     owner.worker.close()
 
 
+def test_an_input_is_copied_into_the_workers_memory_no_further_than_the_calls_deadline():
+    """A tensor made before its instance had a worker (on the heap) is copied into the
+    worker's shared memory at compute: a slice at a time, each without the GIL, none begun
+    past the call's deadline (copies.py). Before, one slice assignment of 512 MiB held every
+    other thread 0.37-0.55 s, and ran a compute begun just before its deadline past it.
+    Here the deadline has passed before the copy: `timeout`, nothing copied, and the
+    worker serves the next compute."""
+    from wasinn._bindings import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+    from wasinn.backends.isolation import Isolation
+    from wasinn.copies import SLICE
+    from wasinn.errors import NnError
+    from wasinn.tensors import HostTensor
+
+    class Owner:  # what Isolation keeps per instance (a session)
+        worker = None
+    isolation, owner = Isolation(Limits()), Owner()
+    graph = isolation.load(owner, "onnxruntime", GraphEncoding.ONNX, 1, "f32", [models.identity(TensorType.FP32)],
+                           ExecutionTarget.CPU, None)
+    context = graph.init_execution_context(None)
+    x = np.arange(3 * SLICE // 4, dtype=np.float32)
+    tensor = HostTensor(x.shape, TensorType.FP32, x.view(np.uint8))
+    with pytest.raises(NnError) as late:
+        context.compute([tensor], deadline=time.monotonic() - 1)
+    assert (late.value.code, late.value.message) == (
+        ErrorCode.TIMEOUT, f"the copy of an input into the backend worker's shared memory ({3 * SLICE} bytes) had "
+                           "not finished by the call's deadline (0 bytes copied)")
+    (name, y), = context.compute([tensor], deadline=time.monotonic() + 60)
+    assert name == "y" and np.array_equal(y.array(), x)
+    owner.worker.close()
+
+
 def test_a_large_tensor_an_instance_makes_is_read_by_its_worker_in_place_and_freed_with_it(tmp_path):
     # from 64 KiB a tensor the guest makes lies in its worker's shared memory, which the
     # worker reads without a copy; its extent goes back to the arena when the tensor goes,

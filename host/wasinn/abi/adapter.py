@@ -62,8 +62,10 @@ class AdapterHost(SpanBinding):
             raise OutOfBounds(f"the tensor's dimensions at {dims} are not aligned to 4 bytes")
         memory.check(dims, 4 * dims_len)
         memory.check(data, data_len)
+        deadline = self.nn.call_deadline(store)
         return self.nn.tensor_from_guest(store, dims_len, lambda: memory.read_array(dims, 4 * dims_len).view("<u4"),
-                                         ty, data_len, lambda into: memory.read_array(data, data_len, into))
+                                         ty, data_len, lambda into: memory.read_array(data, data_len, into, deadline,
+                                                                                      "the tensor's data"))
 
     def data_len(self, store, t: int) -> int:
         return self.nn.get(t, Resource.TENSOR).nbytes
@@ -72,7 +74,7 @@ class AdapterHost(SpanBinding):
         tensor = self.nn.get(t, Resource.TENSOR)
         if n != tensor.nbytes:
             raise OutOfBounds(f"read-data of {n} bytes for a tensor of {tensor.nbytes}")
-        self._memory(store).write(dest, tensor.data)
+        self._memory(store).write(dest, tensor.data, self.nn.call_deadline(store), "the tensor's data")
 
     @returns_error
     def load(self, store, builders: int, count: int, encoding: GraphEncoding, target: ExecutionTarget) -> int:

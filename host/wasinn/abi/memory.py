@@ -47,6 +47,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..lazy import numpy as np
+from .. import copies
 from ..embedding.memory import MemoryCreator, error as _error, memory_type_is64, memory_type_key as _type_key
 
 if TYPE_CHECKING:
@@ -151,15 +152,17 @@ class LinearMemory:
         self.check(addr, n)
         return _memory_view(self.base + addr, n, _PYBUF_READ)
 
-    def read_array(self, addr: int, n: int, into: np.ndarray | None = None) -> np.ndarray:
-        """A copy of `n` bytes at `addr`, in `into` (a uint8 array of `n`) or a new array."""
+    def read_array(self, addr: int, n: int, into: np.ndarray | None = None, deadline: float | None = None,
+                   what: str = "the bytes") -> np.ndarray:
+        """A copy of `n` bytes at `addr`, in `into` (a uint8 array of `n`) or a new array:
+        copies.copy, without the GIL, none of its slices begun past `deadline`."""
         self.check(addr, n)
         out = np.empty(n, np.uint8) if into is None else into
         if n:
-            ctypes.memmove(out.ctypes.data, self.base + addr, n)
+            copies.copy(out.ctypes.data, self.base + addr, n, deadline, what)
         return out
 
-    def write(self, addr: int, data) -> None:
+    def write(self, addr: int, data, deadline: float | None = None, what: str = "the bytes") -> None:
         # A memoryview slice assignment is one memcpy with ~10x less Python around it than
         # numpy's ctypes address and memmove: it runs on every data(), right after a model
         # run has pushed the interpreter out of the CPU's caches.
@@ -168,16 +171,17 @@ class LinearMemory:
         except TypeError:  # not C-contiguous
             src = memoryview(np.ascontiguousarray(data)).cast("B")
         self.check(addr, src.nbytes)
-        copy_into(self.base + addr, src)
+        copy_into(self.base + addr, src, deadline, what)
 
 
-def copy_into(address: int, src: memoryview) -> None:
+def copy_into(address: int, src: memoryview, deadline: float | None = None, what: str = "the bytes") -> None:
     """The bytes of `src` to `address` (checked by the caller): one memcpy, and from
-    _COPY_WITHOUT_THE_GIL bytes on one that lets other threads run meanwhile (and through
-    the page faults of guest memory touched the first time)."""
+    _COPY_WITHOUT_THE_GIL bytes on, copies.copy: slices that let other threads run
+    meanwhile (and through the page faults of guest memory touched the first time), none
+    begun past `deadline`."""
     n = src.nbytes
     if n >= _COPY_WITHOUT_THE_GIL:
-        ctypes.memmove(address, np.frombuffer(src, np.uint8).ctypes.data, n)
+        copies.copy(address, copies.address_of(src), n, deadline, what)
     elif n:
         _memory_view(address, n, _PYBUF_WRITE)[:] = src
 

@@ -36,6 +36,7 @@ from .memory import copy_into
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..embedding.memory import ExportedMemory
 from ..embedding.patches import I32Host
+from ..copies import copied
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
 from ..nn import (Session, WasiNn, check_input, check_outputs, compute_bound, in_model_order, new_context,
@@ -149,11 +150,12 @@ class GuestMemory:
             self._past_end(ptr, 4, what)
         return self.mv[ptr:ptr + 4].cast("I")  # x86 and arm64 hosts are little-endian, as wasm is
 
-    def write(self, ptr: int, data, what: str) -> None:
-        """`data` (bytes or a uint8 array) copied to `ptr`: one memmove (memory.copy_into)."""
+    def write(self, ptr: int, data, what: str, deadline: float | None = None) -> None:
+        """`data` (bytes or a uint8 array) copied to `ptr` (memory.copy_into: past a MiB,
+        slices without the GIL, none begun past `deadline`)."""
         if ptr + len(data) > self.size:
             self._past_end(ptr, len(data), what)
-        copy_into(self.bytes.ctypes.data + ptr, memoryview(data).cast("B"))
+        copy_into(self.bytes.ctypes.data + ptr, memoryview(data).cast("B"), deadline, what)
 
 
 class Execution:
@@ -347,7 +349,9 @@ class WitxHost:
         grows = t.nbytes - (old.nbytes if old is not None else 0)
         if grows > 0:
             self.nn.limits.check_host_bytes(session.host_bytes, grows, f"input {index} ({t.nbytes} bytes)")
-        t.data = data.copy()  # set_input takes the bytes as they are now: the guest may reuse its buffer
+        # set_input takes the bytes as they are now (the guest may reuse its buffer), copied
+        # a slice at a time, none begun past the call's deadline
+        t.data = copied(data, session.deadline, f"input {index}")
         execution.inputs[index] = t
         execution.hold(session, grows)
 
@@ -405,7 +409,8 @@ class WitxHost:
         data = self._output(mem, context, index)
         if len(data) > out_max:
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds {out_max}")
-        mem.write(out_ptr, data, "the output")  # the one copy, straight into the guest's buffer
+        # the one copy, straight into the guest's buffer
+        mem.write(out_ptr, data, f"output {index}", mem.session.deadline)
         slot[0] = len(data)
 
     def get_output_wamr(self, caller, mem, context, index, out_ptr, size_ptr) -> None:
@@ -416,7 +421,7 @@ class WitxHost:
         if len(data) > size:
             raise NnError(ErrorCode.TOO_LARGE, f"output {index} is {len(data)} bytes; the buffer holds "
                           f"{size} ({slot[0]} words)")
-        mem.write(out_ptr, data, "the output")
+        mem.write(out_ptr, data, f"output {index}", mem.session.deadline)
         slot[0] = -(-len(data) // _WAMR_WORD)
 
     def _streaming(self, caller, mem, *args) -> None:

@@ -83,7 +83,7 @@ class Isolation:
         from . import isolated
         # the bytes go into a file of their own first: a first load waits below for the
         # fork server still starting (forkserver.py), and this copy need not wait with it
-        model = isolated.model_file(builders)
+        model = isolated.model_file(builders, deadline)
         try:
             worker = self.worker(owner, deadline)
             isolated.zygote().preload(kind, deadline)
