@@ -45,13 +45,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # The only place touching wasmtime-py privates and its C API.
     ("embedding", ("embedding/",)),
     # Generated bindings and small leaf modules every layer uses: tensors, limits,
-    # errors, files, digests, deadlines (the epoch ticker and deadline types), versions,
-    # resources (shipped files), lazy (deferred heavy imports), forkserver (the backend
-    # workers' fork server as a process, which the facade starts before wasmtime's
-    # import). `__init__` is here: it re-exports names (lazily) and must itself import
-    # nothing above.
+    # errors, files, digests, deadlines (the epoch ticker and deadline types), copies
+    # (guest-sized bytes in slices held to a deadline), versions, resources (shipped
+    # files), lazy (deferred heavy imports), forkserver (the backend workers' fork server
+    # as a process, which the facade starts before wasmtime's import). `__init__` is
+    # here: it re-exports names (lazily) and must itself import nothing above.
     ("basics", ("_bindings", "_enums", "tensors", "limits", "errors", "files", "digests", "deadlines",
-                "versions", "resources", "lazy", "forkserver", "__init__")),
+                "copies", "versions", "resources", "lazy", "forkserver", "__init__")),
 ]
 
 
