@@ -526,7 +526,7 @@ class Instance:
         """The exports for a message: the first `shown`, and how many there are."""
         names = self.exported_interfaces()
         more = f", ... ({len(names)} in all)" if len(names) > shown else ""
-        return (", ".join(names[:shown]) or "(nothing)") + more
+        return (", ".join(names[:shown]) or "(none)") + more
 
     def exported_interfaces(self) -> list[str]:
         names = types.items(self.component.type, record(self.component).engine.engine, "exports")
@@ -748,7 +748,7 @@ class ModuleInstance(Instance):
         if func is None:
             func = calls.core_export(store, self._instance, name)
             if not isinstance(func, wasmtime.Func):
-                raise WasinnError(f"the module exports no function {name!r}; it exports: "
+                raise WasinnError(f"the module exports no function {name!r}; the functions it exports: "
                                   + self._exports_listed())
             func = self._funcs[name] = CoreExport(func, store)
         return func

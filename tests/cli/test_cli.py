@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import wasmtime
 
 from support import models
 from support.repo import CACHE, ROOT
@@ -146,7 +147,10 @@ def test_bad_cli_input_is_one_clear_line(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("wasm, message", [
-    (b"\0asm\x01\0\0\0", "the module exports no function '_start'"),  # core modules run (WITX); no entry
+    # core modules run (WITX): one with no entry, one whose `_start` is a global
+    (b"\0asm\x01\0\0\0", "the module exports no function '_start'; the functions it exports: (none)"),
+    (wasmtime.wat2wasm('(module (global (export "_start") i32 (i32.const 0)) (func (export "main")))'),
+     "the module exports no function '_start'; the functions it exports: main"),
     (b"\0asm\x0d\0\x01\0junk", "a.wasm is truncated (12 bytes): a section at byte 10 runs past the end"),
     (b"\0asm\x02\0\0\0", "a.wasm is WebAssembly of a version wasinn does not read"),
 ])
