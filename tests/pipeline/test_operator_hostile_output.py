@@ -225,6 +225,37 @@ def test_a_command_request_over_the_brokers_maximum_packet_size_is_payload_inval
             link.close()
 
 
+@pytest.mark.parametrize("pattern, value, message", [
+    ("{a}" * 100_000, "x" * 10_000, "the request topic pattern is 300000 characters long; a topic holds at most 65535 "
+                                    "bytes"),
+    ("cmd/" + "{a}" * 20_000, "x" * 10_000, "the request topic would be over 65535 bytes once its tokens are filled in "
+                                            "({a} and those before it)"),
+])
+def test_a_request_topic_is_refused_before_its_tokens_make_it_longer_than_a_topic(broker, pattern, value, message):
+    """A guest's topic pattern and token values are each within max-string-bytes, their
+    product is not: 100,000 tokens of a 10 KB value had the host build a 1 GB topic
+    (7.3 s under a 2 s deadline, every other thread held 3.1 s, +2.9 GB) before its length
+    was looked at. Refused as the pattern is read, in microseconds."""
+    from wasinn.pipeline.connection import Link
+    from wasinn.pipeline.jsonlog import EventLog
+    from wasinn.pipeline.schema import Mqtt
+    from wasinn.pipeline.services import CommandInvoker
+    from wasinn.pipeline.services.invoker import Options, Request, RpcError
+    link = Link(Mqtt("127.0.0.1", broker.port, "g", "dead"), "invoker-probe", EventLog(stream=io.StringIO()),
+                on_up=lambda client, present: None)
+    link.start(clean_start=True, properties=None)
+    try:
+        assert link.connected.wait(20)
+        invoker = CommandInvoker.awaiting("invoker-probe")
+        invoker.attach(link.client, ("h/in",), link.too_large)
+        with pytest.raises(RpcError) as e:
+            invoker.invoke(Options(request_topic_pattern=pattern, command_name="probe", topic_token_map=(("a", value),)),
+                           Request(payload=b"x", timeout=1.0), 1.0)
+        assert str(e.value) == f"configuration-invalid: {message}"
+    finally:
+        link.close()
+
+
 def test_what_an_operator_writes_to_stdout_and_stderr_is_the_workers_log_lines(broker, graph):
     """An operator's WASI stdout and stderr are its worker's (wasmtime's own streams): the
     worker captures both into its JSON log (jsonlog.capture_output), so a line that

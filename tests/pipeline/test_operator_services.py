@@ -248,6 +248,23 @@ def test_a_guest_flooding_keys_metrics_and_logs_is_bounded(wasinn_host, probe, t
     services.close()
 
 
+def test_label_sets_of_new_keys_are_series_counted_against_the_limit():
+    """A series is its name, label keys and values: counted by name and values alone, a
+    guest making one counter with new label keys and empty values each call had made
+    20,000 series (each a metric of its own, held for good: +200 MB, and a 250 MB scrape
+    that held every other thread 1 s) under a limit of 256."""
+    from wasinn.pipeline.services.metrics import MetricError, OperatorMetrics
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(MetricFamilies(registry), "hostile", 20)
+    for i in range(20):
+        metrics.add("keys", 1, [(f"k{i}", "")])
+    with pytest.raises(MetricError, match="reports more than 20 metric series"):
+        metrics.add("keys", 1, [("k20", "")])
+    metrics.add("keys", 1, [("k3", "")])  # a series it has still counts
+    samples = [s for m in registry.collect() for s in m.samples if s.name == "wasinn_operator_keys_total"]
+    assert len(samples) == 20 and sum(s.value for s in samples) == 21
+
+
 def test_logger_writes_json_lines_with_the_operator_and_context(wasinn_host, probe):
     log = io.StringIO()
     services = Services.embedded(log=EventLog(stream=log, level="debug"))
