@@ -249,8 +249,8 @@ def test_a_request_topic_is_refused_before_its_tokens_make_it_longer_than_a_topi
         invoker = CommandInvoker.awaiting("invoker-probe")
         invoker.attach(link.client, ("h/in",), link.too_large)
         with pytest.raises(RpcError) as e:
-            invoker.invoke(Options(request_topic_pattern=pattern, command_name="probe", topic_token_map=(("a", value),)),
-                           Request(payload=b"x", timeout=1.0), 1.0)
+            options = Options(request_topic_pattern=pattern, command_name="probe", topic_token_map=(("a", value),))
+            invoker.invoke(options, Request(payload=b"x", timeout=1.0), 1.0)
         assert str(e.value) == f"configuration-invalid: {message}"
     finally:
         link.close()
