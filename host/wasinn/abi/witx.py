@@ -34,9 +34,9 @@ import wasmtime
 from . import _witx_tables as tables
 from .memory import copy_into
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
+from ..copies import copied
 from ..embedding.memory import ExportedMemory
 from ..embedding.patches import I32Host
-from ..copies import copied
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
 from ..nn import (Session, WasiNn, check_input, check_outputs, compute_bound, in_model_order, new_context,

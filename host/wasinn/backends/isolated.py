@@ -443,12 +443,12 @@ def model_file(builders: list, deadline: float | None = None) -> int:
                 while part:
                     n = os.pwrite(fd, part, offset)
                     part, offset = part[n:], offset + n
-    except (OSError, NnError) as e:
+    except BaseException as e:  # the deadline's `timeout` among them: the file goes either way
         if fd is not None:
             os.close(fd)
-        if isinstance(e, NnError):
-            raise
-        raise too_large(f"no room for the model's bytes on their way to the backend worker: {e}") from None
+        if isinstance(e, OSError):
+            raise too_large(f"no room for the model's bytes on their way to the backend worker: {e}") from None
+        raise
     return fd
 
 
