@@ -225,17 +225,22 @@ def test_a_command_request_over_the_brokers_maximum_packet_size_is_payload_inval
             link.close()
 
 
-@pytest.mark.parametrize("pattern, value, message", [
-    ("{a}" * 100_000, "x" * 10_000, "the request topic pattern is 300000 characters long; a topic holds at most 65535 "
-                                    "bytes"),
-    ("cmd/" + "{a}" * 20_000, "x" * 10_000, "the request topic would be over 65535 bytes once its tokens are filled in "
-                                            "({a} and those before it)"),
+@pytest.mark.parametrize("which, pattern, value, message", [
+    ("request", "{a}" * 100_000, "x" * 10_000, "the request topic pattern is 300000 characters long; a topic holds at "
+                                               "most 65535 bytes"),
+    ("request", "cmd/" + "{a}" * 20_000, "x" * 10_000, "the request topic would be over 65535 bytes once its tokens "
+                                                       "are filled in ({a} and those before it)"),
+    ("response", "r/{commandName}/" + "{a}" * 20_000, "x" * 10_000, "the response topic would be over 65535 bytes "
+                                                                    "once its tokens are filled in ({a} and those "
+                                                                    "before it)"),
 ])
-def test_a_request_topic_is_refused_before_its_tokens_make_it_longer_than_a_topic(broker, pattern, value, message):
+def test_a_request_topic_is_refused_before_its_tokens_make_it_longer_than_a_topic(broker, which, pattern, value,
+                                                                                  message):
     """A guest's topic pattern and token values are each within max-string-bytes, their
     product is not: 100,000 tokens of a 10 KB value had the host build a 1 GB topic
     (7.3 s under a 2 s deadline, every other thread held 3.1 s, +2.9 GB) before its length
-    was looked at. Refused as the pattern is read, in microseconds."""
+    was looked at. Refused as the pattern is read, in microseconds, the response topic's
+    as the request's; the invoker serves the next command (here: nobody answers it)."""
     from wasinn.pipeline.connection import Link
     from wasinn.pipeline.jsonlog import EventLog
     from wasinn.pipeline.schema import Mqtt
@@ -249,9 +254,14 @@ def test_a_request_topic_is_refused_before_its_tokens_make_it_longer_than_a_topi
         invoker = CommandInvoker.awaiting("invoker-probe")
         invoker.attach(link.client, ("h/in",), link.too_large)
         with pytest.raises(RpcError) as e:
-            options = Options(request_topic_pattern=pattern, command_name="probe", topic_token_map=(("a", value),))
+            patterns = {"request_topic_pattern": pattern} if which == "request" else {
+                "request_topic_pattern": "cmd/probe", "response_topic_pattern": pattern}
+            options = Options(**patterns, command_name="probe", topic_token_map=(("a", value),))
             invoker.invoke(options, Request(payload=b"x", timeout=1.0), 1.0)
         assert str(e.value) == f"configuration-invalid: {message}"
+        with pytest.raises(RpcError, match="^timeout: no response on clients/invoker-probe/cmd/probe within 0.2 s$"):
+            invoker.invoke(Options(request_topic_pattern="cmd/probe", command_name="probe"),
+                           Request(payload=b"x", timeout=0.2), 1.0)
     finally:
         link.close()
 
