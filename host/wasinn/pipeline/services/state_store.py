@@ -89,6 +89,10 @@ HOST_KEYS = b"wasinn/"
 # The longest time to live a key may be given: the embedded store keeps the end as
 # nanoseconds in a 64-bit integer (to 2262), and a guest's u64 seconds overflowed it.
 MAX_EXPIRY_SECONDS = 100 * 365 * 86400
+# The expired keys a write of the embedded store drops before its own: 10,000 keys of
+# 6 KB expiring together, dropped at once, held the store (and every operator's next
+# write) 78 ms; a batch costs ~0.5 ms.
+PURGE_BATCH = 64
 
 
 def fencing_refusal(stored: str | None, given: Timestamp | None) -> str | None:
@@ -144,10 +148,37 @@ class EmbeddedStore:
         self._finalizer = weakref.finalize(self, _remove, self._db, self.path if self._own_file else None)
 
     def _purge(self, now: int) -> None:
-        for owner, n in self._db.execute("SELECT owner, SUM(length(value)) FROM kv WHERE expires IS NOT NULL AND "
-                                         "expires <= ? GROUP BY owner", (now,)).fetchall():
+        """Drops at most PURGE_BATCH of the keys that expired, the longest expired first: a
+        write adds at most one key and drops up to a batch, so the expired keys left behind
+        only dwindle, and no write pays for a mass expiry. Until dropped, an expired key
+        is absent to every request (`_live_row`) and to its creator's quotas."""
+        rows = self._db.execute("SELECT rowid, owner, length(value) FROM kv WHERE expires IS NOT NULL AND "
+                                "expires <= ? ORDER BY expires LIMIT ?", (now, PURGE_BATCH)).fetchall()
+        if not rows:
+            return
+        freed: dict[str, int] = {}
+        for _, owner, n in rows:
+            freed[owner] = freed.get(owner, 0) + n
+        for owner, n in freed.items():
             self._count(owner, -n)
-        self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        self._db.execute(f"DELETE FROM kv WHERE rowid IN ({','.join('?' * len(rows))})", [r[0] for r in rows])
+
+    def _live_row(self, key: bytes, now: int):
+        """The key's (value, fencing, owner), or None where it is absent or expired (an
+        expired one is dropped here: the batch purge may not have reached it yet)."""
+        row = self._db.execute("SELECT value, fencing, owner, expires FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[3] is not None and row[3] <= now:
+            self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            self._count(row[2], -len(row[0]))
+            return None
+        return row
+
+    def _expired_of(self, owner: str, now: int) -> tuple[int, int]:
+        """How many of an operator's keys, and how many bytes of values, expired and are
+        not purged yet: left out of its quotas (read only when a quota would refuse)."""
+        n, size = self._db.execute("SELECT COUNT(*), SUM(length(value)) FROM kv WHERE owner = ? AND "
+                                   "expires IS NOT NULL AND expires <= ?", (owner, now)).fetchone()
+        return n, size or 0
 
     def _count(self, owner: str, n: int) -> None:
         self._db.execute("INSERT INTO usage (owner, bytes) VALUES (?, ?) ON CONFLICT (owner) "
@@ -166,7 +197,7 @@ class EmbeddedStore:
         now = time.time_ns()
         with self._lock, self._transaction():
             self._purge(now)
-            row = self._db.execute("SELECT value, fencing, owner FROM kv WHERE key = ?", (key,)).fetchone()
+            row = self._live_row(key, now)
             refusal = fencing_refusal(row[1] if row else None, fencing)
             if refusal:
                 raise StateError(refusal)
@@ -175,7 +206,7 @@ class EmbeddedStore:
                 return False, None
             if row is None and max_keys:
                 (held,) = self._db.execute("SELECT COUNT(*) FROM kv WHERE owner = ?", (owner,)).fetchone()
-                if held >= max_keys:
+                if held >= max_keys and held - self._expired_of(owner, now)[0] >= max_keys:
                     raise StateError(too_many_keys(owner, max_keys))
             grows = len(value) - (len(row[0]) if row else 0)
             creator = row[2] if row else owner  # counted against the key's creator, as its keys are
@@ -183,7 +214,9 @@ class EmbeddedStore:
                 held = self._db.execute("SELECT bytes FROM usage WHERE owner = ?", (creator,)).fetchone()
                 held = held[0] if held else 0
                 if held + grows > max_bytes:
-                    raise StateError(too_many_bytes(creator, held, grows, max_bytes))
+                    held -= self._expired_of(creator, now)[1]
+                    if held + grows > max_bytes:
+                        raise StateError(too_many_bytes(creator, held, grows, max_bytes))
             self._count(creator, grows)
             version = self._version()
             token = encode_version(fencing) if fencing is not None else (row[1] if row else None)
@@ -199,7 +232,7 @@ class EmbeddedStore:
         now = time.time_ns()
         with self._lock, self._transaction():
             self._purge(now)
-            row = self._db.execute("SELECT value, fencing, owner FROM kv WHERE key = ?", (key,)).fetchone()
+            row = self._live_row(key, now)
             if row is None:
                 return 0, None
             refusal = fencing_refusal(row[1], fencing)
