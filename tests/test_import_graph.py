@@ -46,12 +46,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("embedding", ("embedding/",)),
     # Generated bindings and small leaf modules every layer uses: tensors, limits,
     # errors, files, digests, deadlines (the epoch ticker and deadline types), copies
-    # (guest-sized bytes in slices held to a deadline), versions, resources (shipped
+    # (guest-sized bytes in slices held to a deadline), collector (the cyclic collector
+    # paused while a call's arguments are made), versions, resources (shipped
     # files), lazy (deferred heavy imports), forkserver (the backend workers' fork server
     # as a process, which the facade starts before wasmtime's import). `__init__` is
     # here: it re-exports names (lazily) and must itself import nothing above.
     ("basics", ("_bindings", "_enums", "tensors", "limits", "errors", "files", "digests", "deadlines",
-                "copies", "versions", "resources", "lazy", "forkserver", "__init__")),
+                "copies", "collector", "versions", "resources", "lazy", "forkserver", "__init__")),
 ]
 
 

@@ -43,6 +43,11 @@ MAX_CATCH_UP = 1 << 16
 PAST_THE_TICK = 1.2 * EPOCH_SECONDS
 
 
+class PastDeadline(Exception):
+    """A call's deadline came while the host was making its arguments (`abi/values.py`,
+    `embedding/lowering.py`): the call is over before its guest ran."""
+
+
 def seconds_left(deadline: float | None, none: float | None = -1) -> float | None:
     """Seconds to `deadline` (time.monotonic()) for a wait, at least 0; `none` without one
     (-1: Lock.acquire's "for ever")."""

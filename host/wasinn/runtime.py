@@ -30,9 +30,9 @@ from .abi import values
 from ._bindings import (RESOURCE_WIT_NAMES, WASI_CLI_RUN, Resource, add_wasinn_adapter_to_linker,
                         add_wasinn_fastpath_to_linker, add_wasinn_introspect_to_linker)
 from .backends import default_backends
-from . import compiler
+from . import collector, compiler
 from .compile_cache import WASMTIME_VERSION, CompileCache, waiting_for
-from .deadlines import EPOCH_SECONDS, EpochTicker, start_watchdog, stop_at
+from .deadlines import EPOCH_SECONDS, EpochTicker, PastDeadline, start_watchdog, stop_at
 from .embedding import calls, patches, types
 from .embedding import errors as wasmtime_errors
 from .embedding.calls import CoreExport
@@ -538,18 +538,28 @@ class Instance:
         a trap keeps it, for saying why a run failed."""
         return self._session.last_error if self._session is not None else self._last_nn_error
 
-    def call(self, name: str, *args: Any) -> Any:
+    def call(self, name: str, *args: Any, started: float | None = None) -> Any:
         """Calls an export: `func`, or `interface#func` for one in an exported interface.
         numpy arrays and `HostTensor`s go where the function takes a `tensor` (handed
         over as handles: no bytes cross); tensors in the result come back as
         `HostTensor`s. Variants and results are `Variant(tag, payload)` both ways.
         Arguments are checked against the WIT types first: a mismatch raises `BadValue`
-        (one line: the parameter, the path inside it, the type, the value)."""
+        (one line: the parameter, the path inside it, the type, the value).
+        The call's deadline counts from `started` (time.monotonic() when the caller
+        began making its arguments; default: once the instance exists) and covers
+        making them."""
         store = self._ensure()
+        if started is None:
+            started = time.monotonic()
         func, ftype = self._func(store, name)
         if len(args) != len(ftype.params):
             raise BadValue(f"{name} takes {len(ftype.params)} argument{'' if len(ftype.params) == 1 else 's'} "
                            f"({', '.join(n for n, _ in ftype.params)}), got {len(args)}")
+        limits = self.host.limits
+        with collector.holding():
+            return self._call(store, name, func, ftype, args, started, limits)
+
+    def _call(self, store: Store, name: str, func, ftype, args: tuple, started: float, limits: Limits) -> Any:
         lent: list[int] = []  # tensors made only to lend (borrow<tensor>) die after the call
         given: list[int] = []  # and all of them when a later argument does not fit
 
@@ -563,20 +573,27 @@ class Instance:
                 return self.host.nn.take(handle.to_host(store).rep, Resource.TENSOR)
             return self._handle(store, handle)
 
+        deadline = started + limits.deadline if limits.deadline > 0 else None
         try:
             try:
-                params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
-                          for (param, ty), arg in zip(ftype.params, args)]
-            except BadValue:
+                with values.converting(deadline):
+                    params = [values.to_wasm(ty, arg, give, f"parameter {param!r}")
+                              for (param, ty), arg in zip(ftype.params, args)]
+                collector.made()
+            except (BadValue, PastDeadline) as e:
                 lent.extend(given)
+                if isinstance(e, PastDeadline):
+                    raise self._past_deadline(name) from None
                 raise
-            self._budget(store, self._session)
+            self._budget(store, self._session, started)
             try:
                 with self._watched(name), streams.in_call(store):
-                    result = calls.call_export(func, ftype.param_types, ftype.result, store, params)
+                    result = calls.call_export(func, ftype.param_types, ftype.result, store, params, deadline)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
                 raise
+            except PastDeadline:
+                raise self._past_deadline(name) from None
             except BaseException:
                 self.close()  # a host function raised: wasmtime has poisoned the instance
                 raise
@@ -591,6 +608,14 @@ class Instance:
         finally:
             for rep in lent:
                 self.host.nn.drop(rep)
+
+    def _past_deadline(self, name: str) -> GuestTrap:
+        """A call whose deadline came while the host made its arguments ends as one whose
+        guest ran past it: its instance goes."""
+        self.close()
+        return GuestTrap(f"the call of {name} ran past its deadline before the guest was entered: "
+                         f"{self.host.limits.past_deadline()}, and making its arguments took that long; the "
+                         "instance was torn down, the next call gets a fresh one")
 
     def _handle(self, store: Store, handle: ResourceAny) -> values.Handle:
         """A resource of a result, saying what it is. A wasi:nn one is looked up by its
@@ -614,13 +639,14 @@ class Instance:
             "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (one long node of "
             "a model run in process, a WASI read that waits)"))
 
-    def _budget(self, store: Store, session) -> None:
-        """Arms the limits of one call: its deadline (epoch ticks for wasm, a time for the
-        host functions that wait: the backend, WASI clocks and writes) and its fuel."""
+    def _budget(self, store: Store, session, started: float | None = None) -> None:
+        """Arms the limits of one call begun at `started` (default: now): its deadline
+        (epoch ticks for wasm, a time for the host functions that wait: the backend, WASI
+        clocks and writes) and its fuel."""
         limits = self.host.limits
         if limits.deadline > 0:
-            store.set_epoch_deadline(max(1, math.ceil(limits.deadline / EPOCH_SECONDS)))
-            session.deadline = time.monotonic() + limits.deadline
+            session.deadline = (time.monotonic() if started is None else started) + limits.deadline
+            store.set_epoch_deadline(max(1, math.ceil((session.deadline - time.monotonic()) / EPOCH_SECONDS)))
         else:
             store.set_epoch_deadline(1 << 62)
         if limits.fuel:

@@ -180,3 +180,19 @@ def test_the_layout_is_the_one_wasmtime_py_declares():
     for name, code in layout.SCALAR_CODES.items():
         member = {"BOOL": "boolean", "CHAR": "character"}.get(name, name.lower())
         assert ctypes.sizeof(dict((n, t) for n, t, *_ in union._fields_)[member]) == layout.payload(code).size
+
+
+def test_writing_a_long_list_stops_at_the_calls_deadline(values):
+    """An export's arguments are written under the call's deadline: half a million values
+    took ~0.4 s to write, all of it past the deadline of a call whose arguments were
+    still being made when it came."""
+    import time
+
+    from wasinn.deadlines import PastDeadline
+    ftype, store = _function(values, "echo-points")
+    points = [_record({"x": 1, "y": 2, "label": None})] * 1000
+    with pytest.raises(PastDeadline):
+        lowering.lower(store, ftype.param_types, [points], deadline=time.monotonic() - 1)
+    args, arena = lowering.lower(store, ftype.param_types, [points], deadline=time.monotonic() + 60)
+    arena.release()
+    assert len(values.call("echo-points", [{"x": 1, "y": 2, "label": "a"}])) == 1

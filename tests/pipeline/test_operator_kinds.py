@@ -268,3 +268,22 @@ def test_an_operator_opened_without_services_has_its_own(wasinn_host, probe):
     op.close()
     import os
     assert not os.path.exists(path)
+
+
+def test_a_folds_arguments_are_made_within_its_calls_deadline(services):
+    """An accumulate fold of a full window (10,000 messages, 60,000 user properties: what
+    an operator upstream can stage) took ~1 s to make its arguments before its deadline
+    began, and its objects' collections held the GIL 100-150 ms. The deadline now covers
+    making them: past it, the call ends as one past its deadline, the guest not entered,
+    and the next call runs."""
+    from support.repo import CACHE
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits(deadline=0.1))
+    window = [Message(b"m", topic="t", timestamp=Timestamp(1, 0, 0, "n"),
+                      user_properties=[(f"key{j}", "value") for j in range(6)]) for _ in range(10_000)]
+    with Operator.open(host, operator_wasm("operator-probe"), kind="accumulate", name="fold",
+                       services=services) as op:
+        with pytest.raises(OperatorError, match=r"^operator 'fold' failed \(trap\): .*the call ran past its deadline "
+                                                r"of 0.1 s \(limit 'deadline', --deadline\).*making its arguments took "
+                                                r"that long"):
+            op.accumulate(b"s", window)
+        assert op.accumulate(b"s", window[:3]) == b"s|m|m|m"

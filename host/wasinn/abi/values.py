@@ -13,6 +13,9 @@ list<u8>, got "abc"`. `--invoke` and `Instance.call` both go through here.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -23,6 +26,7 @@ from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, Borr
 
 from .._bindings import RESOURCE_WIT_NAMES, Resource
 from ..embedding.types import is_bytes, is_tagged
+from ..deadlines import PastDeadline
 from ..errors import BadValue
 from ..tensors import HostTensor, dtype_refusal, fits, tensor_type_of, value_range
 
@@ -210,6 +214,30 @@ def _tensor_hint(value) -> str:
     return f"; pass np.asarray(value, np.{dtype.__name__}) (in --invoke: {literal})"
 
 
+_conversion = threading.local()  # the deadline of the arguments made in this thread
+# list elements made between looks at the deadline
+_LOOK_EVERY = 256
+
+
+@contextlib.contextmanager
+def converting(deadline: float | None):
+    """Arguments made inside count against `deadline` (time.monotonic(); None: none): a
+    list looks at it every _LOOK_EVERY elements and raises `PastDeadline`. Inside a
+    call's `collector.holding`, the collector waits meanwhile."""
+    before = getattr(_conversion, "deadline", None)
+    _conversion.deadline = deadline
+    try:
+        yield
+    finally:
+        _conversion.deadline = before
+
+
+def in_time() -> None:
+    deadline = getattr(_conversion, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise PastDeadline
+
+
 def to_wasm(ty, value, handles: Handles, where: str) -> Any:
     """wasinn's shape → what wasmtime-py's lowering expects, checked against `ty` on
     the way: a mismatch raises `BadValue` naming `where` ("parameter 'x'"), then the
@@ -305,6 +333,8 @@ def _make_lowering(ty) -> Callable[[Any, Handles], Any]:
                 raise _Mismatch(ty, value)
             items = []
             for i, v in enumerate(value):
+                if i % _LOOK_EVERY == _LOOK_EVERY - 1:
+                    in_time()
                 try:
                     items.append(element(v, handles))
                 except _Mismatch as e:

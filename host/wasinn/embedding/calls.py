@@ -18,11 +18,12 @@ from .stores import store_key
 _I32 = ffi.WASMTIME_I32.value
 
 
-def call_export(func, param_types: list, result_type, store, params) -> object:
+def call_export(func, param_types: list, result_type, store, params, deadline: float | None = None) -> object:
     """`Func.__call__` without asking wasmtime for the function's type on every call
     (the caller passes the types it looked up once), its arguments written into one
-    buffer (lowering.py) where their types allow, by stock lowering elsewhere."""
-    lowered = lowering.lower(store, param_types, params)
+    buffer (lowering.py) where their types allow, by stock lowering elsewhere; writing
+    them stops at `deadline` (`PastDeadline`)."""
+    lowered = lowering.lower(store, param_types, params, deadline)
     if lowered is None:
         return _stock_call(func, param_types, result_type, store, params)
     args, arena = lowered
