@@ -265,6 +265,26 @@ def test_label_sets_of_new_keys_are_series_counted_against_the_limit():
     assert len(samples) == 20 and sum(s.value for s in samples) == 21
 
 
+def test_a_histograms_scrape_is_bounded_by_its_label_text_and_it_records_no_nan():
+    """Each histogram series is ~17 lines of every scrape, each with all its labels: 256
+    series of 32 labels of 200 characters made a 60 MB scrape. A series' labels have at
+    most MAX_LABEL_TEXT characters together; a NaN (in no bucket, the sum NaN for good)
+    is refused."""
+    from wasinn.pipeline.services.metrics import MAX_LABEL_TEXT, MetricError, OperatorMetrics
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(MetricFamilies(registry), "hostile", 256)
+    wide = [(f"k{i}", "v" * 196) for i in range(5)]  # 5 x 198 characters: within
+    metrics.record("latency", 1.5, wide)
+    with pytest.raises(MetricError, match=rf"^metric 'latency': its label keys and values have more than "
+                                          rf"{MAX_LABEL_TEXT} characters together$"):
+        metrics.record("latency", 1.5, [*wide, ("k5", "v" * 40)])
+    with pytest.raises(MetricError, match=r"^metric 'latency': a histogram records numbers; NaN is none$"):
+        metrics.record("latency", float("nan"), wide)
+    metrics.record("latency", float("inf"), wide)  # +Inf is a number, in the last bucket
+    count = [s.value for m in registry.collect() for s in m.samples if s.name == "wasinn_operator_latency_count"]
+    assert count == [2.0]
+
+
 def test_logger_writes_json_lines_with_the_operator_and_context(wasinn_host, probe):
     log = io.StringIO()
     services = Services.embedded(log=EventLog(stream=log, level="debug"))
