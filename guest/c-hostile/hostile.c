@@ -11,6 +11,10 @@
  *                             them: the host must still end the call at its deadline
  *   hostile errors N NAME     load-by-name NAME (registered or not) N times, keeping every
  *                             error it gets: the host must bound what they hold
+ *   hostile timeouts N NAME   load-by-name NAME, then compute on an fp32 N x N tensor again
+ *                             and again: the first compute runs into the call's deadline
+ *                             (`timeout`), each later one is a `timeout` at once; the host
+ *                             must end the call soon after the first, however many come
  *
  * Prints what each wasi:nn call returned ("error: CODE: MESSAGE" for an error); a call
  * the host ends traps, and the host says why.
@@ -93,9 +97,29 @@ static int run_main(int argc, char **argv) {
             kept += g.is_err;  /* never dropped */
         }
         printf("kept %zu errors\n", kept);
+    } else if (argc == 4 && !strcmp(argv[1], "timeouts")) {
+        size_t n = strtoul(argv[2], 0, 10), seen = 0;
+        nn_result g, c;
+        nn_load_by_name(argv[3], strlen(argv[3]), &g);
+        if (g.is_err) return report(g.value);
+        nn_init_execution_context(g.value, &c);
+        if (c.is_err) return report(c.value);
+        uint32_t dims[2] = {n, n};
+        uint8_t *data = calloc(n * n + 1, 4);
+        for (;;) {
+            nn_named_tensor input = {{"x", 1}, nn_tensor_new(dims, 2, NN_FP32, data, n * n * 4)};
+            nn_compute_result out;
+            nn_compute(c.value, &input, 1, &out);
+            if (!out.is_err) {
+                printf("computed before the deadline\n");
+                return 0;
+            }
+            if (!seen++) report(out.u.err);
+            else nn_error_drop(out.u.err);
+        }
     } else {
         fprintf(stderr, "usage: hostile rank N | tensors N SIZE | builders N | compute N NAME | print N | "
-                        "errors N NAME\n");
+                        "errors N NAME | timeouts N NAME\n");
         return 1;
     }
     return 0;

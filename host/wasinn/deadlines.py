@@ -156,6 +156,14 @@ class EpochTicker:
     _thread: threading.Thread | None = None
     _lock = threading.Lock()
     _stop = threading.Event()
+    due = float("inf")  # time.monotonic() of the next tick
+
+    @classmethod
+    def ticks_by(cls, end: float) -> int:
+        """How many ticks come by `end` (time.monotonic()), as scheduled: an epoch deadline
+        of that many ticks from now ends a call by then, if no tick comes late."""
+        due = cls.due
+        return 0 if end < due else 1 + int((end - due) / EPOCH_SECONDS)
 
     @classmethod
     def watch(cls, engine: wasmtime.Engine) -> None:
@@ -172,10 +180,10 @@ class EpochTicker:
         # threads busy in host calls, up to ~0.14 s) advances the epoch by every period
         # that passed, so that a deadline, a count of ticks, stays one of time: late ticks
         # each counted once had added up, to 0.6 s past a 1 s deadline.
-        due = time.monotonic() + EPOCH_SECONDS
+        due = cls.due = time.monotonic() + EPOCH_SECONDS
         while not cls._stop.wait(max(0.0, due - time.monotonic())):
             periods = 1 + int((time.monotonic() - due) / EPOCH_SECONDS)
-            due += periods * EPOCH_SECONDS
+            due = cls.due = due + periods * EPOCH_SECONDS
             cls._tick(min(periods, MAX_CATCH_UP))
 
     @classmethod

@@ -644,6 +644,7 @@ class Instance:
         (epoch ticks for wasm, a time for the host functions that wait: the backend, WASI
         clocks and writes) and its fuel."""
         limits = self.host.limits
+        session.graced = False
         if limits.deadline > 0:
             session.deadline = (time.monotonic() if started is None else started) + limits.deadline
             store.set_epoch_deadline(max(1, math.ceil((session.deadline - time.monotonic()) / EPOCH_SECONDS)))

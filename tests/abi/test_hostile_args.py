@@ -204,6 +204,21 @@ def test_a_huge_rank_is_refused_by_the_constructor_first(hostile):
                 warm=("tensors", "1", "16"), limits={"max-host-bytes": "4GiB"})
     assert "(max-tensor-rank, --max-tensor-rank)" in trapped(got)
 
+def test_timeouts_past_the_deadline_give_the_guest_no_more_time(hostile, tmp_path):
+    """A backend's `timeout` gave the guest 20 epoch ticks (1 s) more to see it, at every
+    timeout: a guest that computed again and again past its deadline, each compute a
+    `timeout` at once, ran on for good (600 s under a 2 s deadline through the library).
+    Now the call's first timeout gives it until 0.1 s past the deadline, and later ones
+    nothing (the probe holds the call to its deadline + 1 s)."""
+    model = tmp_path / "slow.onnx"
+    model.write_bytes(models.slow_loop(1_000_000))  # minutes of compute, stopped at the deadline
+    got = probe(hostile, ["run", "timeouts", "256", "model"], model=model, warm=("compute", "1", "model"))
+    assert "ran past its deadline of 2 s (limit 'deadline', --deadline)" in trapped(got)
+    # computes after the first timeout: each one a timeout at once, nothing sent to the backend
+    assert got["last_error"] == ("timeout: the call's deadline came while its 1 inputs were matched to the "
+                                 "model's; nothing was run"), got
+
+
 
 def test_tensor_count_flood_traps_at_the_constructor(hostile):
     got = probe(hostile, ["run", "tensors", "1000000", "1"])

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from support import models
 from support.repo import CACHE, ROOT
@@ -28,24 +28,6 @@ B = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
 # longer than the timeout the test gives it.
 SLOW_ITERATIONS = 10_000
 SLOW_TIMEOUT = 0.3
-
-
-def slow_model() -> bytes:
-    """y = tanh(... tanh(x @ w) @ w ...): a model that genuinely takes seconds."""
-    f, n = TensorProto.FLOAT, 256
-    body = helper.make_graph(
-        [helper.make_node("MatMul", ["y_in", "w"], ["p"]), helper.make_node("Tanh", ["p"], ["y_out"]),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), helper.make_tensor_value_info("y_in", f, [n, n])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("y_out", f, [n, n])])
-    init = [numpy_helper.from_array((np.random.default_rng(0).standard_normal((n, n)) / 16).astype(np.float32), "w"),
-            numpy_helper.from_array(np.array(SLOW_ITERATIONS, np.int64), "trips"),
-            numpy_helper.from_array(np.array(True), "cond")]
-    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "slow",
-                              [helper.make_tensor_value_info("x", f, [n, n])],
-                              [helper.make_tensor_value_info("y", f, [n, n])], init)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 def reshape_model() -> bytes:
@@ -66,7 +48,7 @@ def server(tmp_path_factory):
             pytest.fail(message)
         pytest.skip(message)
     d = tmp_path_factory.mktemp("kserve")
-    files = {"adder": models.add_mul(), "reshape": reshape_model(), "slow": slow_model()}
+    files = {"adder": models.add_mul(), "reshape": reshape_model(), "slow": models.slow_loop(SLOW_ITERATIONS)}
     for name, data in files.items():
         (d / f"{name}.onnx").write_bytes(data)
     served = {name: d / f"{name}.onnx" for name in files}

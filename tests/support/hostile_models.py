@@ -282,6 +282,16 @@ def tflite_doubling_while() -> bytes:
     return b.finish()
 
 
+def tflite_huge_shape(side: int = 1 << 15) -> bytes:
+    """y = x + big, `big` a float32 [side, side] tensor (4 GiB): its element count
+    overflows LiteRT's int32 shape arithmetic, where wasinn once multiplied it."""
+    b = Builder()
+    f = fb.TensorType.FLOAT32
+    x, big, y = b.tensor("x", f, (1,)), b.tensor("big", f, (side, side)), b.tensor("y", f, (1,))
+    b.op(Op.ADD, [x, big], [y], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+    return b.finish([x], [y])
+
+
 # --- OpenVINO IR ---------------------------------------------------------------------------
 def _ir(layers: str, edges: str, weights: bytes = b"") -> tuple[bytes, bytes]:
     xml = f"""<?xml version="1.0"?>
@@ -361,6 +371,7 @@ CASES = {
     "tflite-recursive-while": (lambda: [tflite_recursive("while")], "tensorflowlite", (1,)),
     "tflite-while-forever": (lambda: [tflite_while_forever()], "tensorflowlite", (1,)),
     "tflite-doubling-while": (lambda: [tflite_doubling_while()], "tensorflowlite", (1,)),
+    "tflite-huge-shape": (lambda: [tflite_huge_shape()], "tensorflowlite", (1,)),
     "onnx-constant-fold": (lambda: [onnx_constant_fold_bomb()], "onnx", (1,)),
     "onnx-expand": (lambda: [onnx_expand_bomb()], "onnx", (1,)),
     "onnx-tile": (lambda: [onnx_tile_bomb()], "onnx", (1, 1)),

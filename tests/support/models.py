@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from wasinn import TensorType
 from wasinn.tensors import DTYPES
@@ -47,6 +47,26 @@ def filled(value: float = 1.5) -> bytes:
                                     value=helper.make_tensor("v", TensorProto.FLOAT, [1], [value]))],
                   [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
+def slow_loop(trips: int, n: int = 256) -> bytes:
+    """y = tanh(... tanh(x @ w) @ w ...), `trips` times in one Loop node, on a float32
+    [n, n] input `x`: seconds of compute in a session made at once (onnxruntime stops
+    a Loop between iterations when a run is terminated)."""
+    f = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["y_in", "w"], ["p"]), helper.make_node("Tanh", ["p"], ["y_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), helper.make_tensor_value_info("y_in", f, [n, n])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("y_out", f, [n, n])])
+    init = [numpy_helper.from_array((np.random.default_rng(0).standard_normal((n, n)) / 16).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array(trips, np.int64), "trips"),
+            numpy_helper.from_array(np.array(True), "cond")]
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "slow",
+                              [helper.make_tensor_value_info("x", f, [n, n])],
+                              [helper.make_tensor_value_info("y", f, [n, n])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
 
 @functools.cache
 def add_mul() -> bytes:

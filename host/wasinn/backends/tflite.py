@@ -67,7 +67,10 @@ class TfLiteGraph:
         return interp
 
     def check_memory(self, interp: Interpreter) -> None:
-        held = sum(math.prod(d["shape"]) * np.dtype(d["dtype"]).itemsize for d in interp.get_tensor_details())
+        # in Python ints: LiteRT's shapes are int32 arrays, whose product wrapped (a
+        # [32768, 32768] float32 tensor counted as 0 bytes and went on to fail bare)
+        held = sum(math.prod(max(int(n), 0) for n in d["shape"]) * np.dtype(d["dtype"]).itemsize
+                   for d in interp.get_tensor_details())
         if held > self.max_memory:
             raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors come to {held} bytes")
 
