@@ -612,8 +612,9 @@ class Staged:
     def graph_execution_context_get_output(self, store, self_: int, name: str) -> int:
         ctx: ExecutionContext = self.nn.get(self_, Resource.GRAPH_EXECUTION_CONTEXT)
         rep = ctx.outputs.get(name)
-        if rep is None and name.isdecimal() and int(name) < len(ctx.outputs):
-            rep = list(ctx.outputs.values())[int(name)]
+        index = decimal_index(name, len(ctx.outputs))
+        if rep is None and index is not None:
+            rep = list(ctx.outputs.values())[index]
         if rep is None:
             if not ctx.outputs:
                 raise invalid_argument(f"get-output {quoted(name)} before a successful compute on this context")
@@ -626,6 +627,20 @@ class Staged:
         host's do, against max-errors and (their text) max-host-bytes; over either the
         constructor traps (it has no error to return), as the tensor constructor does."""
         return self.nn.add(store, Resource.ERROR, NnError(code, data))
+
+
+def decimal_index(name: str, n: int) -> int | None:
+    """The index below `n` that a name of ASCII digits stands for, as wasmtime reads one
+    (`usize::from_str`), or None. (Python's `int` refuses past 4,300 digits with a
+    ValueError: a guest's name of 4,301 had escaped as `runtime-error`, the tensor it set
+    never freed.)"""
+    if not (name.isascii() and name.isdigit()):
+        return None
+    digits = name.lstrip("0") or "0"
+    if len(digits) > 20:  # past any usize
+        return None
+    index = int(digits)
+    return index if index < n else None
 
 
 def input_names(specs) -> dict[str, int]:
@@ -643,8 +658,9 @@ def input_index(specs, name: str, by_name: dict[str, int] | None = None) -> int:
     i = (by_name if by_name is not None else input_names(specs)).get(name)
     if i is not None:
         return i
-    if name.isdecimal() and int(name) < len(specs):
-        return int(name)
+    index = decimal_index(name, len(specs))
+    if index is not None:
+        return index
     listed = ", ".join(f"{s.name!r} {s.describe()}" for s in specs[:_LISTED_INPUTS])
     raise invalid_argument(f"unknown input {quoted(name)}; the model's inputs are: {listed}"
                            + (f", ... ({len(specs)} inputs)" if len(specs) > _LISTED_INPUTS else ""))

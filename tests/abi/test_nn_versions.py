@@ -109,6 +109,23 @@ def test_get_output_before_compute_and_unknown_output(wasinn_host, native):
         assert result.tag == "err" and result.payload.startswith("invalid-argument: unknown output 'no-such-output'")
 
 
+def test_a_name_of_thousands_of_digits_is_an_unknown_input_and_its_tensor_is_freed(wasinn_host, native):
+    """A name in decimal digits may stand for an index; Python's `int` refuses one of
+    more than 4,300 digits with a ValueError, which had escaped as `runtime-error` and
+    left the tensor set-input had taken never freed (65,535 of them: max-tensors)."""
+    inp, out, x, _ = native
+    version = "0.2.0-rc-2024-08-19"
+    with wasinn_host.instantiate(wasinn_host.load_component(python_guest(version)), dirs=[(str(MODEL.parent), "/m")]) as inst:
+        assert inst.call("load-file", "/m/model.onnx").tag == "ok"
+        result = inst.call("infer", "9" * 4301, list(x.shape), x.tobytes(), out)
+        assert result.tag == "err" and result.payload.startswith("invalid-argument: unknown input '99999"), \
+            result.payload[:200]
+        assert inst.live_resources()["tensor"] == 0
+        result = inst.call("infer", "0", list(x.shape), x.tobytes(), "9" * 4301)
+        assert result.tag == "err" and result.payload.startswith("invalid-argument: unknown output '99999"), \
+            result.payload[:200]
+
+
 def test_each_release_has_upstreams_functions():
     sys.path.insert(0, str(ROOT / "scripts"))
     import wit
