@@ -74,6 +74,36 @@ def test_a_core_module_writing_for_ever_to_a_pipe_nobody_reads_is_ended_at_its_d
     assert "still running" not in err.decode()  # not the watchdog's end of the process
 
 
+# A core module whose wasi-nn call fails again and again (an execution context it never
+# made): the host says so on stderr, one line a failing call.
+FAILING = """
+(module
+  (import "wasi_ephemeral_nn" "get_output" (func $get_output (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $again
+      (drop (call $get_output (i32.const 12345) (i32.const 0) (i32.const 64) (i32.const 16) (i32.const 0)))
+      (br $again))))
+"""
+
+
+def test_the_hosts_lines_about_failing_calls_never_wait_for_a_pipe_nobody_reads(tmp_path):
+    """Each failing call of a core module had its line written to stderr, waiting for the
+    pipe: ~700 of them filled one nobody drained and the host blocked in write() for good,
+    the watchdog's own last line too. Now a line the pipe cannot take at once is left out,
+    and at most 100 a second are written; the call ends at its deadline."""
+    module = tmp_path / "failing.wasm"
+    module.write_bytes(wasmtime.wat2wasm(FAILING))
+    proc, _, err = unread(str(module))
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and "guest trapped in _start: the call ran past its deadline of 1 s" in lines[-1], \
+        err.decode()[-2000:]
+    assert lines[0] == ("wasinn: wasi_ephemeral_nn.get_output: invalid_argument: unknown execution context "
+                        "handle 12345")
+    assert 2 < len(lines) < 400 and lines[100] == ("wasinn: more than 100 such lines in a second; the rest of this "
+                                                  "second's are left out"), lines[98:102]
+
+
 def test_a_reader_that_keeps_up_gets_every_byte(hostile):
     out, err = wasinn("run", "--deadline", "30s", str(hostile), "print", "1000000").communicate(timeout=120)
     assert out == (b"x" * 63 + b"\n") * 15625

@@ -25,7 +25,6 @@ Enum tags that changed between releases (tables in wit/witx/wasi-nn.witx):
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Callable
 
 from ..lazy import numpy as np
@@ -33,6 +32,7 @@ import wasmtime
 
 from . import _witx_tables as tables
 from .memory import copy_into
+from .streams import HostLines
 from .._bindings import ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
 from ..copies import copied
 from ..embedding.memory import ExportedMemory
@@ -64,8 +64,8 @@ _NAME_READ = 256  # a longer graph name than any registered one is refused unrea
 Report = Callable[[str], None]
 
 
-def stderr_report(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+# one line per failing call on the process's stderr, never waiting for it (streams.HostLines)
+stderr_report = HostLines(2)
 
 
 def _record(name: str, formats: dict[str, str]) -> struct.Struct:

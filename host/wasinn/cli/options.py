@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..abi.streams import write_now
 from ..backends import PRECISIONS, parse_choices
 from ..errors import WasinnError
 from ..limits import Limits
@@ -29,8 +30,9 @@ def host_from_args(args, *, recycle_memories: bool = False) -> Host:
 
 def _end_overdue(what: str) -> None:
     """A guest's call outlived its deadline in a host function nothing interrupts: a
-    command in its own process ends there, with the trap's status."""
-    print(f"wasinn: {what}; the process ends", file=sys.stderr, flush=True)
+    command in its own process ends there, with the trap's status (its line only if
+    stderr takes it at once: a pipe nobody drained had kept the process from ending)."""
+    write_now(f"wasinn: {what}; the process ends")
     os._exit(1)
 
 
