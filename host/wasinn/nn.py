@@ -483,9 +483,12 @@ class WasiNn:
     def graph_by_name(self, name: str, session: Session) -> Graph:
         """The registered graph `name`, for the instance of `session` (whose own model it
         is where the registry reads names as paths: registry.allow_paths)."""
-        return self.registry.graph(name, self.load_graph, self.load_file, guest=session,
-                                   max_bytes=self.limits.max_model_bytes,
-                                   owner=session if self.isolation.applies(guest=False) else None)
+        owned = self.isolation.applies(guest=False)
+        with timeouts_seen(session):
+            return self.registry.graph(name, self.load_graph, self.load_file, guest=session,
+                                       max_bytes=self.limits.max_model_bytes, owner=session if owned else None,
+                                       admit=lambda size: self._admit(session, "graph", size),
+                                       deadline=session.deadline)
 
     def load_file(self, path, encoding: GraphEncoding, target: ExecutionTarget) -> Graph | None:
         """An operator's model file, loaded by a backend that reads files itself; None

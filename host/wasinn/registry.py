@@ -21,6 +21,7 @@ import weakref
 from typing import TYPE_CHECKING, Callable
 
 from ._enums import ExecutionTarget, GraphEncoding
+from .copies import read_file
 from .backends import Graph
 from .errors import NnError, WasinnError, not_found, quoted, too_large
 
@@ -169,12 +170,16 @@ class ModelRegistry:
 
     def graph(self, name: str, load: Callable[..., Graph],
               load_file: Callable[[pathlib.Path, GraphEncoding, ExecutionTarget], Graph | None] | None = None,
-              *, guest=None, max_bytes: int | None = None, owner=None) -> Graph:
+              *, guest=None, max_bytes: int | None = None, owner=None,
+              admit: Callable[[int], None] | None = None, deadline: float | None = None) -> Graph:
         """The loaded graph for `name` (loading it the first time), or `not-found`.
         `load(builders, encoding, target[, guest][, owner=])`; `guest` and `max_bytes` serve
         a name read as a path (`allow_paths`): the instance asking, and the most bytes it
         may read. `owner`: the instance whose own graph of a model on files this is (see
-        ModelEntry.owned), loaded for it the first time it asks."""
+        ModelEntry.owned), loaded for it the first time it asks: `admit(bytes)` first
+        refuses what it may not hold (an instance refused a 600 MB model had read it and
+        had its worker load it first: 2.3 GB for four), and the files are read within
+        `deadline` (copies.read_file)."""
         entry = self._entries.get(name)
         if entry is None:
             if self.path_root is None:
@@ -184,8 +189,10 @@ class ModelRegistry:
             graph = entry.owned.get(owner)
             if graph is None or getattr(graph, "gone", False):
                 try:
-                    graph = entry.owned[owner] = load([p.read_bytes() for p in entry.paths], entry.encoding,
-                                                      entry.target, owner=owner)
+                    if admit is not None:
+                        admit(sum(p.stat().st_size for p in entry.paths))
+                    builders = [read_file(p, deadline, f"the model file of graph {name!r}") for p in entry.paths]
+                    graph = entry.owned[owner] = load(builders, entry.encoding, entry.target, owner=owner)
                 except OSError as e:
                     raise not_found(f"graph {name!r}: cannot read its model file: {e}") from e
             return graph

@@ -775,6 +775,29 @@ def test_under_isolate_all_a_preload_checks_the_models_and_keeps_no_worker(tmp_p
         bad.preload_models()()
 
 
+def test_under_isolate_all_a_model_the_instance_may_not_hold_is_refused_before_it_is_read(tmp_path):
+    """Under "all", load-by-name loads the operator's model into the instance's own worker:
+    one past the instance's max-host-bytes had been read whole into the host and loaded by
+    its worker before the refusal (a 600 MB model: 2.3 GB for four instances); now it is
+    refused first, and no worker starts. A model read past the call's deadline is a
+    `timeout` between slices of the read (600 MB asked for 0.1 s before it: 0.4 s past)."""
+    (tmp_path / "m.onnx").write_bytes(models.add_mul())
+    host = make_host(isolate="all", max_host_bytes="64B")
+    host.models.register("m", tmp_path / "m.onnx")
+    with roundtrip(host) as inst:
+        refused = inst.call("load-by-name", "m")
+        assert (refused.tag, refused.payload.code) == ("err", "too-large"), refused
+        assert "(max-host-bytes, --max-host-bytes)" in refused.payload.data
+        assert inst._session.worker is None
+    from wasinn.copies import read_file
+    path = tmp_path / "m.onnx"
+    assert bytes(read_file(path, time.monotonic() + 60)) == path.read_bytes()
+    with pytest.raises(wasinn.errors.NnError, match=r"^timeout: the copy of the model file of graph 'm' \("
+                                                    r"\d+ bytes\) had not finished by the call's deadline \(0 bytes "
+                                                    r"copied\)$"):
+        read_file(path, time.monotonic() - 1, "the model file of graph 'm'")
+
+
 def test_under_isolate_all_a_guest_that_crashes_its_worker_loses_only_its_own_graphs(tmp_path):
     # the operator's model now shares the instance's worker with the guest's own models:
     # a guest model that kills that worker (LiteRT's recursion, SIGSEGV) is runtime-error
