@@ -458,6 +458,41 @@ def test_a_link_keeps_no_more_publishes_unacknowledged_than_the_brokers_receive_
             link.close()
 
 
+def test_a_link_keeps_no_more_bytes_unacknowledged_than_its_bound():
+    """Results published faster than they go out (an operator returning 60 MiB a message,
+    which paho sends slowly) had piled up in the worker: 150 of them, 9.2 GB. A link holds
+    its publishes not yet acknowledged to `max_unacked_bytes` (a worker's: twice
+    max-payload-bytes): a publish past it waits for acknowledgements, and with it the
+    worker's next message; one alone always goes."""
+    import threading
+
+    from wasinn.pipeline.connection import Link, PublishProperties
+    from wasinn.pipeline.jsonlog import EventLog
+    from wasinn.pipeline.schema import Mqtt
+    with Broker() as broker:
+        relay = _PacketCounter(broker.port)
+        link = Link(Mqtt("127.0.0.1", relay.port, "g", "dead"), "bytes", EventLog(stream=io.StringIO()),
+                    on_up=lambda client, present: None)
+        link.max_unacked_bytes = 100_000
+        link.start(clean_start=True, properties=None)
+        try:
+            assert link.connected.wait(20)
+            relay.holding.set()  # no acknowledgement comes back
+            acked = threading.Semaphore(0)
+            link.publish("h/out", bytes(150_000), PublishProperties(), acked.release)  # alone: over the bound, goes
+            second = threading.Thread(target=link.publish, args=("h/out", bytes(10), PublishProperties(),
+                                                                 acked.release))
+            second.start()
+            second.join(1)
+            assert second.is_alive() and relay.publishes == 1  # waiting for room
+            relay.holding.clear()
+            second.join(20)
+            assert not second.is_alive() and all(acked.acquire(timeout=10) for _ in range(2))
+            assert relay.publishes == 2
+        finally:
+            link.close()
+
+
 def test_text_too_long_for_mqtt_is_measured_before_it_is_searched():
     """mqtt_text.string_problem measures a string before searching it: the search holds
     the GIL ~40 ms a MiB (a guest's 64 MiB content type had held every other thread

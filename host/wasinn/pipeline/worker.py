@@ -258,6 +258,8 @@ class Worker:
             will = (presence_topic(m.group, client_id), presence(client_id, "lost"), props)
         self.link = Link(m, client_id, log, on_up=self._on_up, on_down=self._on_down, manual_ack=True,
                          take_back=not retire, will=will)
+        # results and dead letters not yet acknowledged: two messages' worth, at most
+        self.link.max_unacked_bytes = 2 * self.max_payload
         self.connected = self.link.connected
         self.client = self.link.client
         self.client.on_message, self.client.on_subscribe = self._on_message, self._on_subscribe
@@ -532,7 +534,7 @@ class Worker:
             if fitted is None:
                 published.set()
             else:
-                self.link.publish(fitted[0].topic, fitted[0].payload, fitted[1], published.set)
+                self.link.publish(fitted[0].topic, fitted[0].payload, fitted[1], published.set, wait=False)
             if published.wait(_OVERDUE_PUBLISH_SECONDS):
                 self.client.ack(msg.mid, msg.qos)
                 self.log.warning("dead-letter", id=ident, **pub.error)
