@@ -34,10 +34,12 @@ from .tensors import DTYPES, HostTensor, describe
 
 # Graphs loaded from bytes that stay loaded after their guests drop them (for reuse).
 RECENT_GRAPHS = 4
-# How long past its call's deadline a guest may run to see a backend's `timeout` (which
-# reaches it as the deadline passes) before the epoch deadline ends the call: once per
-# call, never later (20 ticks granted at each timeout had let a guest that loaded again
-# and again, each load a `timeout` past the deadline, run on for good).
+# How long a guest may run on, past its call's deadline and past the backend's `timeout`
+# reaching it, to see that error before the epoch deadline ends the call: given at the
+# call's first timeout only (20 ticks at every timeout had let a guest that loaded again
+# and again, each load a `timeout` past the deadline, run on for good). A timeout comes
+# at the deadline, or 50 ms after it where a backend worker had to be killed; the guest
+# gets 50-100 ms from then (the epoch's ticks are 50 ms apart).
 TIMEOUT_GRACE = 0.1
 # Model inputs a message that names them lists, at most
 _LISTED_INPUTS = 20
@@ -693,14 +695,14 @@ def check_input(spec, t: HostTensor, limits: Limits) -> None:
 @contextlib.contextmanager
 def timeouts_seen(session: Session | None):
     """A backend's `timeout` (the call's deadline met while it worked) reaches the guest as
-    its error before the epoch deadline ends the call: up to TIMEOUT_GRACE past the
-    deadline to see it, given at the call's first timeout only."""
+    its error before the epoch deadline ends the call: TIMEOUT_GRACE to see it, given at
+    the call's first timeout only."""
     try:
         yield
     except NnError as e:
         if e.code == ErrorCode.TIMEOUT and session is not None and not session.graced:
             session.graced = True
-            end = (session.deadline or time.monotonic()) + TIMEOUT_GRACE
+            end = max(session.deadline or 0.0, time.monotonic()) + TIMEOUT_GRACE
             stores.set_epoch_deadline(session.store_context, max(1, EpochTicker.ticks_by(end)))
         raise
 

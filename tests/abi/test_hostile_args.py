@@ -208,7 +208,7 @@ def test_timeouts_past_the_deadline_give_the_guest_no_more_time(hostile, tmp_pat
     """A backend's `timeout` gave the guest 20 epoch ticks (1 s) more to see it, at every
     timeout: a guest that computed again and again past its deadline, each compute a
     `timeout` at once, ran on for good (600 s under a 2 s deadline through the library).
-    Now the call's first timeout gives it until 0.1 s past the deadline, and later ones
+    Now the call's first timeout gives it 0.1 s from then, and later ones
     nothing (the probe holds the call to its deadline + 1 s)."""
     model = tmp_path / "slow.onnx"
     model.write_bytes(models.slow_loop(1_000_000))  # minutes of compute, stopped at the deadline

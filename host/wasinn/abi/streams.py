@@ -101,6 +101,15 @@ def running(store: Store) -> bool:
 
 
 def _close_stores() -> None:
+    # What a call still running writes from now on waits for the process's end where it
+    # is, in Python still whole, rather than calling into Python as it finalizes; and a
+    # write under way is let finish first: one whose thread (wasmtime's) came back for the
+    # GIL as the interpreter finalized was ended there, through Rust frames that cannot
+    # unwind (a panic at exit, once in a loaded CI run).
+    _exiting.set()
+    until = time.monotonic() + _DROP_WAIT
+    while _writing[0] and time.monotonic() < until:
+        time.sleep(0.001)
     running = set()  # the writers of stores whose call still runs: those stay
     for store, writers in list(_stores.items()):
         if id(store) in _busy:
@@ -110,20 +119,30 @@ def _close_stores() -> None:
     until = time.monotonic() + _DROP_WAIT
     while any(id(w) not in running for w in list(_writers)) and time.monotonic() < until:
         time.sleep(0.001)
-    # what a call still running writes from now on waits for the process's end where it
-    # is, in Python still whole, rather than calling into Python as it finalizes
-    _exiting.set()
 
 
 _exiting = threading.Event()
 _never = threading.Event()
+_writing = [0]  # writes under way
+_writing_lock = threading.Lock()
 
 
 def _writer(fd: int, deadline: Callable[[], float | None]) -> Callable[[bytes], int]:
     """Returns bytes written, or a negative errno for the guest, as wasmtime-py's custom
     streams want: a Python exception there would be printed to stdout."""
     def write(data: bytes) -> int:
+        with _writing_lock:
+            _writing[0] += 1
+        try:
+            return written(data)
+        finally:
+            with _writing_lock:
+                _writing[0] -= 1
+
+    def written(data: bytes) -> int:
         if _exiting.is_set():
+            with _writing_lock:
+                _writing[0] -= 1  # (waiting for ever: not under way)
             _never.wait()
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
