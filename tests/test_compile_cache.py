@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 import wasinn
 from wasinn.embedding.records import record
 
@@ -120,3 +122,24 @@ def test_a_load_waits_for_another_process_no_longer_than_its_own_compile_timeout
         waited = time.monotonic() - started
     assert any(m.startswith("waiting for another process compiling app.wasm (at most 3 s)...") for m in seen), seen
     assert any(m.startswith("compiling app.wasm") for m in seen) and waited >= 3
+
+
+def test_a_guest_may_not_be_given_the_cache_to_write_to(tmp_path):
+    """The host runs the native code of the cache's entries (wasmtime trusts what it
+    deserializes): a guest given a directory holding the cache, to write to, had planted
+    its own code in another component's entry, which that component's next run ran, and
+    had killed the host by truncating an entry it had mapped (SIGBUS). Such a directory,
+    or one inside the cache, is refused; read-only, or apart from the cache, it is given."""
+    app = tmp_path / "app.wasm"
+    app.write_bytes(tiny_component("first"))
+    (tmp_path / "cache" / "compiled").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    host = wasinn.Host(cache_dir=tmp_path / "cache")
+    component = host.load_component(app)
+    for given in (tmp_path, tmp_path / "cache", tmp_path / "cache" / "compiled"):
+        with pytest.raises(wasinn.WasinnError, match=rf"^--dir {given}: the guest could write to the compile cache "
+                                                     rf"\({tmp_path / 'cache'}\), whose compiled code the host runs"):
+            host.instantiate(component, dirs=[(str(given), "/c")]).call("first")
+    for dirs in ([(str(tmp_path), "/c", True)], [(str(tmp_path / "data"), "/c")]):
+        with host.instantiate(component, dirs=dirs) as inst:
+            assert inst.call("first") == FIRST_BYTE

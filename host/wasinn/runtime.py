@@ -427,6 +427,22 @@ class Instance:
         self.instances_started += 1
         return instance, store, session, budget
 
+    def _apart_from_the_cache(self, host_path: str) -> None:
+        """A directory a guest may write to holds no part of the compile cache, nor lies in
+        it: the host runs the native code of the entries there (wasmtime trusts what it
+        deserializes), and maps them (one a guest truncated killed the host, SIGBUS). A
+        guest given the cache's directory (`--dir ~::/home`, the default cache being in
+        ~/.cache) had planted its own code in another component's entry, which the next
+        run of that component ran."""
+        cache = self.host.cache_dir
+        if cache is None:
+            return
+        given, kept = os.path.realpath(host_path), os.path.realpath(cache)
+        if kept == given or kept.startswith(given.rstrip(os.sep) + os.sep) or given.startswith(kept + os.sep):
+            raise WasinnError(f"--dir {host_path}: the guest could write to the compile cache ({cache}), whose "
+                              "compiled code the host runs; give it a directory apart from the cache, keep the "
+                              "cache elsewhere (--cache-dir), or give the directory read-only (GUEST:HOST:readonly)")
+
     def _new_store(self, engine: Engine) -> Store:
         """A store with the instance's WASI (argv, env, preopens, stdio) and limits."""
         wasi = WasiConfig()
@@ -435,7 +451,10 @@ class Instance:
         for host_path, guest_path, *read_only in self.dirs:
             if not os.path.isdir(host_path):
                 raise WasinnError(f"--dir: no such directory {host_path}")
-            wasi.preopen_dir(host_path, guest_path, fs_mutable=not (read_only and read_only[0]))
+            mutable = not (read_only and read_only[0])
+            if mutable:
+                self._apart_from_the_cache(host_path)
+            wasi.preopen_dir(host_path, guest_path, fs_mutable=mutable)
         store = Store(engine)
         streams.bound_to_deadline(wasi, store, self.host.nn.call_deadline)  # held to the call's deadline
         limits = self.host.limits
