@@ -439,6 +439,20 @@ def test_more_top_level_definitions_than_the_reader_walks_keep_the_standard_lowe
         host.load_component(wasm)
 
 
+def test_an_instances_exports_count_against_the_top_levels_items(host):
+    """One core instance "made of" 5 million exports (a 41 MiB file naming wasi:nn, so
+    read for the data path) had the reader hold 771 MiB of them, for 8.8 s, before
+    wasmtime's compiler refused it: an instance's exports and arguments count against
+    MAX_TOP_LEVEL_ITEMS as the top level's own items do."""
+    n = MAX_TOP_LEVEL_ITEMS + 1
+    exports = b"".join(leb(len(name)) + name + b"\x00" + leb(0) for name in (b"e%d" % i for i in range(n)))
+    wasm = COMPONENT_PREAMBLE + _section(0, leb(len(NN_TENSOR_NAME)) + NN_TENSOR_NAME) + _section(
+        2, leb(1) + b"\x01" + leb(n) + exports)
+    with pytest.raises(WasinnError, match=f"more than {MAX_TOP_LEVEL_ITEMS:,} definitions, imports and exports"):
+        read_layout(wasm)
+    assert rewrite.rewrite(wasm, "guest")[0] is wasm
+
+
 def _functions(n: int) -> bytes:
     """A core module of `n` empty functions."""
     return (CORE_PREAMBLE + _section(1, b"\x01\x60\x00\x00") + _section(3, leb(n) + b"\x00" * n)
