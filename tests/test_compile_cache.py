@@ -136,7 +136,8 @@ def test_a_guest_may_not_be_given_the_cache_to_write_to(tmp_path):
     (tmp_path / "data").mkdir()
     host = wasinn.Host(cache_dir=tmp_path / "cache")
     component = host.load_component(app)
-    for given in (tmp_path, tmp_path / "cache", tmp_path / "cache" / "compiled"):
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "cache")  # a link to it leads there too
+    for given in (tmp_path, tmp_path / "cache", tmp_path / "cache" / "compiled", tmp_path / "data" / "link"):
         with pytest.raises(wasinn.WasinnError, match=rf"^--dir {given}: the guest could write to the compile cache "
                                                      rf"\({tmp_path / 'cache'}\), whose compiled code the host runs"):
             host.instantiate(component, dirs=[(str(given), "/c")]).call("first")

@@ -222,7 +222,8 @@ def _add_run(sub, name: str, help_text: str) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest")
     p.add_argument("--dir", action="append", default=[], metavar="HOST::GUEST|GUEST:HOST|DIR",
                    help="give the guest a host directory: wasmtime's HOST::GUEST, WasmEdge's "
-                        "GUEST:HOST[:readonly], or DIR at the same path (repeatable)")
+                        "GUEST:HOST[:readonly], or DIR at the same path (repeatable); one the guest may "
+                        "write to may not hold the compile cache, nor lie in it")
     p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="an environment variable for the guest; NAME alone passes this process's value "
                         "(repeatable)")
