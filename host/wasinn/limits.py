@@ -217,6 +217,10 @@ class Limits:
             raise too_large(f"the model is {nbytes} bytes; the limit is {self.max_model_bytes} "
                             "(max-model-bytes, --max-model-bytes)")
 
+    def deadline_from(self, started: float) -> float | None:
+        """When a call begun at `started` (time.monotonic()) must end; None: no deadline."""
+        return started + self.deadline if self.deadline > 0 else None
+
     def past_deadline(self) -> str:
         """What ends a call at its deadline, in one line."""
         return f"the call ran past its deadline of {self.deadline:g} s (limit 'deadline', --deadline)"

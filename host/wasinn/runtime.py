@@ -437,8 +437,8 @@ class Instance:
         cache = self.host.cache_dir
         if cache is None:
             return
-        given, kept = os.path.realpath(host_path), os.path.realpath(cache)
-        if kept == given or kept.startswith(given.rstrip(os.sep) + os.sep) or given.startswith(kept + os.sep):
+        given, kept = pathlib.Path(host_path).resolve(), pathlib.Path(cache).resolve()
+        if kept.is_relative_to(given) or given.is_relative_to(kept):
             raise WasinnError(f"--dir {host_path}: the guest could write to the compile cache ({cache}), whose "
                               "compiled code the host runs; give it a directory apart from the cache, keep the "
                               "cache elsewhere (--cache-dir), or give the directory read-only (GUEST:HOST:readonly)")
@@ -592,7 +592,7 @@ class Instance:
                 return self.host.nn.take(handle.to_host(store).rep, Resource.TENSOR)
             return self._handle(store, handle)
 
-        deadline = started + limits.deadline if limits.deadline > 0 else None
+        deadline = limits.deadline_from(started)
         try:
             try:
                 with values.converting(deadline):
@@ -665,7 +665,7 @@ class Instance:
         limits = self.host.limits
         session.graced = False
         if limits.deadline > 0:
-            session.deadline = (time.monotonic() if started is None else started) + limits.deadline
+            session.deadline = limits.deadline_from(time.monotonic() if started is None else started)
             store.set_epoch_deadline(max(1, math.ceil((session.deadline - time.monotonic()) / EPOCH_SECONDS)))
         else:
             store.set_epoch_deadline(1 << 62)

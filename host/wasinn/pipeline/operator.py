@@ -243,7 +243,7 @@ class Operator:
         buffers: list[int] = []
         try:
             try:
-                with converting(started + limits.deadline if limits.deadline > 0 else None):
+                with converting(limits.deadline_from(started)):
                     values = [self._give(a, buffers) for a in args]
             except PastDeadline:
                 raise OperatorError(self.name, "trap", f"{limits.past_deadline()}: making its arguments took that "
