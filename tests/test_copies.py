@@ -41,3 +41,25 @@ def test_a_copy_of_one_slice_or_less_never_looks_at_the_clock():
     deadline (every tensor of every call goes through here)."""
     src = np.ones(copies.SLICE, np.uint8)
     assert copies.copied(src, time.monotonic() - 1).all()
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [5, 0, 7], [copies.SLICE - 3, 3], [copies.SLICE, 1],
+                                   [3, 2 * copies.SLICE + 1, 0, copies.SLICE - 1]])
+def test_joined_is_the_join_of_its_parts(sizes):
+    rng = np.random.default_rng(len(sizes))
+    parts = [rng.integers(0, 256, n, np.uint8).tobytes() for n in sizes]
+    # bytes and views of them alike, as the compile step hands them
+    given = [p if i % 2 else memoryview(p)[:] for i, p in enumerate(parts)]
+    out = copies.joined(given)
+    assert type(out) is bytes and out == b"".join(parts)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_zeroed_is_writable_zeros_and_all_zero_sees_one_byte_anywhere(n):
+    buffer = copies.zeroed(n)
+    assert len(buffer) == n and copies.all_zero(buffer)
+    for at in sorted({0, n // 2, n - 1} if n else set()):
+        buffer[at] = 1
+        assert not copies.all_zero(buffer)
+        buffer[at] = 0
+    assert copies.all_zero(buffer)

@@ -7,6 +7,7 @@ trap came 0.45 s late), and a 1 GiB set_input begun 0.15 s before a deadline had
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import time
 from typing import Iterator
@@ -64,6 +65,40 @@ def copied(src, deadline: float | None = None, what: str = "the bytes") -> np.nd
     out = np.empty(view.nbytes, np.uint8)
     put(out, 0, view, deadline, what)
     return out
+
+
+def joined(parts) -> bytes:
+    """`b"".join(parts)` for parts of any size (bytes, memoryviews): a whole that is more
+    than a slice is copied a part at a time, each part in slices without the GIL, into
+    a bytes object whose pages are untouched until the copy reaches them. A 400 MB
+    component joined in one call had held every other thread 0.3 s (and a deadline
+    that another instance's call was under with it)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    n = sum(v.nbytes for v in views)
+    if n <= SLICE:
+        return b"".join(views)
+    # bytes(n) is calloc'd (no memset); filled here before anything else can see it
+    out = bytes(n)
+    at = address_of(out)
+    for view in views:
+        if view.nbytes:
+            copy(at, address_of(view), view.nbytes)
+            at += view.nbytes
+    return out
+
+
+def zeroed(n: int):
+    """A writable buffer of `n` zero bytes whose pages are untouched until written (an
+    anonymous mapping): `bytearray(n)` writes every byte first, 0.5 s for 400 MB holding
+    the GIL."""
+    return mmap.mmap(-1, n) if n else bytearray()
+
+
+def all_zero(buffer) -> bool:
+    """Whether every byte of `buffer` is zero, looked at a slice at a time (the GIL is
+    free between slices)."""
+    array = np.frombuffer(memoryview(buffer).cast("B"), np.uint8)
+    return not any(array[at:at + size].any() for at, size in slices(len(array)))
 
 
 def read_file(path, deadline: float | None = None, what: str = "the file") -> memoryview:

@@ -264,7 +264,7 @@ class Host:
                 except compiler.Invalid as e:  # said once the original compiles: else its own error says it all
                     note = (f"{label} keeps the standard lowering (per-byte, capped): "
                             f"the rewritten component does not validate: {one_line(e)}")
-                    if rewrite.OWN_EXPORTS.encode() in rewritten:  # its span results may be what does not fit
+                    if binary.holds(rewritten, rewrite.OWN_EXPORTS.encode()):  # its span results may not fit
                         component = self._without_span_results(engine, wasm, label, e)
         if component is None:
             try:
@@ -409,7 +409,7 @@ class Instance:
             limits.too_many_list_elements, limits.too_much_text, limits.past_deadline))
         try:
             with self.host.memories.instantiating(store_key(store), memory_images, budget), \
-                    self._watched(f"the {what}'s start functions"), streams.in_call(store):
+                    self._watched(f"the {what}'s start functions", session.deadline), streams.in_call(store):
                 instance = instantiate(store)
             limits.check_reach(budget.memories, budget.reach)
         except ExitTrap:  # a module's start function exited
@@ -606,7 +606,7 @@ class Instance:
                 raise
             self._budget(store, self._session, started)
             try:
-                with self._watched(name), streams.in_call(store):
+                with self._watched(name, deadline), streams.in_call(store):
                     result = calls.call_export(func, ftype.param_types, ftype.result, store, params, deadline)
                 func.post_return(store)
             except (ExitTrap, WasmtimeError, wasmtime.Trap, OutOfBounds, NnError):
@@ -648,12 +648,13 @@ class Instance:
             what += f" {self.host.nn.get(host.rep, kind)}"
         return values.Handle(host.to_any(store), what)
 
-    def _watched(self, name: str) -> stop_at:
-        """Tells the Host's `overdue` of a call still running OVERDUE_GRACE past its deadline."""
+    def _watched(self, name: str, deadline: float | None) -> stop_at:
+        """Tells the Host's `overdue` of a call still running OVERDUE_GRACE past its
+        `deadline` (which counts from when its arguments began to be made)."""
         limits, overdue = self.host.limits, self.host.overdue
-        if overdue is None or limits.deadline <= 0:
+        if overdue is None or deadline is None:
             return stop_at(None, None)
-        return stop_at(time.monotonic() + limits.deadline + OVERDUE_GRACE, lambda: overdue(
+        return stop_at(deadline + OVERDUE_GRACE, lambda: overdue(
             f"the call of {name} is still running {OVERDUE_GRACE:g} s past its deadline of {limits.deadline:g} s "
             "(limit 'deadline', --deadline), blocked in a host function no deadline interrupts (one long node of "
             "a model run in process, a WASI read that waits)"))
@@ -805,7 +806,7 @@ class ModuleInstance(Instance):
         func = self._func(store, name)
         try:
             self._budget(store, self._session)
-            with self._watched(name), streams.in_call(store):
+            with self._watched(name, self._session.deadline), streams.in_call(store):
                 return func(store, *args)
         except ExitTrap:
             raise

@@ -2,13 +2,19 @@
 of components and core modules, and how deep components nest.
 
 Every byte here is the guest's: readers raise WasinnError (one line) on anything
-malformed, and nothing recurses on the guest's structure.
+malformed, and nothing recurses on the guest's structure. And nothing walks a whole
+component in one C call: sections are views, not copies, and what joins or searches
+the bytes goes a slice at a time (`copies.joined`, `holds`), the GIL free between
+slices (a 400 MB component's load had held every other thread up to 0.6 s at a time).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
+import re
 
+from ..copies import SLICE, joined
 from ..errors import WasinnError
 
 MAGIC = b"\0asm"
@@ -82,9 +88,11 @@ def leb(n: int) -> bytes:
             return bytes(out)
 
 
-def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[int, bytes]]:
-    """A component's sections (or, given a core module's preamble, a core module's);
-    slices of a memoryview are views, not copies."""
+def sections(wasm: bytes, preamble: bytes = COMPONENT_PREAMBLE) -> list[tuple[int, memoryview]]:
+    """A component's sections (or, given a core module's preamble, a core module's), as
+    views of `wasm`, not copies (a 400 MB section sliced out of bytes: 0.28 s holding
+    the GIL)."""
+    wasm = wasm if isinstance(wasm, memoryview) else memoryview(wasm)
     if bytes(wasm[:len(preamble)]) != preamble:
         raise WasinnError("not a component in the binary format wasinn reads (layer 1, version 0xd)"
                           if preamble == COMPONENT_PREAMBLE else "a core module that is not wasm version 1")
@@ -155,7 +163,20 @@ def _first_bytes(data: bytes) -> str:
 
 
 def join(parts: list[tuple[int, bytes]], preamble: bytes = COMPONENT_PREAMBLE) -> bytes:
-    return preamble + b"".join(bytes([sid]) + leb(len(p)) + p for sid, p in parts)
+    return joined([preamble, *(piece for sid, p in parts for piece in (bytes([sid]) + leb(len(p)), p))])
+
+
+def holds(data: bytes, *needles: bytes) -> bool:
+    """Whether any of `needles` occurs in `data`, searched a slice at a time (one `in`
+    over a 400 MB component had held every other thread 0.2 s)."""
+    pattern, longest = _alternatives(needles)
+    n = len(data)
+    return any(pattern.search(data, at, min(n, at + SLICE + longest - 1)) for at in range(0, n, SLICE))
+
+
+@functools.lru_cache(maxsize=16)
+def _alternatives(needles: tuple[bytes, ...]) -> tuple[re.Pattern, int]:
+    return re.compile(b"|".join(map(re.escape, needles))), max(map(len, needles))
 
 
 def components(wasm: bytes) -> list[memoryview]:

@@ -36,6 +36,7 @@ import mmap
 import os
 import pathlib
 
+from .. import copies
 from ..digests import sha256
 from ..errors import WasinnError
 from .binary import CORE_MODULE_SECTION, CORE_PREAMBLE, MAX_TOP_LEVEL_ITEMS, components, join, sections
@@ -81,7 +82,7 @@ def _sleb32(data: bytes, pos: int) -> tuple[int, int]:
     return value, end
 
 
-def _module_sections(module: bytes) -> list[tuple[int, bytes]]:
+def _module_sections(module: bytes) -> list[tuple[int, memoryview]]:
     if bytes(module[:len(CORE_PREAMBLE)]) != CORE_PREAMBLE:
         raise _Unsupported
     return sections(module, CORE_PREAMBLE)
@@ -214,7 +215,7 @@ def _runs(taken: list[tuple[int, int, int]]) -> list[Run]:
     return runs
 
 
-def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, list[Run], bytes] | None:
+def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, list[Run], "mmap.mmap"] | None:
     """The module with its active segments emptied, its memory's type, and its initial
     image as runs and their bytes; None when the module has no such image to give.
     Work and memory are bounded by the segments' bytes, never by their offsets."""
@@ -239,16 +240,19 @@ def _strip_module(module: bytes) -> tuple[bytes, MemoryKey, list[Run], bytes] | 
     filled = sum(n for _, _, n in taken)
     if not runs or len(runs) > _MAX_RUNS or sum(r[2] for r in runs) > max(_DENSE_FLOOR, 2 * filled):
         return None
-    image = bytearray(sum(r[2] for r in runs))
+    # the image and every copy into it go a slice at a time, the GIL free between (a
+    # 400 MB segment: a bytearray, its copy, its zero count and bytes() had held every
+    # other thread 0.3-0.6 s at a time)
+    image = copies.zeroed(sum(r[2] for r in runs))
     starts = [r[0] for r in runs]
     for offset, at, n in taken:  # in order: a later segment overwrites an earlier one
         if n:
             mem, into, _ = runs[bisect.bisect_right(starts, offset) - 1]
-            image[into + offset - mem:into + offset - mem + n] = data[at:at + n]
-    if image.count(0) == len(image):
+            copies.put(image, into + offset - mem, data[at:at + n])
+    if copies.all_zero(image):
         return None
-    rebuilt = [(sid, b"".join(stripped) if sid == _DATA else p) for sid, p in module_sections]
-    return join(rebuilt, CORE_PREAMBLE), key, runs, bytes(image)
+    rebuilt = [(sid, copies.joined(stripped) if sid == _DATA else p) for sid, p in module_sections]
+    return join(rebuilt, CORE_PREAMBLE), key, runs, image
 
 
 def strip(component: bytes) -> tuple[bytes, bytes]:
@@ -284,7 +288,7 @@ def _blob(images: list[tuple[MemoryKey, list[Run], bytes]]) -> bytes:
         offset += len(image)
     import json  # here and in _parse: a core module's run reads no images, and needs no json
     header = (json.dumps({"format": _FORMAT, "images": entries}) + "\n").encode()
-    return b"".join([header.ljust(_round_up(len(header)), b" "), *(image for _, _, image in images)])
+    return copies.joined([header.ljust(_round_up(len(header)), b" "), *(image for _, _, image in images)])
 
 
 class _PyBuffer(ctypes.Structure):

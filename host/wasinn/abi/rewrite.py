@@ -37,7 +37,7 @@ from .._bindings import WASM_GRAPH_PROCESSOR_TYPES
 from ..digests import sha256
 from ..errors import WasinnError
 from .binary import (CORE_FUNC, CORE_MODULE_SECTION, CORE_PREAMBLE, INSTANCE, MEMORY_OPTION, POST_RETURN_OPTION,
-                     REALLOC_OPTION, STRING_ENCODINGS, Layout, join, leb, read_layout, sections)
+                     REALLOC_OPTION, STRING_ENCODINGS, Layout, holds, join, leb, read_layout, sections)
 from .nn_versions import TENSOR_INTERFACES
 from .wasm_tools import wasm_tools_output
 
@@ -93,7 +93,7 @@ def needs_adapter(wasm: bytes) -> bool:
     version served) or wasm-graph:processor's types, or may import wasinn:adapter
     itself (refused there). Import names stand in the binary as they are: a substring
     test decides."""
-    return any(name.encode() in wasm for name in (*TENSOR_INTERFACES, BUFFER_INTERFACE)) or _OWN.encode() in wasm
+    return holds(wasm, *(name.encode() for name in (*TENSOR_INTERFACES, BUFFER_INTERFACE, _OWN)))
 
 
 @functools.cache
@@ -110,11 +110,12 @@ def _placeholder(i: int) -> bytes:
     return CORE_PREAMBLE + b"\0" + leb(len(custom)) + custom
 
 
-def _placeholder_index(module: bytes) -> int | None:
-    at = module.find(_PLACEHOLDER, 0, 64)
-    if not module.startswith(CORE_PREAMBLE) or at < 0:
+def _placeholder_index(module: memoryview) -> int | None:
+    head = bytes(module[:128])  # a placeholder's name and index lie well inside
+    at = head.find(_PLACEHOLDER, 0, 64)
+    if not head.startswith(CORE_PREAMBLE) or at < 0:
         return None
-    return int(re.match(rb"\d+", module[at + len(_PLACEHOLDER):]).group())  # wasm-tools may add a name section
+    return int(re.match(rb"\d+", head[at + len(_PLACEHOLDER):]).group())  # wasm-tools may add a name section
 
 
 @dataclasses.dataclass
@@ -329,7 +330,7 @@ def rewrite(wasm: bytes, label: str, results: bool = True) -> tuple[bytes, str |
     except _Refused:
         raise
     except WasinnError as e:
-        if _OWN.encode() in wasm:  # its imports went unread: it may be importing wasinn:adapter
+        if holds(wasm, _OWN.encode()):  # its imports went unread: it may be importing wasinn:adapter
             raise _Refused(f"{label} names {_OWN} and its imports cannot be read: {e}") from None
         return wasm, str(e)
 
