@@ -314,6 +314,34 @@ def test_an_operator_asleep_past_its_deadline_wakes_at_it_and_its_message_is_dea
         c.disconnect()
 
 
+def test_a_flood_of_qos0_messages_is_held_to_the_backlog_and_the_rest_dropped_and_counted(broker, graph):
+    """No Receive Maximum holds QoS 0 back: a publisher faster than the worker had it hold
+    every message (50,000 of 1 KB: +454 MiB, and growing). While the worker is busy (a
+    message asleep to its deadline), 1,300 QoS 0 messages come: it holds 1,000 (QOS0_BACKLOG),
+    drops the rest and says so in one line, then answers what it held, and the next QoS 1
+    message as ever."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from wasinn.pipeline.worker import QOS0_BACKLOG
+    flood = QOS0_BACKLOG + 300
+    with serving(broker, graph, "--deadline", "3s") as (got, service):
+        c = client(broker)
+        send(c, "h/in", b"sleep", "m-1")
+        for i in range(flood):
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("id", f"q-{i}")]
+            c.publish("h/in", b"fine", qos=0, properties=props)
+        send(c, "h/in", b"fine", "m-2")
+        got.wait(lambda g: any(r.topic == "h/out" and r.id == "m-2" for r in g), 120)
+        answered = {r.id for r in got.on("h/out") if r.id.startswith("q-")}
+        said = service.wait_event("qos0-dropped", 10)
+        assert said["dropped"] >= 1 and said["held"] == QOS0_BACKLOG, said
+        # the broker may drop QoS 0 too; the worker never answers more than it held
+        assert 0 < len(answered) <= QOS0_BACKLOG, len(answered)
+        assert not service.find("worker-died")
+        c.disconnect()
+
+
 def test_a_message_over_max_payload_bytes_is_not_held_by_a_worker(broker, graph):
     """The worker's CONNECT gives the broker a Maximum Packet Size of max-payload-bytes
     + 1 MiB: a larger message is discarded by the broker (MQTT 5), never read by the

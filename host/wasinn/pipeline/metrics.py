@@ -48,8 +48,10 @@ class WorkerMetrics:
         self.message_seconds = Histogram("wasinn_pipeline_message_seconds", "From receiving a message to the "
                                          "broker acknowledging its result", buckets=LATENCY_BUCKETS)
         self.queued = Gauge("wasinn_pipeline_queued_messages", "Messages the worker holds and has not "
-                            "finished (at most mqtt.receiveMaximum)", ["worker"],
-                            multiprocess_mode="livesum").labels(**labels)
+                            "finished (QoS 1: mqtt.receiveMaximum, where the broker keeps to it; QoS 0: at most "
+                            "1,000)", ["worker"], multiprocess_mode="livesum").labels(**labels)
+        self.dropped = Counter("wasinn_pipeline_messages_dropped", "QoS 0 messages dropped on arrival: the worker "
+                               "held its most of them waiting", ["worker"]).labels(**labels)
         self.ready = Gauge(READY, "1 while the worker is connected and subscribed", ["worker"],
                            multiprocess_mode="livemax").labels(**labels)
         self._worker = worker

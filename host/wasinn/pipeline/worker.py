@@ -82,6 +82,14 @@ RETIRE_IDLE_SECONDS = 2.0
 # Answered messages whose acknowledgement a lost connection may have swallowed: only the
 # last few can be, since the broker has at most mqtt.receiveMaximum unacknowledged.
 _ANSWERED_REMEMBERED = 16
+# QoS 0 messages a worker holds waiting, at most (and at most 2 x max-payload-bytes of
+# them): no Receive Maximum holds QoS 0 back, so a publisher faster than the worker had it
+# hold every one (50,000 of 1 KB: +454 MiB, and growing). Past either bound new ones are
+# dropped and counted: QoS 0 is at most once. (QoS 1 is held back by the broker, though
+# mosquitto 2.0.11 lets one more in for every acknowledgement: see `_on_message`.)
+QOS0_BACKLOG = 1000
+# The least time between two lines saying that QoS 0 messages were dropped
+_DROPPED_LINE_SECONDS = 10.0
 # Messages prepared ahead of the one in the stages, on a thread of their own: Pillow
 # decodes with the GIL released, so a photo's decoding (2.6-5.7 ms for the sample
 # photos, a fifth to a third of its turn) runs on the core that one onnxruntime thread
@@ -244,6 +252,12 @@ class Worker:
         # when a connection is lost and when one is made. (SimpleQueue, in C: queue.Queue's
         # put and get run in Python under a Condition whose wait makes a lock each time.)
         self.inbox: queue.SimpleQueue[tuple[int, mqtt.MQTTMessage]] = queue.SimpleQueue()
+        # QoS 0 messages in the inbox, and their payload bytes (QOS0_BACKLOG); and those
+        # dropped since the last line said so, and when it did
+        self._qos0 = [0, 0]
+        self._qos0_lock = threading.Lock()
+        self._dropped, self._dropped_said = 0, -_DROPPED_LINE_SECONDS
+        self._over_receive_maximum_said = False
         self.session = 0
         self.stopping = threading.Event()
         self.answered: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # this connection's last
@@ -314,9 +328,50 @@ class Worker:
             # response topic's subscription across the worker's restarts): no input of the graph
             client.ack(msg.mid, msg.qos)
             return
+        if msg.qos == 0 and not self._hold_qos0(len(msg.payload)):
+            return
         self.metrics.queued.inc()
         self.last_activity = time.monotonic()
         self.inbox.put((self.session, msg))
+        if msg.qos and not self._over_receive_maximum_said and \
+                self.inbox.qsize() - self._qos0[0] > self.pipeline.mqtt.receive_maximum + _DECODED_AHEAD:
+            # MQTT 5 forbids it (3.3.4), and mosquitto 2.0.11 does it: each acknowledgement
+            # lets two more in. What the worker holds is then bounded by the broker's queue.
+            self._over_receive_maximum_said = True
+            self.log.warning("over-receive-maximum", held=self.inbox.qsize(),
+                             receive_maximum=self.pipeline.mqtt.receive_maximum,
+                             detail="the broker sends more unacknowledged messages than mqtt.receiveMaximum "
+                                    "allows (mosquitto 2.0.11 does under load); the worker holds them until it "
+                                    "gets to them: bound them with the broker's own queue limit "
+                                    "(mosquitto: max_queued_messages)")
+
+    def _hold_qos0(self, size: int) -> bool:
+        """Whether a QoS 0 message of `size` payload bytes fits the backlog (QOS0_BACKLOG);
+        one that does not is counted and dropped, said in a line every so often."""
+        with self._qos0_lock:
+            count, held = self._qos0
+            if count < QOS0_BACKLOG and held + size <= 2 * self.max_payload:
+                self._qos0[0], self._qos0[1] = count + 1, held + size
+                return True
+            self._dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_said < _DROPPED_LINE_SECONDS:
+                dropped = 0
+            else:
+                dropped, self._dropped, self._dropped_said = self._dropped, 0, now
+        self.metrics.dropped.inc()
+        if dropped:
+            self.log.warning("qos0-dropped", dropped=dropped, held=count, held_bytes=held,
+                             detail=f"QoS 0 messages come faster than the worker takes them: past {QOS0_BACKLOG} "
+                                    "waiting, or 2 x max-payload-bytes of them, new ones are dropped (QoS 0 is at "
+                                    "most once); publish at QoS 1 to have the broker keep them, or add workers")
+        return False
+
+    def _taken(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.qos == 0:
+            with self._qos0_lock:
+                self._qos0[0] -= 1
+                self._qos0[1] -= len(msg.payload)
 
     # --- main thread ----------------------------------------------------------------
     def run(self) -> int:
@@ -335,6 +390,7 @@ class Worker:
                         session, msg = self.inbox.get_nowait() if ahead else self.inbox.get(timeout=0.2)
                     except queue.Empty:
                         break
+                    self._taken(msg)
                     taken = time.perf_counter()
                     ahead.append((session, msg, _Ready(self._prepare(msg, taken)) if self._inline(msg)
                                   else decoder.submit(self._prepare, msg, taken)))
