@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -287,3 +288,8 @@ def test_a_folds_arguments_are_made_within_its_calls_deadline(services):
                                                 r"that long"):
             op.accumulate(b"s", window)
         assert op.accumulate(b"s", window[:3]) == b"s|m|m|m"
+        # reading the window counts too (the engine says when it began: a 64 MB window took
+        # 0.26 s to read before the call's own clock started)
+        with pytest.raises(OperatorError, match=r"the call ran past its deadline of 0.1 s"):
+            op.accumulate(b"s", window[:3], started=time.monotonic() - 0.2)
+        assert op.accumulate(b"s", window[:3], started=time.monotonic()) == b"s|m|m|m"

@@ -215,12 +215,13 @@ class _Node:
             raise
         self.op = op
 
-    def call(self, method: str, *args):
+    def call(self, method: str, *args, **kwargs):
         from .operator import OperatorError
         try:
             if self.op is None:
                 self.open()
-            return getattr(self.op, method)(*args)
+                kwargs.pop("started", None)  # opening ran init, a call under a deadline of its own
+            return getattr(self.op, method)(*args, **kwargs)
         except OperatorError as e:
             if e.kind in ("trap", "init"):
                 self.close()
@@ -310,8 +311,13 @@ class DataflowRunner:
             while self._emitted:
                 self.windows.emitted(*self._emitted[0])
                 self._emitted.popleft()
-            for window in self.windows.due(self.clock.now()):  # read one at a time
-                yield self._fold(*window)
+            windows = self.windows.due(self.clock.now())  # read one at a time
+            while True:
+                started = time.monotonic()  # the fold's deadline covers reading its window
+                window = next(windows, None)
+                if window is None:
+                    break
+                yield self._fold(*window, started=started)
         except WindowUnavailable as e:  # the windows wait for the store (and their leases): said once
             if not self._store_away:
                 self.log.warning("windows", message=f"{e}; the windows that are due wait for it")
@@ -322,14 +328,16 @@ class DataflowRunner:
             return
         self._store_away = False
 
-    def _fold(self, node: str, at, messages: list, window_id: str, upto: int) -> list[Publication]:
-        """The publications of one window's fold (its result, or its dead letter)."""
+    def _fold(self, node: str, at, messages: list, window_id: str, upto: int,
+              started: float | None = None) -> list[Publication]:
+        """The publications of one window's fold (its result, or its dead letter);
+        `started`: when reading the window began."""
         from .operator import Message
         first = next((m for m in messages if isinstance(m, Message)), None)
         staged = Message(b"", topic=first.topic if first else "", timestamp=at)
         pubs: list[Publication] = []
         try:
-            result = self.nodes[node].call("accumulate", staged, messages)
+            result = self.nodes[node].call("accumulate", staged, messages, started=started)
             self._flow(node, result, at, pubs, {})
         except StageFailure as f:
             error = {"stage": f.stage, "kind": f.kind, "message": f.message}
