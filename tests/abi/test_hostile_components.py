@@ -314,6 +314,25 @@ def test_wasm_tools_output_is_bounded():
                                    "printing", limit=1000)
 
 
+def _many_functions(n: int) -> bytes:
+    return ("(module\n" + "".join(f"(func $f{i} (result i32) i32.const {i})\n" for i in range(n)) + ")").encode()
+
+
+def test_wasm_tools_is_held_to_its_memory_and_time():
+    """It parses the guest's bytes (rewrite.py): a parse that grew without end, or never
+    ended, would have held the host's load with it. Past its address space or its time
+    it is stopped, in one line; within them it runs (the defaults are far above what
+    rewrite.py hands it: 2 MiB of binary, 8 MiB of text)."""
+    text = _many_functions(50_000)  # 2 MB: ~0.1 s and ~30 MiB to parse
+    assert wasm_tools.wasm_tools_output(["parse", "-"], text, "parsing").startswith(CORE_PREAMBLE)
+    with pytest.raises(WasinnError, match=r"^parsing: wasm-tools needed more than 32 MiB and was stopped "
+                                          r"\(wasinn's limit on it\)$"):
+        wasm_tools.wasm_tools_output(["parse", "-"], text, "parsing", memory=32 << 20)
+    with pytest.raises(WasinnError, match=r"^parsing: wasm-tools ran 0.005 s and was stopped \(wasinn's limit on "
+                                          r"it\)$"):
+        wasm_tools.wasm_tools_output(["parse", "-"], _many_functions(400_000), "parsing", timeout=0.005)
+
+
 HOSTILE = [
     COMPONENT_PREAMBLE + b"\x04\xff\xff\xff\xff\x0f",  # a nested component past the end
     COMPONENT_PREAMBLE + b"\x01" + b"\xff" * 20,  # a size that never ends
