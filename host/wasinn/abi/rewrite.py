@@ -348,9 +348,10 @@ def _rewrite(wasm: bytes, label: str, results: bool) -> tuple[bytes, str | None]
         if sid == CORE_MODULE_SECTION:
             payload, i = _placeholder(i), i + 1
         stub.append((sid, payload))
+    outside = sum(len(payload) for _, payload in stub)  # measured before any of it is copied
+    if outside > _MAX_STUB:
+        raise WasinnError(f"{outside >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     stub = join(stub)
-    if len(stub) > _MAX_STUB:
-        raise WasinnError(f"{len(stub) >> 20} MiB lie outside its top-level core modules (not a wit-component layout)")
     text = wasm_tools_output(["print", "-"], stub, f"cannot read {label}", _MAX_STUB_TEXT).decode(errors="replace")
     end = text.rstrip().rindex(")")
     note = plan.results_note
