@@ -2,15 +2,19 @@
 behaviour is tried on a tiny component in WAT (support/tiny_component.py)."""
 from __future__ import annotations
 
+import pathlib
 import shutil
 
 import pytest
 
 import wasinn
 from wasinn.embedding.records import record
+from wasinn.limits import Limits
 
 from support.internals import compiled_entry
 from support.tiny_component import FIRST_BYTE, tiny_component
+
+ADDER = pathlib.Path(__file__).resolve().parent.parent / "models" / "adder" / "model.onnx"
 
 
 def compiles(host: wasinn.Host, path) -> int:
@@ -144,3 +148,50 @@ def test_a_guest_may_not_be_given_the_cache_to_write_to(tmp_path):
     for dirs in ([(str(tmp_path), "/c", True)], [(str(tmp_path / "data"), "/c")]):
         with host.instantiate(component, dirs=dirs) as inst:
             assert inst.call("first") == FIRST_BYTE
+
+
+def test_a_guest_may_not_be_given_a_registered_models_file_the_host_reads_later(tmp_path):
+    """A registered model is the operator's, and loaded as such (in process by default).
+    Where the host reads its file after the guest starts (`--lazy-models`, `--isolate
+    all`, a library Host that did not preload it), a guest given its directory to write
+    to had replaced it with a TFLite model that crashes LiteRT (the host died, SIGSEGV),
+    or with a link out of its directory, to /dev/zero (the host read until it ran out of
+    memory) or to another model on the host (loaded and computed). Such a directory,
+    holding the model's file, the link it is registered through or that link's target, is
+    refused; read-only, apart from it, or once the model is loaded at start (what peers'
+    `--dir .:.` command lines beside a preloaded model need), it is given. So is one that
+    holds the external-data directory."""
+    app = tmp_path / "app.wasm"
+    app.write_bytes(tiny_component("first"))
+    models, elsewhere, data = tmp_path / "models", tmp_path / "elsewhere", tmp_path / "data"
+    for d in (models, elsewhere, data):
+        d.mkdir()
+    (models / "model.onnx").write_bytes(ADDER.read_bytes())
+    (elsewhere / "real.onnx").write_bytes(ADDER.read_bytes())
+    (data / "linked.onnx").symlink_to(elsewhere / "real.onnx")
+    host = wasinn.Host(cache_dir=False)
+    host.models.register("m", models / "model.onnx")
+    host.models.register("linked", data / "linked.onnx")
+    component = host.load_component(app)
+    for given, name, path in ((models, "m", models / "model.onnx"), (tmp_path, "m", models / "model.onnx"),
+                              (data, "linked", data / "linked.onnx"), (elsewhere, "linked", data / "linked.onnx")):
+        with pytest.raises(wasinn.WasinnError, match=rf"^--dir {given}: the guest could replace the file of the "
+                                                     rf"registered model '{name}' \({path}\), which the host reads "
+                                                     "after the guest starts"):
+            host.instantiate(component, dirs=[(str(given), "/m")]).call("first")
+    (tmp_path / "apart").mkdir()
+    for dirs in ([(str(models), "/m", True), (str(data), "/d", True)], [(str(tmp_path / "apart"), "/a")]):
+        with host.instantiate(component, dirs=dirs) as inst:
+            assert inst.call("first") == FIRST_BYTE
+    host.preload_models()()  # loaded at start, in process: never read again
+    with host.instantiate(component, dirs=[(str(tmp_path), "/t")]) as inst:
+        assert inst.call("first") == FIRST_BYTE
+    isolated = wasinn.Host(cache_dir=False, limits=Limits(isolate="all"))
+    isolated.models.register("m", models / "model.onnx")
+    isolated.preload_models()()  # checked at start; each instance loads it in its own worker, later
+    with pytest.raises(wasinn.WasinnError, match=rf"^--dir {models}: the guest could replace the file"):
+        isolated.instantiate(isolated.load_component(app), dirs=[(str(models), "/m")]).call("first")
+    external = wasinn.Host(cache_dir=False, limits=Limits(external_data_dir=data.resolve()))
+    with pytest.raises(wasinn.WasinnError, match=rf"^--dir {tmp_path}: the guest could write to the external-data "
+                                                 rf"directory \({data}\), whose files the host's ONNX parser reads"):
+        external.instantiate(external.load_component(app), dirs=[(str(tmp_path), "/t")]).call("first")

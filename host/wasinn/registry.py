@@ -129,6 +129,12 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def files(self) -> list[tuple[str, pathlib.Path, bool]]:
+        """(name, path, loaded) of every registered model's files; `loaded`: its graph is
+        loaded in process (a worker's may go, and be loaded anew from the files)."""
+        return [(name, path, entry.graph is not None and not getattr(entry.graph, "gone", False))
+                for name, entry in self._entries.items() for path in entry.paths]
+
     def unload(self) -> None:
         """Lets go of the models loaded for no instance (`preload`'s): loaded again on use."""
         for entry in self._entries.values():

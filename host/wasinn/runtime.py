@@ -427,21 +427,49 @@ class Instance:
         self.instances_started += 1
         return instance, store, session, budget
 
-    def _apart_from_the_cache(self, host_path: str) -> None:
-        """A directory a guest may write to holds no part of the compile cache, nor lies in
-        it: the host runs the native code of the entries there (wasmtime trusts what it
-        deserializes), and maps them (one a guest truncated killed the host, SIGBUS). A
-        guest given the cache's directory (`--dir ~::/home`, the default cache being in
-        ~/.cache) had planted its own code in another component's entry, which the next
-        run of that component ran."""
+    def _apart_from_the_host(self, host_path: str) -> None:
+        """A directory a guest may write to holds nothing the host itself reads and trusts,
+        nor lies in it:
+        - no part of the compile cache: the host runs the native code of its entries
+          (wasmtime trusts what it deserializes) and maps them. A guest given the cache's
+          directory (`--dir ~::/home`, the default cache being in ~/.cache) had planted its
+          own code in another component's entry, which the next run of that component
+          ran; one that truncated its own entry killed the host (SIGBUS);
+        - no registered model's file (nor, for one reached through a link, its target) that
+          the host reads after the guest starts (`--lazy-models`, `--isolate all`, a library
+          Host that did not preload it): the host loads those as the operator's, in process
+          by default. A guest had replaced one with a TFLite model that crashes LiteRT
+          (SIGSEGV), or with a link out of its directory, to /dev/zero (the host read until
+          it ran out of memory) or to another model on the host (loaded and computed). One
+          loaded at start, in process, is not read again: peers' command lines give the
+          guest `--dir .:.` beside the model they preload;
+        - not the directory ONNX external data is read from (`external-data-dir`), whose
+          files onnx's parser reads in the host."""
+        given = {pathlib.Path(os.path.abspath(host_path)), pathlib.Path(host_path).resolve()}
+
+        def reaches(path) -> bool:
+            seen = {pathlib.Path(os.path.abspath(path)), pathlib.Path(path).resolve()}
+            return any(p.is_relative_to(d) or d.is_relative_to(p) for p in seen for d in given)
+        readonly = "or give the directory read-only (GUEST:HOST:readonly)"
         cache = self.host.cache_dir
-        if cache is None:
-            return
-        given, kept = pathlib.Path(host_path).resolve(), pathlib.Path(cache).resolve()
-        if kept.is_relative_to(given) or given.is_relative_to(kept):
+        if cache is not None and reaches(cache):
             raise WasinnError(f"--dir {host_path}: the guest could write to the compile cache ({cache}), whose "
                               "compiled code the host runs; give it a directory apart from the cache, keep the "
-                              "cache elsewhere (--cache-dir), or give the directory read-only (GUEST:HOST:readonly)")
+                              f"cache elsewhere (--cache-dir), {readonly}")
+        in_worker = self.host.nn.isolation.applies(guest=False)
+        for name, path, loaded in self.host.models.files():
+            if loaded and not in_worker:
+                continue
+            for p in {pathlib.Path(os.path.abspath(path)), pathlib.Path(path).resolve()}:
+                if any(p.is_relative_to(d) for d in given):
+                    raise WasinnError(f"--dir {host_path}: the guest could replace the file of the registered model "
+                                      f"{name!r} ({path}), which the host reads after the guest starts (--lazy-models, "
+                                      "--isolate all) as the operator's; load it at start, keep it outside the "
+                                      f"directories the guest may write to, {readonly}")
+        external = self.host.limits.external_data_dir
+        if external is not None and reaches(external):
+            raise WasinnError(f"--dir {host_path}: the guest could write to the external-data directory ({external}), "
+                              f"whose files the host's ONNX parser reads; keep them apart, {readonly}")
 
     def _new_store(self, engine: Engine) -> Store:
         """A store with the instance's WASI (argv, env, preopens, stdio) and limits."""
@@ -453,7 +481,7 @@ class Instance:
                 raise WasinnError(f"--dir: no such directory {host_path}")
             mutable = not (read_only and read_only[0])
             if mutable:
-                self._apart_from_the_cache(host_path)
+                self._apart_from_the_host(host_path)
             wasi.preopen_dir(host_path, guest_path, fs_mutable=mutable)
         store = Store(engine)
         streams.bound_to_deadline(wasi, store, self.host.nn.call_deadline)  # held to the call's deadline

@@ -223,7 +223,9 @@ def _add_run(sub, name: str, help_text: str) -> None:
     p.add_argument("--dir", action="append", default=[], metavar="HOST::GUEST|GUEST:HOST|DIR",
                    help="give the guest a host directory: wasmtime's HOST::GUEST, WasmEdge's "
                         "GUEST:HOST[:readonly], or DIR at the same path (repeatable); one the guest may "
-                        "write to may not hold the compile cache, nor lie in it")
+                        "write to may not hold or lie in the compile cache or the external-data directory, nor "
+                        "hold a registered model's file that the host reads after the guest starts "
+                        "(--lazy-models, --isolate all)")
     p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="an environment variable for the guest; NAME alone passes this process's value "
                         "(repeatable)")
