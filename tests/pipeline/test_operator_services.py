@@ -612,6 +612,39 @@ def test_a_mass_expiry_is_dropped_a_batch_per_write_and_counts_nowhere_meanwhile
 
 
 
+def test_large_expired_values_are_dropped_a_mebibyte_per_write_and_found_without_reading_them(tmp_path):
+    """33 values of 2 MB expiring together (one operator's 64 MiB) were dropped in one
+    write, and found by a query that read each whole value to reach the columns stored
+    after it: the next write of any operator held the store 0.23 s (three such operators:
+    0.46 s, and a 0.1 s deadline ended 0.41 s late). A write now drops one such key (past
+    PURGE_BYTES, no more than the first), found by an index that holds what the drop counts."""
+    import sqlite3
+
+    from wasinn.pipeline.services.state_store import PURGE_BYTES
+    path = tmp_path / "big.sqlite"
+    store = EmbeddedStore(path)
+    size, n = 2_000_000, 8
+    for i in range(n):
+        # all to expire once every one is written (a key expired meanwhile is dropped by the next)
+        assert store.set("a", b"big%d" % i, b"x" * size, expires=2.0, max_keys=n, max_bytes=size * n)[0]
+    time.sleep(2.1)
+
+    def rows() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return db.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+    assert size > PURGE_BYTES
+    for written in range(1, n + 1):
+        assert store.set("b", b"small", b"y")[0]
+        assert rows() == n - written + 1  # one big key gone a write, and "small" kept
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT rowid, owner, length(value) FROM kv WHERE expires IS NOT NULL AND "
+            "expires <= 1 ORDER BY expires LIMIT 64"))
+        (index,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'kv_expiry'").fetchone()
+    assert "INDEX kv_expiry" in plan and "(expires, owner, length(value))" in index, (plan, index)
+    store.close()
+
+
 def test_operator_limits_come_from_the_toml_file_and_flags(tmp_path):
     from wasinn.cli import limits_from_args, parser
     path = tmp_path / "wasinn.toml"
