@@ -19,9 +19,9 @@ finalizes would call into a Python half torn down (a Rust panic at exit). So at 
 exit waits for wasmtime to drop the streams of every closed store, whenever it closed;
 except a store whose call still runs in a thread the interpreter does not wait for, as
 closing it would free what wasmtime is using: that call's next write waits for the
-process's end instead. Only a write already
-under way as the interpreter finalizes can still meet the panic, as a call into any
-host function there does.
+process's end instead, and the exit gives it a moment (_PARK_WAIT) to come in. Only a
+write that comes later, as the interpreter finalizes, can still meet the panic, as a
+call into any host function there does.
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ _writers: "weakref.WeakSet[Callable]" = weakref.WeakSet()
 # with onnxruntime's threads spinning; 2 of 40 `wasinn run`s by `main(argv)`, whose
 # store had closed just before the exit).
 _DROP_WAIT = 1.0
+# How long the exit waits for a call still running to bring its next write in (`_close_stores`)
+_PARK_WAIT = 0.25
 
 
 def bound_to_deadline(wasi: WasiConfig, store: Store, call_deadline: Callable[[Store], float | None]) -> None:
@@ -110,6 +112,13 @@ def _close_stores() -> None:
     until = time.monotonic() + _DROP_WAIT
     while _writing[0] and time.monotonic() < until:
         time.sleep(0.001)
+    if _busy:
+        # a call still writing has its next write on its way into Python (a wasmtime
+        # thread waiting for the GIL): let it come in and wait here, not as the
+        # interpreter finalizes (the same panic, once more in a loaded CI run)
+        until = time.monotonic() + _PARK_WAIT
+        while not _parked.is_set() and time.monotonic() < until:
+            time.sleep(0.001)
     running = set()  # the writers of stores whose call still runs: those stay
     for store, writers in list(_stores.items()):
         if id(store) in _busy:
@@ -123,6 +132,7 @@ def _close_stores() -> None:
 
 _exiting = threading.Event()
 _never = threading.Event()
+_parked = threading.Event()  # a write came after `_exiting`, and waits for the process's end
 _writing = [0]  # writes under way
 _writing_lock = threading.Lock()
 
@@ -143,6 +153,7 @@ def _writer(fd: int, deadline: Callable[[], float | None]) -> Callable[[bytes], 
         if _exiting.is_set():
             with _writing_lock:
                 _writing[0] -= 1  # (waiting for ever: not under way)
+            _parked.set()
             _never.wait()
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
