@@ -322,7 +322,7 @@ def test_a_flood_of_qos0_messages_is_held_to_the_backlog_and_the_rest_dropped_an
     message as ever."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
-    from wasinn.pipeline.worker import QOS0_BACKLOG
+    from wasinn.pipeline.worker import _DECODED_AHEAD, QOS0_BACKLOG
     flood = QOS0_BACKLOG + 300
     # the sleeping message holds the worker to its deadline: long enough for the whole
     # flood to arrive on a loaded machine (~0.3 s on a quiet one)
@@ -338,8 +338,9 @@ def test_a_flood_of_qos0_messages_is_held_to_the_backlog_and_the_rest_dropped_an
         answered = {r.id for r in got.on("h/out") if r.id.startswith("q-")}
         said = service.wait_event("qos0-dropped", 10)
         assert said["dropped"] >= 1 and said["held"] == QOS0_BACKLOG, said
-        # the broker may drop QoS 0 too; the worker never answers more than it held
-        assert 0 < len(answered) <= QOS0_BACKLOG, len(answered)
+        # the broker may drop QoS 0 too; the worker never answers more than it held waiting,
+        # and the few it had taken to prepare ahead before the flood came
+        assert 0 < len(answered) <= QOS0_BACKLOG + _DECODED_AHEAD, len(answered)
         assert not service.find("worker-died")
         c.disconnect()
 
