@@ -445,11 +445,12 @@ class Instance:
           guest `--dir .:.` beside the model they preload;
         - not the directory ONNX external data is read from (`external-data-dir`), whose
           files onnx's parser reads in the host."""
-        given = {pathlib.Path(os.path.abspath(host_path)), pathlib.Path(host_path).resolve()}
+        def named(path) -> set[pathlib.Path]:  # as written, and where its links lead
+            return {pathlib.Path(os.path.abspath(path)), pathlib.Path(path).resolve()}
+        given = named(host_path)
 
         def reaches(path) -> bool:
-            seen = {pathlib.Path(os.path.abspath(path)), pathlib.Path(path).resolve()}
-            return any(p.is_relative_to(d) or d.is_relative_to(p) for p in seen for d in given)
+            return any(p.is_relative_to(d) or d.is_relative_to(p) for p in named(path) for d in given)
         readonly = "or give the directory read-only (GUEST:HOST:readonly)"
         cache = self.host.cache_dir
         if cache is not None and reaches(cache):
@@ -460,7 +461,7 @@ class Instance:
         for name, path, loaded in self.host.models.files():
             if loaded and not in_worker:
                 continue
-            for p in {pathlib.Path(os.path.abspath(path)), pathlib.Path(path).resolve()}:
+            for p in named(path):
                 if any(p.is_relative_to(d) for d in given):
                     raise WasinnError(f"--dir {host_path}: the guest could replace the file of the registered model "
                                       f"{name!r} ({path}), which the host reads after the guest starts (--lazy-models, "
