@@ -12,7 +12,7 @@ import wasinn
 from wasinn import TensorType
 from wasinn.limits import Limits, parse_bytes, parse_seconds
 
-from support import models
+from support import models, tflite_models
 from support.repo import CACHE, guest_component
 
 
@@ -96,6 +96,26 @@ def test_live_resource_limits():
     g = inst.call("load-by-name", "x")  # not-found still wins over nothing
     assert failure(g)[0] == "not-found"
 
+
+
+def test_each_litert_context_counts_its_interpreter_in_max_host_bytes(tmp_path):
+    # each context of a LiteRT graph is an interpreter with tensors of its own: 30
+    # contexts of one registered model held 30 of 48 MiB in process under
+    # --max-host-bytes 128MiB (probe 64)
+    host = make_host(max_host_bytes="20MiB")
+    (tmp_path / "wide.tflite").write_bytes(tflite_models.wide_sum(1 << 20))  # 8 MiB a context
+    host.models.register("wide", tmp_path / "wide.tflite")
+    inst = instance(host)
+    graph = inst.call("load-by-name", "wide").payload
+    contexts = [inst.call("init-context", graph).payload for _ in range(2)]
+    code, message = failure(inst.call("init-context", graph))
+    assert code == "too-large" and "(max-host-bytes, --max-host-bytes)" in message, message
+    inst.call("drop-context", contexts.pop())
+    again = inst.call("init-context", graph)  # its bytes were given back
+    assert again.tag == "ok"
+    result = inst.call("compute-tensors", again.payload, [("x", np.ones(1, np.float32))])
+    assert result.tag == "ok", result.payload
+    assert inst.live_resources()["graph_execution_context"] == 2
 
 def test_too_many_live_tensors_are_reported_by_compute():
     inst = instance(make_host(max_tensors=1))

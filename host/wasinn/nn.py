@@ -15,6 +15,7 @@ import functools
 import itertools
 import mmap
 import os
+import sys
 import threading
 import time
 from typing import Callable, NamedTuple
@@ -56,13 +57,15 @@ class ExecutionContext:
     rep)) and the outputs of the last compute (name -> tensor rep). Those reps stay in
     the instance's table, counted against its limits, until replaced or the context
     goes."""
-    __slots__ = ("graph", "context", "inputs", "outputs")
+    __slots__ = ("graph", "context", "inputs", "outputs", "held", "working")
 
     def __init__(self, graph: Graph, context: Context):
         self.graph = graph
         self.context = context
         self.inputs: dict[int, tuple[str, int]] = {}
         self.outputs: dict[str, int] = {}
+        # the backend's working memory of this context, counted in max-host-bytes (`count_working`)
+        self.held = self.working = working_bytes(context)
 
     def staged(self) -> list[int]:
         return [rep for _, rep in self.inputs.values()] + list(self.outputs.values())
@@ -533,9 +536,13 @@ class WasiNn:
         registered in its table as (name, tensor rep)."""
         ctx: ExecutionContext = self.get(ctx_rep, Resource.GRAPH_EXECUTION_CONTEXT)
         session = self.session(store)
+        check_working(self.limits, session)
         with timeouts_seen(session):
-            outputs = compute(ctx.graph, ctx.context, tensors, self.limits, session.deadline,
-                              lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
+            try:
+                outputs = compute(ctx.graph, ctx.context, tensors, self.limits, session.deadline,
+                                  lambda sizes: check_outputs(self.limits, sizes, session.host_bytes))
+            finally:
+                count_working(session, ctx)
         live = session.counts["tensor"] + len(outputs)
         if live > self.limits.max_tensors:
             raise too_large(f"the outputs would make {live} live tensors in the instance; the limit is "
@@ -707,6 +714,35 @@ def timeouts_seen(session: Session | None):
         raise
 
 
+def working_bytes(context: Context) -> int:
+    """What a backend context holds of its own in the host (a LiteRT interpreter's
+    tensors; 0 where contexts share their graph's memory, or where it lies in a worker)."""
+    return getattr(context, "working_bytes", 0)
+
+
+def count_working(session: Session, execution) -> None:
+    """Counts in the instance's max-host-bytes what the backend context of `execution`
+    (an ExecutionContext, or a core module's abi/witx.Execution) holds beyond what was
+    counted: a LiteRT interpreter resized to a compute's dynamic axes, up to
+    max-backend-memory. Past max-host-bytes, the instance's next allocations are refused
+    (compute among them: `check_working`). Each context is counted when made (nn.add)."""
+    grown = working_bytes(execution.context) - execution.working
+    if grown:
+        execution.working += grown
+        execution.held += grown
+        session.host_bytes += grown
+
+
+def check_working(limits: Limits, session: Session) -> None:
+    """Refuses a compute while contexts' grown working memory (`count_working`) holds
+    the instance past max-host-bytes: one more resize could take it one interpreter
+    further."""
+    if session.host_bytes > limits.max_host_bytes:
+        raise too_large(f"the instance holds {session.host_bytes} bytes on the host, its execution contexts' "
+                        f"working memory grown with their inputs' shapes; the limit is {limits.max_host_bytes} "
+                        "(max-host-bytes, --max-host-bytes): drop a context or tensors first")
+
+
 def new_context(graph: Graph, session: Session) -> Context:
     """`graph`'s new context, made within the call's deadline (an isolated graph's worker
     is stopped at it: a backend may build a whole interpreter for each context)."""
@@ -771,7 +807,8 @@ def _held_bytes(kind: Resource, obj) -> int:
     if kind == Resource.GRAPH:
         return getattr(obj, "model_bytes", 0)
     if kind == Resource.ERROR:  # an error's text, the host's or one a guest made (Staged.error_new)
-        return len(obj.message) + _ERROR_OVERHEAD
+        # as Python holds it: up to 4 bytes a character (len() counted 16 MB of emoji as 4 MB)
+        return sys.getsizeof(obj.message) + _ERROR_OVERHEAD
     if kind == Resource.GRAPH_EXECUTION_CONTEXT:
         return getattr(obj, "held", 0)  # a core module's staged inputs and outputs (abi/witx.Execution)
     return 0

@@ -100,6 +100,17 @@ def test_error_constructor_only_in_2024_06_25(wasinn_host):
             assert made == ("runtime-error: made by the guest" if version == "0.2.0-rc-2024-06-25" else None)
 
 
+
+def test_a_guest_made_error_counts_the_bytes_its_text_holds_in_the_host():
+    # Python holds a character past U+FFFF in 4 bytes: counted by len(), 15 errors of
+    # 16 MB of emoji each passed a 64 MiB max-host-bytes and held ~240 MB (probe 64)
+    from wasinn.limits import Limits
+    host = wasinn.Host(cache_dir=CACHE, limits=Limits(max_host_bytes=256 << 10))
+    with host.instantiate(host.load_component(python_guest("0.2.0-rc-2024-06-25"))) as inst:
+        assert inst.call("make-error", "a" * 100_000) == "runtime-error: " + "a" * 100_000
+        with pytest.raises(wasinn.GuestTrap, match=r"too-large: .*\(max-host-bytes, --max-host-bytes\)"):
+            inst.call("make-error", "\U0001f600" * 100_000)
+
 def test_get_output_before_compute_and_unknown_output(wasinn_host, native):
     inp, out, x, _ = native
     version = "0.2.0-rc-2024-08-19"

@@ -104,6 +104,20 @@ def dynamic_double() -> bytes:
     return b.finish([x], [y])
 
 
+
+def wide_sum(n: int) -> bytes:
+    """float32 [1] tiled to [n], added to itself and summed: y = 2 * n * x, through two
+    [n] float32 tensors of the interpreter's own (8n bytes of working memory per context)."""
+    b = Builder()
+    f = fb.TensorType.FLOAT32
+    x, t1, t2, y = b.tensor("x", f, (1,)), b.tensor("t1", f, (n,)), b.tensor("t2", f, (n,)), b.tensor("y", f, (1,))
+    b.op(Op.TILE, [x, b.const("multiples", np.array([n], np.int32))], [t1])
+    b.op(Op.ADD, [t1, t1], [t2], fb.BuiltinOptions.AddOptions, fb.AddOptionsT())
+    keep = fb.ReducerOptionsT()
+    keep.keepDims = True
+    b.op(Op.SUM, [t2, b.const("axis", np.array([0], np.int32))], [y], fb.BuiltinOptions.ReducerOptions, keep)
+    return b.finish([x], [y])
+
 @functools.cache
 def unknown_operator() -> bytes:
     """A well-formed model whose one operator has a builtin code LiteRT does not know."""

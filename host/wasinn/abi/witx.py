@@ -39,8 +39,8 @@ from ..embedding.memory import ExportedMemory
 from ..embedding.patches import I32Host
 from ..errors import NnError, invalid_argument, not_found, quoted, unsupported
 from ..limits import product
-from ..nn import (Session, WasiNn, check_input, check_outputs, compute_bound, in_model_order, new_context,
-                  timeouts_seen)
+from ..nn import (Session, WasiNn, check_input, check_outputs, check_working, compute_bound, count_working,
+                  in_model_order, new_context, timeouts_seen, working_bytes)
 from ..tensors import DTYPES, HostTensor
 
 SERVED = tables.FUNCTIONS  # import module -> the functions defined for it
@@ -169,8 +169,9 @@ class Execution:
         self.context = context
         self.inputs: dict[int, HostTensor] = {}
         self.outputs: list[HostTensor] | None = None
-        # the bytes its inputs and outputs hold, in its instance's max-host-bytes (`hold`)
-        self.held = 0
+        # the bytes its inputs, outputs and backend context hold, in its instance's
+        # max-host-bytes (`hold`; the context's: nn.count_working)
+        self.held = self.working = working_bytes(context)
 
     def hold(self, session: Session, n: int) -> None:
         """`n` bytes more (or fewer) held, counted against the instance's max-host-bytes
@@ -387,9 +388,13 @@ class WitxHost:
         inputs = in_model_order(execution.graph.inputs, execution.inputs)  # each checked by set_input
         execution.hold(session, -sum(t.nbytes for t in execution.outputs or ()))
         execution.outputs = None
+        check_working(self.nn.limits, session)
         with timeouts_seen(session):
-            outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline,
-                                    lambda sizes: check_outputs(self.nn.limits, sizes, session.host_bytes))
+            try:
+                outputs = compute_bound(execution.graph, execution.context, inputs, self.nn.limits, session.deadline,
+                                        lambda sizes: check_outputs(self.nn.limits, sizes, session.host_bytes))
+            finally:
+                count_working(session, execution)
         execution.outputs = [t for _, t in outputs]
         execution.hold(session, sum(t.nbytes for t in execution.outputs))
 

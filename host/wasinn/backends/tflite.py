@@ -7,7 +7,9 @@ LiteRT offers no bound on its allocations. The nearest: an interpreter whose ten
 (weights included: an upper bound of its arena) add up to more than max-backend-memory
 is refused before it allocates them; after a resize for dynamic axes the sizes are
 known only once allocated, so an interpreter over the bound is then dropped and the
-run refused.
+run refused. Each context's interpreter is its own (`working_bytes`), so the host
+counts it in the instance's max-host-bytes (nn.count_working): 30 contexts of one
+graph held 30 arenas of 48 MiB under --max-host-bytes 128MiB before.
 """
 from __future__ import annotations
 
@@ -66,13 +68,15 @@ class TfLiteGraph:
             raise invalid_encoding(f"LiteRT could not read the tensorflowlite model: {msg}") from e
         return interp
 
-    def check_memory(self, interp: Interpreter) -> None:
+    def check_memory(self, interp: Interpreter) -> int:
+        """The bytes of `interp`'s tensors, refused past max-backend-memory."""
         # in Python ints: LiteRT's shapes are int32 arrays, whose product wrapped (a
         # [32768, 32768] float32 tensor counted as 0 bytes and went on to fail bare)
         held = sum(math.prod(max(int(n), 0) for n in d["shape"]) * np.dtype(d["dtype"]).itemsize
                    for d in interp.get_tensor_details())
         if held > self.max_memory:
             raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors come to {held} bytes")
+        return held
 
     def init_execution_context(self, deadline: float | None = None) -> "TfLiteContext":
         return TfLiteContext(self)
@@ -82,6 +86,7 @@ class TfLiteContext:
     def __init__(self, graph: TfLiteGraph):
         self.graph = graph
         self.interp = graph.interpreter()
+        self.working_bytes = graph.check_memory(self.interp)  # what nn counts for it in max-host-bytes
         self.input_index = [d["index"] for d in self.interp.get_input_details()]
         self.output_index = [d["index"] for d in self.interp.get_output_details()]
 
@@ -102,9 +107,10 @@ class TfLiteContext:
             if resized:
                 interp.allocate_tensors()
                 try:
-                    self.graph.check_memory(interp)
+                    self.working_bytes = self.graph.check_memory(interp)
                 except NnError:
                     self.interp = self.graph.interpreter()  # let the oversized one go
+                    self.working_bytes = self.graph.check_memory(self.interp)
                     raise
             for index, t in zip(self.input_index, inputs):
                 interp.set_tensor(index, t.array())
