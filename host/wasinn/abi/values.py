@@ -14,9 +14,10 @@ list<u8>, got "abc"`. `--invoke` and `Instance.call` both go through here.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Callable
 
 from ..lazy import numpy as np
@@ -107,64 +108,102 @@ def format_value(value, ty=None) -> str:
     """A value as WAVE writes it (what `wasmtime run --invoke` prints); tensors as
     `tensor(FP32, [1, 1000], [v0, v1, ...])`, elided past 8 values. `ty`, the value's
     WIT type where known, tells what the value alone cannot: an enum case or a char
-    from a string, `some(x)` from `x`."""
+    from a string, `some(x)` from `x`. (`value_pieces` writes the same text in pieces.)"""
+    return "".join(value_pieces(value, ty))
+
+
+# A string's or list<u8>'s text is written this many characters or bytes at a time: a
+# guest's 16 MiB string of control characters, escaped in one piece and then character
+# by character, held the host's GIL 1.1 s and 1 GB for `wasinn run --invoke` (probe 64).
+_PIECE = 1 << 16
+
+
+def value_pieces(value, ty=None) -> Iterator[str]:
+    """`format_value`'s text in pieces of at most ~_PIECE characters each (a string or
+    list<u8> a piece at a time), for a writer that need not hold all of it."""
     if ty is not None:
-        typed = _format_typed(value, ty)
+        typed = _typed_pieces(value, ty)
         if typed is not None:
-            return typed
+            yield from typed
+            return
     if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (bytes, bytearray)):
-        return "[" + ", ".join(str(b) for b in value) + "]"
-    if isinstance(value, str):
-        return _quoted(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(format_value(v) for v in value) + ")"
-    if isinstance(value, (set, frozenset)):
-        return "{" + ", ".join(sorted(map(str, value))) + "}"
-    if isinstance(value, Variant):
-        return value.tag if value.payload is None else f"{value.tag}({format_value(value.payload)})"
-    if isinstance(value, Record):
-        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in vars(value).items()) + "}"
-    if value is None:
-        return "none"
-    if isinstance(value, HostTensor):
-        return value.text()
-    if isinstance(value, np.ndarray):
-        return f"a numpy array of {value.dtype} {list(value.shape)}"
-    if isinstance(value, (int, float, np.number)):
-        return str(value)
-    return f"a {type(value).__name__}" if type(value).__repr__ is object.__repr__ else repr(value)
+        yield "true" if value else "false"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        yield "["
+        for at in range(0, len(value), _PIECE):
+            yield (", " if at else "") + ", ".join(map(str, value[at:at + _PIECE]))
+        yield "]"
+    elif isinstance(value, str):
+        yield from _quoted_pieces(value)
+    elif isinstance(value, list):
+        yield from _joined("[", (value_pieces(v) for v in value), "]")
+    elif isinstance(value, tuple):
+        yield from _joined("(", (value_pieces(v) for v in value), ")")
+    elif isinstance(value, (set, frozenset)):
+        yield "{" + ", ".join(sorted(map(str, value))) + "}"
+    elif isinstance(value, Variant):
+        if value.payload is None:
+            yield value.tag
+        else:
+            yield from _joined(f"{value.tag}(", [value_pieces(value.payload)], ")")
+    elif isinstance(value, Record):
+        yield from _joined("{", (_field(k, value_pieces(v)) for k, v in vars(value).items()), "}")
+    elif value is None:
+        yield "none"
+    elif isinstance(value, HostTensor):
+        yield value.text()
+    elif isinstance(value, np.ndarray):
+        yield f"a numpy array of {value.dtype} {list(value.shape)}"
+    elif isinstance(value, (int, float, np.number)):
+        yield str(value)
+    else:
+        yield f"a {type(value).__name__}" if type(value).__repr__ is object.__repr__ else repr(value)
 
 
-def _format_typed(value, ty) -> str | None:
-    """`format_value` where the type decides; None where the value alone does."""
+def _joined(start: str, items, end: str) -> Iterator[str]:
+    yield start
+    for i, pieces in enumerate(items):
+        if i:
+            yield ", "
+        yield from pieces
+    yield end
+
+
+def _field(name: str, pieces) -> Iterator[str]:
+    yield f"{name}: "
+    yield from pieces
+
+
+def _typed_pieces(value, ty):
+    """`value_pieces` where the type decides; None where the value alone does."""
     if isinstance(ty, EnumType):
-        return value
+        return [value]
     if isinstance(ty, Char):
-        return "'" + _quoted(value)[1:-1].replace("'", "\\'") + "'"
+        return ["'" + _quoted(value)[1:-1].replace("'", "\\'") + "'"]
     if isinstance(ty, OptionType):
-        return "none" if value is None else f"some({format_value(value, ty.payload)})"
+        return ["none"] if value is None else _joined("some(", [value_pieces(value, ty.payload)], ")")
     if isinstance(ty, FlagsType):
-        return "{" + ", ".join(name for name in ty.names if name in value) + "}"
+        return ["{" + ", ".join(name for name in ty.names if name in value) + "}"]
     if isinstance(ty, ListType) and not is_bytes(ty):
-        return "[" + ", ".join(format_value(v, ty.element) for v in value) + "]"
+        return _joined("[", (value_pieces(v, ty.element) for v in value), "]")
     if isinstance(ty, TupleType):
-        return "(" + ", ".join(format_value(v, t) for v, t in zip(value, ty.elements)) + ")"
+        return _joined("(", (value_pieces(v, t) for v, t in zip(value, ty.elements)), ")")
     if isinstance(ty, RecordType):
-        return "{" + ", ".join(f"{name}: {format_value(getattr(value, name), t)}" for name, t in ty.fields) + "}"
+        return _joined("{", (_field(name, value_pieces(getattr(value, name), t)) for name, t in ty.fields), "}")
     if isinstance(ty, (VariantType, ResultType)):
         case_ty = dict(_cases(ty))[value.tag]
-        return value.tag if case_ty is None else f"{value.tag}({format_value(value.payload, case_ty)})"
+        return [value.tag] if case_ty is None else _joined(f"{value.tag}(", [value_pieces(value.payload, case_ty)], ")")
     return None
 
 
 def shown(value) -> str:
-    """A value as a message shows it: WAVE, cut short."""
-    text = format_value(value)
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+    """A value as a message shows it: WAVE, cut short (no more of it written than that)."""
+    text = ""
+    for piece in value_pieces(value):
+        text += piece
+        if len(text) > _SHOWN:
+            return text[:_SHOWN] + "..."
+    return text
 
 
 def _number(value):
@@ -520,10 +559,23 @@ def spans_for_bytes(ty, spans) -> bool:
 
 
 def _quoted(text: str) -> str:
-    """`text` as a WAVE string literal (JSON's escapes). json is imported here: only
+    """`text` as a WAVE string literal (JSON's escapes)."""
+    return "".join(_quoted_pieces(text))
+
+
+def _quoted_pieces(text: str) -> Iterator[str]:
+    """`_quoted`, _PIECE characters of `text` at a time. json is imported here: only
     --invoke prints values, and a run's start-up is mostly imports."""
     import json
-    out = json.dumps(text, ensure_ascii=False)
-    if not out.isascii():  # a lone surrogate is no character any output can carry: JSON's escape for it
-        out = "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in out)
-    return out
+    yield '"'
+    for at in range(0, len(text), _PIECE):
+        out = json.dumps(text[at:at + _PIECE], ensure_ascii=False)[1:-1]
+        if not out.isascii():  # a lone surrogate is no character any output can carry: JSON's escape for it
+            out = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+        yield out
+    yield '"'
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+

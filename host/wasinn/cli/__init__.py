@@ -39,11 +39,13 @@ def cmd_run(args) -> int:
     if args.invoke:
         from wasmtime.component import Variant
 
-        from ..abi.values import format_value
+        from ..abi.values import value_pieces
         from .wave import parse_call
         name, values = parse_call(args.invoke, lambda name: [p for p, _ in inst.signature(name)[0]])
         result = inst.call(name, *values)
-        print(format_value(result, inst.signature(name)[1]))
+        for piece in value_pieces(result, inst.signature(name)[1]):  # never the whole text at once
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
         return 1 if isinstance(result, Variant) and result.tag == "err" else 0
     status = inst.run()
     if status:  # the guest may have said nothing: say what wasinn knows
