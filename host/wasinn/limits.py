@@ -16,7 +16,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-tensor-rank = 64       # dimensions of one tensor (numpy's own maximum)
     max-output-bytes = "1GiB"  # one compute output; unset: max-tensor-bytes's value
     max-backend-memory = "2GiB"  # a backend's working memory and live outputs, per graph
-    max-host-bytes = "4GiB"    # live tensors, outputs and model bytes an instance holds
+    max-host-bytes = "4GiB"    # what an instance holds: tensors, outputs, models, errors, LiteRT contexts
     max-graphs = 64            # live, per instance
     max-contexts = 256
     max-tensors = 65536

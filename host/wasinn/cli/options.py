@@ -92,7 +92,7 @@ _LIMIT_HELP = {
     "max_tensor_rank": "dimensions of one tensor",
     "max_output_bytes": "bytes of one compute output; None: as max-tensor-bytes",
     "max_backend_memory": "a backend's working memory and live outputs, per graph",
-    "max_host_bytes": "host bytes of the live tensors, outputs and models an instance holds",
+    "max_host_bytes": "host bytes of the live tensors, outputs, models, errors and LiteRT contexts an instance holds",
     "max_graphs": "live graphs per instance",
     "max_contexts": "live execution contexts per instance",
     "max_tensors": "live tensors per instance",
