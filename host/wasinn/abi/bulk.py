@@ -55,8 +55,10 @@ class Bulk:
         """A bad span is an error; a tensor over a limit traps, as the constructor this
         stands in for does (nn.py)."""
         memory, payload = self._bytes(store, data)
+        deadline = self.nn.call_deadline(store)  # as the constructor's copy: none of its slices begun past it
         return self.nn.tensor_from_guest(store, len(dimensions), lambda: dimensions, ty, data.len,
-                                         lambda into: memory.read_array(payload, data.len, into))
+                                         lambda into: memory.read_array(payload, data.len, into, deadline,
+                                                                        "the tensor's data"))
 
     @returns_error
     def _bytes(self, store, data: Span) -> tuple[LinearMemory, int]:

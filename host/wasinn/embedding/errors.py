@@ -43,9 +43,18 @@ def missing_import(e: Exception | str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
+def _chain(text: str) -> str:
+    """What wasmtime says of an error: its first line and its chain of causes, after the
+    last "Caused by:" line, where there is one. A backtrace between the two names the
+    guest's functions as its name section spells them, "Caused by:" and forged causes
+    included (a core module made its trap's line begin with text of its own)."""
+    at = text.rfind("\nCaused by:\n")
+    return text if at < 0 else text.split("\n", 1)[0] + text[at:]
+
+
 def classify(e: Exception | str) -> Cause | None:
     """The limit or missing definition a wasmtime error reports; None for anything else."""
-    text = str(e)
+    text = _chain(str(e))
     if "wasm trap: interrupt" in text:
         return Cause("deadline")
     if "all fuel consumed" in text:
@@ -70,7 +79,7 @@ def classify(e: Exception | str) -> Cause | None:
 
 def one_line(e: Exception) -> str:
     """wasmtime errors carry a backtrace and a chain of causes; people need the cause."""
-    text = str(e)
+    text = _chain(str(e))
     for marker, explanation in _KNOWN_LIMITS.items():
         if marker in text:
             return explanation
