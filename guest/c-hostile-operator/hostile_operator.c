@@ -10,6 +10,7 @@
      topic N       the result's topic (the next operator gets it as a list of bytes)
      ctype-long N  its content type (a search of it held the host's GIL ~40 ms a MiB)
      nodeid N      its timestamp's node id
+     format N      a snapshot's format, which a sink publishes as the content type image/FORMAT
      schema N      an inline schema of that content
    ones that hand the host more list elements than a call may:
      props N   N user properties, each k=v (a result: 450,000 held the host 7 s)
@@ -122,6 +123,12 @@ result_t *process(data_model_t *input) {
         m->content_type.some = 1; m->content_type.v = text(huge, huge_text(cmd + 11));
     } else if (strncmp(cmd, "nodeid ", 7) == 0) {
         m->timestamp.node_id = text(huge, huge_text(cmd + 7));
+    } else if (strncmp(cmd, "format ", 7) == 0) {
+        snapshot_t *s = &result.v.ok.v.snapshot;  /* its timestamp lies where the message's did */
+        result.v.ok.tag = DM_SNAPSHOT;
+        s->format = text(huge, huge_text(cmd + 7));
+        s->width = s->height = 1;
+        s->frame = text("out", 3);
     } else if (strncmp(cmd, "schema ", 7) == 0) {
         m->schema.some = 1; m->schema.v.tag = 1;
         m->schema.v.v.inline_.name = text("s", 1);

@@ -408,7 +408,7 @@ class DataflowRunner:
             return Publication(self.flow.sink, payload=bytes(data.payload), content_type=data.content_type,
                                user_properties=[(str(k), str(v)) for k, v in data.user_properties])
         if isinstance(data, Snapshot):
-            return Publication(self.flow.sink, payload=bytes(data.frame), content_type=f"image/{data.format}")
+            return Publication(self.flow.sink, payload=bytes(data.frame), content_type=data.content_type)
         return Publication(self.flow.sink, payload=bytes(data), content_type=None)
 
 

@@ -87,6 +87,13 @@ class Snapshot:
     format: str = "rgb24"
     timestamp: Timestamp | None = None
 
+    # what a sink publishes a frame as: its format under image/
+    CONTENT_TYPE = "image/"
+
+    @property
+    def content_type(self) -> str:
+        return self.CONTENT_TYPE + self.format
+
 
 # What operators take and return (WIT `data-model`): bytes is the bare buffer-or-bytes case.
 DataModel = Message | Snapshot | bytes
@@ -408,13 +415,17 @@ class Operator:
                 timestamp=self._stamp(m.timestamp), schema=schema)
         s = value.payload
         return Snapshot(frame=self._bytes(s.frame), width=s.width, height=s.height,
-                        format=self._wire_text(s.format, "its format"), timestamp=self._stamp(s.timestamp))
+                        # published as a content type under image/ (65,530 bytes of format made one
+                        # MQTT cannot carry: paho raised, and the worker died on it at every redelivery)
+                        format=self._wire_text(s.format, "its format", Snapshot.CONTENT_TYPE),
+                        timestamp=self._stamp(s.timestamp))
 
-    def _wire_text(self, value: Variant, what: str) -> str:
-        """Text of a result that a sink publishes (a content type, a user property): what
-        MQTT cannot carry is the operator's fault, not the broker connection's (mqtt_text)."""
+    def _wire_text(self, value: Variant, what: str, published_under: str = "") -> str:
+        """Text of a result that a sink publishes (a content type, a user property; a
+        snapshot's format `published_under` a prefix): what MQTT cannot carry is the
+        operator's fault, not the broker connection's (mqtt_text)."""
         text = self._text(value)
-        problem = string_problem(text)
+        problem = string_problem(published_under + text)
         if problem is not None:
             raise OperatorError(self.name, "contract", f"the operator returned a message MQTT cannot carry: "
                                 f"{what} {text[:40]!r}{'...' if len(text) > 40 else ''}: {problem}")
