@@ -277,6 +277,36 @@ def test_windows_in_chunks_staged_and_emitted_once_across_lost_answers(kind):
             server.close()
 
 
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_a_window_of_large_messages_rewrites_at_most_a_chunk_of_bytes_a_staging(kind):
+    """Chunks close at CHUNK_BYTES too: staging 2 MB messages into one window rewrote the
+    whole open chunk (up to 60 MB) each time, inside a write of the store every worker
+    shares (another operator's calls ran 336 ms past a 0.1 s deadline, probe 64). The
+    window key's value stays under a chunk's bytes, and the window comes back whole."""
+    from wasinn.pipeline.operator import Message
+    from wasinn.pipeline.services import EmbeddedStore, RedisStore
+    from wasinn.pipeline.services.clock import Timestamp
+    from wasinn.pipeline.windows import CHUNK_BYTES, Windows
+    server = RedisServer() if kind == "redis" else None
+    store = RedisStore(server.url) if server else EmbeddedStore()
+    try:
+        at = Timestamp(1_700_000_000, 0)
+        windows = Windows(store, "test", "worker-0")
+        payloads = [bytes([i]) * (CHUNK_BYTES // 3) for i in range(10)]
+        largest = 0
+        for payload in payloads:
+            windows.stage("acc", at, Message(payload, "t", timestamp=at))
+            value, _ = store.get(windows._key("acc", at))
+            largest = max(largest, len(value))
+        assert largest < CHUNK_BYTES
+        (_, _, messages, _, upto), = windows.due(Timestamp(1_700_000_001, 0))
+        assert [m.payload for m in messages] == payloads and upto == len(payloads)
+    finally:
+        store.close()
+        if server:
+            server.close()
+
 def test_a_node_opens_at_most_max_open_windows():
     """Every new window rewrites the graph's index of open windows, which `due` reads
     whole: a delay giving each message a timestamp of its own is held to max-open-windows
