@@ -141,8 +141,8 @@ def instances(row, progress, host, guests: dict[str, pathlib.Path], cache: pathl
 
 
 def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None:
-    """onnxruntime's run with wasinn's session settings (a bounded arena of its own,
-    shrunk after each run) against its defaults, interleaved."""
+    """onnxruntime's run with wasinn's session settings (a bounded arena of its own)
+    against its defaults, and with the arena shrunk after each run, interleaved."""
     import onnxruntime as ort
     cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
 
@@ -171,7 +171,7 @@ def arena(row, progress, model: pathlib.Path, threads: int, quick: bool) -> None
     row("arena", "bounded arena, not shrunk (wasinn's default)", _median_ms(times["bounded"]),
         _median_ms(times["default"]), "ms", "<= 1.02x", note="reference: onnxruntime's defaults")
     row("arena", "bounded arena, shrunk after each run", _median_ms(times["bounded+shrink"]),
-        _median_ms(times["default"]), "ms", note="wasinn's runs where max-backend-memory is set below its default")
+        _median_ms(times["default"]), "ms", note="what wasinn no longer does (near its bound it grew the process)")
 
 
 def precision(row, progress, host_factory, model: pathlib.Path, image_path: pathlib.Path, threads: int,

@@ -53,6 +53,15 @@ def expand(n: int, *, reduce: bool = False, static: bool = True) -> bytes:
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
 
 
+def doubled_sum(n: int) -> bytes:
+    """x float32 [1] expanded to [n], added to itself, summed: two [n] tensors at once."""
+    nodes = [helper.make_node("Expand", ["x", "s"], ["e"]), helper.make_node("Add", ["e", "e"], ["a"]),
+             helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                  [numpy_helper.from_array(np.array([n], np.int64), "s")])
+
+
 def small() -> bytes:
     return _model([helper.make_node("Identity", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -69,15 +78,15 @@ def roundtrip_wasm() -> pathlib.Path:
 def models(tmp_path_factory) -> dict[str, pathlib.Path]:
     d = tmp_path_factory.mktemp("models")
     made = {"small": small(), "out20": expand(5 * MIB), "out20-dynamic": expand(5 * MIB, static=False),
-            "expand2g": expand(512 * MIB, reduce=True)}
+            "expand2g": expand(512 * MIB, reduce=True), "near64m": doubled_sum(6_250_000)}
     for name, model in made.items():
         (d / f"{name}.onnx").write_bytes(model)
     return {name: d / f"{name}.onnx" for name in made}
 
 
-def probe(wasm, model, *, limits=None, threads=1, then=None, inputs=(ONE,)) -> dict:
+def probe(wasm, model, *, limits=None, threads=1, then=None, inputs=(ONE,), contexts=1) -> dict:
     spec = {"cache": str(CACHE), "component": str(wasm), "model": str(model), "limits": limits or {},
-            "threads": threads, "then": then and str(then), "inputs": list(inputs)}
+            "threads": threads, "then": then and str(then), "inputs": list(inputs), "contexts": contexts}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "host"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(PROBE), json.dumps(spec)], capture_output=True, text=True,
                           timeout=300, env=env)
@@ -122,6 +131,17 @@ def test_a_graph_that_expands_to_2_gib_is_refused_at_max_backend_memory(roundtri
     assert got["peak"] <= baseline["peak"] + 600 * MIB
     assert got["after"] == [["ok", [["y", ONE[3], 4]]]]  # the same instance serves the next call
     assert got["started"] == [1]
+
+
+def test_contexts_of_a_graph_near_max_backend_memory_hold_no_more_than_one(roundtrip_wasm, models, baseline):
+    # runs that shrank onnxruntime's arena at their end (wasinn's, below the default
+    # max-backend-memory) grew the process ~24 MiB for each context run once on a graph
+    # near its bound: 120 contexts held 2.9 GB under 64 MiB (probe 64)
+    got = probe(roundtrip_wasm, models["near64m"], limits={"max-backend-memory": "64MiB"}, contexts=30)
+    [(code, _)] = got["results"]
+    assert code == "ok", got["results"]
+    print(f"peak {got['peak'] / MIB:.0f} MiB, baseline run {baseline['peak'] / MIB:.0f} MiB")
+    assert got["peak"] <= baseline["peak"] + 200 * MIB
 
 
 def test_four_instances_at_once_are_all_refused_and_memory_returns(roundtrip_wasm, models, baseline):

@@ -6,11 +6,13 @@ with `session.use_env_allocators` take at their creation. So each graph's sessio
 created right after registering a fresh arena whose `max_mem` is the limit: the arena
 serves the graph's intermediate tensors and its outputs (not its weights, which
 max-host-bytes counts); an allocation past it fails at once, before the memory is
-touched, and the run is `too-large`. Where max-backend-memory is set below its default,
-each run ends by shrinking the arena, so an idle graph holds only the outputs still
-alive; under the default the arena stays as onnxruntime keeps it (shrinking costs 3-5%
-of an EfficientNet-Lite0 run, more under load: benchmarks/bench.py's arena rows). On gpu,
-the CUDA provider's `gpu_mem_limit` bounds its arena the same way.
+touched, and the run is `too-large`. The arena stays as onnxruntime keeps it between
+runs, at most max-backend-memory: runs that ended by shrinking it (what wasinn did where
+max-backend-memory was set below its default) grew the process past it wherever a
+graph's working set came near the bound, ~24 MiB more for each context run once (one
+RunOptions each) and ~400 MiB for one context run 200 times, on a 64 MiB limit (probe
+64; plain onnxruntime does the same). On gpu, the CUDA provider's `gpu_mem_limit` bounds
+its arena the same way.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from .._enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from ..deadlines import stop_at
 from ..errors import NnError, invalid_argument, invalid_encoding, runtime_error, unsupported
-from ..limits import Limits, backend_memory_error
+from ..limits import backend_memory_error
 from ..tensors import DTYPES, HostTensor
 from .base import AcceptOutputs, TensorSpec, accept_all
 from .formats import graph_values, looks_like_onnx, onnx_file_values, reject_onnx_external_data
@@ -156,9 +158,6 @@ class OnnxRuntimeContext:
         large model's run, whose working set leaves the host's code cold in the caches."""
         if self._options is None:
             options = ort.RunOptions()
-            if self.graph.max_memory < Limits.max_backend_memory:
-                options.add_run_config_entry("memory.enable_memory_arena_shrinkage", _shrink(self.graph.target))
-
             context = weakref.ref(self)  # not `self`: the cycle kept the session and its threads until a gc
 
             def stop() -> None:  # from the deadline watchdog
@@ -241,10 +240,6 @@ def _ort_value(t: HostTensor) -> ort.OrtValue:
     if t.ty == TensorType.BF16:  # onnxruntime takes no numpy bfloat16: hand it the bits
         return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(arr.view(np.uint16), _ONNX_ELEM_TYPE[TensorType.BF16])
     return ort.OrtValue.ortvalue_from_numpy(arr)
-
-
-def _shrink(target: ExecutionTarget) -> str:
-    return "gpu:0" if target == ExecutionTarget.GPU else "cpu:0"
 
 
 def _nbytes(value: ort.OrtValue) -> int:
