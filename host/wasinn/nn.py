@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Callable, NamedTuple
 
 from ._bindings import Err, ErrorCode, ExecutionTarget, GraphEncoding, Resource, TensorType
@@ -33,8 +34,6 @@ from .registry import ModelRegistry
 from .tensors import DTYPES, HostTensor, describe
 
 
-# Graphs loaded from bytes that stay loaded after their guests drop them (for reuse).
-RECENT_GRAPHS = 4
 # How long a guest may run on, past its call's deadline and past the backend's `timeout`
 # reaching it, to see that error before the epoch deadline ends the call: given at the
 # call's first timeout only (20 ticks at every timeout had let a guest that loaded again
@@ -198,7 +197,10 @@ class WasiNn:
         # Re-entrant: an instance dropped without close() is closed by a finalizer,
         # which the garbage collector may run inside any locked section.
         self._lock = threading.RLock()
-        self._recent_graphs: collections.OrderedDict[tuple, Graph] = collections.OrderedDict()
+        # graphs loaded in process from bytes, shared by whoever loads the same bytes while
+        # an instance holds them: kept after the last one went (four of them), they held
+        # ~460 MB that no instance's max-host-bytes counted (probe 64)
+        self._shared_graphs: weakref.WeakValueDictionary[tuple, Graph] = weakref.WeakValueDictionary()
         self.isolation = Isolation(self.limits)
 
     @property
@@ -408,8 +410,9 @@ class WasiNn:
         an isolated graph runs in a worker process (backends/isolated.py), one per
         instance; `owner`: the instance an operator's model isolated too (`all`) is
         loaded for (None: the host's own worker for those). The same bytes loaded again
-        in process, by any instance, get the same graph: a graph is immutable, and
-        creating an onnxruntime session costs 10x more than hashing its bytes."""
+        in process, by any instance, while an instance holds their graph, get the same
+        graph: a graph is immutable, and creating an onnxruntime session costs 10x more
+        than hashing its bytes."""
         if not builders:
             raise invalid_argument("load needs at least one graph builder (the model bytes); got none")
         self.limits.check_model(sum(len(b) for b in builders))
@@ -419,9 +422,7 @@ class WasiNn:
             import hashlib  # OpenSSL's sha256, fast on megabytes; its libcrypto (3.3 MB) only once a guest loads bytes
             key = (encoding, target, tuple(hashlib.sha256(b).digest() for b in builders))
             with self._lock:
-                graph = self._recent_graphs.get(key)
-                if graph is not None:
-                    self._recent_graphs.move_to_end(key)
+                graph = self._shared_graphs.get(key)
         if graph is None:
             builders = self._inline(builders, encoding, guest)  # counted with the weights it read in
             size = sum(len(b) for b in builders)
@@ -441,9 +442,7 @@ class WasiNn:
         graph = self._backend_for(builders, encoding).load(builders, target)
         graph.model_bytes = size  # counted against max-host-bytes
         with self._lock:
-            self._recent_graphs[key] = graph
-            while len(self._recent_graphs) > RECENT_GRAPHS:
-                self._recent_graphs.popitem(last=False)
+            self._shared_graphs[key] = graph
         return graph
 
     def _load_isolated(self, builders: list[bytes], encoding: GraphEncoding, target: ExecutionTarget,
