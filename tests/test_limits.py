@@ -117,6 +117,18 @@ def test_each_litert_context_counts_its_interpreter_in_max_host_bytes(tmp_path):
     assert result.tag == "ok", result.payload
     assert inst.live_resources()["graph_execution_context"] == 2
 
+
+def test_a_litert_interpreter_counts_its_nodes_too(tmp_path):
+    # an interpreter's records of its nodes and tensors, ~2 KB a node, outweigh the
+    # tensors of a long model: 12 contexts of 100,000 ADDs (400 KB of tensors each) held
+    # 2.5 GB under --max-host-bytes 64MiB (probe 64)
+    host = make_host(max_backend_memory="16MiB")
+    (tmp_path / "chain.tflite").write_bytes(tflite_models.add_chain(20_000))
+    host.models.register("chain", tmp_path / "chain.tflite")
+    code, message = failure(instance(host).call("load-by-name", "chain"))
+    assert code == "too-large" and "tensors and nodes come to" in message, message
+    assert "(max-backend-memory, --max-backend-memory)" in message
+
 def test_too_many_live_tensors_are_reported_by_compute():
     inst = instance(make_host(max_tensors=1))
     g = inst.call("load", [models.add_mul()], "onnx", "cpu").payload

@@ -7,9 +7,13 @@ LiteRT offers no bound on its allocations. The nearest: an interpreter whose ten
 (weights included: an upper bound of its arena) add up to more than max-backend-memory
 is refused before it allocates them; after a resize for dynamic axes the sizes are
 known only once allocated, so an interpreter over the bound is then dropped and the
-run refused. Each context's interpreter is its own (`working_bytes`), so the host
-counts it in the instance's max-host-bytes (nn.count_working): 30 contexts of one
-graph held 30 arenas of 48 MiB under --max-host-bytes 128MiB before.
+run refused. Each context's interpreter is its own (`working_bytes`: its tensors, and
+its records of them and of its nodes, ~2 KB a node), so the host counts it in the
+instance's max-host-bytes (nn.count_working): 30 contexts of one graph held 30 arenas of
+48 MiB under --max-host-bytes 128MiB before, and 12 contexts of a 100,000-node model
+2.5 GB under 64 MiB. Making an interpreter holds the GIL for as long as its model is
+large (0.4 s for those 100,000 nodes): a guest's contexts of an operator's model in
+process cost that each (SECURITY.md).
 """
 from __future__ import annotations
 
@@ -69,13 +73,15 @@ class TfLiteGraph:
         return interp
 
     def check_memory(self, interp: Interpreter) -> int:
-        """The bytes of `interp`'s tensors, refused past max-backend-memory."""
+        """The bytes of `interp`'s tensors and of its own records of them and of its
+        nodes, refused past max-backend-memory."""
         # in Python ints: LiteRT's shapes are int32 arrays, whose product wrapped (a
         # [32768, 32768] float32 tensor counted as 0 bytes and went on to fail bare)
         held = sum(math.prod(max(int(n), 0) for n in d["shape"]) * np.dtype(d["dtype"]).itemsize
-                   for d in interp.get_tensor_details())
+                   for d in interp.get_tensor_details()) + _records(interp)
         if held > self.max_memory:
-            raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors come to {held} bytes")
+            raise backend_memory_error("LiteRT", self.max_memory, f"the interpreter's tensors and nodes come to "
+                                       f"{held} bytes")
         return held
 
     def init_execution_context(self, deadline: float | None = None) -> "TfLiteContext":
@@ -121,6 +127,19 @@ class TfLiteContext:
                         for spec, d in zip(self.graph.outputs, interp.get_output_details())])
         return [(spec.name, _output(spec, interp.get_tensor(index)))
                 for spec, index in zip(self.graph.outputs, self.output_index)]
+
+
+# What an interpreter holds per node and per tensor besides the tensors' bytes (measured:
+# 1.4-2.7 KB a node of a chain of ADDs, one tensor each: a 100,000-node model's
+# interpreter took 134-249 MiB, of which its tensors' bytes were 400 KB).
+_NODE_BYTES = 2048
+_TENSOR_BYTES = 1024
+
+
+def _records(interp: Interpreter) -> int:
+    wrapper = interp._interpreter  # LiteRT's own counts; its Python API lists every tensor otherwise
+    tensors = sum(wrapper.NumTensors(i) for i in range(wrapper.NumSubgraphs()))
+    return _NODE_BYTES * wrapper.NumNodes() + _TENSOR_BYTES * tensors
 
 
 def _output(spec: TensorSpec, array: np.ndarray) -> HostTensor:
