@@ -3,7 +3,8 @@
  *
  *   hostile rank N            one tensor with N dimensions (one u8 of data), in memory
  *                             grown for them and never touched: the host must not read them
- *   hostile tensors N SIZE    N tensors of SIZE u8s, none dropped
+ *   hostile tensors N SIZE [RANK]  N tensors of SIZE u8s, none dropped (RANK dimensions:
+ *                             SIZE, then ones)
  *   hostile builders N        graph.load with N empty builders (untouched memory too)
  *   hostile compute N NAME    load-by-name NAME, then compute on an fp32 tensor of N
  *                             dimensions of 65535 and 4 bytes of data
@@ -59,11 +60,15 @@ static int run_main(int argc, char **argv) {
         size_t n = strtoul(argv[2], 0, 10);
         nn_tensor_new(untouched(n), n, NN_U8, one, 1);
         printf("made a tensor of %zu dimensions\n", n);
-    } else if (argc == 4 && !strcmp(argv[1], "tensors")) {
+    } else if ((argc == 4 || argc == 5) && !strcmp(argv[1], "tensors")) {
         size_t n = strtoul(argv[2], 0, 10), size = strtoul(argv[3], 0, 10);
-        uint32_t dims[1] = {size};
+        size_t rank = argc == 5 ? strtoul(argv[4], 0, 10) : 1;
+        uint32_t dims[64];
+        if (rank < 1 || rank > 64) rank = 1;
+        dims[0] = size;
+        for (size_t d = 1; d < rank; d++) dims[d] = 1;
         uint8_t *data = calloc(size + 1, 1);
-        for (size_t i = 0; i < n; i++) nn_tensor_new(dims, 1, NN_U8, data, size);
+        for (size_t i = 0; i < n; i++) nn_tensor_new(dims, rank, NN_U8, data, size);
         printf("made %zu tensors\n", n);
     } else if (argc == 3 && !strcmp(argv[1], "builders")) {
         size_t n = strtoul(argv[2], 0, 10);

@@ -366,7 +366,7 @@ class WasiNn:
         tensors in the worker's shared memory, where it reads its inputs without a copy."""
         session = self.session(store)
         self.limits.check_rank(rank, "the tensor")
-        self._admit(session, "tensor", nbytes)
+        self._admit(session, "tensor", nbytes + _dims_bytes(rank))
         into = session.worker.tensor(nbytes) if session.worker is not None else None
         return self.add(store, Resource.TENSOR, HostTensor(read_dims(), ty, read(into)), limited=False,
                         session=session)
@@ -799,10 +799,23 @@ MAX_ERROR_TEXT = 16 << 10
 _ERROR_OVERHEAD = 512
 
 
+# A tensor's dimensions past this many are counted in max-host-bytes, each as the Python
+# int and tuple slot it takes (up to 40 bytes): 65,536 one-byte tensors of 64 dimensions
+# near 2^32 were counted as 64 KiB and held 190 MB (probe 64). The first few, with the
+# tensor's own objects (~0.5 KB), are the per-tensor overhead max-tensors bounds.
+_FREE_DIMS = 8
+_DIM_BYTES = 40
+
+
+def _dims_bytes(rank: int) -> int:
+    return _DIM_BYTES * max(0, rank - _FREE_DIMS)
+
+
 def _held_bytes(kind: Resource, obj) -> int:
-    """Host bytes a table entry holds: a tensor's data, a graph's model bytes."""
+    """Host bytes a table entry holds: a tensor's data (and its many dimensions), a
+    graph's model bytes."""
     if kind == Resource.TENSOR:
-        return obj.nbytes
+        return obj.nbytes + _dims_bytes(len(obj.dims))
     if kind == Resource.GRAPH:
         return getattr(obj, "model_bytes", 0)
     if kind == Resource.ERROR:  # an error's text, the host's or one a guest made (Staged.error_new)

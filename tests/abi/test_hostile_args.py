@@ -236,6 +236,13 @@ def test_host_bytes_flood_traps_at_the_constructor(hostile):
 
 
 
+def test_a_flood_of_tensors_of_many_dimensions_counts_them_in_max_host_bytes(hostile):
+    # 65,536 one-byte tensors of 64 dimensions were counted as 64 KiB and held 190 MB of
+    # Python objects (probe 64): each dimension past the eighth counts 40 bytes
+    got = probe(hostile, ["run", "tensors", "65536", "1", "64"], limits={"max-tensors": 65536})
+    assert "too-large: this tensor (2241 bytes) would make the instance hold" in trapped(got), trapped(got)
+    assert grew(got) < 1 * MIB + OVERHEAD, got
+
 def test_an_error_flood_traps_at_max_errors(hostile):
     """The wasi:nn errors of failing calls that a guest never drops count against
     max-errors, and their text against max-host-bytes: before, they counted nowhere
