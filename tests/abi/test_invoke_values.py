@@ -336,3 +336,29 @@ def test_invoke_prints_a_long_result_a_piece_at_a_time(capsys, tmp_path):
     data = bytes(range(256)) * 600
     assert format_value(data) == "[" + ", ".join(map(str, data)) + "]"
     assert max(len(piece) for piece in value_pieces(data)) <= 5 * _PIECE  # "255, " a byte
+
+
+# An export returning option<option<u32>>: `outer` and `inner` its two cases (0 none, 1 some), 7 inside.
+NESTED_OPTION = """
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "o") (param $outer i32) (param $inner i32) (result i32)
+      (i32.store8 (i32.const 16) (local.get $outer))
+      (i32.store8 (i32.const 20) (local.get $inner))
+      (i32.store (i32.const 24) (i32.const 7))
+      (i32.const 16)))
+  (core instance $i (instantiate $m))
+  (alias core export $i "memory" (core memory $mem))
+  (func (export "o") (param "outer" u32) (param "inner" u32) (result (option (option u32)))
+    (canon lift (core func $i "o") (memory $mem)))
+)
+"""
+
+
+@pytest.mark.parametrize("call, printed", [("o(0, 0)", "none"), ("o(1, 0)", "some(none)"), ("o(1, 1)", "some(some(7))")])
+def test_invoke_prints_an_option_of_an_option_as_wasmtime_does(capsys, tmp_path, call, printed):
+    import wasmtime
+    wasm = tmp_path / "nested.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(NESTED_OPTION))
+    assert invoke(capsys, call, wasm)[:2] == (0, printed)

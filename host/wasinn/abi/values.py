@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..lazy import numpy as np
 from wasmtime.component import (S8, S16, S32, S64, U8, U16, U32, U64, Bool, BorrowType, Char, EnumType, F32, F64,
@@ -160,6 +160,11 @@ def value_pieces(value, ty=None) -> Iterator[str]:
         yield f"a {type(value).__name__}" if type(value).__repr__ is object.__repr__ else repr(value)
 
 
+class Some(NamedTuple):
+    """An option's payload (which may itself be None)."""
+    value: Any
+
+
 def _joined(start: str, items, end: str) -> Iterator[str]:
     yield start
     for i, pieces in enumerate(items):
@@ -181,7 +186,11 @@ def _typed_pieces(value, ty):
     if isinstance(ty, Char):
         return ["'" + _quoted(value)[1:-1].replace("'", "\\'") + "'"]
     if isinstance(ty, OptionType):
-        return ["none"] if value is None else _joined("some(", [value_pieces(value, ty.payload)], ")")
+        if isinstance(value, Variant):  # tagged, as an option whose payload can itself be none comes
+            value = None if value.tag == "none" else Some(value.payload)
+        elif value is not None:
+            value = Some(value)
+        return ["none"] if value is None else _joined("some(", [value_pieces(value.value, ty.payload)], ")")
     if isinstance(ty, FlagsType):
         return ["{" + ", ".join(name for name in ty.names if name in value) + "}"]
     if isinstance(ty, ListType) and not is_bytes(ty):
