@@ -19,7 +19,7 @@ Set per run with CLI flags or a TOML file (`--config wasinn.toml`):
     max-host-bytes = "4GiB"    # what an instance holds: tensors, outputs, models, errors, LiteRT contexts
     max-graphs = 64            # live, per instance
     max-contexts = 256
-    max-tensors = 65536
+    max-tensors = 4096
     max-errors = 1024          # live wasi:nn errors per instance (those it never dropped)
     max-builders = 16          # builders of one graph.load
     max-list-elements = 65536  # list elements (bytes aside) one call hands the host: arguments, a result
@@ -116,7 +116,7 @@ class Limits:
     max_host_bytes: int = 4 << 30
     max_graphs: int = 64
     max_contexts: int = 256
-    max_tensors: int = 65536
+    max_tensors: int = 4096  # live, per instance: each one walked by the collector (SECURITY.md)
     max_errors: int = 1024
     max_memories: int = 16
     max_tables: int = 16
