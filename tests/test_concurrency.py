@@ -158,7 +158,7 @@ def test_dropping_contexts_of_dropped_graphs_does_not_hold_up_other_instances():
 
     from support.meanwhile import calls_meanwhile
     from support.repo import guest_component
-    host = wasinn.Host(limits=Limits(isolate="none"))
+    host = wasinn.Host(limits=Limits(isolate="none", max_tensors=65_536))  # an operator's, past the default 4,096
     component = host.load_component(guest_component("adversary"))
     with host.instantiate(component) as attacker, host.instantiate(component) as other:
         for _ in range(10_000):
