@@ -146,6 +146,13 @@ def _window(value: bytes) -> tuple[dict, memoryview]:
     return json.loads(value[_META.size:_META.size + n]), memoryview(value)[_META.size + n:]
 
 
+def _window_error(e: Exception, doing: str) -> WindowError:
+    """A state store's failure as the windows say it."""
+    if isinstance(e, StateUnavailable):
+        return WindowUnavailable(f"the state store is unavailable: {e}")
+    return WindowError(f"the state store refused a window {doing}: {e}")
+
+
 def _closed(meta: dict) -> int:
     """The messages of a window's closed chunks (a window staged before chunks closed by
     bytes too has no count of them: each of its chunks holds CHUNK_MESSAGES)."""
@@ -213,10 +220,8 @@ class Windows:
                 return work(fencing)
             finally:
                 self.store.delete(self._lock_key, value=token)
-        except StateUnavailable as e:
-            raise WindowUnavailable(f"the state store is unavailable: {e}") from None
-        except StateError as e:
-            raise WindowError(f"the state store refused a window write: {e}") from None
+        except (StateUnavailable, StateError) as e:
+            raise _window_error(e, "write") from None
 
     def _retried(self, work, what: str):
         """`work(token)` until the store answers: one token for all the tries."""
@@ -300,10 +305,8 @@ class Windows:
         try:
             for piece, start, end in _pieces(prefix, len(item)):
                 self.store.set(self.owner, piece, item[start:end])
-        except StateUnavailable as e:
-            raise WindowUnavailable(f"the state store is unavailable: {e}") from None
-        except StateError as e:
-            raise WindowError(f"the state store refused a window write: {e}") from None
+        except (StateUnavailable, StateError) as e:
+            raise _window_error(e, "write") from None
         return _stub(token.decode(), prefix, len(item))
 
     def _check_room(self, node: str, at: Timestamp, messages: int, held: int, size: int, properties: int) -> None:
@@ -329,10 +332,8 @@ class Windows:
         one window, not of every window that came due together."""
         try:
             yield from self._due(now)
-        except StateUnavailable as e:
-            raise WindowUnavailable(f"the state store is unavailable: {e}") from None
-        except StateError as e:
-            raise WindowError(f"the state store refused a window read: {e}") from None
+        except (StateUnavailable, StateError) as e:
+            raise _window_error(e, "read") from None
 
     def _due(self, now: Timestamp) -> Iterator[tuple[str, Timestamp, list, str, int]]:
         for node, version in self._index():
@@ -370,8 +371,11 @@ class Windows:
     def _messages(self, key: bytes, meta: dict, chunk) -> list[tuple[dict, memoryview]]:
         """Every message of the window, in the order they were staged (a stub's pieces
         read back into its message)."""
-        staged = [m for n in range(meta.get("chunks", 0)) for m in _items(self._chunk(key, n))] + _items(chunk)
-        return [self._whole(head) if "pieces" in head else (head, body) for head, body in staged]
+        return [self._whole(head) if "pieces" in head else (head, body) for head, body in self._stubs(key, meta, chunk)]
+
+    def _stubs(self, key: bytes, meta: dict, chunk) -> list[tuple[dict, memoryview]]:
+        """The window's messages as its chunks hold them: a message staged in pieces as its stub."""
+        return [m for n in range(meta.get("chunks", 0)) for m in _items(self._chunk(key, n))] + _items(chunk)
 
     def _whole(self, stub: dict) -> tuple[dict, memoryview]:
         parts = []
@@ -387,8 +391,7 @@ class Windows:
         """Deletes the pieces of the window's messages staged in pieces (once it is emitted)."""
         if not meta.get("pieces"):
             return
-        staged = [m for n in range(meta.get("chunks", 0)) for m in _items(self._chunk(key, n))] + _items(chunk)
-        for head, _ in staged:
+        for head, _ in self._stubs(key, meta, chunk):
             if "pieces" in head:
                 for piece, _, _ in _pieces(head["pieces"].encode(), head["size"]):
                     self.store.delete(piece, fencing=fencing)
