@@ -362,3 +362,30 @@ def test_invoke_prints_an_option_of_an_option_as_wasmtime_does(capsys, tmp_path,
     wasm = tmp_path / "nested.wasm"
     wasm.write_bytes(wasmtime.wat2wasm(NESTED_OPTION))
     assert invoke(capsys, call, wasm)[:2] == (0, printed)
+
+
+# An export returning `n` bytes of 255 from its memory, as list<u8>.
+LONG_BYTES = """
+(component
+  (core module $m
+    (memory (export "memory") 64)
+    (func (export "b") (param $n i32) (result i32)
+      (memory.fill (i32.const 64) (i32.const 255) (local.get $n))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (local.get $n))
+      (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (alias core export $i "memory" (core memory $mem))
+  (func (export "b") (param "n" u32) (result (list u8)) (canon lift (core func $i "b") (memory $mem)))
+)
+"""
+
+
+def test_invoke_prints_a_guests_long_list_of_bytes_whole(capsys, tmp_path):
+    # 2,000,000 bytes, near wasmtime's per-call cap: each written as "255, " a piece at a
+    # time (a string per byte joined at once had been ~2 GB for such a result)
+    import wasmtime
+    wasm = tmp_path / "bytes.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(LONG_BYTES))
+    status, out, _ = invoke(capsys, "b(2000000)", wasm)
+    assert status == 0 and out == "[" + ", ".join(["255"] * 2_000_000) + "]"
